@@ -1,0 +1,3 @@
+from opencoupon.cli.main import app
+
+app()

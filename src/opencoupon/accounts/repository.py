@@ -1,0 +1,56 @@
+"""Queries on accounts and their API secrets."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from opencoupon.models import Account, ApiSecret, OneTimeToken
+
+
+def by_client_id(session: Session, client_id: str) -> Account | None:
+    return session.scalar(select(Account).where(Account.client_id == client_id))
+
+
+def by_email(session: Session, email: str) -> Account | None:
+    return session.scalar(select(Account).where(Account.email == email.lower()))
+
+
+def by_id(session: Session, account_id: int) -> Account | None:
+    return session.get(Account, account_id)
+
+
+def active_secrets(session: Session, account_id: int, now: dt.datetime) -> Sequence[ApiSecret]:
+    return session.scalars(
+        select(ApiSecret)
+        .where(ApiSecret.account_id == account_id)
+        .where(or_(ApiSecret.expires_at.is_(None), ApiSecret.expires_at > now))
+        .order_by(ApiSecret.id.desc())
+    ).all()
+
+
+def subaccounts(session: Session, parent_id: int) -> Sequence[Account]:
+    return session.scalars(select(Account).where(Account.parent_id == parent_id).order_by(Account.id)).all()
+
+
+def subaccount(session: Session, parent_id: int, subaccount_id: int) -> Account | None:
+    return session.scalar(select(Account).where(Account.id == subaccount_id, Account.parent_id == parent_id))
+
+
+def token_by_digest(session: Session, digest: str, purpose: str) -> OneTimeToken | None:
+    return session.scalar(
+        select(OneTimeToken).where(OneTimeToken.token_digest == digest, OneTimeToken.purpose == purpose)
+    )
+
+
+def consume_token(session: Session, token_id: int, now: dt.datetime) -> bool:
+    """Mark a one-time token used; True only for the one caller that wins."""
+    result = session.execute(
+        update(OneTimeToken)
+        .where(OneTimeToken.id == token_id, OneTimeToken.used_at.is_(None), OneTimeToken.expires_at > now)
+        .values(used_at=now)
+    )
+    return (result.rowcount or 0) == 1  # type: ignore[attr-defined]

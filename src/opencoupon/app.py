@@ -1,0 +1,154 @@
+"""The ASGI application."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+
+from opencoupon import __version__
+from opencoupon.config import Settings, get_settings
+from opencoupon.errors import ApiError, error_response
+from opencoupon.runtime import Runtime
+
+log = logging.getLogger("opencoupon")
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+# Every module that contributes routes: it defines `router` (or `routers`).
+ROUTER_MODULES = [
+    "opencoupon.subaccounts.router",
+    "opencoupon.accounts.router",
+    "opencoupon.coupons.router",
+    "opencoupon.coupons.pages",
+    "opencoupon.singleuse.router",
+    "opencoupon.loyalty.router",
+    "opencoupon.loyalty.pages",
+    "opencoupon.directories.router",
+    "opencoupon.directories.pages",
+    "opencoupon.webhooks.router",
+    "opencoupon.push.router",
+    "opencoupon.distribution.router",
+    "opencoupon.qr.router",
+    "opencoupon.dashboard.router",
+    "opencoupon.docs",
+]
+
+
+def _routers() -> list[APIRouter]:
+    found: list[APIRouter] = []
+    for name in ROUTER_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        found.extend(getattr(module, "routers", None) or [module.router])
+    return found
+
+
+def _http_error(status: int) -> ApiError:
+    if status == 404:
+        return ApiError(404, "Route not found.", http_status=404)
+    if status == 405:
+        return ApiError(405, "Method not allowed on this route.", http_status=405)
+    return ApiError(status, "Request could not be processed.", http_status=status)
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    runtime = runtime or Runtime.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runner = None
+        if runtime.db.is_sqlite and settings.run_worker_in_process:
+            from opencoupon.worker.runner import Runner
+
+            runner = Runner(runtime)
+            runner.start_thread()
+        app.state.runner = runner
+        try:
+            yield
+        finally:
+            if runner is not None:
+                runner.stop()
+
+    app = FastAPI(
+        title="OpenCoupon",
+        version=__version__,
+        description=(
+            "Coupontools-compatible coupon, loyalty card and directory API. v3 calls accept JSON, "
+            "form-encoded or multipart bodies (or a query string), and credentials in the "
+            "`X-Client-Id`/`X-Client-Secret` headers or as `client_id`/`client_secret` fields."
+        ),
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    app.state.settings = settings
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_exception(request: Request, exc: StarletteHTTPException) -> Response:
+        if _wants_html(request) and exc.status_code == 404:
+            from opencoupon.pages import render_error_page
+
+            return render_error_page(request, 404, "Page not found", "There is nothing at this address.")
+        return error_response(_http_error(exc.status_code))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> Response:
+        return error_response(ApiError(300, "Invalid request."))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", exc_info=exc)
+        body: dict[str, Any] = {
+            "status": {
+                "status": "failed",
+                "errors": {
+                    "error_message": "HTTP/1.0 500 Internal Server Error.",
+                    "error_message_description": ["Internal error. The request was not completed."],
+                    "error_code": [500],
+                },
+            }
+        }
+        return JSONResponse(body, status_code=500)
+
+    app.add_api_route("/healthz", _health, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/noop", _noop, methods=["GET", "POST"], include_in_schema=False)
+
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    for router in _routers():
+        app.include_router(router)
+    return app
+
+
+def _wants_html(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return "text/html" in accept and not request.url.path.startswith(("/v3/", "/v4/"))
+
+
+async def _health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+async def _noop() -> dict[str, Any]:
+    """The ceiling every benchmark compares against: same server, no work."""
+    return {"status": {"status": "OK"}}

@@ -1,0 +1,61 @@
+"""Settings from the environment (OPENCOUPON_*)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPENCOUPON_", extra="ignore")
+
+    database_url: str = "sqlite:///./var/opencoupon.db"
+    base_url: str = "http://127.0.0.1:8000"
+    # Used for HMAC of API secrets and tokens, encryption of secrets the API must show again,
+    # and signed cookies. `opencoupon serve` generates and keeps one under ./var when unset.
+    secret_key: str = ""
+    allow_private_webhooks: bool = False
+    max_body_bytes: int = 1024 * 1024
+    # Per API client, per second; generous by default.
+    rate_limit_per_second: float = 500.0
+    rate_limit_burst: int = 1000
+    idempotency_ttl_hours: int = 24
+    run_worker_in_process: bool = True
+    var_dir: Path = Field(default=Path("./var"))
+    sso_token_ttl_seconds: int = 60
+    reset_token_ttl_seconds: int = 3600
+    secret_rotation_grace_hours: int = 24
+
+    @property
+    def public_base_url(self) -> str:
+        return self.base_url.rstrip("/")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def resolve_secret_key(settings: Settings) -> str:
+    """The configured key, or one generated once and kept under var_dir."""
+    if settings.secret_key:
+        return settings.secret_key
+    import secrets
+
+    path = settings.var_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
+@lru_cache
+def get_settings() -> Settings:
+    settings = Settings()
+    settings.secret_key = resolve_secret_key(settings)
+    return settings

@@ -1,0 +1,111 @@
+"""The one v3 request parser: JSON, form, multipart or query string into one flat dict.
+
+Form values stay strings; `key[]=a&key[]=b`, `key[0]=a` and repeated keys become lists.
+JSON `null` means "not given". An empty body means no parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+
+from opencoupon.errors import ApiError
+
+_INDEXED_KEY = re.compile(r"^(?P<name>[^\[\]]+)\[(?P<index>[^\[\]]*)\]$")
+
+
+def _add(target: dict[str, Any], key: str, value: Any) -> None:
+    match = _INDEXED_KEY.match(key)
+    if match:
+        name = match.group("name")
+        current = target.get(name)
+        if isinstance(current, list):
+            current.append(value)
+        elif current is None:
+            target[name] = [value]
+        else:
+            target[name] = [current, value]
+        return
+    if key in target:
+        current = target[key]
+        target[key] = [*current, value] if isinstance(current, list) else [current, value]
+    else:
+        target[key] = value
+
+
+def pairs_to_dict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        _add(out, key, value)
+    return out
+
+
+def parse_json_bytes(raw: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(300, "Malformed JSON body.") from exc
+    if not isinstance(data, dict):
+        raise ApiError(300, "The JSON body must be an object.")
+    return {k: v for k, v in data.items() if v is not None}
+
+
+class PayloadTooLarge(ApiError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"Request body is larger than {limit} bytes.", http_status=413)
+
+
+async def read_payload(request: Request, max_bytes: int) -> dict[str, Any]:
+    """Parse query string and body into one dict; body values win over the query string."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(max_bytes)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(max_bytes)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+
+    payload = pairs_to_dict(parse_qsl(request.url.query, keep_blank_values=True))
+    content_type = request.headers.get("content-type", "").lower()
+    stripped = raw.strip()
+    if not stripped:
+        return payload
+    if content_type.startswith("multipart/form-data"):
+        body = await _parse_multipart(request, raw)
+    elif content_type.startswith("application/x-www-form-urlencoded") and not stripped.startswith(b"{"):
+        body = pairs_to_dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+    elif stripped.startswith((b"{", b"[")) or "json" in content_type:
+        body = parse_json_bytes(stripped)
+    else:
+        # Clients that send a form body with a wrong or missing Content-Type.
+        body = pairs_to_dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+    payload.update(body)
+    return payload
+
+
+async def _parse_multipart(request: Request, raw: bytes) -> dict[str, Any]:
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": raw, "more_body": False}
+
+    replay = Request(request.scope, receive)
+    try:
+        form = await replay.form()
+    except Exception as exc:  # python-multipart raises several types on bad input
+        raise ApiError(300, "Malformed multipart body.") from exc
+    pairs: list[tuple[str, Any]] = []
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            pairs.append((key, (await value.read()).decode("utf-8", "replace")))
+        else:
+            pairs.append((key, value))
+    await form.close()
+    return pairs_to_dict(pairs)

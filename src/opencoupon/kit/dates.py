@@ -1,0 +1,32 @@
+"""Vendor date formats: "yyyy-MM-dd HH:mm:ss" in UTC, "" when unset."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from opencoupon.errors import bad_date
+
+VENDOR_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def fmt(value: dt.datetime | None) -> str:
+    return value.strftime(VENDOR_FORMAT) if value else ""
+
+
+def fmt_date(value: dt.date | None) -> str:
+    return value.strftime("%Y-%m-%d") if value else ""
+
+
+def parse_datetime(name: str, raw: str, formats: list[str], shown: str) -> dt.datetime:
+    """Parse with the first matching format or raise error 303 naming `shown`."""
+    text = raw.strip()
+    for f in formats:
+        try:
+            return dt.datetime.strptime(text, f)
+        except ValueError:
+            continue
+    raise bad_date(name, shown)
+
+
+def parse_date(name: str, raw: str) -> dt.date:
+    return parse_datetime(name, raw, ["%Y-%m-%d"], "yyyy-MM-dd").date()

@@ -1,0 +1,300 @@
+"""How every API call runs: parse the body once, authenticate, rate-limit, validate, apply the
+Idempotency-Key, run the handler in one transaction, and answer in the right envelope.
+
+`v3_endpoint` registers Coupontools action calls (POST and GET, the status envelope);
+`v4_endpoint` registers REST calls (bare JSON). Handlers are plain functions
+`handler(ctx, req) -> dict | list` that never commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+
+from opencoupon.accounts import service as accounts
+from opencoupon.accounts.service import Credentials
+from opencoupon.errors import ApiError, AuthFailed, auth_failed_response, error_response, ok
+from opencoupon.kit import idempotency
+from opencoupon.kit.body import read_payload
+from opencoupon.kit.clock import utcnow
+from opencoupon.kit.params import V3Request, validate
+from opencoupon.kit.ratelimit import retry_after_header
+from opencoupon.models import Account
+from opencoupon.runtime import Runtime
+
+log = logging.getLogger("opencoupon.api")
+
+M = TypeVar("M", bound=V3Request)
+Result = dict[str, Any] | list[Any]
+
+CREDENTIAL_FIELDS = ("client_id", "client_secret")
+
+
+@dataclass
+class ApiContext:
+    """The authenticated caller of one API call."""
+
+    session: Session
+    account: Account
+    runtime: Runtime
+    now: dt.datetime
+    path_params: dict[str, str] = field(default_factory=dict)
+
+    def url(self, path: str) -> str:
+        return self.runtime.url(path)
+
+    def scope(self, account_column: Any) -> ColumnElement[bool]:
+        """Rows this caller may reach: its own, and for a master its subaccounts' too."""
+        me = self.account.id
+        if self.account.parent_id is not None:
+            return account_column == me  # type: ignore[no-any-return]
+        return account_column.in_(  # type: ignore[no-any-return]
+            select(Account.id).where(or_(Account.id == me, Account.parent_id == me))
+        )
+
+    def may_reach(self, account_id: int) -> bool:
+        if account_id == self.account.id:
+            return True
+        if self.account.parent_id is not None:
+            return False
+        owner = self.session.get(Account, account_id)
+        return owner is not None and owner.parent_id == self.account.id
+
+
+Handler = Callable[[ApiContext, M], Result]
+
+
+def extract_credentials(request: Request, payload: dict[str, Any]) -> Credentials | None:
+    """Headers win over body fields; v4 `x-api-key`/`x-api-secret` are accepted too."""
+    headers = request.headers
+    client_id = headers.get("x-client-id") or headers.get("x-api-key")
+    client_secret = headers.get("x-client-secret") or headers.get("x-api-secret")
+    if not client_id or not client_secret:
+        body_id, body_secret = payload.get("client_id"), payload.get("client_secret")
+        if client_id is None and isinstance(body_id, str | int):
+            client_id = str(body_id)
+        if client_secret is None and isinstance(body_secret, str | int):
+            client_secret = str(body_secret)
+    for name in CREDENTIAL_FIELDS:
+        payload.pop(name, None)
+    if not client_id or not client_secret:
+        return None
+    return Credentials(client_id.strip(), client_secret.strip())
+
+
+def _request_fingerprint(request: Request, payload: dict[str, Any]) -> str:
+    canonical = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(f"{request.method} {request.url.path}\n{canonical}".encode()).hexdigest()
+
+
+def _json_response(body: Any, status_code: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status_code, headers=headers)
+
+
+async def run_call(
+    request: Request,
+    model: type[M],
+    handler: Handler[M],
+    *,
+    envelope: bool,
+    status_code: int = 200,
+) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    try:
+        payload = await read_payload(request, runtime.settings.max_body_bytes)
+    except ApiError as err:
+        return error_response(err)
+    return await run_in_threadpool(
+        _run_sync, request, runtime, payload, model, handler, envelope, status_code
+    )
+
+
+def _run_sync(
+    request: Request,
+    runtime: Runtime,
+    payload: dict[str, Any],
+    model: type[M],
+    handler: Handler[M],
+    envelope: bool,
+    status_code: int,
+) -> Response:
+    credentials = extract_credentials(request, payload)
+    if credentials is None:
+        return auth_failed_response()
+    wait = runtime.limiter.check(credentials.client_id)
+    if wait > 0:
+        return error_response(
+            ApiError(429, "Too many requests.", headers={"Retry-After": retry_after_header(wait)})
+        )
+    key = request.headers.get("idempotency-key")
+    is_write = request.method in ("POST", "PATCH", "PUT", "DELETE")
+    try:
+        with runtime.db.transaction() as session:
+            account = accounts.authenticate(session, runtime.keyring, credentials)
+            req = validate(model, payload)
+            if key and is_write:
+                replay = idempotency.claim(
+                    session,
+                    account.id,
+                    key,
+                    _request_fingerprint(request, payload),
+                    ttl=dt.timedelta(hours=runtime.settings.idempotency_ttl_hours),
+                )
+                if replay is not None:
+                    return _json_response(
+                        json.loads(replay.response_body),
+                        replay.response_status,
+                        {"Idempotent-Replayed": "true"},
+                    )
+            ctx = ApiContext(
+                session=session,
+                account=account,
+                runtime=runtime,
+                now=utcnow(),
+                path_params=dict(request.path_params),
+            )
+            result = handler(ctx, req)
+            body: Any = ok(**result) if envelope and isinstance(result, dict) else result
+            if key and is_write:
+                idempotency.store(session, account.id, key, status_code, json.dumps(body))
+        return _json_response(body, status_code)
+    except AuthFailed:
+        return auth_failed_response()
+    except ApiError as err:
+        return error_response(err)
+
+
+_PATH_PARAM = re.compile(r"{([^}]+)}")
+
+
+def _request_schema(model: type[V3Request]) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    schema.pop("title", None)
+    return schema
+
+
+def _body_doc(model: type[V3Request]) -> dict[str, Any]:
+    schema = _request_schema(model)
+    return {
+        "requestBody": {
+            "required": False,
+            "content": {
+                "application/json": {"schema": schema},
+                "application/x-www-form-urlencoded": {"schema": schema},
+            },
+        }
+    }
+
+
+def _query_doc(model: type[V3Request]) -> list[dict[str, Any]]:
+    schema = _request_schema(model)
+    required = set(schema.get("required", []))
+    params = []
+    for name, prop in schema.get("properties", {}).items():
+        params.append({"name": name, "in": "query", "required": name in required, "schema": prop})
+    return params
+
+
+def _path_doc(path: str) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in _PATH_PARAM.findall(path)
+    ]
+
+
+SECURITY: list[dict[str, list[str]]] = [{"ClientId": [], "ClientSecret": []}]
+
+
+def v3_endpoint(
+    router: APIRouter,
+    paths: list[str],
+    model: type[M],
+    *,
+    summary: str,
+    description: str = "",
+) -> Callable[[Handler[M]], Handler[M]]:
+    """Register a Coupontools action call on every path (aliases answer the same), POST and GET."""
+
+    def register(handler: Handler[M]) -> Handler[M]:
+        async def endpoint(request: Request) -> Response:
+            return await run_call(request, model, handler, envelope=True)
+
+        doc = description or (handler.__doc__ or "").strip()
+        for path in paths:
+            name = handler.__name__ + path.replace("/", "_")
+            router.add_api_route(
+                path,
+                endpoint,
+                methods=["POST"],
+                name=name,
+                summary=summary,
+                description=doc,
+                openapi_extra={**_body_doc(model), "security": SECURITY},
+                response_model=None,
+            )
+            router.add_api_route(
+                path,
+                endpoint,
+                methods=["GET"],
+                name=name + "_get",
+                summary=summary + " (GET)",
+                description=doc,
+                openapi_extra={"parameters": _query_doc(model), "security": SECURITY},
+                response_model=None,
+            )
+        return handler
+
+    return register
+
+
+def v4_endpoint(
+    router: APIRouter,
+    method: str,
+    path: str,
+    model: type[M],
+    *,
+    summary: str,
+    status_code: int = 200,
+    description: str = "",
+) -> Callable[[Handler[M]], Handler[M]]:
+    """Register a REST call answering bare JSON (v4 style)."""
+
+    def register(handler: Handler[M]) -> Handler[M]:
+        async def endpoint(request: Request) -> Response:
+            return await run_call(request, model, handler, envelope=False, status_code=status_code)
+
+        extra: dict[str, Any] = {"security": SECURITY}
+        params = _path_doc(path)
+        if method in ("GET", "DELETE"):
+            params += _query_doc(model)
+        else:
+            extra.update(_body_doc(model))
+        if params:
+            extra["parameters"] = params
+        router.add_api_route(
+            path,
+            endpoint,
+            methods=[method],
+            name=f"{handler.__name__}_{method.lower()}",
+            summary=summary,
+            description=description or (handler.__doc__ or "").strip(),
+            status_code=status_code,
+            openapi_extra=extra,
+            response_model=None,
+        )
+        return handler
+
+    return register

@@ -1,0 +1,67 @@
+"""Idempotency-Key: the first answer is kept per client for 24 h and replayed to retries.
+
+The key is claimed in the same transaction as the work itself, so a retry never has a second
+effect: a concurrent duplicate waits for the first to commit (SQLite's write lock, or
+PostgreSQL's unique index) and then gets its answer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from opencoupon.errors import ApiError
+from opencoupon.kit.clock import utcnow
+from opencoupon.models import IdempotencyRecord
+
+MAX_KEY_LENGTH = 255
+
+
+def claim(
+    session: Session, account_id: int, key: str, fingerprint: str, *, ttl: dt.timedelta
+) -> IdempotencyRecord | None:
+    """None when this request should run; the stored record when it is a retry."""
+    if not key.strip() or len(key) > MAX_KEY_LENGTH:
+        raise ApiError(300, "Invalid value in header: Idempotency-Key (1 to 255 characters).")
+    now = utcnow()
+    session.execute(
+        delete(IdempotencyRecord).where(
+            IdempotencyRecord.account_id == account_id,
+            IdempotencyRecord.key == key,
+            IdempotencyRecord.created_at < now - ttl,
+        )
+    )
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    inserted = session.execute(
+        insert(IdempotencyRecord)
+        .values(account_id=account_id, key=key, request_hash=fingerprint, created_at=now)
+        .on_conflict_do_nothing()
+        .returning(IdempotencyRecord.id)
+    ).scalar()
+    if inserted is not None:
+        return None
+    existing = session.scalar(
+        select(IdempotencyRecord).where(
+            IdempotencyRecord.account_id == account_id, IdempotencyRecord.key == key
+        )
+    )
+    if existing is None or existing.response_status == 0:
+        raise ApiError(307, "A request with this Idempotency-Key is still in progress.")
+    if existing.request_hash != fingerprint:
+        raise ApiError(306, "This Idempotency-Key was used with a different request.")
+    return existing
+
+
+def store(session: Session, account_id: int, key: str, status: int, body: str) -> None:
+    record = session.scalar(
+        select(IdempotencyRecord).where(
+            IdempotencyRecord.account_id == account_id, IdempotencyRecord.key == key
+        )
+    )
+    if record is not None:
+        record.response_status = status
+        record.response_body = body

@@ -1,0 +1,70 @@
+"""Public identifiers: prefixed numeric IDs (cam_123), random codes, session codes."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+
+from opencoupon.errors import ApiError, invalid_character
+
+LOWER_ALNUM = string.ascii_lowercase + string.digits
+ALNUM = string.ascii_letters + string.digits
+# For codes people read and type: no 0/O, 1/I/L look-alikes.
+UNAMBIGUOUS = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+
+SESSION_CODE_LENGTH = 21
+SHORT_CODE_LENGTH = 6
+
+PREFIXES = {
+    "campaign": "cam_",
+    "subaccount": "sub_",
+    "directory": "dir_",
+    "directory_user": "reg_",
+    "category": "cat_",
+    "event": "evt_",
+    "loyalty_card": "",
+    "package": "pac_",
+    "webhook": "whe_",
+}
+
+
+def public_id(prefix: str, pk: int) -> str:
+    return f"{prefix}{pk}"
+
+
+_NUMERIC = re.compile(r"^[0-9]{1,18}$")
+
+
+def parse_public_id(value: str, prefix: str, param: str, not_found_error: ApiError) -> int:
+    """`cam_123` (or bare `123`) -> 123. Malformed -> 301; a number too large to exist -> not found."""
+    text = value.strip()
+    if prefix and text.startswith(prefix):
+        text = text[len(prefix) :]
+    if not _NUMERIC.match(text):
+        raise invalid_character(param)
+    number = int(text)
+    if number <= 0 or number > 2**62:
+        raise not_found_error
+    return number
+
+
+def random_code(length: int, alphabet: str = LOWER_ALNUM) -> str:
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def session_code() -> str:
+    return random_code(SESSION_CODE_LENGTH)
+
+
+def event_id() -> str:
+    return "evt_" + random_code(20, ALNUM)
+
+
+def numeric_client_id() -> str:
+    """A 27-digit API key, as the vendor's subaccount sample shows."""
+    return str(secrets.randbelow(9 * 10**26) + 10**26)
+
+
+def client_secret() -> str:
+    return random_code(40, ALNUM)

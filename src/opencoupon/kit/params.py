@@ -1,0 +1,103 @@
+"""Request models for v3 calls, and the mapping of validation failures to Coupontools codes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic_core import PydanticCustomError
+
+from opencoupon.errors import ApiError, status_line
+
+
+def _split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, list):
+                return [str(v) for v in parsed]
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if isinstance(value, list):
+        out: list[str] = []
+        for item in value:
+            out.extend(_split_list(str(item)) if isinstance(item, str) and "," in item else [str(item)])
+        return out
+    return value
+
+
+def _one_value(value: Any) -> Any:
+    # A repeated form key for a single-valued parameter: the last one wins, as in PHP.
+    if isinstance(value, list) and value and all(isinstance(v, str | int | float) for v in value):
+        return value[-1]
+    return value
+
+
+StrList = Annotated[list[str], BeforeValidator(_split_list)]
+Str = Annotated[str, BeforeValidator(_one_value)]
+
+
+class V3Request(BaseModel):
+    """Base of every request model: unknown parameters are ignored, strings stripped."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, coerce_numbers_to_str=True)
+
+
+class NoParams(V3Request):
+    pass
+
+
+M = TypeVar("M", bound=BaseModel)
+
+_CHOICE_ERRORS = {"literal_error", "enum"}
+
+
+def _loc_name(loc: tuple[int | str, ...]) -> str:
+    return str(loc[0]) if loc else "body"
+
+
+def validate(model: type[M], payload: dict[str, Any]) -> M:
+    """Validate `payload` into `model`, raising ApiError with the vendor's codes."""
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        codes: list[int] = []
+        descriptions: list[str] = []
+        for err in exc.errors():
+            name = _loc_name(err["loc"])
+            kind = err["type"]
+            if kind == "missing":
+                codes.append(200)
+                descriptions.append(f"Missing parameter: {name}")
+            elif kind in _CHOICE_ERRORS:
+                codes.append(302)
+                expected = err.get("ctx", {}).get("expected", "")
+                descriptions.append(f"Value not allowed in parameter: {name}. Allowed values: {expected}")
+            elif kind == "date_format":
+                codes.append(303)
+                descriptions.append(str(err["msg"]))
+            elif kind == "invalid_character":
+                codes.append(301)
+                descriptions.append(f"Invalid character in parameter: {name}.")
+            else:
+                codes.append(300)
+                descriptions.append(f"Invalid value in parameter: {name}.")
+        raise ApiError(
+            codes[0], descriptions[0], more=list(zip(codes[1:], descriptions[1:], strict=True))
+        ) from None
+
+
+def date_format_error(name: str, fmt: str) -> PydanticCustomError:
+    return PydanticCustomError(
+        "date_format",
+        "Invalid format in parameter: {name}. Required format: {fmt}",
+        {"name": name, "fmt": fmt},
+    )
+
+
+__all__ = ["NoParams", "Str", "StrList", "V3Request", "date_format_error", "status_line", "validate"]

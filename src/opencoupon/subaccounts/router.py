@@ -1,0 +1,62 @@
+"""Subaccount calls (v4 action paths with their v3 aliases)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from opencoupon.accounts import repository as accounts_repo
+from opencoupon.kit.endpoint import ApiContext, v3_endpoint
+from opencoupon.kit.params import NoParams
+from opencoupon.subaccounts import service
+from opencoupon.subaccounts.schemas import SubaccountCreate, SubaccountRef, SubaccountUpdate
+
+router = APIRouter(tags=["Subaccount"])
+
+
+@v3_endpoint(router, ["/v4/subaccount/list", "/v3/subaccount/list"], NoParams, summary="List subaccounts")
+def list_subaccounts(ctx: ApiContext, req: NoParams) -> dict[str, Any]:
+    """Every subaccount of the calling master account."""
+    service.require_master(ctx)
+    subs = accounts_repo.subaccounts(ctx.session, ctx.account.id)
+    return {
+        "amount_of_subaccounts": str(len(subs)),
+        "subaccounts": [service.to_public(ctx.session, ctx, s, detail=False) for s in subs],
+    }
+
+
+@v3_endpoint(
+    router,
+    ["/v4/subaccount", "/v4/subaccount/info", "/v3/subaccount/info"],
+    SubaccountRef,
+    summary="Subaccount info",
+)
+def subaccount_info(ctx: ApiContext, req: SubaccountRef) -> dict[str, Any]:
+    """One subaccount, with its API key and secret and its campaigns."""
+    sub = service.get_subaccount(ctx, req.subaccount)
+    return {"subaccount": service.to_public(ctx.session, ctx, sub, detail=True)}
+
+
+@v3_endpoint(
+    router,
+    ["/v4/subaccount/create", "/v3/subaccount/create"],
+    SubaccountCreate,
+    summary="Create a subaccount",
+)
+def create_subaccount(ctx: ApiContext, req: SubaccountCreate) -> dict[str, Any]:
+    """A new subaccount with its own API credentials."""
+    sub = service.create(ctx, req)
+    return {"subaccount": service.to_public(ctx.session, ctx, sub, detail=True)}
+
+
+@v3_endpoint(
+    router,
+    ["/v4/subaccount/update", "/v3/subaccount/update"],
+    SubaccountUpdate,
+    summary="Update a subaccount",
+)
+def update_subaccount(ctx: ApiContext, req: SubaccountUpdate) -> dict[str, Any]:
+    """Change any create field; `block` blocks or unblocks the subaccount."""
+    sub = service.update(ctx, req)
+    return {"subaccount": service.to_public(ctx.session, ctx, sub, detail=True)}

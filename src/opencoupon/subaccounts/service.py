@@ -1,0 +1,185 @@
+"""Subaccounts: created and managed by a master account through the API."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from opencoupon.accounts import repository as accounts_repo
+from opencoupon.accounts import service as accounts
+from opencoupon.errors import ApiError, bad_date
+from opencoupon.events import service as events
+from opencoupon.kit import ids
+from opencoupon.kit.clock import utcnow
+from opencoupon.kit.dates import fmt, fmt_date
+from opencoupon.kit.endpoint import ApiContext
+from opencoupon.models import Account
+from opencoupon.subaccounts import repository
+from opencoupon.subaccounts.schemas import SubaccountCreate, SubaccountUpdate
+
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+SUBACCOUNT_NOT_FOUND = ApiError(510, "Subaccount ID not correct.")
+
+
+def require_master(ctx: ApiContext) -> None:
+    if ctx.account.parent_id is not None:
+        raise ApiError(102, "You are trying to use subaccount credentials to manage subaccounts.")
+
+
+def get_subaccount(ctx: ApiContext, raw_id: str) -> Account:
+    require_master(ctx)
+    sub_id = ids.parse_public_id(raw_id, "sub_", "subaccount", SUBACCOUNT_NOT_FOUND)
+    found = accounts_repo.subaccount(ctx.session, ctx.account.id, sub_id)
+    if found is None:
+        raise SUBACCOUNT_NOT_FOUND
+    return found
+
+
+def to_public(session: Session, ctx: ApiContext, sub: Account, *, detail: bool) -> dict[str, Any]:
+    campaigns = repository.campaigns_of(session, sub.id) if detail else []
+    data: dict[str, Any] = {
+        "ID": f"sub_{sub.id}",
+        "email": sub.email,
+        "language": sub.language,
+        "lastlogin": fmt(sub.last_login_at),
+        "amountlogin": str(sub.login_count),
+        "currency": sub.currency,
+        "max_campaigns": str(sub.max_campaigns),
+        "expiry_date": fmt_date(sub.expiry_date),
+        "status": sub.plan_status,
+        "blocked": "1" if sub.blocked else "0",
+        "package": sub.package,
+        "country": sub.country,
+        "first_name": sub.first_name,
+        "last_name": sub.last_name,
+        "company_name": sub.company_name,
+        "username": sub.username,
+        "webhook_endpoint": sub.webhook_endpoint,
+        "access_dashboard": sub.access_dashboard,
+        "access_directory": sub.access_directory,
+        "created_date_utc": fmt(sub.created_at),
+    }
+    if detail:
+        data["api_key"] = sub.client_id
+        data["api_secret"] = accounts.current_secret(session, ctx.runtime.keyring, sub)
+        data["has_campaigns"] = str(len(campaigns))
+        data["campaigns"] = [
+            {"ID": f"cam_{c.id}", "code": c.code, "url": ctx.url(f"/p/{c.code}"), "status": c.status}
+            for c in campaigns
+        ]
+    return data
+
+
+def _expiry(raw: str | None) -> dt.date | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        return dt.date.fromisoformat(raw) if re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw) else _fail_date()
+    except ValueError:
+        return _fail_date()
+
+
+def _fail_date() -> dt.date:
+    raise bad_date("expiry_date", "yyyy-MM-dd")
+
+
+def _check_email(session: Session, email: str, current: Account | None = None) -> str:
+    normalized = accounts.normalize_email(email)
+    if not EMAIL.match(normalized) or len(normalized) > 254:
+        raise ApiError(305, "Email address is not valid.")
+    existing = accounts_repo.by_email(session, normalized)
+    if existing is not None and (current is None or existing.id != current.id):
+        raise ApiError(304, "Email already exists.")
+    return normalized
+
+
+_PLAIN_FIELDS = (
+    "package",
+    "first_name",
+    "last_name",
+    "company_name",
+    "username",
+    "language",
+    "timezone",
+    "max_campaigns",
+    "webhook_endpoint",
+    "access_dashboard",
+    "access_directory",
+)
+
+
+def _validate_country(country: str | None) -> str | None:
+    if country is None:
+        return None
+    if country and not re.fullmatch(r"[A-Za-z]{2}", country):
+        raise ApiError(300, "Invalid value in parameter: country. Use an ISO 3166 alpha-2 code.")
+    return country.upper()
+
+
+def _validate_timezone(tz: str | None) -> None:
+    if tz is None:
+        return
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ApiError(300, "Invalid value in parameter: timezone.") from None
+
+
+def create(ctx: ApiContext, req: SubaccountCreate) -> Account:
+    require_master(ctx)
+    session = ctx.session
+    email = _check_email(session, req.email)
+    expiry = _expiry(req.expiry_date)
+    country = _validate_country(req.country)
+    _validate_timezone(req.timezone)
+    fields: dict[str, Any] = {k: getattr(req, k) for k in _PLAIN_FIELDS if getattr(req, k) is not None}
+    if req.status:
+        fields["plan_status"] = req.status
+    if country is not None:
+        fields["country"] = country
+    sub, _secret = accounts.create_account(
+        session,
+        ctx.runtime.keyring,
+        email=email,
+        password=req.password or None,
+        parent=ctx.account,
+        expiry_date=expiry,
+        **fields,
+    )
+    events.emit(
+        session, ctx.account.id, "subaccount_created", {"subaccount": f"sub_{sub.id}", "email": email}
+    )
+    return sub
+
+
+def update(ctx: ApiContext, req: SubaccountUpdate) -> Account:
+    sub = get_subaccount(ctx, req.subaccount)
+    session = ctx.session
+    if req.email is not None:
+        sub.email = _check_email(session, req.email, current=sub)
+    if req.expiry_date is not None:
+        sub.expiry_date = _expiry(req.expiry_date)
+    if req.password:
+        from opencoupon.kit.crypto import hash_password
+
+        sub.password_hash = hash_password(req.password)
+    country = _validate_country(req.country)
+    if country is not None:
+        sub.country = country
+    _validate_timezone(req.timezone)
+    if req.status:
+        sub.plan_status = req.status
+    if req.block is not None:
+        sub.blocked = req.block
+    for name in _PLAIN_FIELDS:
+        value = getattr(req, name)
+        if value is not None:
+            setattr(sub, name, value)
+    sub.updated_at = utcnow()
+    session.flush()
+    return sub
