@@ -9,11 +9,11 @@ import json
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from directories_fixtures import PAY_URL, Browser, create_directory, create_user, make_campaign, v4
-from helpers import assert_ok
 from sqlalchemy import select
 from starlette.requests import Request
 
+from directories_fixtures import PAY_URL, Browser, create_directory, create_user, make_campaign, v4
+from helpers import assert_ok
 from opencoupon.coupons import gates
 from opencoupon.directories.pages import directory_gate
 from opencoupon.kit.clock import utcnow
@@ -192,7 +192,8 @@ def test_the_registered_gate_decides_for_the_coupon_pages(
     with runtime.db.read() as session:
         held = session.get(Campaign, campaign.id)
         free = session.get(Campaign, outside.id)
-        assert held is not None and free is not None
+        assert held is not None
+        assert free is not None
         assert gates.check(session, _request(runtime, app, None), free) is None
         anonymous = gates.check(session, _request(runtime, app, None, "/p/abc/xyz"), held)
         assert anonymous is not None
