@@ -180,10 +180,16 @@ def loyalty_cards(session: Session, scope_of: Any, card_ids: list[int]) -> dict[
 # ---- users -----------------------------------------------------------------------------------
 
 
-def user(session: Session, directory_id: int, user_id: int) -> DirectoryUser | None:
-    return session.scalar(
-        select(DirectoryUser).where(DirectoryUser.id == user_id, DirectoryUser.directory_id == directory_id)
+def user(session: Session, directory_id: int, user_id: int, *, lock: bool = False) -> DirectoryUser | None:
+    """`lock`: hold the row until commit (PostgreSQL), so concurrent payment reports apply one
+    after the other and only a real change emits an event. SQLite transactions already run one
+    at a time."""
+    query = select(DirectoryUser).where(
+        DirectoryUser.id == user_id, DirectoryUser.directory_id == directory_id
     )
+    if lock:
+        query = query.with_for_update()
+    return session.scalar(query)
 
 
 def user_by_email(session: Session, directory_id: int, email: str) -> DirectoryUser | None:

@@ -86,7 +86,7 @@ def update_payment_status(ctx: ApiContext, req: PaymentStatusUpdate) -> dict[str
     """Your payment page reports back: `status` pending / completed / cancelled, optional
     `expiry_date` "yyyy-mm-dd hh:mm" in UTC (none: no expiry)."""
     directory = service.get_directory(ctx, req.directory)
-    user = service.get_user(ctx, directory, req.user)
+    user = service.get_user(ctx, directory, req.user, lock=True)
     expires_at = service.parse_payment_expiry(req.expiry_date)
     service.set_payment(ctx.session, directory, user, req.status, expires_at, ctx.now, source="api_v3")
     return {
@@ -194,9 +194,9 @@ def create_user_v4(ctx: ApiContext, req: DirectoryUserCreate) -> dict[str, Any]:
     return service.user_v4(directory, user, ctx.now)
 
 
-def _user(ctx: ApiContext) -> tuple[Directory, Any]:
+def _user(ctx: ApiContext, *, lock: bool = False) -> tuple[Directory, Any]:
     directory = service.get_directory(ctx, ctx.path_params["id"], "id")
-    return directory, service.get_user(ctx, directory, ctx.path_params["userId"], "userId")
+    return directory, service.get_user(ctx, directory, ctx.path_params["userId"], "userId", lock=lock)
 
 
 @v4_endpoint(router, "GET", "/v4/directory/{id}/users/{userId}", NoParams, summary="Get a user")
@@ -210,7 +210,7 @@ def get_user_v4(ctx: ApiContext, req: NoParams) -> dict[str, Any]:
 )
 def block_user_v4(ctx: ApiContext, req: DirectoryUserBlock) -> dict[str, Any]:
     """Only `block` true/false, as the vendor's v4 call."""
-    directory, user = _user(ctx)
+    directory, user = _user(ctx, lock=True)
     user.blocked = req.block
     user.updated_at = ctx.now
     ctx.session.flush()
@@ -230,7 +230,7 @@ def sso_user_v4(ctx: ApiContext, req: NoParams) -> dict[str, Any]:
 def grant_access_v4(ctx: ApiContext, req: AccessGrant) -> dict[str, Any]:
     """Payment status completed until `expires_at` (yyyy-MM-dd HH:mm:ss UTC); without it, for the
     directory's default membership length, or without end when it has none."""
-    directory, user = _user(ctx)
+    directory, user = _user(ctx, lock=True)
     service.grant_access(ctx, directory, user, req.expires_at)
     return service.user_v4(directory, user, ctx.now)
 
@@ -240,7 +240,7 @@ def grant_access_v4(ctx: ApiContext, req: AccessGrant) -> dict[str, Any]:
 )
 def revoke_access_v4(ctx: ApiContext, req: NoParams) -> dict[str, Any]:
     """Payment status cancelled: the directory's coupons lock for this user."""
-    directory, user = _user(ctx)
+    directory, user = _user(ctx, lock=True)
     service.revoke_access(ctx, directory, user)
     return service.user_v4(directory, user, ctx.now)
 

@@ -104,9 +104,11 @@ def get_directory(ctx: ApiContext, raw: str, param: str = "directory") -> Direct
     return found
 
 
-def get_user(ctx: ApiContext, directory: Directory, raw: str, param: str = "user") -> DirectoryUser:
+def get_user(
+    ctx: ApiContext, directory: Directory, raw: str, param: str = "user", *, lock: bool = False
+) -> DirectoryUser:
     number = ids.parse_public_id(raw, "reg_", param, user_not_found())
-    found = repository.user(ctx.session, directory.id, number)
+    found = repository.user(ctx.session, directory.id, number, lock=lock)
     if found is None:
         raise user_not_found()
     return found
