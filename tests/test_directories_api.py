@@ -215,6 +215,12 @@ def test_directoryusers_list_pages_by_100_newest_first(account: Any, runtime: Ru
         assert_ok(account.call("/v3/directoryusers/list", directory=directory["id"], page=3))["users"] == []
     )
     assert_error(account.call("/v3/directoryusers/list", directory=directory["id"], page=0), 422, 300)
+    assert_error(account.call("/v3/directoryusers/list", directory=directory["id"], page="two"), 422, 300)
+    # An empty form field is no page: the first.
+    empty = account.client.post(
+        "/v3/directoryusers/list", data={"directory": directory["id"], "page": ""}, headers=account.headers
+    )
+    assert assert_ok(empty)["page"] == "1"
     v4_page = v4(account, "GET", f"/v4/directory/{directory['id']}/users", page=2).json()
     assert [u["email"] for u in v4_page] == ["u000@example.com"]
 

@@ -67,7 +67,7 @@ def seed(session: Session, runtime: Runtime, account: Account, subaccount: Accou
     now = utcnow()
     directory = Directory(
         account_id=account.id,
-        code=service._new_code(session, repository.directory_code_taken),
+        code=service.new_code(session, repository.directory_code_taken),
         name="Demo City Coupon Book",
         description="A paid coupon book: register, pay on the business's own page, and the coupons unlock.",
         access="payment",
@@ -83,7 +83,7 @@ def seed(session: Session, runtime: Runtime, account: Account, subaccount: Accou
     for position, (name, description, path, featured) in enumerate(_CAMPAIGNS):
         campaign = Campaign(
             account_id=account.id,
-            code=service._new_code(session, repository.campaign_code_taken),
+            code=service.new_code(session, repository.campaign_code_taken),
             name=name,
             title=name,
             description=description,

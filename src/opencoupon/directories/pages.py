@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Form
 from fastapi.responses import JSONResponse, RedirectResponse
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
@@ -156,7 +157,7 @@ def _sections(
     pairs: list[tuple[Any, Campaign]], categories: list[Category], base: str
 ) -> list[dict[str, Any]]:
     """Featured first, then one section per category in tree order, then the uncategorised."""
-    paths = service._paths(categories)
+    paths = service.paths_of(categories)
     order = [node["ID"] for node in _flatten(service.build_tree(categories))]
 
     def card(row: Any, campaign: Campaign) -> dict[str, Any]:
@@ -238,7 +239,7 @@ def directory_page(request: Request, code: str, q: str = "", category: str = "")
         base = service.directory_path(directory)
         sections = _sections(pairs, categories, base)
         cards = _loyalty_cards(session, directory)
-        paths = service._paths(categories)
+        paths = service.paths_of(categories)
         options = [
             {"id": node["ID"], "label": node["path"]} for node in _flatten(service.build_tree(categories))
         ]
@@ -345,8 +346,6 @@ def open_coupon(request: Request, code: str, campaign_ref: str) -> Response:
 
 
 def _member_session(session: Session, campaign: Campaign, user: DirectoryUser) -> CouponSession:
-    from sqlalchemy import select
-
     device = f"reg_{user.id}"
     existing = session.scalar(
         select(CouponSession)

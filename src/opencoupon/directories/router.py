@@ -24,7 +24,7 @@ from opencoupon.directories.schemas import (
 )
 from opencoupon.kit.endpoint import ApiContext, v3_endpoint, v4_endpoint
 from opencoupon.kit.params import NoParams
-from opencoupon.models import Directory
+from opencoupon.models import Directory, DirectoryUser
 
 router = APIRouter(tags=["Directory"])
 categories_router = APIRouter(tags=["Category"])
@@ -194,7 +194,7 @@ def create_user_v4(ctx: ApiContext, req: DirectoryUserCreate) -> dict[str, Any]:
     return service.user_v4(directory, user, ctx.now)
 
 
-def _user(ctx: ApiContext, *, lock: bool = False) -> tuple[Directory, Any]:
+def _user(ctx: ApiContext, *, lock: bool = False) -> tuple[Directory, DirectoryUser]:
     directory = service.get_directory(ctx, ctx.path_params["id"], "id")
     return directory, service.get_user(ctx, directory, ctx.path_params["userId"], "userId", lock=lock)
 

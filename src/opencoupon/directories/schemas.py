@@ -60,6 +60,16 @@ def _campaign_items(value: Any) -> Any:
 CampaignItems = Annotated[list[CampaignItemSpec], BeforeValidator(_campaign_items)]
 
 
+def _blank_is_none(value: Any) -> Any:
+    # Forms send "" for a number left empty.
+    if isinstance(value, list) and value:
+        value = value[-1]
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+OptionalInt = Annotated[int | None, BeforeValidator(_blank_is_none)]
+
+
 # ---- v3 action calls -------------------------------------------------------------------------
 
 
@@ -69,7 +79,7 @@ class DirectoryRef(V3Request):
 
 class DirectoryUsersList(V3Request):
     directory: Str
-    page: int | None = None
+    page: OptionalInt = None
 
 
 class PaymentStatusUpdate(V3Request):
@@ -106,7 +116,7 @@ class DirectoryCreate(V3Request):
     description: Str | None = None
     access: Access = "public"
     payment_url: Str | None = None
-    membership_days: int | None = None
+    membership_days: OptionalInt = None
     campaigns: CampaignItems | None = None
     loyalty_cards: StrList | None = None
 
@@ -116,13 +126,13 @@ class DirectoryPatch(V3Request):
     description: Str | None = None
     access: Access | None = None
     payment_url: Str | None = None
-    membership_days: int | None = None
+    membership_days: OptionalInt = None
     campaigns: CampaignItems | None = None
     loyalty_cards: StrList | None = None
 
 
 class Page(V3Request):
-    page: int | None = None
+    page: OptionalInt = None
 
 
 class DirectoryUserCreate(V3Request):
@@ -151,11 +161,11 @@ class AccessGrant(V3Request):
 class CategoryCreate(V3Request):
     name: Str
     parent: Str | None = None
-    position: int | None = None
+    position: OptionalInt = None
 
 
 class CategoryPatch(V3Request):
     name: Str | None = None
     # "" moves the category to the top level.
     parent: Str | None = None
-    position: int | None = None
+    position: OptionalInt = None

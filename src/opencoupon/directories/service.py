@@ -152,7 +152,7 @@ def _membership_days(value: int | None) -> int | None:
     return value or None
 
 
-def _new_code(session: Session, taken: Any) -> str:
+def new_code(session: Session, taken: Any) -> str:
     for _ in range(20):
         code = ids.random_code(CODE_LENGTH)
         if not taken(session, code):
@@ -169,7 +169,7 @@ def create_directory(ctx: ApiContext, req: DirectoryCreate) -> Directory:
     now = ctx.now
     directory = Directory(
         account_id=ctx.account.id,
-        code=_new_code(ctx.session, repository.directory_code_taken),
+        code=new_code(ctx.session, repository.directory_code_taken),
         name=req.name[:200],
         description=req.description or "",
         access=req.access,
@@ -389,7 +389,7 @@ def create_from_template(
         updated_at=now,
     )
     for attempt in range(8):
-        campaign.code = _new_code(ctx.session, repository.campaign_code_taken)
+        campaign.code = new_code(ctx.session, repository.campaign_code_taken)
         try:
             with ctx.session.begin_nested():
                 ctx.session.add(campaign)
@@ -517,7 +517,7 @@ def delete_category(ctx: ApiContext, category: Category) -> list[int]:
     return subtree
 
 
-def _paths(rows: list[Category]) -> dict[int, str]:
+def paths_of(rows: list[Category]) -> dict[int, str]:
     by_id = {c.id: c for c in rows}
     out: dict[int, str] = {}
     for c in sorted(rows, key=lambda c: c.level):
@@ -541,12 +541,12 @@ def category_v4(c: Category, paths: dict[int, str] | None = None) -> dict[str, A
 
 def categories_v4(ctx: ApiContext) -> list[dict[str, Any]]:
     rows = list(repository.categories(ctx.session, ctx.scope(Category.account_id)))
-    paths = _paths(rows)
+    paths = paths_of(rows)
     return [category_v4(c, paths) for c in rows]
 
 
 def category_paths(ctx: ApiContext) -> dict[int, str]:
-    return _paths(list(repository.categories(ctx.session, ctx.scope(Category.account_id))))
+    return paths_of(list(repository.categories(ctx.session, ctx.scope(Category.account_id))))
 
 
 def _node_v3(c: Category, path: str) -> dict[str, Any]:
@@ -566,7 +566,7 @@ def category_tree_v3(ctx: ApiContext) -> list[dict[str, Any]]:
 
 
 def build_tree(rows: list[Category]) -> list[dict[str, Any]]:
-    paths = _paths(rows)
+    paths = paths_of(rows)
     nodes = {c.id: {**_node_v3(c, paths[c.id]), "subcategories": []} for c in rows}
     roots: list[dict[str, Any]] = []
     for c in sorted(rows, key=lambda c: (c.position, c.name.lower(), c.id)):
@@ -579,7 +579,7 @@ def build_tree(rows: list[Category]) -> list[dict[str, Any]]:
 
 def third_level_v3(ctx: ApiContext) -> list[dict[str, Any]]:
     rows = list(repository.categories(ctx.session, ctx.scope(Category.account_id)))
-    paths = _paths(rows)
+    paths = paths_of(rows)
     return [_node_v3(c, paths[c.id]) for c in rows if c.level == MAX_CATEGORY_LEVEL]
 
 
