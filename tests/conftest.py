@@ -186,3 +186,7 @@ def clock_offset() -> Iterator[Any]:
     """Move the service clock: `clock_offset(dt.timedelta(days=2))`. Reset after the test."""
     yield clock.set_offset
     clock.set_offset(clock.get_offset() * 0)
+
+
+# Directory tests: a consumer's browser (cookies, CSRF) — see tests/directories_fixtures.py.
+from directories_fixtures import browser, second_browser  # noqa: E402, F401

@@ -5,6 +5,7 @@ Each capability adds its modules here (one module per table family)."""
 from opencoupon.models.account import Account, ApiSecret, OneTimeToken
 from opencoupon.models.campaign import Campaign
 from opencoupon.models.coupon_session import CouponSession, DailyStat, Validation
+from opencoupon.models.directory import Category, Directory, DirectoryItem, DirectoryUser
 from opencoupon.models.event import Event
 from opencoupon.models.idempotency import IdempotencyRecord
 from opencoupon.models.job import Job
@@ -13,8 +14,12 @@ __all__ = [
     "Account",
     "ApiSecret",
     "Campaign",
+    "Category",
     "CouponSession",
     "DailyStat",
+    "Directory",
+    "DirectoryItem",
+    "DirectoryUser",
     "Event",
     "IdempotencyRecord",
     "Job",

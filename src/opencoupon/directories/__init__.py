@@ -1,0 +1,1 @@
+"""Directories: coupon books with categories, registered users and paid access."""

@@ -1,0 +1,581 @@
+"""Consumer pages of a directory under /d/{code}, and the gate that locks its coupons.
+
+Importing this module registers `directory_gate` with the coupon pages' gates: a campaign held
+only by login or payment directories opens for a consumer signed in to one of them whose access
+is granted (payment completed and not expired, for payment directories)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Form
+from fastapi.responses import JSONResponse, RedirectResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import Response
+
+from opencoupon.accounts import service as accounts
+from opencoupon.coupons import gates
+from opencoupon.coupons.sessions import new_session, session_path
+from opencoupon.directories import repository, service, web
+from opencoupon.errors import ApiError
+from opencoupon.kit import ids
+from opencoupon.kit.clock import utcnow
+from opencoupon.kit.crypto import verify_password
+from opencoupon.kit.dates import fmt
+from opencoupon.models import Campaign, Category, CouponSession, Directory, DirectoryUser
+from opencoupon.pages import render, render_error_page
+
+router = APIRouter(tags=["Directory pages"], include_in_schema=False)
+
+MIN_PASSWORD = 8
+
+
+def reason_text(access: service.Access, user: DirectoryUser | None) -> str:
+    if access.reason == "login":
+        return "Sign in or register to open the coupons in this directory."
+    if access.reason == "blocked":
+        return "Your account in this directory is blocked. Please contact the business."
+    if access.reason == "cancelled":
+        return "Your payment was cancelled, so the coupons in this directory are locked."
+    if access.reason == "expired":
+        ended = fmt(user.payment_expires_at) if user else ""
+        return f"Your paid access ended on {ended} UTC. Renew it to unlock the coupons again."
+    if access.reason == "pending":
+        return "Your payment has not been confirmed yet. The coupons unlock as soon as it is."
+    return ""
+
+
+def _pay_url(directory: Directory, user: DirectoryUser | None, access: service.Access) -> str:
+    if (
+        directory.access == "payment"
+        and user is not None
+        and access.reason in ("pending", "cancelled", "expired")
+    ):
+        return service.payment_redirect(directory, user)
+    return ""
+
+
+def _not_found(request: Request) -> Response:
+    if web.wants_json(request):
+        return JSONResponse({"error": "Directory not found."}, status_code=404)
+    return render_error_page(request, 404, "Directory not found", "There is no directory at this address.")
+
+
+def _login_redirect(request: Request, directory: Directory) -> Response:
+    base = service.directory_path(directory)
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    login = f"{base}/login?next={quote(target, safe='/')}"
+    if web.wants_json(request):
+        return JSONResponse(
+            {
+                "locked": True,
+                "reason": "login",
+                "message": reason_text(service.Access(False, "login"), None),
+                "directory": service.dir_id(directory),
+                "login_url": web.runtime_of(request).url(login),
+                "register_url": web.runtime_of(request).url(f"{base}/register"),
+            },
+            status_code=401,
+        )
+    return RedirectResponse(login, status_code=303)
+
+
+def _locked(
+    request: Request,
+    directory: Directory,
+    user: DirectoryUser,
+    access: service.Access,
+    campaign: Campaign | None,
+) -> Response:
+    message = reason_text(access, user)
+    pay_url = _pay_url(directory, user, access)
+    if web.wants_json(request):
+        return JSONResponse(
+            {
+                "locked": True,
+                "reason": access.reason,
+                "message": message,
+                "directory": service.dir_id(directory),
+                "user": service.reg_id(user),
+                "payment_status": user.payment_status,
+                "expiry_date": fmt(user.payment_expires_at),
+                "payment_url": pay_url,
+            },
+            status_code=403,
+        )
+    return render(
+        request,
+        "directories/locked.html",
+        {
+            "title": "Coupon locked",
+            "directory": directory,
+            "base": service.directory_path(directory),
+            "campaign": campaign,
+            "message": message,
+            "reason": access.reason,
+            "pay_url": pay_url,
+        },
+        status_code=403,
+    )
+
+
+def directory_gate(session: Session, request: Request, campaign: Campaign) -> Response | None:
+    """Let the consumer in when no directory locks this campaign, or when they are signed in to
+    a directory holding it whose access they have. A campaign is as open as the most open
+    directory holding it."""
+    holders: list[Directory] = []
+    for _row, directory in repository.items_holding(session, "campaign", campaign.id):
+        if directory not in holders:
+            holders.append(directory)
+    if not holders or any(d.access == "public" for d in holders):
+        return None
+    now = utcnow()
+    refused: list[tuple[Directory, DirectoryUser, service.Access]] = []
+    for directory in holders:
+        user = web.signed_in_user(session, request, directory)
+        access = service.access_for(directory, user, now)
+        if access.granted:
+            return None
+        if user is not None:
+            refused.append((directory, user, access))
+    if refused:
+        directory, user, access = refused[0]
+        return _locked(request, directory, user, access, campaign)
+    return _login_redirect(request, holders[0])
+
+
+gates.register(directory_gate)
+
+
+# ---- the directory -----------------------------------------------------------------------------
+
+
+def _sections(
+    pairs: list[tuple[Any, Campaign]], categories: list[Category], base: str
+) -> list[dict[str, Any]]:
+    """Featured first, then one section per category in tree order, then the uncategorised."""
+    paths = service.paths_of(categories)
+    order = [node["ID"] for node in _flatten(service.build_tree(categories))]
+
+    def card(row: Any, campaign: Campaign) -> dict[str, Any]:
+        return {
+            "id": f"cam_{campaign.id}",
+            "title": campaign.title or campaign.name,
+            "name": campaign.name,
+            "description": campaign.description,
+            "featured": row.featured,
+            "category": service.cat_id(row.category_id),
+            "category_name": paths.get(row.category_id, "") if row.category_id else "",
+            "href": f"{base}/c/cam_{campaign.id}",
+        }
+
+    featured = [card(r, c) for r, c in pairs if r.featured]
+    by_category: dict[str, list[dict[str, Any]]] = {}
+    rest: list[dict[str, Any]] = []
+    for row, campaign in pairs:
+        if row.featured:
+            continue
+        if row.category_id:
+            by_category.setdefault(service.cat_id(row.category_id), []).append(card(row, campaign))
+        else:
+            rest.append(card(row, campaign))
+    sections: list[dict[str, Any]] = []
+    if featured:
+        sections.append({"title": "Featured", "category": "", "items": featured})
+    for key in order:
+        if key in by_category:
+            number = int(key.removeprefix("cat_"))
+            sections.append({"title": paths.get(number, ""), "category": key, "items": by_category[key]})
+    if rest:
+        sections.append({"title": "More coupons", "category": "", "items": rest})
+    return sections
+
+
+def _flatten(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for node in nodes:
+        out.append(node)
+        out.extend(_flatten(node["subcategories"]))
+    return out
+
+
+def _with_descendants(categories: list[Category], root: int) -> list[int]:
+    found = [root]
+    for _ in range(service.MAX_CATEGORY_LEVEL):
+        found += [c.id for c in categories if c.parent_id in found and c.id not in found]
+    return found
+
+
+@router.get("/d/{code}")
+def directory_page(request: Request, code: str, q: str = "", category: str = "") -> Response:
+    runtime = web.runtime_of(request)
+    with runtime.db.read() as session:
+        directory = repository.directory_by_code(session, code)
+        if directory is None:
+            return _not_found(request)
+        user = web.signed_in_user(session, request, directory)
+        access = service.access_for(directory, user, utcnow())
+        categories = list(repository.categories(session, Category.account_id == directory.account_id))
+        selected = ""
+        category_ids: list[int] | None = None
+        known = {c.id for c in categories}
+        if category:
+            try:
+                number = ids.parse_public_id(category, "cat_", "category", ApiError(516, ""))
+            except ApiError:
+                number = 0
+            if number in known:
+                selected = service.cat_id(number)
+                category_ids = _with_descendants(categories, number)
+        search = q.strip()[:100]
+        pairs = list(
+            repository.campaign_items(
+                session, directory.id, visible_only=True, search=search, category_ids=category_ids
+            )
+        )
+        base = service.directory_path(directory)
+        sections = _sections(pairs, categories, base)
+        cards = _loyalty_cards(session, directory)
+        paths = service.paths_of(categories)
+        options = [
+            {"id": node["ID"], "label": node["path"]} for node in _flatten(service.build_tree(categories))
+        ]
+        message = reason_text(access, user) if not access.granted else ""
+        pay_url = _pay_url(directory, user, access)
+        if web.wants_json(request):
+            return JSONResponse(
+                {
+                    "directory": service.dir_id(directory),
+                    "name": directory.name,
+                    "access": directory.access,
+                    "locked": not access.granted,
+                    "reason": "" if access.granted else access.reason,
+                    "message": message,
+                    "user": service.reg_id(user) if user else None,
+                    "payment_status": user.payment_status if user else None,
+                    "payment_url": pay_url,
+                    "sections": [
+                        {
+                            "title": s["title"],
+                            "category": s["category"],
+                            "campaigns": [{**i, "url": runtime.url(i["href"])} for i in s["items"]],
+                        }
+                        for s in sections
+                    ],
+                    "loyalty_cards": cards,
+                    "categories": [{"id": service.cat_id(c.id), "path": paths[c.id]} for c in categories],
+                }
+            )
+        form_token, fresh = web.csrf_token(request)
+        response = render(
+            request,
+            "directories/index.html",
+            {
+                "title": directory.name,
+                "directory": directory,
+                "base": base,
+                "user": user,
+                "access": access,
+                "message": message,
+                "pay_url": pay_url,
+                "sections": sections,
+                "loyalty_cards": cards,
+                "options": options,
+                "selected": selected,
+                "q": search,
+                "csrf_token": form_token,
+            },
+        )
+        web.set_csrf_cookie(response, request, fresh)
+        return response
+
+
+def _loyalty_cards(session: Session, directory: Directory) -> list[dict[str, Any]]:
+    rows = [r for r in repository.items(session, directory.id, "loyalty_card") if r.status == "active"]
+    found = repository.loyalty_cards(
+        session, lambda column: column == directory.account_id, [r.item_id for r in rows]
+    )
+    if not found:
+        # Without the loyalty capability there is nothing to link to.
+        return []
+    return [
+        {
+            "id": str(r.item_id),
+            "name": getattr(found[r.item_id], "name", ""),
+            "href": f"/l/{found[r.item_id].code}",
+        }
+        for r in rows
+        if r.item_id in found
+    ]
+
+
+@router.get("/d/{code}/c/{campaign_ref}")
+def open_coupon(request: Request, code: str, campaign_ref: str) -> Response:
+    """Open a coupon of the directory: the gates decide; a signed-in user gets their own session
+    (the same one again on every visit), an anonymous visitor of a public directory goes to the
+    coupon's own page."""
+    runtime = web.runtime_of(request)
+    with runtime.db.transaction() as session:
+        directory = repository.directory_by_code(session, code)
+        if directory is None:
+            return _not_found(request)
+        try:
+            number = ids.parse_public_id(campaign_ref, "cam_", "campaign", ApiError(502, ""))
+        except ApiError:
+            number = 0
+        row = repository.item(session, directory.id, "campaign", number) if number else None
+        campaign = session.get(Campaign, number) if row is not None else None
+        if row is None or row.status != "active" or campaign is None or campaign.deleted_at is not None:
+            if web.wants_json(request):
+                return JSONResponse({"error": "Coupon not found in this directory."}, status_code=404)
+            return render_error_page(request, 404, "Coupon not found", "This directory has no such coupon.")
+        answer = gates.check(session, request, campaign)
+        if answer is not None:
+            return answer
+        user = web.signed_in_user(session, request, directory)
+        if user is None:
+            return RedirectResponse(f"/p/{campaign.code}", status_code=303)
+        coupon = _member_session(session, campaign, user)
+        target = session_path(campaign, coupon)
+        if web.wants_json(request):
+            return JSONResponse({"session": coupon.code, "url": runtime.url(target)})
+        return RedirectResponse(target, status_code=303)
+
+
+def _member_session(session: Session, campaign: Campaign, user: DirectoryUser) -> CouponSession:
+    device = f"reg_{user.id}"
+    existing = session.scalar(
+        select(CouponSession)
+        .where(
+            CouponSession.campaign_id == campaign.id,
+            CouponSession.device_id == device,
+            CouponSession.removed_at.is_(None),
+        )
+        .order_by(CouponSession.id.desc())
+        .limit(1)
+    )
+    if existing is not None:
+        return existing
+    return new_session(
+        session,
+        campaign,
+        source="directory",
+        device_id=device,
+        firstname=user.first_name,
+        lastname=user.last_name,
+        email=user.email,
+    )
+
+
+# ---- registration, sign-in, sign-out, single sign-on ---------------------------------------------
+
+
+def _form_page(
+    request: Request,
+    template: str,
+    directory: Directory,
+    *,
+    error: str = "",
+    values: dict[str, str] | None = None,
+    status_code: int = 200,
+    next_path: str = "",
+) -> Response:
+    form_token, fresh = web.csrf_token(request)
+    response = render(
+        request,
+        template,
+        {
+            "title": directory.name,
+            "directory": directory,
+            "base": service.directory_path(directory),
+            "error": error,
+            "values": values or {},
+            "csrf_token": form_token,
+            "next": next_path,
+        },
+        status_code=status_code,
+    )
+    web.set_csrf_cookie(response, request, fresh)
+    return response
+
+
+@router.get("/d/{code}/register")
+def register_form(request: Request, code: str) -> Response:
+    runtime = web.runtime_of(request)
+    with runtime.db.read() as session:
+        directory = repository.directory_by_code(session, code)
+        if directory is None:
+            return _not_found(request)
+        return _form_page(request, "directories/register.html", directory)
+
+
+@router.post("/d/{code}/register")
+def register(
+    request: Request,
+    code: str,
+    email: str = Form(""),
+    password: str = Form(""),
+    first_name: str = Form(""),
+    last_name: str = Form(""),
+    phone: str = Form(""),
+    csrf_token: str = Form(""),
+) -> Response:
+    runtime = web.runtime_of(request)
+    values = {"email": email, "first_name": first_name, "last_name": last_name, "phone": phone}
+    with runtime.db.transaction() as session:
+        directory = repository.directory_by_code(session, code)
+        if directory is None:
+            return _not_found(request)
+        page = "directories/register.html"
+        if not web.csrf_ok(request, csrf_token):
+            return _form_page(
+                request,
+                page,
+                directory,
+                values=values,
+                status_code=400,
+                error="The form expired. Please try again.",
+            )
+        if len(password) < MIN_PASSWORD:
+            return _form_page(
+                request,
+                page,
+                directory,
+                values=values,
+                status_code=422,
+                error=f"Choose a password of at least {MIN_PASSWORD} characters.",
+            )
+        try:
+            user = service.register_user(
+                session,
+                directory,
+                email=email,
+                password=password,
+                now=utcnow(),
+                source="registration",
+                first_name=first_name.strip()[:100],
+                last_name=last_name.strip()[:100],
+                phone=phone.strip()[:40],
+            )
+        except ApiError as err:
+            message = {
+                304: "This email is already registered. Sign in instead.",
+                305: "Please enter a valid email address.",
+            }.get(err.code, err.description)
+            return _form_page(request, page, directory, values=values, status_code=422, error=message)
+        user.last_login_at = utcnow()
+        if directory.access == "payment":
+            target = service.payment_redirect(directory, user)
+        else:
+            target = service.directory_path(directory)
+        response = RedirectResponse(target, status_code=303)
+        web.sign_in(response, request, directory, user)
+        return response
+
+
+@router.get("/d/{code}/login")
+def login_form(request: Request, code: str, next: str = "") -> Response:
+    runtime = web.runtime_of(request)
+    with runtime.db.read() as session:
+        directory = repository.directory_by_code(session, code)
+        if directory is None:
+            return _not_found(request)
+        base = service.directory_path(directory)
+        return _form_page(request, "directories/login.html", directory, next_path=web.safe_next(next, base))
+
+
+@router.post("/d/{code}/login")
+def login(
+    request: Request,
+    code: str,
+    email: str = Form(""),
+    password: str = Form(""),
+    next: str = Form(""),
+    csrf_token: str = Form(""),
+) -> Response:
+    runtime = web.runtime_of(request)
+    with runtime.db.transaction() as session:
+        directory = repository.directory_by_code(session, code)
+        if directory is None:
+            return _not_found(request)
+        base = service.directory_path(directory)
+        target = web.safe_next(next, base)
+        page = "directories/login.html"
+        values = {"email": email}
+        if not web.csrf_ok(request, csrf_token):
+            return _form_page(
+                request,
+                page,
+                directory,
+                values=values,
+                status_code=400,
+                next_path=target,
+                error="The form expired. Please try again.",
+            )
+        user = repository.user_by_email(session, directory.id, accounts.normalize_email(email))
+        if not verify_password(user.password_hash if user else None, password) or user is None:
+            return _form_page(
+                request,
+                page,
+                directory,
+                values=values,
+                status_code=401,
+                next_path=target,
+                error="Email or password is not correct.",
+            )
+        if user.blocked:
+            return _form_page(
+                request,
+                page,
+                directory,
+                values=values,
+                status_code=403,
+                next_path=target,
+                error="Your account in this directory is blocked. Please contact the business.",
+            )
+        user.last_login_at = utcnow()
+        response = RedirectResponse(target, status_code=303)
+        web.sign_in(response, request, directory, user)
+        return response
+
+
+@router.post("/d/{code}/logout")
+def logout(request: Request, code: str, csrf_token: str = Form("")) -> Response:
+    runtime = web.runtime_of(request)
+    with runtime.db.read() as session:
+        directory = repository.directory_by_code(session, code)
+        if directory is None:
+            return _not_found(request)
+        response = RedirectResponse(service.directory_path(directory), status_code=303)
+        if web.csrf_ok(request, csrf_token):
+            web.sign_out(response, request, directory)
+        return response
+
+
+@router.get("/d/{code}/sso/{raw_token}")
+def single_sign_on(request: Request, code: str, raw_token: str) -> Response:
+    """Redeem a one-time token from POST /v4/directory/{id}/users/{userId}/sso."""
+    runtime = web.runtime_of(request)
+    with runtime.db.transaction() as session:
+        directory = repository.directory_by_code(session, code)
+        if directory is None:
+            return _not_found(request)
+        found = accounts.redeem_token(session, runtime.keyring, raw_token, service.SSO_PURPOSE)
+        user = None
+        if found is not None and found.page == service.dir_id(directory):
+            number = int(found.target.removeprefix("reg_") or 0)
+            user = repository.user(session, directory.id, number)
+        if user is None or user.blocked:
+            return render_error_page(
+                request, 403, "Sign-in link not valid", "This sign-in link was used already or has expired."
+            )
+        user.last_login_at = utcnow()
+        response = RedirectResponse(service.directory_path(directory), status_code=303)
+        web.sign_in(response, request, directory, user)
+        return response
+
+
+__all__ = ["directory_gate", "router"]

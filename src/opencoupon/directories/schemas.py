@@ -1,0 +1,171 @@
+"""Request models of the directory and category calls (v3 action calls and v4 REST calls)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict
+
+from opencoupon.kit.params import Str, StrList, V3Request
+
+
+def _lower(value: Any) -> Any:
+    # Payment providers send "Completed" as often as "completed"; the allowed list is still enforced.
+    if isinstance(value, list) and value:
+        value = value[-1]
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+Access = Annotated[Literal["public", "login", "payment"], BeforeValidator(_lower)]
+PaymentStatus = Annotated[Literal["pending", "completed", "cancelled"], BeforeValidator(_lower)]
+ItemStatus = Annotated[Literal["active", "inactive"], BeforeValidator(_lower)]
+
+
+class CampaignItemSpec(BaseModel):
+    """One campaign in a directory: its ID and, optionally, its settings there."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, coerce_numbers_to_str=True)
+
+    id: Str
+    category: Str | None = None
+    featured: bool | None = None
+    status: ItemStatus | None = None
+
+
+def _campaign_items(value: Any) -> Any:
+    # A JSON list of IDs or of {"id", "category", "featured", "status"} objects, or (forms) a
+    # comma-separated string / repeated keys of IDs.
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            try:
+                value = json.loads(text)
+            except ValueError:
+                return value
+        else:
+            return [{"id": part.strip()} for part in text.split(",") if part.strip()]
+    if isinstance(value, list):
+        out: list[Any] = []
+        for item in value:
+            if isinstance(item, str | int):
+                out.extend({"id": part.strip()} for part in str(item).split(",") if part.strip())
+            else:
+                out.append(item)
+        return out
+    return value
+
+
+CampaignItems = Annotated[list[CampaignItemSpec], BeforeValidator(_campaign_items)]
+
+
+def _blank_is_none(value: Any) -> Any:
+    # Forms send "" for a number left empty.
+    if isinstance(value, list) and value:
+        value = value[-1]
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+OptionalInt = Annotated[int | None, BeforeValidator(_blank_is_none)]
+
+
+# ---- v3 action calls -------------------------------------------------------------------------
+
+
+class DirectoryRef(V3Request):
+    directory: Str
+
+
+class DirectoryUsersList(V3Request):
+    directory: Str
+    page: OptionalInt = None
+
+
+class PaymentStatusUpdate(V3Request):
+    """`/v3/directoryusers/update` exactly as the vendor's page: the field order is the order in
+    which missing parameters are reported."""
+
+    directory: Str
+    user: Str
+    status: PaymentStatus
+    expiry_date: Str | None = None
+
+
+class DirectoryCampaignCreate(V3Request):
+    directory: Str
+    template: Str
+    name: Str
+    category: Str | None = None
+
+
+class DirectoryCampaignUpdate(V3Request):
+    campaign: Str
+    directory: Str | None = None
+    status: ItemStatus | None = None
+    description: Str | None = None
+    category: Str | None = None
+    featured: bool | None = None
+
+
+# ---- v4 REST calls ---------------------------------------------------------------------------
+
+
+class DirectoryCreate(V3Request):
+    name: Str
+    description: Str | None = None
+    access: Access = "public"
+    payment_url: Str | None = None
+    membership_days: OptionalInt = None
+    campaigns: CampaignItems | None = None
+    loyalty_cards: StrList | None = None
+
+
+class DirectoryPatch(V3Request):
+    name: Str | None = None
+    description: Str | None = None
+    access: Access | None = None
+    payment_url: Str | None = None
+    membership_days: OptionalInt = None
+    campaigns: CampaignItems | None = None
+    loyalty_cards: StrList | None = None
+
+
+class Page(V3Request):
+    page: OptionalInt = None
+
+
+class DirectoryUserCreate(V3Request):
+    email: Str
+    password: Str | None = None
+    first_name: Str | None = None
+    last_name: Str | None = None
+    phone: Str | None = None
+    birth_date: Str | None = None
+    address: Str | None = None
+    zip: Str | None = None
+    city: Str | None = None
+    custom_1: Str | None = None
+    custom_2: Str | None = None
+    custom_3: Str | None = None
+
+
+class DirectoryUserBlock(V3Request):
+    block: bool
+
+
+class AccessGrant(V3Request):
+    expires_at: Str | None = None
+
+
+class CategoryCreate(V3Request):
+    name: Str
+    parent: Str | None = None
+    position: OptionalInt = None
+
+
+class CategoryPatch(V3Request):
+    name: Str | None = None
+    # "" moves the category to the top level.
+    parent: Str | None = None
+    position: OptionalInt = None

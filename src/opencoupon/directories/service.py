@@ -1,0 +1,843 @@
+"""Directory rules: management, categories, registered users, paid access and template copies."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from opencoupon.accounts import service as accounts
+from opencoupon.directories import repository
+from opencoupon.directories.schemas import (
+    CampaignItemSpec,
+    CategoryCreate,
+    CategoryPatch,
+    DirectoryCampaignCreate,
+    DirectoryCampaignUpdate,
+    DirectoryCreate,
+    DirectoryPatch,
+    DirectoryUserCreate,
+)
+from opencoupon.errors import ApiError, bad_value, missing
+from opencoupon.events import service as events
+from opencoupon.kit import ids
+from opencoupon.kit.clock import utcnow
+from opencoupon.kit.crypto import hash_password, token
+from opencoupon.kit.dates import fmt, fmt_date, parse_date, parse_datetime
+from opencoupon.kit.endpoint import ApiContext
+from opencoupon.models import Account, Campaign, Category, Directory, DirectoryItem, DirectoryUser
+
+MAX_CATEGORY_LEVEL = 3
+USERS_PER_PAGE = 100
+MAX_MEMBERSHIP_DAYS = 36600
+CODE_LENGTH = 6
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# The vendor's page: "yyyy-mm-dd hh:mm"; seconds are accepted too (the v4 format).
+PAYMENT_EXPIRY_FORMATS = ["%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"]
+ACCESS_EXPIRY_FORMATS = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ"]
+SSO_PURPOSE = "directory_sso"
+# Columns of a template campaign that a copy must not take over.
+_NOT_COPIED = {
+    "id",
+    "account_id",
+    "code",
+    "name",
+    "kind",
+    "category_id",
+    "created_at",
+    "updated_at",
+    "deleted_at",
+}
+
+
+def directory_not_found() -> ApiError:
+    return ApiError(507, "Directory ID not found.")
+
+
+def user_not_found() -> ApiError:
+    return ApiError(511, "Directory user ID not found.")
+
+
+def category_not_found() -> ApiError:
+    # The vendor has no code for categories; 516 is the next free code in the not-found family.
+    return ApiError(516, "Category ID not found.")
+
+
+def campaign_not_found() -> ApiError:
+    return ApiError(502, "Campaign ID not found.")
+
+
+def loyalty_card_not_found() -> ApiError:
+    return ApiError(508, "Loyalty card ID not found.")
+
+
+def dir_id(directory: Directory) -> str:
+    return ids.public_id("dir_", directory.id)
+
+
+def reg_id(user: DirectoryUser) -> str:
+    return ids.public_id("reg_", user.id)
+
+
+def cat_id(category_id: int | None) -> str:
+    return ids.public_id("cat_", category_id) if category_id else ""
+
+
+def directory_path(directory: Directory) -> str:
+    return f"/d/{directory.code}"
+
+
+# ---- lookups ---------------------------------------------------------------------------------
+
+
+def get_directory(ctx: ApiContext, raw: str, param: str = "directory") -> Directory:
+    number = ids.parse_public_id(raw, "dir_", param, directory_not_found())
+    found = repository.directory(ctx.session, ctx.scope(Directory.account_id), number)
+    if found is None:
+        raise directory_not_found()
+    return found
+
+
+def get_user(
+    ctx: ApiContext, directory: Directory, raw: str, param: str = "user", *, lock: bool = False
+) -> DirectoryUser:
+    number = ids.parse_public_id(raw, "reg_", param, user_not_found())
+    found = repository.user(ctx.session, directory.id, number, lock=lock)
+    if found is None:
+        raise user_not_found()
+    return found
+
+
+def get_category(ctx: ApiContext, raw: str, param: str = "category") -> Category:
+    number = ids.parse_public_id(raw, "cat_", param, category_not_found())
+    found = repository.category(ctx.session, ctx.scope(Category.account_id), number)
+    if found is None:
+        raise category_not_found()
+    return found
+
+
+def get_campaign(ctx: ApiContext, raw: str, param: str = "campaign") -> Campaign:
+    number = ids.parse_public_id(raw, "cam_", param, campaign_not_found())
+    found = repository.campaign(ctx.session, ctx.scope(Campaign.account_id), number)
+    if found is None:
+        raise campaign_not_found()
+    return found
+
+
+# ---- directories -----------------------------------------------------------------------------
+
+
+def _payment_url(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    if raw == "":
+        return ""
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc or len(raw) > 2000:
+        raise bad_value("payment_url", "Use an absolute http(s) URL.")
+    return raw
+
+
+def _membership_days(value: int | None) -> int | None:
+    if value is None:
+        return None
+    if value < 0 or value > MAX_MEMBERSHIP_DAYS:
+        raise bad_value("membership_days", f"Use a number of days from 1 to {MAX_MEMBERSHIP_DAYS} (0: none).")
+    return value or None
+
+
+def new_code(session: Session, taken: Any) -> str:
+    for _ in range(20):
+        code = ids.random_code(CODE_LENGTH)
+        if not taken(session, code):
+            return code
+    raise ApiError(309, "No free code could be drawn.")
+
+
+def create_directory(ctx: ApiContext, req: DirectoryCreate) -> Directory:
+    if not req.name:
+        raise missing("name")
+    payment_url = _payment_url(req.payment_url) or ""
+    if req.access == "payment" and not payment_url:
+        raise missing("payment_url")
+    now = ctx.now
+    directory = Directory(
+        account_id=ctx.account.id,
+        code=new_code(ctx.session, repository.directory_code_taken),
+        name=req.name[:200],
+        description=req.description or "",
+        access=req.access,
+        payment_url=payment_url,
+        membership_days=_membership_days(req.membership_days),
+        created_at=now,
+        updated_at=now,
+    )
+    ctx.session.add(directory)
+    ctx.session.flush()
+    if req.campaigns is not None:
+        set_campaigns(ctx, directory, req.campaigns)
+    if req.loyalty_cards is not None:
+        set_loyalty_cards(ctx, directory, req.loyalty_cards)
+    return directory
+
+
+def update_directory(ctx: ApiContext, directory: Directory, req: DirectoryPatch) -> Directory:
+    if req.name is not None:
+        if not req.name:
+            raise missing("name")
+        directory.name = req.name[:200]
+    if req.description is not None:
+        directory.description = req.description
+    payment_url = _payment_url(req.payment_url)
+    if payment_url is not None:
+        directory.payment_url = payment_url
+    if req.access is not None:
+        directory.access = req.access
+    if directory.access == "payment" and not directory.payment_url:
+        raise missing("payment_url")
+    if "membership_days" in req.model_fields_set:
+        directory.membership_days = _membership_days(req.membership_days)
+    if req.campaigns is not None:
+        set_campaigns(ctx, directory, req.campaigns)
+    if req.loyalty_cards is not None:
+        set_loyalty_cards(ctx, directory, req.loyalty_cards)
+    directory.updated_at = ctx.now
+    ctx.session.flush()
+    return directory
+
+
+def delete_directory(ctx: ApiContext, directory: Directory) -> None:
+    # Soft delete: payment providers keep dir_/reg_ IDs, and a reused ID would grant access.
+    directory.deleted_at = ctx.now
+    directory.updated_at = ctx.now
+    ctx.session.flush()
+
+
+def set_campaigns(ctx: ApiContext, directory: Directory, specs: list[CampaignItemSpec]) -> None:
+    """Make the directory hold exactly these campaigns, in this order; settings of campaigns it
+    already held are kept unless the spec changes them."""
+    existing = {row.item_id: row for row in repository.items(ctx.session, directory.id, "campaign")}
+    wanted: list[int] = []
+    for position, spec in enumerate(specs):
+        campaign = get_campaign(ctx, spec.id, "campaigns")
+        if campaign.id in wanted:
+            continue
+        wanted.append(campaign.id)
+        row = existing.get(campaign.id) or add_item(ctx.session, directory, "campaign", campaign.id, ctx.now)
+        row.position = position
+        if spec.category is not None:
+            row.category_id = get_category(ctx, spec.category, "category").id if spec.category else None
+        if spec.featured is not None:
+            row.featured = spec.featured
+        if spec.status is not None:
+            row.status = spec.status
+        row.updated_at = ctx.now
+    repository.delete_items(ctx.session, [row for cid, row in existing.items() if cid not in wanted])
+
+
+def set_loyalty_cards(ctx: ApiContext, directory: Directory, raw_ids: list[str]) -> None:
+    card_ids: list[int] = []
+    for raw in raw_ids:
+        number = ids.parse_public_id(raw, "", "loyalty_cards", loyalty_card_not_found())
+        if number not in card_ids:
+            card_ids.append(number)
+    found = repository.loyalty_cards(ctx.session, ctx.scope, card_ids)
+    if found is not None and any(card_id not in found for card_id in card_ids):
+        raise loyalty_card_not_found()
+    existing = {row.item_id: row for row in repository.items(ctx.session, directory.id, "loyalty_card")}
+    for position, card_id in enumerate(card_ids):
+        row = existing.get(card_id) or add_item(ctx.session, directory, "loyalty_card", card_id, ctx.now)
+        row.position = position
+    repository.delete_items(ctx.session, [row for cid, row in existing.items() if cid not in card_ids])
+
+
+def add_item(
+    session: Session, directory: Directory, kind: str, item_id: int, now: dt.datetime
+) -> DirectoryItem:
+    row = DirectoryItem(
+        directory_id=directory.id,
+        account_id=directory.account_id,
+        kind=kind,
+        item_id=item_id,
+        featured=False,
+        status="active",
+        position=0,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def directory_v4(ctx: ApiContext, directory: Directory) -> dict[str, Any]:
+    rows = repository.items(ctx.session, directory.id)
+    cards = repository.loyalty_cards(
+        ctx.session, ctx.scope, [r.item_id for r in rows if r.kind == "loyalty_card"]
+    )
+    return {
+        "id": dir_id(directory),
+        "code": directory.code,
+        "name": directory.name,
+        "description": directory.description,
+        "access": directory.access,
+        "payment_url": directory.payment_url,
+        "membership_days": directory.membership_days,
+        "url": ctx.url(directory_path(directory)),
+        "campaigns": [
+            {
+                "id": f"cam_{r.item_id}",
+                "category": cat_id(r.category_id) or None,
+                "featured": r.featured,
+                "status": r.status,
+            }
+            for r in rows
+            if r.kind == "campaign"
+        ],
+        "loyalty_cards": [
+            {"id": str(r.item_id), "name": getattr((cards or {}).get(r.item_id), "name", None)}
+            for r in rows
+            if r.kind == "loyalty_card"
+        ],
+        "users": repository.count_users(ctx.session, directory.id),
+        "created_at": fmt(directory.created_at),
+        "updated_at": fmt(directory.updated_at),
+    }
+
+
+def directories_v3(ctx: ApiContext, found: list[Directory]) -> list[dict[str, Any]]:
+    dir_ids = [d.id for d in found]
+    items = repository.item_counts(ctx.session, dir_ids)
+    users = repository.user_counts(ctx.session, dir_ids)
+    return [
+        {
+            "ID": dir_id(d),
+            "code": d.code,
+            "name": d.name,
+            "description": d.description,
+            "access": d.access,
+            "payment_url": d.payment_url,
+            "membership_days": str(d.membership_days or ""),
+            "url": ctx.url(directory_path(d)),
+            "amount_of_campaigns": str(items.get((d.id, "campaign"), 0)),
+            "amount_of_loyalty_cards": str(items.get((d.id, "loyalty_card"), 0)),
+            "amount_of_users": str(users.get(d.id, 0)),
+            "created_date_utc": fmt(d.created_at),
+        }
+        for d in found
+    ]
+
+
+def campaign_item_v3(
+    ctx: ApiContext, directory: Directory, row: DirectoryItem, campaign: Campaign, names: dict[int, Category]
+) -> dict[str, Any]:
+    category = names.get(row.category_id) if row.category_id else None
+    return {
+        "ID": f"cam_{campaign.id}",
+        "code": campaign.code,
+        "name": campaign.name,
+        "title": campaign.title,
+        "description": campaign.description,
+        "url": ctx.url(f"/p/{campaign.code}"),
+        "directory": dir_id(directory),
+        "directory_url": ctx.url(f"{directory_path(directory)}/c/cam_{campaign.id}"),
+        "category": cat_id(row.category_id),
+        "category_name": category.name if category else "",
+        "featured": "1" if row.featured else "0",
+        "status": row.status,
+        "campaign_status": campaign.status,
+    }
+
+
+def directory_campaigns_v3(ctx: ApiContext, directory: Directory) -> list[dict[str, Any]]:
+    pairs = repository.campaign_items(ctx.session, directory.id, visible_only=False)
+    names = repository.categories_by_id(ctx.session, [r.category_id for r, _ in pairs if r.category_id])
+    return [campaign_item_v3(ctx, directory, row, campaign, names) for row, campaign in pairs]
+
+
+# ---- template copies and directory campaign settings -----------------------------------------
+
+
+def create_from_template(
+    ctx: ApiContext, req: DirectoryCampaignCreate
+) -> tuple[Directory, Campaign, DirectoryItem, Campaign]:
+    directory = get_directory(ctx, req.directory)
+    template = get_campaign(ctx, req.template, "template")
+    if not req.name:
+        raise missing("name")
+    category = get_category(ctx, req.category) if req.category else None
+    now = ctx.now
+    fields = {
+        column.key: copy.deepcopy(getattr(template, column.key))
+        for column in Campaign.__table__.columns
+        if column.key not in _NOT_COPIED and not column.key.endswith("_count")
+    }
+    fields["status"] = "active"
+    campaign = Campaign(
+        **fields,
+        account_id=directory.account_id,
+        name=req.name[:200],
+        kind="coupon",
+        category_id=category.id if category else None,
+        created_at=now,
+        updated_at=now,
+    )
+    for attempt in range(8):
+        campaign.code = new_code(ctx.session, repository.campaign_code_taken)
+        try:
+            with ctx.session.begin_nested():
+                ctx.session.add(campaign)
+                ctx.session.flush()
+            break
+        except IntegrityError:
+            # Another request drew the same code between the check and the insert.
+            if attempt == 7:
+                raise
+    row = add_item(ctx.session, directory, "campaign", campaign.id, now)
+    row.category_id = category.id if category else None
+    row.position = len(repository.items(ctx.session, directory.id, "campaign"))
+    ctx.session.flush()
+    return directory, campaign, row, template
+
+
+def update_directory_campaign(
+    ctx: ApiContext, req: DirectoryCampaignUpdate
+) -> tuple[Campaign, list[tuple[Directory, DirectoryItem]]]:
+    """Settings of a campaign in its directory (every directory holding it, or the one named)."""
+    campaign = get_campaign(ctx, req.campaign)
+    holders = [
+        (directory, row)
+        for row, directory in repository.items_holding(ctx.session, "campaign", campaign.id)
+        if ctx.may_reach(directory.account_id)
+    ]
+    if req.directory:
+        wanted = get_directory(ctx, req.directory)
+        holders = [(d, r) for d, r in holders if d.id == wanted.id]
+    if not holders:
+        raise ApiError(502, "Campaign ID not found in a directory.")
+    category_id: int | None = None
+    if req.category:
+        category_id = get_category(ctx, req.category).id
+    now = ctx.now
+    for _directory, row in holders:
+        if req.status is not None:
+            row.status = req.status
+        if req.featured is not None:
+            row.featured = req.featured
+        if req.category is not None:
+            row.category_id = category_id
+        row.updated_at = now
+    if req.description is not None:
+        campaign.description = req.description
+    if req.category is not None:
+        # The campaign's own category too, so coupon/list's `category` filter finds it.
+        campaign.category_id = category_id
+    campaign.updated_at = now
+    ctx.session.flush()
+    return campaign, holders
+
+
+# ---- categories ------------------------------------------------------------------------------
+
+
+def _subtree(session: Session, root: Category) -> tuple[list[int], int]:
+    """IDs of the category and everything under it, and how many levels lie below it."""
+    all_ids = [root.id]
+    frontier = [root.id]
+    depth = 0
+    while frontier:
+        below = [c.id for c in repository.children(session, frontier)]
+        if below:
+            depth += 1
+        all_ids.extend(below)
+        frontier = below
+    return all_ids, depth
+
+
+def _too_deep() -> ApiError:
+    return bad_value("parent", f"Categories have at most {MAX_CATEGORY_LEVEL} levels.")
+
+
+def create_category(ctx: ApiContext, req: CategoryCreate) -> Category:
+    if not req.name:
+        raise missing("name")
+    parent = get_category(ctx, req.parent, "parent") if req.parent else None
+    level = parent.level + 1 if parent else 1
+    if level > MAX_CATEGORY_LEVEL:
+        raise _too_deep()
+    category = Category(
+        account_id=parent.account_id if parent else ctx.account.id,
+        parent_id=parent.id if parent else None,
+        level=level,
+        name=req.name[:200],
+        position=req.position or 0,
+        created_at=ctx.now,
+        updated_at=ctx.now,
+    )
+    ctx.session.add(category)
+    ctx.session.flush()
+    return category
+
+
+def update_category(ctx: ApiContext, category: Category, req: CategoryPatch) -> Category:
+    if req.name is not None:
+        if not req.name:
+            raise missing("name")
+        category.name = req.name[:200]
+    if req.position is not None:
+        category.position = req.position
+    if req.parent is not None:
+        subtree, depth = _subtree(ctx.session, category)
+        parent = get_category(ctx, req.parent, "parent") if req.parent else None
+        if parent is not None and parent.id in subtree:
+            raise bad_value("parent", "A category cannot move under itself.")
+        if parent is not None and parent.account_id != category.account_id:
+            raise category_not_found()
+        level = parent.level + 1 if parent else 1
+        if level + depth > MAX_CATEGORY_LEVEL:
+            raise _too_deep()
+        repository.shift_levels(ctx.session, subtree, level - category.level)
+        ctx.session.refresh(category)
+        category.parent_id = parent.id if parent else None
+    category.updated_at = ctx.now
+    ctx.session.flush()
+    return category
+
+
+def delete_category(ctx: ApiContext, category: Category) -> list[int]:
+    """Delete a category with its subcategories; campaigns and directory items lose it."""
+    subtree, _depth = _subtree(ctx.session, category)
+    repository.delete_categories(ctx.session, subtree, ctx.scope(Campaign.account_id))
+    return subtree
+
+
+def paths_of(rows: list[Category]) -> dict[int, str]:
+    by_id = {c.id: c for c in rows}
+    out: dict[int, str] = {}
+    for c in sorted(rows, key=lambda c: c.level):
+        parent = by_id.get(c.parent_id) if c.parent_id else None
+        out[c.id] = f"{out[parent.id]} > {c.name}" if parent and parent.id in out else c.name
+    return out
+
+
+def category_v4(c: Category, paths: dict[int, str] | None = None) -> dict[str, Any]:
+    return {
+        "id": cat_id(c.id),
+        "name": c.name,
+        "parent": cat_id(c.parent_id) or None,
+        "level": c.level,
+        "position": c.position,
+        "path": (paths or {}).get(c.id, c.name),
+        "created_at": fmt(c.created_at),
+        "updated_at": fmt(c.updated_at),
+    }
+
+
+def categories_v4(ctx: ApiContext) -> list[dict[str, Any]]:
+    rows = list(repository.categories(ctx.session, ctx.scope(Category.account_id)))
+    paths = paths_of(rows)
+    return [category_v4(c, paths) for c in rows]
+
+
+def category_paths(ctx: ApiContext) -> dict[int, str]:
+    return paths_of(list(repository.categories(ctx.session, ctx.scope(Category.account_id))))
+
+
+def _node_v3(c: Category, path: str) -> dict[str, Any]:
+    return {
+        "ID": cat_id(c.id),
+        "name": c.name,
+        "level": str(c.level),
+        "parent": cat_id(c.parent_id),
+        "position": str(c.position),
+        "path": path,
+    }
+
+
+def category_tree_v3(ctx: ApiContext) -> list[dict[str, Any]]:
+    rows = list(repository.categories(ctx.session, ctx.scope(Category.account_id)))
+    return build_tree(rows)
+
+
+def build_tree(rows: list[Category]) -> list[dict[str, Any]]:
+    paths = paths_of(rows)
+    nodes = {c.id: {**_node_v3(c, paths[c.id]), "subcategories": []} for c in rows}
+    roots: list[dict[str, Any]] = []
+    for c in sorted(rows, key=lambda c: (c.position, c.name.lower(), c.id)):
+        if c.parent_id and c.parent_id in nodes:
+            nodes[c.parent_id]["subcategories"].append(nodes[c.id])
+        else:
+            roots.append(nodes[c.id])
+    return roots
+
+
+def third_level_v3(ctx: ApiContext) -> list[dict[str, Any]]:
+    rows = list(repository.categories(ctx.session, ctx.scope(Category.account_id)))
+    paths = paths_of(rows)
+    return [_node_v3(c, paths[c.id]) for c in rows if c.level == MAX_CATEGORY_LEVEL]
+
+
+# ---- users -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Access:
+    """Whether a directory user may open the directory's coupons, and why not."""
+
+    granted: bool
+    # ok / login / blocked / pending / cancelled / expired
+    reason: str
+
+
+def access_for(directory: Directory, user: DirectoryUser | None, now: dt.datetime) -> Access:
+    if directory.access == "public":
+        return Access(True, "ok")
+    if user is None:
+        return Access(False, "login")
+    if user.blocked:
+        return Access(False, "blocked")
+    if directory.access == "login":
+        return Access(True, "ok")
+    if user.payment_status == "completed":
+        if user.payment_expires_at is None or now < user.payment_expires_at:
+            return Access(True, "ok")
+        return Access(False, "expired")
+    return Access(
+        False, user.payment_status if user.payment_status in ("pending", "cancelled") else "pending"
+    )
+
+
+def normalize_email(raw: str) -> str:
+    email = accounts.normalize_email(raw)
+    if not EMAIL.match(email) or len(email) > 254:
+        raise ApiError(305, "Email address is not valid.")
+    return email
+
+
+def register_user(
+    session: Session,
+    directory: Directory,
+    *,
+    email: str,
+    password: str,
+    now: dt.datetime,
+    source: str,
+    **fields: Any,
+) -> DirectoryUser:
+    """A new registered user (payment status pending) and its directory_user_registered event."""
+    email = normalize_email(email)
+    if repository.user_by_email(session, directory.id, email) is not None:
+        raise ApiError(304, "Email already exists.")
+    user = DirectoryUser(
+        directory_id=directory.id,
+        account_id=directory.account_id,
+        email=email,
+        password_hash=hash_password(password),
+        blocked=False,
+        payment_status="pending",
+        created_at=now,
+        updated_at=now,
+        **{k: v for k, v in fields.items() if v is not None},
+    )
+    try:
+        with session.begin_nested():
+            session.add(user)
+            session.flush()
+    except IntegrityError:
+        # The same email registered concurrently: the unique key decided.
+        raise ApiError(304, "Email already exists.") from None
+    events.emit(
+        session,
+        directory.account_id,
+        "directory_user_registered",
+        {
+            "directory": dir_id(directory),
+            "user": reg_id(user),
+            "email": user.email,
+            "first_name": user.first_name,
+            "last_name": user.last_name,
+            "access": directory.access,
+            "payment_status": user.payment_status,
+            "source": source,
+            "created_date_utc": fmt(now),
+        },
+    )
+    return user
+
+
+def create_user_v4(ctx: ApiContext, directory: Directory, req: DirectoryUserCreate) -> DirectoryUser:
+    birth = parse_date("birth_date", req.birth_date) if req.birth_date else None
+    return register_user(
+        ctx.session,
+        directory,
+        email=req.email,
+        password=req.password or token(18),
+        now=ctx.now,
+        source="api",
+        first_name=req.first_name,
+        last_name=req.last_name,
+        phone=req.phone,
+        birth_date=birth,
+        address=req.address,
+        zip=req.zip,
+        city=req.city,
+        custom_1=req.custom_1,
+        custom_2=req.custom_2,
+        custom_3=req.custom_3,
+    )
+
+
+def set_payment(
+    session: Session,
+    directory: Directory,
+    user: DirectoryUser,
+    status: str,
+    expires_at: dt.datetime | None,
+    now: dt.datetime,
+    *,
+    source: str,
+) -> bool:
+    """Store a payment status; the change and its event are written together. No event (and no
+    change) when the status and the expiry are what they already were: providers retry."""
+    previous, previous_expiry = user.payment_status, user.payment_expires_at
+    if previous == status and previous_expiry == expires_at:
+        return False
+    user.payment_status = status
+    user.payment_expires_at = expires_at
+    user.payment_updated_at = now
+    user.updated_at = now
+    session.flush()
+    events.emit(
+        session,
+        directory.account_id,
+        "directory_payment_status_changed",
+        {
+            "directory": dir_id(directory),
+            "user": reg_id(user),
+            "email": user.email,
+            "payment_status": status,
+            "previous_payment_status": previous,
+            "expiry_date": fmt(expires_at),
+            "source": source,
+        },
+    )
+    return True
+
+
+def parse_payment_expiry(raw: str | None) -> dt.datetime | None:
+    if raw is None or raw == "":
+        return None
+    return parse_datetime("expiry_date", raw, PAYMENT_EXPIRY_FORMATS, "yyyy-mm-dd hh:mm")
+
+
+def parse_access_expiry(raw: str | None) -> dt.datetime | None:
+    if raw is None or raw == "":
+        return None
+    return parse_datetime("expires_at", raw, ACCESS_EXPIRY_FORMATS, "yyyy-MM-dd HH:mm:ss")
+
+
+def grant_access(ctx: ApiContext, directory: Directory, user: DirectoryUser, raw_expiry: str | None) -> None:
+    """v4 paid access: `expires_at`, or the directory's default membership length, or no end."""
+    expires_at = parse_access_expiry(raw_expiry)
+    if expires_at is None and directory.membership_days:
+        expires_at = (ctx.now + dt.timedelta(days=directory.membership_days)).replace(microsecond=0)
+    set_payment(ctx.session, directory, user, "completed", expires_at, ctx.now, source="api_v4")
+
+
+def revoke_access(ctx: ApiContext, directory: Directory, user: DirectoryUser) -> None:
+    set_payment(ctx.session, directory, user, "cancelled", user.payment_expires_at, ctx.now, source="api_v4")
+
+
+def issue_sso(ctx: ApiContext, directory: Directory, user: DirectoryUser) -> dict[str, Any]:
+    if user.blocked:
+        raise ApiError(308, "The directory user is blocked.")
+    owner = ctx.session.get(Account, directory.account_id)
+    assert owner is not None
+    ttl = dt.timedelta(seconds=ctx.runtime.settings.sso_token_ttl_seconds)
+    raw = accounts.issue_token(
+        ctx.session,
+        ctx.runtime.keyring,
+        owner,
+        purpose=SSO_PURPOSE,
+        ttl=ttl,
+        page=dir_id(directory),
+        target=reg_id(user),
+    )
+    return {
+        "id": reg_id(user),
+        "directory": dir_id(directory),
+        "token": raw,
+        "url": ctx.url(f"{directory_path(directory)}/sso/{raw}"),
+        "expires_at": fmt((utcnow() + ttl).replace(microsecond=0)),
+    }
+
+
+def payment_redirect(directory: Directory, user: DirectoryUser) -> str:
+    """The business's payment URL with `directory=dir_…` and `user=reg_…` added."""
+    parts = urlsplit(directory.payment_url)
+    query = [
+        (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in ("directory", "user")
+    ]
+    query += [("directory", dir_id(directory)), ("user", reg_id(user))]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
+
+
+def user_v4(directory: Directory, user: DirectoryUser, now: dt.datetime) -> dict[str, Any]:
+    access = access_for(directory, user, now)
+    return {
+        "id": reg_id(user),
+        "directory": dir_id(directory),
+        "email": user.email,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "phone": user.phone,
+        "birth_date": fmt_date(user.birth_date) or None,
+        "address": user.address,
+        "zip": user.zip,
+        "city": user.city,
+        "custom_1": user.custom_1,
+        "custom_2": user.custom_2,
+        "custom_3": user.custom_3,
+        "blocked": user.blocked,
+        "payment_status": user.payment_status,
+        "expires_at": fmt(user.payment_expires_at) or None,
+        "has_access": access.granted,
+        "created_at": fmt(user.created_at),
+        "last_login_at": fmt(user.last_login_at) or None,
+    }
+
+
+def user_v3(user: DirectoryUser) -> dict[str, Any]:
+    return {
+        "ID": reg_id(user),
+        "email": user.email,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "phone": user.phone,
+        "birth_date": fmt_date(user.birth_date),
+        "address": user.address,
+        "zip": user.zip,
+        "city": user.city,
+        "custom_1": user.custom_1,
+        "custom_2": user.custom_2,
+        "custom_3": user.custom_3,
+        "blocked": "1" if user.blocked else "0",
+        "payment_status": user.payment_status,
+        "payment_expiry_date_utc": fmt(user.payment_expires_at),
+        "created_date_utc": fmt(user.created_at),
+        "last_login_date_utc": fmt(user.last_login_at),
+    }
+
+
+def page_number(page: int | None) -> int:
+    if page is None:
+        return 1
+    if page < 1:
+        raise bad_value("page", "Pages start at 1.")
+    return page
