@@ -8,6 +8,13 @@ from opencoupon.models.coupon_session import CouponSession, DailyStat, Validatio
 from opencoupon.models.event import Event
 from opencoupon.models.idempotency import IdempotencyRecord
 from opencoupon.models.job import Job
+from opencoupon.models.loyalty import (
+    LoyaltyCard,
+    LoyaltyHolder,
+    LoyaltyLedgerEntry,
+    LoyaltyReward,
+    LoyaltyRewardGrant,
+)
 
 __all__ = [
     "Account",
@@ -18,6 +25,11 @@ __all__ = [
     "Event",
     "IdempotencyRecord",
     "Job",
+    "LoyaltyCard",
+    "LoyaltyHolder",
+    "LoyaltyLedgerEntry",
+    "LoyaltyReward",
+    "LoyaltyRewardGrant",
     "OneTimeToken",
     "Validation",
 ]
