@@ -93,8 +93,9 @@ class CardCopy(V3Request):
 
 
 class StatsList(V3Request):
-    filter: dict[str, Any] | None = None
-    pagination: dict[str, Any] | None = None
+    # Objects in a JSON body, or JSON text in a query string.
+    filter: dict[str, Any] | Str | None = None
+    pagination: dict[str, Any] | Str | None = None
     include_voided: bool | None = None
 
 

@@ -820,29 +820,31 @@ def validate_search(term: str) -> str:
     return term
 
 
-def stats_filters(raw: dict[str, Any] | str | None) -> dict[str, str]:
+def _object(raw: dict[str, Any] | str | None, name: str) -> dict[str, Any]:
     if raw is None or raw == "":
         return {}
-    if isinstance(raw, str):
-        try:
-            parsed = json.loads(raw)
-        except ValueError:
-            raise bad_value("filter") from None
-        if not isinstance(parsed, dict):
-            raise bad_value("filter")
-        raw = parsed
+    if isinstance(raw, dict):
+        return raw
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        raise bad_value(name) from None
+    if not isinstance(parsed, dict):
+        raise bad_value(name)
+    return parsed
+
+
+def stats_filters(raw: dict[str, Any] | str | None) -> dict[str, str]:
     out: dict[str, str] = {}
-    for name, value in raw.items():
+    for name, value in _object(raw, "filter").items():
         if name not in JOIN_FIELDS:
             raise not_allowed("filter", list(JOIN_FIELDS))
         out[name] = str(value)
     return out
 
 
-def stats_page(raw: dict[str, Any] | None) -> int:
-    if not raw:
-        return 1
-    value = raw.get("page", 1)
+def stats_page(raw: dict[str, Any] | str | None) -> int:
+    value = _object(raw, "pagination").get("page", 1)
     try:
         page = int(value)
     except (TypeError, ValueError):
