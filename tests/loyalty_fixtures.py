@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import TestAccount
-from helpers import assert_ok
 from sqlalchemy import func, select
 
+from conftest import TestAccount
+from helpers import assert_ok
 from opencoupon.kit import ids
 from opencoupon.kit.clock import utcnow
 from opencoupon.models import Campaign, CouponSession, Event, LoyaltyLedgerEntry, LoyaltyRewardGrant

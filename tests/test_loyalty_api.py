@@ -8,6 +8,8 @@ import json
 from typing import Any
 
 import pytest
+from sqlalchemy import select
+
 from conftest import TestAccount as Acc
 from helpers import assert_error, assert_ok
 from loyalty_fixtures import (
@@ -21,8 +23,6 @@ from loyalty_fixtures import (
     reward_sessions,
     update,
 )
-from sqlalchemy import select
-
 from opencoupon.models import Event
 from opencoupon.runtime import Runtime
 
@@ -57,7 +57,9 @@ def test_create_list_get_update_delete_a_card(account: Acc, runtime: Runtime) ->
     ]
 
     got = account.client.get(f"{CARDS}/{card['id']}", headers=account.headers).json()
-    assert got["name"] == "Coffee" and got["active"] is True and got["has_pin"] is False
+    assert got["name"] == "Coffee"
+    assert got["active"] is True
+    assert got["has_pin"] is False
 
     patched = account.client.patch(
         f"{CARDS}/{card['id']}",
@@ -140,9 +142,13 @@ def test_copy_card_keeps_settings_and_rewards_but_no_users(account: Acc, runtime
     copied = account.client.post(f"{CARDS}/{card['id']}/copy", json={"name": "Copy"}, headers=account.headers)
     assert copied.status_code == 201, copied.text
     body = copied.json()
-    assert body["id"] != card["id"] and body["code"] != card["code"]
-    assert body["name"] == "Copy" and body["type"] == "points" and body["has_pin"] is True
-    assert body["rewards"] == card["rewards"] and body["users"] == 0
+    assert body["id"] != card["id"]
+    assert body["code"] != card["code"]
+    assert body["name"] == "Copy"
+    assert body["type"] == "points"
+    assert body["has_pin"] is True
+    assert body["rewards"] == card["rewards"]
+    assert body["users"] == 0
     default_name = account.client.post(f"{CARDS}/{card['id']}/copy", headers=account.headers).json()
     assert default_name["name"] == "Coffee card (copy)"
     assert_error(
@@ -168,8 +174,11 @@ def test_v3_list_and_info(account: Acc, runtime: Runtime) -> None:
     assert_error(account.call("/v3/loyalty/list", sorting="up"), 422, 302)
 
     info = assert_ok(account.call("/v3/loyalty/info", loyaltycard=str(first["id"])))["loyaltycard"]
-    assert info["ID"] == str(first["id"]) and info["type"] == "stamp" and info["active"] == "1"
-    assert info["amount_of_users"] == "0" and info["rewards"] == []
+    assert info["ID"] == str(first["id"])
+    assert info["type"] == "stamp"
+    assert info["active"] == "1"
+    assert info["amount_of_users"] == "0"
+    assert info["rewards"] == []
     assert_error(account.call("/v3/loyalty/info"), 422, 200)
     assert_error(account.call("/v3/loyalty/info", loyaltycard="99999999"), 404, 507)
     assert_error(account.call("/v3/loyalty/info", loyaltycard="12x"), 422, 301)
@@ -255,7 +264,8 @@ def test_create_user_accepts_both_spellings(account: Acc, spelling: str) -> None
     assert (user["first_name"], user["last_name"], user["email"]) == ("Jane", "Doe", "jane@example.com")
     assert (user["points"], user["stamps"], user["voided"]) == ("0", "0", "0")
     assert user["birthday"] == "1990-04-01"
-    assert len(user["created_date_utc"]) == 19 and user["created_date_utc"][4] == "-"
+    assert len(user["created_date_utc"]) == 19
+    assert user["created_date_utc"][4] == "-"
     assert len(user["code"]) == 6
 
 
@@ -304,11 +314,13 @@ def test_create_without_card_then_link(account: Acc, runtime: Runtime) -> None:
     user = assert_ok(
         account.call("/v3/loyaltyusers/create", email="solo@example.com", password="pw", first_name="Solo")
     )["user"]
-    assert user["loyaltycard"] == "" and user["url"] == ""
+    assert user["loyaltycard"] == ""
+    assert user["url"] == ""
     linked = assert_ok(account.call("/v3/loyaltyusers/link", loyaltycard=str(stamp["id"]), user=user["ID"]))[
         "user"
     ]
-    assert linked["ID"] == user["ID"] and linked["loyaltycard"] == str(stamp["id"])
+    assert linked["ID"] == user["ID"]
+    assert linked["loyaltycard"] == str(stamp["id"])
     again = assert_ok(account.call("/v3/loyaltyusers/link", loyaltycard=str(stamp["id"]), user=user["ID"]))[
         "user"
     ]
@@ -317,8 +329,10 @@ def test_create_without_card_then_link(account: Acc, runtime: Runtime) -> None:
     other = assert_ok(account.call("/v3/loyaltyusers/link", loyaltycard=str(points["id"]), user=user["ID"]))[
         "user"
     ]
-    assert other["ID"] != user["ID"] and other["loyaltycard"] == str(points["id"])
-    assert other["first_name"] == "Solo" and other["email"] == "solo@example.com"
+    assert other["ID"] != user["ID"]
+    assert other["loyaltycard"] == str(points["id"])
+    assert other["first_name"] == "Solo"
+    assert other["email"] == "solo@example.com"
     assert_error(
         account.call("/v3/loyaltyusers/link", loyaltycard=str(stamp["id"]), user="77777777"), 404, 512
     )
@@ -331,7 +345,8 @@ def test_users_list_pages_and_errors(account: Acc) -> None:
     card = create_card(account)
     ids = [create_holder(account, card["id"])["ID"] for _ in range(3)]
     body = assert_ok(account.call("/v3/loyaltyusers/list", loyaltycard=str(card["id"])))
-    assert body["amount_of_results"] == "3" and body["page"] == "1"
+    assert body["amount_of_results"] == "3"
+    assert body["page"] == "1"
     assert [u["ID"] for u in body["users"]] == ids
     assert (
         assert_ok(account.call("/v3/loyaltyusers/list", loyaltycard=str(card["id"]), page=2))["users"] == []
@@ -350,7 +365,8 @@ def test_search_users(account: Acc) -> None:
     create_holder(account, card["id"], email="bob@example.org", first_name="Bob")
     cid = str(card["id"])
     found = assert_ok(account.call("/v3/loyaltyusers/search", loyaltycard=cid, search="jan"))
-    assert [u["ID"] for u in found["users"]] == [jane["ID"]] and found["amount_of_results"] == "1"
+    assert [u["ID"] for u in found["users"]] == [jane["ID"]]
+    assert found["amount_of_results"] == "1"
     assert [
         u["ID"]
         for u in assert_ok(account.call("/v3/loyaltyusers/search", loyaltycard=cid, search="3247"))["users"]
@@ -386,7 +402,8 @@ def test_stamp_card_rewards_at_the_threshold_exactly_once(account: Acc, runtime:
     user = create_holder(account, card["id"], first_name="Ann")
     uid = int(user["ID"])
     first = assert_ok(update(account, card["id"], user["ID"], stamps=2))
-    assert first["user"]["stamps"] == "2" and first["rewards_reached"] == []
+    assert first["user"]["stamps"] == "2"
+    assert first["rewards_reached"] == []
     third = assert_ok(update(account, card["id"], user["ID"], stamps=1))
     assert [r["campaign"] for r in third["rewards_reached"]] == [cookie]
     assert third["rewards_reached"][0]["url"].startswith("http://testserver.local/p/")
@@ -397,10 +414,13 @@ def test_stamp_card_rewards_at_the_threshold_exactly_once(account: Acc, runtime:
     full = assert_ok(update(account, card["id"], user["ID"], stamps=2))
     assert [r["campaign"] for r in full["rewards_reached"]] == [coffee]
     # A full card is traded for its reward: the next card starts empty.
-    assert full["user"]["stamps"] == "0" and full["user"]["completed_cards"] == "1"
-    assert len(reward_sessions(runtime, cookie)) == 1 and len(reward_sessions(runtime, coffee)) == 1
+    assert full["user"]["stamps"] == "0"
+    assert full["user"]["completed_cards"] == "1"
+    assert len(reward_sessions(runtime, cookie)) == 1
+    assert len(reward_sessions(runtime, coffee)) == 1
     session = reward_sessions(runtime, coffee)[0]
-    assert session.source == "loyalty_reward" and session.firstname == "Ann"
+    assert session.source == "loyalty_reward"
+    assert session.firstname == "Ann"
     assert ledger_of(runtime, uid) == [
         (2, 2, "collect"),
         (1, 3, "collect"),
@@ -412,7 +432,8 @@ def test_stamp_card_rewards_at_the_threshold_exactly_once(account: Acc, runtime:
     # A big addition crossing two full cards issues every reward of both cycles once.
     big = assert_ok(update(account, card["id"], user["ID"], stamps=11))
     assert [r["campaign"] for r in big["rewards_reached"]] == [cookie, coffee, cookie, coffee]
-    assert big["user"]["stamps"] == "1" and big["user"]["completed_cards"] == "3"
+    assert big["user"]["stamps"] == "1"
+    assert big["user"]["completed_cards"] == "3"
     assert len(grants_of(runtime, uid)) == 6
     assert all(g[2] is not None for g in grants_of(runtime, uid))
     assert event_count(runtime, account.id, "loyalty_reward_reached") == 6
@@ -429,7 +450,8 @@ def test_points_card_collects_and_spends(account: Acc, runtime: Runtime) -> None
     # The vendor's single amount parameter counts in the card's unit.
     assert assert_ok(update(account, card["id"], user["ID"], amount=-20))["user"]["points"] == "40"
     reached = assert_ok(update(account, card["id"], user["ID"], points=70))
-    assert reached["user"]["points"] == "10" and len(reached["rewards_reached"]) == 1
+    assert reached["user"]["points"] == "10"
+    assert len(reached["rewards_reached"]) == 1
     assert_error(update(account, card["id"], user["ID"], points=-11), 409, 308)
     assert assert_ok(update(account, card["id"], user["ID"], points=-10))["user"]["points"] == "0"
     # `stamps` on a points card counts points: one amount parameter, the card decides the unit.
@@ -441,10 +463,12 @@ def test_points_card_collects_and_spends(account: Acc, runtime: Runtime) -> None
 
 def test_membership_card_has_points_and_no_rewards(account: Acc) -> None:
     card = create_card(account, type="membership")
-    assert card["rewards"] == [] and card["reward_goal"] is None
+    assert card["rewards"] == []
+    assert card["reward_goal"] is None
     user = create_holder(account, card["id"])
     body = assert_ok(update(account, card["id"], user["ID"], points=250))
-    assert body["user"]["points"] == "250" and body["rewards_reached"] == []
+    assert body["user"]["points"] == "250"
+    assert body["rewards_reached"] == []
 
 
 def test_user_by_id_or_code_and_unknown_users(account: Acc) -> None:
@@ -464,12 +488,14 @@ def test_voided_user_cannot_collect(account: Acc, runtime: Runtime) -> None:
     user = create_holder(account, card["id"])
     assert_ok(update(account, card["id"], user["ID"], stamps=2))
     voided = assert_ok(update(account, card["id"], user["ID"], voided="true"))
-    assert voided["user"]["voided"] == "1" and voided["user"]["stamps"] == "2"
+    assert voided["user"]["voided"] == "1"
+    assert voided["user"]["stamps"] == "2"
     body = assert_error(update(account, card["id"], user["ID"], stamps=1), 409, 308)
     assert "voided" in body["status"]["errors"]["error_message_description"][0]
     assert_error(update(account, card["id"], user["ID"], stamps=-1), 409, 308)
     restored = assert_ok(update(account, card["id"], user["ID"], voided="false", stamps=1))
-    assert restored["user"]["voided"] == "0" and restored["user"]["stamps"] == "3"
+    assert restored["user"]["voided"] == "0"
+    assert restored["user"]["stamps"] == "3"
     kinds = [k for _, _, k in ledger_of(runtime, int(user["ID"]))]
     assert kinds == ["collect", "voided", "unvoided", "collect"]
 
@@ -518,7 +544,8 @@ def test_events_carry_the_change(account: Acc, runtime: Runtime) -> None:
         "balance": "2",
         "reason": "api",
     }
-    assert events[2][2] == cam and len(events[2][3]) == 21
+    assert events[2][2] == cam
+    assert len(events[2][3]) == 21
     assert events[2][1]["couponsession"] == events[2][3]
 
 
@@ -552,14 +579,18 @@ def test_v4_stats_create_bulk_list_and_get(account: Acc) -> None:
     )
     assert created.status_code == 201, created.text
     kim = created.json()
-    assert isinstance(kim["id"], int) and kim["points"] == 0 and kim["voided"] is False
-    assert kim["zip"] == "1000" and kim["custom_1"] == "vip"
+    assert isinstance(kim["id"], int)
+    assert kim["points"] == 0
+    assert kim["voided"] is False
+    assert kim["zip"] == "1000"
+    assert kim["custom_1"] == "vip"
     bulk = account.client.post(
         base + "/bulk",
         json={"users": [{"first_name": "A"}, {"first_name": "B", "phone": "+1555"}]},
         headers=account.headers,
     )
-    assert bulk.status_code == 201 and bulk.json()["created"] == 2
+    assert bulk.status_code == 201
+    assert bulk.json()["created"] == 2
     assert_error(
         account.client.post(base + "/bulk", json={"users": [{"email": "bad"}]}, headers=account.headers),
         422,
@@ -578,10 +609,12 @@ def test_v4_stats_create_bulk_list_and_get(account: Acc) -> None:
     with_voided = account.client.get(base, params={"include_voided": "true"}, headers=account.headers).json()
     assert len(with_voided) == 3
     page2 = account.client.get(base, params={"pagination": json.dumps({"page": 2})}, headers=account.headers)
-    assert page2.status_code == 200 and page2.json() == []
+    assert page2.status_code == 200
+    assert page2.json() == []
     assert_error(account.client.get(base, params={"pagination": "{"}, headers=account.headers), 422, 300)
 
     one = account.client.get(f"{base}/{kim['id']}", headers=account.headers).json()
-    assert one["id"] == kim["id"] and one["voided"] is True
+    assert one["id"] == kim["id"]
+    assert one["voided"] is True
     assert one["ledger"][0]["kind"] == "voided"
     assert_error(account.client.get(f"{base}/424242", headers=account.headers), 404, 512)
