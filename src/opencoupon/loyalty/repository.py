@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, false, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -25,10 +25,10 @@ from opencoupon.models import (
 PAGE_SIZE = 100
 
 
-def card(session: Session, scope: ColumnElement[bool], card_id: int) -> LoyaltyCard | None:
-    return session.scalar(
-        select(LoyaltyCard).where(LoyaltyCard.id == card_id, LoyaltyCard.deleted_at.is_(None), scope)
-    )
+def card(session: Session, card_id: int) -> LoyaltyCard | None:
+    """By primary key (the caller checks the owner); a deleted card is missing."""
+    found = session.get(LoyaltyCard, card_id)
+    return found if found is not None and found.deleted_at is None else None
 
 
 def card_by_code(session: Session, code: str) -> LoyaltyCard | None:
@@ -90,9 +90,8 @@ def campaigns_by_id(session: Session, ids: set[int]) -> dict[int, Campaign]:
 
 
 def holder(session: Session, card_id: int, holder_id: int) -> LoyaltyHolder | None:
-    return session.scalar(
-        select(LoyaltyHolder).where(LoyaltyHolder.id == holder_id, LoyaltyHolder.card_id == card_id)
-    )
+    found = session.get(LoyaltyHolder, holder_id)
+    return found if found is not None and found.card_id == card_id else None
 
 
 def holder_by_short_code(session: Session, card_id: int, short_code: str) -> LoyaltyHolder | None:
@@ -171,21 +170,39 @@ def search_holders(session: Session, card_id: int, term: str) -> Sequence[Loyalt
     ).all()
 
 
+# The hot path (every stamp) runs prebuilt Core statements: no ORM flush, no statement building.
+_HOLDERS = cast(Table, LoyaltyHolder.__table__)
+_LEDGER = cast(Table, LoyaltyLedgerEntry.__table__)
+
+
+def _add_statement(unit: str, collecting: bool) -> Any:
+    column = _HOLDERS.c[unit]
+    values: dict[str, Any] = {unit: column + bindparam("delta"), "updated_at": bindparam("now")}
+    if collecting:
+        values["last_collected_at"] = bindparam("now")
+    return (
+        update(_HOLDERS)
+        .where(
+            _HOLDERS.c.id == bindparam("holder_id"),
+            _HOLDERS.c.voided.is_(false()),
+            column + bindparam("delta") >= 0,
+        )
+        .values(values)
+        .returning(column, _HOLDERS.c.cycle)
+    )
+
+
+_ADD = {(unit, up): _add_statement(unit, up) for unit in ("points", "stamps") for up in (True, False)}
+_INSERT_LEDGER = insert(_LEDGER)
+
+
 def add_balance(
     session: Session, holder_id: int, unit: str, delta: int, now: dt.datetime
 ) -> tuple[int, int] | None:
     """Add `delta` (signed) in one atomic statement; None when the holder is voided or the
     balance would go below zero. Returns (balance after, card cycle)."""
-    column = getattr(LoyaltyHolder, unit)
-    values: dict[str, Any] = {unit: column + delta, "updated_at": now}
-    if delta > 0:
-        values["last_collected_at"] = now
     row = session.execute(
-        update(LoyaltyHolder)
-        .execution_options(synchronize_session=False)
-        .where(LoyaltyHolder.id == holder_id, LoyaltyHolder.voided.is_(False), column + delta >= 0)
-        .values(values)
-        .returning(column, LoyaltyHolder.cycle)
+        _ADD[(unit, delta > 0)], {"holder_id": holder_id, "delta": delta, "now": now}
     ).first()
     return None if row is None else (int(row[0]), int(row[1]))
 
@@ -244,18 +261,19 @@ def add_ledger(
     source: str,
     now: dt.datetime,
 ) -> None:
-    session.add(
-        LoyaltyLedgerEntry(
-            account_id=holder.account_id,
-            card_id=holder.card_id,
-            holder_id=holder.id,
-            unit=unit,
-            delta=delta,
-            balance_after=balance_after,
-            kind=kind,
-            source=source,
-            created_at=now,
-        )
+    session.execute(
+        _INSERT_LEDGER,
+        {
+            "account_id": holder.account_id,
+            "card_id": holder.card_id,
+            "holder_id": holder.id,
+            "unit": unit,
+            "delta": delta,
+            "balance_after": balance_after,
+            "kind": kind,
+            "source": source,
+            "created_at": now,
+        },
     )
 
 

@@ -35,7 +35,7 @@ CARDS = "/v4/loyalty/loyalty-cards"
 
 
 def _card_from_path(ctx: ApiContext) -> LoyaltyCard:
-    return service.get_card(ctx.session, ctx.scope(LoyaltyCard.account_id), ctx.path_params["id"])
+    return service.get_card(ctx.session, ctx.may_reach, ctx.path_params["id"])
 
 
 # --- v3 --------------------------------------------------------------------------------------
@@ -62,9 +62,7 @@ def loyalty_list(ctx: ApiContext, req: CardList) -> dict[str, Any]:
 @v3_endpoint(router, ["/v3/loyalty/info"], CardRef, summary="Loyalty card info")
 def loyalty_info(ctx: ApiContext, req: CardRef) -> dict[str, Any]:
     """One card with its rewards. Unknown card: 507 (the vendor's code for this call)."""
-    card = service.get_card(
-        ctx.session, ctx.scope(LoyaltyCard.account_id), req.loyaltycard, service.INFO_CARD_NOT_FOUND
-    )
+    card = service.get_card(ctx.session, ctx.may_reach, req.loyaltycard, service.INFO_CARD_NOT_FOUND)
     users = repo.holder_counts(ctx.session, [card.id]).get(card.id, 0)
     return {"loyaltycard": service.card_v3(ctx.session, ctx.runtime, card, users, detail=True)}
 
@@ -72,9 +70,7 @@ def loyalty_info(ctx: ApiContext, req: CardRef) -> dict[str, Any]:
 @v3_endpoint(router, ["/v3/loyaltyusers/list"], UserList, summary="List the users of a loyalty card")
 def loyaltyusers_list(ctx: ApiContext, req: UserList) -> dict[str, Any]:
     """100 users a page, oldest first. Unknown card: 505 (the vendor's code for this call)."""
-    card = service.get_card(
-        ctx.session, ctx.scope(LoyaltyCard.account_id), req.loyaltycard, service.LIST_CARD_NOT_FOUND
-    )
+    card = service.get_card(ctx.session, ctx.may_reach, req.loyaltycard, service.LIST_CARD_NOT_FOUND)
     page = req.page or 1
     total, holders = repo.holders_page(ctx.session, card.id, page=page, filters={})
     for holder in holders:
@@ -97,7 +93,7 @@ def _amount(req: UserUpdate) -> int | None:
 def loyaltyusers_update(ctx: ApiContext, req: UserUpdate) -> dict[str, Any]:
     """Signed `points` or `stamps` (the card's unit), and/or `voided`. A balance never goes below
     zero (308); a voided user cannot collect (308). Send an `Idempotency-Key` to make retries safe."""
-    card = service.get_card(ctx.session, ctx.scope(LoyaltyCard.account_id), req.loyaltycard)
+    card = service.get_card(ctx.session, ctx.may_reach, req.loyaltycard)
     holder = service.get_holder(ctx.session, card, req.user)
     amount = _amount(req)
     if amount is None and req.voided is None:
@@ -137,7 +133,7 @@ def loyaltyusers_create(ctx: ApiContext, req: UserCreate) -> dict[str, Any]:
         raise ApiError(200, "You need to provide a password.")
     card = None
     if req.loyaltycard:
-        card = service.get_card(ctx.session, ctx.scope(LoyaltyCard.account_id), req.loyaltycard)
+        card = service.get_card(ctx.session, ctx.may_reach, req.loyaltycard)
     account_id = card.account_id if card else ctx.account.id
     holder = service.create_holder(
         ctx.session,
@@ -162,7 +158,7 @@ def loyaltyusers_create(ctx: ApiContext, req: UserCreate) -> dict[str, Any]:
 @v3_endpoint(router, ["/v3/loyaltyusers/link"], UserLink, summary="Link a loyalty user to a card")
 def loyaltyusers_link(ctx: ApiContext, req: UserLink) -> dict[str, Any]:
     """Put a user (from `loyaltyusers/create`, or a user of another card) on this card."""
-    card = service.get_card(ctx.session, ctx.scope(LoyaltyCard.account_id), req.loyaltycard)
+    card = service.get_card(ctx.session, ctx.may_reach, req.loyaltycard)
     text = req.user.strip()
     if not text.isdigit():
         raise ApiError(301, "Invalid character in parameter: user.")
@@ -179,7 +175,7 @@ def loyaltyusers_link(ctx: ApiContext, req: UserLink) -> dict[str, Any]:
 def loyaltyusers_search(ctx: ApiContext, req: UserSearch) -> dict[str, Any]:
     """By first name, last name, email, phone, ID or 6-character code (at least 3 characters,
     `A-Za-z0-9-_@`, as the vendor allows); at most 100 results."""
-    card = service.get_card(ctx.session, ctx.scope(LoyaltyCard.account_id), req.loyaltycard)
+    card = service.get_card(ctx.session, ctx.may_reach, req.loyaltycard)
     term = service.validate_search(req.search)
     found = repo.search_holders(ctx.session, card.id, term)
     return {

@@ -11,12 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import ColumnElement
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -81,10 +80,11 @@ def parse_card_id(raw: str, not_found: ApiError) -> int:
 
 
 def get_card(
-    session: Session, scope: ColumnElement[bool], raw: str, not_found: ApiError = CARD_NOT_FOUND
+    session: Session, may_reach: Callable[[int], bool], raw: str, not_found: ApiError = CARD_NOT_FOUND
 ) -> LoyaltyCard:
-    found = repo.card(session, scope, parse_card_id(raw, not_found))
-    if found is None:
+    """A card the caller may reach (`ApiContext.may_reach`); another account's card is missing."""
+    found = repo.card(session, parse_card_id(raw, not_found))
+    if found is None or not may_reach(found.account_id):
         raise not_found
     return found
 
