@@ -138,9 +138,11 @@ async def run(base: str, headers: dict[str, str], url: str) -> int:
     noop = await measure(base, "/noop", [{}], headers, DURATION)
     adds = await measure(base, "/v3/loyaltyusers/update", bodies, headers, DURATION)
 
-    async with aiohttp.ClientSession(base, headers=headers) as http:
-        async with http.post("/v3/loyaltyusers/list", json={"loyaltycard": str(card["id"])}) as response:
-            listed = await response.json()
+    async with (
+        aiohttp.ClientSession(base, headers=headers) as http,
+        http.post("/v3/loyaltyusers/list", json={"loyaltycard": str(card["id"])}) as response,
+    ):
+        listed = await response.json()
     total_stamps = sum(int(u["stamps"]) for u in listed["users"])
 
     noop_rate = noop[0] / noop[1]

@@ -120,7 +120,8 @@ def test_pin_on_the_phone_adds_once_per_form(http: httpx2.Client, account: Acc, 
     assert second.status_code == 303
     won = http.get(location)
     session = reward_sessions(runtime, cam)[0]
-    assert 'href="/p/' in won.text and f"/{session.code}" in won.text
+    assert 'href="/p/' in won.text
+    assert f"/{session.code}" in won.text
     assert "Free tea" in won.text
     assert "<strong>0</strong> stamps of 2" in won.text
     holder_id = assert_ok(account.call("/v3/loyaltyusers/list", loyaltycard=str(card["id"])))["users"][0][
