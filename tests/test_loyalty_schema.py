@@ -59,7 +59,8 @@ def test_migrated_loyalty_tables_match_the_models(runtime: Runtime) -> None:
         ("UPDATE loyalty_holders SET stamps = stamps - 1000 WHERE id = :id", "holder"),
         (
             "INSERT INTO loyalty_ledger (account_id, card_id, holder_id, unit, delta, balance_after, kind,"
-            " source, created_at) SELECT account_id, card_id, id, 'points', -1, -1, 'spend', 'api', created_at"
+            " source, created_at) SELECT account_id, card_id, id, 'points', -1, -1, 'spend', 'api',"
+            " created_at"
             " FROM loyalty_holders WHERE id = :id",
             "ledger",
         ),
