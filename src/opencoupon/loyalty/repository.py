@@ -31,6 +31,25 @@ def card(session: Session, card_id: int) -> LoyaltyCard | None:
     return found if found is not None and found.deleted_at is None else None
 
 
+_CARD_AND_HOLDER = (
+    select(LoyaltyCard, LoyaltyHolder)
+    .join(LoyaltyHolder, LoyaltyHolder.card_id == LoyaltyCard.id)
+    .where(
+        LoyaltyCard.id == bindparam("card_id"),
+        LoyaltyHolder.id == bindparam("holder_id"),
+        LoyaltyCard.deleted_at.is_(None),
+    )
+)
+
+
+def card_and_holder(
+    session: Session, card_id: int, holder_id: int
+) -> tuple[LoyaltyCard, LoyaltyHolder] | None:
+    """Both in one query (the stamp path); None when either is missing or they do not belong together."""
+    row = session.execute(_CARD_AND_HOLDER, {"card_id": card_id, "holder_id": holder_id}).first()
+    return None if row is None else (row[0], row[1])
+
+
 def card_by_code(session: Session, code: str) -> LoyaltyCard | None:
     return session.scalar(
         select(LoyaltyCard).where(LoyaltyCard.code == code, LoyaltyCard.deleted_at.is_(None))

@@ -93,8 +93,7 @@ def _amount(req: UserUpdate) -> int | None:
 def loyaltyusers_update(ctx: ApiContext, req: UserUpdate) -> dict[str, Any]:
     """Signed `points` or `stamps` (the card's unit), and/or `voided`. A balance never goes below
     zero (308); a voided user cannot collect (308). Send an `Idempotency-Key` to make retries safe."""
-    card = service.get_card(ctx.session, ctx.may_reach, req.loyaltycard)
-    holder = service.get_holder(ctx.session, card, req.user)
+    card, holder = service.get_card_and_holder(ctx.session, ctx.may_reach, req.loyaltycard, req.user)
     amount = _amount(req)
     if amount is None and req.voided is None:
         raise ApiError(200, "Missing parameter: points")

@@ -89,6 +89,20 @@ def get_card(
     return found
 
 
+def get_card_and_holder(
+    session: Session, may_reach: Callable[[int], bool], raw_card: str, raw_user: str
+) -> tuple[LoyaltyCard, LoyaltyHolder]:
+    """The card and its holder, in one query when both are plain numeric IDs; otherwise (or when
+    that finds nothing) one by one, so every error keeps its own code."""
+    card_text, user_text = raw_card.strip(), raw_user.strip()
+    if card_text.isdigit() and user_text.isdigit() and len(card_text) <= 18 and len(user_text) <= 18:
+        found = repo.card_and_holder(session, int(card_text), int(user_text))
+        if found is not None and may_reach(found[0].account_id):
+            return found
+    card = get_card(session, may_reach, raw_card)
+    return card, get_holder(session, card, raw_user)
+
+
 def get_holder(session: Session, card: LoyaltyCard, raw: str, param: str = "user") -> LoyaltyHolder:
     """A holder of `card` by its numeric ID or its 6-character code."""
     text = raw.strip()
