@@ -1,10 +1,14 @@
 """Stamp additions through /v3/loyaltyusers/update at 16 concurrent clients, against the no-op
 route of the same server in the same run.
 
-Starts `opencoupon serve` on a free loopback port with its own SQLite database (or the database in
-OPENCOUPON_BENCH_DATABASE_URL), creates an account, a stamp card and 16 holders, then measures
-each route for a fixed time with 16 concurrent keep-alive clients (aiohttp). Prints requests per
-second, latency percentiles, the ratio to /noop, and checks that every addition landed once.
+Starts `opencoupon serve` on a free loopback port with its own SQLite database, creates an
+account, a stamp card and 16 holders, then measures each route for a fixed time with 16
+concurrent keep-alive clients (aiohttp): /noop (the ceiling), `loyalty/info` (an authenticated
+call that changes nothing: the floor every API call pays) and the stamp additions. Prints requests
+per second, latency percentiles, the ratios to /noop, and checks that every addition landed once.
+
+OPENCOUPON_BENCH_DATABASE_URL=postgresql://… runs against PostgreSQL instead (the database's
+public schema is DROPPED first) with BENCH_WORKERS server processes (default 2).
 """
 
 from __future__ import annotations
@@ -72,9 +76,25 @@ async def measure(
     return count, elapsed, latencies, failures
 
 
+def reset_postgres(url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    from opencoupon.db.engine import normalize_url
+
+    engine = create_engine(normalize_url(url), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="oc-bench-loyalty-") as tmp:
         url = os.environ.get("OPENCOUPON_BENCH_DATABASE_URL") or f"sqlite:///{tmp}/bench.db"
+        workers = "1"
+        if url.startswith("postgres"):
+            reset_postgres(url)
+            workers = os.environ.get("BENCH_WORKERS", "2")
         port = free_port()
         env = {
             **os.environ,
@@ -95,7 +115,17 @@ def main() -> int:
         account = json.loads(created.stdout)
         headers = {"X-Client-Id": account["client_id"], "X-Client-Secret": account["client_secret"]}
         server = subprocess.Popen(
-            [str(BIN / "opencoupon"), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-migrate"],
+            [
+                str(BIN / "opencoupon"),
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                workers,
+                "--no-migrate",
+            ],
             env=env,
             start_new_session=True,
         )
@@ -136,6 +166,7 @@ async def run(base: str, headers: dict[str, str], url: str) -> int:
 
     bodies = [{"loyaltycard": str(card["id"]), "user": user, "stamps": 1} for user in users]
     noop = await measure(base, "/noop", [{}], headers, DURATION)
+    info = await measure(base, "/v3/loyalty/info", [{"loyaltycard": str(card["id"])}], headers, DURATION)
     adds = await measure(base, "/v3/loyaltyusers/update", bodies, headers, DURATION)
 
     async with (
@@ -147,13 +178,14 @@ async def run(base: str, headers: dict[str, str], url: str) -> int:
 
     noop_rate = noop[0] / noop[1]
     add_rate = adds[0] / adds[1]
-    print(f"database: {url.split('://')[0]}, {CLIENTS} clients, {DURATION:.0f} s per route, 1 server process")
-    for name, (count, elapsed, lat, failed) in (("/noop", noop), ("loyaltyusers/update +1 stamp", adds)):
+    print(f"database: {url.split('://')[0]}, {CLIENTS} clients, {DURATION:.0f} s per route")
+    routes = (("/noop", noop), ("loyalty/info (auth floor)", info), ("loyaltyusers/update +1 stamp", adds))
+    for name, (count, elapsed, lat, failed) in routes:
         print(
             f"{name:30s} {count / elapsed:8.0f} req/s  p50 {percentile(lat, 0.5):6.1f} ms  "
             f"p99 {percentile(lat, 0.99):6.1f} ms  failures {failed}"
         )
-    print(f"ratio to /noop: {add_rate / noop_rate:.2f}")
+    print(f"ratio to /noop: {add_rate / noop_rate:.2f} (loyalty/info: {info[0] / info[1] / noop_rate:.2f})")
     # Warm-up requests add stamps too; every successful call must have added exactly one.
     print(f"stamps on the card: {total_stamps} (>= {adds[0] - adds[3]} measured additions)")
     print(f"target >= {TARGET:.0f}/s: {'met' if add_rate >= TARGET else 'NOT met'}")
