@@ -618,3 +618,40 @@ def test_v4_stats_create_bulk_list_and_get(account: Acc) -> None:
     assert one["voided"] is True
     assert one["ledger"][0]["kind"] == "voided"
     assert_error(account.client.get(f"{base}/424242", headers=account.headers), 404, 512)
+
+
+def test_patch_rewards_goal_and_type(account: Acc, runtime: Runtime) -> None:
+    first = reward_campaign(runtime, account.id, "First")
+    second = reward_campaign(runtime, account.id, "Second")
+    card = create_card(
+        account, type="stamp", stamps_per_reward=4, rewards=[{"threshold": 4, "campaign": first}]
+    )
+    url = f"{CARDS}/{card['id']}"
+    replaced = account.client.patch(
+        url, json={"rewards": [{"threshold": 6, "campaign": second, "name": "Big"}]}, headers=account.headers
+    ).json()
+    assert replaced["reward_goal"] == 6
+    assert replaced["rewards"] == [{"threshold": 6, "campaign": second, "name": "Big"}]
+    goal = account.client.patch(url, json={"reward_goal": 8}, headers=account.headers).json()
+    assert goal["reward_goal"] == 8
+    assert goal["rewards"] == replaced["rewards"]
+    assert_error(account.client.patch(url, json={"reward_goal": 5}, headers=account.headers), 422, 300)
+    user = create_holder(account, card["id"])
+    assert_error(account.client.patch(url, json={"type": "points"}, headers=account.headers), 409, 308)
+    reached = assert_ok(update(account, card["id"], user["ID"], stamps=6))["rewards_reached"]
+    assert [r["campaign"] for r in reached] == [second]
+    empty = create_card(account, type="stamp")
+    turned = account.client.patch(
+        f"{CARDS}/{empty['id']}", json={"type": "membership"}, headers=account.headers
+    )
+    assert turned.json()["type"] == "membership"
+    assert turned.json()["rewards"] == []
+    assert_error(
+        account.client.patch(
+            f"{CARDS}/{empty['id']}",
+            json={"rewards": [{"threshold": 1, "campaign": first}]},
+            headers=account.headers,
+        ),
+        422,
+        300,
+    )

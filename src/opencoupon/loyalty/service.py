@@ -351,27 +351,30 @@ def update_card(
     joins = _join_fields(req.join_fields)
     if joins is not None:
         card.join_fields = joins
-    if req.rewards is not None or "reward_goal" in fields or card.type == "membership":
-        if req.rewards is None:
+    if card.type == "membership":
+        if req.rewards or req.reward_goal:
+            raise bad_value("rewards", "A membership card has no rewards.")
+        repo.retire_rewards(session, card.id)
+        card.reward_goal = None
+    elif req.rewards is not None or "reward_goal" in fields:
+        if req.rewards is not None:
+            _goal, rewards = _resolve_rewards(session, card.account_id, card.type, None, req)
+        else:
             current = repo.rewards(session, card.id)
             campaigns = repo.campaigns_by_id(session, {r.campaign_id for r in current if r.campaign_id})
-            kept = [
+            rewards = [
                 (r.threshold, campaigns[r.campaign_id], r.name) for r in current if r.campaign_id in campaigns
             ]
-        else:
-            kept = []
-        goal_in = req.reward_goal if "reward_goal" in fields else card.reward_goal
-        if card.type == "membership":
-            goal_in, kept = None, []
-            if req.rewards or req.reward_goal:
-                raise bad_value("rewards", "A membership card has no rewards.")
-        goal, rewards = _resolve_rewards(session, card.account_id, card.type, goal_in, req)
-        rewards = rewards or kept
         top = max((t for t, _, _ in rewards), default=None)
-        if top is not None and goal is not None and top > goal:
-            raise bad_value("reward_goal", "A reward threshold cannot be above the reward goal.")
+        if "reward_goal" in fields:
+            goal = req.reward_goal or top
+            if top is not None and goal is not None and top > goal:
+                raise bad_value("reward_goal", "A reward threshold cannot be above the reward goal.")
+        else:
+            # New rewards above the current goal raise it; otherwise the goal stays.
+            goal = max(card.reward_goal or 0, top or 0) or None
         repo.retire_rewards(session, card.id)
-        card.reward_goal = goal if goal is not None else top
+        card.reward_goal = goal
         _store_rewards(session, card, rewards, now)
     card.updated_at = now
     session.flush()
