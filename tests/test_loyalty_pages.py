@@ -223,3 +223,22 @@ def test_card_page_as_json(http: httpx2.Client, account: Acc) -> None:
     assert (
         http.get(f"/l/{card['code']}/{'x' * 24}", headers={"accept": "application/json"}).status_code == 404
     )
+
+
+def test_join_as_json(http: httpx2.Client, account: Acc) -> None:
+    card = create_card(account, type="points", join_fields=["email"])
+    accept = {"accept": "application/json"}
+    form = http.get(f"/l/{card['code']}", headers=accept).json()
+    assert form["join_fields"] == ["email"]
+    assert form["card"]["id"] == card["id"]
+    bad = http.post(f"/l/{card['code']}/join", data={"form_token": form["form_token"]}, headers=accept)
+    assert bad.status_code == 422
+    assert bad.json()["error"] == "Please fill in: email."
+    joined = http.post(
+        f"/l/{card['code']}/join",
+        data={"form_token": bad.json()["form_token"], "email": "js@example.com"},
+        headers=accept,
+    )
+    assert joined.status_code == 201
+    assert joined.json()["user"]["email"] == "js@example.com"
+    assert joined.json()["url"].startswith(f"http://testserver.local/l/{card['code']}/")

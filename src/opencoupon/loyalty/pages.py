@@ -199,6 +199,23 @@ def _join_response(
 ) -> Response:
     cookie = _csrf_cookie(request)
     required = [f for f in card.join_fields.split(",") if f]
+    if _wants_json(request):
+        body: dict[str, Any] = {
+            "card": {
+                "id": card.id,
+                "code": card.code,
+                "name": card.name,
+                "type": card.type,
+                "description": card.description,
+                "active": card.active,
+                "reward_goal": card.reward_goal,
+            },
+            "join_fields": required,
+            "form_token": make_form_token(runtime, cookie),
+        }
+        if error:
+            body["error"] = error
+        return _with_cookie(JSONResponse(body, status_code=status), request, cookie)
     response = render(
         request,
         "loyalty/join.html",
@@ -268,6 +285,11 @@ def join(
             else:
                 target = f"/l/{card.code}/{holder.token}"
                 response: Response = RedirectResponse(target, status_code=303)
+                if _wants_json(request):
+                    response = JSONResponse(
+                        {"user": service.holder_v4(runtime, card, holder), "url": runtime.url(target)},
+                        status_code=201,
+                    )
                 response.set_cookie(
                     f"oc_l_{card.code}", holder.token, httponly=True, samesite="lax", max_age=400 * 86400
                 )
