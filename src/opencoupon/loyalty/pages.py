@@ -73,9 +73,15 @@ def _form_nonce(runtime: Runtime, request: Request, token: str) -> str | None:
     return nonce if isinstance(nonce, str) else None
 
 
+def _secure(request: Request) -> bool:
+    return _runtime(request).settings.public_base_url.startswith("https://")
+
+
 def _with_cookie(response: Response, request: Request, cookie: str) -> Response:
     if request.cookies.get(CSRF_COOKIE) != cookie:
-        response.set_cookie(CSRF_COOKIE, cookie, httponly=True, samesite="lax", path="/")
+        response.set_cookie(
+            CSRF_COOKIE, cookie, httponly=True, samesite="lax", path="/", secure=_secure(request)
+        )
     return response
 
 
@@ -95,7 +101,10 @@ class _PinGuard:
         now = time.monotonic()
         with self._lock:
             recent = [t for t in self._failures.get((card_id, client), []) if now - t < PIN_WINDOW]
-            self._failures[(card_id, client)] = recent
+            if recent:
+                self._failures[(card_id, client)] = recent
+            else:
+                self._failures.pop((card_id, client), None)
             return len(recent) >= PIN_FAILURES
 
     def failed(self, card_id: int, client: str) -> None:
@@ -291,7 +300,12 @@ def join(
                         status_code=201,
                     )
                 response.set_cookie(
-                    f"oc_l_{card.code}", holder.token, httponly=True, samesite="lax", max_age=400 * 86400
+                    f"oc_l_{card.code}",
+                    holder.token,
+                    httponly=True,
+                    samesite="lax",
+                    max_age=400 * 86400,
+                    secure=_secure(request),
                 )
                 return response
         return _join_response(request, runtime, card, values, error, 422)
@@ -450,7 +464,7 @@ def staff_collect(
 
 
 @router.get("/l/{code}/{token}")
-def card_page(request: Request, code: str, token: str, added: int = 0, error: str = "") -> Response:
+def card_page(request: Request, code: str, token: str, added: int = 0) -> Response:
     runtime = _runtime(request)
     with runtime.db.transaction() as session:
         card = repo.card_by_code(session, code)
@@ -465,8 +479,8 @@ def card_page(request: Request, code: str, token: str, added: int = 0, error: st
     ctx.update(
         title=card.name,
         form_token=make_form_token(runtime, cookie),
-        added=max(0, added),
-        error={"voided": "This card has been voided and cannot collect."}.get(error, error[:200]),
+        added=max(0, min(added, MAX_FORM_AMOUNT)),
+        error="",
     )
     return _with_cookie(render(request, "loyalty/card.html", ctx), request, cookie)
 
