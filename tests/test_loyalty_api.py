@@ -655,3 +655,20 @@ def test_patch_rewards_goal_and_type(account: Acc, runtime: Runtime) -> None:
         422,
         300,
     )
+
+
+def test_demo_seeds_a_stamp_card_and_a_points_card_with_holders(runtime: Runtime, account: Acc) -> None:
+    from opencoupon.loyalty import demo
+    from opencoupon.models import Account
+
+    with runtime.db.transaction() as session:
+        owner = session.get(Account, account.id)
+        assert owner is not None
+        seeded = demo.seed(session, runtime, owner, owner)["loyalty"]
+    cards = {c["ID"]: c for c in assert_ok(account.call("/v3/loyalty/list"))["loyaltycards"]}
+    assert cards[str(seeded["stamp_card"]["id"])]["type"] == "stamp"
+    assert cards[str(seeded["points_card"]["id"])]["type"] == "points"
+    users = assert_ok(account.call("/v3/loyaltyusers/list", loyaltycard=str(seeded["stamp_card"]["id"])))[
+        "users"
+    ]
+    assert [u["stamps"] for u in users] == ["7", "3"]
