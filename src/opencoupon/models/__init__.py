@@ -9,6 +9,13 @@ from opencoupon.models.directory import Category, Directory, DirectoryItem, Dire
 from opencoupon.models.event import Event
 from opencoupon.models.idempotency import IdempotencyRecord
 from opencoupon.models.job import Job
+from opencoupon.models.loyalty import (
+    LoyaltyCard,
+    LoyaltyHolder,
+    LoyaltyLedgerEntry,
+    LoyaltyReward,
+    LoyaltyRewardGrant,
+)
 
 __all__ = [
     "Account",
@@ -23,6 +30,11 @@ __all__ = [
     "Event",
     "IdempotencyRecord",
     "Job",
+    "LoyaltyCard",
+    "LoyaltyHolder",
+    "LoyaltyLedgerEntry",
+    "LoyaltyReward",
+    "LoyaltyRewardGrant",
     "OneTimeToken",
     "Validation",
 ]

@@ -1,0 +1,528 @@
+"""Consumer and counter pages of a loyalty card under /l/{code}.
+
+Every form carries one signed token holding the browser's CSRF cookie and a fresh nonce. The nonce
+is the form's idempotency key: a phone that retries a stamp on a flaky network (or a reload of the
+answer) replays the first answer instead of adding again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import segno
+from fastapi import APIRouter, Form
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+
+from opencoupon.errors import ApiError
+from opencoupon.kit import idempotency
+from opencoupon.kit.clock import utcnow
+from opencoupon.kit.crypto import constant_time_equals
+from opencoupon.loyalty import repository as repo
+from opencoupon.loyalty import service
+from opencoupon.models import LoyaltyCard, LoyaltyHolder
+from opencoupon.pages import render, render_error_page
+from opencoupon.runtime import Runtime
+
+router = APIRouter(include_in_schema=False)
+
+CSRF_COOKIE = "oc_csrf"
+FORM_MAX_AGE = 24 * 3600
+MAX_FORM_AMOUNT = 100
+# Wrong PINs allowed per card and client address in PIN_WINDOW seconds.
+PIN_FAILURES = 10
+PIN_WINDOW = 600.0
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def _serializer(runtime: Runtime) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(runtime.keyring.derive_key("csrf"), salt="loyalty-form")
+
+
+def _csrf_cookie(request: Request) -> str:
+    return request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
+
+
+def make_form_token(runtime: Runtime, cookie: str) -> str:
+    return str(_serializer(runtime).dumps({"c": cookie, "n": secrets.token_urlsafe(16)}))
+
+
+def _form_nonce(runtime: Runtime, request: Request, token: str) -> str | None:
+    """The nonce of a genuine form of this browser, or None (forged, expired or another browser)."""
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    try:
+        data = _serializer(runtime).loads(token, max_age=FORM_MAX_AGE)
+    except BadSignature:
+        return None
+    if not isinstance(data, dict) or not cookie or not constant_time_equals(str(data.get("c", "")), cookie):
+        return None
+    nonce = data.get("n")
+    return nonce if isinstance(nonce, str) else None
+
+
+def _secure(request: Request) -> bool:
+    return _runtime(request).settings.public_base_url.startswith("https://")
+
+
+def _with_cookie(response: Response, request: Request, cookie: str) -> Response:
+    if request.cookies.get(CSRF_COOKIE) != cookie:
+        response.set_cookie(
+            CSRF_COOKIE, cookie, httponly=True, samesite="lax", path="/", secure=_secure(request)
+        )
+    return response
+
+
+def _wants_json(request: Request) -> bool:
+    return "application/json" in request.headers.get("accept", "")
+
+
+class _PinGuard:
+    """Slows PIN guessing: after PIN_FAILURES wrong PINs from one address on one card, refuse for
+    the rest of the window."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._failures: dict[tuple[int, str], list[float]] = {}
+
+    def blocked(self, card_id: int, client: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t in self._failures.get((card_id, client), []) if now - t < PIN_WINDOW]
+            if recent:
+                self._failures[(card_id, client)] = recent
+            else:
+                self._failures.pop((card_id, client), None)
+            return len(recent) >= PIN_FAILURES
+
+    def failed(self, card_id: int, client: str) -> None:
+        with self._lock:
+            self._failures.setdefault((card_id, client), []).append(time.monotonic())
+
+    def reset(self) -> None:
+        with self._lock:
+            self._failures.clear()
+
+
+pin_guard = _PinGuard()
+
+
+# --- views ---------------------------------------------------------------------------------
+
+
+def _qr_svg(data: str) -> str:
+    return str(segno.make(data, error="m").svg_inline(scale=5, dark="#1d2330"))
+
+
+def _progress(card: LoyaltyCard, holder: LoyaltyHolder, rewards: list[dict[str, Any]]) -> dict[str, Any]:
+    unit = service.unit_of(card)
+    balance = int(getattr(holder, unit))
+    goal = card.reward_goal or 0
+    upcoming = [r for r in rewards if r["threshold"] > balance]
+    return {
+        "unit": unit,
+        "balance": balance,
+        "goal": goal,
+        "percent": min(100, round(100 * balance / goal)) if goal else 0,
+        # Stamp cards show one slot per stamp when that fits on a phone screen.
+        "slots": [i < balance for i in range(goal)] if card.type == "stamp" and 0 < goal <= 30 else [],
+        "next": upcoming[0] if upcoming else None,
+        "to_next": (upcoming[0]["threshold"] - balance) if upcoming else 0,
+    }
+
+
+def _card_context(
+    session: Session, runtime: Runtime, card: LoyaltyCard, holder: LoyaltyHolder
+) -> dict[str, Any]:
+    rewards = repo.rewards(session, card.id)
+    campaigns = repo.campaigns_by_id(session, {r.campaign_id for r in rewards if r.campaign_id})
+    reward_list = [service.reward_public(r, campaigns) for r in rewards]
+    staff_url = runtime.url(f"/l/{card.code}/staff?holder={holder.short_code}")
+    return {
+        "card": card,
+        "holder": holder,
+        "rewards": reward_list,
+        "progress": _progress(card, holder, reward_list),
+        "won": service.rewards_won(runtime, repo.grants_with_sessions(session, holder.id)),
+        "qr_svg": _qr_svg(staff_url),
+        "staff_url": staff_url,
+        "can_stamp": bool(card.pin_digest) and card.active and not holder.voided,
+        "push_target": {"kind": "loyalty_holder", "code": str(holder.id)},
+    }
+
+
+def _holder_json(runtime: Runtime, ctx: dict[str, Any]) -> dict[str, Any]:
+    card: LoyaltyCard = ctx["card"]
+    holder: LoyaltyHolder = ctx["holder"]
+    progress = ctx["progress"]
+    return {
+        "card": {
+            "id": card.id,
+            "code": card.code,
+            "name": card.name,
+            "type": card.type,
+            "active": card.active,
+        },
+        "user": service.holder_v4(runtime, card, holder),
+        "balance": progress["balance"],
+        "unit": progress["unit"],
+        "reward_goal": card.reward_goal,
+        "rewards": ctx["rewards"],
+        "won": [{k: v for k, v in w.items() if k != "path"} for w in ctx["won"]],
+    }
+
+
+def _not_found(request: Request) -> Response:
+    if _wants_json(request):
+        return JSONResponse({"error": "Loyalty card not found."}, status_code=404)
+    return render_error_page(request, 404, "Card not found", "There is no loyalty card at this address.")
+
+
+@router.get("/l/{code}")
+def join_page(request: Request, code: str) -> Response:
+    runtime = _runtime(request)
+    with runtime.db.read() as session:
+        card = repo.card_by_code(session, code)
+        if card is None:
+            return _not_found(request)
+        remembered = request.cookies.get(f"oc_l_{card.code}", "")
+        if remembered and repo.holder_by_token(session, card.id, remembered) is not None:
+            return RedirectResponse(f"/l/{card.code}/{remembered}", status_code=303)
+        return _join_response(request, runtime, card, {}, "", 200)
+
+
+def _join_response(
+    request: Request, runtime: Runtime, card: LoyaltyCard, values: dict[str, str], error: str, status: int
+) -> Response:
+    cookie = _csrf_cookie(request)
+    required = [f for f in card.join_fields.split(",") if f]
+    if _wants_json(request):
+        body: dict[str, Any] = {
+            "card": {
+                "id": card.id,
+                "code": card.code,
+                "name": card.name,
+                "type": card.type,
+                "description": card.description,
+                "active": card.active,
+                "reward_goal": card.reward_goal,
+            },
+            "join_fields": required,
+            "form_token": make_form_token(runtime, cookie),
+        }
+        if error:
+            body["error"] = error
+        return _with_cookie(JSONResponse(body, status_code=status), request, cookie)
+    response = render(
+        request,
+        "loyalty/join.html",
+        {
+            "card": card,
+            "title": card.name,
+            "required": required,
+            "values": values,
+            "error": error,
+            "form_token": make_form_token(runtime, cookie),
+        },
+        status_code=status,
+    )
+    return _with_cookie(response, request, cookie)
+
+
+@router.post("/l/{code}/join")
+def join(
+    request: Request,
+    code: str,
+    form_token: str = Form(""),
+    first_name: str = Form(""),
+    last_name: str = Form(""),
+    email: str = Form(""),
+    phone: str = Form(""),
+) -> Response:
+    runtime = _runtime(request)
+    values = {
+        "first_name": first_name.strip()[:100],
+        "last_name": last_name.strip()[:100],
+        "email": email.strip()[:254],
+        "phone": phone.strip()[:40],
+    }
+    error = ""
+    with runtime.db.transaction() as session:
+        card = repo.card_by_code(session, code)
+        if card is None:
+            return _not_found(request)
+        if _form_nonce(runtime, request, form_token) is None:
+            error = "This form has expired. Please try again."
+        elif not card.active:
+            error = "This card is not active at the moment."
+        else:
+            missing = [f for f in card.join_fields.split(",") if f and not values[f]]
+            if missing:
+                error = "Please fill in: " + ", ".join(m.replace("_", " ") for m in missing) + "."
+        if not error:
+            try:
+                holder = service.create_holder(
+                    session,
+                    runtime,
+                    card.account_id,
+                    card,
+                    service.HolderFields(
+                        first_name=values["first_name"],
+                        last_name=values["last_name"],
+                        email=values["email"],
+                        phone=values["phone"],
+                    ),
+                    utcnow(),
+                )
+            except ApiError as err:
+                error = {
+                    304: "This email address already has this card.",
+                    305: "Please enter a valid email address.",
+                }.get(err.code, err.description)
+            else:
+                target = f"/l/{card.code}/{holder.token}"
+                response: Response = RedirectResponse(target, status_code=303)
+                if _wants_json(request):
+                    response = JSONResponse(
+                        {"user": service.holder_v4(runtime, card, holder), "url": runtime.url(target)},
+                        status_code=201,
+                    )
+                response.set_cookie(
+                    f"oc_l_{card.code}",
+                    holder.token,
+                    httponly=True,
+                    samesite="lax",
+                    max_age=400 * 86400,
+                    secure=_secure(request),
+                )
+                return response
+        return _join_response(request, runtime, card, values, error, 422)
+
+
+@router.get("/l/{code}/staff")
+def staff_page(request: Request, code: str, holder: str = "") -> Response:
+    runtime = _runtime(request)
+    with runtime.db.read() as session:
+        card = repo.card_by_code(session, code)
+        if card is None:
+            return _not_found(request)
+        return _staff_response(request, runtime, card, {"holder": holder[:6].upper()}, None, "", 200)
+
+
+def _staff_response(
+    request: Request,
+    runtime: Runtime,
+    card: LoyaltyCard,
+    values: dict[str, str],
+    result: dict[str, Any] | None,
+    error: str,
+    status: int,
+) -> Response:
+    if _wants_json(request):
+        if error:
+            return JSONResponse({"error": error}, status_code=status)
+        return JSONResponse(result or {}, status_code=status)
+    cookie = _csrf_cookie(request)
+    response = render(
+        request,
+        "loyalty/staff.html",
+        {
+            "card": card,
+            "title": f"{card.name}: staff",
+            "unit": service.unit_of(card),
+            "values": values,
+            "result": result,
+            "error": error,
+            "enabled": bool(card.pin_digest) and card.active,
+            "form_token": make_form_token(runtime, cookie),
+        },
+        status_code=status,
+    )
+    return _with_cookie(response, request, cookie)
+
+
+@dataclass
+class _Outcome:
+    result: dict[str, Any] | None = None
+    error: str = ""
+    status: int = 200
+
+
+def _collect(
+    request: Request,
+    runtime: Runtime,
+    code: str,
+    find_holder: Any,
+    token: str,
+    pin: str,
+    amount_raw: str,
+    source: str,
+) -> tuple[LoyaltyCard | None, _Outcome]:
+    """Add stamps/points from a counter form, once per form (the nonce is the idempotency key)."""
+    client = request.client.host if request.client else ""
+    try:
+        amount = int(amount_raw)
+    except ValueError:
+        amount = 0
+    with runtime.db.transaction() as session:
+        card = repo.card_by_code(session, code)
+        if card is None:
+            return None, _Outcome(status=404)
+        nonce = _form_nonce(runtime, request, token)
+        if nonce is None:
+            return card, _Outcome(error="This form has expired. Please try again.", status=403)
+        if not card.active or not card.pin_digest:
+            return card, _Outcome(error="Collecting on this card is not possible at the moment.", status=409)
+        if pin_guard.blocked(card.id, client):
+            return card, _Outcome(error="Too many wrong PINs. Please wait a few minutes.", status=429)
+        if not service.pin_matches(runtime, card, pin.strip()):
+            pin_guard.failed(card.id, client)
+            return card, _Outcome(error="Wrong PIN.", status=403)
+        if not 1 <= amount <= MAX_FORM_AMOUNT:
+            return card, _Outcome(error=f"Enter an amount from 1 to {MAX_FORM_AMOUNT}.", status=422)
+        holder = find_holder(session, card)
+        if holder is None:
+            return card, _Outcome(error="No card holder with this code.", status=404)
+        fingerprint = hashlib.sha256(f"{card.id}:{holder.id}:{amount}".encode()).hexdigest()
+        try:
+            replay = idempotency.claim(
+                session,
+                card.account_id,
+                f"loyalty-form:{nonce}",
+                fingerprint,
+                ttl=dt.timedelta(hours=runtime.settings.idempotency_ttl_hours),
+            )
+        except ApiError as err:
+            return card, _Outcome(error=err.description, status=409)
+        if replay is not None:
+            return card, _Outcome(result=json.loads(replay.response_body))
+        try:
+            with session.begin_nested():
+                change = service.change_balance(
+                    session, runtime, card, holder, amount, source=source, now=utcnow()
+                )
+        except ApiError as err:
+            # Refusals are answers too: a retry of the same form gets the same one.
+            message = "This card has been voided and cannot collect." if holder.voided else err.description
+            body: dict[str, Any] = {"error": message}
+            idempotency.store(session, card.account_id, f"loyalty-form:{nonce}", 409, json.dumps(body))
+            return card, _Outcome(result=body)
+        body = {
+            "user": str(holder.id),
+            "code": holder.short_code,
+            "name": f"{holder.first_name} {holder.last_name[:1]}".strip(),
+            "unit": change.unit,
+            "added": change.delta,
+            "balance": change.balance,
+            "rewards": [
+                {"name": r.name, "campaign": r.campaign, "couponsession": r.couponsession, "url": r.url}
+                for r in change.rewards
+            ],
+        }
+        idempotency.store(session, card.account_id, f"loyalty-form:{nonce}", 200, json.dumps(body))
+        return card, _Outcome(result=body)
+
+
+@router.post("/l/{code}/staff")
+def staff_collect(
+    request: Request,
+    code: str,
+    form_token: str = Form(""),
+    holder: str = Form(""),
+    pin: str = Form(""),
+    amount: str = Form("1"),
+) -> Response:
+    runtime = _runtime(request)
+    short = holder.strip().upper()
+
+    def find(session: Session, card: LoyaltyCard) -> LoyaltyHolder | None:
+        if not service.SHORT_CODE.match(short):
+            return None
+        return repo.holder_by_short_code(session, card.id, short)
+
+    card, outcome = _collect(request, runtime, code, find, form_token, pin, amount, "staff")
+    if card is None:
+        return _not_found(request)
+    result = outcome.result
+    if result is not None and "error" in result:
+        outcome = _Outcome(error=str(result["error"]), status=409)
+        result = None
+    values = {"holder": short if outcome.error else "", "amount": amount}
+    return _staff_response(request, runtime, card, values, result, outcome.error, outcome.status)
+
+
+@router.get("/l/{code}/{token}")
+def card_page(request: Request, code: str, token: str, added: int = 0) -> Response:
+    runtime = _runtime(request)
+    with runtime.db.transaction() as session:
+        card = repo.card_by_code(session, code)
+        holder = repo.holder_by_token(session, card.id, token) if card else None
+        if card is None or holder is None:
+            return _not_found(request)
+        service.apply_expiry(session, runtime, card, holder, utcnow())
+        ctx = _card_context(session, runtime, card, holder)
+    if _wants_json(request):
+        return JSONResponse(_holder_json(runtime, ctx))
+    cookie = _csrf_cookie(request)
+    ctx.update(
+        title=card.name,
+        form_token=make_form_token(runtime, cookie),
+        added=max(0, min(added, MAX_FORM_AMOUNT)),
+        error="",
+    )
+    return _with_cookie(render(request, "loyalty/card.html", ctx), request, cookie)
+
+
+@router.post("/l/{code}/{token}/collect")
+def card_collect(
+    request: Request,
+    code: str,
+    token: str,
+    form_token: str = Form(""),
+    pin: str = Form(""),
+    amount: str = Form("1"),
+) -> Response:
+    runtime = _runtime(request)
+
+    def find(session: Session, card: LoyaltyCard) -> LoyaltyHolder | None:
+        return repo.holder_by_token(session, card.id, token)
+
+    card, outcome = _collect(request, runtime, code, find, form_token, pin, amount, "pin")
+    if card is None or outcome.status == 404:
+        return _not_found(request)
+    result = outcome.result or {}
+    if _wants_json(request):
+        if outcome.error or "error" in result:
+            return JSONResponse(
+                {"error": outcome.error or result["error"]}, status_code=outcome.status or 409
+            )
+        return JSONResponse(result)
+    if outcome.error or "error" in result:
+        with runtime.db.read() as session:
+            fresh_card = repo.card_by_code(session, code)
+            holder = repo.holder_by_token(session, card.id, token)
+            if fresh_card is None or holder is None:
+                return _not_found(request)
+            ctx = _card_context(session, runtime, fresh_card, holder)
+        cookie = _csrf_cookie(request)
+        ctx.update(
+            title=card.name,
+            form_token=make_form_token(runtime, cookie),
+            added=0,
+            error=outcome.error or str(result["error"]),
+        )
+        status = outcome.status if outcome.error else 409
+        return _with_cookie(render(request, "loyalty/card.html", ctx, status_code=status), request, cookie)
+    return RedirectResponse(f"/l/{card.code}/{token}?added={result.get('added', 0)}", status_code=303)

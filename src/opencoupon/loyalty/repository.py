@@ -1,0 +1,361 @@
+"""Every query on loyalty tables. Callers pass the tenancy condition (`ctx.scope(...)`) where the
+caller is an API client; consumer pages look cards up by their public code."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any, cast
+
+from sqlalchemy import ColumnElement, Table, and_, bindparam, false, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from opencoupon.models import (
+    Campaign,
+    CouponSession,
+    LoyaltyCard,
+    LoyaltyHolder,
+    LoyaltyLedgerEntry,
+    LoyaltyReward,
+    LoyaltyRewardGrant,
+)
+
+PAGE_SIZE = 100
+
+
+def card(session: Session, card_id: int) -> LoyaltyCard | None:
+    """By primary key (the caller checks the owner); a deleted card is missing."""
+    found = session.get(LoyaltyCard, card_id)
+    return found if found is not None and found.deleted_at is None else None
+
+
+_CARD_AND_HOLDER = (
+    select(LoyaltyCard, LoyaltyHolder)
+    .join(LoyaltyHolder, LoyaltyHolder.card_id == LoyaltyCard.id)
+    .where(
+        LoyaltyCard.id == bindparam("card_id"),
+        LoyaltyHolder.id == bindparam("holder_id"),
+        LoyaltyCard.deleted_at.is_(None),
+    )
+)
+
+
+def card_and_holder(
+    session: Session, card_id: int, holder_id: int
+) -> tuple[LoyaltyCard, LoyaltyHolder] | None:
+    """Both in one query (the stamp path); None when either is missing or they do not belong together."""
+    row = session.execute(_CARD_AND_HOLDER, {"card_id": card_id, "holder_id": holder_id}).first()
+    return None if row is None else (row[0], row[1])
+
+
+def card_by_code(session: Session, code: str) -> LoyaltyCard | None:
+    return session.scalar(
+        select(LoyaltyCard).where(LoyaltyCard.code == code, LoyaltyCard.deleted_at.is_(None))
+    )
+
+
+def code_taken(session: Session, code: str) -> bool:
+    return session.scalar(select(LoyaltyCard.id).where(LoyaltyCard.code == code)) is not None
+
+
+def cards(
+    session: Session, scope: ColumnElement[bool], *, only_active: bool, descending: bool
+) -> Sequence[LoyaltyCard]:
+    query = select(LoyaltyCard).where(LoyaltyCard.deleted_at.is_(None), scope)
+    if only_active:
+        query = query.where(LoyaltyCard.active.is_(True))
+    order = (
+        (LoyaltyCard.created_at.desc(), LoyaltyCard.id.desc())
+        if descending
+        else (
+            LoyaltyCard.created_at,
+            LoyaltyCard.id,
+        )
+    )
+    return session.scalars(query.order_by(*order)).all()
+
+
+def rewards(session: Session, card_id: int) -> Sequence[LoyaltyReward]:
+    return session.scalars(
+        select(LoyaltyReward)
+        .where(LoyaltyReward.card_id == card_id, LoyaltyReward.active.is_(True))
+        .order_by(LoyaltyReward.threshold, LoyaltyReward.id)
+    ).all()
+
+
+def retire_rewards(session: Session, card_id: int) -> None:
+    session.execute(
+        update(LoyaltyReward)
+        .execution_options(synchronize_session=False)
+        .where(LoyaltyReward.card_id == card_id)
+        .values(active=False)
+    )
+
+
+def campaign(session: Session, account_id: int, campaign_id: int) -> Campaign | None:
+    return session.scalar(
+        select(Campaign).where(
+            Campaign.id == campaign_id, Campaign.account_id == account_id, Campaign.deleted_at.is_(None)
+        )
+    )
+
+
+def campaigns_by_id(session: Session, ids: set[int]) -> dict[int, Campaign]:
+    if not ids:
+        return {}
+    return {c.id: c for c in session.scalars(select(Campaign).where(Campaign.id.in_(ids)))}
+
+
+def holder(session: Session, card_id: int, holder_id: int) -> LoyaltyHolder | None:
+    found = session.get(LoyaltyHolder, holder_id)
+    return found if found is not None and found.card_id == card_id else None
+
+
+def holder_by_short_code(session: Session, card_id: int, short_code: str) -> LoyaltyHolder | None:
+    return session.scalar(
+        select(LoyaltyHolder).where(
+            LoyaltyHolder.card_id == card_id, LoyaltyHolder.short_code == short_code.upper()
+        )
+    )
+
+
+def holder_by_token(session: Session, card_id: int, token: str) -> LoyaltyHolder | None:
+    return session.scalar(
+        select(LoyaltyHolder).where(LoyaltyHolder.card_id == card_id, LoyaltyHolder.token == token)
+    )
+
+
+def holder_in_scope(session: Session, scope: ColumnElement[bool], holder_id: int) -> LoyaltyHolder | None:
+    return session.scalar(select(LoyaltyHolder).where(LoyaltyHolder.id == holder_id, scope))
+
+
+def holder_by_email(session: Session, card_id: int, email: str) -> LoyaltyHolder | None:
+    return session.scalar(
+        select(LoyaltyHolder)
+        .where(LoyaltyHolder.card_id == card_id, func.lower(LoyaltyHolder.email) == email.lower())
+        .limit(1)
+    )
+
+
+def short_code_taken(session: Session, card_id: int | None, short_code: str) -> bool:
+    return (
+        session.scalar(
+            select(LoyaltyHolder.id).where(
+                LoyaltyHolder.card_id == card_id, LoyaltyHolder.short_code == short_code
+            )
+        )
+        is not None
+    )
+
+
+def holders_page(
+    session: Session, card_id: int, *, page: int, include_voided: bool = True, filters: dict[str, str]
+) -> tuple[int, Sequence[LoyaltyHolder]]:
+    conditions: list[ColumnElement[bool]] = [LoyaltyHolder.card_id == card_id]
+    if not include_voided:
+        conditions.append(LoyaltyHolder.voided.is_(False))
+    for name, value in filters.items():
+        conditions.append(getattr(LoyaltyHolder, name) == value)
+    where = and_(*conditions)
+    total = session.scalar(select(func.count()).select_from(LoyaltyHolder).where(where)) or 0
+    rows = session.scalars(
+        select(LoyaltyHolder)
+        .where(where)
+        .order_by(LoyaltyHolder.id)
+        .limit(PAGE_SIZE)
+        .offset((page - 1) * PAGE_SIZE)
+    ).all()
+    return total, rows
+
+
+def search_holders(session: Session, card_id: int, term: str) -> Sequence[LoyaltyHolder]:
+    like = f"%{term.lower()}%"
+    matches: list[ColumnElement[bool]] = [
+        func.lower(LoyaltyHolder.first_name).like(like),
+        func.lower(LoyaltyHolder.last_name).like(like),
+        func.lower(LoyaltyHolder.email).like(like),
+        LoyaltyHolder.phone.like(like),
+        LoyaltyHolder.short_code == term.upper(),
+    ]
+    if term.isdigit() and len(term) <= 18:
+        matches.append(LoyaltyHolder.id == int(term))
+    return session.scalars(
+        select(LoyaltyHolder)
+        .where(LoyaltyHolder.card_id == card_id, or_(*matches))
+        .order_by(LoyaltyHolder.id)
+        .limit(PAGE_SIZE)
+    ).all()
+
+
+# The hot path (every stamp) runs prebuilt Core statements: no ORM flush, no statement building.
+_HOLDERS = cast(Table, LoyaltyHolder.__table__)
+_LEDGER = cast(Table, LoyaltyLedgerEntry.__table__)
+
+
+def _add_statement(unit: str, collecting: bool) -> Any:
+    column = _HOLDERS.c[unit]
+    values: dict[str, Any] = {unit: column + bindparam("delta"), "updated_at": bindparam("now")}
+    if collecting:
+        values["last_collected_at"] = bindparam("now")
+    return (
+        update(_HOLDERS)
+        .where(
+            _HOLDERS.c.id == bindparam("holder_id"),
+            _HOLDERS.c.voided.is_(false()),
+            column + bindparam("delta") >= 0,
+        )
+        .values(values)
+        .returning(column, _HOLDERS.c.cycle)
+    )
+
+
+_ADD = {(unit, up): _add_statement(unit, up) for unit in ("points", "stamps") for up in (True, False)}
+_INSERT_LEDGER = insert(_LEDGER)
+
+
+def add_balance(
+    session: Session, holder_id: int, unit: str, delta: int, now: dt.datetime
+) -> tuple[int, int] | None:
+    """Add `delta` (signed) in one atomic statement; None when the holder is voided or the
+    balance would go below zero. Returns (balance after, card cycle)."""
+    row = session.execute(
+        _ADD[(unit, delta > 0)], {"holder_id": holder_id, "delta": delta, "now": now}
+    ).first()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+def complete_cycle(session: Session, holder_id: int, unit: str, goal: int, cycle: int) -> int | None:
+    """Trade one full card for its reward: take `goal` off and open the next cycle, only if the
+    holder is still in `cycle` with a full card. Returns the balance after."""
+    column = getattr(LoyaltyHolder, unit)
+    row = session.execute(
+        update(LoyaltyHolder)
+        .execution_options(synchronize_session=False)
+        .where(LoyaltyHolder.id == holder_id, LoyaltyHolder.cycle == cycle, column >= goal)
+        .values({unit: column - goal, "cycle": LoyaltyHolder.cycle + 1})
+        .returning(column)
+    ).first()
+    return None if row is None else int(row[0])
+
+
+def expire_balance(
+    session: Session, holder_id: int, unit: str, seen_balance: int, cutoff: dt.datetime, now: dt.datetime
+) -> bool:
+    """Set an expired balance to zero, only if nobody collected or spent since it was read."""
+    column = getattr(LoyaltyHolder, unit)
+    result = session.execute(
+        update(LoyaltyHolder)
+        .execution_options(synchronize_session=False)
+        .where(
+            LoyaltyHolder.id == holder_id,
+            column == seen_balance,
+            column > 0,
+            LoyaltyHolder.last_collected_at < cutoff,
+        )
+        .values({unit: 0, "updated_at": now})
+    )
+    return (result.rowcount or 0) == 1  # type: ignore[attr-defined]
+
+
+def set_voided(session: Session, holder_id: int, voided: bool, now: dt.datetime) -> bool:
+    result = session.execute(
+        update(LoyaltyHolder)
+        .execution_options(synchronize_session=False)
+        .where(LoyaltyHolder.id == holder_id, LoyaltyHolder.voided.is_(not voided))
+        .values(voided=voided, updated_at=now)
+    )
+    return (result.rowcount or 0) == 1  # type: ignore[attr-defined]
+
+
+def add_ledger(
+    session: Session,
+    holder: LoyaltyHolder,
+    *,
+    unit: str,
+    delta: int,
+    balance_after: int,
+    kind: str,
+    source: str,
+    now: dt.datetime,
+) -> None:
+    session.execute(
+        _INSERT_LEDGER,
+        {
+            "account_id": holder.account_id,
+            "card_id": holder.card_id,
+            "holder_id": holder.id,
+            "unit": unit,
+            "delta": delta,
+            "balance_after": balance_after,
+            "kind": kind,
+            "source": source,
+            "created_at": now,
+        },
+    )
+
+
+def ledger(session: Session, holder_id: int, limit: int = 50) -> Sequence[LoyaltyLedgerEntry]:
+    return session.scalars(
+        select(LoyaltyLedgerEntry)
+        .where(LoyaltyLedgerEntry.holder_id == holder_id)
+        .order_by(LoyaltyLedgerEntry.id.desc())
+        .limit(limit)
+    ).all()
+
+
+def claim_grant(
+    session: Session, holder: LoyaltyHolder, reward: LoyaltyReward, cycle: int, now: dt.datetime
+) -> int | None:
+    """Record that `holder` reached `reward` in `cycle`; the grant's id for the one caller that
+    records it, None when it was already granted."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    return session.execute(
+        insert(LoyaltyRewardGrant)
+        .values(
+            account_id=holder.account_id,
+            card_id=reward.card_id,
+            holder_id=holder.id,
+            reward_id=reward.id,
+            cycle=cycle,
+            campaign_id=reward.campaign_id,
+            created_at=now,
+        )
+        .on_conflict_do_nothing()
+        .returning(LoyaltyRewardGrant.id)
+    ).scalar()
+
+
+def attach_session(session: Session, grant_id: int, coupon_session_id: int) -> None:
+    session.execute(
+        update(LoyaltyRewardGrant)
+        .execution_options(synchronize_session=False)
+        .where(LoyaltyRewardGrant.id == grant_id)
+        .values(coupon_session_id=coupon_session_id)
+    )
+
+
+def grants_with_sessions(
+    session: Session, holder_id: int
+) -> Sequence[tuple[LoyaltyRewardGrant, LoyaltyReward, CouponSession | None, Campaign | None]]:
+    rows = session.execute(
+        select(LoyaltyRewardGrant, LoyaltyReward, CouponSession, Campaign)
+        .join(LoyaltyReward, LoyaltyReward.id == LoyaltyRewardGrant.reward_id)
+        .outerjoin(CouponSession, CouponSession.id == LoyaltyRewardGrant.coupon_session_id)
+        .outerjoin(Campaign, Campaign.id == LoyaltyRewardGrant.campaign_id)
+        .where(LoyaltyRewardGrant.holder_id == holder_id)
+        .order_by(LoyaltyRewardGrant.id.desc())
+    ).all()
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+def holder_counts(session: Session, card_ids: list[int]) -> dict[int, int]:
+    if not card_ids:
+        return {}
+    rows = session.execute(
+        select(LoyaltyHolder.card_id, func.count())
+        .where(LoyaltyHolder.card_id.in_(card_ids))
+        .group_by(LoyaltyHolder.card_id)
+    ).all()
+    return {int(r[0] or 0): int(r[1]) for r in rows}

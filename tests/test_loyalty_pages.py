@@ -1,0 +1,244 @@
+"""Consumer and counter pages under /l/{code}: join, card page, stamping by PIN on the phone or by
+the holder's code on the staff page, idempotent forms, voided holders, JSON answers."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx2
+import pytest
+
+from conftest import TestAccount as Acc
+from helpers import assert_ok
+from loyalty_fixtures import create_card, create_holder, ledger_of, reward_campaign, reward_sessions, update
+from opencoupon.loyalty.pages import pin_guard
+from opencoupon.runtime import Runtime
+
+
+def form_token(html: str) -> str:
+    found = re.search(r'name="form_token" value="([^"]+)"', html)
+    assert found is not None, html
+    return found.group(1)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_pin_guard() -> None:
+    pin_guard.reset()
+
+
+def join(http: httpx2.Client, code: str, **fields: str) -> httpx2.Response:
+    page = http.get(f"/l/{code}")
+    assert page.status_code == 200
+    return http.post(f"/l/{code}/join", data={"form_token": form_token(page.text), **fields})
+
+
+def test_join_then_see_the_card(http: httpx2.Client, account: Acc, runtime: Runtime) -> None:
+    card = create_card(
+        account, name="Bean Club", type="stamp", stamps_per_reward=8, join_fields=["first_name", "phone"]
+    )
+    page = http.get(f"/l/{card['code']}")
+    assert 'for="join-first_name"' in page.text
+    assert 'id="join-phone" name="phone" type="tel" autocomplete="tel" value="" required' in page.text
+    missing = http.post(
+        f"/l/{card['code']}/join", data={"form_token": form_token(page.text), "first_name": "Eva"}
+    )
+    assert missing.status_code == 422
+    assert "Please fill in: phone." in missing.text
+    joined = http.post(
+        f"/l/{card['code']}/join",
+        data={"form_token": form_token(missing.text), "first_name": "Eva", "phone": "+3247000"},
+    )
+    assert joined.status_code == 303
+    location = joined.headers["location"]
+    assert re.fullmatch(rf"/l/{card['code']}/[a-z0-9]{{24}}", location)
+    card_page = http.get(location)
+    assert card_page.status_code == 200
+    assert "Bean Club" in card_page.text
+    assert "<strong>0</strong> stamps of 8" in card_page.text
+    assert card_page.text.count('<li class="">') == 8
+    assert "<svg" in card_page.text  # the holder's QR code
+    users = assert_ok(account.call("/v3/loyaltyusers/list", loyaltycard=str(card["id"])))["users"]
+    assert [(u["first_name"], u["phone"]) for u in users] == [("Eva", "+3247000")]
+    assert f">{users[0]['code']}</strong>" in card_page.text
+    # The same browser coming back to the card goes straight to its card page.
+    again = http.get(f"/l/{card['code']}")
+    assert again.status_code == 303
+    assert again.headers["location"] == location
+
+
+def test_join_refuses_forged_forms_inactive_cards_and_duplicate_emails(
+    http: httpx2.Client, account: Acc
+) -> None:
+    card = create_card(account, type="points")
+    forged = http.post(
+        f"/l/{card['code']}/join", data={"form_token": "x", "first_name": "A", "email": "a@example.com"}
+    )
+    assert forged.status_code == 422
+    assert "expired" in forged.text
+    create_holder(account, card["id"], email="taken@example.com")
+    duplicate = join(http, card["code"], first_name="B", email="taken@example.com")
+    assert duplicate.status_code == 422
+    assert "already has this card" in duplicate.text
+    token = form_token(http.get(f"/l/{card['code']}").text)
+    account.client.patch(
+        f"/v4/loyalty/loyalty-cards/{card['id']}", json={"active": False}, headers=account.headers
+    )
+    inactive = http.get(f"/l/{card['code']}")
+    assert "not active" in inactive.text
+    refused = http.post(
+        f"/l/{card['code']}/join", data={"form_token": token, "first_name": "C", "email": "c@example.com"}
+    )
+    assert refused.status_code == 422
+    assert http.get("/l/nocard", headers={"accept": "text/html"}).status_code == 404
+
+
+def test_pin_on_the_phone_adds_once_per_form(http: httpx2.Client, account: Acc, runtime: Runtime) -> None:
+    cam = reward_campaign(runtime, account.id, "Free tea")
+    card = create_card(
+        account, type="stamp", stamps_per_reward=2, rewards=[{"threshold": 2, "campaign": cam}], pin="9876"
+    )
+    location = join(http, card["code"], first_name="Li", email="li@example.com").headers["location"]
+    page = http.get(location)
+    assert "Staff: add stamps" in page.text
+    token = form_token(page.text)
+    wrong = http.post(location + "/collect", data={"form_token": token, "pin": "0000", "amount": "1"})
+    assert wrong.status_code == 403
+    assert "Wrong PIN" in wrong.text
+    added = http.post(location + "/collect", data={"form_token": token, "pin": "9876", "amount": "1"})
+    assert added.status_code == 303
+    assert added.headers["location"] == location + "?added=1"
+    # The phone retries the same form (flaky network): the same answer, no second stamp.
+    retry = http.post(location + "/collect", data={"form_token": token, "pin": "9876", "amount": "1"})
+    assert retry.status_code == 303
+    after = http.get(location + "?added=1")
+    assert "Added 1 stamp." in after.text
+    assert "<strong>1</strong> stamps of 2" in after.text
+    second = http.post(
+        location + "/collect", data={"form_token": form_token(after.text), "pin": "9876", "amount": "1"}
+    )
+    assert second.status_code == 303
+    won = http.get(location)
+    session = reward_sessions(runtime, cam)[0]
+    assert 'href="/p/' in won.text
+    assert f"/{session.code}" in won.text
+    assert "Free tea" in won.text
+    assert "<strong>0</strong> stamps of 2" in won.text
+    holder_id = assert_ok(account.call("/v3/loyaltyusers/list", loyaltycard=str(card["id"])))["users"][0][
+        "ID"
+    ]
+    assert [k for _, _, k in ledger_of(runtime, int(holder_id))] == ["collect", "collect", "completed"]
+
+
+def test_staff_page_by_holder_code(http: httpx2.Client, account: Acc, runtime: Runtime) -> None:
+    card = create_card(account, type="points", pin="1357")
+    user = create_holder(account, card["id"], first_name="Max", last_name="Power")
+    page = http.get(f"/l/{card['code']}/staff?holder={user['code']}")
+    assert f'value="{user["code"]}"' in page.text
+    token = form_token(page.text)
+    form = {"form_token": token, "holder": user["code"].lower(), "pin": "1357", "amount": "25"}
+    done = http.post(f"/l/{card['code']}/staff", data=form)
+    assert done.status_code == 200
+    assert f"Added 25 points to Max P ({user['code']}): now 25 points." in done.text
+    replay = http.post(f"/l/{card['code']}/staff", data=form)
+    assert "now 25 points" in replay.text
+    assert [d for d, _, _ in ledger_of(runtime, int(user["ID"]))] == [25]
+    unknown = http.post(
+        f"/l/{card['code']}/staff", data={**form, "form_token": form_token(done.text), "holder": "ZZZZZZ"}
+    )
+    assert unknown.status_code == 404
+    assert "No card holder with this code" in unknown.text
+    too_much = http.post(
+        f"/l/{card['code']}/staff", data={**form, "form_token": form_token(done.text), "amount": "500"}
+    )
+    assert too_much.status_code == 422
+    as_json = http.post(
+        f"/l/{card['code']}/staff",
+        data={**form, "form_token": form_token(done.text), "amount": "5"},
+        headers={"accept": "application/json"},
+    )
+    assert as_json.json()["balance"] == 30
+    assert as_json.json()["added"] == 5
+
+
+def test_wrong_pins_are_limited(http: httpx2.Client, account: Acc) -> None:
+    card = create_card(account, type="points", pin="2468")
+    user = create_holder(account, card["id"])
+    token = form_token(http.get(f"/l/{card['code']}/staff").text)
+    for _ in range(10):
+        answer = http.post(
+            f"/l/{card['code']}/staff", data={"form_token": token, "holder": user["code"], "pin": "1111"}
+        )
+        assert answer.status_code == 403
+    right = http.post(
+        f"/l/{card['code']}/staff", data={"form_token": token, "holder": user["code"], "pin": "2468"}
+    )
+    assert right.status_code == 429
+
+
+def test_voided_holder_cannot_collect_and_the_page_says_so(
+    http: httpx2.Client, account: Acc, runtime: Runtime
+) -> None:
+    card = create_card(account, type="stamp", pin="1212")
+    location = join(http, card["code"], first_name="Vi", email="vi@example.com").headers["location"]
+    token = form_token(http.get(location).text)
+    holder = assert_ok(account.call("/v3/loyaltyusers/list", loyaltycard=str(card["id"])))["users"][0]
+    assert_ok(update(account, card["id"], holder["ID"], voided=True))
+    page = http.get(location)
+    assert "This card has been voided" in page.text
+    assert "Staff: add" not in page.text
+    refused = http.post(location + "/collect", data={"form_token": token, "pin": "1212", "amount": "1"})
+    assert refused.status_code == 409
+    assert "voided" in refused.text
+    staff = http.post(
+        f"/l/{card['code']}/staff",
+        data={
+            "form_token": form_token(http.get(f"/l/{card['code']}/staff").text),
+            "holder": holder["code"],
+            "pin": "1212",
+        },
+    )
+    assert staff.status_code == 409
+    assert "voided" in staff.text
+    assert [k for _, _, k in ledger_of(runtime, int(holder["ID"]))] == ["voided"]
+
+
+def test_card_without_pin_has_no_stamping(http: httpx2.Client, account: Acc) -> None:
+    card = create_card(account, type="stamp")
+    location = join(http, card["code"], first_name="No", email="nopin@example.com").headers["location"]
+    assert "Staff: add" not in http.get(location).text
+    assert "not possible" in http.get(f"/l/{card['code']}/staff").text
+
+
+def test_card_page_as_json(http: httpx2.Client, account: Acc) -> None:
+    card = create_card(account, type="points", points_per_reward=50, rewards=[])
+    location = join(http, card["code"], first_name="Jo", email="jo@example.com").headers["location"]
+    holder = assert_ok(account.call("/v3/loyaltyusers/list", loyaltycard=str(card["id"])))["users"][0]
+    assert_ok(update(account, card["id"], holder["ID"], points=12))
+    body: dict[str, Any] = http.get(location, headers={"accept": "application/json"}).json()
+    assert body["balance"] == 12
+    assert body["unit"] == "points"
+    assert body["user"]["id"] == int(holder["ID"])
+    assert body["reward_goal"] == 50
+    assert (
+        http.get(f"/l/{card['code']}/{'x' * 24}", headers={"accept": "application/json"}).status_code == 404
+    )
+
+
+def test_join_as_json(http: httpx2.Client, account: Acc) -> None:
+    card = create_card(account, type="points", join_fields=["email"])
+    accept = {"accept": "application/json"}
+    form = http.get(f"/l/{card['code']}", headers=accept).json()
+    assert form["join_fields"] == ["email"]
+    assert form["card"]["id"] == card["id"]
+    bad = http.post(f"/l/{card['code']}/join", data={"form_token": form["form_token"]}, headers=accept)
+    assert bad.status_code == 422
+    assert bad.json()["error"] == "Please fill in: email."
+    joined = http.post(
+        f"/l/{card['code']}/join",
+        data={"form_token": bad.json()["form_token"], "email": "js@example.com"},
+        headers=accept,
+    )
+    assert joined.status_code == 201
+    assert joined.json()["user"]["email"] == "js@example.com"
+    assert joined.json()["url"].startswith(f"http://testserver.local/l/{card['code']}/")

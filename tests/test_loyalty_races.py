@@ -1,0 +1,159 @@
+"""Races for real: threads hitting the live server at once (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import httpx2
+
+from conftest import LiveServer
+from conftest import TestAccount as Acc
+from helpers import assert_ok
+from loyalty_fixtures import create_card, create_holder, grants_of, ledger_of, reward_campaign, update
+from opencoupon.runtime import Runtime
+
+
+def race(count: int, work: Callable[[int], Any]) -> list[Any]:
+    """Run `work(i)` in `count` threads released together; their results in order."""
+    barrier = threading.Barrier(count)
+    results: list[Any] = [None] * count
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results[i] = work(i)
+        except BaseException as exc:  # a failed thread must fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    return results
+
+
+def _client(live_server: LiveServer) -> httpx2.Client:
+    return httpx2.Client(base_url=live_server.url, timeout=60)
+
+
+def test_8_clients_x_50_additions_of_1_give_exactly_400(
+    account: Acc, live_server: LiveServer, runtime: Runtime
+) -> None:
+    card = create_card(account, type="points")
+    user = create_holder(account, card["id"])
+    params = {"loyaltycard": str(card["id"]), "user": user["ID"], "points": 1}
+
+    def client_adds(_i: int) -> list[int]:
+        with _client(live_server) as client:
+            return [
+                client.post("/v3/loyaltyusers/update", json=params, headers=account.headers).status_code
+                for _ in range(50)
+            ]
+
+    statuses = [s for batch in race(8, client_adds) for s in batch]
+    assert statuses == [200] * 400
+    assert assert_ok(update(account, card["id"], user["ID"], points=0))["user"]["points"] == "400"
+    ledger = ledger_of(runtime, int(user["ID"]))
+    assert len(ledger) == 400
+    # Every row's balance is the one before it plus its delta: no lost or merged update.
+    assert [b for _, b, _ in ledger] == list(range(1, 401))
+
+
+def test_20_concurrent_spends_of_100_from_100_exactly_one_wins(
+    account: Acc, live_server: LiveServer, runtime: Runtime
+) -> None:
+    card = create_card(account, type="points")
+    user = create_holder(account, card["id"])
+    assert_ok(update(account, card["id"], user["ID"], points=100))
+    params = {"loyaltycard": str(card["id"]), "user": user["ID"], "points": -100}
+
+    def spend(_i: int) -> tuple[int, Any]:
+        with _client(live_server) as client:
+            response = client.post("/v3/loyaltyusers/update", json=params, headers=account.headers)
+            return response.status_code, response.json()
+
+    results = race(20, spend)
+    winners = [body for status, body in results if status == 200]
+    losers = [body for status, body in results if status != 200]
+    assert len(winners) == 1
+    assert winners[0]["user"]["points"] == "0"
+    assert len(losers) == 19
+    assert all(body["status"]["errors"]["error_code"] == [308] for body in losers)
+    assert assert_ok(update(account, card["id"], user["ID"], points=0))["user"]["points"] == "0"
+    assert ledger_of(runtime, int(user["ID"])) == [(100, 100, "collect"), (-100, 0, "spend")]
+
+
+def test_same_idempotency_key_10_times_at_once_has_one_effect(
+    account: Acc, live_server: LiveServer, runtime: Runtime
+) -> None:
+    card = create_card(account, type="stamp")
+    user = create_holder(account, card["id"])
+    params = {"loyaltycard": str(card["id"]), "user": user["ID"], "stamps": 5}
+    headers = {**account.headers, "Idempotency-Key": f"stamp-{user['ID']}"}
+
+    def send(_i: int) -> tuple[int, Any]:
+        with _client(live_server) as client:
+            response = client.post("/v3/loyaltyusers/update", json=params, headers=headers)
+            return response.status_code, response.json()
+
+    results = race(10, send)
+    ok = [body for status, body in results if status == 200]
+    # A duplicate that arrives while the first is still running may be told so (307); every
+    # answer that is OK is the first answer.
+    assert ok
+    assert all(body == ok[0] for body in ok)
+    assert all(status == 200 or body["status"]["errors"]["error_code"] == [307] for status, body in results)
+    assert ok[0]["user"]["stamps"] == "5"
+    assert ledger_of(runtime, int(user["ID"])) == [(5, 5, "collect")]
+
+
+def test_concurrent_additions_reach_each_reward_once(
+    account: Acc, live_server: LiveServer, runtime: Runtime
+) -> None:
+    half = reward_campaign(runtime, account.id, "Half")
+    full = reward_campaign(runtime, account.id, "Full")
+    card = create_card(
+        account,
+        type="stamp",
+        stamps_per_reward=10,
+        rewards=[{"threshold": 5, "campaign": half}, {"threshold": 10, "campaign": full}],
+    )
+    user = create_holder(account, card["id"])
+    params = {"loyaltycard": str(card["id"]), "user": user["ID"], "stamps": 1}
+
+    def add(_i: int) -> int:
+        with _client(live_server) as client:
+            return client.post("/v3/loyaltyusers/update", json=params, headers=account.headers).status_code
+
+    assert race(12, add) == [200] * 12
+    grants = grants_of(runtime, int(user["ID"]))
+    assert len(grants) == 2
+    assert {g[1] for g in grants} == {0}
+    final = assert_ok(update(account, card["id"], user["ID"], stamps=0))["user"]
+    assert (final["stamps"], final["completed_cards"]) == ("2", "1")
+
+
+def test_one_counter_form_posted_10_times_at_once_adds_once(
+    account: Acc, live_server: LiveServer, runtime: Runtime
+) -> None:
+    card = create_card(account, type="stamp", pin="2468")
+    user = create_holder(account, card["id"])
+    with _client(live_server) as browser:
+        page = browser.get(f"/l/{card['code']}/staff")
+        token = re.search(r'name="form_token" value="([^"]+)"', page.text)
+        assert token is not None
+        cookies = dict(browser.cookies)
+    form = {"form_token": token.group(1), "holder": user["code"], "pin": "2468", "amount": "1"}
+
+    def post(_i: int) -> int:
+        with httpx2.Client(base_url=live_server.url, timeout=60, cookies=cookies) as client:
+            return client.post(f"/l/{card['code']}/staff", data=form).status_code
+
+    assert race(10, post) == [200] * 10
+    assert ledger_of(runtime, int(user["ID"])) == [(1, 1, "collect")]
