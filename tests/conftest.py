@@ -120,6 +120,8 @@ def http(live_server: LiveServer) -> Iterator[httpx2.Client]:
 
 @dataclass
 class TestAccount:
+    __test__ = False  # a fixture value, not a test class
+
     id: int
     email: str
     client_id: str

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
-from opencoupon.accounts import repository
+from opencoupon.accounts import authcache, repository
 from opencoupon.errors import ApiError, AuthFailed
 from opencoupon.kit import ids
 from opencoupon.kit.clock import utcnow
@@ -76,6 +77,7 @@ def rotate_secret(session: Session, keyring: Keyring, account: Account, grace: d
         .where(ApiSecret.account_id == account.id, ApiSecret.expires_at.is_(None))
         .values(expires_at=now + grace)
     )
+    authcache.clear()
     return add_secret(session, keyring, account, encrypted=account.parent_id is not None)
 
 
@@ -91,33 +93,63 @@ def authenticate(session: Session, keyring: Keyring, credentials: Credentials | 
     """The account these credentials belong to, or AuthFailed / error 101."""
     if credentials is None or not credentials.client_id or not credentials.client_secret:
         raise AuthFailed
-    account = repository.by_client_id(session, credentials.client_id)
-    if account is None:
-        keyring.digest(credentials.client_secret)  # same work as a real check
-        raise AuthFailed
     now = utcnow()
     digest = keyring.digest(credentials.client_secret)
-    matched = False
-    for secret in repository.active_secrets(session, account.id, now):
-        matched |= constant_time_equals(secret.secret_digest, digest)
-    if not matched:
+    cached = authcache.get(credentials.client_id, digest)
+    if cached is not None and (cached.secret_expires_at is None or cached.secret_expires_at > now):
+        account = session.merge(cached.account, load=False)
+        _check_usable(account, now)
+        if cached.parent_blocked or (cached.parent_expiry is not None and cached.parent_expiry < now.date()):
+            _check_usable_parent(cached.parent_blocked, cached.parent_expiry, now)
+        return account
+    found = repository.by_client_id(session, credentials.client_id)
+    if found is None:
         raise AuthFailed
-    ensure_usable(session, account, now)
+    account = found
+    matched: ApiSecret | None = None
+    for secret in repository.active_secrets(session, account.id, now):
+        if constant_time_equals(secret.secret_digest, digest):
+            matched = secret
+    if matched is None:
+        raise AuthFailed
+    parent = repository.by_id(session, account.parent_id) if account.parent_id is not None else None
+    _check_usable(account, now)
+    if parent is not None:
+        _check_usable_parent(parent.blocked, parent.expiry_date, now)
+    snapshot = Account(**{c.key: getattr(account, c.key) for c in Account.__table__.columns})
+    make_transient_to_detached(snapshot)
+    authcache.put(
+        credentials.client_id,
+        digest,
+        authcache.CachedAuth(
+            account=snapshot,
+            parent_blocked=parent.blocked if parent else False,
+            parent_expiry=parent.expiry_date if parent else None,
+            secret_expires_at=matched.expires_at,
+            valid_until=time.monotonic() + authcache.TTL_SECONDS,
+        ),
+    )
     return account
+
+
+def _check_usable(account: Account, now: dt.datetime) -> None:
+    _check_usable_parent(account.blocked, account.expiry_date, now)
+
+
+def _check_usable_parent(blocked: bool, expiry: dt.date | None, now: dt.datetime) -> None:
+    if blocked:
+        raise ApiError(101, "Account is blocked.")
+    if expiry is not None and expiry < now.date():
+        raise ApiError(101, "Account has expired.")
 
 
 def ensure_usable(session: Session, account: Account, now: dt.datetime) -> None:
     """Error 101 for an expired or blocked account (or one whose master is)."""
-    chain = [account]
+    _check_usable(account, now)
     if account.parent_id is not None:
         parent = repository.by_id(session, account.parent_id)
         if parent is not None:
-            chain.append(parent)
-    for acc in chain:
-        if acc.blocked:
-            raise ApiError(101, "Account is blocked.")
-        if acc.expiry_date is not None and acc.expiry_date < now.date():
-            raise ApiError(101, "Account has expired.")
+            _check_usable_parent(parent.blocked, parent.expiry_date, now)
 
 
 def issue_token(
