@@ -51,7 +51,8 @@ def _routers() -> list[APIRouter]:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name == name:
+            # The capability (or its whole package) is not on this branch.
+            if exc.name and (name + ".").startswith(exc.name + "."):
                 continue
             raise
         found.extend(getattr(module, "routers", None) or [module.router])

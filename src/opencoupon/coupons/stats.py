@@ -1,0 +1,73 @@
+"""Usage statistics kept up to date in the same transaction as each change, so reading them never
+scans sessions: per-day rows in campaign_daily_stats (UTC days) plus the campaign's counters."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from opencoupon.models import Campaign, CouponSession, DailyStat, Validation
+
+
+def bump_day(
+    session: Session, campaign_id: int, day: dt.date, *, opens: int = 0, claims: int = 0, validations: int = 0
+) -> None:
+    """Add to one campaign-day row, creating it on first use (an upsert, safe under races)."""
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(DailyStat).values(
+        campaign_id=campaign_id, day=day, opens=opens, claims=claims, validations=validations
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["campaign_id", "day"],
+        set_={
+            "opens": DailyStat.opens + stmt.excluded.opens,
+            "claims": DailyStat.claims + stmt.excluded.claims,
+            "validations": DailyStat.validations + stmt.excluded.validations,
+        },
+    )
+    session.execute(stmt)
+
+
+def add_counters(session: Session, campaign_id: int, *, opens: int = 0, claims: int = 0) -> None:
+    values = {}
+    if opens:
+        values["opens_count"] = Campaign.opens_count + opens
+    if claims:
+        values["claims_count"] = Campaign.claims_count + claims
+    if values:
+        session.execute(
+            update(Campaign)
+            .where(Campaign.id == campaign_id)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def on_session_removed(session: Session, row: CouponSession) -> None:
+    """Take a removed session out of the statistics (call in the transaction that sets removed_at).
+
+    The campaign's validation-limit counter is left alone: a validation that happened still used
+    up one of the campaign's allowed validations."""
+    if row.opened_at is not None:
+        bump_day(session, row.campaign_id, row.opened_at.date(), opens=-1)
+        add_counters(session, row.campaign_id, opens=-1)
+    if row.claimed_at is not None:
+        bump_day(session, row.campaign_id, row.claimed_at.date(), claims=-1)
+        add_counters(session, row.campaign_id, claims=-1)
+    days = session.execute(
+        select(func.date(Validation.created_at), func.count())
+        .where(Validation.session_id == row.id)
+        .group_by(func.date(Validation.created_at))
+    ).all()
+    for day, count in days:
+        day_value = day if isinstance(day, dt.date) else dt.date.fromisoformat(str(day))
+        bump_day(session, row.campaign_id, day_value, validations=-int(count))
+
+
+def per_day(session: Session, campaign_id: int) -> list[DailyStat]:
+    return list(
+        session.scalars(select(DailyStat).where(DailyStat.campaign_id == campaign_id).order_by(DailyStat.day))
+    )
