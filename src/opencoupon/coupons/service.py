@@ -391,8 +391,9 @@ def mark_opened(
     if changed != 1:
         return False
     set_committed_value(row, "opened_at", now)
-    stats.bump_day(session, campaign.id, now.date(), opens=1)
+    # Campaign row before the day row, in every transition, so PostgreSQL never deadlocks.
     stats.add_counters(session, campaign.id, opens=1)
+    stats.bump_day(session, campaign.id, now.date(), opens=1)
     _emit(session, runtime, campaign, row, "coupon_opened", open_date_utc=fmt(now))
     return True
 
@@ -435,8 +436,8 @@ def claim(
         return False
     for key, value in values.items():
         set_committed_value(row, key, value)
-    stats.bump_day(session, campaign.id, now.date(), claims=1)
     stats.add_counters(session, campaign.id, claims=1)
+    stats.bump_day(session, campaign.id, now.date(), claims=1)
     _emit(
         session,
         runtime,
