@@ -51,7 +51,9 @@ def on_session_removed(session: Session, row: CouponSession) -> None:
 
     The campaign's validation-limit counter is left alone: a validation that happened still used
     up one of the campaign's allowed validations."""
-    add_counters(session, row.campaign_id, opens=-1 if row.opened_at else 0, claims=-1 if row.claimed_at else 0)
+    add_counters(
+        session, row.campaign_id, opens=-1 if row.opened_at else 0, claims=-1 if row.claimed_at else 0
+    )
     if row.opened_at is not None:
         bump_day(session, row.campaign_id, row.opened_at.date(), opens=-1)
     if row.claimed_at is not None:
