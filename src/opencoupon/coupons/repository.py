@@ -45,10 +45,6 @@ def campaigns(
     return list(session.scalars(query.order_by(Campaign.id)))
 
 
-def session_by_code(session: Session, scope: ColumnElement[bool], code: str) -> CouponSession | None:
-    return session.scalar(select(CouponSession).where(CouponSession.code == code, scope))
-
-
 def sessions_by_short_code(
     session: Session, scope: ColumnElement[bool], short: str, campaign_id: int | None
 ) -> list[CouponSession]:

@@ -12,12 +12,12 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import or_, update
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from opencoupon.coupons import expiry, repository, stats
+from opencoupon.coupons import expiry, hotpath, repository, stats
 from opencoupon.coupons.schemas import CampaignCreate, CampaignFields, CampaignUpdate
 from opencoupon.coupons.sessions import new_session, session_path
 from opencoupon.errors import ApiError, bad_date, bad_value
@@ -25,7 +25,7 @@ from opencoupon.events.service import emit
 from opencoupon.kit import ids
 from opencoupon.kit.dates import fmt
 from opencoupon.kit.endpoint import ApiContext
-from opencoupon.models import Account, Campaign, CouponSession, Validation
+from opencoupon.models import Account, Campaign, CouponSession
 from opencoupon.runtime import Runtime
 
 CAMPAIGN_NOT_FOUND = "Campaign ID not found."
@@ -37,9 +37,9 @@ METHODS = ("pin", "widget", "custom_code", "qr")
 _SESSION_CODE = re.compile(r"^[A-Za-z0-9]+$")
 
 
-def _rowcount(session: Session, statement: Any) -> int:
+def _rowcount(session: Session, statement: Any, params: dict[str, Any] | None = None) -> int:
     """Rows an UPDATE changed: the row count decides who won a race."""
-    return int(getattr(session.execute(statement), "rowcount", 0))
+    return int(getattr(session.execute(statement, params), "rowcount", 0))
 
 
 def refused(description: str) -> ApiError:
@@ -237,9 +237,9 @@ def find_session(ctx: ApiContext, raw: str, campaign_raw: str | None) -> tuple[C
     if not _SESSION_CODE.match(code):
         raise ApiError(301, "Invalid character in parameter: couponsession.")
     campaign_id = parse_campaign_id(campaign_raw) if campaign_raw else None
-    scope = ctx.scope(CouponSession.account_id)
     row: CouponSession | None = None
     if len(code) == ids.SHORT_CODE_LENGTH:
+        scope = ctx.scope(CouponSession.account_id)
         rows = repository.sessions_by_short_code(ctx.session, scope, code, campaign_id)
         if len(rows) > 1:
             raise ApiError(
@@ -249,7 +249,11 @@ def find_session(ctx: ApiContext, raw: str, campaign_raw: str | None) -> tuple[C
             )
         row = rows[0] if rows else None
     else:
-        row = repository.session_by_code(ctx.session, scope, code)
+        # By the unique code, then the tenancy check in Python: cheaper than a scoped query, and
+        # another account's session still answers exactly like a missing one.
+        row = ctx.session.scalars(hotpath.SESSION_BY_CODE, {"code": code}).first()
+        if row is not None and not ctx.may_reach(row.account_id):
+            row = None
         if row is not None and campaign_id is not None and row.campaign_id != campaign_id:
             row = None
     if row is None:
@@ -476,7 +480,7 @@ def validate(
     method: str,
     validation_value: Decimal | None = None,
     value: str | None = None,
-) -> Validation:
+) -> int:
     """Validate once. Exactly-once under races: the conditional UPDATE on the session (count below
     the allowance) and on the campaign (total below its limit) decide, and the unique
     (session, ordinal) of the Validation row backs them up. Raises code 308 when refused; the
@@ -487,63 +491,43 @@ def validate(
         raise refused(reason)
     if method != "api" and method not in campaign.validation_methods.split(","):
         raise refused("This validation method is not enabled for this campaign.")
-    values: dict[str, Any] = {
-        "validation_count": CouponSession.validation_count + 1,
-        "validated_at": now,
-        "updated_at": now,
-    }
-    if validation_value is not None:
-        values["validation_value"] = validation_value
-    if value is not None:
-        values["value"] = value
-    result = session.execute(
-        update(CouponSession)
-        .where(
-            CouponSession.id == row.id,
-            CouponSession.validation_count < campaign.validations_per_session,
-            CouponSession.removed_at.is_(None),
-            CouponSession.link_status != "voided",
-            CouponSession.locked.is_(False),
-        )
-        .values(**values)
-        .returning(CouponSession.validation_count)
-        .execution_options(synchronize_session=False),
+    ordinal = session.execute(
+        hotpath.VALIDATE_SESSION,
+        {
+            "now": now,
+            "money": validation_value,
+            "value": value,
+            "id": row.id,
+            "allowed": campaign.validations_per_session,
+            "no": False,
+        },
     ).scalar_one_or_none()
-    if result is None:
+    if ordinal is None:
         raise refused("This coupon has already been validated.")
-    ordinal = int(result)
-    limited = _rowcount(
-        session,
-        update(Campaign)
-        .where(
-            Campaign.id == campaign.id,
-            or_(Campaign.max_validations.is_(None), Campaign.validations_count < Campaign.max_validations),
-        )
-        .values(validations_count=Campaign.validations_count + 1)
-        .execution_options(synchronize_session=False),
-    )
-    if limited != 1:
+    if _rowcount(session, hotpath.COUNT_CAMPAIGN_VALIDATION, {"id": campaign.id}) != 1:
         raise refused("The campaign has reached its limit of validations.")
-    set_committed_value(row, "validation_count", ordinal)
+    set_committed_value(row, "validation_count", int(ordinal))
     set_committed_value(row, "validated_at", now)
     set_committed_value(row, "updated_at", now)
     if validation_value is not None:
         set_committed_value(row, "validation_value", validation_value)
     if value is not None:
         set_committed_value(row, "value", value)
-    record = Validation(
-        account_id=row.account_id,
-        campaign_id=campaign.id,
-        session_id=row.id,
-        ordinal=ordinal,
-        method=method,
-        validation_value=validation_value,
-        created_at=now,
-    )
+    # The unique (session, ordinal) backs up the conditional UPDATE; on a clash the caller's
+    # transaction (or its savepoint in update/multiple) rolls back.
     try:
-        with session.begin_nested():
-            session.add(record)
-            session.flush()
+        session.execute(
+            hotpath.INSERT_VALIDATION,
+            {
+                "account_id": row.account_id,
+                "campaign_id": campaign.id,
+                "session_id": row.id,
+                "ordinal": int(ordinal),
+                "method": method,
+                "money": validation_value,
+                "now": now,
+            },
+        )
     except IntegrityError:
         raise refused("This coupon has already been validated.") from None
     stats.bump_day(session, campaign.id, now.date(), validations=1)
@@ -555,11 +539,11 @@ def validate(
         "coupon_validated",
         validation_date_utc=fmt(now),
         method=method,
-        validation=ordinal,
+        validation=int(ordinal),
         validation_value="" if validation_value is None else str(validation_value),
         value=row.value,
     )
-    return record
+    return int(ordinal)
 
 
 def void(

@@ -6,9 +6,9 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from opencoupon.coupons import hotpath
 from opencoupon.models import Campaign, CouponSession, DailyStat, Validation
 
 
@@ -16,19 +16,16 @@ def bump_day(
     session: Session, campaign_id: int, day: dt.date, *, opens: int = 0, claims: int = 0, validations: int = 0
 ) -> None:
     """Add to one campaign-day row, creating it on first use (an upsert, safe under races)."""
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(DailyStat).values(
-        campaign_id=campaign_id, day=day, opens=opens, claims=claims, validations=validations
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["campaign_id", "day"],
-        set_={
-            "opens": DailyStat.opens + stmt.excluded.opens,
-            "claims": DailyStat.claims + stmt.excluded.claims,
-            "validations": DailyStat.validations + stmt.excluded.validations,
+    session.execute(
+        hotpath.BUMP_DAY,
+        {
+            "campaign_id": campaign_id,
+            "day": day,
+            "opens": opens,
+            "claims": claims,
+            "validations": validations,
         },
     )
-    session.execute(stmt)
 
 
 def add_counters(session: Session, campaign_id: int, *, opens: int = 0, claims: int = 0) -> None:

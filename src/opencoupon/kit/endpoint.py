@@ -142,9 +142,14 @@ def _run_sync(
     key = request.headers.get("idempotency-key")
     is_write = request.method in ("POST", "PATCH", "PUT", "DELETE")
     try:
+        # Authenticate and validate before the write transaction: on SQLite that transaction holds
+        # the process-wide write lock, and checking credentials under it serialised every call.
+        with runtime.db.read() as reader:
+            known = accounts.authenticate(reader, runtime.keyring, credentials)
+        req = validate(model, payload)
         with runtime.db.transaction() as session:
-            account = accounts.authenticate(session, runtime.keyring, credentials)
-            req = validate(model, payload)
+            # Attach the already loaded account to this transaction without reading it again.
+            account = session.merge(known, load=False)
             if key and is_write:
                 replay = idempotency.claim(
                     session,
