@@ -13,6 +13,8 @@ import hashlib
 import json
 import logging
 import re
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -24,6 +26,7 @@ from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
+from opencoupon.accounts import repository as accounts_repo
 from opencoupon.accounts import service as accounts
 from opencoupon.accounts.service import Credentials
 from opencoupon.errors import ApiError, AuthFailed, auth_failed_response, error_response, ok
@@ -95,6 +98,50 @@ def extract_credentials(request: Request, payload: dict[str, Any]) -> Credential
     return Credentials(client_id.strip(), client_secret.strip())
 
 
+class AuthCache:
+    """Secrets checked in the last `ttl` seconds: (client_id, secret digest) -> account ID.
+
+    Saves two queries per call. Only a correct secret is remembered (the key holds the digest of
+    the presented secret), and a rotated-out secret stops at its own expiry time; a secret deleted
+    outright keeps working for at most `ttl` seconds."""
+
+    def __init__(self, ttl: float = 2.0, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[tuple[str, str], tuple[int, float, dt.datetime | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str], now: dt.datetime) -> int | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        account_id, until, secret_expires = entry
+        if time.monotonic() > until or (secret_expires is not None and now >= secret_expires):
+            self._entries.pop(key, None)
+            return None
+        return account_id
+
+    def put(self, key: tuple[str, str], account_id: int, secret_expires: dt.datetime | None) -> None:
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[key] = (account_id, time.monotonic() + self.ttl, secret_expires)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+auth_cache = AuthCache()
+
+
+def _secret_expiry(session: Session, account_id: int, digest: str) -> dt.datetime | None:
+    for secret in accounts_repo.active_secrets(session, account_id, utcnow()):
+        if secret.secret_digest == digest:
+            return secret.expires_at
+    return None
+
+
 def _request_fingerprint(request: Request, payload: dict[str, Any]) -> str:
     canonical = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(f"{request.method} {request.url.path}\n{canonical}".encode()).hexdigest()
@@ -142,14 +189,28 @@ def _run_sync(
     key = request.headers.get("idempotency-key")
     is_write = request.method in ("POST", "PATCH", "PUT", "DELETE")
     try:
-        # Authenticate and validate before the write transaction: on SQLite that transaction holds
-        # the process-wide write lock, and checking credentials under it serialised every call.
-        with runtime.db.read() as reader:
-            known = accounts.authenticate(reader, runtime.keyring, credentials)
+        # Check the secret before the write transaction: on SQLite that transaction holds the
+        # process-wide write lock, and checking credentials under it serialised every call.
+        cache_key = (credentials.client_id, runtime.keyring.digest(credentials.client_secret))
+        known: Account | None = None
+        account_id = auth_cache.get(cache_key, utcnow())
+        if account_id is None:
+            with runtime.db.read() as reader:
+                known = accounts.authenticate(reader, runtime.keyring, credentials)
+                auth_cache.put(cache_key, known.id, _secret_expiry(reader, known.id, cache_key[1]))
         req = validate(model, payload)
         with runtime.db.transaction() as session:
-            # Attach the already loaded account to this transaction without reading it again.
-            account = session.merge(known, load=False)
+            if known is not None:
+                # Attach the already loaded account to this transaction without reading it again.
+                account = session.merge(known, load=False)
+            else:
+                # A recently checked secret: the account is read again, so a block or an expiry
+                # still takes effect at once.
+                fresh = session.get(Account, account_id)
+                if fresh is None:
+                    raise AuthFailed
+                accounts.ensure_usable(session, fresh, utcnow())
+                account = fresh
             if key and is_write:
                 replay = idempotency.claim(
                     session,
