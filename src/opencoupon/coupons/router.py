@@ -34,7 +34,7 @@ router = APIRouter(tags=["Campaign"])
 MAX_BATCH = 100
 
 
-@v3_endpoint(router, ["/v3/coupon/list"], CouponList, summary="List campaigns")
+@v3_endpoint(router, ["/v3/coupon/list"], CouponList, summary="List campaigns", read_only=True)
 def coupon_list(ctx: ApiContext, req: CouponList) -> dict[str, Any]:
     """Your campaigns (and your subaccounts'), filtered by status, folder, tags or category."""
     found = repository.campaigns(
@@ -52,7 +52,7 @@ def coupon_list(ctx: ApiContext, req: CouponList) -> dict[str, Any]:
     return {"coupon_info": [views.coupon_info(ctx.session, ctx.runtime, c) for c in found]}
 
 
-@v3_endpoint(router, ["/v3/coupon/info"], CouponInfo, summary="Campaign info")
+@v3_endpoint(router, ["/v3/coupon/info"], CouponInfo, summary="Campaign info", read_only=True)
 def coupon_info(ctx: ApiContext, req: CouponInfo) -> dict[str, Any]:
     """One campaign; with `show_usage_stats`, opens, claims and validations (in total and per UTC
     day) and the custom validation codes in use. Read from counters, never from the sessions."""
@@ -107,6 +107,7 @@ USAGE_DOC = (
     ["/v3/campaign/data"],
     UsageData,
     summary="Usage data: all sessions",
+    read_only=True,
     description=USAGE_DOC.format(page=repository.PAGE_SIZE, what="the creation date"),
 )
 def campaign_data(ctx: ApiContext, req: UsageData) -> dict[str, Any]:
@@ -118,6 +119,7 @@ def campaign_data(ctx: ApiContext, req: UsageData) -> dict[str, Any]:
     ["/v3/campaign/opens"],
     UsageData,
     summary="Usage data: opened sessions",
+    read_only=True,
     description=USAGE_DOC.format(page=repository.PAGE_SIZE, what="the open date"),
 )
 def campaign_opens(ctx: ApiContext, req: UsageData) -> dict[str, Any]:
@@ -129,6 +131,7 @@ def campaign_opens(ctx: ApiContext, req: UsageData) -> dict[str, Any]:
     ["/v3/campaign/claims"],
     UsageData,
     summary="Usage data: claimed sessions",
+    read_only=True,
     description=USAGE_DOC.format(page=repository.PAGE_SIZE, what="the claim date"),
 )
 def campaign_claims(ctx: ApiContext, req: UsageData) -> dict[str, Any]:
@@ -140,13 +143,14 @@ def campaign_claims(ctx: ApiContext, req: UsageData) -> dict[str, Any]:
     ["/v3/campaign/validations"],
     UsageData,
     summary="Usage data: validated sessions",
+    read_only=True,
     description=USAGE_DOC.format(page=repository.PAGE_SIZE, what="the (last) validation date"),
 )
 def campaign_validations(ctx: ApiContext, req: UsageData) -> dict[str, Any]:
     return _usage(ctx, req, "validations")
 
 
-@v3_endpoint(router, ["/v3/couponsession/data"], SessionRef, summary="One coupon session")
+@v3_endpoint(router, ["/v3/couponsession/data"], SessionRef, summary="One coupon session", read_only=True)
 def couponsession_data(ctx: ApiContext, req: SessionRef) -> dict[str, Any]:
     """A session by its 21-character code or its 6-character short form (add `campaign` when a
     short form is used in several of your campaigns)."""
@@ -234,7 +238,9 @@ def _search_answer(ctx: ApiContext, rows: list[CouponSession]) -> dict[str, Any]
     return {"amount_of_results": str(len(data)), "data": data}
 
 
-@v3_endpoint(router, ["/v3/couponsession/search"], SessionSearch, summary="Search coupon sessions")
+@v3_endpoint(
+    router, ["/v3/couponsession/search"], SessionSearch, summary="Search coupon sessions", read_only=True
+)
 def couponsession_search(ctx: ApiContext, req: SessionSearch) -> dict[str, Any]:
     """Sessions of all your campaigns whose custom validation code, customid, phone or email equals
     `search` (at most 100, oldest first)."""
@@ -242,7 +248,9 @@ def couponsession_search(ctx: ApiContext, req: SessionSearch) -> dict[str, Any]:
     return _search_answer(ctx, repository.search(ctx.session, campaign_ids, req.search))
 
 
-@v3_endpoint(router, ["/v3/campaign/search"], CampaignSearch, summary="Search sessions of a campaign")
+@v3_endpoint(
+    router, ["/v3/campaign/search"], CampaignSearch, summary="Search sessions of a campaign", read_only=True
+)
 def campaign_search(ctx: ApiContext, req: CampaignSearch) -> dict[str, Any]:
     """As couponsession/search, within one campaign."""
     campaign = service.get_campaign(ctx, req.campaign)
@@ -259,7 +267,7 @@ def create_campaign(ctx: ApiContext, req: CampaignCreate) -> dict[str, Any]:
     return views.campaign_v4(ctx.session, ctx.runtime, campaign)
 
 
-@v4_endpoint(router, "GET", "/v4/campaigns", CampaignListQuery, summary="List campaigns")
+@v4_endpoint(router, "GET", "/v4/campaigns", CampaignListQuery, summary="List campaigns", read_only=True)
 def list_campaigns(ctx: ApiContext, req: CampaignListQuery) -> list[Any]:
     found = repository.campaigns(
         ctx.session, ctx.scope(Campaign.account_id), only_active=bool(req.only_active), folder=req.folder
@@ -267,7 +275,7 @@ def list_campaigns(ctx: ApiContext, req: CampaignListQuery) -> list[Any]:
     return [views.campaign_v4(ctx.session, ctx.runtime, c) for c in found]
 
 
-@v4_endpoint(router, "GET", "/v4/campaigns/{id}", NoParams, summary="Get a campaign")
+@v4_endpoint(router, "GET", "/v4/campaigns/{id}", NoParams, summary="Get a campaign", read_only=True)
 def get_campaign(ctx: ApiContext, req: NoParams) -> dict[str, Any]:
     campaign = service.get_campaign(ctx, ctx.path_params["id"], "id")
     return views.campaign_v4(ctx.session, ctx.runtime, campaign)

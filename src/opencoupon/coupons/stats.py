@@ -65,7 +65,11 @@ def on_session_removed(session: Session, row: CouponSession) -> None:
         bump_day(session, row.campaign_id, day_value, validations=-int(count))
 
 
-def per_day(session: Session, campaign_id: int) -> list[DailyStat]:
-    return list(
-        session.scalars(select(DailyStat).where(DailyStat.campaign_id == campaign_id).order_by(DailyStat.day))
-    )
+def per_day(session: Session, campaign_id: int) -> list[tuple[dt.date, int, int, int]]:
+    """(day, opens, claims, validations) rows, oldest first: one row per day, never per session."""
+    rows = session.execute(
+        select(DailyStat.day, DailyStat.opens, DailyStat.claims, DailyStat.validations)
+        .where(DailyStat.campaign_id == campaign_id)
+        .order_by(DailyStat.day)
+    ).all()
+    return [(day, opens, claims, validations) for day, opens, claims, validations in rows]

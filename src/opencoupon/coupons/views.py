@@ -157,19 +157,14 @@ def usage_stats(session: Session, campaign: Campaign) -> dict[str, Any]:
         len(settings.get("custom_codes") or []) if mode == "imported" else campaign.custom_codes_issued
     )
     return {
-        "opens": str(sum(d.opens for d in days)),
-        "claims": str(sum(d.claims for d in days)),
-        "validations": str(sum(d.validations for d in days)),
+        "opens": str(sum(d[1] for d in days)),
+        "claims": str(sum(d[2] for d in days)),
+        "validations": str(sum(d[3] for d in days)),
         "custom_validation_codes": str(total_codes if mode != "none" else 0),
         "claimed_custom_validation_codes": str(campaign.custom_codes_issued),
         "per_day": [
-            {
-                "date": fmt_date(d.day),
-                "opens": str(d.opens),
-                "claims": str(d.claims),
-                "validations": str(d.validations),
-            }
-            for d in days
+            {"date": day.isoformat(), "opens": str(o), "claims": str(c), "validations": str(v)}
+            for day, o, c, v in days
         ],
     }
 

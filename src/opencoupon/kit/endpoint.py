@@ -158,6 +158,7 @@ async def run_call(
     *,
     envelope: bool,
     status_code: int = 200,
+    read_only: bool = False,
 ) -> Response:
     runtime: Runtime = request.app.state.runtime
     try:
@@ -165,7 +166,7 @@ async def run_call(
     except ApiError as err:
         return error_response(err)
     return await run_in_threadpool(
-        _run_sync, request, runtime, payload, model, handler, envelope, status_code
+        _run_sync, request, runtime, payload, model, handler, envelope, status_code, read_only
     )
 
 
@@ -177,6 +178,7 @@ def _run_sync(
     handler: Handler[M],
     envelope: bool,
     status_code: int,
+    read_only: bool = False,
 ) -> Response:
     credentials = extract_credentials(request, payload)
     if credentials is None:
@@ -186,7 +188,8 @@ def _run_sync(
         return error_response(
             ApiError(429, "Too many requests.", headers={"Retry-After": retry_after_header(wait)})
         )
-    key = request.headers.get("idempotency-key")
+    # A read-only call needs no Idempotency-Key record: repeating it is harmless.
+    key = None if read_only else request.headers.get("idempotency-key")
     is_write = request.method in ("POST", "PATCH", "PUT", "DELETE")
     try:
         # Check the secret before the write transaction: on SQLite that transaction holds the
@@ -199,7 +202,9 @@ def _run_sync(
                 known = accounts.authenticate(reader, runtime.keyring, credentials)
                 auth_cache.put(cache_key, known.id, _secret_expiry(reader, known.id, cache_key[1]))
         req = validate(model, payload)
-        with runtime.db.transaction() as session:
+        # Read-only calls run in a read transaction: on SQLite they then skip the write lock.
+        unit_of_work = runtime.db.read() if read_only else runtime.db.transaction()
+        with unit_of_work as session:
             if known is not None:
                 # Attach the already loaded account to this transaction without reading it again.
                 account = session.merge(known, load=False)
@@ -291,12 +296,15 @@ def v3_endpoint(
     *,
     summary: str,
     description: str = "",
+    read_only: bool = False,
 ) -> Callable[[Handler[M]], Handler[M]]:
-    """Register a Coupontools action call on every path (aliases answer the same), POST and GET."""
+    """Register a Coupontools action call on every path (aliases answer the same), POST and GET.
+
+    `read_only` calls (handlers that never write) run in a read transaction."""
 
     def register(handler: Handler[M]) -> Handler[M]:
         async def endpoint(request: Request) -> Response:
-            return await run_call(request, model, handler, envelope=True)
+            return await run_call(request, model, handler, envelope=True, read_only=read_only)
 
         doc = description or (handler.__doc__ or "").strip()
         for path in paths:
@@ -335,12 +343,15 @@ def v4_endpoint(
     summary: str,
     status_code: int = 200,
     description: str = "",
+    read_only: bool = False,
 ) -> Callable[[Handler[M]], Handler[M]]:
     """Register a REST call answering bare JSON (v4 style)."""
 
     def register(handler: Handler[M]) -> Handler[M]:
         async def endpoint(request: Request) -> Response:
-            return await run_call(request, model, handler, envelope=False, status_code=status_code)
+            return await run_call(
+                request, model, handler, envelope=False, status_code=status_code, read_only=read_only
+            )
 
         extra: dict[str, Any] = {"security": SECURITY}
         params = _path_doc(path)
