@@ -141,6 +141,18 @@ def test_coupon_info_usage_stats_follow_each_change(
     assert got["custom_validation_codes"] == "3"
     assert got["claimed_custom_validation_codes"] == "3"
     assert got["per_day"] == [{"date": today, "opens": "3", "claims": "1", "validations": "1"}]
+    old = (utcnow().date() - dt.timedelta(days=200)).isoformat()
+    with runtime.db.transaction() as s:
+        stats.bump_day(s, int(campaign["id"][4:]), dt.date.fromisoformat(old), opens=5)
+    default = account.call("/v3/coupon/info", campaign=campaign["id"], show_usage_stats=True).json()
+    assert default["coupon_info"]["usage_stats"]["opens"] == "8"
+    assert [d["date"] for d in default["coupon_info"]["usage_stats"]["per_day"]] == [today]
+    year = account.call(
+        "/v3/coupon/info", campaign=campaign["id"], show_usage_stats=True, stats_days=365
+    ).json()
+    assert [d["date"] for d in year["coupon_info"]["usage_stats"]["per_day"]] == [old, today]
+    bad = account.call("/v3/coupon/info", campaign=campaign["id"], show_usage_stats=True, stats_days=0)
+    assert_error(bad, 422, 300)
     # A removed session leaves the statistics (what the single-use removal call does).
     with runtime.db.transaction() as s:
         row = s.scalar(select(CouponSession).where(CouponSession.code == sessions[1]))
@@ -148,7 +160,7 @@ def test_coupon_info_usage_stats_follow_each_change(
         row.removed_at = utcnow()
         stats.on_session_removed(s, row)
     got = account.call("/v3/coupon/info", campaign=campaign["id"], show_usage_stats=True).json()
-    assert got["coupon_info"]["usage_stats"]["opens"] == "2"
+    assert got["coupon_info"]["usage_stats"]["opens"] == "7"
     assert got["coupon_info"]["usage_stats"]["validations"] == "0"
 
 

@@ -6,11 +6,27 @@ PostgreSQL alike (both have RETURNING and ON CONFLICT ... DO UPDATE)."""
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Date, DateTime, Numeric, String, bindparam, select, text
+from sqlalchemy import Boolean, Date, DateTime, Numeric, String, bindparam, func, select, text
 
-from opencoupon.models import CouponSession
+from opencoupon.models import Campaign, CouponSession, DailyStat
 
 SESSION_BY_CODE = select(CouponSession).where(CouponSession.code == bindparam("code"))
+
+CAMPAIGN_BY_ID = select(Campaign).where(Campaign.id == bindparam("id"), Campaign.deleted_at.is_(None))
+
+STAT_TOTALS = select(
+    func.coalesce(func.sum(DailyStat.opens), 0),
+    func.coalesce(func.sum(DailyStat.claims), 0),
+    func.coalesce(func.sum(DailyStat.validations), 0),
+).where(DailyStat.campaign_id == bindparam("campaign_id"))
+
+STAT_DAYS = (
+    select(DailyStat.day, DailyStat.opens, DailyStat.claims, DailyStat.validations)
+    .where(
+        DailyStat.campaign_id == bindparam("campaign_id"), DailyStat.day >= bindparam("since", type_=Date())
+    )
+    .order_by(DailyStat.day)
+)
 
 VALIDATE_SESSION = text(
     "UPDATE coupon_sessions SET validation_count = validation_count + 1, validated_at = :now, "

@@ -13,12 +13,6 @@ from opencoupon.models import Campaign, CouponSession
 PAGE_SIZE = 5000
 
 
-def campaign(session: Session, scope: ColumnElement[bool], campaign_id: int) -> Campaign | None:
-    return session.scalar(
-        select(Campaign).where(Campaign.id == campaign_id, scope, Campaign.deleted_at.is_(None))
-    )
-
-
 def campaign_by_code(session: Session, code: str) -> Campaign | None:
     return session.scalar(select(Campaign).where(Campaign.code == code, Campaign.deleted_at.is_(None)))
 

@@ -30,6 +30,9 @@ from opencoupon.models import Campaign, CouponSession
 
 router = APIRouter(tags=["Campaign"])
 
+# Days of per-day usage statistics coupon/info shows by default, and at most.
+DEFAULT_STATS_DAYS = 90
+MAX_STATS_DAYS = 3660
 # couponsession/update/multiple handles at most this many sessions per call (code 309 above).
 MAX_BATCH = 100
 
@@ -54,12 +57,17 @@ def coupon_list(ctx: ApiContext, req: CouponList) -> dict[str, Any]:
 
 @v3_endpoint(router, ["/v3/coupon/info"], CouponInfo, summary="Campaign info", read_only=True)
 def coupon_info(ctx: ApiContext, req: CouponInfo) -> dict[str, Any]:
-    """One campaign; with `show_usage_stats`, opens, claims and validations (in total and per UTC
-    day) and the custom validation codes in use. Read from counters, never from the sessions."""
+    """One campaign; with `show_usage_stats`, opens, claims and validations (all-time totals, and
+    per UTC day for the last `stats_days` days, 90 by default) and the custom validation codes in
+    use. Read from per-day counters, never from the sessions."""
     campaign = service.get_campaign(ctx, req.campaign)
     info = views.coupon_info(ctx.session, ctx.runtime, campaign)
     if req.show_usage_stats:
-        info["usage_stats"] = views.usage_stats(ctx.session, campaign)
+        days = req.stats_days if req.stats_days is not None else DEFAULT_STATS_DAYS
+        if not 1 <= days <= MAX_STATS_DAYS:
+            raise bad_value("stats_days", f"Use 1 to {MAX_STATS_DAYS}.")
+        since = ctx.now.date() - dt.timedelta(days=days - 1)
+        info["usage_stats"] = views.usage_stats(ctx.session, campaign, since)
     return {"coupon_info": info}
 
 

@@ -29,6 +29,7 @@ class CampaignRef(V3Request):
 
 class CouponInfo(CampaignRef):
     show_usage_stats: bool | None = None
+    stats_days: int | None = None
 
 
 class UsageData(CampaignRef):

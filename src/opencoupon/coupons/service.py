@@ -72,8 +72,10 @@ def parse_campaign_id(raw: str, param: str = "campaign") -> int:
 
 
 def get_campaign(ctx: ApiContext, raw: str, param: str = "campaign") -> Campaign:
-    found = repository.campaign(ctx.session, ctx.scope(Campaign.account_id), parse_campaign_id(raw, param))
-    if found is None:
+    """A campaign the caller may reach; another account's answers exactly like a missing one."""
+    pk = parse_campaign_id(raw, param)
+    found = ctx.session.scalars(hotpath.CAMPAIGN_BY_ID, {"id": pk}).first()
+    if found is None or not ctx.may_reach(found.account_id):
         raise campaign_not_found()
     return found
 

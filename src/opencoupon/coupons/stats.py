@@ -9,7 +9,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from opencoupon.coupons import hotpath
-from opencoupon.models import Campaign, CouponSession, DailyStat, Validation
+from opencoupon.models import Campaign, CouponSession, Validation
 
 
 def bump_day(
@@ -65,11 +65,13 @@ def on_session_removed(session: Session, row: CouponSession) -> None:
         bump_day(session, row.campaign_id, day_value, validations=-int(count))
 
 
-def per_day(session: Session, campaign_id: int) -> list[tuple[dt.date, int, int, int]]:
-    """(day, opens, claims, validations) rows, oldest first: one row per day, never per session."""
-    rows = session.execute(
-        select(DailyStat.day, DailyStat.opens, DailyStat.claims, DailyStat.validations)
-        .where(DailyStat.campaign_id == campaign_id)
-        .order_by(DailyStat.day)
-    ).all()
+def totals(session: Session, campaign_id: int) -> tuple[int, int, int]:
+    """All-time opens, claims and validations: a sum over day rows, never over sessions."""
+    row = session.execute(hotpath.STAT_TOTALS, {"campaign_id": campaign_id}).one()
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def per_day(session: Session, campaign_id: int, since: dt.date) -> list[tuple[dt.date, int, int, int]]:
+    """(day, opens, claims, validations) from `since` on, oldest first: one row per day."""
+    rows = session.execute(hotpath.STAT_DAYS, {"campaign_id": campaign_id, "since": since}).all()
     return [(day, opens, claims, validations) for day, opens, claims, validations in rows]

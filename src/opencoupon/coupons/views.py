@@ -149,22 +149,22 @@ def coupon_info(session: Session, runtime: Runtime, campaign: Campaign) -> dict[
     }
 
 
-def usage_stats(session: Session, campaign: Campaign) -> dict[str, Any]:
-    days = stats.per_day(session, campaign.id)
+def usage_stats(session: Session, campaign: Campaign, since: dt.date) -> dict[str, Any]:
+    opens, claims, validations = stats.totals(session, campaign.id)
     settings = campaign.settings or {}
     mode = settings.get("custom_code_mode", "none")
-    total_codes = (
-        len(settings.get("custom_codes") or []) if mode == "imported" else campaign.custom_codes_issued
-    )
+    imported = len(settings.get("custom_codes") or [])
+    total_codes = imported if mode == "imported" else campaign.custom_codes_issued
     return {
-        "opens": str(sum(d[1] for d in days)),
-        "claims": str(sum(d[2] for d in days)),
-        "validations": str(sum(d[3] for d in days)),
+        "opens": str(opens),
+        "claims": str(claims),
+        "validations": str(validations),
         "custom_validation_codes": str(total_codes if mode != "none" else 0),
         "claimed_custom_validation_codes": str(campaign.custom_codes_issued),
+        "per_day_since": since.isoformat(),
         "per_day": [
             {"date": day.isoformat(), "opens": str(o), "claims": str(c), "validations": str(v)}
-            for day, o, c, v in days
+            for day, o, c, v in stats.per_day(session, campaign.id, since)
         ],
     }
 
