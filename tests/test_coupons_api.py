@@ -162,6 +162,14 @@ def test_coupon_info_usage_stats_follow_each_change(
     got = account.call("/v3/coupon/info", campaign=campaign["id"], show_usage_stats=True).json()
     assert got["coupon_info"]["usage_stats"]["opens"] == "7"
     assert got["coupon_info"]["usage_stats"]["validations"] == "0"
+    # Removing through the ORM alone (as another capability may) also leaves the statistics.
+    with runtime.db.transaction() as s:
+        row = s.scalar(select(CouponSession).where(CouponSession.code == sessions[0]))
+        assert row is not None
+        row.removed_at = utcnow()
+    got = account.call("/v3/coupon/info", campaign=campaign["id"], show_usage_stats=True).json()
+    assert got["coupon_info"]["usage_stats"]["opens"] == "6"
+    assert got["coupon_info"]["usage_stats"]["claims"] == "0"
 
 
 def test_session_data_has_vendor_shape(account: Acct, live_server: LiveServer) -> None:

@@ -4,8 +4,9 @@ scans sessions: per-day rows in campaign_daily_stats (UTC days) plus the campaig
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, inspect, select, update
 from sqlalchemy.orm import Session
 
 from opencoupon.coupons import hotpath
@@ -43,11 +44,19 @@ def add_counters(session: Session, campaign_id: int, *, opens: int = 0, claims: 
         )
 
 
+_COUNTED_KEY = "coupons_removals_counted"
+
+
 def on_session_removed(session: Session, row: CouponSession) -> None:
     """Take a removed session out of the statistics (call in the transaction that sets removed_at).
 
     The campaign's validation-limit counter is left alone: a validation that happened still used
-    up one of the campaign's allowed validations."""
+    up one of the campaign's allowed validations. Setting `removed_at` through the ORM calls this
+    by itself (see `_count_removals`); calling it again for the same session does nothing."""
+    counted: set[int] = session.info.setdefault(_COUNTED_KEY, set())
+    if row.id in counted:
+        return
+    counted.add(row.id)
     add_counters(
         session, row.campaign_id, opens=-1 if row.opened_at else 0, claims=-1 if row.claimed_at else 0
     )
@@ -75,3 +84,16 @@ def per_day(session: Session, campaign_id: int, since: dt.date) -> list[tuple[dt
     """(day, opens, claims, validations) from `since` on, oldest first: one row per day."""
     rows = session.execute(hotpath.STAT_DAYS, {"campaign_id": campaign_id, "since": since}).all()
     return [(day, opens, claims, validations) for day, opens, claims, validations in rows]
+
+
+@event.listens_for(Session, "before_flush")
+def _count_removals(session: Session, _context: Any, _instances: Any) -> None:
+    """A session whose `removed_at` is set through the ORM leaves the statistics in the same flush,
+    whichever capability removed it (single-use links are removed by another package)."""
+    for obj in list(session.dirty):
+        if not isinstance(obj, CouponSession):
+            continue
+        history = inspect(obj).attrs.removed_at.history
+        was = history.deleted[0] if history.deleted else None
+        if history.added and history.added[0] is not None and was is None:
+            on_session_removed(session, obj)
