@@ -223,6 +223,18 @@ def _load(s: Session, code: str, session_code: str) -> tuple[Campaign | None, Co
 def _open(request: Request, runtime: Runtime, code: str) -> Outcome | None:
     now = utcnow()
     device = request.cookies.get(DEVICE_COOKIE, "")
+    if device:
+        # A returning device only needs reads: no write lock for the common case.
+        with runtime.db.read() as s:
+            campaign = repository.campaign_by_code(s, code) if _CODE.match(code) else None
+            if campaign is None:
+                return None
+            gate = gates.check(s, request, campaign)
+            if gate is not None:
+                return Outcome(gate=gate)
+            known = repository.session_for_device(s, campaign.id, device)
+            if known is not None:
+                return Outcome(redirect=session_path(campaign, known))
     with runtime.db.transaction() as s:
         campaign = repository.campaign_by_code(s, code) if _CODE.match(code) else None
         if campaign is None:
@@ -255,15 +267,22 @@ async def open_coupon(request: Request, code: str) -> Response:
 def _show(request: Request, runtime: Runtime, code: str, session_code: str, csrf: Csrf) -> Outcome | None:
     now = utcnow()
     notice = NOTICES.get(request.query_params.get("done", ""), "")
-    with runtime.db.transaction() as s:
+    with runtime.db.read() as s:
         campaign, row = _load(s, code, session_code)
         if campaign is None or row is None:
             return None
         gate = gates.check(s, request, campaign)
         if gate is not None:
             return Outcome(gate=gate)
-        if row.removed_at is None:
-            service.mark_opened(s, runtime, campaign, row, now)
+        if row.opened_at is not None or row.removed_at is not None:
+            # Already opened: showing it needs no write (nor SQLite's write lock).
+            context, data = _session_context(s, runtime, campaign, row, csrf, now, notice=notice)
+            return Outcome(context=context, json=data)
+    with runtime.db.transaction() as s:
+        campaign, row = _load(s, code, session_code)
+        if campaign is None or row is None:
+            return None
+        service.mark_opened(s, runtime, campaign, row, now)
         context, data = _session_context(s, runtime, campaign, row, csrf, now, notice=notice)
         return Outcome(context=context, json=data)
 
