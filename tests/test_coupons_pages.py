@@ -222,3 +222,31 @@ def test_every_state_says_so_plainly(account: Acct, live_server: LiveServer, run
         )
         assert refused.status_code == 409
         assert refused.json()["status"]["errors"]["error_code"] == [308]
+
+
+def test_gates_are_asked_before_opening_or_showing(
+    account: Acct, live_server: LiveServer, runtime: Runtime
+) -> None:
+    from starlette.responses import PlainTextResponse
+
+    from opencoupon.coupons import gates
+
+    def paid_only(_session: object, _request: object, campaign: object) -> PlainTextResponse | None:
+        if getattr(campaign, "name", "") == "Members only":
+            return PlainTextResponse("Members only: sign in first.", status_code=402)
+        return None
+
+    gated = create_campaign(account, name="Members only")
+    (code,) = bulk_sessions(runtime, gated["id"], 1)
+    gates.register(paid_only)
+    try:
+        with _browser(live_server) as phone:
+            opened = phone.get(f"/p/{gated['code']}")
+            assert opened.status_code == 402
+            assert "Members only" in opened.text
+            assert phone.get(f"/p/{gated['code']}/{code}").status_code == 402
+            free = create_campaign(account, name="Everyone")
+            assert phone.get(f"/p/{free['code']}").status_code == 303
+    finally:
+        gates._gates.remove(paid_only)
+    assert account.call("/v3/campaign/data", campaign=gated["id"]).json()["amount_of_results"] == "1"
