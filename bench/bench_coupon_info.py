@@ -10,7 +10,7 @@ import sys
 import time
 from collections import Counter
 
-from benchlib import insert_sessions, load, report, server, unique_codes
+from coupons_benchlib import insert_sessions, load, report, server, unique_codes
 
 SESSIONS = 1_000_000
 DAYS = 365

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from benchlib import insert_sessions, load, report, server, unique_codes
+from coupons_benchlib import insert_sessions, load, report, server, unique_codes
 
 CLIENTS = 16
 SECONDS = 10.0
