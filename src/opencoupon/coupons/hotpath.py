@@ -10,7 +10,12 @@ from sqlalchemy import Boolean, Date, DateTime, Numeric, String, bindparam, func
 
 from opencoupon.models import Campaign, CouponSession, DailyStat
 
-SESSION_BY_CODE = select(CouponSession).where(CouponSession.code == bindparam("code"))
+# A session and its campaign in one round trip.
+SESSION_BY_CODE = (
+    select(CouponSession, Campaign)
+    .join(Campaign, Campaign.id == CouponSession.campaign_id)
+    .where(CouponSession.code == bindparam("code"))
+)
 
 CAMPAIGN_BY_ID = select(Campaign).where(Campaign.id == bindparam("id"), Campaign.deleted_at.is_(None))
 

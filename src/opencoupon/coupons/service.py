@@ -240,6 +240,7 @@ def find_session(ctx: ApiContext, raw: str, campaign_raw: str | None) -> tuple[C
         raise ApiError(301, "Invalid character in parameter: couponsession.")
     campaign_id = parse_campaign_id(campaign_raw) if campaign_raw else None
     row: CouponSession | None = None
+    campaign: Campaign | None = None
     if len(code) == ids.SHORT_CODE_LENGTH:
         scope = ctx.scope(CouponSession.account_id)
         rows = repository.sessions_by_short_code(ctx.session, scope, code, campaign_id)
@@ -250,18 +251,17 @@ def find_session(ctx: ApiContext, raw: str, campaign_raw: str | None) -> tuple[C
                 "several campaigns; pass campaign or the full 21-character code.",
             )
         row = rows[0] if rows else None
+        if row is not None:
+            campaign = ctx.session.get(Campaign, row.campaign_id)
     else:
         # By the unique code, then the tenancy check in Python: cheaper than a scoped query, and
         # another account's session still answers exactly like a missing one.
-        row = ctx.session.scalars(hotpath.SESSION_BY_CODE, {"code": code}).first()
-        if row is not None and not ctx.may_reach(row.account_id):
-            row = None
+        found = ctx.session.execute(hotpath.SESSION_BY_CODE, {"code": code}).first()
+        if found is not None and ctx.may_reach(found[0].account_id):
+            row, campaign = found[0], found[1]
         if row is not None and campaign_id is not None and row.campaign_id != campaign_id:
             row = None
-    if row is None:
-        raise session_not_found()
-    campaign = ctx.session.get(Campaign, row.campaign_id)
-    if campaign is None or campaign.deleted_at is not None:
+    if row is None or campaign is None or campaign.deleted_at is not None:
         raise session_not_found()
     return campaign, row
 
