@@ -250,3 +250,21 @@ def test_gates_are_asked_before_opening_or_showing(
     finally:
         gates._gates.remove(paid_only)
     assert account.call("/v3/campaign/data", campaign=gated["id"]).json()["amount_of_results"] == "1"
+
+
+def test_require_claim_holds_back_pin_validation_until_claimed(
+    account: Acct, live_server: LiveServer
+) -> None:
+    campaign = create_campaign(account, require_claim=True, claim_fields="")
+    with _browser(live_server) as phone:
+        location = phone.get(f"/p/{campaign['code']}").headers["location"]
+        page = phone.get(location).text
+        assert "Claim your coupon" in page
+        assert "Staff PIN" not in page
+        token = csrf_token(phone, location)
+        early = phone.post(f"{location}/validate", data={"csrf": token, "pin": PIN}, headers=JSON)
+        assert early.status_code == 409
+        assert "claimed before" in early.json()["status"]["errors"]["error_message_description"][0]
+        assert phone.post(f"{location}/claim", data={"csrf": token}).status_code == 303
+        assert "Staff PIN" in phone.get(location).text
+        assert phone.post(f"{location}/validate", data={"csrf": token, "pin": PIN}).status_code == 303

@@ -493,6 +493,8 @@ def validate(
         raise refused(reason)
     if method != "api" and method not in campaign.validation_methods.split(","):
         raise refused("This validation method is not enabled for this campaign.")
+    if method != "api" and campaign.require_claim and row.claimed_at is None:
+        raise refused("This coupon must be claimed before it can be validated.")
     ordinal = session.execute(
         hotpath.VALIDATE_SESSION,
         {
