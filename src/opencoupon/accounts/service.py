@@ -89,19 +89,28 @@ def current_secret(session: Session, keyring: Keyring, account: Account) -> str:
     return ""
 
 
-def authenticate(session: Session, keyring: Keyring, credentials: Credentials | None) -> Account:
-    """The account these credentials belong to, or AuthFailed / error 101."""
+def authenticate_cached(keyring: Keyring, credentials: Credentials | None) -> Account | None:
+    """A detached copy of the account from the per-process cache (after the same checks as
+    `authenticate`), or None when these credentials were not checked in the last seconds."""
     if credentials is None or not credentials.client_id or not credentials.client_secret:
         raise AuthFailed
     now = utcnow()
+    cached = authcache.get(credentials.client_id, keyring.digest(credentials.client_secret))
+    if cached is None or (cached.secret_expires_at is not None and cached.secret_expires_at <= now):
+        return None
+    _check_usable(cached.account, now)
+    _check_usable_parent(cached.parent_blocked, cached.parent_expiry, now)
+    return cached.account
+
+
+def authenticate(session: Session, keyring: Keyring, credentials: Credentials | None) -> Account:
+    """The account these credentials belong to, or AuthFailed / error 101."""
+    cached = authenticate_cached(keyring, credentials)
+    if cached is not None:
+        return session.merge(cached, load=False)
+    assert credentials is not None  # authenticate_cached refuses missing credentials
+    now = utcnow()
     digest = keyring.digest(credentials.client_secret)
-    cached = authcache.get(credentials.client_id, digest)
-    if cached is not None and (cached.secret_expires_at is None or cached.secret_expires_at > now):
-        account = session.merge(cached.account, load=False)
-        _check_usable(account, now)
-        if cached.parent_blocked or (cached.parent_expiry is not None and cached.parent_expiry < now.date()):
-            _check_usable_parent(cached.parent_blocked, cached.parent_expiry, now)
-        return account
     found = repository.by_client_id(session, credentials.client_id)
     if found is None:
         raise AuthFailed

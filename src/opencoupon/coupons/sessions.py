@@ -8,6 +8,7 @@ import datetime as dt
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from opencoupon.coupons import stats  # noqa: F401  (takes removed sessions out of the statistics)
 from opencoupon.kit import ids
 from opencoupon.kit.clock import utcnow
 from opencoupon.models import Campaign, CouponSession

@@ -111,6 +111,7 @@ async def run_call(
     *,
     envelope: bool,
     status_code: int = 200,
+    read_only: bool = False,
 ) -> Response:
     runtime: Runtime = request.app.state.runtime
     try:
@@ -118,7 +119,7 @@ async def run_call(
     except ApiError as err:
         return error_response(err)
     return await run_in_threadpool(
-        _run_sync, request, runtime, payload, model, handler, envelope, status_code
+        _run_sync, request, runtime, payload, model, handler, envelope, status_code, read_only
     )
 
 
@@ -130,6 +131,7 @@ def _run_sync(
     handler: Handler[M],
     envelope: bool,
     status_code: int,
+    read_only: bool = False,
 ) -> Response:
     credentials = extract_credentials(request, payload)
     if credentials is None:
@@ -139,12 +141,22 @@ def _run_sync(
         return error_response(
             ApiError(429, "Too many requests.", headers={"Retry-After": retry_after_header(wait)})
         )
-    key = request.headers.get("idempotency-key")
+    # A read-only call needs no Idempotency-Key record: repeating it is harmless.
+    key = None if read_only else request.headers.get("idempotency-key")
     is_write = request.method in ("POST", "PATCH", "PUT", "DELETE")
     try:
-        with runtime.db.transaction() as session:
-            account = accounts.authenticate(session, runtime.keyring, credentials)
-            req = validate(model, payload)
+        # Authenticate before the write transaction: on SQLite that transaction holds the
+        # process-wide write lock, and checking credentials under it would serialise every call.
+        known = accounts.authenticate_cached(runtime.keyring, credentials)
+        if known is None:
+            with runtime.db.read() as reader:
+                known = accounts.authenticate(reader, runtime.keyring, credentials)
+        req = validate(model, payload)
+        # Read-only calls run in a read transaction: on SQLite they then skip the write lock.
+        unit_of_work = runtime.db.read() if read_only else runtime.db.transaction()
+        with unit_of_work as session:
+            # Attach the already loaded account to this transaction without reading it again.
+            account = session.merge(known, load=False)
             if key and is_write:
                 replay = idempotency.claim(
                     session,
@@ -225,12 +237,15 @@ def v3_endpoint(
     *,
     summary: str,
     description: str = "",
+    read_only: bool = False,
 ) -> Callable[[Handler[M]], Handler[M]]:
-    """Register a Coupontools action call on every path (aliases answer the same), POST and GET."""
+    """Register a Coupontools action call on every path (aliases answer the same), POST and GET.
+
+    `read_only` calls (handlers that never write) run in a read transaction."""
 
     def register(handler: Handler[M]) -> Handler[M]:
         async def endpoint(request: Request) -> Response:
-            return await run_call(request, model, handler, envelope=True)
+            return await run_call(request, model, handler, envelope=True, read_only=read_only)
 
         doc = description or (handler.__doc__ or "").strip()
         for path in paths:
@@ -269,12 +284,15 @@ def v4_endpoint(
     summary: str,
     status_code: int = 200,
     description: str = "",
+    read_only: bool = False,
 ) -> Callable[[Handler[M]], Handler[M]]:
     """Register a REST call answering bare JSON (v4 style)."""
 
     def register(handler: Handler[M]) -> Handler[M]:
         async def endpoint(request: Request) -> Response:
-            return await run_call(request, model, handler, envelope=False, status_code=status_code)
+            return await run_call(
+                request, model, handler, envelope=False, status_code=status_code, read_only=read_only
+            )
 
         extra: dict[str, Any] = {"security": SECURITY}
         params = _path_doc(path)

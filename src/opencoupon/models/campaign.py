@@ -50,6 +50,8 @@ class Campaign(Base):
     validations_count: Mapped[int] = mapped_column(Integer, default=0)
     opens_count: Mapped[int] = mapped_column(Integer, default=0)
     claims_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Custom validation codes handed out to sessions so far (imported list or generated).
+    custom_codes_issued: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     require_claim: Mapped[bool] = mapped_column(Boolean, default=False)
     claim_form: Mapped[dict[str, Any]] = mapped_column(default=dict)
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)

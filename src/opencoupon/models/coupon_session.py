@@ -35,6 +35,10 @@ class CouponSession(Base):
         Index("ix_coupon_sessions_campaign_email", "campaign_id", "email"),
         Index("ix_coupon_sessions_campaign_phone", "campaign_id", "phone"),
         Index("ix_coupon_sessions_account_custom_code", "account_id", "custom_validation_code"),
+        # Usage data lists sessions of one campaign by the date of each state (coupons capability).
+        Index("ix_coupon_sessions_campaign_opened", "campaign_id", "opened_at"),
+        Index("ix_coupon_sessions_campaign_claimed", "campaign_id", "claimed_at"),
+        Index("ix_coupon_sessions_campaign_validated", "campaign_id", "validated_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -55,6 +59,9 @@ class CouponSession(Base):
     voided_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     removed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     locked: Mapped[bool] = mapped_column(Boolean, default=False)
+    locked_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # Wrong staff PINs typed on this session's page; the session locks after too many.
+    pin_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     claimtype: Mapped[str] = mapped_column(String(20), default="")
     validation_count: Mapped[int] = mapped_column(Integer, default=0)
     validation_value: Mapped[Any] = mapped_column(Numeric(14, 2), nullable=True)

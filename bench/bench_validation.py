@@ -1,0 +1,43 @@
+"""Validations through /v3/couponsession/update at 16 concurrent clients on SQLite, against the
+same server's /noop ceiling. Targets: >= 1,500 validations/s, p99 <= 100 ms, ratio >= 0.3."""
+
+from __future__ import annotations
+
+import sys
+
+from coupons_benchlib import insert_sessions, load, report, server, unique_codes
+
+CLIENTS = 16
+SECONDS = 10.0
+SESSIONS = 60_000
+
+
+def main() -> int:
+    with server() as srv:
+        campaign = srv.call("/v4/campaigns", name="Bench validations")
+        campaign_id = int(campaign["id"].removeprefix("cam_"))
+        codes = unique_codes(SESSIONS)
+        insert_sessions(srv.db_path, campaign_id, codes)
+        noop = load(srv.url + "/noop", srv=srv, clients=CLIENTS, seconds=5, body_for=lambda _i: None)
+        report("GET /noop (ceiling)", noop)
+        validations = load(
+            srv.url + "/v3/couponsession/update",
+            srv=srv,
+            clients=CLIENTS,
+            seconds=SECONDS,
+            headers=srv.headers,
+            body_for=lambda i: {"couponsession": codes[i % SESSIONS], "validate": True},
+            ok=lambda status, body: status == 200 and body["data"]["status"]["validated"] == "1",
+        )
+        report("POST couponsession/update validate", validations)
+        ratio = validations.rate / noop.rate
+        cpu_ratio = noop.cpu_ms_per_request / validations.cpu_ms_per_request
+        print(f"ratio to /noop: {ratio:.2f} (by server CPU per request: {cpu_ratio:.2f})")
+        print(f"server RSS: {srv.rss_mb():.0f} MB")
+        met = validations.rate >= 1500 and validations.percentile(99) <= 100 and ratio >= 0.3
+        print("targets (>= 1500/s, p99 <= 100 ms, ratio >= 0.3):", "met" if met else "NOT met")
+        return 0 if validations.errors == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,540 @@
+"""Consumer pages: open a coupon, show the session, claim it, and validate it at the counter (PIN
+on the consumer's phone, the staff page with the 6-character widget code or a custom validation
+code, or the PIN-protected page behind the session's QR code). HTML without JavaScript, or JSON
+when the request asks for `Accept: application/json`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from itsdangerous import BadSignature, URLSafeSerializer
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+
+from opencoupon.coupons import expiry, gates, repository, service, views
+from opencoupon.coupons.sessions import session_path
+from opencoupon.errors import ApiError, error_body
+from opencoupon.kit import ids
+from opencoupon.kit.clock import utcnow
+from opencoupon.kit.crypto import token
+from opencoupon.models import Campaign, CouponSession
+from opencoupon.pages import render, render_error_page
+from opencoupon.runtime import Runtime
+
+router = APIRouter(include_in_schema=False)
+
+DEVICE_COOKIE = "oc_device"
+CSRF_COOKIE = "oc_csrf"
+COOKIE_AGE = 400 * 24 * 3600
+_CODE = re.compile(r"^[A-Za-z0-9]{1,32}$")
+
+MESSAGES = {
+    "removed": "This coupon is no longer available.",
+    "voided": "This coupon has been voided.",
+    "locked": "This coupon is locked. Ask the staff to unlock it.",
+    "inactive": "This campaign is not active.",
+    "validated": "This coupon has already been validated.",
+    "expired": "This coupon has expired.",
+    "claimed": "",
+    "open": "",
+}
+NOTICES = {"claimed": "Your coupon is claimed.", "validated": "Coupon validated. Thank you!"}
+
+
+class StaffLockout:
+    """Wrong PINs on a campaign's staff page: after `limit` within `window` seconds the page refuses
+    PINs for the rest of the window, so a short PIN cannot be guessed by trying them all."""
+
+    def __init__(self, limit: int = 10, window: float = 900.0) -> None:
+        self.limit = limit
+        self.window = window
+        self._failures: dict[int, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def blocked(self, campaign_id: int) -> bool:
+        with self._lock:
+            recent = [t for t in self._failures.get(campaign_id, []) if time.monotonic() - t < self.window]
+            self._failures[campaign_id] = recent
+            return len(recent) >= self.limit
+
+    def fail(self, campaign_id: int) -> None:
+        with self._lock:
+            self._failures.setdefault(campaign_id, []).append(time.monotonic())
+
+
+staff_lockout = StaffLockout()
+
+
+def wants_json(request: Request) -> bool:
+    return "application/json" in request.headers.get("accept", "")
+
+
+def _signer(runtime: Runtime) -> URLSafeSerializer:
+    return URLSafeSerializer(runtime.keyring.derive_key("csrf"), salt="coupon-pages")
+
+
+@dataclass
+class Csrf:
+    """Signed double-submit token: the form carries a signature of the browser's CSRF cookie."""
+
+    cookie: str
+    form_token: str
+    new_cookie: bool = False
+
+    @classmethod
+    def for_request(cls, request: Request, runtime: Runtime) -> Csrf:
+        raw = request.cookies.get(CSRF_COOKIE, "")
+        new = not raw
+        if new:
+            raw = token(16)
+        return cls(raw, str(_signer(runtime).dumps(raw)), new)
+
+    def attach(self, response: Response) -> Response:
+        if self.new_cookie:
+            response.set_cookie(CSRF_COOKIE, self.cookie, max_age=COOKIE_AGE, httponly=True, samesite="lax")
+        return response
+
+
+def csrf_ok(request: Request, runtime: Runtime, form_token: str) -> bool:
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    if not cookie or not form_token:
+        return False
+    try:
+        return bool(_signer(runtime).loads(form_token) == cookie)
+    except BadSignature:
+        return False
+
+
+@dataclass
+class Outcome:
+    """What a page shows: an HTML template with context, or a JSON body, with one status."""
+
+    status: int = 200
+    template: str = "coupons/session.html"
+    context: dict[str, Any] = field(default_factory=dict)
+    json: Any = None
+    redirect: str | None = None
+    gate: Response | None = None
+    device: str | None = None
+
+
+def _respond(request: Request, out: Outcome, csrf: Csrf | None = None) -> Response:
+    if out.gate is not None:
+        return out.gate
+    response: Response
+    if out.redirect is not None:
+        response = RedirectResponse(out.redirect, status_code=303)
+    elif wants_json(request):
+        response = JSONResponse(out.json, status_code=out.status)
+    else:
+        response = render(request, out.template, out.context, status_code=out.status)
+    if out.device:
+        response.set_cookie(DEVICE_COOKIE, out.device, max_age=COOKIE_AGE, httponly=True, samesite="lax")
+    if csrf is not None:
+        csrf.attach(response)
+    return response
+
+
+def _not_found(request: Request, what: str) -> Response:
+    if wants_json(request):
+        code = 502 if what == "campaign" else 505
+        text = service.CAMPAIGN_NOT_FOUND if code == 502 else service.SESSION_NOT_FOUND
+        return JSONResponse(error_body(404, [code], [text]), status_code=404)
+    return render_error_page(request, 404, "Coupon not found", "There is no coupon at this address.")
+
+
+def _message_outcome(status: int, title: str, message: str, code: int = 308) -> Outcome:
+    return Outcome(
+        status=status,
+        template="coupons/message.html",
+        context={"title": title, "message": message},
+        json=error_body(status, [code], [message]),
+    )
+
+
+def _session_context(
+    s: Session,
+    runtime: Runtime,
+    campaign: Campaign,
+    row: CouponSession,
+    csrf: Csrf,
+    now: dt.datetime,
+    *,
+    notice: str = "",
+    error: str = "",
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    tz = service.account_zone(s, campaign.account_id)
+    word = service.state(campaign, row, tz, now)
+    limit = expiry.session_expiry(campaign, row, tz)
+    form = campaign.claim_form or {}
+    path = session_path(campaign, row)
+    context = {
+        "title": campaign.title or campaign.name,
+        "campaign": campaign,
+        "row": row,
+        "state": word,
+        "message": MESSAGES[word],
+        "notice": notice,
+        "error": error,
+        "expires_local": expiry.utc_to_local(limit, tz).strftime("%d %B %Y %H:%M") if limit else "",
+        "timezone": str(tz),
+        "validated_local": expiry.utc_to_local(row.validated_at, tz).strftime("%d %B %Y %H:%M")
+        if row.validated_at
+        else "",
+        "claim_fields": list(form.get("fields", [])),
+        "required_fields": list(form.get("required", [])),
+        "custom_fields": list(form.get("custom_fields", [])),
+        "consent_text": form.get("consent_text", ""),
+        "can_claim": word == "open",
+        "can_validate": word in ("open", "claimed")
+        and not (campaign.require_claim and row.claimed_at is None)
+        and "pin" in campaign.validation_methods.split(",")
+        and bool(campaign.pin_digest),
+        "csrf": csrf.form_token,
+        "path": path,
+        "qr_svg": f"/qr{path}/scan.svg",
+        "push_target": {"kind": "coupon_session", "code": row.code},
+    }
+    data = views.session_data(s, runtime, campaign, row, now)
+    data.update({"state": word, "message": MESSAGES[word] or notice})
+    return context, data
+
+
+def _load(s: Session, code: str, session_code: str) -> tuple[Campaign | None, CouponSession | None]:
+    if not _CODE.match(code) or not _CODE.match(session_code):
+        return None, None
+    campaign = repository.campaign_by_code(s, code)
+    if campaign is None:
+        return None, None
+    return campaign, repository.session_in_campaign(s, campaign.id, session_code)
+
+
+# ---------------------------------------------------------------- open and show
+
+
+def _open(request: Request, runtime: Runtime, code: str) -> Outcome | None:
+    now = utcnow()
+    device = request.cookies.get(DEVICE_COOKIE, "")
+    if device:
+        # A returning device only needs reads: no write lock for the common case.
+        with runtime.db.read() as s:
+            campaign = repository.campaign_by_code(s, code) if _CODE.match(code) else None
+            if campaign is None:
+                return None
+            gate = gates.check(s, request, campaign)
+            if gate is not None:
+                return Outcome(gate=gate)
+            known = repository.session_for_device(s, campaign.id, device)
+            if known is not None:
+                return Outcome(redirect=session_path(campaign, known))
+    with runtime.db.transaction() as s:
+        campaign = repository.campaign_by_code(s, code) if _CODE.match(code) else None
+        if campaign is None:
+            return None
+        gate = gates.check(s, request, campaign)
+        if gate is not None:
+            return Outcome(gate=gate)
+        row = repository.session_for_device(s, campaign.id, device) if device else None
+        new_device = None
+        if row is None:
+            problem = service.campaign_open_problem(campaign, now)
+            if problem is not None:
+                return _message_outcome(410, campaign.title or campaign.name, problem)
+            if not device:
+                device = new_device = token(24)
+            row = service.open_new(s, runtime, campaign, device, now)
+        return Outcome(redirect=session_path(campaign, row), device=new_device)
+
+
+@router.get("/p/{code}")
+async def open_coupon(request: Request, code: str) -> Response:
+    """Open the coupon: a new session for this device, or the one it opened before."""
+    runtime: Runtime = request.app.state.runtime
+    out = await run_in_threadpool(_open, request, runtime, code)
+    if out is None:
+        return _not_found(request, "campaign")
+    return _respond(request, out)
+
+
+def _show(request: Request, runtime: Runtime, code: str, session_code: str, csrf: Csrf) -> Outcome | None:
+    now = utcnow()
+    notice = NOTICES.get(request.query_params.get("done", ""), "")
+    with runtime.db.read() as s:
+        campaign, row = _load(s, code, session_code)
+        if campaign is None or row is None:
+            return None
+        gate = gates.check(s, request, campaign)
+        if gate is not None:
+            return Outcome(gate=gate)
+        if row.opened_at is not None or row.removed_at is not None:
+            # Already opened: showing it needs no write (nor SQLite's write lock).
+            context, data = _session_context(s, runtime, campaign, row, csrf, now, notice=notice)
+            return Outcome(context=context, json=data)
+    with runtime.db.transaction() as s:
+        campaign, row = _load(s, code, session_code)
+        if campaign is None or row is None:
+            return None
+        service.mark_opened(s, runtime, campaign, row, now)
+        context, data = _session_context(s, runtime, campaign, row, csrf, now, notice=notice)
+        return Outcome(context=context, json=data)
+
+
+# ---------------------------------------------------------------- staff page (widget / custom code)
+
+
+def _staff(request: Request, runtime: Runtime, code: str, form: dict[str, str], csrf: Csrf) -> Outcome | None:
+    now = utcnow()
+    base: dict[str, Any] = {"csrf": csrf.form_token, "code": code}
+    with runtime.db.transaction() as s:
+        campaign = repository.campaign_by_code(s, code) if _CODE.match(code) else None
+        if campaign is None:
+            return None
+        base.update({"campaign": campaign, "title": f"Validate: {campaign.title or campaign.name}"})
+        if not form:
+            return Outcome(template="coupons/staff.html", context=base, json={"campaign": campaign.code})
+    entered = form.get("code", "").strip()
+    pin = form.get("pin", "").strip()
+
+    def fail(status: int, message: str, error_code: int = 308) -> Outcome:
+        return Outcome(
+            status=status,
+            template="coupons/staff.html",
+            context={**base, "error": message, "entered": entered},
+            json=error_body(status, [error_code], [message]),
+        )
+
+    if not csrf_ok(request, runtime, form.get("csrf", "")):
+        return fail(403, "The form expired. Please try again.", 300)
+    if staff_lockout.blocked(campaign.id):
+        return fail(429, "Too many wrong PINs. Wait 15 minutes and try again.", 429)
+    if not service.pin_matches(runtime, campaign, pin):
+        staff_lockout.fail(campaign.id)
+        return fail(403, "Wrong PIN.", 300)
+    try:
+        money = service.parse_money(form.get("validation_value") or None)
+        with runtime.db.transaction() as s:
+            campaign = s.get(Campaign, campaign.id)
+            assert campaign is not None
+            row = None
+            method = "widget"
+            if len(entered) == ids.SHORT_CODE_LENGTH and _CODE.match(entered):
+                row = repository.session_by_short_in_campaign(s, campaign.id, entered.lower())
+            if row is None and entered:
+                row = repository.session_by_custom_code(s, campaign.id, entered)
+                method = "custom_code"
+            if row is None:
+                return fail(404, "No coupon with this code.", 505)
+            service.validate(s, runtime, campaign, row, now, method=method, validation_value=money)
+            result = views.session_data(s, runtime, campaign, row, now, action="validated")
+    except ApiError as err:
+        return fail(err.http_status, err.description, err.code)
+    notice = f"Coupon {row.short_code} validated."
+    return Outcome(
+        template="coupons/staff.html", context={**base, "notice": notice}, json={**result, "message": notice}
+    )
+
+
+@router.api_route("/p/{code}/staff", methods=["GET", "POST"])
+async def staff_page(request: Request, code: str) -> Response:
+    """Staff type the PIN and the coupon's 6-character code (or a custom validation code)."""
+    runtime: Runtime = request.app.state.runtime
+    form = {k: str(v) for k, v in (await request.form()).items()} if request.method == "POST" else {}
+    csrf = Csrf.for_request(request, runtime)
+    out = await run_in_threadpool(_staff, request, runtime, code, form, csrf)
+    if out is None:
+        return _not_found(request, "campaign")
+    return _respond(request, out, csrf)
+
+
+@router.get("/p/{code}/{session_code}")
+async def show_session(request: Request, code: str, session_code: str) -> Response:
+    """The coupon as the consumer sees it (marks a first visit as the open)."""
+    runtime: Runtime = request.app.state.runtime
+    csrf = Csrf.for_request(request, runtime)
+    out = await run_in_threadpool(_show, request, runtime, code, session_code, csrf)
+    if out is None:
+        return _not_found(request, "session")
+    return _respond(request, out, csrf)
+
+
+# ---------------------------------------------------------------- claim
+
+
+CLAIM_LIMITS = {"firstname": 100, "lastname": 100, "email": 254, "phone": 40}
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _claim_details(campaign: Campaign, form: dict[str, str]) -> tuple[dict[str, Any], str]:
+    settings = campaign.claim_form or {}
+    fields = list(settings.get("fields", []))
+    required = set(settings.get("required", []))
+    details: dict[str, Any] = {}
+    for name in fields:
+        raw = form.get(name, "").strip()
+        if name in required and not raw:
+            return {}, f"Please fill in {name}."
+        if not raw:
+            continue
+        if name == "birthday":
+            try:
+                details["birthday"] = dt.date.fromisoformat(raw)
+            except ValueError:
+                return {}, "Please give the birthday as YYYY-MM-DD."
+            continue
+        if len(raw) > CLAIM_LIMITS.get(name, 200):
+            return {}, f"{name} is too long."
+        if name == "email":
+            if not _EMAIL.match(raw):
+                return {}, "Please give a valid email address."
+            raw = raw.lower()
+        details[name] = raw
+    custom = {}
+    for name in settings.get("custom_fields", []):
+        raw = form.get(f"custom_{name}", "").strip()[:500]
+        if raw:
+            custom[name] = raw
+    if custom:
+        details["custom_fields"] = custom
+    if settings.get("consent_text"):
+        details["consent"] = form.get("consent") in ("on", "1", "true", "yes")
+        if "consent" in required and not details["consent"]:
+            return {}, "Please give your consent."
+    return details, ""
+
+
+def _claim(
+    request: Request, runtime: Runtime, code: str, session_code: str, form: dict[str, str], csrf: Csrf
+) -> Outcome | None:
+    now = utcnow()
+    error = ""
+    try:
+        with runtime.db.transaction() as s:
+            campaign, row = _load(s, code, session_code)
+            if campaign is None or row is None:
+                return None
+            gate = gates.check(s, request, campaign)
+            if gate is not None:
+                return Outcome(gate=gate)
+            if not csrf_ok(request, runtime, form.get("csrf", "")):
+                error = "The form expired. Please try again."
+            else:
+                details, error = _claim_details(campaign, form)
+                if not error:
+                    service.claim(s, runtime, campaign, row, now, claimtype="form", details=details)
+                    path = session_path(campaign, row)
+                    if wants_json(request):
+                        _, data = _session_context(s, runtime, campaign, row, csrf, now)
+                        return Outcome(json={**data, "message": NOTICES["claimed"]})
+                    return Outcome(redirect=f"{path}?done=claimed")
+    except ApiError as err:
+        error = err.description
+    with runtime.db.read() as s:
+        campaign, row = _load(s, code, session_code)
+        assert campaign is not None
+        assert row is not None
+        context, data = _session_context(s, runtime, campaign, row, csrf, now, error=error)
+    return Outcome(
+        status=409 if "coupon" in error.lower() else 422,
+        context=context,
+        json=error_body(422, [300], [error]),
+    )
+
+
+@router.post("/p/{code}/{session_code}/claim")
+async def claim_session(request: Request, code: str, session_code: str) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    csrf = Csrf.for_request(request, runtime)
+    out = await run_in_threadpool(_claim, request, runtime, code, session_code, form, csrf)
+    if out is None:
+        return _not_found(request, "session")
+    return _respond(request, out, csrf)
+
+
+# ---------------------------------------------------------------- PIN on the phone, and the QR scan page
+
+
+def _validate_with_pin(
+    request: Request,
+    runtime: Runtime,
+    code: str,
+    session_code: str,
+    form: dict[str, str],
+    csrf: Csrf,
+    method: str,
+) -> Outcome | None:
+    now = utcnow()
+    template = "coupons/session.html" if method == "pin" else "coupons/scan.html"
+    error, status, error_code = "", 200, 308
+    try:
+        with runtime.db.transaction() as s:
+            campaign, row = _load(s, code, session_code)
+            if campaign is None or row is None:
+                return None
+            if method == "pin":
+                gate = gates.check(s, request, campaign)
+                if gate is not None:
+                    return Outcome(gate=gate)
+            if not form:
+                pass
+            elif not csrf_ok(request, runtime, form.get("csrf", "")):
+                error, status, error_code = "The form expired. Please try again.", 403, 300
+            elif row.locked:
+                error, status = MESSAGES["locked"], 409
+            elif not service.pin_matches(runtime, campaign, form.get("pin", "")):
+                locked_now = service.record_pin_failure(s, row, now)
+                error, status, error_code = "Wrong PIN.", 403, 300
+                if locked_now:
+                    error = "Wrong PIN. Too many wrong PINs: this coupon is now locked."
+            else:
+                money = service.parse_money(form.get("validation_value") or None)
+                service.validate(s, runtime, campaign, row, now, method=method, validation_value=money)
+                if method == "pin" and not wants_json(request):
+                    return Outcome(redirect=f"{session_path(campaign, row)}?done=validated")
+                context, data = _session_context(
+                    s, runtime, campaign, row, csrf, now, notice=NOTICES["validated"]
+                )
+                return Outcome(
+                    template=template, context=context, json={**data, "message": NOTICES["validated"]}
+                )
+    except ApiError as err:
+        error, status, error_code = err.description, err.http_status, err.code
+    with runtime.db.read() as s:
+        campaign, row = _load(s, code, session_code)
+        assert campaign is not None
+        assert row is not None
+        context, data = _session_context(s, runtime, campaign, row, csrf, now, error=error)
+    body: Any = error_body(status, [error_code], [error]) if error else data
+    return Outcome(status=status, template=template, context=context, json=body)
+
+
+@router.post("/p/{code}/{session_code}/validate")
+async def validate_on_phone(request: Request, code: str, session_code: str) -> Response:
+    """Staff type their PIN on the consumer's phone."""
+    runtime: Runtime = request.app.state.runtime
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    csrf = Csrf.for_request(request, runtime)
+    out = await run_in_threadpool(_validate_with_pin, request, runtime, code, session_code, form, csrf, "pin")
+    if out is None:
+        return _not_found(request, "session")
+    return _respond(request, out, csrf)
+
+
+@router.api_route("/p/{code}/{session_code}/scan", methods=["GET", "POST"])
+async def scan_page(request: Request, code: str, session_code: str) -> Response:
+    """Where the session's QR code leads staff: the coupon's state and a PIN form to validate it."""
+    runtime: Runtime = request.app.state.runtime
+    form = {k: str(v) for k, v in (await request.form()).items()} if request.method == "POST" else {}
+    csrf = Csrf.for_request(request, runtime)
+    out = await run_in_threadpool(_validate_with_pin, request, runtime, code, session_code, form, csrf, "qr")
+    if out is None:
+        return _not_found(request, "session")
+    return _respond(request, out, csrf)

@@ -1,0 +1,137 @@
+"""Every query of the coupon capability."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy.orm import Session
+
+from opencoupon.models import Campaign, CouponSession
+
+PAGE_SIZE = 5000
+
+
+def campaign_by_code(session: Session, code: str) -> Campaign | None:
+    return session.scalar(select(Campaign).where(Campaign.code == code, Campaign.deleted_at.is_(None)))
+
+
+def code_taken(session: Session, code: str) -> bool:
+    return session.scalar(select(Campaign.id).where(Campaign.code == code)) is not None
+
+
+def campaigns(
+    session: Session,
+    scope: ColumnElement[bool],
+    *,
+    only_active: bool = False,
+    folder: str | None = None,
+    category_id: int | None = None,
+) -> list[Campaign]:
+    query = select(Campaign).where(scope, Campaign.deleted_at.is_(None))
+    if only_active:
+        query = query.where(Campaign.status == "active")
+    if folder:
+        query = query.where(Campaign.folder == folder)
+    if category_id is not None:
+        query = query.where(Campaign.category_id == category_id)
+    return list(session.scalars(query.order_by(Campaign.id)))
+
+
+def sessions_by_short_code(
+    session: Session, scope: ColumnElement[bool], short: str, campaign_id: int | None
+) -> list[CouponSession]:
+    query = select(CouponSession).where(CouponSession.short_code == short, scope)
+    if campaign_id is not None:
+        query = query.where(CouponSession.campaign_id == campaign_id)
+    return list(session.scalars(query.limit(2)))
+
+
+def session_in_campaign(session: Session, campaign_id: int, code: str) -> CouponSession | None:
+    return session.scalar(
+        select(CouponSession).where(CouponSession.campaign_id == campaign_id, CouponSession.code == code)
+    )
+
+
+def session_by_short_in_campaign(session: Session, campaign_id: int, short: str) -> CouponSession | None:
+    return session.scalar(
+        select(CouponSession).where(
+            CouponSession.campaign_id == campaign_id, CouponSession.short_code == short
+        )
+    )
+
+
+def session_by_custom_code(session: Session, campaign_id: int, code: str) -> CouponSession | None:
+    return session.scalar(
+        select(CouponSession).where(
+            CouponSession.campaign_id == campaign_id, CouponSession.custom_validation_code == code
+        )
+    )
+
+
+def session_for_device(session: Session, campaign_id: int, device_id: str) -> CouponSession | None:
+    return session.scalar(
+        select(CouponSession)
+        .where(
+            CouponSession.device_id == device_id,
+            CouponSession.campaign_id == campaign_id,
+            CouponSession.removed_at.is_(None),
+        )
+        .order_by(CouponSession.id.desc())
+        .limit(1)
+    )
+
+
+# Which date column each usage-data call filters on (None: every session, by creation date).
+USAGE_COLUMNS: dict[str, Any] = {
+    "data": CouponSession.created_at,
+    "opens": CouponSession.opened_at,
+    "claims": CouponSession.claimed_at,
+    "validations": CouponSession.validated_at,
+}
+
+
+def usage_page(
+    session: Session,
+    campaign_id: int,
+    kind: str,
+    page: int,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+) -> list[CouponSession]:
+    column = USAGE_COLUMNS[kind]
+    query = select(CouponSession).where(
+        CouponSession.campaign_id == campaign_id, CouponSession.removed_at.is_(None)
+    )
+    if kind != "data":
+        query = query.where(column.is_not(None))
+    if start is not None:
+        query = query.where(column >= start)
+    if end is not None:
+        query = query.where(column <= end)
+    query = query.order_by(CouponSession.id).offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)
+    return list(session.scalars(query))
+
+
+def search(session: Session, campaign_ids: Any, text: str, limit: int = 100) -> list[CouponSession]:
+    """Sessions whose custom validation code, customid, phone or email is `text`
+    (email: as typed or in lower case)."""
+    email = text.lower()
+    query = (
+        select(CouponSession)
+        .where(
+            CouponSession.campaign_id.in_(campaign_ids),
+            CouponSession.removed_at.is_(None),
+            or_(
+                CouponSession.custom_validation_code == text,
+                CouponSession.customid == text,
+                CouponSession.phone == text,
+                CouponSession.email == email,
+                CouponSession.email == text,
+            ),
+        )
+        .order_by(CouponSession.id)
+        .limit(limit)
+    )
+    return list(session.scalars(query))

@@ -1,0 +1,304 @@
+"""Campaign calls: the v3 Campaign group (except push notifications) and /v4/campaigns."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from fastapi import APIRouter
+from sqlalchemy import select
+
+from opencoupon.coupons import repository, service, views
+from opencoupon.coupons.schemas import (
+    CampaignCreate,
+    CampaignListQuery,
+    CampaignSearch,
+    CampaignUpdate,
+    CouponInfo,
+    CouponList,
+    SessionFlags,
+    SessionRef,
+    SessionSearch,
+    SessionUpdate,
+    SessionUpdateMany,
+    UsageData,
+)
+from opencoupon.errors import ApiError, bad_date, bad_value, error_body
+from opencoupon.kit.endpoint import ApiContext, v3_endpoint, v4_endpoint
+from opencoupon.kit.params import NoParams
+from opencoupon.models import Campaign, CouponSession
+
+router = APIRouter(tags=["Campaign"])
+
+# Days of per-day usage statistics coupon/info shows by default, and at most.
+DEFAULT_STATS_DAYS = 90
+MAX_STATS_DAYS = 3660
+# couponsession/update/multiple handles at most this many sessions per call (code 309 above).
+MAX_BATCH = 100
+
+
+@v3_endpoint(router, ["/v3/coupon/list"], CouponList, summary="List campaigns", read_only=True)
+def coupon_list(ctx: ApiContext, req: CouponList) -> dict[str, Any]:
+    """Your campaigns (and your subaccounts'), filtered by status, folder, tags or category."""
+    found = repository.campaigns(
+        ctx.session,
+        ctx.scope(Campaign.account_id),
+        only_active=bool(req.only_active),
+        folder=req.folder or None,
+        category_id=service.parse_category(req.category),
+    )
+    if req.folder and not found:
+        raise ApiError(515, "Folder not found.", http_status=404)
+    if req.tags:
+        wanted = {t.lower() for t in req.tags}
+        found = [c for c in found if wanted & {t.strip().lower() for t in c.tags.split(",") if t.strip()}]
+    return {"coupon_info": [views.coupon_info(ctx.session, ctx.runtime, c) for c in found]}
+
+
+@v3_endpoint(router, ["/v3/coupon/info"], CouponInfo, summary="Campaign info", read_only=True)
+def coupon_info(ctx: ApiContext, req: CouponInfo) -> dict[str, Any]:
+    """One campaign; with `show_usage_stats`, opens, claims and validations (all-time totals, and
+    per UTC day for the last `stats_days` days, 90 by default) and the custom validation codes in
+    use. Read from per-day counters, never from the sessions."""
+    campaign = service.get_campaign(ctx, req.campaign)
+    info = views.coupon_info(ctx.session, ctx.runtime, campaign)
+    if req.show_usage_stats:
+        days = req.stats_days if req.stats_days is not None else DEFAULT_STATS_DAYS
+        if not 1 <= days <= MAX_STATS_DAYS:
+            raise bad_value("stats_days", f"Use 1 to {MAX_STATS_DAYS}.")
+        since = ctx.now.date() - dt.timedelta(days=days - 1)
+        info["usage_stats"] = views.usage_stats(ctx.session, campaign, since)
+    return {"coupon_info": info}
+
+
+def _usage_bound(name: str, raw: str | None, end: bool) -> dt.datetime | None:
+    if not raw:
+        return None
+    text = raw.strip()
+    formats = (("%Y-%m-%d %H:%M:%S", 1), ("%Y-%m-%d %H:%M", 60), ("%Y-%m-%d %H-%M", 60), ("%Y-%m-%d", 86400))
+    for f, span in formats:
+        try:
+            value = dt.datetime.strptime(text, f)
+        except ValueError:
+            continue
+        # An end bound includes the whole second, minute or day it names.
+        return value + dt.timedelta(seconds=span, microseconds=-1) if end else value
+    raise bad_date(name, "yyyy-MM-dd, yyyy-MM-dd HH:mm or yyyy-MM-dd hh-mm")
+
+
+def _usage(ctx: ApiContext, req: UsageData, kind: str) -> dict[str, Any]:
+    campaign = service.get_campaign(ctx, req.campaign)
+    page = req.page if req.page is not None else 1
+    if page < 1:
+        raise bad_value("page", "Pages start at 1.")
+    start = _usage_bound("start_date", req.start_date, end=False)
+    end = _usage_bound("end_date", req.end_date, end=True)
+    rows = repository.usage_page(ctx.session, campaign.id, kind, page, start, end)
+    tz = service.account_zone(ctx.session, campaign.account_id)
+    return {
+        "campaign": service.campaign_public_id(campaign),
+        "page": str(page),
+        "page_size": str(repository.PAGE_SIZE),
+        "amount_of_results": str(len(rows)),
+        "data": [views.usage_item(ctx.runtime, campaign, r, tz, ctx.now) for r in rows],
+    }
+
+
+USAGE_DOC = (
+    "Sessions of a campaign, oldest first, {page} a page (`page` starts at 1; a page with fewer "
+    "results is the last). `start_date`/`end_date` (UTC, inclusive) filter on {what}."
+)
+
+
+@v3_endpoint(
+    router,
+    ["/v3/campaign/data"],
+    UsageData,
+    summary="Usage data: all sessions",
+    read_only=True,
+    description=USAGE_DOC.format(page=repository.PAGE_SIZE, what="the creation date"),
+)
+def campaign_data(ctx: ApiContext, req: UsageData) -> dict[str, Any]:
+    return _usage(ctx, req, "data")
+
+
+@v3_endpoint(
+    router,
+    ["/v3/campaign/opens"],
+    UsageData,
+    summary="Usage data: opened sessions",
+    read_only=True,
+    description=USAGE_DOC.format(page=repository.PAGE_SIZE, what="the open date"),
+)
+def campaign_opens(ctx: ApiContext, req: UsageData) -> dict[str, Any]:
+    return _usage(ctx, req, "opens")
+
+
+@v3_endpoint(
+    router,
+    ["/v3/campaign/claims"],
+    UsageData,
+    summary="Usage data: claimed sessions",
+    read_only=True,
+    description=USAGE_DOC.format(page=repository.PAGE_SIZE, what="the claim date"),
+)
+def campaign_claims(ctx: ApiContext, req: UsageData) -> dict[str, Any]:
+    return _usage(ctx, req, "claims")
+
+
+@v3_endpoint(
+    router,
+    ["/v3/campaign/validations"],
+    UsageData,
+    summary="Usage data: validated sessions",
+    read_only=True,
+    description=USAGE_DOC.format(page=repository.PAGE_SIZE, what="the (last) validation date"),
+)
+def campaign_validations(ctx: ApiContext, req: UsageData) -> dict[str, Any]:
+    return _usage(ctx, req, "validations")
+
+
+@v3_endpoint(router, ["/v3/couponsession/data"], SessionRef, summary="One coupon session", read_only=True)
+def couponsession_data(ctx: ApiContext, req: SessionRef) -> dict[str, Any]:
+    """A session by its 21-character code or its 6-character short form (add `campaign` when a
+    short form is used in several of your campaigns)."""
+    campaign, row = service.find_session(ctx, req.couponsession, req.campaign)
+    return views.session_data(ctx.session, ctx.runtime, campaign, row, ctx.now)
+
+
+def _update_one(ctx: ApiContext, campaign: Campaign, row: CouponSession, req: SessionFlags) -> None:
+    now = ctx.now
+    if req.void is False:
+        service.activate(ctx.session, row, now)
+    if req.lock is not None:
+        service.set_lock(ctx.session, row, req.lock, now)
+    if req.claim:
+        service.claim(ctx.session, ctx.runtime, campaign, row, now, claimtype="api")
+    if req.validate_:
+        service.validate(
+            ctx.session,
+            ctx.runtime,
+            campaign,
+            row,
+            now,
+            method="api",
+            validation_value=service.parse_money(req.validation_value),
+            value=req.value,
+        )
+    elif req.value is not None or req.validation_value is not None:
+        service.set_values(ctx.session, row, service.parse_money(req.validation_value), req.value, now)
+    if req.void:
+        service.void(ctx.session, ctx.runtime, campaign, row, now)
+
+
+@v3_endpoint(router, ["/v3/couponsession/update"], SessionUpdate, summary="Update a coupon session")
+def couponsession_update(ctx: ApiContext, req: SessionUpdate) -> dict[str, Any]:
+    """`claim`, `validate`, `void` (booleans; `void=false` re-activates a voided session), `lock`,
+    `validation_value` (money spent) and `value`. A validation that is not allowed (already
+    validated, voided, locked, expired, campaign limit reached) fails with code 308 (HTTP 409)."""
+    campaign, row = service.find_session(ctx, req.couponsession, req.campaign)
+    _update_one(ctx, campaign, row, req)
+    return views.session_data(ctx.session, ctx.runtime, campaign, row, ctx.now, action="update_session")
+
+
+@v3_endpoint(
+    router, ["/v3/couponsession/update/multiple"], SessionUpdateMany, summary="Update several coupon sessions"
+)
+def couponsession_update_multiple(ctx: ApiContext, req: SessionUpdateMany) -> dict[str, Any]:
+    """The same flags applied to each session of `couponsessions` (at most 100). Each session
+    succeeds or fails on its own; the answer lists a result per session."""
+    codes = list(dict.fromkeys(req.couponsessions))
+    if not codes:
+        raise ApiError(200, "Missing parameter: couponsessions")
+    if len(codes) > MAX_BATCH:
+        raise ApiError(309, f"Too many sessions in one call: at most {MAX_BATCH}.")
+    results: list[dict[str, Any]] = []
+    failed = 0
+    for code in codes:
+        try:
+            with ctx.session.begin_nested():
+                campaign, row = service.find_session(ctx, code, req.campaign)
+                _update_one(ctx, campaign, row, req)
+                item = views.session_data(ctx.session, ctx.runtime, campaign, row, ctx.now, "update_session")
+            results.append({"couponsession": code, "status": "OK", "session": item})
+        except ApiError as err:
+            failed += 1
+            errors = error_body(err.http_status, [err.code], [err.description])["status"]["errors"]
+            results.append({"couponsession": code, "status": "failed", "errors": errors})
+    return {
+        "action": "update_multiple_sessions",
+        "amount_of_results": str(len(results)),
+        "amount_succeeded": str(len(results) - failed),
+        "amount_failed": str(failed),
+        "results": results,
+    }
+
+
+def _search_answer(ctx: ApiContext, rows: list[CouponSession]) -> dict[str, Any]:
+    campaigns = {
+        c.id: c for c in (ctx.session.get(Campaign, cid) for cid in {r.campaign_id for r in rows}) if c
+    }
+    data = []
+    for row in rows:
+        campaign = campaigns[row.campaign_id]
+        tz = service.account_zone(ctx.session, campaign.account_id)
+        data.append(views.usage_item(ctx.runtime, campaign, row, tz, ctx.now))
+    return {"amount_of_results": str(len(data)), "data": data}
+
+
+@v3_endpoint(
+    router, ["/v3/couponsession/search"], SessionSearch, summary="Search coupon sessions", read_only=True
+)
+def couponsession_search(ctx: ApiContext, req: SessionSearch) -> dict[str, Any]:
+    """Sessions of all your campaigns whose custom validation code, customid, phone or email equals
+    `search` (at most 100, oldest first)."""
+    campaign_ids = select(Campaign.id).where(ctx.scope(Campaign.account_id), Campaign.deleted_at.is_(None))
+    return _search_answer(ctx, repository.search(ctx.session, campaign_ids, req.search))
+
+
+@v3_endpoint(
+    router, ["/v3/campaign/search"], CampaignSearch, summary="Search sessions of a campaign", read_only=True
+)
+def campaign_search(ctx: ApiContext, req: CampaignSearch) -> dict[str, Any]:
+    """As couponsession/search, within one campaign."""
+    campaign = service.get_campaign(ctx, req.campaign)
+    return _search_answer(ctx, repository.search(ctx.session, [campaign.id], req.search))
+
+
+# ---------------------------------------------------------------- /v4/campaigns
+
+
+@v4_endpoint(router, "POST", "/v4/campaigns", CampaignCreate, summary="Create a campaign", status_code=201)
+def create_campaign(ctx: ApiContext, req: CampaignCreate) -> dict[str, Any]:
+    """A new coupon campaign; answers its `id` (cam_…), 6-character `code` and consumer `url`."""
+    campaign = service.create_campaign(ctx, req)
+    return views.campaign_v4(ctx.session, ctx.runtime, campaign)
+
+
+@v4_endpoint(router, "GET", "/v4/campaigns", CampaignListQuery, summary="List campaigns", read_only=True)
+def list_campaigns(ctx: ApiContext, req: CampaignListQuery) -> list[Any]:
+    found = repository.campaigns(
+        ctx.session, ctx.scope(Campaign.account_id), only_active=bool(req.only_active), folder=req.folder
+    )
+    return [views.campaign_v4(ctx.session, ctx.runtime, c) for c in found]
+
+
+@v4_endpoint(router, "GET", "/v4/campaigns/{id}", NoParams, summary="Get a campaign", read_only=True)
+def get_campaign(ctx: ApiContext, req: NoParams) -> dict[str, Any]:
+    campaign = service.get_campaign(ctx, ctx.path_params["id"], "id")
+    return views.campaign_v4(ctx.session, ctx.runtime, campaign)
+
+
+@v4_endpoint(router, "PATCH", "/v4/campaigns/{id}", CampaignUpdate, summary="Update a campaign")
+def patch_campaign(ctx: ApiContext, req: CampaignUpdate) -> dict[str, Any]:
+    campaign = service.get_campaign(ctx, ctx.path_params["id"], "id")
+    service.update_campaign(ctx, campaign, req)
+    return views.campaign_v4(ctx.session, ctx.runtime, campaign)
+
+
+@v4_endpoint(router, "DELETE", "/v4/campaigns/{id}", NoParams, summary="Delete a campaign")
+def delete_campaign(ctx: ApiContext, req: NoParams) -> dict[str, Any]:
+    """Deletes the campaign: its pages stop working and it leaves every list."""
+    campaign = service.get_campaign(ctx, ctx.path_params["id"], "id")
+    service.delete_campaign(ctx, campaign)
+    return {"id": service.campaign_public_id(campaign), "deleted": True}

@@ -1,0 +1,68 @@
+"""QR codes (SVG and PNG, made with segno) of every campaign URL, session URL and staff scan URL."""
+
+from __future__ import annotations
+
+import io
+
+import segno
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from starlette.requests import Request
+
+from opencoupon.coupons import repository
+from opencoupon.coupons.pages import _CODE
+from opencoupon.errors import ApiError, error_response
+from opencoupon.runtime import Runtime
+
+router = APIRouter(include_in_schema=False)
+
+MEDIA = {"svg": "image/svg+xml", "png": "image/png"}
+
+
+def qr_image(url: str, kind: str) -> bytes:
+    code = segno.make(url, error="m", micro=False)
+    out = io.BytesIO()
+    if kind == "svg":
+        code.save(out, kind="svg", scale=4, border=4, xmldecl=False)
+    else:
+        code.save(out, kind="png", scale=8, border=4)
+    return out.getvalue()
+
+
+def _exists(runtime: Runtime, code: str, session_code: str | None) -> bool:
+    if not _CODE.match(code) or (session_code is not None and not _CODE.match(session_code)):
+        return False
+    with runtime.db.read() as s:
+        campaign = repository.campaign_by_code(s, code)
+        if campaign is None:
+            return False
+        return (
+            session_code is None or repository.session_in_campaign(s, campaign.id, session_code) is not None
+        )
+
+
+async def _answer(request: Request, fmt: str, path: str, code: str, session_code: str | None) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    if fmt not in MEDIA or not await run_in_threadpool(_exists, runtime, code, session_code):
+        return error_response(ApiError(404, "QR code not found.", http_status=404))
+    image = await run_in_threadpool(qr_image, runtime.url(path), fmt)
+    return Response(image, media_type=MEDIA[fmt], headers={"Cache-Control": "public, max-age=86400"})
+
+
+@router.get("/qr/p/{code}.{fmt}")
+async def campaign_qr(request: Request, code: str, fmt: str) -> Response:
+    """QR code of the campaign URL /p/{code}."""
+    return await _answer(request, fmt, f"/p/{code}", code, None)
+
+
+@router.get("/qr/p/{code}/{session_code}.{fmt}")
+async def session_qr(request: Request, code: str, session_code: str, fmt: str) -> Response:
+    """QR code of a session URL /p/{code}/{session}."""
+    return await _answer(request, fmt, f"/p/{code}/{session_code}", code, session_code)
+
+
+@router.get("/qr/p/{code}/{session_code}/scan.{fmt}")
+async def scan_qr(request: Request, code: str, session_code: str, fmt: str) -> Response:
+    """QR code shown on the coupon: it leads staff to the PIN-protected validation page."""
+    return await _answer(request, fmt, f"/p/{code}/{session_code}/scan", code, session_code)

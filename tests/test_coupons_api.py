@@ -1,0 +1,437 @@
+"""The v3 Campaign calls and /v4/campaigns, over real HTTP against the live server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from sqlalchemy import func, select
+
+from conftest import LiveServer
+from coupons_fixtures import Acct, bulk_sessions, create_campaign, open_session, session_status
+from helpers import assert_error, assert_ok
+from opencoupon.coupons import stats
+from opencoupon.kit.clock import utcnow
+from opencoupon.models import Campaign, CouponSession, Event, Validation
+from opencoupon.runtime import Runtime
+
+
+def _events(runtime: Runtime, campaign_id: str, kind: str) -> list[dict[str, object]]:
+    with runtime.db.read() as s:
+        rows = s.scalars(select(Event).where(Event.campaign == campaign_id, Event.type == kind)).all()
+        return [json.loads(r.data) for r in rows]
+
+
+def test_create_campaign_answers_201_with_id_code_and_url(account: Acct) -> None:
+    body = create_campaign(account, title="Free coffee", tags="summer, coffee", status="inactive")
+    assert body["id"].startswith("cam_")
+    assert len(body["code"]) == 6
+    assert body["url"] == f"http://testserver.local/p/{body['code']}"
+    assert body["tags"] == ["summer", "coffee"]
+    assert body["status"] == "inactive"
+    assert body["pin_set"] is True
+    assert "pin" not in body
+
+
+def test_campaign_crud_and_validation_errors(account: Acct) -> None:
+    created = create_campaign(account)
+    cid = created["id"]
+    got = account.client.get(f"/v4/campaigns/{cid}", headers=account.headers)
+    assert got.status_code == 200
+    assert got.json()["code"] == created["code"]
+    patched = account.client.patch(
+        f"/v4/campaigns/{cid}", json={"title": "New", "max_validations": 5}, headers=account.headers
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["title"] == "New"
+    assert patched.json()["max_validations"] == 5
+    listed = account.client.get("/v4/campaigns", headers=account.headers).json()
+    assert [c["id"] for c in listed] == [cid]
+    bad = account.client.post(
+        "/v4/campaigns", json={"name": "X", "expiry_mode": "sometimes"}, headers=account.headers
+    )
+    assert_error(bad, 422, 302)
+    missing = account.client.post("/v4/campaigns", json={"title": "no name"}, headers=account.headers)
+    assert_error(missing, 422, 200)
+    no_date = account.client.post(
+        "/v4/campaigns", json={"name": "X", "expiry_mode": "fixed_date"}, headers=account.headers
+    )
+    assert_error(no_date, 422, 200)
+    deleted = account.client.delete(f"/v4/campaigns/{cid}", headers=account.headers)
+    assert deleted.status_code == 200
+    assert_error(account.client.get(f"/v4/campaigns/{cid}", headers=account.headers), 404, 502)
+    assert account.client.get("/v4/campaigns", headers=account.headers).json() == []
+
+
+def test_foreign_campaigns_and_sessions_answer_like_missing_ones(
+    account: Acct, other_account: Acct, live_server: LiveServer
+) -> None:
+    mine = create_campaign(account)
+    session = open_session(live_server, mine["code"])
+    missing_id = "cam_999999999"
+    for cid in (mine["id"], missing_id):
+        foreign = other_account.client.get(f"/v4/campaigns/{cid}", headers=other_account.headers)
+        body = assert_error(foreign, 404, 502)
+        assert body["status"]["errors"]["error_message_description"] == ["Campaign ID not found."]
+        patch = other_account.client.patch(
+            f"/v4/campaigns/{cid}", json={"name": "x"}, headers=other_account.headers
+        )
+        assert_error(patch, 404, 502)
+        assert_error(
+            other_account.client.delete(f"/v4/campaigns/{cid}", headers=other_account.headers), 404, 502
+        )
+        assert_error(other_account.call("/v3/coupon/info", campaign=cid), 404, 502)
+        assert_error(other_account.call("/v3/campaign/data", campaign=cid), 404, 502)
+        assert_error(other_account.call("/v3/campaign/search", campaign=cid, search="x"), 404, 502)
+    for code in (session, "zzzzzzzzzzzzzzzzzzzzz", session[:6]):
+        body = assert_error(other_account.call("/v3/couponsession/data", couponsession=code), 404, 505)
+        assert body["status"]["errors"]["error_message_description"] == ["Couponsession not found."]
+        assert_error(
+            other_account.call("/v3/couponsession/update", couponsession=code, validate=True), 404, 505
+        )
+    assert other_account.call("/v3/coupon/list").json()["coupon_info"] == []
+    assert session_status(account, session)["validated"] == "0"
+
+
+def test_master_reaches_subaccount_campaigns(account: Acct, subaccount: Acct) -> None:
+    sub_campaign = create_campaign(subaccount, name="Shop coupon")
+    info = assert_ok(account.call("/v3/coupon/info", campaign=sub_campaign["id"]))
+    assert info["coupon_info"]["subaccount"] == f"sub_{subaccount.id}"
+    master_campaign = create_campaign(account)
+    assert_error(subaccount.call("/v3/coupon/info", campaign=master_campaign["id"]), 404, 502)
+
+
+def test_coupon_list_filters(account: Acct) -> None:
+    a = create_campaign(account, name="A", tags="summer,coffee", folder="f1")
+    b = create_campaign(account, name="B", tags="winter", status="inactive", category="cat_7")
+    listed = assert_ok(account.call("/v3/coupon/list"))["coupon_info"]
+    assert [c["ID"] for c in listed] == [a["id"], b["id"]]
+    assert {"ID", "code", "name", "title", "status", "url"} <= set(listed[0])
+    assert [c["ID"] for c in account.call("/v3/coupon/list", only_active="true").json()["coupon_info"]] == [
+        a["id"]
+    ]
+    assert [c["ID"] for c in account.call("/v3/coupon/list", tags="winter").json()["coupon_info"]] == [
+        b["id"]
+    ]
+    assert [c["ID"] for c in account.call("/v3/coupon/list", folder="f1").json()["coupon_info"]] == [a["id"]]
+    assert [c["ID"] for c in account.call("/v3/coupon/list", category="cat_7").json()["coupon_info"]] == [
+        b["id"]
+    ]
+    assert_error(account.call("/v3/coupon/list", folder="nope"), 404, 515)
+    # Form-encoded, as PHP clients send it.
+    form = account.client.post("/v3/coupon/list", data={"only_active": "1"}, headers=account.headers)
+    assert [c["ID"] for c in assert_ok(form)["coupon_info"]] == [a["id"]]
+
+
+def test_coupon_info_usage_stats_follow_each_change(
+    account: Acct, live_server: LiveServer, runtime: Runtime
+) -> None:
+    campaign = create_campaign(account, custom_codes="AAA111,BBB222,CCC333")
+    info = assert_ok(account.call("/v3/coupon/info", campaign=campaign["id"]))["coupon_info"]
+    assert "usage_stats" not in info
+    sessions = [open_session(live_server, campaign["code"]) for _ in range(3)]
+    assert_ok(account.call("/v3/couponsession/update", couponsession=sessions[0], claim=True))
+    assert_ok(account.call("/v3/couponsession/update", couponsession=sessions[1], validate=True))
+    usage = account.call("/v3/coupon/info", campaign=campaign["id"], show_usage_stats="true").json()
+    got = usage["coupon_info"]["usage_stats"]
+    today = utcnow().date().isoformat()
+    assert got["opens"] == "3"
+    assert got["claims"] == "1"
+    assert got["validations"] == "1"
+    assert got["custom_validation_codes"] == "3"
+    assert got["claimed_custom_validation_codes"] == "3"
+    assert got["per_day"] == [{"date": today, "opens": "3", "claims": "1", "validations": "1"}]
+    old = (utcnow().date() - dt.timedelta(days=200)).isoformat()
+    with runtime.db.transaction() as s:
+        stats.bump_day(s, int(campaign["id"][4:]), dt.date.fromisoformat(old), opens=5)
+    default = account.call("/v3/coupon/info", campaign=campaign["id"], show_usage_stats=True).json()
+    assert default["coupon_info"]["usage_stats"]["opens"] == "8"
+    assert [d["date"] for d in default["coupon_info"]["usage_stats"]["per_day"]] == [today]
+    year = account.call(
+        "/v3/coupon/info", campaign=campaign["id"], show_usage_stats=True, stats_days=365
+    ).json()
+    assert [d["date"] for d in year["coupon_info"]["usage_stats"]["per_day"]] == [old, today]
+    bad = account.call("/v3/coupon/info", campaign=campaign["id"], show_usage_stats=True, stats_days=0)
+    assert_error(bad, 422, 300)
+    # A removed session leaves the statistics (what the single-use removal call does).
+    with runtime.db.transaction() as s:
+        row = s.scalar(select(CouponSession).where(CouponSession.code == sessions[1]))
+        assert row is not None
+        row.removed_at = utcnow()
+        stats.on_session_removed(s, row)
+    got = account.call("/v3/coupon/info", campaign=campaign["id"], show_usage_stats=True).json()
+    assert got["coupon_info"]["usage_stats"]["opens"] == "7"
+    assert got["coupon_info"]["usage_stats"]["validations"] == "0"
+    # Removing through the ORM alone (as another capability may) also leaves the statistics.
+    with runtime.db.transaction() as s:
+        row = s.scalar(select(CouponSession).where(CouponSession.code == sessions[0]))
+        assert row is not None
+        row.removed_at = utcnow()
+    got = account.call("/v3/coupon/info", campaign=campaign["id"], show_usage_stats=True).json()
+    assert got["coupon_info"]["usage_stats"]["opens"] == "6"
+    assert got["coupon_info"]["usage_stats"]["claims"] == "0"
+
+
+def test_session_data_has_vendor_shape(account: Acct, live_server: LiveServer) -> None:
+    campaign = create_campaign(account)
+    code = open_session(live_server, campaign["code"])
+    body = assert_ok(account.call("/v3/couponsession/data", couponsession=code))
+    assert body["campaign"] == campaign["id"]
+    assert body["session"] == code
+    assert body["session_url"] == f"http://testserver.local/p/{campaign['code']}/{code}"
+    assert body["sequenceid"].isdigit()
+    status = body["data"]["status"]
+    assert status["opened"] == "1"
+    assert len(status["open_date_utc"]) == 19
+    assert status["claimed"] == "0"
+    assert status["claim_date_utc"] == ""
+    for key in ("created_date_utc", "played_date_utc", "validation_date_utc", "voided_date_utc", "locked"):
+        assert key in status
+    # The 6-character short form finds the same session.
+    short = assert_ok(account.call("/v3/couponsession/data", couponsession=code[:6]))
+    assert short["session"] == code
+    assert_error(account.call("/v3/couponsession/data"), 422, 200)
+    assert_error(account.call("/v3/couponsession/data", couponsession="ab$cd"), 422, 301)
+
+
+def test_prefilled_details_show_in_session_data(account: Acct, runtime: Runtime) -> None:
+    campaign = create_campaign(account)
+    (code,) = bulk_sessions(
+        runtime,
+        campaign["id"],
+        1,
+        source="single_use",
+        firstname="Ada",
+        lastname="L",
+        email="ada@example.com",
+        phone="+441234",
+        customid="CRM-1",
+        custom_validation_code="BAR-77",
+    )
+    body = assert_ok(account.call("/v3/couponsession/data", couponsession=code))
+    assert body["customid"] == "CRM-1"
+    assert body["data"]["user"]["firstname"] == "Ada"
+    assert body["data"]["user"]["email"] == "ada@example.com"
+    assert body["data"]["user"]["phone"] == "+441234"
+    assert body["data"]["status"]["own_validation_code"] == "BAR-77"
+    assert body["data"]["status"]["opened"] == "0"
+
+
+def test_ambiguous_short_code_needs_the_campaign(account: Acct, runtime: Runtime) -> None:
+    first = create_campaign(account, name="one")
+    second = create_campaign(account, name="two")
+    (code,) = bulk_sessions(runtime, first["id"], 1)
+    (other,) = bulk_sessions(runtime, second["id"], 1)
+    with runtime.db.transaction() as s:
+        row = s.scalar(select(CouponSession).where(CouponSession.code == other))
+        assert row is not None
+        row.short_code = code[:6]
+    body = assert_error(account.call("/v3/couponsession/data", couponsession=code[:6]), 422, 300)
+    assert "campaign" in body["status"]["errors"]["error_message_description"][0]
+    narrowed = assert_ok(
+        account.call("/v3/couponsession/data", couponsession=code[:6], campaign=second["id"])
+    )
+    assert narrowed["session"] == other
+
+
+def test_update_claim_validate_void_and_activate(
+    account: Acct, runtime: Runtime, live_server: LiveServer
+) -> None:
+    campaign = create_campaign(account)
+    code = open_session(live_server, campaign["code"])
+    claimed = assert_ok(account.call("/v3/couponsession/update", couponsession=code, claim="true"))
+    assert claimed["data"]["status"]["claimed"] == "1"
+    assert claimed["data"]["status"]["claimtype"] == "api"
+    validated = assert_ok(
+        account.call(
+            "/v3/couponsession/update",
+            couponsession=code,
+            validate=True,
+            validation_value="12.5",
+            value="table 4",
+        )
+    )
+    status = validated["data"]["status"]
+    assert status["validated"] == "1"
+    assert status["validation_value"] == "12.50"
+    assert status["value"] == "table 4"
+    again = assert_error(
+        account.call("/v3/couponsession/update", couponsession=code, validate=True), 409, 308
+    )
+    assert "already been validated" in again["status"]["errors"]["error_message_description"][0]
+    assert_error(
+        account.call("/v3/couponsession/update", couponsession=code, validation_value="abc"), 422, 300
+    )
+    voided = assert_ok(account.call("/v3/couponsession/update", couponsession=code, void=True))
+    assert voided["data"]["status"]["voided"] == "1"
+    assert len(_events(runtime, campaign["id"], "coupon_claimed")) == 1
+    assert len(_events(runtime, campaign["id"], "coupon_validated")) == 1
+    assert len(_events(runtime, campaign["id"], "coupon_voided")) == 1
+    assert len(_events(runtime, campaign["id"], "coupon_opened")) == 1
+    event = _events(runtime, campaign["id"], "coupon_validated")[0]
+    assert event["couponsession"] == code
+    assert event["validation_value"] == "12.50"
+
+
+def test_voided_single_use_link_cannot_be_validated_until_activated(account: Acct, runtime: Runtime) -> None:
+    campaign = create_campaign(account)
+    (code,) = bulk_sessions(runtime, campaign["id"], 1, source="single_use", link_status="voided")
+    body = assert_error(account.call("/v3/couponsession/update", couponsession=code, validate=True), 409, 308)
+    assert "voided" in body["status"]["errors"]["error_message_description"][0]
+    activated = assert_ok(account.call("/v3/couponsession/update", couponsession=code, void="false"))
+    assert activated["data"]["status"]["link_status"] == "activated"
+    assert activated["data"]["status"]["voided"] == "0"
+    assert activated["data"]["status"]["voided_date_utc"] == ""
+    assert_ok(account.call("/v3/couponsession/update", couponsession=code, validate=True))
+
+
+def test_removed_and_locked_sessions_refuse_validation(account: Acct, runtime: Runtime) -> None:
+    campaign = create_campaign(account)
+    removed, locked = bulk_sessions(runtime, campaign["id"], 2)
+    with runtime.db.transaction() as s:
+        row = s.scalar(select(CouponSession).where(CouponSession.code == removed))
+        assert row is not None
+        row.removed_at = utcnow()
+    body = assert_error(
+        account.call("/v3/couponsession/update", couponsession=removed, validate=True), 409, 308
+    )
+    assert "no longer available" in body["status"]["errors"]["error_message_description"][0]
+    assert account.call("/v3/campaign/data", campaign=campaign["id"]).json()["amount_of_results"] == "1"
+    assert_ok(account.call("/v3/couponsession/update", couponsession=locked, lock=True))
+    assert_error(account.call("/v3/couponsession/update", couponsession=locked, validate=True), 409, 308)
+    assert_ok(account.call("/v3/couponsession/update", couponsession=locked, lock=False))
+    assert_ok(account.call("/v3/couponsession/update", couponsession=locked, validate=True))
+
+
+def test_multiple_validations_per_session_and_campaign_limit(account: Acct, runtime: Runtime) -> None:
+    campaign = create_campaign(account, validations_per_session=3, max_validations=4)
+    first, second = bulk_sessions(runtime, campaign["id"], 2)
+    for n in range(1, 4):
+        body = assert_ok(account.call("/v3/couponsession/update", couponsession=first, validate=True))
+        assert body["data"]["status"]["validations"] == str(n)
+    assert_error(account.call("/v3/couponsession/update", couponsession=first, validate=True), 409, 308)
+    assert_ok(account.call("/v3/couponsession/update", couponsession=second, validate=True))
+    limit = assert_error(
+        account.call("/v3/couponsession/update", couponsession=second, validate=True), 409, 308
+    )
+    assert "limit" in limit["status"]["errors"]["error_message_description"][0]
+    with runtime.db.read() as s:
+        ordinals = s.scalars(
+            select(Validation.ordinal).join(CouponSession).where(CouponSession.code == first)
+        )
+        assert sorted(ordinals) == [1, 2, 3]
+        count = s.scalar(select(Campaign.validations_count).where(Campaign.code == campaign["code"]))
+        assert count == 4
+    assert session_status(account, second)["validations"] == "1"
+
+
+def test_update_multiple_reports_each_session(account: Acct, runtime: Runtime) -> None:
+    campaign = create_campaign(account)
+    a, b, c = bulk_sessions(runtime, campaign["id"], 3)
+    assert_ok(account.call("/v3/couponsession/update", couponsession=b, validate=True))
+    body = assert_ok(
+        account.call(
+            "/v3/couponsession/update/multiple",
+            couponsessions=[a, b, "nosuchsession1234567", c],
+            validate=True,
+        )
+    )
+    results = {r["couponsession"]: r for r in body["results"]}
+    assert results[a]["status"] == "OK"
+    assert results[a]["session"]["data"]["status"]["validated"] == "1"
+    assert results[b]["status"] == "failed"
+    assert results[b]["errors"]["error_code"] == [308]
+    assert results["nosuchsession1234567"]["errors"]["error_code"] == [505]
+    assert results[c]["status"] == "OK"
+    assert body["amount_succeeded"] == "2"
+    assert body["amount_failed"] == "2"
+    assert session_status(account, c)["validated"] == "1"
+    # Comma-separated form value, and the batch bound.
+    form = account.client.post(
+        "/v3/couponsession/update/multiple",
+        data={"couponsessions": f"{a},{c}", "void": "1"},
+        headers=account.headers,
+    )
+    assert assert_ok(form)["amount_succeeded"] == "2"
+    too_many = [f"s{i:020d}" for i in range(101)]
+    assert_error(
+        account.call("/v3/couponsession/update/multiple", couponsessions=too_many, claim=True), 422, 309
+    )
+
+
+def test_usage_data_pages_and_date_filters(
+    account: Acct, runtime: Runtime, live_server: LiveServer, clock_offset: object
+) -> None:
+    campaign = create_campaign(account)
+    codes = bulk_sessions(runtime, campaign["id"], 4)
+    opened = open_session(live_server, campaign["code"])
+    assert_ok(account.call("/v3/couponsession/update", couponsession=codes[0], claim=True))
+    assert_ok(account.call("/v3/couponsession/update", couponsession=codes[1], validate=True))
+    data = assert_ok(account.call("/v3/campaign/data", campaign=campaign["id"]))
+    assert data["amount_of_results"] == "5"
+    assert data["page_size"] == "5000"
+    assert [d["session"] for d in data["data"]] == [*codes, opened]
+    item = data["data"][0]
+    assert {"sequenceid", "session", "status"} <= set(item)
+    assert item["status"]["claimed"] == "1"
+    assert [
+        d["session"] for d in account.call("/v3/campaign/opens", campaign=campaign["id"]).json()["data"]
+    ] == [opened]
+    assert [
+        d["session"] for d in account.call("/v3/campaign/claims", campaign=campaign["id"]).json()["data"]
+    ] == [codes[0]]
+    validations = account.call("/v3/campaign/validations", campaign=campaign["id"]).json()
+    assert [d["session"] for d in validations["data"]] == [codes[1]]
+    assert (
+        account.call("/v3/campaign/data", campaign=campaign["id"], page=2).json()["amount_of_results"] == "0"
+    )
+    today = utcnow().date()
+    tomorrow = (today + dt.timedelta(days=1)).isoformat()
+    for start in (today.isoformat(), f"{today} 00:00", f"{today} 00-00"):
+        got = account.call(
+            "/v3/campaign/data", campaign=campaign["id"], start_date=start, end_date=today.isoformat()
+        )
+        assert got.json()["amount_of_results"] == "5", got.text
+    later = account.call("/v3/campaign/data", campaign=campaign["id"], start_date=tomorrow).json()
+    assert later["amount_of_results"] == "0"
+    for bad in ("25-11-2026", "2026-11-25T10:00", "yesterday"):
+        assert_error(account.call("/v3/campaign/data", campaign=campaign["id"], start_date=bad), 422, 303)
+    assert_error(
+        account.call("/v3/campaign/claims", campaign=campaign["id"], end_date="2026/01/01"), 422, 303
+    )
+    assert_error(account.call("/v3/campaign/data", campaign=campaign["id"], page=0), 422, 300)
+    assert_error(account.call("/v3/campaign/data"), 422, 200)
+    assert_error(account.call("/v3/campaign/data", campaign="cam_x1"), 422, 301)
+
+
+def test_search_by_code_customid_phone_and_email(account: Acct, runtime: Runtime) -> None:
+    campaign = create_campaign(account)
+    other = create_campaign(account, name="Other")
+    (a,) = bulk_sessions(runtime, campaign["id"], 1, customid="CRM-9", email="ada@example.com", phone="+3212")
+    (b,) = bulk_sessions(runtime, other["id"], 1, custom_validation_code="BAR-1", email="ada@example.com")
+    for term in ("CRM-9", "+3212"):
+        found = assert_ok(account.call("/v3/couponsession/search", search=term))
+        assert [d["session"] for d in found["data"]] == [a]
+    both = account.call("/v3/couponsession/search", search="ADA@example.com").json()
+    assert [d["session"] for d in both["data"]] == [a, b]
+    assert both["amount_of_results"] == "2"
+    assert [
+        d["session"] for d in account.call("/v3/couponsession/search", search="BAR-1").json()["data"]
+    ] == [b]
+    scoped = assert_ok(account.call("/v3/campaign/search", campaign=other["id"], search="ada@example.com"))
+    assert [d["session"] for d in scoped["data"]] == [b]
+    assert account.call("/v3/couponsession/search", search="nobody").json()["amount_of_results"] == "0"
+    assert_error(account.call("/v3/couponsession/search"), 422, 200)
+
+
+def test_every_validation_has_one_record_and_one_event(account: Acct, runtime: Runtime) -> None:
+    campaign = create_campaign(account, validations_per_session=2)
+    (code,) = bulk_sessions(runtime, campaign["id"], 1)
+    for _ in range(3):
+        account.call("/v3/couponsession/update", couponsession=code, validate=True)
+    with runtime.db.read() as s:
+        records = s.scalar(
+            select(func.count()).select_from(Validation).join(CouponSession).where(CouponSession.code == code)
+        )
+    assert records == 2
+    assert len(_events(runtime, campaign["id"], "coupon_validated")) == 2

@@ -1,0 +1,114 @@
+"""Expiry modes, evaluated in the account's time zone, with the service clock moved."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from zoneinfo import ZoneInfo
+
+import httpx2
+
+from conftest import LiveServer
+from coupons_fixtures import Acct, bulk_sessions, create_campaign, open_session, session_status
+from helpers import assert_error, assert_ok
+from opencoupon.kit import clock
+from opencoupon.models import Account
+from opencoupon.runtime import Runtime
+
+Move = Callable[[dt.timedelta], None]
+
+
+def _set_timezone(runtime: Runtime, account: Acct, name: str) -> None:
+    with runtime.db.transaction() as s:
+        row = s.get(Account, account.id)
+        assert row is not None
+        row.timezone = name
+
+
+def _move_to(clock_offset: Move, when: dt.datetime) -> None:
+    """Set the service clock to `when` (naive UTC)."""
+    clock_offset(dt.timedelta(0))
+    clock_offset(when - clock.utcnow())
+
+
+def test_fixed_date_lasts_until_the_end_of_that_local_day(
+    account: Acct, runtime: Runtime, live_server: LiveServer, clock_offset: Move
+) -> None:
+    _set_timezone(runtime, account, "America/Los_Angeles")
+    day = clock.utcnow().date() + dt.timedelta(days=10)
+    campaign = create_campaign(account, expiry_mode="fixed_date", expiry_date=day.isoformat())
+    early, late = bulk_sessions(runtime, campaign["id"], 2)
+    local_end = dt.datetime.combine(
+        day + dt.timedelta(days=1), dt.time(0), tzinfo=ZoneInfo("America/Los_Angeles")
+    )
+    end_utc = local_end.astimezone(dt.UTC).replace(tzinfo=None)
+    # Already the next day in UTC, still the expiry day in Los Angeles: the coupon works.
+    assert end_utc - dt.timedelta(minutes=2) > dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0))
+    _move_to(clock_offset, end_utc - dt.timedelta(minutes=2))
+    assert session_status(account, early)["expired"] == "0"
+    assert session_status(account, early)["expiry_date_utc"] == end_utc.strftime("%Y-%m-%d %H:%M:%S")
+    assert_ok(account.call("/v3/couponsession/update", couponsession=early, validate=True))
+    _move_to(clock_offset, end_utc + dt.timedelta(minutes=2))
+    assert session_status(account, late)["expired"] == "1"
+    body = assert_error(account.call("/v3/couponsession/update", couponsession=late, validate=True), 409, 308)
+    assert "expired" in body["status"]["errors"]["error_message_description"][0]
+    info = account.call("/v3/coupon/info", campaign=campaign["id"]).json()["coupon_info"]
+    assert info["expirydate"] == f"{day.isoformat()} 23:59:59"
+    with httpx2.Client(base_url=live_server.url) as phone:
+        page = phone.get(f"/p/{campaign['code']}/{late}")
+        assert "This coupon has expired." in page.text
+        assert "America/Los_Angeles" in page.text
+
+
+def test_window_after_first_open(
+    account: Acct, runtime: Runtime, live_server: LiveServer, clock_offset: Move
+) -> None:
+    campaign = create_campaign(account, expiry_mode="after_open", expiry_minutes=60)
+    first = open_session(live_server, campaign["code"])
+    second = open_session(live_server, campaign["code"])
+    # Not opened yet: the window has not started (single-use links wait for their first visit).
+    (link,) = bulk_sessions(runtime, campaign["id"], 1, source="single_use")
+    clock_offset(dt.timedelta(minutes=59))
+    assert_ok(account.call("/v3/couponsession/update", couponsession=first, validate=True))
+    clock_offset(dt.timedelta(minutes=61))
+    assert session_status(account, second)["expired"] == "1"
+    assert_error(account.call("/v3/couponsession/update", couponsession=second, validate=True), 409, 308)
+    with httpx2.Client(base_url=live_server.url) as phone:
+        assert "This coupon has expired." not in phone.get(f"/p/{campaign['code']}/{link}").text
+    clock_offset(dt.timedelta(minutes=61 + 59))
+    assert_ok(account.call("/v3/couponsession/update", couponsession=link, validate=True))
+
+
+def test_window_after_claim(account: Acct, runtime: Runtime, clock_offset: Move) -> None:
+    _set_timezone(runtime, account, "Asia/Tokyo")
+    campaign = create_campaign(account, expiry_mode="after_claim", expiry_days=1)
+    claimed, unclaimed, other = bulk_sessions(runtime, campaign["id"], 3)
+    clock_offset(dt.timedelta(days=2))
+    assert session_status(account, unclaimed)["expired"] == "0"
+    assert_ok(account.call("/v3/couponsession/update", couponsession=claimed, claim=True))
+    assert_ok(account.call("/v3/couponsession/update", couponsession=other, claim=True))
+    clock_offset(dt.timedelta(days=2, hours=23))
+    assert_ok(account.call("/v3/couponsession/update", couponsession=claimed, validate=True))
+    clock_offset(dt.timedelta(days=3, minutes=1))
+    assert session_status(account, other)["expired"] == "1"
+    assert_error(account.call("/v3/couponsession/update", couponsession=other, validate=True), 409, 308)
+    assert_error(account.call("/v3/couponsession/update", couponsession=other, claim=True), 409, 308)
+    assert_ok(account.call("/v3/couponsession/update", couponsession=unclaimed, validate=True))
+
+
+def test_campaign_start_and_end_dates_gate_new_sessions(
+    account: Acct, live_server: LiveServer, clock_offset: Move
+) -> None:
+    now = clock.utcnow()
+    start = (now + dt.timedelta(days=1)).strftime("%Y-%m-%d %H:%M")
+    end = (now + dt.timedelta(days=3)).strftime("%Y-%m-%d")
+    campaign = create_campaign(account, start_date=start, end_date=end)
+    with httpx2.Client(base_url=live_server.url) as phone:
+        assert "not started yet" in phone.get(f"/p/{campaign['code']}").text
+        clock_offset(dt.timedelta(days=2))
+        assert phone.get(f"/p/{campaign['code']}").status_code == 303
+        clock_offset(dt.timedelta(days=4))
+        # The device that opened it keeps its session; a new device cannot open one.
+        assert phone.get(f"/p/{campaign['code']}").status_code == 303
+    with httpx2.Client(base_url=live_server.url) as newcomer:
+        assert "has ended" in newcomer.get(f"/p/{campaign['code']}").text

@@ -1,0 +1,270 @@
+"""Consumer pages: open, same device same session, claim, the three ways staff validate, plain
+messages for every state, and the JSON form."""
+
+from __future__ import annotations
+
+import httpx2
+from sqlalchemy import select
+
+from conftest import LiveServer
+from coupons_fixtures import PIN, Acct, bulk_sessions, create_campaign, csrf_token, session_status
+from opencoupon.kit.clock import utcnow
+from opencoupon.models import CouponSession
+from opencoupon.runtime import Runtime
+
+JSON = {"Accept": "application/json"}
+
+
+def _browser(live_server: LiveServer) -> httpx2.Client:
+    return httpx2.Client(base_url=live_server.url, timeout=30)
+
+
+def test_open_redirects_to_session_and_same_device_gets_same_session(
+    account: Acct, live_server: LiveServer
+) -> None:
+    campaign = create_campaign(account, title="Free coffee", description="With any pastry")
+    with _browser(live_server) as phone:
+        first = phone.get(f"/p/{campaign['code']}")
+        assert first.status_code == 303
+        again = phone.get(f"/p/{campaign['code']}")
+        assert again.headers["location"] == first.headers["location"]
+        page = phone.get(first.headers["location"])
+        assert page.status_code == 200
+        assert "Free coffee" in page.text
+        assert "With any pastry" in page.text
+        code = first.headers["location"].rsplit("/", 1)[1]
+        assert code[:6] in page.text
+        assert f"/qr/p/{campaign['code']}/{code}/scan.svg" in page.text
+    with _browser(live_server) as other_phone:
+        assert other_phone.get(f"/p/{campaign['code']}").headers["location"] != first.headers["location"]
+    assert session_status(account, code)["opened"] == "1"
+
+
+def test_unknown_and_inactive_campaigns(account: Acct, live_server: LiveServer) -> None:
+    inactive = create_campaign(account, status="inactive")
+    with _browser(live_server) as phone:
+        assert phone.get("/p/nosuch").status_code == 404
+        assert phone.get("/p/nosuch", headers=JSON).json()["status"]["errors"]["error_code"] == [502]
+        closed = phone.get(f"/p/{inactive['code']}")
+        assert closed.status_code == 410
+        assert "not active" in closed.text
+        assert phone.get(f"/p/{inactive['code']}/aaaaaaaaaaaaaaaaaaaaa").status_code == 404
+
+
+def test_json_form_of_the_session_page(account: Acct, live_server: LiveServer) -> None:
+    campaign = create_campaign(account)
+    with _browser(live_server) as phone:
+        location = phone.get(f"/p/{campaign['code']}").headers["location"]
+        body = phone.get(location, headers=JSON).json()
+    assert body["state"] == "open"
+    assert body["campaign"] == campaign["id"]
+    assert body["data"]["status"]["opened"] == "1"
+
+
+def test_claim_form_stores_details_and_requires_fields(account: Acct, live_server: LiveServer) -> None:
+    campaign = create_campaign(
+        account,
+        claim_fields="firstname,email,phone",
+        required_fields="email",
+        custom_fields="Shoe size",
+        consent_text="I agree to receive offers.",
+    )
+    with _browser(live_server) as phone:
+        location = phone.get(f"/p/{campaign['code']}").headers["location"]
+        token = csrf_token(phone, location)
+        page = phone.get(location).text
+        assert 'name="email"' in page
+        assert "I agree to receive offers." in page
+        missing = phone.post(f"{location}/claim", data={"csrf": token, "firstname": "Ada"})
+        assert missing.status_code == 422
+        assert "Please fill in email" in missing.text
+        forged = phone.post(f"{location}/claim", data={"csrf": "forged", "email": "a@example.com"})
+        assert forged.status_code == 422
+        done = phone.post(
+            f"{location}/claim",
+            data={
+                "csrf": token,
+                "firstname": "Ada",
+                "email": "Ada@Example.com",
+                "custom_Shoe size": "38",
+                "consent": "on",
+            },
+        )
+        assert done.status_code == 303
+        assert "Your coupon is claimed." in phone.get(done.headers["location"]).text
+    body = account.call("/v3/couponsession/data", couponsession=location.rsplit("/", 1)[1]).json()
+    assert body["data"]["status"]["claimed"] == "1"
+    assert body["data"]["status"]["claimtype"] == "form"
+    assert body["data"]["user"]["email"] == "ada@example.com"
+    assert body["data"]["user"]["custom_fields"] == {"Shoe size": "38"}
+    assert body["data"]["user"]["consent"] == "1"
+
+
+def test_staff_pin_on_the_phone_validates_once(account: Acct, live_server: LiveServer) -> None:
+    campaign = create_campaign(account)
+    with _browser(live_server) as phone:
+        location = phone.get(f"/p/{campaign['code']}").headers["location"]
+        token = csrf_token(phone, location)
+        wrong = phone.post(f"{location}/validate", data={"csrf": token, "pin": "0000"})
+        assert wrong.status_code == 403
+        assert "Wrong PIN" in wrong.text
+        ok = phone.post(f"{location}/validate", data={"csrf": token, "pin": PIN, "validation_value": "9.90"})
+        assert ok.status_code == 303
+        page = phone.get(ok.headers["location"])
+        assert "Coupon validated" in page.text
+        assert "already been validated" in page.text
+        again = phone.post(f"{location}/validate", data={"csrf": token, "pin": PIN}, headers=JSON)
+        assert again.status_code == 409
+        assert again.json()["status"]["errors"]["error_code"] == [308]
+    status = session_status(account, location.rsplit("/", 1)[1])
+    assert status["validated"] == "1"
+    assert status["validation_value"] == "9.90"
+
+
+def test_wrong_pins_lock_the_session(account: Acct, live_server: LiveServer) -> None:
+    campaign = create_campaign(account)
+    with _browser(live_server) as phone:
+        location = phone.get(f"/p/{campaign['code']}").headers["location"]
+        token = csrf_token(phone, location)
+        for _ in range(5):
+            phone.post(f"{location}/validate", data={"csrf": token, "pin": "0000"})
+        locked = phone.post(f"{location}/validate", data={"csrf": token, "pin": PIN})
+        assert locked.status_code == 409
+        assert "locked" in locked.text
+        assert "This coupon is locked" in phone.get(location).text
+    code = location.rsplit("/", 1)[1]
+    assert session_status(account, code)["locked"] == "1"
+    account.call("/v3/couponsession/update", couponsession=code, lock=False)
+    assert session_status(account, code)["locked"] == "0"
+
+
+def test_staff_page_validates_by_widget_code_and_custom_code(
+    account: Acct, live_server: LiveServer, runtime: Runtime
+) -> None:
+    campaign = create_campaign(account, custom_codes="BAR-0001,BAR-0002")
+    widget, custom = bulk_sessions(runtime, campaign["id"], 2)
+    with runtime.db.transaction() as s:
+        row = s.scalar(select(CouponSession).where(CouponSession.code == custom))
+        assert row is not None
+        row.custom_validation_code = "SHOP-778899"
+    staff_path = f"/p/{campaign['code']}/staff"
+    with _browser(live_server) as till:
+        token = csrf_token(till, staff_path)
+        by_widget = till.post(staff_path, data={"csrf": token, "pin": PIN, "code": widget[:6]})
+        assert by_widget.status_code == 200
+        assert f"Coupon {widget[:6]} validated" in by_widget.text
+        twice = till.post(staff_path, data={"csrf": token, "pin": PIN, "code": widget[:6]})
+        assert twice.status_code == 409
+        assert "already been validated" in twice.text
+        by_custom = till.post(
+            staff_path, data={"csrf": token, "pin": PIN, "code": "SHOP-778899"}, headers=JSON
+        )
+        assert by_custom.status_code == 200
+        assert by_custom.json()["data"]["status"]["validated"] == "1"
+        unknown = till.post(staff_path, data={"csrf": token, "pin": PIN, "code": "zzzzzz"})
+        assert unknown.status_code == 404
+        wrong = till.post(staff_path, data={"csrf": token, "pin": "9999", "code": widget[:6]})
+        assert wrong.status_code == 403
+    assert session_status(account, widget)["validated"] == "1"
+
+
+def test_qr_scan_page_asks_for_the_pin(account: Acct, live_server: LiveServer, runtime: Runtime) -> None:
+    campaign = create_campaign(account, validation_methods="qr,widget")
+    (code,) = bulk_sessions(runtime, campaign["id"], 1, firstname="Grace")
+    scan = f"/p/{campaign['code']}/{code}/scan"
+    with _browser(live_server) as staff:
+        page = staff.get(scan)
+        assert page.status_code == 200
+        assert "Staff PIN" in page.text
+        assert "Grace" in page.text
+        token = csrf_token(staff, scan)
+        done = staff.post(scan, data={"csrf": token, "pin": PIN})
+        assert done.status_code == 200
+        assert "Coupon validated" in done.text
+    # PIN on the phone is not enabled for this campaign.
+    with _browser(live_server) as phone:
+        location = phone.get(f"/p/{campaign['code']}").headers["location"]
+        assert "Staff PIN" not in phone.get(location).text
+    assert session_status(account, code)["validated"] == "1"
+
+
+def test_every_state_says_so_plainly(account: Acct, live_server: LiveServer, runtime: Runtime) -> None:
+    campaign = create_campaign(account)
+    voided, locked, validated, removed, expired = bulk_sessions(runtime, campaign["id"], 5)
+    account.call("/v3/couponsession/update", couponsession=voided, void=True)
+    account.call("/v3/couponsession/update", couponsession=locked, lock=True)
+    account.call("/v3/couponsession/update", couponsession=validated, validate=True)
+    with runtime.db.transaction() as s:
+        for code, field in ((removed, "removed_at"), (expired, "expires_at")):
+            row = s.scalar(select(CouponSession).where(CouponSession.code == code))
+            assert row is not None
+            setattr(row, field, utcnow())
+    expected = {
+        voided: "This coupon has been voided.",
+        locked: "This coupon is locked.",
+        validated: "This coupon has already been validated.",
+        removed: "This coupon is no longer available.",
+        expired: "This coupon has expired.",
+    }
+    with _browser(live_server) as phone:
+        for code, text in expected.items():
+            page = phone.get(f"/p/{campaign['code']}/{code}")
+            assert text in page.text, code
+            assert "Staff PIN" not in page.text
+            assert (
+                phone.get(f"/p/{campaign['code']}/{code}", headers=JSON)
+                .json()["message"]
+                .startswith(text[:20])
+            )
+        token = csrf_token(phone, f"/p/{campaign['code']}/staff")
+        refused = phone.post(
+            f"/p/{campaign['code']}/{removed}/validate", data={"csrf": token, "pin": PIN}, headers=JSON
+        )
+        assert refused.status_code == 409
+        assert refused.json()["status"]["errors"]["error_code"] == [308]
+
+
+def test_gates_are_asked_before_opening_or_showing(
+    account: Acct, live_server: LiveServer, runtime: Runtime
+) -> None:
+    from starlette.responses import PlainTextResponse
+
+    from opencoupon.coupons import gates
+
+    def paid_only(_session: object, _request: object, campaign: object) -> PlainTextResponse | None:
+        if getattr(campaign, "name", "") == "Members only":
+            return PlainTextResponse("Members only: sign in first.", status_code=402)
+        return None
+
+    gated = create_campaign(account, name="Members only")
+    (code,) = bulk_sessions(runtime, gated["id"], 1)
+    gates.register(paid_only)
+    try:
+        with _browser(live_server) as phone:
+            opened = phone.get(f"/p/{gated['code']}")
+            assert opened.status_code == 402
+            assert "Members only" in opened.text
+            assert phone.get(f"/p/{gated['code']}/{code}").status_code == 402
+            free = create_campaign(account, name="Everyone")
+            assert phone.get(f"/p/{free['code']}").status_code == 303
+    finally:
+        gates._gates.remove(paid_only)
+    assert account.call("/v3/campaign/data", campaign=gated["id"]).json()["amount_of_results"] == "1"
+
+
+def test_require_claim_holds_back_pin_validation_until_claimed(
+    account: Acct, live_server: LiveServer
+) -> None:
+    campaign = create_campaign(account, require_claim=True, claim_fields="")
+    with _browser(live_server) as phone:
+        location = phone.get(f"/p/{campaign['code']}").headers["location"]
+        page = phone.get(location).text
+        assert "Claim your coupon" in page
+        assert "Staff PIN" not in page
+        token = csrf_token(phone, location)
+        early = phone.post(f"{location}/validate", data={"csrf": token, "pin": PIN}, headers=JSON)
+        assert early.status_code == 409
+        assert "claimed before" in early.json()["status"]["errors"]["error_message_description"][0]
+        assert phone.post(f"{location}/claim", data={"csrf": token}).status_code == 303
+        assert "Staff PIN" in phone.get(location).text
+        assert phone.post(f"{location}/validate", data={"csrf": token, "pin": PIN}).status_code == 303

@@ -1,0 +1,155 @@
+"""Exactly once, shown by racing real threads against the live server: the API, the staff page and
+the consumer's phone validating the same session at the same moment, and a campaign limit."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import httpx2
+import pytest
+from sqlalchemy import func, select
+
+from conftest import LiveServer
+from coupons_fixtures import PIN, Acct, bulk_sessions, create_campaign, csrf_token
+from opencoupon.models import Campaign, CouponSession, DailyStat, Event, Validation
+from opencoupon.runtime import Runtime
+
+JSON = {"Accept": "application/json"}
+
+
+def _race(calls: list[Callable[[], httpx2.Response]]) -> list[httpx2.Response]:
+    barrier = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = calls[i]()
+        except Exception as exc:  # a transport error must fail the test, not hang it
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert all(isinstance(r, httpx2.Response) for r in results), results
+    return results
+
+
+def _outcomes(responses: list[httpx2.Response]) -> tuple[int, list[httpx2.Response]]:
+    wins = [r for r in responses if r.status_code == 200]
+    refusals = [r for r in responses if r.status_code != 200]
+    for r in refusals:
+        assert r.status_code == 409, r.text
+        assert r.json()["status"]["errors"]["error_code"] == [308], r.text
+    return len(wins), refusals
+
+
+def _counts(runtime: Runtime, campaign_id: str) -> dict[str, int]:
+    pk = int(campaign_id.removeprefix("cam_"))
+    with runtime.db.read() as s:
+        return {
+            "records": s.scalar(
+                select(func.count()).select_from(Validation).where(Validation.campaign_id == pk)
+            )
+            or 0,
+            "events": s.scalar(
+                select(func.count())
+                .select_from(Event)
+                .where(Event.campaign == campaign_id, Event.type == "coupon_validated")
+            )
+            or 0,
+            "counter": s.scalar(select(Campaign.validations_count).where(Campaign.id == pk)) or 0,
+            "daily": s.scalar(select(func.sum(DailyStat.validations)).where(DailyStat.campaign_id == pk))
+            or 0,
+            "sessions": s.scalar(
+                select(func.sum(CouponSession.validation_count)).where(CouponSession.campaign_id == pk)
+            )
+            or 0,
+        }
+
+
+@pytest.mark.slow
+def test_32_concurrent_validations_of_one_session_give_exactly_one(
+    account: Acct, live_server: LiveServer, runtime: Runtime
+) -> None:
+    campaign = create_campaign(account)
+    (code,) = bulk_sessions(runtime, campaign["id"], 1)
+    session_path = f"/p/{campaign['code']}/{code}"
+    staff_path = f"/p/{campaign['code']}/staff"
+    clients: list[httpx2.Client] = []
+    calls: list[Callable[[], httpx2.Response]] = []
+    try:
+        for i in range(32):
+            client = httpx2.Client(base_url=live_server.url, timeout=60)
+            clients.append(client)
+            if i % 4 == 0:
+                token = csrf_token(client, staff_path)
+                form = {"csrf": token, "pin": PIN, "code": code[:6]}
+                calls.append(lambda c=client, f=form: c.post(staff_path, data=f, headers=JSON))
+            elif i % 4 == 1:
+                token = csrf_token(client, session_path)
+                form = {"csrf": token, "pin": PIN}
+                calls.append(
+                    lambda c=client, f=form: c.post(f"{session_path}/validate", data=f, headers=JSON)
+                )
+            else:
+                calls.append(
+                    lambda c=client: c.post(
+                        "/v3/couponsession/update",
+                        json={"couponsession": code, "validate": True},
+                        headers=account.headers,
+                    )
+                )
+        responses = _race(calls)
+    finally:
+        for client in clients:
+            client.close()
+    wins, refusals = _outcomes(responses)
+    assert wins == 1
+    assert len(refusals) == 31
+    assert _counts(runtime, campaign["id"]) == {
+        "records": 1,
+        "events": 1,
+        "counter": 1,
+        "daily": 1,
+        "sessions": 1,
+    }
+
+
+@pytest.mark.slow
+def test_150_concurrent_validations_against_a_limit_of_100_give_exactly_100(
+    account: Acct, live_server: LiveServer, runtime: Runtime
+) -> None:
+    campaign = create_campaign(account, max_validations=100)
+    codes = bulk_sessions(runtime, campaign["id"], 150)
+    clients = [httpx2.Client(base_url=live_server.url, timeout=60) for _ in range(30)]
+    try:
+        calls = [
+            (
+                lambda c=clients[i % 30], code=code: c.post(
+                    "/v3/couponsession/update",
+                    json={"couponsession": code, "validate": True},
+                    headers=account.headers,
+                )
+            )
+            for i, code in enumerate(codes)
+        ]
+        responses = _race(calls)
+    finally:
+        for client in clients:
+            client.close()
+    wins, refusals = _outcomes(responses)
+    assert wins == 100
+    assert len(refusals) == 50
+    assert all("limit" in r.json()["status"]["errors"]["error_message_description"][0] for r in refusals)
+    assert _counts(runtime, campaign["id"]) == {
+        "records": 100,
+        "events": 100,
+        "counter": 100,
+        "daily": 100,
+        "sessions": 100,
+    }
