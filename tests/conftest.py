@@ -186,3 +186,7 @@ def clock_offset() -> Iterator[Any]:
     """Move the service clock: `clock_offset(dt.timedelta(days=2))`. Reset after the test."""
     yield clock.set_offset
     clock.set_offset(clock.get_offset() * 0)
+
+
+# Distribution: SMTP and SMS stand-ins, campaigns made through the ORM.
+from distribution_fixtures import campaign, dropping_smtp, sms_provider, smtp_server  # noqa: E402, F401

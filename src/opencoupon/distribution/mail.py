@@ -185,6 +185,9 @@ def deliver(config: SmtpConfig, message: EmailMessage, recipient: str, *, timeou
             if code not in (250, 251):
                 raise smtplib.SMTPResponseException(code, reply)
             code, reply = smtp.data(message.as_bytes(policy=SMTP))
+            # smtplib raises only when DATA itself is refused, not for the answer to the message.
+            if code != 250:
+                raise smtplib.SMTPResponseException(code, reply)
             return f"{code} {reply.decode(errors='replace')}"
     except smtplib.SMTPResponseException as exc:
         raise _smtp_error(exc) from exc

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
-from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
@@ -110,31 +108,19 @@ def codes_for(session: Session, rows: Sequence[DistributionSend]) -> tuple[dict[
     campaigns: dict[int, str] = {}
     sessions: dict[int, str] = {}
     if campaign_ids:
-        campaigns = dict(
-            session.execute(select(Campaign.id, Campaign.code).where(Campaign.id.in_(campaign_ids)))
-            .tuples()
-            .all()
-        )
+        query = select(Campaign.id, Campaign.code).where(Campaign.id.in_(campaign_ids))
+        campaigns = dict(session.execute(query).all())
     if session_ids:
-        sessions = dict(
-            session.execute(
-                select(CouponSession.id, CouponSession.code).where(CouponSession.id.in_(session_ids))
-            )
-            .tuples()
-            .all()
-        )
+        query = select(CouponSession.id, CouponSession.code).where(CouponSession.id.in_(session_ids))
+        sessions = dict(session.execute(query).all())
     return campaigns, sessions
 
 
-def pending_bulk(session: Session, campaign_id: int) -> dict[str, Any]:
+def bulk_counts(session: Session, campaign_id: int) -> dict[str, int]:
     """Counts of this campaign's bulk sends by status."""
-    rows = session.execute(
+    query = (
         select(DistributionSend.status, func.count())
         .where(DistributionSend.campaign_id == campaign_id, DistributionSend.origin == "bulk")
         .group_by(DistributionSend.status)
-    ).tuples()
-    return dict(rows.all())
-
-
-def stale_since(now: dt.datetime, seconds: int) -> dt.datetime:
-    return now - dt.timedelta(seconds=seconds)
+    )
+    return dict(session.execute(query).all())
