@@ -18,8 +18,8 @@ from urllib.parse import parse_qs
 
 import pytest
 from aiosmtpd.controller import Controller
-from conftest import free_port
 
+from conftest import free_port
 from opencoupon.kit import ids
 from opencoupon.kit.clock import utcnow
 from opencoupon.models import Campaign

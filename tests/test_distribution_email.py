@@ -14,10 +14,10 @@ from typing import Any
 
 import httpx2
 import pytest
-from distribution_fixtures import CampaignRef, DroppingServer, SmtpServer, make_campaign
-from helpers import assert_error, assert_ok
 from sqlalchemy import func, select
 
+from distribution_fixtures import CampaignRef, DroppingServer, SmtpServer, make_campaign
+from helpers import assert_error, assert_ok
 from opencoupon.config import Settings
 from opencoupon.models import Account, CouponSession, DistributionSend, Job
 from opencoupon.runtime import Runtime
@@ -104,13 +104,16 @@ def test_email_reaches_the_smtp_server_with_both_parts_link_and_qr_code(
 
     text = msg.get_body(preferencelist=("plain",))
     html = msg.get_body(preferencelist=("html",))
-    assert text is not None and html is not None
+    assert text is not None
+    assert html is not None
     text_content, html_content = text.get_content(), html.get_content()
-    assert body["url"] in text_content and "Hi Jane," in text_content
+    assert body["url"] in text_content
+    assert "Hi Jane," in text_content
     assert "20% off your next coffee" in text_content
     assert f'href="{body["url"]}"' in html_content
     assert "https://images.example.com/coffee.png" in html_content
-    assert "https://cdn.example.com/logo.png" in html_content and "#ff6600" in html_content
+    assert "https://cdn.example.com/logo.png" in html_content
+    assert "#ff6600" in html_content
     assert "Demo Coffee Co." in html_content
 
     # The QR code is an inline PNG referenced by Content-ID, and it encodes the link.
@@ -125,7 +128,8 @@ def test_email_reaches_the_smtp_server_with_both_parts_link_and_qr_code(
     assert decoded.text == body["url"]
 
     send = send_row(runtime, body["send"]["ID"])
-    assert send.status == "sent" and send.attempts == 1
+    assert send.status == "sent"
+    assert send.attempts == 1
     assert send.provider_response.startswith("250 ")
     assert send.sent_at is not None
 
@@ -133,9 +137,12 @@ def test_email_reaches_the_smtp_server_with_both_parts_link_and_qr_code(
     listed = account.client.get("/v4/sends", params={"couponsession": code}, headers=account.headers).json()
     assert listed["total"] == 1
     [entry] = listed["sends"]
-    assert entry["id"] == body["send"]["ID"] and entry["status"] == "sent"
-    assert entry["couponsession"] == code and entry["campaign"] == campaign.public_id
-    assert entry["recipient"] == "Jane.Doe@example.org" and entry["provider_response"].startswith("250")
+    assert entry["id"] == body["send"]["ID"]
+    assert entry["status"] == "sent"
+    assert entry["couponsession"] == code
+    assert entry["campaign"] == campaign.public_id
+    assert entry["recipient"] == "Jane.Doe@example.org"
+    assert entry["provider_response"].startswith("250")
 
     # The link leads to the session on the live server once consumer pages exist.
     path = body["url"].removeprefix(settings.public_base_url)
@@ -168,7 +175,8 @@ def test_check_unique_does_not_send_twice_and_says_so(
     assert "already received" in again["message"]
     # Without check_unique the same address can get the coupon again (a new session).
     other = assert_ok(account.call("/v3/send/email", campaign=campaign.public_id, email="once@example.org"))
-    assert other["action"] == "email_sent" and other["couponsession"] != first["couponsession"]
+    assert other["action"] == "email_sent"
+    assert other["couponsession"] != first["couponsession"]
     run_jobs(runtime)
     assert len(smtp_server.handler.to("once@example.org")) == 2
     # Another campaign is another coupon.
@@ -313,7 +321,8 @@ def test_a_subaccount_without_settings_uses_its_masters(
     configure_smtp(account, smtp_server.port, sender_email="master@shop.example")
     sub_campaign = make_campaign(runtime, subaccount.id)
     view = subaccount.client.get("/v4/integrations/email", headers=subaccount.headers).json()
-    assert view["source"] == "master" and "host" not in view
+    assert view["source"] == "master"
+    assert "host" not in view
     assert_ok(subaccount.call("/v3/send/email", campaign=sub_campaign.public_id, email="e@example.org"))
     # The master may send its subaccount's coupon too.
     assert_ok(account.call("/v3/send/email", campaign=sub_campaign.public_id, email="f@example.org"))
@@ -387,7 +396,8 @@ def test_temporary_smtp_refusals_are_retried_with_backoff_then_succeed(
     run_jobs(runtime)
     send = send_row(runtime, body["send"]["ID"])
     assert (send.status, send.attempts) == ("retrying", 1)
-    assert "451" in send.last_error and send.provider_response.startswith("451")
+    assert "451" in send.last_error
+    assert send.provider_response.startswith("451")
     assert send.next_attempt_at is not None
     wait = (send.next_attempt_at - send.updated_at).total_seconds()
     assert 50 <= wait <= 70
@@ -419,14 +429,18 @@ def test_a_failing_smtp_server_is_retried_then_reported(
     assert smtp_server.handler.data_calls == 3
     send = send_row(runtime, body["send"]["ID"])
     assert (send.status, send.attempts) == ("failed", 3)
-    assert "421" in send.last_error and send.failed_at is not None
+    assert "421" in send.last_error
+    assert send.failed_at is not None
     entry = account.client.get(f"/v4/sends/{body['send']['ID']}", headers=account.headers).json()
-    assert entry["status"] == "failed" and "421" in entry["last_error"] and entry["attempts"] == 3
+    assert entry["status"] == "failed"
+    assert "421" in entry["last_error"]
+    assert entry["attempts"] == 3
     failed = account.client.get("/v4/sends", params={"status": "failed"}, headers=account.headers).json()
     assert [s["id"] for s in failed["sends"]] == [body["send"]["ID"]]
     with runtime.db.read() as session:
         job = session.scalar(select(Job).where(Job.payload == f'{{"send_id": {send.id}}}'))
-        assert job is not None and job.status == "done"
+        assert job is not None
+        assert job.status == "done"
     # A send that failed for good does not count as received: check_unique may try again.
     smtp_server.handler.replies = []
     again = assert_ok(
@@ -492,9 +506,11 @@ def test_a_silent_smtp_server_never_blocks_the_api(
         # While the worker waits on the silent server, the API keeps answering at once.
         started = time.monotonic()
         listed = account.client.get(f"/v4/sends/{body['send']['ID']}", headers=account.headers)
-        assert listed.status_code == 200 and time.monotonic() - started < 0.5
+        assert listed.status_code == 200
+        assert time.monotonic() - started < 0.5
         worker.join(timeout=10)
         send = send_row(runtime, body["send"]["ID"])
-        assert send.status == "retrying" and "timed out" in send.last_error.lower()
+        assert send.status == "retrying"
+        assert "timed out" in send.last_error.lower()
     finally:
         silent.close()
