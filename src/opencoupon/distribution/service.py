@@ -349,6 +349,11 @@ def delete_sms_integration(ctx: ApiContext) -> dict[str, Any]:
 # --- sending -----------------------------------------------------------------------------------
 
 
+def clean_name(raw: str) -> str:
+    """One line (names go into email headers), at most what a session holds."""
+    return " ".join(raw.split())[:100]
+
+
 def dedup_key(channel: str, target_id: str, recipient_key: str) -> str:
     return f"{channel}:{target_id}:{recipient_key}"[:300]
 
@@ -415,6 +420,7 @@ def record_send(
         if earlier is not None:
             return Prepared(earlier, _session_of(session, earlier), already_sent=True)
     key = dedup_key(channel, target.public_id, recipient_key) if unique else None
+    firstname, lastname = clean_name(firstname), clean_name(lastname)
     contact = {"firstname": firstname, "lastname": lastname}
     contact["email" if channel == "email" else "phone"] = recipient
     try:

@@ -189,6 +189,12 @@ def send_email(runtime: Runtime, payload: dict[str, Any]) -> None:
     except SmtpFailure as exc:
         _failed(runtime, send, str(exc), exc.response, transient=exc.transient)
         return
+    except Exception as exc:
+        # A fault of ours (or data the message cannot carry): report it rather than leave the
+        # send `sending` for ever.
+        log.exception("email send snd_%s could not be prepared", send.id)
+        _failed(runtime, send, f"could not send: {exc!r}", "", transient=False)
+        return
     _finish(
         runtime,
         send.id,
@@ -228,6 +234,12 @@ def send_sms(runtime: Runtime, payload: dict[str, Any]) -> None:
         return
     except SmsError as exc:
         _failed(runtime, send, str(exc), exc.response, transient=exc.transient)
+        return
+    except Exception as exc:
+        # A fault of ours (or data the message cannot carry): report it rather than leave the
+        # send `sending` for ever.
+        log.exception("sms send snd_%s could not be prepared", send.id)
+        _failed(runtime, send, f"could not send: {exc!r}", "", transient=False)
         return
     _finish(
         runtime,
