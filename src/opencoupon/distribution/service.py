@@ -6,6 +6,7 @@ import datetime as dt
 import ipaddress
 import re
 import socket
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -423,8 +424,10 @@ def record_send(
     firstname, lastname = clean_name(firstname), clean_name(lastname)
     contact = {"firstname": firstname, "lastname": lastname}
     contact["email" if channel == "email" else "phone"] = recipient
+    # Only a unique send can lose a race on its key; others skip the savepoint's cost.
+    guard: AbstractContextManager[Any] = session.begin_nested() if key else nullcontext()
     try:
-        with session.begin_nested():
+        with guard:
             coupon_session: CouponSession | None = None
             if session_code:
                 coupon_session = _reuse_session(session, target, session_code)
