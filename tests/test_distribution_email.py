@@ -149,6 +149,7 @@ def test_email_reaches_the_smtp_server_with_both_parts_link_and_qr_code(
     if importlib.util.find_spec("opencoupon.coupons.pages") is not None:
         page = http.get(path, headers={"Accept": "text/html"}, follow_redirects=True)
         assert page.status_code == 200
+        assert "20% off your next coffee" in page.text
 
 
 def test_check_unique_does_not_send_twice_and_says_so(
