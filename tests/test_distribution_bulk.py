@@ -161,16 +161,26 @@ def test_bulk_send_is_throttled_and_can_deliver_by_itself(
 
 
 def test_bulk_send_refuses_unknown_campaign_and_missing_integration(
-    account: Any, campaign: CampaignRef, settings: Settings, tmp_path: Path
+    account: Any, campaign: CampaignRef, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    recipients = write_csv(tmp_path / "r.csv", ["x@example.org"])
-    env = cli_env(settings, tmp_path)
-    base = [OPENCOUPON, "send", "email", str(recipients), "--campaign"]
-    unknown = subprocess.run([*base, "cam_987654321"], env=env, capture_output=True, text=True, check=False)
-    assert unknown.returncode == 1
-    assert "not found" in unknown.stderr
-    no_smtp = subprocess.run(
-        [*base, campaign.public_id], env=env, capture_output=True, text=True, check=False
-    )
-    assert no_smtp.returncode == 1
-    assert "no email integration" in no_smtp.stderr
+    # In process (the same command code, without a second interpreter's start-up time).
+    from typer.testing import CliRunner
+
+    from opencoupon.cli.main import app
+    from opencoupon.config import get_settings
+
+    for name, value in cli_env(settings, tmp_path).items():
+        if name.startswith("OPENCOUPON_"):
+            monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        recipients = write_csv(tmp_path / "r.csv", ["x@example.org"])
+        base = ["send", "email", str(recipients), "--campaign"]
+        unknown = CliRunner().invoke(app, [*base, "cam_987654321"])
+        assert unknown.exit_code == 1
+        assert "not found" in unknown.stderr
+        no_smtp = CliRunner().invoke(app, [*base, campaign.public_id])
+        assert no_smtp.exit_code == 1
+        assert "no email integration" in no_smtp.stderr
+    finally:
+        get_settings.cache_clear()

@@ -142,14 +142,31 @@ def send_email(
     ),
 ) -> None:
     """Queue one email with its own single-use coupon link per CSV row, throttled; safe to rerun."""
-    from opencoupon.distribution import repository as repo
-    from opencoupon.distribution import service
-    from opencoupon.errors import ApiError
-    from opencoupon.kit import ids
     from opencoupon.runtime import Runtime
 
     settings = get_settings()
     runtime = Runtime.from_settings(settings)
+    try:
+        per_second = max(0.01, rate if rate > 0 else settings.bulk_send_rate)
+        _send(runtime, recipients, campaign, subject, per_second, wait, worker)
+    finally:
+        runtime.db.dispose()
+
+
+def _send(
+    runtime: Runtime,
+    recipients: Path,
+    campaign: str,
+    subject: str,
+    per_second: float,
+    wait: bool,
+    worker: bool,
+) -> None:
+    from opencoupon.distribution import repository as repo
+    from opencoupon.distribution import service
+    from opencoupon.errors import ApiError
+    from opencoupon.kit import ids
+
     try:
         campaign_id = ids.parse_public_id(campaign, "cam_", "campaign", service.CAMPAIGN_NOT_FOUND)
     except ApiError:
@@ -185,7 +202,6 @@ def send_email(
         runner_thread = runner.start_thread()
         wait = True
 
-    per_second = rate if rate > 0 else settings.bulk_send_rate
     # Small batches keep each transaction short and the pace even.
     batch_size = max(1, min(100, int(per_second / 5)))
     started = time.monotonic()
@@ -211,4 +227,3 @@ def send_email(
     if runner is not None and runner_thread is not None:
         runner.stop()
         runner_thread.join(timeout=30)
-    runtime.db.dispose()
