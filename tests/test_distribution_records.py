@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import func, select
@@ -99,3 +100,64 @@ def test_a_retried_request_with_an_idempotency_key_sends_once(
             .where(DistributionSend.recipient == "u@example.org")
         )
     assert count == 1
+
+
+def test_a_coupon_deleted_before_delivery_is_not_sent(
+    runtime: Runtime, account: Any, campaign: CampaignRef, smtp_server: SmtpServer
+) -> None:
+    from opencoupon.kit.clock import utcnow
+    from opencoupon.models import Campaign
+
+    configure_smtp(account, smtp_server.port)
+    body = assert_ok(account.call("/v3/send/email", campaign=campaign.public_id, email="v@example.org"))
+    with runtime.db.transaction() as session:
+        row = session.get(Campaign, campaign.id)
+        assert row is not None
+        row.deleted_at = utcnow()
+    Runner(runtime).run_until_idle()
+    assert smtp_server.handler.messages == []
+    entry = account.client.get(f"/v4/sends/{body['send']['ID']}", headers=account.headers).json()
+    assert entry["status"] == "failed"
+    assert "deleted" in entry["last_error"]
+
+
+def test_a_directory_is_sent_as_its_link(
+    runtime: Runtime, account: Any, smtp_server: SmtpServer, settings: Any
+) -> None:
+    from opencoupon import models
+    from opencoupon.kit.clock import utcnow
+
+    directory_model: Any = getattr(models, "Directory", None)
+    if directory_model is None:
+        pytest.skip("directories are not part of this build")
+    now = utcnow()
+    with runtime.db.transaction() as session:
+        directory = directory_model(
+            account_id=account.id,
+            code="dirx" + str(account.id)[-4:],
+            name="City deals",
+            description="Every coupon in town.",
+            access="public",
+            payment_url="",
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(directory)
+        session.flush()
+        public_id, code = f"dir_{directory.id}", directory.code
+    configure_smtp(account, smtp_server.port)
+    body = assert_ok(
+        account.call("/v3/send/email", campaign=public_id, email="w@example.org", check_unique=True)
+    )
+    assert (body["action"], body["couponsession"]) == ("email_sent", "")
+    assert body["url"] == f"{settings.public_base_url}/d/{code}"
+    again = assert_ok(
+        account.call("/v3/send/email", campaign=public_id, email="w@example.org", check_unique=True)
+    )
+    assert again["action"] == "already_sent"
+    Runner(runtime).run_until_idle()
+    [received] = smtp_server.handler.to("w@example.org")
+    text = received.message.get_body(preferencelist=("plain",))
+    assert text is not None
+    assert body["url"] in text.get_content()
+    assert "City deals" in text.get_content()

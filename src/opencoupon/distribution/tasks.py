@@ -128,6 +128,10 @@ def _email_work(runtime: Runtime, send: DistributionSend) -> EmailWork:
         branding = parse_branding(account.branding, account.company_name)
         campaign = session.get(Campaign, send.campaign_id) if send.campaign_id is not None else None
         coupon_session = session.get(CouponSession, send.session_id) if send.session_id is not None else None
+        if campaign is not None and campaign.deleted_at is not None:
+            raise Permanent("the coupon was deleted before it could be sent")
+        if coupon_session is not None and coupon_session.removed_at is not None:
+            raise Permanent("the coupon session was removed before it could be sent")
         if campaign is not None and coupon_session is not None:
             content = CouponContent(
                 title=campaign.title or campaign.name,
