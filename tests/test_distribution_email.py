@@ -241,11 +241,21 @@ def test_reusing_a_session_sends_its_link(
         assert row is not None
         # What the session held is kept; blanks are filled in.
         assert (row.email, row.firstname) == ("a@example.org", "Bea")
+    # A third person gets the same link, without someone else's name in the greeting.
+    assert_ok(
+        account.call("/v3/send/email", campaign=campaign.public_id, email="c@example.org", couponsession=code)
+    )
     run_jobs(runtime)
     [received] = smtp_server.handler.to("b@example.org")
     text = received.message.get_body(preferencelist=("plain",))
     assert text is not None
     assert f"{settings.public_base_url}/p/{campaign.code}/{code}" in text.get_content()
+    assert text.get_content().startswith("Hi Bea,")
+    [third] = smtp_server.handler.to("c@example.org")
+    third_text = third.message.get_body(preferencelist=("plain",))
+    assert third_text is not None
+    assert third_text.get_content().startswith("Hello,")
+    assert code in third_text.get_content()
     # An unknown session, or one of another campaign, is 505.
     other = make_campaign(runtime, account.id)
     assert_error(

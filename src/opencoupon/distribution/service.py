@@ -459,6 +459,7 @@ def record_send(
                 recipient=recipient,
                 recipient_key=recipient_key,
                 recipient_name=f"{firstname} {lastname}".strip(),
+                firstname=firstname,
                 subject=subject,
                 body=body_for(link) if body_for is not None else "",
                 sender=sender,

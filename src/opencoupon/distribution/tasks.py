@@ -146,8 +146,11 @@ def _email_work(runtime: Runtime, send: DistributionSend) -> EmailWork:
             content = _directory_content(runtime, session, send.directory_id)
         else:
             raise Permanent("the coupon or its session no longer exists")
-        firstname = coupon_session.firstname if coupon_session is not None else ""
-        greeting = firstname or (send.recipient_name.split(" ", 1)[0] if send.recipient_name else "")
+        # The name given with this send; a reused session's name only when the sender gave none
+        # and the session was made for this same address.
+        greeting = send.firstname
+        if not greeting and coupon_session is not None and coupon_session.email.lower() == send.recipient_key:
+            greeting = coupon_session.firstname
     message = compose(
         config,
         to_email=send.recipient,

@@ -76,6 +76,8 @@ class DistributionSend(Base):
     # Lower-cased email or the E.164 number: what check_unique compares.
     recipient_key: Mapped[str] = mapped_column(String(254))
     recipient_name: Mapped[str] = mapped_column(String(200), default="")
+    # Whom the email greets (a reused session may hold someone else's name).
+    firstname: Mapped[str] = mapped_column(String(100), default="")
     subject: Mapped[str] = mapped_column(String(300), default="")
     # The SMS text as sent (email bodies are rendered when sent).
     body: Mapped[str] = mapped_column(Text, default="")

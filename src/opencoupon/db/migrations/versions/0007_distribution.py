@@ -71,6 +71,7 @@ def upgrade() -> None:
         sa.Column("recipient", sa.String(length=254), nullable=False),
         sa.Column("recipient_key", sa.String(length=254), nullable=False),
         sa.Column("recipient_name", sa.String(length=200), nullable=False),
+        sa.Column("firstname", sa.String(length=100), nullable=False),
         sa.Column("subject", sa.String(length=300), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
         sa.Column("sender", sa.String(length=254), nullable=False),
