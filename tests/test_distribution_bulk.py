@@ -68,7 +68,7 @@ def test_bulk_send_killed_half_way_and_rerun_sends_each_recipient_exactly_once(
     emails = [f"reader{i}@example.org" for i in range(total)]
     # A duplicate (other case) and a bad address are skipped, not sent.
     recipients = write_csv(tmp_path / "recipients.csv", [*emails, "READER0@example.org", "not-an-address"])
-    command = [OPENCOUPON, "send", "email", "--campaign", campaign.public_id, str(recipients), "--rate", "20"]
+    command = [OPENCOUPON, "send", "email", "--campaign", campaign.public_id, str(recipients), "--rate", "10"]
     env = cli_env(settings, tmp_path)
 
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
