@@ -161,3 +161,40 @@ def test_a_directory_is_sent_as_its_link(
     assert text is not None
     assert body["url"] in text.get_content()
     assert "City deals" in text.get_content()
+
+
+def test_a_send_left_sending_by_a_dead_worker_is_resumed_after_a_pause(
+    runtime: Runtime, account: Any, campaign: CampaignRef, smtp_server: SmtpServer, clock_offset: Any
+) -> None:
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from opencoupon.kit.clock import utcnow
+    from opencoupon.models import Job
+
+    configure_smtp(account, smtp_server.port)
+    body = assert_ok(account.call("/v3/send/email", campaign=campaign.public_id, email="x1@example.org"))
+    send_id = int(body["send"]["ID"].removeprefix("snd_"))
+    # As a worker that died mid-send leaves it: the send `sending`, its job's lease run out.
+    with runtime.db.transaction() as session:
+        session.execute(
+            update(DistributionSend)
+            .where(DistributionSend.id == send_id)
+            .values(status="sending", attempts=1, updated_at=utcnow())
+        )
+        session.execute(
+            update(Job)
+            .where(Job.payload == f'{{"send_id": {send_id}}}')
+            .values(
+                status="running", locked_by="dead-worker", locked_until=utcnow() - dt.timedelta(seconds=1)
+            )
+        )
+    Runner(runtime).run_until_idle()
+    # Maybe the dead worker's message is still on its way: nothing is sent at once.
+    assert smtp_server.handler.messages == []
+    clock_offset(dt.timedelta(minutes=6))
+    Runner(runtime).run_until_idle()
+    assert len(smtp_server.handler.to("x1@example.org")) == 1
+    entry = account.client.get(f"/v4/sends/{body['send']['ID']}", headers=account.headers).json()
+    assert (entry["status"], entry["attempts"]) == ("sent", 2)
