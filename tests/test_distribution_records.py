@@ -3,20 +3,31 @@ migration creates exactly the tables the models describe."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import func, select
 
-from distribution_fixtures import CampaignRef, SmtpServer
+from conftest import free_port
+from distribution_fixtures import CampaignRef, SmtpHandler, SmtpServer
 from helpers import assert_error, assert_ok
 from opencoupon.db.base import Base
 from opencoupon.distribution.service import sends_for_session
 from opencoupon.models import CouponSession, DistributionSend
 from opencoupon.runtime import Runtime
 from opencoupon.worker.runner import Runner
+from test_distribution_bulk import OPENCOUPON, cli_env
 from test_distribution_email import configure_smtp
 
 DISTRIBUTION_TABLES = {"email_integrations", "sms_integrations", "distribution_sends"}
@@ -163,38 +174,67 @@ def test_a_directory_is_sent_as_its_link(
     assert "City deals" in text.get_content()
 
 
-def test_a_send_left_sending_by_a_dead_worker_is_resumed_after_a_pause(
-    runtime: Runtime, account: Any, campaign: CampaignRef, smtp_server: SmtpServer, clock_offset: Any
+class HoldingHandler(SmtpHandler):
+    """Holds the first message's DATA until released, then refuses it (the sender is gone)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.data_calls == 0:
+            self.data_calls += 1
+            await asyncio.to_thread(self.release.wait, 60)
+            return "451 4.4.2 Connection lost"
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.mark.slow
+def test_a_send_left_sending_by_a_killed_worker_is_resumed_after_a_pause(
+    runtime: Runtime,
+    account: Any,
+    campaign: CampaignRef,
+    settings: Any,
+    tmp_path: Path,
+    clock_offset: Any,
 ) -> None:
-    import datetime as dt
-
-    from sqlalchemy import update
-
-    from opencoupon.kit.clock import utcnow
-    from opencoupon.models import Job
-
-    configure_smtp(account, smtp_server.port)
-    body = assert_ok(account.call("/v3/send/email", campaign=campaign.public_id, email="x1@example.org"))
-    send_id = int(body["send"]["ID"].removeprefix("snd_"))
-    # As a worker that died mid-send leaves it: the send `sending`, its job's lease run out.
-    with runtime.db.transaction() as session:
-        session.execute(
-            update(DistributionSend)
-            .where(DistributionSend.id == send_id)
-            .values(status="sending", attempts=1, updated_at=utcnow())
+    handler = HoldingHandler()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        configure_smtp(account, port)
+        body = assert_ok(account.call("/v3/send/email", campaign=campaign.public_id, email="x1@example.org"))
+        worker = subprocess.Popen(
+            [OPENCOUPON, "worker"],
+            env=cli_env(settings, tmp_path),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
-        session.execute(
-            update(Job)
-            .where(Job.payload == f'{{"send_id": {send_id}}}')
-            .values(
-                status="running", locked_by="dead-worker", locked_until=utcnow() - dt.timedelta(seconds=1)
-            )
-        )
-    Runner(runtime).run_until_idle()
-    # Maybe the dead worker's message is still on its way: nothing is sent at once.
-    assert smtp_server.handler.messages == []
-    clock_offset(dt.timedelta(minutes=6))
-    Runner(runtime).run_until_idle()
-    assert len(smtp_server.handler.to("x1@example.org")) == 1
-    entry = account.client.get(f"/v4/sends/{body['send']['ID']}", headers=account.headers).json()
-    assert (entry["status"], entry["attempts"]) == ("sent", 2)
+        try:
+            deadline = time.monotonic() + 60
+            while handler.data_calls == 0:
+                assert worker.poll() is None
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            # The worker is in the middle of handing the message over: kill it there.
+            os.kill(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=10)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+        handler.release.set()
+        entry = account.client.get(f"/v4/sends/{body['send']['ID']}", headers=account.headers).json()
+        assert (entry["status"], entry["attempts"]) == ("sending", 1)
+        # Once its lease has run out the job is claimed again, but a send marked `sending` so
+        # recently may still be on its way: it waits rather than risk a duplicate.
+        clock_offset(dt.timedelta(minutes=2))
+        Runner(runtime).run_until_idle()
+        assert handler.messages == []
+        clock_offset(dt.timedelta(minutes=8))
+        Runner(runtime).run_until_idle()
+        assert len(handler.to("x1@example.org")) == 1
+        entry = account.client.get(f"/v4/sends/{body['send']['ID']}", headers=account.headers).json()
+        assert (entry["status"], entry["attempts"]) == ("sent", 2)
+    finally:
+        controller.stop()
