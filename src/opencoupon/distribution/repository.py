@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
@@ -25,6 +26,22 @@ def campaign(session: Session, campaign_id: int, scope: ColumnElement[bool] | No
     query = select(Campaign).where(Campaign.id == campaign_id, Campaign.deleted_at.is_(None))
     if scope is not None:
         query = query.where(scope)
+    return session.scalar(query)
+
+
+def directory(
+    session: Session, directory_id: int, scope: Callable[[Any], ColumnElement[bool]] | None = None
+) -> Any | None:
+    """A live directory row, or None. Directories are another capability's table: while its model
+    is not part of the build, no directory exists. `scope(account_column)` limits the owners."""
+    from opencoupon import models
+
+    model: Any = getattr(models, "Directory", None)
+    if model is None:
+        return None
+    query = select(model).where(model.id == directory_id, model.deleted_at.is_(None))
+    if scope is not None:
+        query = query.where(scope(model.account_id))
     return session.scalar(query)
 
 

@@ -79,23 +79,11 @@ class Target:
 
 
 def find_directory(ctx: ApiContext, raw: str) -> Target:
-    """The one place that knows directory rows, which another capability owns: until its model
-    exists every `dir_…` answers 502, as an unknown directory does at the vendor."""
-    from opencoupon import models
-
-    directory_model: Any = getattr(models, "Directory", None)
+    """A `dir_…` target: its link is the directory's page; no coupon session is made. Unknown
+    directories (and every one while directories are not part of the build) answer 502, as the
+    vendor does on send/email."""
     directory_id = ids.parse_public_id(raw, "dir_", "campaign", DIRECTORY_NOT_FOUND)
-    if directory_model is None:
-        raise DIRECTORY_NOT_FOUND
-    from sqlalchemy import select
-
-    row = ctx.session.scalar(
-        select(directory_model).where(
-            directory_model.id == directory_id,
-            ctx.scope(directory_model.account_id),
-            directory_model.deleted_at.is_(None),
-        )
-    )
+    row = repo.directory(ctx.session, directory_id, ctx.scope)
     if row is None:
         raise DIRECTORY_NOT_FOUND
     return Target(

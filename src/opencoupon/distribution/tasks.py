@@ -11,6 +11,7 @@ from email.message import EmailMessage
 from typing import Any
 
 from sqlalchemy import update
+from sqlalchemy.orm import Session
 
 from opencoupon.coupons.sessions import session_path
 from opencoupon.distribution import repository as repo
@@ -164,11 +165,8 @@ def _email_work(runtime: Runtime, send: DistributionSend) -> EmailWork:
     return EmailWork(config, message, send.recipient)
 
 
-def _directory_content(runtime: Runtime, session: Any, directory_id: int) -> CouponContent:
-    from opencoupon import models
-
-    directory_model: Any = getattr(models, "Directory", None)
-    row = session.get(directory_model, directory_id) if directory_model is not None else None
+def _directory_content(runtime: Runtime, session: Session, directory_id: int) -> CouponContent:
+    row = repo.directory(session, directory_id)
     if row is None:
         raise Permanent("the directory no longer exists")
     return CouponContent(
