@@ -238,3 +238,38 @@ def test_a_send_left_sending_by_a_killed_worker_is_resumed_after_a_pause(
         assert (entry["status"], entry["attempts"]) == ("sent", 2)
     finally:
         controller.stop()
+
+
+def test_tenants_cannot_point_the_server_at_private_addresses(
+    runtime: Runtime,
+    account: Any,
+    campaign: CampaignRef,
+    smtp_server: SmtpServer,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Set while allowed (as in development), then the server runs with the protection on.
+    configure_smtp(account, smtp_server.port)
+    monkeypatch.setattr(settings, "allow_private_webhooks", False)
+    for host in ("127.0.0.1", "10.1.2.3", "localhost", "[::1]"):
+        refused = account.client.put(
+            "/v4/integrations/email",
+            json={"host": host, "sender_email": "a@shop.example"},
+            headers=account.headers,
+        )
+        assert_error(refused, 422, 300)
+    assert_error(
+        account.client.put(
+            "/v4/integrations/sms",
+            json={"account_sid": "AC1", "auth_token": "t", "base_url": "http://192.168.1.20:8080"},
+            headers=account.headers,
+        ),
+        422,
+        300,
+    )
+    body = assert_ok(account.call("/v3/send/email", campaign=campaign.public_id, email="y@example.org"))
+    Runner(runtime).run_until_idle()
+    assert smtp_server.handler.messages == []
+    entry = account.client.get(f"/v4/sends/{body['send']['ID']}", headers=account.headers).json()
+    assert entry["status"] == "failed"
+    assert "private or loopback" in entry["last_error"]

@@ -200,22 +200,43 @@ def sms_integration(session: Session, account_id: int) -> tuple[SmsIntegration, 
     return None
 
 
-def _check_host(runtime: Runtime, host: str, name: str) -> None:
-    """Tenants may not point the server at private addresses (as for webhooks), unless allowed."""
-    if runtime.settings.allow_private_webhooks:
-        return
+def _private_literal(host: str) -> bool:
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
     try:
-        infos = socket.getaddrinfo(host, None)
+        return not ipaddress.ip_address(host).is_global
+    except ValueError:
+        return False
+
+
+def _check_host(runtime: Runtime, host: str, name: str) -> None:
+    """Tenants may not point the server at private addresses (as for webhooks), unless allowed.
+    Only literal addresses are refused here (no DNS lookup inside the transaction); names are
+    resolved and checked again by the worker before each connection."""
+    if not runtime.settings.allow_private_webhooks and _private_literal(host):
+        raise ApiError(
+            300,
+            f"Invalid value in parameter: {name}. Private and loopback addresses are not allowed "
+            "(OPENCOUPON_ALLOW_PRIVATE_WEBHOOKS=1 allows them).",
+        )
+
+
+def private_address(runtime: Runtime, host: str) -> str:
+    """Why the worker must not connect to `host` (a tenant's setting), or "" when it may."""
+    if runtime.settings.allow_private_webhooks:
+        return ""
+    hint = " (OPENCOUPON_ALLOW_PRIVATE_WEBHOOKS=1 allows it)"
+    if _private_literal(host):
+        return f"{host} is a private or loopback address" + hint
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
-        raise ApiError(300, f"Invalid value in parameter: {name}. The host name does not resolve.") from None
+        return ""  # the connection attempt reports it (a temporary failure)
     for info in infos:
         address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
         if not address.is_global:
-            raise ApiError(
-                300,
-                f"Invalid value in parameter: {name}. Private and loopback addresses are not allowed "
-                "(OPENCOUPON_ALLOW_PRIVATE_WEBHOOKS=1 allows them).",
-            )
+            return f"{host} resolves to the private or loopback address {address}" + hint
+    return ""
 
 
 def email_integration_view(ctx: ApiContext) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import random
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -122,6 +123,12 @@ def _email_work(runtime: Runtime, send: DistributionSend) -> EmailWork:
         config = service.email_config(session, runtime, send.account_id)
         if config is None:
             raise Permanent("no email integration (the account's settings were removed)")
+        if config.source != "server":
+            refused = service.private_address(runtime, config.host)
+            if refused:
+                raise Permanent(
+                    f"SMTP host refused: {refused} (OPENCOUPON_ALLOW_PRIVATE_WEBHOOKS=1 allows it)"
+                )
         if "\x00" in config.password:
             raise Permanent("the stored SMTP password cannot be decrypted: save the email integration again")
         account = session.get(Account, send.account_id)
@@ -217,6 +224,11 @@ def _sms_work(runtime: Runtime, send: DistributionSend) -> SmsWork:
         if found is None:
             raise Permanent("no SMS integration (the account's settings were removed)")
         row = found[0]
+        refused = service.private_address(runtime, urlsplit(row.base_url).hostname or "")
+        if refused:
+            raise Permanent(
+                f"SMS provider refused: {refused} (OPENCOUPON_ALLOW_PRIVATE_WEBHOOKS=1 allows it)"
+            )
         token = runtime.keyring.decrypt(row.token_encrypted)
         if token is None:
             raise Permanent("the stored SMS token cannot be decrypted: save the SMS integration again")
