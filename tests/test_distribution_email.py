@@ -142,6 +142,7 @@ def test_email_reaches_the_smtp_server_with_both_parts_link_and_qr_code(
     assert entry["couponsession"] == code
     assert entry["campaign"] == campaign.public_id
     assert entry["recipient"] == "Jane.Doe@example.org"
+    assert (entry["origin"], entry["requested_by"]) == ("api", str(account.id))
     assert entry["provider_response"].startswith("250")
 
     # The link leads to the session on the live server once consumer pages exist.

@@ -6,6 +6,7 @@ import datetime as dt
 import ipaddress
 import re
 import socket
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -415,7 +416,7 @@ def record_send(
     now: dt.datetime,
     subject: str = "",
     sender: str = "",
-    body_for: Any = None,
+    body_for: Callable[[str], str] | None = None,
 ) -> Prepared:
     """Create (or reuse) the coupon session, the send record and its job, in the caller's
     transaction. With `unique`, a recipient who already got this coupon gets nothing new."""
@@ -610,6 +611,8 @@ def public_send(row: DistributionSend, campaign_code: str = "", session_code: st
         "id": f"snd_{row.id}",
         "channel": row.channel,
         "origin": row.origin,
+        # The account whose credentials asked for it (empty for the bulk command).
+        "requested_by": str(row.requested_by) if row.requested_by is not None else "",
         "status": row.status,
         "campaign": f"cam_{row.campaign_id}" if row.campaign_id is not None else "",
         "campaign_code": campaign_code,
