@@ -126,9 +126,7 @@ def _email_work(runtime: Runtime, send: DistributionSend) -> EmailWork:
         if config.source != "server":
             refused = service.private_address(runtime, config.host)
             if refused:
-                raise Permanent(
-                    f"SMTP host refused: {refused} (OPENCOUPON_ALLOW_PRIVATE_WEBHOOKS=1 allows it)"
-                )
+                raise Permanent(f"SMTP host not allowed: {refused}")
         if "\x00" in config.password:
             raise Permanent("the stored SMTP password cannot be decrypted: save the email integration again")
         account = session.get(Account, send.account_id)
@@ -226,9 +224,7 @@ def _sms_work(runtime: Runtime, send: DistributionSend) -> SmsWork:
         row = found[0]
         refused = service.private_address(runtime, urlsplit(row.base_url).hostname or "")
         if refused:
-            raise Permanent(
-                f"SMS provider refused: {refused} (OPENCOUPON_ALLOW_PRIVATE_WEBHOOKS=1 allows it)"
-            )
+            raise Permanent(f"SMS provider not allowed: {refused}")
         token = runtime.keyring.decrypt(row.token_encrypted)
         if token is None:
             raise Permanent("the stored SMS token cannot be decrypted: save the SMS integration again")
