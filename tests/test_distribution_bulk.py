@@ -32,6 +32,7 @@ def cli_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
         "OPENCOUPON_SECRET_KEY": TEST_SECRET_KEY,
         "OPENCOUPON_BASE_URL": settings.base_url,
         "OPENCOUPON_VAR_DIR": str(tmp_path),
+        "OPENCOUPON_ALLOW_PRIVATE_WEBHOOKS": "1",
     }
 
 

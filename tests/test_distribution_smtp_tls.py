@@ -24,7 +24,7 @@ from helpers import assert_ok
 from opencoupon.config import Settings
 from opencoupon.runtime import Runtime
 from opencoupon.worker.runner import Runner
-from test_distribution_email import configure_smtp, send_row
+from test_distribution_email import abandon, configure_smtp, send_row
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +153,7 @@ def test_an_untrusted_certificate_is_not_accepted(
     send = send_row(runtime, body["send"]["ID"])
     assert send.status == "retrying"
     assert "CERTIFICATE_VERIFY_FAILED" in send.last_error
+    abandon(runtime, body["send"]["ID"])
     assert login.seen == []
 
 
