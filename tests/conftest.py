@@ -189,4 +189,4 @@ def clock_offset() -> Iterator[Any]:
 
 
 # Distribution: SMTP and SMS stand-ins, campaigns made through the ORM.
-from distribution_fixtures import campaign, dropping_smtp, sms_provider, smtp_server  # noqa: E402, F401
+from distribution_fixtures import dist_campaign, dist_dropping_smtp, dist_sms, dist_smtp  # noqa: E402, F401

@@ -65,7 +65,7 @@ def make_campaign(runtime: Runtime, account_id: int, **fields: Any) -> CampaignR
 
 
 @pytest.fixture
-def campaign(runtime: Runtime, account: Any) -> CampaignRef:
+def dist_campaign(runtime: Runtime, account: Any) -> CampaignRef:
     return make_campaign(runtime, account.id)
 
 
@@ -117,7 +117,7 @@ class SmtpServer:
 
 
 @pytest.fixture
-def smtp_server() -> Iterator[SmtpServer]:
+def dist_smtp() -> Iterator[SmtpServer]:
     handler = SmtpHandler()
     port = free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port)
@@ -160,7 +160,7 @@ class DroppingServer:
 
 
 @pytest.fixture
-def dropping_smtp() -> Iterator[DroppingServer]:
+def dist_dropping_smtp() -> Iterator[DroppingServer]:
     server = DroppingServer()
     yield server
     server.close()
@@ -228,7 +228,7 @@ class SmsStandIn:
 
 
 @pytest.fixture
-def sms_provider() -> Iterator[SmsStandIn]:
+def dist_sms() -> Iterator[SmsStandIn]:
     stand_in = SmsStandIn()
     yield stand_in
     stand_in.close()

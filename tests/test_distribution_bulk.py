@@ -59,22 +59,31 @@ def counts(runtime: Runtime, campaign_id: int) -> tuple[int, int]:
 def test_bulk_send_killed_half_way_and_rerun_sends_each_recipient_exactly_once(
     runtime: Runtime,
     account: Any,
-    campaign: CampaignRef,
-    smtp_server: SmtpServer,
+    dist_campaign: CampaignRef,
+    dist_smtp: SmtpServer,
     settings: Settings,
     tmp_path: Path,
 ) -> None:
-    configure_smtp(account, smtp_server.port)
+    configure_smtp(account, dist_smtp.port)
     total = 40
     emails = [f"reader{i}@example.org" for i in range(total)]
     # A duplicate (other case) and a bad address are skipped, not sent.
     recipients = write_csv(tmp_path / "recipients.csv", [*emails, "READER0@example.org", "not-an-address"])
-    command = [OPENCOUPON, "send", "email", "--campaign", campaign.public_id, str(recipients), "--rate", "10"]
+    command = [
+        OPENCOUPON,
+        "send",
+        "email",
+        "--campaign",
+        dist_campaign.public_id,
+        str(recipients),
+        "--rate",
+        "10",
+    ]
     env = cli_env(settings, tmp_path)
 
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
-    while counts(runtime, campaign.id)[0] < total // 2:
+    while counts(runtime, dist_campaign.id)[0] < total // 2:
         assert process.poll() is None, process.stderr.read() if process.stderr else ""
         assert time.monotonic() < deadline
         time.sleep(0.02)
@@ -83,7 +92,7 @@ def test_bulk_send_killed_half_way_and_rerun_sends_each_recipient_exactly_once(
     assert process.returncode == -signal.SIGKILL
     if process.stderr:
         process.stderr.close()
-    sends_after_kill, sessions_after_kill = counts(runtime, campaign.id)
+    sends_after_kill, sessions_after_kill = counts(runtime, dist_campaign.id)
     assert total // 2 <= sends_after_kill < total
     # A session and its send record are written together: no link without a record.
     assert sessions_after_kill == sends_after_kill
@@ -91,7 +100,7 @@ def test_bulk_send_killed_half_way_and_rerun_sends_each_recipient_exactly_once(
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert rerun.returncode == 0, rerun.stderr
     assert f"already sent or queued {sends_after_kill + 1}, invalid 1" in rerun.stderr
-    assert counts(runtime, campaign.id) == (total, total)
+    assert counts(runtime, dist_campaign.id) == (total, total)
 
     # A third run after everything went out queues nothing.
     Runner(runtime).run_until_idle()
@@ -99,7 +108,7 @@ def test_bulk_send_killed_half_way_and_rerun_sends_each_recipient_exactly_once(
     assert f"queued 0, already sent or queued {total + 1}" in again.stderr
     Runner(runtime).run_until_idle()
 
-    received = [r for m in smtp_server.handler.messages for r in m.rcpt_tos]
+    received = [r for m in dist_smtp.handler.messages for r in m.rcpt_tos]
     assert sorted(received) == sorted(emails)
     with runtime.db.read() as session:
         rows = session.execute(
@@ -107,7 +116,7 @@ def test_bulk_send_killed_half_way_and_rerun_sends_each_recipient_exactly_once(
                 DistributionSend.status, DistributionSend.origin, CouponSession.source, CouponSession.email
             )
             .join(CouponSession, CouponSession.id == DistributionSend.session_id)
-            .where(DistributionSend.campaign_id == campaign.id)
+            .where(DistributionSend.campaign_id == dist_campaign.id)
         ).all()
     assert {(status, origin, source) for status, origin, source, _ in rows} == {
         ("sent", "bulk", "single_use")
@@ -115,22 +124,22 @@ def test_bulk_send_killed_half_way_and_rerun_sends_each_recipient_exactly_once(
     assert sorted(email for *_, email in rows) == sorted(emails)
     # Each email carries its own single-use link.
     links = set()
-    for message in smtp_server.handler.messages:
+    for message in dist_smtp.handler.messages:
         text = message.message.get_body(preferencelist=("plain",))
         assert text is not None
-        links.update(line for line in text.get_content().splitlines() if f"/p/{campaign.code}/" in line)
+        links.update(line for line in text.get_content().splitlines() if f"/p/{dist_campaign.code}/" in line)
     assert len(links) == total
 
 
 def test_bulk_send_is_throttled_and_can_deliver_by_itself(
     runtime: Runtime,
     account: Any,
-    campaign: CampaignRef,
-    smtp_server: SmtpServer,
+    dist_campaign: CampaignRef,
+    dist_smtp: SmtpServer,
     settings: Settings,
     tmp_path: Path,
 ) -> None:
-    configure_smtp(account, smtp_server.port)
+    configure_smtp(account, dist_smtp.port)
     emails = [f"paced{i}@example.org" for i in range(8)]
     recipients = write_csv(tmp_path / "paced.csv", emails)
     command = [
@@ -138,7 +147,7 @@ def test_bulk_send_is_throttled_and_can_deliver_by_itself(
         "send",
         "email",
         "--campaign",
-        campaign.public_id,
+        dist_campaign.public_id,
         str(recipients),
         "--rate",
         "8",
@@ -153,16 +162,20 @@ def test_bulk_send_is_throttled_and_can_deliver_by_itself(
     assert "sent 8, failed 0" in done.stderr
     with runtime.db.read() as session:
         created = session.scalars(
-            select(DistributionSend.created_at).where(DistributionSend.campaign_id == campaign.id)
+            select(DistributionSend.created_at).where(DistributionSend.campaign_id == dist_campaign.id)
         ).all()
     # 8 recipients at 8 a second: the first and the last are queued most of a second apart.
     assert (max(created) - min(created)).total_seconds() >= 0.75
-    assert sorted(r for m in smtp_server.handler.messages for r in m.rcpt_tos) == sorted(emails)
-    assert {m.message["Subject"] for m in smtp_server.handler.messages} == {"Your personal coupon"}
+    assert sorted(r for m in dist_smtp.handler.messages for r in m.rcpt_tos) == sorted(emails)
+    assert {m.message["Subject"] for m in dist_smtp.handler.messages} == {"Your personal coupon"}
 
 
 def test_bulk_send_refuses_unknown_campaign_and_missing_integration(
-    account: Any, campaign: CampaignRef, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    account: Any,
+    dist_campaign: CampaignRef,
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # In process (the same command code, without a second interpreter's start-up time).
     from typer.testing import CliRunner
@@ -180,7 +193,7 @@ def test_bulk_send_refuses_unknown_campaign_and_missing_integration(
         unknown = CliRunner().invoke(app, [*base, "cam_987654321"])
         assert unknown.exit_code == 1
         assert "not found" in unknown.stderr
-        no_smtp = CliRunner().invoke(app, [*base, campaign.public_id])
+        no_smtp = CliRunner().invoke(app, [*base, dist_campaign.public_id])
         assert no_smtp.exit_code == 1
         assert "no email integration" in no_smtp.stderr
     finally:

@@ -68,8 +68,8 @@ def abandon(runtime: Runtime, send_id: str) -> None:
 def test_email_reaches_the_smtp_server_with_both_parts_link_and_qr_code(
     runtime: Runtime,
     account: Any,
-    campaign: CampaignRef,
-    smtp_server: SmtpServer,
+    dist_campaign: CampaignRef,
+    dist_smtp: SmtpServer,
     settings: Settings,
     http: httpx2.Client,
 ) -> None:
@@ -78,11 +78,11 @@ def test_email_reaches_the_smtp_server_with_both_parts_link_and_qr_code(
         assert owner is not None
         owner.branding = '{"logo": "https://cdn.example.com/logo.png", "primary_color": "#ff6600"}'
         owner.company_name = "Demo Coffee Co."
-    configure_smtp(account, smtp_server.port)
+    configure_smtp(account, dist_smtp.port)
     body = assert_ok(
         account.call(
             "/v3/send/email",
-            campaign=campaign.public_id,
+            campaign=dist_campaign.public_id,
             email="Jane.Doe@example.org",
             subject="A gift for you",
             firstname="Jane",
@@ -92,21 +92,21 @@ def test_email_reaches_the_smtp_server_with_both_parts_link_and_qr_code(
     assert body["action"] == "email_sent"
     code = body["couponsession"]
     assert len(code) == 21
-    assert body["url"] == f"{settings.public_base_url}/p/{campaign.code}/{code}"
+    assert body["url"] == f"{settings.public_base_url}/p/{dist_campaign.code}/{code}"
     assert body["send"]["status"] == "queued"
 
     # The session exists, belongs to the campaign and carries what the sender knew.
     with runtime.db.read() as session:
         row = session.scalar(select(CouponSession).where(CouponSession.code == code))
         assert row is not None
-        assert (row.campaign_id, row.source, row.email) == (campaign.id, "email", "Jane.Doe@example.org")
+        assert (row.campaign_id, row.source, row.email) == (dist_campaign.id, "email", "Jane.Doe@example.org")
         assert (row.firstname, row.lastname) == ("Jane", "Doe")
         assert str(row.id) == body["sequenceid"]
 
-    assert smtp_server.handler.messages == []  # nothing is sent inside the API call
+    assert dist_smtp.handler.messages == []  # nothing is sent inside the API call
     run_jobs(runtime)
 
-    [received] = smtp_server.handler.to("Jane.Doe@example.org")
+    [received] = dist_smtp.handler.to("Jane.Doe@example.org")
     assert received.mail_from == "coupons@shop.example"
     msg = received.message
     assert msg["Subject"] == "A gift for you"
@@ -155,7 +155,7 @@ def test_email_reaches_the_smtp_server_with_both_parts_link_and_qr_code(
     assert entry["id"] == body["send"]["ID"]
     assert entry["status"] == "sent"
     assert entry["couponsession"] == code
-    assert entry["campaign"] == campaign.public_id
+    assert entry["campaign"] == dist_campaign.public_id
     assert entry["recipient"] == "Jane.Doe@example.org"
     assert (entry["origin"], entry["requested_by"]) == ("api", str(account.id))
     assert entry["provider_response"].startswith("250")
@@ -169,12 +169,12 @@ def test_email_reaches_the_smtp_server_with_both_parts_link_and_qr_code(
 
 
 def test_check_unique_does_not_send_twice_and_says_so(
-    runtime: Runtime, account: Any, campaign: CampaignRef, smtp_server: SmtpServer
+    runtime: Runtime, account: Any, dist_campaign: CampaignRef, dist_smtp: SmtpServer
 ) -> None:
-    configure_smtp(account, smtp_server.port)
+    configure_smtp(account, dist_smtp.port)
     first = assert_ok(
         account.call(
-            "/v3/send/email", campaign=campaign.public_id, email="once@example.org", check_unique=True
+            "/v3/send/email", campaign=dist_campaign.public_id, email="once@example.org", check_unique=True
         )
     )
     assert first["action"] == "email_sent"
@@ -182,7 +182,7 @@ def test_check_unique_does_not_send_twice_and_says_so(
     again = assert_ok(
         account.client.post(
             "/v3/send/email",
-            data={"campaign": campaign.public_id, "email": "ONCE@example.org", "check_unique": "1"},
+            data={"campaign": dist_campaign.public_id, "email": "ONCE@example.org", "check_unique": "1"},
             headers=account.headers,
         )
     )
@@ -191,11 +191,13 @@ def test_check_unique_does_not_send_twice_and_says_so(
     assert again["send"]["ID"] == first["send"]["ID"]
     assert "already received" in again["message"]
     # Without check_unique the same address can get the coupon again (a new session).
-    other = assert_ok(account.call("/v3/send/email", campaign=campaign.public_id, email="once@example.org"))
+    other = assert_ok(
+        account.call("/v3/send/email", campaign=dist_campaign.public_id, email="once@example.org")
+    )
     assert other["action"] == "email_sent"
     assert other["couponsession"] != first["couponsession"]
     run_jobs(runtime)
-    assert len(smtp_server.handler.to("once@example.org")) == 2
+    assert len(dist_smtp.handler.to("once@example.org")) == 2
     # Another campaign is another coupon.
     second = make_campaign(runtime, account.id)
     fresh = assert_ok(
@@ -205,15 +207,15 @@ def test_check_unique_does_not_send_twice_and_says_so(
 
 
 def test_check_unique_holds_under_concurrent_requests(
-    runtime: Runtime, account: Any, campaign: CampaignRef, smtp_server: SmtpServer, live_server: Any
+    runtime: Runtime, account: Any, dist_campaign: CampaignRef, dist_smtp: SmtpServer, live_server: Any
 ) -> None:
-    configure_smtp(account, smtp_server.port)
+    configure_smtp(account, dist_smtp.port)
 
     def send(_: int) -> str:
         with httpx2.Client(base_url=live_server.url, timeout=30) as client:
             response = client.post(
                 "/v3/send/email",
-                json={"campaign": campaign.public_id, "email": "race@example.org", "check_unique": True},
+                json={"campaign": dist_campaign.public_id, "email": "race@example.org", "check_unique": True},
                 headers=account.headers,
             )
             return str(assert_ok(response)["action"])
@@ -226,26 +228,28 @@ def test_check_unique_holds_under_concurrent_requests(
         count = session.scalar(
             select(func.count())
             .select_from(DistributionSend)
-            .where(DistributionSend.campaign_id == campaign.id)
+            .where(DistributionSend.campaign_id == dist_campaign.id)
         )
         sessions = session.scalar(
-            select(func.count()).select_from(CouponSession).where(CouponSession.campaign_id == campaign.id)
+            select(func.count())
+            .select_from(CouponSession)
+            .where(CouponSession.campaign_id == dist_campaign.id)
         )
     assert (count, sessions) == (1, 1)
     run_jobs(runtime)
-    assert len(smtp_server.handler.to("race@example.org")) == 1
+    assert len(dist_smtp.handler.to("race@example.org")) == 1
 
 
 def test_reusing_a_session_sends_its_link(
-    runtime: Runtime, account: Any, campaign: CampaignRef, smtp_server: SmtpServer, settings: Settings
+    runtime: Runtime, account: Any, dist_campaign: CampaignRef, dist_smtp: SmtpServer, settings: Settings
 ) -> None:
-    configure_smtp(account, smtp_server.port)
-    first = assert_ok(account.call("/v3/send/email", campaign=campaign.public_id, email="a@example.org"))
+    configure_smtp(account, dist_smtp.port)
+    first = assert_ok(account.call("/v3/send/email", campaign=dist_campaign.public_id, email="a@example.org"))
     code = first["couponsession"]
     again = assert_ok(
         account.call(
             "/v3/send/email",
-            campaign=campaign.public_id,
+            campaign=dist_campaign.public_id,
             email="b@example.org",
             couponsession=code[:6],
             firstname="Bea",
@@ -259,15 +263,17 @@ def test_reusing_a_session_sends_its_link(
         assert (row.email, row.firstname) == ("a@example.org", "Bea")
     # A third person gets the same link, without someone else's name in the greeting.
     assert_ok(
-        account.call("/v3/send/email", campaign=campaign.public_id, email="c@example.org", couponsession=code)
+        account.call(
+            "/v3/send/email", campaign=dist_campaign.public_id, email="c@example.org", couponsession=code
+        )
     )
     run_jobs(runtime)
-    [received] = smtp_server.handler.to("b@example.org")
+    [received] = dist_smtp.handler.to("b@example.org")
     text = received.message.get_body(preferencelist=("plain",))
     assert text is not None
-    assert f"{settings.public_base_url}/p/{campaign.code}/{code}" in text.get_content()
+    assert f"{settings.public_base_url}/p/{dist_campaign.code}/{code}" in text.get_content()
     assert text.get_content().startswith("Hi Bea,")
-    [third] = smtp_server.handler.to("c@example.org")
+    [third] = dist_smtp.handler.to("c@example.org")
     third_text = third.message.get_body(preferencelist=("plain",))
     assert third_text is not None
     assert third_text.get_content().startswith("Hello,")
@@ -282,12 +288,16 @@ def test_reusing_a_session_sends_its_link(
 
 
 def test_errors_missing_integration_bad_address_unknown_campaign(
-    runtime: Runtime, account: Any, other_account: Any, campaign: CampaignRef
+    runtime: Runtime, account: Any, other_account: Any, dist_campaign: CampaignRef
 ) -> None:
-    assert_error(account.call("/v3/send/email", campaign=campaign.public_id, email="x@example.org"), 422, 104)
-    assert_error(account.call("/v3/send/email", campaign=campaign.public_id, email="not-an-email"), 422, 305)
     assert_error(
-        account.call("/v3/send/email", campaign=campaign.public_id, email="a@b@example.org"), 422, 305
+        account.call("/v3/send/email", campaign=dist_campaign.public_id, email="x@example.org"), 422, 104
+    )
+    assert_error(
+        account.call("/v3/send/email", campaign=dist_campaign.public_id, email="not-an-email"), 422, 305
+    )
+    assert_error(
+        account.call("/v3/send/email", campaign=dist_campaign.public_id, email="a@b@example.org"), 422, 305
     )
     missing = assert_error(account.call("/v3/send/email", email="x@example.org"), 422, 200)
     assert missing["status"]["errors"]["error_message_description"] == ["Missing parameter: campaign"]
@@ -297,7 +307,9 @@ def test_errors_missing_integration_bad_address_unknown_campaign(
     )
     # Another account's campaign answers exactly like a missing one.
     foreign = assert_error(
-        other_account.call("/v3/send/email", campaign=campaign.public_id, email="x@example.org"), 404, 502
+        other_account.call("/v3/send/email", campaign=dist_campaign.public_id, email="x@example.org"),
+        404,
+        502,
     )
     assert foreign["status"]["errors"] == {
         **unknown["status"]["errors"],
@@ -319,13 +331,13 @@ def test_errors_missing_integration_bad_address_unknown_campaign(
 def test_server_default_smtp_is_used_when_the_account_has_none(
     runtime: Runtime,
     account: Any,
-    campaign: CampaignRef,
-    smtp_server: SmtpServer,
+    dist_campaign: CampaignRef,
+    dist_smtp: SmtpServer,
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(settings, "smtp_host", "127.0.0.1")
-    monkeypatch.setattr(settings, "smtp_port", smtp_server.port)
+    monkeypatch.setattr(settings, "smtp_port", dist_smtp.port)
     monkeypatch.setattr(settings, "smtp_tls", "none")
     monkeypatch.setattr(settings, "smtp_sender_email", "noreply@opencoupon.example")
     view = account.client.get("/v4/integrations/email", headers=account.headers).json()
@@ -335,17 +347,17 @@ def test_server_default_smtp_is_used_when_the_account_has_none(
         "sender_email": "noreply@opencoupon.example",
         "sender_name": "OpenCoupon",
     }
-    body = assert_ok(account.call("/v3/send/email", campaign=campaign.public_id, email="d@example.org"))
+    body = assert_ok(account.call("/v3/send/email", campaign=dist_campaign.public_id, email="d@example.org"))
     run_jobs(runtime)
-    [received] = smtp_server.handler.to("d@example.org")
+    [received] = dist_smtp.handler.to("d@example.org")
     assert received.mail_from == "noreply@opencoupon.example"
     assert send_row(runtime, body["send"]["ID"]).status == "sent"
 
 
 def test_a_subaccount_without_settings_uses_its_masters(
-    runtime: Runtime, account: Any, subaccount: Any, smtp_server: SmtpServer
+    runtime: Runtime, account: Any, subaccount: Any, dist_smtp: SmtpServer
 ) -> None:
-    configure_smtp(account, smtp_server.port, sender_email="master@shop.example")
+    configure_smtp(account, dist_smtp.port, sender_email="master@shop.example")
     sub_campaign = make_campaign(runtime, subaccount.id)
     view = subaccount.client.get("/v4/integrations/email", headers=subaccount.headers).json()
     assert view["source"] == "master"
@@ -354,8 +366,8 @@ def test_a_subaccount_without_settings_uses_its_masters(
     # The master may send its subaccount's coupon too.
     assert_ok(account.call("/v3/send/email", campaign=sub_campaign.public_id, email="f@example.org"))
     run_jobs(runtime)
-    assert smtp_server.handler.to("e@example.org")[0].mail_from == "master@shop.example"
-    assert len(smtp_server.handler.to("f@example.org")) == 1
+    assert dist_smtp.handler.to("e@example.org")[0].mail_from == "master@shop.example"
+    assert len(dist_smtp.handler.to("f@example.org")) == 1
 
 
 def test_integration_settings_keep_the_password_secret(runtime: Runtime, account: Any) -> None:
@@ -410,16 +422,16 @@ def test_integration_settings_keep_the_password_secret(runtime: Runtime, account
 def test_temporary_smtp_refusals_are_retried_with_backoff_then_succeed(
     runtime: Runtime,
     account: Any,
-    campaign: CampaignRef,
-    smtp_server: SmtpServer,
+    dist_campaign: CampaignRef,
+    dist_smtp: SmtpServer,
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
     clock_offset: Any,
 ) -> None:
     monkeypatch.setattr(settings, "send_retry_base_seconds", 60.0)
-    configure_smtp(account, smtp_server.port)
-    smtp_server.handler.replies = ["451 4.3.0 Mailbox busy, try later"]
-    body = assert_ok(account.call("/v3/send/email", campaign=campaign.public_id, email="g@example.org"))
+    configure_smtp(account, dist_smtp.port)
+    dist_smtp.handler.replies = ["451 4.3.0 Mailbox busy, try later"]
+    body = assert_ok(account.call("/v3/send/email", campaign=dist_campaign.public_id, email="g@example.org"))
     run_jobs(runtime)
     send = send_row(runtime, body["send"]["ID"])
     assert (send.status, send.attempts) == ("retrying", 1)
@@ -429,31 +441,33 @@ def test_temporary_smtp_refusals_are_retried_with_backoff_then_succeed(
     wait = (send.next_attempt_at - send.updated_at).total_seconds()
     assert 50 <= wait <= 70
     run_jobs(runtime)  # not due yet
-    assert smtp_server.handler.data_calls == 1
+    assert dist_smtp.handler.data_calls == 1
     clock_offset(dt.timedelta(seconds=75))
     run_jobs(runtime)
     send = send_row(runtime, body["send"]["ID"])
     assert (send.status, send.attempts, send.last_error) == ("sent", 2, "")
-    assert len(smtp_server.handler.to("g@example.org")) == 1
+    assert len(dist_smtp.handler.to("g@example.org")) == 1
 
 
 def test_a_failing_smtp_server_is_retried_then_reported(
     runtime: Runtime,
     account: Any,
-    campaign: CampaignRef,
-    smtp_server: SmtpServer,
+    dist_campaign: CampaignRef,
+    dist_smtp: SmtpServer,
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(settings, "send_retry_base_seconds", 0.0)
     monkeypatch.setattr(settings, "send_max_attempts", 3)
-    configure_smtp(account, smtp_server.port)
-    smtp_server.handler.replies = ["421 4.7.0 Too many connections"] * 5
+    configure_smtp(account, dist_smtp.port)
+    dist_smtp.handler.replies = ["421 4.7.0 Too many connections"] * 5
     body = assert_ok(
-        account.call("/v3/send/email", campaign=campaign.public_id, email="h@example.org", check_unique=True)
+        account.call(
+            "/v3/send/email", campaign=dist_campaign.public_id, email="h@example.org", check_unique=True
+        )
     )
     run_jobs(runtime)
-    assert smtp_server.handler.data_calls == 3
+    assert dist_smtp.handler.data_calls == 3
     send = send_row(runtime, body["send"]["ID"])
     assert (send.status, send.attempts) == ("failed", 3)
     assert "421" in send.last_error
@@ -469,51 +483,53 @@ def test_a_failing_smtp_server_is_retried_then_reported(
         assert job is not None
         assert job.status == "done"
     # A send that failed for good does not count as received: check_unique may try again.
-    smtp_server.handler.replies = []
+    dist_smtp.handler.replies = []
     again = assert_ok(
-        account.call("/v3/send/email", campaign=campaign.public_id, email="h@example.org", check_unique=True)
+        account.call(
+            "/v3/send/email", campaign=dist_campaign.public_id, email="h@example.org", check_unique=True
+        )
     )
     assert again["action"] == "email_sent"
     run_jobs(runtime)
-    assert len(smtp_server.handler.to("h@example.org")) == 1
+    assert len(dist_smtp.handler.to("h@example.org")) == 1
 
 
 def test_permanent_smtp_refusal_is_reported_without_retrying(
-    runtime: Runtime, account: Any, campaign: CampaignRef, smtp_server: SmtpServer
+    runtime: Runtime, account: Any, dist_campaign: CampaignRef, dist_smtp: SmtpServer
 ) -> None:
-    configure_smtp(account, smtp_server.port)
-    smtp_server.handler.replies = ["554 5.7.1 Message rejected as spam"]
-    body = assert_ok(account.call("/v3/send/email", campaign=campaign.public_id, email="i@example.org"))
+    configure_smtp(account, dist_smtp.port)
+    dist_smtp.handler.replies = ["554 5.7.1 Message rejected as spam"]
+    body = assert_ok(account.call("/v3/send/email", campaign=dist_campaign.public_id, email="i@example.org"))
     run_jobs(runtime)
     send = send_row(runtime, body["send"]["ID"])
     assert (send.status, send.attempts) == ("failed", 1)
     assert send.provider_response == "554 5.7.1 Message rejected as spam"
-    assert smtp_server.handler.data_calls == 1
+    assert dist_smtp.handler.data_calls == 1
 
 
 def test_a_dropped_connection_is_retried_then_reported(
     runtime: Runtime,
     account: Any,
-    campaign: CampaignRef,
-    dropping_smtp: DroppingServer,
+    dist_campaign: CampaignRef,
+    dist_dropping_smtp: DroppingServer,
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(settings, "send_retry_base_seconds", 0.0)
     monkeypatch.setattr(settings, "send_max_attempts", 2)
-    configure_smtp(account, dropping_smtp.port)
-    body = assert_ok(account.call("/v3/send/email", campaign=campaign.public_id, email="j@example.org"))
+    configure_smtp(account, dist_dropping_smtp.port)
+    body = assert_ok(account.call("/v3/send/email", campaign=dist_campaign.public_id, email="j@example.org"))
     run_jobs(runtime)
     send = send_row(runtime, body["send"]["ID"])
     assert (send.status, send.attempts) == ("failed", 2)
     assert "not reachable" in send.last_error
-    assert dropping_smtp.connections == 2
+    assert dist_dropping_smtp.connections == 2
 
 
 def test_a_silent_smtp_server_never_blocks_the_api(
     runtime: Runtime,
     account: Any,
-    campaign: CampaignRef,
+    dist_campaign: CampaignRef,
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -526,7 +542,9 @@ def test_a_silent_smtp_server_never_blocks_the_api(
         monkeypatch.setattr(settings, "send_retry_base_seconds", 60.0)
         configure_smtp(account, int(silent.getsockname()[1]))
         started = time.monotonic()
-        body = assert_ok(account.call("/v3/send/email", campaign=campaign.public_id, email="k@example.org"))
+        body = assert_ok(
+            account.call("/v3/send/email", campaign=dist_campaign.public_id, email="k@example.org")
+        )
         assert time.monotonic() - started < 0.5
         worker = threading.Thread(target=run_jobs, args=(runtime,))
         worker.start()

@@ -42,14 +42,16 @@ def test_migration_matches_the_models(runtime: Runtime) -> None:
 
 
 def test_session_data_lists_its_sends(
-    runtime: Runtime, account: Any, campaign: CampaignRef, smtp_server: SmtpServer
+    runtime: Runtime, account: Any, dist_campaign: CampaignRef, dist_smtp: SmtpServer
 ) -> None:
-    configure_smtp(account, smtp_server.port)
-    first = assert_ok(account.call("/v3/send/email", campaign=campaign.public_id, email="s1@example.org"))
+    configure_smtp(account, dist_smtp.port)
+    first = assert_ok(
+        account.call("/v3/send/email", campaign=dist_campaign.public_id, email="s1@example.org")
+    )
     assert_ok(
         account.call(
             "/v3/send/email",
-            campaign=campaign.public_id,
+            campaign=dist_campaign.public_id,
             email="s2@example.org",
             couponsession=first["couponsession"],
         )
@@ -67,10 +69,10 @@ def test_session_data_lists_its_sends(
 
 
 def test_sends_are_visible_only_to_their_account(
-    account: Any, other_account: Any, campaign: CampaignRef, smtp_server: SmtpServer
+    account: Any, other_account: Any, dist_campaign: CampaignRef, dist_smtp: SmtpServer
 ) -> None:
-    configure_smtp(account, smtp_server.port)
-    body = assert_ok(account.call("/v3/send/email", campaign=campaign.public_id, email="t@example.org"))
+    configure_smtp(account, dist_smtp.port)
+    body = assert_ok(account.call("/v3/send/email", campaign=dist_campaign.public_id, email="t@example.org"))
     send_id = body["send"]["ID"]
     mine = account.client.get(f"/v4/sends/{send_id}", headers=account.headers)
     assert mine.status_code == 200
@@ -87,23 +89,23 @@ def test_sends_are_visible_only_to_their_account(
         505,
     )
     by_campaign = account.client.get(
-        "/v4/sends", params={"campaign": campaign.public_id, "channel": "email"}, headers=account.headers
+        "/v4/sends", params={"campaign": dist_campaign.public_id, "channel": "email"}, headers=account.headers
     ).json()
     assert [s["id"] for s in by_campaign["sends"]] == [send_id]
 
 
 def test_a_retried_request_with_an_idempotency_key_sends_once(
-    runtime: Runtime, account: Any, campaign: CampaignRef, smtp_server: SmtpServer
+    runtime: Runtime, account: Any, dist_campaign: CampaignRef, dist_smtp: SmtpServer
 ) -> None:
-    configure_smtp(account, smtp_server.port)
+    configure_smtp(account, dist_smtp.port)
     headers = {**account.headers, "Idempotency-Key": "send-u-1"}
-    params = {"campaign": campaign.public_id, "email": "u@example.org"}
+    params = {"campaign": dist_campaign.public_id, "email": "u@example.org"}
     first = account.client.post("/v3/send/email", json=params, headers=headers)
     again = account.client.post("/v3/send/email", json=params, headers=headers)
     assert again.headers.get("Idempotent-Replayed") == "true"
     assert again.json() == first.json()
     Runner(runtime).run_until_idle()
-    assert len(smtp_server.handler.to("u@example.org")) == 1
+    assert len(dist_smtp.handler.to("u@example.org")) == 1
     with runtime.db.read() as session:
         count = session.scalar(
             select(func.count())
@@ -114,26 +116,26 @@ def test_a_retried_request_with_an_idempotency_key_sends_once(
 
 
 def test_a_coupon_deleted_before_delivery_is_not_sent(
-    runtime: Runtime, account: Any, campaign: CampaignRef, smtp_server: SmtpServer
+    runtime: Runtime, account: Any, dist_campaign: CampaignRef, dist_smtp: SmtpServer
 ) -> None:
     from opencoupon.kit.clock import utcnow
     from opencoupon.models import Campaign
 
-    configure_smtp(account, smtp_server.port)
-    body = assert_ok(account.call("/v3/send/email", campaign=campaign.public_id, email="v@example.org"))
+    configure_smtp(account, dist_smtp.port)
+    body = assert_ok(account.call("/v3/send/email", campaign=dist_campaign.public_id, email="v@example.org"))
     with runtime.db.transaction() as session:
-        row = session.get(Campaign, campaign.id)
+        row = session.get(Campaign, dist_campaign.id)
         assert row is not None
         row.deleted_at = utcnow()
     Runner(runtime).run_until_idle()
-    assert smtp_server.handler.messages == []
+    assert dist_smtp.handler.messages == []
     entry = account.client.get(f"/v4/sends/{body['send']['ID']}", headers=account.headers).json()
     assert entry["status"] == "failed"
     assert "deleted" in entry["last_error"]
 
 
 def test_a_directory_is_sent_as_its_link(
-    runtime: Runtime, account: Any, smtp_server: SmtpServer, settings: Any
+    runtime: Runtime, account: Any, dist_smtp: SmtpServer, settings: Any
 ) -> None:
     from opencoupon import models
     from opencoupon.kit.clock import utcnow
@@ -156,7 +158,7 @@ def test_a_directory_is_sent_as_its_link(
         session.add(directory)
         session.flush()
         public_id, code = f"dir_{directory.id}", directory.code
-    configure_smtp(account, smtp_server.port)
+    configure_smtp(account, dist_smtp.port)
     body = assert_ok(
         account.call("/v3/send/email", campaign=public_id, email="w@example.org", check_unique=True)
     )
@@ -167,7 +169,7 @@ def test_a_directory_is_sent_as_its_link(
     )
     assert again["action"] == "already_sent"
     Runner(runtime).run_until_idle()
-    [received] = smtp_server.handler.to("w@example.org")
+    [received] = dist_smtp.handler.to("w@example.org")
     text = received.message.get_body(preferencelist=("plain",))
     assert text is not None
     assert body["url"] in text.get_content()
@@ -193,7 +195,7 @@ class HoldingHandler(SmtpHandler):
 def test_a_send_left_sending_by_a_killed_worker_is_resumed_after_a_pause(
     runtime: Runtime,
     account: Any,
-    campaign: CampaignRef,
+    dist_campaign: CampaignRef,
     settings: Any,
     tmp_path: Path,
     clock_offset: Any,
@@ -204,7 +206,9 @@ def test_a_send_left_sending_by_a_killed_worker_is_resumed_after_a_pause(
     controller.start()
     try:
         configure_smtp(account, port)
-        body = assert_ok(account.call("/v3/send/email", campaign=campaign.public_id, email="x1@example.org"))
+        body = assert_ok(
+            account.call("/v3/send/email", campaign=dist_campaign.public_id, email="x1@example.org")
+        )
         worker = subprocess.Popen(
             [OPENCOUPON, "worker"],
             env=cli_env(settings, tmp_path),
@@ -243,13 +247,13 @@ def test_a_send_left_sending_by_a_killed_worker_is_resumed_after_a_pause(
 def test_tenants_cannot_point_the_server_at_private_addresses(
     runtime: Runtime,
     account: Any,
-    campaign: CampaignRef,
-    smtp_server: SmtpServer,
+    dist_campaign: CampaignRef,
+    dist_smtp: SmtpServer,
     settings: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Set while allowed (as in development), then the server runs with the protection on.
-    configure_smtp(account, smtp_server.port)
+    configure_smtp(account, dist_smtp.port)
     monkeypatch.setattr(settings, "allow_private_webhooks", False)
     for host in ("127.0.0.1", "10.1.2.3", "localhost", "[::1]"):
         refused = account.client.put(
@@ -267,9 +271,9 @@ def test_tenants_cannot_point_the_server_at_private_addresses(
         422,
         300,
     )
-    body = assert_ok(account.call("/v3/send/email", campaign=campaign.public_id, email="y@example.org"))
+    body = assert_ok(account.call("/v3/send/email", campaign=dist_campaign.public_id, email="y@example.org"))
     Runner(runtime).run_until_idle()
-    assert smtp_server.handler.messages == []
+    assert dist_smtp.handler.messages == []
     entry = account.client.get(f"/v4/sends/{body['send']['ID']}", headers=account.headers).json()
     assert entry["status"] == "failed"
     assert "private or loopback" in entry["last_error"]

@@ -38,34 +38,34 @@ def send_row(runtime: Runtime, send_id: str) -> DistributionSend:
 
 
 def test_sms_request_shape_auth_and_link(
-    runtime: Runtime, account: Any, campaign: CampaignRef, sms_provider: SmsStandIn, settings: Settings
+    runtime: Runtime, account: Any, dist_campaign: CampaignRef, dist_sms: SmsStandIn, settings: Settings
 ) -> None:
-    configure_sms(account, sms_provider.url)
+    configure_sms(account, dist_sms.url)
     body = assert_ok(
         account.call(
             "/v3/send/sms",
-            campaign=campaign.public_id,
+            campaign=dist_campaign.public_id,
             phone="+44 7911 123-456",
             message="Your coupon: {link} - see you soon!",
             firstname="Sam",
         )
     )
     assert body["action"] == "sms_sent"
-    link = f"{settings.public_base_url}/p/{campaign.code}/{body['couponsession']}"
+    link = f"{settings.public_base_url}/p/{dist_campaign.code}/{body['couponsession']}"
     assert body["url"] == link
     with runtime.db.read() as session:
         row = session.scalar(select(CouponSession).where(CouponSession.code == body["couponsession"]))
         assert row is not None
         assert (row.campaign_id, row.source, row.phone, row.firstname) == (
-            campaign.id,
+            dist_campaign.id,
             "sms",
             "+447911123456",
             "Sam",
         )
-    assert sms_provider.requests == []
+    assert dist_sms.requests == []
     Runner(runtime).run_until_idle()
 
-    [request] = sms_provider.requests
+    [request] = dist_sms.requests
     assert request.path == "/2010-04-01/Accounts/AC0123456789abcdef/Messages.json"
     assert request.basic_auth == ("AC0123456789abcdef", "token-s3cret")
     assert request.form == {
@@ -86,57 +86,66 @@ def test_sms_request_shape_auth_and_link(
 
 
 def test_link_is_appended_without_a_placeholder_and_sender_can_be_alphanumeric(
-    runtime: Runtime, account: Any, campaign: CampaignRef, sms_provider: SmsStandIn, settings: Settings
+    runtime: Runtime, account: Any, dist_campaign: CampaignRef, dist_sms: SmsStandIn, settings: Settings
 ) -> None:
-    configure_sms(account, sms_provider.url)
+    configure_sms(account, dist_sms.url)
     first = assert_ok(
         account.call(
             "/v3/send/sms",
-            campaign=campaign.public_id,
+            campaign=dist_campaign.public_id,
             phone="+15551234567",
             text="Hello!",
             sender="CoffeeCo",
         )
     )
-    second = assert_ok(account.call("/v3/send/sms", campaign=campaign.public_id, phone="+15551234568"))
+    second = assert_ok(account.call("/v3/send/sms", campaign=dist_campaign.public_id, phone="+15551234568"))
     Runner(runtime).run_until_idle()
-    by_to = {r.form["To"]: r.form for r in sms_provider.requests}
-    link1 = f"{settings.public_base_url}/p/{campaign.code}/{first['couponsession']}"
-    link2 = f"{settings.public_base_url}/p/{campaign.code}/{second['couponsession']}"
+    by_to = {r.form["To"]: r.form for r in dist_sms.requests}
+    link1 = f"{settings.public_base_url}/p/{dist_campaign.code}/{first['couponsession']}"
+    link2 = f"{settings.public_base_url}/p/{dist_campaign.code}/{second['couponsession']}"
     assert by_to["+15551234567"] == {"To": "+15551234567", "From": "CoffeeCo", "Body": f"Hello! {link1}"}
     assert by_to["+15551234568"]["Body"] == f"20% off your next coffee: {link2}"
 
 
-def test_sms_errors(runtime: Runtime, account: Any, campaign: CampaignRef, sms_provider: SmsStandIn) -> None:
-    assert_error(account.call("/v3/send/sms", campaign=campaign.public_id, phone="+15551234567"), 422, 103)
-    configure_sms(account, sms_provider.url)
+def test_sms_errors(runtime: Runtime, account: Any, dist_campaign: CampaignRef, dist_sms: SmsStandIn) -> None:
+    assert_error(
+        account.call("/v3/send/sms", campaign=dist_campaign.public_id, phone="+15551234567"), 422, 103
+    )
+    configure_sms(account, dist_sms.url)
     for bad in ("5551234567", "+0123456789", "+1555abc4567", "+1234"):
-        body = assert_error(account.call("/v3/send/sms", campaign=campaign.public_id, phone=bad), 422, 300)
+        body = assert_error(
+            account.call("/v3/send/sms", campaign=dist_campaign.public_id, phone=bad), 422, 300
+        )
         assert "E.164" in body["status"]["errors"]["error_message_description"][0]
     bad_sender = assert_error(
         account.call(
-            "/v3/send/sms", campaign=campaign.public_id, phone="+15551234567", sender="Way too long sender"
+            "/v3/send/sms",
+            campaign=dist_campaign.public_id,
+            phone="+15551234567",
+            sender="Way too long sender",
         ),
         422,
         300,
     )
     assert "sender" in bad_sender["status"]["errors"]["error_message_description"][0]
     assert_error(
-        account.call("/v3/send/sms", campaign=campaign.public_id, phone="+15551234567", message="x" * 1600),
+        account.call(
+            "/v3/send/sms", campaign=dist_campaign.public_id, phone="+15551234567", message="x" * 1600
+        ),
         422,
         300,
     )
     assert_error(account.call("/v3/send/sms", campaign="cam_99999999", phone="+15551234567"), 404, 502)
-    assert_error(account.call("/v3/send/sms", campaign=campaign.public_id), 422, 200)
+    assert_error(account.call("/v3/send/sms", campaign=dist_campaign.public_id), 422, 200)
 
 
-def test_sms_settings_keep_the_token_secret(runtime: Runtime, account: Any, sms_provider: SmsStandIn) -> None:
-    view = configure_sms(account, sms_provider.url)
+def test_sms_settings_keep_the_token_secret(runtime: Runtime, account: Any, dist_sms: SmsStandIn) -> None:
+    view = configure_sms(account, dist_sms.url)
     assert view == {
         "configured": True,
         "source": "account",
         "provider": "twilio",
-        "base_url": sms_provider.url,
+        "base_url": dist_sms.url,
         "account_sid": "AC0123456789abcdef",
         "auth_token_set": True,
         "sender": "+15005550006",
@@ -149,14 +158,14 @@ def test_sms_settings_keep_the_token_secret(runtime: Runtime, account: Any, sms_
     # A first configuration needs the token; a later one may omit it.
     kept = account.client.put(
         "/v4/integrations/sms",
-        json={"account_sid": "AC0123456789abcdef", "base_url": sms_provider.url, "sender": "Shop"},
+        json={"account_sid": "AC0123456789abcdef", "base_url": dist_sms.url, "sender": "Shop"},
         headers=account.headers,
     )
     assert kept.json()["sender"] == "Shop"
     assert_error(
         account.client.put(
             "/v4/integrations/sms",
-            json={"account_sid": "AC/../x", "base_url": sms_provider.url},
+            json={"account_sid": "AC/../x", "base_url": dist_sms.url},
             headers=account.headers,
         ),
         422,
@@ -185,31 +194,31 @@ def test_sms_settings_keep_the_token_secret(runtime: Runtime, account: Any, sms_
 def test_provider_server_errors_and_rate_limits_are_retried(
     runtime: Runtime,
     account: Any,
-    campaign: CampaignRef,
-    sms_provider: SmsStandIn,
+    dist_campaign: CampaignRef,
+    dist_sms: SmsStandIn,
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(settings, "send_retry_base_seconds", 0.0)
-    configure_sms(account, sms_provider.url)
-    sms_provider.responses = [
+    configure_sms(account, dist_sms.url)
+    dist_sms.responses = [
         (503, {"code": 20503, "message": "Service unavailable"}),
         (429, {"code": 20429, "message": "Too many requests"}),
     ]
-    body = assert_ok(account.call("/v3/send/sms", campaign=campaign.public_id, phone="+15551234567"))
+    body = assert_ok(account.call("/v3/send/sms", campaign=dist_campaign.public_id, phone="+15551234567"))
     Runner(runtime).run_until_idle()
-    assert len(sms_provider.requests) == 3
-    assert {r.form["Body"] for r in sms_provider.requests} == {sms_provider.requests[0].form["Body"]}
+    assert len(dist_sms.requests) == 3
+    assert {r.form["Body"] for r in dist_sms.requests} == {dist_sms.requests[0].form["Body"]}
     send = send_row(runtime, body["send"]["ID"])
     assert (send.status, send.attempts) == ("sent", 3)
 
 
 def test_provider_refusal_is_reported_at_once(
-    runtime: Runtime, account: Any, campaign: CampaignRef, sms_provider: SmsStandIn
+    runtime: Runtime, account: Any, dist_campaign: CampaignRef, dist_sms: SmsStandIn
 ) -> None:
-    configure_sms(account, sms_provider.url)
-    sms_provider.responses = [(400, {"code": 21211, "message": "The 'To' number +15551234567 is not valid."})]
-    body = assert_ok(account.call("/v3/send/sms", campaign=campaign.public_id, phone="+15551234567"))
+    configure_sms(account, dist_sms.url)
+    dist_sms.responses = [(400, {"code": 21211, "message": "The 'To' number +15551234567 is not valid."})]
+    body = assert_ok(account.call("/v3/send/sms", campaign=dist_campaign.public_id, phone="+15551234567"))
     Runner(runtime).run_until_idle()
     send = send_row(runtime, body["send"]["ID"])
     assert (send.status, send.attempts) == ("failed", 1)
@@ -224,14 +233,14 @@ def test_provider_refusal_is_reported_at_once(
 def test_unreachable_provider_is_retried_then_reported(
     runtime: Runtime,
     account: Any,
-    campaign: CampaignRef,
+    dist_campaign: CampaignRef,
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(settings, "send_retry_base_seconds", 0.0)
     monkeypatch.setattr(settings, "send_max_attempts", 3)
     configure_sms(account, f"http://127.0.0.1:{free_port()}")
-    body = assert_ok(account.call("/v3/send/sms", campaign=campaign.public_id, phone="+15551234567"))
+    body = assert_ok(account.call("/v3/send/sms", campaign=dist_campaign.public_id, phone="+15551234567"))
     Runner(runtime).run_until_idle()
     send = send_row(runtime, body["send"]["ID"])
     assert (send.status, send.attempts) == ("failed", 3)

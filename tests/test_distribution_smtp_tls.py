@@ -97,7 +97,7 @@ def starttls_server(certificate: tuple[Path, Path]) -> Iterator[tuple[int, SmtpH
 def test_starttls_with_login(
     runtime: Runtime,
     account: Any,
-    campaign: CampaignRef,
+    dist_campaign: CampaignRef,
     certificate: tuple[Path, Path],
     starttls_server: tuple[int, SmtpHandler, Login],
     monkeypatch: pytest.MonkeyPatch,
@@ -105,7 +105,9 @@ def test_starttls_with_login(
     port, handler, login = starttls_server
     monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
     configure_smtp(account, port, tls="starttls", username="mailer", password="app-pass")
-    body = assert_ok(account.call("/v3/send/email", campaign=campaign.public_id, email="tls@example.org"))
+    body = assert_ok(
+        account.call("/v3/send/email", campaign=dist_campaign.public_id, email="tls@example.org")
+    )
     Runner(runtime).run_until_idle()
     assert login.seen == [("mailer", "app-pass")]
     assert len(handler.to("tls@example.org")) == 1
@@ -115,7 +117,7 @@ def test_starttls_with_login(
 def test_wrong_smtp_password_is_reported_without_retrying(
     runtime: Runtime,
     account: Any,
-    campaign: CampaignRef,
+    dist_campaign: CampaignRef,
     certificate: tuple[Path, Path],
     starttls_server: tuple[int, SmtpHandler, Login],
     monkeypatch: pytest.MonkeyPatch,
@@ -123,7 +125,9 @@ def test_wrong_smtp_password_is_reported_without_retrying(
     port, handler, _login = starttls_server
     monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
     configure_smtp(account, port, tls="starttls", username="mailer", password="wrong")
-    body = assert_ok(account.call("/v3/send/email", campaign=campaign.public_id, email="tls2@example.org"))
+    body = assert_ok(
+        account.call("/v3/send/email", campaign=dist_campaign.public_id, email="tls2@example.org")
+    )
     Runner(runtime).run_until_idle()
     send = send_row(runtime, body["send"]["ID"])
     assert (send.status, send.attempts) == ("failed", 1)
@@ -134,7 +138,7 @@ def test_wrong_smtp_password_is_reported_without_retrying(
 def test_an_untrusted_certificate_is_not_accepted(
     runtime: Runtime,
     account: Any,
-    campaign: CampaignRef,
+    dist_campaign: CampaignRef,
     starttls_server: tuple[int, SmtpHandler, Login],
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
@@ -148,7 +152,9 @@ def test_an_untrusted_certificate_is_not_accepted(
     monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))
     monkeypatch.setattr(settings, "send_retry_base_seconds", 60.0)
     configure_smtp(account, port, tls="starttls", username="mailer", password="app-pass")
-    body = assert_ok(account.call("/v3/send/email", campaign=campaign.public_id, email="tls3@example.org"))
+    body = assert_ok(
+        account.call("/v3/send/email", campaign=dist_campaign.public_id, email="tls3@example.org")
+    )
     Runner(runtime).run_until_idle()
     send = send_row(runtime, body["send"]["ID"])
     assert send.status == "retrying"
@@ -160,7 +166,7 @@ def test_an_untrusted_certificate_is_not_accepted(
 def test_implicit_tls(
     runtime: Runtime,
     account: Any,
-    campaign: CampaignRef,
+    dist_campaign: CampaignRef,
     certificate: tuple[Path, Path],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -173,7 +179,7 @@ def test_implicit_tls(
     try:
         configure_smtp(account, port, tls="tls")
         body = assert_ok(
-            account.call("/v3/send/email", campaign=campaign.public_id, email="tls4@example.org")
+            account.call("/v3/send/email", campaign=dist_campaign.public_id, email="tls4@example.org")
         )
         Runner(runtime).run_until_idle()
         assert len(handler.to("tls4@example.org")) == 1
