@@ -192,3 +192,6 @@ def clock_offset() -> Iterator[Any]:
 
 # Directory tests: a consumer's browser (cookies, CSRF) — see tests/directories_fixtures.py.
 from directories_fixtures import browser, second_browser  # noqa: E402, F401
+
+# Distribution: SMTP and SMS stand-ins, campaigns made through the ORM.
+from distribution_fixtures import dist_campaign, dist_dropping_smtp, dist_sms, dist_smtp  # noqa: E402, F401

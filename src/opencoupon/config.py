@@ -28,6 +28,22 @@ class Settings(BaseSettings):
     sso_token_ttl_seconds: int = 60
     reset_token_ttl_seconds: int = 3600
     secret_rotation_grace_hours: int = 24
+    # Distribution: the server-wide SMTP server, used by accounts without their own (none when
+    # smtp_host is empty). smtp_tls: none / starttls / tls.
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_tls: str = "starttls"
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_sender_email: str = ""
+    smtp_sender_name: str = "OpenCoupon"
+    smtp_timeout_seconds: float = 20.0
+    sms_timeout_seconds: float = 15.0
+    # Attempts per email/SMS before it is reported failed; waits grow from the base (x2 each time).
+    send_max_attempts: int = 6
+    send_retry_base_seconds: float = 30.0
+    # Recipients a second that `opencoupon send email` queues.
+    bulk_send_rate: float = 10.0
 
     @property
     def public_base_url(self) -> str:

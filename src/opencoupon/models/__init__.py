@@ -6,6 +6,7 @@ from opencoupon.models.account import Account, ApiSecret, OneTimeToken
 from opencoupon.models.campaign import Campaign
 from opencoupon.models.coupon_session import CouponSession, DailyStat, Validation
 from opencoupon.models.directory import Category, Directory, DirectoryItem, DirectoryUser
+from opencoupon.models.distribution import DistributionSend, EmailIntegration, SmsIntegration
 from opencoupon.models.event import Event
 from opencoupon.models.idempotency import IdempotencyRecord
 from opencoupon.models.job import Job
@@ -27,6 +28,8 @@ __all__ = [
     "Directory",
     "DirectoryItem",
     "DirectoryUser",
+    "DistributionSend",
+    "EmailIntegration",
     "Event",
     "IdempotencyRecord",
     "Job",
@@ -36,5 +39,6 @@ __all__ = [
     "LoyaltyReward",
     "LoyaltyRewardGrant",
     "OneTimeToken",
+    "SmsIntegration",
     "Validation",
 ]

@@ -1,0 +1,1 @@
+"""Distribution: send coupons by email and SMS (API, bulk command, worker tasks)."""

@@ -1,0 +1,685 @@
+"""Distribution rules: who may send what to whom, with which settings; the send records."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import re
+import socket
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from opencoupon.coupons.sessions import new_session, session_path
+from opencoupon.distribution import repository as repo
+from opencoupon.distribution.mail import DEFAULT_PORTS, SmtpConfig, address_ok
+from opencoupon.distribution.schemas import (
+    EmailIntegrationIn,
+    SendEmail,
+    SendSms,
+    SendsQuery,
+    SmsIntegrationIn,
+)
+from opencoupon.distribution.sms import DEFAULT_TWILIO_URL
+from opencoupon.errors import ApiError, bad_value, missing
+from opencoupon.kit import ids
+from opencoupon.kit.dates import fmt
+from opencoupon.kit.endpoint import ApiContext
+from opencoupon.models import (
+    Account,
+    Campaign,
+    CouponSession,
+    DistributionSend,
+    EmailIntegration,
+    SmsIntegration,
+)
+from opencoupon.runtime import Runtime
+from opencoupon.worker.queue import enqueue
+
+CAMPAIGN_NOT_FOUND = ApiError(502, "Campaign ID not found.")
+# The vendor answers 502 for an unknown directory on send/email too (reference §3).
+DIRECTORY_NOT_FOUND = ApiError(502, "Directory ID not found.")
+SESSION_NOT_FOUND = ApiError(505, "Couponsession not found.")
+SEND_NOT_FOUND = ApiError(404, "Send not found.", http_status=404)
+NO_EMAIL = ApiError(
+    104, "This account needs an email integration: configure one with PUT /v4/integrations/email."
+)
+NO_SMS = ApiError(103, "This account needs an SMS integration: configure one with PUT /v4/integrations/sms.")
+INVALID_EMAIL = ApiError(305, "Email address is not valid.")
+
+EMAIL_JOB = "distribution.email"
+SMS_JOB = "distribution.sms"
+SMS_MAX_LENGTH = 1600
+LINK_PLACEHOLDER = "{link}"
+
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+_PHONE_SEPARATORS = re.compile(r"[\s().-]")
+_ALPHA_SENDER = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}$")
+_SID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+_HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}$|^\[?[0-9A-Fa-f:.]+\]?$")
+
+
+@dataclass
+class Target:
+    """What is being sent: a campaign (each recipient gets a coupon session) or a directory."""
+
+    account_id: int
+    public_id: str
+    title: str
+    campaign: Campaign | None = None
+    directory_id: int | None = None
+    directory_path: str = ""
+
+
+# --- lookups -----------------------------------------------------------------------------------
+
+
+def find_directory(ctx: ApiContext, raw: str) -> Target:
+    """A `dir_…` target: its link is the directory's page; no coupon session is made. Unknown
+    directories (and every one while directories are not part of the build) answer 502, as the
+    vendor does on send/email."""
+    directory_id = ids.parse_public_id(raw, "dir_", "campaign", DIRECTORY_NOT_FOUND)
+    row = repo.directory(ctx.session, directory_id, ctx.scope)
+    if row is None:
+        raise DIRECTORY_NOT_FOUND
+    return Target(
+        account_id=row.account_id,
+        public_id=f"dir_{row.id}",
+        title=row.name,
+        directory_id=row.id,
+        directory_path=f"/d/{row.code}",
+    )
+
+
+def find_target(ctx: ApiContext, raw: str) -> Target:
+    if raw.strip().startswith("dir_"):
+        return find_directory(ctx, raw)
+    campaign_id = ids.parse_public_id(raw, "cam_", "campaign", CAMPAIGN_NOT_FOUND)
+    campaign = repo.campaign(ctx.session, campaign_id, ctx.scope(Campaign.account_id))
+    if campaign is None:
+        raise CAMPAIGN_NOT_FOUND
+    return Target(
+        account_id=campaign.account_id,
+        public_id=f"cam_{campaign.id}",
+        title=campaign.title or campaign.name,
+        campaign=campaign,
+    )
+
+
+def normalize_email(raw: str) -> str:
+    email = raw.strip()
+    if not address_ok(email):
+        raise INVALID_EMAIL
+    return email
+
+
+def normalize_phone(raw: str, name: str = "phone") -> str:
+    phone = _PHONE_SEPARATORS.sub("", raw)
+    if phone.startswith("00"):
+        phone = "+" + phone[2:]
+    if not _E164.match(phone):
+        raise ApiError(
+            300,
+            f"Invalid value in parameter: {name}. Use the international E.164 format: "
+            "+, country code and number, e.g. +447911123456.",
+        )
+    return phone
+
+
+def check_sender(raw: str) -> str:
+    sender = raw.strip()
+    if _ALPHA_SENDER.match(sender):
+        return sender
+    try:
+        return normalize_phone(sender, "sender")
+    except ApiError:
+        raise ApiError(
+            300,
+            "Invalid value in parameter: sender. Use an E.164 number (e.g. +15005550006) or an "
+            "alphanumeric sender ID of at most 11 letters, digits or spaces.",
+        ) from None
+
+
+# --- integrations ------------------------------------------------------------------------------
+
+
+def _account(session: Session, account_id: int) -> Account:
+    account = session.get(Account, account_id)
+    assert account is not None
+    return account
+
+
+def email_config(session: Session, runtime: Runtime, account_id: int) -> SmtpConfig | None:
+    """The account's own SMTP settings, else its master's, else the server default (if any)."""
+    account = _account(session, account_id)
+    for owner, source in ((account.id, "account"), (account.parent_id, "master")):
+        if owner is None:
+            continue
+        row = repo.email_integration(session, owner)
+        if row is not None:
+            password = runtime.keyring.decrypt(row.password_encrypted) if row.password_encrypted else ""
+            return SmtpConfig(
+                host=row.host,
+                port=row.port,
+                tls_mode=row.tls_mode,
+                username=row.username,
+                # None: the server key changed since it was stored; sending reports it.
+                password=password if password is not None else "\x00undecryptable",
+                sender_email=row.sender_email,
+                sender_name=row.sender_name,
+                source=source,
+            )
+    s = runtime.settings
+    if s.smtp_host and s.smtp_sender_email:
+        return SmtpConfig(
+            host=s.smtp_host,
+            port=s.smtp_port,
+            tls_mode=s.smtp_tls if s.smtp_tls in DEFAULT_PORTS else "starttls",
+            username=s.smtp_username,
+            password=s.smtp_password,
+            sender_email=s.smtp_sender_email,
+            sender_name=s.smtp_sender_name,
+            source="server",
+        )
+    return None
+
+
+def sms_integration(session: Session, account_id: int) -> tuple[SmsIntegration, str] | None:
+    """The account's own SMS settings, else its master's; with where they came from."""
+    account = _account(session, account_id)
+    for owner, source in ((account.id, "account"), (account.parent_id, "master")):
+        if owner is None:
+            continue
+        row = repo.sms_integration(session, owner)
+        if row is not None:
+            return row, source
+    return None
+
+
+def _private_literal(host: str) -> bool:
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return not ipaddress.ip_address(host).is_global
+    except ValueError:
+        return False
+
+
+def _check_host(runtime: Runtime, host: str, name: str) -> None:
+    """Tenants may not point the server at private addresses (as for webhooks), unless allowed.
+    Only literal addresses are refused here (no DNS lookup inside the transaction); names are
+    resolved and checked again by the worker before each connection."""
+    if not runtime.settings.allow_private_webhooks and _private_literal(host):
+        raise ApiError(
+            300,
+            f"Invalid value in parameter: {name}. Private and loopback addresses are not allowed "
+            "(OPENCOUPON_ALLOW_PRIVATE_WEBHOOKS=1 allows them).",
+        )
+
+
+def private_address(runtime: Runtime, host: str) -> str:
+    """Why the worker must not connect to `host` (a tenant's setting), or "" when it may."""
+    if runtime.settings.allow_private_webhooks:
+        return ""
+    hint = " (OPENCOUPON_ALLOW_PRIVATE_WEBHOOKS=1 allows it)"
+    if _private_literal(host):
+        return f"{host} is a private or loopback address" + hint
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return ""  # the connection attempt reports it (a temporary failure)
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if not address.is_global:
+            return f"{host} resolves to the private or loopback address {address}" + hint
+    return ""
+
+
+def email_integration_view(ctx: ApiContext) -> dict[str, Any]:
+    own = repo.email_integration(ctx.session, ctx.account.id)
+    if own is not None:
+        return {
+            "configured": True,
+            "source": "account",
+            "host": own.host,
+            "port": own.port,
+            "tls": own.tls_mode,
+            "username": own.username,
+            "password_set": bool(own.password_encrypted),
+            "sender_email": own.sender_email,
+            "sender_name": own.sender_name,
+            "updated_date_utc": fmt(own.updated_at),
+        }
+    config = email_config(ctx.session, ctx.runtime, ctx.account.id)
+    if config is None:
+        return {"configured": False, "source": ""}
+    # Inherited settings are not the caller's to read in full.
+    return {
+        "configured": True,
+        "source": config.source,
+        "sender_email": config.sender_email,
+        "sender_name": config.sender_name,
+    }
+
+
+def put_email_integration(ctx: ApiContext, req: EmailIntegrationIn) -> dict[str, Any]:
+    host = req.host.strip()
+    if not _HOST.match(host):
+        raise bad_value("host", "Give a host name or an IP address.")
+    _check_host(ctx.runtime, host.strip("[]"), "host")
+    if not address_ok(req.sender_email):
+        raise ApiError(305, "Email address is not valid: sender_email.")
+    sender_name = req.sender_name if req.sender_name is not None else ""
+    if any(c in sender_name for c in "\r\n"):
+        raise bad_value("sender_name")
+    row = repo.email_integration(ctx.session, ctx.account.id)
+    if row is None:
+        row = EmailIntegration(account_id=ctx.account.id, created_at=ctx.now, password_encrypted="")
+        ctx.session.add(row)
+    row.host = host
+    row.tls_mode = req.tls
+    row.port = req.port or DEFAULT_PORTS[req.tls]
+    row.username = req.username or ""
+    if req.password is not None:
+        row.password_encrypted = ctx.runtime.keyring.encrypt(req.password) if req.password else ""
+    row.sender_email = req.sender_email
+    row.sender_name = sender_name
+    row.updated_at = ctx.now
+    ctx.session.flush()
+    return email_integration_view(ctx)
+
+
+def delete_email_integration(ctx: ApiContext) -> dict[str, Any]:
+    row = repo.email_integration(ctx.session, ctx.account.id)
+    if row is not None:
+        ctx.session.delete(row)
+        ctx.session.flush()
+    return email_integration_view(ctx)
+
+
+def sms_integration_view(ctx: ApiContext) -> dict[str, Any]:
+    found = sms_integration(ctx.session, ctx.account.id)
+    if found is None:
+        return {"configured": False, "source": ""}
+    row, source = found
+    if source != "account":
+        return {"configured": True, "source": source, "provider": row.provider, "sender": row.sender}
+    return {
+        "configured": True,
+        "source": source,
+        "provider": row.provider,
+        "base_url": row.base_url,
+        "account_sid": row.account_sid,
+        "auth_token_set": True,
+        "sender": row.sender,
+        "updated_date_utc": fmt(row.updated_at),
+    }
+
+
+def put_sms_integration(ctx: ApiContext, req: SmsIntegrationIn) -> dict[str, Any]:
+    base_url = (req.base_url or DEFAULT_TWILIO_URL).rstrip("/")
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise bad_value("base_url", "Give an http(s) URL such as https://api.twilio.com.")
+    _check_host(ctx.runtime, parts.hostname, "base_url")
+    if not _SID.match(req.account_sid):
+        raise bad_value("account_sid", "Letters, digits, '-' and '_' only.")
+    sender = check_sender(req.sender) if req.sender else ""
+    row = repo.sms_integration(ctx.session, ctx.account.id)
+    if row is None:
+        if not req.auth_token:
+            raise missing("auth_token")
+        row = SmsIntegration(account_id=ctx.account.id, created_at=ctx.now)
+        ctx.session.add(row)
+    row.provider = req.provider
+    row.base_url = base_url
+    row.account_sid = req.account_sid
+    if req.auth_token:
+        row.token_encrypted = ctx.runtime.keyring.encrypt(req.auth_token)
+    row.sender = sender
+    row.updated_at = ctx.now
+    ctx.session.flush()
+    return sms_integration_view(ctx)
+
+
+def delete_sms_integration(ctx: ApiContext) -> dict[str, Any]:
+    row = repo.sms_integration(ctx.session, ctx.account.id)
+    if row is not None:
+        ctx.session.delete(row)
+        ctx.session.flush()
+    return sms_integration_view(ctx)
+
+
+# --- sending -----------------------------------------------------------------------------------
+
+
+def clean_name(raw: str) -> str:
+    """One line (names go into email headers), at most what a session holds."""
+    return " ".join(raw.split())[:100]
+
+
+def dedup_key(channel: str, target_id: str, recipient_key: str) -> str:
+    return f"{channel}:{target_id}:{recipient_key}"[:300]
+
+
+def _reuse_session(session: Session, target: Target, code: str) -> CouponSession:
+    if target.campaign is None:
+        raise SESSION_NOT_FOUND
+    found = repo.coupon_session_in_campaign(session, target.campaign.id, code)
+    if found is None:
+        raise SESSION_NOT_FOUND
+    return found
+
+
+def _fill_blank(row: CouponSession, now: dt.datetime, **values: str) -> None:
+    """Details the sender knows complete a reused session; what it holds already is kept."""
+    changed = False
+    for name, value in values.items():
+        if value and not getattr(row, name):
+            setattr(row, name, value)
+            changed = True
+    if changed:
+        row.updated_at = now
+
+
+@dataclass
+class Prepared:
+    """A send record (and its coupon session), or the earlier send when nothing was sent."""
+
+    send: DistributionSend
+    coupon_session: CouponSession | None
+    already_sent: bool = False
+
+
+def record_send(
+    session: Session,
+    runtime: Runtime,
+    target: Target,
+    *,
+    channel: str,
+    recipient: str,
+    recipient_key: str,
+    firstname: str,
+    lastname: str,
+    unique: bool,
+    session_code: str | None,
+    session_source: str,
+    origin: str,
+    requested_by: int | None,
+    now: dt.datetime,
+    subject: str = "",
+    sender: str = "",
+    body_for: Callable[[str], str] | None = None,
+) -> Prepared:
+    """Create (or reuse) the coupon session, the send record and its job, in the caller's
+    transaction. With `unique`, a recipient who already got this coupon gets nothing new."""
+    if unique:
+        earlier = repo.previous_send(
+            session,
+            channel,
+            recipient_key,
+            campaign_id=target.campaign.id if target.campaign else None,
+            directory_id=target.directory_id,
+        )
+        if earlier is not None:
+            return Prepared(earlier, _session_of(session, earlier), already_sent=True)
+    key = dedup_key(channel, target.public_id, recipient_key) if unique else None
+    firstname, lastname = clean_name(firstname), clean_name(lastname)
+    contact = {"firstname": firstname, "lastname": lastname}
+    contact["email" if channel == "email" else "phone"] = recipient
+    # Only a unique send can lose a race on its key; others skip the savepoint's cost.
+    guard: AbstractContextManager[Any] = session.begin_nested() if key else nullcontext()
+    try:
+        with guard:
+            coupon_session: CouponSession | None = None
+            if session_code:
+                coupon_session = _reuse_session(session, target, session_code)
+                _fill_blank(coupon_session, now, **contact)
+            elif target.campaign is not None:
+                coupon_session = new_session(
+                    session,
+                    target.campaign,
+                    source=session_source,
+                    now=now,
+                    firstname=contact["firstname"],
+                    lastname=contact["lastname"],
+                    email=contact.get("email", ""),
+                    phone=contact.get("phone", ""),
+                )
+            link = runtime.url(
+                session_path(target.campaign, coupon_session)
+                if target.campaign is not None and coupon_session is not None
+                else target.directory_path
+            )
+            send = DistributionSend(
+                account_id=target.account_id,
+                requested_by=requested_by,
+                channel=channel,
+                origin=origin,
+                campaign_id=target.campaign.id if target.campaign else None,
+                directory_id=target.directory_id,
+                session_id=coupon_session.id if coupon_session else None,
+                recipient=recipient,
+                recipient_key=recipient_key,
+                recipient_name=f"{firstname} {lastname}".strip(),
+                firstname=firstname,
+                subject=subject,
+                body=body_for(link) if body_for is not None else "",
+                sender=sender,
+                status="queued",
+                attempts=0,
+                dedup_key=key,
+                provider_message_id="",
+                provider_response="",
+                last_error="",
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(send)
+            session.flush()
+    except IntegrityError:
+        # A concurrent send of the same coupon to the same recipient won the unique key.
+        if key is None:
+            raise
+        earlier = repo.previous_send(
+            session,
+            channel,
+            recipient_key,
+            campaign_id=target.campaign.id if target.campaign else None,
+            directory_id=target.directory_id,
+        )
+        if earlier is None:
+            raise
+        return Prepared(earlier, _session_of(session, earlier), already_sent=True)
+    job = EMAIL_JOB if channel == "email" else SMS_JOB
+    enqueue(session, job, {"send_id": send.id}, max_attempts=runtime.settings.send_max_attempts + 2)
+    return Prepared(send, coupon_session)
+
+
+def _session_of(session: Session, send: DistributionSend) -> CouponSession | None:
+    return session.get(CouponSession, send.session_id) if send.session_id is not None else None
+
+
+def _answer(ctx: ApiContext, target: Target, prepared: Prepared, action: str) -> dict[str, Any]:
+    cs = prepared.coupon_session
+    if cs is not None and target.campaign is not None:
+        url = ctx.url(session_path(target.campaign, cs))
+    else:
+        url = ctx.url(target.directory_path) if target.directory_path else ""
+    send = prepared.send
+    answer: dict[str, Any] = {
+        "action": "already_sent" if prepared.already_sent else action,
+        "campaign": target.public_id,
+        "couponsession": cs.code if cs is not None else "",
+        "sequenceid": str(cs.id) if cs is not None else "",
+        "url": url,
+        "send": {
+            "ID": f"snd_{send.id}",
+            "status": send.status,
+            "created_date_utc": fmt(send.created_at),
+        },
+    }
+    if prepared.already_sent:
+        answer["message"] = "This recipient already received this coupon; nothing was sent."
+    return answer
+
+
+def send_email(ctx: ApiContext, req: SendEmail) -> dict[str, Any]:
+    email = normalize_email(req.email)
+    target = find_target(ctx, req.campaign)
+    if email_config(ctx.session, ctx.runtime, target.account_id) is None:
+        raise NO_EMAIL
+    if req.couponsession and target.campaign is None:
+        raise SESSION_NOT_FOUND
+    subject = (req.subject or target.title or "Your coupon").replace("\r", " ").replace("\n", " ")[:300]
+    prepared = record_send(
+        ctx.session,
+        ctx.runtime,
+        target,
+        channel="email",
+        recipient=email,
+        recipient_key=email.lower(),
+        firstname=req.firstname or "",
+        lastname=req.lastname or "",
+        unique=req.check_unique,
+        session_code=req.couponsession,
+        session_source="email",
+        origin="api",
+        requested_by=ctx.account.id,
+        now=ctx.now,
+        subject=subject,
+    )
+    return _answer(ctx, target, prepared, "email_sent")
+
+
+def sms_text(message: str | None, title: str, link: str) -> str:
+    """`{link}` in the message is replaced by the link; without it the link is appended."""
+    text = message if message else f"{title}: {LINK_PLACEHOLDER}"
+    if LINK_PLACEHOLDER in text:
+        return text.replace(LINK_PLACEHOLDER, link)
+    return f"{text.rstrip()} {link}"
+
+
+def send_sms(ctx: ApiContext, req: SendSms) -> dict[str, Any]:
+    phone = normalize_phone(req.phone)
+    target = find_target(ctx, req.campaign)
+    found = sms_integration(ctx.session, target.account_id)
+    if found is None:
+        raise NO_SMS
+    sender = check_sender(req.sender) if req.sender else found[0].sender
+    if not sender:
+        raise missing("sender")
+    if req.couponsession and target.campaign is None:
+        raise SESSION_NOT_FOUND
+    # The longest link this server makes, so the length check holds before the session exists.
+    longest = ctx.url(f"/p/{'x' * 12}/{'x' * ids.SESSION_CODE_LENGTH}")
+    if len(sms_text(req.message, target.title, longest)) > SMS_MAX_LENGTH:
+        raise bad_value("message", f"The text with the link must fit in {SMS_MAX_LENGTH} characters.")
+    prepared = record_send(
+        ctx.session,
+        ctx.runtime,
+        target,
+        channel="sms",
+        recipient=phone,
+        recipient_key=phone,
+        firstname=req.firstname or "",
+        lastname=req.lastname or "",
+        unique=req.check_unique,
+        session_code=req.couponsession,
+        session_source="sms",
+        origin="api",
+        requested_by=ctx.account.id,
+        now=ctx.now,
+        sender=sender,
+        body_for=lambda link: sms_text(req.message, target.title, link),
+    )
+    return _answer(ctx, target, prepared, "sms_sent")
+
+
+# --- send records ------------------------------------------------------------------------------
+
+
+def public_send(row: DistributionSend, campaign_code: str = "", session_code: str = "") -> dict[str, Any]:
+    return {
+        "id": f"snd_{row.id}",
+        "channel": row.channel,
+        "origin": row.origin,
+        # The account whose credentials asked for it (empty for the bulk command).
+        "requested_by": str(row.requested_by) if row.requested_by is not None else "",
+        "status": row.status,
+        "campaign": f"cam_{row.campaign_id}" if row.campaign_id is not None else "",
+        "campaign_code": campaign_code,
+        "directory": f"dir_{row.directory_id}" if row.directory_id is not None else "",
+        "couponsession": session_code,
+        "recipient": row.recipient,
+        "recipient_name": row.recipient_name,
+        "subject": row.subject,
+        "message": row.body,
+        "sender": row.sender,
+        "attempts": row.attempts,
+        "provider_message_id": row.provider_message_id,
+        "provider_response": row.provider_response,
+        "last_error": row.last_error,
+        "created_date_utc": fmt(row.created_at),
+        "sent_date_utc": fmt(row.sent_at),
+        "failed_date_utc": fmt(row.failed_at),
+        "next_attempt_date_utc": fmt(row.next_attempt_at),
+    }
+
+
+def sends_for_session(session: Session, coupon_session_id: int) -> list[dict[str, Any]]:
+    """Every send of one coupon session, oldest first: the `sends` list of session data."""
+    rows = repo.sends_of_session(session, coupon_session_id)
+    campaigns, sessions = repo.codes_for(session, rows)
+    return [
+        public_send(r, campaigns.get(r.campaign_id or 0, ""), sessions.get(r.session_id or 0, ""))
+        for r in rows
+    ]
+
+
+def list_sends(ctx: ApiContext, req: SendsQuery) -> dict[str, Any]:
+    filters: list[ColumnElement[bool]] = []
+    if req.campaign:
+        target = find_target(ctx, req.campaign)
+        if target.campaign is not None:
+            filters.append(DistributionSend.campaign_id == target.campaign.id)
+        else:
+            filters.append(DistributionSend.directory_id == target.directory_id)
+    if req.couponsession:
+        cs = repo.coupon_session_by_code(ctx.session, req.couponsession, ctx.scope(CouponSession.account_id))
+        if cs is None:
+            raise SESSION_NOT_FOUND
+        filters.append(DistributionSend.session_id == cs.id)
+    if req.channel:
+        filters.append(DistributionSend.channel == req.channel)
+    if req.status:
+        filters.append(DistributionSend.status == req.status)
+    total, rows = repo.sends(
+        ctx.session, ctx.scope(DistributionSend.account_id), filters=filters, page=req.page
+    )
+    campaigns, sessions = repo.codes_for(ctx.session, rows)
+    return {
+        "total": total,
+        "page": req.page,
+        "per_page": repo.PAGE_SIZE,
+        "sends": [
+            public_send(r, campaigns.get(r.campaign_id or 0, ""), sessions.get(r.session_id or 0, ""))
+            for r in rows
+        ],
+    }
+
+
+def get_send(ctx: ApiContext, raw_id: str) -> dict[str, Any]:
+    send_id = ids.parse_public_id(raw_id, "snd_", "id", SEND_NOT_FOUND)
+    row = repo.send_in_scope(ctx.session, send_id, ctx.scope(DistributionSend.account_id))
+    if row is None:
+        raise SEND_NOT_FOUND
+    campaigns, sessions = repo.codes_for(ctx.session, [row])
+    return public_send(row, campaigns.get(row.campaign_id or 0, ""), sessions.get(row.session_id or 0, ""))

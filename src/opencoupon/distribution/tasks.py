@@ -1,0 +1,265 @@
+"""Worker jobs: deliver one email or SMS, record what the provider answered, retry temporary
+failures with growing waits, and report the send failed once attempts run out."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from opencoupon.coupons.sessions import session_path
+from opencoupon.distribution import repository as repo
+from opencoupon.distribution import service
+from opencoupon.distribution.mail import (
+    CouponContent,
+    SmtpConfig,
+    SmtpFailure,
+    compose,
+    deliver,
+    parse_branding,
+)
+from opencoupon.distribution.sms import SmsError, SmsProvider, make_provider
+from opencoupon.kit.clock import utcnow
+from opencoupon.models import Account, Campaign, CouponSession, DistributionSend
+from opencoupon.runtime import Runtime
+from opencoupon.worker.registry import Retry, task
+
+log = logging.getLogger("opencoupon.distribution")
+
+# A send marked `sending` more recently than this is taken to be in another worker's hands
+# (its job lease ran out while the provider was slow): wait rather than send it twice.
+IN_FLIGHT = dt.timedelta(minutes=5)
+
+
+class Permanent(Exception):
+    """A failure that another attempt would not fix."""
+
+
+@dataclass
+class EmailWork:
+    config: SmtpConfig
+    message: EmailMessage
+    recipient: str
+
+
+@dataclass
+class SmsWork:
+    provider: SmsProvider
+    to: str
+    sender: str
+    body: str
+
+
+def _begin(runtime: Runtime, send_id: int) -> DistributionSend | None:
+    """Mark the send `sending` (one attempt more); None when there is nothing to do."""
+    now = utcnow()
+    with runtime.db.transaction() as session:
+        send = repo.send_for_update(session, send_id)
+        if send is None or send.status in ("sent", "failed"):
+            return None
+        if send.status == "sending" and send.updated_at > now - IN_FLIGHT:
+            raise Retry(IN_FLIGHT, "another attempt is in progress")
+        send.status = "sending"
+        send.attempts += 1
+        send.next_attempt_at = None
+        send.updated_at = now
+        session.flush()
+        session.expunge(send)
+        return send
+
+
+def _finish(runtime: Runtime, send_id: int, **values: Any) -> None:
+    with runtime.db.transaction() as session:
+        session.execute(
+            update(DistributionSend)
+            .where(DistributionSend.id == send_id)
+            .values(updated_at=utcnow(), **values)
+        )
+
+
+def _retry_delay(runtime: Runtime, attempts: int) -> dt.timedelta:
+    base = runtime.settings.send_retry_base_seconds
+    seconds = min(3600.0, base * 2 ** max(0, attempts - 1))
+    return dt.timedelta(seconds=seconds * random.uniform(0.9, 1.1))
+
+
+def _failed(runtime: Runtime, send: DistributionSend, error: str, response: str, *, transient: bool) -> None:
+    """Retry a temporary failure while attempts remain (raises Retry); otherwise report it."""
+    if transient and send.attempts < runtime.settings.send_max_attempts:
+        delay = _retry_delay(runtime, send.attempts)
+        _finish(
+            runtime,
+            send.id,
+            status="retrying",
+            last_error=error[:2000],
+            provider_response=response[:2000],
+            next_attempt_at=utcnow() + delay,
+        )
+        raise Retry(delay, error[:500])
+    log.warning("%s send snd_%s to %s failed for good: %s", send.channel, send.id, send.recipient, error)
+    now = utcnow()
+    # Clearing the unique key lets a later check_unique or bulk run try this recipient again.
+    _finish(
+        runtime,
+        send.id,
+        status="failed",
+        last_error=error[:2000],
+        provider_response=response[:2000],
+        failed_at=now,
+        next_attempt_at=None,
+        dedup_key=None,
+    )
+
+
+def _email_work(runtime: Runtime, send: DistributionSend) -> EmailWork:
+    with runtime.db.read() as session:
+        config = service.email_config(session, runtime, send.account_id)
+        if config is None:
+            raise Permanent("no email integration (the account's settings were removed)")
+        if config.source != "server":
+            refused = service.private_address(runtime, config.host)
+            if refused:
+                raise Permanent(f"SMTP host not allowed: {refused}")
+        if "\x00" in config.password:
+            raise Permanent("the stored SMTP password cannot be decrypted: save the email integration again")
+        account = session.get(Account, send.account_id)
+        assert account is not None
+        branding = parse_branding(account.branding, account.company_name)
+        campaign = session.get(Campaign, send.campaign_id) if send.campaign_id is not None else None
+        coupon_session = session.get(CouponSession, send.session_id) if send.session_id is not None else None
+        if campaign is not None and campaign.deleted_at is not None:
+            raise Permanent("the coupon was deleted before it could be sent")
+        if coupon_session is not None and coupon_session.removed_at is not None:
+            raise Permanent("the coupon session was removed before it could be sent")
+        if campaign is not None and coupon_session is not None:
+            content = CouponContent(
+                title=campaign.title or campaign.name,
+                subtitle=campaign.subtitle,
+                description=campaign.description,
+                image_url=campaign.image_url
+                if campaign.image_url.startswith(("https://", "http://"))
+                else "",
+                link=runtime.url(session_path(campaign, coupon_session)),
+            )
+        elif send.directory_id is not None:
+            content = _directory_content(runtime, session, send.directory_id)
+        else:
+            raise Permanent("the coupon or its session no longer exists")
+        # The name given with this send; a reused session's name only when the sender gave none
+        # and the session was made for this same address.
+        greeting = send.firstname
+        if not greeting and coupon_session is not None and coupon_session.email.lower() == send.recipient_key:
+            greeting = coupon_session.firstname
+    message = compose(
+        config,
+        to_email=send.recipient,
+        to_name=send.recipient_name,
+        subject=send.subject,
+        greeting_name=greeting,
+        content=content,
+        branding=branding,
+        send_ref=f"snd_{send.id}",
+    )
+    return EmailWork(config, message, send.recipient)
+
+
+def _directory_content(runtime: Runtime, session: Session, directory_id: int) -> CouponContent:
+    row = repo.directory(session, directory_id)
+    if row is None:
+        raise Permanent("the directory no longer exists")
+    return CouponContent(
+        title=row.name,
+        subtitle="",
+        description=row.description,
+        image_url="",
+        link=runtime.url(f"/d/{row.code}"),
+    )
+
+
+@task(service.EMAIL_JOB)
+def send_email(runtime: Runtime, payload: dict[str, Any]) -> None:
+    send = _begin(runtime, int(payload["send_id"]))
+    if send is None:
+        return
+    try:
+        work = _email_work(runtime, send)
+        answer = deliver(
+            work.config, work.message, work.recipient, timeout=runtime.settings.smtp_timeout_seconds
+        )
+    except Permanent as exc:
+        _failed(runtime, send, str(exc), "", transient=False)
+        return
+    except SmtpFailure as exc:
+        _failed(runtime, send, str(exc), exc.response, transient=exc.transient)
+        return
+    except Exception as exc:
+        # A fault of ours (or data the message cannot carry): report it rather than leave the
+        # send `sending` for ever.
+        log.exception("email send snd_%s could not be prepared", send.id)
+        _failed(runtime, send, f"could not send: {exc!r}", "", transient=False)
+        return
+    _finish(
+        runtime,
+        send.id,
+        status="sent",
+        sent_at=utcnow(),
+        provider_response=answer[:2000],
+        provider_message_id=str(work.message["Message-ID"]),
+        last_error="",
+    )
+
+
+def _sms_work(runtime: Runtime, send: DistributionSend) -> SmsWork:
+    with runtime.db.read() as session:
+        found = service.sms_integration(session, send.account_id)
+        if found is None:
+            raise Permanent("no SMS integration (the account's settings were removed)")
+        row = found[0]
+        refused = service.private_address(runtime, urlsplit(row.base_url).hostname or "")
+        if refused:
+            raise Permanent(f"SMS provider not allowed: {refused}")
+        token = runtime.keyring.decrypt(row.token_encrypted)
+        if token is None:
+            raise Permanent("the stored SMS token cannot be decrypted: save the SMS integration again")
+        provider = make_provider(
+            row.provider, row.base_url, row.account_sid, token, timeout=runtime.settings.sms_timeout_seconds
+        )
+    return SmsWork(provider, send.recipient, send.sender, send.body)
+
+
+@task(service.SMS_JOB)
+def send_sms(runtime: Runtime, payload: dict[str, Any]) -> None:
+    send = _begin(runtime, int(payload["send_id"]))
+    if send is None:
+        return
+    try:
+        work = _sms_work(runtime, send)
+        result = work.provider.send(work.to, work.sender, work.body)
+    except Permanent as exc:
+        _failed(runtime, send, str(exc), "", transient=False)
+        return
+    except SmsError as exc:
+        _failed(runtime, send, str(exc), exc.response, transient=exc.transient)
+        return
+    except Exception as exc:
+        # A fault of ours (or data the message cannot carry): report it rather than leave the
+        # send `sending` for ever.
+        log.exception("sms send snd_%s could not be prepared", send.id)
+        _failed(runtime, send, f"could not send: {exc!r}", "", transient=False)
+        return
+    _finish(
+        runtime,
+        send.id,
+        status="sent",
+        sent_at=utcnow(),
+        provider_response=result.response[:2000],
+        provider_message_id=result.message_id[:200],
+        last_error="",
+    )

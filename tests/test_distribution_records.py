@@ -1,0 +1,279 @@
+"""Send records: visible per session, tenant-scoped, safe to retry with Idempotency-Key; the
+migration creates exactly the tables the models describe."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import func, select
+
+from conftest import free_port
+from distribution_fixtures import CampaignRef, SmtpHandler, SmtpServer
+from helpers import assert_error, assert_ok
+from opencoupon.db.base import Base
+from opencoupon.distribution.service import sends_for_session
+from opencoupon.models import CouponSession, DistributionSend
+from opencoupon.runtime import Runtime
+from opencoupon.worker.runner import Runner
+from test_distribution_bulk import OPENCOUPON, cli_env
+from test_distribution_email import configure_smtp
+
+DISTRIBUTION_TABLES = {"email_integrations", "sms_integrations", "distribution_sends"}
+
+
+def test_migration_matches_the_models(runtime: Runtime) -> None:
+    with runtime.db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+
+    mine = [entry for entry in diff if any(table in repr(entry) for table in DISTRIBUTION_TABLES)]
+    assert mine == []
+
+
+def test_session_data_lists_its_sends(
+    runtime: Runtime, account: Any, dist_campaign: CampaignRef, dist_smtp: SmtpServer
+) -> None:
+    configure_smtp(account, dist_smtp.port)
+    first = assert_ok(
+        account.call("/v3/send/email", campaign=dist_campaign.public_id, email="s1@example.org")
+    )
+    assert_ok(
+        account.call(
+            "/v3/send/email",
+            campaign=dist_campaign.public_id,
+            email="s2@example.org",
+            couponsession=first["couponsession"],
+        )
+    )
+    Runner(runtime).run_until_idle()
+    with runtime.db.read() as session:
+        row = session.scalar(select(CouponSession).where(CouponSession.code == first["couponsession"]))
+        assert row is not None
+        sends = sends_for_session(session, row.id)
+    assert [(s["recipient"], s["status"], s["couponsession"]) for s in sends] == [
+        ("s1@example.org", "sent", first["couponsession"]),
+        ("s2@example.org", "sent", first["couponsession"]),
+    ]
+    assert all(s["sent_date_utc"] and s["provider_response"].startswith("250") for s in sends)
+
+
+def test_sends_are_visible_only_to_their_account(
+    account: Any, other_account: Any, dist_campaign: CampaignRef, dist_smtp: SmtpServer
+) -> None:
+    configure_smtp(account, dist_smtp.port)
+    body = assert_ok(account.call("/v3/send/email", campaign=dist_campaign.public_id, email="t@example.org"))
+    send_id = body["send"]["ID"]
+    mine = account.client.get(f"/v4/sends/{send_id}", headers=account.headers)
+    assert mine.status_code == 200
+    theirs = other_account.client.get(f"/v4/sends/{send_id}", headers=other_account.headers)
+    unknown = other_account.client.get("/v4/sends/snd_999999999", headers=other_account.headers)
+    assert theirs.status_code == unknown.status_code == 404
+    assert theirs.json() == unknown.json()
+    assert other_account.client.get("/v4/sends", headers=other_account.headers).json()["total"] == 0
+    assert_error(
+        other_account.client.get(
+            "/v4/sends", params={"couponsession": body["couponsession"]}, headers=other_account.headers
+        ),
+        404,
+        505,
+    )
+    by_campaign = account.client.get(
+        "/v4/sends", params={"campaign": dist_campaign.public_id, "channel": "email"}, headers=account.headers
+    ).json()
+    assert [s["id"] for s in by_campaign["sends"]] == [send_id]
+
+
+def test_a_retried_request_with_an_idempotency_key_sends_once(
+    runtime: Runtime, account: Any, dist_campaign: CampaignRef, dist_smtp: SmtpServer
+) -> None:
+    configure_smtp(account, dist_smtp.port)
+    headers = {**account.headers, "Idempotency-Key": "send-u-1"}
+    params = {"campaign": dist_campaign.public_id, "email": "u@example.org"}
+    first = account.client.post("/v3/send/email", json=params, headers=headers)
+    again = account.client.post("/v3/send/email", json=params, headers=headers)
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert again.json() == first.json()
+    Runner(runtime).run_until_idle()
+    assert len(dist_smtp.handler.to("u@example.org")) == 1
+    with runtime.db.read() as session:
+        count = session.scalar(
+            select(func.count())
+            .select_from(DistributionSend)
+            .where(DistributionSend.recipient == "u@example.org")
+        )
+    assert count == 1
+
+
+def test_a_coupon_deleted_before_delivery_is_not_sent(
+    runtime: Runtime, account: Any, dist_campaign: CampaignRef, dist_smtp: SmtpServer
+) -> None:
+    from opencoupon.kit.clock import utcnow
+    from opencoupon.models import Campaign
+
+    configure_smtp(account, dist_smtp.port)
+    body = assert_ok(account.call("/v3/send/email", campaign=dist_campaign.public_id, email="v@example.org"))
+    with runtime.db.transaction() as session:
+        row = session.get(Campaign, dist_campaign.id)
+        assert row is not None
+        row.deleted_at = utcnow()
+    Runner(runtime).run_until_idle()
+    assert dist_smtp.handler.messages == []
+    entry = account.client.get(f"/v4/sends/{body['send']['ID']}", headers=account.headers).json()
+    assert entry["status"] == "failed"
+    assert "deleted" in entry["last_error"]
+
+
+def test_a_directory_is_sent_as_its_link(
+    runtime: Runtime, account: Any, dist_smtp: SmtpServer, settings: Any
+) -> None:
+    from opencoupon import models
+    from opencoupon.kit.clock import utcnow
+
+    directory_model: Any = getattr(models, "Directory", None)
+    if directory_model is None:
+        pytest.skip("directories are not part of this build")
+    now = utcnow()
+    with runtime.db.transaction() as session:
+        directory = directory_model(
+            account_id=account.id,
+            code="dirx" + str(account.id)[-4:],
+            name="City deals",
+            description="Every coupon in town.",
+            access="public",
+            payment_url="",
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(directory)
+        session.flush()
+        public_id, code = f"dir_{directory.id}", directory.code
+    configure_smtp(account, dist_smtp.port)
+    body = assert_ok(
+        account.call("/v3/send/email", campaign=public_id, email="w@example.org", check_unique=True)
+    )
+    assert (body["action"], body["couponsession"]) == ("email_sent", "")
+    assert body["url"] == f"{settings.public_base_url}/d/{code}"
+    again = assert_ok(
+        account.call("/v3/send/email", campaign=public_id, email="w@example.org", check_unique=True)
+    )
+    assert again["action"] == "already_sent"
+    Runner(runtime).run_until_idle()
+    [received] = dist_smtp.handler.to("w@example.org")
+    text = received.message.get_body(preferencelist=("plain",))
+    assert text is not None
+    assert body["url"] in text.get_content()
+    assert "City deals" in text.get_content()
+
+
+class HoldingHandler(SmtpHandler):
+    """Holds the first message's DATA until released, then refuses it (the sender is gone)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.data_calls == 0:
+            self.data_calls += 1
+            await asyncio.to_thread(self.release.wait, 60)
+            return "451 4.4.2 Connection lost"
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.mark.slow
+def test_a_send_left_sending_by_a_killed_worker_is_resumed_after_a_pause(
+    runtime: Runtime,
+    account: Any,
+    dist_campaign: CampaignRef,
+    settings: Any,
+    tmp_path: Path,
+    clock_offset: Any,
+) -> None:
+    handler = HoldingHandler()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        configure_smtp(account, port)
+        body = assert_ok(
+            account.call("/v3/send/email", campaign=dist_campaign.public_id, email="x1@example.org")
+        )
+        worker = subprocess.Popen(
+            [OPENCOUPON, "worker"],
+            env=cli_env(settings, tmp_path),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while handler.data_calls == 0:
+                assert worker.poll() is None
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            # The worker is in the middle of handing the message over: kill it there.
+            os.kill(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=10)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+        handler.release.set()
+        entry = account.client.get(f"/v4/sends/{body['send']['ID']}", headers=account.headers).json()
+        assert (entry["status"], entry["attempts"]) == ("sending", 1)
+        # Once its lease has run out the job is claimed again, but a send marked `sending` so
+        # recently may still be on its way: it waits rather than risk a duplicate.
+        clock_offset(dt.timedelta(minutes=2))
+        Runner(runtime).run_until_idle()
+        assert handler.messages == []
+        clock_offset(dt.timedelta(minutes=8))
+        Runner(runtime).run_until_idle()
+        assert len(handler.to("x1@example.org")) == 1
+        entry = account.client.get(f"/v4/sends/{body['send']['ID']}", headers=account.headers).json()
+        assert (entry["status"], entry["attempts"]) == ("sent", 2)
+    finally:
+        controller.stop()
+
+
+def test_tenants_cannot_point_the_server_at_private_addresses(
+    runtime: Runtime,
+    account: Any,
+    dist_campaign: CampaignRef,
+    dist_smtp: SmtpServer,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Set while allowed (as in development), then the server runs with the protection on.
+    configure_smtp(account, dist_smtp.port)
+    monkeypatch.setattr(settings, "allow_private_webhooks", False)
+    for host in ("127.0.0.1", "10.1.2.3", "localhost", "[::1]"):
+        refused = account.client.put(
+            "/v4/integrations/email",
+            json={"host": host, "sender_email": "a@shop.example"},
+            headers=account.headers,
+        )
+        assert_error(refused, 422, 300)
+    assert_error(
+        account.client.put(
+            "/v4/integrations/sms",
+            json={"account_sid": "AC1", "auth_token": "t", "base_url": "http://192.168.1.20:8080"},
+            headers=account.headers,
+        ),
+        422,
+        300,
+    )
+    body = assert_ok(account.call("/v3/send/email", campaign=dist_campaign.public_id, email="y@example.org"))
+    Runner(runtime).run_until_idle()
+    assert dist_smtp.handler.messages == []
+    entry = account.client.get(f"/v4/sends/{body['send']['ID']}", headers=account.headers).json()
+    assert entry["status"] == "failed"
+    assert "private or loopback" in entry["last_error"]
