@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import io
 import re
 import socket
@@ -160,12 +159,16 @@ def test_email_reaches_the_smtp_server_with_both_parts_link_and_qr_code(
     assert (entry["origin"], entry["requested_by"]) == ("api", str(account.id))
     assert entry["provider_response"].startswith("250")
 
-    # The link leads to the session on the live server once consumer pages exist.
+    # ... and in the session's own data.
+    data = account.call("/v3/couponsession/data", couponsession=code).json()
+    assert [s["id"] for s in data["sends"]] == [body["send"]["ID"]]
+    assert data["sends"][0]["status"] == "sent"
+
+    # The link leads to the session on the live server.
     path = body["url"].removeprefix(settings.public_base_url)
-    if importlib.util.find_spec("opencoupon.coupons.pages") is not None:
-        page = http.get(path, headers={"Accept": "text/html"}, follow_redirects=True)
-        assert page.status_code == 200
-        assert "20% off your next coffee" in page.text
+    page = http.get(path, headers={"Accept": "text/html"}, follow_redirects=True)
+    assert page.status_code == 200
+    assert "20% off your next coffee" in page.text
 
 
 def test_check_unique_does_not_send_twice_and_says_so(

@@ -23,6 +23,7 @@ from opencoupon.coupons.schemas import (
     SessionUpdateMany,
     UsageData,
 )
+from opencoupon.distribution import service as distribution_service
 from opencoupon.errors import ApiError, bad_date, bad_value, error_body
 from opencoupon.kit.endpoint import ApiContext, v3_endpoint, v4_endpoint
 from opencoupon.kit.params import NoParams
@@ -163,7 +164,10 @@ def couponsession_data(ctx: ApiContext, req: SessionRef) -> dict[str, Any]:
     """A session by its 21-character code or its 6-character short form (add `campaign` when a
     short form is used in several of your campaigns)."""
     campaign, row = service.find_session(ctx, req.couponsession, req.campaign)
-    return views.session_data(ctx.session, ctx.runtime, campaign, row, ctx.now)
+    data = views.session_data(ctx.session, ctx.runtime, campaign, row, ctx.now)
+    # Every email/SMS sent with this session (who, when, provider answer).
+    data["sends"] = distribution_service.sends_for_session(ctx.session, row.id)
+    return data
 
 
 def _update_one(ctx: ApiContext, campaign: Campaign, row: CouponSession, req: SessionFlags) -> None:
