@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from opencoupon.kit import ids
 from opencoupon.kit.clock import utcnow
 from opencoupon.models import Event
-from opencoupon.worker.queue import enqueue
+from opencoupon.worker.queue import enqueue_many
 
 EVENT_TYPES = (
     "coupon_opened",
@@ -36,20 +37,28 @@ def emit(
     *,
     campaign: str = "",
     coupon_session: str = "",
-) -> Event:
-    """Record an event and queue its delivery, in the caller's transaction."""
+) -> str:
+    """Record an event and queue its delivery, in the caller's transaction; its `evt_` ID.
+
+    Core inserts rather than ORM objects: this runs on every validation and stamp."""
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type}")
-    event = Event(
-        public_id=ids.event_id(),
-        account_id=account_id,
-        type=type,
-        campaign=campaign,
-        session=coupon_session,
-        data=json.dumps(data, default=str),
-        created_at=utcnow(),
-    )
-    session.add(event)
-    session.flush()
-    enqueue(session, "event.dispatch", {"event_id": event.id})
-    return event
+    public_id = ids.event_id()
+    now = utcnow()
+    event_id = session.execute(
+        _INSERT_EVENT,
+        {
+            "public_id": public_id,
+            "account_id": account_id,
+            "type": type,
+            "campaign": campaign,
+            "session": coupon_session,
+            "data": json.dumps(data, default=str),
+            "created_at": now,
+        },
+    ).scalar_one()
+    enqueue_many(session, "event.dispatch", [{"event_id": event_id}])
+    return public_id
+
+
+_INSERT_EVENT = insert(cast(Table, Event.__table__)).returning(Event.__table__.c.id)

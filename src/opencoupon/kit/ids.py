@@ -50,7 +50,17 @@ def parse_public_id(value: str, prefix: str, param: str, not_found_error: ApiErr
 
 
 def random_code(length: int, alphabet: str = LOWER_ALNUM) -> str:
-    return "".join(secrets.choice(alphabet) for _ in range(length))
+    """Uniform over `alphabet` (rejection sampling: no modulo bias), one urandom call usually."""
+    size = len(alphabet)
+    limit = 256 - 256 % size
+    out: list[str] = []
+    while len(out) < length:
+        for byte in secrets.token_bytes(length + length // 2 + 4):
+            if byte < limit:
+                out.append(alphabet[byte % size])
+                if len(out) == length:
+                    break
+    return "".join(out)
 
 
 def session_code() -> str:
