@@ -1,0 +1,237 @@
+"""Every query of the single-use capability, including the bulk insert of a batch of links."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, select, text
+from sqlalchemy.orm import Session
+
+from opencoupon.models import Campaign, CouponSession
+
+SOURCE = "single_use"
+# Values per IN (...) probe: far below SQLite's 32,766 bound variables and PostgreSQL's 65,535.
+PROBE_CHUNK = 5000
+# SQLite page cache while a batch is inserted (KiB).
+BULK_CACHE_KIB = 64 * 1024
+
+_TABLE = CouponSession.__table__
+
+
+def campaign_in_scope(session: Session, scope: ColumnElement[bool], campaign_id: int) -> Campaign | None:
+    return session.scalar(
+        select(Campaign).where(Campaign.id == campaign_id, scope, Campaign.deleted_at.is_(None))
+    )
+
+
+def campaign_by_id(session: Session, campaign_id: int) -> Campaign | None:
+    return session.scalar(select(Campaign).where(Campaign.id == campaign_id, Campaign.deleted_at.is_(None)))
+
+
+def lock_campaign(session: Session, campaign: Campaign) -> None:
+    """Serialise batches of one campaign on PostgreSQL (on SQLite every write transaction already
+    holds the database's write lock), so the pre-check of clashing codes stays true until commit."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(Campaign.id).where(Campaign.id == campaign.id).with_for_update())
+
+
+def taken(session: Session, campaign_id: int, column_name: str, values: Sequence[str]) -> set[str]:
+    """Which of `values` the campaign already uses in `column_name` (short_code or
+    custom_validation_code)."""
+    column = _TABLE.c[column_name]
+    in_campaign = _TABLE.c.campaign_id == campaign_id
+    existing = int(session.scalar(select(func.count()).select_from(_TABLE).where(in_campaign)) or 0)
+    if existing == 0:
+        return set()
+    if existing <= max(4 * len(values), 10_000):
+        # Reading the campaign's keys off its unique index beats probing it value by value.
+        have = set(session.scalars(select(column).where(in_campaign, column.is_not(None))))
+        return have.intersection(values)
+    found: set[str] = set()
+    for start in range(0, len(values), PROBE_CHUNK):
+        chunk = values[start : start + PROBE_CHUNK]
+        found.update(session.scalars(select(column).where(in_campaign, column.in_(chunk))))
+    return found
+
+
+@contextmanager
+def bulk_cache(session: Session) -> Iterator[None]:
+    """On SQLite, a page cache big enough for a batch's index pages while it is inserted (the
+    default 2 MB makes every random-key index insert spill and re-read pages); the connection's
+    own size comes back afterwards, so a pooled connection does not keep the memory."""
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    before = connection.exec_driver_sql("PRAGMA cache_size").scalar()
+    connection.exec_driver_sql(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        connection.exec_driver_sql(f"PRAGMA cache_size={int(before or -2000)}")
+
+
+def count_custom_codes_of_shape(session: Session, campaign_id: int, prefix: str, total_length: int) -> int:
+    """Custom validation codes of the campaign that start with `prefix` and have `total_length`
+    characters: the part of a code space already used."""
+    column = CouponSession.custom_validation_code
+    conditions = [
+        CouponSession.campaign_id == campaign_id,
+        column.is_not(None),
+        func.length(column) == total_length,
+    ]
+    if prefix:
+        # Exact comparison: LIKE is case-insensitive on SQLite, and a range compare follows the
+        # collation on PostgreSQL. The campaign's unique index bounds the rows looked at.
+        conditions.append(func.substr(column, 1, len(prefix)) == prefix)
+    return int(session.scalar(select(func.count()).select_from(CouponSession).where(*conditions)) or 0)
+
+
+def custom_code_in_use(session: Session, campaign_id: int, code: str) -> bool:
+    return (
+        session.scalar(
+            select(CouponSession.id).where(
+                CouponSession.campaign_id == campaign_id, CouponSession.custom_validation_code == code
+            )
+        )
+        is not None
+    )
+
+
+def duplicate_link(
+    session: Session, campaign_id: int, *, email: str, phone: str, customid: str
+) -> CouponSession | None:
+    """The oldest live single-use link of the campaign with the same email, phone or customid."""
+    matches: list[ColumnElement[bool]] = []
+    if email:
+        matches.append(CouponSession.email == email)
+    if phone:
+        matches.append(CouponSession.phone == phone)
+    if customid:
+        matches.append(CouponSession.customid == customid)
+    best: CouponSession | None = None
+    # One indexed query per key ((campaign_id, email) and so on) rather than an OR that
+    # the planners may answer with a scan of the campaign's sessions.
+    for match in matches:
+        row = session.scalar(
+            select(CouponSession)
+            .where(
+                CouponSession.campaign_id == campaign_id,
+                match,
+                CouponSession.source == SOURCE,
+                CouponSession.removed_at.is_(None),
+            )
+            .order_by(CouponSession.id)
+            .limit(1)
+        )
+        if row is not None and (best is None or row.id < best.id):
+            best = row
+    return best
+
+
+def link_by_code(
+    session: Session, scope: ColumnElement[bool], code: str
+) -> tuple[CouponSession, Campaign] | None:
+    row = session.execute(
+        select(CouponSession, Campaign)
+        .join(Campaign, Campaign.id == CouponSession.campaign_id)
+        .where(CouponSession.code == code, CouponSession.source == SOURCE, scope)
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
+def reserve_ids(session: Session, count: int) -> list[int]:
+    """`count` fresh primary keys (the vendor's sequence ids) for rows inserted without RETURNING.
+
+    SQLite: the transaction holds the database's write lock (BEGIN IMMEDIATE), so nobody else can
+    insert until commit and the ids after the current maximum are ours. PostgreSQL: drawn from the
+    table's sequence, as the default would.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        return list(
+            session.scalars(
+                text(
+                    "SELECT nextval(pg_get_serial_sequence('coupon_sessions', 'id')) "
+                    "FROM generate_series(1, :n) ORDER BY 1"
+                ),
+                {"n": count},
+            )
+        )
+    top = int(session.scalar(select(func.coalesce(func.max(CouponSession.id), 0))) or 0)
+    return list(range(top + 1, top + 1 + count))
+
+
+def _python_default(column: Any) -> tuple[bool, Any]:
+    default = column.default
+    if default is None or getattr(default, "is_sequence", False):
+        return False, None
+    if default.is_callable:
+        return True, default.arg(None)
+    return True, default.arg
+
+
+class BulkInsert:
+    """Insert many coupon_sessions rows through the database driver in the caller's transaction.
+
+    Rows give the `varying` columns; every other column gets its value from `fixed` or the
+    model's default, converted for the driver once per batch. This is the raw driver's
+    executemany (SQLite) or COPY (PostgreSQL): no per-row work in SQLAlchemy.
+    """
+
+    def __init__(self, session: Session, varying: Sequence[str], fixed: dict[str, Any]) -> None:
+        self.connection = session.connection()
+        self.dialect = self.connection.dialect
+        self.columns = list(varying)
+        constants: list[Any] = []
+        for column in _TABLE.columns:
+            if column.name in varying:
+                continue
+            if column.name in fixed:
+                value = fixed[column.name]
+            else:
+                has_default, value = _python_default(column)
+                if not has_default:
+                    if column.nullable or column.server_default is not None:
+                        continue
+                    raise ValueError(f"coupon_sessions.{column.name} needs a value")
+            self.columns.append(column.name)
+            constants.append(self._convert(column, value))
+        self.constants = tuple(constants)
+
+    @property
+    def integrity_error(self) -> type[Exception]:
+        """The driver's own IntegrityError (raw driver calls are not wrapped by SQLAlchemy)."""
+        error: type[Exception] = self.dialect.loaded_dbapi.IntegrityError
+        return error
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.dialect.name == "postgresql"
+
+    def _convert(self, column: Any, value: Any) -> Any:
+        if value is None:
+            return None
+        if self.is_postgresql:
+            # COPY text format: psycopg writes str/int/bool/datetime itself; JSON goes as text.
+            return json.dumps(value) if isinstance(value, dict | list) else value
+        processor: Callable[[Any], Any] | None = column.type.dialect_impl(self.dialect).bind_processor(
+            self.dialect
+        )
+        return processor(value) if processor else value
+
+    def write(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        constants = self.constants
+        names = ", ".join(self.columns)
+        raw: Any = self.connection.connection.driver_connection
+        if self.is_postgresql:
+            with raw.cursor() as cursor, cursor.copy(f"COPY coupon_sessions ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row + constants)
+            return
+        marks = ", ".join("?" * len(self.columns))
+        raw.executemany(
+            f"INSERT INTO coupon_sessions ({names}) VALUES ({marks})", (row + constants for row in rows)
+        )
