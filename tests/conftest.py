@@ -186,3 +186,7 @@ def clock_offset() -> Iterator[Any]:
     """Move the service clock: `clock_offset(dt.timedelta(days=2))`. Reset after the test."""
     yield clock.set_offset
     clock.set_offset(clock.get_offset() * 0)
+
+
+# Single-use links: campaigns made through the ORM (tests/singleuse_fixtures.py).
+from singleuse_fixtures import su_campaign, su_other_campaign  # noqa: E402, F401

@@ -44,10 +44,10 @@ def make_campaign(runtime: Runtime, account_id: int, name: str = "Personal offer
 
 
 @pytest.fixture
-def campaign(runtime: Runtime, account: Any) -> CampaignRef:
+def su_campaign(runtime: Runtime, account: Any) -> CampaignRef:
     return make_campaign(runtime, account.id)
 
 
 @pytest.fixture
-def other_campaign(runtime: Runtime, other_account: Any) -> CampaignRef:
+def su_other_campaign(runtime: Runtime, other_account: Any) -> CampaignRef:
     return make_campaign(runtime, other_account.id, "Someone else's offer")
