@@ -304,7 +304,7 @@ def check_code_space(session: Session, campaign: Campaign, spec: BatchSpec) -> N
         )
 
 
-def _draw_unique(
+def draw_unique(
     session: Session,
     campaign_id: int,
     column: str,
@@ -372,7 +372,7 @@ def _insert_batch(
     progress: Callable[[int], None] | None,
 ) -> list[dict[str, Any]]:
     amount = spec.amount
-    codes = _draw_unique(
+    codes = draw_unique(
         session,
         campaign.id,
         "short_code",
@@ -384,7 +384,7 @@ def _insert_batch(
     if spec.automated_codes:
         alphabet = alphabet_for(spec.code_type)
         prefix = spec.code_prefix
-        custom = _draw_unique(
+        custom = draw_unique(
             session,
             campaign.id,
             "custom_validation_code",
