@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -131,7 +132,8 @@ def _read_recipients(path: Path) -> tuple[list[str], list[Recipient]]:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
             header = next(reader, [])
-            keys = [name.strip().lower() for name in header]
+            # "First Name", "first_name" and "firstname" all name the same column.
+            keys = [re.sub(r"[\s_-]", "", name.lower()) for name in header]
             rows = []
             for cells in reader:
                 if not any(cell.strip() for cell in cells):
