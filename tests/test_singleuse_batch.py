@@ -272,9 +272,7 @@ def test_drawing_skips_codes_the_campaign_already_holds(
     held = [item["single_use_code"] for item in first]
     draws = iter([[held[0], held[1], "zzzzzzaaaaaaaaaaaaaaa"], [held[2], "yyyyyyaaaaaaaaaaaaaaa"]])
     with runtime.db.transaction() as session:
-        got = service.draw_unique(
-            session, su_campaign.id, "short_code", 2, lambda n: next(draws)[: n + 1], lambda c: c[:6]
-        )
+        got = service.draw_unique(session, su_campaign.id, "short_code", 2, lambda n: next(draws)[: n + 1], 6)
     assert got == ["zzzzzzaaaaaaaaaaaaaaa", "yyyyyyaaaaaaaaaaaaaaa"]
 
 

@@ -173,18 +173,33 @@ def _python_default(column: Any) -> tuple[bool, Any]:
     return True, default.arg
 
 
+def _sqlite_literal(value: Any) -> str:
+    """A driver-ready constant as SQLite SQL text (ints, floats, text, NULL only)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    raise TypeError(f"no SQLite literal for {type(value).__name__}")
+
+
 class BulkInsert:
     """Insert many coupon_sessions rows through the database driver in the caller's transaction.
 
     Rows give the `varying` columns; every other column gets its value from `fixed` or the
     model's default, converted for the driver once per batch. This is the raw driver's
-    executemany (SQLite) or COPY (PostgreSQL): no per-row work in SQLAlchemy.
+    executemany (SQLite; the constants are written into the statement, so each row binds only
+    its own values) or COPY (PostgreSQL): no per-row work in SQLAlchemy.
     """
 
     def __init__(self, session: Session, varying: Sequence[str], fixed: dict[str, Any]) -> None:
         self.connection = session.connection()
         self.dialect = self.connection.dialect
-        self.columns = list(varying)
+        self.varying = list(varying)
+        self.constant_columns: list[str] = []
         constants: list[Any] = []
         for column in _TABLE.columns:
             if column.name in varying:
@@ -197,9 +212,15 @@ class BulkInsert:
                     if column.nullable or column.server_default is not None:
                         continue
                     raise ValueError(f"coupon_sessions.{column.name} needs a value")
-            self.columns.append(column.name)
+            self.constant_columns.append(column.name)
             constants.append(self._convert(column, value))
         self.constants = tuple(constants)
+        names = ", ".join(self.varying + self.constant_columns)
+        if self.is_postgresql:
+            self.statement = f"COPY coupon_sessions ({names}) FROM STDIN"
+        else:
+            values = ["?"] * len(self.varying) + [_sqlite_literal(v) for v in self.constants]
+            self.statement = f"INSERT INTO coupon_sessions ({names}) VALUES ({', '.join(values)})"
 
     @property
     def integrity_error(self) -> type[Exception]:
@@ -223,15 +244,12 @@ class BulkInsert:
         return processor(value) if processor else value
 
     def write(self, rows: Iterable[tuple[Any, ...]]) -> None:
-        constants = self.constants
-        names = ", ".join(self.columns)
+        """Insert `rows`, tuples of the `varying` columns' values."""
         raw: Any = self.connection.connection.driver_connection
         if self.is_postgresql:
-            with raw.cursor() as cursor, cursor.copy(f"COPY coupon_sessions ({names}) FROM STDIN") as copy:
+            constants = self.constants
+            with raw.cursor() as cursor, cursor.copy(self.statement) as copy:
                 for row in rows:
                     copy.write_row(row + constants)
             return
-        marks = ", ".join("?" * len(self.columns))
-        raw.executemany(
-            f"INSERT INTO coupon_sessions ({names}) VALUES ({marks})", (row + constants for row in rows)
-        )
+        raw.executemany(self.statement, rows)

@@ -310,30 +310,23 @@ def draw_unique(
     column: str,
     count: int,
     draw: Callable[[int], list[str]],
-    key: Callable[[str], str],
+    key_length: int | None = None,
 ) -> list[str]:
-    """`count` codes whose key (short code or whole custom code) is new to the campaign and to
-    each other: drawn in memory, then the campaign's unique index is probed for the rare clash."""
+    """`count` codes whose key (their first `key_length` characters, or the whole code) is new
+    to the campaign and to each other: drawn in memory, then the campaign's unique index is
+    checked for the rare clash."""
     chosen: list[str] = []
     seen: set[str] = set()
     while len(chosen) < count:
-        fresh: list[str] = []
-        for code in draw(count - len(chosen)):
-            k = key(code)
-            if k not in seen:
-                seen.add(k)
-                fresh.append(code)
-        clashes = repository.taken(session, campaign_id, column, [key(c) for c in fresh])
-        chosen.extend(c for c in fresh if key(c) not in clashes)
+        batch = draw(count - len(chosen))
+        fresh = {code[:key_length]: code for code in batch} if key_length else dict.fromkeys(batch, "")
+        for key in seen.intersection(fresh) if seen else ():
+            del fresh[key]
+        seen.update(fresh)
+        for key in repository.taken(session, campaign_id, column, list(fresh)):
+            del fresh[key]
+        chosen.extend(fresh.values() if key_length else fresh)
     return chosen
-
-
-def _short(code: str) -> str:
-    return code[: ids.SHORT_CODE_LENGTH]
-
-
-def _same(code: str) -> str:
-    return code
 
 
 def create_batch(
@@ -378,7 +371,7 @@ def _insert_batch(
         "short_code",
         amount,
         lambda n: random_strings(n, ids.SESSION_CODE_LENGTH, SESSION_ALPHABET),
-        _short,
+        ids.SHORT_CODE_LENGTH,
     )
     # In code order, the rows reach the indexes on code and short code (and, with ids handed
     # out in the same order, the primary key) in ascending order: each index page is filled once
@@ -394,10 +387,10 @@ def _insert_batch(
             "custom_validation_code",
             amount,
             lambda n: [prefix + body for body in random_strings(n, spec.code_length, alphabet)],
-            _same,
         )
     else:
         custom = [None] * amount
+    shorts = [code[: ids.SHORT_CODE_LENGTH] for code in codes]
     sequence_ids = repository.reserve_ids(session, amount)
     writer = repository.BulkInsert(
         session,
@@ -415,7 +408,15 @@ def _insert_batch(
         with repository.bulk_cache(session):
             for start in range(0, amount, INSERT_CHUNK):
                 end = min(start + INSERT_CHUNK, amount)
-                writer.write((sequence_ids[i], codes[i], codes[i][:6], custom[i]) for i in range(start, end))
+                writer.write(
+                    zip(
+                        sequence_ids[start:end],
+                        codes[start:end],
+                        shorts[start:end],
+                        custom[start:end],
+                        strict=True,
+                    )
+                )
                 if progress is not None:
                     progress(end - start)
     except writer.integrity_error as exc:
@@ -426,10 +427,10 @@ def _insert_batch(
             "single_use_code": code,
             "sequence_id": seq,
             "single_use_url": url_base + code,
-            "widget_validation_code": code[:6],
+            "widget_validation_code": short,
             "custom_validation_code": value or "",
         }
-        for code, seq, value in zip(codes, sequence_ids, custom, strict=True)
+        for code, short, seq, value in zip(codes, shorts, sequence_ids, custom, strict=True)
     ]
     data: dict[str, Any] = {
         "campaign": f"cam_{campaign.id}",
