@@ -4,6 +4,7 @@ removal. Used by the API and by the `opencoupon singleuse` commands, so both beh
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -466,6 +467,7 @@ def remove_link(
         link.removed_at = now
         link.updated_at = now
         session.flush()
+        _leave_usage_statistics(session, link)
         events.emit(
             session,
             campaign.account_id,
@@ -481,3 +483,16 @@ def remove_link(
             coupon_session=link.code,
         )
     return link, campaign
+
+
+def _leave_usage_statistics(session: Session, link: CouponSession) -> None:
+    """A removed link leaves the usage statistics, which the coupons capability keeps up to date
+    per change (coupons/stats.py, `on_session_removed`, called in the removing transaction).
+    Looked up at run time so this package also works where that module is absent."""
+    try:
+        stats = importlib.import_module("opencoupon.coupons.stats")
+    except ModuleNotFoundError as exc:
+        if exc.name != "opencoupon.coupons.stats":
+            raise
+        return
+    stats.on_session_removed(session, link)
