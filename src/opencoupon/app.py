@@ -51,6 +51,7 @@ def _routers() -> list[APIRouter]:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
+            # The capability (or its whole package) is not on this branch.
             if exc.name and (name + ".").startswith(exc.name + "."):
                 continue
             raise

@@ -60,6 +60,7 @@ def seed_demo(runtime: Runtime) -> dict[str, Any] | None:
             try:
                 module = importlib.import_module(name)
             except ModuleNotFoundError as exc:
+                # The capability (or its whole package) is not on this branch.
                 if exc.name and (name + ".").startswith(exc.name + "."):
                     continue
                 raise
