@@ -45,7 +45,7 @@ from opencoupon.runtime import Runtime
 from opencoupon.singleuse.codes import ALPHANUMERIC, SESSION_ALPHABET, random_strings
 
 AMOUNT = 100_000
-ROUNDS = 2
+ROUNDS = 3
 BUDGET_S = 5.0
 TARGET_RATIO = 0.25
 RSS_BUDGET_MB = 600
@@ -87,6 +87,12 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb(pid: int) -> tuple[float, float]:
@@ -173,7 +179,7 @@ def rows_for(campaign_id: int, account_id: int, first_id: int, postgres: bool) -
     ]
 
 
-def raw_sqlite(path: Path, runtime: Runtime, account_id: int) -> float:
+def raw_sqlite(path: Path, runtime: Runtime, account_id: int) -> tuple[float, float]:
     campaign_id = new_campaign(runtime, account_id)
     conn = sqlite3.connect(path, isolation_level=None, timeout=30)
     # The server's connection settings, and the page cache it uses while inserting a batch.
@@ -183,23 +189,23 @@ def raw_sqlite(path: Path, runtime: Runtime, account_id: int) -> float:
     top = conn.execute("SELECT coalesce(max(id), 0) FROM coupon_sessions").fetchone()[0]
     # Only the insert and the commit are timed: the rows are ready beforehand.
     rows = rows_for(campaign_id, account_id, top + 1, postgres=False)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     marks = ", ".join("?" * len(COLUMNS))
     conn.executemany(f"INSERT INTO coupon_sessions ({', '.join(COLUMNS)}) VALUES ({marks})", rows)
     conn.execute("COMMIT")
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     conn.close()
-    return elapsed
+    return elapsed, cpu
 
 
-def raw_postgres(url: str, runtime: Runtime, account_id: int) -> float:
+def raw_postgres(url: str, runtime: Runtime, account_id: int) -> tuple[float, float]:
     import psycopg
 
     campaign_id = new_campaign(runtime, account_id)
     rows = rows_for(campaign_id, account_id, 0, postgres=True)
     with psycopg.connect(url) as conn:
         # Timed: drawing the ids from the sequence (as the server does), COPY and commit.
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         with conn.cursor() as cursor:
             ids_ = [
                 r[0]
@@ -214,7 +220,7 @@ def raw_postgres(url: str, runtime: Runtime, account_id: int) -> float:
                 for row in rows:
                     copy.write_row(row)
         conn.commit()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu
 
 
 def api_call(server: Server, headers: dict[str, str], campaign: str) -> tuple[float, float]:
@@ -254,14 +260,20 @@ def run(label: str, url: str, var_dir: Path, raw: Any) -> dict[str, Any]:
         noop_rps, noop_p50 = noop_ceiling(server)
         raws, apis, ttfbs = [], [], []
         for round_ in range(1, ROUNDS + 1):
-            raws.append(raw(runtime, account_id))
+            raw_s, raw_cpu = raw(runtime, account_id)
+            raws.append(raw_s)
             campaign = f"cam_{new_campaign(runtime, account_id)}"
+            before = cpu_seconds(server.process.pid)
+            client_cpu = time.process_time()
             ttfb, total = api_call(server, headers, campaign)
+            server_cpu = cpu_seconds(server.process.pid) - before
+            client_cpu = time.process_time() - client_cpu
             ttfbs.append(ttfb)
             apis.append(total)
             print(
-                f"  [{label}] round {round_}: raw driver insert {raws[-1]:.2f} s; "
-                f"API call {total:.2f} s (answer starts after {ttfb:.2f} s)",
+                f"  [{label}] round {round_}: raw driver insert {raw_s:.2f} s (client CPU {raw_cpu:.2f} s); "
+                f"API call {total:.2f} s, answer starts after {ttfb:.2f} s (server CPU {server_cpu:.2f} s, "
+                f"client CPU {client_cpu:.2f} s)",
                 flush=True,
             )
         _, peak_rss = peak_rss_mb(server.process.pid)
