@@ -31,11 +31,19 @@ def campaign_by_id(session: Session, campaign_id: int) -> Campaign | None:
     return session.scalar(select(Campaign).where(Campaign.id == campaign_id, Campaign.deleted_at.is_(None)))
 
 
+# First key of the PostgreSQL advisory locks taken here ("SU"); the second is the campaign id.
+ADVISORY_NAMESPACE = 0x5355
+
+
 def lock_campaign(session: Session, campaign: Campaign) -> None:
-    """Serialise batches of one campaign on PostgreSQL (on SQLite every write transaction already
-    holds the database's write lock), so the pre-check of clashing codes stays true until commit."""
+    """Serialise link creation per campaign on PostgreSQL until commit, so the pre-check of
+    clashing codes (and the duplicate check) stays true. An advisory lock, not a row lock: the
+    campaign row takes counter updates on every open, claim and validation, which must not wait
+    for a batch. On SQLite every write transaction already holds the database's write lock."""
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(Campaign.id).where(Campaign.id == campaign.id).with_for_update())
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:ns, :id)"), {"ns": ADVISORY_NAMESPACE, "id": campaign.id}
+        )
 
 
 def taken(session: Session, campaign_id: int, column_name: str, values: Sequence[str]) -> set[str]:
