@@ -16,7 +16,7 @@ from opencoupon.singleuse import service
 RECIPIENTS = [
     ("Ada", "Lovelace", "ada@example.com", "CRM-1001"),
     ("Grace", "Hopper", "grace@example.com", "CRM-1002"),
-    ("Alan", "Turing", "alan@example.com", "CRM-1003"),
+    ("Katherine", "Johnson", "katherine@example.com", "CRM-1003"),
 ]
 
 
