@@ -361,3 +361,19 @@ def test_remove_does_not_touch_sessions_that_are_not_single_use_links(
 @pytest.mark.parametrize(("params", "code"), [({}, 200), ({"single_use_code": "abc-def!"}, 301)])
 def test_remove_bad_parameters(account: Any, params: dict[str, str], code: int) -> None:
     assert_error(account.call(REMOVE, **params), 422, code)
+
+
+def test_demo_data_has_prefilled_links(runtime: Runtime, account: Any, subaccount: Any) -> None:
+    from opencoupon.models import Account
+    from opencoupon.singleuse import demo
+
+    with runtime.db.transaction() as session:
+        owner, sub = session.get(Account, account.id), session.get(Account, subaccount.id)
+        assert owner is not None
+        assert sub is not None
+        result = demo.seed(session, runtime, owner, sub)
+    assert len(result["single_use_links"]) == 3
+    code = result["single_use_links"][0].rsplit("/", 1)[1]
+    row = _row(runtime, code)
+    assert (row.firstname, row.source, row.account_id) == ("Ada", "single_use", account.id)
+    assert f"cam_{row.campaign_id}" == result["single_use_campaign"]
