@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, text
+from sqlalchemy import ColumnElement, Select, bindparam, func, select, text
 from sqlalchemy.orm import Session
 
 from opencoupon.models import Campaign, CouponSession
@@ -98,43 +98,51 @@ def count_custom_codes_of_shape(session: Session, campaign_id: int, prefix: str,
     return int(session.scalar(select(func.count()).select_from(CouponSession).where(*conditions)) or 0)
 
 
+# Built once: called for every recipient of an import, where building the expression each time
+# cost more than running the query.
+_CUSTOM_CODE_IN_USE = select(CouponSession.id).where(
+    CouponSession.campaign_id == bindparam("campaign_id"),
+    CouponSession.custom_validation_code == bindparam("code"),
+)
+
+
 def custom_code_in_use(session: Session, campaign_id: int, code: str) -> bool:
+    return session.scalar(_CUSTOM_CODE_IN_USE, {"campaign_id": campaign_id, "code": code}) is not None
+
+
+def _live_link_with(column: Any) -> Select[CouponSession]:
     return (
-        session.scalar(
-            select(CouponSession.id).where(
-                CouponSession.campaign_id == campaign_id, CouponSession.custom_validation_code == code
-            )
+        select(CouponSession)
+        .where(
+            CouponSession.campaign_id == bindparam("campaign_id"),
+            column == bindparam("value"),
+            CouponSession.source == SOURCE,
+            CouponSession.removed_at.is_(None),
         )
-        is not None
+        .order_by(CouponSession.id)
+        .limit(1)
     )
+
+
+_LIVE_LINK_WITH = {
+    "email": _live_link_with(CouponSession.email),
+    "phone": _live_link_with(CouponSession.phone),
+    "customid": _live_link_with(CouponSession.customid),
+}
 
 
 def duplicate_link(
     session: Session, campaign_id: int, *, email: str, phone: str, customid: str
 ) -> CouponSession | None:
-    """The oldest live single-use link of the campaign with the same email, phone or customid."""
-    matches: list[ColumnElement[bool]] = []
-    if email:
-        matches.append(CouponSession.email == email)
-    if phone:
-        matches.append(CouponSession.phone == phone)
-    if customid:
-        matches.append(CouponSession.customid == customid)
+    """The oldest live single-use link of the campaign with the same email, phone or customid.
+
+    One indexed query per key given ((campaign_id, email) and so on) rather than an OR, which
+    the planners may answer with a scan of the campaign's sessions."""
     best: CouponSession | None = None
-    # One indexed query per key ((campaign_id, email) and so on) rather than an OR that
-    # the planners may answer with a scan of the campaign's sessions.
-    for match in matches:
-        row = session.scalar(
-            select(CouponSession)
-            .where(
-                CouponSession.campaign_id == campaign_id,
-                match,
-                CouponSession.source == SOURCE,
-                CouponSession.removed_at.is_(None),
-            )
-            .order_by(CouponSession.id)
-            .limit(1)
-        )
+    for name, value in (("email", email), ("phone", phone), ("customid", customid)):
+        if not value:
+            continue
+        row = session.scalar(_LIVE_LINK_WITH[name], {"campaign_id": campaign_id, "value": value})
         if row is not None and (best is None or row.id < best.id):
             best = row
     return best
