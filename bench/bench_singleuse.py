@@ -165,9 +165,10 @@ def new_campaign(runtime: Runtime, account_id: int) -> int:
 
 
 def rows_for(campaign_id: int, account_id: int, first_id: int, postgres: bool) -> list[tuple[Any, ...]]:
-    """100,000 rows as the server writes them: unique short codes, unique custom codes, code order."""
+    """100,000 rows as the server writes them: unique short codes, unique custom codes, both in
+    sorted order."""
     codes = sorted({c[:6]: c for c in random_strings(AMOUNT + 100, 21, SESSION_ALPHABET)}.values())[:AMOUNT]
-    custom = list({"B-" + c for c in random_strings(AMOUNT + 100, 12, ALPHANUMERIC)})[:AMOUNT]
+    custom = sorted({"B-" + c for c in random_strings(AMOUNT + 100, 12, ALPHANUMERIC)})[:AMOUNT]
     now = utcnow()
     stamp: Any = now if postgres else now.strftime("%Y-%m-%d %H:%M:%S.%f")
     false: Any = False if postgres else 0

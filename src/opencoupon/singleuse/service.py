@@ -382,13 +382,18 @@ def _insert_batch(
     if spec.automated_codes:
         alphabet = alphabet_for(spec.code_type)
         prefix = spec.code_prefix
-        custom = draw_unique(
+        custom_codes = draw_unique(
             session,
             campaign.id,
             "custom_validation_code",
             amount,
             lambda n: [prefix + body for body in random_strings(n, spec.code_length, alphabet)],
         )
+        # Sorted too, for the two indexes on the custom code. Which random custom code goes with
+        # which random link does not matter: the pairing reveals nothing a link's own page does
+        # not already show.
+        custom_codes.sort()
+        custom = custom_codes
     else:
         custom = [None] * amount
     shorts = [code[: ids.SHORT_CODE_LENGTH] for code in codes]
