@@ -377,3 +377,28 @@ def test_demo_data_has_prefilled_links(runtime: Runtime, account: Any, subaccoun
     row = _row(runtime, code)
     assert (row.firstname, row.source, row.account_id) == ("Ada", "single_use", account.id)
     assert f"cam_{row.campaign_id}" == result["single_use_campaign"]
+
+
+def test_concurrent_duplicate_checks_for_one_person_make_one_link(
+    runtime: Runtime, account: Any, su_campaign: CampaignRef
+) -> None:
+    import threading
+
+    codes: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def create() -> None:
+        barrier.wait()
+        body = account.call(
+            CREATE, campaign=su_campaign.public_id, email="race@example.com", duplicate_check=True
+        )
+        codes.append(assert_ok(body)["single_use_code"])
+
+    threads = [threading.Thread(target=create) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(codes) == 8
+    assert len(set(codes)) == 1
+    assert _links(runtime, su_campaign.id) == 1
