@@ -195,3 +195,6 @@ from directories_fixtures import browser, second_browser  # noqa: E402, F401
 
 # Distribution: SMTP and SMS stand-ins, campaigns made through the ORM.
 from distribution_fixtures import dist_campaign, dist_dropping_smtp, dist_sms, dist_smtp  # noqa: E402, F401
+
+# Single-use links: campaigns made through the ORM (tests/singleuse_fixtures.py).
+from singleuse_fixtures import su_campaign, su_other_campaign  # noqa: E402, F401

@@ -10,6 +10,7 @@ import typer
 
 from opencoupon.config import get_settings
 from opencoupon.distribution.cli import send_app
+from opencoupon.singleuse.cli import app as singleuse_app
 
 if TYPE_CHECKING:
     from opencoupon.runtime import Runtime
@@ -18,6 +19,8 @@ app = typer.Typer(help="OpenCoupon: coupons, loyalty cards and directories.", no
 account_app = typer.Typer(help="Accounts and their API credentials.", no_args_is_help=True)
 app.add_typer(account_app, name="account")
 app.add_typer(send_app, name="send")
+
+app.add_typer(singleuse_app, name="singleuse")
 
 
 def _runtime() -> Runtime:

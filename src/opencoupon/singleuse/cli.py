@@ -1,0 +1,222 @@
+"""`opencoupon singleuse …`: personal links for people who work with files rather than the API.
+
+Both commands work on the configured database directly (OPENCOUPON_DATABASE_URL), in one
+transaction: either every link is created and the CSV written, or nothing is.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import typer
+
+from opencoupon.config import get_settings
+from opencoupon.errors import ApiError
+
+app = typer.Typer(help="Single-use personal links: create many, or one per recipient of a CSV.")
+
+BATCH_COLUMNS = [
+    "single_use_code",
+    "sequence_id",
+    "single_use_url",
+    "widget_validation_code",
+    "custom_validation_code",
+]
+RECIPIENT_COLUMNS = ["firstname", "lastname", "email", "phone", "customid", "customvalcode"]
+LINK_COLUMNS = [
+    "single_use_code",
+    "sequence_id",
+    "single_use_url",
+    "widget_validation_code",
+    "custom_validation_code",
+    "duplicate",
+]
+_TRUE = {"1", "true", "yes", "y", "on"}
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+@contextmanager
+def _csv_out(path: Path) -> Iterator[IO[str]]:
+    """A file next to `path` that takes its name only when the block ends without error, so a
+    failed run never leaves a half-written CSV (or a CSV of links that were rolled back)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        with partial.open("w", newline="", encoding="utf-8") as handle:
+            yield handle
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def _publish(path: Path) -> None:
+    os.replace(path.with_name(f".{path.name}.partial"), path)
+
+
+@app.command("create")
+def create(
+    campaign: str = typer.Option(..., help="Campaign ID, e.g. cam_12."),
+    amount: int = typer.Option(10, help="How many links (1 to 100000)."),
+    csv_path: Path = typer.Option(..., "--csv", help="Where to write the links (CSV)."),
+    status: str = typer.Option("normal", help="normal, voided or activated."),
+    automated_codes: bool = typer.Option(
+        False, "--automated-codes", help="Give every link a generated custom validation code."
+    ),
+    code_prefix: str = typer.Option("", help="Prefix of the generated codes."),
+    code_length: int | None = typer.Option(None, help="Characters after the prefix (10 to 25)."),
+    code_type: str | None = typer.Option(None, help="numeric or alphanumeric (no 0/O, 1/I/L)."),
+) -> None:
+    """Create AMOUNT links in one transaction and write them to a CSV."""
+    from opencoupon.kit.clock import utcnow
+    from opencoupon.runtime import Runtime
+    from opencoupon.singleuse import service
+
+    if status not in ("normal", "voided", "activated"):
+        raise _fail("--status must be normal, voided or activated")
+    if code_type is not None and code_type not in ("numeric", "alphanumeric"):
+        raise _fail("--code-type must be numeric or alphanumeric")
+    runtime = Runtime.from_settings(get_settings())
+    try:
+        with _csv_out(csv_path) as handle, runtime.db.transaction() as session:
+            spec = service.parse_batch(
+                str(amount),
+                status,
+                automated_codes,
+                code_prefix,
+                None if code_length is None else str(code_length),
+                code_type,
+            )
+            found = service.resolve_campaign(session, None, campaign)
+            with typer.progressbar(length=spec.amount, label="Creating links", file=sys.stderr) as bar:
+                items = service.create_batch(
+                    session,
+                    found,
+                    spec,
+                    now=utcnow(),
+                    base_url=runtime.settings.public_base_url,
+                    progress=bar.update,
+                )
+            writer = csv.DictWriter(handle, fieldnames=BATCH_COLUMNS)
+            writer.writeheader()
+            writer.writerows(items)
+    except ApiError as err:
+        raise _fail(err.description) from None
+    finally:
+        runtime.db.dispose()
+    _publish(csv_path)
+    typer.echo(f"{len(items)} links in cam_{found.id} written to {csv_path}", err=True)
+
+
+@dataclass
+class Recipient:
+    line: int
+    cells: list[str]
+    fields: dict[str, str]
+
+
+def _read_recipients(path: Path) -> tuple[list[str], list[Recipient]]:
+    """The header and the non-blank rows, with their line numbers and cells as written."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, [])
+            # "First Name", "first_name" and "firstname" all name the same column.
+            keys = [re.sub(r"[\s_-]", "", name.lower()) for name in header]
+            rows = []
+            for cells in reader:
+                if not any(cell.strip() for cell in cells):
+                    continue
+                padded = (cells + [""] * len(header))[: len(header)]
+                fields = {key: value.strip() for key, value in zip(keys, padded, strict=True)}
+                rows.append(Recipient(reader.line_num, padded, fields))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise _fail(f"cannot read {path}: {exc}") from None
+    if not any(keys):
+        raise _fail(f"{path} has no header row (expected columns: {', '.join(RECIPIENT_COLUMNS)})")
+    return header, rows
+
+
+@app.command("import")
+def import_recipients(
+    recipients: Path = typer.Argument(
+        ..., help="CSV with a header row; columns firstname, lastname, email, phone, customid, customvalcode."
+    ),
+    campaign: str = typer.Option(..., help="Campaign ID, e.g. cam_12."),
+    out: Path = typer.Option(..., "--out", help="Where to write the recipients with their links (CSV)."),
+    duplicate_check: bool = typer.Option(
+        True,
+        "--duplicate-check/--no-duplicate-check",
+        help="A recipient whose email, phone or customid already holds a link gets that link again.",
+    ),
+    autovalcode: bool = typer.Option(
+        False, "--autovalcode", help="Generate a custom validation code for rows without customvalcode."
+    ),
+    expiry_date: str | None = typer.Option(None, help="Links expire then (yyyy-MM-dd HH:mm:ss, UTC)."),
+) -> None:
+    """One link per recipient row, pre-filled from its columns; writes the rows with their links."""
+    from opencoupon.kit.clock import utcnow
+    from opencoupon.runtime import Runtime
+    from opencoupon.singleuse import service
+
+    header, rows = _read_recipients(recipients)
+    runtime = Runtime.from_settings(get_settings())
+    base_url = runtime.settings.public_base_url
+    line = 0
+    results: list[dict[str, Any]] = []
+    try:
+        with _csv_out(out) as handle, runtime.db.transaction() as session:
+            now = utcnow()
+            found = service.resolve_campaign(session, None, campaign)
+            expires_at = service.parse_expiry(expiry_date, now)
+            created = 0
+            with typer.progressbar(rows, label="Creating links", file=sys.stderr) as bar:
+                for recipient in bar:
+                    line, row = recipient.line, recipient.fields
+                    prefill = service.clean_prefill(
+                        row.get("firstname"), row.get("lastname"), row.get("email"), row.get("phone"),
+                        row.get("customid"),
+                    )  # fmt: skip
+                    custom = service.clean_custom_code(row.get("customvalcode"), None)
+                    row_auto = autovalcode or row.get("autovalcode", "").lower() in _TRUE
+                    result = service.create_link(
+                        session,
+                        found,
+                        prefill,
+                        custom_code=custom,
+                        autovalcode=row_auto and custom is None,
+                        duplicate_check=duplicate_check,
+                        expires_at=expires_at,
+                        now=now,
+                        base_url=base_url,
+                    )
+                    created += result.created
+                    answer = service.link_answer(base_url, found, result.link)
+                    answer["sequence_id"] = result.link.id
+                    answer["duplicate"] = "0" if result.created else "1"
+                    results.append(answer)
+            writer = csv.writer(handle)
+            writer.writerow([*header, *LINK_COLUMNS])
+            for recipient, link in zip(rows, results, strict=True):
+                writer.writerow([*recipient.cells, *(link[name] for name in LINK_COLUMNS)])
+    except ApiError as err:
+        where = f"line {line}: " if line else ""
+        raise _fail(where + err.description) from None
+    finally:
+        runtime.db.dispose()
+    _publish(out)
+    typer.echo(
+        f"{created} new links, {len(results) - created} already held, in cam_{found.id}; written to {out}",
+        err=True,
+    )

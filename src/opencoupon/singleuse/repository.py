@@ -1,0 +1,271 @@
+"""Every query of the single-use capability, including the bulk insert of a batch of links."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, bindparam, func, select, text
+from sqlalchemy.orm import Session
+
+from opencoupon.models import Campaign, CouponSession
+
+SOURCE = "single_use"
+# Values per IN (...) probe: far below SQLite's 32,766 bound variables and PostgreSQL's 65,535.
+PROBE_CHUNK = 5000
+# SQLite page cache while a batch is inserted (KiB).
+BULK_CACHE_KIB = 64 * 1024
+
+_TABLE = CouponSession.__table__
+
+
+def campaign_in_scope(session: Session, scope: ColumnElement[bool], campaign_id: int) -> Campaign | None:
+    return session.scalar(
+        select(Campaign).where(Campaign.id == campaign_id, scope, Campaign.deleted_at.is_(None))
+    )
+
+
+def campaign_by_id(session: Session, campaign_id: int) -> Campaign | None:
+    return session.scalar(select(Campaign).where(Campaign.id == campaign_id, Campaign.deleted_at.is_(None)))
+
+
+# First key of the PostgreSQL advisory locks taken here ("SU"); the second is the campaign id.
+ADVISORY_NAMESPACE = 0x5355
+
+
+def lock_campaign(session: Session, campaign: Campaign) -> None:
+    """Serialise link creation per campaign on PostgreSQL until commit, so the pre-check of
+    clashing codes (and the duplicate check) stays true. An advisory lock, not a row lock: the
+    campaign row takes counter updates on every open, claim and validation, which must not wait
+    for a batch. On SQLite every write transaction already holds the database's write lock."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:ns, :id)"), {"ns": ADVISORY_NAMESPACE, "id": campaign.id}
+        )
+
+
+def taken(session: Session, campaign_id: int, column_name: str, values: Sequence[str]) -> set[str]:
+    """Which of `values` the campaign already uses in `column_name` (short_code or
+    custom_validation_code)."""
+    column = _TABLE.c[column_name]
+    in_campaign = _TABLE.c.campaign_id == campaign_id
+    existing = int(session.scalar(select(func.count()).select_from(_TABLE).where(in_campaign)) or 0)
+    if existing == 0:
+        return set()
+    if existing <= max(4 * len(values), 10_000):
+        # Reading the campaign's keys off its unique index beats probing it value by value.
+        have = set(session.scalars(select(column).where(in_campaign, column.is_not(None))))
+        return have.intersection(values)
+    found: set[str] = set()
+    for start in range(0, len(values), PROBE_CHUNK):
+        chunk = values[start : start + PROBE_CHUNK]
+        found.update(session.scalars(select(column).where(in_campaign, column.in_(chunk))))
+    return found
+
+
+@contextmanager
+def bulk_cache(session: Session) -> Iterator[None]:
+    """On SQLite, a page cache big enough for a batch's index pages while it is inserted (the
+    default 2 MB makes every random-key index insert spill and re-read pages); the connection's
+    own size comes back afterwards, so a pooled connection does not keep the memory."""
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    before = connection.exec_driver_sql("PRAGMA cache_size").scalar()
+    connection.exec_driver_sql(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        connection.exec_driver_sql(f"PRAGMA cache_size={int(before or -2000)}")
+
+
+def count_custom_codes_of_shape(session: Session, campaign_id: int, prefix: str, total_length: int) -> int:
+    """Custom validation codes of the campaign that start with `prefix` and have `total_length`
+    characters: the part of a code space already used."""
+    column = CouponSession.custom_validation_code
+    conditions = [
+        CouponSession.campaign_id == campaign_id,
+        column.is_not(None),
+        func.length(column) == total_length,
+    ]
+    if prefix:
+        # Exact comparison: LIKE is case-insensitive on SQLite, and a range compare follows the
+        # collation on PostgreSQL. The campaign's unique index bounds the rows looked at.
+        conditions.append(func.substr(column, 1, len(prefix)) == prefix)
+    return int(session.scalar(select(func.count()).select_from(CouponSession).where(*conditions)) or 0)
+
+
+# Built once: called for every recipient of an import, where building the expression each time
+# cost more than running the query.
+_CUSTOM_CODE_IN_USE = select(CouponSession.id).where(
+    CouponSession.campaign_id == bindparam("campaign_id"),
+    CouponSession.custom_validation_code == bindparam("code"),
+)
+
+
+def custom_code_in_use(session: Session, campaign_id: int, code: str) -> bool:
+    return session.scalar(_CUSTOM_CODE_IN_USE, {"campaign_id": campaign_id, "code": code}) is not None
+
+
+def _live_link_with(column: Any) -> Select[CouponSession]:
+    return (
+        select(CouponSession)
+        .where(
+            CouponSession.campaign_id == bindparam("campaign_id"),
+            column == bindparam("value"),
+            CouponSession.source == SOURCE,
+            CouponSession.removed_at.is_(None),
+        )
+        .order_by(CouponSession.id)
+        .limit(1)
+    )
+
+
+_LIVE_LINK_WITH = {
+    "email": _live_link_with(CouponSession.email),
+    "phone": _live_link_with(CouponSession.phone),
+    "customid": _live_link_with(CouponSession.customid),
+}
+
+
+def duplicate_link(
+    session: Session, campaign_id: int, *, email: str, phone: str, customid: str
+) -> CouponSession | None:
+    """The oldest live single-use link of the campaign with the same email, phone or customid.
+
+    One indexed query per key given ((campaign_id, email) and so on) rather than an OR, which
+    the planners may answer with a scan of the campaign's sessions."""
+    best: CouponSession | None = None
+    for name, value in (("email", email), ("phone", phone), ("customid", customid)):
+        if not value:
+            continue
+        row = session.scalar(_LIVE_LINK_WITH[name], {"campaign_id": campaign_id, "value": value})
+        if row is not None and (best is None or row.id < best.id):
+            best = row
+    return best
+
+
+def link_by_code(
+    session: Session, scope: ColumnElement[bool], code: str
+) -> tuple[CouponSession, Campaign] | None:
+    row = session.execute(
+        select(CouponSession, Campaign)
+        .join(Campaign, Campaign.id == CouponSession.campaign_id)
+        .where(CouponSession.code == code, CouponSession.source == SOURCE, scope)
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
+def reserve_ids(session: Session, count: int) -> list[int]:
+    """`count` fresh primary keys (the vendor's sequence ids) for rows inserted without RETURNING.
+
+    SQLite: the transaction holds the database's write lock (BEGIN IMMEDIATE), so nobody else can
+    insert until commit and the ids after the current maximum are ours. PostgreSQL: drawn from the
+    table's sequence, as the default would.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        return list(
+            session.scalars(
+                text(
+                    "SELECT nextval(pg_get_serial_sequence('coupon_sessions', 'id')) "
+                    "FROM generate_series(1, :n) ORDER BY 1"
+                ),
+                {"n": count},
+            )
+        )
+    top = int(session.scalar(select(func.coalesce(func.max(CouponSession.id), 0))) or 0)
+    return list(range(top + 1, top + 1 + count))
+
+
+def _python_default(column: Any) -> tuple[bool, Any]:
+    default = column.default
+    if default is None or getattr(default, "is_sequence", False):
+        return False, None
+    if default.is_callable:
+        return True, default.arg(None)
+    return True, default.arg
+
+
+def _sqlite_literal(value: Any) -> str:
+    """A driver-ready constant as SQLite SQL text (ints, floats, text, NULL only)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    raise TypeError(f"no SQLite literal for {type(value).__name__}")
+
+
+class BulkInsert:
+    """Insert many coupon_sessions rows through the database driver in the caller's transaction.
+
+    Rows give the `varying` columns; every other column gets its value from `fixed` or the
+    model's default, converted for the driver once per batch. This is the raw driver's
+    executemany (SQLite; the constants are written into the statement, so each row binds only
+    its own values) or COPY (PostgreSQL): no per-row work in SQLAlchemy.
+    """
+
+    def __init__(self, session: Session, varying: Sequence[str], fixed: dict[str, Any]) -> None:
+        self.connection = session.connection()
+        self.dialect = self.connection.dialect
+        self.varying = list(varying)
+        self.constant_columns: list[str] = []
+        constants: list[Any] = []
+        for column in _TABLE.columns:
+            if column.name in varying:
+                continue
+            if column.name in fixed:
+                value = fixed[column.name]
+            else:
+                has_default, value = _python_default(column)
+                if not has_default:
+                    if column.nullable or column.server_default is not None:
+                        continue
+                    raise ValueError(f"coupon_sessions.{column.name} needs a value")
+            self.constant_columns.append(column.name)
+            constants.append(self._convert(column, value))
+        self.constants = tuple(constants)
+        names = ", ".join(self.varying + self.constant_columns)
+        if self.is_postgresql:
+            self.statement = f"COPY coupon_sessions ({names}) FROM STDIN"
+        else:
+            values = ["?"] * len(self.varying) + [_sqlite_literal(v) for v in self.constants]
+            self.statement = f"INSERT INTO coupon_sessions ({names}) VALUES ({', '.join(values)})"
+
+    @property
+    def integrity_error(self) -> type[Exception]:
+        """The driver's own IntegrityError (raw driver calls are not wrapped by SQLAlchemy)."""
+        error: type[Exception] = self.dialect.loaded_dbapi.IntegrityError
+        return error
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.dialect.name == "postgresql"
+
+    def _convert(self, column: Any, value: Any) -> Any:
+        if value is None:
+            return None
+        if self.is_postgresql:
+            # COPY text format: psycopg writes str/int/bool/datetime itself; JSON goes as text.
+            return json.dumps(value) if isinstance(value, dict | list) else value
+        processor: Callable[[Any], Any] | None = column.type.dialect_impl(self.dialect).bind_processor(
+            self.dialect
+        )
+        return processor(value) if processor else value
+
+    def write(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Insert `rows`, tuples of the `varying` columns' values."""
+        raw: Any = self.connection.connection.driver_connection
+        if self.is_postgresql:
+            constants = self.constants
+            with raw.cursor() as cursor, cursor.copy(self.statement) as copy:
+                for row in rows:
+                    copy.write_row(row + constants)
+            return
+        raw.executemany(self.statement, rows)
