@@ -60,7 +60,7 @@ def seed_demo(runtime: Runtime) -> dict[str, Any] | None:
             try:
                 module = importlib.import_module(name)
             except ModuleNotFoundError as exc:
-                if exc.name == name:
+                if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
                     continue
                 raise
             result.update(module.seed(session, runtime, account, sub))
