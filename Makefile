@@ -22,8 +22,8 @@ demo: migrate
 	$(BIN)/opencoupon demo
 
 run: migrate
-	@$(BIN)/opencoupon demo || true
-	@echo "Demo credentials are printed above when the database was empty (again any time: see README)."
+	@$(BIN)/opencoupon demo
+	@echo "Demo credentials are printed above (kept in var/demo-credentials.json)."
 	@echo "Serving on http://127.0.0.1:8000 (dashboard: /dashboard/login, API docs: /docs)"
 	$(BIN)/opencoupon serve --host 127.0.0.1 --port 8000
 

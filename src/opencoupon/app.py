@@ -137,6 +137,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     for router in _routers():
         app.include_router(router)
+
+    from opencoupon.dashboard.security import install as install_security
+    from opencoupon.docs import install_openapi
+
+    install_security(app, runtime)
+    install_openapi(app)
     return app
 
 

@@ -25,9 +25,14 @@ class Settings(BaseSettings):
     idempotency_ttl_hours: int = 24
     run_worker_in_process: bool = True
     var_dir: Path = Field(default=Path("./var"))
+    # Base URL of the `url_whitelabel` that SSO answers carry (a white-label dashboard host).
+    whitelabel_base_url: str = ""
     sso_token_ttl_seconds: int = 60
     reset_token_ttl_seconds: int = 3600
     secret_rotation_grace_hours: int = 24
+    # Dashboard sessions (signed cookie) and sign-in attempts per email.
+    session_max_age_hours: int = 12
+    login_attempts_per_minute: float = 10.0
 
     @property
     def public_base_url(self) -> str:

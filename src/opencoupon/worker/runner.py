@@ -40,7 +40,7 @@ def import_task_modules() -> None:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
-            if exc.name != module:
+            if not exc.name or not (module == exc.name or module.startswith(exc.name + ".")):
                 raise
 
 
