@@ -36,7 +36,9 @@ def test_no_input_makes_a_server_error(app: Any, live_server: LiveServer, accoun
                 response = case.call(base_url=live_server.url, headers=account.headers, timeout=30)
                 statuses.add(response.status_code)
                 if response.status_code >= 500:
-                    failures.append(f"{operation.label}: {response.status_code} {response.text[:300]} <- {case!r}")
+                    failures.append(
+                        f"{case.operation.label}: {response.status_code} {response.text[:300]} <- {case!r}"
+                    )
 
             run()
     assert not failures, "\n".join(failures[:20])
