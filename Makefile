@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 .PHONY: run test lint typecheck pytest install migrate demo clean bench
 
@@ -24,8 +26,8 @@ demo: migrate
 run: migrate
 	@$(BIN)/opencoupon demo
 	@echo "Demo credentials are printed above (kept in var/demo-credentials.json)."
-	@echo "Serving on http://127.0.0.1:8000 (dashboard: /dashboard/login, API docs: /docs)"
-	$(BIN)/opencoupon serve --host 127.0.0.1 --port 8000
+	@echo "Serving on http://$(HOST):$(PORT) (dashboard: /dashboard/login, API docs: /docs)"
+	$(BIN)/opencoupon serve --host $(HOST) --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check src tests bench
