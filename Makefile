@@ -23,6 +23,7 @@ migrate: install
 demo: migrate
 	$(BIN)/opencoupon demo
 
+run: export OPENCOUPON_BASE_URL ?= http://$(HOST):$(PORT)
 run: migrate
 	@$(BIN)/opencoupon demo
 	@echo "Demo credentials are printed above (kept in var/demo-credentials.json)."
