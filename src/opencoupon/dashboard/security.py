@@ -181,8 +181,10 @@ def _nonce(request: Request) -> str:
 
 
 def _csrf_subject(request: Request) -> int:
-    account = current_account(request)
-    return account.id if account is not None else 0
+    # The account the session cookie names (signature checked, no database read, so async
+    # handlers can verify without blocking).
+    claim = _session_account_id(request)
+    return claim[0] if claim is not None else 0
 
 
 def csrf_token(request: Request) -> str:
