@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import httpx2
@@ -395,3 +396,24 @@ def test_ten_concurrent_creates_with_one_key_create_one_subaccount(
     assert ok
     assert all(a.json() == ok[0].json() for a in ok)
     assert sum(1 for a in ok if "Idempotent-Replayed" not in a.headers) == 1
+
+
+def _create(acc: TestAccount, email: str, key: str) -> httpx2.Response:
+    headers = {**acc.headers, "Idempotency-Key": key}
+    return acc.client.post("/v4/subaccount/create", json={"email": email}, headers=headers)
+
+
+def test_keys_are_kept_for_24_hours(
+    account: TestAccount, clock_offset: Callable[[dt.timedelta], None]
+) -> None:
+    assert_ok(_create(account, f"d1{account.id}@ex.com", "daily-job"))
+    clock_offset(dt.timedelta(hours=23, minutes=59))
+    assert_error(_create(account, f"d2{account.id}@ex.com", "daily-job"), 422, 306)
+    clock_offset(dt.timedelta(hours=24, minutes=1))
+    later = _create(account, f"d2{account.id}@ex.com", "daily-job")
+    assert_ok(later)
+    assert "Idempotent-Replayed" not in later.headers
+
+
+def test_overlong_idempotency_key_is_refused(account: TestAccount) -> None:
+    assert_error(_create(account, f"lk{account.id}@ex.com", "k" * 256), 422, 300)
