@@ -126,3 +126,11 @@ def test_account_create_json_prints_one_object(clean_env: dict[str, str]) -> Non
     duplicate = _run(clean_env, "account", "create", "--email", "owner@example.com", "--json")
     assert duplicate.returncode == 1
     assert duplicate.stdout == ""
+
+
+def test_openapi_prints_the_spec(clean_env: dict[str, str]) -> None:
+    result = _run(clean_env, "openapi")
+    assert result.returncode == 0, result.stderr
+    spec = json.loads(result.stdout)
+    assert "/v3/subaccount/sso" in spec["paths"]
+    assert set(spec["components"]["securitySchemes"]) == {"ClientId", "ClientSecret"}
