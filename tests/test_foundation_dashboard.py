@@ -293,7 +293,7 @@ def test_sso_link_expires_after_60_seconds(
 ) -> None:
     fresh = _sso_path(account, subaccount)
     stale = _sso_path(account, subaccount)
-    clock_offset(dt.timedelta(seconds=59))
+    clock_offset(dt.timedelta(seconds=50))
     assert web.get(fresh).status_code == 303
     clock_offset(dt.timedelta(seconds=61))
     response = web.get(stale)

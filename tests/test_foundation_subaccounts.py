@@ -275,7 +275,7 @@ def test_too_long_values_are_refused_not_crashed(account: TestAccount) -> None:
 
 
 def test_rate_limit_answers_429_with_retry_after(settings: Settings, account: TestAccount) -> None:
-    limited = settings.model_copy(update={"rate_limit_per_second": 0.5, "rate_limit_burst": 2})
+    limited = settings.model_copy(update={"rate_limit_per_second": 0.1, "rate_limit_burst": 2})
     runtime = Runtime.from_settings(limited)
     server = LiveServer(create_app(limited, runtime=runtime))
     server.start()

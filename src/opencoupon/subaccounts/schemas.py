@@ -12,7 +12,7 @@ Company = Annotated[Str, Field(max_length=200)]
 Short = Annotated[Str, Field(max_length=40)]
 Password = Annotated[Str, Field(max_length=1024)]
 
-SSO_PAGES = ("campaigns", "add_campaign", "update_campaign", "statistics", "distribution")
+SsoPage = Literal["campaigns", "add_campaign", "update_campaign", "statistics", "distribution"]
 
 
 class SubaccountRef(V3Request):
@@ -46,10 +46,10 @@ class SubaccountUpdate(SubaccountCreate):
 
 class SubaccountSso(V3Request):
     subaccount: Str
-    page: Literal["campaigns", "add_campaign", "update_campaign", "statistics", "distribution"] | None = None
+    page: SsoPage | None = None
     campaign: Str | None = None
 
 
 class AccountSso(V3Request):
-    page: Literal["campaigns", "add_campaign", "update_campaign", "statistics", "distribution"] | None = None
+    page: SsoPage | None = None
     campaign: Str | None = None
