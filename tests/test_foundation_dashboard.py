@@ -5,14 +5,21 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx2
 import pytest
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Match
 
 from conftest import LiveServer, TestAccount
 from foundation_fixtures import browser, csrf_from, path_of, sign_in
 from helpers import assert_ok
-from opencoupon.models import Account
+from opencoupon.app import create_app
+from opencoupon.config import Settings
+from opencoupon.kit.clock import utcnow
+from opencoupon.models import Account, Campaign
 from opencoupon.runtime import Runtime
 
 PASSWORD = "correct horse battery"
@@ -339,3 +346,56 @@ def test_sixteen_concurrent_uses_of_one_sso_token_sign_in_once(
     signed_in = [a for a in answers if a.status_code == 303]
     assert "oc_session=" in _cookie_header(signed_in[0], "oc_session")
     assert all("oc_session=" not in a.headers.get("set-cookie", "") for a in answers if a.status_code == 410)
+
+
+def _has_route(app: Any, path: str) -> bool:
+    scope = {"type": "http", "path": path, "root_path": "", "method": "GET"}
+    return any(route.matches(scope)[0] == Match.FULL for route in app.router.routes)
+
+
+def test_sso_lands_on_the_requested_page_when_the_server_has_it(
+    settings: Settings, runtime: Runtime, account: TestAccount, subaccount: TestAccount
+) -> None:
+    app = create_app(settings, runtime=runtime)
+
+    def section(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(request.url.path)
+
+    for path in ("/dashboard/campaigns", "/dashboard/campaigns/{campaign}/edit", "/dashboard/statistics"):
+        app.add_api_route(path, section, methods=["GET"])
+    with runtime.db.transaction() as session:
+        now = utcnow()
+        campaign = Campaign(
+            account_id=subaccount.id,
+            code=f"l{subaccount.id:05d}"[-6:],
+            name="C",
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(campaign)
+        session.flush()
+        campaign_id = campaign.id
+    server = LiveServer(app)
+    server.start()
+    try:
+        expected = {
+            "campaigns": ({}, "/dashboard/campaigns"),
+            "statistics": ({}, "/dashboard/statistics"),
+            "update_campaign": (
+                {"campaign": f"cam_{campaign_id}"},
+                f"/dashboard/campaigns/{campaign_id}/edit",
+            ),
+            # A section this server may not have lands on home.
+            "distribution": (
+                {},
+                "/dashboard/distribution" if _has_route(app, "/dashboard/distribution") else "/dashboard/",
+            ),
+        }
+        for page, (extra, location) in expected.items():
+            link = _sso_path(account, subaccount, page=page, **extra)
+            with browser(server.url) as web:
+                response = web.get(link)
+                assert response.status_code == 303
+                assert response.headers["location"] == location
+    finally:
+        server.stop()
