@@ -281,11 +281,15 @@ def test_rate_limit_answers_429_with_retry_after(settings: Settings, account: Te
     server.start()
     try:
         with httpx2.Client(base_url=server.url, timeout=30) as client:
+            # Someone else claiming this client ID with a wrong secret does not use up its bucket.
+            squatter = {"X-Client-Id": account.client_id, "X-Client-Secret": "wrong"}
+            squatted = [client.post("/v4/subaccount/list", headers=squatter) for _ in range(3)]
             answers = [client.post("/v4/subaccount/list", headers=account.headers) for _ in range(3)]
             other = client.post("/v4/subaccount/list", headers={"X-Client-Id": "9", "X-Client-Secret": "x"})
     finally:
         server.stop()
         runtime.db.dispose()
+    assert [a.status_code for a in squatted] == [401, 401, 429]
     assert [a.status_code for a in answers] == [200, 200, 429]
     body = assert_error(answers[2], 429, 429)
     assert body["status"]["errors"]["error_message"] == "HTTP/1.0 429 Too Many Requests."
