@@ -12,7 +12,7 @@ from opencoupon.accounts import repository
 from opencoupon.errors import ApiError, AuthFailed
 from opencoupon.kit import ids
 from opencoupon.kit.clock import utcnow
-from opencoupon.kit.crypto import Keyring, constant_time_equals, hash_password
+from opencoupon.kit.crypto import Keyring, hash_password
 from opencoupon.models import Account, ApiSecret, OneTimeToken
 
 
@@ -88,19 +88,17 @@ def current_secret(session: Session, keyring: Keyring, account: Account) -> str:
 
 
 def authenticate(session: Session, keyring: Keyring, credentials: Credentials | None) -> Account:
-    """The account these credentials belong to, or AuthFailed / error 101."""
+    """The account these credentials belong to, or AuthFailed / error 101.
+
+    The secret is looked up by its HMAC (keyed with the server key, so the lookup reveals nothing
+    an attacker can use), together with the client ID, in one query."""
     if credentials is None or not credentials.client_id or not credentials.client_secret:
         raise AuthFailed
-    account = repository.by_client_id(session, credentials.client_id)
-    if account is None:
-        keyring.digest(credentials.client_secret)  # same work as a real check
-        raise AuthFailed
     now = utcnow()
-    digest = keyring.digest(credentials.client_secret)
-    matched = False
-    for secret in repository.active_secrets(session, account.id, now):
-        matched |= constant_time_equals(secret.secret_digest, digest)
-    if not matched:
+    account = repository.by_credentials(
+        session, credentials.client_id, keyring.digest(credentials.client_secret), now
+    )
+    if account is None:
         raise AuthFailed
     ensure_usable(session, account, now)
     return account
