@@ -24,21 +24,24 @@ def by_id(session: Session, account_id: int) -> Account | None:
 
 
 # Built once: every API call runs it, and building the expression costs more than running it.
-_BY_CREDENTIALS = (
-    select(Account)
+_WITH_ACTIVE_SECRETS = (
+    select(Account, ApiSecret.secret_digest)
     .join(ApiSecret, ApiSecret.account_id == Account.id)
     .where(
         Account.client_id == bindparam("client_id"),
-        ApiSecret.secret_digest == bindparam("digest"),
         or_(ApiSecret.expires_at.is_(None), ApiSecret.expires_at > bindparam("now")),
     )
-    .limit(1)
 )
 
 
-def by_credentials(session: Session, client_id: str, secret_digest: str, now: dt.datetime) -> Account | None:
-    """The account whose client ID and active secret (looked up by its HMAC) match, in one query."""
-    return session.scalar(_BY_CREDENTIALS, {"client_id": client_id, "digest": secret_digest, "now": now})
+def with_active_secret_digests(
+    session: Session, client_id: str, now: dt.datetime
+) -> tuple[Account | None, list[str]]:
+    """The account with this client ID and the digests of its active secrets, in one query."""
+    rows = session.execute(_WITH_ACTIVE_SECRETS, {"client_id": client_id, "now": now}).all()
+    if not rows:
+        return None, []
+    return rows[0][0], [row[1] for row in rows]
 
 
 def active_secrets(session: Session, account_id: int, now: dt.datetime) -> Sequence[ApiSecret]:

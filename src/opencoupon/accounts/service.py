@@ -12,7 +12,7 @@ from opencoupon.accounts import repository
 from opencoupon.errors import ApiError, AuthFailed
 from opencoupon.kit import ids
 from opencoupon.kit.clock import utcnow
-from opencoupon.kit.crypto import Keyring, hash_password
+from opencoupon.kit.crypto import Keyring, constant_time_equals, hash_password
 from opencoupon.models import Account, ApiSecret, OneTimeToken
 
 
@@ -90,15 +90,17 @@ def current_secret(session: Session, keyring: Keyring, account: Account) -> str:
 def authenticate(session: Session, keyring: Keyring, credentials: Credentials | None) -> Account:
     """The account these credentials belong to, or AuthFailed / error 101.
 
-    The secret is looked up by its HMAC (keyed with the server key, so the lookup reveals nothing
-    an attacker can use), together with the client ID, in one query."""
+    One query fetches the account and the HMACs of its active secrets (two during a rotation);
+    the HMAC of the presented secret is compared with each in constant time."""
     if credentials is None or not credentials.client_id or not credentials.client_secret:
         raise AuthFailed
     now = utcnow()
-    account = repository.by_credentials(
-        session, credentials.client_id, keyring.digest(credentials.client_secret), now
-    )
-    if account is None:
+    digest = keyring.digest(credentials.client_secret)  # same work whether or not the client exists
+    account, digests = repository.with_active_secret_digests(session, credentials.client_id, now)
+    matched = False
+    for stored in digests:
+        matched |= constant_time_equals(stored, digest)
+    if account is None or not matched:
         raise AuthFailed
     ensure_usable(session, account, now)
     return account
