@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 .PHONY: run test lint typecheck pytest install migrate demo clean bench
 
@@ -21,11 +23,12 @@ migrate: install
 demo: migrate
 	$(BIN)/opencoupon demo
 
+run: export OPENCOUPON_BASE_URL ?= http://$(HOST):$(PORT)
 run: migrate
-	@$(BIN)/opencoupon demo || true
-	@echo "Demo credentials are printed above when the database was empty (again any time: see README)."
-	@echo "Serving on http://127.0.0.1:8000 (dashboard: /dashboard/login, API docs: /docs)"
-	$(BIN)/opencoupon serve --host 127.0.0.1 --port 8000
+	@$(BIN)/opencoupon demo
+	@echo "Demo credentials are printed above (kept in var/demo-credentials.json)."
+	@echo "Serving on http://$(HOST):$(PORT) (dashboard: /dashboard/login, API docs: /docs)"
+	$(BIN)/opencoupon serve --host $(HOST) --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check src tests bench

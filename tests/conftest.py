@@ -122,6 +122,7 @@ def http(live_server: LiveServer) -> Iterator[httpx2.Client]:
 class TestAccount:
     __test__ = False  # a fixture value, not a test class
 
+    __test__ = False  # not a test class, so test modules may import it
     id: int
     email: str
     client_id: str
@@ -138,6 +139,23 @@ class TestAccount:
 
 
 _counter = iter(range(1, 10**9))
+
+# Every client secret, password and token the tests hand out: the dump test
+# (test_foundation_security.py, run last) checks none of them is stored in clear.
+ISSUED_SECRETS: list[str] = []
+
+
+@pytest.fixture
+def remember_secret() -> Any:
+    """`remember_secret(value)`: add a secret your test created to the clear-text dump check."""
+    return ISSUED_SECRETS.append
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Tests marked to run last (the database dump) see what the whole suite stored.
+    last = [item for item in items if item.get_closest_marker("run_last")]
+    if last:
+        items[:] = [item for item in items if item not in last] + last
 
 
 def make_account(
@@ -158,6 +176,9 @@ def make_account(
             session, runtime.keyring, email=email, password=password, parent=parent
         )
         account_id, client_id = account.id, account.client_id
+    ISSUED_SECRETS.append(secret)
+    if password:
+        ISSUED_SECRETS.append(password)
     client = httpx2.Client(base_url=live_server.url, timeout=30)
     return TestAccount(account_id, email, client_id, secret, client)
 

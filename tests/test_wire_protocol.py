@@ -116,3 +116,45 @@ def test_wrong_method_is_405_in_the_envelope(http: httpx2.Client) -> None:
 
 def test_unknown_parameters_are_ignored(http: httpx2.Client, account: object) -> None:
     assert_ok(http.post(PATH, json={"whatever": [1, 2], "nested": {"a": 1}}, headers=account.headers))  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("raw", "blocked"), [("1", "1"), ("true", "1"), ("0", "0"), ("false", "0")])
+def test_form_strings_are_booleans(
+    http: httpx2.Client, account: object, subaccount: object, raw: str, blocked: str
+) -> None:
+    ref = f"sub_{subaccount.id}"  # type: ignore[attr-defined]
+    response = http.post(
+        "/v4/subaccount/update", data={"subaccount": ref, "block": raw}, headers=account.headers
+    )  # type: ignore[attr-defined]
+    assert assert_ok(response)["subaccount"]["blocked"] == blocked
+
+
+def test_json_null_means_not_given(http: httpx2.Client, account: object, subaccount: object) -> None:
+    ref = f"sub_{subaccount.id}"  # type: ignore[attr-defined]
+    headers = account.headers  # type: ignore[attr-defined]
+    assert_ok(
+        http.post("/v4/subaccount/update", json={"subaccount": ref, "first_name": "Ann"}, headers=headers)
+    )
+    body = assert_ok(
+        http.post("/v4/subaccount/update", json={"subaccount": ref, "first_name": None}, headers=headers)
+    )
+    assert body["subaccount"]["first_name"] == "Ann"
+    missing = http.post("/v4/subaccount/update", json={"subaccount": None}, headers=headers)
+    assert_error(missing, 422, 200)
+
+
+def test_repeated_key_last_value_wins(http: httpx2.Client, account: object, subaccount: object) -> None:
+    ref = f"sub_{subaccount.id}"  # type: ignore[attr-defined]
+    response = http.post(
+        "/v4/subaccount/update",
+        content=f"subaccount={ref}&first_name=A&first_name=B".encode(),
+        headers={**account.headers, "Content-Type": "application/x-www-form-urlencoded"},  # type: ignore[attr-defined]
+    )
+    assert assert_ok(response)["subaccount"]["first_name"] == "B"
+
+
+def test_get_with_query_string_is_accepted(http: httpx2.Client, account: object, subaccount: object) -> None:
+    response = http.get(
+        "/v3/subaccount/info", params={"subaccount": f"sub_{subaccount.id}"}, headers=account.headers
+    )  # type: ignore[attr-defined]
+    assert assert_ok(response)["subaccount"]["ID"] == f"sub_{subaccount.id}"  # type: ignore[attr-defined]

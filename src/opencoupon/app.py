@@ -106,9 +106,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_exception(request: Request, exc: StarletteHTTPException) -> Response:
-        if _wants_html(request) and exc.status_code == 404:
+        if _wants_html(request) and exc.status_code in (404, 405):
             from opencoupon.pages import render_error_page
 
+            if exc.status_code == 405:
+                return render_error_page(request, 405, "Not allowed", "This page cannot be used that way.")
             return render_error_page(request, 404, "Page not found", "There is nothing at this address.")
         return error_response(_http_error(exc.status_code))
 
@@ -137,6 +139,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     for router in _routers():
         app.include_router(router)
+
+    from opencoupon.dashboard.security import install as install_security
+    from opencoupon.docs import install_openapi
+
+    install_security(app, runtime)
+    install_openapi(app)
     return app
 
 

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     idempotency_ttl_hours: int = 24
     run_worker_in_process: bool = True
     var_dir: Path = Field(default=Path("./var"))
+    # Base URL of the `url_whitelabel` that SSO answers carry (a white-label dashboard host).
+    whitelabel_base_url: str = ""
     sso_token_ttl_seconds: int = 60
     reset_token_ttl_seconds: int = 3600
     secret_rotation_grace_hours: int = 24
@@ -44,6 +46,10 @@ class Settings(BaseSettings):
     send_retry_base_seconds: float = 30.0
     # Recipients a second that `opencoupon send email` queues.
     bulk_send_rate: float = 10.0
+
+    # Dashboard sessions (signed cookie) and sign-in attempts per email.
+    session_max_age_hours: int = 12
+    login_attempts_per_minute: float = 10.0
 
     @property
     def public_base_url(self) -> str:

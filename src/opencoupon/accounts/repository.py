@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from opencoupon.models import Account, ApiSecret, OneTimeToken
@@ -23,6 +23,17 @@ def by_id(session: Session, account_id: int) -> Account | None:
     return session.get(Account, account_id)
 
 
+# Built once: every API call runs it, and building the expression costs more than running it.
+_WITH_ACTIVE_SECRETS = (
+    select(Account, ApiSecret.secret_digest)
+    .join(ApiSecret, ApiSecret.account_id == Account.id)
+    .where(
+        Account.client_id == bindparam("client_id"),
+        or_(ApiSecret.expires_at.is_(None), ApiSecret.expires_at > bindparam("now")),
+    )
+)
+
+
 def active_secrets(session: Session, account_id: int, now: dt.datetime) -> Sequence[ApiSecret]:
     return session.scalars(
         select(ApiSecret)
@@ -32,8 +43,11 @@ def active_secrets(session: Session, account_id: int, now: dt.datetime) -> Seque
     ).all()
 
 
+_SUBACCOUNTS = select(Account).where(Account.parent_id == bindparam("parent_id")).order_by(Account.id)
+
+
 def subaccounts(session: Session, parent_id: int) -> Sequence[Account]:
-    return session.scalars(select(Account).where(Account.parent_id == parent_id).order_by(Account.id)).all()
+    return session.scalars(_SUBACCOUNTS, {"parent_id": parent_id}).all()
 
 
 def subaccount(session: Session, parent_id: int, subaccount_id: int) -> Account | None:

@@ -13,7 +13,7 @@ from opencoupon.accounts import authcache, repository
 from opencoupon.errors import ApiError, AuthFailed
 from opencoupon.kit import ids
 from opencoupon.kit.clock import utcnow
-from opencoupon.kit.crypto import Keyring, constant_time_equals, hash_password, token
+from opencoupon.kit.crypto import Keyring, constant_time_equals, hash_password
 from opencoupon.models import Account, ApiSecret, OneTimeToken
 
 
@@ -171,8 +171,8 @@ def issue_token(
     page: str = "",
     target: str = "",
 ) -> str:
-    """A one-time token (only its digest is stored)."""
-    raw = token(36)
+    """A one-time token (only its digest is stored): 49 letters and digits, as in the vendor sample."""
+    raw = ids.random_code(49, ids.ALNUM)
     now = utcnow()
     session.add(
         OneTimeToken(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -96,16 +98,56 @@ def openapi() -> None:
     sys.stdout.write(json.dumps(spec, indent=2) + "\n")
 
 
+DEMO_CREDENTIALS_FILE = "demo-credentials.json"
+
+
 @app.command()
 def demo() -> None:
-    """Seed a demo account (with a subaccount and sample data) if the database has no accounts."""
+    """Seed a demo account (with a subaccount and sample data) if the database has no accounts.
+
+    What it created is kept in var/demo-credentials.json (mode 0600) and printed again on later
+    runs while those credentials still work on this database."""
     from opencoupon.demo import seed_demo
 
-    result = seed_demo(_runtime())
+    settings = get_settings()
+    runtime = _runtime()
+    path = settings.var_dir / DEMO_CREDENTIALS_FILE
+    result = seed_demo(runtime)
     if result is None:
-        typer.echo("demo data already present (the database has accounts); nothing done", err=True)
+        saved = _saved_demo_credentials(runtime, path)
+        if saved is None:
+            typer.echo("demo data already present (the database has accounts); nothing done", err=True)
+            return
+        typer.echo(f"demo data already present; credentials from {path}:", err=True)
+        typer.echo(json.dumps(saved, indent=2))
         return
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    # Created with 0600 before anything is written: the file holds a client secret in clear.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(result, handle, indent=2)
+    os.chmod(path, 0o600)
     typer.echo(json.dumps(result, indent=2))
+
+
+def _saved_demo_credentials(runtime: Runtime, path: Path) -> dict[str, Any] | None:
+    """The saved demo credentials, only if they still authenticate against this database."""
+    from opencoupon.accounts import service as accounts
+    from opencoupon.errors import ApiError, AuthFailed
+
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict):
+        return None
+    credentials = accounts.Credentials(str(saved.get("client_id", "")), str(saved.get("client_secret", "")))
+    try:
+        with runtime.db.read() as session:
+            accounts.authenticate(session, runtime.keyring, credentials)
+    except (AuthFailed, ApiError):
+        return None
+    return saved
 
 
 @account_app.command("create")

@@ -78,6 +78,7 @@ async def read_payload(request: Request, max_bytes: int) -> dict[str, Any]:
     content_type = request.headers.get("content-type", "").lower()
     stripped = raw.strip()
     if not stripped:
+        check_characters(payload)
         return payload
     if content_type.startswith("multipart/form-data"):
         body = await _parse_multipart(request, raw)
@@ -89,7 +90,38 @@ async def read_payload(request: Request, max_bytes: int) -> dict[str, Any]:
         # Clients that send a form body with a wrong or missing Content-Type.
         body = pairs_to_dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
     payload.update(body)
+    check_characters(payload)
     return payload
+
+
+def _unstorable(text: str) -> bool:
+    # NUL and lone surrogates cannot be stored as PostgreSQL text (nor round-trip through UTF-8).
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _bad_value(value: Any) -> bool:
+    if isinstance(value, str):
+        return _unstorable(value)
+    if isinstance(value, list):
+        return any(_bad_value(v) for v in value)
+    if isinstance(value, dict):
+        return any(_unstorable(str(k)) or _bad_value(v) for k, v in value.items())
+    return False
+
+
+def check_characters(payload: dict[str, Any]) -> None:
+    """Error 301 for a parameter holding characters no database can store."""
+    for key, value in payload.items():
+        if _unstorable(key):
+            raise ApiError(301, "Invalid character in a parameter name.")
+        if _bad_value(value):
+            raise ApiError(301, f"Invalid character in parameter: {key}.")
 
 
 async def _parse_multipart(request: Request, raw: bytes) -> dict[str, Any]:

@@ -7,10 +7,11 @@ from typing import Any
 from fastapi import APIRouter
 
 from opencoupon.accounts import repository as accounts_repo
+from opencoupon.accounts import sso
 from opencoupon.kit.endpoint import ApiContext, v3_endpoint
 from opencoupon.kit.params import NoParams
 from opencoupon.subaccounts import service
-from opencoupon.subaccounts.schemas import SubaccountCreate, SubaccountRef, SubaccountUpdate
+from opencoupon.subaccounts.schemas import SubaccountCreate, SubaccountRef, SubaccountSso, SubaccountUpdate
 
 router = APIRouter(tags=["Subaccount"])
 
@@ -60,3 +61,18 @@ def update_subaccount(ctx: ApiContext, req: SubaccountUpdate) -> dict[str, Any]:
     """Change any create field; `block` blocks or unblocks the subaccount."""
     sub = service.update(ctx, req)
     return {"subaccount": service.to_public(ctx.session, ctx, sub, detail=True)}
+
+
+@v3_endpoint(router, ["/v3/subaccount/reset/url"], SubaccountRef, summary="Create a password reset URL")
+def subaccount_reset_url(ctx: ApiContext, req: SubaccountRef) -> dict[str, Any]:
+    """A one-time URL where the subaccount sets a new dashboard password (expires, default 1 hour)."""
+    sub = service.get_subaccount(ctx, req.subaccount)
+    return sso.reset_link(ctx, sub)
+
+
+@v3_endpoint(router, ["/v3/subaccount/sso"], SubaccountSso, summary="Single sign-on for a subaccount")
+def subaccount_sso(ctx: ApiContext, req: SubaccountSso) -> dict[str, Any]:
+    """A one-time sign-in link (60 s) that opens the subaccount's dashboard on `page`;
+    `campaign` is required with `page=update_campaign`."""
+    sub = service.get_subaccount(ctx, req.subaccount)
+    return {"subaccount": sso.sso_link(ctx, sub, req.page, req.campaign)}

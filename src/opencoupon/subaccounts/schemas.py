@@ -1,8 +1,18 @@
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 from opencoupon.kit.params import Str, V3Request
+
+# Column widths: longer values answer 300 instead of failing in the database.
+Name = Annotated[Str, Field(max_length=100)]
+Company = Annotated[Str, Field(max_length=200)]
+Short = Annotated[Str, Field(max_length=40)]
+Password = Annotated[Str, Field(max_length=1024)]
+
+SsoPage = Literal["campaigns", "add_campaign", "update_campaign", "statistics", "distribution"]
 
 
 class SubaccountRef(V3Request):
@@ -11,19 +21,19 @@ class SubaccountRef(V3Request):
 
 class SubaccountCreate(V3Request):
     email: Str
-    password: Str | None = None
-    package: Str | None = None
+    password: Password | None = None
+    package: Short | None = None
     status: Literal["trial", "customer"] | None = None
-    first_name: Str | None = None
-    last_name: Str | None = None
-    company_name: Str | None = None
-    username: Str | None = None
+    first_name: Name | None = None
+    last_name: Name | None = None
+    company_name: Company | None = None
+    username: Name | None = None
     country: Str | None = None
-    language: Str | None = None
-    timezone: Str | None = None
+    language: Annotated[Str, Field(max_length=8)] | None = None
+    timezone: Annotated[Str, Field(max_length=64)] | None = None
     expiry_date: Str | None = None
-    max_campaigns: int | None = None
-    webhook_endpoint: Str | None = None
+    max_campaigns: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    webhook_endpoint: Annotated[Str, Field(max_length=2048)] | None = None
     access_dashboard: bool | None = None
     access_directory: bool | None = None
 
@@ -36,5 +46,10 @@ class SubaccountUpdate(SubaccountCreate):
 
 class SubaccountSso(V3Request):
     subaccount: Str
-    page: Literal["campaigns", "add_campaign", "update_campaign", "statistics", "distribution"] | None = None
+    page: SsoPage | None = None
+    campaign: Str | None = None
+
+
+class AccountSso(V3Request):
+    page: SsoPage | None = None
     campaign: Str | None = None

@@ -6,6 +6,7 @@ import datetime as dt
 import re
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from opencoupon.accounts import repository as accounts_repo
@@ -22,6 +23,7 @@ from opencoupon.subaccounts.schemas import SubaccountCreate, SubaccountUpdate
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 SUBACCOUNT_NOT_FOUND = ApiError(510, "Subaccount ID not correct.")
+EMAIL_EXISTS = ApiError(304, "Email already exists.")
 
 
 def require_master(ctx: ApiContext) -> None:
@@ -92,7 +94,7 @@ def _check_email(session: Session, email: str, current: Account | None = None) -
         raise ApiError(305, "Email address is not valid.")
     existing = accounts_repo.by_email(session, normalized)
     if existing is not None and (current is None or existing.id != current.id):
-        raise ApiError(304, "Email already exists.")
+        raise EMAIL_EXISTS
     return normalized
 
 
@@ -142,15 +144,19 @@ def create(ctx: ApiContext, req: SubaccountCreate) -> Account:
         fields["plan_status"] = req.status
     if country is not None:
         fields["country"] = country
-    sub, _secret = accounts.create_account(
-        session,
-        ctx.runtime.keyring,
-        email=email,
-        password=req.password or None,
-        parent=ctx.account,
-        expiry_date=expiry,
-        **fields,
-    )
+    try:
+        sub, _secret = accounts.create_account(
+            session,
+            ctx.runtime.keyring,
+            email=email,
+            password=req.password or None,
+            parent=ctx.account,
+            expiry_date=expiry,
+            **fields,
+        )
+    except IntegrityError:
+        # A concurrent create with the same email won the unique index (PostgreSQL).
+        raise EMAIL_EXISTS from None
     events.emit(
         session, ctx.account.id, "subaccount_created", {"subaccount": f"sub_{sub.id}", "email": email}
     )
@@ -181,5 +187,8 @@ def update(ctx: ApiContext, req: SubaccountUpdate) -> Account:
         if value is not None:
             setattr(sub, name, value)
     sub.updated_at = utcnow()
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:
+        raise EMAIL_EXISTS from None
     return sub

@@ -1,0 +1,264 @@
+"""Sign-in for people: login, logout, the password-reset page, the SSO landing and the home page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from fastapi.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Match
+
+from opencoupon.accounts import repository as accounts_repo
+from opencoupon.accounts import service as accounts
+from opencoupon.accounts import sso
+from opencoupon.dashboard.security import (
+    LOGIN_PATH,
+    PageError,
+    current_account,
+    record_login,
+    require_login,
+    safe_next,
+    sign_in,
+    sign_out,
+    verify_csrf,
+)
+from opencoupon.errors import ApiError
+from opencoupon.kit.clock import utcnow
+from opencoupon.kit.crypto import hash_password, verify_password
+from opencoupon.kit.ratelimit import RateLimiter
+from opencoupon.models import Account
+from opencoupon.pages import render
+from opencoupon.runtime import Runtime
+
+router = APIRouter(include_in_schema=False)
+
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 1024
+
+LINK_GONE = PageError(
+    410,
+    "This link can no longer be used",
+    "The link has already been used or has expired. Links like this work once, for a short time. "
+    "Ask for a new one.",
+)
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def _no_store(response: Response) -> Response:
+    # Pages with one-time tokens or personal data must not be cached or shown from history.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _login_limiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter | None = getattr(request.app.state, "login_limiter", None)
+    if limiter is None:
+        per_minute = _runtime(request).settings.login_attempts_per_minute
+        limiter = RateLimiter(per_minute / 60.0, max(1, int(per_minute)))
+        request.app.state.login_limiter = limiter
+    return limiter
+
+
+def _text(form: FormData, name: str, limit: int = MAX_PASSWORD_LENGTH) -> str:
+    value = form.get(name)
+    return value[:limit] if isinstance(value, str) else ""
+
+
+# --- login / logout ---------------------------------------------------------------------------
+
+
+def _login_page(request: Request, *, email: str = "", error: str = "", status_code: int = 200) -> Response:
+    next_path = safe_next(request.query_params.get("next"))
+    context = {"title": "Sign in", "email": email, "error": error, "next": next_path}
+    return _no_store(render(request, "dashboard/login.html", context, status_code=status_code))
+
+
+@router.get("/dashboard/login")
+def login_form(request: Request, account: Account | None = Depends(current_account)) -> Response:
+    if account is not None:
+        return RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
+    return _login_page(request)
+
+
+def _check_login(runtime: Runtime, email: str, password: str) -> Account | str:
+    """The account on success, otherwise the message to show."""
+    with runtime.db.read() as session:
+        found = accounts_repo.by_email(session, accounts.normalize_email(email))
+        stored_hash = found.password_hash if found is not None else None
+    # argon2 is slow on purpose: verify outside any write transaction.
+    matched = verify_password(stored_hash, password)
+    if found is None or not matched:
+        return "Wrong email or password."
+    with runtime.db.transaction() as session:
+        account = accounts_repo.by_id(session, found.id)
+        if account is None:
+            return "Wrong email or password."
+        try:
+            accounts.ensure_usable(session, account, utcnow())
+        except ApiError as err:
+            return f"{err.description} Contact the account owner."
+        record_login(account)
+        return account
+
+
+@router.post("/dashboard/login")
+async def login(request: Request) -> Response:
+    form = await request.form()
+    verify_csrf(request, form)
+    email = _text(form, "email", 254).strip()
+    password = _text(form, "password")
+    if not email or not password:
+        return _login_page(request, email=email, error="Enter your email and password.", status_code=422)
+    if _login_limiter(request).check(accounts.normalize_email(email)) > 0:
+        raise PageError(429, "Too many attempts", "Too many sign-in attempts. Wait a minute and try again.")
+    outcome = await run_in_threadpool(_check_login, _runtime(request), email, password)
+    if isinstance(outcome, str):
+        return _login_page(request, email=email, error=outcome, status_code=401)
+    response = RedirectResponse(safe_next(_text(form, "next", 2000)), status_code=303)
+    sign_in(request, response, outcome)
+    return response
+
+
+@router.post("/dashboard/logout")
+async def logout(request: Request) -> Response:
+    form = await request.form()
+    if await run_in_threadpool(current_account, request) is not None:
+        verify_csrf(request, form)
+    response = RedirectResponse(LOGIN_PATH, status_code=303)
+    sign_out(response)
+    return response
+
+
+# --- home -------------------------------------------------------------------------------------
+
+
+def _home_context(runtime: Runtime, account: Account) -> dict[str, Any]:
+    with runtime.db.read() as session:
+        subs = [] if account.parent_id is not None else list(accounts_repo.subaccounts(session, account.id))
+        parent = accounts_repo.by_id(session, account.parent_id) if account.parent_id is not None else None
+    return {"title": "Dashboard", "account": account, "subaccounts": subs, "parent": parent}
+
+
+@router.get("/dashboard")
+@router.get("/dashboard/")
+def home(request: Request, account: Account = Depends(require_login)) -> Response:
+    return _no_store(render(request, "dashboard/home.html", _home_context(_runtime(request), account)))
+
+
+# --- SSO landing ------------------------------------------------------------------------------
+
+
+def _route_exists(request: Request, path: str) -> bool:
+    scope = {"type": "http", "path": path, "root_path": "", "method": "GET"}
+    for route in request.app.router.routes:
+        match, _ = route.matches(scope)
+        if match == Match.FULL:
+            return True
+    return False
+
+
+def _redeem_sso(runtime: Runtime, raw: str) -> tuple[Account, str] | None:
+    with runtime.db.transaction() as session:
+        token = accounts.redeem_token(session, runtime.keyring, raw, sso.SSO_PURPOSE)
+        if token is None:
+            return None
+        account = accounts_repo.by_id(session, token.account_id)
+        if account is None:
+            return None
+        try:
+            accounts.ensure_usable(session, account, utcnow())
+        except ApiError:
+            return None
+        record_login(account)
+        return account, sso.landing_path(token.page, token.target)
+
+
+@router.get("/sso/{token}")
+async def sso_landing(request: Request, token: str) -> Response:
+    """Signs in with a one-time SSO token and lands on the requested page (410 when used/expired)."""
+    if not (10 <= len(token) <= 100) or not token.isalnum():
+        raise LINK_GONE
+    outcome = await run_in_threadpool(_redeem_sso, _runtime(request), token)
+    if outcome is None:
+        raise LINK_GONE
+    account, path = outcome
+    # Pages of later dashboard sections may not exist on this server: land on home instead.
+    if not _route_exists(request, path):
+        path = "/dashboard/"
+    response = RedirectResponse(path, status_code=303)
+    sign_in(request, response, account)
+    return _no_store(response)
+
+
+# --- password reset ---------------------------------------------------------------------------
+
+
+def _token_usable(runtime: Runtime, raw: str) -> bool:
+    with runtime.db.read() as session:
+        found = accounts_repo.token_by_digest(session, runtime.keyring.digest(raw), sso.RESET_PURPOSE)
+        return found is not None and found.used_at is None and found.expires_at > utcnow()
+
+
+def _reset_page(request: Request, token: str, error: str = "", status_code: int = 200) -> Response:
+    context = {
+        "title": "Choose a new password",
+        "token": token,
+        "error": error,
+        "min_length": MIN_PASSWORD_LENGTH,
+    }
+    return _no_store(render(request, "dashboard/reset.html", context, status_code=status_code))
+
+
+@router.get("/dashboard/reset/{token}")
+async def reset_form(request: Request, token: str) -> Response:
+    # Opening the link does not use it up (mail scanners open links); setting the password does.
+    if not (10 <= len(token) <= 100) or not token.isalnum():
+        raise LINK_GONE
+    if not await run_in_threadpool(_token_usable, _runtime(request), token):
+        raise LINK_GONE
+    return _reset_page(request, token)
+
+
+def _reset_password(runtime: Runtime, raw: str, password: str) -> str | None:
+    """The account's email when the password was set; None when the token is not usable."""
+    new_hash = hash_password(password)  # slow: outside the write transaction
+    with runtime.db.transaction() as session:
+        token = accounts.redeem_token(session, runtime.keyring, raw, sso.RESET_PURPOSE)
+        if token is None:
+            return None
+        account = accounts_repo.by_id(session, token.account_id)
+        if account is None:
+            return None
+        account.password_hash = new_hash
+        account.updated_at = utcnow()
+        return account.email
+
+
+@router.post("/dashboard/reset/{token}")
+async def reset_password(request: Request, token: str) -> Response:
+    form = await request.form()
+    verify_csrf(request, form)
+    if not (10 <= len(token) <= 100) or not token.isalnum():
+        raise LINK_GONE
+    password = _text(form, "password", MAX_PASSWORD_LENGTH + 1)
+    confirm = _text(form, "password_confirm", MAX_PASSWORD_LENGTH + 1)
+    if len(password) < MIN_PASSWORD_LENGTH or len(password) > MAX_PASSWORD_LENGTH:
+        error = f"Use between {MIN_PASSWORD_LENGTH} and {MAX_PASSWORD_LENGTH} characters."
+        return _reset_page(request, token, error, status_code=422)
+    if password != confirm:
+        return _reset_page(request, token, "The two passwords differ.", status_code=422)
+    email = await run_in_threadpool(_reset_password, _runtime(request), token, password)
+    if email is None:
+        raise LINK_GONE
+    context = {"title": "Password changed", "email": email}
+    response = _no_store(render(request, "dashboard/reset_done.html", context))
+    # Any session in this browser belonged to the old password.
+    sign_out(response)
+    return response

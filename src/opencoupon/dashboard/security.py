@@ -1,0 +1,263 @@
+"""Sign-in sessions and CSRF protection for every HTML form (dashboard pages reuse this module).
+
+- Session: a cookie signed with itsdangerous (key `derive_key("session")`), HttpOnly, SameSite=Lax,
+  holding the account ID and a fingerprint of its password hash, so a password change ends every
+  other session. Blocked or expired accounts are signed out on their next request.
+- CSRF: signed double-submit. A random nonce lives in its own HttpOnly cookie; forms carry
+  `csrf_token(request)`, a signature over (nonce, signed-in account) with `derive_key("csrf")`.
+  `verify_csrf(request, form)` refuses a POST whose token does not match (HTTP 403).
+
+Usage in a page:
+
+    @router.get("/dashboard/things")
+    def things(request: Request, account: Account = Depends(require_login)) -> Response:
+        return render(request, "dashboard/things.html", {"account": account})
+
+    @router.post("/dashboard/things")
+    async def add_thing(request: Request, account: Account = Depends(require_login)) -> Response:
+        form = await request.form()
+        verify_csrf(request, form)
+        ...
+
+Templates: `<input type="hidden" name="csrf_token" value="{{ csrf_token(request) }}">`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import FastAPI
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from opencoupon.accounts import repository as accounts_repo
+from opencoupon.accounts import service as accounts
+from opencoupon.errors import ApiError
+from opencoupon.kit.clock import utcnow
+from opencoupon.models import Account
+from opencoupon.pages import render_error_page, templates
+from opencoupon.runtime import Runtime
+
+SESSION_COOKIE = "oc_session"
+CSRF_COOKIE = "oc_csrf"
+CSRF_FIELD = "csrf_token"
+LOGIN_PATH = "/dashboard/login"
+_STATE_NEW_NONCE = "opencoupon_csrf_nonce"
+
+
+class PageError(Exception):
+    """An HTML error page (403 forged form, 410 used link, 429 too many attempts...)."""
+
+    def __init__(self, status_code: int, title: str, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.title = title
+        self.message = message
+
+
+class LoginRequired(Exception):
+    """The page needs a signed-in person: answered with a redirect to the login page."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__(next_path)
+        self.next_path = next_path
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def _serializer(request: Request, purpose: str) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(_runtime(request).keyring.derive_key(purpose), salt=f"opencoupon-{purpose}")
+
+
+def _max_age(request: Request) -> int:
+    return _runtime(request).settings.session_max_age_hours * 3600
+
+
+def _secure(request: Request) -> bool:
+    return _runtime(request).settings.base_url.startswith("https://")
+
+
+def _password_epoch(request: Request, account: Account) -> str:
+    return _runtime(request).keyring.digest("session-epoch:" + (account.password_hash or ""))[:16]
+
+
+# --- sessions ---------------------------------------------------------------------------------
+
+
+def sign_in(request: Request, response: Response, account: Account) -> None:
+    """Put the session cookie for `account` on `response`."""
+    value = _serializer(request, "session").dumps({"a": account.id, "e": _password_epoch(request, account)})
+    response.set_cookie(
+        SESSION_COOKIE,
+        value,
+        max_age=_max_age(request),
+        httponly=True,
+        samesite="lax",
+        secure=_secure(request),
+        path="/",
+    )
+
+
+def sign_out(response: Response) -> None:
+    response.delete_cookie(SESSION_COOKIE, path="/")
+
+
+def record_login(account: Account) -> None:
+    """The vendor's `lastlogin` / `amountlogin` fields."""
+    account.last_login_at = utcnow()
+    account.login_count = (account.login_count or 0) + 1
+
+
+def _session_account_id(request: Request) -> tuple[int, str] | None:
+    raw = request.cookies.get(SESSION_COOKIE)
+    if not raw:
+        return None
+    try:
+        data = _serializer(request, "session").loads(raw, max_age=_max_age(request))
+    except BadSignature:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("a"), int) or not isinstance(data.get("e"), str):
+        return None
+    return data["a"], data["e"]
+
+
+def current_account(request: Request) -> Account | None:
+    """FastAPI dependency: the signed-in account, or None. Cached per request."""
+    if hasattr(request.state, "opencoupon_account"):
+        cached: Account | None = request.state.opencoupon_account
+        return cached
+    found: Account | None = None
+    claim = _session_account_id(request)
+    if claim is not None:
+        runtime = _runtime(request)
+        with runtime.db.read() as session:
+            account = accounts_repo.by_id(session, claim[0])
+            if account is not None and hmac.compare_digest(_password_epoch(request, account), claim[1]):
+                try:
+                    accounts.ensure_usable(session, account, utcnow())
+                    found = account
+                except ApiError:
+                    found = None
+    request.state.opencoupon_account = found
+    return found
+
+
+def require_login(request: Request) -> Account:
+    """FastAPI dependency for pages that need a signed-in person (redirects to the login page)."""
+    account = current_account(request)
+    if account is None:
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise LoginRequired(path)
+    return account
+
+
+def safe_next(value: str | None, default: str = "/dashboard/") -> str:
+    """Only same-site paths: never an open redirect to another host."""
+    if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
+        return default
+    return value
+
+
+# --- CSRF -------------------------------------------------------------------------------------
+
+
+def _nonce(request: Request) -> str:
+    existing = request.cookies.get(CSRF_COOKIE, "")
+    if 20 <= len(existing) <= 100 and existing.replace("-", "").replace("_", "").isalnum():
+        return existing
+    state = request.scope.setdefault("state", {})
+    if _STATE_NEW_NONCE not in state:
+        state[_STATE_NEW_NONCE] = secrets.token_urlsafe(32)
+    return str(state[_STATE_NEW_NONCE])
+
+
+def _csrf_subject(request: Request) -> int:
+    # The account the session cookie names (signature checked, no database read, so async
+    # handlers can verify without blocking).
+    claim = _session_account_id(request)
+    return claim[0] if claim is not None else 0
+
+
+def csrf_token(request: Request) -> str:
+    """The hidden-field value every state-changing form carries."""
+    return str(_serializer(request, "csrf").dumps([_nonce(request), _csrf_subject(request)]))
+
+
+def verify_csrf(request: Request, form: Mapping[str, Any]) -> None:
+    """Refuse (403) a form POST whose token is missing, forged, stale or from another browser."""
+    token = form.get(CSRF_FIELD)
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    valid = False
+    if isinstance(token, str) and cookie:
+        try:
+            data = _serializer(request, "csrf").loads(token, max_age=_max_age(request))
+        except BadSignature:
+            data = None
+        if isinstance(data, list) and len(data) == 2 and isinstance(data[0], str):
+            valid = hmac.compare_digest(data[0], cookie) and data[1] == _csrf_subject(request)
+    if not valid:
+        raise PageError(
+            403,
+            "Form expired or forged",
+            "This form could not be accepted. Go back, reload the page and try again.",
+        )
+
+
+class CsrfCookieMiddleware:
+    """Sets the CSRF nonce cookie on the response of a page that handed out its first token.
+    Pure ASGI so API calls pay nothing but a path check."""
+
+    def __init__(self, app: ASGIApp, *, secure: bool = False, max_age: int = 12 * 3600) -> None:
+        self.app = app
+        self.secure = secure
+        self.max_age = max_age
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(("/v3/", "/v4/", "/static/")):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                nonce = scope.get("state", {}).get(_STATE_NEW_NONCE)
+                if nonce:
+                    cookie = f"{CSRF_COOKIE}={nonce}; Path=/; Max-Age={self.max_age}; HttpOnly; SameSite=Lax"
+                    if self.secure:
+                        cookie += "; Secure"
+                    headers = list(message.get("headers", []))
+                    headers.append((b"set-cookie", cookie.encode("latin-1")))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
+def install(app: FastAPI, runtime: Runtime) -> None:
+    """Error pages, the login redirect, the CSRF cookie and the template helper."""
+    templates.env.globals["csrf_token"] = csrf_token
+    templates.env.globals["CSRF_FIELD"] = CSRF_FIELD
+
+    @app.exception_handler(PageError)
+    async def _page_error(request: Request, exc: PageError) -> Response:
+        response = render_error_page(request, exc.status_code, exc.title, exc.message)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.exception_handler(LoginRequired)
+    async def _login_required(_request: Request, exc: LoginRequired) -> Response:
+        return RedirectResponse(f"{LOGIN_PATH}?next={quote(exc.next_path, safe='/')}", status_code=303)
+
+    app.add_middleware(
+        CsrfCookieMiddleware,
+        secure=runtime.settings.base_url.startswith("https://"),
+        max_age=runtime.settings.session_max_age_hours * 3600,
+    )

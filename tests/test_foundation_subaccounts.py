@@ -1,0 +1,423 @@
+"""Subaccount calls: reset URL, SSO, account SSO, every error code of the capability, the rate
+limit and Idempotency-Key."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import httpx2
+import pytest
+from sqlalchemy import func, select
+
+from conftest import LiveServer, TestAccount
+from helpers import assert_error, assert_ok
+from opencoupon.app import create_app
+from opencoupon.config import Settings
+from opencoupon.kit.clock import utcnow
+from opencoupon.models import Account, Campaign, OneTimeToken
+from opencoupon.runtime import Runtime
+
+
+def _set(runtime: Runtime, account_id: int, **fields: Any) -> None:
+    with runtime.db.transaction() as session:
+        acc = session.get(Account, account_id)
+        assert acc is not None
+        for name, value in fields.items():
+            setattr(acc, name, value)
+
+
+def _campaign(runtime: Runtime, account_id: int) -> int:
+    with runtime.db.transaction() as session:
+        now = utcnow()
+        campaign = Campaign(
+            account_id=account_id, code=f"f{account_id:05d}"[-6:], name="SSO", created_at=now, updated_at=now
+        )
+        session.add(campaign)
+        session.flush()
+        return campaign.id
+
+
+def _error_text(response: httpx2.Response) -> str:
+    return str(response.json()["status"]["errors"]["error_message_description"][0])
+
+
+# --- password reset URL ------------------------------------------------------------------------
+
+
+def test_reset_url_is_a_one_time_dashboard_link(account: TestAccount, subaccount: TestAccount) -> None:
+    body = assert_ok(account.call("/v3/subaccount/reset/url", subaccount=f"sub_{subaccount.id}"))
+    assert re.fullmatch(r"http://testserver\.local/dashboard/reset/[A-Za-z0-9]{49}", body["url"])
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", body["expiry_date_utc"])
+    other = assert_ok(account.call("/v3/subaccount/reset/url", subaccount=str(subaccount.id)))
+    assert other["url"] != body["url"]
+
+
+# --- SSO ---------------------------------------------------------------------------------------
+
+
+def test_subaccount_sso_answers_the_vendor_shape(account: TestAccount, subaccount: TestAccount) -> None:
+    body = assert_ok(account.call("/v3/subaccount/sso", subaccount=f"sub_{subaccount.id}", page="statistics"))
+    sub = body["subaccount"]
+    assert set(sub) == {"ID", "token", "url", "url_whitelabel"}
+    assert sub["ID"] == f"sub_{subaccount.id}"
+    assert re.fullmatch(r"[A-Za-z0-9]{49}", sub["token"])
+    assert sub["url"] == f"http://testserver.local/sso/{sub['token']}"
+    assert sub["url_whitelabel"].endswith(f"/sso/{sub['token']}")
+
+
+def test_sso_update_campaign_needs_a_campaign_of_that_subaccount(
+    runtime: Runtime, account: TestAccount, subaccount: TestAccount
+) -> None:
+    ref = f"sub_{subaccount.id}"
+    response = account.call("/v3/subaccount/sso", subaccount=ref, page="update_campaign")
+    assert_error(response, 422, 200)
+    assert _error_text(response) == "Missing parameter: campaign"
+    assert_error(
+        account.call("/v3/subaccount/sso", subaccount=ref, page="update_campaign", campaign="x!"), 422, 301
+    )
+    not_found = account.call(
+        "/v3/subaccount/sso", subaccount=ref, page="update_campaign", campaign="cam_999999"
+    )
+    assert_error(not_found, 404, 502)
+    assert _error_text(not_found) == "Campaign ID not found."
+    # The master's own campaign is not the subaccount's.
+    mine = _campaign(runtime, account.id)
+    assert_error(
+        account.call("/v3/subaccount/sso", subaccount=ref, page="update_campaign", campaign=f"cam_{mine}"),
+        404,
+        502,
+    )
+    theirs = _campaign(runtime, subaccount.id)
+    body = assert_ok(
+        account.call("/v3/subaccount/sso", subaccount=ref, page="update_campaign", campaign=f"cam_{theirs}")
+    )
+    with runtime.db.read() as session:
+        token = session.scalars(
+            select(OneTimeToken)
+            .where(OneTimeToken.account_id == subaccount.id)
+            .order_by(OneTimeToken.id.desc())
+        ).first()
+        assert token is not None
+        assert (token.purpose, token.page, token.target) == ("sso", "update_campaign", str(theirs))
+        assert token.expires_at - token.created_at == dt.timedelta(seconds=60)
+    assert body["subaccount"]["ID"] == ref
+
+
+def test_campaign_is_ignored_without_update_campaign(account: TestAccount, subaccount: TestAccount) -> None:
+    assert_ok(
+        account.call("/v3/subaccount/sso", subaccount=f"sub_{subaccount.id}", page="campaigns", campaign="x")
+    )
+
+
+def test_account_sso_signs_in_the_caller(account: TestAccount) -> None:
+    body = assert_ok(account.call("/v3/account/sso"))
+    assert body["subaccount"]["ID"] == f"sub_{account.id}"
+    assert re.fullmatch(r"[A-Za-z0-9]{49}", body["subaccount"]["token"])
+
+
+def test_account_sso_works_with_subaccount_credentials(subaccount: TestAccount) -> None:
+    assert_ok(subaccount.call("/v3/account/sso"))
+
+
+# --- error codes -------------------------------------------------------------------------------
+
+
+def test_1000_wrong_credentials(http: httpx2.Client) -> None:
+    response = http.post(
+        "/v3/subaccount/sso", json={"client_id": "1", "client_secret": "2", "subaccount": "sub_1"}
+    )
+    assert response.status_code == 401
+    assert response.json()["status"]["errors"] == {
+        "error_code": 1000,
+        "error_message": "HTTP/1.0 401 Unauthorized. Client ID or Secret not correct.",
+    }
+
+
+def test_101_expired_account(runtime: Runtime, account: TestAccount) -> None:
+    _set(runtime, account.id, expiry_date=utcnow().date() - dt.timedelta(days=1))
+    response = account.call("/v4/subaccount/list")
+    body = assert_error(response, 403, 101)
+    assert body["status"]["errors"]["error_message"] == "HTTP/1.0 403 Forbidden."
+    assert _error_text(response) == "Account has expired."
+
+
+def test_101_expires_at_the_end_of_its_expiry_date(runtime: Runtime, account: TestAccount) -> None:
+    _set(runtime, account.id, expiry_date=utcnow().date())
+    assert_ok(account.call("/v4/subaccount/list"))
+
+
+def test_101_blocked_account(runtime: Runtime, account: TestAccount) -> None:
+    _set(runtime, account.id, blocked=True)
+    response = account.call("/v4/subaccount/list")
+    assert_error(response, 403, 101)
+    assert _error_text(response) == "Account is blocked."
+
+
+def test_101_subaccount_of_an_expired_master(
+    runtime: Runtime, account: TestAccount, subaccount: TestAccount
+) -> None:
+    _set(runtime, account.id, expiry_date=utcnow().date() - dt.timedelta(days=1))
+    assert_error(subaccount.call("/v3/account/sso"), 403, 101)
+
+
+def test_101_sso_into_a_blocked_subaccount(account: TestAccount, subaccount: TestAccount) -> None:
+    ref = f"sub_{subaccount.id}"
+    assert_ok(account.call("/v4/subaccount/update", subaccount=ref, block=True))
+    response = account.call("/v3/subaccount/sso", subaccount=ref)
+    assert_error(response, 403, 101)
+    assert _error_text(response) == "Account is blocked."
+    assert_error(subaccount.call("/v3/account/sso"), 403, 101)
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/v4/subaccount/list", {}),
+        ("/v3/subaccount/list", {}),
+        ("/v4/subaccount", {"subaccount": "sub_1"}),
+        ("/v4/subaccount/create", {"email": "x@example.com"}),
+        ("/v4/subaccount/update", {"subaccount": "sub_1"}),
+        ("/v3/subaccount/reset/url", {"subaccount": "sub_1"}),
+        ("/v3/subaccount/sso", {"subaccount": "sub_1"}),
+    ],
+)
+def test_102_subaccount_credentials_cannot_manage_subaccounts(
+    subaccount: TestAccount, path: str, params: dict[str, str]
+) -> None:
+    response = subaccount.call(path, **params)
+    assert_error(response, 403, 102)
+    assert _error_text(response) == "You are trying to use subaccount credentials to manage subaccounts."
+
+
+@pytest.mark.parametrize(
+    "path", ["/v4/subaccount", "/v4/subaccount/update", "/v3/subaccount/reset/url", "/v3/subaccount/sso"]
+)
+def test_200_missing_subaccount(account: TestAccount, path: str) -> None:
+    response = account.call(path)
+    assert_error(response, 422, 200)
+    assert _error_text(response) == "Missing parameter: subaccount"
+
+
+def test_200_missing_email(account: TestAccount) -> None:
+    response = account.call("/v4/subaccount/create", first_name="No email")
+    assert_error(response, 422, 200)
+    assert _error_text(response) == "Missing parameter: email"
+
+
+@pytest.mark.parametrize("value", ["sub_abc", "sub_1;drop", "cam_12", "-1", "sub_"])
+@pytest.mark.parametrize("path", ["/v3/subaccount/info", "/v3/subaccount/reset/url", "/v3/subaccount/sso"])
+def test_301_malformed_subaccount_id(account: TestAccount, path: str, value: str) -> None:
+    response = account.call(path, subaccount=value)
+    body = assert_error(response, 422, 301)
+    assert body["status"]["errors"]["error_message"] == "HTTP/1.0 422 Unprocessable entity."
+    assert _error_text(response) == "Invalid character in parameter: subaccount."
+
+
+def test_301_characters_no_database_can_store(account: TestAccount) -> None:
+    response = account.call("/v4/subaccount/create", email="a@example.com", first_name="nul\x00byte")
+    assert_error(response, 422, 301)
+    assert _error_text(response) == "Invalid character in parameter: first_name."
+
+
+def test_302_value_not_in_the_list(account: TestAccount, subaccount: TestAccount) -> None:
+    response = account.call("/v4/subaccount/create", email="s302@example.com", status="gold")
+    assert_error(response, 422, 302)
+    assert _error_text(response).startswith("Value not allowed in parameter: status.")
+    response = account.call("/v3/subaccount/sso", subaccount=f"sub_{subaccount.id}", page="billing")
+    assert_error(response, 422, 302)
+    assert _error_text(response).startswith("Value not allowed in parameter: page.")
+
+
+@pytest.mark.parametrize("value", ["2026/01/01", "01-01-2026", "2026-13-01", "tomorrow"])
+def test_303_bad_expiry_date(account: TestAccount, value: str) -> None:
+    response = account.call("/v4/subaccount/create", email="s303@example.com", expiry_date=value)
+    assert_error(response, 422, 303)
+    assert _error_text(response) == "Invalid format in parameter: expiry_date. Required format: yyyy-MM-dd"
+
+
+def test_304_email_exists(account: TestAccount, other_account: TestAccount) -> None:
+    response = account.call("/v4/subaccount/create", email=other_account.email.upper())
+    assert_error(response, 422, 304)
+    assert _error_text(response) == "Email already exists."
+
+
+@pytest.mark.parametrize("value", ["not-an-email", "a@b", "two@@example.com", "sp ace@example.com"])
+def test_305_invalid_email(account: TestAccount, value: str) -> None:
+    response = account.call("/v4/subaccount/create", email=value)
+    assert_error(response, 422, 305)
+    assert _error_text(response) == "Email address is not valid."
+
+
+@pytest.mark.parametrize(
+    "path", ["/v4/subaccount", "/v4/subaccount/update", "/v3/subaccount/reset/url", "/v3/subaccount/sso"]
+)
+def test_510_unknown_subaccount(account: TestAccount, path: str) -> None:
+    response = account.call(path, subaccount="sub_999999999")
+    body = assert_error(response, 404, 510)
+    assert body["status"]["errors"]["error_message"] == "HTTP/1.0 404 Not Found."
+    assert _error_text(response) == "Subaccount ID not correct."
+
+
+def test_too_long_values_are_refused_not_crashed(account: TestAccount) -> None:
+    assert_error(
+        account.call("/v4/subaccount/create", email="long@example.com", first_name="x" * 101), 422, 300
+    )
+    assert_error(
+        account.call("/v4/subaccount/create", email="big@example.com", max_campaigns=2**40), 422, 300
+    )
+
+
+# --- rate limit --------------------------------------------------------------------------------
+
+
+def test_rate_limit_answers_429_with_retry_after(settings: Settings, account: TestAccount) -> None:
+    limited = settings.model_copy(update={"rate_limit_per_second": 0.1, "rate_limit_burst": 2})
+    runtime = Runtime.from_settings(limited)
+    server = LiveServer(create_app(limited, runtime=runtime))
+    server.start()
+    try:
+        with httpx2.Client(base_url=server.url, timeout=30) as client:
+            # Someone else claiming this client ID with a wrong secret does not use up its bucket.
+            squatter = {"X-Client-Id": account.client_id, "X-Client-Secret": "wrong"}
+            squatted = [client.post("/v4/subaccount/list", headers=squatter) for _ in range(3)]
+            answers = [client.post("/v4/subaccount/list", headers=account.headers) for _ in range(3)]
+            other = client.post("/v4/subaccount/list", headers={"X-Client-Id": "9", "X-Client-Secret": "x"})
+    finally:
+        server.stop()
+        runtime.db.dispose()
+    assert [a.status_code for a in squatted] == [401, 401, 429]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    body = assert_error(answers[2], 429, 429)
+    assert body["status"]["errors"]["error_message"] == "HTTP/1.0 429 Too Many Requests."
+    assert int(answers[2].headers["Retry-After"]) >= 1
+    # Buckets are per client: another client ID is not held back by this one.
+    assert other.status_code == 401
+
+
+# --- Idempotency-Key ---------------------------------------------------------------------------
+
+
+def _count_subaccounts(runtime: Runtime, email: str) -> int:
+    with runtime.db.read() as session:
+        return int(
+            session.scalar(select(func.count()).select_from(Account).where(Account.email == email)) or 0
+        )
+
+
+def test_idempotent_retry_gets_the_same_answer_and_no_second_effect(
+    runtime: Runtime, account: TestAccount
+) -> None:
+    email = f"idem-{account.id}@example.com"
+    headers = {**account.headers, "Idempotency-Key": "create-1"}
+    first = account.client.post("/v4/subaccount/create", json={"email": email}, headers=headers)
+    second = account.client.post("/v4/subaccount/create", json={"email": email}, headers=headers)
+    assert_ok(first)
+    assert second.status_code == 200
+    assert second.json() == first.json()
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert _count_subaccounts(runtime, email) == 1
+    # Another key is another request: this one fails because the email now exists.
+    assert_error(
+        account.client.post(
+            "/v4/subaccount/create",
+            json={"email": email},
+            headers={**account.headers, "Idempotency-Key": "k2"},
+        ),
+        422,
+        304,
+    )
+
+
+def test_same_key_with_another_body_is_306(account: TestAccount) -> None:
+    headers = {**account.headers, "Idempotency-Key": "create-306"}
+    assert_ok(
+        account.client.post("/v4/subaccount/create", json={"email": f"a{account.id}@ex.com"}, headers=headers)
+    )
+    response = account.client.post(
+        "/v4/subaccount/create", json={"email": f"b{account.id}@ex.com"}, headers=headers
+    )
+    assert_error(response, 422, 306)
+    assert _error_text(response) == "This Idempotency-Key was used with a different request."
+
+
+def test_keys_are_per_client(account: TestAccount, other_account: TestAccount) -> None:
+    key = {"Idempotency-Key": "shared-key"}
+    a = account.client.post(
+        "/v4/subaccount/create", json={"email": f"pa{account.id}@ex.com"}, headers={**account.headers, **key}
+    )
+    b = other_account.client.post(
+        "/v4/subaccount/create",
+        json={"email": f"pb{account.id}@ex.com"},
+        headers={**other_account.headers, **key},
+    )
+    assert_ok(a)
+    assert_ok(b)
+    assert a.json()["subaccount"]["ID"] != b.json()["subaccount"]["ID"]
+
+
+def test_failed_requests_are_not_remembered(account: TestAccount) -> None:
+    headers = {**account.headers, "Idempotency-Key": "retry-after-fix"}
+    assert_error(
+        account.client.post("/v4/subaccount/create", json={"email": "bad"}, headers=headers), 422, 305
+    )
+    # The corrected request may reuse the key: the failed one was rolled back with its claim.
+    fixed = account.client.post(
+        "/v4/subaccount/create", json={"email": f"ok{account.id}@ex.com"}, headers=headers
+    )
+    assert_ok(fixed)
+
+
+def test_ten_concurrent_creates_with_one_key_create_one_subaccount(
+    runtime: Runtime, live_server: LiveServer, account: TestAccount
+) -> None:
+    email = f"race-{account.id}@example.com"
+    headers = {**account.headers, "Idempotency-Key": f"race-{account.id}"}
+    barrier = threading.Barrier(10)
+    answers: list[httpx2.Response] = []
+    lock = threading.Lock()
+
+    def create() -> None:
+        with httpx2.Client(base_url=live_server.url, timeout=60) as client:
+            barrier.wait()
+            response = client.post("/v4/subaccount/create", json={"email": email}, headers=headers)
+        with lock:
+            answers.append(response)
+
+    threads = [threading.Thread(target=create) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(answers) == 10
+    assert _count_subaccounts(runtime, email) == 1
+    ok = [a for a in answers if a.status_code == 200]
+    # Every duplicate waits for the first to commit and then gets its answer, replayed.
+    assert [a.status_code for a in answers] == [200] * 10, [a.text for a in answers]
+    assert ok
+    assert all(a.json() == ok[0].json() for a in ok)
+    assert sum(1 for a in ok if "Idempotent-Replayed" not in a.headers) == 1
+
+
+def _create(acc: TestAccount, email: str, key: str) -> httpx2.Response:
+    headers = {**acc.headers, "Idempotency-Key": key}
+    return acc.client.post("/v4/subaccount/create", json={"email": email}, headers=headers)
+
+
+def test_keys_are_kept_for_24_hours(
+    account: TestAccount, clock_offset: Callable[[dt.timedelta], None]
+) -> None:
+    assert_ok(_create(account, f"d1{account.id}@ex.com", "daily-job"))
+    clock_offset(dt.timedelta(hours=23, minutes=59))
+    assert_error(_create(account, f"d2{account.id}@ex.com", "daily-job"), 422, 306)
+    clock_offset(dt.timedelta(hours=24, minutes=1))
+    later = _create(account, f"d2{account.id}@ex.com", "daily-job")
+    assert_ok(later)
+    assert "Idempotent-Replayed" not in later.headers
+
+
+def test_overlong_idempotency_key_is_refused(account: TestAccount) -> None:
+    assert_error(_create(account, f"lk{account.id}@ex.com", "k" * 256), 422, 300)
