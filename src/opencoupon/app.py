@@ -51,7 +51,7 @@ def _routers() -> list[APIRouter]:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name == name:
+            if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
                 continue
             raise
         found.extend(getattr(module, "routers", None) or [module.router])

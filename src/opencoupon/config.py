@@ -28,6 +28,15 @@ class Settings(BaseSettings):
     sso_token_ttl_seconds: int = 60
     reset_token_ttl_seconds: int = 3600
     secret_rotation_grace_hours: int = 24
+    # Webhooks and push (docs/webhooks.md). Retry delays in seconds, comma separated; tests and
+    # benchmarks shorten them. Empty: the production schedule (5 s ... 10 h).
+    webhook_retry_delays: str = ""
+    webhook_timeout_seconds: float = 15.0
+    webhook_concurrency: int = 64
+    # A job whose worker died is claimed again once its lease runs out.
+    worker_lease_seconds: float = 60.0
+    # `sub` claim of VAPID tokens: push services contact this address about problems.
+    vapid_subject: str = "mailto:admin@opencoupon.invalid"
 
     @property
     def public_base_url(self) -> str:

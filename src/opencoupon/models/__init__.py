@@ -8,6 +8,8 @@ from opencoupon.models.coupon_session import CouponSession, DailyStat, Validatio
 from opencoupon.models.event import Event
 from opencoupon.models.idempotency import IdempotencyRecord
 from opencoupon.models.job import Job
+from opencoupon.models.push import PushFanout, PushSubscription, VapidKey
+from opencoupon.models.webhook import WebhookAttempt, WebhookEndpoint, WebhookMessage, WebhookPayload
 
 __all__ = [
     "Account",
@@ -19,5 +21,12 @@ __all__ = [
     "IdempotencyRecord",
     "Job",
     "OneTimeToken",
+    "PushFanout",
+    "PushSubscription",
     "Validation",
+    "VapidKey",
+    "WebhookAttempt",
+    "WebhookEndpoint",
+    "WebhookMessage",
+    "WebhookPayload",
 ]

@@ -1,7 +1,9 @@
 """The job runner: claims due jobs with a lease, runs them, retries with backoff.
 
 On PostgreSQL, claims use FOR UPDATE SKIP LOCKED so several `opencoupon worker` processes share
-one table. A job whose lease ran out (its worker died) is claimed again.
+one table. A job whose lease ran out (its worker died) is claimed again. Jobs of a kind with a
+batch handler (webhook and push deliveries) are handed over together; the others run on a thread
+pool. Every outcome of one round is written back in one transaction.
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ import os
 import random
 import socket
 import threading
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 
 from opencoupon.kit.clock import utcnow
 from opencoupon.models import Job
 from opencoupon.runtime import Runtime
-from opencoupon.worker.registry import Retry, handler_for
+from opencoupon.worker.registry import Retry, batch_handler_for, handler_for, set_worker_name
 
 log = logging.getLogger("opencoupon.worker")
 
@@ -30,6 +34,10 @@ LEASE = dt.timedelta(seconds=60)
 def _backoff(attempts: int) -> dt.timedelta:
     base = min(3600.0, 2.0 ** min(attempts, 12))
     return dt.timedelta(seconds=base * random.uniform(0.8, 1.2))
+
+
+class _NoHandler(Exception):
+    pass
 
 
 def import_task_modules() -> None:
@@ -45,14 +53,19 @@ def import_task_modules() -> None:
 
 
 class Runner:
-    def __init__(self, runtime: Runtime, *, concurrency: int = 8, batch: int = 64, poll: float = 0.2) -> None:
+    def __init__(
+        self, runtime: Runtime, *, concurrency: int = 8, batch: int = 128, poll: float = 0.2
+    ) -> None:
         self.runtime = runtime
-        self.name = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"[-64:]
         self.concurrency = concurrency
         self.batch = batch
         self.poll = poll
+        seconds = getattr(runtime.settings, "worker_lease_seconds", LEASE.total_seconds())
+        self.lease = dt.timedelta(seconds=seconds)
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._pool: ThreadPoolExecutor | None = None
         import_task_modules()
 
     def claim(self) -> list[Job]:
@@ -73,7 +86,10 @@ class Runner:
                 update(Job)
                 .where(Job.id.in_(ids))
                 .values(
-                    status="running", locked_by=self.name, locked_until=now + LEASE, attempts=Job.attempts + 1
+                    status="running",
+                    locked_by=self.name,
+                    locked_until=now + self.lease,
+                    attempts=Job.attempts + 1,
                 )
             )
             jobs = list(session.scalars(select(Job).where(Job.id.in_(ids))))
@@ -81,51 +97,84 @@ class Runner:
                 session.expunge(job)
             return jobs
 
-    def run_job(self, job: Job) -> None:
+    def _outcome_values(self, job: Job, outcome: BaseException | None) -> dict[str, Any]:
+        if outcome is None:
+            return {"status": "done", "finished_at": utcnow(), "last_error": ""}
+        if isinstance(outcome, Retry):
+            return {"status": "queued", "run_at": utcnow() + outcome.after, "last_error": str(outcome)[:2000]}
+        if job.attempts >= job.max_attempts:
+            return {"status": "dead", "last_error": repr(outcome)[:2000], "finished_at": utcnow()}
+        return {
+            "status": "queued",
+            "run_at": utcnow() + _backoff(job.attempts),
+            "last_error": repr(outcome)[:2000],
+        }
+
+    def _execute(self, job: Job) -> BaseException | None:
         handler = handler_for(job.kind)
-        now = utcnow()
-        values: dict[str, object]
         if handler is None:
-            values = {
-                "status": "dead",
-                "last_error": f"no handler for job kind {job.kind}",
-                "finished_at": now,
-            }
-        else:
-            try:
-                handler(self.runtime, json.loads(job.payload))
-                values = {"status": "done", "finished_at": utcnow(), "last_error": ""}
-            except Retry as retry:
-                values = {
-                    "status": "queued",
-                    "run_at": utcnow() + retry.after,
-                    "last_error": str(retry)[:2000],
-                }
-            except Exception as exc:
+            return _NoHandler(f"no handler for job kind {job.kind}")
+        set_worker_name(self.name)
+        try:
+            handler(self.runtime, json.loads(job.payload))
+        except Exception as exc:
+            if not isinstance(exc, Retry):
                 log.exception("job %s (%s) failed", job.id, job.kind)
-                if job.attempts >= job.max_attempts:
-                    values = {"status": "dead", "last_error": repr(exc)[:2000], "finished_at": utcnow()}
-                else:
-                    values = {
-                        "status": "queued",
-                        "run_at": utcnow() + _backoff(job.attempts),
-                        "last_error": repr(exc)[:2000],
-                    }
+            return exc
+        return None
+
+    def _finish(self, results: list[tuple[Job, BaseException | None]]) -> None:
         with self.runtime.db.transaction() as session:
-            # Only the worker holding the lease may finish the job.
-            session.execute(
-                update(Job)
-                .where(Job.id == job.id, Job.locked_by == self.name, Job.status == "running")
-                .values(locked_until=None, **values)
-            )
+            for job, outcome in results:
+                if isinstance(outcome, _NoHandler):
+                    values: dict[str, Any] = {
+                        "status": "dead",
+                        "last_error": str(outcome),
+                        "finished_at": utcnow(),
+                    }
+                else:
+                    values = self._outcome_values(job, outcome)
+                # Only the worker holding the lease may finish the job.
+                session.execute(
+                    update(Job)
+                    .where(Job.id == job.id, Job.locked_by == self.name, Job.status == "running")
+                    .values(locked_until=None, **values)
+                )
+
+    def run_job(self, job: Job) -> None:
+        self._finish([(job, self._execute(job))])
+
+    def _run_batch(self, kind: str, jobs: list[Job]) -> list[tuple[Job, BaseException | None]]:
+        handler = batch_handler_for(kind)
+        assert handler is not None
+        set_worker_name(self.name)
+        try:
+            outcomes = handler(self.runtime, [(job.id, json.loads(job.payload)) for job in jobs])
+        except Exception as exc:
+            log.exception("batch of %d %s jobs failed", len(jobs), kind)
+            return [(job, exc) for job in jobs]
+        return [(job, outcomes.get(job.id)) for job in jobs]
 
     def run_once(self) -> int:
         """Claim and run one batch; the number of jobs run."""
         jobs = self.claim()
         if not jobs:
             return 0
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            list(pool.map(self.run_job, jobs))
+        by_kind: dict[str, list[Job]] = defaultdict(list)
+        for job in jobs:
+            by_kind[job.kind].append(job)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="job")
+        futures = []
+        for kind, group in by_kind.items():
+            if batch_handler_for(kind) is not None:
+                futures.append(self._pool.submit(self._run_batch, kind, group))
+            else:
+                futures.extend(self._pool.submit(lambda j: [(j, self._execute(j))], job) for job in group)
+        results: list[tuple[Job, BaseException | None]] = []
+        for future in futures:
+            results.extend(future.result())
+        self._finish(results)
         return len(jobs)
 
     def run_until_idle(self, max_rounds: int = 1000) -> int:
@@ -144,16 +193,24 @@ class Runner:
         self._stop.set()
         self._wake.set()
 
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
     def run_forever(self) -> None:
-        while not self._stop.is_set():
-            try:
-                ran = self.run_once()
-            except Exception:
-                log.exception("worker loop error")
-                ran = 0
-            if ran == 0:
-                self._wake.wait(self.poll)
-                self._wake.clear()
+        try:
+            while not self._stop.is_set():
+                try:
+                    ran = self.run_once()
+                except Exception:
+                    log.exception("worker loop error")
+                    ran = 0
+                if ran == 0:
+                    self._wake.wait(self.poll)
+                    self._wake.clear()
+        finally:
+            self.close()
 
     def start_thread(self) -> threading.Thread:
         thread = threading.Thread(target=self.run_forever, name="opencoupon-worker", daemon=True)
