@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 
 def _create(acc: TestAccount, url: str, events: list[str] | None = None, **more: object) -> dict[str, object]:
     resp = acc.client.post(
-        "/v4/webhooks", json={"url": url, "events": events or ["coupon_validated"], **more}, headers=acc.headers
+        "/v4/webhooks",
+        json={"url": url, "events": events or ["coupon_validated"], **more},
+        headers=acc.headers,
     )
     assert resp.status_code == 201, resp.text
     return dict(resp.json())
@@ -58,7 +60,9 @@ def test_form_encoded_create_and_event_list_rules(account: TestAccount, receiver
     assert_error(bad, 422, 302)
     missing = account.client.post("/v4/webhooks", json={"events": ["*"]}, headers=account.headers)
     assert_error(missing, 422, 200)
-    star = account.client.post("/v4/webhooks", json={"url": receiver.url, "events": "*"}, headers=account.headers)
+    star = account.client.post(
+        "/v4/webhooks", json={"url": receiver.url, "events": "*"}, headers=account.headers
+    )
     assert star.status_code == 201 and star.json()["events"] == ["*"]
 
 
@@ -66,7 +70,9 @@ def test_patch_and_delete(account: TestAccount, receiver: Receiver) -> None:
     created = _create(account, receiver.url)
     path = f"/v4/webhooks/{created['id']}"
     patched = account.client.patch(
-        path, json={"events": ["coupon_opened"], "enabled": False, "url": receiver.url + "/v2"}, headers=account.headers
+        path,
+        json={"events": ["coupon_opened"], "enabled": False, "url": receiver.url + "/v2"},
+        headers=account.headers,
     )
     assert patched.status_code == 200, patched.text
     body = patched.json()
@@ -93,7 +99,9 @@ def test_another_account_cannot_see_or_touch_an_endpoint(
         other_account.client.delete(path, headers=other_account.headers),
         other_account.client.post(path + "/rotate", headers=other_account.headers),
         other_account.client.get(path + "/deliveries", headers=other_account.headers),
-        other_account.client.post(path + "/replay", json={"since": "2020-01-01"}, headers=other_account.headers),
+        other_account.client.post(
+            path + "/replay", json={"since": "2020-01-01"}, headers=other_account.headers
+        ),
     ):
         assert_error(call, 404, 509)
     assert other_account.client.get("/v4/webhooks", headers=other_account.headers).json() == []
@@ -135,5 +143,7 @@ def test_verification_answers_own_events_only(
     assert foreign.json() == unknown.json()
     assert_error(account.call("/v3/webhook/verification"), 422, 200)
     # Form-encoded, as the vendor's PHP sample sends it.
-    form = account.client.post("/v3/webhook/verification", data={"webhook": event_id}, headers=account.headers)
+    form = account.client.post(
+        "/v3/webhook/verification", data={"webhook": event_id}, headers=account.headers
+    )
     assert assert_ok(form)["webhook"] == event_id

@@ -122,7 +122,12 @@ def receiver() -> Iterator[Receiver]:
 def emit(runtime: Runtime, account_id: int, type_: str = "coupon_validated", **data: Any) -> str:
     with runtime.db.transaction() as session:
         event = events.emit(
-            session, account_id, type_, data or {"n": 1}, campaign="cam_1", coupon_session="abcdefghijklmnopqrstu"
+            session,
+            account_id,
+            type_,
+            data or {"n": 1},
+            campaign="cam_1",
+            coupon_session="abcdefghijklmnopqrstu",
         )
         return event.public_id
 

@@ -9,6 +9,7 @@ pool. Every outcome of one round is written back in one transaction.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ import random
 import socket
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -29,6 +31,8 @@ from opencoupon.worker.registry import Retry, batch_handler_for, handler_for, se
 log = logging.getLogger("opencoupon.worker")
 
 LEASE = dt.timedelta(seconds=60)
+
+Unit = Callable[[], list[tuple[Job, BaseException | None]]]
 
 
 def _backoff(attempts: int) -> dt.timedelta:
@@ -48,13 +52,19 @@ def import_task_modules() -> None:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
-            if exc.name != module:
+            if not exc.name or not (module == exc.name or module.startswith(exc.name + ".")):
                 raise
 
 
 class Runner:
     def __init__(
-        self, runtime: Runtime, *, concurrency: int = 8, batch: int = 128, poll: float = 0.2
+        self,
+        runtime: Runtime,
+        *,
+        concurrency: int = 8,
+        batch: int = 128,
+        poll: float = 0.2,
+        max_inflight: int | None = None,
     ) -> None:
         self.runtime = runtime
         self.name = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"[-64:]
@@ -66,9 +76,10 @@ class Runner:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
+        self.max_inflight = max_inflight or batch * 4
         import_task_modules()
 
-    def claim(self) -> list[Job]:
+    def claim(self, limit: int | None = None) -> list[Job]:
         now = utcnow()
         db = self.runtime.db
         with db.transaction() as session:
@@ -76,7 +87,7 @@ class Runner:
                 and_(Job.status == "queued", Job.run_at <= now),
                 and_(Job.status == "running", Job.locked_until < now),
             )
-            query = select(Job.id).where(due).order_by(Job.run_at).limit(self.batch)
+            query = select(Job.id).where(due).order_by(Job.run_at).limit(limit or self.batch)
             if not db.is_sqlite:
                 query = query.with_for_update(skip_locked=True)
             ids = list(session.scalars(query))
@@ -155,27 +166,78 @@ class Runner:
             return [(job, exc) for job in jobs]
         return [(job, outcomes.get(job.id)) for job in jobs]
 
-    def run_once(self) -> int:
-        """Claim and run one batch; the number of jobs run."""
-        jobs = self.claim()
-        if not jobs:
-            return 0
+    def _units(self, jobs: list[Job]) -> list[tuple[int, Unit]]:
+        """Units of work with their job counts: one per batch kind present, one per other job."""
         by_kind: dict[str, list[Job]] = defaultdict(list)
         for job in jobs:
             by_kind[job.kind].append(job)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="job")
-        futures = []
+        units: list[tuple[int, Unit]] = []
         for kind, group in by_kind.items():
             if batch_handler_for(kind) is not None:
-                futures.append(self._pool.submit(self._run_batch, kind, group))
+                units.append((len(group), functools.partial(self._run_batch, kind, group)))
             else:
-                futures.extend(self._pool.submit(lambda j: [(j, self._execute(j))], job) for job in group)
+                units.extend((1, functools.partial(self._run_single, job)) for job in group)
+        return units
+
+    def _run_single(self, job: Job) -> list[tuple[Job, BaseException | None]]:
+        return [(job, self._execute(job))]
+
+    def _get_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="job")
+        return self._pool
+
+    def run_once(self) -> int:
+        """Claim and run one batch, and wait for it; the number of jobs run."""
+        jobs = self.claim()
+        if not jobs:
+            return 0
+        pool = self._get_pool()
+        futures = [pool.submit(unit) for _, unit in self._units(jobs)]
         results: list[tuple[Job, BaseException | None]] = []
         for future in futures:
             results.extend(future.result())
         self._finish(results)
         return len(jobs)
+
+    def _run_and_finish(self, unit: Unit) -> None:
+        try:
+            self._finish(unit())
+        except Exception:
+            # The leases run out and the jobs are claimed again: nothing is lost.
+            log.exception("could not run or record a unit of jobs")
+
+    def _pipeline(self) -> None:
+        """Keep claiming while earlier batches are still in flight (a batch waiting on a slow
+        receiver does not hold up the next one), up to `max_inflight` jobs."""
+        pool = self._get_pool()
+        inflight = 0
+        lock = threading.Lock()
+
+        def finished(count: int) -> None:
+            nonlocal inflight
+            with lock:
+                inflight -= count
+            self._wake.set()
+
+        while not self._stop.is_set():
+            with lock:
+                room = self.max_inflight - inflight
+            jobs: list[Job] = []
+            if room > 0:
+                try:
+                    jobs = self.claim(min(self.batch, room))
+                except Exception:
+                    log.exception("worker loop error")
+            if not jobs:
+                self._wake.wait(self.poll)
+                self._wake.clear()
+                continue
+            with lock:
+                inflight += len(jobs)
+            for count, unit in self._units(jobs):
+                future = pool.submit(self._run_and_finish, unit)
+                future.add_done_callback(functools.partial(lambda n, _f: finished(n), count))
 
     def run_until_idle(self, max_rounds: int = 1000) -> int:
         total = 0
@@ -200,15 +262,7 @@ class Runner:
 
     def run_forever(self) -> None:
         try:
-            while not self._stop.is_set():
-                try:
-                    ran = self.run_once()
-                except Exception:
-                    log.exception("worker loop error")
-                    ran = 0
-                if ran == 0:
-                    self._wake.wait(self.poll)
-                    self._wake.clear()
+            self._pipeline()
         finally:
             self.close()
 
