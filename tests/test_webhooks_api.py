@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the `receiver` fixture is imported, then requested by name)
 """`/v4/webhooks` management and `/v3/webhook/verification`, over real HTTP."""
 
 from __future__ import annotations
@@ -30,19 +31,22 @@ def test_create_shows_the_secret_once_and_stores_it_encrypted(
     created = _create(account, receiver.url + "/hook", ["coupon_validated", "coupon_claimed"])
     assert str(created["id"]).startswith("whe_")
     secret = str(created["secret"])
-    assert secret.startswith("whsec_") and len(secret) > 40
+    assert secret.startswith("whsec_")
+    assert len(secret) > 40
     assert created["events"] == ["coupon_validated", "coupon_claimed"]
     assert created["enabled"] is True
 
     one = account.client.get(f"/v4/webhooks/{created['id']}", headers=account.headers)
-    assert one.status_code == 200 and "secret" not in one.json()
+    assert one.status_code == 200
+    assert "secret" not in one.json()
     listed = account.client.get("/v4/webhooks", headers=account.headers).json()
     assert [e["id"] for e in listed] == [created["id"]]
     assert all("secret" not in e for e in listed)
 
     with runtime.db.read() as session:
         stored = session.execute(text("SELECT secret_encrypted FROM webhook_endpoints")).scalars().all()
-    assert stored and all(secret not in value for value in stored)
+    assert stored
+    assert all(secret not in value for value in stored)
     assert not any(secret.removeprefix("whsec_") in value for value in stored)
 
 
@@ -63,7 +67,8 @@ def test_form_encoded_create_and_event_list_rules(account: TestAccount, receiver
     star = account.client.post(
         "/v4/webhooks", json={"url": receiver.url, "events": "*"}, headers=account.headers
     )
-    assert star.status_code == 201 and star.json()["events"] == ["*"]
+    assert star.status_code == 201
+    assert star.json()["events"] == ["*"]
 
 
 def test_patch_and_delete(account: TestAccount, receiver: Receiver) -> None:
@@ -76,12 +81,16 @@ def test_patch_and_delete(account: TestAccount, receiver: Receiver) -> None:
     )
     assert patched.status_code == 200, patched.text
     body = patched.json()
-    assert body["events"] == ["coupon_opened"] and body["enabled"] is False
-    assert body["url"].endswith("/v2") and body["disabled_reason"]
+    assert body["events"] == ["coupon_opened"]
+    assert body["enabled"] is False
+    assert body["url"].endswith("/v2")
+    assert body["disabled_reason"]
     enabled = account.client.patch(path, json={"enabled": True}, headers=account.headers).json()
-    assert enabled["enabled"] is True and enabled["disabled_reason"] == ""
+    assert enabled["enabled"] is True
+    assert enabled["disabled_reason"] == ""
     gone = account.client.delete(path, headers=account.headers)
-    assert gone.status_code == 200 and gone.json()["deleted"] is True
+    assert gone.status_code == 200
+    assert gone.json()["deleted"] is True
     assert_error(account.client.get(path, headers=account.headers), 404, 509)
 
 
@@ -131,9 +140,12 @@ def test_verification_answers_own_events_only(
 ) -> None:
     event_id = emit(runtime, account.id, "coupon_validated")
     body = assert_ok(account.call("/v3/webhook/verification", webhook=event_id))
-    assert body["result"] == "valid" and body["webhook"] == event_id
-    assert body["type"] == "coupon_validated" and body["campaign"] == "cam_1"
-    assert body["session"] == "abcdefghijklmnopqrstu" and len(body["date"]) == 19
+    assert body["result"] == "valid"
+    assert body["webhook"] == event_id
+    assert body["type"] == "coupon_validated"
+    assert body["campaign"] == "cam_1"
+    assert body["session"] == "abcdefghijklmnopqrstu"
+    assert len(body["date"]) == 19
     with_session = account.call("/v3/webhook/verification", webhook=event_id, session="abcdefghijklmnopqrstu")
     assert assert_ok(with_session)["result"] == "valid"
     assert_error(account.call("/v3/webhook/verification", webhook=event_id, session="x" * 21), 404, 509)

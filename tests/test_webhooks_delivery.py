@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the `receiver` fixture is imported, then requested by name)
 """Deliveries to a real receiver on loopback: Standard Webhooks signatures, rotation, the retry
 schedule (moving the service clock), redirects, 410, 429, timeouts, auto-disable, replay, and the
 subaccount `webhook_endpoint` field."""
@@ -63,10 +64,12 @@ def test_every_delivery_verifies_with_standardwebhooks(
         payload = _verify(str(created["secret"]), request)
         assert request.headers["webhook-id"] == payload["id"]
         assert set(payload) == {"id", "type", "date", "campaign", "session", "data"}
-        assert payload["campaign"] == "cam_1" and payload["session"] == "abcdefghijklmnopqrstu"
+        assert payload["campaign"] == "cam_1"
+        assert payload["session"] == "abcdefghijklmnopqrstu"
         assert request.headers["content-type"] == "application/json"
     log = account.client.get(f"/v4/webhooks/{created['id']}/deliveries", headers=account.headers).json()
-    assert len(log) == 15 and all(entry["success"] and entry["status_code"] == 204 for entry in log)
+    assert len(log) == 15
+    assert all(entry["success"] and entry["status_code"] == 204 for entry in log)
     assert {entry["event"] for entry in log} == set(sent)
     # The verification call confirms every delivered event.
     for event_id in sent[:3]:
@@ -83,7 +86,8 @@ def test_rotation_signs_with_old_and_new_secret_during_grace(
     )
     assert rotated.status_code == 200, rotated.text
     new = str(rotated.json()["secret"])
-    assert new != old and rotated.json()["previous_secret_expires_at"]
+    assert new != old
+    assert rotated.json()["previous_secret_expires_at"]
     emit(runtime, account.id)
     drain(runtime)
     during = receiver.wait_for(1)[0]
@@ -114,8 +118,10 @@ def test_retry_schedule_follows_the_policy(
     offset = dt.timedelta(0)
     for number, delay in enumerate(SCHEDULE, start=1):
         message, job = _message(runtime, event_id)
-        assert message.attempts == number and message.status == "pending"
-        assert job is not None and job.status == "queued"
+        assert message.attempts == number
+        assert message.status == "pending"
+        assert job is not None
+        assert job.status == "queued"
         waited = (job.run_at - utcnow()).total_seconds()
         assert 0.85 * delay <= waited <= 1.1 * delay, (number, delay, waited)
         # Not before its time...
@@ -129,8 +135,11 @@ def test_retry_schedule_follows_the_policy(
         drain(runtime)
         receiver.wait_for(number + 1)
     message, job = _message(runtime, event_id)
-    assert message.attempts == 8 and message.status == "failed" and message.last_status_code == 500
-    assert job is not None and job.status == "done"
+    assert message.attempts == 8
+    assert message.status == "failed"
+    assert message.last_status_code == 500
+    assert job is not None
+    assert job.status == "done"
     clock_offset(offset + dt.timedelta(days=2))
     drain(runtime)
     assert len(receiver.requests()) == 8
@@ -148,11 +157,14 @@ def test_redirects_are_failures_and_never_followed(
         drain(runtime)
         receiver.wait_for(1)
         message, job = _message(runtime, event_id)
-        assert message.status == "pending" and message.last_status_code == 302
+        assert message.status == "pending"
+        assert message.last_status_code == 302
         assert "redirect" in message.last_error
-        assert job is not None and job.status == "queued"
+        assert job is not None
+        assert job.status == "queued"
         log = account.client.get(f"/v4/webhooks/{created['id']}/deliveries", headers=account.headers).json()
-        assert log[0]["status_code"] == 302 and log[0]["success"] is False
+        assert log[0]["status_code"] == 302
+        assert log[0]["success"] is False
         assert target.requests() == []
     finally:
         target.stop()
@@ -169,7 +181,8 @@ def test_410_disables_the_endpoint(
     message, _ = _message(runtime, first)
     assert message.status == "failed"
     info = account.client.get(f"/v4/webhooks/{created['id']}", headers=account.headers).json()
-    assert info["enabled"] is False and "410" in info["disabled_reason"]
+    assert info["enabled"] is False
+    assert "410" in info["disabled_reason"]
     emit(runtime, account.id)
     clock_offset(dt.timedelta(hours=1))
     drain(runtime)
@@ -183,7 +196,8 @@ def test_429_honours_retry_after(account: TestAccount, runtime: Runtime, receive
     drain(runtime)
     receiver.wait_for(1)
     message, job = _message(runtime, event_id)
-    assert message.status == "pending" and message.last_status_code == 429
+    assert message.status == "pending"
+    assert message.last_status_code == 429
     assert job is not None
     waited = (job.run_at - utcnow()).total_seconds()
     assert 115 <= waited <= 121, waited
@@ -206,9 +220,11 @@ def test_timeout_counts_as_failure_and_the_log_keeps_a_truncated_response(
     finally:
         runtime.settings.webhook_timeout_seconds = previous
     log = account.client.get(f"/v4/webhooks/{created['id']}/deliveries", headers=account.headers).json()
-    assert log[0]["status_code"] == 0 and "timeout" in log[0]["error"]
+    assert log[0]["status_code"] == 0
+    assert "timeout" in log[0]["error"]
     assert log[0]["duration_ms"] >= 250
-    assert log[1]["status_code"] == 500 and 0 < len(log[1]["response"]) <= 2048
+    assert log[1]["status_code"] == 500
+    assert 0 < len(log[1]["response"]) <= 2048
 
 
 def test_endpoint_failing_for_five_days_is_disabled_and_says_so(
@@ -228,10 +244,14 @@ def test_endpoint_failing_for_five_days_is_disabled_and_says_so(
     emit(runtime, account.id)
     drain(runtime)
     info = account.client.get(path, headers=account.headers).json()
-    assert info["enabled"] is False and "5 days" in info["disabled_reason"] and info["disabled_at"]
+    assert info["enabled"] is False
+    assert "5 days" in info["disabled_reason"]
+    assert info["disabled_at"]
     # Enabling again clears the failure clock.
     again = account.client.patch(path, json={"enabled": True}, headers=account.headers).json()
-    assert again["enabled"] is True and again["failing_since"] == "" and again["disabled_reason"] == ""
+    assert again["enabled"] is True
+    assert again["failing_since"] == ""
+    assert again["disabled_reason"] == ""
 
 
 def test_success_resets_the_failure_clock(
@@ -246,7 +266,8 @@ def test_success_resets_the_failure_clock(
     clock_offset(dt.timedelta(days=4))
     drain(runtime)
     info = account.client.get(path, headers=account.headers).json()
-    assert info["failing_since"] == "" and info["last_success_at"]
+    assert info["failing_since"] == ""
+    assert info["last_success_at"]
 
 
 def test_replay_one_event_and_everything_since(
@@ -259,22 +280,26 @@ def test_replay_one_event_and_everything_since(
     drain(runtime)
     first_round = receiver.wait_for(3)
     one = account.client.post(path, json={"event": ids[1]}, headers=account.headers)
-    assert one.status_code == 202 and one.json()["queued"] == 1
+    assert one.status_code == 202
+    assert one.json()["queued"] == 1
     drain(runtime)
     again = receiver.wait_for(4)[3]
     original = next(r for r in first_round if r.event_id == ids[1])
-    assert again.headers["webhook-id"] == ids[1] and again.body == original.body
+    assert again.headers["webhook-id"] == ids[1]
+    assert again.body == original.body
     _verify(str(created["secret"]), again)
     since = account.client.post(
         path, json={"since": start.strftime("%Y-%m-%d %H:%M:%S")}, headers=account.headers
     )
-    assert since.status_code == 202 and since.json()["queued"] == 3
+    assert since.status_code == 202
+    assert since.json()["queued"] == 3
     drain(runtime)
     got = receiver.wait_for(7)
     assert sorted(r.event_id for r in got[4:]) == sorted(ids)
     assert all(r.headers["webhook-id"] == r.event_id for r in got)
     bad = account.client.post(path, json={"since": "yesterday"}, headers=account.headers)
-    assert bad.status_code == 422 and bad.json()["status"]["errors"]["error_code"] == [303]
+    assert bad.status_code == 422
+    assert bad.json()["status"]["errors"]["error_code"] == [303]
 
 
 def test_subaccount_webhook_endpoint_field_receives_its_events(
@@ -287,7 +312,8 @@ def test_subaccount_webhook_endpoint_field_receives_its_events(
     event_id = emit(runtime, subaccount.id, "coupon_claimed")
     drain(runtime)
     got = receiver.wait_for(1)[0]
-    assert got.path == "/field" and got.event_id == event_id
+    assert got.path == "/field"
+    assert got.event_id == event_id
     listed = subaccount.client.get("/v4/webhooks", headers=subaccount.headers).json()
     field = next(e for e in listed if e["source"] == "account_field")
     assert field["url"] == receiver.url + "/field"
