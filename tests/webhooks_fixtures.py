@@ -26,6 +26,7 @@ class Received:
     headers: dict[str, str]
     body: str
     answered: int  # 0: connection dropped or timed out on purpose
+    raw: bytes = b""
 
     @property
     def event_id(self) -> str:
@@ -59,20 +60,21 @@ class Receiver:
         self._runner: web.AppRunner | None = None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = (await request.read()).decode()
+        raw = await request.read()
+        body = raw.decode(errors="replace")
         headers = {k.lower(): v for k, v in request.headers.items()}
         reply = self.behaviour(request.path, headers, body)
         answered = 0 if reply.drop or reply.delay else reply.status
         if reply.drop:
             with self.lock:
-                self.received.append(Received(request.path, headers, body, 0))
+                self.received.append(Received(request.path, headers, body, 0, raw))
             assert request.transport is not None
             request.transport.abort()
             raise asyncio.CancelledError
         if reply.delay:
             await asyncio.sleep(reply.delay)
         with self.lock:
-            self.received.append(Received(request.path, headers, body, answered))
+            self.received.append(Received(request.path, headers, body, answered, raw))
         return web.Response(status=reply.status, headers=reply.headers, text=reply.body)
 
     def _run(self) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from opencoupon.config import get_settings
+from opencoupon.push.cli import vapid_app
 
 if TYPE_CHECKING:
     from opencoupon.runtime import Runtime
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 app = typer.Typer(help="OpenCoupon: coupons, loyalty cards and directories.", no_args_is_help=True)
 account_app = typer.Typer(help="Accounts and their API credentials.", no_args_is_help=True)
 app.add_typer(account_app, name="account")
+app.add_typer(vapid_app, name="vapid")
 
 
 def _runtime() -> Runtime:
