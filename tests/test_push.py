@@ -232,15 +232,14 @@ def test_fanout_to_10000_subscriptions_completes_and_gone_ones_are_removed(
     try:
         campaign, codes = _campaign(runtime, account.id, sessions=100)
         with runtime.db.transaction() as session:
-            now = utcnow()
+            subscribers = [targets.coupon_subscriber(session, code) for code in codes]
+            items = []
             for n in range(total):
-                code = codes[n % len(codes)]
-                suffix = "gone" if n == 1234 else "missing" if n == 4321 else "ok"
-                target = targets.coupon_subscriber(session, code)
+                target = subscribers[n % len(codes)]
                 assert target is not None
-                push_service.subscribe(
-                    session, target, f"{standin.url}/push/{n}/{suffix}", browser.p256dh, browser.auth, now
-                )
+                suffix = "gone" if n == 1234 else "missing" if n == 4321 else "ok"
+                items.append((target, f"{standin.url}/push/{n}/{suffix}", browser.p256dh, browser.auth))
+            push_service.subscribe_many(session, items, utcnow())
         started = time.monotonic()
         answer = assert_ok(
             account.call("/v3/coupon/pushnotification/all", campaign=campaign, message="Big sale")

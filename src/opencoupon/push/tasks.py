@@ -6,21 +6,22 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import time
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-import http_ece
-from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import CursorResult, delete, select, update
 
 from opencoupon.kit.clock import utcnow
 from opencoupon.models import PushFanout, PushSubscription
-from opencoupon.push import vapid
+from opencoupon.push import ece, vapid
 from opencoupon.push.service import FANOUT
 from opencoupon.runtime import Runtime
 from opencoupon.webhooks.outbound import Request, outbound_for
 from opencoupon.worker.registry import Retry, task
+
+log = logging.getLogger("opencoupon.push")
 
 CHUNK = 1000
 TTL_SECONDS = 24 * 3600
@@ -30,16 +31,7 @@ SLICE_SECONDS = 20.0
 
 def encrypt(plaintext: bytes, p256dh: str, auth: str) -> bytes:
     """RFC 8291 aes128gcm body for one subscriber (a fresh sender key per message)."""
-    sender = ec.generate_private_key(ec.SECP256R1())
-    return bytes(
-        http_ece.encrypt(
-            plaintext,
-            private_key=sender,
-            dh=vapid.b64url_decode(p256dh),
-            auth_secret=vapid.b64url_decode(auth),
-            version="aes128gcm",
-        )
-    )
+    return ece.encrypt(plaintext, vapid.b64url_decode(p256dh), vapid.b64url_decode(auth))
 
 
 def _origin(url: str) -> str:
@@ -88,6 +80,7 @@ def fanout(runtime: Runtime, payload: dict[str, Any]) -> None:
                 )
             return
         requests = []
+        t0 = time.monotonic()
         for sub in subs:
             headers = {
                 "authorization": signer.authorization(_origin(sub.endpoint)),
@@ -98,6 +91,7 @@ def fanout(runtime: Runtime, payload: dict[str, Any]) -> None:
             }
             body = encrypt(_payload(runtime, job, sub.target_key), sub.p256dh, sub.auth)
             requests.append(Request(sub.endpoint, body, headers))
+        log.debug("fan-out %s: %d encrypted in %.3f s", fanout_id, len(requests), time.monotonic() - t0)
         responses = sender.send_all(requests)
         gone = [sub.id for sub, r in zip(subs, responses, strict=True) if r.status in (404, 410)]
         sent = sum(1 for r in responses if r.success)
