@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.crypto import Keyring
@@ -31,7 +31,7 @@ from opencoupon.models import (
 from opencoupon.runtime import Runtime
 from opencoupon.webhooks import repository, service, signing
 from opencoupon.webhooks.outbound import Request, Response, outbound_for
-from opencoupon.worker.queue import enqueue
+from opencoupon.worker.queue import enqueue_many
 from opencoupon.worker.registry import BatchItems, BatchOutcomes, Retry, batch_task, worker_name
 
 log = logging.getLogger("opencoupon.webhooks")
@@ -99,7 +99,7 @@ def dispatch(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
             session.scalars(select(WebhookPayload.event_id).where(WebhookPayload.event_id.in_(event_ids)))
         )
         bodies: list[dict[str, Any]] = []
-        messages: list[WebhookMessage] = []
+        messages: list[dict[str, Any]] = []
         for event in events:
             targets = [
                 ep
@@ -115,26 +115,25 @@ def dispatch(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
                 if (ep.id, event.id) in existing:
                     continue
                 messages.append(
-                    WebhookMessage(
-                        account_id=ep.account_id,
-                        endpoint_id=ep.id,
-                        event_id=event.id,
-                        status="pending",
-                        attempts=0,
-                        round_attempts=0,
-                        last_error="",
-                        next_attempt_at=now,
-                        created_at=now,
-                        updated_at=now,
-                    )
+                    {
+                        "account_id": ep.account_id,
+                        "endpoint_id": ep.id,
+                        "event_id": event.id,
+                        "status": "pending",
+                        "attempts": 0,
+                        "round_attempts": 0,
+                        "last_error": "",
+                        "next_attempt_at": now,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
                 )
         if bodies:
             session.execute(insert(WebhookPayload), bodies)
         if messages:
-            session.add_all(messages)
-            session.flush()
-            for message in messages:
-                enqueue(session, service.DELIVER, {"message_id": message.id}, run_at=now)
+            table = cast(Table, WebhookMessage.__table__)
+            new_ids = session.execute(insert(table).returning(table.c.id), messages).scalars().all()
+            enqueue_many(session, service.DELIVER, [{"message_id": i} for i in new_ids], run_at=now)
     return {job_id: None for job_id, _ in items}
 
 
@@ -215,56 +214,55 @@ def deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
     successes: set[int] = set()
     failures: set[int] = set()
     gone: set[int] = set()
+    messages = cast(Table, WebhookMessage.__table__)
     with runtime.db.transaction() as session:
+        # Core statements: the ORM's per-statement bookkeeping costs more than the UPDATE here.
+        connection = session.connection()
         for message_id, attempts, reason in abandoned:
-            session.execute(
-                update(WebhookMessage)
-                .where(WebhookMessage.id == message_id, WebhookMessage.attempts == attempts)
+            connection.execute(
+                update(messages)
+                .where(messages.c.id == message_id, messages.c.attempts == attempts)
                 .values(status="failed", last_error=reason[:2000], next_attempt_at=None, updated_at=done_at)
             )
         attempt_rows: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        # Which planned messages are still as we read them (the write lock on SQLite, row locks
+        # on PostgreSQL, keep them so until commit): an attempt another worker already recorded
+        # is not recorded, nor retried, again.
+        current_query = select(messages.c.id, messages.c.attempts).where(
+            messages.c.id.in_([plan.message_id for plan in planned]), messages.c.status == "pending"
+        )
+        if not runtime.db.is_sqlite:
+            current_query = current_query.with_for_update()
+        current = {row[0]: row[1] for row in connection.execute(current_query)} if planned else {}
         for plan, response in zip(planned, responses, strict=True):
+            if current.get(plan.message_id) != plan.attempts:
+                continue
             attempt = plan.attempts + 1
             round_attempts = plan.round_attempts + 1
-            values: dict[str, Any] = {
-                "attempts": attempt,
-                "round_attempts": round_attempts,
-                "last_status_code": response.status or None,
-                "updated_at": done_at,
-            }
+            reason = "" if response.success else _failure_reason(response)[:2000]
             retry_in: float | None = None
             if response.success:
-                values.update(status="succeeded", last_error="", delivered_at=done_at, next_attempt_at=None)
+                status = "succeeded"
+            elif response.status == 410:
+                status = "failed"
             else:
-                reason = _failure_reason(response)
-                values["last_error"] = reason[:2000]
-                if response.status == 410:
-                    retry_in = None
-                elif response.status == 429 and response.retry_after is not None:
+                retry_in = signing.next_delay(settings, round_attempts)
+                if retry_in is not None and response.status == 429 and response.retry_after is not None:
                     retry_in = min(response.retry_after, MAX_RETRY_AFTER.total_seconds())
-                    if signing.next_delay(settings, round_attempts) is None:
-                        retry_in = None
-                else:
-                    retry_in = signing.next_delay(settings, round_attempts)
-                if retry_in is None:
-                    values.update(status="failed", next_attempt_at=None)
-                else:
-                    values["next_attempt_at"] = done_at + dt.timedelta(seconds=retry_in)
-            result = cast(
-                "CursorResult[Any]",
-                session.execute(
-                    update(WebhookMessage)
-                    .where(
-                        WebhookMessage.id == plan.message_id,
-                        WebhookMessage.attempts == plan.attempts,
-                        WebhookMessage.status == "pending",
-                    )
-                    .values(**values)
-                ),
+                status = "failed" if retry_in is None else "pending"
+            updates.append(
+                {
+                    "message_id": plan.message_id,
+                    "new_status": status,
+                    "new_attempts": attempt,
+                    "new_round": round_attempts,
+                    "new_code": response.status or None,
+                    "new_error": reason,
+                    "new_next": None if retry_in is None else done_at + dt.timedelta(seconds=retry_in),
+                    "new_delivered": done_at if response.success else None,
+                }
             )
-            if result.rowcount == 0:
-                # Another worker recorded this attempt already (its lease ran out on us).
-                continue
             attempt_rows.append(
                 {
                     "message_id": plan.message_id,
@@ -273,7 +271,7 @@ def deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
                     "attempt": attempt,
                     "status_code": response.status,
                     "success": response.success,
-                    "error": "" if response.success else _failure_reason(response)[:2000],
+                    "error": reason,
                     "duration_ms": response.duration_ms,
                     "response_body": response.body,
                     "worker": worker,
@@ -287,7 +285,23 @@ def deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
                 if response.status == 410:
                     gone.add(plan.endpoint_id)
             if retry_in is not None:
-                outcomes[plan.job_id] = Retry(dt.timedelta(seconds=retry_in), values["last_error"])
+                outcomes[plan.job_id] = Retry(dt.timedelta(seconds=retry_in), reason)
+        if updates:
+            connection.execute(
+                update(messages)
+                .where(messages.c.id == bindparam("message_id"))
+                .values(
+                    status=bindparam("new_status"),
+                    attempts=bindparam("new_attempts"),
+                    round_attempts=bindparam("new_round"),
+                    last_status_code=bindparam("new_code"),
+                    last_error=bindparam("new_error"),
+                    next_attempt_at=bindparam("new_next"),
+                    delivered_at=func.coalesce(bindparam("new_delivered"), messages.c.delivered_at),
+                    updated_at=done_at,
+                ),
+                updates,
+            )
         if attempt_rows:
             session.execute(insert(WebhookAttempt), attempt_rows)
         _endpoint_health(session, successes, failures, gone, done_at)

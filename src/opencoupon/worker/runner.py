@@ -19,9 +19,9 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Table, and_, bindparam, or_, select, update
 
 from opencoupon.kit.clock import utcnow
 from opencoupon.models import Job
@@ -135,21 +135,53 @@ class Runner:
         return None
 
     def _finish(self, results: list[tuple[Job, BaseException | None]]) -> None:
+        """Record every outcome in one transaction (Core statements: no ORM bookkeeping per row)."""
+        if not results:
+            return
+        table = cast(Table, Job.__table__)
+        done_ids: list[int] = []
+        others: list[dict[str, Any]] = []
+        now = utcnow()
+        for job, outcome in results:
+            if outcome is None:
+                done_ids.append(job.id)
+                continue
+            if isinstance(outcome, _NoHandler):
+                values: dict[str, Any] = {"status": "dead", "last_error": str(outcome), "finished_at": now}
+            else:
+                values = self._outcome_values(job, outcome)
+            others.append(
+                {
+                    "job_id": job.id,
+                    "new_status": values["status"],
+                    "new_run_at": values.get("run_at", job.run_at),
+                    "new_error": values.get("last_error", ""),
+                    "new_finished": values.get("finished_at"),
+                }
+            )
         with self.runtime.db.transaction() as session:
-            for job, outcome in results:
-                if isinstance(outcome, _NoHandler):
-                    values: dict[str, Any] = {
-                        "status": "dead",
-                        "last_error": str(outcome),
-                        "finished_at": utcnow(),
-                    }
-                else:
-                    values = self._outcome_values(job, outcome)
-                # Only the worker holding the lease may finish the job.
-                session.execute(
-                    update(Job)
-                    .where(Job.id == job.id, Job.locked_by == self.name, Job.status == "running")
-                    .values(locked_until=None, **values)
+            connection = session.connection()
+            # Only the worker holding the lease may finish a job.
+            mine = (table.c.locked_by == self.name) & (table.c.status == "running")
+            for start in range(0, len(done_ids), 500):
+                chunk = done_ids[start : start + 500]
+                connection.execute(
+                    update(table)
+                    .where(table.c.id.in_(chunk), mine)
+                    .values(status="done", finished_at=now, last_error="", locked_until=None)
+                )
+            if others:
+                connection.execute(
+                    update(table)
+                    .where(table.c.id == bindparam("job_id"), mine)
+                    .values(
+                        status=bindparam("new_status"),
+                        run_at=bindparam("new_run_at"),
+                        last_error=bindparam("new_error"),
+                        finished_at=bindparam("new_finished"),
+                        locked_until=None,
+                    ),
+                    others,
                 )
 
     def run_job(self, job: Job) -> None:
