@@ -23,6 +23,7 @@ from opencoupon.kit.crypto import Keyring
 from opencoupon.models import (
     Account,
     Event,
+    Job,
     WebhookAttempt,
     WebhookEndpoint,
     WebhookMessage,
@@ -33,6 +34,7 @@ from opencoupon.webhooks import repository, service, signing
 from opencoupon.webhooks.outbound import Request, Response, outbound_for
 from opencoupon.worker.queue import enqueue_many
 from opencoupon.worker.registry import BatchItems, BatchOutcomes, Retry, batch_task, worker_name
+from opencoupon.worker.runner import finish_jobs
 
 log = logging.getLogger("opencoupon.webhooks")
 
@@ -76,6 +78,9 @@ def _field_endpoint(session: Any, keyring: Keyring, account: Account, now: dt.da
 def dispatch(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
     event_ids = [int(payload["event_id"]) for _, payload in items]
     now = utcnow()
+    runner = ""
+    job_ids: list[int] = []
+    payloads: list[dict[str, Any]] = []
     with runtime.db.transaction() as session:
         events = session.scalars(select(Event).where(Event.id.in_(event_ids)).order_by(Event.id)).all()
         account_ids = sorted({e.account_id for e in events})
@@ -133,7 +138,22 @@ def dispatch(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
         if messages:
             table = cast(Table, WebhookMessage.__table__)
             new_ids = session.execute(insert(table).returning(table.c.id), messages).scalars().all()
-            enqueue_many(session, service.DELIVER, [{"message_id": i} for i in new_ids], run_at=now)
+            payloads = [{"message_id": i} for i in new_ids]
+            # Inside a runner, the first attempt follows at once (the jobs start out claimed by
+            # this runner); otherwise the deliveries wait for the next claim.
+            runner = worker_name()
+            lease = dt.timedelta(seconds=runtime.settings.worker_lease_seconds)
+            job_ids = enqueue_many(
+                session, service.DELIVER, payloads, run_at=now, claimed_by=runner, lease=lease
+            )
+    if messages and runner:
+        first = list(zip(job_ids, payloads, strict=True))
+        outcomes = deliver(runtime, first)
+        jobs = [
+            Job(id=job_id, kind=service.DELIVER, attempts=1, max_attempts=10, run_at=now)
+            for job_id, _ in first
+        ]
+        finish_jobs(runtime, runner, [(job, outcomes.get(job.id)) for job in jobs])
     return {job_id: None for job_id, _ in items}
 
 

@@ -56,6 +56,71 @@ def import_task_modules() -> None:
                 raise
 
 
+def outcome_values(job: Job, outcome: BaseException | None) -> dict[str, Any]:
+    if outcome is None:
+        return {"status": "done", "finished_at": utcnow(), "last_error": ""}
+    if isinstance(outcome, Retry):
+        return {"status": "queued", "run_at": utcnow() + outcome.after, "last_error": str(outcome)[:2000]}
+    if job.attempts >= job.max_attempts:
+        return {"status": "dead", "last_error": repr(outcome)[:2000], "finished_at": utcnow()}
+    return {
+        "status": "queued",
+        "run_at": utcnow() + _backoff(job.attempts),
+        "last_error": repr(outcome)[:2000],
+    }
+
+
+def finish_jobs(runtime: Runtime, name: str, results: list[tuple[Job, BaseException | None]]) -> None:
+    """Record every outcome in one transaction (Core statements: no ORM bookkeeping per row)."""
+    if not results:
+        return
+    table = cast(Table, Job.__table__)
+    done_ids: list[int] = []
+    others: list[dict[str, Any]] = []
+    now = utcnow()
+    for job, outcome in results:
+        if outcome is None:
+            done_ids.append(job.id)
+            continue
+        if isinstance(outcome, _NoHandler):
+            values: dict[str, Any] = {"status": "dead", "last_error": str(outcome), "finished_at": now}
+        else:
+            values = outcome_values(job, outcome)
+        others.append(
+            {
+                "job_id": job.id,
+                "new_status": values["status"],
+                "new_run_at": values.get("run_at", job.run_at),
+                "new_error": values.get("last_error", ""),
+                "new_finished": values.get("finished_at"),
+            }
+        )
+    with runtime.db.transaction() as session:
+        connection = session.connection()
+        # Only the worker holding the lease may finish a job.
+        mine = (table.c.locked_by == name) & (table.c.status == "running")
+        for start in range(0, len(done_ids), 500):
+            chunk = done_ids[start : start + 500]
+            connection.execute(
+                update(table)
+                .where(table.c.id.in_(chunk), mine)
+                .values(status="done", finished_at=now, last_error="", locked_until=None)
+            )
+        if others:
+            connection.execute(
+                update(table)
+                .where(table.c.id == bindparam("job_id"), mine)
+                .values(
+                    status=bindparam("new_status"),
+                    run_at=bindparam("new_run_at"),
+                    last_error=bindparam("new_error"),
+                    finished_at=bindparam("new_finished"),
+                    locked_until=None,
+                ),
+                others,
+            )
+
+
 class Runner:
     def __init__(
         self,
@@ -108,19 +173,6 @@ class Runner:
                 session.expunge(job)
             return jobs
 
-    def _outcome_values(self, job: Job, outcome: BaseException | None) -> dict[str, Any]:
-        if outcome is None:
-            return {"status": "done", "finished_at": utcnow(), "last_error": ""}
-        if isinstance(outcome, Retry):
-            return {"status": "queued", "run_at": utcnow() + outcome.after, "last_error": str(outcome)[:2000]}
-        if job.attempts >= job.max_attempts:
-            return {"status": "dead", "last_error": repr(outcome)[:2000], "finished_at": utcnow()}
-        return {
-            "status": "queued",
-            "run_at": utcnow() + _backoff(job.attempts),
-            "last_error": repr(outcome)[:2000],
-        }
-
     def _execute(self, job: Job) -> BaseException | None:
         handler = handler_for(job.kind)
         if handler is None:
@@ -135,54 +187,7 @@ class Runner:
         return None
 
     def _finish(self, results: list[tuple[Job, BaseException | None]]) -> None:
-        """Record every outcome in one transaction (Core statements: no ORM bookkeeping per row)."""
-        if not results:
-            return
-        table = cast(Table, Job.__table__)
-        done_ids: list[int] = []
-        others: list[dict[str, Any]] = []
-        now = utcnow()
-        for job, outcome in results:
-            if outcome is None:
-                done_ids.append(job.id)
-                continue
-            if isinstance(outcome, _NoHandler):
-                values: dict[str, Any] = {"status": "dead", "last_error": str(outcome), "finished_at": now}
-            else:
-                values = self._outcome_values(job, outcome)
-            others.append(
-                {
-                    "job_id": job.id,
-                    "new_status": values["status"],
-                    "new_run_at": values.get("run_at", job.run_at),
-                    "new_error": values.get("last_error", ""),
-                    "new_finished": values.get("finished_at"),
-                }
-            )
-        with self.runtime.db.transaction() as session:
-            connection = session.connection()
-            # Only the worker holding the lease may finish a job.
-            mine = (table.c.locked_by == self.name) & (table.c.status == "running")
-            for start in range(0, len(done_ids), 500):
-                chunk = done_ids[start : start + 500]
-                connection.execute(
-                    update(table)
-                    .where(table.c.id.in_(chunk), mine)
-                    .values(status="done", finished_at=now, last_error="", locked_until=None)
-                )
-            if others:
-                connection.execute(
-                    update(table)
-                    .where(table.c.id == bindparam("job_id"), mine)
-                    .values(
-                        status=bindparam("new_status"),
-                        run_at=bindparam("new_run_at"),
-                        last_error=bindparam("new_error"),
-                        finished_at=bindparam("new_finished"),
-                        locked_until=None,
-                    ),
-                    others,
-                )
+        finish_jobs(self.runtime, self.name, results)
 
     def run_job(self, job: Job) -> None:
         self._finish([(job, self._execute(job))])
