@@ -326,3 +326,22 @@ def test_subaccount_webhook_endpoint_field_receives_its_events(
     _verify(secret, receiver.wait_for(2)[1])
     # The master's own endpoints do not receive the subaccount's events.
     assert all(r.path == "/field" for r in receiver.requests())
+
+
+def test_recover_events_from_before_the_endpoint_existed(
+    account: TestAccount, runtime: Runtime, receiver: Receiver
+) -> None:
+    start = utcnow() - dt.timedelta(seconds=1)
+    earlier = emit(runtime, account.id, n=1)
+    drain(runtime)
+    created = _endpoint(account, receiver.url)
+    resp = account.client.post(
+        f"/v4/webhooks/{created['id']}/replay",
+        json={"since": start.strftime("%Y-%m-%d %H:%M:%S")},
+        headers=account.headers,
+    )
+    assert resp.json()["queued"] == 1
+    drain(runtime)
+    got = receiver.wait_for(1)[0]
+    assert got.event_id == earlier
+    _verify(str(created["secret"]), got)

@@ -15,7 +15,7 @@ from opencoupon.kit import ids
 from opencoupon.kit.crypto import Keyring
 from opencoupon.kit.dates import fmt
 from opencoupon.kit.endpoint import ApiContext
-from opencoupon.models import Account, Event, WebhookEndpoint, WebhookMessage
+from opencoupon.models import Account, Event, WebhookEndpoint, WebhookMessage, WebhookPayload
 from opencoupon.webhooks import repository, signing, ssrf
 from opencoupon.webhooks.schemas import DeliveryQuery, EndpointCreate, EndpointUpdate, Replay, Rotate
 from opencoupon.worker.queue import enqueue
@@ -52,6 +52,9 @@ def signing_secrets(keyring: Keyring, endpoint: WebhookEndpoint, now: dt.datetim
 def queue_delivery(session: Session, endpoint: WebhookEndpoint, event: Event, now: dt.datetime) -> bool:
     """Queue `event` for `endpoint` (a new message, or a replay of an existing one that keeps its
     webhook-id). False when a delivery of it is already pending."""
+    if session.get(WebhookPayload, event.id) is None:
+        # An event that had no endpoint when it happened: its body is written now, once.
+        session.add(WebhookPayload(event_id=event.id, body=signing.build_body(event)))
     found = repository.messages_for(session, endpoint.id, [event.id]).get(event.id)
     if found is None:
         found = WebhookMessage(
