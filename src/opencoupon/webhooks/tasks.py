@@ -148,12 +148,16 @@ def dispatch(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
             )
     if messages and runner:
         first = list(zip(job_ids, payloads, strict=True))
-        outcomes = deliver(runtime, first)
-        jobs = [
-            Job(id=job_id, kind=service.DELIVER, attempts=1, max_attempts=10, run_at=now)
-            for job_id, _ in first
-        ]
-        finish_jobs(runtime, runner, [(job, outcomes.get(job.id)) for job in jobs])
+        try:
+            outcomes = deliver(runtime, first)
+            jobs = [
+                Job(id=job_id, kind=service.DELIVER, attempts=1, max_attempts=10, run_at=now)
+                for job_id, _ in first
+            ]
+            finish_jobs(runtime, runner, [(job, outcomes.get(job.id)) for job in jobs])
+        except Exception:
+            # The fan-out is committed; these jobs are claimed again when their lease runs out.
+            log.exception("first delivery attempt of %d messages failed", len(first))
     return {job_id: None for job_id, _ in items}
 
 
