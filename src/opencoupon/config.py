@@ -51,6 +51,16 @@ class Settings(BaseSettings):
     session_max_age_hours: int = 12
     login_attempts_per_minute: float = 10.0
 
+    # Webhooks and push (docs/webhooks.md). Retry delays in seconds, comma separated; tests and
+    # benchmarks shorten them. Empty: the production schedule (5 s ... 10 h).
+    webhook_retry_delays: str = ""
+    webhook_timeout_seconds: float = 15.0
+    webhook_concurrency: int = 64
+    # A job whose worker died is claimed again once its lease runs out.
+    worker_lease_seconds: float = 60.0
+    # `sub` claim of VAPID tokens: push services contact this address about problems.
+    vapid_subject: str = "mailto:admin@opencoupon.invalid"
+
     @property
     def public_base_url(self) -> str:
         return self.base_url.rstrip("/")

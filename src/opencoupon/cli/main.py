@@ -12,6 +12,7 @@ import typer
 
 from opencoupon.config import get_settings
 from opencoupon.distribution.cli import send_app
+from opencoupon.push.cli import vapid_app
 from opencoupon.singleuse.cli import app as singleuse_app
 
 if TYPE_CHECKING:
@@ -21,8 +22,9 @@ app = typer.Typer(help="OpenCoupon: coupons, loyalty cards and directories.", no
 account_app = typer.Typer(help="Accounts and their API credentials.", no_args_is_help=True)
 app.add_typer(account_app, name="account")
 app.add_typer(send_app, name="send")
-
 app.add_typer(singleuse_app, name="singleuse")
+
+app.add_typer(vapid_app, name="vapid")
 
 
 def _runtime() -> Runtime:

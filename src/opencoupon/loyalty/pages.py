@@ -159,7 +159,7 @@ def _card_context(
         "qr_svg": _qr_svg(staff_url),
         "staff_url": staff_url,
         "can_stamp": bool(card.pin_digest) and card.active and not holder.voided,
-        "push_target": {"kind": "loyalty_holder", "code": str(holder.id)},
+        "push_target": {"kind": "loyalty_holder", "code": holder.token},
     }
 
 

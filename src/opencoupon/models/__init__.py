@@ -17,6 +17,8 @@ from opencoupon.models.loyalty import (
     LoyaltyReward,
     LoyaltyRewardGrant,
 )
+from opencoupon.models.push import PushFanout, PushSubscription, VapidKey
+from opencoupon.models.webhook import WebhookAttempt, WebhookEndpoint, WebhookMessage, WebhookPayload
 
 __all__ = [
     "Account",
@@ -39,6 +41,13 @@ __all__ = [
     "LoyaltyReward",
     "LoyaltyRewardGrant",
     "OneTimeToken",
+    "PushFanout",
+    "PushSubscription",
     "SmsIntegration",
     "Validation",
+    "VapidKey",
+    "WebhookAttempt",
+    "WebhookEndpoint",
+    "WebhookMessage",
+    "WebhookPayload",
 ]

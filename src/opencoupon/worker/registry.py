@@ -1,10 +1,16 @@
 """Job kinds and their handlers. A handler gets the runtime and the job payload, and either
 returns (done), raises Retry(after) to run again later, or raises any other exception (retried
-with backoff until max_attempts, then dead)."""
+with backoff until max_attempts, then dead).
+
+A batch handler (`@batch_task(kind)`) gets every claimed job of its kind at once, as
+`[(job_id, payload), ...]`, and answers an outcome per job ID: None (done), a Retry, or another
+exception. Webhook and push deliveries use it: one database round trip and one asyncio gather for
+the whole batch instead of one of each per job."""
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -12,8 +18,13 @@ if TYPE_CHECKING:
     from opencoupon.runtime import Runtime
 
 JobHandler = Callable[["Runtime", dict[str, Any]], None]
+BatchItems = list[tuple[int, dict[str, Any]]]
+BatchOutcomes = dict[int, BaseException | None]
+BatchHandler = Callable[["Runtime", BatchItems], BatchOutcomes]
 
 _handlers: dict[str, JobHandler] = {}
+_batch_handlers: dict[str, BatchHandler] = {}
+_current = threading.local()
 
 
 class Retry(Exception):
@@ -30,5 +41,26 @@ def task(kind: str) -> Callable[[JobHandler], JobHandler]:
     return register
 
 
+def batch_task(kind: str) -> Callable[[BatchHandler], BatchHandler]:
+    def register(fn: BatchHandler) -> BatchHandler:
+        _batch_handlers[kind] = fn
+        return fn
+
+    return register
+
+
 def handler_for(kind: str) -> JobHandler | None:
     return _handlers.get(kind)
+
+
+def batch_handler_for(kind: str) -> BatchHandler | None:
+    return _batch_handlers.get(kind)
+
+
+def set_worker_name(name: str) -> None:
+    _current.name = name
+
+
+def worker_name() -> str:
+    """The name of the runner running the current job (for logs kept with the job's work)."""
+    return str(getattr(_current, "name", ""))

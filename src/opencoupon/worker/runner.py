@@ -1,35 +1,47 @@
 """The job runner: claims due jobs with a lease, runs them, retries with backoff.
 
 On PostgreSQL, claims use FOR UPDATE SKIP LOCKED so several `opencoupon worker` processes share
-one table. A job whose lease ran out (its worker died) is claimed again.
+one table. A job whose lease ran out (its worker died) is claimed again. Jobs of a kind with a
+batch handler (webhook and push deliveries) are handed over together; the others run on a thread
+pool. Every outcome of one round is written back in one transaction.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import os
 import random
 import socket
 import threading
+from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Table, and_, bindparam, or_, select, update
 
 from opencoupon.kit.clock import utcnow
 from opencoupon.models import Job
 from opencoupon.runtime import Runtime
-from opencoupon.worker.registry import Retry, handler_for
+from opencoupon.worker.registry import Retry, batch_handler_for, handler_for, set_worker_name
 
 log = logging.getLogger("opencoupon.worker")
 
 LEASE = dt.timedelta(seconds=60)
 
+Unit = Callable[[], list[tuple[Job, BaseException | None]]]
+
 
 def _backoff(attempts: int) -> dt.timedelta:
     base = min(3600.0, 2.0 ** min(attempts, 12))
     return dt.timedelta(seconds=base * random.uniform(0.8, 1.2))
+
+
+class _NoHandler(Exception):
+    pass
 
 
 def import_task_modules() -> None:
@@ -44,18 +56,95 @@ def import_task_modules() -> None:
                 raise
 
 
+def outcome_values(job: Job, outcome: BaseException | None) -> dict[str, Any]:
+    if outcome is None:
+        return {"status": "done", "finished_at": utcnow(), "last_error": ""}
+    if isinstance(outcome, Retry):
+        return {"status": "queued", "run_at": utcnow() + outcome.after, "last_error": str(outcome)[:2000]}
+    if job.attempts >= job.max_attempts:
+        return {"status": "dead", "last_error": repr(outcome)[:2000], "finished_at": utcnow()}
+    return {
+        "status": "queued",
+        "run_at": utcnow() + _backoff(job.attempts),
+        "last_error": repr(outcome)[:2000],
+    }
+
+
+def finish_jobs(runtime: Runtime, name: str, results: list[tuple[Job, BaseException | None]]) -> None:
+    """Record every outcome in one transaction (Core statements: no ORM bookkeeping per row)."""
+    if not results:
+        return
+    table = cast(Table, Job.__table__)
+    done_ids: list[int] = []
+    others: list[dict[str, Any]] = []
+    now = utcnow()
+    for job, outcome in results:
+        if outcome is None:
+            done_ids.append(job.id)
+            continue
+        if isinstance(outcome, _NoHandler):
+            values: dict[str, Any] = {"status": "dead", "last_error": str(outcome), "finished_at": now}
+        else:
+            values = outcome_values(job, outcome)
+        others.append(
+            {
+                "job_id": job.id,
+                "new_status": values["status"],
+                "new_run_at": values.get("run_at", job.run_at),
+                "new_error": values.get("last_error", ""),
+                "new_finished": values.get("finished_at"),
+            }
+        )
+    with runtime.db.transaction() as session:
+        connection = session.connection()
+        # Only the worker holding the lease may finish a job.
+        mine = (table.c.locked_by == name) & (table.c.status == "running")
+        for start in range(0, len(done_ids), 500):
+            chunk = done_ids[start : start + 500]
+            connection.execute(
+                update(table)
+                .where(table.c.id.in_(chunk), mine)
+                .values(status="done", finished_at=now, last_error="", locked_until=None)
+            )
+        if others:
+            connection.execute(
+                update(table)
+                .where(table.c.id == bindparam("job_id"), mine)
+                .values(
+                    status=bindparam("new_status"),
+                    run_at=bindparam("new_run_at"),
+                    last_error=bindparam("new_error"),
+                    finished_at=bindparam("new_finished"),
+                    locked_until=None,
+                ),
+                others,
+            )
+
+
 class Runner:
-    def __init__(self, runtime: Runtime, *, concurrency: int = 8, batch: int = 64, poll: float = 0.2) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        concurrency: int = 8,
+        batch: int = 128,
+        poll: float = 0.2,
+        max_inflight: int | None = None,
+    ) -> None:
         self.runtime = runtime
-        self.name = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"[-64:]
         self.concurrency = concurrency
         self.batch = batch
         self.poll = poll
+        seconds = getattr(runtime.settings, "worker_lease_seconds", LEASE.total_seconds())
+        self.lease = dt.timedelta(seconds=seconds)
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._pool: ThreadPoolExecutor | None = None
+        self.max_inflight = max_inflight or batch * 4
         import_task_modules()
 
-    def claim(self) -> list[Job]:
+    def claim(self, limit: int | None = None) -> list[Job]:
         now = utcnow()
         db = self.runtime.db
         with db.transaction() as session:
@@ -63,7 +152,7 @@ class Runner:
                 and_(Job.status == "queued", Job.run_at <= now),
                 and_(Job.status == "running", Job.locked_until < now),
             )
-            query = select(Job.id).where(due).order_by(Job.run_at).limit(self.batch)
+            query = select(Job.id).where(due).order_by(Job.run_at).limit(limit or self.batch)
             if not db.is_sqlite:
                 query = query.with_for_update(skip_locked=True)
             ids = list(session.scalars(query))
@@ -73,7 +162,10 @@ class Runner:
                 update(Job)
                 .where(Job.id.in_(ids))
                 .values(
-                    status="running", locked_by=self.name, locked_until=now + LEASE, attempts=Job.attempts + 1
+                    status="running",
+                    locked_by=self.name,
+                    locked_until=now + self.lease,
+                    attempts=Job.attempts + 1,
                 )
             )
             jobs = list(session.scalars(select(Job).where(Job.id.in_(ids))))
@@ -81,52 +173,108 @@ class Runner:
                 session.expunge(job)
             return jobs
 
-    def run_job(self, job: Job) -> None:
+    def _execute(self, job: Job) -> BaseException | None:
         handler = handler_for(job.kind)
-        now = utcnow()
-        values: dict[str, object]
         if handler is None:
-            values = {
-                "status": "dead",
-                "last_error": f"no handler for job kind {job.kind}",
-                "finished_at": now,
-            }
-        else:
-            try:
-                handler(self.runtime, json.loads(job.payload))
-                values = {"status": "done", "finished_at": utcnow(), "last_error": ""}
-            except Retry as retry:
-                values = {
-                    "status": "queued",
-                    "run_at": utcnow() + retry.after,
-                    "last_error": str(retry)[:2000],
-                }
-            except Exception as exc:
+            return _NoHandler(f"no handler for job kind {job.kind}")
+        set_worker_name(self.name)
+        try:
+            handler(self.runtime, json.loads(job.payload))
+        except Exception as exc:
+            if not isinstance(exc, Retry):
                 log.exception("job %s (%s) failed", job.id, job.kind)
-                if job.attempts >= job.max_attempts:
-                    values = {"status": "dead", "last_error": repr(exc)[:2000], "finished_at": utcnow()}
-                else:
-                    values = {
-                        "status": "queued",
-                        "run_at": utcnow() + _backoff(job.attempts),
-                        "last_error": repr(exc)[:2000],
-                    }
-        with self.runtime.db.transaction() as session:
-            # Only the worker holding the lease may finish the job.
-            session.execute(
-                update(Job)
-                .where(Job.id == job.id, Job.locked_by == self.name, Job.status == "running")
-                .values(locked_until=None, **values)
-            )
+            return exc
+        return None
+
+    def _finish(self, results: list[tuple[Job, BaseException | None]]) -> None:
+        finish_jobs(self.runtime, self.name, results)
+
+    def run_job(self, job: Job) -> None:
+        self._finish([(job, self._execute(job))])
+
+    def _run_batch(self, kind: str, jobs: list[Job]) -> list[tuple[Job, BaseException | None]]:
+        handler = batch_handler_for(kind)
+        assert handler is not None
+        set_worker_name(self.name)
+        try:
+            outcomes = handler(self.runtime, [(job.id, json.loads(job.payload)) for job in jobs])
+        except Exception as exc:
+            log.exception("batch of %d %s jobs failed", len(jobs), kind)
+            return [(job, exc) for job in jobs]
+        return [(job, outcomes.get(job.id)) for job in jobs]
+
+    def _units(self, jobs: list[Job]) -> list[tuple[int, Unit]]:
+        """Units of work with their job counts: one per batch kind present, one per other job."""
+        by_kind: dict[str, list[Job]] = defaultdict(list)
+        for job in jobs:
+            by_kind[job.kind].append(job)
+        units: list[tuple[int, Unit]] = []
+        for kind, group in by_kind.items():
+            if batch_handler_for(kind) is not None:
+                units.append((len(group), functools.partial(self._run_batch, kind, group)))
+            else:
+                units.extend((1, functools.partial(self._run_single, job)) for job in group)
+        return units
+
+    def _run_single(self, job: Job) -> list[tuple[Job, BaseException | None]]:
+        return [(job, self._execute(job))]
+
+    def _get_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="job")
+        return self._pool
 
     def run_once(self) -> int:
-        """Claim and run one batch; the number of jobs run."""
+        """Claim and run one batch, and wait for it; the number of jobs run."""
         jobs = self.claim()
         if not jobs:
             return 0
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            list(pool.map(self.run_job, jobs))
+        pool = self._get_pool()
+        futures = [pool.submit(unit) for _, unit in self._units(jobs)]
+        results: list[tuple[Job, BaseException | None]] = []
+        for future in futures:
+            results.extend(future.result())
+        self._finish(results)
         return len(jobs)
+
+    def _run_and_finish(self, unit: Unit) -> None:
+        try:
+            self._finish(unit())
+        except Exception:
+            # The leases run out and the jobs are claimed again: nothing is lost.
+            log.exception("could not run or record a unit of jobs")
+
+    def _pipeline(self) -> None:
+        """Keep claiming while earlier batches are still in flight (a batch waiting on a slow
+        receiver does not hold up the next one), up to `max_inflight` jobs."""
+        pool = self._get_pool()
+        inflight = 0
+        lock = threading.Lock()
+
+        def finished(count: int) -> None:
+            nonlocal inflight
+            with lock:
+                inflight -= count
+            self._wake.set()
+
+        while not self._stop.is_set():
+            with lock:
+                room = self.max_inflight - inflight
+            jobs: list[Job] = []
+            if room > 0:
+                try:
+                    jobs = self.claim(min(self.batch, room))
+                except Exception:
+                    log.exception("worker loop error")
+            if not jobs:
+                self._wake.wait(self.poll)
+                self._wake.clear()
+                continue
+            with lock:
+                inflight += len(jobs)
+            for count, unit in self._units(jobs):
+                future = pool.submit(self._run_and_finish, unit)
+                future.add_done_callback(functools.partial(lambda n, _f: finished(n), count))
 
     def run_until_idle(self, max_rounds: int = 1000) -> int:
         total = 0
@@ -144,16 +292,16 @@ class Runner:
         self._stop.set()
         self._wake.set()
 
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
     def run_forever(self) -> None:
-        while not self._stop.is_set():
-            try:
-                ran = self.run_once()
-            except Exception:
-                log.exception("worker loop error")
-                ran = 0
-            if ran == 0:
-                self._wake.wait(self.poll)
-                self._wake.clear()
+        try:
+            self._pipeline()
+        finally:
+            self.close()
 
     def start_thread(self) -> threading.Thread:
         thread = threading.Thread(target=self.run_forever, name="opencoupon-worker", daemon=True)

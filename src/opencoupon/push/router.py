@@ -1,0 +1,135 @@
+"""Push calls of the vendor API, fan-out progress, and the browser-facing subscription routes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from starlette.requests import Request
+
+from opencoupon.errors import ApiError, bad_value
+from opencoupon.kit.clock import utcnow
+from opencoupon.kit.endpoint import ApiContext, v3_endpoint, v4_endpoint
+from opencoupon.kit.params import NoParams
+from opencoupon.push import service, targets, vapid
+from opencoupon.push.schemas import CouponPushAll, CouponPushSingle, LoyaltyPushAll, LoyaltyPushSingle
+from opencoupon.runtime import Runtime
+
+router = APIRouter(tags=["Push notifications"])
+browser = APIRouter(include_in_schema=False)
+routers = [router, browser]
+
+MAX_SUBSCRIPTION_BYTES = 8192
+
+
+@v3_endpoint(
+    router, ["/v3/coupon/pushnotification/single"], CouponPushSingle, summary="Push to one coupon session"
+)
+def coupon_single(ctx: ApiContext, req: CouponPushSingle) -> dict[str, Any]:
+    """`message` to every browser subscribed on the session's page (`couponsession`: 21-character
+    code or its 6-character short form). 505 when the session is not in the campaign."""
+    group = targets.campaign(ctx, req.campaign)
+    key = targets.coupon_session(ctx, group, req.couponsession)
+    return service.answer(ctx, service.queue_fanout(ctx, group, req.message, key))
+
+
+@v3_endpoint(router, ["/v3/coupon/pushnotification/all"], CouponPushAll, summary="Push to a whole campaign")
+def coupon_all(ctx: ApiContext, req: CouponPushAll) -> dict[str, Any]:
+    """`message` to every subscribed session of the campaign; answers the number queued and the
+    fan-out's ID (progress at `GET /v4/push/fanouts/{id}`)."""
+    group = targets.campaign(ctx, req.campaign)
+    return service.answer(ctx, service.queue_fanout(ctx, group, req.message))
+
+
+@v3_endpoint(
+    router, ["/v3/loyalty/pushnotification/single"], LoyaltyPushSingle, summary="Push to one card holder"
+)
+def loyalty_single(ctx: ApiContext, req: LoyaltyPushSingle) -> dict[str, Any]:
+    group = targets.loyalty_card(ctx, req.loyaltycard)
+    key = targets.loyalty_holder(ctx, group, req.user)
+    return service.answer(ctx, service.queue_fanout(ctx, group, req.message, key))
+
+
+@v3_endpoint(
+    router, ["/v3/loyalty/pushnotification/all"], LoyaltyPushAll, summary="Push to every card holder"
+)
+def loyalty_all(ctx: ApiContext, req: LoyaltyPushAll) -> dict[str, Any]:
+    group = targets.loyalty_card(ctx, req.loyaltycard)
+    return service.answer(ctx, service.queue_fanout(ctx, group, req.message))
+
+
+@v4_endpoint(router, "GET", "/v4/push/fanouts/{id}", NoParams, summary="Progress of a push notification")
+def fanout_progress(ctx: ApiContext, req: NoParams) -> dict[str, Any]:
+    """`queued`, `sent`, `failed` and `removed` (subscriptions the push service said are gone)."""
+    return service.to_public(service.get_fanout(ctx, ctx.path_params["id"]))
+
+
+# ---- browser side ------------------------------------------------------------------------------------
+
+
+@browser.get("/push/vapid-public-key")
+async def public_key(request: Request) -> JSONResponse:
+    """The application server key for `pushManager.subscribe()`."""
+    runtime: Runtime = request.app.state.runtime
+    key = await run_in_threadpool(vapid.public_key, runtime)
+    return JSONResponse({"publicKey": key}, headers={"Cache-Control": "public, max-age=3600"})
+
+
+async def _subscription_body(request: Request) -> tuple[str, str, str, str, str]:
+    raw = await request.body()
+    if len(raw) > MAX_SUBSCRIPTION_BYTES:
+        raise ApiError(413, "Request body too large.", http_status=413)
+    try:
+        body = json.loads(raw or b"{}")
+        target = body["target"]
+        sub = body["subscription"]
+        kind, code = str(target["kind"]), str(target["code"])
+        endpoint = str(sub["endpoint"])
+        keys = sub.get("keys") or {}
+        p256dh, auth = str(keys.get("p256dh", "")), str(keys.get("auth", ""))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ApiError(300, "Invalid request: expected {target: {kind, code}, subscription}.") from None
+    if kind not in targets.KINDS:
+        raise bad_value("target", "Unknown kind.")
+    return kind, code, endpoint, p256dh, auth
+
+
+@browser.post("/push/subscriptions")
+async def subscribe(request: Request) -> JSONResponse:
+    """Called by the opt-in script with the browser's PushSubscription."""
+    runtime: Runtime = request.app.state.runtime
+    kind, code, endpoint, p256dh, auth = await _subscription_body(request)
+    try:
+        service.check_subscription(
+            endpoint, p256dh, auth, allow_private=runtime.settings.allow_private_webhooks
+        )
+    except service.BadSubscription as exc:
+        raise bad_value("subscription", str(exc)) from None
+
+    def store() -> bool:
+        with runtime.db.transaction() as session:
+            target = targets.subscriber(session, kind, code)
+            if target is None:
+                return False
+            service.subscribe(session, target, endpoint, p256dh, auth, utcnow())
+            return True
+
+    if not await run_in_threadpool(store):
+        raise ApiError(404, "Nothing to subscribe to at this code.", http_status=404)
+    return JSONResponse({"subscribed": True}, status_code=201)
+
+
+@browser.delete("/push/subscriptions")
+async def unsubscribe(request: Request) -> JSONResponse:
+    runtime: Runtime = request.app.state.runtime
+    kind, code, endpoint, _, _ = await _subscription_body(request)
+
+    def remove() -> int:
+        with runtime.db.transaction() as session:
+            target = targets.subscriber(session, kind, code)
+            return 0 if target is None else service.unsubscribe(session, target.kind, target.key, endpoint)
+
+    return JSONResponse({"removed": await run_in_threadpool(remove)})

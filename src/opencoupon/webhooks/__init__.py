@@ -1,0 +1,1 @@
+"""Webhook endpoints, signed deliveries with retries, replay, and event verification."""

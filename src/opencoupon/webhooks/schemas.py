@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from opencoupon.kit.params import Str, StrList, V3Request
+
+
+class EndpointCreate(V3Request):
+    url: Str
+    events: StrList
+    description: Str | None = None
+    enabled: bool | None = None
+    # A master account may register an endpoint for one of its subaccounts.
+    subaccount: Str | None = None
+
+
+class EndpointUpdate(V3Request):
+    url: Str | None = None
+    events: StrList | None = None
+    description: Str | None = None
+    enabled: bool | None = None
+
+
+class Rotate(V3Request):
+    # How long the previous secret keeps signing alongside the new one.
+    grace_hours: int | None = None
+
+
+class DeliveryQuery(V3Request):
+    event: Str | None = None
+    limit: int | None = None
+    before: Str | None = None
+
+
+class Replay(V3Request):
+    event: Str | None = None
+    since: Str | None = None
+
+
+class Verification(V3Request):
+    webhook: Str
+    session: Str | None = None

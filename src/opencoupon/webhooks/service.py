@@ -1,0 +1,302 @@
+"""Webhook endpoints (per account and subaccount), rotation, delivery log, replay, verification."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from opencoupon.accounts import repository as accounts_repo
+from opencoupon.errors import ApiError, bad_value, not_allowed
+from opencoupon.events.service import EVENT_TYPES
+from opencoupon.kit import ids
+from opencoupon.kit.crypto import Keyring
+from opencoupon.kit.dates import fmt
+from opencoupon.kit.endpoint import ApiContext
+from opencoupon.models import Account, Event, WebhookEndpoint, WebhookMessage, WebhookPayload
+from opencoupon.webhooks import repository, signing, ssrf
+from opencoupon.webhooks.schemas import DeliveryQuery, EndpointCreate, EndpointUpdate, Replay, Rotate
+from opencoupon.worker.queue import enqueue
+
+PREFIX = "whe_"
+ENDPOINT_NOT_FOUND = ApiError(509, "Webhook not found.")
+EVENT_NOT_FOUND = ApiError(509, "Webhook not found.")
+EVENT_ID = re.compile(r"^evt_[A-Za-z0-9]{20}$")
+DELIVER = "webhook.deliver"
+DEFAULT_GRACE_HOURS = 24
+MAX_GRACE_HOURS = 24 * 7
+
+
+# ---- shared with the delivery tasks -------------------------------------------------------------
+
+
+def wants(endpoint: WebhookEndpoint, event_type: str) -> bool:
+    types = endpoint.events.split(",")
+    return "*" in types or event_type in types
+
+
+def signing_secrets(keyring: Keyring, endpoint: WebhookEndpoint, now: dt.datetime) -> list[str]:
+    """The current secret, plus the previous one while its rotation grace period lasts."""
+    found = [keyring.decrypt(endpoint.secret_encrypted)]
+    if (
+        endpoint.old_secret_encrypted
+        and endpoint.old_secret_expires_at is not None
+        and endpoint.old_secret_expires_at > now
+    ):
+        found.append(keyring.decrypt(endpoint.old_secret_encrypted))
+    return [s for s in found if s]
+
+
+def queue_delivery(session: Session, endpoint: WebhookEndpoint, event: Event, now: dt.datetime) -> bool:
+    """Queue `event` for `endpoint` (a new message, or a replay of an existing one that keeps its
+    webhook-id). False when a delivery of it is already pending."""
+    if session.get(WebhookPayload, event.id) is None:
+        # An event that had no endpoint when it happened: its body is written now, once.
+        session.add(WebhookPayload(event_id=event.id, body=signing.build_body(event)))
+    found = repository.messages_for(session, endpoint.id, [event.id]).get(event.id)
+    if found is None:
+        found = WebhookMessage(
+            account_id=endpoint.account_id,
+            endpoint_id=endpoint.id,
+            event_id=event.id,
+            status="pending",
+            attempts=0,
+            round_attempts=0,
+            last_error="",
+            next_attempt_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(found)
+        session.flush()
+    elif found.status == "pending":
+        return False
+    else:
+        found.status = "pending"
+        found.round_attempts = 0
+        found.next_attempt_at = now
+        found.updated_at = now
+    enqueue(session, DELIVER, {"message_id": found.id}, run_at=now)
+    return True
+
+
+# ---- API ------------------------------------------------------------------------------------------
+
+
+def to_public(endpoint: WebhookEndpoint, ctx: ApiContext) -> dict[str, Any]:
+    now = ctx.now
+    rotating = endpoint.old_secret_expires_at if endpoint.old_secret_encrypted else None
+    return {
+        "id": f"{PREFIX}{endpoint.id}",
+        "subaccount": "" if endpoint.account_id == ctx.account.id else f"sub_{endpoint.account_id}",
+        "url": endpoint.url,
+        "events": endpoint.events.split(","),
+        "description": endpoint.description,
+        "source": endpoint.source,
+        "enabled": endpoint.enabled,
+        "disabled_reason": endpoint.disabled_reason,
+        "disabled_at": fmt(endpoint.disabled_at),
+        "failing_since": fmt(endpoint.failing_since),
+        "last_success_at": fmt(endpoint.last_success_at),
+        "previous_secret_expires_at": fmt(rotating) if rotating and rotating > now else "",
+        "created_at": fmt(endpoint.created_at),
+        "updated_at": fmt(endpoint.updated_at),
+    }
+
+
+def _check_url(ctx: ApiContext, url: str) -> str:
+    try:
+        ssrf.check_url(url, allow_private=ctx.runtime.settings.allow_private_webhooks)
+    except ssrf.UnsafeTarget as exc:
+        raise bad_value("url", f"{exc}.") from None
+    return url
+
+
+def _check_events(events: list[str]) -> str:
+    if not events:
+        raise ApiError(200, "Missing parameter: events")
+    allowed = [*EVENT_TYPES, "*"]
+    for name in events:
+        if name not in allowed:
+            raise not_allowed("events", allowed)
+    return ",".join(dict.fromkeys(events))
+
+
+def _owner(ctx: ApiContext, subaccount: str | None) -> Account:
+    if not subaccount:
+        return ctx.account
+    not_found = ApiError(510, "Subaccount ID not correct.")
+    if ctx.account.parent_id is not None:
+        raise not_found
+    sub_id = ids.parse_public_id(subaccount, "sub_", "subaccount", not_found)
+    sub = accounts_repo.subaccount(ctx.session, ctx.account.id, sub_id)
+    if sub is None:
+        raise not_found
+    return sub
+
+
+def get(ctx: ApiContext, raw_id: str) -> WebhookEndpoint:
+    endpoint_id = ids.parse_public_id(raw_id, PREFIX, "id", ENDPOINT_NOT_FOUND)
+    found = repository.endpoint(ctx.session, ctx.scope(WebhookEndpoint.account_id), endpoint_id)
+    if found is None:
+        raise ENDPOINT_NOT_FOUND
+    return found
+
+
+def create(ctx: ApiContext, req: EndpointCreate) -> dict[str, Any]:
+    owner = _owner(ctx, req.subaccount)
+    url = _check_url(ctx, req.url)
+    events = _check_events(req.events)
+    secret = signing.new_secret()
+    endpoint = WebhookEndpoint(
+        account_id=owner.id,
+        url=url,
+        description=(req.description or "")[:200],
+        events=events,
+        source="api",
+        enabled=req.enabled is not False,
+        disabled_reason="",
+        secret_encrypted=ctx.runtime.keyring.encrypt(secret),
+        created_at=ctx.now,
+        updated_at=ctx.now,
+    )
+    ctx.session.add(endpoint)
+    ctx.session.flush()
+    # The secret is shown here and on rotation only; at rest it is encrypted.
+    return {**to_public(endpoint, ctx), "secret": secret}
+
+
+def update(ctx: ApiContext, req: EndpointUpdate) -> dict[str, Any]:
+    endpoint = get(ctx, ctx.path_params["id"])
+    if req.url is not None:
+        if endpoint.source == "account_field":
+            raise bad_value("url", "This endpoint follows the subaccount's webhook_endpoint field.")
+        endpoint.url = _check_url(ctx, req.url)
+    if req.events is not None:
+        endpoint.events = _check_events(req.events)
+    if req.description is not None:
+        endpoint.description = req.description[:200]
+    if req.enabled is not None:
+        endpoint.enabled = req.enabled
+        if req.enabled:
+            endpoint.disabled_reason = ""
+            endpoint.disabled_at = None
+            endpoint.failing_since = None
+        else:
+            endpoint.disabled_reason = "Disabled through the API."
+            endpoint.disabled_at = ctx.now
+    endpoint.updated_at = ctx.now
+    return to_public(endpoint, ctx)
+
+
+def delete(ctx: ApiContext) -> dict[str, Any]:
+    endpoint = get(ctx, ctx.path_params["id"])
+    if endpoint.source == "account_field":
+        raise ApiError(
+            308, "This endpoint follows the subaccount's webhook_endpoint field: clear that field."
+        )
+    ctx.session.delete(endpoint)
+    return {"id": f"{PREFIX}{endpoint.id}", "deleted": True}
+
+
+def rotate(ctx: ApiContext, req: Rotate) -> dict[str, Any]:
+    endpoint = get(ctx, ctx.path_params["id"])
+    hours = DEFAULT_GRACE_HOURS if req.grace_hours is None else req.grace_hours
+    if not 0 <= hours <= MAX_GRACE_HOURS:
+        raise bad_value("grace_hours", f"Between 0 and {MAX_GRACE_HOURS}.")
+    secret = signing.new_secret()
+    endpoint.old_secret_encrypted = endpoint.secret_encrypted
+    endpoint.old_secret_expires_at = ctx.now + dt.timedelta(hours=hours)
+    endpoint.secret_encrypted = ctx.runtime.keyring.encrypt(secret)
+    endpoint.updated_at = ctx.now
+    return {**to_public(endpoint, ctx), "secret": secret}
+
+
+def deliveries(ctx: ApiContext, req: DeliveryQuery) -> list[dict[str, Any]]:
+    endpoint = get(ctx, ctx.path_params["id"])
+    limit = 50 if req.limit is None else req.limit
+    if not 1 <= limit <= 500:
+        raise bad_value("limit", "Between 1 and 500.")
+    event_id = None
+    if req.event:
+        event = _event(ctx, req.event)
+        event_id = event.id
+    before = None
+    if req.before:
+        before = ids.parse_public_id(req.before, "att_", "before", bad_value("before"))
+    rows = repository.attempts(ctx.session, endpoint.id, event_id=event_id, before=before, limit=limit)
+    return [
+        {
+            "id": f"att_{attempt.id}",
+            "event": public_id,
+            "type": type_,
+            "attempt": attempt.attempt,
+            "status_code": attempt.status_code,
+            "success": attempt.success,
+            "error": attempt.error,
+            "duration_ms": attempt.duration_ms,
+            "response": attempt.response_body,
+            "date": fmt(attempt.created_at),
+        }
+        for attempt, public_id, type_ in rows
+    ]
+
+
+def _event(ctx: ApiContext, raw: str) -> Event:
+    if not raw.startswith("evt_"):
+        raise ApiError(301, "Invalid character in parameter: webhook.")
+    if not EVENT_ID.match(raw):
+        raise EVENT_NOT_FOUND
+    found = repository.event_by_public_id(ctx.session, ctx.scope(Event.account_id), raw)
+    if found is None:
+        raise EVENT_NOT_FOUND
+    return found
+
+
+def _since(raw: str) -> dt.datetime:
+    text = raw.strip().replace("T", " ").removesuffix("Z")
+    for f in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
+        try:
+            return dt.datetime.strptime(text, f)
+        except ValueError:
+            continue
+    raise ApiError(303, "Invalid format in parameter: since. Required format: yyyy-MM-dd HH:mm:ss")
+
+
+def replay(ctx: ApiContext, req: Replay) -> dict[str, Any]:
+    """Send one event again, or every event since a time, to this endpoint: the same webhook-id
+    and body as the first time."""
+    endpoint = get(ctx, ctx.path_params["id"])
+    if not endpoint.enabled:
+        raise ApiError(308, "The endpoint is disabled; enable it first.")
+    if req.event:
+        event = _event(ctx, req.event)
+        if event.account_id != endpoint.account_id:
+            raise EVENT_NOT_FOUND
+        queued = 1 if queue_delivery(ctx.session, endpoint, event, ctx.now) else 0
+        return {"endpoint": f"{PREFIX}{endpoint.id}", "queued": queued}
+    if not req.since:
+        raise ApiError(200, "Missing parameter: event or since")
+    since = _since(req.since)
+    queued = 0
+    for event in repository.events_since(ctx.session, endpoint.account_id, since):
+        if wants(endpoint, event.type) and queue_delivery(ctx.session, endpoint, event, ctx.now):
+            queued += 1
+    return {"endpoint": f"{PREFIX}{endpoint.id}", "since": fmt(since), "queued": queued}
+
+
+def verify(ctx: ApiContext, webhook: str, session_code: str | None) -> dict[str, Any]:
+    """The vendor's authenticity check: is this event one of the caller's?"""
+    event = _event(ctx, webhook)
+    if session_code and session_code != event.session:
+        raise EVENT_NOT_FOUND
+    return {
+        "result": "valid",
+        "webhook": event.public_id,
+        "date": fmt(event.created_at),
+        "campaign": event.campaign,
+        "session": event.session,
+        "type": event.type,
+    }

@@ -1,0 +1,195 @@
+"""SSRF guard for webhook and push targets (reference: reliability-performance.md §4.6).
+
+A target URL must be https (http only when private targets are allowed), carry no userinfo, and
+every address its host resolves to must be public. The check runs at registration and again when
+connecting: `GuardedResolver` is the resolver of the outbound HTTP client, so the addresses it
+checked are the ones the connection uses (no second lookup for DNS rebinding to win), and IP
+literals are checked before any request. Redirects are never followed (see webhooks.outbound).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import SplitResult, urlsplit
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Everything `is_global` misses or that embeds another address (reference §4.6).
+_BLOCKED_NETWORKS = [
+    ipaddress.ip_network(net)
+    for net in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.88.99.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "::/127",
+        "::ffff:0:0/96",
+        "64:ff9b::/96",
+        "64:ff9b:1::/48",
+        "100::/64",
+        "2001::/23",
+        "2001:db8::/32",
+        "2002::/16",
+        "fc00::/7",
+        "fe80::/10",
+        "fec0::/10",
+        "ff00::/8",
+    )
+]
+
+
+class UnsafeTarget(ValueError):
+    """The URL may not be used as a webhook or push target; the message says why."""
+
+
+Lookup = Callable[[str, int], list[str]]
+
+
+def system_lookup(host: str, port: int) -> list[str]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({str(info[4][0]) for info in infos})
+
+
+_lookup: Lookup = system_lookup
+
+
+def set_lookup(lookup: Lookup | None) -> None:
+    """Replace name resolution (tests simulate DNS answers; None restores the system resolver)."""
+    global _lookup
+    _lookup = lookup or system_lookup
+
+
+def lookup(host: str, port: int) -> list[str]:
+    return _lookup(host, port)
+
+
+def address_allowed(address: IPAddress) -> bool:
+    if not address.is_global:
+        return False
+    return not any(address in net for net in _BLOCKED_NETWORKS if net.version == address.version)
+
+
+def _literal(host: str) -> IPAddress | None:
+    """The address an IP literal host stands for, including the legacy forms (2130706433,
+    0x7f.1, 017700000001) that resolvers accept."""
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    if host and all(c in "0123456789abcdefxABCDEFX." for c in host):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+def split(url: str, *, allow_private: bool) -> SplitResult:
+    """Syntax and scheme rules, no DNS: the parts of an acceptable URL."""
+    if len(url) > 2000:
+        raise UnsafeTarget("URL is too long")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UnsafeTarget("URL is malformed") from exc
+    allowed_schemes = ("https", "http") if allow_private else ("https",)
+    if parts.scheme not in allowed_schemes:
+        raise UnsafeTarget("URL must use https")
+    if not parts.hostname:
+        raise UnsafeTarget("URL has no host")
+    if parts.username is not None or parts.password is not None:
+        raise UnsafeTarget("URL may not contain credentials")
+    if port == 0:
+        raise UnsafeTarget("URL port is not allowed")
+    if not allow_private:
+        literal = _literal(parts.hostname)
+        if literal is not None and not address_allowed(literal):
+            raise UnsafeTarget("URL points to a non-public address")
+        if parts.hostname.rstrip(".").lower() == "localhost" or parts.hostname.endswith(".localhost"):
+            raise UnsafeTarget("URL points to a non-public address")
+    return parts
+
+
+def check_addresses(addresses: list[str]) -> None:
+    if not addresses:
+        raise UnsafeTarget("URL host does not resolve")
+    for text in addresses:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+        if not address_allowed(address):
+            raise UnsafeTarget("URL resolves to a non-public address")
+
+
+def check_url(url: str, *, allow_private: bool) -> None:
+    """Refuse a URL unless it is acceptable and (unless private targets are allowed) every address
+    it resolves to now is public. Raises UnsafeTarget."""
+    parts = split(url, allow_private=allow_private)
+    if allow_private:
+        return
+    host = parts.hostname or ""
+    if _literal(host) is not None:
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        addresses = lookup(host, port)
+    except OSError as exc:
+        raise UnsafeTarget("URL host does not resolve") from exc
+    check_addresses(addresses)
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp resolver that answers only checked public addresses: the connection is pinned to
+    what was checked. `allow_private` is read on every lookup (a callable, so settings changes
+    apply at once)."""
+
+    def __init__(self, allow_private: Callable[[], bool]) -> None:
+        self._allow_private = allow_private
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        loop = asyncio.get_running_loop()
+        try:
+            addresses = await loop.run_in_executor(None, lookup, host, port)
+        except OSError as exc:
+            raise OSError(f"cannot resolve {host}: {exc}") from exc
+        if not self._allow_private():
+            try:
+                check_addresses(addresses)
+            except UnsafeTarget as exc:
+                # An OSError is what aiohttp turns into a connection error: nothing is opened.
+                raise OSError(f"refused: {exc}") from None
+        results: list[ResolveResult] = []
+        for text in addresses:
+            address = ipaddress.ip_address(text.split("%", 1)[0])
+            fam = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+            entry: dict[str, Any] = {
+                "hostname": host,
+                "host": str(address),
+                "port": port,
+                "family": fam,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+            results.append(entry)  # type: ignore[arg-type]
+        return results
+
+    async def close(self) -> None:
+        return None

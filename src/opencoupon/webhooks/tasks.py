@@ -1,0 +1,380 @@
+"""Webhook jobs: fan an event out to its endpoints, and deliver messages with retries.
+
+`event.dispatch` (one job per event, queued by events.emit in the change's transaction) writes the
+body once and one message plus one `webhook.deliver` job per matching endpoint, in one
+transaction. `webhook.deliver` jobs are handled a batch at a time: one read, every POST at once
+through the shared aiohttp session, one write of the results. A message's state only moves by a
+conditional update on its attempt count, so a delivery recorded by one worker is never recorded
+(or retried) again by another.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, func, insert, select, update
+
+from opencoupon.kit.clock import utcnow
+from opencoupon.kit.crypto import Keyring
+from opencoupon.models import (
+    Account,
+    Event,
+    Job,
+    WebhookAttempt,
+    WebhookEndpoint,
+    WebhookMessage,
+    WebhookPayload,
+)
+from opencoupon.runtime import Runtime
+from opencoupon.webhooks import repository, service, signing
+from opencoupon.webhooks.outbound import Request, Response, outbound_for
+from opencoupon.worker.queue import enqueue_many
+from opencoupon.worker.registry import BatchItems, BatchOutcomes, Retry, batch_task, worker_name
+from opencoupon.worker.runner import finish_jobs
+
+log = logging.getLogger("opencoupon.webhooks")
+
+DISABLE_AFTER = dt.timedelta(days=5)
+MAX_RETRY_AFTER = dt.timedelta(hours=24)
+_EPOCH = dt.datetime(1970, 1, 1)
+
+
+def unix(now: dt.datetime) -> int:
+    return int((now - _EPOCH).total_seconds())
+
+
+# ---- fan-out ----------------------------------------------------------------------------------------
+
+
+def _field_endpoint(session: Any, keyring: Keyring, account: Account, now: dt.datetime) -> WebhookEndpoint:
+    """The endpoint mirroring the vendor's `webhook_endpoint` field of an account."""
+    found = repository.field_endpoint(session, account.id)
+    if found is None:
+        found = WebhookEndpoint(
+            account_id=account.id,
+            url=account.webhook_endpoint,
+            description="webhook_endpoint field",
+            events="*",
+            source="account_field",
+            enabled=True,
+            disabled_reason="",
+            secret_encrypted=keyring.encrypt(signing.new_secret()),
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(found)
+        session.flush()
+    elif found.url != account.webhook_endpoint:
+        found.url = account.webhook_endpoint
+        found.updated_at = now
+    return found
+
+
+@batch_task("event.dispatch")
+def dispatch(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
+    event_ids = [int(payload["event_id"]) for _, payload in items]
+    now = utcnow()
+    runner = ""
+    job_ids: list[int] = []
+    payloads: list[dict[str, Any]] = []
+    with runtime.db.transaction() as session:
+        events = session.scalars(select(Event).where(Event.id.in_(event_ids)).order_by(Event.id)).all()
+        account_ids = sorted({e.account_id for e in events})
+        accounts = session.scalars(select(Account).where(Account.id.in_(account_ids))).all()
+        for account in accounts:
+            if account.webhook_endpoint:
+                _field_endpoint(session, runtime.keyring, account, now)
+        by_account: dict[int, list[WebhookEndpoint]] = defaultdict(list)
+        for endpoint in repository.endpoints_of(session, account_ids):
+            if endpoint.enabled and endpoint.url:
+                by_account[endpoint.account_id].append(endpoint)
+        field_urls = {a.id: a.webhook_endpoint for a in accounts}
+        existing = set(
+            session.execute(
+                select(WebhookMessage.endpoint_id, WebhookMessage.event_id).where(
+                    WebhookMessage.event_id.in_(event_ids)
+                )
+            ).all()
+        )
+        have_body = set(
+            session.scalars(select(WebhookPayload.event_id).where(WebhookPayload.event_id.in_(event_ids)))
+        )
+        bodies: list[dict[str, Any]] = []
+        messages: list[dict[str, Any]] = []
+        for event in events:
+            targets = [
+                ep
+                for ep in by_account.get(event.account_id, [])
+                if service.wants(ep, event.type)
+                and (ep.source != "account_field" or ep.url == field_urls.get(event.account_id))
+            ]
+            if not targets:
+                continue
+            if event.id not in have_body:
+                bodies.append({"event_id": event.id, "body": signing.build_body(event)})
+            for ep in targets:
+                if (ep.id, event.id) in existing:
+                    continue
+                messages.append(
+                    {
+                        "account_id": ep.account_id,
+                        "endpoint_id": ep.id,
+                        "event_id": event.id,
+                        "status": "pending",
+                        "attempts": 0,
+                        "round_attempts": 0,
+                        "last_error": "",
+                        "next_attempt_at": now,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+        if bodies:
+            session.execute(insert(WebhookPayload), bodies)
+        if messages:
+            table = cast(Table, WebhookMessage.__table__)
+            new_ids = session.execute(insert(table).returning(table.c.id), messages).scalars().all()
+            payloads = [{"message_id": i} for i in new_ids]
+            # Inside a runner, the first attempt follows at once (the jobs start out claimed by
+            # this runner); otherwise the deliveries wait for the next claim.
+            runner = worker_name()
+            lease = dt.timedelta(seconds=runtime.settings.worker_lease_seconds)
+            job_ids = enqueue_many(
+                session, service.DELIVER, payloads, run_at=now, claimed_by=runner, lease=lease
+            )
+    if messages and runner:
+        first = list(zip(job_ids, payloads, strict=True))
+        try:
+            outcomes = deliver(runtime, first)
+            jobs = [
+                Job(id=job_id, kind=service.DELIVER, attempts=1, max_attempts=10, run_at=now)
+                for job_id, _ in first
+            ]
+            finish_jobs(runtime, runner, [(job, outcomes.get(job.id)) for job in jobs])
+        except Exception:
+            # The fan-out is committed; these jobs are claimed again when their lease runs out.
+            log.exception("first delivery attempt of %d messages failed", len(first))
+    return {job_id: None for job_id, _ in items}
+
+
+# ---- delivery ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Planned:
+    job_id: int
+    message_id: int
+    attempts: int
+    round_attempts: int
+    endpoint_id: int
+    event_id: int
+
+
+_secret_cache: dict[str, str] = {}
+
+
+def _secrets(keyring: Keyring, endpoint: WebhookEndpoint, now: dt.datetime) -> list[str]:
+    # Decrypting costs more than signing: keep plaintexts by their ciphertext (a rotation changes it).
+    key = f"{endpoint.secret_encrypted}|{endpoint.old_secret_encrypted}|{endpoint.old_secret_expires_at}"
+    cached = _secret_cache.get(key)
+    if cached is None:
+        if len(_secret_cache) > 10_000:
+            _secret_cache.clear()
+        cached = _secret_cache[key] = "\n".join(service.signing_secrets(keyring, endpoint, now))
+    if endpoint.old_secret_expires_at is not None and endpoint.old_secret_expires_at <= now:
+        return cached.split("\n")[:1]
+    return cached.split("\n")
+
+
+def _failure_reason(response: Response) -> str:
+    if response.status == 0:
+        return response.error
+    if 300 <= response.status < 400:
+        return f"HTTP {response.status}: redirects are not followed"
+    return f"HTTP {response.status}"
+
+
+@batch_task("webhook.deliver")
+def deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
+    settings = runtime.settings
+    outcomes: BatchOutcomes = {job_id: None for job_id, _ in items}
+    message_ids = {int(payload["message_id"]): job_id for job_id, payload in items}
+    now = utcnow()
+    with runtime.db.read() as session:
+        rows = session.execute(
+            select(WebhookMessage, WebhookEndpoint, WebhookPayload.body, Event.public_id)
+            .join(WebhookEndpoint, WebhookEndpoint.id == WebhookMessage.endpoint_id)
+            .join(Event, Event.id == WebhookMessage.event_id)
+            .join(WebhookPayload, WebhookPayload.event_id == WebhookMessage.event_id)
+            .where(WebhookMessage.id.in_(list(message_ids)))
+        ).all()
+    planned: list[_Planned] = []
+    requests: list[Request] = []
+    abandoned: list[tuple[int, int, str]] = []  # (message_id, attempts, reason)
+    timestamp = unix(now)
+    for message, endpoint, body, public_id in rows:
+        job_id = message_ids[message.id]
+        if message.status != "pending":
+            continue
+        if not endpoint.enabled:
+            abandoned.append((message.id, message.attempts, f"endpoint disabled: {endpoint.disabled_reason}"))
+            continue
+        planned.append(
+            _Planned(
+                job_id, message.id, message.attempts, message.round_attempts, endpoint.id, message.event_id
+            )
+        )
+        secrets_ = _secrets(runtime.keyring, endpoint, now)
+        requests.append(
+            Request(endpoint.url, body.encode(), signing.headers(secrets_, public_id, timestamp, body))
+        )
+    responses = outbound_for(settings).send_all(requests)
+    done_at = utcnow()
+    worker = worker_name()
+    successes: set[int] = set()
+    failures: set[int] = set()
+    gone: set[int] = set()
+    messages = cast(Table, WebhookMessage.__table__)
+    with runtime.db.transaction() as session:
+        # Core statements: the ORM's per-statement bookkeeping costs more than the UPDATE here.
+        connection = session.connection()
+        for message_id, attempts, reason in abandoned:
+            connection.execute(
+                update(messages)
+                .where(messages.c.id == message_id, messages.c.attempts == attempts)
+                .values(status="failed", last_error=reason[:2000], next_attempt_at=None, updated_at=done_at)
+            )
+        attempt_rows: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        # Which planned messages are still as we read them (the write lock on SQLite, row locks
+        # on PostgreSQL, keep them so until commit): an attempt another worker already recorded
+        # is not recorded, nor retried, again.
+        current_query = select(messages.c.id, messages.c.attempts).where(
+            messages.c.id.in_([plan.message_id for plan in planned]), messages.c.status == "pending"
+        )
+        if not runtime.db.is_sqlite:
+            current_query = current_query.with_for_update()
+        current = {row[0]: row[1] for row in connection.execute(current_query)} if planned else {}
+        for plan, response in zip(planned, responses, strict=True):
+            if current.get(plan.message_id) != plan.attempts:
+                continue
+            attempt = plan.attempts + 1
+            round_attempts = plan.round_attempts + 1
+            reason = "" if response.success else _failure_reason(response)[:2000]
+            retry_in: float | None = None
+            if response.success:
+                status = "succeeded"
+            elif response.status == 410:
+                status = "failed"
+            else:
+                retry_in = signing.next_delay(settings, round_attempts)
+                if retry_in is not None and response.status == 429 and response.retry_after is not None:
+                    retry_in = min(response.retry_after, MAX_RETRY_AFTER.total_seconds())
+                status = "failed" if retry_in is None else "pending"
+            updates.append(
+                {
+                    "message_id": plan.message_id,
+                    "new_status": status,
+                    "new_attempts": attempt,
+                    "new_round": round_attempts,
+                    "new_code": response.status or None,
+                    "new_error": reason,
+                    "new_next": None if retry_in is None else done_at + dt.timedelta(seconds=retry_in),
+                    "new_delivered": done_at if response.success else None,
+                }
+            )
+            attempt_rows.append(
+                {
+                    "message_id": plan.message_id,
+                    "endpoint_id": plan.endpoint_id,
+                    "event_id": plan.event_id,
+                    "attempt": attempt,
+                    "status_code": response.status,
+                    "success": response.success,
+                    "error": reason,
+                    "duration_ms": response.duration_ms,
+                    "response_body": response.body,
+                    "worker": worker,
+                    "created_at": done_at,
+                }
+            )
+            if response.success:
+                successes.add(plan.endpoint_id)
+            else:
+                failures.add(plan.endpoint_id)
+                if response.status == 410:
+                    gone.add(plan.endpoint_id)
+            if retry_in is not None:
+                outcomes[plan.job_id] = Retry(dt.timedelta(seconds=retry_in), reason)
+        if updates:
+            connection.execute(
+                update(messages)
+                .where(messages.c.id == bindparam("message_id"))
+                .values(
+                    status=bindparam("new_status"),
+                    attempts=bindparam("new_attempts"),
+                    round_attempts=bindparam("new_round"),
+                    last_status_code=bindparam("new_code"),
+                    last_error=bindparam("new_error"),
+                    next_attempt_at=bindparam("new_next"),
+                    delivered_at=func.coalesce(bindparam("new_delivered"), messages.c.delivered_at),
+                    updated_at=done_at,
+                ),
+                updates,
+            )
+        if attempt_rows:
+            session.execute(insert(WebhookAttempt), attempt_rows)
+        _endpoint_health(session, successes, failures, gone, done_at)
+    return outcomes
+
+
+def _endpoint_health(
+    session: Any, successes: set[int], failures: set[int], gone: set[int], now: dt.datetime
+) -> None:
+    """Success clears the failure clock; failures start it; five days of failures, or a 410,
+    disable the endpoint with the reason stated."""
+    if successes:
+        session.execute(
+            update(WebhookEndpoint)
+            .where(WebhookEndpoint.id.in_(successes))
+            .values(failing_since=None, last_success_at=now)
+        )
+    failing_only = failures - successes
+    if failing_only:
+        session.execute(
+            update(WebhookEndpoint)
+            .where(WebhookEndpoint.id.in_(failing_only), WebhookEndpoint.failing_since.is_(None))
+            .values(failing_since=now)
+        )
+        session.execute(
+            update(WebhookEndpoint)
+            .where(
+                WebhookEndpoint.id.in_(failing_only),
+                WebhookEndpoint.enabled.is_(True),
+                WebhookEndpoint.failing_since <= now - DISABLE_AFTER,
+            )
+            .values(
+                enabled=False,
+                disabled_at=now,
+                updated_at=now,
+                disabled_reason=(
+                    "Disabled automatically: every delivery failed for 5 days. Fix the receiver, "
+                    "then enable the endpoint and replay what it missed."
+                ),
+            )
+        )
+    if gone:
+        session.execute(
+            update(WebhookEndpoint)
+            .where(WebhookEndpoint.id.in_(gone), WebhookEndpoint.enabled.is_(True))
+            .values(
+                enabled=False,
+                disabled_at=now,
+                updated_at=now,
+                disabled_reason="Disabled automatically: the endpoint answered 410 Gone.",
+            )
+        )
