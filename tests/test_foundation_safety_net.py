@@ -136,6 +136,26 @@ def test_security_schemes_are_declared(spec: dict[str, Any]) -> None:
             assert set(requirement) <= set(schemes), (method, path)
 
 
+def test_every_reference_in_the_spec_resolves(spec: dict[str, Any]) -> None:
+    """A `$ref` that points nowhere (e.g. pydantic's `#/$defs/...`) stops Swagger UI rendering."""
+
+    def refs(node: Any) -> list[str]:
+        if isinstance(node, dict):
+            found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+            return found + [r for value in node.values() for r in refs(value)]
+        if isinstance(node, list):
+            return [r for item in node for r in refs(item)]
+        return []
+
+    for ref in refs(spec):
+        assert ref.startswith("#/components/"), ref
+        target: Any = spec
+        for part in ref.removeprefix("#/").split("/"):
+            assert isinstance(target, dict), ref
+            assert part in target, ref
+            target = target[part]
+
+
 def test_operation_ids_are_unique(spec: dict[str, Any]) -> None:
     ids = [op["operationId"] for _, _, op in _operations(spec)]
     assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)

@@ -15,10 +15,10 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
+from opencoupon import web
 from opencoupon.coupons import expiry, gates, repository, service, views
 from opencoupon.coupons.sessions import session_path
 from opencoupon.errors import ApiError, error_body
@@ -28,11 +28,11 @@ from opencoupon.kit.crypto import token
 from opencoupon.models import Campaign, CouponSession
 from opencoupon.pages import render, render_error_page
 from opencoupon.runtime import Runtime
+from opencoupon.web import wants_json
 
 router = APIRouter(include_in_schema=False)
 
 DEVICE_COOKIE = "oc_device"
-CSRF_COOKIE = "oc_csrf"
 COOKIE_AGE = 400 * 24 * 3600
 _CODE = re.compile(r"^[A-Za-z0-9]{1,32}$")
 
@@ -73,44 +73,24 @@ class StaffLockout:
 staff_lockout = StaffLockout()
 
 
-def wants_json(request: Request) -> bool:
-    return "application/json" in request.headers.get("accept", "")
-
-
-def _signer(runtime: Runtime) -> URLSafeSerializer:
-    return URLSafeSerializer(runtime.keyring.derive_key("csrf"), salt="coupon-pages")
-
-
 @dataclass
 class Csrf:
-    """Signed double-submit token: the form carries a signature of the browser's CSRF cookie."""
+    """This browser's CSRF cookie and the token of the form being shown (see opencoupon.web)."""
 
     cookie: str
     form_token: str
-    new_cookie: bool = False
 
     @classmethod
     def for_request(cls, request: Request, runtime: Runtime) -> Csrf:
-        raw = request.cookies.get(CSRF_COOKIE, "")
-        new = not raw
-        if new:
-            raw = token(16)
-        return cls(raw, str(_signer(runtime).dumps(raw)), new)
+        cookie = web.csrf_cookie(request)
+        return cls(cookie, web.form_token(runtime, cookie))
 
-    def attach(self, response: Response) -> Response:
-        if self.new_cookie:
-            response.set_cookie(CSRF_COOKIE, self.cookie, max_age=COOKIE_AGE, httponly=True, samesite="lax")
-        return response
+    def attach(self, response: Response, request: Request) -> Response:
+        return web.with_csrf_cookie(response, request, self.cookie)
 
 
 def csrf_ok(request: Request, runtime: Runtime, form_token: str) -> bool:
-    cookie = request.cookies.get(CSRF_COOKIE, "")
-    if not cookie or not form_token:
-        return False
-    try:
-        return bool(_signer(runtime).loads(form_token) == cookie)
-    except BadSignature:
-        return False
+    return web.form_nonce(runtime, request, form_token) is not None
 
 
 @dataclass
@@ -139,7 +119,7 @@ def _respond(request: Request, out: Outcome, csrf: Csrf | None = None) -> Respon
     if out.device:
         response.set_cookie(DEVICE_COOKIE, out.device, max_age=COOKIE_AGE, httponly=True, samesite="lax")
     if csrf is not None:
-        csrf.attach(response)
+        csrf.attach(response, request)
     return response
 
 

@@ -16,10 +16,11 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
+from opencoupon import web
 from opencoupon.accounts import service as accounts
 from opencoupon.coupons import gates
 from opencoupon.coupons.sessions import new_session, session_path
-from opencoupon.directories import repository, service, web
+from opencoupon.directories import repository, service, signin
 from opencoupon.errors import ApiError
 from opencoupon.kit import ids
 from opencoupon.kit.clock import utcnow
@@ -135,7 +136,7 @@ def directory_gate(session: Session, request: Request, campaign: Campaign) -> Re
     now = utcnow()
     refused: list[tuple[Directory, DirectoryUser, service.Access]] = []
     for directory in holders:
-        user = web.signed_in_user(session, request, directory)
+        user = signin.signed_in_user(session, request, directory)
         access = service.access_for(directory, user, now)
         if access.granted:
             return None
@@ -216,7 +217,7 @@ def directory_page(request: Request, code: str, q: str = "", category: str = "")
         directory = repository.directory_by_code(session, code)
         if directory is None:
             return _not_found(request)
-        user = web.signed_in_user(session, request, directory)
+        user = signin.signed_in_user(session, request, directory)
         access = service.access_for(directory, user, utcnow())
         categories = list(repository.categories(session, Category.account_id == directory.account_id))
         selected = ""
@@ -269,7 +270,7 @@ def directory_page(request: Request, code: str, q: str = "", category: str = "")
                     "categories": [{"id": service.cat_id(c.id), "path": paths[c.id]} for c in categories],
                 }
             )
-        form_token, fresh = web.csrf_token(request)
+        form_token, fresh = signin.csrf_token(request)
         response = render(
             request,
             "directories/index.html",
@@ -289,7 +290,7 @@ def directory_page(request: Request, code: str, q: str = "", category: str = "")
                 "csrf_token": form_token,
             },
         )
-        web.set_csrf_cookie(response, request, fresh)
+        signin.set_csrf_cookie(response, request, fresh)
         return response
 
 
@@ -335,7 +336,7 @@ def open_coupon(request: Request, code: str, campaign_ref: str) -> Response:
         answer = gates.check(session, request, campaign)
         if answer is not None:
             return answer
-        user = web.signed_in_user(session, request, directory)
+        user = signin.signed_in_user(session, request, directory)
         if user is None:
             return RedirectResponse(f"/p/{campaign.code}", status_code=303)
         coupon = _member_session(session, campaign, user)
@@ -383,7 +384,7 @@ def _form_page(
     status_code: int = 200,
     next_path: str = "",
 ) -> Response:
-    form_token, fresh = web.csrf_token(request)
+    form_token, fresh = signin.csrf_token(request)
     response = render(
         request,
         template,
@@ -398,7 +399,7 @@ def _form_page(
         },
         status_code=status_code,
     )
-    web.set_csrf_cookie(response, request, fresh)
+    signin.set_csrf_cookie(response, request, fresh)
     return response
 
 
@@ -472,7 +473,7 @@ def register(
         else:
             target = service.directory_path(directory)
         response = RedirectResponse(target, status_code=303)
-        web.sign_in(response, request, directory, user)
+        signin.sign_in(response, request, directory, user)
         return response
 
 
@@ -484,7 +485,9 @@ def login_form(request: Request, code: str, next: str = "") -> Response:
         if directory is None:
             return _not_found(request)
         base = service.directory_path(directory)
-        return _form_page(request, "directories/login.html", directory, next_path=web.safe_next(next, base))
+        return _form_page(
+            request, "directories/login.html", directory, next_path=signin.safe_next(next, base)
+        )
 
 
 @router.post("/d/{code}/login")
@@ -502,7 +505,7 @@ def login(
         if directory is None:
             return _not_found(request)
         base = service.directory_path(directory)
-        target = web.safe_next(next, base)
+        target = signin.safe_next(next, base)
         page = "directories/login.html"
         values = {"email": email}
         if not web.csrf_ok(request, csrf_token):
@@ -538,7 +541,7 @@ def login(
             )
         user.last_login_at = utcnow()
         response = RedirectResponse(target, status_code=303)
-        web.sign_in(response, request, directory, user)
+        signin.sign_in(response, request, directory, user)
         return response
 
 
@@ -551,7 +554,7 @@ def logout(request: Request, code: str, csrf_token: str = Form("")) -> Response:
             return _not_found(request)
         response = RedirectResponse(service.directory_path(directory), status_code=303)
         if web.csrf_ok(request, csrf_token):
-            web.sign_out(response, request, directory)
+            signin.sign_out(response, request, directory)
         return response
 
 
@@ -574,7 +577,7 @@ def single_sign_on(request: Request, code: str, raw_token: str) -> Response:
             )
         user.last_login_at = utcnow()
         response = RedirectResponse(service.directory_path(directory), status_code=303)
-        web.sign_in(response, request, directory, user)
+        signin.sign_in(response, request, directory, user)
         return response
 
 

@@ -203,7 +203,23 @@ _PATH_PARAM = re.compile(r"{([^}]+)}")
 def _request_schema(model: type[V3Request]) -> dict[str, Any]:
     schema = model.model_json_schema()
     schema.pop("title", None)
-    return schema
+    # Nested models come as `$defs` with `#/$defs/...` references, which mean nothing inside an
+    # OpenAPI document (Swagger UI stops rendering at the first one): inline them.
+    defs = schema.pop("$defs", {})
+    return _inline_refs(schema, defs)  # type: ignore[no-any-return]
+
+
+def _inline_refs(node: Any, defs: dict[str, Any], depth: int = 0) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/") and depth < 8:
+            target = dict(defs.get(ref.removeprefix("#/$defs/"), {}))
+            target.pop("title", None)
+            return _inline_refs(target, defs, depth + 1)
+        return {key: _inline_refs(value, defs, depth) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_inline_refs(item, defs, depth) for item in node]
+    return node
 
 
 def _body_doc(model: type[V3Request]) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -19,14 +18,13 @@ from typing import Any
 import segno
 from fastapi import APIRouter, Form
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
+from opencoupon import web
 from opencoupon.errors import ApiError
 from opencoupon.kit import idempotency
 from opencoupon.kit.clock import utcnow
-from opencoupon.kit.crypto import constant_time_equals
 from opencoupon.loyalty import repository as repo
 from opencoupon.loyalty import service
 from opencoupon.models import LoyaltyCard, LoyaltyHolder
@@ -35,58 +33,11 @@ from opencoupon.runtime import Runtime
 
 router = APIRouter(include_in_schema=False)
 
-CSRF_COOKIE = "oc_csrf"
 FORM_MAX_AGE = 24 * 3600
 MAX_FORM_AMOUNT = 100
 # Wrong PINs allowed per card and client address in PIN_WINDOW seconds.
 PIN_FAILURES = 10
 PIN_WINDOW = 600.0
-
-
-def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
-def _serializer(runtime: Runtime) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(runtime.keyring.derive_key("csrf"), salt="loyalty-form")
-
-
-def _csrf_cookie(request: Request) -> str:
-    return request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
-
-
-def make_form_token(runtime: Runtime, cookie: str) -> str:
-    return str(_serializer(runtime).dumps({"c": cookie, "n": secrets.token_urlsafe(16)}))
-
-
-def _form_nonce(runtime: Runtime, request: Request, token: str) -> str | None:
-    """The nonce of a genuine form of this browser, or None (forged, expired or another browser)."""
-    cookie = request.cookies.get(CSRF_COOKIE, "")
-    try:
-        data = _serializer(runtime).loads(token, max_age=FORM_MAX_AGE)
-    except BadSignature:
-        return None
-    if not isinstance(data, dict) or not cookie or not constant_time_equals(str(data.get("c", "")), cookie):
-        return None
-    nonce = data.get("n")
-    return nonce if isinstance(nonce, str) else None
-
-
-def _secure(request: Request) -> bool:
-    return _runtime(request).settings.public_base_url.startswith("https://")
-
-
-def _with_cookie(response: Response, request: Request, cookie: str) -> Response:
-    if request.cookies.get(CSRF_COOKIE) != cookie:
-        response.set_cookie(
-            CSRF_COOKIE, cookie, httponly=True, samesite="lax", path="/", secure=_secure(request)
-        )
-    return response
-
-
-def _wants_json(request: Request) -> bool:
-    return "application/json" in request.headers.get("accept", "")
 
 
 class _PinGuard:
@@ -185,14 +136,14 @@ def _holder_json(runtime: Runtime, ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 def _not_found(request: Request) -> Response:
-    if _wants_json(request):
+    if web.wants_json(request):
         return JSONResponse({"error": "Loyalty card not found."}, status_code=404)
     return render_error_page(request, 404, "Card not found", "There is no loyalty card at this address.")
 
 
 @router.get("/l/{code}")
 def join_page(request: Request, code: str) -> Response:
-    runtime = _runtime(request)
+    runtime = web.runtime_of(request)
     with runtime.db.read() as session:
         card = repo.card_by_code(session, code)
         if card is None:
@@ -206,9 +157,9 @@ def join_page(request: Request, code: str) -> Response:
 def _join_response(
     request: Request, runtime: Runtime, card: LoyaltyCard, values: dict[str, str], error: str, status: int
 ) -> Response:
-    cookie = _csrf_cookie(request)
+    cookie = web.csrf_cookie(request)
     required = [f for f in card.join_fields.split(",") if f]
-    if _wants_json(request):
+    if web.wants_json(request):
         body: dict[str, Any] = {
             "card": {
                 "id": card.id,
@@ -220,11 +171,11 @@ def _join_response(
                 "reward_goal": card.reward_goal,
             },
             "join_fields": required,
-            "form_token": make_form_token(runtime, cookie),
+            "form_token": web.form_token(runtime, cookie),
         }
         if error:
             body["error"] = error
-        return _with_cookie(JSONResponse(body, status_code=status), request, cookie)
+        return web.with_csrf_cookie(JSONResponse(body, status_code=status), request, cookie)
     response = render(
         request,
         "loyalty/join.html",
@@ -234,11 +185,11 @@ def _join_response(
             "required": required,
             "values": values,
             "error": error,
-            "form_token": make_form_token(runtime, cookie),
+            "form_token": web.form_token(runtime, cookie),
         },
         status_code=status,
     )
-    return _with_cookie(response, request, cookie)
+    return web.with_csrf_cookie(response, request, cookie)
 
 
 @router.post("/l/{code}/join")
@@ -251,7 +202,7 @@ def join(
     email: str = Form(""),
     phone: str = Form(""),
 ) -> Response:
-    runtime = _runtime(request)
+    runtime = web.runtime_of(request)
     values = {
         "first_name": first_name.strip()[:100],
         "last_name": last_name.strip()[:100],
@@ -263,7 +214,7 @@ def join(
         card = repo.card_by_code(session, code)
         if card is None:
             return _not_found(request)
-        if _form_nonce(runtime, request, form_token) is None:
+        if web.form_nonce(runtime, request, form_token, max_age=FORM_MAX_AGE) is None:
             error = "This form has expired. Please try again."
         elif not card.active:
             error = "This card is not active at the moment."
@@ -294,7 +245,7 @@ def join(
             else:
                 target = f"/l/{card.code}/{holder.token}"
                 response: Response = RedirectResponse(target, status_code=303)
-                if _wants_json(request):
+                if web.wants_json(request):
                     response = JSONResponse(
                         {"user": service.holder_v4(runtime, card, holder), "url": runtime.url(target)},
                         status_code=201,
@@ -305,7 +256,7 @@ def join(
                     httponly=True,
                     samesite="lax",
                     max_age=400 * 86400,
-                    secure=_secure(request),
+                    secure=web.is_secure(request),
                 )
                 return response
         return _join_response(request, runtime, card, values, error, 422)
@@ -313,7 +264,7 @@ def join(
 
 @router.get("/l/{code}/staff")
 def staff_page(request: Request, code: str, holder: str = "") -> Response:
-    runtime = _runtime(request)
+    runtime = web.runtime_of(request)
     with runtime.db.read() as session:
         card = repo.card_by_code(session, code)
         if card is None:
@@ -330,11 +281,11 @@ def _staff_response(
     error: str,
     status: int,
 ) -> Response:
-    if _wants_json(request):
+    if web.wants_json(request):
         if error:
             return JSONResponse({"error": error}, status_code=status)
         return JSONResponse(result or {}, status_code=status)
-    cookie = _csrf_cookie(request)
+    cookie = web.csrf_cookie(request)
     response = render(
         request,
         "loyalty/staff.html",
@@ -346,11 +297,11 @@ def _staff_response(
             "result": result,
             "error": error,
             "enabled": bool(card.pin_digest) and card.active,
-            "form_token": make_form_token(runtime, cookie),
+            "form_token": web.form_token(runtime, cookie),
         },
         status_code=status,
     )
-    return _with_cookie(response, request, cookie)
+    return web.with_csrf_cookie(response, request, cookie)
 
 
 @dataclass
@@ -380,7 +331,7 @@ def _collect(
         card = repo.card_by_code(session, code)
         if card is None:
             return None, _Outcome(status=404)
-        nonce = _form_nonce(runtime, request, token)
+        nonce = web.form_nonce(runtime, request, token, max_age=FORM_MAX_AGE)
         if nonce is None:
             return card, _Outcome(error="This form has expired. Please try again.", status=403)
         if not card.active or not card.pin_digest:
@@ -444,7 +395,7 @@ def staff_collect(
     pin: str = Form(""),
     amount: str = Form("1"),
 ) -> Response:
-    runtime = _runtime(request)
+    runtime = web.runtime_of(request)
     short = holder.strip().upper()
 
     def find(session: Session, card: LoyaltyCard) -> LoyaltyHolder | None:
@@ -465,7 +416,7 @@ def staff_collect(
 
 @router.get("/l/{code}/{token}")
 def card_page(request: Request, code: str, token: str, added: int = 0) -> Response:
-    runtime = _runtime(request)
+    runtime = web.runtime_of(request)
     with runtime.db.transaction() as session:
         card = repo.card_by_code(session, code)
         holder = repo.holder_by_token(session, card.id, token) if card else None
@@ -473,16 +424,16 @@ def card_page(request: Request, code: str, token: str, added: int = 0) -> Respon
             return _not_found(request)
         service.apply_expiry(session, runtime, card, holder, utcnow())
         ctx = _card_context(session, runtime, card, holder)
-    if _wants_json(request):
+    if web.wants_json(request):
         return JSONResponse(_holder_json(runtime, ctx))
-    cookie = _csrf_cookie(request)
+    cookie = web.csrf_cookie(request)
     ctx.update(
         title=card.name,
-        form_token=make_form_token(runtime, cookie),
+        form_token=web.form_token(runtime, cookie),
         added=max(0, min(added, MAX_FORM_AMOUNT)),
         error="",
     )
-    return _with_cookie(render(request, "loyalty/card.html", ctx), request, cookie)
+    return web.with_csrf_cookie(render(request, "loyalty/card.html", ctx), request, cookie)
 
 
 @router.post("/l/{code}/{token}/collect")
@@ -494,7 +445,7 @@ def card_collect(
     pin: str = Form(""),
     amount: str = Form("1"),
 ) -> Response:
-    runtime = _runtime(request)
+    runtime = web.runtime_of(request)
 
     def find(session: Session, card: LoyaltyCard) -> LoyaltyHolder | None:
         return repo.holder_by_token(session, card.id, token)
@@ -503,7 +454,7 @@ def card_collect(
     if card is None or outcome.status == 404:
         return _not_found(request)
     result = outcome.result or {}
-    if _wants_json(request):
+    if web.wants_json(request):
         if outcome.error or "error" in result:
             return JSONResponse(
                 {"error": outcome.error or result["error"]}, status_code=outcome.status or 409
@@ -516,13 +467,15 @@ def card_collect(
             if fresh_card is None or holder is None:
                 return _not_found(request)
             ctx = _card_context(session, runtime, fresh_card, holder)
-        cookie = _csrf_cookie(request)
+        cookie = web.csrf_cookie(request)
         ctx.update(
             title=card.name,
-            form_token=make_form_token(runtime, cookie),
+            form_token=web.form_token(runtime, cookie),
             added=0,
             error=outcome.error or str(result["error"]),
         )
         status = outcome.status if outcome.error else 409
-        return _with_cookie(render(request, "loyalty/card.html", ctx, status_code=status), request, cookie)
+        return web.with_csrf_cookie(
+            render(request, "loyalty/card.html", ctx, status_code=status), request, cookie
+        )
     return RedirectResponse(f"/l/{card.code}/{token}?added={result.get('added', 0)}", status_code=303)

@@ -1,0 +1,90 @@
+"""What every server-rendered consumer page shares: the runtime, content negotiation, and one
+CSRF scheme.
+
+CSRF is a signed double submit: the browser holds a random value in the `oc_csrf` cookie
+(HttpOnly, SameSite=Lax), and each form carries a token signing that value plus a nonce. A forged
+post from another site has neither; a token copied from another browser does not match its
+cookie. The nonce also lets a page recognise a retried submission of the same form.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from starlette.requests import Request
+from starlette.responses import Response
+
+from opencoupon.kit.crypto import constant_time_equals, token
+from opencoupon.runtime import Runtime
+
+CSRF_COOKIE = "oc_csrf"
+CSRF_MAX_AGE = 12 * 3600
+COOKIE_MAX_AGE = 400 * 24 * 3600
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def wants_json(request: Request) -> bool:
+    """The JSON form of a page: asked for with `Accept: application/json` (browsers never do)."""
+    accept = request.headers.get("accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+def is_secure(request: Request) -> bool:
+    """Cookies get the Secure flag when the service is served over https."""
+    return runtime_of(request).settings.public_base_url.startswith("https://")
+
+
+def _serializer(runtime: Runtime) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(runtime.keyring.derive_key("csrf"), salt="opencoupon-form")
+
+
+def csrf_cookie(request: Request) -> str:
+    """The browser's CSRF cookie value, or a new one to set with `with_csrf_cookie`."""
+    raw = request.cookies.get(CSRF_COOKIE, "")
+    return raw if 16 <= len(raw) <= 128 else token(24)
+
+
+def with_csrf_cookie(response: Response, request: Request, cookie: str) -> Response:
+    if request.cookies.get(CSRF_COOKIE) != cookie:
+        response.set_cookie(
+            CSRF_COOKIE,
+            cookie,
+            max_age=COOKIE_MAX_AGE,
+            path="/",
+            httponly=True,
+            samesite="lax",
+            secure=is_secure(request),
+        )
+    return response
+
+
+def form_token(runtime: Runtime, cookie: str) -> str:
+    """The hidden field of one form shown to the browser holding `cookie`."""
+    return str(_serializer(runtime).dumps({"c": cookie, "n": token(12)}))
+
+
+def form_nonce(
+    runtime: Runtime, request: Request, form_token: str, max_age: int = CSRF_MAX_AGE
+) -> str | None:
+    """The nonce of a genuine, unexpired form of this browser; None when forged, expired or
+    made for another browser."""
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    if not cookie or not form_token:
+        return None
+    try:
+        data: Any = _serializer(runtime).loads(form_token, max_age=max_age)
+    except BadSignature:
+        return None
+    if not isinstance(data, dict) or not constant_time_equals(str(data.get("c", "")), cookie):
+        return None
+    nonce = data.get("n")
+    return nonce if isinstance(nonce, str) else None
+
+
+def csrf_ok(request: Request, form_token: str) -> bool:
+    return form_nonce(runtime_of(request), request, form_token) is not None
