@@ -159,7 +159,9 @@ def campaign_validations(ctx: ApiContext, req: UsageData) -> dict[str, Any]:
     return _usage(ctx, req, "validations")
 
 
-@v3_endpoint(router, ["/v3/couponsession/data"], SessionRef, summary="One coupon session", read_only=True)
+@v3_endpoint(
+    router, ["/v3/couponsession/data"], SessionRef, summary="One coupon session", read_only=True, quick=True
+)
 def couponsession_data(ctx: ApiContext, req: SessionRef) -> dict[str, Any]:
     """A session by its 21-character code or its 6-character short form (add `campaign` when a
     short form is used in several of your campaigns)."""
@@ -195,7 +197,9 @@ def _update_one(ctx: ApiContext, campaign: Campaign, row: CouponSession, req: Se
         service.void(ctx.session, ctx.runtime, campaign, row, now)
 
 
-@v3_endpoint(router, ["/v3/couponsession/update"], SessionUpdate, summary="Update a coupon session")
+@v3_endpoint(
+    router, ["/v3/couponsession/update"], SessionUpdate, summary="Update a coupon session", quick=True
+)
 def couponsession_update(ctx: ApiContext, req: SessionUpdate) -> dict[str, Any]:
     """`claim`, `validate`, `void` (booleans; `void=false` re-activates a voided session), `lock`,
     `validation_value` (money spent) and `value`. A validation that is not allowed (already

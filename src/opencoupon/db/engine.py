@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,36 @@ def normalize_url(url: str) -> str:
 # where SQLite's busy handler sleeps in growing steps and makes tail latency explode.
 _sqlite_write_locks: dict[str, threading.Lock] = {}
 _LOCK_FLAG = "opencoupon_write_lock"
+# A write lock this thread took before its transaction began (see `try_write_lock`).
+_pre_acquired = threading.local()
+
+
+def sqlite_write_lock(engine: Engine) -> threading.Lock | None:
+    """The process-wide write lock of a SQLite engine (None on PostgreSQL)."""
+    if engine.dialect.name != "sqlite":
+        return None
+    return _sqlite_write_locks.get(_lock_key(engine.url.database or ""))
+
+
+def _lock_key(database: str) -> str:
+    return str(Path(database).resolve())
+
+
+@contextmanager
+def try_write_lock(lock: threading.Lock) -> Iterator[bool]:
+    """Take the write lock now if it is free, without waiting; the next write transaction this
+    thread begins inside the block uses it (and releases it at its end)."""
+    if not lock.acquire(blocking=False):
+        yield False
+        return
+    _pre_acquired.lock = lock
+    try:
+        yield True
+    finally:
+        # No write transaction began (a failed authentication, a read-only call): give it back.
+        if getattr(_pre_acquired, "lock", None) is lock:
+            _pre_acquired.lock = None
+            lock.release()
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
@@ -39,7 +71,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         max_overflow=20,
         connect_args={"check_same_thread": False, "timeout": 30},
     )
-    write_lock = _sqlite_write_locks.setdefault(str(Path(database).resolve()), threading.Lock())
+    write_lock = _sqlite_write_locks.setdefault(_lock_key(database), threading.Lock())
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -62,7 +94,11 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             return
         record_info = conn.connection.info
         if not record_info.get(_LOCK_FLAG):
-            record_info[_LOCK_FLAG] = write_lock.acquire(timeout=60)
+            if getattr(_pre_acquired, "lock", None) is write_lock:
+                _pre_acquired.lock = None  # this transaction now owns it
+                record_info[_LOCK_FLAG] = True
+            else:
+                record_info[_LOCK_FLAG] = write_lock.acquire(timeout=60)
         dbapi.execute("BEGIN IMMEDIATE")
 
     def _release(info: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from opencoupon.db.engine import make_engine
+from opencoupon.db.engine import make_engine, sqlite_write_lock
 
 
 class Database:
@@ -16,6 +16,7 @@ class Database:
         self.url = url
         self.engine: Engine = make_engine(url, pool_size=pool_size)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self.write_lock = sqlite_write_lock(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._readonly_sessions = sessionmaker(
             self.engine.execution_options(sqlite_readonly=True), expire_on_commit=False

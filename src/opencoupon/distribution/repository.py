@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from opencoupon.models import Campaign, CouponSession, DistributionSend, EmailIntegration, SmsIntegration
@@ -110,12 +110,16 @@ def sends(
     return total, rows
 
 
+# Built once: every couponsession/data call runs it, and building it cost more than running it.
+_SENDS_OF_SESSION = (
+    select(DistributionSend)
+    .where(DistributionSend.session_id == bindparam("session_id"))
+    .order_by(DistributionSend.id)
+)
+
+
 def sends_of_session(session: Session, coupon_session_id: int) -> Sequence[DistributionSend]:
-    return session.scalars(
-        select(DistributionSend)
-        .where(DistributionSend.session_id == coupon_session_id)
-        .order_by(DistributionSend.id)
-    ).all()
+    return session.scalars(_SENDS_OF_SESSION, {"session_id": coupon_session_id}).all()
 
 
 def codes_for(session: Session, rows: Sequence[DistributionSend]) -> tuple[dict[int, str], dict[int, str]]:

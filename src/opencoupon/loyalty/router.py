@@ -89,7 +89,9 @@ def _amount(req: UserUpdate) -> int | None:
     return given[0] if given else None
 
 
-@v3_endpoint(router, ["/v3/loyaltyusers/update"], UserUpdate, summary="Add points or stamps, void a user")
+@v3_endpoint(
+    router, ["/v3/loyaltyusers/update"], UserUpdate, summary="Add points or stamps, void a user", quick=True
+)
 def loyaltyusers_update(ctx: ApiContext, req: UserUpdate) -> dict[str, Any]:
     """Signed `points` or `stamps` (the card's unit), and/or `voided`. A balance never goes below
     zero (308); a voided user cannot collect (308). Send an `Idempotency-Key` to make retries safe."""
