@@ -1,0 +1,7 @@
+"""The dashboard's pages beyond sign-in, one module per section."""
+
+from __future__ import annotations
+
+from opencoupon.dashboard import campaigns
+
+routers = [campaigns.router]
