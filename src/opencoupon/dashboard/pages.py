@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from opencoupon.dashboard import campaigns
+from opencoupon.dashboard import campaigns, singleuse
 
-routers = [campaigns.router]
+routers = [campaigns.router, singleuse.router]
