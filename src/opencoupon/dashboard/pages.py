@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from opencoupon.dashboard import campaigns, singleuse
+from opencoupon.dashboard import campaigns, singleuse, webhooks
 
-routers = [campaigns.router, singleuse.router]
+routers = [campaigns.router, singleuse.router, webhooks.router]
