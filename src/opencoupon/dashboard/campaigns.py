@@ -97,6 +97,9 @@ def _owner_names(ctx: ApiContext) -> dict[int, str]:
 
 
 def _campaign(ctx: ApiContext, public_id: str) -> Campaign:
+    # SSO links name the campaign by its number (accounts.sso.PAGE_PATHS).
+    if public_id.isdigit():
+        public_id = f"cam_{public_id}"
     try:
         return service.get_campaign(ctx, public_id)
     except ApiError:

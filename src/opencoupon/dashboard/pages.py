@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from opencoupon.dashboard import campaigns, singleuse, webhooks
+from opencoupon.dashboard import account, campaigns, singleuse, subaccounts, webhooks
 
-routers = [campaigns.router, singleuse.router, webhooks.router]
+routers = [campaigns.router, singleuse.router, webhooks.router, subaccounts.router, account.router]
