@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
-from opencoupon.dashboard import account, campaigns, singleuse, subaccounts, webhooks
+from opencoupon.dashboard import account, campaigns, loyalty, singleuse, subaccounts, webhooks
 
-routers = [campaigns.router, singleuse.router, webhooks.router, subaccounts.router, account.router]
+routers = [
+    campaigns.router,
+    singleuse.router,
+    webhooks.router,
+    subaccounts.router,
+    account.router,
+    loyalty.router,
+]
