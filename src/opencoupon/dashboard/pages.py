@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from opencoupon.dashboard import account, campaigns, loyalty, singleuse, subaccounts, webhooks
+from opencoupon.dashboard import account, campaigns, directories, loyalty, singleuse, subaccounts, webhooks
 
 routers = [
     campaigns.router,
@@ -11,4 +11,5 @@ routers = [
     subaccounts.router,
     account.router,
     loyalty.router,
+    directories.router,
 ]
