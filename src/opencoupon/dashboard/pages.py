@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from opencoupon.dashboard import account, campaigns, directories, loyalty, singleuse, subaccounts, webhooks
+from opencoupon.dashboard import (
+    account,
+    campaigns,
+    directories,
+    loyalty,
+    push,
+    singleuse,
+    subaccounts,
+    webhooks,
+)
 
 routers = [
     campaigns.router,
@@ -12,4 +21,5 @@ routers = [
     account.router,
     loyalty.router,
     directories.router,
+    push.router,
 ]
