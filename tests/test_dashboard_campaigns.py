@@ -178,3 +178,23 @@ def test_tenancy_subaccount_sees_own_master_sees_all(
         assert stranger.get(f"/dashboard/campaigns/{sub_cid}").status_code == 404
         assert stranger.get(f"/dashboard/campaigns/{sub_cid}/sessions.csv").status_code == 404
         assert "Sub campaign" not in stranger.get("/dashboard/campaigns").text
+
+
+def test_consumer_page_preview_counts_nothing(
+    live_server: LiveServer, account: TestAccount, other_account: TestAccount
+) -> None:
+    with signed_in(live_server.url, account.email) as web:
+        cid = _create(web, title="Half-price pizza", claim_fields=["firstname", "phone"], pin="9999")
+        base = f"/dashboard/campaigns/{cid}"
+        assert f'src="{base}/preview"' in web.get(base).text
+        preview = web.get(f"{base}/preview")
+        assert preview.status_code == 200
+        assert "Half-price pizza" in preview.text
+        assert 'name="phone"' in preview.text
+        assert "Staff PIN" in preview.text
+        assert preview.headers["content-security-policy"] == "frame-ancestors 'self'"
+        page = web.get(base).text
+        assert '<strong data-funnel="opens">0</strong>' in page
+        assert "data-session" not in page
+    with signed_in(live_server.url, other_account.email) as stranger:
+        assert stranger.get(f"/dashboard/campaigns/{cid}/preview").status_code == 404

@@ -466,3 +466,60 @@ async def session_action(
         back = f"/dashboard/campaigns/{public_id}"
     sep = "&" if "?" in back else "?"
     return RedirectResponse(f"{back}{sep}{urlencode({'done': done})}#sessions", status_code=303)
+
+
+# --- preview of the consumer page ---------------------------------------------------------------
+
+
+def _preview_context(request: Request, account: Account, public_id: str) -> dict[str, Any]:
+    """The consumer page as a new visitor sees it, from the saved settings, without opening a
+    session (nothing is written, no statistics move)."""
+    with api_context(request, account) as ctx:
+        campaign = _campaign(ctx, public_id)
+        ctx.session.expunge(campaign)
+    form = campaign.claim_form or {}
+    row = CouponSession(
+        code="preview",
+        short_code="PREVIEW",
+        firstname="",
+        lastname="",
+        email="",
+        phone="",
+        customid="",
+        custom_validation_code=None,
+        validation_count=0,
+    )
+    word = "open" if campaign.status == "active" else "inactive"
+    return {
+        "title": campaign.title or campaign.name,
+        "campaign": campaign,
+        "row": row,
+        "state": word,
+        "message": "" if word == "open" else "This campaign is not active.",
+        "notice": "",
+        "error": "",
+        "expires_local": "",
+        "timezone": "",
+        "validated_local": "",
+        "claim_fields": list(form.get("fields", [])),
+        "required_fields": list(form.get("required", [])),
+        "custom_fields": list(form.get("custom_fields", [])),
+        "consent_text": form.get("consent_text", ""),
+        "can_claim": word == "open",
+        "can_validate": word == "open"
+        and not campaign.require_claim
+        and "pin" in campaign.validation_methods.split(",")
+        and bool(campaign.pin_digest),
+        "csrf": "",
+        "path": f"/dashboard/campaigns/{public_id}/preview",
+        "qr_svg": f"/qr/p/{campaign.code}.svg",
+        "push_target": None,
+    }
+
+
+@router.get("/dashboard/campaigns/{public_id}/preview")
+def campaign_preview(request: Request, public_id: str, account: Account = Depends(require_login)) -> Response:
+    response = page(request, "coupons/session.html", _preview_context(request, account, public_id))
+    # Only the dashboard's own pages may frame it.
+    response.headers["Content-Security-Policy"] = "frame-ancestors 'self'"
+    return response
