@@ -46,3 +46,53 @@ def test_holders_ledger_adjust_and_void(
         assert stranger.get(f"/dashboard/loyalty/{card['id']}").status_code == 404
         assert post_form(stranger, "/dashboard/loyalty", f"{path}/void", {}).status_code == 404
         assert "Stamp card" not in stranger.get("/dashboard/loyalty").text
+
+
+def test_create_and_edit_a_card(
+    live_server: LiveServer, account: TestAccount, other_account: TestAccount
+) -> None:
+    new = "/dashboard/loyalty-cards/new"
+    with signed_in(live_server.url, account.email) as web:
+        bad = post_form(web, new, new, {"name": "", "type": "stamp"})
+        assert bad.status_code == 422
+        assert "Name: enter" in bad.text
+        bad = post_form(web, new, new, {"name": "Cafe", "type": "stamp", "reward_goal": "lots"})
+        assert bad.status_code == 422
+        assert "Reward goal: enter a whole number" in bad.text
+        bad = post_form(web, new, new, {"name": "Cafe", "type": "coins"})
+        assert bad.status_code == 422
+        assert "Type:" in bad.text
+        made = post_form(
+            web,
+            new,
+            new,
+            {
+                "name": "Cafe card",
+                "type": "stamp",
+                "reward_goal": "8",
+                "active": "1",
+                "join_fields": ["first_name", "email"],
+            },
+        )
+        assert made.status_code == 303, made.text
+        card_path = made.headers["location"]
+        assert "Cafe card" in web.get(card_path).text
+        edit = web.get(card_path + "/edit")
+        assert 'value="8"' in edit.text
+        saved = post_form(
+            web,
+            card_path + "/edit",
+            card_path + "/edit",
+            {"name": "Cafe card 2", "type": "stamp", "reward_goal": "10", "join_fields": ["email"]},
+        )
+        assert saved.status_code == 303
+        listing = web.get("/dashboard/loyalty").text
+        assert "Cafe card 2" in listing
+        assert "inactive" in listing
+        assert web.post(new, data={"name": "Forged", "type": "stamp", "csrf_token": "x"}).status_code == 403
+    with signed_in(live_server.url, other_account.email) as stranger:
+        assert stranger.get(card_path + "/edit").status_code == 404
+        refused = post_form(
+            stranger, "/dashboard/loyalty", card_path + "/edit", {"name": "Mine", "type": "stamp"}
+        )
+        assert refused.status_code == 404
