@@ -25,6 +25,7 @@ from opencoupon.dashboard.common import (
     api_context,
     bar_chart,
     build,
+    csv_cell,
     day_range,
     many,
     no_store,
@@ -402,18 +403,21 @@ def _csv(request: Request, account: Account, public_id: str) -> tuple[str, str]:
         for row in rows:
             writer.writerow(
                 [
-                    row.code,
-                    row.short_code,
-                    service.state(campaign, row, tz, ctx.now),
-                    row.firstname,
-                    row.lastname,
-                    row.email,
-                    row.phone,
-                    fmt(row.opened_at),
-                    fmt(row.claimed_at),
-                    fmt(row.validated_at),
-                    row.validation_count,
-                    ctx.runtime.url(f"/p/{campaign.code}/{row.code}"),
+                    csv_cell(v)
+                    for v in (
+                        row.code,
+                        row.short_code,
+                        service.state(campaign, row, tz, ctx.now),
+                        row.firstname,
+                        row.lastname,
+                        row.email,
+                        row.phone,
+                        fmt(row.opened_at),
+                        fmt(row.claimed_at),
+                        fmt(row.validated_at),
+                        row.validation_count,
+                        ctx.runtime.url(f"/p/{campaign.code}/{row.code}"),
+                    )
                 ]
             )
         code = campaign.code

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from opencoupon.coupons import repository as coupons_repo
-from opencoupon.dashboard.common import FormProblem, api_context, no_store, page, runtime_of, text
+from opencoupon.dashboard.common import FormProblem, api_context, csv_cell, no_store, page, runtime_of, text
 from opencoupon.dashboard.security import PageError, require_login, verify_csrf
 from opencoupon.errors import ApiError
 from opencoupon.kit.clock import utcnow
@@ -88,7 +88,7 @@ def _links_csv(items: list[dict[str, Any]]) -> str:
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
     for item in items:
-        writer.writerow([item.get(name, "") for name in CSV_COLUMNS])
+        writer.writerow([csv_cell(item.get(name, "")) for name in CSV_COLUMNS])
     return out.getvalue()
 
 
