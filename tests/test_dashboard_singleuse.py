@@ -91,7 +91,12 @@ def test_batch_with_progress_and_csv(
 
 def test_import_recipients_all_or_nothing_and_csrf(live_server: LiveServer, account: TestAccount) -> None:
     cid = _campaign(account)
-    good = "firstname,email,customid,phone\nAnn,ann@example.com,=1+2,+32 2 123 45 67\nBob,bob@example.com,@x,\nAnn again,ann@example.com,,\n"
+    good = (
+        "firstname,email,customid,phone\n"
+        "Ann,ann@example.com,=1+2,+32 2 123 45 67\n"
+        "Bob,bob@example.com,@x,\n"
+        "Ann again,ann@example.com,,\n"
+    )
     bad = "firstname,email\nAnn,ann@example.com\nEve,not-an-email\n"
     with signed_in(live_server.url, account.email) as web:
         token = csrf_from(web.get(PAGE).text)
