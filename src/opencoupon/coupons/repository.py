@@ -183,7 +183,9 @@ def sessions_table(
         query = query.where(
             not_voided, CouponSession.validation_count == 0, CouponSession.claimed_at.is_(None)
         )
-    return list(session.scalars(query.order_by(CouponSession.id.desc()).offset(offset).limit(limit)))
+    # Newest first along ix_coupon_sessions_campaign_created, so a page reads only its own rows.
+    order = (CouponSession.created_at.desc(), CouponSession.id.desc())
+    return list(session.scalars(query.order_by(*order).offset(offset).limit(limit)))
 
 
 def session_by_id_in_campaign(session: Session, campaign_id: int, session_id: int) -> CouponSession | None:
