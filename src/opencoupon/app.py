@@ -44,6 +44,7 @@ ROUTER_MODULES = [
     "opencoupon.distribution.router",
     "opencoupon.qr.router",
     "opencoupon.dashboard.router",
+    "opencoupon.dashboard.pages",
     "opencoupon.docs",
 ]
 

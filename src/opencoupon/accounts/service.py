@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from dataclasses import dataclass
 
@@ -197,3 +198,23 @@ def redeem_token(session: Session, keyring: Keyring, raw: str, purpose: str) -> 
     if not repository.consume_token(session, found.id, utcnow()):
         return None
     return found
+
+
+def update_settings(
+    session: Session, account: Account, *, timezone: str | None = None, branding: dict[str, str] | None = None
+) -> None:
+    """The account's own settings from the dashboard: its time zone (a valid IANA name) and the
+    branding JSON (logo URL and colours, read by distribution.mail.parse_branding)."""
+    if timezone is not None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ApiError(300, "Invalid value in parameter: timezone.") from None
+        account.timezone = timezone
+    if branding is not None:
+        account.branding = json.dumps(branding, sort_keys=True)
+    account.updated_at = utcnow()
+    session.flush()
+    authcache.clear()

@@ -135,3 +135,64 @@ def search(session: Session, campaign_ids: Any, text: str, limit: int = 100) -> 
         .limit(limit)
     )
     return list(session.scalars(query))
+
+
+# States the dashboard's sessions table filters on (the words of service.state; "expired" depends
+# on the account's time zone and is shown, not filtered).
+SESSION_STATE_FILTERS = ("open", "claimed", "validated", "voided")
+
+
+def sessions_table(
+    session: Session,
+    campaign_id: int,
+    *,
+    text: str = "",
+    state: str = "",
+    offset: int = 0,
+    limit: int = 50,
+) -> list[CouponSession]:
+    """A page of a campaign's sessions for people, newest first: `text` matches the start of the
+    code, short code, email, phone, name, customid or custom validation code."""
+    query = select(CouponSession).where(
+        CouponSession.campaign_id == campaign_id, CouponSession.removed_at.is_(None)
+    )
+    if text:
+        like = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(
+            or_(
+                CouponSession.code.like(like, escape="\\"),
+                CouponSession.short_code.like(like, escape="\\"),
+                CouponSession.email.like(like.lower(), escape="\\"),
+                CouponSession.phone.like(like, escape="\\"),
+                CouponSession.firstname.like(like, escape="\\"),
+                CouponSession.lastname.like(like, escape="\\"),
+                CouponSession.customid.like(like, escape="\\"),
+                CouponSession.custom_validation_code.like(like, escape="\\"),
+            )
+        )
+    not_voided = CouponSession.link_status != "voided"
+    if state == "voided":
+        query = query.where(CouponSession.link_status == "voided")
+    elif state == "validated":
+        query = query.where(not_voided, CouponSession.validation_count > 0)
+    elif state == "claimed":
+        query = query.where(
+            not_voided, CouponSession.validation_count == 0, CouponSession.claimed_at.is_not(None)
+        )
+    elif state == "open":
+        query = query.where(
+            not_voided, CouponSession.validation_count == 0, CouponSession.claimed_at.is_(None)
+        )
+    # Newest first along ix_coupon_sessions_campaign_created, so a page reads only its own rows.
+    order = (CouponSession.created_at.desc(), CouponSession.id.desc())
+    return list(session.scalars(query.order_by(*order).offset(offset).limit(limit)))
+
+
+def session_by_id_in_campaign(session: Session, campaign_id: int, session_id: int) -> CouponSession | None:
+    return session.scalar(
+        select(CouponSession).where(
+            CouponSession.campaign_id == campaign_id,
+            CouponSession.id == session_id,
+            CouponSession.removed_at.is_(None),
+        )
+    )

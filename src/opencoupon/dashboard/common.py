@@ -1,0 +1,141 @@
+"""What every dashboard page shares: the API context for the signed-in person (so pages call the
+same services as the API, with the same tenancy scope), form reading and validation messages."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import Response
+
+from opencoupon.accounts import repository as accounts_repo
+from opencoupon.errors import ApiError
+from opencoupon.kit.clock import utcnow
+from opencoupon.kit.endpoint import ApiContext
+from opencoupon.kit.params import V3Request
+from opencoupon.models import Account
+from opencoupon.pages import render
+from opencoupon.runtime import Runtime
+
+M = TypeVar("M", bound=V3Request)
+_PHONE_LIKE = re.compile(r"^[0-9 ()./-]*$")
+
+
+class FormProblem(Exception):
+    """Form input the services refused: shown above the form, with the form filled in again."""
+
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__("; ".join(messages))
+        self.messages = messages
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+@contextmanager
+def api_context(request: Request, account: Account, *, write: bool = False) -> Iterator[ApiContext]:
+    """One transaction (or read) as `account`: the context every service function expects."""
+    runtime = runtime_of(request)
+    opener = runtime.db.transaction if write else runtime.db.read
+    with opener() as session:
+        fresh = accounts_repo.by_id(session, account.id)
+        if fresh is None:
+            raise FormProblem(["Your account no longer exists."])
+        yield ApiContext(session=session, account=fresh, runtime=runtime, now=utcnow())
+
+
+def no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def page(request: Request, template: str, context: dict[str, Any], status_code: int = 200) -> Response:
+    return no_store(render(request, template, context, status_code=status_code))
+
+
+def text(form: FormData, name: str, limit: int = 5000) -> str:
+    value = form.get(name)
+    return value.strip()[:limit] if isinstance(value, str) else ""
+
+
+def many(form: FormData, name: str) -> list[str]:
+    return [v for v in form.getlist(name) if isinstance(v, str) and v]
+
+
+def _label(loc: tuple[Any, ...]) -> str:
+    return str(loc[-1]).replace("_", " ") if loc else "form"
+
+
+def build(model: type[M], data: dict[str, Any]) -> M:
+    """The request model the API uses, from form fields; its refusals become form messages."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise FormProblem([f"{_label(e['loc']).capitalize()}: {e['msg']}." for e in err.errors()]) from None
+    except ApiError as err:
+        raise FormProblem([err.description]) from None
+
+
+def problem_of(err: ApiError) -> FormProblem:
+    return FormProblem([err.description])
+
+
+def parse_int(raw: str, name: str, *, low: int = 0, high: int = 10**9) -> int | None:
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise FormProblem([f"{name}: enter a whole number."]) from None
+    if not low <= value <= high:
+        raise FormProblem([f"{name}: use a number from {low} to {high}."])
+    return value
+
+
+def day_range(days: int, today: dt.date) -> list[dt.date]:
+    return [today - dt.timedelta(days=days - 1 - i) for i in range(days)]
+
+
+def bar_chart(
+    days: list[dt.date], series: list[tuple[str, str, list[int]]], *, height: int = 160
+) -> dict[str, Any]:
+    """Geometry for a server-rendered SVG grouped bar chart (no JavaScript needed)."""
+    peak = max([1] + [v for _, _, values in series for v in values])
+    group = 100.0 / max(1, len(days))
+    bar = group / (len(series) + 1)
+    bars = []
+    for d_index, day in enumerate(days):
+        for s_index, (name, colour, values) in enumerate(series):
+            value = values[d_index]
+            h = value / peak * (height - 20)
+            bars.append(
+                {
+                    "x": round(d_index * group + s_index * bar + bar / 2, 3),
+                    "y": round(height - h, 2),
+                    "w": round(bar, 3),
+                    "h": round(h, 2),
+                    "colour": colour,
+                    "title": f"{day.isoformat()} {name}: {value}",
+                }
+            )
+    return {"bars": bars, "height": height, "peak": peak, "series": series, "days": days}
+
+
+def csv_cell(value: object) -> str:
+    """A CSV value that spreadsheets show as text: consumer-typed values starting with = + - @ would
+    otherwise run as formulas when the export is opened (CSV injection)."""
+    text_value = "" if value is None else str(value)
+    if text_value[:1] not in ("=", "+", "-", "@", "\t", "\r"):
+        return text_value
+    # Phone numbers such as +32 2 123 45 67 stay as they are.
+    if text_value[:1] in "+-" and _PHONE_LIKE.match(text_value[1:]):
+        return text_value
+    return "'" + text_value

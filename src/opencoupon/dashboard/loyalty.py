@@ -1,0 +1,274 @@
+"""Dashboard pages for loyalty cards: the cards, their holders with balances, a holder's ledger,
+adjusting a balance with a reason, voiding/unvoiding a holder (loyalty.service does the work).
+
+The reason of an adjustment is picked from a short list and kept in the ledger entry's `source`
+(16 characters) and the loyalty_points_changed event's `reason`."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends
+from fastapi.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from opencoupon.dashboard.common import FormProblem, api_context, build, many, page, parse_int, text
+from opencoupon.dashboard.security import PageError, require_login, verify_csrf
+from opencoupon.errors import ApiError
+from opencoupon.loyalty import repository, service
+from opencoupon.loyalty.schemas import CardCreate, CardUpdate
+from opencoupon.models import Account, LoyaltyCard
+
+router = APIRouter(include_in_schema=False)
+
+REASONS = ("correction", "goodwill", "purchase", "refund", "complaint", "fraud")
+NOT_FOUND = PageError(404, "Not found", "There is no such loyalty card or holder in your account.")
+
+
+@router.get("/dashboard/loyalty")
+def cards_page(request: Request, account: Account = Depends(require_login)) -> Response:
+    with api_context(request, account) as ctx:
+        rows = repository.cards(
+            ctx.session, ctx.scope(LoyaltyCard.account_id), only_active=False, descending=True
+        )
+        cards = [service.card_v4(ctx.session, ctx.runtime, c) for c in rows]
+    return page(
+        request, "dashboard/loyalty.html", {"title": "Loyalty cards", "account": account, "cards": cards}
+    )
+
+
+def _card_context(request: Request, account: Account, card_id: str) -> dict[str, Any]:
+    try:
+        page_no = max(1, int(request.query_params.get("page", "1")))
+    except ValueError:
+        page_no = 1
+    with api_context(request, account) as ctx:
+        try:
+            card = service.get_card(ctx.session, ctx.may_reach, card_id)
+        except ApiError:
+            raise NOT_FOUND from None
+        info = service.card_v4(ctx.session, ctx.runtime, card)
+        total, rows = repository.holders_page(ctx.session, card.id, page=page_no, filters={})
+        holders = [service.holder_v4(ctx.runtime, card, h) for h in rows]
+    return {
+        "title": info["name"],
+        "account": account,
+        "card": info,
+        "holders": holders,
+        "total": total,
+        "page": page_no,
+        "has_next": page_no * repository.PAGE_SIZE < total,
+    }
+
+
+@router.get("/dashboard/loyalty/{card_id}")
+def card_page(request: Request, card_id: str, account: Account = Depends(require_login)) -> Response:
+    return page(request, "dashboard/loyalty_card.html", _card_context(request, account, card_id))
+
+
+def _holder_context(
+    request: Request, account: Account, card_id: str, holder_id: str, errors: list[str]
+) -> dict[str, Any]:
+    with api_context(request, account) as ctx:
+        try:
+            card, holder = service.get_card_and_holder(ctx.session, ctx.may_reach, card_id, holder_id)
+        except ApiError:
+            raise NOT_FOUND from None
+        info = service.holder_v4(ctx.runtime, card, holder)
+        ledger = [
+            {
+                "date": e.created_at,
+                "kind": e.kind,
+                "delta": e.delta,
+                "balance": e.balance_after,
+                "unit": e.unit,
+                "source": e.source,
+            }
+            for e in repository.ledger(ctx.session, holder.id, limit=100)
+        ]
+        unit = service.unit_of(card)
+        card_name = card.name
+    return {
+        "title": "Holder",
+        "account": account,
+        "holder": info,
+        "ledger": ledger,
+        "unit": unit,
+        "card_id": card_id,
+        "card_name": card_name,
+        "reasons": REASONS,
+        "errors": errors,
+        "done": request.query_params.get("done", "")[:200],
+    }
+
+
+@router.get("/dashboard/loyalty/{card_id}/holders/{holder_id}")
+def holder_page(
+    request: Request, card_id: str, holder_id: str, account: Account = Depends(require_login)
+) -> Response:
+    return page(
+        request, "dashboard/loyalty_holder.html", _holder_context(request, account, card_id, holder_id, [])
+    )
+
+
+def _act(
+    request: Request, account: Account, card_id: str, holder_id: str, action: str, delta: int, reason: str
+) -> str:
+    with api_context(request, account, write=True) as ctx:
+        try:
+            card, holder = service.get_card_and_holder(ctx.session, ctx.may_reach, card_id, holder_id)
+        except ApiError:
+            raise NOT_FOUND from None
+        if action == "adjust":
+            change = service.change_balance(
+                ctx.session, ctx.runtime, card, holder, delta, source=reason, now=ctx.now
+            )
+            return f"Balance is now {change.balance} {change.unit}."
+        service.set_voided(ctx.session, card, holder, action == "void", source="dashboard", now=ctx.now)
+        return "Holder voided." if action == "void" else "Holder re-activated."
+
+
+@router.post("/dashboard/loyalty/{card_id}/holders/{holder_id}/{action}")
+async def holder_action(
+    request: Request, card_id: str, holder_id: str, action: str, account: Account = Depends(require_login)
+) -> Response:
+    form = await request.form()
+    verify_csrf(request, form)
+    if action not in ("adjust", "void", "unvoid"):
+        raise NOT_FOUND
+    try:
+        delta = 0
+        reason = "dashboard"
+        if action == "adjust":
+            amount = parse_int(text(form, "amount", 20), "Amount", low=-1_000_000, high=1_000_000)
+            if not amount:
+                raise FormProblem(["Amount: enter a number other than 0 (negative takes away)."])
+            delta = amount
+            reason = text(form, "reason", 20)
+            if reason not in REASONS:
+                raise FormProblem(["Reason: choose why the balance changes."])
+        done = await run_in_threadpool(_act, request, account, card_id, holder_id, action, delta, reason)
+    except ApiError as err:
+        context = await run_in_threadpool(
+            _holder_context, request, account, card_id, holder_id, [err.description]
+        )
+        return page(request, "dashboard/loyalty_holder.html", context, status_code=422)
+    except FormProblem as problem:
+        context = await run_in_threadpool(
+            _holder_context, request, account, card_id, holder_id, problem.messages
+        )
+        return page(request, "dashboard/loyalty_holder.html", context, status_code=422)
+    return RedirectResponse(
+        f"/dashboard/loyalty/{card_id}/holders/{holder_id}?{urlencode({'done': done})}", status_code=303
+    )
+
+
+# --- create / edit a card -----------------------------------------------------------------------
+
+_CARD_DEFAULTS: dict[str, Any] = {"type": "stamp", "active": True, "join_fields": ["first_name", "email"]}
+
+
+def _card_form_context(
+    account: Account, values: dict[str, Any], errors: list[str], card_id: str = ""
+) -> dict[str, Any]:
+    return {
+        "title": "Edit loyalty card" if card_id else "New loyalty card",
+        "account": account,
+        "values": values,
+        "errors": errors,
+        "card_id": card_id,
+        "join_fields": service.JOIN_FIELDS,
+    }
+
+
+def _card_values(form: Any) -> dict[str, Any]:
+    return {
+        "name": text(form, "name", 200),
+        "type": text(form, "type", 20),
+        "description": text(form, "description", 2000),
+        "reward_goal": text(form, "reward_goal", 20),
+        "expire_days": text(form, "expire_days", 20),
+        "active": text(form, "active") == "1",
+        "join_fields": many(form, "join_fields"),
+    }
+
+
+def _card_data(form: Any, values: dict[str, Any]) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "name": values["name"],
+        "type": values["type"],
+        "description": values["description"],
+        "active": values["active"],
+        "join_fields": ",".join(values["join_fields"]),
+    }
+    if not values["name"]:
+        raise FormProblem(["Name: enter a name for the card."])
+    goal = parse_int(values["reward_goal"], "Reward goal", low=1, high=1_000_000)
+    if goal is not None:
+        data["reward_goal"] = goal
+    days = parse_int(values["expire_days"], "Days until unused balance expires", high=36500)
+    data["expire_days"] = days
+    pin = text(form, "pin", 40)
+    if pin:
+        data["pin"] = pin
+    return data
+
+
+@router.get("/dashboard/loyalty-cards/new")
+def new_card_form(request: Request, account: Account = Depends(require_login)) -> Response:
+    return page(
+        request, "dashboard/loyalty_card_form.html", _card_form_context(account, dict(_CARD_DEFAULTS), [])
+    )
+
+
+def _save_card(request: Request, account: Account, card_id: str, data: dict[str, Any]) -> int:
+    try:
+        with api_context(request, account, write=True) as ctx:
+            if card_id:
+                try:
+                    card = service.get_card(ctx.session, ctx.may_reach, card_id)
+                except ApiError:
+                    raise NOT_FOUND from None
+                service.update_card(ctx.session, ctx.runtime, card, build(CardUpdate, data), ctx.now)
+                return card.id
+            return service.create_card(
+                ctx.session, ctx.runtime, ctx.account.id, build(CardCreate, data), ctx.now
+            ).id
+    except ApiError as err:
+        raise FormProblem([err.description]) from None
+
+
+async def _card_post(request: Request, account: Account, card_id: str) -> Response:
+    form = await request.form()
+    verify_csrf(request, form)
+    values = _card_values(form)
+    try:
+        saved = await run_in_threadpool(_save_card, request, account, card_id, _card_data(form, values))
+    except FormProblem as problem:
+        context = _card_form_context(account, values, problem.messages, card_id)
+        return page(request, "dashboard/loyalty_card_form.html", context, status_code=422)
+    return RedirectResponse(f"/dashboard/loyalty/{saved}", status_code=303)
+
+
+@router.post("/dashboard/loyalty-cards/new")
+async def create_card(request: Request, account: Account = Depends(require_login)) -> Response:
+    return await _card_post(request, account, "")
+
+
+@router.get("/dashboard/loyalty/{card_id}/edit")
+def edit_card_form(request: Request, card_id: str, account: Account = Depends(require_login)) -> Response:
+    with api_context(request, account) as ctx:
+        try:
+            card = service.get_card(ctx.session, ctx.may_reach, card_id)
+        except ApiError:
+            raise NOT_FOUND from None
+        info = service.card_v4(ctx.session, ctx.runtime, card)
+    values = {**info, "reward_goal": info["reward_goal"] or "", "expire_days": info["expire_days"] or ""}
+    return page(request, "dashboard/loyalty_card_form.html", _card_form_context(account, values, [], card_id))
+
+
+@router.post("/dashboard/loyalty/{card_id}/edit")
+async def update_card(request: Request, card_id: str, account: Account = Depends(require_login)) -> Response:
+    return await _card_post(request, account, card_id)

@@ -1,0 +1,202 @@
+"""Dashboard pages for webhook endpoints: create (the signing secret shown once), edit the event
+filter, enable/disable, rotate the secret (shown once, the old one valid for a grace period), the
+delivery log, and replay one event or everything since a time. All through webhooks.service."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends
+from fastapi.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from opencoupon.accounts import repository as accounts_repo
+from opencoupon.dashboard.common import FormProblem, api_context, build, many, page, parse_int, text
+from opencoupon.dashboard.security import PageError, require_login, verify_csrf
+from opencoupon.errors import ApiError
+from opencoupon.events.service import EVENT_TYPES
+from opencoupon.kit.endpoint import ApiContext
+from opencoupon.models import Account, WebhookEndpoint
+from opencoupon.webhooks import repository, service
+from opencoupon.webhooks.schemas import DeliveryQuery, EndpointCreate, EndpointUpdate, Replay, Rotate
+
+router = APIRouter(include_in_schema=False)
+
+NOT_FOUND = PageError(404, "Not found", "There is no such webhook endpoint in your account.")
+LOG_SIZE = 50
+
+
+def _subaccounts(ctx: ApiContext) -> list[tuple[str, str]]:
+    if ctx.account.parent_id is not None:
+        return []
+    return [
+        (f"sub_{s.id}", s.company_name or s.email)
+        for s in accounts_repo.subaccounts(ctx.session, ctx.account.id)
+    ]
+
+
+def _list_context(
+    request: Request, account: Account, errors: list[str], values: dict[str, Any]
+) -> dict[str, Any]:
+    with api_context(request, account) as ctx:
+        rows = repository.endpoints(ctx.session, ctx.scope(WebhookEndpoint.account_id))
+        endpoints = [service.to_public(e, ctx) for e in rows]
+        subs = _subaccounts(ctx)
+    return {
+        "title": "Webhooks",
+        "account": account,
+        "endpoints": endpoints,
+        "event_types": EVENT_TYPES,
+        "subaccounts": subs,
+        "errors": errors,
+        "values": values,
+    }
+
+
+@router.get("/dashboard/webhooks")
+def webhooks_page(request: Request, account: Account = Depends(require_login)) -> Response:
+    context = _list_context(request, account, [], {"events": ["*"]})
+    return page(request, "dashboard/webhooks.html", context)
+
+
+def _create(request: Request, account: Account, data: dict[str, Any]) -> dict[str, Any]:
+    req = build(EndpointCreate, data)
+    try:
+        with api_context(request, account, write=True) as ctx:
+            return service.create(ctx, req)
+    except ApiError as err:
+        raise FormProblem([err.description]) from None
+
+
+@router.post("/dashboard/webhooks")
+async def create_endpoint(request: Request, account: Account = Depends(require_login)) -> Response:
+    form = await request.form()
+    verify_csrf(request, form)
+    values = {
+        "url": text(form, "url", 2000),
+        "description": text(form, "description", 200),
+        "events": many(form, "events"),
+        "subaccount": text(form, "subaccount", 40),
+    }
+    try:
+        if not values["url"]:
+            raise FormProblem(["URL: enter the address that receives the events."])
+        if not values["events"]:
+            raise FormProblem(["Events: choose at least one."])
+        data = {**values, "events": ",".join(values["events"])}
+        if not data["subaccount"]:
+            del data["subaccount"]
+        created = await run_in_threadpool(_create, request, account, data)
+    except FormProblem as problem:
+        context = await run_in_threadpool(_list_context, request, account, problem.messages, values)
+        return page(request, "dashboard/webhooks.html", context, status_code=422)
+    # The secret is shown in this answer only (not stored in clear, not put in a URL).
+    context = {
+        "title": "Webhook created",
+        "account": account,
+        "endpoint": created,
+        "secret": created["secret"],
+        "rotated": False,
+    }
+    return page(request, "dashboard/webhook_secret.html", context, status_code=201)
+
+
+# --- one endpoint ------------------------------------------------------------------------------
+
+
+def _with_endpoint(ctx: ApiContext, public_id: str) -> WebhookEndpoint:
+    ctx.path_params["id"] = public_id
+    try:
+        return service.get(ctx, public_id)
+    except ApiError:
+        raise NOT_FOUND from None
+
+
+def _endpoint_context(request: Request, account: Account, public_id: str) -> dict[str, Any]:
+    with api_context(request, account) as ctx:
+        endpoint = _with_endpoint(ctx, public_id)
+        info = service.to_public(endpoint, ctx)
+        log = service.deliveries(ctx, DeliveryQuery(limit=LOG_SIZE))
+    return {
+        "title": "Webhook endpoint",
+        "account": account,
+        "endpoint": info,
+        "public_id": public_id,
+        "deliveries": log,
+        "event_types": EVENT_TYPES,
+        "done": request.query_params.get("done", "")[:300],
+        "problem": request.query_params.get("problem", "")[:300],
+    }
+
+
+@router.get("/dashboard/webhooks/{public_id}")
+def endpoint_page(request: Request, public_id: str, account: Account = Depends(require_login)) -> Response:
+    return page(request, "dashboard/webhook.html", _endpoint_context(request, account, public_id))
+
+
+def _back(public_id: str, **params: str) -> Response:
+    return RedirectResponse(f"/dashboard/webhooks/{public_id}?{urlencode(params)}", status_code=303)
+
+
+def _change(request: Request, account: Account, public_id: str, action: str, form: dict[str, Any]) -> Any:
+    with api_context(request, account, write=True) as ctx:
+        _with_endpoint(ctx, public_id)
+        if action == "edit":
+            return service.update(ctx, build(EndpointUpdate, form))
+        if action == "rotate":
+            return service.rotate(ctx, build(Rotate, form))
+        if action == "replay":
+            return service.replay(ctx, build(Replay, form))
+        if action == "delete":
+            return service.delete(ctx)
+        raise NOT_FOUND
+
+
+@router.post("/dashboard/webhooks/{public_id}/{action}")
+async def endpoint_action(
+    request: Request, public_id: str, action: str, account: Account = Depends(require_login)
+) -> Response:
+    form = await request.form()
+    verify_csrf(request, form)
+    data: dict[str, Any] = {}
+    try:
+        if action == "edit":
+            events = many(form, "events")
+            if not events:
+                raise FormProblem(["Events: choose at least one."])
+            data = {
+                "events": ",".join(events),
+                "description": text(form, "description", 200),
+                "enabled": text(form, "enabled") == "1",
+            }
+        elif action == "rotate":
+            hours = parse_int(text(form, "grace_hours"), "Grace period (hours)", high=service.MAX_GRACE_HOURS)
+            if hours is not None:
+                data["grace_hours"] = hours
+        elif action == "replay":
+            for name in ("event", "since"):
+                if text(form, name, 40):
+                    data[name] = text(form, name, 40)
+            if not data:
+                raise FormProblem(["Replay: choose an event or enter a time (UTC)."])
+        answer = await run_in_threadpool(_change, request, account, public_id, action, data)
+    except FormProblem as problem:
+        return _back(public_id, problem="; ".join(problem.messages))
+    except ApiError as err:
+        return _back(public_id, problem=err.description)
+    if action == "rotate":
+        context = {
+            "title": "Secret rotated",
+            "account": account,
+            "endpoint": answer,
+            "secret": answer["secret"],
+            "rotated": True,
+        }
+        return page(request, "dashboard/webhook_secret.html", context)
+    if action == "delete":
+        return RedirectResponse("/dashboard/webhooks", status_code=303)
+    if action == "replay":
+        return _back(public_id, done=f"{answer['queued']} deliveries queued.")
+    return _back(public_id, done="Saved.")

@@ -1,0 +1,39 @@
+"""Helpers for dashboard tests: a signed-in cookie-keeping client and form posts with CSRF."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx2
+
+from foundation_fixtures import browser, csrf_from, path_of, sign_in
+from helpers import assert_ok
+
+PASSWORD = "correct horse battery"
+
+
+@contextmanager
+def signed_in(base_url: str, email: str) -> Iterator[httpx2.Client]:
+    with browser(base_url) as client:
+        answer = sign_in(client, email, PASSWORD)
+        assert answer.status_code == 303, answer.text
+        yield client
+
+
+def post_form(client: httpx2.Client, page_path: str, action: str, data: dict[str, Any]) -> httpx2.Response:
+    """Open `page_path`, take its CSRF token, post `data` to `action` (lists become repeated fields)."""
+    page = client.get(page_path)
+    assert page.status_code == 200, page.text
+    return client.post(action, data={**data, "csrf_token": csrf_from(page.text)})
+
+
+@contextmanager
+def sso_client(base_url: str, master: Any, sub_id: int) -> Iterator[httpx2.Client]:
+    """A browser signed in as a subaccount through the API's one-time SSO link."""
+    body = assert_ok(master.call("/v3/subaccount/sso", subaccount=f"sub_{sub_id}"))
+    with browser(base_url) as client:
+        landing = client.get(path_of(body["subaccount"]["url"]))
+        assert landing.status_code == 303, landing.text
+        yield client

@@ -1,0 +1,144 @@
+"""Dashboard subaccount and account pages over real HTTP: create/edit/block/expiry and "open as"
+(SSO) for masters, usage figures, API secret rotation with a grace period, time zone and branding,
+server-side validation and CSRF."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import LiveServer, TestAccount
+from dashboard_fixtures import PASSWORD, post_form, signed_in
+from foundation_fixtures import browser, sign_in
+from helpers import assert_ok
+
+SUBS = "/dashboard/subaccounts"
+
+
+def test_master_manages_and_opens_subaccounts(live_server: LiveServer, account: TestAccount) -> None:
+    with signed_in(live_server.url, account.email) as web:
+        bad = post_form(web, SUBS, SUBS, {"email": ""})
+        assert bad.status_code == 422
+        assert "Email: enter" in bad.text
+        bad = post_form(web, SUBS, SUBS, {"email": "x@example.com", "expiry_date": "31/12/2027"})
+        assert bad.status_code == 422
+        assert "expiry_date" in bad.text
+        created = post_form(
+            web,
+            SUBS,
+            SUBS,
+            {
+                "email": "shop@example.com",
+                "company_name": "Shop One",
+                "password": PASSWORD,
+                "status": "customer",
+            },
+        )
+        assert created.status_code == 303
+        sub_path = created.headers["location"].split("?")[0]
+        sub_id = sub_path.rsplit("/", 1)[1]
+        assert "Subaccount created." in web.get(created.headers["location"]).text
+        assert "Shop One" in web.get(SUBS).text
+
+        saved = post_form(
+            web,
+            sub_path,
+            f"{sub_path}/edit",
+            {"company_name": "Shop Uno", "expiry_date": "2099-01-31", "status": "trial"},
+        )
+        assert saved.status_code == 303
+        page = web.get(sub_path).text
+        assert 'value="Shop Uno"' in page
+        assert 'value="2099-01-31"' in page
+        bad_tz = post_form(web, sub_path, f"{sub_path}/edit", {"timezone": "Mars/Olympus"})
+        assert bad_tz.status_code == 422
+        assert "timezone" in bad_tz.text
+
+        # The subaccount's own campaign shows in the master's usage figures.
+        info = assert_ok(account.call("/v3/subaccount/info", subaccount=sub_id))
+        sub_client = {
+            "X-Client-Id": info["subaccount"]["api_key"],
+            "X-Client-Secret": info["subaccount"]["api_secret"],
+        }
+        made = web.post("/v4/campaigns", json={"name": "Sub's campaign"}, headers=sub_client)
+        assert made.status_code == 201, made.text
+        assert re.search(r"<dt>Campaigns</dt><dd>1 ", web.get(sub_path).text)
+
+        blocked = post_form(web, sub_path, f"{sub_path}/block", {})
+        assert "Blocked" in web.get(blocked.headers["location"]).text
+        with browser(live_server.url) as other:
+            assert sign_in(other, "shop@example.com", PASSWORD).status_code == 401
+        post_form(web, sub_path, f"{sub_path}/unblock", {})
+
+        opened = post_form(web, sub_path, f"{sub_path}/open", {})
+        assert opened.status_code == 303
+        assert opened.headers["location"].startswith("/sso/")
+        landed = web.get(opened.headers["location"])
+        assert landed.status_code == 303
+        home = web.get(landed.headers["location"])
+        assert "shop@example.com" in home.text
+        # Now signed in as the subaccount: its campaign only, no subaccounts section.
+        assert "Sub&#39;s campaign" in web.get("/dashboard/campaigns").text
+        assert web.get(SUBS).status_code == 403
+        assert web.post(f"{sub_path}/open", data={}).status_code in (403,)
+
+
+def test_forged_and_foreign_subaccount_actions(
+    live_server: LiveServer, account: TestAccount, subaccount: TestAccount, other_account: TestAccount
+) -> None:
+    path = f"{SUBS}/sub_{subaccount.id}"
+    with signed_in(live_server.url, other_account.email) as stranger:
+        assert stranger.get(path).status_code == 404
+        assert post_form(stranger, SUBS, f"{path}/open", {}).status_code == 404
+        assert post_form(stranger, SUBS, f"{path}/block", {}).status_code == 404
+    with signed_in(live_server.url, account.email) as web:
+        assert web.post(f"{path}/block", data={"csrf_token": "forged"}).status_code == 403
+        assert web.post(f"{path}/open", data={}).status_code == 403
+        assert "blocked" not in web.get(path).text.split("<h1>")[1].split("</h1>")[0]
+
+
+def test_account_secret_rotation_timezone_and_branding(live_server: LiveServer, account: TestAccount) -> None:
+    page = "/dashboard/account"
+    with signed_in(live_server.url, account.email) as web:
+        assert account.client_id in web.get(page).text
+        rotated = post_form(web, page, f"{page}/rotate", {"grace_hours": "1"})
+        assert rotated.status_code == 200
+        secret = re.search(r'id="secret" class="dash-secret" readonly value="([^"]+)"', rotated.text).group(1)  # type: ignore[union-attr]
+        # New and old secrets both work during the grace period.
+        assert_ok(account.call("/v3/subaccount/list"))
+        with browser(live_server.url) as api:
+            answer = api.post(
+                "/v3/subaccount/list", headers={"X-Client-Id": account.client_id, "X-Client-Secret": secret}
+            )
+            assert_ok(answer)
+        bad = post_form(web, page, f"{page}/rotate", {"grace_hours": "-3"})
+        assert bad.status_code == 422
+        assert "Grace period" in bad.text
+
+        bad = post_form(
+            web,
+            page,
+            f"{page}/settings",
+            {"timezone": "Nowhere/City", "primary_color": "red", "logo_url": "ftp://x"},
+        )
+        assert bad.status_code == 422
+        assert "#1f6feb" in bad.text
+        assert "Logo URL" in bad.text
+        bad = post_form(web, page, f"{page}/settings", {"timezone": "Nowhere/City"})
+        assert bad.status_code == 422
+        assert "timezone" in bad.text
+        ok = post_form(
+            web,
+            page,
+            f"{page}/settings",
+            {
+                "timezone": "Europe/Brussels",
+                "logo_url": "https://example.com/logo.png",
+                "primary_color": "#112233",
+            },
+        )
+        assert ok.status_code == 303
+        shown = web.get(page).text
+        assert 'value="Europe/Brussels"' in shown
+        assert 'value="#112233"' in shown
+        assert "logo.png" in shown
+        assert web.post(f"{page}/settings", data={"timezone": "UTC"}).status_code == 403

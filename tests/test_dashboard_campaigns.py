@@ -1,0 +1,200 @@
+"""Dashboard campaign pages over real HTTP: list, create/edit with server-side validation, the
+campaign page (funnel, chart, QR), the sessions table (search, filter, CSV, void/unvoid/validate),
+CSRF on every form, and tenancy (SSO subaccount sees its own, master sees its subaccounts')."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+from conftest import LiveServer, TestAccount
+from dashboard_fixtures import post_form, signed_in, sso_client
+from foundation_fixtures import browser
+from helpers import assert_ok
+
+NEW = "/dashboard/campaigns/new"
+
+
+def _create(client: object, **fields: object) -> str:
+    data = {"name": "Spring sale", "status": "active", "validation_methods": ["pin", "widget"], **fields}
+    answer = post_form(client, NEW, NEW, data)  # type: ignore[arg-type]
+    assert answer.status_code == 303, answer.text
+    match = re.match(r"/dashboard/campaigns/(cam_\d+)\?created=1", answer.headers["location"])
+    assert match, answer.headers["location"]
+    return match.group(1)
+
+
+def test_create_edit_and_list_with_validation_messages(live_server: LiveServer, account: TestAccount) -> None:
+    with signed_in(live_server.url, account.email) as web:
+        home = web.get("/dashboard/")
+        for label in (
+            "Campaigns",
+            "Single-use",
+            "Loyalty",
+            "Directories",
+            "Subaccounts",
+            "Webhooks",
+            "Account",
+        ):
+            assert f">{label}</a>" in home.text
+        assert '<script src="/static/vendor/htmx.min.js"' in home.text
+        assert web.get("/static/vendor/htmx.min.js").status_code == 200
+
+        # Server-side validation says what is wrong and keeps what was typed.
+        bad = post_form(web, NEW, NEW, {"name": "", "title": "Kept", "validation_methods": "pin"})
+        assert bad.status_code == 422
+        assert "Name: enter a name" in bad.text
+        assert 'value="Kept"' in bad.text
+        bad = post_form(web, NEW, NEW, {"name": "X", "pin": "1!", "validation_methods": "pin"})
+        assert bad.status_code == 422
+        assert "4 to 12 letters or digits" in bad.text
+        bad = post_form(
+            web, NEW, NEW, {"name": "X", "expiry_mode": "fixed_date", "validation_methods": "pin"}
+        )
+        assert bad.status_code == 422
+        assert "expiry_date" in bad.text
+        bad = post_form(web, NEW, NEW, {"name": "X"})
+        assert bad.status_code == 422
+        assert "choose at least one" in bad.text
+
+        cid = _create(
+            web,
+            pin="4321",
+            tags="spring,food",
+            expiry_mode="after_claim",
+            expiry_minutes="60",
+            claim_fields=["firstname", "email"],
+            required_fields=["email"],
+            require_claim="1",
+            max_validations="10",
+            image="https://example.com/a.png",
+        )
+        page = web.get(f"/dashboard/campaigns/{cid}?created=1")
+        assert page.status_code == 200
+        assert "Campaign created." in page.text
+        assert "after_claim" in page.text
+        assert "PIN set" in page.text
+        edit = web.get(f"/dashboard/campaigns/{cid}/edit")
+        assert 'value="spring,food"' in edit.text
+        assert 'value="60"' in edit.text
+        saved = post_form(
+            web,
+            f"/dashboard/campaigns/{cid}/edit",
+            f"/dashboard/campaigns/{cid}/edit",
+            {
+                "name": "Spring sale 2",
+                "status": "inactive",
+                "tags": "spring",
+                "validation_methods": "pin",
+                "expiry_mode": "none",
+                "validations_per_session": "2",
+            },
+        )
+        assert saved.status_code == 303
+        listing = web.get("/dashboard/campaigns")
+        assert "Spring sale 2" in listing.text
+        assert "inactive" in listing.text
+        assert web.get("/dashboard/campaigns?tag=food").text.count("Spring sale 2") == 0
+        # Same rules as the API: the API sees what the dashboard saved.
+        body = assert_ok(account.call("/v3/coupon/info", campaign=cid))
+        assert "Spring sale 2" in str(body)
+
+
+def test_forged_posts_are_refused(live_server: LiveServer, account: TestAccount) -> None:
+    with signed_in(live_server.url, account.email) as web:
+        cid = _create(web)
+        for path in (NEW, f"/dashboard/campaigns/{cid}/edit"):
+            for token in (None, "forged"):
+                data = {"name": "Evil", "validation_methods": "pin"}
+                if token:
+                    data["csrf_token"] = token
+                answer = web.post(path, data=data)
+                assert answer.status_code == 403, path
+        listing = web.get("/dashboard/campaigns")
+        assert "Evil" not in listing.text
+
+
+def test_sessions_table_actions_and_csv(live_server: LiveServer, account: TestAccount) -> None:
+    with signed_in(live_server.url, account.email) as web:
+        cid = _create(web, pin="1234")
+        code = re.search(r"/qr/p/([A-Za-z0-9]+)\.svg", web.get(f"/dashboard/campaigns/{cid}").text).group(1)  # type: ignore[union-attr]
+        for _ in range(3):
+            with browser(live_server.url) as consumer:
+                assert consumer.get(f"/p/{code}").status_code in (200, 303)
+        page = web.get(f"/dashboard/campaigns/{cid}")
+        shorts = re.findall(r'data-session="([^"]+)"', page.text)
+        assert len(shorts) == 3
+        assert '<strong data-funnel="opens">3</strong>' in page.text
+        assert 'data-chart-total="opens">3<' in page.text
+        first = re.search(r"/sessions/(\d+)/validate", page.text).group(1)  # type: ignore[union-attr]
+        base = f"/dashboard/campaigns/{cid}"
+        done = post_form(web, base, f"{base}/sessions/{first}/validate", {"back": base})
+        assert done.status_code == 303
+        page = web.get(done.headers["location"])
+        assert "Validated" in page.text
+        assert '<strong data-funnel="validations">1</strong>' in page.text
+        again = post_form(web, base, f"{base}/sessions/{first}/validate", {"back": base})
+        assert "already been validated" in web.get(again.headers["location"]).text
+        second = re.findall(r"/sessions/(\d+)/void", page.text)[-1]
+        post_form(web, base, f"{base}/sessions/{second}/void", {"back": base})
+        voided = web.get(f"{base}?state=voided")
+        assert len(re.findall(r'data-session="', voided.text)) == 1
+        assert "Unvoid" in voided.text
+        assert len(re.findall(r'data-session="', web.get(f"{base}?state=validated").text)) == 1
+        assert len(re.findall(r'data-session="', web.get(f"{base}?state=open").text)) == 1
+        post_form(web, base, f"{base}/sessions/{second}/unvoid", {"back": base})
+        assert "data-session" not in web.get(f"{base}?state=voided").text
+        found = web.get(f"{base}?q={shorts[0]}")
+        assert re.findall(r'data-session="([^"]+)"', found.text) == [shorts[0]]
+
+        exported = web.get(f"{base}/sessions.csv")
+        assert exported.headers["content-type"].startswith("text/csv")
+        rows = list(csv.DictReader(io.StringIO(exported.text)))
+        assert len(rows) == 3
+        assert {r["state"] for r in rows} == {"open", "validated"}
+        assert all(r["url"].endswith(r["session"]) for r in rows)
+        assert web.get(f"{base}/sessions/999999/void").status_code == 405
+
+
+def test_tenancy_subaccount_sees_own_master_sees_all(
+    live_server: LiveServer, account: TestAccount, subaccount: TestAccount, other_account: TestAccount
+) -> None:
+    with signed_in(live_server.url, account.email) as master:
+        master_cid = _create(master, name="Master campaign")
+    with sso_client(live_server.url, account, subaccount.id) as sub:
+        sub_cid = _create(sub, name="Sub campaign")
+        listing = sub.get("/dashboard/campaigns").text
+        assert "Sub campaign" in listing
+        assert "Master campaign" not in listing
+        assert sub.get(f"/dashboard/campaigns/{master_cid}").status_code == 404
+        assert ">Subaccounts</a>" not in listing
+    with signed_in(live_server.url, account.email) as master:
+        listing = master.get("/dashboard/campaigns").text
+        assert "Sub campaign" in listing
+        assert "Master campaign" in listing
+        assert master.get(f"/dashboard/campaigns/{sub_cid}").status_code == 200
+    with signed_in(live_server.url, other_account.email) as stranger:
+        assert stranger.get(f"/dashboard/campaigns/{sub_cid}").status_code == 404
+        assert stranger.get(f"/dashboard/campaigns/{sub_cid}/sessions.csv").status_code == 404
+        assert "Sub campaign" not in stranger.get("/dashboard/campaigns").text
+
+
+def test_consumer_page_preview_counts_nothing(
+    live_server: LiveServer, account: TestAccount, other_account: TestAccount
+) -> None:
+    with signed_in(live_server.url, account.email) as web:
+        cid = _create(web, title="Half-price pizza", claim_fields=["firstname", "phone"], pin="9999")
+        base = f"/dashboard/campaigns/{cid}"
+        assert f'src="{base}/preview"' in web.get(base).text
+        preview = web.get(f"{base}/preview")
+        assert preview.status_code == 200
+        assert "Half-price pizza" in preview.text
+        assert 'name="phone"' in preview.text
+        assert "Staff PIN" in preview.text
+        assert preview.headers["content-security-policy"] == "frame-ancestors 'self'"
+        page = web.get(base).text
+        assert '<strong data-funnel="opens">0</strong>' in page
+        assert "data-session" not in page
+    with signed_in(live_server.url, other_account.email) as stranger:
+        assert stranger.get(f"/dashboard/campaigns/{cid}/preview").status_code == 404

@@ -1,0 +1,98 @@
+"""Dashboard loyalty pages over real HTTP: cards, holders with balances, a holder's ledger,
+adjusting with a reason (server-side checks), void/unvoid, CSRF and tenancy."""
+
+from __future__ import annotations
+
+from conftest import LiveServer, TestAccount
+from dashboard_fixtures import post_form, signed_in
+from loyalty_fixtures import create_card, create_holder, ledger_of
+from opencoupon.runtime import Runtime
+
+
+def test_holders_ledger_adjust_and_void(
+    live_server: LiveServer, account: TestAccount, other_account: TestAccount, runtime: Runtime
+) -> None:
+    card = create_card(account, name="Stamp card", type="stamp")
+    holder = create_holder(account, card["id"], first_name="Ann")
+    holder_id = int(holder["ID"] if "ID" in holder else holder["id"])
+    path = f"/dashboard/loyalty/{card['id']}/holders/{holder_id}"
+    with signed_in(live_server.url, account.email) as web:
+        assert "Stamp card" in web.get("/dashboard/loyalty").text
+        card_page = web.get(f"/dashboard/loyalty/{card['id']}").text
+        assert f'data-holder="{holder_id}"' in card_page
+        bad = post_form(web, path, f"{path}/adjust", {"amount": "3", "reason": ""})
+        assert bad.status_code == 422
+        assert "Reason: choose" in bad.text
+        bad = post_form(web, path, f"{path}/adjust", {"amount": "many", "reason": "goodwill"})
+        assert bad.status_code == 422
+        assert "whole number" in bad.text
+        done = post_form(web, path, f"{path}/adjust", {"amount": "3", "reason": "goodwill"})
+        assert done.status_code == 303
+        page = web.get(done.headers["location"]).text
+        assert "Balance is now 3 stamps." in page
+        assert "goodwill" in page
+        assert ledger_of(runtime, holder_id)[-1] == (3, 3, "collect")
+        too_much = post_form(web, path, f"{path}/adjust", {"amount": "-10", "reason": "correction"})
+        assert too_much.status_code == 422
+        assert ledger_of(runtime, holder_id)[-1] == (3, 3, "collect")
+        post_form(web, path, f"{path}/void", {})
+        assert "voided" in web.get(path).text
+        refused = post_form(web, path, f"{path}/adjust", {"amount": "1", "reason": "goodwill"})
+        assert refused.status_code == 422
+        post_form(web, path, f"{path}/unvoid", {})
+        assert web.post(f"{path}/void", data={"csrf_token": "forged"}).status_code == 403
+    with signed_in(live_server.url, other_account.email) as stranger:
+        assert stranger.get(path).status_code == 404
+        assert stranger.get(f"/dashboard/loyalty/{card['id']}").status_code == 404
+        assert post_form(stranger, "/dashboard/loyalty", f"{path}/void", {}).status_code == 404
+        assert "Stamp card" not in stranger.get("/dashboard/loyalty").text
+
+
+def test_create_and_edit_a_card(
+    live_server: LiveServer, account: TestAccount, other_account: TestAccount
+) -> None:
+    new = "/dashboard/loyalty-cards/new"
+    with signed_in(live_server.url, account.email) as web:
+        bad = post_form(web, new, new, {"name": "", "type": "stamp"})
+        assert bad.status_code == 422
+        assert "Name: enter" in bad.text
+        bad = post_form(web, new, new, {"name": "Cafe", "type": "stamp", "reward_goal": "lots"})
+        assert bad.status_code == 422
+        assert "Reward goal: enter a whole number" in bad.text
+        bad = post_form(web, new, new, {"name": "Cafe", "type": "coins"})
+        assert bad.status_code == 422
+        assert "Type:" in bad.text
+        made = post_form(
+            web,
+            new,
+            new,
+            {
+                "name": "Cafe card",
+                "type": "stamp",
+                "reward_goal": "8",
+                "active": "1",
+                "join_fields": ["first_name", "email"],
+            },
+        )
+        assert made.status_code == 303, made.text
+        card_path = made.headers["location"]
+        assert "Cafe card" in web.get(card_path).text
+        edit = web.get(card_path + "/edit")
+        assert 'value="8"' in edit.text
+        saved = post_form(
+            web,
+            card_path + "/edit",
+            card_path + "/edit",
+            {"name": "Cafe card 2", "type": "stamp", "reward_goal": "10", "join_fields": ["email"]},
+        )
+        assert saved.status_code == 303
+        listing = web.get("/dashboard/loyalty").text
+        assert "Cafe card 2" in listing
+        assert "inactive" in listing
+        assert web.post(new, data={"name": "Forged", "type": "stamp", "csrf_token": "x"}).status_code == 403
+    with signed_in(live_server.url, other_account.email) as stranger:
+        assert stranger.get(card_path + "/edit").status_code == 404
+        refused = post_form(
+            stranger, "/dashboard/loyalty", card_path + "/edit", {"name": "Mine", "type": "stamp"}
+        )
+        assert refused.status_code == 404
