@@ -12,11 +12,20 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from opencoupon.dashboard.common import api_context, page, text
+from opencoupon.coupons import repository as coupons_repo
+from opencoupon.dashboard.common import FormProblem, api_context, build, many, page, parse_int, text
 from opencoupon.dashboard.security import PageError, require_login, verify_csrf
 from opencoupon.directories import repository, service
+from opencoupon.directories.schemas import (
+    CategoryCreate,
+    CategoryPatch,
+    DirectoryCampaignUpdate,
+    DirectoryCreate,
+    DirectoryPatch,
+)
 from opencoupon.errors import ApiError
-from opencoupon.models import Account, Directory
+from opencoupon.loyalty import repository as loyalty_repo
+from opencoupon.models import Account, Campaign, Directory, LoyaltyCard
 
 router = APIRouter(include_in_schema=False)
 
@@ -30,7 +39,14 @@ def directories_page(request: Request, account: Account = Depends(require_login)
         rows = repository.directories(ctx.session, ctx.scope(Directory.account_id))
         found = [service.directory_v4(ctx, d) for d in rows]
         categories = service.categories_v4(ctx)
-    context = {"title": "Directories", "account": account, "directories": found, "categories": categories}
+    context = {
+        "title": "Directories",
+        "account": account,
+        "directories": found,
+        "categories": categories,
+        "done": request.query_params.get("done", "")[:200],
+        "problem": request.query_params.get("problem", "")[:200],
+    }
     return page(request, "dashboard/directories.html", context)
 
 
@@ -46,6 +62,7 @@ def _directory_context(request: Request, account: Account, public_id: str) -> di
             raise NOT_FOUND from None
         info = service.directory_v4(ctx, directory)
         paths = service.category_paths(ctx)
+        categories = sorted(service.categories_v4(ctx), key=lambda c: str(c["path"]))
         names = {
             f"cam_{c.id}": c.name
             for c in repository.campaigns_by_id(
@@ -67,6 +84,7 @@ def _directory_context(request: Request, account: Account, public_id: str) -> di
         "title": info["name"],
         "account": account,
         "directory": info,
+        "categories": categories,
         "users": users[:USERS_PAGE],
         "page": page_no,
         "has_next": len(users) > USERS_PAGE,
@@ -113,3 +131,216 @@ async def user_access(
         return RedirectResponse(f"{base}?{urlencode({'problem': err.description})}#users", status_code=303)
     done = "Access granted." if action == "grant" else "Access revoked."
     return RedirectResponse(f"{base}?{urlencode({'done': done})}#users", status_code=303)
+
+
+# --- create / edit a directory ------------------------------------------------------------------
+
+_DIRECTORY_DEFAULTS: dict[str, Any] = {"access": "public", "campaigns": [], "loyalty_cards": []}
+
+
+def _choices(request: Request, account: Account) -> dict[str, Any]:
+    """The account's campaigns and loyalty cards a directory can hold (checkboxes on the form)."""
+    with api_context(request, account) as ctx:
+        campaigns = [
+            {"id": f"cam_{c.id}", "name": c.name}
+            for c in coupons_repo.campaigns(ctx.session, ctx.scope(Campaign.account_id))
+        ]
+        cards = [
+            {"id": str(c.id), "name": c.name}
+            for c in loyalty_repo.cards(
+                ctx.session, ctx.scope(LoyaltyCard.account_id), only_active=False, descending=False
+            )
+        ]
+    return {"campaign_choices": campaigns, "card_choices": cards}
+
+
+def _directory_form_context(
+    request: Request, account: Account, values: dict[str, Any], errors: list[str], public_id: str = ""
+) -> dict[str, Any]:
+    return {
+        "title": "Edit directory" if public_id else "New directory",
+        "account": account,
+        "values": values,
+        "errors": errors,
+        "public_id": public_id,
+        **_choices(request, account),
+    }
+
+
+def _directory_values(form: Any) -> dict[str, Any]:
+    return {
+        "name": text(form, "name", 200),
+        "description": text(form, "description", 5000),
+        "access": text(form, "access", 20),
+        "payment_url": text(form, "payment_url", 2000),
+        "membership_days": text(form, "membership_days", 20),
+        "campaigns": many(form, "campaigns"),
+        "loyalty_cards": many(form, "loyalty_cards"),
+    }
+
+
+def _directory_data(values: dict[str, Any]) -> dict[str, Any]:
+    if not values["name"]:
+        raise FormProblem(["Name: enter a name for the directory."])
+    days = parse_int(values["membership_days"], "Default membership length (days)", high=36500)
+    return {
+        "name": values["name"],
+        "description": values["description"],
+        "access": values["access"],
+        "payment_url": values["payment_url"],
+        "membership_days": days,
+        # Campaigns keep their category, featured and status: set_campaigns only adds and removes.
+        "campaigns": [{"id": c} for c in values["campaigns"]],
+        "loyalty_cards": values["loyalty_cards"],
+    }
+
+
+def _save_directory(request: Request, account: Account, public_id: str, data: dict[str, Any]) -> str:
+    try:
+        with api_context(request, account, write=True) as ctx:
+            if public_id:
+                try:
+                    directory = service.get_directory(ctx, public_id)
+                except ApiError:
+                    raise NOT_FOUND from None
+                service.update_directory(ctx, directory, build(DirectoryPatch, data))
+            else:
+                directory = service.create_directory(ctx, build(DirectoryCreate, data))
+            return service.dir_id(directory)
+    except ApiError as err:
+        raise FormProblem([err.description]) from None
+
+
+async def _directory_post(request: Request, account: Account, public_id: str) -> Response:
+    form = await request.form()
+    verify_csrf(request, form)
+    values = _directory_values(form)
+    try:
+        saved = await run_in_threadpool(_save_directory, request, account, public_id, _directory_data(values))
+    except FormProblem as problem:
+        context = await run_in_threadpool(
+            _directory_form_context, request, account, values, problem.messages, public_id
+        )
+        return page(request, "dashboard/directory_form.html", context, status_code=422)
+    return RedirectResponse(f"/dashboard/directories/{saved}", status_code=303)
+
+
+@router.get("/dashboard/directories-new")
+def new_directory_form(request: Request, account: Account = Depends(require_login)) -> Response:
+    context = _directory_form_context(request, account, dict(_DIRECTORY_DEFAULTS), [])
+    return page(request, "dashboard/directory_form.html", context)
+
+
+@router.post("/dashboard/directories-new")
+async def create_directory(request: Request, account: Account = Depends(require_login)) -> Response:
+    return await _directory_post(request, account, "")
+
+
+@router.get("/dashboard/directories/{public_id}/edit")
+def edit_directory_form(
+    request: Request, public_id: str, account: Account = Depends(require_login)
+) -> Response:
+    with api_context(request, account) as ctx:
+        try:
+            directory = service.get_directory(ctx, public_id)
+        except ApiError:
+            raise NOT_FOUND from None
+        info = service.directory_v4(ctx, directory)
+    values = {
+        "name": info["name"],
+        "description": directory.description,
+        "access": info["access"],
+        "payment_url": directory.payment_url,
+        "membership_days": info["membership_days"] or "",
+        "campaigns": [c["id"] for c in info["campaigns"]],
+        "loyalty_cards": [str(c["id"]) for c in info["loyalty_cards"]],
+    }
+    context = _directory_form_context(request, account, values, [], public_id)
+    return page(request, "dashboard/directory_form.html", context)
+
+
+@router.post("/dashboard/directories/{public_id}/edit")
+async def update_directory(
+    request: Request, public_id: str, account: Account = Depends(require_login)
+) -> Response:
+    return await _directory_post(request, account, public_id)
+
+
+# --- a campaign's settings in one directory -----------------------------------------------------
+
+
+def _set_item(request: Request, account: Account, public_id: str, data: dict[str, Any]) -> None:
+    with api_context(request, account, write=True) as ctx:
+        try:
+            directory = service.get_directory(ctx, public_id)
+            service.get_campaign(ctx, str(data["campaign"]))
+        except ApiError:
+            raise NOT_FOUND from None
+        data["directory"] = service.dir_id(directory)
+        service.update_directory_campaign(ctx, build(DirectoryCampaignUpdate, data))
+
+
+@router.post("/dashboard/directories/{public_id}/campaigns/{campaign_id}")
+async def campaign_settings(
+    request: Request, public_id: str, campaign_id: str, account: Account = Depends(require_login)
+) -> Response:
+    form = await request.form()
+    verify_csrf(request, form)
+    base = f"/dashboard/directories/{public_id}"
+    data = {
+        "campaign": campaign_id,
+        "category": text(form, "category", 40),
+        "featured": text(form, "featured") == "1",
+        "status": text(form, "status", 20),
+    }
+    try:
+        await run_in_threadpool(_set_item, request, account, public_id, data)
+    except (ApiError, FormProblem) as err:
+        message = err.description if isinstance(err, ApiError) else "; ".join(err.messages)
+        return RedirectResponse(f"{base}?{urlencode({'problem': message})}#campaigns", status_code=303)
+    return RedirectResponse(f"{base}?{urlencode({'done': 'Campaign saved.'})}#campaigns", status_code=303)
+
+
+# --- the category tree --------------------------------------------------------------------------
+
+
+def _category_change(request: Request, account: Account, action: str, category_id: str, form: Any) -> str:
+    with api_context(request, account, write=True) as ctx:
+        if action == "new":
+            made = service.create_category(
+                ctx,
+                build(CategoryCreate, {"name": text(form, "name", 200), "parent": text(form, "parent", 40)}),
+            )
+            return f"Category {made.name} created."
+        try:
+            category = service.get_category(ctx, category_id)
+        except ApiError:
+            raise NOT_FOUND from None
+        if action == "rename":
+            service.update_category(ctx, category, build(CategoryPatch, {"name": text(form, "name", 200)}))
+            return "Category renamed."
+        service.delete_category(ctx, category)
+        return "Category deleted."
+
+
+@router.post("/dashboard/categories")
+async def create_category(request: Request, account: Account = Depends(require_login)) -> Response:
+    return await category_action(request, "", "new", account)
+
+
+@router.post("/dashboard/categories/{category_id}/{action}")
+async def category_action(
+    request: Request, category_id: str, action: str, account: Account = Depends(require_login)
+) -> Response:
+    form = await request.form()
+    verify_csrf(request, form)
+    if action not in ("new", "rename", "delete") or (action == "new") != (not category_id):
+        raise NOT_FOUND
+    try:
+        done = await run_in_threadpool(_category_change, request, account, action, category_id, form)
+    except (ApiError, FormProblem) as err:
+        message = err.description if isinstance(err, ApiError) else "; ".join(err.messages)
+        return RedirectResponse(
+            f"/dashboard/directories?{urlencode({'problem': message})}#categories", status_code=303
+        )
+    return RedirectResponse(f"/dashboard/directories?{urlencode({'done': done})}#categories", status_code=303)

@@ -14,12 +14,13 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from opencoupon.coupons import repository as coupons_repo
 from opencoupon.dashboard.common import FormProblem, api_context, build, many, page, parse_int, text
 from opencoupon.dashboard.security import PageError, require_login, verify_csrf
 from opencoupon.errors import ApiError
 from opencoupon.loyalty import repository, service
 from opencoupon.loyalty.schemas import CardCreate, CardUpdate
-from opencoupon.models import Account, LoyaltyCard
+from opencoupon.models import Account, Campaign, LoyaltyCard
 
 router = APIRouter(include_in_schema=False)
 
@@ -171,9 +172,18 @@ _CARD_DEFAULTS: dict[str, Any] = {"type": "stamp", "active": True, "join_fields"
 
 
 def _card_form_context(
-    account: Account, values: dict[str, Any], errors: list[str], card_id: str = ""
+    request: Request, account: Account, values: dict[str, Any], errors: list[str], card_id: str = ""
 ) -> dict[str, Any]:
+    with api_context(request, account) as ctx:
+        campaigns = [
+            {"id": f"cam_{c.id}", "name": c.name}
+            for c in coupons_repo.campaigns(ctx.session, ctx.scope(Campaign.account_id))
+        ]
+    # The card's rewards and one empty row to add another (no JavaScript needed).
+    rewards = [*values.get("rewards", []), {"campaign": "", "threshold": ""}]
     return {
+        "campaigns": campaigns,
+        "rewards": rewards,
         "title": "Edit loyalty card" if card_id else "New loyalty card",
         "account": account,
         "values": values,
@@ -192,7 +202,31 @@ def _card_values(form: Any) -> dict[str, Any]:
         "expire_days": text(form, "expire_days", 20),
         "active": text(form, "active") == "1",
         "join_fields": many(form, "join_fields"),
+        "rewards": [
+            {"campaign": c, "threshold": t}
+            for c, t in zip(
+                many_raw(form, "reward_campaign"), many_raw(form, "reward_threshold"), strict=False
+            )
+            if c or t
+        ],
     }
+
+
+def many_raw(form: Any, name: str) -> list[str]:
+    """Every value of a repeated field, blanks included, so campaign and threshold rows pair up."""
+    return [v.strip()[:40] if isinstance(v, str) else "" for v in form.getlist(name)]
+
+
+def _rewards_data(values: dict[str, Any]) -> list[dict[str, Any]]:
+    rewards: list[dict[str, Any]] = []
+    for row in values["rewards"]:
+        if not row["campaign"]:
+            raise FormProblem(["Reward: choose the campaign it issues."])
+        threshold = parse_int(row["threshold"], "Reward threshold", low=1, high=1_000_000)
+        if threshold is None:
+            raise FormProblem(["Reward threshold: enter the stamps or points that issue the reward."])
+        rewards.append({"campaign": row["campaign"], "threshold": threshold})
+    return rewards
 
 
 def _card_data(form: Any, values: dict[str, Any]) -> dict[str, Any]:
@@ -210,6 +244,8 @@ def _card_data(form: Any, values: dict[str, Any]) -> dict[str, Any]:
         data["reward_goal"] = goal
     days = parse_int(values["expire_days"], "Days until unused balance expires", high=36500)
     data["expire_days"] = days
+    if values["type"] != "membership":
+        data["rewards"] = _rewards_data(values)
     pin = text(form, "pin", 40)
     if pin:
         data["pin"] = pin
@@ -219,7 +255,9 @@ def _card_data(form: Any, values: dict[str, Any]) -> dict[str, Any]:
 @router.get("/dashboard/loyalty-cards/new")
 def new_card_form(request: Request, account: Account = Depends(require_login)) -> Response:
     return page(
-        request, "dashboard/loyalty_card_form.html", _card_form_context(account, dict(_CARD_DEFAULTS), [])
+        request,
+        "dashboard/loyalty_card_form.html",
+        _card_form_context(request, account, dict(_CARD_DEFAULTS), []),
     )
 
 
@@ -247,7 +285,9 @@ async def _card_post(request: Request, account: Account, card_id: str) -> Respon
     try:
         saved = await run_in_threadpool(_save_card, request, account, card_id, _card_data(form, values))
     except FormProblem as problem:
-        context = _card_form_context(account, values, problem.messages, card_id)
+        context = await run_in_threadpool(
+            _card_form_context, request, account, values, problem.messages, card_id
+        )
         return page(request, "dashboard/loyalty_card_form.html", context, status_code=422)
     return RedirectResponse(f"/dashboard/loyalty/{saved}", status_code=303)
 
@@ -265,8 +305,15 @@ def edit_card_form(request: Request, card_id: str, account: Account = Depends(re
         except ApiError:
             raise NOT_FOUND from None
         info = service.card_v4(ctx.session, ctx.runtime, card)
-    values = {**info, "reward_goal": info["reward_goal"] or "", "expire_days": info["expire_days"] or ""}
-    return page(request, "dashboard/loyalty_card_form.html", _card_form_context(account, values, [], card_id))
+    values = {
+        **info,
+        "reward_goal": info["reward_goal"] or "",
+        "expire_days": info["expire_days"] or "",
+        "rewards": [r for r in info["rewards"] if r["campaign"]],
+    }
+    return page(
+        request, "dashboard/loyalty_card_form.html", _card_form_context(request, account, values, [], card_id)
+    )
 
 
 @router.post("/dashboard/loyalty/{card_id}/edit")
