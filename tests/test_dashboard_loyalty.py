@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from conftest import LiveServer, TestAccount
 from dashboard_fixtures import post_form, signed_in
-from loyalty_fixtures import create_card, create_holder, ledger_of
+from loyalty_fixtures import CARDS, create_card, create_holder, ledger_of, reward_campaign
 from opencoupon.runtime import Runtime
 
 
@@ -94,5 +94,54 @@ def test_create_and_edit_a_card(
         assert stranger.get(card_path + "/edit").status_code == 404
         refused = post_form(
             stranger, "/dashboard/loyalty", card_path + "/edit", {"name": "Mine", "type": "stamp"}
+        )
+        assert refused.status_code == 404
+
+
+def test_choose_the_campaign_each_reward_issues(
+    live_server: LiveServer, account: TestAccount, other_account: TestAccount, runtime: Runtime
+) -> None:
+    coffee = reward_campaign(runtime, account.id, "Free coffee")
+    cake = reward_campaign(runtime, account.id, "Free cake")
+    theirs = reward_campaign(runtime, other_account.id, "Their gift")
+    card = create_card(account, name="Bakery card", type="stamp", reward_goal=10)
+    path = f"/dashboard/loyalty/{card['id']}/edit"
+    base = {"name": "Bakery card", "type": "stamp", "reward_goal": "10", "join_fields": ["email"]}
+    with signed_in(live_server.url, account.email) as web:
+        form = web.get(path).text
+        assert "Free cake" in form
+        assert "Their gift" not in form
+        bad = post_form(web, path, path, {**base, "reward_campaign": [coffee], "reward_threshold": [""]})
+        assert bad.status_code == 422
+        assert "Reward threshold: enter" in bad.text
+        bad = post_form(web, path, path, {**base, "reward_campaign": [""], "reward_threshold": ["5"]})
+        assert bad.status_code == 422
+        assert "Reward: choose the campaign" in bad.text
+        bad = post_form(web, path, path, {**base, "reward_campaign": [coffee], "reward_threshold": ["12"]})
+        assert bad.status_code == 422
+        assert "above the reward goal" in bad.text
+        bad = post_form(web, path, path, {**base, "reward_campaign": [theirs], "reward_threshold": ["5"]})
+        assert bad.status_code == 422
+        saved = post_form(
+            web,
+            path,
+            path,
+            {**base, "reward_campaign": [coffee, cake, ""], "reward_threshold": ["5", "10", ""]},
+        )
+        assert saved.status_code == 303, saved.text
+        stored = account.client.get(f"{CARDS}/{card['id']}", headers=account.headers)
+        rewards = [(r["threshold"], r["campaign"]) for r in stored.json()["rewards"]]
+        assert sorted(rewards) == [(5, coffee), (10, cake)]
+        form = web.get(path).text
+        assert f'<option value="{cake}" selected>' in form
+        assert 'value="10"' in form
+        forged = {**base, "reward_campaign": [coffee], "reward_threshold": ["1"], "csrf_token": "x"}
+        assert web.post(path, data=forged).status_code == 403
+    with signed_in(live_server.url, other_account.email) as stranger:
+        refused = post_form(
+            stranger,
+            "/dashboard/loyalty",
+            path,
+            {**base, "reward_campaign": [theirs], "reward_threshold": ["1"]},
         )
         assert refused.status_code == 404
