@@ -150,9 +150,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     from opencoupon.dashboard.security import install as install_security
     from opencoupon.docs import install_openapi
+    from opencoupon.kit.fastlane import install as install_fast_lane
 
     install_security(app, runtime)
     install_openapi(app)
+    install_fast_lane(app)  # last: the outermost middleware
     return app
 
 

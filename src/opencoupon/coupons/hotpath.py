@@ -6,8 +6,9 @@ PostgreSQL alike (both have RETURNING and ON CONFLICT ... DO UPDATE)."""
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Date, DateTime, Numeric, String, bindparam, func, select, text
+from sqlalchemy import Date, bindparam, func, select
 
+from opencoupon.db.raw import RawStatement
 from opencoupon.models import Campaign, CouponSession, DailyStat
 
 # A session and its campaign in one round trip.
@@ -33,35 +34,31 @@ STAT_DAYS = (
     .order_by(DailyStat.day)
 )
 
-VALIDATE_SESSION = text(
+# The writes of a validation run on the raw driver (db/raw.py).
+VALIDATE_SESSION = RawStatement(
     "UPDATE coupon_sessions SET validation_count = validation_count + 1, validated_at = :now, "
     "updated_at = :now, validation_value = COALESCE(:money, validation_value), "
     "value = COALESCE(:value, value) "
     "WHERE id = :id AND validation_count < :allowed AND removed_at IS NULL "
     "AND link_status != 'voided' AND locked = :no "
     "RETURNING validation_count"
-).bindparams(
-    bindparam("now", type_=DateTime()),
-    bindparam("money", type_=Numeric(14, 2)),
-    bindparam("value", type_=String()),
-    bindparam("no", type_=Boolean()),
 )
 
-COUNT_CAMPAIGN_VALIDATION = text(
+COUNT_CAMPAIGN_VALIDATION = RawStatement(
     "UPDATE campaigns SET validations_count = validations_count + 1 "
     "WHERE id = :id AND (max_validations IS NULL OR validations_count < max_validations)"
 )
 
-INSERT_VALIDATION = text(
+INSERT_VALIDATION = RawStatement(
     "INSERT INTO validations (account_id, campaign_id, session_id, ordinal, method, validation_value, "
     "created_at) VALUES (:account_id, :campaign_id, :session_id, :ordinal, :method, :money, :now)"
-).bindparams(bindparam("now", type_=DateTime()), bindparam("money", type_=Numeric(14, 2)))
+)
 
-BUMP_DAY = text(
+BUMP_DAY = RawStatement(
     "INSERT INTO campaign_daily_stats (campaign_id, day, opens, claims, validations) "
     "VALUES (:campaign_id, :day, :opens, :claims, :validations) "
     "ON CONFLICT (campaign_id, day) DO UPDATE SET "
     "opens = campaign_daily_stats.opens + excluded.opens, "
     "claims = campaign_daily_stats.claims + excluded.claims, "
     "validations = campaign_daily_stats.validations + excluded.validations"
-).bindparams(bindparam("day", type_=Date()))
+)

@@ -20,6 +20,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from opencoupon.coupons import expiry, hotpath, repository, stats
 from opencoupon.coupons.schemas import CampaignCreate, CampaignFields, CampaignUpdate
 from opencoupon.coupons.sessions import new_session, session_path
+from opencoupon.db import raw
 from opencoupon.errors import ApiError, bad_date, bad_value
 from opencoupon.events.service import emit
 from opencoupon.kit import ids
@@ -495,7 +496,8 @@ def validate(
         raise refused("This validation method is not enabled for this campaign.")
     if method != "api" and campaign.require_claim and row.claimed_at is None:
         raise refused("This coupon must be claimed before it can be validated.")
-    ordinal = session.execute(
+    ordinal = raw.scalar(
+        session,
         hotpath.VALIDATE_SESSION,
         {
             "now": now,
@@ -505,10 +507,10 @@ def validate(
             "allowed": campaign.validations_per_session,
             "no": False,
         },
-    ).scalar_one_or_none()
+    )
     if ordinal is None:
         raise refused("This coupon has already been validated.")
-    if _rowcount(session, hotpath.COUNT_CAMPAIGN_VALIDATION, {"id": campaign.id}) != 1:
+    if raw.rowcount(session, hotpath.COUNT_CAMPAIGN_VALIDATION, {"id": campaign.id}) != 1:
         raise refused("The campaign has reached its limit of validations.")
     set_committed_value(row, "validation_count", int(ordinal))
     set_committed_value(row, "validated_at", now)
@@ -520,7 +522,8 @@ def validate(
     # The unique (session, ordinal) backs up the conditional UPDATE; on a clash the caller's
     # transaction (or its savepoint in update/multiple) rolls back.
     try:
-        session.execute(
+        raw.execute(
+            session,
             hotpath.INSERT_VALIDATION,
             {
                 "account_id": row.account_id,

@@ -10,6 +10,7 @@ from sqlalchemy import event, func, inspect, select, update
 from sqlalchemy.orm import Session
 
 from opencoupon.coupons import hotpath
+from opencoupon.db import raw
 from opencoupon.models import Campaign, CouponSession, Validation
 
 
@@ -17,7 +18,8 @@ def bump_day(
     session: Session, campaign_id: int, day: dt.date, *, opens: int = 0, claims: int = 0, validations: int = 0
 ) -> None:
     """Add to one campaign-day row, creating it on first use (an upsert, safe under races)."""
-    session.execute(
+    raw.execute(
+        session,
         hotpath.BUMP_DAY,
         {
             "campaign_id": campaign_id,

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
+from opencoupon.db import raw
 from opencoupon.kit import ids
 from opencoupon.kit.clock import utcnow
-from opencoupon.models import Event
-from opencoupon.worker.queue import enqueue_many
 
 EVENT_TYPES = (
     "coupon_opened",
@@ -40,12 +38,16 @@ def emit(
 ) -> str:
     """Record an event and queue its delivery, in the caller's transaction; its `evt_` ID.
 
-    Core inserts rather than ORM objects: this runs on every validation and stamp."""
+    Raw statements: this runs on every validation and stamp. The delivery job is queued only when
+    the account has somewhere to deliver to (an enabled endpoint or the account's webhook URL
+    field): the check runs in the same transaction, so an endpoint committed before this event
+    always gets it, and events stay in the table for replays either way."""
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type}")
     public_id = ids.event_id()
     now = utcnow()
-    event_id = session.execute(
+    event_id = raw.scalar(
+        session,
         _INSERT_EVENT,
         {
             "public_id": public_id,
@@ -54,11 +56,24 @@ def emit(
             "campaign": campaign,
             "session": coupon_session,
             "data": json.dumps(data, default=str),
-            "created_at": now,
+            "now": now,
         },
-    ).scalar_one()
-    enqueue_many(session, "event.dispatch", [{"event_id": event_id}])
+    )
+    if raw.scalar(session, _HAS_SUBSCRIBER, {"account_id": account_id, "yes": True}) is not None:
+        payload = json.dumps({"event_id": event_id})
+        raw.execute(session, _INSERT_DISPATCH_JOB, {"payload": payload, "now": now})
     return public_id
 
 
-_INSERT_EVENT = insert(cast(Table, Event.__table__)).returning(Event.__table__.c.id)
+_INSERT_EVENT = raw.RawStatement(
+    "INSERT INTO events (public_id, account_id, type, campaign, session, data, created_at) "
+    "VALUES (:public_id, :account_id, :type, :campaign, :session, :data, :now) RETURNING id"
+)
+_HAS_SUBSCRIBER = raw.RawStatement(
+    "SELECT 1 FROM webhook_endpoints WHERE account_id = :account_id AND enabled = :yes "
+    "UNION ALL SELECT 1 FROM accounts WHERE id = :account_id AND webhook_endpoint != '' LIMIT 1"
+)
+_INSERT_DISPATCH_JOB = raw.RawStatement(
+    "INSERT INTO jobs (kind, payload, status, attempts, max_attempts, run_at, locked_by, last_error, "
+    "created_at) VALUES ('event.dispatch', :payload, 'queued', 0, 10, :now, '', '', :now)"
+)

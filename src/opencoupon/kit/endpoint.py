@@ -33,6 +33,7 @@ from opencoupon.errors import ApiError, AuthFailed, auth_failed_response, error_
 from opencoupon.kit import idempotency
 from opencoupon.kit.body import read_payload
 from opencoupon.kit.clock import utcnow
+from opencoupon.kit.fastlane import DIRECT_ENDPOINTS
 from opencoupon.kit.params import V3Request, validate
 from opencoupon.kit.ratelimit import retry_after_header
 from opencoupon.models import Account
@@ -297,6 +298,7 @@ def v3_endpoint(
         async def endpoint(request: Request) -> Response:
             return await run_call(request, model, handler, envelope=True, read_only=read_only, quick=quick)
 
+        DIRECT_ENDPOINTS.add(endpoint)
         doc = description or (handler.__doc__ or "").strip()
         for path in paths:
             name = handler.__name__ + path.replace("/", "_")
