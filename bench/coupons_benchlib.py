@@ -43,6 +43,7 @@ class Server:
     env: dict[str, str]
     client_id: str
     client_secret: str
+    workers: int = 1
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -51,8 +52,9 @@ class Server:
 
     def start(self) -> None:
         port = int(self.url.rsplit(":", 1)[1])
+        command = [str(BIN / "opencoupon"), "serve", "--host", "127.0.0.1", "--port", str(port)]
         self.process = subprocess.Popen(
-            [str(BIN / "opencoupon"), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-migrate"],
+            [*command, "--no-migrate", "--workers", str(self.workers)],
             env=self.env,
             stdout=subprocess.DEVNULL,
         )
@@ -74,20 +76,39 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
 
-    def rss_mb(self) -> float:
+    def pids(self) -> list[int]:
+        """The server process and its worker processes (`--workers`)."""
         if self.process is None:
-            return 0.0
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+            return []
+        found = [self.process.pid]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.process.pid:
+                found.append(int(stat.parent.name))
+        return found
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server, all its processes together."""
+        total = 0.0
+        for pid in self.pids():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+        return total
 
     def cpu_seconds(self) -> float:
-        """CPU time the server process has used (user + system)."""
-        if self.process is None:
-            return 0.0
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU time the server has used (user + system), all its processes together."""
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def call(self, path: str, **params: Any) -> dict[str, Any]:
         response = httpx2.post(self.url + path, json=params, headers=self.headers, timeout=30)
@@ -96,8 +117,9 @@ class Server:
 
 
 @contextmanager
-def server() -> Iterator[Server]:
-    """A migrated database with one account, then the server running on it."""
+def server(workers: int = 1) -> Iterator[Server]:
+    """A migrated database with one account, then the server running on it (`workers` API
+    processes: 1 is what `make run` serves)."""
     with tempfile.TemporaryDirectory(prefix="opencoupon-bench-") as tmp:
         db_path = Path(tmp) / "bench.db"
         port = free_port()
@@ -117,7 +139,9 @@ def server() -> Iterator[Server]:
             text=True,
         )
         account = json.loads(created.stdout)
-        srv = Server(f"http://127.0.0.1:{port}", db_path, env, account["client_id"], account["client_secret"])
+        srv = Server(
+            f"http://127.0.0.1:{port}", db_path, env, account["client_id"], account["client_secret"], workers
+        )
         srv.start()
         try:
             yield srv

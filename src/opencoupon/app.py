@@ -19,6 +19,7 @@ from starlette.requests import Request
 
 from opencoupon import __version__
 from opencoupon.config import Settings, get_settings
+from opencoupon.db.group import WriteGroup
 from opencoupon.errors import ApiError, error_response
 from opencoupon.runtime import Runtime
 
@@ -107,6 +108,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     app.state.runtime = runtime
     app.state.settings = settings
+    # Quick writes on SQLite share commits (db/group.py); PostgreSQL commits each call on its own.
+    app.state.write_group = WriteGroup(runtime.db) if runtime.db.is_sqlite else None
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> Response:

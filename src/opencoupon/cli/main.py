@@ -46,7 +46,9 @@ def migrate() -> None:
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
-    workers: int = typer.Option(1, help="API processes (PostgreSQL only; SQLite uses one)."),
+    workers: int = typer.Option(
+        1, help="API processes. On SQLite they share the database file through its write lock."
+    ),
     no_migrate: bool = typer.Option(False, "--no-migrate", help="Do not apply migrations first."),
 ) -> None:
     """Serve the API, consumer pages and dashboard (with the job runner in process on SQLite)."""
@@ -57,8 +59,6 @@ def serve(
         from opencoupon.db.migrate import upgrade
 
         upgrade(settings.database_url)
-    if settings.is_sqlite:
-        workers = 1
     uvicorn.run(
         "opencoupon.asgi:app",
         host=host,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,16 +22,57 @@ def normalize_url(url: str) -> str:
     return url
 
 
-# One writer at a time per process on SQLite: waiting on a Python lock is fair and fast,
-# where SQLite's busy handler sleeps in growing steps and makes tail latency explode.
-_sqlite_write_locks: dict[str, threading.Lock] = {}
+class WriteLock:
+    """One writer at a time on a SQLite database, across threads and processes.
+
+    Waiting on a lock is fair and fast, where SQLite's busy handler sleeps in growing steps
+    (1, 2, 5, 10 … ms) and makes tail latency explode. Threads of a process queue on a
+    threading.Lock; processes (several `serve --workers`, the CLI, `opencoupon worker`) queue on
+    an flock of `<database>.lock`, which the kernel hands over as soon as it is released."""
+
+    def __init__(self, database: str) -> None:
+        """`database`: the database file's resolved path; "" for an in-memory database."""
+        self._thread_lock = threading.Lock()
+        self._path = database + ".lock" if database else ""
+        self._fd = -1
+        self._fd_pid = 0
+
+    def _file(self) -> int:
+        # A forked child must not share its parent's open file (and so its lock).
+        if self._fd < 0 or self._fd_pid != os.getpid():
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._fd_pid = os.getpid()
+        return self._fd
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if not self._thread_lock.acquire(blocking, timeout):
+            return False
+        if not self._path:
+            return True
+        try:
+            fcntl.flock(self._file(), fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._thread_lock.release()
+            return False
+        except BaseException:
+            self._thread_lock.release()
+            raise
+        return True
+
+    def release(self) -> None:
+        if self._path:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._thread_lock.release()
+
+
+_sqlite_write_locks: dict[str, WriteLock] = {}
 _LOCK_FLAG = "opencoupon_write_lock"
-# A write lock this thread took before its transaction began (see `try_write_lock`).
+# A write lock this thread took before its transaction began (see `hand_lock_to_next_transaction`).
 _pre_acquired = threading.local()
 
 
-def sqlite_write_lock(engine: Engine) -> threading.Lock | None:
-    """The process-wide write lock of a SQLite engine (None on PostgreSQL)."""
+def sqlite_write_lock(engine: Engine) -> WriteLock | None:
+    """The write lock of a SQLite engine's database (None on PostgreSQL)."""
     if engine.dialect.name != "sqlite":
         return None
     return _sqlite_write_locks.get(_lock_key(engine.url.database or ""))
@@ -40,17 +83,13 @@ def _lock_key(database: str) -> str:
 
 
 @contextmanager
-def try_write_lock(lock: threading.Lock) -> Iterator[bool]:
-    """Take the write lock now if it is free, without waiting; the next write transaction this
-    thread begins inside the block uses it (and releases it at its end)."""
-    if not lock.acquire(blocking=False):
-        yield False
-        return
+def hand_lock_to_next_transaction(lock: WriteLock) -> Iterator[None]:
+    """For a write lock this thread already holds: the next write transaction it begins inside
+    the block takes it over (and releases it at its end); if none begins, it is released here."""
     _pre_acquired.lock = lock
     try:
-        yield True
+        yield
     finally:
-        # No write transaction began (a failed authentication, a read-only call): give it back.
         if getattr(_pre_acquired, "lock", None) is lock:
             _pre_acquired.lock = None
             lock.release()
@@ -71,7 +110,12 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         max_overflow=20,
         connect_args={"check_same_thread": False, "timeout": 30},
     )
-    write_lock = _sqlite_write_locks.setdefault(_lock_key(database), threading.Lock())
+    key = _lock_key(database)
+    write_lock = _sqlite_write_locks.get(key)
+    if write_lock is None:
+        write_lock = _sqlite_write_locks.setdefault(
+            key, WriteLock(key if database and database != ":memory:" else "")
+        )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:

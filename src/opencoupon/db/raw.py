@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 _PARAM = re.compile(r"(?<![:\w]):(\w+)")
+_DBAPI_KEY = "opencoupon_dbapi_connection"
 
 
 def _sqlite_value(value: Any) -> Any:
@@ -48,15 +49,27 @@ class RawStatement:
 def execute(session: Session, statement: RawStatement, params: dict[str, Any]) -> Any:
     """Run `statement` in the session's transaction (beginning it if needed); the DBAPI cursor.
     A constraint violation raises SQLAlchemy's IntegrityError, as a statement through it would."""
-    dbapi = session.connection().connection.dbapi_connection
+    dbapi = dbapi_connection(session)
     try:
         if isinstance(dbapi, sqlite3.Connection):
             return dbapi.execute(statement.sqlite_sql, {k: _sqlite_value(v) for k, v in params.items()})
-        cursor = dbapi.cursor()  # type: ignore[union-attr]
+        cursor = dbapi.cursor()
         cursor.execute(statement.pyformat_sql, params)
         return cursor
     except (sqlite3.IntegrityError, psycopg.IntegrityError) as exc:
         raise IntegrityError(statement.sqlite_sql, params, exc) from exc
+
+
+def dbapi_connection(session: Session) -> Any:
+    """The driver connection of the session's transaction (beginning it if needed), remembered
+    for the transaction's lifetime: asking SQLAlchemy for it costs more than a statement."""
+    transaction = session.get_transaction()
+    known = session.info.get(_DBAPI_KEY)
+    if transaction is not None and known is not None and known[0] is transaction:
+        return known[1]
+    dbapi = session.connection().connection.dbapi_connection
+    session.info[_DBAPI_KEY] = (session.get_transaction(), dbapi)
+    return dbapi
 
 
 def scalar(session: Session, statement: RawStatement, params: dict[str, Any]) -> Any:

@@ -22,6 +22,10 @@ class Database:
             self.engine.execution_options(sqlite_readonly=True), expire_on_commit=False
         )
 
+    def new_session(self) -> Session:
+        """A session whose transaction the caller begins and ends itself (db/group.py)."""
+        return self._sessions()
+
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """One unit of work: commits when the block ends, rolls back on an exception."""

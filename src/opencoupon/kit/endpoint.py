@@ -8,7 +8,6 @@ Idempotency-Key, run the handler in one transaction, and answer in the right env
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import functools
 import hashlib
@@ -17,7 +16,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
@@ -28,7 +27,7 @@ from starlette.requests import Request
 
 from opencoupon.accounts import service as accounts
 from opencoupon.accounts.service import Credentials
-from opencoupon.db.engine import try_write_lock
+from opencoupon.db.group import WriteGroup
 from opencoupon.errors import ApiError, AuthFailed, auth_failed_response, error_response, ok
 from opencoupon.kit import idempotency
 from opencoupon.kit.body import read_payload
@@ -45,8 +44,6 @@ M = TypeVar("M", bound=V3Request)
 Result = dict[str, Any] | list[Any]
 
 CREDENTIAL_FIELDS = ("client_id", "client_secret")
-# How long a quick write polls for the SQLite write lock before it waits on a worker thread.
-QUICK_WAIT_SECONDS = 0.05
 
 
 @dataclass
@@ -133,27 +130,104 @@ async def run_call(
         payload = await read_payload(request, runtime.settings.max_body_bytes)
     except ApiError as err:
         return error_response(err)
-    lock = runtime.db.write_lock
-    call = functools.partial(
+    group: WriteGroup | None = getattr(request.app.state, "write_group", None)
+    if quick and group is not None:
+        # Quick calls on SQLite run on the event loop itself: handing them to a worker thread
+        # (and the GIL hand-offs between 16 busy threads) cost more CPU than the call. A read
+        # never waits in WAL mode; writes that arrive together share one commit (db/group.py).
+        if read_only:
+            return _run_sync(request, runtime, payload, model, handler, envelope, status_code, read_only)
+        call = _authorize(request, runtime, payload, model, read_only)
+        if isinstance(call, Response):
+            return call
+        try:
+            answer: Response = await group.submit(
+                functools.partial(_execute, call, handler, envelope=envelope, status_code=status_code)
+            )
+        except AuthFailed:
+            return auth_failed_response()
+        except ApiError as err:
+            return error_response(err)
+        return answer
+    return await run_in_threadpool(
         _run_sync, request, runtime, payload, model, handler, envelope, status_code, read_only
     )
-    if quick and lock is not None:
-        # Quick calls on SQLite run on the event loop itself when they need not wait: handing
-        # them to a worker thread (and the GIL hand-offs between 16 busy threads) cost more CPU
-        # than the call. A read never waits in WAL mode; a write only if the lock is free now.
-        if read_only:
-            return call()
-        # While another thread writes (the job runner, a page), poll without blocking the loop;
-        # a holder that takes longer (a large batch) is waited for on a worker thread instead.
-        delay, waited = 0.0002, 0.0
-        while waited < QUICK_WAIT_SECONDS:
-            with try_write_lock(lock) as free:
-                if free:
-                    return call()
-            await asyncio.sleep(delay)
-            waited += delay
-            delay = min(delay * 2, 0.004)
-    return await run_in_threadpool(call)
+
+
+@dataclass
+class _Call(Generic[M]):
+    """An authenticated, validated call, ready to run in a transaction."""
+
+    request: Request
+    runtime: Runtime
+    payload: dict[str, Any]
+    account: Account  # a detached snapshot (accounts/authcache.py)
+    req: M
+    idempotency_key: str | None
+
+
+def _authorize(
+    request: Request, runtime: Runtime, payload: dict[str, Any], model: type[M], read_only: bool
+) -> _Call[M] | Response:
+    """Credentials, rate limit, authentication and parameters, before any write transaction: on
+    SQLite that transaction holds the write lock, and checking credentials under it would
+    serialise every call. A Response when the call stops here."""
+    credentials = extract_credentials(request, payload)
+    if credentials is None:
+        return auth_failed_response()
+    wait = runtime.limiter.check(_limit_key(credentials))
+    if wait > 0:
+        return error_response(
+            ApiError(429, "Too many requests.", headers={"Retry-After": retry_after_header(wait)})
+        )
+    # A read-only call needs no Idempotency-Key record: repeating it is harmless.
+    key = None
+    if not read_only and request.method in ("POST", "PATCH", "PUT", "DELETE"):
+        key = request.headers.get("idempotency-key") or None
+    try:
+        known = accounts.authenticate_cached(runtime.keyring, credentials)
+        if known is None:
+            with runtime.db.read() as reader:
+                known = accounts.authenticate(reader, runtime.keyring, credentials)
+        req = validate(model, payload)
+    except AuthFailed:
+        return auth_failed_response()
+    except ApiError as err:
+        return error_response(err)
+    return _Call(request, runtime, payload, known, req, key)
+
+
+def _execute(
+    call: _Call[M], handler: Handler[M], session: Session, *, envelope: bool, status_code: int
+) -> Response:
+    """Run the handler in the caller's transaction; raises ApiError for the caller to roll back."""
+    # Attach the already loaded account to this transaction without reading it again.
+    account = session.merge(call.account, load=False)
+    runtime, request = call.runtime, call.request
+    if call.idempotency_key:
+        replay = idempotency.claim(
+            session,
+            account.id,
+            call.idempotency_key,
+            _request_fingerprint(request, call.payload),
+            ttl=dt.timedelta(hours=runtime.settings.idempotency_ttl_hours),
+        )
+        if replay is not None:
+            return _json_response(
+                json.loads(replay.response_body), replay.response_status, {"Idempotent-Replayed": "true"}
+            )
+    ctx = ApiContext(
+        session=session,
+        account=account,
+        runtime=runtime,
+        now=utcnow(),
+        path_params=dict(request.path_params),
+    )
+    result = handler(ctx, call.req)
+    body: Any = ok(**result) if envelope and isinstance(result, dict) else result
+    if call.idempotency_key:
+        idempotency.store(session, account.id, call.idempotency_key, status_code, json.dumps(body))
+    return _json_response(body, status_code)
 
 
 def _run_sync(
@@ -166,56 +240,13 @@ def _run_sync(
     status_code: int,
     read_only: bool = False,
 ) -> Response:
-    credentials = extract_credentials(request, payload)
-    if credentials is None:
-        return auth_failed_response()
-    wait = runtime.limiter.check(_limit_key(credentials))
-    if wait > 0:
-        return error_response(
-            ApiError(429, "Too many requests.", headers={"Retry-After": retry_after_header(wait)})
-        )
-    # A read-only call needs no Idempotency-Key record: repeating it is harmless.
-    key = None if read_only else request.headers.get("idempotency-key")
-    is_write = request.method in ("POST", "PATCH", "PUT", "DELETE")
+    call = _authorize(request, runtime, payload, model, read_only)
+    if isinstance(call, Response):
+        return call
     try:
-        # Authenticate before the write transaction: on SQLite that transaction holds the
-        # process-wide write lock, and checking credentials under it would serialise every call.
-        known = accounts.authenticate_cached(runtime.keyring, credentials)
-        if known is None:
-            with runtime.db.read() as reader:
-                known = accounts.authenticate(reader, runtime.keyring, credentials)
-        req = validate(model, payload)
         # Read-only calls run in a read transaction: on SQLite they then skip the write lock.
-        unit_of_work = runtime.db.read() if read_only else runtime.db.transaction()
-        with unit_of_work as session:
-            # Attach the already loaded account to this transaction without reading it again.
-            account = session.merge(known, load=False)
-            if key and is_write:
-                replay = idempotency.claim(
-                    session,
-                    account.id,
-                    key,
-                    _request_fingerprint(request, payload),
-                    ttl=dt.timedelta(hours=runtime.settings.idempotency_ttl_hours),
-                )
-                if replay is not None:
-                    return _json_response(
-                        json.loads(replay.response_body),
-                        replay.response_status,
-                        {"Idempotent-Replayed": "true"},
-                    )
-            ctx = ApiContext(
-                session=session,
-                account=account,
-                runtime=runtime,
-                now=utcnow(),
-                path_params=dict(request.path_params),
-            )
-            result = handler(ctx, req)
-            body: Any = ok(**result) if envelope and isinstance(result, dict) else result
-            if key and is_write:
-                idempotency.store(session, account.id, key, status_code, json.dumps(body))
-        return _json_response(body, status_code)
+        with runtime.db.read() if read_only else runtime.db.transaction() as session:
+            return _execute(call, handler, session, envelope=envelope, status_code=status_code)
     except AuthFailed:
         return auth_failed_response()
     except ApiError as err:
