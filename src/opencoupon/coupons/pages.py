@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
-from opencoupon import web
+from opencoupon import branding, web
 from opencoupon.coupons import expiry, gates, repository, service, views
 from opencoupon.coupons.sessions import session_path
 from opencoupon.errors import ApiError, error_body
@@ -131,11 +131,13 @@ def _not_found(request: Request, what: str) -> Response:
     return render_error_page(request, 404, "Coupon not found", "There is no coupon at this address.")
 
 
-def _message_outcome(status: int, title: str, message: str, code: int = 308) -> Outcome:
+def _message_outcome(
+    status: int, title: str, message: str, code: int = 308, brand: branding.PageBrand | None = None
+) -> Outcome:
     return Outcome(
         status=status,
         template="coupons/message.html",
-        context={"title": title, "message": message},
+        context={"title": title, "message": message, "brand": brand},
         json=error_body(status, [code], [message]),
     )
 
@@ -158,6 +160,8 @@ def _session_context(
     path = session_path(campaign, row)
     context = {
         "title": campaign.title or campaign.name,
+        # account_zone has just loaded the account row: the brand costs no query here.
+        "brand": branding.for_account(s, campaign.account_id),
         "campaign": campaign,
         "row": row,
         "state": word,
@@ -227,7 +231,8 @@ def _open(request: Request, runtime: Runtime, code: str) -> Outcome | None:
         if row is None:
             problem = service.campaign_open_problem(campaign, now)
             if problem is not None:
-                return _message_outcome(410, campaign.title or campaign.name, problem)
+                brand = branding.for_account(s, campaign.account_id)
+                return _message_outcome(410, campaign.title or campaign.name, problem, brand=brand)
             if not device:
                 device = new_device = token(24)
             row = service.open_new(s, runtime, campaign, device, now)
@@ -277,7 +282,13 @@ def _staff(request: Request, runtime: Runtime, code: str, form: dict[str, str], 
         campaign = repository.campaign_by_code(s, code) if _CODE.match(code) else None
         if campaign is None:
             return None
-        base.update({"campaign": campaign, "title": f"Validate: {campaign.title or campaign.name}"})
+        base.update(
+            {
+                "campaign": campaign,
+                "title": f"Validate: {campaign.title or campaign.name}",
+                "brand": branding.for_account(s, campaign.account_id),
+            }
+        )
         if not form:
             return Outcome(template="coupons/staff.html", context=base, json={"campaign": campaign.code})
     entered = form.get("code", "").strip()

@@ -4,7 +4,6 @@ period, accounts.service.rotate_secret), time zone and branding (logo URL and co
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Any
 from urllib.parse import urlencode
 
@@ -13,22 +12,77 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from opencoupon import branding
 from opencoupon.accounts import service as accounts
 from opencoupon.dashboard.common import FormProblem, api_context, page, parse_int, text
 from opencoupon.dashboard.security import require_login, verify_csrf
-from opencoupon.distribution.mail import parse_branding
 from opencoupon.errors import ApiError
 from opencoupon.models import Account
 
 router = APIRouter(include_in_schema=False)
 
 MAX_GRACE_HOURS = 24 * 7
-_HEX = re.compile(r"^#[0-9A-Fa-f]{6}$")
 COLOURS = (
-    ("primary_color", "Main colour"),
-    ("background_color", "Background colour"),
-    ("text_color", "Text colour"),
+    ("primary_color", "Main colour", "buttons, links and accents"),
+    ("background_color", "Background colour", "behind the cards"),
+    ("text_color", "Text colour", "on the white cards"),
 )
+_STORED = {"primary_color": "primary", "background_color": "background", "text_color": "text"}
+
+
+def branding_problems(values: dict[str, str]) -> list[str]:
+    """What is wrong with the branding fields, in words (an empty field keeps the default)."""
+    problems = []
+    logo = values.get("logo_url", "")
+    if logo and not branding.logo_url_ok(logo):
+        problems.append(
+            "Logo URL: use a full web address starting with https:// or http://, "
+            "such as https://example.com/logo.png."
+        )
+    labels = {name: label for name, label, _ in COLOURS}
+    for name, label in labels.items():
+        value = values.get(name, "")
+        if value and not branding.colour_ok(value):
+            problems.append(
+                f"{label}: “{value}” is not a hex colour. "
+                "Use # and 3 or 6 hex digits, such as #1f6feb or #f60."
+            )
+    text_colour = values.get("text_color", "")
+    if branding.colour_ok(text_colour):
+        ratio = branding.contrast(text_colour, "#ffffff")
+        if ratio < branding.MIN_TEXT_CONTRAST:
+            problems.append(
+                f"{labels['text_color']}: {text_colour} is too light to read on the white cards "
+                f"(contrast {ratio:.1f}:1 against white; at least {branding.MIN_TEXT_CONTRAST:.0f}:1 needed)."
+            )
+    return problems
+
+
+def _stored_problems(branding_json: str) -> list[str]:
+    """Stored values the pages ignore (written before this form checked them, or by hand)."""
+    raw = branding.raw_values(branding_json)
+    found = {
+        "logo_url": str(raw.get("logo_url") or raw.get("logo") or "").strip(),
+        **{name: str(raw.get(name) or "").strip() for name in _STORED},
+    }
+    return [f"Saved branding ignored on your pages. {p}" for p in branding_problems(found)]
+
+
+def _preview(values: dict[str, str], company: str) -> branding.PageBrand:
+    """The sample card: the form's values that are valid."""
+
+    def colour(name: str) -> str:
+        value = values.get(name, "")
+        return value.lower() if branding.colour_ok(value) else ""
+
+    logo = values.get("logo_url", "")
+    return branding.PageBrand(
+        logo_url=logo if branding.logo_url_ok(logo) else "",
+        company=company,
+        primary=colour("primary_color"),
+        background=colour("background_color"),
+        text=colour("text_color"),
+    )
 
 
 def _context(
@@ -36,22 +90,25 @@ def _context(
 ) -> dict[str, Any]:
     with api_context(request, account) as ctx:
         fresh = ctx.account
-        brand = parse_branding(fresh.branding, fresh.company_name)
+        # Only what the account set: an empty field keeps the pages' default look.
+        brand = branding.read(fresh.branding, fresh.company_name)
         shown = values or {
             "timezone": fresh.timezone,
             "logo_url": brand.logo_url,
-            "primary_color": brand.primary,
-            "background_color": brand.background,
-            "text_color": brand.text,
+            **{name: getattr(brand, attr) for name, attr in _STORED.items()},
         }
+        warnings = [] if values else _stored_problems(fresh.branding)
         client_id = fresh.client_id
+        company = brand.company
     return {
         "title": "Account",
         "account": account,
         "client_id": client_id,
         "values": shown,
-        "errors": errors,
+        "errors": errors or warnings,
         "colours": COLOURS,
+        "preview": _preview(shown, company),
+        "company": company,
         "done": request.query_params.get("done", "")[:200],
         "max_grace": MAX_GRACE_HOURS,
     }
@@ -69,9 +126,9 @@ def _rotate(request: Request, account: Account, hours: int) -> str:
         )
 
 
-def _save(request: Request, account: Account, timezone: str, branding: dict[str, str]) -> None:
+def _save(request: Request, account: Account, timezone: str, brand: dict[str, str]) -> None:
     with api_context(request, account, write=True) as ctx:
-        accounts.update_settings(ctx.session, ctx.account, timezone=timezone, branding=branding)
+        accounts.update_settings(ctx.session, ctx.account, timezone=timezone, branding=brand)
 
 
 @router.post("/dashboard/account/{action}")
@@ -94,19 +151,17 @@ async def account_action(
             return page(request, "dashboard/account_secret.html", context)
         if action != "settings":
             raise FormProblem(["Unknown action."])
-        values = {name: text(form, name, 500) for name in ("timezone", "logo_url", *(c for c, _ in COLOURS))}
+        names = ("timezone", "logo_url", *(c for c, _, _ in COLOURS))
+        # Longer than any valid value, so an over-long one is refused rather than cut.
+        values = {name: text(form, name, branding.MAX_LOGO_URL + 1) for name in names}
         problems = []
         if not values["timezone"]:
             problems.append("Time zone: enter a name such as Europe/Brussels.")
-        if values["logo_url"] and not values["logo_url"].startswith(("https://", "http://")):
-            problems.append("Logo URL: use an address starting with https://.")
-        for name, label in COLOURS:
-            if values[name] and not _HEX.match(values[name]):
-                problems.append(f"{label}: use a colour such as #1f6feb.")
+        problems += branding_problems(values)
         if problems:
             raise FormProblem(problems)
-        branding = {k: v for k, v in values.items() if k != "timezone" and v}
-        await run_in_threadpool(_save, request, account, values["timezone"], branding)
+        saved = {k: (v.lower() if k != "logo_url" else v) for k, v in values.items() if k != "timezone" and v}
+        await run_in_threadpool(_save, request, account, values["timezone"], saved)
     except ApiError as err:
         context = await run_in_threadpool(_context, request, account, [err.description], values)
         return page(request, "dashboard/account.html", context, status_code=422)

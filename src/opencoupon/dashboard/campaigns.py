@@ -17,6 +17,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from opencoupon import branding
 from opencoupon.accounts import repository as accounts_repo
 from opencoupon.coupons import repository, service, stats, views
 from opencoupon.coupons.schemas import CampaignCreate, CampaignUpdate
@@ -480,6 +481,8 @@ def _preview_context(request: Request, account: Account, public_id: str) -> dict
     session (nothing is written, no statistics move)."""
     with api_context(request, account) as ctx:
         campaign = _campaign(ctx, public_id)
+        # The preview shows the owner's branding, as the consumer page does.
+        brand = branding.for_account(ctx.session, campaign.account_id)
         ctx.session.expunge(campaign)
     form = campaign.claim_form or {}
     row = CouponSession(
@@ -496,6 +499,7 @@ def _preview_context(request: Request, account: Account, public_id: str) -> dict
     word = "open" if campaign.status == "active" else "inactive"
     return {
         "title": campaign.title or campaign.name,
+        "brand": brand,
         "campaign": campaign,
         "row": row,
         "state": word,

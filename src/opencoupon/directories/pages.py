@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
-from opencoupon import web
+from opencoupon import branding, web
 from opencoupon.accounts import service as accounts
 from opencoupon.coupons import gates
 from opencoupon.coupons.sessions import new_session, session_path
@@ -111,6 +111,7 @@ def _locked(
         request,
         "directories/locked.html",
         {
+            "brand": branding.of(web.runtime_of(request), directory),
             "title": "Coupon locked",
             "directory": directory,
             "base": service.directory_path(directory),
@@ -275,6 +276,7 @@ def directory_page(request: Request, code: str, q: str = "", category: str = "")
             request,
             "directories/index.html",
             {
+                "brand": branding.for_account(session, directory.account_id),
                 "title": directory.name,
                 "directory": directory,
                 "base": base,
@@ -389,6 +391,7 @@ def _form_page(
         request,
         template,
         {
+            "brand": branding.of(web.runtime_of(request), directory),
             "title": directory.name,
             "directory": directory,
             "base": service.directory_path(directory),

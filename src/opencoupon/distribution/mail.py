@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import re
 import smtplib
 import ssl
@@ -13,10 +12,11 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formataddr, formatdate, make_msgid
 from pathlib import Path
-from typing import Any
 
 import segno
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from opencoupon import branding
 
 TLS_MODES = ("none", "starttls", "tls")
 DEFAULT_PORTS = {"none": 25, "starttls": 587, "tls": 465}
@@ -27,8 +27,6 @@ _env = Environment(
     autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
     keep_trailing_newline=True,
 )
-
-_HEX_COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
 
 
 @dataclass(frozen=True)
@@ -73,37 +71,16 @@ class SmtpFailure(Exception):
         self.response = response
 
 
-def _http_url(value: Any) -> str:
-    text = str(value or "").strip()
-    return text if text.startswith(("https://", "http://")) else ""
-
-
-def _colour(raw: dict[str, Any], names: tuple[str, ...], default: str) -> str:
-    for name in names:
-        value = str(raw.get(name) or "").strip()
-        # Only plain hex colours reach the stylesheet, so branding text can never inject CSS.
-        if _HEX_COLOUR.match(value):
-            return value
-    return default
-
-
 def parse_branding(branding_json: str, company: str) -> Branding:
-    """Account.branding is free JSON text; read the usual names for a logo and colours."""
-    try:
-        raw = json.loads(branding_json or "{}")
-    except ValueError:
-        raw = {}
-    if not isinstance(raw, dict):
-        raw = {}
-    colours = raw.get("colors") or raw.get("colours")
-    if isinstance(colours, dict):
-        raw = {**{f"{k}_color": v for k, v in colours.items()}, **raw}
+    """Account.branding for an email: the same reading as the consumer pages (opencoupon.branding:
+    only hex colours and http(s) logo URLs), with the email's defaults for what is not set."""
+    brand = branding.read(branding_json, company)
     return Branding(
-        logo_url=_http_url(raw.get("logo_url") or raw.get("logo")),
-        primary=_colour(raw, ("primary_color", "primary_colour", "color", "colour"), Branding.primary),
-        background=_colour(raw, ("background_color", "background_colour"), Branding.background),
-        text=_colour(raw, ("text_color", "text_colour"), Branding.text),
-        company=str(raw.get("company_name") or company or ""),
+        logo_url=brand.logo_url,
+        primary=brand.primary or Branding.primary,
+        background=brand.background or Branding.background,
+        text=brand.text or Branding.text,
+        company=brand.company,
     )
 
 

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
-from opencoupon import web
+from opencoupon import branding, web
 from opencoupon.errors import ApiError
 from opencoupon.kit import idempotency
 from opencoupon.kit.clock import utcnow
@@ -102,6 +102,7 @@ def _card_context(
     reward_list = [service.reward_public(r, campaigns) for r in rewards]
     staff_url = runtime.url(f"/l/{card.code}/staff?holder={holder.short_code}")
     return {
+        "brand": branding.for_account(session, card.account_id),
         "card": card,
         "holder": holder,
         "rewards": reward_list,
@@ -180,6 +181,7 @@ def _join_response(
         request,
         "loyalty/join.html",
         {
+            "brand": branding.of(runtime, card),
             "card": card,
             "title": card.name,
             "required": required,
@@ -290,6 +292,7 @@ def _staff_response(
         request,
         "loyalty/staff.html",
         {
+            "brand": branding.of(runtime, card),
             "card": card,
             "title": f"{card.name}: staff",
             "unit": service.unit_of(card),
