@@ -1,0 +1,293 @@
+"""Quick writes on SQLite share commits (db/group.py), and several API processes share one SQLite
+file through its write lock (db/engine.py WriteLock). Shown against real `opencoupon serve`
+processes: an answered validation is stored even when the server is SIGKILLed right after, a
+group never leaves half of itself behind, and two API processes still validate exactly once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx2
+import pytest
+from sqlalchemy import func, select
+
+from conftest import TEST_SECRET_KEY, free_port
+from opencoupon.accounts import service as accounts
+from opencoupon.config import Settings
+from opencoupon.coupons.sessions import new_session
+from opencoupon.db.engine import WriteLock
+from opencoupon.db.migrate import upgrade
+from opencoupon.models import Campaign, CouponSession, Event, Validation
+from opencoupon.runtime import Runtime
+from singleuse_fixtures import make_campaign
+
+OPENCOUPON = str(Path(sys.executable).parent / "opencoupon")
+
+
+@dataclass
+class Served:
+    """A database with one account and a campaign of fresh sessions, and a server on it."""
+
+    url: str
+    runtime: Runtime
+    tmp: Path
+    headers: dict[str, str] = field(default_factory=dict)
+    campaign_id: int = 0
+    codes: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+    base: str = ""
+
+    def start(self, workers: int = 1) -> None:
+        port = free_port()
+        env = {
+            **os.environ,
+            "OPENCOUPON_DATABASE_URL": self.url,
+            "OPENCOUPON_SECRET_KEY": TEST_SECRET_KEY,
+            "OPENCOUPON_VAR_DIR": str(self.tmp),
+            "OPENCOUPON_RATE_LIMIT_PER_SECOND": "0",
+        }
+        command = [OPENCOUPON, "serve", "--host", "127.0.0.1", "--port", str(port), "--no-migrate"]
+        self.process = subprocess.Popen(
+            [*command, "--workers", str(workers)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx2.get(self.base + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx2.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not start")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            # The whole process group: with --workers the API processes are children.
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def validate(self, client: httpx2.Client, code: str) -> httpx2.Response:
+        return client.post(
+            self.base + "/v3/couponsession/update",
+            json={"couponsession": code, "validate": True},
+            headers=self.headers,
+        )
+
+    def counts(self) -> dict[str, int]:
+        with self.runtime.db.read() as s:
+            pk = self.campaign_id
+            return {
+                "sessions": int(
+                    s.scalar(
+                        select(func.coalesce(func.sum(CouponSession.validation_count), 0)).where(
+                            CouponSession.campaign_id == pk
+                        )
+                    )
+                    or 0
+                ),
+                "records": int(
+                    s.scalar(select(func.count()).select_from(Validation).where(Validation.campaign_id == pk))
+                    or 0
+                ),
+                "events": int(
+                    s.scalar(
+                        select(func.count())
+                        .select_from(Event)
+                        .where(Event.campaign == f"cam_{pk}", Event.type == "coupon_validated")
+                    )
+                    or 0
+                ),
+                "counter": int(s.scalar(select(Campaign.validations_count).where(Campaign.id == pk)) or 0),
+            }
+
+    def validated(self, codes: list[str]) -> set[str]:
+        with self.runtime.db.read() as s:
+            rows = s.scalars(
+                select(CouponSession.code).where(
+                    CouponSession.code.in_(codes), CouponSession.validation_count == 1
+                )
+            )
+            return set(rows)
+
+
+def _prepare(url: str, runtime: Runtime, tmp: Path, sessions: int) -> Served:
+    served = Served(url, runtime, tmp)
+    with runtime.db.transaction() as session:
+        account, secret = accounts.create_account(
+            session, runtime.keyring, email=f"group-{time.time_ns()}@example.com", password=None
+        )
+        served.headers = {"X-Client-Id": account.client_id, "X-Client-Secret": secret}
+        account_id = account.id
+    served.campaign_id = make_campaign(runtime, account_id).id
+    with runtime.db.transaction() as session:
+        campaign = session.get(Campaign, served.campaign_id)
+        assert campaign is not None
+        served.codes = [new_session(session, campaign).code for _ in range(sessions)]
+    return served
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def served(request: pytest.FixtureRequest, tmp_path: Path, settings: Settings) -> Iterator[Served]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'group.db'}"
+        upgrade(url)
+        runtime = Runtime.from_settings(
+            Settings(database_url=url, secret_key=TEST_SECRET_KEY, var_dir=tmp_path)
+        )
+    else:
+        if not settings.database_url.startswith("postgresql"):
+            pytest.skip("the PostgreSQL run of this test needs OPENCOUPON_TEST_DATABASE_URL")
+        url = settings.database_url
+        runtime = Runtime.from_settings(settings)
+    target = _prepare(url, runtime, tmp_path, 3000)
+    yield target
+    target.stop()
+    runtime.db.dispose()
+
+
+@pytest.fixture
+def sqlite_served(tmp_path: Path) -> Iterator[Served]:
+    url = f"sqlite:///{tmp_path / 'workers.db'}"
+    upgrade(url)
+    runtime = Runtime.from_settings(Settings(database_url=url, secret_key=TEST_SECRET_KEY, var_dir=tmp_path))
+    target = _prepare(url, runtime, tmp_path, 64)
+    yield target
+    target.stop()
+    runtime.db.dispose()
+
+
+@pytest.mark.slow
+def test_answered_validations_survive_a_sigkill_and_groups_are_whole(served: Served) -> None:
+    """16 clients validate distinct sessions as fast as they can; the server is SIGKILLed in the
+    middle. Every validation that was answered OK is stored, and what is stored is consistent:
+    each validated session has its record, its event and its share of the campaign counter."""
+    served.start()
+    answered: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    codes = iter(served.codes)
+
+    def client() -> None:
+        with httpx2.Client(timeout=10) as http:
+            while not stop.is_set():
+                with lock:
+                    code = next(codes, None)
+                if code is None:
+                    return
+                try:
+                    response = served.validate(http, code)
+                except httpx2.HTTPError:
+                    return  # the server is gone
+                if response.status_code == 200:
+                    with lock:
+                        answered.append(code)
+
+    threads = [threading.Thread(target=client) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 20
+    while len(answered) < 150 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    served.kill()
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(answered) >= 150, "the server answered too few validations before the kill"
+    stored = served.validated(served.codes)
+    assert set(answered) <= stored, f"answered but lost: {sorted(set(answered) - stored)[:5]}"
+    counts = served.counts()
+    assert counts["sessions"] == counts["records"] == counts["events"] == counts["counter"] == len(stored)
+
+
+@pytest.mark.slow
+def test_two_api_processes_on_one_sqlite_file_validate_exactly_once(sqlite_served: Served) -> None:
+    """`serve --workers 2` on SQLite: 32 concurrent validations of one session, spread over both
+    processes, give exactly one success; 32 distinct sessions all succeed; no call fails with a
+    busy database."""
+    sqlite_served.start(workers=2)
+    one = sqlite_served.codes[0]
+    distinct = sqlite_served.codes[1:33]
+    barrier = threading.Barrier(64)
+    results: list[httpx2.Response | Exception] = []
+    lock = threading.Lock()
+
+    def call(code: str) -> None:
+        # A connection per call, so the kernel spreads them over both processes' listeners.
+        with httpx2.Client(timeout=60) as http:
+            barrier.wait()
+            try:
+                outcome: httpx2.Response | Exception = sqlite_served.validate(http, code)
+            except Exception as exc:
+                outcome = exc
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=call, args=(one,)) for _ in range(32)]
+    threads += [threading.Thread(target=call, args=(code,)) for code in distinct]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    responses = [r for r in results if isinstance(r, httpx2.Response)]
+    assert len(responses) == 64, results
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(200) == 33, statuses
+    assert statuses.count(409) == 31, statuses
+    assert sqlite_served.validated([one, *distinct]) == {one, *distinct}
+    counts = sqlite_served.counts()
+    assert counts == {"sessions": 33, "records": 33, "events": 33, "counter": 33}
+
+
+def test_the_write_lock_is_shared_between_processes(tmp_path: Path) -> None:
+    """While another process holds a database's write lock, this one cannot take it; it gets it
+    as soon as the other lets go."""
+    database = str(tmp_path / "locked.db")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from opencoupon.db.engine import WriteLock; "
+            "lock = WriteLock(sys.argv[1]); lock.acquire(); print('held', flush=True); "
+            "time.sleep(0.6); lock.release(); time.sleep(5)",
+            database,
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == b"held"
+        lock = WriteLock(database)
+        assert lock.acquire(blocking=False) is False
+        started = time.monotonic()
+        assert lock.acquire() is True
+        waited = time.monotonic() - started
+        assert 0.3 < waited < 5, waited
+        lock.release()
+        # Released, it can be taken again at once, in this thread and after it in another.
+        assert lock.acquire(blocking=False) is True
+        lock.release()
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
