@@ -9,13 +9,13 @@ from __future__ import annotations
 from sqlalchemy import Date, bindparam, func, select
 
 from opencoupon.db.raw import RawStatement
+from opencoupon.db.raw import columns as raw_columns
 from opencoupon.models import Campaign, CouponSession, DailyStat
 
-# A session and its campaign in one round trip.
-SESSION_BY_CODE = (
-    select(CouponSession, Campaign)
-    .join(Campaign, Campaign.id == CouponSession.campaign_id)
-    .where(CouponSession.code == bindparam("code"))
+# A session and its campaign in one round trip, loaded with db.raw.load_one.
+SESSION_BY_CODE = RawStatement(
+    f"SELECT {raw_columns(CouponSession, 's')}, {raw_columns(Campaign, 'c')} "
+    "FROM coupon_sessions s JOIN campaigns c ON c.id = s.campaign_id WHERE s.code = :code"
 )
 
 CAMPAIGN_BY_ID = select(Campaign).where(Campaign.id == bindparam("id"), Campaign.deleted_at.is_(None))

@@ -231,12 +231,12 @@ def delete_campaign(ctx: ApiContext, campaign: Campaign) -> None:
 # ---------------------------------------------------------------- finding sessions
 
 
-def find_session(ctx: ApiContext, raw: str, campaign_raw: str | None) -> tuple[Campaign, CouponSession]:
+def find_session(ctx: ApiContext, given: str, campaign_raw: str | None) -> tuple[Campaign, CouponSession]:
     """A session by its 21-character code or its 6-character short form.
 
     Short forms are unique within a campaign only: when one matches sessions of several of the
     caller's campaigns the call fails (code 300) and asks for `campaign` or the full code."""
-    code = raw.strip()
+    code = given.strip()
     if not _SESSION_CODE.match(code):
         raise ApiError(301, "Invalid character in parameter: couponsession.")
     campaign_id = parse_campaign_id(campaign_raw) if campaign_raw else None
@@ -257,7 +257,7 @@ def find_session(ctx: ApiContext, raw: str, campaign_raw: str | None) -> tuple[C
     else:
         # By the unique code, then the tenancy check in Python: cheaper than a scoped query, and
         # another account's session still answers exactly like a missing one.
-        found = ctx.session.execute(hotpath.SESSION_BY_CODE, {"code": code}).first()
+        found = raw.load_one(ctx.session, hotpath.SESSION_BY_CODE, {"code": code}, CouponSession, Campaign)
         if found is not None and ctx.may_reach(found[0].account_id):
             row, campaign = found[0], found[1]
         if row is not None and campaign_id is not None and row.campaign_id != campaign_id:

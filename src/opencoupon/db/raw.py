@@ -13,12 +13,15 @@ from __future__ import annotations
 import datetime as dt
 import re
 import sqlite3
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import psycopg
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Mapper, Session, make_transient_to_detached
 
 _PARAM = re.compile(r"(?<![:\w]):(\w+)")
 _DBAPI_KEY = "opencoupon_dbapi_connection"
@@ -80,3 +83,92 @@ def scalar(session: Session, statement: RawStatement, params: dict[str, Any]) ->
 
 def rowcount(session: Session, statement: RawStatement, params: dict[str, Any]) -> int:
     return int(execute(session, statement, params).rowcount)
+
+
+# ---------------------------------------------------------------- loading ORM objects
+
+
+@dataclass(frozen=True)
+class _Loader:
+    mapper: Mapper[Any]
+    keys: tuple[str, ...]
+    names: tuple[str, ...]
+    pk_index: int
+
+
+_loaders: dict[type[Any], _Loader] = {}
+_processors: dict[tuple[RawStatement, str], tuple[Any, ...]] = {}
+
+
+def _loader(model: type[Any]) -> _Loader:
+    loader = _loaders.get(model)
+    if loader is None:
+        mapper = sa_inspect(model)
+        props = list(mapper.column_attrs)
+        (pk,) = mapper.primary_key
+        names = tuple(prop.columns[0].name for prop in props)
+        loader = _Loader(mapper, tuple(prop.key for prop in props), names, names.index(pk.name))
+        _loaders[model] = loader
+    return loader
+
+
+def columns(model: type[Any], alias: str) -> str:
+    """The select list `load_one` expects for `model`, its table aliased as `alias`."""
+    return ", ".join(f'{alias}."{name}"' for name in _loader(model).names)
+
+
+def _row_processors(
+    statement: RawStatement, models: tuple[type[Any], ...], dialect: Dialect, description: Any
+) -> tuple[Any, ...]:
+    """SQLAlchemy's own result processors for the row, so values come out exactly as an ORM
+    query's would (some depend on the driver's type code of the column, hence `description`)."""
+    key = (statement, dialect.name)
+    found = _processors.get(key)
+    if found is None:
+        types = []
+        for model in models:
+            table_columns = {column.name: column for column in sa_inspect(model).columns}
+            types += [table_columns[name].type for name in _loader(model).names]
+        found = tuple(
+            sa_type.dialect_impl(dialect).result_processor(dialect, column[1])
+            for sa_type, column in zip(types, description, strict=True)
+        )
+        _processors[key] = found
+    return found
+
+
+def load_one(
+    session: Session, statement: RawStatement, params: dict[str, Any], *models: type[Any]
+) -> tuple[Any, ...] | None:
+    """The first row of `statement` (selecting `columns(model, …)` of each model in turn) as
+    persistent ORM objects of this session, or None. An object already in the session is
+    returned as it is; a new one is attached as freshly loaded, without a query of its own.
+
+    An ORM query costs about 0.1 ms more than this per row (compiling, loading machinery)."""
+    cursor = execute(session, statement, params)
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    processors = _row_processors(statement, models, session.get_bind().dialect, cursor.description)
+    converted = [
+        value if process is None or value is None else process(value)
+        for value, process in zip(row, processors, strict=True)
+    ]
+    objects: list[Any] = []
+    offset = 0
+    for model in models:
+        loader = _loader(model)
+        end = offset + len(loader.keys)
+        values = converted[offset:end]
+        offset = end
+        identity = loader.mapper.identity_key_from_primary_key((values[loader.pk_index],))
+        existing = session.identity_map.get(identity)
+        if existing is not None:
+            objects.append(existing)
+            continue
+        obj = loader.mapper.class_manager.new_instance()
+        obj.__dict__.update(zip(loader.keys, values, strict=True))
+        make_transient_to_detached(obj)
+        session.add(obj)
+        objects.append(obj)
+    return tuple(objects)
