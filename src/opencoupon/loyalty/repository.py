@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, false, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from opencoupon.db import raw
 from opencoupon.models import (
     Campaign,
     CouponSession,
@@ -31,14 +31,11 @@ def card(session: Session, card_id: int) -> LoyaltyCard | None:
     return found if found is not None and found.deleted_at is None else None
 
 
-_CARD_AND_HOLDER = (
-    select(LoyaltyCard, LoyaltyHolder)
-    .join(LoyaltyHolder, LoyaltyHolder.card_id == LoyaltyCard.id)
-    .where(
-        LoyaltyCard.id == bindparam("card_id"),
-        LoyaltyHolder.id == bindparam("holder_id"),
-        LoyaltyCard.deleted_at.is_(None),
-    )
+# The stamp path's statements run on the raw driver (db/raw.py).
+_CARD_AND_HOLDER = raw.RawStatement(
+    f"SELECT {raw.columns(LoyaltyCard, 'c')}, {raw.columns(LoyaltyHolder, 'h')} "
+    "FROM loyalty_cards c JOIN loyalty_holders h ON h.card_id = c.id "
+    "WHERE c.id = :card_id AND h.id = :holder_id AND c.deleted_at IS NULL"
 )
 
 
@@ -46,8 +43,10 @@ def card_and_holder(
     session: Session, card_id: int, holder_id: int
 ) -> tuple[LoyaltyCard, LoyaltyHolder] | None:
     """Both in one query (the stamp path); None when either is missing or they do not belong together."""
-    row = session.execute(_CARD_AND_HOLDER, {"card_id": card_id, "holder_id": holder_id}).first()
-    return None if row is None else (row[0], row[1])
+    found = raw.load_one(
+        session, _CARD_AND_HOLDER, {"card_id": card_id, "holder_id": holder_id}, LoyaltyCard, LoyaltyHolder
+    )
+    return None if found is None else (found[0], found[1])
 
 
 def card_by_code(session: Session, code: str) -> LoyaltyCard | None:
@@ -190,29 +189,22 @@ def search_holders(session: Session, card_id: int, term: str) -> Sequence[Loyalt
 
 
 # The hot path (every stamp) runs prebuilt Core statements: no ORM flush, no statement building.
-_HOLDERS = cast(Table, LoyaltyHolder.__table__)
-_LEDGER = cast(Table, LoyaltyLedgerEntry.__table__)
 
 
-def _add_statement(unit: str, collecting: bool) -> Any:
-    column = _HOLDERS.c[unit]
-    values: dict[str, Any] = {unit: column + bindparam("delta"), "updated_at": bindparam("now")}
-    if collecting:
-        values["last_collected_at"] = bindparam("now")
-    return (
-        update(_HOLDERS)
-        .where(
-            _HOLDERS.c.id == bindparam("holder_id"),
-            _HOLDERS.c.voided.is_(false()),
-            column + bindparam("delta") >= 0,
-        )
-        .values(values)
-        .returning(column, _HOLDERS.c.cycle)
+def _add_statement(unit: str, collecting: bool) -> raw.RawStatement:
+    collected = ", last_collected_at = :now" if collecting else ""
+    return raw.RawStatement(
+        f"UPDATE loyalty_holders SET {unit} = {unit} + :delta, updated_at = :now{collected} "
+        f"WHERE id = :holder_id AND voided = :no AND {unit} + :delta >= 0 RETURNING {unit}, cycle"
     )
 
 
 _ADD = {(unit, up): _add_statement(unit, up) for unit in ("points", "stamps") for up in (True, False)}
-_INSERT_LEDGER = insert(_LEDGER)
+_INSERT_LEDGER = raw.RawStatement(
+    "INSERT INTO loyalty_ledger (account_id, card_id, holder_id, unit, delta, balance_after, kind, "
+    "source, created_at) VALUES (:account_id, :card_id, :holder_id, :unit, :delta, :balance_after, "
+    ":kind, :source, :created_at)"
+)
 
 
 def add_balance(
@@ -220,9 +212,9 @@ def add_balance(
 ) -> tuple[int, int] | None:
     """Add `delta` (signed) in one atomic statement; None when the holder is voided or the
     balance would go below zero. Returns (balance after, card cycle)."""
-    row = session.execute(
-        _ADD[(unit, delta > 0)], {"holder_id": holder_id, "delta": delta, "now": now}
-    ).first()
+    row = raw.execute(
+        session, _ADD[(unit, delta > 0)], {"holder_id": holder_id, "delta": delta, "now": now, "no": False}
+    ).fetchone()
     return None if row is None else (int(row[0]), int(row[1]))
 
 
@@ -280,7 +272,8 @@ def add_ledger(
     source: str,
     now: dt.datetime,
 ) -> None:
-    session.execute(
+    raw.execute(
+        session,
         _INSERT_LEDGER,
         {
             "account_id": holder.account_id,
