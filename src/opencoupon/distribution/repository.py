@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, bindparam, func, select
 from sqlalchemy.orm import Session
 
+from opencoupon.db import raw
 from opencoupon.models import Campaign, CouponSession, DistributionSend, EmailIntegration, SmsIntegration
 
 PAGE_SIZE = 100
@@ -118,7 +119,15 @@ _SENDS_OF_SESSION = (
 )
 
 
+# Most sessions were never sent: a raw existence check answers those without the ORM query.
+_ANY_SEND_OF_SESSION = raw.RawStatement(
+    "SELECT 1 FROM distribution_sends WHERE session_id = :session_id LIMIT 1"
+)
+
+
 def sends_of_session(session: Session, coupon_session_id: int) -> Sequence[DistributionSend]:
+    if raw.scalar(session, _ANY_SEND_OF_SESSION, {"session_id": coupon_session_id}) is None:
+        return []
     return session.scalars(_SENDS_OF_SESSION, {"session_id": coupon_session_id}).all()
 
 
