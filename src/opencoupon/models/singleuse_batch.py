@@ -30,8 +30,9 @@ class SingleUseBatch(Base):
     spec: Mapped[str] = mapped_column(Text, default="{}")
     # Why it failed, or a note on a finished import.
     message: Mapped[str] = mapped_column(Text, default="")
-    # The links as CSV, zlib-compressed; NULL until done.
-    result: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The links as CSV, zlib-compressed; NULL until done. Deferred: megabytes that only the
+    # download reads, not the progress fragment polled every second.
+    result: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     # The outbox job that runs it (jobs.id; no foreign key: jobs are the worker's to clean up).
     job_id: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
