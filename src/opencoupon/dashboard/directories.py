@@ -24,8 +24,10 @@ from opencoupon.directories.schemas import (
     DirectoryPatch,
 )
 from opencoupon.errors import ApiError
+from opencoupon.kit import ids
+from opencoupon.kit.endpoint import ApiContext
 from opencoupon.loyalty import repository as loyalty_repo
-from opencoupon.models import Account, Campaign, Directory, LoyaltyCard
+from opencoupon.models import Account, Campaign, Category, Directory, LoyaltyCard
 
 router = APIRouter(include_in_schema=False)
 
@@ -38,14 +40,16 @@ def directories_page(request: Request, account: Account = Depends(require_login)
     with api_context(request, account) as ctx:
         rows = repository.directories(ctx.session, ctx.scope(Directory.account_id))
         found = [service.directory_v4(ctx, d) for d in rows]
-        categories = service.categories_v4(ctx)
+        categories = _category_tree(ctx)
     context = {
         "title": "Directories",
         "account": account,
         "directories": found,
         "categories": categories,
+        "by_path": sorted(categories, key=lambda c: str(c["path"])),
         "done": request.query_params.get("done", "")[:200],
-        "problem": request.query_params.get("problem", "")[:200],
+        "problem": request.query_params.get("problem", "")[:300],
+        "at": request.query_params.get("at", "")[:40],
     }
     return page(request, "dashboard/directories.html", context)
 
@@ -79,7 +83,15 @@ def _directory_context(request: Request, account: Account, public_id: str) -> di
         item["name"] = names.get(item["id"], item["id"])
         category = item["category"]
         item["category_path"] = paths.get(int(category[4:]), "") if category else ""
-    info["campaigns"].sort(key=lambda i: (not i["featured"], i["name"]))
+    # As the consumer page shows them: featured first, then in the directory's order.
+    info["campaigns"].sort(key=lambda i: not i["featured"])
+    campaigns = info["campaigns"]
+    for item in campaigns:
+        group = [c for c in campaigns if c["featured"] == item["featured"]]
+        item["first"], item["last"] = group[0] is item, group[-1] is item
+    cards = info["loyalty_cards"]
+    for index, card in enumerate(cards):
+        card["first"], card["last"] = index == 0, index == len(cards) - 1
     return {
         "title": info["name"],
         "account": account,
@@ -92,6 +104,36 @@ def _directory_context(request: Request, account: Account, public_id: str) -> di
         "done": request.query_params.get("done", "")[:200],
         "problem": request.query_params.get("problem", "")[:200],
     }
+
+
+def _category_tree(ctx: ApiContext) -> list[dict[str, Any]]:
+    """The categories in tree order (siblings by position), each with what its row offers: move
+    up/down among its siblings, and the parents it could move under (not itself or anything
+    below it; the service checks again, and checks the three levels)."""
+    rows = service.tree_order(list(repository.categories(ctx.session, ctx.scope(Category.account_id))))
+    paths = service.paths_of(rows)
+    below: dict[int, set[int]] = {c.id: {c.id} for c in rows}
+    for c in reversed(rows):
+        if c.parent_id in below:
+            below[c.parent_id] |= below[c.id]
+    out = []
+    for c in rows:
+        siblings = [s.id for s in rows if s.parent_id == c.parent_id and s.account_id == c.account_id]
+        info = service.category_v4(c, paths)
+        info["first"] = siblings[0] == c.id
+        info["last"] = siblings[-1] == c.id
+        info["parents"] = sorted(
+            (
+                {"id": service.cat_id(p.id), "path": paths[p.id]}
+                for p in rows
+                if p.id not in below[c.id]
+                and p.account_id == c.account_id
+                and p.level < service.MAX_CATEGORY_LEVEL
+            ),
+            key=lambda p: p["path"],
+        )
+        out.append(info)
+    return out
 
 
 @router.get("/dashboard/directories/{public_id}")
@@ -203,12 +245,25 @@ def _save_directory(request: Request, account: Account, public_id: str, data: di
                     directory = service.get_directory(ctx, public_id)
                 except ApiError:
                     raise NOT_FOUND from None
+                data["campaigns"] = _keep_order(ctx, directory, data["campaigns"])
                 service.update_directory(ctx, directory, build(DirectoryPatch, data))
             else:
                 directory = service.create_directory(ctx, build(DirectoryCreate, data))
             return service.dir_id(directory)
     except ApiError as err:
         raise FormProblem([err.description]) from None
+
+
+def _keep_order(ctx: ApiContext, directory: Directory, specs: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The ticked campaigns with the ones the directory already holds in their current order
+    (the checkboxes list every campaign of the account, which says nothing about the order), new
+    ones after them."""
+    current = [
+        f"cam_{row.item_id}"
+        for row, _campaign in repository.campaign_items(ctx.session, directory.id, visible_only=False)
+    ]
+    rank = {public_id: index for index, public_id in enumerate(current)}
+    return sorted(specs, key=lambda spec: rank.get(spec["id"], len(rank)))
 
 
 async def _directory_post(request: Request, account: Account, public_id: str) -> Response:
@@ -319,6 +374,14 @@ def _category_change(request: Request, account: Account, action: str, category_i
         if action == "rename":
             service.update_category(ctx, category, build(CategoryPatch, {"name": text(form, "name", 200)}))
             return "Category renamed."
+        if action == "move":
+            # "" (top level) is a value here: the field is always sent by the form.
+            service.update_category(ctx, category, build(CategoryPatch, {"parent": text(form, "parent", 40)}))
+            return f"Category {category.name} moved."
+        if action in ("up", "down"):
+            if not service.move_category(ctx, category, -1 if action == "up" else 1):
+                return f"Category {category.name} is already {'first' if action == 'up' else 'last'}."
+            return f"Category {category.name} moved {action}."
         service.delete_category(ctx, category)
         return "Category deleted."
 
@@ -334,13 +397,109 @@ async def category_action(
 ) -> Response:
     form = await request.form()
     verify_csrf(request, form)
-    if action not in ("new", "rename", "delete") or (action == "new") != (not category_id):
+    if action not in CATEGORY_ACTIONS or (action == "new") != (not category_id):
         raise NOT_FOUND
+    if action == "move" and "parent" not in form:
+        return _to_tree(category_id, problem="Move: choose where the category goes.")
     try:
         done = await run_in_threadpool(_category_change, request, account, action, category_id, form)
     except (ApiError, FormProblem) as err:
         message = err.description if isinstance(err, ApiError) else "; ".join(err.messages)
-        return RedirectResponse(
-            f"/dashboard/directories?{urlencode({'problem': message})}#categories", status_code=303
-        )
-    return RedirectResponse(f"/dashboard/directories?{urlencode({'done': done})}#categories", status_code=303)
+        return _to_tree(category_id, problem=message)
+    return _to_tree(category_id, done=done)
+
+
+CATEGORY_ACTIONS = ("new", "rename", "move", "up", "down", "delete")
+
+
+def _to_tree(category_id: str, **message: str) -> Response:
+    """Back to the tree; `at` puts the message next to the category it is about too."""
+    params = {**message, **({"at": category_id} if category_id else {})}
+    anchor = f"c-{category_id}" if category_id and "problem" in message else "categories"
+    return RedirectResponse(f"/dashboard/directories?{urlencode(params)}#{anchor}", status_code=303)
+
+
+# --- the order of campaigns and loyalty cards in a directory ------------------------------------
+
+
+def _move(request: Request, account: Account, public_id: str, kind: str, raw: str, step: int) -> bool:
+    with api_context(request, account, write=True) as ctx:
+        try:
+            directory = service.get_directory(ctx, public_id)
+            if kind == "campaign":
+                item_id = service.get_campaign(ctx, raw).id
+            else:
+                item_id = ids.parse_public_id(raw, "", "card", service.loyalty_card_not_found())
+            return service.move_item(ctx, directory, kind, item_id, step)
+        except ApiError:
+            raise NOT_FOUND from None
+
+
+@router.post("/dashboard/directories/{public_id}/{section}/{item}/{action}")
+async def move_item(
+    request: Request,
+    public_id: str,
+    section: str,
+    item: str,
+    action: str,
+    account: Account = Depends(require_login),
+) -> Response:
+    """Move a campaign or loyalty card up or down in the directory's order."""
+    form = await request.form()
+    verify_csrf(request, form)
+    kinds = {"campaigns": "campaign", "cards": "loyalty_card"}
+    if section not in kinds or action not in ("up", "down"):
+        raise NOT_FOUND
+    moved = await run_in_threadpool(
+        _move, request, account, public_id, kinds[section], item, -1 if action == "up" else 1
+    )
+    done = f"Moved {action}." if moved else f"Already {'first' if action == 'up' else 'last'}."
+    anchor = "campaigns" if section == "campaigns" else "cards"
+    return RedirectResponse(
+        f"/dashboard/directories/{public_id}?{urlencode({'done': done})}#{anchor}", status_code=303
+    )
+
+
+# --- delete a directory (asks first) ------------------------------------------------------------
+
+
+def _delete_context(request: Request, account: Account, public_id: str) -> dict[str, Any]:
+    with api_context(request, account) as ctx:
+        try:
+            directory = service.get_directory(ctx, public_id)
+        except ApiError:
+            raise NOT_FOUND from None
+        info = service.directory_v4(ctx, directory)
+    return {"title": f"Delete {info['name']}?", "account": account, "directory": info, "public_id": public_id}
+
+
+@router.get("/dashboard/directories/{public_id}/delete")
+def delete_directory_form(
+    request: Request, public_id: str, account: Account = Depends(require_login)
+) -> Response:
+    return page(request, "dashboard/directory_delete.html", _delete_context(request, account, public_id))
+
+
+def _delete(request: Request, account: Account, public_id: str) -> str:
+    with api_context(request, account, write=True) as ctx:
+        try:
+            directory = service.get_directory(ctx, public_id)
+        except ApiError:
+            raise NOT_FOUND from None
+        service.delete_directory(ctx, directory)
+        return directory.name
+
+
+@router.post("/dashboard/directories/{public_id}/delete")
+async def delete_directory(
+    request: Request, public_id: str, account: Account = Depends(require_login)
+) -> Response:
+    form = await request.form()
+    verify_csrf(request, form)
+    if text(form, "confirm") != "yes":
+        # Only the confirmation page's button sends confirm=yes: anything else asks first.
+        context = await run_in_threadpool(_delete_context, request, account, public_id)
+        return page(request, "dashboard/directory_delete.html", context)
+    name = await run_in_threadpool(_delete, request, account, public_id)
+    done = f"Directory {name} deleted."
+    return RedirectResponse(f"/dashboard/directories?{urlencode({'done': done})}", status_code=303)

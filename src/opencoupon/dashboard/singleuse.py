@@ -1,19 +1,16 @@
 """Dashboard pages for single-use links: create a batch (up to 100,000) with a progress display,
 download the links as CSV, and import recipients (one personal link each) from a CSV file.
 
-Batches run in a background thread of this server process so the page can show progress; the
-batch itself is singleuse.service.create_batch in one transaction (all or nothing), as for the API.
-Job state lives in this process's memory for an hour: with several server processes behind a
-load balancer, sticky sessions are needed for the progress page."""
+A batch is a row in singleuse_batches plus an outbox job (singleuse.batches / singleuse.tasks),
+queued in one transaction. This process starts the job at once in a background thread; if it dies,
+a worker runs the job when its lease runs out. The batch itself is singleuse.service.create_batch
+in one transaction (all or nothing), as for the API. Progress and the CSV are read from the row,
+so any server process can show them."""
 
 from __future__ import annotations
 
 import csv
 import io
-import secrets
-import threading
-import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Depends
@@ -23,76 +20,42 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from opencoupon.coupons import repository as coupons_repo
-from opencoupon.dashboard.common import FormProblem, api_context, csv_cell, no_store, page, runtime_of, text
+from opencoupon.dashboard.common import FormProblem, api_context, no_store, page, runtime_of, text
 from opencoupon.dashboard.security import PageError, require_login, verify_csrf
 from opencoupon.errors import ApiError
-from opencoupon.kit.clock import utcnow
-from opencoupon.models import Account, Campaign
-from opencoupon.runtime import Runtime
-from opencoupon.singleuse import repository as singleuse_repo
-from opencoupon.singleuse import service
+from opencoupon.kit.dates import fmt
+from opencoupon.models import Account, Campaign, SingleUseBatch
+from opencoupon.singleuse import batches, service, tasks
 
 router = APIRouter(include_in_schema=False)
 
 IMPORT_MAX_ROWS = 10_000
 IMPORT_MAX_BYTES = 5 * 1024 * 1024
-JOB_TTL_SECONDS = 3600
-CSV_COLUMNS = [
-    "single_use_code",
-    "single_use_url",
-    "widget_validation_code",
-    "custom_validation_code",
-    "customid",
-]
 PREFILL_COLUMNS = ("firstname", "lastname", "email", "phone", "customid")
-
-
-@dataclass
-class Job:
-    account_id: int
-    kind: str
-    campaign: str
-    total: int
-    done: int = 0
-    state: str = "running"  # running, done, failed
-    error: str = ""
-    csv: str = ""
-    started: float = field(default_factory=time.monotonic)
-
-
-_jobs: dict[str, Job] = {}
-_jobs_lock = threading.Lock()
-
-
-def _remember(job: Job) -> str:
-    key = secrets.token_urlsafe(12)
-    with _jobs_lock:
-        cutoff = time.monotonic() - JOB_TTL_SECONDS
-        for old in [k for k, j in _jobs.items() if j.started < cutoff and j.state != "running"]:
-            del _jobs[old]
-        _jobs[key] = job
-    return key
-
-
-def _job(key: str, account: Account) -> Job:
-    with _jobs_lock:
-        job = _jobs.get(key)
-    # Another person's job answers like a missing one.
-    if job is None or job.account_id != account.id:
-        raise PageError(404, "Not found", "This batch is unknown or has been forgotten (kept for one hour).")
-    return job
-
-
-def _links_csv(items: list[dict[str, Any]]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
-    for item in items:
-        writer.writerow([csv_cell(item.get(name, "")) for name in CSV_COLUMNS])
-    return out.getvalue()
+NOT_FOUND = PageError(
+    404, "Not found", "There is no such batch in your account (finished ones are kept 7 days)."
+)
 
 
 # --- the page -------------------------------------------------------------------------------
+
+
+def _recent(request: Request, account: Account) -> list[dict[str, Any]]:
+    with api_context(request, account) as ctx:
+        return [_view(b) for b in batches.recent(ctx.session, ctx.scope(SingleUseBatch.account_id))]
+
+
+def _view(batch: SingleUseBatch) -> dict[str, Any]:
+    return {
+        "id": batches.public_id(batch),
+        "kind": batch.kind,
+        "campaign": f"cam_{batch.campaign_id}",
+        "state": batch.status,
+        "total": batch.total,
+        "done": batch.done,
+        "error": batch.message,
+        "created": fmt(batch.created_at),
+    }
 
 
 def _campaign_choices(request: Request, account: Account) -> list[tuple[str, str]]:
@@ -116,6 +79,7 @@ def _page(
         "values": values or {"amount": "100", "code_length": "12", "code_type": "alphanumeric"},
         "max_amount": service.MAX_AMOUNT,
         "import_max": IMPORT_MAX_ROWS,
+        "recent": _recent(request, account),
     }
     return page(request, "dashboard/singleuse.html", context, status_code=status_code)
 
@@ -126,32 +90,6 @@ def singleuse_page(request: Request, account: Account = Depends(require_login)) 
 
 
 # --- batches --------------------------------------------------------------------------------
-
-
-def _run_batch(runtime: Runtime, job: Job, campaign_id: int, spec: service.BatchSpec) -> None:
-    def progress(count: int) -> None:
-        job.done += count
-
-    try:
-        with runtime.db.transaction() as session:
-            campaign = singleuse_repo.campaign_by_id(session, campaign_id)
-            if campaign is None:
-                raise service.campaign_not_found()
-            items = service.create_batch(
-                session,
-                campaign,
-                spec,
-                now=utcnow(),
-                base_url=runtime.settings.public_base_url,
-                progress=progress,
-            )
-        job.csv = _links_csv(items)
-        job.done = job.total
-        job.state = "done"
-    except ApiError as err:
-        job.error, job.state = err.description, "failed"
-    except Exception:
-        job.error, job.state = "The batch failed; nothing was created. Try again.", "failed"
 
 
 def _check_batch(request: Request, account: Account, raw_campaign: str, spec: service.BatchSpec) -> int:
@@ -187,20 +125,38 @@ async def create_batch(request: Request, account: Account = Depends(require_logi
         return await run_in_threadpool(_page, request, account, [err.description], 422, values)
     except FormProblem as problem:
         return await run_in_threadpool(_page, request, account, problem.messages, 422, values)
-    job = Job(account_id=account.id, kind="batch", campaign=values["campaign"], total=spec.amount)
-    key = _remember(job)
-    threading.Thread(
-        target=_run_batch,
-        args=(runtime_of(request), job, campaign_id, spec),
-        daemon=True,
-        name=f"batch-{key}",
-    ).start()
+    key, job_id, batch_id = await run_in_threadpool(_queue, request, account, campaign_id, spec)
+    tasks.run_claimed(runtime_of(request), job_id, batch_id)
     return RedirectResponse(f"/dashboard/singleuse/jobs/{key}", status_code=303)
 
 
+def _queue(
+    request: Request, account: Account, campaign_id: int, spec: service.BatchSpec
+) -> tuple[str, int, int]:
+    with api_context(request, account, write=True) as ctx:
+        # The batch belongs to the campaign's account (a main account may work in a subaccount's).
+        campaign = ctx.session.get(Campaign, campaign_id)
+        assert campaign is not None
+        batch, job_id = batches.queue_batch(
+            ctx.session,
+            campaign.account_id,
+            campaign_id,
+            spec,
+            now=ctx.now,
+            runner=tasks.PROCESS_RUNNER,
+            lease=tasks.lease(ctx.runtime),
+        )
+        return batches.public_id(batch), job_id, batch.id
+
+
 def _job_context(request: Request, account: Account, key: str) -> dict[str, Any]:
-    job = _job(key, account)
-    percent = round(job.done * 100 / job.total) if job.total else 100
+    with api_context(request, account) as ctx:
+        batch = batches.get(ctx.session, ctx.scope(SingleUseBatch.account_id), key)
+        # Another account's batch answers like a missing one.
+        if batch is None:
+            raise NOT_FOUND
+        job = _view(batch)
+    percent = round(job["done"] * 100 / job["total"]) if job["total"] else 100
     return {"title": "Single-use batch", "account": account, "job": job, "key": key, "percent": percent}
 
 
@@ -217,11 +173,15 @@ def job_progress(request: Request, key: str, account: Account = Depends(require_
 
 @router.get("/dashboard/singleuse/jobs/{key}/links.csv")
 def job_csv(request: Request, key: str, account: Account = Depends(require_login)) -> Response:
-    job = _job(key, account)
-    if job.state != "done":
-        raise PageError(409, "Not ready", "The links are not ready yet.")
-    response = Response(job.csv, media_type="text/csv; charset=utf-8")
-    response.headers["Content-Disposition"] = f'attachment; filename="single-use-{job.campaign}.csv"'
+    with api_context(request, account) as ctx:
+        batch = batches.get(ctx.session, ctx.scope(SingleUseBatch.account_id), key)
+        if batch is None:
+            raise NOT_FOUND
+        if batch.status != "done" or batch.result is None:
+            raise PageError(409, "Not ready", "The links are not ready yet.")
+        body, campaign = batches.unpack(batch.result), f"cam_{batch.campaign_id}"
+    response = Response(body, media_type="text/csv; charset=utf-8")
+    response.headers["Content-Disposition"] = f'attachment; filename="single-use-{campaign}.csv"'
     return no_store(response)
 
 
@@ -249,9 +209,7 @@ def _read_recipients(data: bytes) -> list[dict[str, str]]:
     return rows
 
 
-def _import(
-    request: Request, account: Account, raw_campaign: str, rows: list[dict[str, str]]
-) -> tuple[str, int]:
+def _import(request: Request, account: Account, raw_campaign: str, rows: list[dict[str, str]]) -> str:
     items = []
     created = 0
     with api_context(request, account, write=True) as ctx:
@@ -275,7 +233,12 @@ def _import(
                 raise FormProblem([f"Line {number}: {err.description} Nothing was imported."]) from None
             created += int(result.created)
             items.append(service.link_answer(ctx.runtime.settings.public_base_url, campaign, result.link))
-    return _links_csv(items), created
+        note = "" if created == len(rows) else f"{len(rows) - created} recipients already had a link (kept)."
+        # Kept with the links, in the same transaction, so the result page works from any process.
+        batch = batches.record_import(
+            ctx.session, campaign.account_id, campaign.id, batches.links_csv(items), len(rows), note, ctx.now
+        )
+        return batches.public_id(batch)
 
 
 @router.post("/dashboard/singleuse/import")
@@ -292,20 +255,9 @@ async def import_recipients(request: Request, account: Account = Depends(require
             if len(data) > IMPORT_MAX_BYTES:
                 raise FormProblem(["The file is larger than 5 MB."])
             rows = _read_recipients(data)
-            body, created = await run_in_threadpool(_import, request, account, campaign, rows)
+            key = await run_in_threadpool(_import, request, account, campaign, rows)
         except ApiError as err:
             return await run_in_threadpool(_page, request, account, [err.description], 422)
         except FormProblem as problem:
             return await run_in_threadpool(_page, request, account, problem.messages, 422)
-    job = Job(
-        account_id=account.id,
-        kind="import",
-        campaign=campaign,
-        total=len(rows),
-        done=len(rows),
-        state="done",
-        csv=body,
-    )
-    job.error = "" if created == len(rows) else f"{len(rows) - created} recipients already had a link (kept)."
-    key = _remember(job)
     return RedirectResponse(f"/dashboard/singleuse/jobs/{key}", status_code=303)

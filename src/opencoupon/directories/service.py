@@ -257,6 +257,33 @@ def set_loyalty_cards(ctx: ApiContext, directory: Directory, raw_ids: list[str])
     repository.delete_items(ctx.session, [row for cid, row in existing.items() if cid not in card_ids])
 
 
+def move_item(ctx: ApiContext, directory: Directory, kind: str, item_id: int, step: int) -> bool:
+    """Swap a campaign (or loyalty card) with its neighbour in the order the directory shows
+    them, and store that order through set_campaigns / set_loyalty_cards (as a v4 PATCH with the
+    reordered list would). Campaigns show featured first, so a campaign moves among the campaigns
+    with the same featured flag. False when there is nowhere to move."""
+    if kind == "campaign":
+        rows = [
+            row for row, _campaign in repository.campaign_items(ctx.session, directory.id, visible_only=False)
+        ]
+    else:
+        rows = list(repository.items(ctx.session, directory.id, kind))
+    index = next((i for i, row in enumerate(rows) if row.item_id == item_id), None)
+    if index is None:
+        raise campaign_not_found() if kind == "campaign" else loyalty_card_not_found()
+    other = index + step
+    if step not in (-1, 1) or not 0 <= other < len(rows) or rows[other].featured != rows[index].featured:
+        return False
+    rows[index], rows[other] = rows[other], rows[index]
+    if kind == "campaign":
+        set_campaigns(ctx, directory, [CampaignItemSpec(id=f"cam_{row.item_id}") for row in rows])
+    else:
+        set_loyalty_cards(ctx, directory, [str(row.item_id) for row in rows])
+    directory.updated_at = ctx.now
+    ctx.session.flush()
+    return True
+
+
 def add_item(
     session: Session, directory: Directory, kind: str, item_id: int, now: dt.datetime
 ) -> DirectoryItem:
@@ -496,7 +523,7 @@ def update_category(ctx: ApiContext, category: Category, req: CategoryPatch) -> 
         subtree, depth = _subtree(ctx.session, category)
         parent = get_category(ctx, req.parent, "parent") if req.parent else None
         if parent is not None and parent.id in subtree:
-            raise bad_value("parent", "A category cannot move under itself.")
+            raise bad_value("parent", "A category cannot move under itself or one of its own subcategories.")
         if parent is not None and parent.account_id != category.account_id:
             raise category_not_found()
         level = parent.level + 1 if parent else 1
@@ -508,6 +535,51 @@ def update_category(ctx: ApiContext, category: Category, req: CategoryPatch) -> 
     category.updated_at = ctx.now
     ctx.session.flush()
     return category
+
+
+def sibling_key(c: Category) -> tuple[int, str, int]:
+    """The order of categories under one parent (and of the top level): position, then name."""
+    return (c.position, c.name.lower(), c.id)
+
+
+def tree_order(rows: list[Category]) -> list[Category]:
+    """Categories depth first: each parent followed by its subcategories, siblings in order."""
+    by_parent: dict[int | None, list[Category]] = {}
+    known = {c.id for c in rows}
+    for c in rows:
+        by_parent.setdefault(c.parent_id if c.parent_id in known else None, []).append(c)
+    out: list[Category] = []
+
+    def walk(parent_id: int | None) -> None:
+        for c in sorted(by_parent.get(parent_id, []), key=sibling_key):
+            out.append(c)
+            walk(c.id)
+
+    walk(None)
+    return out
+
+
+def move_category(ctx: ApiContext, category: Category, step: int) -> bool:
+    """Swap the category with its previous (step -1) or next (step 1) sibling, then number the
+    siblings 0, 1, 2, … in their new order (through update_category, as the API's `position`).
+    False when it already is first or last."""
+    siblings = sorted(
+        (
+            c
+            for c in repository.categories(ctx.session, ctx.scope(Category.account_id))
+            if c.parent_id == category.parent_id and c.account_id == category.account_id
+        ),
+        key=sibling_key,
+    )
+    index = next(i for i, c in enumerate(siblings) if c.id == category.id)
+    other = index + step
+    if step not in (-1, 1) or not 0 <= other < len(siblings):
+        return False
+    siblings[index], siblings[other] = siblings[other], siblings[index]
+    for position, sibling in enumerate(siblings):
+        if sibling.position != position:
+            update_category(ctx, sibling, CategoryPatch(position=position))
+    return True
 
 
 def delete_category(ctx: ApiContext, category: Category) -> list[int]:
@@ -569,7 +641,7 @@ def build_tree(rows: list[Category]) -> list[dict[str, Any]]:
     paths = paths_of(rows)
     nodes = {c.id: {**_node_v3(c, paths[c.id]), "subcategories": []} for c in rows}
     roots: list[dict[str, Any]] = []
-    for c in sorted(rows, key=lambda c: (c.position, c.name.lower(), c.id)):
+    for c in sorted(rows, key=sibling_key):
         if c.parent_id and c.parent_id in nodes:
             nodes[c.parent_id]["subcategories"].append(nodes[c.id])
         else:

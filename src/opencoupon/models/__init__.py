@@ -18,6 +18,7 @@ from opencoupon.models.loyalty import (
     LoyaltyRewardGrant,
 )
 from opencoupon.models.push import PushFanout, PushSubscription, VapidKey
+from opencoupon.models.singleuse_batch import SingleUseBatch
 from opencoupon.models.webhook import WebhookAttempt, WebhookEndpoint, WebhookMessage, WebhookPayload
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "OneTimeToken",
     "PushFanout",
     "PushSubscription",
+    "SingleUseBatch",
     "SmsIntegration",
     "Validation",
     "VapidKey",

@@ -48,7 +48,12 @@ def import_task_modules() -> None:
     """Import every module that registers job handlers."""
     import importlib
 
-    for module in ("opencoupon.webhooks.tasks", "opencoupon.push.tasks", "opencoupon.distribution.tasks"):
+    for module in (
+        "opencoupon.webhooks.tasks",
+        "opencoupon.push.tasks",
+        "opencoupon.distribution.tasks",
+        "opencoupon.singleuse.tasks",
+    ):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -1,0 +1,268 @@
+"""Dashboard directory management over real HTTP: moving a category under another parent (three
+levels, no cycles, messages shown in the tree), ordering categories, campaigns and loyalty cards
+(the order the API and the directory page then show), deleting a directory after a confirmation
+step, CSRF refusal and tenancy (another account's IDs answer like missing ones)."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import httpx2
+
+from conftest import LiveServer, TestAccount
+from dashboard_fixtures import post_form, signed_in
+from directories_fixtures import create_category, create_directory, make_campaign, v4
+from helpers import assert_ok
+from loyalty_fixtures import create_card
+from opencoupon.runtime import Runtime
+
+LISTING = "/dashboard/directories"
+
+
+def _categories(acc: TestAccount) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in v4(acc, "GET", "/v4/categories").json()}
+
+
+def _tree_names(acc: TestAccount) -> list[Any]:
+    """The v3 tree as nested names, siblings in their order."""
+
+    def names(nodes: list[dict[str, Any]]) -> list[Any]:
+        return [(n["name"], names(n["subcategories"])) if n["subcategories"] else n["name"] for n in nodes]
+
+    return names(assert_ok(acc.call("/v3/category/list"))["categories"])
+
+
+def _follow(web: httpx2.Client, answer: httpx2.Response) -> str:
+    assert answer.status_code == 303, answer.text
+    return html.unescape(web.get(answer.headers["location"]).text)
+
+
+def test_move_categories_keeps_three_levels_and_refuses_cycles(
+    live_server: LiveServer, account: TestAccount, other_account: TestAccount
+) -> None:
+    food = create_category(account, "Food")
+    pizza = create_category(account, "Pizza", food["id"])
+    napoli = create_category(account, "Napoli", pizza["id"])
+    drinks = create_category(account, "Drinks")
+    theirs = create_category(other_account, "Theirs")
+    with signed_in(live_server.url, account.email) as web:
+        page = html.unescape(web.get(LISTING).text)
+        # The move list offers neither the category itself nor anything below it.
+        food_row = page[
+            page.index(f'data-category="{food["id"]}"') : page.index(f'data-category="{pizza["id"]}"')
+        ]
+        assert f'<option value="{napoli["id"]}"' not in food_row
+        assert f'<option value="{drinks["id"]}"' in food_row
+
+        moved = post_form(web, LISTING, f"/dashboard/categories/{pizza['id']}/move", {"parent": drinks["id"]})
+        assert "Category Pizza moved." in _follow(web, moved)
+        tree = _categories(account)
+        assert (tree["Pizza"]["parent"], tree["Pizza"]["level"]) == (drinks["id"], 2)
+        assert (tree["Napoli"]["level"], tree["Napoli"]["path"]) == (3, "Drinks > Pizza > Napoli")
+
+        # Under its own subcategory, or under itself: a cycle, refused with the message at the category.
+        for parent in (napoli["id"], drinks["id"]):
+            refused = post_form(
+                web, LISTING, f"/dashboard/categories/{drinks['id']}/move", {"parent": parent}
+            )
+            assert refused.headers["location"].endswith(f"#c-{drinks['id']}")
+            shown = _follow(web, refused)
+            assert "cannot move under itself or one of its own subcategories" in shown
+            row = shown[shown.index(f'id="c-{drinks["id"]}"') :]
+            assert row.index('role="alert"') < row.index("</li>")
+        # Drinks has two levels below it: under Food it would make a fourth level.
+        too_deep = post_form(
+            web, LISTING, f"/dashboard/categories/{drinks['id']}/move", {"parent": food["id"]}
+        )
+        assert "Categories have at most 3 levels." in _follow(web, too_deep)
+        assert _categories(account)["Drinks"]["parent"] is None
+
+        # Back to the top level ("" is the top level), taking its subcategory along.
+        top = post_form(web, LISTING, f"/dashboard/categories/{pizza['id']}/move", {"parent": ""})
+        assert "moved" in _follow(web, top)
+        tree = _categories(account)
+        assert (tree["Pizza"]["parent"], tree["Pizza"]["level"], tree["Napoli"]["level"]) == (None, 1, 2)
+
+        # No parent field at all: told, nothing changes.
+        missing = post_form(web, LISTING, f"/dashboard/categories/{napoli['id']}/move", {})
+        assert "Move: choose where the category goes." in _follow(web, missing)
+        # Another account's category as the parent answers like a missing one.
+        for parent in (theirs["id"], "cat_999999999"):
+            refused = post_form(
+                web, LISTING, f"/dashboard/categories/{napoli['id']}/move", {"parent": parent}
+            )
+            assert "Category ID not found." in _follow(web, refused)
+        assert _categories(account)["Napoli"]["parent"] == pizza["id"]
+
+        forged = web.post(
+            f"/dashboard/categories/{napoli['id']}/move", data={"parent": "", "csrf_token": "x"}
+        )
+        assert forged.status_code == 403
+        assert web.post(f"/dashboard/categories/{napoli['id']}/move", data={"parent": ""}).status_code == 403
+        assert _categories(account)["Napoli"]["parent"] == pizza["id"]
+        # Their category, and one that does not exist, answer the same 404.
+        for category in (theirs["id"], "cat_999999999"):
+            for action in ("move", "up", "down"):
+                answer = post_form(web, LISTING, f"/dashboard/categories/{category}/{action}", {"parent": ""})
+                assert answer.status_code == 404, (category, action)
+    assert _categories(other_account)["Theirs"]["parent"] is None
+
+
+def test_order_categories_up_and_down(live_server: LiveServer, account: TestAccount) -> None:
+    for name in ("Alpha", "Bravo", "Charlie"):
+        create_category(account, name)
+    bravo = _categories(account)["Bravo"]
+    create_category(account, "Sub two", bravo["id"])
+    create_category(account, "Sub one", bravo["id"])
+    assert _tree_names(account) == ["Alpha", ("Bravo", ["Sub one", "Sub two"]), "Charlie"]
+    with signed_in(live_server.url, account.email) as web:
+        tree = _categories(account)
+        done = post_form(web, LISTING, f"/dashboard/categories/{tree['Charlie']['id']}/up", {})
+        assert "Category Charlie moved up." in _follow(web, done)
+        assert _tree_names(account) == ["Alpha", "Charlie", ("Bravo", ["Sub one", "Sub two"])]
+        post_form(web, LISTING, f"/dashboard/categories/{tree['Alpha']['id']}/down", {})
+        post_form(web, LISTING, f"/dashboard/categories/{tree['Sub two']['id']}/up", {})
+        assert _tree_names(account) == ["Charlie", "Alpha", ("Bravo", ["Sub two", "Sub one"])]
+        # The page lists them in that order, without an Up on the first and a Down on the last.
+        page = web.get(LISTING).text
+        order = [page.index(f'data-category="{tree[n]["id"]}"') for n in ("Charlie", "Alpha", "Bravo")]
+        assert order == sorted(order)
+        assert f"/dashboard/categories/{tree['Charlie']['id']}/up" not in page
+        assert f"/dashboard/categories/{tree['Bravo']['id']}/down" not in page
+        assert f"/dashboard/categories/{tree['Bravo']['id']}/up" in page
+        # Asking anyway changes nothing and says so.
+        first = post_form(web, LISTING, f"/dashboard/categories/{tree['Charlie']['id']}/up", {})
+        assert "Category Charlie is already first." in _follow(web, first)
+        assert [c["position"] for c in sorted(_categories(account).values(), key=lambda c: c["name"])] == [
+            1,
+            2,
+            0,
+            1,
+            0,
+        ]
+        assert (
+            web.post(f"/dashboard/categories/{tree['Alpha']['id']}/up", data={"csrf_token": "x"}).status_code
+            == 403
+        )
+    assert _tree_names(account) == ["Charlie", "Alpha", ("Bravo", ["Sub two", "Sub one"])]
+
+
+def _order(acc: TestAccount, directory: str) -> list[str]:
+    """The directory's campaigns as the API lists them (featured first, then the order)."""
+    body = assert_ok(acc.call("/v3/directory/campaigns", directory=directory))
+    return [c["name"] for c in body["campaigns"]]
+
+
+def test_order_campaigns_and_cards_in_a_directory(
+    live_server: LiveServer, account: TestAccount, other_account: TestAccount, runtime: Runtime
+) -> None:
+    deals = {name: make_campaign(runtime, account.id, name) for name in ("One", "Two", "Three", "Four")}
+    cards = [create_card(account, name=name, type="stamp") for name in ("Coffee", "Bread")]
+    directory = create_directory(
+        account,
+        name="Book",
+        campaigns=[f"cam_{deals[n].id}" for n in ("One", "Two", "Three", "Four")],
+        loyalty_cards=[str(c["id"]) for c in cards],
+    )
+    path = f"{LISTING}/{directory['id']}"
+    with signed_in(live_server.url, account.email) as web:
+        moved = post_form(web, path, f"{path}/campaigns/cam_{deals['Three'].id}/up", {})
+        assert moved.status_code == 303
+        assert moved.headers["location"].endswith("#campaigns")
+        assert _order(account, directory["id"]) == ["One", "Three", "Two", "Four"]
+        # Featured campaigns come first; ordering happens among the featured and among the others.
+        post_form(
+            web, path, f"{path}/campaigns/cam_{deals['Four'].id}", {"featured": "1", "status": "active"}
+        )
+        post_form(web, path, f"{path}/campaigns/cam_{deals['Two'].id}", {"featured": "1", "status": "active"})
+        assert _order(account, directory["id"]) == ["Two", "Four", "One", "Three"]
+        post_form(web, path, f"{path}/campaigns/cam_{deals['Four'].id}/up", {})
+        assert _order(account, directory["id"]) == ["Four", "Two", "One", "Three"]
+        # The first of the others does not jump over the featured ones.
+        stay = post_form(web, path, f"{path}/campaigns/cam_{deals['One'].id}/up", {})
+        assert "Already first." in _follow(web, stay)
+        assert _order(account, directory["id"]) == ["Four", "Two", "One", "Three"]
+        # The dashboard page and the consumer directory page show that order.
+        page = web.get(path).text
+        shown = [page.index(f'data-campaign="cam_{deals[n].id}"') for n in ("Four", "Two", "One", "Three")]
+        assert shown == sorted(shown)
+        assert f"{path}/campaigns/cam_{deals['Four'].id}/up" not in page
+        assert f"{path}/campaigns/cam_{deals['One'].id}/up" not in page
+        assert f"{path}/campaigns/cam_{deals['Two'].id}/down" not in page
+        consumer = web.get(f"/d/{directory['code']}").text
+        seen = [consumer.index(n) for n in ("Four", "Two", "One", "Three")]
+        assert seen == sorted(seen)
+        # Saving the edit form (whose checkboxes list campaigns by name) keeps the order.
+        saved = post_form(
+            web,
+            f"{path}/edit",
+            f"{path}/edit",
+            {
+                "name": "Book",
+                "access": "public",
+                "campaigns": [f"cam_{deals[n].id}" for n in ("One", "Two", "Three", "Four")],
+                "loyalty_cards": [str(c["id"]) for c in cards],
+            },
+        )
+        assert saved.status_code == 303
+        assert _order(account, directory["id"]) == ["Four", "Two", "One", "Three"]
+
+        post_form(web, path, f"{path}/cards/{cards[1]['id']}/up", {})
+        stored = v4(account, "GET", f"/v4/directory/{directory['id']}").json()
+        assert [c["name"] for c in stored["loyalty_cards"]] == ["Bread", "Coffee"]
+        last = post_form(web, path, f"{path}/cards/{cards[0]['id']}/down", {})
+        assert "Already last." in _follow(web, last)
+
+        forged = web.post(f"{path}/campaigns/cam_{deals['Three'].id}/up", data={"csrf_token": "x"})
+        assert forged.status_code == 403
+        # Not in this directory, unknown, or malformed: not found.
+        outsider = make_campaign(runtime, account.id, "Outsider")
+        for item in (f"cam_{outsider.id}", "cam_999999999", "nonsense"):
+            assert post_form(web, path, f"{path}/campaigns/{item}/up", {}).status_code == 404
+        assert post_form(web, path, f"{path}/cards/999999999/up", {}).status_code == 404
+    with signed_in(live_server.url, other_account.email) as stranger:
+        refused = post_form(stranger, LISTING, f"{path}/campaigns/cam_{deals['Three'].id}/down", {})
+        assert refused.status_code == 404
+        assert post_form(stranger, LISTING, f"{path}/cards/{cards[0]['id']}/down", {}).status_code == 404
+    assert _order(account, directory["id"]) == ["Four", "Two", "One", "Three"]
+
+
+def test_delete_a_directory_asks_first(
+    live_server: LiveServer, account: TestAccount, other_account: TestAccount, runtime: Runtime
+) -> None:
+    deal = make_campaign(runtime, account.id, "Kept deal")
+    directory = create_directory(account, name="Old book", campaigns=[f"cam_{deal.id}"])
+    path = f"{LISTING}/{directory['id']}"
+    with signed_in(live_server.url, other_account.email) as stranger:
+        assert stranger.get(f"{path}/delete").status_code == 404
+        refused = post_form(stranger, LISTING, f"{path}/delete", {"confirm": "yes"})
+        assert refused.status_code == 404
+    with signed_in(live_server.url, account.email) as web:
+        assert f'href="{path}/delete"' in web.get(path).text
+        question = web.get(f"{path}/delete")
+        assert question.status_code == 200
+        assert "Delete Old book?" in question.text
+        assert 'name="confirm" value="yes"' in question.text
+        # A POST that did not come from the confirmation step only asks.
+        asked = post_form(web, path, f"{path}/delete", {})
+        assert asked.status_code == 200
+        assert "Yes, delete Old book" in asked.text
+        assert v4(account, "GET", f"/v4/directory/{directory['id']}").status_code == 200
+        assert web.post(f"{path}/delete", data={"confirm": "yes", "csrf_token": "x"}).status_code == 403
+        assert web.post(f"{path}/delete", data={"confirm": "yes"}).status_code == 403
+        assert v4(account, "GET", f"/v4/directory/{directory['id']}").status_code == 200
+
+        done = post_form(web, f"{path}/delete", f"{path}/delete", {"confirm": "yes"})
+        assert done.status_code == 303
+        assert done.headers["location"].startswith(LISTING + "?")
+        listing = html.unescape(web.get(done.headers["location"]).text)
+        assert "Directory Old book deleted." in listing
+        assert f'href="{path}"' not in listing
+        assert v4(account, "GET", f"/v4/directory/{directory['id']}").status_code == 404
+        assert web.get(path).status_code == 404
+        assert web.get(f"/d/{directory['code']}").status_code == 404
+        # The campaign itself stays.
+        assert web.get(f"/dashboard/campaigns/cam_{deal.id}").status_code == 200
+        # Deleted is missing: a second delete answers 404.
+        assert post_form(web, LISTING, f"{path}/delete", {"confirm": "yes"}).status_code == 404
