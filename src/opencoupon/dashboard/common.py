@@ -4,7 +4,6 @@ same services as the API, with the same tenancy scope), form reading and validat
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -24,7 +23,6 @@ from opencoupon.pages import render
 from opencoupon.runtime import Runtime
 
 M = TypeVar("M", bound=V3Request)
-_PHONE_LIKE = re.compile(r"^[0-9 ()./-]*$")
 
 
 class FormProblem(Exception):
@@ -127,15 +125,3 @@ def bar_chart(
                 }
             )
     return {"bars": bars, "height": height, "peak": peak, "series": series, "days": days}
-
-
-def csv_cell(value: object) -> str:
-    """A CSV value that spreadsheets show as text: consumer-typed values starting with = + - @ would
-    otherwise run as formulas when the export is opened (CSV injection)."""
-    text_value = "" if value is None else str(value)
-    if text_value[:1] not in ("=", "+", "-", "@", "\t", "\r"):
-        return text_value
-    # Phone numbers such as +32 2 123 45 67 stay as they are.
-    if text_value[:1] in "+-" and _PHONE_LIKE.match(text_value[1:]):
-        return text_value
-    return "'" + text_value

@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.orm import Session
 
-from opencoupon.dashboard.common import csv_cell
 from opencoupon.kit import ids
+from opencoupon.kit.csvcell import csv_cell
 from opencoupon.models import SingleUseBatch
 from opencoupon.singleuse.service import BatchSpec
 from opencoupon.worker.queue import enqueue_many
