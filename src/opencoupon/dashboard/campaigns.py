@@ -26,7 +26,6 @@ from opencoupon.dashboard.common import (
     api_context,
     bar_chart,
     build,
-    csv_cell,
     day_range,
     many,
     no_store,
@@ -36,6 +35,7 @@ from opencoupon.dashboard.common import (
 )
 from opencoupon.dashboard.security import PageError, require_login, verify_csrf
 from opencoupon.errors import ApiError
+from opencoupon.kit.csvcell import csv_cell
 from opencoupon.kit.dates import fmt
 from opencoupon.kit.endpoint import ApiContext
 from opencoupon.models import Account, Campaign, CouponSession
