@@ -19,7 +19,9 @@ import httpx2
 import pytest
 from sqlalchemy import func, select
 
-from conftest import TEST_SECRET_KEY, free_port
+from conftest import TEST_SECRET_KEY, LiveServer, free_port
+from coupons_fixtures import Acct, bulk_sessions, create_campaign
+from helpers import assert_error
 from opencoupon.accounts import service as accounts
 from opencoupon.config import Settings
 from opencoupon.coupons.sessions import new_session
@@ -291,3 +293,41 @@ def test_the_write_lock_is_shared_between_processes(tmp_path: Path) -> None:
         holder.wait()
         if holder.stdout is not None:
             holder.stdout.close()
+
+
+def test_reads_waiting_together_each_get_their_own_answer(
+    account: Acct, live_server: LiveServer, runtime: Runtime
+) -> None:
+    """Quick reads that share a read transaction (db/group.py ReadGroup): found and missing
+    sessions, validated ones and fresh ones, asked at the same moment, each get their own answer;
+    a validation answered OK is seen by the next read."""
+    campaign = create_campaign(account)
+    codes = bulk_sessions(runtime, campaign["id"], 16)
+    validated = set(codes[:8])
+    for code in validated:
+        response = account.call("/v3/couponsession/update", couponsession=code, validate=True)
+        assert response.status_code == 200, response.text
+    missing = [f"zz{code[2:]}" for code in codes]
+    asked = [*codes, *missing]
+    barrier = threading.Barrier(len(asked))
+    results: dict[str, httpx2.Response] = {}
+
+    def ask(code: str) -> None:
+        with httpx2.Client(base_url=live_server.url, timeout=60) as http:
+            barrier.wait()
+            results[code] = http.post(
+                "/v3/couponsession/data", json={"couponsession": code}, headers=account.headers
+            )
+
+    threads = [threading.Thread(target=ask, args=(code,)) for code in asked]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for code in codes:
+        body = results[code].json()
+        assert results[code].status_code == 200, body
+        assert body["session"] == code
+        assert body["data"]["status"]["validated"] == ("1" if code in validated else "0")
+    for code in missing:
+        assert_error(results[code], 404, 505)

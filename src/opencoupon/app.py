@@ -19,7 +19,7 @@ from starlette.requests import Request
 
 from opencoupon import __version__
 from opencoupon.config import Settings, get_settings
-from opencoupon.db.group import WriteGroup
+from opencoupon.db.group import ReadGroup, WriteGroup
 from opencoupon.errors import ApiError, error_response
 from opencoupon.runtime import Runtime
 
@@ -108,8 +108,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     app.state.runtime = runtime
     app.state.settings = settings
-    # Quick writes on SQLite share commits (db/group.py); PostgreSQL commits each call on its own.
+    # Quick calls on SQLite share transactions (db/group.py); on PostgreSQL each has its own.
     app.state.write_group = WriteGroup(runtime.db) if runtime.db.is_sqlite else None
+    app.state.read_group = ReadGroup(runtime.db) if runtime.db.is_sqlite else None
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> Response:

@@ -1,4 +1,5 @@
-"""Group commit for the quick writes on SQLite (validations, stamps).
+"""Group commit for the quick writes on SQLite (validations, stamps), and shared read
+transactions for the quick reads (session data).
 
 A SQLite commit writes every page the transaction touched to the WAL: about twelve 4 KB frames
 for a validation, most of them shared with the validations around it (the campaign row, the day's
@@ -13,7 +14,12 @@ are answered only once that transaction has committed:
   every call of the group gets the error and nothing of it was stored.
 
 The group runs on the event loop, like the quick calls it replaces; it holds the database's write
-lock for its duration (bounded by MAX_CALLS)."""
+lock for its duration (bounded by MAX_CALLS).
+
+Quick reads that are waiting together share one read transaction the same way (`ReadGroup`): it
+takes no lock, and only calls that arrived before it began join it, so each call's snapshot is
+taken after the call arrived (a client always reads what it was told was stored). What they
+save is the per-call session, BEGIN and COMMIT: on a call of 0.5 ms, a sixth of it."""
 
 from __future__ import annotations
 
@@ -40,6 +46,8 @@ LOOP_WAIT_SECONDS = 0.05
 
 
 class WriteGroup:
+    """Quick writes: one write transaction per group, a savepoint per call."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
         self.pending: deque[tuple[Work, asyncio.Future[Any]]] = deque()
@@ -116,10 +124,42 @@ class WriteGroup:
                 answered.append((in_flight, False, exc))
         finally:
             session.close()
-        for future, ok, value in answered:
-            if future.done():
-                continue
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
+        _answer(answered)
+
+
+class ReadGroup(WriteGroup):
+    """Quick reads: one read transaction for the calls waiting when it begins."""
+
+    async def _run_group(self) -> None:
+        batch = [self.pending.popleft() for _ in range(min(MAX_CALLS, len(self.pending)))]
+        answered: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        session = self.db.new_session(read_only=True)
+        try:
+            session.begin()
+            for work, future in batch:
+                try:
+                    answered.append((future, True, work(session)))
+                except Exception as exc:
+                    answered.append((future, False, exc))
+                    # A read that failed in the database must not spoil the next ones.
+                    session.rollback()
+                    session.begin()
+                session.expunge_all()
+            session.commit()
+        except Exception as exc:
+            session.rollback()
+            done = {id(future) for future, _ok, _value in answered}
+            answered += [(future, False, exc) for _work, future in batch if id(future) not in done]
+        finally:
+            session.close()
+        _answer(answered)
+
+
+def _answer(answered: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in answered:
+        if future.done():  # its client went away
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)

@@ -22,9 +22,9 @@ class Database:
             self.engine.execution_options(sqlite_readonly=True), expire_on_commit=False
         )
 
-    def new_session(self) -> Session:
+    def new_session(self, *, read_only: bool = False) -> Session:
         """A session whose transaction the caller begins and ends itself (db/group.py)."""
-        return self._sessions()
+        return self._readonly_sessions() if read_only else self._sessions()
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

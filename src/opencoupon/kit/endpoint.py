@@ -130,13 +130,11 @@ async def run_call(
         payload = await read_payload(request, runtime.settings.max_body_bytes)
     except ApiError as err:
         return error_response(err)
-    group: WriteGroup | None = getattr(request.app.state, "write_group", None)
+    group: WriteGroup | None = getattr(request.app.state, "read_group" if read_only else "write_group", None)
     if quick and group is not None:
         # Quick calls on SQLite run on the event loop itself: handing them to a worker thread
-        # (and the GIL hand-offs between 16 busy threads) cost more CPU than the call. A read
-        # never waits in WAL mode; writes that arrive together share one commit (db/group.py).
-        if read_only:
-            return _run_sync(request, runtime, payload, model, handler, envelope, status_code, read_only)
+        # (and the GIL hand-offs between 16 busy threads) cost more CPU than the call. Calls
+        # waiting together share one transaction (db/group.py): writes share the commit.
         call = _authorize(request, runtime, payload, model, read_only)
         if isinstance(call, Response):
             return call
