@@ -40,9 +40,6 @@ Work = Callable[[Session], Any]
 # Calls per transaction: enough to share the commit among every client of a busy server, few
 # enough that the first call of a group does not wait long for its answer.
 MAX_CALLS = 32
-# How long the group polls for a write lock held elsewhere (a page, the job runner) before it
-# waits for it on a worker thread.
-LOOP_WAIT_SECONDS = 0.05
 
 
 class WriteGroup:
@@ -73,14 +70,10 @@ class WriteGroup:
     async def _take_lock(self) -> None:
         lock = self.db.write_lock
         assert lock is not None
-        delay, waited = 0.0002, 0.0
-        while not lock.acquire(blocking=False):
-            if waited >= LOOP_WAIT_SECONDS:
-                await run_in_threadpool(lock.acquire)
-                return
-            await asyncio.sleep(delay)
-            waited += delay
-            delay = min(delay * 2, 0.004)
+        if not lock.acquire(blocking=False):
+            # Held by another thread or process: wait for it on a worker thread, which wakes the
+            # moment it is released (polling from the loop would sleep past that moment).
+            await run_in_threadpool(lock.acquire)
 
     async def _run_group(self) -> None:
         await self._take_lock()
