@@ -14,6 +14,7 @@ from starlette.requests import Request
 
 from directories_fixtures import PAY_URL, Browser, create_directory, create_user, make_campaign, v4
 from helpers import assert_ok
+from loyalty_fixtures import create_card, create_holder
 from opencoupon.coupons import gates
 from opencoupon.directories.pages import directory_gate
 from opencoupon.kit.clock import utcnow
@@ -324,3 +325,44 @@ def test_single_sign_on_signs_the_user_in_once(account: Any, runtime: Runtime, b
     browser.client.cookies.clear()
     again = browser.get(path)
     assert again.status_code == 403
+
+
+def test_a_loyalty_card_in_a_members_directory_is_for_its_members(
+    account: Any, runtime: Runtime, browser: Browser, second_browser: Browser
+) -> None:
+    """The loyalty card pages ask the same gate as the coupon pages: joining a card of a login
+    directory, or opening a holder's card, needs a signed-in member; a blocked member is refused."""
+    card = create_card(account, name="Members coffee card")
+    directory = create_directory(account, name="Card club", access="login", loyalty_cards=[str(card["id"])])
+    code, join = directory["code"], f"/l/{card['code']}"
+
+    # A stranger is sent to the directory's sign-in page, and cannot join by posting the form.
+    first = browser.get(join)
+    assert first.status_code == 303
+    assert first.headers["location"] == f"/d/{code}/login?next={join}"
+    assert browser.get(join, headers={"Accept": "application/json"}).status_code == 401
+    posted = browser.client.post(f"{join}/join", data={"first_name": "Eve", "email": "eve@example.com"})
+    assert posted.status_code == 303
+    assert posted.headers["location"].startswith(f"/d/{code}/login")
+    holder = create_holder(account, card["id"])
+    card_page = urlsplit(holder["url"]).path
+    assert second_browser.get(card_page).status_code == 303
+
+    # A member gets the join page and the card.
+    assert browser.register(code, "member@example.com").status_code == 303
+    joined = browser.get(join)
+    assert joined.status_code == 200
+    assert "Members coffee card" in joined.text
+    assert browser.get(card_page).status_code == 200
+
+    # Blocked: the card says why, like a coupon would.
+    users = v4(account, "GET", f"/v4/directory/{directory['id']}/users").json()
+    v4(account, "POST", f"/v4/directory/{directory['id']}/users/{users[0]['id']}", block=True)
+    refused = browser.get(card_page)
+    assert refused.status_code == 403
+    assert "Members coffee card: locked" in refused.text
+    assert browser.get(join, headers={"Accept": "application/json"}).json()["reason"] == "blocked"
+
+    # A card in no directory, or in a public one, stays open to everyone.
+    open_card = create_card(account, name="Open card")
+    assert second_browser.get(f"/l/{open_card['code']}").status_code == 200

@@ -1,5 +1,6 @@
-"""Access gates on consumer coupon pages. Another capability (directories with paid access)
-registers a gate; the coupon pages ask every gate before opening or showing a session.
+"""Access gates on consumer pages. Another capability (directories with paid access) registers a
+gate; the coupon pages ask every gate before opening or showing a session, the loyalty card pages
+before joining or showing a card.
 
 A gate returns None to let the consumer in, or a Response (a redirect or a page saying why)."""
 
@@ -11,9 +12,9 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
-from opencoupon.models import Campaign
+from opencoupon.models import Campaign, LoyaltyCard
 
-Gate = Callable[[Session, Request, Campaign], Response | None]
+Gate = Callable[[Session, Request, Campaign | LoyaltyCard], Response | None]
 
 _gates: list[Gate] = []
 
@@ -24,9 +25,9 @@ def register(gate: Gate) -> Gate:
     return gate
 
 
-def check(session: Session, request: Request, campaign: Campaign) -> Response | None:
+def check(session: Session, request: Request, item: Campaign | LoyaltyCard) -> Response | None:
     for gate in _gates:
-        answer = gate(session, request, campaign)
+        answer = gate(session, request, item)
         if answer is not None:
             return answer
     return None

@@ -26,7 +26,7 @@ from opencoupon.kit import ids
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.crypto import verify_password
 from opencoupon.kit.dates import fmt
-from opencoupon.models import Campaign, Category, CouponSession, Directory, DirectoryUser
+from opencoupon.models import Campaign, Category, CouponSession, Directory, DirectoryUser, LoyaltyCard
 from opencoupon.pages import render, render_error_page
 
 router = APIRouter(tags=["Directory pages"], include_in_schema=False)
@@ -89,7 +89,7 @@ def _locked(
     directory: Directory,
     user: DirectoryUser,
     access: service.Access,
-    campaign: Campaign | None,
+    item: Campaign | LoyaltyCard | None,
 ) -> Response:
     message = reason_text(access, user)
     pay_url = _pay_url(directory, user, access)
@@ -112,10 +112,12 @@ def _locked(
         "directories/locked.html",
         {
             "brand": branding.of(web.runtime_of(request), directory),
-            "title": "Coupon locked",
+            "title": "Card locked" if isinstance(item, LoyaltyCard) else "Coupon locked",
             "directory": directory,
             "base": service.directory_path(directory),
-            "campaign": campaign,
+            "item_name": (item.title or item.name)
+            if isinstance(item, Campaign)
+            else (item.name if item else ""),
             "message": message,
             "reason": access.reason,
             "pay_url": pay_url,
@@ -124,12 +126,13 @@ def _locked(
     )
 
 
-def directory_gate(session: Session, request: Request, campaign: Campaign) -> Response | None:
-    """Let the consumer in when no directory locks this campaign, or when they are signed in to
-    a directory holding it whose access they have. A campaign is as open as the most open
-    directory holding it."""
+def directory_gate(session: Session, request: Request, item: Campaign | LoyaltyCard) -> Response | None:
+    """Let the consumer in when no directory locks this campaign or loyalty card, or when they
+    are signed in to a directory holding it whose access they have. An item is as open as the
+    most open directory holding it."""
+    kind = "campaign" if isinstance(item, Campaign) else "loyalty_card"
     holders: list[Directory] = []
-    for _row, directory in repository.items_holding(session, "campaign", campaign.id):
+    for _row, directory in repository.items_holding(session, kind, item.id):
         if directory not in holders:
             holders.append(directory)
     if not holders or any(d.access == "public" for d in holders):
@@ -145,7 +148,7 @@ def directory_gate(session: Session, request: Request, campaign: Campaign) -> Re
             refused.append((directory, user, access))
     if refused:
         directory, user, access = refused[0]
-        return _locked(request, directory, user, access, campaign)
+        return _locked(request, directory, user, access, item)
     return _login_redirect(request, holders[0])
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 
 from opencoupon import branding, web
+from opencoupon.coupons import gates
 from opencoupon.errors import ApiError
 from opencoupon.kit import idempotency
 from opencoupon.kit.clock import utcnow
@@ -149,6 +150,10 @@ def join_page(request: Request, code: str) -> Response:
         card = repo.card_by_code(session, code)
         if card is None:
             return _not_found(request)
+        # A card in a login or paid directory is for its members only (coupons/gates.py).
+        locked = gates.check(session, request, card)
+        if locked is not None:
+            return locked
         remembered = request.cookies.get(f"oc_l_{card.code}", "")
         if remembered and repo.holder_by_token(session, card.id, remembered) is not None:
             return RedirectResponse(f"/l/{card.code}/{remembered}", status_code=303)
@@ -216,6 +221,9 @@ def join(
         card = repo.card_by_code(session, code)
         if card is None:
             return _not_found(request)
+        locked = gates.check(session, request, card)
+        if locked is not None:
+            return locked
         if web.form_nonce(runtime, request, form_token, max_age=FORM_MAX_AGE) is None:
             error = "This form has expired. Please try again."
         elif not card.active:
@@ -425,6 +433,9 @@ def card_page(request: Request, code: str, token: str, added: int = 0) -> Respon
         holder = repo.holder_by_token(session, card.id, token) if card else None
         if card is None or holder is None:
             return _not_found(request)
+        locked = gates.check(session, request, card)
+        if locked is not None:
+            return locked
         service.apply_expiry(session, runtime, card, holder, utcnow())
         ctx = _card_context(session, runtime, card, holder)
     if web.wants_json(request):
