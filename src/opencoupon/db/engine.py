@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -134,6 +136,9 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         # transaction that reads and then writes can fail with SQLITE_BUSY despite busy_timeout.
         dbapi = conn.connection.dbapi_connection
         if conn.get_execution_options().get("sqlite_readonly"):
+            # A read transaction takes no write lock, so it must not write: SQLite refuses it
+            # (a call wrongly declared read_only fails loudly in the tests, never half-writes).
+            dbapi.execute("PRAGMA query_only=ON")
             dbapi.execute("BEGIN")
             return
         record_info = conn.connection.info
@@ -164,8 +169,12 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         _release(conn.connection.info)
 
     @event.listens_for(engine.pool, "checkin")
-    def _on_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-        # A connection that went back to the pool (or was invalidated) never keeps the lock.
+    def _on_checkin(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        # A connection that went back to the pool (or was invalidated) never keeps the lock,
+        # and may write again for its next user.
         _release(record.info)
+        if dbapi_connection is not None:
+            with contextlib.suppress(sqlite3.Error):  # a broken connection is discarded anyway
+                dbapi_connection.execute("PRAGMA query_only=OFF")
 
     return engine
