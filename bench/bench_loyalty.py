@@ -179,7 +179,7 @@ async def run(base: str, headers: dict[str, str], url: str) -> int:
     noop_rate = noop[0] / noop[1]
     add_rate = adds[0] / adds[1]
     print(f"database: {url.split('://')[0]}, {CLIENTS} clients, {DURATION:.0f} s per route")
-    routes = (("/noop", noop), ("loyalty/info (auth floor)", info), ("loyaltyusers/update +1 stamp", adds))
+    routes = (("/noop", noop), ("loyalty/info (quick read)", info), ("loyaltyusers/update +1 stamp", adds))
     for name, (count, elapsed, lat, failed) in routes:
         print(
             f"{name:30s} {count / elapsed:8.0f} req/s  p50 {percentile(lat, 0.5):6.1f} ms  "
