@@ -4,7 +4,7 @@ route of the same server in the same run.
 Starts `opencoupon serve` on a free loopback port with its own SQLite database, creates an
 account, a stamp card and 16 holders, then measures each route for a fixed time with 16
 concurrent keep-alive clients (aiohttp): /noop (the ceiling), `loyalty/info` (an authenticated
-call that changes nothing: the floor every API call pays) and the stamp additions. Prints requests
+read of one card, a quick read) and the stamp additions. Prints requests
 per second, latency percentiles, the ratios to /noop, and checks that every addition landed once.
 
 OPENCOUPON_BENCH_DATABASE_URL=postgresql://… runs against PostgreSQL instead (the database's
