@@ -193,3 +193,43 @@ def test_open_as_a_subaccount(
     page.get_by_role("link", name="Campaigns").click()
     assert "Only the subaccount" in page.content()
     context.close()
+
+
+def test_branding_set_on_the_account_page_shows_on_the_consumer_page(
+    chromium: Any, live_server: LiveServer, account: TestAccount
+) -> None:
+    """The owner sets a logo and colours on the account page; the consumer's phone shows the
+    coupon with that logo and main colour."""
+    context, page = _sign_in(chromium, live_server, account.email)
+    page.goto(live_server.url + "/dashboard/account")
+    page.get_by_label(re.compile("^Logo URL")).fill(live_server.url + "/static/demo-logo.svg")
+    page.get_by_label(re.compile("^Main colour")).fill("#7a3e1d")
+    page.get_by_label(re.compile("^Background colour")).fill("#f6efe6")
+    page.get_by_role("button", name="Save").click()
+    page.wait_for_load_state()
+    assert page.locator("#a-primary_color").input_value() == "#7a3e1d"
+    page.evaluate("() => document.getElementById('settings-h').scrollIntoView()")
+    _shot(page, "account-branding")
+
+    page.get_by_role("link", name="Campaigns").first.click()
+    page.get_by_role("link", name="New campaign").click()
+    page.get_by_label("Name (for you)").fill("Corner coffee")
+    page.get_by_label("Title (shown to consumers)").fill("A free cookie with your coffee")
+    page.get_by_role("button", name="Create campaign").click()
+    page.wait_for_url(re.compile(r".*/dashboard/campaigns/cam_\d+\?created=1"))
+    consumer_path = urlsplit(page.get_by_label("Consumer link").input_value()).path
+
+    consumer = chromium.new_context(viewport={"width": 390, "height": 800}, is_mobile=True)
+    phone = consumer.new_page()
+    phone.goto(live_server.url + consumer_path)
+    logo = phone.locator("img.brand-logo")
+    logo.wait_for()
+    assert logo.evaluate("img => img.complete && img.naturalWidth > 0")  # the logo really loaded
+    button = phone.get_by_role("button", name="Claim")
+    colour = button.evaluate("b => getComputedStyle(b).backgroundColor")
+    assert colour == "rgb(122, 62, 29)"
+    background = phone.evaluate("() => getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(246, 239, 230)"
+    _shot(phone, "coupon-branded-phone")
+    consumer.close()
+    context.close()
