@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,59 +17,35 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import undefer
 
-from conftest import TEST_SECRET_KEY, LiveServer, TestAccount, free_port
+from conftest import LiveServer, TestAccount
 from dashboard_fixtures import post_form, signed_in
 from opencoupon.config import Settings
 from opencoupon.models import CouponSession, Job, SingleUseBatch
 from opencoupon.runtime import Runtime
+from serve_process import OPENCOUPON, ServeProcess, serve_env
 
 PAGE = "/dashboard/singleuse"
-OPENCOUPON = str(Path(sys.executable).parent / "opencoupon")
 BIG = 30_000
 
 
 def _env(settings: Settings, var_dir: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "OPENCOUPON_DATABASE_URL": settings.database_url,
-        "OPENCOUPON_SECRET_KEY": TEST_SECRET_KEY,
-        "OPENCOUPON_BASE_URL": settings.base_url,
-        "OPENCOUPON_VAR_DIR": str(var_dir),
-        "OPENCOUPON_RUN_WORKER_IN_PROCESS": "false",
-        "OPENCOUPON_RATE_LIMIT_PER_SECOND": "0",
+    return serve_env(
+        settings.database_url,
+        var_dir,
+        OPENCOUPON_BASE_URL=settings.base_url,
+        OPENCOUPON_RUN_WORKER_IN_PROCESS="false",
         # A job of a killed process is claimed again 2 seconds later instead of 60.
-        "OPENCOUPON_WORKER_LEASE_SECONDS": "2",
-    }
+        OPENCOUPON_WORKER_LEASE_SECONDS="2",
+    )
 
 
 @pytest.fixture
-def second_server(
-    settings: Settings, tmp_path: Path, live_server: LiveServer
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def second_server(settings: Settings, tmp_path: Path, live_server: LiveServer) -> Iterator[ServeProcess]:
     """Another `opencoupon serve` process on the suite's database."""
-    port = free_port()
-    process = subprocess.Popen(
-        [OPENCOUPON, "serve", "--host", "127.0.0.1", "--port", str(port), "--no-migrate"],
-        env=_env(settings, tmp_path),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx2.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx2.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "second server did not start"
-            time.sleep(0.1)
-        yield base, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+    server = ServeProcess(_env(settings, tmp_path))
+    server.start()
+    yield server
+    server.kill()
 
 
 def _campaign(account: TestAccount) -> str:
@@ -112,13 +85,13 @@ def _links(runtime: Runtime, campaign: str) -> int:
 
 def test_progress_and_csv_are_read_from_the_database_by_another_process(
     live_server: LiveServer,
-    second_server: tuple[str, subprocess.Popen[bytes]],
+    second_server: ServeProcess,
     account: TestAccount,
     other_account: TestAccount,
     runtime: Runtime,
 ) -> None:
     campaign = _campaign(account)
-    other_base, _process = second_server
+    other_base = second_server.base
     with signed_in(live_server.url, account.email) as web:
         started = post_form(web, PAGE, f"{PAGE}/batches", {"campaign": campaign, "amount": "3000"})
         assert started.status_code == 303, started.text
@@ -153,14 +126,14 @@ def test_progress_and_csv_are_read_from_the_database_by_another_process(
 
 def test_a_batch_of_a_killed_process_is_made_once_by_the_worker(
     live_server: LiveServer,
-    second_server: tuple[str, subprocess.Popen[bytes]],
+    second_server: ServeProcess,
     account: TestAccount,
     runtime: Runtime,
     settings: Settings,
     tmp_path: Path,
 ) -> None:
     campaign = _campaign(account)
-    other_base, process = second_server
+    other_base = second_server.base
     with signed_in(other_base, account.email) as elsewhere:
         started = post_form(
             elsewhere,
@@ -188,8 +161,7 @@ def test_a_batch_of_a_killed_process_is_made_once_by_the_worker(
             assert seen.status != "done", "the batch finished before the process could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+        second_server.kill()
     left = _batch(runtime, job_path)
     assert left.status == "running"
     assert left.result is None

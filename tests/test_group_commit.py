@@ -5,8 +5,6 @@ group never leaves half of itself behind, and two API processes still validate e
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +17,7 @@ import httpx2
 import pytest
 from sqlalchemy import func, select
 
-from conftest import TEST_SECRET_KEY, LiveServer, free_port
+from conftest import TEST_SECRET_KEY, LiveServer
 from coupons_fixtures import Acct, bulk_sessions, create_campaign
 from helpers import assert_error
 from opencoupon.accounts import service as accounts
@@ -29,9 +27,8 @@ from opencoupon.db.engine import WriteLock
 from opencoupon.db.migrate import upgrade
 from opencoupon.models import Campaign, CouponSession, Event, Validation
 from opencoupon.runtime import Runtime
+from serve_process import ServeProcess, serve_env
 from singleuse_fixtures import make_campaign
-
-OPENCOUPON = str(Path(sys.executable).parent / "opencoupon")
 
 
 @dataclass
@@ -44,49 +41,20 @@ class Served:
     headers: dict[str, str] = field(default_factory=dict)
     campaign_id: int = 0
     codes: list[str] = field(default_factory=list)
-    process: subprocess.Popen[bytes] | None = None
+    server: ServeProcess | None = None
     base: str = ""
 
     def start(self, workers: int = 1) -> None:
-        port = free_port()
-        env = {
-            **os.environ,
-            "OPENCOUPON_DATABASE_URL": self.url,
-            "OPENCOUPON_SECRET_KEY": TEST_SECRET_KEY,
-            "OPENCOUPON_VAR_DIR": str(self.tmp),
-            "OPENCOUPON_RATE_LIMIT_PER_SECOND": "0",
-        }
-        command = [OPENCOUPON, "serve", "--host", "127.0.0.1", "--port", str(port), "--no-migrate"]
-        self.process = subprocess.Popen(
-            [*command, "--workers", str(workers)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        self.base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx2.get(self.base + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx2.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("server did not start")
+        self.server = ServeProcess(serve_env(self.url, self.tmp), workers)
+        self.base = self.server.start()
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            # The whole process group: with --workers the API processes are children.
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        if self.server is not None:
+            self.server.kill()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self.server is not None:
+            self.server.stop()
 
     def validate(self, client: httpx2.Client, code: str) -> httpx2.Response:
         return client.post(

@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
@@ -19,11 +16,12 @@ import httpx2
 import pytest
 from sqlalchemy import text
 
-from conftest import TEST_SECRET_KEY, free_port
+from conftest import TEST_SECRET_KEY
 from opencoupon.accounts import service as accounts
 from opencoupon.config import Settings
 from opencoupon.db.migrate import upgrade
 from opencoupon.runtime import Runtime
+from serve_process import ServeProcess, serve_env
 from singleuse_fixtures import CampaignRef, make_campaign
 
 AMOUNT = 100_000
@@ -41,46 +39,28 @@ class Target:
     var_dir: Path
     client_id: str = ""
     client_secret: str = ""
-    process: subprocess.Popen[bytes] | None = None
+    server: ServeProcess | None = None
     base: str = ""
     account_id: int = 0
 
     def start(self) -> None:
-        port = free_port()
-        env = {
-            **os.environ,
-            "OPENCOUPON_DATABASE_URL": self.url,
-            "OPENCOUPON_SECRET_KEY": TEST_SECRET_KEY,
-            "OPENCOUPON_BASE_URL": "http://links.example",
-            "OPENCOUPON_VAR_DIR": str(self.var_dir),
+        env = serve_env(
+            self.url,
+            self.var_dir,
+            OPENCOUPON_BASE_URL="http://links.example",
             # Only the call under test writes, so "the database is busy" means "inside the call".
-            "OPENCOUPON_RUN_WORKER_IN_PROCESS": "false",
-            "OPENCOUPON_RATE_LIMIT_PER_SECOND": "0",
-        }
-        self.process = subprocess.Popen(
-            [OPENCOUPON, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            OPENCOUPON_RUN_WORKER_IN_PROCESS="false",
         )
-        self.base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx2.get(self.base + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx2.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("server did not start")
+        self.server = ServeProcess(env)
+        self.base = self.server.start()
 
     def kill(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
+        assert self.server is not None
+        self.server.kill()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.kill()
+        if self.server is not None:
+            self.server.kill()
 
 
 def _sqlite_busy(path: Path) -> Callable[[], bool]:

@@ -59,9 +59,7 @@ def loyalty_list(ctx: ApiContext, req: CardList) -> dict[str, Any]:
     }
 
 
-@v3_endpoint(
-    router, ["/v3/loyalty/info"], CardRef, summary="Loyalty card info", read_only=True, quick=True
-)
+@v3_endpoint(router, ["/v3/loyalty/info"], CardRef, summary="Loyalty card info", read_only=True, quick=True)
 def loyalty_info(ctx: ApiContext, req: CardRef) -> dict[str, Any]:
     """One card with its rewards. Unknown card: 507 (the vendor's code for this call)."""
     card = service.get_card(ctx.session, ctx.may_reach, req.loyaltycard, service.INFO_CARD_NOT_FOUND)
