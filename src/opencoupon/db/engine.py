@@ -148,6 +148,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
                 record_info[_LOCK_FLAG] = True
             else:
                 record_info[_LOCK_FLAG] = write_lock.acquire(timeout=60)
+        dbapi.execute("PRAGMA query_only=OFF")  # in case this connection last served a read
         dbapi.execute("BEGIN IMMEDIATE")
 
     def _release(info: dict[str, Any]) -> None:
