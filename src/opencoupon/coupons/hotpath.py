@@ -1,8 +1,8 @@
 """The statements every validation and session lookup runs, built once.
 
-Building SQLAlchemy statements per call (coercion, cache keys) cost more than running them on a
-2-core machine; these are prepared once with typed bind parameters and work on SQLite and
-PostgreSQL alike (both have RETURNING and ON CONFLICT ... DO UPDATE)."""
+The session lookup and a validation's writes are plain SQL run on the driver (db/raw.py); the
+statistics reads are SQLAlchemy statements built once with typed bind parameters. All work on
+SQLite and PostgreSQL alike (both have RETURNING and ON CONFLICT ... DO UPDATE)."""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ period, accounts.service.rotate_secret), time zone and branding (logo URL and co
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 from urllib.parse import urlencode
 
@@ -69,20 +70,8 @@ def _stored_problems(branding_json: str) -> list[str]:
 
 
 def _preview(values: dict[str, str], company: str) -> branding.PageBrand:
-    """The sample card: the form's values that are valid."""
-
-    def colour(name: str) -> str:
-        value = values.get(name, "")
-        return value.lower() if branding.colour_ok(value) else ""
-
-    logo = values.get("logo_url", "")
-    return branding.PageBrand(
-        logo_url=logo if branding.logo_url_ok(logo) else "",
-        company=company,
-        primary=colour("primary_color"),
-        background=colour("background_color"),
-        text=colour("text_color"),
-    )
+    """The sample card: the form's values that are valid, read as the pages read stored ones."""
+    return branding.read(json.dumps({k: v for k, v in values.items() if k != "timezone"}), company)
 
 
 def _context(
