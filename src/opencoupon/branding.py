@@ -155,14 +155,21 @@ _cache: dict[int, tuple[float, PageBrand | None]] = {}
 _lock = threading.Lock()
 
 
+def _cached(account_id: int) -> tuple[bool, PageBrand | None]:
+    hit = _cache.get(account_id)
+    if hit is not None and hit[0] > time.monotonic():
+        return True, hit[1]
+    return False, None
+
+
 def for_account(session: Session, account_id: int) -> PageBrand | None:
     """The brand of the account that owns the page's campaign, card or directory."""
     loaded = session.identity_map.get(identity_key(Account, account_id))
     if isinstance(loaded, Account):
         return page_brand(loaded.branding, loaded.company_name)
-    hit = _cache.get(account_id)
-    if hit is not None and hit[0] > time.monotonic():
-        return hit[1]
+    found, brand = _cached(account_id)
+    if found:
+        return brand
     row = session.execute(
         select(Account.branding, Account.company_name).where(Account.id == account_id)
     ).first()
@@ -187,9 +194,9 @@ def of(runtime: Runtime, owned: Owned) -> PageBrand | None:
     session = object_session(owned)
     if session is not None:
         return for_account(session, owned.account_id)
-    hit = _cache.get(owned.account_id)
-    if hit is not None and hit[0] > time.monotonic():
-        return hit[1]
+    found, brand = _cached(owned.account_id)
+    if found:
+        return brand
     with runtime.db.read() as fresh:
         return for_account(fresh, owned.account_id)
 

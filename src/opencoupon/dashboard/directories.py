@@ -35,6 +35,14 @@ USERS_PAGE = 50
 NOT_FOUND = PageError(404, "Not found", "There is no such directory or user in your account.")
 
 
+def _directory(ctx: ApiContext, public_id: str) -> Directory:
+    """The directory on this page; another account's or a missing one is the 404 page."""
+    try:
+        return service.get_directory(ctx, public_id)
+    except ApiError:
+        raise NOT_FOUND from None
+
+
 @router.get("/dashboard/directories")
 def directories_page(request: Request, account: Account = Depends(require_login)) -> Response:
     with api_context(request, account) as ctx:
@@ -60,10 +68,7 @@ def _directory_context(request: Request, account: Account, public_id: str) -> di
     except ValueError:
         page_no = 1
     with api_context(request, account) as ctx:
-        try:
-            directory = service.get_directory(ctx, public_id)
-        except ApiError:
-            raise NOT_FOUND from None
+        directory = _directory(ctx, public_id)
         info = service.directory_v4(ctx, directory)
         paths = service.category_paths(ctx)
         categories = sorted(service.categories_v4(ctx), key=lambda c: str(c["path"]))
@@ -241,10 +246,7 @@ def _save_directory(request: Request, account: Account, public_id: str, data: di
     try:
         with api_context(request, account, write=True) as ctx:
             if public_id:
-                try:
-                    directory = service.get_directory(ctx, public_id)
-                except ApiError:
-                    raise NOT_FOUND from None
+                directory = _directory(ctx, public_id)
                 data["campaigns"] = _keep_order(ctx, directory, data["campaigns"])
                 service.update_directory(ctx, directory, build(DirectoryPatch, data))
             else:
@@ -296,10 +298,7 @@ def edit_directory_form(
     request: Request, public_id: str, account: Account = Depends(require_login)
 ) -> Response:
     with api_context(request, account) as ctx:
-        try:
-            directory = service.get_directory(ctx, public_id)
-        except ApiError:
-            raise NOT_FOUND from None
+        directory = _directory(ctx, public_id)
         info = service.directory_v4(ctx, directory)
     values = {
         "name": info["name"],
@@ -465,10 +464,7 @@ async def move_item(
 
 def _delete_context(request: Request, account: Account, public_id: str) -> dict[str, Any]:
     with api_context(request, account) as ctx:
-        try:
-            directory = service.get_directory(ctx, public_id)
-        except ApiError:
-            raise NOT_FOUND from None
+        directory = _directory(ctx, public_id)
         info = service.directory_v4(ctx, directory)
     return {"title": f"Delete {info['name']}?", "account": account, "directory": info, "public_id": public_id}
 
@@ -482,10 +478,7 @@ def delete_directory_form(
 
 def _delete(request: Request, account: Account, public_id: str) -> str:
     with api_context(request, account, write=True) as ctx:
-        try:
-            directory = service.get_directory(ctx, public_id)
-        except ApiError:
-            raise NOT_FOUND from None
+        directory = _directory(ctx, public_id)
         service.delete_directory(ctx, directory)
         return directory.name
 
