@@ -47,6 +47,8 @@ class WriteLock:
         return self._fd
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """As threading.Lock.acquire; `timeout` bounds the wait for this process's threads, the
+        wait for another process is not bounded (a process holds it for one transaction)."""
         if not self._thread_lock.acquire(blocking, timeout):
             return False
         if not self._path:

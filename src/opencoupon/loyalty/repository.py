@@ -188,7 +188,8 @@ def search_holders(session: Session, card_id: int, term: str) -> Sequence[Loyalt
     ).all()
 
 
-# The hot path (every stamp) runs prebuilt Core statements: no ORM flush, no statement building.
+# The hot path (every stamp) runs raw statements on the driver (db/raw.py): no ORM flush,
+# no statement building.
 
 
 def _add_statement(unit: str, collecting: bool) -> raw.RawStatement:
