@@ -15,7 +15,8 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import OperationalError
 
 from conftest import TEST_SECRET_KEY, LiveServer
 from coupons_fixtures import Acct, bulk_sessions, create_campaign
@@ -299,3 +300,31 @@ def test_reads_waiting_together_each_get_their_own_answer(
         assert body["data"]["status"]["validated"] == ("1" if code in validated else "0")
     for code in missing:
         assert_error(results[code], 404, 505)
+
+
+def test_a_sqlite_read_transaction_refuses_writes_and_leaves_the_connection_writable(
+    tmp_path: Path,
+) -> None:
+    """Read transactions take no write lock, so on SQLite they are query_only: a call wrongly
+    declared read_only fails instead of writing unguarded, and the pooled connection it used
+    writes normally for the next transaction."""
+    url = f"sqlite:///{tmp_path / 'readonly.db'}"
+    upgrade(url)
+    runtime = Runtime.from_settings(Settings(database_url=url, secret_key=TEST_SECRET_KEY, var_dir=tmp_path))
+    try:
+        with runtime.db.transaction() as session:
+            account, _secret = accounts.create_account(
+                session, runtime.keyring, email="readonly@example.com", password=None
+            )
+            account_id = account.id
+        rename = text("UPDATE accounts SET company_name = 'Changed' WHERE id = :id")
+        with pytest.raises(OperationalError, match="readonly"), runtime.db.read() as reader:
+            reader.execute(rename, {"id": account_id})
+        with runtime.db.transaction() as writer:
+            writer.execute(rename, {"id": account_id})
+        with runtime.db.read() as reader:
+            assert reader.scalar(
+                text("SELECT company_name FROM accounts WHERE id = :id"), {"id": account_id}
+            ) == ("Changed")
+    finally:
+        runtime.db.dispose()

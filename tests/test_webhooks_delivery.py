@@ -345,3 +345,30 @@ def test_recover_events_from_before_the_endpoint_existed(
     got = receiver.wait_for(1)[0]
     assert got.event_id == earlier
     _verify(str(created["secret"]), got)
+
+
+def test_events_before_any_endpoint_are_kept_and_can_be_replayed_to_a_new_one(
+    account: TestAccount, runtime: Runtime, receiver: Receiver
+) -> None:
+    """An account with no webhook target stores its events without queuing deliveries (nothing
+    to send them to); an endpoint created later receives them by a replay since a time."""
+    start = utcnow() - dt.timedelta(seconds=1)
+    early = [emit(runtime, account.id, n=i) for i in range(2)]
+    with runtime.db.read() as session:
+        stored = session.scalars(select(Event.id).where(Event.public_id.in_(early))).all()
+        payloads = session.scalars(select(Job.payload).where(Job.kind == "event.dispatch")).all()
+    assert len(stored) == 2
+    assert not {json.dumps({"event_id": pk}) for pk in stored} & set(payloads)
+    created = _endpoint(account, receiver.url)
+    later = emit(runtime, account.id, n=2)
+    drain(runtime)
+    assert [r.event_id for r in receiver.wait_for(1)] == [later]  # only what came after it
+    replay = account.client.post(
+        f"/v4/webhooks/{created['id']}/replay",
+        json={"since": start.strftime("%Y-%m-%d %H:%M:%S")},
+        headers=account.headers,
+    )
+    assert replay.status_code == 202
+    drain(runtime)
+    got = receiver.wait_for(4)
+    assert sorted(r.event_id for r in got[1:]) == sorted([*early, later])
