@@ -121,8 +121,6 @@ def http(live_server: LiveServer) -> Iterator[httpx2.Client]:
 @dataclass
 class TestAccount:
     __test__ = False  # a fixture value, not a test class
-
-    __test__ = False  # not a test class, so test modules may import it
     id: int
     email: str
     client_id: str

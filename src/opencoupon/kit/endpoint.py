@@ -27,6 +27,7 @@ from starlette.requests import Request
 
 from opencoupon.accounts import service as accounts
 from opencoupon.accounts.service import Credentials
+from opencoupon.db import raw
 from opencoupon.db.group import WriteGroup
 from opencoupon.errors import ApiError, AuthFailed, auth_failed_response, error_response, ok
 from opencoupon.kit import idempotency
@@ -111,8 +112,17 @@ def _request_fingerprint(request: Request, payload: dict[str, Any]) -> str:
     return hashlib.sha256(f"{request.method} {request.url.path}\n{canonical}".encode()).hexdigest()
 
 
-def _json_response(body: Any, status_code: int, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(body, status_code=status_code, headers=headers)
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What a call answers, turned into JSON only once its transaction is over: on SQLite the
+    write lock is then not held while the body is encoded."""
+
+    body: Any
+    status_code: int
+    headers: dict[str, str] | None = None
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body, status_code=self.status_code, headers=self.headers)
 
 
 async def run_call(
@@ -139,14 +149,14 @@ async def run_call(
         if isinstance(call, Response):
             return call
         try:
-            answer: Response = await group.submit(
+            answer: _Answer = await group.submit(
                 functools.partial(_execute, call, handler, envelope=envelope, status_code=status_code)
             )
         except AuthFailed:
             return auth_failed_response()
         except ApiError as err:
             return error_response(err)
-        return answer
+        return answer.response()
     return await run_in_threadpool(
         _run_sync, request, runtime, payload, model, handler, envelope, status_code, read_only
     )
@@ -197,10 +207,10 @@ def _authorize(
 
 def _execute(
     call: _Call[M], handler: Handler[M], session: Session, *, envelope: bool, status_code: int
-) -> Response:
+) -> _Answer:
     """Run the handler in the caller's transaction; raises ApiError for the caller to roll back."""
     # Attach the already loaded account to this transaction without reading it again.
-    account = session.merge(call.account, load=False)
+    account = raw.adopt(session, call.account)
     runtime, request = call.runtime, call.request
     if call.idempotency_key:
         replay = idempotency.claim(
@@ -211,7 +221,7 @@ def _execute(
             ttl=dt.timedelta(hours=runtime.settings.idempotency_ttl_hours),
         )
         if replay is not None:
-            return _json_response(
+            return _Answer(
                 json.loads(replay.response_body), replay.response_status, {"Idempotent-Replayed": "true"}
             )
     ctx = ApiContext(
@@ -225,7 +235,7 @@ def _execute(
     body: Any = ok(**result) if envelope and isinstance(result, dict) else result
     if call.idempotency_key:
         idempotency.store(session, account.id, call.idempotency_key, status_code, json.dumps(body))
-    return _json_response(body, status_code)
+    return _Answer(body, status_code)
 
 
 def _run_sync(
@@ -244,11 +254,12 @@ def _run_sync(
     try:
         # Read-only calls run in a read transaction: on SQLite they then skip the write lock.
         with runtime.db.read() if read_only else runtime.db.transaction() as session:
-            return _execute(call, handler, session, envelope=envelope, status_code=status_code)
+            answer = _execute(call, handler, session, envelope=envelope, status_code=status_code)
     except AuthFailed:
         return auth_failed_response()
     except ApiError as err:
         return error_response(err)
+    return answer.response()
 
 
 _PATH_PARAM = re.compile(r"{([^}]+)}")
