@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -27,11 +27,13 @@ PAGE_SIZE = 100
 
 def card(session: Session, card_id: int) -> LoyaltyCard | None:
     """By primary key (the caller checks the owner); a deleted card is missing."""
-    found = session.get(LoyaltyCard, card_id)
-    return found if found is not None and found.deleted_at is None else None
+    found = raw.load_one(session, _CARD, {"card_id": card_id}, LoyaltyCard)
+    return None if found is None or found[0].deleted_at is not None else found[0]
 
 
-# The stamp path's statements run on the raw driver (db/raw.py).
+# The stamp path's statements, and the card lookup every card call makes, run on the raw driver
+# (db/raw.py).
+_CARD = raw.RawStatement(f"SELECT {raw.columns(LoyaltyCard, 'c')} FROM loyalty_cards c WHERE c.id = :card_id")
 _CARD_AND_HOLDER = raw.RawStatement(
     f"SELECT {raw.columns(LoyaltyCard, 'c')}, {raw.columns(LoyaltyHolder, 'h')} "
     "FROM loyalty_cards c JOIN loyalty_holders h ON h.card_id = c.id "
@@ -76,12 +78,21 @@ def cards(
     return session.scalars(query.order_by(*order)).all()
 
 
+# Built once: building a statement costs more than running it (loyalty/info runs both below).
+_ACTIVE_REWARDS = (
+    select(LoyaltyReward)
+    .where(LoyaltyReward.card_id == bindparam("card_id"), LoyaltyReward.active.is_(True))
+    .order_by(LoyaltyReward.threshold, LoyaltyReward.id)
+)
+_HOLDER_COUNT = select(func.count()).where(LoyaltyHolder.card_id == bindparam("card_id"))
+
+
 def rewards(session: Session, card_id: int) -> Sequence[LoyaltyReward]:
-    return session.scalars(
-        select(LoyaltyReward)
-        .where(LoyaltyReward.card_id == card_id, LoyaltyReward.active.is_(True))
-        .order_by(LoyaltyReward.threshold, LoyaltyReward.id)
-    ).all()
+    return session.scalars(_ACTIVE_REWARDS, {"card_id": card_id}).all()
+
+
+def holder_count(session: Session, card_id: int) -> int:
+    return int(session.scalar(_HOLDER_COUNT, {"card_id": card_id}) or 0)
 
 
 def retire_rewards(session: Session, card_id: int) -> None:

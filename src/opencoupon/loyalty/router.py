@@ -63,7 +63,7 @@ def loyalty_list(ctx: ApiContext, req: CardList) -> dict[str, Any]:
 def loyalty_info(ctx: ApiContext, req: CardRef) -> dict[str, Any]:
     """One card with its rewards. Unknown card: 507 (the vendor's code for this call)."""
     card = service.get_card(ctx.session, ctx.may_reach, req.loyaltycard, service.INFO_CARD_NOT_FOUND)
-    users = repo.holder_counts(ctx.session, [card.id]).get(card.id, 0)
+    users = repo.holder_count(ctx.session, card.id)
     return {"loyaltycard": service.card_v3(ctx.session, ctx.runtime, card, users, detail=True)}
 
 

@@ -151,7 +151,7 @@ def card_v4(session: Session, runtime: Runtime, card: LoyaltyCard) -> dict[str, 
         "has_pin": bool(card.pin_digest),
         "expire_days": card.expire_days,
         "join_fields": [f for f in card.join_fields.split(",") if f],
-        "users": repo.holder_counts(session, [card.id]).get(card.id, 0),
+        "users": repo.holder_count(session, card.id),
         "created_at": fmt(card.created_at),
         "updated_at": fmt(card.updated_at),
     }
@@ -335,7 +335,7 @@ def update_card(
 ) -> None:
     fields = req.model_fields_set
     if req.type is not None and req.type != card.type:
-        if repo.holder_counts(session, [card.id]).get(card.id):
+        if repo.holder_count(session, card.id):
             raise ApiError(308, "The type of a card with users cannot change.")
         card.type = req.type
     if req.name is not None:
