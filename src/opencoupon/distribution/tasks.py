@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
@@ -55,6 +56,14 @@ class SmsWork:
     to: str
     sender: str
     body: str
+
+
+@dataclass
+class Delivered:
+    """What the provider answered for a message it accepted."""
+
+    response: str
+    message_id: str
 
 
 def _begin(runtime: Runtime, send_id: int) -> DistributionSend | None:
@@ -185,35 +194,14 @@ def _directory_content(runtime: Runtime, session: Session, directory_id: int) ->
 
 @task(service.EMAIL_JOB)
 def send_email(runtime: Runtime, payload: dict[str, Any]) -> None:
-    send = _begin(runtime, int(payload["send_id"]))
-    if send is None:
-        return
-    try:
+    def attempt(send: DistributionSend) -> Delivered:
         work = _email_work(runtime, send)
         answer = deliver(
             work.config, work.message, work.recipient, timeout=runtime.settings.smtp_timeout_seconds
         )
-    except Permanent as exc:
-        _failed(runtime, send, str(exc), "", transient=False)
-        return
-    except SmtpFailure as exc:
-        _failed(runtime, send, str(exc), exc.response, transient=exc.transient)
-        return
-    except Exception as exc:
-        # A fault of ours (or data the message cannot carry): report it rather than leave the
-        # send `sending` for ever.
-        log.exception("email send snd_%s could not be prepared", send.id)
-        _failed(runtime, send, f"could not send: {exc!r}", "", transient=False)
-        return
-    _finish(
-        runtime,
-        send.id,
-        status="sent",
-        sent_at=utcnow(),
-        provider_response=answer[:2000],
-        provider_message_id=str(work.message["Message-ID"]),
-        last_error="",
-    )
+        return Delivered(answer, str(work.message["Message-ID"]))
+
+    _deliver(runtime, int(payload["send_id"]), attempt)
 
 
 def _sms_work(runtime: Runtime, send: DistributionSend) -> SmsWork:
@@ -236,22 +224,32 @@ def _sms_work(runtime: Runtime, send: DistributionSend) -> SmsWork:
 
 @task(service.SMS_JOB)
 def send_sms(runtime: Runtime, payload: dict[str, Any]) -> None:
-    send = _begin(runtime, int(payload["send_id"]))
+    def attempt(send: DistributionSend) -> Delivered:
+        work = _sms_work(runtime, send)
+        result = work.provider.send(work.to, work.sender, work.body)
+        return Delivered(result.response, result.message_id)
+
+    _deliver(runtime, int(payload["send_id"]), attempt)
+
+
+def _deliver(runtime: Runtime, send_id: int, attempt: Callable[[DistributionSend], Delivered]) -> None:
+    """One attempt at a send: the provider's answer recorded, or the failure (retried with growing
+    waits when another attempt may succeed)."""
+    send = _begin(runtime, send_id)
     if send is None:
         return
     try:
-        work = _sms_work(runtime, send)
-        result = work.provider.send(work.to, work.sender, work.body)
+        delivered = attempt(send)
     except Permanent as exc:
         _failed(runtime, send, str(exc), "", transient=False)
         return
-    except SmsError as exc:
+    except (SmtpFailure, SmsError) as exc:
         _failed(runtime, send, str(exc), exc.response, transient=exc.transient)
         return
     except Exception as exc:
         # A fault of ours (or data the message cannot carry): report it rather than leave the
         # send `sending` for ever.
-        log.exception("sms send snd_%s could not be prepared", send.id)
+        log.exception("%s send snd_%s could not be prepared", send.channel, send.id)
         _failed(runtime, send, f"could not send: {exc!r}", "", transient=False)
         return
     _finish(
@@ -259,7 +257,7 @@ def send_sms(runtime: Runtime, payload: dict[str, Any]) -> None:
         send.id,
         status="sent",
         sent_at=utcnow(),
-        provider_response=result.response[:2000],
-        provider_message_id=result.message_id[:200],
+        provider_response=delivered.response[:2000],
+        provider_message_id=delivered.message_id[:200],
         last_error="",
     )
