@@ -25,7 +25,7 @@ MAX_ENTRIES = 10_000
 
 @dataclass(frozen=True)
 class CachedAuth:
-    account: Account  # detached snapshot; merged into each request's session without a query
+    account: Account  # detached snapshot; copied into each request's session without a query (db.raw.adopt)
     parent_blocked: bool
     parent_expiry: dt.date | None
     secret_expires_at: dt.datetime | None
