@@ -13,6 +13,10 @@ from helpers import assert_ok
 
 PASSWORD = "correct horse battery"
 
+# What a destructive form carries once the person said yes (the browser's confirm() sets it; a
+# browser without JavaScript gets a question page first: tests/test_dashboard_confirm.py).
+YES = {"confirmed": "yes"}
+
 
 @contextmanager
 def signed_in(base_url: str, email: str) -> Iterator[httpx2.Client]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from conftest import LiveServer, TestAccount
-from dashboard_fixtures import PASSWORD, post_form, signed_in
+from dashboard_fixtures import PASSWORD, YES, post_form, signed_in
 from foundation_fixtures import browser, sign_in
 from helpers import assert_ok
 
@@ -63,7 +63,7 @@ def test_master_manages_and_opens_subaccounts(live_server: LiveServer, account: 
         assert made.status_code == 201, made.text
         assert re.search(r"<dt>Campaigns</dt><dd>1 ", web.get(sub_path).text)
 
-        blocked = post_form(web, sub_path, f"{sub_path}/block", {})
+        blocked = post_form(web, sub_path, f"{sub_path}/block", YES)
         assert "Blocked" in web.get(blocked.headers["location"]).text
         with browser(live_server.url) as other:
             assert sign_in(other, "shop@example.com", PASSWORD).status_code == 401
@@ -89,7 +89,7 @@ def test_forged_and_foreign_subaccount_actions(
     with signed_in(live_server.url, other_account.email) as stranger:
         assert stranger.get(path).status_code == 404
         assert post_form(stranger, SUBS, f"{path}/open", {}).status_code == 404
-        assert post_form(stranger, SUBS, f"{path}/block", {}).status_code == 404
+        assert post_form(stranger, SUBS, f"{path}/block", YES).status_code == 404
     with signed_in(live_server.url, account.email) as web:
         assert web.post(f"{path}/block", data={"csrf_token": "forged"}).status_code == 403
         assert web.post(f"{path}/open", data={}).status_code == 403
@@ -100,7 +100,7 @@ def test_account_secret_rotation_timezone_and_branding(live_server: LiveServer, 
     page = "/dashboard/account"
     with signed_in(live_server.url, account.email) as web:
         assert account.client_id in web.get(page).text
-        rotated = post_form(web, page, f"{page}/rotate", {"grace_hours": "1"})
+        rotated = post_form(web, page, f"{page}/rotate", {"grace_hours": "1", **YES})
         assert rotated.status_code == 200
         secret = re.search(r'id="secret" class="dash-secret" readonly value="([^"]+)"', rotated.text).group(1)  # type: ignore[union-attr]
         # New and old secrets both work during the grace period.
@@ -110,7 +110,7 @@ def test_account_secret_rotation_timezone_and_branding(live_server: LiveServer, 
                 "/v3/subaccount/list", headers={"X-Client-Id": account.client_id, "X-Client-Secret": secret}
             )
             assert_ok(answer)
-        bad = post_form(web, page, f"{page}/rotate", {"grace_hours": "-3"})
+        bad = post_form(web, page, f"{page}/rotate", {"grace_hours": "-3", **YES})
         assert bad.status_code == 422
         assert "Grace period" in bad.text
 

@@ -9,7 +9,7 @@ import io
 import re
 
 from conftest import LiveServer, TestAccount
-from dashboard_fixtures import post_form, signed_in, sso_client
+from dashboard_fixtures import YES, post_form, signed_in, sso_client
 from foundation_fixtures import browser
 from helpers import assert_ok
 
@@ -129,15 +129,15 @@ def test_sessions_table_actions_and_csv(live_server: LiveServer, account: TestAc
         assert 'data-chart-total="opens">3<' in page.text
         first = re.search(r"/sessions/(\d+)/validate", page.text).group(1)  # type: ignore[union-attr]
         base = f"/dashboard/campaigns/{cid}"
-        done = post_form(web, base, f"{base}/sessions/{first}/validate", {"back": base})
+        done = post_form(web, base, f"{base}/sessions/{first}/validate", {"back": base, **YES})
         assert done.status_code == 303
         page = web.get(done.headers["location"])
         assert "Validated" in page.text
         assert '<strong data-funnel="validations">1</strong>' in page.text
-        again = post_form(web, base, f"{base}/sessions/{first}/validate", {"back": base})
+        again = post_form(web, base, f"{base}/sessions/{first}/validate", {"back": base, **YES})
         assert "already been validated" in web.get(again.headers["location"]).text
         second = re.findall(r"/sessions/(\d+)/void", page.text)[-1]
-        post_form(web, base, f"{base}/sessions/{second}/void", {"back": base})
+        post_form(web, base, f"{base}/sessions/{second}/void", {"back": base, **YES})
         voided = web.get(f"{base}?state=voided")
         assert len(re.findall(r'data-session="', voided.text)) == 1
         assert "Unvoid" in voided.text

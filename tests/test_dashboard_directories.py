@@ -5,7 +5,7 @@ hand (server-side date check), CSRF and tenancy."""
 from __future__ import annotations
 
 from conftest import LiveServer, TestAccount
-from dashboard_fixtures import post_form, signed_in
+from dashboard_fixtures import YES, post_form, signed_in
 from directories_fixtures import create_category, create_directory, create_user, make_campaign
 from opencoupon.runtime import Runtime
 
@@ -53,7 +53,7 @@ def test_directory_items_tree_users_and_access(
         assert "2099-01-01" in row
         assert "<td>yes</td>" in row
         assert "completed" in row
-        revoked = post_form(web, path, f"{path}/users/{user['id']}/revoke", {})
+        revoked = post_form(web, path, f"{path}/users/{user['id']}/revoke", YES)
         row = (
             web.get(revoked.headers["location"]).text.split(f'data-user="{user["id"]}"')[1].split("</tr>")[0]
         )

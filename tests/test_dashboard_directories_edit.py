@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from conftest import LiveServer, TestAccount
-from dashboard_fixtures import post_form, signed_in
+from dashboard_fixtures import YES, post_form, signed_in
 from directories_fixtures import create_category, make_campaign, v4
 from loyalty_fixtures import create_card
 from opencoupon.runtime import Runtime
@@ -156,7 +156,7 @@ def test_category_tree_and_campaign_settings(
         assert web.post("/dashboard/categories", data={"name": "X", "csrf_token": "x"}).status_code == 403
 
         food = tree["Food"]["id"]
-        post_form(web, listing, f"/dashboard/categories/{food}/delete", {})
+        post_form(web, listing, f"/dashboard/categories/{food}/delete", YES)
         assert v4(account, "GET", "/v4/categories").json() == []
         item = next(c for c in _directory(account, public_id)["campaigns"] if c["id"] == f"cam_{star.id}")
         assert item["category"] is None
@@ -167,6 +167,6 @@ def test_category_tree_and_campaign_settings(
     with signed_in(live_server.url, account.email) as web:
         refused = post_form(web, listing, f"/dashboard/categories/{theirs['id']}/rename", {"name": "Mine"})
         assert refused.status_code == 404
-        refused = post_form(web, listing, f"/dashboard/categories/{theirs['id']}/delete", {})
+        refused = post_form(web, listing, f"/dashboard/categories/{theirs['id']}/delete", YES)
         assert refused.status_code == 404
     assert [c["name"] for c in v4(other_account, "GET", "/v4/categories").json()] == ["Theirs"]

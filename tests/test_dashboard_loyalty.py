@@ -4,7 +4,7 @@ adjusting with a reason (server-side checks), void/unvoid, CSRF and tenancy."""
 from __future__ import annotations
 
 from conftest import LiveServer, TestAccount
-from dashboard_fixtures import post_form, signed_in
+from dashboard_fixtures import YES, post_form, signed_in
 from loyalty_fixtures import CARDS, create_card, create_holder, ledger_of, reward_campaign
 from opencoupon.runtime import Runtime
 
@@ -35,7 +35,7 @@ def test_holders_ledger_adjust_and_void(
         too_much = post_form(web, path, f"{path}/adjust", {"amount": "-10", "reason": "correction"})
         assert too_much.status_code == 422
         assert ledger_of(runtime, holder_id)[-1] == (3, 3, "collect")
-        post_form(web, path, f"{path}/void", {})
+        post_form(web, path, f"{path}/void", YES)
         assert "voided" in web.get(path).text
         refused = post_form(web, path, f"{path}/adjust", {"amount": "1", "reason": "goodwill"})
         assert refused.status_code == 422
@@ -44,7 +44,7 @@ def test_holders_ledger_adjust_and_void(
     with signed_in(live_server.url, other_account.email) as stranger:
         assert stranger.get(path).status_code == 404
         assert stranger.get(f"/dashboard/loyalty/{card['id']}").status_code == 404
-        assert post_form(stranger, "/dashboard/loyalty", f"{path}/void", {}).status_code == 404
+        assert post_form(stranger, "/dashboard/loyalty", f"{path}/void", YES).status_code == 404
         assert "Stamp card" not in stranger.get("/dashboard/loyalty").text
 
 

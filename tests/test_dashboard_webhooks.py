@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from conftest import LiveServer, TestAccount
-from dashboard_fixtures import post_form, signed_in
+from dashboard_fixtures import YES, post_form, signed_in
 from opencoupon.runtime import Runtime
 from webhooks_fixtures import Receiver, Reply, drain, emit, receiver  # noqa: F401 - fixture
 
@@ -58,22 +58,22 @@ def test_endpoint_log_replay_and_rotation(
         drain(runtime)
         assert [r.event_id for r in receiver.wait_for(2)] == [event_id, event_id]
         since = post_form(
-            web, f"{PAGE}/{endpoint_id}", f"{PAGE}/{endpoint_id}/replay", {"since": "2000-01-01"}
+            web, f"{PAGE}/{endpoint_id}", f"{PAGE}/{endpoint_id}/replay", {"since": "2000-01-01", **YES}
         )
         assert "1+deliveries+queued" in since.headers["location"]
         nonsense = post_form(
-            web, f"{PAGE}/{endpoint_id}", f"{PAGE}/{endpoint_id}/replay", {"since": "yesterday"}
+            web, f"{PAGE}/{endpoint_id}", f"{PAGE}/{endpoint_id}/replay", {"since": "yesterday", **YES}
         )
         assert "Invalid+format" in nonsense.headers["location"]
 
         rotated = post_form(
-            web, f"{PAGE}/{endpoint_id}", f"{PAGE}/{endpoint_id}/rotate", {"grace_hours": "2"}
+            web, f"{PAGE}/{endpoint_id}", f"{PAGE}/{endpoint_id}/rotate", {"grace_hours": "2", **YES}
         )
         assert rotated.status_code == 200
         assert _secret(rotated.text) != first_secret
         assert "previous secret keeps signing" in rotated.text
         too_long = post_form(
-            web, f"{PAGE}/{endpoint_id}", f"{PAGE}/{endpoint_id}/rotate", {"grace_hours": "999"}
+            web, f"{PAGE}/{endpoint_id}", f"{PAGE}/{endpoint_id}/rotate", {"grace_hours": "999", **YES}
         )
         assert "Grace+period" in too_long.headers["location"]
 
@@ -96,6 +96,6 @@ def test_endpoint_log_replay_and_rotation(
         assert receiver.url not in stranger.get(PAGE).text
 
     with signed_in(live_server.url, account.email) as web:
-        gone = post_form(web, f"{PAGE}/{endpoint_id}", f"{PAGE}/{endpoint_id}/delete", {})
+        gone = post_form(web, f"{PAGE}/{endpoint_id}", f"{PAGE}/{endpoint_id}/delete", YES)
         assert gone.headers["location"] == PAGE
         assert web.get(f"{PAGE}/{endpoint_id}").status_code == 404

@@ -15,7 +15,7 @@ from starlette.responses import RedirectResponse, Response
 
 from opencoupon import branding
 from opencoupon.accounts import service as accounts
-from opencoupon.dashboard.common import FormProblem, api_context, page, parse_int, text
+from opencoupon.dashboard.common import FormProblem, api_context, ask_first, page, parse_int, text
 from opencoupon.dashboard.security import require_login, verify_csrf
 from opencoupon.errors import ApiError
 from opencoupon.models import Account
@@ -127,6 +127,17 @@ async def account_action(
     form = await request.form()
     verify_csrf(request, form)
     values: dict[str, str] | None = None
+    if action == "rotate":
+        asked = ask_first(
+            request,
+            form,
+            account,
+            "Make a new API secret?",
+            back="/dashboard/account",
+            detail="The current secret stops working when the grace period ends.",
+        )
+        if asked is not None:
+            return asked
     try:
         if action == "rotate":
             hours = parse_int(text(form, "grace_hours"), "Grace period (hours)", high=MAX_GRACE_HOURS)

@@ -24,6 +24,7 @@ from opencoupon.coupons.schemas import CampaignCreate, CampaignUpdate
 from opencoupon.dashboard.common import (
     FormProblem,
     api_context,
+    ask_first,
     bar_chart,
     build,
     day_range,
@@ -453,6 +454,16 @@ def _act(request: Request, account: Account, public_id: str, session_id: int, ac
         return row.short_code
 
 
+# The session actions that cannot be taken back: asked first.
+SESSION_QUESTIONS = {
+    "validate": (
+        "Validate this coupon?",
+        "It counts as used at the counter, as if the staff had validated it.",
+    ),
+    "void": ("Void this coupon?", "The consumer can no longer use it (it can be re-activated later)."),
+}
+
+
 @router.post("/dashboard/campaigns/{public_id}/sessions/{session_id}/{action}")
 async def session_action(
     request: Request, public_id: str, session_id: int, action: str, account: Account = Depends(require_login)
@@ -461,14 +472,19 @@ async def session_action(
     verify_csrf(request, form)
     if action not in ACTIONS:
         raise PageError(404, "Not found", "Unknown action.")
+    back = text(form, "back", 2000)
+    if not back.startswith(f"/dashboard/campaigns/{public_id}"):
+        back = f"/dashboard/campaigns/{public_id}"
+    if action in SESSION_QUESTIONS:
+        question, detail = SESSION_QUESTIONS[action]
+        asked = ask_first(request, form, account, question, back=back, detail=detail)
+        if asked is not None:
+            return asked
     try:
         short = await run_in_threadpool(_act, request, account, public_id, session_id, action)
         done = f"{ACTIONS[action]} {short}."
     except ApiError as err:
         done = err.description
-    back = text(form, "back", 2000)
-    if not back.startswith(f"/dashboard/campaigns/{public_id}"):
-        back = f"/dashboard/campaigns/{public_id}"
     sep = "&" if "?" in back else "?"
     return RedirectResponse(f"{back}{sep}{urlencode({'done': done})}#sessions", status_code=303)
 

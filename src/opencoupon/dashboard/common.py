@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from opencoupon.accounts import repository as accounts_repo
+from opencoupon.dashboard.security import CSRF_FIELD
 from opencoupon.errors import ApiError
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.endpoint import ApiContext
@@ -57,6 +58,35 @@ def no_store(response: Response) -> Response:
 
 def page(request: Request, template: str, context: dict[str, Any], status_code: int = 200) -> Response:
     return no_store(render(request, template, context, status_code=status_code))
+
+
+# Set to "yes" by a destructive form's confirm() in the browser, or by the button of the page
+# `ask_first` shows when it is not (no JavaScript): either way the person said yes once.
+CONFIRMED_FIELD = "confirmed"
+
+
+def ask_first(
+    request: Request, form: FormData, account: Account, question: str, *, back: str, detail: str = ""
+) -> Response | None:
+    """None when the person has confirmed this destructive form; otherwise a page asking
+    `question`, whose button posts the same fields to the same address again, confirmed."""
+    if text(form, CONFIRMED_FIELD) == "yes":
+        return None
+    fields = [
+        (name, value)
+        for name, value in form.multi_items()
+        if isinstance(value, str) and name not in (CONFIRMED_FIELD, CSRF_FIELD)
+    ]
+    context = {
+        "title": question,
+        "account": account,
+        "question": question,
+        "detail": detail,
+        "action": request.url.path,
+        "fields": fields,
+        "back": back,
+    }
+    return page(request, "dashboard/confirm.html", context)
 
 
 def text(form: FormData, name: str, limit: int = 5000) -> str:

@@ -13,7 +13,16 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from opencoupon.coupons import repository as coupons_repo
-from opencoupon.dashboard.common import FormProblem, api_context, build, many, page, parse_int, text
+from opencoupon.dashboard.common import (
+    FormProblem,
+    api_context,
+    ask_first,
+    build,
+    many,
+    page,
+    parse_int,
+    text,
+)
 from opencoupon.dashboard.security import PageError, require_login, verify_csrf
 from opencoupon.directories import repository, service
 from opencoupon.directories.schemas import (
@@ -170,6 +179,17 @@ async def user_access(
     if action not in ("grant", "revoke"):
         raise NOT_FOUND
     base = f"/dashboard/directories/{public_id}"
+    if action == "revoke":
+        asked = ask_first(
+            request,
+            form,
+            account,
+            "Revoke this user's access?",
+            back=f"{base}#users",
+            detail="They can no longer open the directory's coupons until access is granted again.",
+        )
+        if asked is not None:
+            return asked
     try:
         await run_in_threadpool(
             _access, request, account, public_id, user_id, action == "grant", text(form, "expires_at", 40)
@@ -400,6 +420,17 @@ async def category_action(
         raise NOT_FOUND
     if action == "move" and "parent" not in form:
         return _to_tree(category_id, problem="Move: choose where the category goes.")
+    if action == "delete":
+        asked = ask_first(
+            request,
+            form,
+            account,
+            "Delete this category and its subcategories?",
+            back="/dashboard/directories#categories",
+            detail="Campaigns in them are not deleted; they lose the category.",
+        )
+        if asked is not None:
+            return asked
     try:
         done = await run_in_threadpool(_category_change, request, account, action, category_id, form)
     except (ApiError, FormProblem) as err:

@@ -15,7 +15,16 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from opencoupon.coupons import repository as coupons_repo
-from opencoupon.dashboard.common import FormProblem, api_context, build, many, page, parse_int, text
+from opencoupon.dashboard.common import (
+    FormProblem,
+    api_context,
+    ask_first,
+    build,
+    many,
+    page,
+    parse_int,
+    text,
+)
 from opencoupon.dashboard.security import PageError, require_login, verify_csrf
 from opencoupon.errors import ApiError
 from opencoupon.loyalty import repository, service
@@ -139,6 +148,17 @@ async def holder_action(
     verify_csrf(request, form)
     if action not in ("adjust", "void", "unvoid"):
         raise NOT_FOUND
+    if action == "void":
+        asked = ask_first(
+            request,
+            form,
+            account,
+            "Void this holder?",
+            back=f"/dashboard/loyalty/{card_id}/holders/{holder_id}",
+            detail="Their card stops collecting and spending until it is re-activated.",
+        )
+        if asked is not None:
+            return asked
     try:
         delta = 0
         reason = "dashboard"

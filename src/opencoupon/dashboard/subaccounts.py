@@ -16,7 +16,7 @@ from starlette.responses import RedirectResponse, Response
 
 from opencoupon.accounts import repository as accounts_repo
 from opencoupon.accounts import sso
-from opencoupon.dashboard.common import FormProblem, api_context, build, page, text
+from opencoupon.dashboard.common import FormProblem, api_context, ask_first, build, page, text
 from opencoupon.dashboard.security import PageError, require_login, verify_csrf
 from opencoupon.errors import ApiError
 from opencoupon.models import Account
@@ -196,6 +196,17 @@ async def subaccount_action(
         data: dict[str, Any] = {**_data(values), "subaccount": sub_id, "expiry_date": values["expiry_date"]}
         done = "Saved."
     elif action in ("block", "unblock"):
+        if action == "block":
+            asked = ask_first(
+                request,
+                form,
+                account,
+                "Block this subaccount?",
+                back=f"/dashboard/subaccounts/{sub_id}",
+                detail="It can no longer sign in or use the API until it is unblocked.",
+            )
+            if asked is not None:
+                return asked
         data = {"subaccount": sub_id, "block": action == "block"}
         done = (
             "Blocked: the subaccount can no longer sign in or call the API."

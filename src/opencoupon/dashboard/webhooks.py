@@ -13,7 +13,16 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from opencoupon.accounts import repository as accounts_repo
-from opencoupon.dashboard.common import FormProblem, api_context, build, many, page, parse_int, text
+from opencoupon.dashboard.common import (
+    FormProblem,
+    api_context,
+    ask_first,
+    build,
+    many,
+    page,
+    parse_int,
+    text,
+)
 from opencoupon.dashboard.security import PageError, require_login, verify_csrf
 from opencoupon.errors import ApiError
 from opencoupon.events.service import EVENT_TYPES
@@ -154,12 +163,34 @@ def _change(request: Request, account: Account, public_id: str, action: str, for
         raise NOT_FOUND
 
 
+# Actions that cannot be taken back: asked first.
+ENDPOINT_QUESTIONS = {
+    "rotate": (
+        "Rotate the signing secret?",
+        "Receivers must switch to the new secret before the grace period ends.",
+    ),
+    "replay": (
+        "Send every event since this time again?",
+        "The endpoint receives them again, each with its original webhook-id.",
+    ),
+    "delete": ("Delete this endpoint?", "Events will no longer be sent to it."),
+}
+
+
 @router.post("/dashboard/webhooks/{public_id}/{action}")
 async def endpoint_action(
     request: Request, public_id: str, action: str, account: Account = Depends(require_login)
 ) -> Response:
     form = await request.form()
     verify_csrf(request, form)
+    # Replaying one event from the log asks nothing; everything since a time does.
+    if action in ENDPOINT_QUESTIONS and (action != "replay" or text(form, "since", 40)):
+        question, detail = ENDPOINT_QUESTIONS[action]
+        asked = ask_first(
+            request, form, account, question, back=f"/dashboard/webhooks/{public_id}", detail=detail
+        )
+        if asked is not None:
+            return asked
     data: dict[str, Any] = {}
     try:
         if action == "edit":
