@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import ColumnElement, delete, insert, or_, select
 from sqlalchemy.orm import Session
 
-from opencoupon.models import Campaign, CouponSession
+from opencoupon.models import Campaign, CampaignCustomCode, CouponSession
 
 PAGE_SIZE = 5000
 
@@ -194,5 +194,24 @@ def session_by_id_in_campaign(session: Session, campaign_id: int, session_id: in
             CouponSession.campaign_id == campaign_id,
             CouponSession.id == session_id,
             CouponSession.removed_at.is_(None),
+        )
+    )
+
+
+def replace_custom_codes(session: Session, campaign_id: int, codes: list[str]) -> None:
+    """The campaign's imported custom validation codes become `codes`, in this order."""
+    session.execute(delete(CampaignCustomCode).where(CampaignCustomCode.campaign_id == campaign_id))
+    if codes:
+        session.execute(
+            insert(CampaignCustomCode),
+            [{"campaign_id": campaign_id, "position": i, "code": code} for i, code in enumerate(codes, 1)],
+        )
+
+
+def custom_code_at(session: Session, campaign_id: int, position: int) -> str | None:
+    """The imported code at `position` (1 is the first), None past the end of the list."""
+    return session.scalar(
+        select(CampaignCustomCode.code).where(
+            CampaignCustomCode.campaign_id == campaign_id, CampaignCustomCode.position == position
         )
     )

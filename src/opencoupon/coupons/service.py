@@ -110,7 +110,9 @@ def _new_campaign_code(session: Session) -> str:
     raise ApiError(309, "No free campaign code; try again.")
 
 
-def _apply(ctx: ApiContext, campaign: Campaign, req: CampaignFields) -> None:
+def _apply(ctx: ApiContext, campaign: Campaign, req: CampaignFields) -> list[str] | None:
+    """Set the campaign's fields from the request; the imported custom codes it gives (None when
+    it gives none), for the caller to store once the campaign has its ID."""
     fields = req.model_fields_set
     for name in ("title", "subtitle", "description", "terms", "folder", "status"):
         if name in fields and getattr(req, name) is not None:
@@ -159,11 +161,13 @@ def _apply(ctx: ApiContext, campaign: Campaign, req: CampaignFields) -> None:
     settings = dict(campaign.settings or {})
     if req.custom_code_mode is not None:
         settings["custom_code_mode"] = req.custom_code_mode
+    codes: list[str] | None = None
     if req.custom_codes is not None:
         codes = list(dict.fromkeys(c for c in req.custom_codes if c))
         if any(len(c) > 64 for c in codes):
             raise bad_value("custom_codes", "Codes are at most 64 characters.")
-        settings["custom_codes"] = codes
+        # The list itself goes to its own table (repository.replace_custom_codes).
+        settings["custom_codes_count"] = len(codes)
         settings.setdefault("custom_code_mode", "imported")
     campaign.settings = settings
     form = dict(campaign.claim_form or {})
@@ -178,6 +182,7 @@ def _apply(ctx: ApiContext, campaign: Campaign, req: CampaignFields) -> None:
     campaign.claim_form = form
     if req.require_claim is not None:
         campaign.require_claim = req.require_claim
+    return codes
 
 
 def create_campaign(ctx: ApiContext, req: CampaignCreate) -> Campaign:
@@ -209,16 +214,20 @@ def create_campaign(ctx: ApiContext, req: CampaignCreate) -> Campaign:
         created_at=now,
         updated_at=now,
     )
-    _apply(ctx, campaign, req)
+    codes = _apply(ctx, campaign, req)
     ctx.session.add(campaign)
     ctx.session.flush()
+    if codes is not None:
+        repository.replace_custom_codes(ctx.session, campaign.id, codes)
     return campaign
 
 
 def update_campaign(ctx: ApiContext, campaign: Campaign, req: CampaignUpdate) -> Campaign:
-    _apply(ctx, campaign, req)
+    codes = _apply(ctx, campaign, req)
     campaign.updated_at = ctx.now
     ctx.session.flush()
+    if codes is not None:
+        repository.replace_custom_codes(ctx.session, campaign.id, codes)
     return campaign
 
 
@@ -348,8 +357,8 @@ def _assign_custom_code(session: Session, campaign: Campaign, row: CouponSession
     mode = (campaign.settings or {}).get("custom_code_mode", "none")
     if mode == "none" or row.custom_validation_code:
         return
-    codes: list[str] = list((campaign.settings or {}).get("custom_codes") or [])
-    guard = Campaign.custom_codes_issued < len(codes) if mode == "imported" else Campaign.id == campaign.id
+    imported = int((campaign.settings or {}).get("custom_codes_count") or 0)
+    guard = Campaign.custom_codes_issued < imported if mode == "imported" else Campaign.id == campaign.id
     issued = session.execute(
         update(Campaign)
         .where(Campaign.id == campaign.id, guard)
@@ -360,9 +369,12 @@ def _assign_custom_code(session: Session, campaign: Campaign, row: CouponSession
     if issued is None:
         return  # the imported list is used up; the session still validates by PIN or widget code
     set_committed_value(campaign, "custom_codes_issued", issued)
-    code = (
-        codes[issued - 1] if mode == "imported" else ids.random_code(GENERATED_CODE_LENGTH, ids.UNAMBIGUOUS)
-    )
+    if mode == "imported":
+        code = repository.custom_code_at(session, campaign.id, issued)
+        if code is None:
+            return  # the list was replaced by a shorter one meanwhile: used up
+    else:
+        code = ids.random_code(GENERATED_CODE_LENGTH, ids.UNAMBIGUOUS)
     session.execute(
         update(CouponSession)
         .where(CouponSession.id == row.id)

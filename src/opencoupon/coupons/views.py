@@ -153,7 +153,7 @@ def usage_stats(session: Session, campaign: Campaign, since: dt.date) -> dict[st
     opens, claims, validations = stats.totals(session, campaign.id)
     settings = campaign.settings or {}
     mode = settings.get("custom_code_mode", "none")
-    imported = len(settings.get("custom_codes") or [])
+    imported = int(settings.get("custom_codes_count") or 0)
     total_codes = imported if mode == "imported" else campaign.custom_codes_issued
     return {
         "opens": str(opens),
@@ -197,7 +197,7 @@ def campaign_v4(session: Session, runtime: Runtime, campaign: Campaign) -> dict[
         "validations_per_session": campaign.validations_per_session,
         "max_validations": campaign.max_validations,
         "custom_code_mode": settings.get("custom_code_mode", "none"),
-        "custom_codes_total": len(settings.get("custom_codes") or []),
+        "custom_codes_total": int(settings.get("custom_codes_count") or 0),
         "custom_codes_issued": campaign.custom_codes_issued,
         "require_claim": campaign.require_claim,
         "claim_fields": list(form.get("fields", [])),

@@ -3,7 +3,7 @@
 Each capability adds its modules here (one module per table family)."""
 
 from opencoupon.models.account import Account, ApiSecret, OneTimeToken
-from opencoupon.models.campaign import Campaign
+from opencoupon.models.campaign import Campaign, CampaignCustomCode
 from opencoupon.models.coupon_session import CouponSession, DailyStat, Validation
 from opencoupon.models.directory import Category, Directory, DirectoryItem, DirectoryUser
 from opencoupon.models.distribution import DistributionSend, EmailIntegration, SmsIntegration
@@ -25,6 +25,7 @@ __all__ = [
     "Account",
     "ApiSecret",
     "Campaign",
+    "CampaignCustomCode",
     "Category",
     "CouponSession",
     "DailyStat",

@@ -58,3 +58,15 @@ class Campaign(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime)
     deleted_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+class CampaignCustomCode(Base):
+    """One code of a campaign's imported custom validation code list; position 1 is handed out
+    first. Kept out of the campaign row: a list can hold tens of thousands of codes, and every
+    validation and consumer page loads the campaign (the list is read one code at a time)."""
+
+    __tablename__ = "campaign_custom_codes"
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,110 @@
+"""Imported custom validation codes live in their own table, not in the campaign row that every
+validation and consumer page loads: a long list costs nothing per call, codes are handed out in
+list order, and migration 0009 moves existing lists (and back)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from conftest import LiveServer, TestAccount
+from coupons_fixtures import create_campaign, open_session, session_status
+from helpers import assert_ok
+from opencoupon.accounts import service as accounts
+from opencoupon.config import Settings
+from opencoupon.coupons import service
+from opencoupon.coupons.schemas import CampaignCreate
+from opencoupon.db.migrate import downgrade, upgrade
+from opencoupon.kit.clock import utcnow
+from opencoupon.kit.endpoint import ApiContext
+from opencoupon.models import Campaign, CampaignCustomCode
+from opencoupon.runtime import Runtime
+
+LONG_LIST = [f"POS-{i:06d}" for i in range(20_000)]
+
+
+def test_a_long_imported_list_stays_out_of_the_campaign_row(
+    runtime: Runtime, live_server: LiveServer, account: TestAccount
+) -> None:
+    campaign = create_campaign(account, custom_codes=LONG_LIST)
+    campaign_id = int(campaign["id"].removeprefix("cam_"))
+    with runtime.db.read() as session:
+        row = session.get_one(Campaign, campaign_id)
+        assert len(json.dumps(row.settings)) < 200
+        stored = session.scalar(select(func.count()).where(CampaignCustomCode.campaign_id == campaign_id))
+        assert stored == len(LONG_LIST)
+    sessions = [open_session(live_server, campaign["code"]) for _ in range(3)]
+    for code in sessions:
+        assert_ok(account.call("/v3/couponsession/update", couponsession=code, claim=True))
+    assert [session_status(account, code)["own_validation_code"] for code in sessions] == LONG_LIST[:3]
+    info = assert_ok(account.call("/v3/coupon/info", campaign=campaign["id"], show_usage_stats=True))
+    usage = info["coupon_info"]["usage_stats"]
+    assert (usage["custom_validation_codes"], usage["claimed_custom_validation_codes"]) == ("20000", "3")
+
+    # A new list replaces the old one; three codes were handed out already, so two are used up.
+    updated = account.client.patch(
+        f"/v4/campaigns/{campaign['id']}", json={"custom_codes": ["NEW-1", "NEW-2"]}, headers=account.headers
+    )
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["custom_codes_total"] == 2
+    late = open_session(live_server, campaign["code"])
+    assert_ok(account.call("/v3/couponsession/update", couponsession=late, claim=True))
+    assert session_status(account, late)["own_validation_code"] == ""
+    with runtime.db.read() as session:
+        codes = session.scalars(
+            select(CampaignCustomCode.code)
+            .where(CampaignCustomCode.campaign_id == campaign_id)
+            .order_by(CampaignCustomCode.position)
+        ).all()
+    assert codes == ["NEW-1", "NEW-2"]
+
+
+def test_migration_0009_moves_lists_out_of_the_settings_and_back(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'codes.db'}"
+    upgrade(url)
+    scratch = Runtime.from_settings(
+        Settings(database_url=url, secret_key="k" * 40, var_dir=tmp_path, rate_limit_per_second=0)
+    )
+    try:
+        with scratch.db.transaction() as session:
+            owner, _secret = accounts.create_account(session, scratch.keyring, email="codes@example.com")
+            ctx = ApiContext(session=session, account=owner, runtime=scratch, now=utcnow())
+            made = service.create_campaign(
+                ctx, CampaignCreate(name="Codes", custom_codes=["A-1", "B-2", "C-3"])
+            )
+            plain = service.create_campaign(ctx, CampaignCreate(name="No codes"))
+            ids = (made.id, plain.id)
+    finally:
+        scratch.db.dispose()
+
+    def settings_and_table() -> tuple[list[dict[str, object]], list[tuple[int, int, str]] | None]:
+        with sqlite3.connect(tmp_path / "codes.db") as conn:
+            settings = [
+                json.loads(conn.execute("SELECT settings FROM campaigns WHERE id = ?", (i,)).fetchone()[0])
+                for i in ids
+            ]
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            rows = None
+            if "campaign_custom_codes" in tables:
+                rows = conn.execute(
+                    "SELECT campaign_id, position, code FROM campaign_custom_codes ORDER BY position"
+                ).fetchall()
+        return settings, rows
+
+    assert settings_and_table() == (
+        [{"custom_code_mode": "imported", "custom_codes_count": 3}, {}],
+        [(ids[0], 1, "A-1"), (ids[0], 2, "B-2"), (ids[0], 3, "C-3")],
+    )
+    downgrade(url, "0008")
+    assert settings_and_table() == (
+        [{"custom_code_mode": "imported", "custom_codes": ["A-1", "B-2", "C-3"]}, {}],
+        None,
+    )
+    upgrade(url)
+    assert settings_and_table() == (
+        [{"custom_code_mode": "imported", "custom_codes_count": 3}, {}],
+        [(ids[0], 1, "A-1"), (ids[0], 2, "B-2"), (ids[0], 3, "C-3")],
+    )
