@@ -154,11 +154,17 @@ class Runner:
     def claim(self, limit: int | None = None) -> list[Job]:
         now = utcnow()
         db = self.runtime.db
+        due = or_(
+            and_(Job.status == "queued", Job.run_at <= now),
+            and_(Job.status == "running", Job.locked_until < now),
+        )
+        if db.is_sqlite:
+            # Most polls find nothing: look in a read transaction first, so an idle poll does not
+            # take the write lock that validations are queueing for.
+            with db.read() as session:
+                if session.scalar(select(Job.id).where(due).limit(1)) is None:
+                    return []
         with db.transaction() as session:
-            due = or_(
-                and_(Job.status == "queued", Job.run_at <= now),
-                and_(Job.status == "running", Job.locked_until < now),
-            )
             query = select(Job.id).where(due).order_by(Job.run_at).limit(limit or self.batch)
             if not db.is_sqlite:
                 query = query.with_for_update(skip_locked=True)
