@@ -29,21 +29,24 @@ STATIC_DIR = Path(__file__).parent / "static"
 # Seconds (Python's default is 0.005); measured best between 0.0002 and 0.001.
 SQLITE_SWITCH_INTERVAL = 0.0005
 
-# Every module that contributes routes: it defines `router` (or `routers`).
+# Every module that contributes routes: it defines `router` (or `routers`). Requests are matched
+# against routes in this order, about 2 µs a route: the consumer pages and QR codes (the most
+# requested paths that are not exact v3 paths, which kit/fastlane.py dispatches) come first.
+# No two modules share a path prefix, so the order changes nothing else.
 ROUTER_MODULES = [
+    "opencoupon.coupons.pages",
+    "opencoupon.qr.router",
+    "opencoupon.loyalty.pages",
+    "opencoupon.directories.pages",
     "opencoupon.subaccounts.router",
     "opencoupon.accounts.router",
     "opencoupon.coupons.router",
-    "opencoupon.coupons.pages",
     "opencoupon.singleuse.router",
     "opencoupon.loyalty.router",
-    "opencoupon.loyalty.pages",
     "opencoupon.directories.router",
-    "opencoupon.directories.pages",
     "opencoupon.webhooks.router",
     "opencoupon.push.router",
     "opencoupon.distribution.router",
-    "opencoupon.qr.router",
     "opencoupon.dashboard.router",
     "opencoupon.dashboard.pages",
     "opencoupon.docs",

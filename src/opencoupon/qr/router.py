@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 
 import segno
@@ -20,6 +21,9 @@ router = APIRouter(include_in_schema=False)
 MEDIA = {"svg": "image/svg+xml", "png": "image/png"}
 
 
+# Making a QR code costs 4-6 ms (segno tries the eight masks in Python); the same URL always
+# gives the same image, and the campaign codes and reloaded coupon pages ask for the same ones.
+@functools.lru_cache(maxsize=2048)
 def qr_image(url: str, kind: str) -> bytes:
     code = segno.make(url, error="m", micro=False)
     out = io.BytesIO()
