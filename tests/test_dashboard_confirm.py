@@ -113,10 +113,14 @@ def test_loyalty_holder_void_asks_first(live_server: LiveServer, account: TestAc
 
 
 def test_category_delete_asks_first(live_server: LiveServer, account: TestAccount) -> None:
-    food = create_category(account, "Food")
+    food = create_category(account, 'Food\'s "best"')
     create_category(account, "Pizza", parent=food["id"])
     listing = "/dashboard/directories"
     with signed_in(live_server.url, account.email) as web:
+        # The name reaches the browser's question as attribute text, never as script.
+        tree = web.get(listing).text
+        assert 'data-confirm="Delete Food&#39;s &#34;best&#34; and its subcategories?"' in tree
+        assert "confirm('Delete" not in tree
         asked = post_form(web, listing, f"/dashboard/categories/{food['id']}/delete", {})
         posted, fields = _asked(asked, "Delete this category and its subcategories?", f"{listing}#categories")
         assert len(v4(account, "GET", "/v4/categories").json()) == 2
@@ -149,15 +153,19 @@ def test_webhook_endpoint_delete_asks_first(
 
 
 def test_every_confirm_button_marks_its_form_confirmed() -> None:
-    """The JavaScript path: each form whose button asks with confirm() carries the field the
-    server looks for and fills it only when the person says yes."""
-    forms = 0
+    """The JavaScript path: destructive forms open with the shared macro, whose confirm() asks the
+    question from a data attribute and fills the field the server looks for only on "yes"."""
+    macro = (TEMPLATES / "_forms.html").read_text()
+    opening = re.search(r"\{% macro ask_first_form.*?\{%- endmacro %\}", macro, re.S)
+    assert opening, macro
+    marks = "onsubmit=\"return confirm(this.dataset.confirm) && !!(this.confirmed.value = 'yes')\""
+    assert marks in opening.group()
+    assert '<input type="hidden" name="confirmed" value="">' in opening.group()
+    uses = 0
     for template in sorted(TEMPLATES.glob("*.html")):
-        for form in re.findall(r"<form [^>]*onsubmit=[^>]*>", template.read_text()):
-            if "confirm(" not in form:
-                continue
-            forms += 1
-            assert "&& !!(this.confirmed.value = 'yes')" in form, (template.name, form)
-            rest = template.read_text().split(form, 1)[1]
-            assert rest.startswith('<input type="hidden" name="confirmed" value="">'), template.name
-    assert forms >= 10
+        if template.name == "_forms.html":
+            continue
+        text = template.read_text()
+        assert "confirm(" not in text, f"{template.name}: ask with forms.ask_first_form, not inline script"
+        uses += text.count("forms.ask_first_form(")
+    assert uses >= 10
