@@ -13,10 +13,10 @@ from email.policy import SMTP
 from email.utils import formataddr, formatdate, make_msgid
 from pathlib import Path
 
-import segno
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from opencoupon import branding
+from opencoupon.qr import codes as qr_codes
 
 TLS_MODES = ("none", "starttls", "tls")
 DEFAULT_PORTS = {"none": 25, "starttls": 587, "tls": 465}
@@ -86,9 +86,7 @@ def parse_branding(branding_json: str, company: str) -> Branding:
 
 def qr_png(link: str) -> bytes:
     buffer = io.BytesIO()
-    # A fixed mask skips scoring all eight (two thirds of the encoding time, in the worker's
-    # CPU budget); every mask is valid and scanners read them all.
-    segno.make(link, error="m", micro=False, mask=2).save(buffer, kind="png", scale=6, border=2)
+    qr_codes.make(link).save(buffer, kind="png", scale=6, border=2)
     return buffer.getvalue()
 
 

@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import segno
 from fastapi import APIRouter, Form
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
@@ -30,6 +29,7 @@ from opencoupon.loyalty import repository as repo
 from opencoupon.loyalty import service
 from opencoupon.models import LoyaltyCard, LoyaltyHolder
 from opencoupon.pages import render, render_error_page
+from opencoupon.qr import codes as qr_codes
 from opencoupon.runtime import Runtime
 
 router = APIRouter(include_in_schema=False)
@@ -75,7 +75,7 @@ pin_guard = _PinGuard()
 
 
 def _qr_svg(data: str) -> str:
-    return str(segno.make(data, error="m").svg_inline(scale=5, dark="#1d2330"))
+    return str(qr_codes.make(data).svg_inline(scale=5, dark="#1d2330"))
 
 
 def _progress(card: LoyaltyCard, holder: LoyaltyHolder, rewards: list[dict[str, Any]]) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import io
 
-import segno
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
@@ -14,6 +13,7 @@ from starlette.requests import Request
 from opencoupon.coupons import repository
 from opencoupon.coupons.pages import _CODE
 from opencoupon.errors import ApiError, error_response
+from opencoupon.qr import codes
 from opencoupon.runtime import Runtime
 
 router = APIRouter(include_in_schema=False)
@@ -21,11 +21,11 @@ router = APIRouter(include_in_schema=False)
 MEDIA = {"svg": "image/svg+xml", "png": "image/png"}
 
 
-# Making a QR code costs 4-6 ms (segno tries the eight masks in Python); the same URL always
-# gives the same image, and the campaign codes and reloaded coupon pages ask for the same ones.
+# The same URL always gives the same image, and campaign codes and reloaded coupon pages ask for
+# the same ones again.
 @functools.lru_cache(maxsize=2048)
 def qr_image(url: str, kind: str) -> bytes:
-    code = segno.make(url, error="m", micro=False)
+    code = codes.make(url)
     out = io.BytesIO()
     if kind == "svg":
         code.save(out, kind="svg", scale=4, border=4, xmldecl=False)
