@@ -241,6 +241,13 @@ def test_bad_stored_branding_is_ignored_on_the_pages(
         assert "display:none" not in html
         assert "<script>alert" not in html
 
+        # A text colour too light for the white cards is ignored, as the form refuses it.
+        _store_branding(runtime, account.id, '{"text_color": "#eeeeee", "primary_color": "#123456"}')
+        assert (
+            _body_tag(web.get(path).text)
+            == '<body class="branded" style="--accent:#123456;--accent-fg:#ffffff">'
+        )
+
         for raw in ("{not json", "[1, 2]", '{"logo_url": "ftp://files.example.com/logo.png"}', ""):
             _store_branding(runtime, account.id, raw)
             html = web.get(path).text

@@ -128,12 +128,15 @@ def read(branding_json: str, company: str) -> PageBrand:
     """The valid parts of the stored branding; anything else is ignored."""
     raw = raw_values(branding_json)
     logo = str(raw.get("logo_url") or raw.get("logo") or "").strip()
+    text = _first_colour(raw, _TEXT)
+    if text and contrast(text, "#ffffff") < MIN_TEXT_CONTRAST:
+        text = ""  # unreadable on the white cards: the account form refuses it too
     return PageBrand(
         logo_url=logo if logo_url_ok(logo) else "",
         company=str(raw.get("company_name") or company or "")[:200],
         primary=_first_colour(raw, _PRIMARY),
         background=_first_colour(raw, _BACKGROUND),
-        text=_first_colour(raw, _TEXT),
+        text=text,
     )
 
 
