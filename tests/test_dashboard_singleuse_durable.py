@@ -122,6 +122,9 @@ def test_progress_and_csv_are_read_from_the_database_by_another_process(
         assert stranger.get(job_path + "/progress").status_code == 404
         assert stranger.get(job_path + "/links.csv").status_code == 404
         assert stranger.get(f"{PAGE}/jobs/batch_999999999").status_code == 404
+        # Malformed addresses answer like unknown ones (a superscript digit, a number beyond SQL's).
+        for key in ("batch_\u00b2", "batch_" + "9" * 30, "batch_", "job_1"):
+            assert stranger.get(f"{PAGE}/jobs/{key}").status_code == 404, key
 
 
 def test_a_batch_of_a_killed_process_is_made_once_by_the_worker(

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.orm import Session
 
+from opencoupon.errors import ApiError
 from opencoupon.kit import ids
 from opencoupon.kit.csvcell import csv_cell
 from opencoupon.models import SingleUseBatch
@@ -146,9 +147,13 @@ def spec_of(batch: SingleUseBatch) -> BatchSpec:
 
 def get(session: Session, scope: ColumnElement[bool], raw: str) -> SingleUseBatch | None:
     """The batch `batch_N` within the tenancy scope; None when malformed, unknown or not reachable."""
-    if not raw.startswith(PREFIX) or not raw[len(PREFIX) :].isdigit():
+    if not raw.startswith(PREFIX):
         return None
-    return session.scalar(select(SingleUseBatch).where(SingleUseBatch.id == int(raw[len(PREFIX) :]), scope))
+    try:
+        number = ids.parse_public_id(raw, PREFIX, "batch", ApiError(404, "No such batch."))
+    except ApiError:
+        return None
+    return session.scalar(select(SingleUseBatch).where(SingleUseBatch.id == number, scope))
 
 
 def recent(session: Session, scope: ColumnElement[bool]) -> Sequence[SingleUseBatch]:
