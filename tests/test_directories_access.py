@@ -343,7 +343,8 @@ def test_a_loyalty_card_in_a_members_directory_is_for_its_members(
     assert browser.get(join, headers={"Accept": "application/json"}).status_code == 401
     posted = browser.client.post(f"{join}/join", data={"first_name": "Eve", "email": "eve@example.com"})
     assert posted.status_code == 303
-    assert posted.headers["location"].startswith(f"/d/{code}/login")
+    # After signing in, the browser comes back to the card page (the form's address has no page).
+    assert posted.headers["location"] == f"/d/{code}/login?next={join}"
     holder = create_holder(account, card["id"])
     card_page = urlsplit(holder["url"]).path
     assert second_browser.get(card_page).status_code == 303

@@ -65,9 +65,14 @@ def _not_found(request: Request) -> Response:
     return render_error_page(request, 404, "Directory not found", "There is no directory at this address.")
 
 
-def _login_redirect(request: Request, directory: Directory) -> Response:
+def _login_redirect(request: Request, directory: Directory, item: Campaign | LoyaltyCard) -> Response:
     base = service.directory_path(directory)
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if request.method in ("GET", "HEAD"):
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    else:
+        # After signing in the browser GETs `next`: a form's address (…/join, …/claim) has no
+        # page, so it goes back to the coupon or card, where the form is.
+        target = f"/p/{item.code}" if isinstance(item, Campaign) else f"/l/{item.code}"
     login = f"{base}/login?next={quote(target, safe='/')}"
     if web.wants_json(request):
         return JSONResponse(
@@ -149,7 +154,7 @@ def directory_gate(session: Session, request: Request, item: Campaign | LoyaltyC
     if refused:
         directory, user, access = refused[0]
         return _locked(request, directory, user, access, item)
-    return _login_redirect(request, holders[0])
+    return _login_redirect(request, holders[0], item)
 
 
 gates.register(directory_gate)
