@@ -121,11 +121,11 @@ async def create_batch(request: Request, account: Account = Depends(require_logi
             values["code_type"] if automated else None,
         )
         campaign_id = await run_in_threadpool(_check_batch, request, account, values["campaign"], spec)
+        key, job_id, batch_id = await run_in_threadpool(_queue, request, account, campaign_id, spec)
     except ApiError as err:
         return await run_in_threadpool(_page, request, account, [err.description], 422, values)
     except FormProblem as problem:
         return await run_in_threadpool(_page, request, account, problem.messages, 422, values)
-    key, job_id, batch_id = await run_in_threadpool(_queue, request, account, campaign_id, spec)
     tasks.run_claimed(runtime_of(request), job_id, batch_id)
     return RedirectResponse(f"/dashboard/singleuse/jobs/{key}", status_code=303)
 
@@ -136,7 +136,8 @@ def _queue(
     with api_context(request, account, write=True) as ctx:
         # The batch belongs to the campaign's account (a main account may work in a subaccount's).
         campaign = ctx.session.get(Campaign, campaign_id)
-        assert campaign is not None
+        if campaign is None or campaign.deleted_at is not None:  # deleted since it was checked
+            raise service.campaign_not_found()
         batch, job_id = batches.queue_batch(
             ctx.session,
             campaign.account_id,
