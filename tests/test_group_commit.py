@@ -5,18 +5,21 @@ group never leaves half of itself behind, and two API processes still validate e
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
 from sqlalchemy import func, select, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
 
 from conftest import TEST_SECRET_KEY, LiveServer
 from coupons_fixtures import Acct, bulk_sessions, create_campaign
@@ -25,8 +28,9 @@ from opencoupon.accounts import service as accounts
 from opencoupon.config import Settings
 from opencoupon.coupons.sessions import new_session
 from opencoupon.db.engine import WriteLock
+from opencoupon.db.group import WriteGroup
 from opencoupon.db.migrate import upgrade
-from opencoupon.models import Campaign, CouponSession, Event, Validation
+from opencoupon.models import Account, Campaign, CouponSession, Event, Validation
 from opencoupon.runtime import Runtime
 from serve_process import ServeProcess, serve_env
 from singleuse_fixtures import make_campaign
@@ -336,5 +340,68 @@ def test_a_sqlite_read_transaction_refuses_writes_and_leaves_the_connection_writ
             assert reader.scalar(
                 text("SELECT company_name FROM accounts WHERE id = :id"), {"id": account_id}
             ) == ("Changed")
+    finally:
+        runtime.db.dispose()
+
+
+def test_a_call_that_breaks_the_group_fails_alone(tmp_path: Path) -> None:
+    """A call whose ORM flush fails spoils the group's transaction: it gets its error, the calls
+    that had succeeded before it in the group run again and are stored, a call refused on its own
+    keeps its refusal, and the calls after it are answered too."""
+    url = f"sqlite:///{tmp_path / 'group.db'}"
+    upgrade(url)
+    runtime = Runtime.from_settings(Settings(database_url=url, secret_key=TEST_SECRET_KEY, var_dir=tmp_path))
+    try:
+        with runtime.db.transaction() as session:
+            ids = []
+            for name in ("first", "taken", "last"):
+                account, _secret = accounts.create_account(
+                    session, runtime.keyring, email=f"{name}@example.com", password=None
+                )
+                ids.append(account.id)
+        first, taken, last = ids
+        runs: list[str] = []
+
+        def rename(account_id: int, name: str) -> Callable[[Session], str]:
+            def work(session: Session) -> str:
+                runs.append(name)
+                account = session.get(Account, account_id)
+                assert account is not None
+                account.company_name = name
+                return name
+
+            return work
+
+        def steal_email(session: Session) -> str:
+            runs.append("steal")
+            account = session.get(Account, last)
+            assert account is not None
+            account.email = "taken@example.com"  # unique: the flush fails
+            return "stolen"
+
+        def refuse(session: Session) -> str:
+            runs.append("refuse")
+            account = session.get(Account, taken)
+            assert account is not None
+            account.company_name = "never stored"
+            session.flush()
+            raise ValueError("refused on its own")
+
+        async def run_all() -> list[Any]:
+            group = WriteGroup(runtime.db)
+            calls = [rename(first, "Renamed first"), refuse, steal_email, rename(last, "Renamed last")]
+            return await asyncio.gather(*(group.submit(call) for call in calls), return_exceptions=True)
+
+        renamed, refused, stolen, renamed_last = asyncio.run(run_all())
+        assert (renamed, renamed_last) == ("Renamed first", "Renamed last")
+        assert isinstance(refused, ValueError)
+        assert isinstance(stolen, IntegrityError)
+        # The first call ran twice: once in the broken group, once in the next one.
+        assert runs == ["Renamed first", "refuse", "steal", "Renamed first", "Renamed last"]
+        with runtime.db.read() as reader:
+            names = {row[0]: row[1] for row in reader.execute(select(Account.id, Account.company_name))}
+            emails = set(reader.scalars(select(Account.email)))
+        assert names == {first: "Renamed first", taken: "", last: "Renamed last"}
+        assert emails == {"first@example.com", "taken@example.com", "last@example.com"}
     finally:
         runtime.db.dispose()

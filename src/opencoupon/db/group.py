@@ -64,6 +64,14 @@ class WriteGroup:
         try:
             while self.pending:
                 await self._run_group()
+        except BaseException as exc:
+            # The group could not even start (the lock file, the connection): no caller may be
+            # left waiting for an answer that will never come.
+            while self.pending:
+                _work, future = self.pending.popleft()
+                if not future.done():
+                    future.set_exception(exc)
+            raise
         finally:
             self.draining = None
 
@@ -78,6 +86,7 @@ class WriteGroup:
     async def _run_group(self) -> None:
         await self._take_lock()
         answered: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        done: list[tuple[Work, asyncio.Future[Any]]] = []  # calls that succeeded, not yet committed
         in_flight: asyncio.Future[Any] | None = None  # the call running when the group fails
         lock = self.db.write_lock
         assert lock is not None
@@ -104,20 +113,33 @@ class WriteGroup:
                 else:
                     dbapi.execute("RELEASE SAVEPOINT call")
                     answered.append((future, True, value))
+                    done.append((work, future))
                 in_flight = None
-                # Each call starts from an empty identity map, as in a transaction of its own.
+                # Each call starts from an empty identity map and session.info, as in a
+                # transaction of its own.
                 session.expunge_all()
+                raw.reset_info(session)
                 if not self.pending:
                     await asyncio.sleep(0)  # let the requests that are ready join this group
             session.commit()
         except Exception as exc:  # the group failed: nothing of it was stored
-            session.rollback()
-            answered = [(future, False, exc) for future, _ok, _value in answered]
-            if in_flight is not None:
-                answered.append((in_flight, False, exc))
+            try:
+                session.rollback()
+            finally:
+                if in_flight is None and not answered:
+                    raise  # it failed before any call ran: _drain answers them all with it
+                if in_flight is not None:
+                    # One call broke the transaction (an ORM flush failed): it gets the error,
+                    # the calls that had succeeded run again in the next group, and those
+                    # refused keep their own answer.
+                    failed = {id(future) for future, ok, _value in answered if not ok}
+                    answered = [a for a in answered if id(a[0]) in failed] + [(in_flight, False, exc)]
+                    self.pending.extendleft(reversed(done))
+                else:  # the COMMIT itself failed: every call of the group gets the error
+                    answered = [(future, False, exc) for future, _ok, _value in answered]
         finally:
             session.close()
-        _answer(answered)
+            _answer(answered)
 
 
 class ReadGroup(WriteGroup):

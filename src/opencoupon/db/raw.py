@@ -83,6 +83,15 @@ def dbapi_connection(session: Session) -> Any:
     return dbapi
 
 
+def reset_info(session: Session) -> None:
+    """Forget what the last call kept in `session.info` (a group runs many calls in one session),
+    keeping the driver connection remembered for the transaction."""
+    connection = session.info.get(_DBAPI_KEY)
+    session.info.clear()
+    if connection is not None:
+        session.info[_DBAPI_KEY] = connection
+
+
 def scalar(session: Session, statement: RawStatement, params: dict[str, Any]) -> Any:
     """The first column of the first row, or None."""
     row = execute(session, statement, params).fetchone()
