@@ -11,6 +11,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from opencoupon.accounts import authcache, repository
+from opencoupon.db import raw
 from opencoupon.errors import ApiError, AuthFailed
 from opencoupon.kit import ids
 from opencoupon.kit.clock import utcnow
@@ -108,7 +109,7 @@ def authenticate(session: Session, keyring: Keyring, credentials: Credentials | 
     """The account these credentials belong to, or AuthFailed / error 101."""
     cached = authenticate_cached(keyring, credentials)
     if cached is not None:
-        return session.merge(cached, load=False)
+        return raw.adopt(session, cached)
     assert credentials is not None  # authenticate_cached refuses missing credentials
     now = utcnow()
     digest = keyring.digest(credentials.client_secret)

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from opencoupon.db import raw
 from opencoupon.kit import ids
 from opencoupon.kit.clock import utcnow
+from opencoupon.worker import queue
 
 EVENT_TYPES = (
     "coupon_opened",
@@ -60,8 +61,7 @@ def emit(
         },
     )
     if raw.scalar(session, _HAS_SUBSCRIBER, {"account_id": account_id, "yes": True}) is not None:
-        payload = json.dumps({"event_id": event_id})
-        raw.execute(session, _INSERT_DISPATCH_JOB, {"payload": payload, "now": now})
+        queue.enqueue_fast(session, "event.dispatch", {"event_id": event_id})
     return public_id
 
 
@@ -72,8 +72,4 @@ _INSERT_EVENT = raw.RawStatement(
 _HAS_SUBSCRIBER = raw.RawStatement(
     "SELECT 1 FROM webhook_endpoints WHERE account_id = :account_id AND enabled = :yes "
     "UNION ALL SELECT 1 FROM accounts WHERE id = :account_id AND webhook_endpoint != '' LIMIT 1"
-)
-_INSERT_DISPATCH_JOB = raw.RawStatement(
-    "INSERT INTO jobs (kind, payload, status, attempts, max_attempts, run_at, locked_by, last_error, "
-    "created_at) VALUES ('event.dispatch', :payload, 'queued', 0, 10, :now, '', '', :now)"
 )
