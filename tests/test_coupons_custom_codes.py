@@ -44,15 +44,21 @@ def test_a_long_imported_list_stays_out_of_the_campaign_row(
     usage = info["coupon_info"]["usage_stats"]
     assert (usage["custom_validation_codes"], usage["claimed_custom_validation_codes"]) == ("20000", "3")
 
-    # A new list replaces the old one; three codes were handed out already, so two are used up.
-    updated = account.client.patch(
-        f"/v4/campaigns/{campaign['id']}", json={"custom_codes": ["NEW-1", "NEW-2"]}, headers=account.headers
-    )
-    assert updated.status_code == 200, updated.text
-    assert updated.json()["custom_codes_total"] == 2
-    late = open_session(live_server, campaign["code"])
-    assert_ok(account.call("/v3/couponsession/update", couponsession=late, claim=True))
-    assert session_status(account, late)["own_validation_code"] == ""
+    def replace_list(codes: list[str]) -> str:
+        """Replace the list, then the code the next new session gets."""
+        updated = account.client.patch(
+            f"/v4/campaigns/{campaign['id']}", json={"custom_codes": codes}, headers=account.headers
+        )
+        assert updated.status_code == 200, updated.text
+        assert updated.json()["custom_codes_total"] == len(codes)
+        late = open_session(live_server, campaign["code"])
+        assert_ok(account.call("/v3/couponsession/update", couponsession=late, claim=True))
+        return str(session_status(account, late)["own_validation_code"])
+
+    # A new list continues after the three codes handed out: the next session gets its fourth.
+    assert replace_list([f"NEW-{i}" for i in range(1, 6)]) == "NEW-4"
+    # A list shorter than what was handed out (now four) is used up.
+    assert replace_list(["NEW-1", "NEW-2"]) == ""
     with runtime.db.read() as session:
         codes = session.scalars(
             select(CampaignCustomCode.code)

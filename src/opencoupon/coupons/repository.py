@@ -208,6 +208,18 @@ def replace_custom_codes(session: Session, campaign_id: int, codes: list[str]) -
         )
 
 
+def next_custom_code_exists() -> ColumnElement[bool]:
+    """For a statement on `campaigns`: its imported list has a code after those handed out."""
+    return (
+        select(CampaignCustomCode.position)
+        .where(
+            CampaignCustomCode.campaign_id == Campaign.id,
+            CampaignCustomCode.position == Campaign.custom_codes_issued + 1,
+        )
+        .exists()
+    )
+
+
 def custom_code_at(session: Session, campaign_id: int, position: int) -> str | None:
     """The imported code at `position` (1 is the first), None past the end of the list."""
     return session.scalar(

@@ -357,8 +357,9 @@ def _assign_custom_code(session: Session, campaign: Campaign, row: CouponSession
     mode = (campaign.settings or {}).get("custom_code_mode", "none")
     if mode == "none" or row.custom_validation_code:
         return
-    imported = int((campaign.settings or {}).get("custom_codes_count") or 0)
-    guard = Campaign.custom_codes_issued < imported if mode == "imported" else Campaign.id == campaign.id
+    # An imported list: only while a code follows the ones handed out (read in the same statement,
+    # so a list replaced meanwhile counts as it is now).
+    guard = repository.next_custom_code_exists() if mode == "imported" else Campaign.id == campaign.id
     issued = session.execute(
         update(Campaign)
         .where(Campaign.id == campaign.id, guard)
@@ -370,9 +371,7 @@ def _assign_custom_code(session: Session, campaign: Campaign, row: CouponSession
         return  # the imported list is used up; the session still validates by PIN or widget code
     set_committed_value(campaign, "custom_codes_issued", issued)
     if mode == "imported":
-        code = repository.custom_code_at(session, campaign.id, issued)
-        if code is None:
-            return  # the list was replaced by a shorter one meanwhile: used up
+        code = repository.custom_code_at(session, campaign.id, issued) or ""
     else:
         code = ids.random_code(GENERATED_CODE_LENGTH, ids.UNAMBIGUOUS)
     session.execute(
