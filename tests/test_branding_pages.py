@@ -17,6 +17,7 @@ from coupons_fixtures import bulk_sessions, create_campaign, open_session
 from dashboard_fixtures import post_form, signed_in
 from directories_fixtures import create_directory
 from loyalty_fixtures import create_card, create_holder
+from opencoupon import branding
 from opencoupon.loyalty.pages import pin_guard
 from opencoupon.models import Account
 from opencoupon.runtime import Runtime
@@ -292,6 +293,11 @@ def test_a_change_shows_on_the_next_page_view(
 
 def _statements(runtime: Runtime, web: httpx2.Client, path: str) -> int:
     """How many SQL statements the server ran to answer GET `path`."""
+    return len(_statement_texts(runtime, web, path))
+
+
+def _statement_texts(runtime: Runtime, web: httpx2.Client, path: str) -> list[str]:
+    """The SQL statements (through SQLAlchemy) the server ran to answer GET `path`."""
     seen: list[str] = []
 
     def count(*args: object) -> None:
@@ -303,7 +309,7 @@ def _statements(runtime: Runtime, web: httpx2.Client, path: str) -> int:
         assert answer.status_code == 200, answer.text
     finally:
         event.remove(runtime.db.engine, "before_cursor_execute", count)
-    return len(seen)
+    return seen
 
 
 def test_branding_costs_no_query_on_the_coupon_page(
@@ -327,5 +333,19 @@ def test_branding_costs_no_query_on_the_coupon_page(
                 web.get(path)
             counts[str(owner.id)] = [_statements(runtime, web, path) for path in paths]
             assert ("brand-logo" in web.get(paths[0]).text) is (owner is account)
+        if owner is account:
+            coupon_page, card_page = paths[0], paths[1]
     assert counts[str(account.id)] == counts[str(other_account.id)]
     assert all(n > 0 for n in counts[str(account.id)])
+
+    # With the cache empty: the coupon page still reads no brand of its own; a card page reads it
+    # once (its two columns), and not again on the next view.
+    def brand_reads(statements: list[str]) -> int:
+        return sum(s.startswith("SELECT accounts.branding, accounts.company_name") for s in statements)
+
+    with httpx2.Client(base_url=live_server.url, timeout=30) as web:
+        branding.clear_cache()
+        assert brand_reads(_statement_texts(runtime, web, coupon_page)) == 0
+        branding.clear_cache()
+        assert brand_reads(_statement_texts(runtime, web, card_page)) == 1
+        assert brand_reads(_statement_texts(runtime, web, card_page)) == 0

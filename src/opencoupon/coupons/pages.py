@@ -25,7 +25,7 @@ from opencoupon.errors import ApiError, error_body
 from opencoupon.kit import ids
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.crypto import token
-from opencoupon.models import Campaign, CouponSession
+from opencoupon.models import Account, Campaign, CouponSession
 from opencoupon.pages import render, render_error_page
 from opencoupon.runtime import Runtime
 from opencoupon.web import wants_json
@@ -153,6 +153,9 @@ def _session_context(
     notice: str = "",
     error: str = "",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    # Held for the whole function: the session's identity map keeps objects only while they are
+    # referenced, and the time zone, the brand and the answer's data all read this row.
+    owner = s.get(Account, campaign.account_id)
     tz = service.account_zone(s, campaign.account_id)
     word = service.state(campaign, row, tz, now)
     limit = expiry.session_expiry(campaign, row, tz)
@@ -160,8 +163,7 @@ def _session_context(
     path = session_path(campaign, row)
     context = {
         "title": campaign.title or campaign.name,
-        # account_zone has just loaded the account row: the brand costs no query here.
-        "brand": branding.for_account(s, campaign.account_id),
+        "brand": branding.page_brand(owner.branding, owner.company_name) if owner else None,
         "campaign": campaign,
         "row": row,
         "state": word,
