@@ -221,11 +221,24 @@ def test_order_campaigns_and_cards_in_a_directory(
         for item in (f"cam_{outsider.id}", "cam_999999999", "nonsense"):
             assert post_form(web, path, f"{path}/campaigns/{item}/up", {}).status_code == 404
         assert post_form(web, path, f"{path}/cards/999999999/up", {}).status_code == 404
+
+        # A deleted campaign stays in the directory's rows but is shown and ordered nowhere: its
+        # neighbours move past it, and it is still there (not silently dropped) afterwards.
+        deleted = account.client.delete(f"/v4/campaigns/cam_{deals['One'].id}", headers=account.headers)
+        assert deleted.is_success, deleted.text
+        page = web.get(path).text
+        assert f'data-campaign="cam_{deals["One"].id}"' not in page
+        assert f"{path}/campaigns/cam_{deals['Three'].id}/up" not in page  # first of the others now
+        assert post_form(web, path, f"{path}/campaigns/cam_{deals['Two'].id}/up", {}).status_code == 303
+        assert _order(account, directory["id"]) == ["Two", "Four", "Three"]
+        post_form(web, path, f"{path}/campaigns/cam_{deals['Two'].id}/down", {})
+        held = [c["id"] for c in v4(account, "GET", f"/v4/directory/{directory['id']}").json()["campaigns"]]
+        assert f"cam_{deals['One'].id}" in held
     with signed_in(live_server.url, other_account.email) as stranger:
         refused = post_form(stranger, LISTING, f"{path}/campaigns/cam_{deals['Three'].id}/down", {})
         assert refused.status_code == 404
         assert post_form(stranger, LISTING, f"{path}/cards/{cards[0]['id']}/down", {}).status_code == 404
-    assert _order(account, directory["id"]) == ["Four", "Two", "One", "Three"]
+    assert _order(account, directory["id"]) == ["Four", "Two", "Three"]
 
 
 def test_delete_a_directory_asks_first(

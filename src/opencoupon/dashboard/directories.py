@@ -86,6 +86,7 @@ def _directory_context(request: Request, account: Account, public_id: str) -> di
             for c in repository.campaigns_by_id(
                 ctx.session, [int(item["id"][4:]) for item in info["campaigns"]]
             ).values()
+            if c.deleted_at is None
         }
         users = [
             service.user_v4(directory, u, ctx.now)
@@ -93,8 +94,10 @@ def _directory_context(request: Request, account: Account, public_id: str) -> di
                 ctx.session, directory.id, (page_no - 1) * USERS_PAGE, USERS_PAGE + 1
             )
         ]
+    # A deleted campaign stays in the directory's rows but is shown nowhere (nor ordered here).
+    info["campaigns"] = [item for item in info["campaigns"] if item["id"] in names]
     for item in info["campaigns"]:
-        item["name"] = names.get(item["id"], item["id"])
+        item["name"] = names[item["id"]]
         category = item["category"]
         item["category_path"] = paths.get(int(category[4:]), "") if category else ""
     # As the consumer page shows them: featured first, then in the directory's order.

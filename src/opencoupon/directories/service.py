@@ -259,9 +259,9 @@ def set_loyalty_cards(ctx: ApiContext, directory: Directory, raw_ids: list[str])
 
 def move_item(ctx: ApiContext, directory: Directory, kind: str, item_id: int, step: int) -> bool:
     """Swap a campaign (or loyalty card) with its neighbour in the order the directory shows
-    them, and store that order through set_campaigns / set_loyalty_cards (as a v4 PATCH with the
-    reordered list would). Campaigns show featured first, so a campaign moves among the campaigns
-    with the same featured flag. False when there is nowhere to move."""
+    them, and number the shown ones 0, 1, 2, … in that order (rows of deleted campaigns, shown
+    nowhere, are left as they are). Campaigns show featured first, so a campaign moves among the
+    campaigns with the same featured flag. False when there is nowhere to move."""
     if kind == "campaign":
         rows = [
             row for row, _campaign in repository.campaign_items(ctx.session, directory.id, visible_only=False)
@@ -275,10 +275,8 @@ def move_item(ctx: ApiContext, directory: Directory, kind: str, item_id: int, st
     if step not in (-1, 1) or not 0 <= other < len(rows) or rows[other].featured != rows[index].featured:
         return False
     rows[index], rows[other] = rows[other], rows[index]
-    if kind == "campaign":
-        set_campaigns(ctx, directory, [CampaignItemSpec(id=f"cam_{row.item_id}") for row in rows])
-    else:
-        set_loyalty_cards(ctx, directory, [str(row.item_id) for row in rows])
+    for position, row in enumerate(rows):
+        row.position = position
     directory.updated_at = ctx.now
     ctx.session.flush()
     return True
