@@ -51,11 +51,15 @@ class ServeProcess:
         self.base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode} before answering")
             try:
                 if httpx2.get(self.base + "/healthz", timeout=1).status_code == 200:
                     return self.base
             except httpx2.HTTPError:
-                time.sleep(0.1)
+                pass
+            time.sleep(0.1)
+        self.stop()
         raise RuntimeError("server did not start")
 
     def kill(self) -> None:

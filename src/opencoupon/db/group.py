@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from opencoupon.db import raw
@@ -156,10 +157,13 @@ class ReadGroup(WriteGroup):
                     answered.append((future, True, work(session)))
                 except Exception as exc:
                     answered.append((future, False, exc))
-                    # A read that failed in the database must not spoil the next ones.
-                    session.rollback()
-                    session.begin()
+                    if isinstance(exc, SQLAlchemyError):
+                        # A read that failed in the database must not spoil the next ones (a call
+                        # refusing on its own, e.g. an unknown code, leaves the transaction as it is).
+                        session.rollback()
+                        session.begin()
                 session.expunge_all()
+                raw.reset_info(session)
             session.commit()
         except Exception as exc:
             session.rollback()
