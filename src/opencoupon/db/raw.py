@@ -6,7 +6,11 @@ A `RawStatement` is plain SQL with `:name` parameters, kept in both drivers' sty
 the DBAPI connection of the caller's transaction: same connection, same transaction, same write
 lock as everything else the call does. Values are stored exactly as SQLAlchemy stores them (on
 SQLite: datetimes as `YYYY-MM-DD HH:MM:SS.ffffff` text, decimals as floats, booleans as 0/1), so
-ORM reads of these rows see no difference."""
+ORM reads of these rows see no difference.
+
+Unlike `session.execute`, a raw statement does not autoflush: pending ORM changes of the same
+transaction are not in the database yet when it runs (call `session.flush()` first if they must be).
+The hot paths change rows through raw statements and `set_committed_value`, so they have none."""
 
 from __future__ import annotations
 
