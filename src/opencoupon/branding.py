@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, object_session
 from sqlalchemy.orm.util import identity_key
 
+from opencoupon.accounts.authcache import MISSING, AccountCache
 from opencoupon.models import Account
 
 if TYPE_CHECKING:
@@ -149,20 +148,9 @@ def page_brand(branding_json: str, company: str) -> PageBrand | None:
 
 
 # A page usually already holds the account row (the coupon page reads its time zone). Other pages
-# take the brand from a short per-process cache, as authcache does for API keys: a change made
-# in this process clears it at once (flush hook below); one made by another process shows within
-# TTL_SECONDS.
-TTL_SECONDS = 5.0
-MAX_ENTRIES = 10_000
-_cache: dict[int, tuple[float, PageBrand | None]] = {}
-_lock = threading.Lock()
-
-
-def _cached(account_id: int) -> tuple[bool, PageBrand | None]:
-    hit = _cache.get(account_id)
-    if hit is not None and hit[0] > time.monotonic():
-        return True, hit[1]
-    return False, None
+# take the brand from a short per-process cache (accounts/authcache.py): a change made in this
+# process clears it at once, one made by another process shows within a few seconds.
+_brands: AccountCache[int, PageBrand | None] = AccountCache(Account)
 
 
 def for_account(session: Session, account_id: int) -> PageBrand | None:
@@ -170,17 +158,14 @@ def for_account(session: Session, account_id: int) -> PageBrand | None:
     loaded = session.identity_map.get(identity_key(Account, account_id))
     if isinstance(loaded, Account):
         return page_brand(loaded.branding, loaded.company_name)
-    found, brand = _cached(account_id)
-    if found:
-        return brand
+    cached = _brands.get(account_id)
+    if cached is not MISSING:
+        return cached
     row = session.execute(
         select(Account.branding, Account.company_name).where(Account.id == account_id)
     ).first()
     brand = page_brand(row.branding, row.company_name) if row is not None else None
-    with _lock:
-        if len(_cache) >= MAX_ENTRIES:
-            _cache.clear()
-        _cache[account_id] = (time.monotonic() + TTL_SECONDS, brand)
+    _brands.put(account_id, brand)
     return brand
 
 
@@ -197,21 +182,12 @@ def of(runtime: Runtime, owned: Owned) -> PageBrand | None:
     session = object_session(owned)
     if session is not None:
         return for_account(session, owned.account_id)
-    found, brand = _cached(owned.account_id)
-    if found:
-        return brand
+    cached = _brands.get(owned.account_id)
+    if cached is not MISSING:
+        return cached
     with runtime.db.read() as fresh:
         return for_account(fresh, owned.account_id)
 
 
 def clear_cache() -> None:
-    with _lock:
-        _cache.clear()
-
-
-@event.listens_for(Session, "after_flush")
-def _clear_on_account_change(session: Session, _context: Any) -> None:
-    for obj in (*session.new, *session.dirty, *session.deleted):
-        if isinstance(obj, Account):
-            clear_cache()
-            return
+    _brands.clear()

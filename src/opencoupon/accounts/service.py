@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 from dataclasses import dataclass
 
 from sqlalchemy import update
@@ -97,8 +96,10 @@ def authenticate_cached(keyring: Keyring, credentials: Credentials | None) -> Ac
     if credentials is None or not credentials.client_id or not credentials.client_secret:
         raise AuthFailed
     now = utcnow()
-    cached = authcache.get(credentials.client_id, keyring.digest(credentials.client_secret))
-    if cached is None or (cached.secret_expires_at is not None and cached.secret_expires_at <= now):
+    cached = authcache.authentications.get((credentials.client_id, keyring.digest(credentials.client_secret)))
+    if cached is authcache.MISSING:
+        return None
+    if cached.secret_expires_at is not None and cached.secret_expires_at <= now:
         return None
     _check_usable(cached.account, now)
     _check_usable_parent(cached.parent_blocked, cached.parent_expiry, now)
@@ -129,15 +130,13 @@ def authenticate(session: Session, keyring: Keyring, credentials: Credentials | 
         _check_usable_parent(parent.blocked, parent.expiry_date, now)
     snapshot = Account(**{c.key: getattr(account, c.key) for c in Account.__table__.columns})
     make_transient_to_detached(snapshot)
-    authcache.put(
-        credentials.client_id,
-        digest,
+    authcache.authentications.put(
+        (credentials.client_id, digest),
         authcache.CachedAuth(
             account=snapshot,
             parent_blocked=parent.blocked if parent else False,
             parent_expiry=parent.expiry_date if parent else None,
             secret_expires_at=matched.expires_at,
-            valid_until=time.monotonic() + authcache.TTL_SECONDS,
         ),
     )
     return account
