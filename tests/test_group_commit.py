@@ -6,6 +6,7 @@ group never leaves half of itself behind, and two API processes still validate e
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -403,5 +404,102 @@ def test_a_call_that_breaks_the_group_fails_alone(tmp_path: Path) -> None:
             emails = set(reader.scalars(select(Account.email)))
         assert names == {first: "Renamed first", taken: "", last: "Renamed last"}
         assert emails == {"first@example.com", "taken@example.com", "last@example.com"}
+    finally:
+        runtime.db.dispose()
+
+
+def test_a_group_whose_commit_fails_stores_nothing_and_answers_every_call_with_the_error(
+    tmp_path: Path,
+) -> None:
+    """One call defers the foreign keys and points an account at a parent that does not exist: its
+    own work succeeds (the violation is only checked at COMMIT), and so do the calls around it.
+    The COMMIT fails: every call of the group gets that error, none of their writes is stored, and
+    the write lock and the pooled connection are free for the next group, which commits."""
+    url = f"sqlite:///{tmp_path / 'group.db'}"
+    upgrade(url)
+    runtime = Runtime.from_settings(Settings(database_url=url, secret_key=TEST_SECRET_KEY, var_dir=tmp_path))
+    try:
+        with runtime.db.transaction() as session:
+            ids = []
+            for name in ("first", "orphan", "last"):
+                account, _secret = accounts.create_account(
+                    session, runtime.keyring, email=f"{name}@example.com", password=None
+                )
+                ids.append(account.id)
+        first, orphan, last = ids
+        missing_parent = max(ids) + 1000
+        runs: list[str] = []
+
+        def rename(account_id: int, name: str) -> Callable[[Session], str]:
+            def work(session: Session) -> str:
+                runs.append(name)
+                account = session.get(Account, account_id)
+                assert account is not None
+                account.company_name = name
+                return name
+
+            return work
+
+        def adopt_by_missing_parent(session: Session) -> str:
+            runs.append("orphan")
+            session.execute(text("PRAGMA defer_foreign_keys = ON"))
+            account = session.get(Account, orphan)
+            assert account is not None
+            account.company_name = "Orphaned"
+            account.parent_id = missing_parent  # no such account: checked only at COMMIT
+            return "adopted"
+
+        async def run_group() -> list[Any]:
+            group = WriteGroup(runtime.db)
+            calls = [rename(first, "Renamed first"), adopt_by_missing_parent, rename(last, "Renamed last")]
+            return await asyncio.gather(*(group.submit(call) for call in calls), return_exceptions=True)
+
+        results = asyncio.run(run_group())
+        # Each call ran once and succeeded on its own: only the COMMIT failed, and all of them
+        # were answered with that failure (none was run again in another group).
+        assert runs == ["Renamed first", "orphan", "Renamed last"]
+        # The COMMIT is issued by the engine's commit listener, so the error is the driver's own.
+        failed = (IntegrityError, sqlite3.IntegrityError)
+        assert all(isinstance(result, failed) for result in results), results
+        assert all("FOREIGN KEY constraint failed" in str(result) for result in results), results
+        with runtime.db.read() as reader:
+            rows = {
+                row[0]: (row[1], row[2])
+                for row in reader.execute(select(Account.id, Account.company_name, Account.parent_id))
+            }
+        assert rows == {first: ("", None), orphan: ("", None), last: ("", None)}
+
+        # The group released the write lock and its connection: the next group commits, and its
+        # connection checks foreign keys again at once (the deferral ended with the failed group).
+        async def run_next() -> list[Any]:
+            group = WriteGroup(runtime.db)
+
+            def adopt_by_first(session: Session) -> str:
+                account = session.get(Account, orphan)
+                assert account is not None
+                account.parent_id = first
+                return "adopted"
+
+            def adopt_by_missing(session: Session) -> str:
+                account = session.get(Account, last)
+                assert account is not None
+                account.parent_id = missing_parent
+                return "adopted"
+
+            calls = [rename(first, "Renamed again"), adopt_by_first, adopt_by_missing]
+            return await asyncio.gather(*(group.submit(call) for call in calls), return_exceptions=True)
+
+        renamed, adopted, refused = asyncio.run(run_next())
+        assert (renamed, adopted) == ("Renamed again", "adopted")
+        assert isinstance(refused, IntegrityError), refused
+        with runtime.db.read() as reader:
+            rows = {
+                row[0]: (row[1], row[2])
+                for row in reader.execute(select(Account.id, Account.company_name, Account.parent_id))
+            }
+        assert rows == {first: ("Renamed again", None), orphan: ("", first), last: ("", None)}
+        assert runtime.db.write_lock is not None
+        assert runtime.db.write_lock.acquire(blocking=False), "the failed group kept the write lock"
+        runtime.db.write_lock.release()
     finally:
         runtime.db.dispose()
