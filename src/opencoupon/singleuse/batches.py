@@ -26,6 +26,9 @@ from opencoupon.singleuse.service import BatchSpec
 from opencoupon.worker.queue import enqueue_many
 
 KIND = "singleuse.batch"
+# A failure is recorded on the batch row by the handler, so the job itself is not retried; more
+# attempts only serve a process that died during one.
+MAX_ATTEMPTS = 5
 PREFIX = "batch_"
 # Finished batches (and their links) are kept this long; older ones go when the account starts
 # another one.
@@ -101,10 +104,8 @@ def queue_batch(
     )
     session.add(batch)
     session.flush()
-    # A failure is recorded on the batch row by the handler, so the job itself is not retried;
-    # more attempts only serve a process that died during one.
     [job_id] = enqueue_many(
-        session, KIND, [{"batch": batch.id}], claimed_by=runner, lease=lease, max_attempts=5
+        session, KIND, [{"batch": batch.id}], claimed_by=runner, lease=lease, max_attempts=MAX_ATTEMPTS
     )
     batch.job_id = job_id
     session.flush()

@@ -18,11 +18,11 @@ from sqlalchemy import select
 
 from opencoupon.errors import ApiError
 from opencoupon.kit.clock import utcnow
-from opencoupon.models import Job, SingleUseBatch
+from opencoupon.models import SingleUseBatch
 from opencoupon.runtime import Runtime
 from opencoupon.singleuse import batches, repository, service
 from opencoupon.worker.registry import task
-from opencoupon.worker.runner import finish_jobs
+from opencoupon.worker.runner import finish_first_attempts
 
 log = logging.getLogger("opencoupon.singleuse")
 
@@ -120,14 +120,15 @@ def run_claimed(runtime: Runtime, job_id: int, batch_id: int) -> threading.Threa
     (`opencoupon worker`, or the runner in `opencoupon serve` on SQLite) runs the job."""
 
     def work() -> None:
-        job = Job(id=job_id, kind=batches.KIND, attempts=1, max_attempts=5, run_at=utcnow())
         outcome: BaseException | None = None
         try:
             run_batch(runtime, {"batch": batch_id})
         except Exception as exc:
             outcome = exc
         try:
-            finish_jobs(runtime, PROCESS_RUNNER, [(job, outcome)])
+            finish_first_attempts(
+                runtime, PROCESS_RUNNER, batches.KIND, [(job_id, outcome)], max_attempts=batches.MAX_ATTEMPTS
+            )
         except Exception:
             # The lease runs out and a worker claims the job; the batch row says it is done.
             log.exception("could not record single-use batch job %s", job_id)

@@ -25,6 +25,7 @@ ENDPOINT_NOT_FOUND = ApiError(509, "Webhook not found.")
 EVENT_NOT_FOUND = ApiError(509, "Webhook not found.")
 EVENT_ID = re.compile(r"^evt_[A-Za-z0-9]{20}$")
 DELIVER = "webhook.deliver"
+DELIVER_MAX_ATTEMPTS = 10  # of the job; a message's own retry schedule is kept on the message
 DEFAULT_GRACE_HOURS = 24
 MAX_GRACE_HOURS = 24 * 7
 
@@ -78,7 +79,7 @@ def queue_delivery(session: Session, endpoint: WebhookEndpoint, event: Event, no
         found.round_attempts = 0
         found.next_attempt_at = now
         found.updated_at = now
-    enqueue(session, DELIVER, {"message_id": found.id}, run_at=now)
+    enqueue(session, DELIVER, {"message_id": found.id}, run_at=now, max_attempts=DELIVER_MAX_ATTEMPTS)
     return True
 
 

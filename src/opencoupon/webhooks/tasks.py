@@ -23,7 +23,6 @@ from opencoupon.kit.crypto import Keyring
 from opencoupon.models import (
     Account,
     Event,
-    Job,
     WebhookAttempt,
     WebhookEndpoint,
     WebhookMessage,
@@ -34,7 +33,7 @@ from opencoupon.webhooks import repository, service, signing
 from opencoupon.webhooks.outbound import Request, Response, outbound_for
 from opencoupon.worker.queue import enqueue_many
 from opencoupon.worker.registry import BatchItems, BatchOutcomes, Retry, batch_task, worker_name
-from opencoupon.worker.runner import finish_jobs
+from opencoupon.worker.runner import finish_first_attempts
 
 log = logging.getLogger("opencoupon.webhooks")
 
@@ -144,17 +143,25 @@ def dispatch(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
             runner = worker_name()
             lease = dt.timedelta(seconds=runtime.settings.worker_lease_seconds)
             job_ids = enqueue_many(
-                session, service.DELIVER, payloads, run_at=now, claimed_by=runner, lease=lease
+                session,
+                service.DELIVER,
+                payloads,
+                run_at=now,
+                claimed_by=runner,
+                lease=lease,
+                max_attempts=service.DELIVER_MAX_ATTEMPTS,
             )
     if messages and runner:
         first = list(zip(job_ids, payloads, strict=True))
         try:
             outcomes = deliver(runtime, first)
-            jobs = [
-                Job(id=job_id, kind=service.DELIVER, attempts=1, max_attempts=10, run_at=now)
-                for job_id, _ in first
-            ]
-            finish_jobs(runtime, runner, [(job, outcomes.get(job.id)) for job in jobs])
+            finish_first_attempts(
+                runtime,
+                runner,
+                service.DELIVER,
+                [(job_id, outcomes.get(job_id)) for job_id, _ in first],
+                max_attempts=service.DELIVER_MAX_ATTEMPTS,
+            )
         except Exception:
             # The fan-out is committed; these jobs are claimed again when their lease runs out.
             log.exception("first delivery attempt of %d messages failed", len(first))

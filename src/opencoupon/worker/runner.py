@@ -75,6 +75,27 @@ def outcome_values(job: Job, outcome: BaseException | None) -> dict[str, Any]:
     }
 
 
+def finish_first_attempts(
+    runtime: Runtime,
+    name: str,
+    kind: str,
+    outcomes: list[tuple[int, BaseException | None]],
+    *,
+    max_attempts: int,
+) -> None:
+    """Record how the first attempt of jobs went that were enqueued already claimed by runner
+    `name` (`enqueue_many(claimed_by=...)`, with `max_attempts`) and run at once by it."""
+    now = utcnow()
+    finish_jobs(
+        runtime,
+        name,
+        [
+            (Job(id=job_id, kind=kind, attempts=1, max_attempts=max_attempts, run_at=now), outcome)
+            for job_id, outcome in outcomes
+        ],
+    )
+
+
 def finish_jobs(runtime: Runtime, name: str, results: list[tuple[Job, BaseException | None]]) -> None:
     """Record every outcome in one transaction (Core statements: no ORM bookkeeping per row)."""
     if not results:
