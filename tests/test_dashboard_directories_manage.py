@@ -148,6 +148,34 @@ def test_order_categories_up_and_down(live_server: LiveServer, account: TestAcco
     assert _tree_names(account) == ["Charlie", "Alpha", ("Bravo", ["Sub two", "Sub one"])]
 
 
+def test_every_view_lists_the_tree_in_the_same_order(
+    live_server: LiveServer, account: TestAccount, runtime: Runtime
+) -> None:
+    """Siblings by position, then name whatever its case: the API's tree, the dashboard's tree,
+    and the directory page's sections and category filter show the same order."""
+    beta = create_category(account, "Beta")
+    alpha = create_category(account, "alpha")
+    mid = create_category(account, "mid", alpha["id"])
+    last_by_name = create_category(account, "Zz", alpha["id"])
+    assert v4(account, "PATCH", f"/v4/categories/{mid['id']}", position=2).status_code == 200
+    assert v4(account, "PATCH", f"/v4/categories/{last_by_name['id']}", position=1).status_code == 200
+    assert _tree_names(account) == [("alpha", ["Zz", "mid"]), "Beta"]
+    in_order = [c["id"] for c in (alpha, last_by_name, mid, beta)]
+
+    def order_on(page: str, attribute: str) -> list[str]:
+        return [i for _, i in sorted((page.index(f'{attribute}="{i}"'), i) for i in in_order)]
+
+    with signed_in(live_server.url, account.email) as web:
+        assert order_on(web.get(LISTING).text, "data-category") == in_order
+    deals = {c["id"]: make_campaign(runtime, account.id, f"Deal {c['name']}") for c in (beta, mid, alpha)}
+    book = create_directory(
+        account, campaigns=[{"id": f"cam_{deal.id}", "category": cat} for cat, deal in deals.items()]
+    )
+    answer = account.client.get(f"/d/{book['code']}", headers={"Accept": "application/json"})
+    assert [s["title"] for s in answer.json()["sections"]] == ["alpha", "alpha > mid", "Beta"]
+    assert order_on(account.client.get(f"/d/{book['code']}").text, "option value") == in_order
+
+
 def _order(acc: TestAccount, directory: str) -> list[str]:
     """The directory's campaigns as the API lists them (featured first, then the order)."""
     body = assert_ok(acc.call("/v3/directory/campaigns", directory=directory))

@@ -168,7 +168,7 @@ def _sections(
 ) -> list[dict[str, Any]]:
     """Featured first, then one section per category in tree order, then the uncategorised."""
     paths = service.paths_of(categories)
-    order = [node["ID"] for node in _flatten(service.build_tree(categories))]
+    order = [service.cat_id(c.id) for c in service.tree_order(categories)]
 
     def card(row: Any, campaign: Campaign) -> dict[str, Any]:
         return {
@@ -202,14 +202,6 @@ def _sections(
     if rest:
         sections.append({"title": "More coupons", "category": "", "items": rest})
     return sections
-
-
-def _flatten(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for node in nodes:
-        out.append(node)
-        out.extend(_flatten(node["subcategories"]))
-    return out
 
 
 def _with_descendants(categories: list[Category], root: int) -> list[int]:
@@ -250,9 +242,7 @@ def directory_page(request: Request, code: str, q: str = "", category: str = "")
         sections = _sections(pairs, categories, base)
         cards = _loyalty_cards(session, directory)
         paths = service.paths_of(categories)
-        options = [
-            {"id": node["ID"], "label": node["path"]} for node in _flatten(service.build_tree(categories))
-        ]
+        options = [{"id": service.cat_id(c.id), "label": paths[c.id]} for c in service.tree_order(categories)]
         message = reason_text(access, user) if not access.granted else ""
         pay_url = _pay_url(directory, user, access)
         if web.wants_json(request):

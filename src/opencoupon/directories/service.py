@@ -541,15 +541,17 @@ def sibling_key(c: Category) -> tuple[int, str, int]:
 
 
 def tree_order(rows: list[Category]) -> list[Category]:
-    """Categories depth first: each parent followed by its subcategories, siblings in order."""
+    """Categories depth first: each parent followed by its subcategories, siblings in order
+    (sibling_key). A category whose parent is not among `rows` counts as top level. The one walk
+    of the tree: the v3 tree (build_tree), the dashboard and the directory pages all use it."""
     by_parent: dict[int | None, list[Category]] = {}
     known = {c.id for c in rows}
-    for c in rows:
+    for c in sorted(rows, key=sibling_key):
         by_parent.setdefault(c.parent_id if c.parent_id in known else None, []).append(c)
     out: list[Category] = []
 
     def walk(parent_id: int | None) -> None:
-        for c in sorted(by_parent.get(parent_id, []), key=sibling_key):
+        for c in by_parent.get(parent_id, []):
             out.append(c)
             walk(c.id)
 
@@ -636,14 +638,14 @@ def category_tree_v3(ctx: ApiContext) -> list[dict[str, Any]]:
 
 
 def build_tree(rows: list[Category]) -> list[dict[str, Any]]:
+    """The v3 tree: nested nodes in tree_order (a parent always comes before its subcategories)."""
     paths = paths_of(rows)
-    nodes = {c.id: {**_node_v3(c, paths[c.id]), "subcategories": []} for c in rows}
+    nodes: dict[int, dict[str, Any]] = {}
     roots: list[dict[str, Any]] = []
-    for c in sorted(rows, key=sibling_key):
-        if c.parent_id and c.parent_id in nodes:
-            nodes[c.parent_id]["subcategories"].append(nodes[c.id])
-        else:
-            roots.append(nodes[c.id])
+    for c in tree_order(rows):
+        node = nodes[c.id] = {**_node_v3(c, paths[c.id]), "subcategories": []}
+        parent = nodes.get(c.parent_id) if c.parent_id else None
+        (parent["subcategories"] if parent else roots).append(node)
     return roots
 
 
