@@ -5,11 +5,14 @@ server-side validation and CSRF."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+
+import httpx2
 
 from conftest import LiveServer, TestAccount
 from dashboard_fixtures import PASSWORD, YES, post_form, signed_in
 from foundation_fixtures import browser, sign_in
-from helpers import assert_ok
+from helpers import assert_error, assert_ok
 
 SUBS = "/dashboard/subaccounts"
 
@@ -142,3 +145,52 @@ def test_account_secret_rotation_timezone_and_branding(live_server: LiveServer, 
         assert 'value="#112233"' in shown
         assert "logo.png" in shown
         assert web.post(f"{page}/settings", data={"timezone": "UTC"}).status_code == 403
+
+
+def _shown_secret(response: httpx2.Response) -> str:
+    """The new API secret on the page a confirmed rotation answers."""
+    assert response.status_code == 200, response.text
+    match = re.search(r'id="secret" class="dash-secret" readonly value="([^"]+)"', response.text)
+    assert match, response.text
+    return match.group(1)
+
+
+def test_rotation_without_grace_hands_the_api_over_to_the_shown_secret(
+    live_server: LiveServer, account: TestAccount, remember_secret: Callable[[str], None]
+) -> None:
+    """A browser without JavaScript posts the rotate form, confirmed, with no grace period: the
+    secret shown (on that page only) works on the v3 API at once and the old one gets the vendor's
+    auth error, even though it was just used. Rotating again that way revokes the secret shown
+    the first time. A confirmed post without the CSRF token, or from a signed-out browser,
+    rotates nothing."""
+    page = "/dashboard/account"
+
+    def v3(api: httpx2.Client, secret: str) -> httpx2.Response:
+        headers = {"X-Client-Id": account.client_id, "X-Client-Secret": secret}
+        return api.post("/v3/subaccount/list", json={}, headers=headers)
+
+    old = account.client_secret
+    with signed_in(live_server.url, account.email) as web, browser(live_server.url) as api:
+        assert_ok(v3(api, old))
+        forged = web.post(f"{page}/rotate", data={"grace_hours": "0", **YES})
+        assert forged.status_code == 403
+        assert 'id="secret"' not in forged.text
+        with browser(live_server.url) as stranger:
+            signed_out = stranger.post(f"{page}/rotate", data={"grace_hours": "0", **YES})
+            assert signed_out.status_code == 303
+            assert signed_out.headers["location"].startswith("/dashboard/login")
+        assert_ok(v3(api, old))
+
+        first = _shown_secret(post_form(web, page, f"{page}/rotate", {"grace_hours": "0", **YES}))
+        remember_secret(first)
+        assert first != old
+        assert_ok(v3(api, first))
+        assert_error(v3(api, old), 401, 1000)
+        assert first not in web.get(page).text  # shown once
+
+        second = _shown_secret(post_form(web, page, f"{page}/rotate", {"grace_hours": "0", **YES}))
+        remember_secret(second)
+        assert second not in (first, old)
+        assert_ok(v3(api, second))
+        assert_error(v3(api, first), 401, 1000)
+        assert_error(v3(api, old), 401, 1000)
