@@ -341,6 +341,9 @@ def test_a_sqlite_read_transaction_refuses_writes_and_leaves_the_connection_writ
             assert reader.scalar(
                 text("SELECT company_name FROM accounts WHERE id = :id"), {"id": account_id}
             ) == ("Changed")
+        # ... and a connection that served a write refuses writes again when it serves a read.
+        with pytest.raises(OperationalError, match="readonly"), runtime.db.read() as reader:
+            reader.execute(rename, {"id": account_id})
     finally:
         runtime.db.dispose()
 

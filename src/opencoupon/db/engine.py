@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
-import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,6 +69,7 @@ class WriteLock:
 
 _sqlite_write_locks: dict[str, WriteLock] = {}
 _LOCK_FLAG = "opencoupon_write_lock"
+_QUERY_ONLY = "opencoupon_query_only"  # the connection's PRAGMA query_only, as last set
 # A write lock this thread took before its transaction began (see `hand_lock_to_next_transaction`).
 _pre_acquired = threading.local()
 
@@ -137,20 +136,23 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         # Every transaction may write, so it takes the write lock up front: a deferred
         # transaction that reads and then writes can fail with SQLITE_BUSY despite busy_timeout.
         dbapi = conn.connection.dbapi_connection
-        if conn.get_execution_options().get("sqlite_readonly"):
+        record_info = conn.connection.info
+        read_only = bool(conn.get_execution_options().get("sqlite_readonly"))
+        if record_info.get(_QUERY_ONLY, False) != read_only:
             # A read transaction takes no write lock, so it must not write: SQLite refuses it
             # (a call wrongly declared read_only fails loudly in the tests, never half-writes).
-            dbapi.execute("PRAGMA query_only=ON")
+            # The setting stays with the connection; it is switched only when the use changes.
+            dbapi.execute("PRAGMA query_only=ON" if read_only else "PRAGMA query_only=OFF")
+            record_info[_QUERY_ONLY] = read_only
+        if read_only:
             dbapi.execute("BEGIN")
             return
-        record_info = conn.connection.info
         if not record_info.get(_LOCK_FLAG):
             if getattr(_pre_acquired, "lock", None) is write_lock:
                 _pre_acquired.lock = None  # this transaction now owns it
                 record_info[_LOCK_FLAG] = True
             else:
                 record_info[_LOCK_FLAG] = write_lock.acquire(timeout=60)
-        dbapi.execute("PRAGMA query_only=OFF")  # in case this connection last served a read
         dbapi.execute("BEGIN IMMEDIATE")
 
     def _release(info: dict[str, Any]) -> None:
@@ -172,12 +174,8 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         _release(conn.connection.info)
 
     @event.listens_for(engine.pool, "checkin")
-    def _on_checkin(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-        # A connection that went back to the pool (or was invalidated) never keeps the lock,
-        # and may write again for its next user.
+    def _on_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        # A connection that went back to the pool (or was invalidated) never keeps the lock.
         _release(record.info)
-        if dbapi_connection is not None:
-            with contextlib.suppress(sqlite3.Error):  # a broken connection is discarded anyway
-                dbapi_connection.execute("PRAGMA query_only=OFF")
 
     return engine
