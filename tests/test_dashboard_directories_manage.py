@@ -9,6 +9,7 @@ import html
 from typing import Any
 
 import httpx2
+from sqlalchemy import event
 
 from conftest import LiveServer, TestAccount
 from dashboard_fixtures import post_form, signed_in
@@ -146,6 +147,33 @@ def test_order_categories_up_and_down(live_server: LiveServer, account: TestAcco
             == 403
         )
     assert _tree_names(account) == ["Charlie", "Alpha", ("Bravo", ["Sub two", "Sub one"])]
+
+
+def test_up_renumbers_the_siblings_in_one_statement(
+    live_server: LiveServer, account: TestAccount, runtime: Runtime
+) -> None:
+    """Fresh categories all have position 0: the first Up numbers every sibling, in one UPDATE."""
+    names = [f"Shop {n}" for n in range(6)]
+    made = [create_category(account, name) for name in names]
+    sub = create_category(account, "Under shop 0", made[0]["id"])
+    statements: list[str] = []
+
+    def seen(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    with signed_in(live_server.url, account.email) as web:
+        event.listen(runtime.db.engine, "before_cursor_execute", seen)
+        try:
+            moved = post_form(web, LISTING, f"/dashboard/categories/{made[-1]['id']}/up", {})
+        finally:
+            event.remove(runtime.db.engine, "before_cursor_execute", seen)
+        assert "Category Shop 5 moved up." in _follow(web, moved)
+    assert sum(s.lstrip().upper().startswith("UPDATE CATEGORIES") for s in statements) == 1
+    after = _categories(account)
+    assert _tree_names(account) == [("Shop 0", ["Under shop 0"]), *names[1:4], "Shop 5", "Shop 4"]
+    assert [after[name]["position"] for name in names] == [0, 1, 2, 3, 5, 4]
+    # Only the siblings are renumbered: the subcategory keeps its position and time.
+    assert after["Under shop 0"]["updated_at"] == sub["updated_at"]
 
 
 def test_every_view_lists_the_tree_in_the_same_order(

@@ -126,29 +126,34 @@ def _directory_context(request: Request, account: Account, public_id: str) -> di
 def _category_tree(ctx: ApiContext) -> list[dict[str, Any]]:
     """The categories in tree order (siblings by position), each with what its row offers: move
     up/down among its siblings, and the parents it could move under (not itself or anything
-    below it; the service checks again, and checks the three levels)."""
+    below it; the service checks again, and checks the three levels). Every lookup is built once,
+    so the work grows with the number of categories, not its square."""
     rows = service.tree_order(list(repository.categories(ctx.session, ctx.scope(Category.account_id))))
     paths = service.paths_of(rows)
+    # Siblings share a parent and an account (a master's page shows its subaccounts' trees too).
+    siblings: dict[tuple[int, int | None], list[int]] = {}
+    for c in rows:
+        siblings.setdefault((c.account_id, c.parent_id), []).append(c.id)
+    # Tree order puts every category after its parent: walking it backwards collects subtrees.
     below: dict[int, set[int]] = {c.id: {c.id} for c in rows}
     for c in reversed(rows):
         if c.parent_id in below:
             below[c.parent_id] |= below[c.id]
+    # The Move choices, made once per account and shared by the rows that offer them.
+    parents_by_account: dict[int, list[tuple[int, dict[str, str]]]] = {}
+    for c in sorted(rows, key=lambda c: paths[c.id]):
+        if c.level < service.MAX_CATEGORY_LEVEL:
+            choice = {"id": service.cat_id(c.id), "path": paths[c.id]}
+            parents_by_account.setdefault(c.account_id, []).append((c.id, choice))
     out = []
     for c in rows:
-        siblings = [s.id for s in rows if s.parent_id == c.parent_id and s.account_id == c.account_id]
+        group = siblings[(c.account_id, c.parent_id)]
         info = service.category_v4(c, paths)
-        info["first"] = siblings[0] == c.id
-        info["last"] = siblings[-1] == c.id
-        info["parents"] = sorted(
-            (
-                {"id": service.cat_id(p.id), "path": paths[p.id]}
-                for p in rows
-                if p.id not in below[c.id]
-                and p.account_id == c.account_id
-                and p.level < service.MAX_CATEGORY_LEVEL
-            ),
-            key=lambda p: p["path"],
-        )
+        info["first"] = group[0] == c.id
+        info["last"] = group[-1] == c.id
+        info["parents"] = [
+            choice for number, choice in parents_by_account.get(c.account_id, []) if number not in below[c.id]
+        ]
         out.append(info)
     return out
 

@@ -238,6 +238,12 @@ def categories_by_id(session: Session, category_ids: Iterable[int]) -> dict[int,
     return {c.id: c for c in session.scalars(select(Category).where(Category.id.in_(wanted))).all()}
 
 
+def siblings(session: Session, account_id: int, parent_id: int | None) -> Sequence[Category]:
+    """The account's categories under `parent_id` (None: its top level)."""
+    under = Category.parent_id.is_(None) if parent_id is None else Category.parent_id == parent_id
+    return session.scalars(select(Category).where(Category.account_id == account_id, under)).all()
+
+
 def children(session: Session, parent_ids: list[int]) -> Sequence[Category]:
     if not parent_ids:
         return []

@@ -561,15 +561,10 @@ def tree_order(rows: list[Category]) -> list[Category]:
 
 def move_category(ctx: ApiContext, category: Category, step: int) -> bool:
     """Swap the category with its previous (step -1) or next (step 1) sibling, then number the
-    siblings 0, 1, 2, … in their new order (through update_category, as the API's `position`).
-    False when it already is first or last."""
+    siblings 0, 1, 2, … in their new order (the API's `position`), all in one flush. False when
+    it already is first or last."""
     siblings = sorted(
-        (
-            c
-            for c in repository.categories(ctx.session, ctx.scope(Category.account_id))
-            if c.parent_id == category.parent_id and c.account_id == category.account_id
-        ),
-        key=sibling_key,
+        repository.siblings(ctx.session, category.account_id, category.parent_id), key=sibling_key
     )
     index = next(i for i, c in enumerate(siblings) if c.id == category.id)
     other = index + step
@@ -578,7 +573,9 @@ def move_category(ctx: ApiContext, category: Category, step: int) -> bool:
     siblings[index], siblings[other] = siblings[other], siblings[index]
     for position, sibling in enumerate(siblings):
         if sibling.position != position:
-            update_category(ctx, sibling, CategoryPatch(position=position))
+            sibling.position = position
+            sibling.updated_at = ctx.now
+    ctx.session.flush()
     return True
 
 
