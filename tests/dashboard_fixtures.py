@@ -1,13 +1,16 @@
-"""Helpers for dashboard tests: a signed-in cookie-keeping client and form posts with CSRF."""
+"""Helpers for dashboard tests: a signed-in cookie-keeping client, form posts with CSRF, and the
+single-use batch pages' campaign and progress polling."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import httpx2
 
+from conftest import TestAccount
 from foundation_fixtures import browser, csrf_from, path_of, sign_in
 from helpers import assert_ok
 
@@ -41,3 +44,23 @@ def sso_client(base_url: str, master: Any, sub_id: int) -> Iterator[httpx2.Clien
         landing = client.get(path_of(body["subaccount"]["url"]))
         assert landing.status_code == 303, landing.text
         yield client
+
+
+def singleuse_campaign(account: TestAccount, name: str = "Links") -> str:
+    """A campaign for single-use link batches (validated by PIN or widget), made through the v4
+    API; its id."""
+    answer = account.call("/v4/campaigns", name=name, validation_methods="pin,widget")
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["id"])
+
+
+def wait_batch_done(web: httpx2.Client, job_path: str, seconds: float = 30) -> str:
+    """Poll a single-use batch's progress fragment until it no longer asks to be polled again
+    (hx-get); that final fragment."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        fragment = web.get(job_path + "/progress").text
+        if "hx-get" not in fragment:
+            return fragment
+        time.sleep(0.2)
+    raise AssertionError("batch did not finish")

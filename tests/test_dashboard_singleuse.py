@@ -6,37 +6,18 @@ from __future__ import annotations
 import csv
 import io
 import re
-import time
-
-import httpx2
 
 from conftest import LiveServer, TestAccount
-from dashboard_fixtures import post_form, signed_in
+from dashboard_fixtures import post_form, signed_in, singleuse_campaign, wait_batch_done
 from foundation_fixtures import csrf_from
 
 PAGE = "/dashboard/singleuse"
 
 
-def _campaign(account: TestAccount) -> str:
-    answer = account.call("/v4/campaigns", name="Links", validation_methods="pin,widget")
-    assert answer.status_code == 201, answer.text
-    return str(answer.json()["id"])
-
-
-def _wait_done(web: httpx2.Client, job_path: str) -> str:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        fragment = web.get(job_path + "/progress").text
-        if "hx-get" not in fragment:
-            return fragment
-        time.sleep(0.2)
-    raise AssertionError("batch did not finish")
-
-
 def test_batch_with_progress_and_csv(
     live_server: LiveServer, account: TestAccount, other_account: TestAccount
 ) -> None:
-    cid = _campaign(account)
+    cid = singleuse_campaign(account)
     with signed_in(live_server.url, account.email) as web:
         for amount, message in (("0", "Digits only"), ("100001", "At most 100000"), ("", "Amount: enter")):
             bad = post_form(web, PAGE, f"{PAGE}/batches", {"campaign": cid, "amount": amount})
@@ -73,7 +54,7 @@ def test_batch_with_progress_and_csv(
         job_path = started.headers["location"]
         first = web.get(job_path)
         assert "progress" in first.text
-        final = _wait_done(web, job_path)
+        final = wait_batch_done(web, job_path)
         assert "2000 links ready" in final
         exported = web.get(job_path + "/links.csv")
         rows = list(csv.DictReader(io.StringIO(exported.text)))
@@ -90,7 +71,7 @@ def test_batch_with_progress_and_csv(
 
 
 def test_import_recipients_all_or_nothing_and_csrf(live_server: LiveServer, account: TestAccount) -> None:
-    cid = _campaign(account)
+    cid = singleuse_campaign(account)
     good = (
         "firstname,email,customid,phone\n"
         "Ann,ann@example.com,=1+2,+32 2 123 45 67\n"

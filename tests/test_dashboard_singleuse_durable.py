@@ -12,13 +12,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx2
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import undefer
 
 from conftest import LiveServer, TestAccount
-from dashboard_fixtures import post_form, signed_in
+from dashboard_fixtures import post_form, signed_in, singleuse_campaign, wait_batch_done
 from opencoupon.config import Settings
 from opencoupon.models import CouponSession, Job, SingleUseBatch
 from opencoupon.runtime import Runtime
@@ -48,22 +47,6 @@ def second_server(settings: Settings, tmp_path: Path, live_server: LiveServer) -
     server.kill()
 
 
-def _campaign(account: TestAccount) -> str:
-    answer = account.call("/v4/campaigns", name="Durable links", validation_methods="pin,widget")
-    assert answer.status_code == 201, answer.text
-    return str(answer.json()["id"])
-
-
-def _wait_done(web: httpx2.Client, job_path: str, seconds: float = 60) -> str:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        fragment = web.get(job_path + "/progress").text
-        if "hx-get" not in fragment:
-            return fragment
-        time.sleep(0.2)
-    raise AssertionError("batch did not finish")
-
-
 def _batch(runtime: Runtime, job_path: str) -> SingleUseBatch:
     batch_id = int(job_path.rsplit("batch_", 1)[1])
     with runtime.db.read() as session:
@@ -90,13 +73,13 @@ def test_progress_and_csv_are_read_from_the_database_by_another_process(
     other_account: TestAccount,
     runtime: Runtime,
 ) -> None:
-    campaign = _campaign(account)
+    campaign = singleuse_campaign(account, "Durable links")
     other_base = second_server.base
     with signed_in(live_server.url, account.email) as web:
         started = post_form(web, PAGE, f"{PAGE}/batches", {"campaign": campaign, "amount": "3000"})
         assert started.status_code == 303, started.text
         job_path = started.headers["location"]
-        assert "3000 links ready" in _wait_done(web, job_path)
+        assert "3000 links ready" in wait_batch_done(web, job_path, seconds=60)
         here = web.get(job_path + "/links.csv").text
     stored = _batch(runtime, job_path)
     assert (stored.status, stored.done, stored.total) == ("done", 3000, 3000)
@@ -135,7 +118,7 @@ def test_a_batch_of_a_killed_process_is_made_once_by_the_worker(
     settings: Settings,
     tmp_path: Path,
 ) -> None:
-    campaign = _campaign(account)
+    campaign = singleuse_campaign(account, "Durable links")
     other_base = second_server.base
     with signed_in(other_base, account.email) as elsewhere:
         started = post_form(
@@ -185,7 +168,7 @@ def test_a_batch_of_a_killed_process_is_made_once_by_the_worker(
             check=False,
         )
         assert worker.returncode == 0, worker.stderr.decode()[-2000:]
-        assert f"{BIG} links ready" in _wait_done(web, job_path, seconds=5)
+        assert f"{BIG} links ready" in wait_batch_done(web, job_path, seconds=5)
         rows = list(csv.DictReader(io.StringIO(web.get(job_path + "/links.csv").text)))
     assert len(rows) == BIG
     assert len({r["single_use_code"] for r in rows}) == BIG
