@@ -15,7 +15,7 @@ import httpx2
 from conftest import LiveServer, TestAccount
 from coupons_fixtures import create_campaign, open_session, session_status
 from dashboard_fixtures import post_form, signed_in
-from directories_fixtures import create_category, v4
+from directories_fixtures import create_category, create_directory, v4
 from helpers import assert_error, assert_ok
 from loyalty_fixtures import create_card, create_holder
 from opencoupon.runtime import Runtime
@@ -126,6 +126,25 @@ def test_category_delete_asks_first(live_server: LiveServer, account: TestAccoun
         assert len(v4(account, "GET", "/v4/categories").json()) == 2
         assert _say_yes(web, posted, fields).status_code == 303
         assert v4(account, "GET", "/v4/categories").json() == []
+
+
+def test_directory_delete_asks_first(live_server: LiveServer, account: TestAccount) -> None:
+    directory = create_directory(account, name="Old book & co")
+    path = f"/dashboard/directories/{directory['id']}"
+    with signed_in(live_server.url, account.email) as web:
+        page = web.get(path).text
+        assert f'action="{path}/delete"' in page
+        assert 'data-confirm="Delete Old book &amp; co? Its page stops answering' in page
+        # The old confirmation page's field is not a yes.
+        for data in ({}, {"confirm": "yes"}):
+            posted, fields = _asked(
+                post_form(web, path, f"{path}/delete", data), "Delete Old book & co?", path
+            )
+            assert posted == f"{path}/delete"
+            assert v4(account, "GET", f"/v4/directory/{directory['id']}").status_code == 200
+        done = _say_yes(web, posted, fields)
+        assert done.status_code == 303
+        assert v4(account, "GET", f"/v4/directory/{directory['id']}").status_code == 404
 
 
 def test_webhook_endpoint_delete_asks_first(

@@ -501,18 +501,9 @@ async def move_item(
 # --- delete a directory (asks first) ------------------------------------------------------------
 
 
-def _delete_context(request: Request, account: Account, public_id: str) -> dict[str, Any]:
+def _directory_name(request: Request, account: Account, public_id: str) -> str:
     with api_context(request, account) as ctx:
-        directory = _directory(ctx, public_id)
-        info = service.directory_v4(ctx, directory)
-    return {"title": f"Delete {info['name']}?", "account": account, "directory": info, "public_id": public_id}
-
-
-@router.get("/dashboard/directories/{public_id}/delete")
-def delete_directory_form(
-    request: Request, public_id: str, account: Account = Depends(require_login)
-) -> Response:
-    return page(request, "dashboard/directory_delete.html", _delete_context(request, account, public_id))
+        return _directory(ctx, public_id).name
 
 
 def _delete(request: Request, account: Account, public_id: str) -> str:
@@ -528,10 +519,21 @@ async def delete_directory(
 ) -> Response:
     form = await request.form()
     verify_csrf(request, form)
-    if text(form, "confirm") != "yes":
-        # Only the confirmation page's button sends confirm=yes: anything else asks first.
-        context = await run_in_threadpool(_delete_context, request, account, public_id)
-        return page(request, "dashboard/directory_delete.html", context)
+    # Read first: the question names the directory, and a missing one is a 404 before any question.
+    name = await run_in_threadpool(_directory_name, request, account, public_id)
+    asked = ask_first(
+        request,
+        form,
+        account,
+        f"Delete {name}?",
+        back=f"/dashboard/directories/{public_id}",
+        detail=(
+            "Its page stops answering and its registered users can no longer sign in to it. Its "
+            "campaigns and loyalty cards are not deleted; they keep working on their own pages."
+        ),
+    )
+    if asked is not None:
+        return asked
     name = await run_in_threadpool(_delete, request, account, public_id)
     done = f"Directory {name} deleted."
     return RedirectResponse(f"/dashboard/directories?{urlencode({'done': done})}", status_code=303)
