@@ -15,9 +15,10 @@ import httpx2
 from conftest import LiveServer, TestAccount
 from coupons_fixtures import create_campaign, open_session, session_status
 from dashboard_fixtures import post_form, signed_in
-from directories_fixtures import create_category, create_directory, v4
+from directories_fixtures import PAY_URL, create_category, create_directory, create_user, v4
 from helpers import assert_error, assert_ok
 from loyalty_fixtures import create_card, create_holder
+from opencoupon.dashboard.common import QUESTIONS
 from opencoupon.runtime import Runtime
 from webhooks_fixtures import Receiver, receiver  # noqa: F401 - fixture
 
@@ -119,10 +120,13 @@ def test_category_delete_asks_first(live_server: LiveServer, account: TestAccoun
     with signed_in(live_server.url, account.email) as web:
         # The name reaches the browser's question as attribute text, never as script.
         tree = web.get(listing).text
-        assert 'data-confirm="Delete Food&#39;s &#34;best&#34; and its subcategories?"' in tree
+        # The browser and the server page ask the same question, the browser naming the category.
+        detail = "Campaigns in them are not deleted; they lose the category."
+        assert f'data-confirm="Delete Food&#39;s &#34;best&#34; and its subcategories? {detail}"' in tree
         assert "confirm('Delete" not in tree
         asked = post_form(web, listing, f"/dashboard/categories/{food['id']}/delete", {})
         posted, fields = _asked(asked, "Delete this category and its subcategories?", f"{listing}#categories")
+        assert f"<p>{detail}</p>" in asked.text
         assert len(v4(account, "GET", "/v4/categories").json()) == 2
         assert _say_yes(web, posted, fields).status_code == 303
         assert v4(account, "GET", "/v4/categories").json() == []
@@ -147,6 +151,25 @@ def test_directory_delete_asks_first(live_server: LiveServer, account: TestAccou
         assert v4(account, "GET", f"/v4/directory/{directory['id']}").status_code == 404
 
 
+def test_directory_user_revoke_asks_first(live_server: LiveServer, account: TestAccount) -> None:
+    directory = create_directory(account, name="Members", access="payment", payment_url=PAY_URL)
+    user = create_user(account, directory["id"], email="reader@example.com", password="reader-pass-1")
+    access = f"/v4/directory/{directory['id']}/users/{user['id']}/access"
+    assert v4(account, "POST", access).status_code == 200
+    path = f"/dashboard/directories/{directory['id']}"
+    with signed_in(live_server.url, account.email) as web:
+        # The browser names the user; the server's page, which has only the form, says "this user".
+        assert 'data-confirm="Revoke access for reader@example.com? They can no longer' in web.get(path).text
+        revoke = f"{path}/users/{user['id']}/revoke"
+        posted, fields = _asked(
+            post_form(web, path, revoke, {}), "Revoke access for this user?", f"{path}#users"
+        )
+        status = f"/v4/directory/{directory['id']}/users/{user['id']}"
+        assert v4(account, "GET", status).json()["has_access"] is True
+        assert _say_yes(web, posted, fields).status_code == 303
+        assert v4(account, "GET", status).json()["has_access"] is False
+
+
 def test_webhook_endpoint_delete_asks_first(
     live_server: LiveServer,
     account: TestAccount,
@@ -161,11 +184,22 @@ def test_webhook_endpoint_delete_asks_first(
     assert created.status_code == 201, created.text
     endpoint = f"/dashboard/webhooks/{created.json()['id']}"
     with signed_in(live_server.url, account.email) as web:
-        questions = {"replay": "Send every event since this time again?", "delete": "Delete this endpoint?"}
+        page = web.get(endpoint).text
+        questions = {
+            "rotate": "Rotate the signing secret?",
+            "replay": "Send every event since this time again?",
+            "delete": "Delete this endpoint?",
+        }
         for action, question in questions.items():
             asked = post_form(web, endpoint, f"{endpoint}/{action}", {"since": "2000-01-01"})
             posted, fields = _asked(asked, question, endpoint)
             assert ("since", "2000-01-01") in fields
+            # The browser's confirm() asks the same, with what the page explains below it.
+            detail = re.search(r"<p>(.*?)</p>", asked.text)
+            opening = re.search(rf'action="{re.escape(posted)}"[^>]* data-confirm="([^"]*)"', page)
+            assert detail, action
+            assert opening, action
+            assert html.unescape(opening.group(1)) == f"{question} {html.unescape(detail.group(1))}"
             assert web.get(endpoint).status_code == 200
         assert _say_yes(web, posted, fields).status_code == 303
         assert web.get(endpoint).status_code == 404
@@ -186,5 +220,10 @@ def test_every_confirm_button_marks_its_form_confirmed() -> None:
             continue
         text = template.read_text()
         assert "confirm(" not in text, f"{template.name}: ask with forms.ask_first_form, not inline script"
-        uses += text.count("forms.ask_first_form(")
-    assert uses >= 10
+        # Each asks a question the server asks too: the second argument names it.
+        keys = re.findall(r'forms\.ask_first_form\([^,]+, "([^"]+)"', text)
+        assert len(keys) == text.count("forms.ask_first_form("), template.name
+        for key in keys:
+            assert key in QUESTIONS, f"{template.name}: no question {key!r} in dashboard.common.QUESTIONS"
+        uses += len(keys)
+    assert uses >= 11

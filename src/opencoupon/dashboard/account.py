@@ -128,14 +128,7 @@ async def account_action(
     verify_csrf(request, form)
     values: dict[str, str] | None = None
     if action == "rotate":
-        asked = ask_first(
-            request,
-            form,
-            account,
-            "Make a new API secret?",
-            back="/dashboard/account",
-            detail="The current secret stops working when the grace period ends.",
-        )
+        asked = ask_first(request, form, account, "account.rotate", back="/dashboard/account")
         if asked is not None:
             return asked
     try:

@@ -454,16 +454,6 @@ def _act(request: Request, account: Account, public_id: str, session_id: int, ac
         return row.short_code
 
 
-# The session actions that cannot be taken back: asked first.
-SESSION_QUESTIONS = {
-    "validate": (
-        "Validate this coupon?",
-        "It counts as used at the counter, as if the staff had validated it.",
-    ),
-    "void": ("Void this coupon?", "The consumer can no longer use it (it can be re-activated later)."),
-}
-
-
 @router.post("/dashboard/campaigns/{public_id}/sessions/{session_id}/{action}")
 async def session_action(
     request: Request, public_id: str, session_id: int, action: str, account: Account = Depends(require_login)
@@ -475,9 +465,9 @@ async def session_action(
     back = text(form, "back", 2000)
     if not back.startswith(f"/dashboard/campaigns/{public_id}"):
         back = f"/dashboard/campaigns/{public_id}"
-    if action in SESSION_QUESTIONS:
-        question, detail = SESSION_QUESTIONS[action]
-        asked = ask_first(request, form, account, question, back=back, detail=detail)
+    # The session actions that cannot be taken back are asked first.
+    if action in ("validate", "void"):
+        asked = ask_first(request, form, account, f"coupon.{action}", back=back)
         if asked is not None:
             return asked
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -20,7 +21,7 @@ from opencoupon.kit.clock import utcnow
 from opencoupon.kit.endpoint import ApiContext
 from opencoupon.kit.params import V3Request
 from opencoupon.models import Account
-from opencoupon.pages import render
+from opencoupon.pages import render, templates
 from opencoupon.runtime import Runtime
 
 M = TypeVar("M", bound=V3Request)
@@ -65,23 +66,99 @@ def page(request: Request, template: str, context: dict[str, Any], status_code: 
 CONFIRMED_FIELD = "confirmed"
 
 
+@dataclass(frozen=True)
+class Question:
+    """What a destructive action asks before it happens, and what a yes leads to. `text` may name
+    the thing acted on as {what}: a page listing it names it (a code, a name), the server's
+    question page, which has only the posted form, says `what` ("this coupon")."""
+
+    text: str
+    detail: str
+    what: str = ""
+
+    def asked(self, what: str = "") -> str:
+        return self.text.replace("{what}", what or self.what)
+
+    def in_full(self, what: str = "") -> str:
+        """The browser's confirm(): the question and what follows, in one line."""
+        return f"{self.asked(what)} {self.detail}"
+
+
+# Every question the dashboard asks, once: the server's page (ask_first) and the browser's
+# confirm() (templates: forms.ask_first_form, through the confirm_question global) read it here.
+QUESTIONS: dict[str, Question] = {
+    "coupon.validate": Question(
+        "Validate {what}?",
+        "It counts as used at the counter, as if the staff had validated it.",
+        what="this coupon",
+    ),
+    "coupon.void": Question(
+        "Void {what}?",
+        "The consumer can no longer use it (it can be re-activated later).",
+        what="this coupon",
+    ),
+    "account.rotate": Question(
+        "Make a new API secret?", "The current secret stops working when the grace period ends."
+    ),
+    "webhook.rotate": Question(
+        "Rotate the signing secret?", "Receivers must switch to the new secret before the grace period ends."
+    ),
+    "webhook.replay": Question(
+        "Send every event since this time again?",
+        "The endpoint receives them again, each with its original webhook-id.",
+    ),
+    "webhook.delete": Question("Delete this endpoint?", "Events will no longer be sent to it."),
+    "subaccount.block": Question(
+        "Block this subaccount?", "It can no longer sign in or use the API until it is unblocked."
+    ),
+    "loyalty_holder.void": Question(
+        "Void this holder?", "Their card stops collecting and spending until it is re-activated."
+    ),
+    "category.delete": Question(
+        "Delete {what} and its subcategories?",
+        "Campaigns in them are not deleted; they lose the category.",
+        what="this category",
+    ),
+    "directory.delete": Question(
+        "Delete {what}?",
+        "Its page stops answering and its registered users can no longer sign in to it. Its "
+        "campaigns and loyalty cards are not deleted; they keep working on their own pages.",
+        what="this directory",
+    ),
+    "directory_user.revoke": Question(
+        "Revoke access for {what}?",
+        "They can no longer open the directory's coupons until access is granted again.",
+        what="this user",
+    ),
+}
+
+
+def confirm_question(key: str, what: str = "") -> str:
+    """The browser's confirm() text of QUESTIONS[key] (a template global)."""
+    return QUESTIONS[key].in_full(what)
+
+
+templates.env.globals["confirm_question"] = confirm_question
+
+
 def ask_first(
-    request: Request, form: FormData, account: Account, question: str, *, back: str, detail: str = ""
+    request: Request, form: FormData, account: Account, key: str, *, back: str, what: str = ""
 ) -> Response | None:
     """None when the person has confirmed this destructive form; otherwise a page asking
-    `question`, whose button posts the same fields to the same address again, confirmed."""
+    QUESTIONS[key], whose button posts the same fields to the same address again, confirmed."""
     if text(form, CONFIRMED_FIELD) == "yes":
         return None
+    question = QUESTIONS[key]
     fields = [
         (name, value)
         for name, value in form.multi_items()
         if isinstance(value, str) and name not in (CONFIRMED_FIELD, CSRF_FIELD)
     ]
     context = {
-        "title": question,
+        "title": question.asked(what),
         "account": account,
-        "question": question,
-        "detail": detail,
+        "question": question.asked(what),
+        "detail": question.detail,
         "action": request.url.path,
         "fields": fields,
         "back": back,

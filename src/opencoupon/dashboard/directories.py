@@ -188,14 +188,7 @@ async def user_access(
         raise NOT_FOUND
     base = f"/dashboard/directories/{public_id}"
     if action == "revoke":
-        asked = ask_first(
-            request,
-            form,
-            account,
-            "Revoke this user's access?",
-            back=f"{base}#users",
-            detail="They can no longer open the directory's coupons until access is granted again.",
-        )
+        asked = ask_first(request, form, account, "directory_user.revoke", back=f"{base}#users")
         if asked is not None:
             return asked
     try:
@@ -429,14 +422,7 @@ async def category_action(
     if action == "move" and "parent" not in form:
         return _to_tree(category_id, problem="Move: choose where the category goes.")
     if action == "delete":
-        asked = ask_first(
-            request,
-            form,
-            account,
-            "Delete this category and its subcategories?",
-            back="/dashboard/directories#categories",
-            detail="Campaigns in them are not deleted; they lose the category.",
-        )
+        asked = ask_first(request, form, account, "category.delete", back="/dashboard/directories#categories")
         if asked is not None:
             return asked
     try:
@@ -522,15 +508,7 @@ async def delete_directory(
     # Read first: the question names the directory, and a missing one is a 404 before any question.
     name = await run_in_threadpool(_directory_name, request, account, public_id)
     asked = ask_first(
-        request,
-        form,
-        account,
-        f"Delete {name}?",
-        back=f"/dashboard/directories/{public_id}",
-        detail=(
-            "Its page stops answering and its registered users can no longer sign in to it. Its "
-            "campaigns and loyalty cards are not deleted; they keep working on their own pages."
-        ),
+        request, form, account, "directory.delete", back=f"/dashboard/directories/{public_id}", what=name
     )
     if asked is not None:
         return asked

@@ -153,9 +153,8 @@ async def holder_action(
             request,
             form,
             account,
-            "Void this holder?",
+            "loyalty_holder.void",
             back=f"/dashboard/loyalty/{card_id}/holders/{holder_id}",
-            detail="Their card stops collecting and spending until it is re-activated.",
         )
         if asked is not None:
             return asked

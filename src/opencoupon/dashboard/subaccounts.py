@@ -198,12 +198,7 @@ async def subaccount_action(
     elif action in ("block", "unblock"):
         if action == "block":
             asked = ask_first(
-                request,
-                form,
-                account,
-                "Block this subaccount?",
-                back=f"/dashboard/subaccounts/{sub_id}",
-                detail="It can no longer sign in or use the API until it is unblocked.",
+                request, form, account, "subaccount.block", back=f"/dashboard/subaccounts/{sub_id}"
             )
             if asked is not None:
                 return asked

@@ -163,31 +163,17 @@ def _change(request: Request, account: Account, public_id: str, action: str, for
         raise NOT_FOUND
 
 
-# Actions that cannot be taken back: asked first.
-ENDPOINT_QUESTIONS = {
-    "rotate": (
-        "Rotate the signing secret?",
-        "Receivers must switch to the new secret before the grace period ends.",
-    ),
-    "replay": (
-        "Send every event since this time again?",
-        "The endpoint receives them again, each with its original webhook-id.",
-    ),
-    "delete": ("Delete this endpoint?", "Events will no longer be sent to it."),
-}
-
-
 @router.post("/dashboard/webhooks/{public_id}/{action}")
 async def endpoint_action(
     request: Request, public_id: str, action: str, account: Account = Depends(require_login)
 ) -> Response:
     form = await request.form()
     verify_csrf(request, form)
-    # Replaying one event from the log asks nothing; everything since a time does.
-    if action in ENDPOINT_QUESTIONS and (action != "replay" or text(form, "since", 40)):
-        question, detail = ENDPOINT_QUESTIONS[action]
+    # The actions that cannot be taken back are asked first. Replaying one event from the log
+    # asks nothing; everything since a time does.
+    if action in ("rotate", "delete") or (action == "replay" and text(form, "since", 40)):
         asked = ask_first(
-            request, form, account, question, back=f"/dashboard/webhooks/{public_id}", detail=detail
+            request, form, account, f"webhook.{action}", back=f"/dashboard/webhooks/{public_id}"
         )
         if asked is not None:
             return asked
