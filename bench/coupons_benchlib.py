@@ -314,3 +314,69 @@ def report(name: str, result: LoadResult) -> None:
         f"p99 {result.percentile(99):6.1f} ms  server CPU {result.cpu_ms_per_request:5.2f} ms/req  "
         f"n={result.requests} errors={result.errors}"
     )
+
+
+def sqlite_validation_floor(db_path: Path, codes: list[str], group: int = 16) -> float:
+    """CPU ms per validation that SQLite alone needs: the validation's own statements (the same
+    SQL the server runs, from coupons/hotpath.py and events/service.py) replayed on a bare sqlite3
+    connection for `codes`, `group` validations per transaction as the server's group commit does.
+    No HTTP, no Python of ours: the least any validation can cost on this machine."""
+    from opencoupon.coupons import hotpath
+    from opencoupon.events import service as events
+
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")  # as the server's connections
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    day = now[:10]
+    validated = 0
+    cpu = time.process_time()
+    for start in range(0, len(codes), group):
+        conn.execute("BEGIN IMMEDIATE")
+        for code in codes[start : start + group]:
+            row = conn.execute(hotpath.SESSION_BY_CODE.sqlite_sql, {"code": code}).fetchone()
+            session_id, account_id, campaign_id = row[0], row[1], row[2]
+            returned = conn.execute(
+                hotpath.VALIDATE_SESSION.sqlite_sql,
+                {"now": now, "money": None, "value": None, "id": session_id, "allowed": 1, "no": 0},
+            ).fetchone()
+            if returned is None:
+                continue  # validated during the load already
+            ordinal = returned[0]
+            validated += 1
+            conn.execute(hotpath.COUNT_CAMPAIGN_VALIDATION.sqlite_sql, {"id": campaign_id})
+            conn.execute(
+                hotpath.INSERT_VALIDATION.sqlite_sql,
+                {
+                    "account_id": account_id,
+                    "campaign_id": campaign_id,
+                    "session_id": session_id,
+                    "ordinal": ordinal,
+                    "method": "api",
+                    "money": None,
+                    "now": now,
+                },
+            )
+            conn.execute(
+                hotpath.BUMP_DAY.sqlite_sql,
+                {"campaign_id": campaign_id, "day": day, "opens": 0, "claims": 0, "validations": 1},
+            )
+            conn.execute(
+                events._INSERT_EVENT.sqlite_sql,
+                {
+                    "public_id": f"evt_floor{code}",
+                    "account_id": account_id,
+                    "type": "coupon_validated",
+                    "campaign": f"cam_{campaign_id}",
+                    "session": code,
+                    "data": json.dumps({"couponsession": code, "campaign": f"cam_{campaign_id}"}),
+                    "now": now,
+                },
+            ).fetchone()
+            conn.execute(events._HAS_SUBSCRIBER.sqlite_sql, {"account_id": account_id, "yes": 1}).fetchone()
+        conn.execute("COMMIT")
+    spent = time.process_time() - cpu
+    conn.close()
+    if validated < len(codes) // 2:
+        raise RuntimeError("too few sessions left unvalidated to measure the floor")
+    return spent / validated * 1000
