@@ -297,6 +297,30 @@ def test_order_campaigns_and_cards_in_a_directory(
     assert _order(account, directory["id"]) == ["Four", "Two", "Three"]
 
 
+def test_only_real_directory_actions_have_addresses(
+    live_server: LiveServer, account: TestAccount, runtime: Runtime
+) -> None:
+    """Up/Down of campaigns and cards, grant and revoke: anything else is not found, and changes
+    nothing."""
+    deals = [make_campaign(runtime, account.id, name) for name in ("One", "Two")]
+    directory = create_directory(account, campaigns=[f"cam_{d.id}" for d in deals])
+    path = f"{LISTING}/{directory['id']}"
+    with signed_in(live_server.url, account.email) as web:
+        for action in (
+            f"{path}/campaigns/cam_{deals[1].id}/top",
+            f"{path}/coupons/cam_{deals[1].id}/up",
+            f"{path}/cards/1/first",
+            f"{path}/users/reg_1/block",
+        ):
+            answer = post_form(web, path, action, YES)
+            assert answer.status_code == 404, action
+            assert "There is nothing at this address." in answer.text, action
+        assert _order(account, directory["id"]) == ["One", "Two"]
+        moved = post_form(web, path, f"{path}/campaigns/cam_{deals[1].id}/up", {})
+        assert "Moved up." in _follow(web, moved)
+    assert _order(account, directory["id"]) == ["Two", "One"]
+
+
 def test_delete_a_directory(
     live_server: LiveServer, account: TestAccount, other_account: TestAccount, runtime: Runtime
 ) -> None:

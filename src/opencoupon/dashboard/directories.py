@@ -178,27 +178,39 @@ def _access(
             service.revoke_access(ctx, directory, user)
 
 
-@router.post("/dashboard/directories/{public_id}/users/{user_id}/{action}")
-async def user_access(
-    request: Request, public_id: str, user_id: str, action: str, account: Account = Depends(require_login)
+async def _access_answer(
+    request: Request, account: Account, public_id: str, user_id: str, *, grant: bool, expiry: str = ""
+) -> Response:
+    base = f"/dashboard/directories/{public_id}"
+    try:
+        await run_in_threadpool(_access, request, account, public_id, user_id, grant, expiry)
+    except ApiError as err:
+        return RedirectResponse(f"{base}?{urlencode({'problem': err.description})}#users", status_code=303)
+    done = "Access granted." if grant else "Access revoked."
+    return RedirectResponse(f"{base}?{urlencode({'done': done})}#users", status_code=303)
+
+
+@router.post("/dashboard/directories/{public_id}/users/{user_id}/grant")
+async def grant_access(
+    request: Request, public_id: str, user_id: str, account: Account = Depends(require_login)
 ) -> Response:
     form = await request.form()
     verify_csrf(request, form)
-    if action not in ("grant", "revoke"):
-        raise NOT_FOUND
-    base = f"/dashboard/directories/{public_id}"
-    if action == "revoke":
-        asked = ask_first(request, form, account, "directory_user.revoke", back=f"{base}#users")
-        if asked is not None:
-            return asked
-    try:
-        await run_in_threadpool(
-            _access, request, account, public_id, user_id, action == "grant", text(form, "expires_at", 40)
-        )
-    except ApiError as err:
-        return RedirectResponse(f"{base}?{urlencode({'problem': err.description})}#users", status_code=303)
-    done = "Access granted." if action == "grant" else "Access revoked."
-    return RedirectResponse(f"{base}?{urlencode({'done': done})}#users", status_code=303)
+    expiry = text(form, "expires_at", 40)
+    return await _access_answer(request, account, public_id, user_id, grant=True, expiry=expiry)
+
+
+@router.post("/dashboard/directories/{public_id}/users/{user_id}/revoke")
+async def revoke_access(
+    request: Request, public_id: str, user_id: str, account: Account = Depends(require_login)
+) -> Response:
+    form = await request.form()
+    verify_csrf(request, form)
+    back = f"/dashboard/directories/{public_id}#users"
+    asked = ask_first(request, form, account, "directory_user.revoke", back=back)
+    if asked is not None:
+        return asked
+    return await _access_answer(request, account, public_id, user_id, grant=False)
 
 
 # --- create / edit a directory ------------------------------------------------------------------
@@ -459,29 +471,47 @@ def _move(request: Request, account: Account, public_id: str, kind: str, raw: st
             raise NOT_FOUND from None
 
 
-@router.post("/dashboard/directories/{public_id}/{section}/{item}/{action}")
-async def move_item(
-    request: Request,
-    public_id: str,
-    section: str,
-    item: str,
-    action: str,
-    account: Account = Depends(require_login),
+async def _move_answer(
+    request: Request, account: Account, public_id: str, kind: str, raw: str, step: int
 ) -> Response:
-    """Move a campaign or loyalty card up or down in the directory's order."""
+    """Move a campaign or loyalty card one place up (step -1) or down (1), back to its list."""
     form = await request.form()
     verify_csrf(request, form)
-    kinds = {"campaigns": "campaign", "cards": "loyalty_card"}
-    if section not in kinds or action not in ("up", "down"):
-        raise NOT_FOUND
-    moved = await run_in_threadpool(
-        _move, request, account, public_id, kinds[section], item, -1 if action == "up" else 1
-    )
-    done = f"Moved {action}." if moved else f"Already {'first' if action == 'up' else 'last'}."
-    anchor = "campaigns" if section == "campaigns" else "cards"
+    moved = await run_in_threadpool(_move, request, account, public_id, kind, raw, step)
+    up = step < 0
+    done = f"Moved {'up' if up else 'down'}." if moved else f"Already {'first' if up else 'last'}."
+    anchor = "campaigns" if kind == "campaign" else "cards"
     return RedirectResponse(
         f"/dashboard/directories/{public_id}?{urlencode({'done': done})}#{anchor}", status_code=303
     )
+
+
+@router.post("/dashboard/directories/{public_id}/campaigns/{campaign_id}/up")
+async def move_campaign_up(
+    request: Request, public_id: str, campaign_id: str, account: Account = Depends(require_login)
+) -> Response:
+    return await _move_answer(request, account, public_id, "campaign", campaign_id, -1)
+
+
+@router.post("/dashboard/directories/{public_id}/campaigns/{campaign_id}/down")
+async def move_campaign_down(
+    request: Request, public_id: str, campaign_id: str, account: Account = Depends(require_login)
+) -> Response:
+    return await _move_answer(request, account, public_id, "campaign", campaign_id, 1)
+
+
+@router.post("/dashboard/directories/{public_id}/cards/{card_id}/up")
+async def move_card_up(
+    request: Request, public_id: str, card_id: str, account: Account = Depends(require_login)
+) -> Response:
+    return await _move_answer(request, account, public_id, "loyalty_card", card_id, -1)
+
+
+@router.post("/dashboard/directories/{public_id}/cards/{card_id}/down")
+async def move_card_down(
+    request: Request, public_id: str, card_id: str, account: Account = Depends(require_login)
+) -> Response:
+    return await _move_answer(request, account, public_id, "loyalty_card", card_id, 1)
 
 
 # --- delete a directory (asks first) ------------------------------------------------------------
