@@ -300,10 +300,11 @@ def test_order_campaigns_and_cards_in_a_directory(
 def test_only_real_directory_actions_have_addresses(
     live_server: LiveServer, account: TestAccount, runtime: Runtime
 ) -> None:
-    """Up/Down of campaigns and cards, grant and revoke: anything else is not found, and changes
-    nothing."""
+    """Up/Down of campaigns, cards and categories, grant and revoke, the category changes:
+    anything else is not found, and changes nothing."""
     deals = [make_campaign(runtime, account.id, name) for name in ("One", "Two")]
     directory = create_directory(account, campaigns=[f"cam_{d.id}" for d in deals])
+    category = create_category(account, "Food")["id"]
     path = f"{LISTING}/{directory['id']}"
     with signed_in(live_server.url, account.email) as web:
         for action in (
@@ -311,11 +312,14 @@ def test_only_real_directory_actions_have_addresses(
             f"{path}/coupons/cam_{deals[1].id}/up",
             f"{path}/cards/1/first",
             f"{path}/users/reg_1/block",
+            f"/dashboard/categories/{category}/top",
+            f"/dashboard/categories/{category}/new",
         ):
             answer = post_form(web, path, action, YES)
             assert answer.status_code == 404, action
             assert "There is nothing at this address." in answer.text, action
         assert _order(account, directory["id"]) == ["One", "Two"]
+        assert _tree_names(account) == ["Food"]
         moved = post_form(web, path, f"{path}/campaigns/cam_{deals[1].id}/up", {})
         assert "Moved up." in _follow(web, moved)
     assert _order(account, directory["id"]) == ["Two", "One"]

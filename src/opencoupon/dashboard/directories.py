@@ -4,11 +4,13 @@ granting or revoking access by hand (directories.service.grant_access / revoke_a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -391,61 +393,127 @@ async def campaign_settings(
 # --- the category tree --------------------------------------------------------------------------
 
 
-def _category_change(request: Request, account: Account, action: str, category_id: str, form: Any) -> str:
+# What a change does to the category it is about, and the message it leaves above the tree.
+CategoryChange = Callable[[ApiContext, Category], str]
+
+
+def _change_category(request: Request, account: Account, category_id: str, change: CategoryChange) -> str:
     with api_context(request, account, write=True) as ctx:
-        if action == "new":
-            made = service.create_category(
-                ctx,
-                build(CategoryCreate, {"name": text(form, "name", 200), "parent": text(form, "parent", 40)}),
-            )
-            return f"Category {made.name} created."
         try:
             category = service.get_category(ctx, category_id)
         except ApiError:
             raise NOT_FOUND from None
-        if action == "rename":
-            service.update_category(ctx, category, build(CategoryPatch, {"name": text(form, "name", 200)}))
-            return "Category renamed."
-        if action == "move":
-            # "" (top level) is a value here: the field is always sent by the form.
-            service.update_category(ctx, category, build(CategoryPatch, {"parent": text(form, "parent", 40)}))
-            return f"Category {category.name} moved."
-        if action in ("up", "down"):
-            if not service.move_category(ctx, category, -1 if action == "up" else 1):
-                return f"Category {category.name} is already {'first' if action == 'up' else 'last'}."
-            return f"Category {category.name} moved {action}."
-        service.delete_category(ctx, category)
-        return "Category deleted."
+        return change(ctx, category)
+
+
+async def _category_answer(
+    request: Request, account: Account, category_id: str, change: CategoryChange
+) -> Response:
+    try:
+        done = await run_in_threadpool(_change_category, request, account, category_id, change)
+    except (ApiError, FormProblem) as err:
+        return _to_tree(category_id, problem=_message(err))
+    return _to_tree(category_id, done=done)
+
+
+def _message(err: ApiError | FormProblem) -> str:
+    return err.description if isinstance(err, ApiError) else "; ".join(err.messages)
+
+
+async def _checked_form(request: Request) -> FormData:
+    form = await request.form()
+    verify_csrf(request, form)
+    return form
+
+
+def _create_category(request: Request, account: Account, form: FormData) -> str:
+    with api_context(request, account, write=True) as ctx:
+        data = {"name": text(form, "name", 200), "parent": text(form, "parent", 40)}
+        made = service.create_category(ctx, build(CategoryCreate, data))
+        return f"Category {made.name} created."
 
 
 @router.post("/dashboard/categories")
 async def create_category(request: Request, account: Account = Depends(require_login)) -> Response:
-    return await category_action(request, "", "new", account)
-
-
-@router.post("/dashboard/categories/{category_id}/{action}")
-async def category_action(
-    request: Request, category_id: str, action: str, account: Account = Depends(require_login)
-) -> Response:
-    form = await request.form()
-    verify_csrf(request, form)
-    if action not in CATEGORY_ACTIONS or (action == "new") != (not category_id):
-        raise NOT_FOUND
-    if action == "move" and "parent" not in form:
-        return _to_tree(category_id, problem="Move: choose where the category goes.")
-    if action == "delete":
-        asked = ask_first(request, form, account, "category.delete", back="/dashboard/directories#categories")
-        if asked is not None:
-            return asked
+    form = await _checked_form(request)
     try:
-        done = await run_in_threadpool(_category_change, request, account, action, category_id, form)
+        done = await run_in_threadpool(_create_category, request, account, form)
     except (ApiError, FormProblem) as err:
-        message = err.description if isinstance(err, ApiError) else "; ".join(err.messages)
-        return _to_tree(category_id, problem=message)
-    return _to_tree(category_id, done=done)
+        return _to_tree("", problem=_message(err))
+    return _to_tree("", done=done)
 
 
-CATEGORY_ACTIONS = ("new", "rename", "move", "up", "down", "delete")
+@router.post("/dashboard/categories/{category_id}/rename")
+async def rename_category(
+    request: Request, category_id: str, account: Account = Depends(require_login)
+) -> Response:
+    form = await _checked_form(request)
+
+    def rename(ctx: ApiContext, category: Category) -> str:
+        service.update_category(ctx, category, build(CategoryPatch, {"name": text(form, "name", 200)}))
+        return "Category renamed."
+
+    return await _category_answer(request, account, category_id, rename)
+
+
+@router.post("/dashboard/categories/{category_id}/move")
+async def move_category(
+    request: Request, category_id: str, account: Account = Depends(require_login)
+) -> Response:
+    form = await _checked_form(request)
+    # "" (top level) is a value here: the form always sends the field.
+    if "parent" not in form:
+        return _to_tree(category_id, problem="Move: choose where the category goes.")
+
+    def move(ctx: ApiContext, category: Category) -> str:
+        service.update_category(ctx, category, build(CategoryPatch, {"parent": text(form, "parent", 40)}))
+        return f"Category {category.name} moved."
+
+    return await _category_answer(request, account, category_id, move)
+
+
+def _step(step: int) -> CategoryChange:
+    """Up (-1) or Down (1) among the category's siblings."""
+    up = step < 0
+
+    def change(ctx: ApiContext, category: Category) -> str:
+        if not service.move_category(ctx, category, step):
+            return f"Category {category.name} is already {'first' if up else 'last'}."
+        return f"Category {category.name} moved {'up' if up else 'down'}."
+
+    return change
+
+
+@router.post("/dashboard/categories/{category_id}/up")
+async def move_category_up(
+    request: Request, category_id: str, account: Account = Depends(require_login)
+) -> Response:
+    await _checked_form(request)
+    return await _category_answer(request, account, category_id, _step(-1))
+
+
+@router.post("/dashboard/categories/{category_id}/down")
+async def move_category_down(
+    request: Request, category_id: str, account: Account = Depends(require_login)
+) -> Response:
+    await _checked_form(request)
+    return await _category_answer(request, account, category_id, _step(1))
+
+
+def _delete_category(ctx: ApiContext, category: Category) -> str:
+    service.delete_category(ctx, category)
+    return "Category deleted."
+
+
+@router.post("/dashboard/categories/{category_id}/delete")
+async def delete_category(
+    request: Request, category_id: str, account: Account = Depends(require_login)
+) -> Response:
+    form = await _checked_form(request)
+    asked = ask_first(request, form, account, "category.delete", back="/dashboard/directories#categories")
+    if asked is not None:
+        return asked
+    return await _category_answer(request, account, category_id, _delete_category)
 
 
 def _to_tree(category_id: str, **message: str) -> Response:
