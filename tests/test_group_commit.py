@@ -6,6 +6,7 @@ group never leaves half of itself behind, and two API processes still validate e
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import subprocess
 import sys
@@ -205,35 +206,76 @@ def test_answered_validations_survive_a_sigkill_and_groups_are_whole(served: Ser
     assert counts["sessions"] == counts["records"] == counts["events"] == counts["counter"] == len(stored)
 
 
+def _connections_by_process(server_pid: int, port: int) -> dict[int, int]:
+    """How many established connections to `port` each child process of the server holds (from
+    /proc: the server side's socket inodes, then which process has each one open)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
+    held: dict[int, int] = {}
+    for child in map(int, children):
+        try:
+            links = [os.readlink(f"/proc/{child}/fd/{fd}") for fd in os.listdir(f"/proc/{child}/fd")]
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a helper process that just ended
+        held[child] = sum(1 for link in links if link.startswith("socket:[") and link[8:-1] in inodes)
+    return held
+
+
 @pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads connections from Linux /proc")
 def test_two_api_processes_on_one_sqlite_file_validate_exactly_once(sqlite_served: Served) -> None:
-    """`serve --workers 2` on SQLite: 32 concurrent validations of one session, spread over both
-    processes, give exactly one success; 32 distinct sessions all succeed; no call fails with a
-    busy database."""
+    """`serve --workers 2` on SQLite: 32 concurrent validations of one session and 32 of distinct
+    sessions, sent at once over connections held by both API processes, give exactly one success
+    for the shared session and 32 for the distinct ones; no call fails with a busy database."""
     sqlite_served.start(workers=2)
+    assert sqlite_served.server is not None
+    assert sqlite_served.server.process is not None
+    server_pid = sqlite_served.server.process.pid
+    port = int(sqlite_served.base.rsplit(":", 1)[1])
+    # Open the 64 connections first (the kernel hands each to one process), until both processes
+    # hold some: the race below then necessarily runs in both.
+    for _attempt in range(20):
+        clients = [httpx2.Client(timeout=60) for _ in range(64)]
+        for client in clients:
+            assert client.get(sqlite_served.base + "/healthz").status_code == 200
+        held = _connections_by_process(server_pid, port)
+        serving = [pid for pid, count in held.items() if count > 0]
+        if len(serving) == 2 and sum(held.values()) == 64:
+            break
+        for client in clients:
+            client.close()
+    else:
+        pytest.fail(f"the connections never reached both API processes: {held}")
     one = sqlite_served.codes[0]
     distinct = sqlite_served.codes[1:33]
     barrier = threading.Barrier(64)
     results: list[httpx2.Response | Exception] = []
     lock = threading.Lock()
 
-    def call(code: str) -> None:
-        # A connection per call, so the kernel spreads them over both processes' listeners.
-        with httpx2.Client(timeout=60) as http:
-            barrier.wait()
-            try:
-                outcome: httpx2.Response | Exception = sqlite_served.validate(http, code)
-            except Exception as exc:
-                outcome = exc
+    def call(client: httpx2.Client, code: str) -> None:
+        barrier.wait()
+        try:
+            outcome: httpx2.Response | Exception = sqlite_served.validate(client, code)
+        except Exception as exc:
+            outcome = exc
         with lock:
             results.append(outcome)
 
-    threads = [threading.Thread(target=call, args=(one,)) for _ in range(32)]
-    threads += [threading.Thread(target=call, args=(code,)) for code in distinct]
+    codes = [one] * 32 + distinct
+    threads = [threading.Thread(target=call, args=pair) for pair in zip(clients, codes, strict=True)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
+    for client in clients:
+        client.close()
     responses = [r for r in results if isinstance(r, httpx2.Response)]
     assert len(responses) == 64, results
     statuses = sorted(r.status_code for r in responses)
