@@ -6,6 +6,7 @@ and serves its CSV; a batch whose process was killed (SIGKILL) in the middle is 
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import subprocess
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import undefer
 
 from conftest import LiveServer, TestAccount
@@ -54,6 +56,18 @@ def _batch(runtime: Runtime, job_path: str) -> SingleUseBatch:
         assert found is not None
         session.expunge(found)
         return found
+
+
+def _write_lock_held(settings: Settings) -> bool:
+    """Whether some process holds the SQLite database's write lock (db/engine.py WriteLock)."""
+    database = Path(make_url(settings.database_url).database or "").resolve()
+    with open(f"{database}.lock", "a") as lock_file:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(lock_file, fcntl.LOCK_UN)
+        return False
 
 
 def _links(runtime: Runtime, campaign: str) -> int:
@@ -135,18 +149,20 @@ def test_a_batch_of_a_killed_process_is_made_once_by_the_worker(
         )
         assert started.status_code == 303, started.text
         job_path = started.headers["location"]
-        # PostgreSQL commits the count every 10,000 links while the batch goes on: wait for one,
-        # so the process dies in the middle of writing. SQLite's single writer is the batch
-        # itself: the row says "running" once the batch has begun.
-        wanted = 1 if runtime.db.is_sqlite else 10_000
+        # The process must die in the middle of writing the links. PostgreSQL commits the count
+        # every 10,000 links while the batch goes on: wait for one. On SQLite the batch is the
+        # single writer: wait until the row says "running" and the database's write lock is
+        # held (by the links transaction: nothing else writes meanwhile).
         deadline = time.monotonic() + 30
         while True:
             seen = _batch(runtime, job_path)
-            if seen.status == "running" and (runtime.db.is_sqlite or seen.done >= wanted):
+            if seen.status == "running" and (
+                _write_lock_held(settings) if runtime.db.is_sqlite else seen.done >= 10_000
+            ):
                 break
             assert seen.status != "done", "the batch finished before the process could be killed"
             assert time.monotonic() < deadline
-            time.sleep(0.01)
+            time.sleep(0.005)
         second_server.kill()
     left = _batch(runtime, job_path)
     assert left.status == "running"
