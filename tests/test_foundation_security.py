@@ -4,6 +4,7 @@ SSO token or reset token in clear text."""
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 import pytest
 from sqlalchemy import inspect, text
@@ -75,3 +76,34 @@ def test_database_dump_has_no_secret_in_clear(
     assert not leaked
     # The encrypted copies and digests are there instead.
     assert "$argon2id$" in dump
+
+
+def test_idempotent_answers_keep_no_secret_in_clear(
+    runtime: Runtime, account: TestAccount, remember_secret: Any
+) -> None:
+    """An answer kept for Idempotency-Key retries may carry a one-time token or a secret shown
+    once: it is kept encrypted, and a retry still gets it back as it was."""
+    created = assert_ok(account.call("/v4/subaccount/create", email=f"idem-dump-{account.id}@example.com"))
+    sub_ref = created["subaccount"]["ID"]
+    remember_secret(created["subaccount"]["api_secret"])
+    calls = [
+        ("/v3/subaccount/reset/url", {"subaccount": sub_ref}),
+        ("/v3/subaccount/sso", {"subaccount": sub_ref}),
+        ("/v4/webhooks", {"url": "https://example.com/hook", "events": ["coupon_opened"]}),
+    ]
+    shown = []
+    for number, (path, params) in enumerate(calls):
+        headers = {**account.headers, "Idempotency-Key": f"secret-answer-{number}"}
+        first = account.client.post(path, json=params, headers=headers)
+        retry = account.client.post(path, json=params, headers=headers)
+        assert first.status_code in (200, 201), first.text
+        assert retry.headers["Idempotent-Replayed"] == "true"
+        assert retry.status_code == first.status_code
+        assert retry.json() == first.json()
+        shown.append(first.json())
+    reset_token = path_of(shown[0]["url"]).rsplit("/", 1)[1]
+    secrets = [reset_token, shown[1]["subaccount"]["token"], shown[2]["secret"]]
+    for secret in secrets:
+        remember_secret(secret)
+    dump = _dump(runtime)
+    assert [s for s in secrets if s in dump] == []

@@ -222,7 +222,9 @@ def _execute(
         )
         if replay is not None:
             return _Answer(
-                json.loads(replay.response_body), replay.response_status, {"Idempotent-Replayed": "true"}
+                json.loads(idempotency.kept_answer(runtime.keyring, replay)),
+                replay.response_status,
+                {"Idempotent-Replayed": "true"},
             )
     ctx = ApiContext(
         session=session,
@@ -234,7 +236,9 @@ def _execute(
     result = handler(ctx, call.req)
     body: Any = ok(**result) if envelope and isinstance(result, dict) else result
     if call.idempotency_key:
-        idempotency.store(session, account.id, call.idempotency_key, status_code, json.dumps(body))
+        idempotency.store(
+            session, runtime.keyring, account.id, call.idempotency_key, status_code, json.dumps(body)
+        )
     return _Answer(body, status_code)
 
 

@@ -1,5 +1,8 @@
 """Idempotency-Key: the first answer is kept per client for 24 h and replayed to retries.
 
+Kept answers are encrypted: some carry what is shown only once (a webhook's signing secret, a
+subaccount's API secret, an SSO or password-reset token), and none may sit in the database in clear.
+
 The key is claimed in the same transaction as the work itself, so a retry never has a second
 effect: a concurrent duplicate waits for the first to commit (SQLite's write lock, or
 PostgreSQL's unique index) and then gets its answer.
@@ -16,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from opencoupon.errors import ApiError
 from opencoupon.kit.clock import utcnow
+from opencoupon.kit.crypto import Keyring
 from opencoupon.models import IdempotencyRecord
 
 MAX_KEY_LENGTH = 255
@@ -56,7 +60,7 @@ def claim(
     return existing
 
 
-def store(session: Session, account_id: int, key: str, status: int, body: str) -> None:
+def store(session: Session, keyring: Keyring, account_id: int, key: str, status: int, body: str) -> None:
     record = session.scalar(
         select(IdempotencyRecord).where(
             IdempotencyRecord.account_id == account_id, IdempotencyRecord.key == key
@@ -64,4 +68,11 @@ def store(session: Session, account_id: int, key: str, status: int, body: str) -
     )
     if record is not None:
         record.response_status = status
-        record.response_body = body
+        record.response_body = keyring.encrypt(body)
+
+
+def kept_answer(keyring: Keyring, record: IdempotencyRecord) -> str:
+    """The answer `store` kept, in clear."""
+    opened = keyring.decrypt(record.response_body)
+    # Answers kept before they were encrypted (at most a day old) are plain JSON.
+    return record.response_body if opened is None else opened

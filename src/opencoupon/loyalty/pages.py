@@ -369,7 +369,7 @@ def _collect(
         except ApiError as err:
             return card, _Outcome(error=err.description, status=409)
         if replay is not None:
-            return card, _Outcome(result=json.loads(replay.response_body))
+            return card, _Outcome(result=json.loads(idempotency.kept_answer(runtime.keyring, replay)))
         try:
             with session.begin_nested():
                 change = service.change_balance(
@@ -379,7 +379,9 @@ def _collect(
             # Refusals are answers too: a retry of the same form gets the same one.
             message = "This card has been voided and cannot collect." if holder.voided else err.description
             body: dict[str, Any] = {"error": message}
-            idempotency.store(session, card.account_id, f"loyalty-form:{nonce}", 409, json.dumps(body))
+            idempotency.store(
+                session, runtime.keyring, card.account_id, f"loyalty-form:{nonce}", 409, json.dumps(body)
+            )
             return card, _Outcome(result=body)
         body = {
             "user": str(holder.id),
@@ -393,7 +395,9 @@ def _collect(
                 for r in change.rewards
             ],
         }
-        idempotency.store(session, card.account_id, f"loyalty-form:{nonce}", 200, json.dumps(body))
+        idempotency.store(
+            session, runtime.keyring, card.account_id, f"loyalty-form:{nonce}", 200, json.dumps(body)
+        )
         return card, _Outcome(result=body)
 
 
