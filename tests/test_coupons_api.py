@@ -118,6 +118,10 @@ def test_coupon_list_filters(account: Acct) -> None:
         b["id"]
     ]
     assert_error(account.call("/v3/coupon/list", folder="nope"), 404, 515)
+    # A folder that exists but whose campaigns the other filters leave out is an empty list, not 515.
+    create_campaign(account, name="C", status="inactive", folder="f2")
+    for filters in ({"only_active": "true"}, {"category": "cat_7"}):
+        assert assert_ok(account.call("/v3/coupon/list", folder="f2", **filters))["coupon_info"] == []
     # Form-encoded, as PHP clients send it.
     form = account.client.post("/v3/coupon/list", data={"only_active": "1"}, headers=account.headers)
     assert [c["ID"] for c in assert_ok(form)["coupon_info"]] == [a["id"]]

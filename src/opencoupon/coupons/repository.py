@@ -39,6 +39,12 @@ def campaigns(
     return list(session.scalars(query.order_by(Campaign.id)))
 
 
+def folder_exists(session: Session, scope: ColumnElement[bool], folder: str) -> bool:
+    """A folder exists while one of the caller's campaigns is in it (folders are campaign labels)."""
+    query = select(Campaign.id).where(scope, Campaign.deleted_at.is_(None), Campaign.folder == folder)
+    return session.scalar(query.limit(1)) is not None
+
+
 def sessions_by_short_code(
     session: Session, scope: ColumnElement[bool], short: str, campaign_id: int | None
 ) -> list[CouponSession]:

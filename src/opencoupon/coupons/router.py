@@ -41,14 +41,17 @@ MAX_BATCH = 100
 @v3_endpoint(router, ["/v3/coupon/list"], CouponList, summary="List campaigns", read_only=True)
 def coupon_list(ctx: ApiContext, req: CouponList) -> dict[str, Any]:
     """Your campaigns (and your subaccounts'), filtered by status, folder, tags or category."""
+    scope = ctx.scope(Campaign.account_id)
     found = repository.campaigns(
         ctx.session,
-        ctx.scope(Campaign.account_id),
+        scope,
         only_active=bool(req.only_active),
         folder=req.folder or None,
         category_id=service.parse_category(req.category),
     )
-    if req.folder and not found:
+    # 515 only for a folder that does not exist: a folder whose campaigns the other filters
+    # leave out (all inactive with only_active, another category) is an empty list.
+    if req.folder and not found and not repository.folder_exists(ctx.session, scope, req.folder):
         raise ApiError(515, "Folder not found.", http_status=404)
     if req.tags:
         wanted = {t.lower() for t in req.tags}
