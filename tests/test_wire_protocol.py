@@ -101,6 +101,17 @@ def test_empty_json_body_means_no_parameters(http: httpx2.Client, account: objec
     assert_ok(response)
 
 
+def test_empty_json_array_body_means_no_parameters(http: httpx2.Client, account: object) -> None:
+    # The vendor's PHP sample for this call sends json_encode([]) of an empty $data array: "[]".
+    response = http.post(PATH, content=b"[]", headers={**account.headers, "Content-Type": "application/json"})  # type: ignore[attr-defined]
+    assert_ok(response)
+    assert_error(
+        http.post(PATH, content=b"[1]", headers={**account.headers, "Content-Type": "application/json"}),  # type: ignore[attr-defined]
+        422,
+        300,
+    )
+
+
 def test_oversized_body_is_413_in_the_envelope(http: httpx2.Client, account: object) -> None:
     response = http.post(PATH, content=b"a=" + b"x" * (1024 * 1024 + 10), headers=account.headers)  # type: ignore[attr-defined]
     assert_error(response, 413, 413)

@@ -1,7 +1,8 @@
 """The one v3 request parser: JSON, form, multipart or query string into one flat dict.
 
 Form values stay strings; `key[]=a&key[]=b`, `key[0]=a` and repeated keys become lists.
-JSON `null` means "not given". An empty body means no parameters.
+JSON `null` means "not given". An empty body, or an empty JSON array (PHP's `json_encode([])`),
+means no parameters.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ def parse_json_bytes(raw: bytes) -> dict[str, Any]:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(300, "Malformed JSON body.") from exc
+    if data == []:
+        # PHP's json_encode([]) of an empty parameter array, as the vendor's own samples send it.
+        return {}
     if not isinstance(data, dict):
         raise ApiError(300, "The JSON body must be an object.")
     return {k: v for k, v in data.items() if v is not None}
