@@ -266,6 +266,10 @@ def test_update_claim_validate_void_and_activate(
     assert_error(
         account.call("/v3/couponsession/update", couponsession=code, validation_value="abc"), 422, 300
     )
+    # `value` is stored in a 200-character column: longer is a bad value, never a database error.
+    too_long = account.call("/v3/couponsession/update", couponsession=code, value="v" * 201)
+    assert_error(too_long, 422, 300)
+    assert session_status(account, code)["value"] == "table 4"
     voided = assert_ok(account.call("/v3/couponsession/update", couponsession=code, void=True))
     assert voided["data"]["status"]["voided"] == "1"
     assert len(_events(runtime, campaign["id"], "coupon_claimed")) == 1

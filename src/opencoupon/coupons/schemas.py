@@ -51,7 +51,8 @@ class SessionFlags(V3Request):
     void: bool | None = None
     lock: bool | None = None
     validation_value: Str | None = None
-    value: Str | None = None
+    # coupon_sessions.value is 200 characters: longer answers 300 instead of a database error.
+    value: Annotated[Str, Field(max_length=200)] | None = None
 
 
 class SessionUpdate(SessionFlags):
