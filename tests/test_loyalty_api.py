@@ -346,11 +346,12 @@ def test_users_list_pages_and_errors(account: Acc) -> None:
     ids = [create_holder(account, card["id"])["ID"] for _ in range(3)]
     body = assert_ok(account.call("/v3/loyaltyusers/list", loyaltycard=str(card["id"])))
     assert body["amount_of_results"] == "3"
+    assert body["total_results"] == "3"
     assert body["page"] == "1"
     assert [u["ID"] for u in body["users"]] == ids
-    assert (
-        assert_ok(account.call("/v3/loyaltyusers/list", loyaltycard=str(card["id"]), page=2))["users"] == []
-    )
+    # Past the last page: "0" results on the page (what clients stop paging on), the total stays.
+    after = assert_ok(account.call("/v3/loyaltyusers/list", loyaltycard=str(card["id"]), page=2))
+    assert (after["amount_of_results"], after["total_results"], after["users"]) == ("0", "3", [])
     assert_error(account.call("/v3/loyaltyusers/list"), 422, 200)
     assert_error(account.call("/v3/loyaltyusers/list", loyaltycard="cam_1x"), 422, 301)
     assert_error(account.call("/v3/loyaltyusers/list", loyaltycard="31337000"), 404, 505)

@@ -69,14 +69,17 @@ def loyalty_info(ctx: ApiContext, req: CardRef) -> dict[str, Any]:
 
 @v3_endpoint(router, ["/v3/loyaltyusers/list"], UserList, summary="List the users of a loyalty card")
 def loyaltyusers_list(ctx: ApiContext, req: UserList) -> dict[str, Any]:
-    """100 users a page, oldest first. Unknown card: 505 (the vendor's code for this call)."""
+    """100 users a page, oldest first. `amount_of_results` counts this page's users, as on every
+    other v3 list (clients page until it is "0"); `total_results` counts them all. Unknown card:
+    505 (the vendor's code for this call)."""
     card = service.get_card(ctx.session, ctx.may_reach, req.loyaltycard, service.LIST_CARD_NOT_FOUND)
     page = req.page or 1
     total, holders = repo.holders_page(ctx.session, card.id, page=page, filters={})
     for holder in holders:
         service.apply_expiry(ctx.session, ctx.runtime, card, holder, ctx.now)
     return {
-        "amount_of_results": str(total),
+        "amount_of_results": str(len(holders)),
+        "total_results": str(total),
         "page": str(page),
         "users": [service.holder_v3(ctx.runtime, card, h) for h in holders],
     }
