@@ -174,6 +174,7 @@ class SmsRequest:
     path: str
     authorization: str
     form: dict[str, str]
+    host: str = ""  # the Host header
 
     @property
     def basic_auth(self) -> tuple[str, str]:
@@ -197,7 +198,11 @@ class SmsStandIn:
                 length = int(self.headers.get("Content-Length", "0"))
                 raw = self.rfile.read(length).decode()
                 form = {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
-                stand_in.requests.append(SmsRequest(self.path, self.headers.get("Authorization", ""), form))
+                stand_in.requests.append(
+                    SmsRequest(
+                        self.path, self.headers.get("Authorization", ""), form, self.headers.get("Host", "")
+                    )
+                )
                 if stand_in.responses:
                     status, body = stand_in.responses.pop(0)
                 else:

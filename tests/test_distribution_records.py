@@ -7,9 +7,11 @@ import asyncio
 import datetime as dt
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,9 @@ from conftest import free_port
 from distribution_fixtures import CampaignRef, SmtpHandler, SmtpServer
 from helpers import assert_error, assert_ok
 from opencoupon.db.base import Base
+from opencoupon.distribution.mail import SmtpConfig, deliver
 from opencoupon.distribution.service import sends_for_session
+from opencoupon.distribution.sms import make_provider
 from opencoupon.models import CouponSession, DistributionSend
 from opencoupon.runtime import Runtime
 from opencoupon.worker.runner import Runner
@@ -277,3 +281,115 @@ def test_tenants_cannot_point_the_server_at_private_addresses(
     entry = account.client.get(f"/v4/sends/{body['send']['ID']}", headers=account.headers).json()
     assert entry["status"] == "failed"
     assert "private or loopback" in entry["last_error"]
+
+
+def test_private_literals_in_any_form_are_refused_at_registration(
+    account: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The webhook rules (webhooks.ssrf) apply: NAT64 and 6to4 forms of private addresses, the
+    decimal form of 127.0.0.1, not only what ipaddress calls non-global."""
+    monkeypatch.setattr(settings, "allow_private_webhooks", False)
+    for host in ("64:ff9b::a9fe:a9fe", "2002:7f00:1::", "2130706433", "0x7f.1", "Localhost"):
+        refused = account.client.put(
+            "/v4/integrations/email",
+            json={"host": host, "sender_email": "a@shop.example"},
+            headers=account.headers,
+        )
+        assert_error(refused, 422, 300)
+        bracketed = f"[{host}]" if ":" in host else host
+        refused = account.client.put(
+            "/v4/integrations/sms",
+            json={"account_sid": "AC1", "auth_token": "t", "base_url": f"https://{bracketed}"},
+            headers=account.headers,
+        )
+        assert_error(refused, 422, 300)
+
+
+PUBLIC_ADDRESS = "93.184.216.34"
+
+
+def _rebinding_resolver(monkeypatch: pytest.MonkeyPatch, name: str) -> list[str]:
+    """`name` resolves to a public address once, then to 127.0.0.1 (a DNS rebinding attack);
+    returns the list of answers given."""
+    answers: list[str] = []
+    system = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != name:
+            return system(host, port, *args, **kwargs)
+        address = PUBLIC_ADDRESS if not answers else "127.0.0.1"
+        answers.append(address)
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port or 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return answers
+
+
+def test_dns_rebinding_cannot_reach_a_private_smtp_server_or_sms_gateway(
+    runtime: Runtime,
+    account: Any,
+    dist_campaign: CampaignRef,
+    dist_smtp: SmtpServer,
+    dist_sms: Any,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker connects to the address it checked, never to what a second lookup answers."""
+    sms_port = int(dist_sms.url.rsplit(":", 1)[1])
+    configure_smtp(account, dist_smtp.port, host="rebind.example")
+    response = account.client.put(
+        "/v4/integrations/sms",
+        json={
+            "account_sid": "AC1",
+            "auth_token": "t",
+            "sender": "+15005550006",
+            "base_url": f"http://rebind.example:{sms_port}",
+        },
+        headers=account.headers,
+    )
+    assert response.status_code == 200, response.text
+    monkeypatch.setattr(settings, "allow_private_webhooks", False)
+    # The public address does not answer here: keep the attempts short, and retry much later.
+    monkeypatch.setattr(settings, "smtp_timeout_seconds", 0.5)
+    monkeypatch.setattr(settings, "sms_timeout_seconds", 0.5)
+    monkeypatch.setattr(settings, "send_retry_base_seconds", 3600.0)
+    answers = _rebinding_resolver(monkeypatch, "rebind.example")
+    email = assert_ok(account.call("/v3/send/email", campaign=dist_campaign.public_id, email="r@example.org"))
+    Runner(runtime).run_until_idle()
+    assert answers[:1] == [PUBLIC_ADDRESS]
+    answers.clear()
+    sms = assert_ok(account.call("/v3/send/sms", campaign=dist_campaign.public_id, phone="+15551234567"))
+    Runner(runtime).run_until_idle()
+    assert answers[:1] == [PUBLIC_ADDRESS]
+    assert dist_smtp.handler.messages == []
+    assert dist_sms.requests == []
+    for send in (email, sms):
+        entry = account.client.get(f"/v4/sends/{send['send']['ID']}", headers=account.headers).json()
+        assert entry["status"] == "retrying", entry
+
+
+def test_a_pinned_connection_keeps_the_host_name(dist_smtp: SmtpServer, dist_sms: Any) -> None:
+    """Connected to the checked address, the server still sees (and TLS would verify) the name."""
+    config = SmtpConfig(
+        host="smtp.shop.example",
+        port=dist_smtp.port,
+        tls_mode="none",
+        username="",
+        password="",
+        sender_email="coupons@shop.example",
+        sender_name="Shop",
+        source="account",
+    )
+    message = EmailMessage()
+    message["Subject"] = "Pinned"
+    message.set_content("hello")
+    answer = deliver(config, message, "p@example.org", timeout=5, connect_address="127.0.0.1")
+    assert answer.startswith("250")
+    assert [m.rcpt_tos for m in dist_smtp.handler.messages] == [["p@example.org"]]
+    sms_port = dist_sms.url.rsplit(":", 1)[1]
+    provider = make_provider(
+        "twilio", f"http://sms.shop.example:{sms_port}", "AC1", "t", timeout=5, connect_address="127.0.0.1"
+    )
+    provider.send("+15551234567", "Shop", "hello")
+    assert [r.path for r in dist_sms.requests] == ["/2010-04-01/Accounts/AC1/Messages.json"]
+    assert [r.host for r in dist_sms.requests] == [f"sms.shop.example:{sms_port}"]

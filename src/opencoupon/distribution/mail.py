@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 import smtplib
+import socket
 import ssl
 from dataclasses import dataclass
 from email.headerregistry import Address
@@ -137,17 +138,36 @@ def _smtp_error(exc: smtplib.SMTPResponseException) -> SmtpFailure:
     return SmtpFailure(f"SMTP server answered {answer}", transient=transient, response=answer)
 
 
-def deliver(config: SmtpConfig, message: EmailMessage, recipient: str, *, timeout: float) -> str:
-    """Send one message; the server's final answer (e.g. "250 2.0.0 Ok: queued as …")."""
+class _PinnedSMTP(smtplib.SMTP):
+    """SMTP whose connection goes to `connect_address` (already checked) while the host name
+    stays the one STARTTLS verifies: smtplib would otherwise resolve the name again itself."""
+
+    def __init__(self, host: str, port: int, *, connect_address: str, timeout: float) -> None:
+        self.connect_address = connect_address
+        super().__init__(host, port, timeout=timeout)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return socket.create_connection((self.connect_address or host, port), timeout, self.source_address)
+
+
+class _PinnedSMTPSSL(smtplib.SMTP_SSL, _PinnedSMTP):
+    """Implicit TLS on a pinned connection: SMTP_SSL wraps what _PinnedSMTP connects, and checks
+    the certificate against the host name."""
+
+    def __init__(self, host: str, port: int, *, connect_address: str, timeout: float) -> None:
+        self.connect_address = connect_address
+        smtplib.SMTP_SSL.__init__(self, host, port, timeout=timeout, context=ssl.create_default_context())
+
+
+def deliver(
+    config: SmtpConfig, message: EmailMessage, recipient: str, *, timeout: float, connect_address: str = ""
+) -> str:
+    """Send one message; the server's final answer (e.g. "250 2.0.0 Ok: queued as …").
+    `connect_address`: where to connect for config.host, as checked (distribution.service.connect_address)."""
     envelope_from = config.sender_email
     try:
-        smtp: smtplib.SMTP
-        if config.tls_mode == "tls":
-            smtp = smtplib.SMTP_SSL(
-                config.host, config.port, timeout=timeout, context=ssl.create_default_context()
-            )
-        else:
-            smtp = smtplib.SMTP(config.host, config.port, timeout=timeout)
+        kind = _PinnedSMTPSSL if config.tls_mode == "tls" else _PinnedSMTP
+        smtp = kind(config.host, config.port, connect_address=connect_address, timeout=timeout)
         with smtp:
             smtp.ehlo()
             if config.tls_mode == "starttls":

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import re
-import socket
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ from opencoupon.models import (
     SmsIntegration,
 )
 from opencoupon.runtime import Runtime
+from opencoupon.webhooks import ssrf
 from opencoupon.worker.queue import enqueue
 
 CAMPAIGN_NOT_FOUND = ApiError(502, "Campaign ID not found.")
@@ -201,43 +200,48 @@ def sms_integration(session: Session, account_id: int) -> tuple[SmsIntegration, 
     return None
 
 
+PRIVATE_HINT = " (OPENCOUPON_ALLOW_PRIVATE_WEBHOOKS=1 allows them)"
+
+
 def _private_literal(host: str) -> bool:
-    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+    """`host` is an IP literal (in any form a resolver accepts) or name that is never public, by
+    the same rules as webhook targets (webhooks.ssrf)."""
+    if ssrf.is_local_name(host):
         return True
-    try:
-        return not ipaddress.ip_address(host).is_global
-    except ValueError:
-        return False
+    literal = ssrf.literal_address(host)
+    return literal is not None and not ssrf.address_allowed(literal)
 
 
 def _check_host(runtime: Runtime, host: str, name: str) -> None:
     """Tenants may not point the server at private addresses (as for webhooks), unless allowed.
     Only literal addresses are refused here (no DNS lookup inside the transaction); names are
-    resolved and checked again by the worker before each connection."""
+    resolved and checked again by the worker, which connects to the address it checked."""
     if not runtime.settings.allow_private_webhooks and _private_literal(host):
         raise ApiError(
             300,
-            f"Invalid value in parameter: {name}. Private and loopback addresses are not allowed "
-            "(OPENCOUPON_ALLOW_PRIVATE_WEBHOOKS=1 allows them).",
+            f"Invalid value in parameter: {name}. Private and loopback addresses are not allowed"
+            + PRIVATE_HINT
+            + ".",
         )
 
 
-def private_address(runtime: Runtime, host: str) -> str:
-    """Why the worker must not connect to `host` (a tenant's setting), or "" when it may."""
+class PrivateTarget(Exception):
+    """A tenant's SMTP host or SMS gateway is (or resolves to) a private address."""
+
+
+def connect_address(runtime: Runtime, host: str, port: int) -> str:
+    """What the worker connects to for a tenant's `host`: `host` itself when private targets are
+    allowed; otherwise one of the addresses it resolves to, all checked public, so the connection
+    cannot go where a second lookup would point (DNS rebinding). Raises PrivateTarget, or OSError
+    when the name does not resolve (a temporary failure)."""
     if runtime.settings.allow_private_webhooks:
-        return ""
-    hint = " (OPENCOUPON_ALLOW_PRIVATE_WEBHOOKS=1 allows it)"
-    if _private_literal(host):
-        return f"{host} is a private or loopback address" + hint
+        return host
     try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except (OSError, UnicodeError):
-        return ""  # the connection attempt reports it (a temporary failure)
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if not address.is_global:
-            return f"{host} resolves to the private or loopback address {address}" + hint
-    return ""
+        return ssrf.checked_address(host, port)
+    except ssrf.UnsafeTarget:
+        raise PrivateTarget(
+            f"{host} is or resolves to a private or loopback address" + PRIVATE_HINT.replace("them", "it")
+        ) from None
 
 
 def email_integration_view(ctx: ApiContext) -> dict[str, Any]:

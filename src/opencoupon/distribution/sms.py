@@ -37,22 +37,41 @@ class TwilioProvider:
     HTTP basic auth sid:token. Any service speaking this API (Twilio, or a compatible gateway)
     works; the base URL is configurable per account."""
 
-    def __init__(self, base_url: str, account_sid: str, auth_token: str, *, timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        account_sid: str,
+        auth_token: str,
+        *,
+        timeout: float = 15.0,
+        connect_address: str = "",
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.timeout = timeout
+        # The checked address of the base URL's host (distribution.service.connect_address): the
+        # request goes there and nowhere a second DNS lookup would point; "" lets httpx resolve.
+        self.connect_address = connect_address
 
     def send(self, to: str, sender: str, body: str) -> SmsResult:
-        url = f"{self.base_url}/2010-04-01/Accounts/{self.account_sid}/Messages.json"
+        url = httpx2.URL(f"{self.base_url}/2010-04-01/Accounts/{self.account_sid}/Messages.json")
+        headers: dict[str, str] = {}
+        extensions: dict[str, str] = {}
+        if self.connect_address and self.connect_address != url.host:
+            # Same Host header and TLS name (certificate check) as the URL, connection to the address.
+            headers["Host"] = url.netloc.decode("ascii")
+            extensions["sni_hostname"] = url.raw_host.decode("ascii")
+            url = url.copy_with(host=self.connect_address)
         try:
-            response = httpx2.post(
-                url,
-                data={"To": to, "From": sender, "Body": body},
-                auth=(self.account_sid, self.auth_token),
-                timeout=self.timeout,
-                follow_redirects=False,
-            )
+            with httpx2.Client(timeout=self.timeout, follow_redirects=False) as client:
+                response = client.post(
+                    url,
+                    data={"To": to, "From": sender, "Body": body},
+                    auth=(self.account_sid, self.auth_token),
+                    headers=headers,
+                    extensions=extensions,
+                )
         except httpx2.HTTPError as exc:
             raise SmsError(f"SMS provider not reachable: {exc!r}", transient=True) from exc
         answer = f"HTTP {response.status_code} {response.text[:1000]}"
@@ -84,8 +103,16 @@ def _error_message(response: httpx2.Response) -> str:
 
 
 def make_provider(
-    provider: str, base_url: str, account_sid: str, auth_token: str, *, timeout: float
+    provider: str,
+    base_url: str,
+    account_sid: str,
+    auth_token: str,
+    *,
+    timeout: float,
+    connect_address: str = "",
 ) -> SmsProvider:
     if provider == "twilio":
-        return TwilioProvider(base_url, account_sid, auth_token, timeout=timeout)
+        return TwilioProvider(
+            base_url, account_sid, auth_token, timeout=timeout, connect_address=connect_address
+        )
     raise ValueError(f"unknown SMS provider {provider}")

@@ -48,6 +48,7 @@ class EmailWork:
     config: SmtpConfig
     message: EmailMessage
     recipient: str
+    connect_address: str
 
 
 @dataclass
@@ -132,10 +133,6 @@ def _email_work(runtime: Runtime, send: DistributionSend) -> EmailWork:
         config = service.email_config(session, runtime, send.account_id)
         if config is None:
             raise Permanent("no email integration (the account's settings were removed)")
-        if config.source != "server":
-            refused = service.private_address(runtime, config.host)
-            if refused:
-                raise Permanent(f"SMTP host not allowed: {refused}")
         if "\x00" in config.password:
             raise Permanent("the stored SMTP password cannot be decrypted: save the email integration again")
         account = session.get(Account, send.account_id)
@@ -166,6 +163,10 @@ def _email_work(runtime: Runtime, send: DistributionSend) -> EmailWork:
         greeting = send.firstname
         if not greeting and coupon_session is not None and coupon_session.email.lower() == send.recipient_key:
             greeting = coupon_session.firstname
+    # The server's own default is trusted; a tenant's host is checked, outside the transaction.
+    address = config.host
+    if config.source != "server":
+        address = _connect_address(runtime, config.host, config.port, "SMTP host", SmtpFailure)
     message = compose(
         config,
         to_email=send.recipient,
@@ -176,7 +177,7 @@ def _email_work(runtime: Runtime, send: DistributionSend) -> EmailWork:
         branding=branding,
         send_ref=f"snd_{send.id}",
     )
-    return EmailWork(config, message, send.recipient)
+    return EmailWork(config, message, send.recipient, address)
 
 
 def _directory_content(runtime: Runtime, session: Session, directory_id: int) -> CouponContent:
@@ -197,7 +198,11 @@ def send_email(runtime: Runtime, payload: dict[str, Any]) -> None:
     def attempt(send: DistributionSend) -> Delivered:
         work = _email_work(runtime, send)
         answer = deliver(
-            work.config, work.message, work.recipient, timeout=runtime.settings.smtp_timeout_seconds
+            work.config,
+            work.message,
+            work.recipient,
+            timeout=runtime.settings.smtp_timeout_seconds,
+            connect_address=work.connect_address,
         )
         return Delivered(answer, str(work.message["Message-ID"]))
 
@@ -210,16 +215,35 @@ def _sms_work(runtime: Runtime, send: DistributionSend) -> SmsWork:
         if found is None:
             raise Permanent("no SMS integration (the account's settings were removed)")
         row = found[0]
-        refused = service.private_address(runtime, urlsplit(row.base_url).hostname or "")
-        if refused:
-            raise Permanent(f"SMS provider not allowed: {refused}")
         token = runtime.keyring.decrypt(row.token_encrypted)
         if token is None:
             raise Permanent("the stored SMS token cannot be decrypted: save the SMS integration again")
-        provider = make_provider(
-            row.provider, row.base_url, row.account_sid, token, timeout=runtime.settings.sms_timeout_seconds
-        )
+        provider_name, base_url, account_sid = row.provider, row.base_url, row.account_sid
+    parts = urlsplit(base_url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    address = _connect_address(runtime, parts.hostname or "", port, "SMS provider", SmsError)
+    provider = make_provider(
+        provider_name,
+        base_url,
+        account_sid,
+        token,
+        timeout=runtime.settings.sms_timeout_seconds,
+        connect_address=address,
+    )
     return SmsWork(provider, send.recipient, send.sender, send.body)
+
+
+def _connect_address(
+    runtime: Runtime, host: str, port: int, what: str, failure: type[SmtpFailure] | type[SmsError]
+) -> str:
+    """Where to connect for a tenant's host (service.connect_address): a private target fails for
+    good, a name that does not resolve now is tried again later."""
+    try:
+        return service.connect_address(runtime, host, port)
+    except service.PrivateTarget as exc:
+        raise Permanent(f"{what} not allowed: {exc}") from None
+    except (OSError, UnicodeError) as exc:
+        raise failure(f"{what} {host} does not resolve: {exc}", transient=True) from None
 
 
 @task(service.SMS_JOB)

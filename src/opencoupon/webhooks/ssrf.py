@@ -86,7 +86,7 @@ def address_allowed(address: IPAddress) -> bool:
     return not any(address in net for net in _BLOCKED_NETWORKS if net.version == address.version)
 
 
-def _literal(host: str) -> IPAddress | None:
+def literal_address(host: str) -> IPAddress | None:
     """The address an IP literal host stands for, including the legacy forms (2130706433,
     0x7f.1, 017700000001) that resolvers accept."""
     try:
@@ -120,10 +120,10 @@ def split(url: str, *, allow_private: bool) -> SplitResult:
     if port == 0:
         raise UnsafeTarget("URL port is not allowed")
     if not allow_private:
-        literal = _literal(parts.hostname)
+        literal = literal_address(parts.hostname)
         if literal is not None and not address_allowed(literal):
             raise UnsafeTarget("URL points to a non-public address")
-        if parts.hostname.rstrip(".").lower() == "localhost" or parts.hostname.endswith(".localhost"):
+        if is_local_name(parts.hostname):
             raise UnsafeTarget("URL points to a non-public address")
     return parts
 
@@ -144,7 +144,7 @@ def check_url(url: str, *, allow_private: bool) -> None:
     if allow_private:
         return
     host = parts.hostname or ""
-    if _literal(host) is not None:
+    if literal_address(host) is not None:
         return
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
@@ -152,6 +152,25 @@ def check_url(url: str, *, allow_private: bool) -> None:
     except OSError as exc:
         raise UnsafeTarget("URL host does not resolve") from exc
     check_addresses(addresses)
+
+
+def is_local_name(host: str) -> bool:
+    name = host.rstrip(".").lower()
+    return name == "localhost" or name.endswith(".localhost")
+
+
+def checked_address(host: str, port: int) -> str:
+    """The address to connect to for `host` (a name or an IP literal), once every address it
+    resolves to has been checked public. Connecting to exactly this address leaves no second
+    lookup for DNS rebinding to answer differently. Raises UnsafeTarget, or OSError when the name
+    does not resolve."""
+    bare = host.strip("[]")
+    if is_local_name(bare):
+        raise UnsafeTarget("URL points to a non-public address")
+    literal = literal_address(bare)
+    addresses = [str(literal)] if literal is not None else lookup(bare, port)
+    check_addresses(addresses)
+    return addresses[0].split("%", 1)[0]
 
 
 class GuardedResolver(AbstractResolver):
