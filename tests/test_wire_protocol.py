@@ -117,6 +117,14 @@ def test_oversized_body_is_413_in_the_envelope(http: httpx2.Client, account: obj
     assert_error(response, 413, 413)
 
 
+def test_a_trailing_slash_is_answered_not_redirected(http: httpx2.Client, account: object) -> None:
+    # PHP's curl does not follow a redirect of a POST: the call itself must answer.
+    response = http.post(PATH + "/", json={}, headers=account.headers)  # type: ignore[attr-defined]
+    assert response.status_code == 200, response.text
+    assert response.json() == assert_ok(http.post(PATH, json={}, headers=account.headers))  # type: ignore[attr-defined]
+    assert_error(http.post("/v3/no/such/call/"), 404, 404)
+
+
 def test_unknown_route_is_404_in_the_envelope(http: httpx2.Client) -> None:
     assert_error(http.post("/v3/no/such/call"), 404, 404)
 
