@@ -408,6 +408,9 @@ def test_usage_data_pages_and_date_filters(
         account.call("/v3/campaign/claims", campaign=campaign["id"], end_date="2026/01/01"), 422, 303
     )
     assert_error(account.call("/v3/campaign/data", campaign=campaign["id"], page=0), 422, 300)
+    # An empty `page` (a form field left blank) is not given: the first page.
+    blank = assert_ok(account.call("/v3/campaign/data", campaign=campaign["id"], page=""))
+    assert (blank["page"], blank["amount_of_results"]) == ("1", "5")
     assert_error(account.call("/v3/campaign/data"), 422, 200)
     assert_error(account.call("/v3/campaign/data", campaign="cam_x1"), 422, 301)
 

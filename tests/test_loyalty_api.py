@@ -352,6 +352,8 @@ def test_users_list_pages_and_errors(account: Acc) -> None:
     # Past the last page: "0" results on the page (what clients stop paging on), the total stays.
     after = assert_ok(account.call("/v3/loyaltyusers/list", loyaltycard=str(card["id"]), page=2))
     assert (after["amount_of_results"], after["total_results"], after["users"]) == ("0", "3", [])
+    blank = assert_ok(account.call("/v3/loyaltyusers/list", loyaltycard=str(card["id"]), page=""))
+    assert (blank["page"], blank["amount_of_results"]) == ("1", "3")
     assert_error(account.call("/v3/loyaltyusers/list"), 422, 200)
     assert_error(account.call("/v3/loyaltyusers/list", loyaltycard="cam_1x"), 422, 301)
     assert_error(account.call("/v3/loyaltyusers/list", loyaltycard="31337000"), 404, 505)

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field
 
-from opencoupon.kit.params import Str, StrList, V3Request, _split_list
+from opencoupon.kit.params import OptionalInt, Str, StrList, V3Request, _split_list
 
 ExpiryMode = Literal["none", "fixed_date", "after_open", "after_claim"]
 Method = Literal["pin", "widget", "custom_code", "qr"]
@@ -33,7 +33,7 @@ class CouponInfo(CampaignRef):
 
 
 class UsageData(CampaignRef):
-    page: int | None = None
+    page: OptionalInt = None
     start_date: Str | None = None
     end_date: Str | None = None
 

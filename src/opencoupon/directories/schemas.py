@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
-from opencoupon.kit.params import Str, StrList, V3Request
+from opencoupon.kit.params import OptionalInt, Str, StrList, V3Request
 
 
 def _lower(value: Any) -> Any:
@@ -58,16 +58,6 @@ def _campaign_items(value: Any) -> Any:
 
 
 CampaignItems = Annotated[list[CampaignItemSpec], BeforeValidator(_campaign_items)]
-
-
-def _blank_is_none(value: Any) -> Any:
-    # Forms send "" for a number left empty.
-    if isinstance(value, list) and value:
-        value = value[-1]
-    return None if isinstance(value, str) and not value.strip() else value
-
-
-OptionalInt = Annotated[int | None, BeforeValidator(_blank_is_none)]
 
 
 # ---- v3 action calls -------------------------------------------------------------------------

@@ -38,8 +38,15 @@ def _one_value(value: Any) -> Any:
     return value
 
 
+def _blank_is_none(value: Any) -> Any:
+    # Forms send "" for a number left empty: not given, like a missing key.
+    value = _one_value(value)
+    return None if isinstance(value, str) and not value.strip() else value
+
+
 StrList = Annotated[list[str], BeforeValidator(_split_list)]
 Str = Annotated[str, BeforeValidator(_one_value)]
+OptionalInt = Annotated[int | None, BeforeValidator(_blank_is_none)]
 
 
 class V3Request(BaseModel):

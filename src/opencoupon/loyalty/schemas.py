@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, Field
 
-from opencoupon.kit.params import Str, StrList, V3Request
+from opencoupon.kit.params import OptionalInt, Str, StrList, V3Request
 
 CardType = Literal["stamp", "points", "membership"]
 
@@ -22,7 +22,7 @@ class CardRef(V3Request):
 
 class UserList(V3Request):
     loyaltycard: Str
-    page: int | None = Field(default=None, ge=1)
+    page: OptionalInt = Field(default=None, ge=1)
 
 
 class UserUpdate(V3Request):
