@@ -563,3 +563,32 @@ def test_a_silent_smtp_server_never_blocks_the_api(
         abandon(runtime, body["send"]["ID"])
     finally:
         silent.close()
+
+
+def test_longest_names_are_stored_whole_within_their_columns(
+    runtime: Runtime, account: Any, dist_campaign: CampaignRef, dist_smtp: SmtpServer
+) -> None:
+    """A first and a last name of 100 characters each (the most a session keeps) are accepted and
+    stored; the recipient's full name fits its 200-character column (PostgreSQL refuses more)."""
+    configure_smtp(account, dist_smtp.port)
+    first, last = "F" * 100, "L" * 100
+    body = assert_ok(
+        account.call(
+            "/v3/send/email",
+            campaign=dist_campaign.public_id,
+            email="long.names@example.org",
+            firstname=first + "extra",
+            lastname=last + "extra",
+        )
+    )
+    with runtime.db.read() as session:
+        send = session.scalar(
+            select(DistributionSend).where(DistributionSend.recipient == "long.names@example.org")
+        )
+        assert send is not None
+        assert send.firstname == first
+        assert len(send.recipient_name) <= 200
+        assert send.recipient_name.startswith(f"{first} L")
+        row = session.scalar(select(CouponSession).where(CouponSession.code == body["couponsession"]))
+        assert row is not None
+        assert (row.firstname, row.lastname) == (first, last)

@@ -472,7 +472,8 @@ def record_send(
                 session_id=coupon_session.id if coupon_session else None,
                 recipient=recipient,
                 recipient_key=recipient_key,
-                recipient_name=f"{firstname} {lastname}".strip(),
+                # Each name is cut to 100 characters; together they must fit the column.
+                recipient_name=f"{firstname} {lastname}".strip()[:200],
                 firstname=firstname,
                 subject=subject,
                 body=body_for(link) if body_for is not None else "",
