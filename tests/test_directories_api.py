@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, select
 
+from conftest import make_account
 from directories_fixtures import PAY_URL, create_category, create_directory, create_user, make_campaign, v4
 from helpers import assert_error, assert_ok
 from opencoupon.directories import repository
@@ -337,6 +338,51 @@ def test_a_master_reaches_its_subaccounts_directories_not_the_other_way(
     assert [d["id"] for d in v4(subaccount, "GET", "/v4/directory").json()] == [sub_dir["id"]]
     assert_error(subaccount.call("/v3/directory/info", directory=master_dir["id"]), 404, 507)
     assert_ok(account.call("/v3/directory/info", directory=sub_dir["id"]))
+
+
+def test_a_subaccounts_directory_shows_only_its_own_campaigns_cards_and_categories(
+    account: Any, subaccount: Any, runtime: Runtime, live_server: Any
+) -> None:
+    """The master reaches every subaccount's objects, but what it puts in a subaccount's directory
+    must be that subaccount's: the directory's page and API answers go to the subaccount. A
+    master's own directory may collect its subaccounts' campaigns."""
+    sibling = make_account(runtime, live_server, parent_id=account.id)
+    own = make_campaign(runtime, subaccount.id, "Own")
+    masters = make_campaign(runtime, account.id, "Master's")
+    siblings = make_campaign(runtime, sibling.id, "Sibling's")
+    master_category = create_category(account, "Master's shelf")
+    sub_dir = create_directory(subaccount, name="Shop book", campaigns=[f"cam_{own.id}"])
+    path = f"/v4/directory/{sub_dir['id']}"
+    for foreign in (masters, siblings):
+        assert_error(v4(account, "PATCH", path, campaigns=[f"cam_{own.id}", f"cam_{foreign.id}"]), 404, 502)
+    assert_error(
+        v4(account, "PATCH", path, campaigns=[{"id": f"cam_{own.id}", "category": master_category["id"]}]),
+        404,
+        516,
+    )
+    create = "/v3/directory/campaign/create"
+    assert_error(
+        account.call(create, directory=sub_dir["id"], template=f"cam_{siblings.id}", name="x"), 404, 502
+    )
+    assert_error(
+        account.call(
+            create,
+            directory=sub_dir["id"],
+            template=f"cam_{own.id}",
+            name="x",
+            category=master_category["id"],
+        ),
+        404,
+        516,
+    )
+    listed = assert_ok(subaccount.call("/v3/directory/campaigns", directory=sub_dir["id"]))["campaigns"]
+    assert [c["ID"] for c in listed] == [f"cam_{own.id}"]
+    # Up the tree is fine: the master's directory shows a subaccount's campaign.
+    master_dir = create_directory(
+        account, name="Group book", campaigns=[f"cam_{masters.id}", f"cam_{own.id}"]
+    )
+    assert [c["id"] for c in master_dir["campaigns"]] == [f"cam_{masters.id}", f"cam_{own.id}"]
+    sibling.client.close()
 
 
 # ---- v4 users --------------------------------------------------------------------------------

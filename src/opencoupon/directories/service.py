@@ -219,20 +219,45 @@ def delete_directory(ctx: ApiContext, directory: Directory) -> None:
     ctx.session.flush()
 
 
+def may_hold(session: Session, directory: Directory, account_id: int) -> bool:
+    """Whether `directory` may show a campaign, loyalty card or category of `account_id`: its
+    owner's own, and for a master's directory its subaccounts' too. A subaccount's directory never
+    shows its master's or a sibling's, even when the master (who reaches them all) puts them there:
+    its page and its API answers would hand them to the subaccount."""
+    if account_id == directory.account_id:
+        return True
+    owner = session.get(Account, account_id)
+    return owner is not None and owner.parent_id == directory.account_id
+
+
+def _held_campaign(ctx: ApiContext, directory: Directory, raw: str, param: str) -> Campaign:
+    campaign = get_campaign(ctx, raw, param)
+    if not may_hold(ctx.session, directory, campaign.account_id):
+        raise campaign_not_found()
+    return campaign
+
+
+def _held_category(ctx: ApiContext, directory: Directory, raw: str, param: str = "category") -> Category:
+    category = get_category(ctx, raw, param)
+    if not may_hold(ctx.session, directory, category.account_id):
+        raise category_not_found()
+    return category
+
+
 def set_campaigns(ctx: ApiContext, directory: Directory, specs: list[CampaignItemSpec]) -> None:
     """Make the directory hold exactly these campaigns, in this order; settings of campaigns it
     already held are kept unless the spec changes them."""
     existing = {row.item_id: row for row in repository.items(ctx.session, directory.id, "campaign")}
     wanted: list[int] = []
     for position, spec in enumerate(specs):
-        campaign = get_campaign(ctx, spec.id, "campaigns")
+        campaign = _held_campaign(ctx, directory, spec.id, "campaigns")
         if campaign.id in wanted:
             continue
         wanted.append(campaign.id)
         row = existing.get(campaign.id) or add_item(ctx.session, directory, "campaign", campaign.id, ctx.now)
         row.position = position
         if spec.category is not None:
-            row.category_id = get_category(ctx, spec.category, "category").id if spec.category else None
+            row.category_id = _held_category(ctx, directory, spec.category).id if spec.category else None
         if spec.featured is not None:
             row.featured = spec.featured
         if spec.status is not None:
@@ -248,7 +273,10 @@ def set_loyalty_cards(ctx: ApiContext, directory: Directory, raw_ids: list[str])
         if number not in card_ids:
             card_ids.append(number)
     found = repository.loyalty_cards(ctx.session, ctx.scope, card_ids)
-    if found is not None and any(card_id not in found for card_id in card_ids):
+    if found is not None and any(
+        card_id not in found or not may_hold(ctx.session, directory, found[card_id].account_id)
+        for card_id in card_ids
+    ):
         raise loyalty_card_not_found()
     existing = {row.item_id: row for row in repository.items(ctx.session, directory.id, "loyalty_card")}
     for position, card_id in enumerate(card_ids):
@@ -393,10 +421,12 @@ def create_from_template(
     ctx: ApiContext, req: DirectoryCampaignCreate
 ) -> tuple[Directory, Campaign, DirectoryItem, Campaign]:
     directory = get_directory(ctx, req.directory)
-    template = get_campaign(ctx, req.template, "template")
+    # The copy belongs to the directory's owner: a template or category it may not show is
+    # answered like a missing one.
+    template = _held_campaign(ctx, directory, req.template, "template")
     if not req.name:
         raise missing("name")
-    category = get_category(ctx, req.category) if req.category else None
+    category = _held_category(ctx, directory, req.category) if req.category else None
     now = ctx.now
     fields = {
         column.key: copy.deepcopy(getattr(template, column.key))
@@ -448,7 +478,10 @@ def update_directory_campaign(
         raise ApiError(502, "Campaign ID not found in a directory.")
     category_id: int | None = None
     if req.category:
-        category_id = get_category(ctx, req.category).id
+        category = get_category(ctx, req.category)
+        if not all(may_hold(ctx.session, directory, category.account_id) for directory, _row in holders):
+            raise category_not_found()
+        category_id = category.id
     now = ctx.now
     for _directory, row in holders:
         if req.status is not None:
