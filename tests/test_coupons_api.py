@@ -446,3 +446,18 @@ def test_every_validation_has_one_record_and_one_event(account: Acct, runtime: R
         )
     assert records == 2
     assert len(_events(runtime, campaign["id"], "coupon_validated")) == 2
+
+
+def test_an_empty_id_is_a_missing_parameter(account: Acct) -> None:
+    """A form field sent empty (`campaign=`) is reported as missing, as the vendor's PHP does for
+    an empty field, not as an invalid character."""
+    for path, params in (
+        ("/v3/coupon/info", {"campaign": ""}),
+        ("/v3/campaign/data", {"campaign": " "}),
+        ("/v3/couponsession/data", {"couponsession": ""}),
+        ("/v3/couponsession/update", {"couponsession": "", "validate": "true"}),
+    ):
+        body = assert_error(account.call(path, **params), 422, 200)
+        name = next(iter(params))
+        assert body["status"]["errors"]["error_message_description"] == [f"Missing parameter: {name}"], path
+    assert_error(account.call("/v3/coupon/info", campaign="cam_1x"), 422, 301)

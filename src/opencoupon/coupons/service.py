@@ -21,7 +21,7 @@ from opencoupon.coupons import expiry, hotpath, repository, stats
 from opencoupon.coupons.schemas import CampaignCreate, CampaignFields, CampaignUpdate
 from opencoupon.coupons.sessions import new_session, session_path
 from opencoupon.db import raw
-from opencoupon.errors import ApiError, bad_date, bad_value
+from opencoupon.errors import ApiError, bad_date, bad_value, missing
 from opencoupon.events.service import emit
 from opencoupon.kit import ids
 from opencoupon.kit.dates import fmt
@@ -246,6 +246,8 @@ def find_session(ctx: ApiContext, given: str, campaign_raw: str | None) -> tuple
     Short forms are unique within a campaign only: when one matches sessions of several of the
     caller's campaigns the call fails (code 300) and asks for `campaign` or the full code."""
     code = given.strip()
+    if not code:
+        raise missing("couponsession")
     if not _SESSION_CODE.match(code):
         raise ApiError(301, "Invalid character in parameter: couponsession.")
     campaign_id = parse_campaign_id(campaign_raw) if campaign_raw else None

@@ -6,7 +6,7 @@ import re
 import secrets
 import string
 
-from opencoupon.errors import ApiError, invalid_character
+from opencoupon.errors import ApiError, invalid_character, missing
 
 LOWER_ALNUM = string.ascii_lowercase + string.digits
 ALNUM = string.ascii_letters + string.digits
@@ -37,8 +37,11 @@ _NUMERIC = re.compile(r"^[0-9]{1,18}$")
 
 
 def parse_public_id(value: str, prefix: str, param: str, not_found_error: ApiError) -> int:
-    """`cam_123` (or bare `123`) -> 123. Malformed -> 301; a number too large to exist -> not found."""
+    """`cam_123` (or bare `123`) -> 123. Empty -> 200 (as if not sent: what the vendor's PHP makes
+    of an empty field); malformed -> 301; a number too large to exist -> not found."""
     text = value.strip()
+    if not text:
+        raise missing(param)
     if prefix and text.startswith(prefix):
         text = text[len(prefix) :]
     if not _NUMERIC.match(text):
