@@ -660,6 +660,35 @@ def test_patch_rewards_goal_and_type(account: Acc, runtime: Runtime) -> None:
     )
 
 
+def test_editing_a_card_does_not_issue_rewards_already_won_again(account: Acc, runtime: Runtime) -> None:
+    """Saving a card (as the dashboard does: the whole reward list every time) or changing only
+    its goal keeps the rewards a holder already reached in this cycle reached."""
+    cookie = reward_campaign(runtime, account.id, "Free cookie")
+    coffee = reward_campaign(runtime, account.id, "Free coffee")
+    tea = reward_campaign(runtime, account.id, "Free tea")
+    rewards = [{"threshold": 5, "campaign": cookie}, {"threshold": 10, "campaign": coffee}]
+    card = create_card(account, type="stamp", stamps_per_reward=10, rewards=rewards)
+    url = f"{CARDS}/{card['id']}"
+    user = create_holder(account, card["id"])
+    reached = assert_ok(update(account, card["id"], user["ID"], stamps=6))["rewards_reached"]
+    assert [r["campaign"] for r in reached] == [cookie]
+
+    renamed = account.client.patch(url, json={"name": "Renamed", "rewards": rewards}, headers=account.headers)
+    assert renamed.status_code == 200, renamed.text
+    goal = account.client.patch(url, json={"reward_goal": 10}, headers=account.headers)
+    assert goal.status_code == 200, goal.text
+    assert assert_ok(update(account, card["id"], user["ID"], stamps=1))["rewards_reached"] == []
+    assert len(reward_sessions(runtime, cookie)) == 1
+
+    # A reward that really changes still counts from the next addition.
+    changed = [{"threshold": 5, "campaign": cookie}, {"threshold": 10, "campaign": tea}]
+    assert account.client.patch(url, json={"rewards": changed}, headers=account.headers).status_code == 200
+    full = assert_ok(update(account, card["id"], user["ID"], stamps=3))["rewards_reached"]
+    assert [r["campaign"] for r in full] == [tea]
+    assert len(reward_sessions(runtime, cookie)) == 1
+    assert len(reward_sessions(runtime, coffee)) == 0
+
+
 def test_demo_seeds_a_stamp_card_and_a_points_card_with_holders(runtime: Runtime, account: Acc) -> None:
     from opencoupon.loyalty import demo
     from opencoupon.models import Account

@@ -95,13 +95,14 @@ def holder_count(session: Session, card_id: int) -> int:
     return int(session.scalar(_HOLDER_COUNT, {"card_id": card_id}) or 0)
 
 
-def retire_rewards(session: Session, card_id: int) -> None:
-    session.execute(
-        update(LoyaltyReward)
-        .execution_options(synchronize_session=False)
-        .where(LoyaltyReward.card_id == card_id)
-        .values(active=False)
-    )
+def retire_rewards(session: Session, card_id: int, reward_ids: list[int] | None = None) -> None:
+    """Retire the card's rewards (only `reward_ids` when given); grants keep pointing at them."""
+    statement = update(LoyaltyReward).where(LoyaltyReward.card_id == card_id)
+    if reward_ids is not None:
+        if not reward_ids:
+            return
+        statement = statement.where(LoyaltyReward.id.in_(reward_ids))
+    session.execute(statement.execution_options(synchronize_session=False).values(active=False))
 
 
 def campaign(session: Session, account_id: int, campaign_id: int) -> Campaign | None:

@@ -291,6 +291,28 @@ def _store_rewards(
         )
 
 
+def _replace_rewards(
+    session: Session, card: LoyaltyCard, rewards: list[tuple[int, Campaign, str]], now: dt.datetime
+) -> None:
+    """Make `rewards` the card's reward list. A reward that stays (same threshold and campaign)
+    keeps its row: grants are unique per reward row and cycle, so a new row for it would issue
+    the reward again to every holder already past its threshold in the current cycle."""
+    kept: dict[tuple[int, int | None], list[LoyaltyReward]] = {}
+    for current in repo.rewards(session, card.id):
+        kept.setdefault((current.threshold, current.campaign_id), []).append(current)
+    added: list[tuple[int, Campaign, str]] = []
+    for threshold, campaign, name in rewards:
+        same = kept.get((threshold, campaign.id))
+        if same:
+            reward = same.pop(0)
+            reward.name = name
+        else:
+            added.append((threshold, campaign, name))
+    retired = [reward.id for left in kept.values() for reward in left]
+    repo.retire_rewards(session, card.id, retired)
+    _store_rewards(session, card, added, now)
+
+
 def _pin_digest(runtime: Runtime, pin: str) -> str:
     if not pin:
         return ""
@@ -373,9 +395,8 @@ def update_card(
         else:
             # New rewards above the current goal raise it; otherwise the goal stays.
             goal = max(card.reward_goal or 0, top or 0) or None
-        repo.retire_rewards(session, card.id)
         card.reward_goal = goal
-        _store_rewards(session, card, rewards, now)
+        _replace_rewards(session, card, rewards, now)
     card.updated_at = now
     session.flush()
 
