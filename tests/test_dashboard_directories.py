@@ -67,3 +67,13 @@ def test_directory_items_tree_users_and_access(
             == 404
         )
         assert "City book" not in stranger.get("/dashboard/directories").text
+
+
+def test_a_users_page_number_too_large_for_the_database_answers_a_page_not_a_500(
+    live_server: LiveServer, account: TestAccount
+) -> None:
+    directory = create_directory(account, name="Paged book")
+    with signed_in(live_server.url, account.email) as web:
+        page = web.get(f"/dashboard/directories/{directory['id']}?page=99999999999999999999")
+        assert page.status_code == 200, page.text
+        assert "Paged book" in page.text

@@ -145,3 +145,13 @@ def test_choose_the_campaign_each_reward_issues(
             {**base, "reward_campaign": [theirs], "reward_threshold": ["1"]},
         )
         assert refused.status_code == 404
+
+
+def test_a_holders_page_number_too_large_for_the_database_answers_a_page_not_a_500(
+    live_server: LiveServer, account: TestAccount
+) -> None:
+    card = create_card(account, name="Paged card", type="stamp")
+    with signed_in(live_server.url, account.email) as web:
+        page = web.get(f"/dashboard/loyalty/{card['id']}?page=99999999999999999999")
+        assert page.status_code == 200, page.text
+        assert "Paged card" in page.text

@@ -226,6 +226,19 @@ def test_directoryusers_list_pages_by_100_newest_first(account: Any, runtime: Ru
     assert [u["email"] for u in v4_page] == ["u000@example.com"]
 
 
+def test_a_page_number_beyond_any_integer_column_is_refused_not_a_500(account: Any, runtime: Runtime) -> None:
+    directory = create_directory(account, name="Paged")
+    campaign = make_campaign(runtime, account.id)
+    huge = "99999999999999999999"
+    listed = assert_error(
+        account.call("/v3/directoryusers/list", directory=directory["id"], page=huge), 422, 300
+    )
+    assert listed["status"]["errors"]["error_message_description"] == ["Invalid value in parameter: page."]
+    assert_error(v4(account, "GET", f"/v4/directory/{directory['id']}/users", page=huge), 422, 300)
+    # The other paged v3 calls share the parameter's type.
+    assert_error(account.call("/v3/campaign/data", campaign=f"cam_{campaign.id}", page=huge), 422, 300)
+
+
 # ---- /v3/directoryusers/update ---------------------------------------------------------------
 
 

@@ -393,3 +393,8 @@ def test_a_pinned_connection_keeps_the_host_name(dist_smtp: SmtpServer, dist_sms
     provider.send("+15551234567", "Shop", "hello")
     assert [r.path for r in dist_sms.requests] == ["/2010-04-01/Accounts/AC1/Messages.json"]
     assert [r.host for r in dist_sms.requests] == [f"sms.shop.example:{sms_port}"]
+
+
+def test_a_sends_page_number_too_large_for_the_database_is_refused_not_a_500(account: Any) -> None:
+    answer = account.client.get("/v4/sends", params={"page": "99999999999999999999"}, headers=account.headers)
+    assert_error(answer, 422, 300)

@@ -51,7 +51,8 @@ def cards_page(request: Request, account: Account = Depends(require_login)) -> R
 
 def _card_context(request: Request, account: Account, card_id: str) -> dict[str, Any]:
     try:
-        page_no = max(1, int(request.query_params.get("page", "1")))
+        # Capped: a number past what SQLite's INTEGER holds would fail in the query.
+        page_no = max(1, min(10_000, int(request.query_params.get("page", "1"))))
     except ValueError:
         page_no = 1
     with api_context(request, account) as ctx:

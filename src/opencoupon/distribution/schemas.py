@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field
 
-from opencoupon.kit.params import Str, V3Request
+from opencoupon.kit.params import INT32_MAX, Str, V3Request
 
 
 class SendEmail(V3Request):
@@ -54,4 +54,4 @@ class SendsQuery(V3Request):
     campaign: Str | None = None
     channel: Literal["email", "sms"] | None = None
     status: Literal["queued", "sending", "retrying", "sent", "failed"] | None = None
-    page: int = Field(default=1, ge=1)
+    page: int = Field(default=1, ge=1, le=INT32_MAX)
