@@ -390,6 +390,16 @@ def test_search_users(account: Acc) -> None:
     assert_error(account.call("/v3/loyaltyusers/search", loyaltycard=cid), 422, 200)
 
 
+def test_search_takes_an_underscore_literally(account: Acc) -> None:
+    """ "_" is one of the vendor's search characters, not a wildcard matching any character."""
+    card = create_card(account)
+    cid = str(card["id"])
+    ann = create_holder(account, card["id"], email="ann_x@example.com")
+    create_holder(account, card["id"], email="annbx@example.com")
+    found = assert_ok(account.call("/v3/loyaltyusers/search", loyaltycard=cid, search="ann_x"))
+    assert [u["ID"] for u in found["users"]] == [ann["ID"]]
+
+
 # --- balances, card types, rewards -------------------------------------------------------------
 
 
@@ -615,6 +625,9 @@ def test_v4_stats_create_bulk_list_and_get(account: Acc) -> None:
     assert page2.status_code == 200
     assert page2.json() == []
     assert_error(account.client.get(base, params={"pagination": "{"}, headers=account.headers), 422, 300)
+    # A page far beyond any OFFSET the database driver takes is refused, not a 500.
+    huge = json.dumps({"page": 10**30})
+    assert_error(account.client.get(base, params={"pagination": huge}, headers=account.headers), 422, 300)
 
     one = account.client.get(f"{base}/{kim['id']}", headers=account.headers).json()
     assert one["id"] == kim["id"]

@@ -182,12 +182,13 @@ def holders_page(
 
 
 def search_holders(session: Session, card_id: int, term: str) -> Sequence[LoyaltyHolder]:
-    like = f"%{term.lower()}%"
+    # "_" is allowed in a search (the vendor's characters) and is LIKE's any-character wildcard.
+    like = "%" + term.lower().replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + "%"
     matches: list[ColumnElement[bool]] = [
-        func.lower(LoyaltyHolder.first_name).like(like),
-        func.lower(LoyaltyHolder.last_name).like(like),
-        func.lower(LoyaltyHolder.email).like(like),
-        LoyaltyHolder.phone.like(like),
+        func.lower(LoyaltyHolder.first_name).like(like, escape="\\"),
+        func.lower(LoyaltyHolder.last_name).like(like, escape="\\"),
+        func.lower(LoyaltyHolder.email).like(like, escape="\\"),
+        LoyaltyHolder.phone.like(like, escape="\\"),
         LoyaltyHolder.short_code == term.upper(),
     ]
     if term.isdigit() and len(term) <= 18:

@@ -53,6 +53,8 @@ MAX_AMOUNT = 1_000_000
 MAX_CODE_ATTEMPTS = 8
 # A single addition may complete at most this many cards (keeps one call bounded).
 MAX_CYCLES_PER_CHANGE = 1000
+# Far beyond any card's users at 100 a page, and an OFFSET every driver takes.
+MAX_PAGE = 1_000_000
 
 
 def unit_of(card: LoyaltyCard) -> str:
@@ -887,6 +889,7 @@ def stats_page(raw: dict[str, Any] | str | None) -> int:
         page = int(value)
     except (TypeError, ValueError):
         raise bad_value("pagination") from None
-    if page < 1:
-        raise bad_value("pagination")
+    # The page becomes an SQL OFFSET: a huge one overflows the driver's integer (a 500).
+    if not 1 <= page <= MAX_PAGE:
+        raise bad_value("pagination", f"page from 1 to {MAX_PAGE}.")
     return page
