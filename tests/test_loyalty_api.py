@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy import update as sql_update
 
 from conftest import TestAccount as Acc
 from helpers import assert_error, assert_ok
@@ -23,7 +24,7 @@ from loyalty_fixtures import (
     reward_sessions,
     update,
 )
-from opencoupon.models import Event
+from opencoupon.models import Event, LoyaltyHolder
 from opencoupon.runtime import Runtime
 
 # --- card management -----------------------------------------------------------------------
@@ -717,3 +718,21 @@ def test_demo_seeds_a_stamp_card_and_a_points_card_with_holders(runtime: Runtime
         "users"
     ]
     assert [u["stamps"] for u in users] == ["7", "3"]
+
+
+def test_a_balance_stops_at_what_its_column_holds(account: Acc, runtime: Runtime) -> None:
+    """A points card without a goal only grows; the addition that would pass the largest balance
+    the database column holds is refused (309) and changes nothing, instead of failing inside
+    the database (PostgreSQL) or storing a number other readers cannot hold."""
+    card = create_card(account, type="points")
+    user = create_holder(account, card["id"])
+    most = 2**31 - 1
+    with runtime.db.transaction() as session:
+        session.execute(
+            sql_update(LoyaltyHolder).where(LoyaltyHolder.id == int(user["ID"])).values(points=most - 10)
+        )
+    refused = assert_error(update(account, card["id"], user["ID"], points=11), 422, 309)
+    assert "at most" in refused["status"]["errors"]["error_message_description"][0]
+    body = assert_ok(update(account, card["id"], user["ID"], points=10))
+    assert body["user"]["points"] == str(most)
+    assert_ok(update(account, card["id"], user["ID"], points=-5))

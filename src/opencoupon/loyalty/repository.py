@@ -209,11 +209,14 @@ def _add_statement(unit: str, collecting: bool) -> raw.RawStatement:
     collected = ", last_collected_at = :now" if collecting else ""
     return raw.RawStatement(
         f"UPDATE loyalty_holders SET {unit} = {unit} + :delta, updated_at = :now{collected} "
-        f"WHERE id = :holder_id AND voided = :no AND {unit} + :delta >= 0 RETURNING {unit}, cycle"
+        f"WHERE id = :holder_id AND voided = :no AND {unit} + :delta BETWEEN 0 AND :most "
+        f"RETURNING {unit}, cycle"
     )
 
 
 _ADD = {(unit, up): _add_statement(unit, up) for unit in ("points", "stamps") for up in (True, False)}
+# What a balance column (INTEGER) holds: PostgreSQL refuses more with an error.
+MAX_BALANCE = 2**31 - 1
 _INSERT_LEDGER = raw.RawStatement(
     "INSERT INTO loyalty_ledger (account_id, card_id, holder_id, unit, delta, balance_after, kind, "
     "source, created_at) VALUES (:account_id, :card_id, :holder_id, :unit, :delta, :balance_after, "
@@ -225,10 +228,9 @@ def add_balance(
     session: Session, holder_id: int, unit: str, delta: int, now: dt.datetime
 ) -> tuple[int, int] | None:
     """Add `delta` (signed) in one atomic statement; None when the holder is voided or the
-    balance would go below zero. Returns (balance after, card cycle)."""
-    row = raw.execute(
-        session, _ADD[(unit, delta > 0)], {"holder_id": holder_id, "delta": delta, "now": now, "no": False}
-    ).fetchone()
+    balance would go below zero or above MAX_BALANCE. Returns (balance after, card cycle)."""
+    params = {"holder_id": holder_id, "delta": delta, "now": now, "no": False, "most": MAX_BALANCE}
+    row = raw.execute(session, _ADD[(unit, delta > 0)], params).fetchone()
     return None if row is None else (int(row[0]), int(row[1]))
 
 

@@ -614,10 +614,12 @@ class Change:
     rewards: list[RewardIssued] = field(default_factory=list)
 
 
-def _not_allowed_reason(session: Session, holder: LoyaltyHolder, unit: str) -> ApiError:
+def _not_allowed_reason(session: Session, holder: LoyaltyHolder, unit: str, delta: int) -> ApiError:
     session.refresh(holder)
     if holder.voided:
         return ApiError(308, "This loyalty user is voided and cannot collect or spend.")
+    if delta > 0:
+        return ApiError(309, f"Too many {unit}: a balance holds at most {repo.MAX_BALANCE}.")
     return ApiError(308, f"Not enough {unit}: a balance cannot go below zero.")
 
 
@@ -679,7 +681,7 @@ def change_balance(
         return Change(unit, 0, int(getattr(holder, unit)))
     result = repo.add_balance(session, holder.id, unit, delta, now)
     if result is None:
-        raise _not_allowed_reason(session, holder, unit)
+        raise _not_allowed_reason(session, holder, unit, delta)
     balance, cycle = result
     set_committed_value(holder, unit, balance)
     set_committed_value(holder, "cycle", cycle)
