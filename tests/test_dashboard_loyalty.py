@@ -155,3 +155,42 @@ def test_a_holders_page_number_too_large_for_the_database_answers_a_page_not_a_5
         page = web.get(f"/dashboard/loyalty/{card['id']}?page=99999999999999999999")
         assert page.status_code == 200, page.text
         assert "Paged card" in page.text
+
+
+def test_saving_a_card_keeps_its_reward_names(
+    live_server: LiveServer, account: TestAccount, runtime: Runtime
+) -> None:
+    """Reward names set through the API show on the edit form and survive a save from the
+    dashboard (the form used to send campaign and threshold only, blanking every name); an empty
+    name stays empty and shows the campaign's name."""
+    coffee = reward_campaign(runtime, account.id, "Free coffee")
+    cake = reward_campaign(runtime, account.id, "Free cake")
+    card = create_card(
+        account,
+        name="Bakery card",
+        type="stamp",
+        reward_goal=10,
+        rewards=[
+            {"threshold": 5, "campaign": coffee, "name": "Birthday treat"},
+            {"threshold": 10, "campaign": cake},
+        ],
+    )
+    path = f"/dashboard/loyalty/{card['id']}/edit"
+    base = {"name": "Bakery card renamed", "type": "stamp", "reward_goal": "10", "join_fields": ["email"]}
+    with signed_in(live_server.url, account.email) as web:
+        form = web.get(path).text
+        assert 'name="reward_name" maxlength="200" value="Birthday treat"' in form
+        assert 'name="reward_name" maxlength="200" value="Free cake"' not in form  # shown empty
+        # What the browser sends back for the form as shown (names as filled in, the empty row).
+        shown = {"reward_campaign": [coffee, cake, ""], "reward_threshold": ["5", "10", ""]}
+        saved = post_form(web, path, path, {**base, **shown, "reward_name": ["Birthday treat", "", ""]})
+        assert saved.status_code == 303, saved.text
+        stored = account.client.get(f"{CARDS}/{card['id']}", headers=account.headers).json()
+        assert sorted((r["threshold"], r["name"]) for r in stored["rewards"]) == [
+            (5, "Birthday treat"),
+            (10, "Free cake"),
+        ]
+        renamed = post_form(web, path, path, {**base, **shown, "reward_name": ["Cake day", "", ""]})
+        assert renamed.status_code == 303, renamed.text
+        stored = account.client.get(f"{CARDS}/{card['id']}", headers=account.headers).json()
+        assert sorted((r["threshold"], r["name"]) for r in stored["rewards"])[0] == (5, "Cake day")

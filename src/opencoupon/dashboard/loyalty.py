@@ -199,8 +199,14 @@ def _card_form_context(
             {"id": f"cam_{c.id}", "name": c.name}
             for c in coupons_repo.campaigns(ctx.session, ctx.scope(Campaign.account_id))
         ]
-    # The card's rewards and one empty row to add another (no JavaScript needed).
-    rewards = [*values.get("rewards", []), {"campaign": "", "threshold": ""}]
+    # The card's rewards and one empty row to add another (no JavaScript needed). A reward named
+    # after its campaign shows an empty name: that is what it stores, and it follows a rename.
+    names = {c["id"]: c["name"] for c in campaigns}
+    rewards = [
+        {**r, "name": "" if r.get("name") == names.get(r["campaign"]) else r.get("name", "")}
+        for r in values.get("rewards", [])
+    ]
+    rewards.append({"campaign": "", "threshold": "", "name": ""})
     return {
         "campaigns": campaigns,
         "rewards": rewards,
@@ -214,6 +220,9 @@ def _card_form_context(
 
 
 def _card_values(form: Any) -> dict[str, Any]:
+    pairs = zip(many_raw(form, "reward_campaign"), many_raw(form, "reward_threshold"), strict=False)
+    # A form without name fields (a page loaded before they existed) still keeps every reward.
+    names = many_raw(form, "reward_name", 200)
     return {
         "name": text(form, "name", 200),
         "type": text(form, "type", 20),
@@ -223,18 +232,16 @@ def _card_values(form: Any) -> dict[str, Any]:
         "active": text(form, "active") == "1",
         "join_fields": many(form, "join_fields"),
         "rewards": [
-            {"campaign": c, "threshold": t}
-            for c, t in zip(
-                many_raw(form, "reward_campaign"), many_raw(form, "reward_threshold"), strict=False
-            )
+            {"campaign": c, "threshold": t, "name": names[row] if row < len(names) else ""}
+            for row, (c, t) in enumerate(pairs)
             if c or t
         ],
     }
 
 
-def many_raw(form: Any, name: str) -> list[str]:
-    """Every value of a repeated field, blanks included, so campaign and threshold rows pair up."""
-    return [v.strip()[:40] if isinstance(v, str) else "" for v in form.getlist(name)]
+def many_raw(form: Any, name: str, limit: int = 40) -> list[str]:
+    """Every value of a repeated field, blanks included, so a reward's fields pair up by row."""
+    return [v.strip()[:limit] if isinstance(v, str) else "" for v in form.getlist(name)]
 
 
 def _rewards_data(values: dict[str, Any]) -> list[dict[str, Any]]:
@@ -245,7 +252,8 @@ def _rewards_data(values: dict[str, Any]) -> list[dict[str, Any]]:
         threshold = parse_int(row["threshold"], "Reward threshold", low=1, high=1_000_000)
         if threshold is None:
             raise FormProblem(["Reward threshold: enter the stamps or points that issue the reward."])
-        rewards.append({"campaign": row["campaign"], "threshold": threshold})
+        # The name set for it (here or through the API) is sent back, so saving keeps it.
+        rewards.append({"campaign": row["campaign"], "threshold": threshold, "name": row["name"]})
     return rewards
 
 
