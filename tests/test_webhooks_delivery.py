@@ -17,6 +17,7 @@ from helpers import assert_ok
 from opencoupon.kit.clock import utcnow
 from opencoupon.models import Event, Job, WebhookMessage
 from opencoupon.runtime import Runtime
+from opencoupon.worker.queue import encode
 from webhooks_fixtures import Receiver, Reply, drain, emit, receiver  # noqa: F401
 
 if TYPE_CHECKING:
@@ -372,3 +373,39 @@ def test_events_before_any_endpoint_are_kept_and_can_be_replayed_to_a_new_one(
     drain(runtime)
     got = receiver.wait_for(4)
     assert sorted(r.event_id for r in got[1:]) == sorted([*early, later])
+
+
+def test_a_message_whose_delivery_job_died_can_be_replayed(
+    account: TestAccount, runtime: Runtime, receiver: Receiver
+) -> None:
+    """A message left pending by a delivery job that ran out of attempts (say, a worker killed
+    during each one) is not stuck: a replay queues it again. A message that still has its job is
+    not queued twice."""
+    created = _endpoint(account, receiver.url)
+    path = f"/v4/webhooks/{created['id']}/replay"
+    event_id = emit(runtime, account.id, n=1)
+    drain(runtime)
+    receiver.wait_for(1)
+    mine = (
+        select(WebhookMessage)
+        .join(Event, Event.id == WebhookMessage.event_id)
+        .where(Event.public_id == event_id)
+    )
+    with runtime.db.transaction() as session:
+        message = session.scalars(mine).one()
+        message.status = "pending"  # as the dead job left it
+        its_jobs = select(Job).where(
+            Job.kind == "webhook.deliver", Job.payload == encode({"message_id": message.id})
+        )
+        for job in session.scalars(its_jobs):
+            job.status = "dead"
+    replayed = account.client.post(path, json={"event": event_id}, headers=account.headers)
+    assert replayed.status_code == 202, replayed.text
+    assert replayed.json()["queued"] == 1
+    # Its new job is pending now: asking again queues nothing more.
+    again = account.client.post(path, json={"event": event_id}, headers=account.headers)
+    assert again.json()["queued"] == 0
+    drain(runtime)
+    assert [r.event_id for r in receiver.wait_for(2)] == [event_id, event_id]
+    with runtime.db.read() as session:
+        assert session.scalars(mine).one().status == "succeeded"

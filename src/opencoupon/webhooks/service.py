@@ -18,7 +18,7 @@ from opencoupon.kit.endpoint import ApiContext
 from opencoupon.models import Account, Event, WebhookEndpoint, WebhookMessage, WebhookPayload
 from opencoupon.webhooks import repository, signing, ssrf
 from opencoupon.webhooks.schemas import DeliveryQuery, EndpointCreate, EndpointUpdate, Replay, Rotate
-from opencoupon.worker.queue import enqueue
+from opencoupon.worker.queue import enqueue, is_pending
 
 PREFIX = "whe_"
 ENDPOINT_NOT_FOUND = ApiError(509, "Webhook not found.")
@@ -72,9 +72,11 @@ def queue_delivery(session: Session, endpoint: WebhookEndpoint, event: Event, no
         )
         session.add(found)
         session.flush()
-    elif found.status == "pending":
+    elif found.status == "pending" and is_pending(session, DELIVER, {"message_id": found.id}):
         return False
     else:
+        # Delivered or failed, or pending with no job left to deliver it (a job that died after
+        # its attempts, e.g. a worker killed during each one): queue it again.
         found.status = "pending"
         found.round_attempts = 0
         found.next_attempt_at = now

@@ -6,12 +6,27 @@ import datetime as dt
 import json
 from typing import Any, cast
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from opencoupon.db import raw
 from opencoupon.kit.clock import utcnow
 from opencoupon.models import Job
+
+
+def encode(payload: dict[str, Any]) -> str:
+    """A job's payload as stored (`jobs.payload`); `is_pending` finds a job by it."""
+    return json.dumps(payload, sort_keys=True)
+
+
+def is_pending(session: Session, kind: str, payload: dict[str, Any]) -> bool:
+    """Whether a job of `kind` with exactly this payload is still queued or running."""
+    found = session.scalar(
+        select(Job.id)
+        .where(Job.kind == kind, Job.payload == encode(payload), Job.status.in_(("queued", "running")))
+        .limit(1)
+    )
+    return found is not None
 
 
 def enqueue(
@@ -25,7 +40,7 @@ def enqueue(
     now = utcnow()
     job = Job(
         kind=kind,
-        payload=json.dumps(payload),
+        payload=encode(payload),
         status="queued",
         attempts=0,
         max_attempts=max_attempts,
@@ -60,7 +75,7 @@ def enqueue_many(
     rows = [
         {
             "kind": kind,
-            "payload": json.dumps(payload),
+            "payload": encode(payload),
             "status": "running" if claimed else "queued",
             "attempts": 1 if claimed else 0,
             "max_attempts": max_attempts,
@@ -86,5 +101,5 @@ _INSERT_QUEUED = raw.RawStatement(
 def enqueue_fast(session: Session, kind: str, payload: dict[str, Any], *, max_attempts: int = 10) -> None:
     """`enqueue` without an ORM object: a queued job with the same defaults, in the caller's
     transaction."""
-    params = {"kind": kind, "payload": json.dumps(payload), "max_attempts": max_attempts, "now": utcnow()}
+    params = {"kind": kind, "payload": encode(payload), "max_attempts": max_attempts, "now": utcnow()}
     raw.execute(session, _INSERT_QUEUED, params)
