@@ -209,7 +209,9 @@ def _add_statement(unit: str, collecting: bool) -> raw.RawStatement:
     collected = ", last_collected_at = :now" if collecting else ""
     return raw.RawStatement(
         f"UPDATE loyalty_holders SET {unit} = {unit} + :delta, updated_at = :now{collected} "
-        f"WHERE id = :holder_id AND voided = :no AND {unit} + :delta BETWEEN 0 AND :most "
+        # The bounds are moved to the parameters' side: `balance + delta` near the top would
+        # overflow PostgreSQL's integer arithmetic before being compared.
+        f"WHERE id = :holder_id AND voided = :no AND {unit} >= :at_least AND {unit} <= :at_most "
         f"RETURNING {unit}, cycle"
     )
 
@@ -229,7 +231,14 @@ def add_balance(
 ) -> tuple[int, int] | None:
     """Add `delta` (signed) in one atomic statement; None when the holder is voided or the
     balance would go below zero or above MAX_BALANCE. Returns (balance after, card cycle)."""
-    params = {"holder_id": holder_id, "delta": delta, "now": now, "no": False, "most": MAX_BALANCE}
+    params = {
+        "holder_id": holder_id,
+        "delta": delta,
+        "now": now,
+        "no": False,
+        "at_least": -delta,  # the balance after is 0 or more
+        "at_most": MAX_BALANCE - delta,  # and MAX_BALANCE or less
+    }
     row = raw.execute(session, _ADD[(unit, delta > 0)], params).fetchone()
     return None if row is None else (int(row[0]), int(row[1]))
 
