@@ -359,192 +359,179 @@ def test_reads_waiting_together_each_get_their_own_answer(
         assert_error(results[code], 404, 505)
 
 
+@pytest.fixture
+def sqlite_runtime(tmp_path: Path) -> Iterator[Runtime]:
+    """A migrated SQLite database of the test's own (the write group exists only on SQLite)."""
+    url = f"sqlite:///{tmp_path / 'group.db'}"
+    upgrade(url)
+    runtime = Runtime.from_settings(Settings(database_url=url, secret_key=TEST_SECRET_KEY, var_dir=tmp_path))
+    yield runtime
+    runtime.db.dispose()
+
+
+def _accounts(runtime: Runtime, *names: str) -> list[int]:
+    with runtime.db.transaction() as session:
+        return [
+            accounts.create_account(session, runtime.keyring, email=f"{name}@example.com", password=None)[
+                0
+            ].id
+            for name in names
+        ]
+
+
+def _renamer(runs: list[str], account_id: int, name: str) -> Callable[[Session], str]:
+    """A call that renames an account's company, noting in `runs` each time it runs."""
+
+    def work(session: Session) -> str:
+        runs.append(name)
+        account = session.get(Account, account_id)
+        assert account is not None
+        account.company_name = name
+        return name
+
+    return work
+
+
+def _in_one_group(runtime: Runtime, calls: list[Callable[[Session], Any]]) -> list[Any]:
+    """Submit every call at once to a new write group; each call's result or exception."""
+
+    async def submit_all() -> list[Any]:
+        group = WriteGroup(runtime.db)
+        return await asyncio.gather(*(group.submit(call) for call in calls), return_exceptions=True)
+
+    return asyncio.run(submit_all())
+
+
 def test_a_sqlite_read_transaction_refuses_writes_and_leaves_the_connection_writable(
-    tmp_path: Path,
+    sqlite_runtime: Runtime,
 ) -> None:
     """Read transactions take no write lock, so on SQLite they are query_only: a call wrongly
     declared read_only fails instead of writing unguarded, and the pooled connection it used
     writes normally for the next transaction."""
-    url = f"sqlite:///{tmp_path / 'readonly.db'}"
-    upgrade(url)
-    runtime = Runtime.from_settings(Settings(database_url=url, secret_key=TEST_SECRET_KEY, var_dir=tmp_path))
-    try:
-        with runtime.db.transaction() as session:
-            account, _secret = accounts.create_account(
-                session, runtime.keyring, email="readonly@example.com", password=None
-            )
-            account_id = account.id
-        rename = text("UPDATE accounts SET company_name = 'Changed' WHERE id = :id")
-        with pytest.raises(OperationalError, match="readonly"), runtime.db.read() as reader:
-            reader.execute(rename, {"id": account_id})
-        with runtime.db.transaction() as writer:
-            writer.execute(rename, {"id": account_id})
-        with runtime.db.read() as reader:
-            assert reader.scalar(
-                text("SELECT company_name FROM accounts WHERE id = :id"), {"id": account_id}
-            ) == ("Changed")
-        # ... and a connection that served a write refuses writes again when it serves a read.
-        with pytest.raises(OperationalError, match="readonly"), runtime.db.read() as reader:
-            reader.execute(rename, {"id": account_id})
-    finally:
-        runtime.db.dispose()
+    runtime = sqlite_runtime
+    [account_id] = _accounts(runtime, "readonly")
+    rename = text("UPDATE accounts SET company_name = 'Changed' WHERE id = :id")
+    with pytest.raises(OperationalError, match="readonly"), runtime.db.read() as reader:
+        reader.execute(rename, {"id": account_id})
+    with runtime.db.transaction() as writer:
+        writer.execute(rename, {"id": account_id})
+    with runtime.db.read() as reader:
+        assert reader.scalar(
+            text("SELECT company_name FROM accounts WHERE id = :id"), {"id": account_id}
+        ) == ("Changed")
+    # ... and a connection that served a write refuses writes again when it serves a read.
+    with pytest.raises(OperationalError, match="readonly"), runtime.db.read() as reader:
+        reader.execute(rename, {"id": account_id})
 
 
-def test_a_call_that_breaks_the_group_fails_alone(tmp_path: Path) -> None:
+def test_a_call_that_breaks_the_group_fails_alone(sqlite_runtime: Runtime) -> None:
     """A call whose ORM flush fails spoils the group's transaction: it gets its error, the calls
     that had succeeded before it in the group run again and are stored, a call refused on its own
     keeps its refusal, and the calls after it are answered too."""
-    url = f"sqlite:///{tmp_path / 'group.db'}"
-    upgrade(url)
-    runtime = Runtime.from_settings(Settings(database_url=url, secret_key=TEST_SECRET_KEY, var_dir=tmp_path))
-    try:
-        with runtime.db.transaction() as session:
-            ids = []
-            for name in ("first", "taken", "last"):
-                account, _secret = accounts.create_account(
-                    session, runtime.keyring, email=f"{name}@example.com", password=None
-                )
-                ids.append(account.id)
-        first, taken, last = ids
-        runs: list[str] = []
+    runtime = sqlite_runtime
+    first, taken, last = _accounts(runtime, "first", "taken", "last")
+    runs: list[str] = []
 
-        def rename(account_id: int, name: str) -> Callable[[Session], str]:
-            def work(session: Session) -> str:
-                runs.append(name)
-                account = session.get(Account, account_id)
-                assert account is not None
-                account.company_name = name
-                return name
+    def steal_email(session: Session) -> str:
+        runs.append("steal")
+        account = session.get(Account, last)
+        assert account is not None
+        account.email = "taken@example.com"  # unique: the flush fails
+        return "stolen"
 
-            return work
+    def refuse(session: Session) -> str:
+        runs.append("refuse")
+        account = session.get(Account, taken)
+        assert account is not None
+        account.company_name = "never stored"
+        session.flush()
+        raise ValueError("refused on its own")
 
-        def steal_email(session: Session) -> str:
-            runs.append("steal")
-            account = session.get(Account, last)
-            assert account is not None
-            account.email = "taken@example.com"  # unique: the flush fails
-            return "stolen"
+    renamed, refused, stolen, renamed_last = _in_one_group(
+        runtime,
+        [_renamer(runs, first, "Renamed first"), refuse, steal_email, _renamer(runs, last, "Renamed last")],
+    )
+    assert (renamed, renamed_last) == ("Renamed first", "Renamed last")
+    assert isinstance(refused, ValueError)
+    assert isinstance(stolen, IntegrityError)
+    # The first call ran twice: once in the broken group, once in the next one.
+    assert runs == ["Renamed first", "refuse", "steal", "Renamed first", "Renamed last"]
+    with runtime.db.read() as reader:
+        names = {row[0]: row[1] for row in reader.execute(select(Account.id, Account.company_name))}
+        emails = set(reader.scalars(select(Account.email)))
+    assert names == {first: "Renamed first", taken: "", last: "Renamed last"}
+    assert emails == {"first@example.com", "taken@example.com", "last@example.com"}
 
-        def refuse(session: Session) -> str:
-            runs.append("refuse")
-            account = session.get(Account, taken)
-            assert account is not None
-            account.company_name = "never stored"
-            session.flush()
-            raise ValueError("refused on its own")
 
-        async def run_all() -> list[Any]:
-            group = WriteGroup(runtime.db)
-            calls = [rename(first, "Renamed first"), refuse, steal_email, rename(last, "Renamed last")]
-            return await asyncio.gather(*(group.submit(call) for call in calls), return_exceptions=True)
-
-        renamed, refused, stolen, renamed_last = asyncio.run(run_all())
-        assert (renamed, renamed_last) == ("Renamed first", "Renamed last")
-        assert isinstance(refused, ValueError)
-        assert isinstance(stolen, IntegrityError)
-        # The first call ran twice: once in the broken group, once in the next one.
-        assert runs == ["Renamed first", "refuse", "steal", "Renamed first", "Renamed last"]
-        with runtime.db.read() as reader:
-            names = {row[0]: row[1] for row in reader.execute(select(Account.id, Account.company_name))}
-            emails = set(reader.scalars(select(Account.email)))
-        assert names == {first: "Renamed first", taken: "", last: "Renamed last"}
-        assert emails == {"first@example.com", "taken@example.com", "last@example.com"}
-    finally:
-        runtime.db.dispose()
+def _names_and_parents(runtime: Runtime) -> dict[int, tuple[str, int | None]]:
+    with runtime.db.read() as reader:
+        return {
+            row[0]: (row[1], row[2])
+            for row in reader.execute(select(Account.id, Account.company_name, Account.parent_id))
+        }
 
 
 def test_a_group_whose_commit_fails_stores_nothing_and_answers_every_call_with_the_error(
-    tmp_path: Path,
+    sqlite_runtime: Runtime,
 ) -> None:
     """One call defers the foreign keys and points an account at a parent that does not exist: its
     own work succeeds (the violation is only checked at COMMIT), and so do the calls around it.
     The COMMIT fails: every call of the group gets that error, none of their writes is stored, and
     the write lock and the pooled connection are free for the next group, which commits."""
-    url = f"sqlite:///{tmp_path / 'group.db'}"
-    upgrade(url)
-    runtime = Runtime.from_settings(Settings(database_url=url, secret_key=TEST_SECRET_KEY, var_dir=tmp_path))
-    try:
-        with runtime.db.transaction() as session:
-            ids = []
-            for name in ("first", "orphan", "last"):
-                account, _secret = accounts.create_account(
-                    session, runtime.keyring, email=f"{name}@example.com", password=None
-                )
-                ids.append(account.id)
-        first, orphan, last = ids
-        missing_parent = max(ids) + 1000
-        runs: list[str] = []
+    runtime = sqlite_runtime
+    ids = _accounts(runtime, "first", "orphan", "last")
+    first, orphan, last = ids
+    missing_parent = max(ids) + 1000
+    runs: list[str] = []
 
-        def rename(account_id: int, name: str) -> Callable[[Session], str]:
-            def work(session: Session) -> str:
-                runs.append(name)
-                account = session.get(Account, account_id)
-                assert account is not None
-                account.company_name = name
-                return name
+    def adopt_by_missing_parent(session: Session) -> str:
+        runs.append("orphan")
+        session.execute(text("PRAGMA defer_foreign_keys = ON"))
+        account = session.get(Account, orphan)
+        assert account is not None
+        account.company_name = "Orphaned"
+        account.parent_id = missing_parent  # no such account: checked only at COMMIT
+        return "adopted"
 
-            return work
+    results = _in_one_group(
+        runtime,
+        [
+            _renamer(runs, first, "Renamed first"),
+            adopt_by_missing_parent,
+            _renamer(runs, last, "Renamed last"),
+        ],
+    )
+    # Each call ran once and succeeded on its own: only the COMMIT failed, and all of them
+    # were answered with that failure (none was run again in another group).
+    assert runs == ["Renamed first", "orphan", "Renamed last"]
+    # The COMMIT is issued by the engine's commit listener, so the error is the driver's own.
+    failed = (IntegrityError, sqlite3.IntegrityError)
+    assert all(isinstance(result, failed) for result in results), results
+    assert all("FOREIGN KEY constraint failed" in str(result) for result in results), results
+    assert _names_and_parents(runtime) == {first: ("", None), orphan: ("", None), last: ("", None)}
 
-        def adopt_by_missing_parent(session: Session) -> str:
-            runs.append("orphan")
-            session.execute(text("PRAGMA defer_foreign_keys = ON"))
-            account = session.get(Account, orphan)
+    # The group released the write lock and its connection: the next group commits, and its
+    # connection checks foreign keys again at once (the deferral ended with the failed group).
+    def adopt_by(account_id: int, parent_id: int) -> Callable[[Session], str]:
+        def work(session: Session) -> str:
+            account = session.get(Account, account_id)
             assert account is not None
-            account.company_name = "Orphaned"
-            account.parent_id = missing_parent  # no such account: checked only at COMMIT
+            account.parent_id = parent_id
             return "adopted"
 
-        async def run_group() -> list[Any]:
-            group = WriteGroup(runtime.db)
-            calls = [rename(first, "Renamed first"), adopt_by_missing_parent, rename(last, "Renamed last")]
-            return await asyncio.gather(*(group.submit(call) for call in calls), return_exceptions=True)
+        return work
 
-        results = asyncio.run(run_group())
-        # Each call ran once and succeeded on its own: only the COMMIT failed, and all of them
-        # were answered with that failure (none was run again in another group).
-        assert runs == ["Renamed first", "orphan", "Renamed last"]
-        # The COMMIT is issued by the engine's commit listener, so the error is the driver's own.
-        failed = (IntegrityError, sqlite3.IntegrityError)
-        assert all(isinstance(result, failed) for result in results), results
-        assert all("FOREIGN KEY constraint failed" in str(result) for result in results), results
-        with runtime.db.read() as reader:
-            rows = {
-                row[0]: (row[1], row[2])
-                for row in reader.execute(select(Account.id, Account.company_name, Account.parent_id))
-            }
-        assert rows == {first: ("", None), orphan: ("", None), last: ("", None)}
-
-        # The group released the write lock and its connection: the next group commits, and its
-        # connection checks foreign keys again at once (the deferral ended with the failed group).
-        async def run_next() -> list[Any]:
-            group = WriteGroup(runtime.db)
-
-            def adopt_by_first(session: Session) -> str:
-                account = session.get(Account, orphan)
-                assert account is not None
-                account.parent_id = first
-                return "adopted"
-
-            def adopt_by_missing(session: Session) -> str:
-                account = session.get(Account, last)
-                assert account is not None
-                account.parent_id = missing_parent
-                return "adopted"
-
-            calls = [rename(first, "Renamed again"), adopt_by_first, adopt_by_missing]
-            return await asyncio.gather(*(group.submit(call) for call in calls), return_exceptions=True)
-
-        renamed, adopted, refused = asyncio.run(run_next())
-        assert (renamed, adopted) == ("Renamed again", "adopted")
-        assert isinstance(refused, IntegrityError), refused
-        with runtime.db.read() as reader:
-            rows = {
-                row[0]: (row[1], row[2])
-                for row in reader.execute(select(Account.id, Account.company_name, Account.parent_id))
-            }
-        assert rows == {first: ("Renamed again", None), orphan: ("", first), last: ("", None)}
-        assert runtime.db.write_lock is not None
-        assert runtime.db.write_lock.acquire(blocking=False), "the failed group kept the write lock"
-        runtime.db.write_lock.release()
-    finally:
-        runtime.db.dispose()
+    renamed, adopted, refused = _in_one_group(
+        runtime,
+        [_renamer(runs, first, "Renamed again"), adopt_by(orphan, first), adopt_by(last, missing_parent)],
+    )
+    assert (renamed, adopted) == ("Renamed again", "adopted")
+    assert isinstance(refused, IntegrityError), refused
+    assert _names_and_parents(runtime) == {
+        first: ("Renamed again", None),
+        orphan: ("", first),
+        last: ("", None),
+    }
+    assert runtime.db.write_lock is not None
+    assert runtime.db.write_lock.acquire(blocking=False), "the failed group kept the write lock"
+    runtime.db.write_lock.release()
