@@ -4,7 +4,7 @@ granting or revoking access by hand (directories.service.grant_access / revoke_a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -555,32 +555,25 @@ async def _move_answer(
     )
 
 
-@router.post("/dashboard/directories/{public_id}/campaigns/{campaign_id}/up")
-async def move_campaign_up(
-    request: Request, public_id: str, campaign_id: str, account: Account = Depends(require_login)
-) -> Response:
-    return await _move_answer(request, account, public_id, "campaign", campaign_id, -1)
+def _mover(kind: str, step: int) -> Callable[..., Awaitable[Response]]:
+    async def move(
+        request: Request, public_id: str, item_id: str, account: Account = Depends(require_login)
+    ) -> Response:
+        return await _move_answer(request, account, public_id, kind, item_id, step)
+
+    return move
 
 
-@router.post("/dashboard/directories/{public_id}/campaigns/{campaign_id}/down")
-async def move_campaign_down(
-    request: Request, public_id: str, campaign_id: str, account: Account = Depends(require_login)
-) -> Response:
-    return await _move_answer(request, account, public_id, "campaign", campaign_id, 1)
-
-
-@router.post("/dashboard/directories/{public_id}/cards/{card_id}/up")
-async def move_card_up(
-    request: Request, public_id: str, card_id: str, account: Account = Depends(require_login)
-) -> Response:
-    return await _move_answer(request, account, public_id, "loyalty_card", card_id, -1)
-
-
-@router.post("/dashboard/directories/{public_id}/cards/{card_id}/down")
-async def move_card_down(
-    request: Request, public_id: str, card_id: str, account: Account = Depends(require_login)
-) -> Response:
-    return await _move_answer(request, account, public_id, "loyalty_card", card_id, 1)
+# Up and Down of a directory's campaigns and loyalty cards: a route each (any other section or
+# action is routing's 404).
+for _section, _kind in (("campaigns", "campaign"), ("cards", "loyalty_card")):
+    for _direction, _step_by in (("up", -1), ("down", 1)):
+        router.add_api_route(
+            f"/dashboard/directories/{{public_id}}/{_section}/{{item_id}}/{_direction}",
+            _mover(_kind, _step_by),
+            methods=["POST"],
+            name=f"move_{_kind}_{_direction}",
+        )
 
 
 # --- delete a directory (asks first) ------------------------------------------------------------
