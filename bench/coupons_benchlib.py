@@ -362,7 +362,7 @@ def sqlite_validation_floor(db_path: Path, codes: list[str], group: int = 16) ->
                 {"campaign_id": campaign_id, "day": day, "opens": 0, "claims": 0, "validations": 1},
             )
             conn.execute(
-                events._INSERT_EVENT.sqlite_sql,
+                events.INSERT_EVENT.sqlite_sql,
                 {
                     "public_id": f"evt_floor{code}",
                     "account_id": account_id,
@@ -373,7 +373,7 @@ def sqlite_validation_floor(db_path: Path, codes: list[str], group: int = 16) ->
                     "now": now,
                 },
             ).fetchone()
-            conn.execute(events._HAS_SUBSCRIBER.sqlite_sql, {"account_id": account_id, "yes": 1}).fetchone()
+            conn.execute(events.HAS_SUBSCRIBER.sqlite_sql, {"account_id": account_id, "yes": 1}).fetchone()
         conn.execute("COMMIT")
     spent = time.process_time() - cpu
     conn.close()

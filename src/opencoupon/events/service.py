@@ -49,7 +49,7 @@ def emit(
     now = utcnow()
     event_id = raw.scalar(
         session,
-        _INSERT_EVENT,
+        INSERT_EVENT,
         {
             "public_id": public_id,
             "account_id": account_id,
@@ -60,16 +60,17 @@ def emit(
             "now": now,
         },
     )
-    if raw.scalar(session, _HAS_SUBSCRIBER, {"account_id": account_id, "yes": True}) is not None:
+    if raw.scalar(session, HAS_SUBSCRIBER, {"account_id": account_id, "yes": True}) is not None:
         queue.enqueue_fast(session, "event.dispatch", {"event_id": event_id})
     return public_id
 
 
-_INSERT_EVENT = raw.RawStatement(
+# Public: bench/bench_validation.py replays these to measure a validation's floor.
+INSERT_EVENT = raw.RawStatement(
     "INSERT INTO events (public_id, account_id, type, campaign, session, data, created_at) "
     "VALUES (:public_id, :account_id, :type, :campaign, :session, :data, :now) RETURNING id"
 )
-_HAS_SUBSCRIBER = raw.RawStatement(
+HAS_SUBSCRIBER = raw.RawStatement(
     "SELECT 1 FROM webhook_endpoints WHERE account_id = :account_id AND enabled = :yes "
     "UNION ALL SELECT 1 FROM accounts WHERE id = :account_id AND webhook_endpoint != '' LIMIT 1"
 )
