@@ -12,6 +12,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from opencoupon.db import raw
+from opencoupon.kit.params import INT32_MAX
 from opencoupon.models import (
     Campaign,
     CouponSession,
@@ -218,7 +219,7 @@ def _add_statement(unit: str, collecting: bool) -> raw.RawStatement:
 
 _ADD = {(unit, up): _add_statement(unit, up) for unit in ("points", "stamps") for up in (True, False)}
 # What a balance column (INTEGER) holds: PostgreSQL refuses more with an error.
-MAX_BALANCE = 2**31 - 1
+MAX_BALANCE = INT32_MAX
 _INSERT_LEDGER = raw.RawStatement(
     "INSERT INTO loyalty_ledger (account_id, card_id, holder_id, unit, delta, balance_after, kind, "
     "source, created_at) VALUES (:account_id, :card_id, :holder_id, :unit, :delta, :balance_after, "
