@@ -274,7 +274,8 @@ def _deliver(runtime: Runtime, send_id: int, attempt: Callable[[DistributionSend
         # A fault of ours (or data the message cannot carry): report it rather than leave the
         # send `sending` for ever.
         log.exception("%s send snd_%s could not be prepared", send.channel, send.id)
-        _failed(runtime, send, f"could not send: {exc!r}", "", transient=False)
+        # The tenant reads last_error: the exception's kind only, its text stays in the log.
+        _failed(runtime, send, f"could not send: internal error ({type(exc).__name__})", "", transient=False)
         return
     _finish(
         runtime,
