@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter
@@ -114,52 +115,33 @@ USAGE_DOC = (
 )
 
 
-@v3_endpoint(
-    router,
-    ["/v3/campaign/data"],
-    UsageData,
-    summary="Usage data: all sessions",
-    read_only=True,
-    description=USAGE_DOC.format(page=repository.PAGE_SIZE, what="the creation date"),
+# The four usage-data calls: which sessions each lists, and the date its bounds filter on.
+USAGE_CALLS = (
+    ("data", "all sessions", "the creation date"),
+    ("opens", "opened sessions", "the open date"),
+    ("claims", "claimed sessions", "the claim date"),
+    ("validations", "validated sessions", "the (last) validation date"),
 )
-def campaign_data(ctx: ApiContext, req: UsageData) -> dict[str, Any]:
-    return _usage(ctx, req, "data")
 
 
-@v3_endpoint(
-    router,
-    ["/v3/campaign/opens"],
-    UsageData,
-    summary="Usage data: opened sessions",
-    read_only=True,
-    description=USAGE_DOC.format(page=repository.PAGE_SIZE, what="the open date"),
-)
-def campaign_opens(ctx: ApiContext, req: UsageData) -> dict[str, Any]:
-    return _usage(ctx, req, "opens")
+def _usage_handler(kind: str) -> Callable[[ApiContext, UsageData], dict[str, Any]]:
+    def handler(ctx: ApiContext, req: UsageData) -> dict[str, Any]:
+        return _usage(ctx, req, kind)
+
+    # v3_endpoint names the routes (and so the OpenAPI operation IDs) after the handler.
+    handler.__name__ = handler.__qualname__ = f"campaign_{kind}"
+    return handler
 
 
-@v3_endpoint(
-    router,
-    ["/v3/campaign/claims"],
-    UsageData,
-    summary="Usage data: claimed sessions",
-    read_only=True,
-    description=USAGE_DOC.format(page=repository.PAGE_SIZE, what="the claim date"),
-)
-def campaign_claims(ctx: ApiContext, req: UsageData) -> dict[str, Any]:
-    return _usage(ctx, req, "claims")
-
-
-@v3_endpoint(
-    router,
-    ["/v3/campaign/validations"],
-    UsageData,
-    summary="Usage data: validated sessions",
-    read_only=True,
-    description=USAGE_DOC.format(page=repository.PAGE_SIZE, what="the (last) validation date"),
-)
-def campaign_validations(ctx: ApiContext, req: UsageData) -> dict[str, Any]:
-    return _usage(ctx, req, "validations")
+for _kind, _sessions, _filtered_on in USAGE_CALLS:
+    v3_endpoint(
+        router,
+        [f"/v3/campaign/{_kind}"],
+        UsageData,
+        summary=f"Usage data: {_sessions}",
+        read_only=True,
+        description=USAGE_DOC.format(page=repository.PAGE_SIZE, what=_filtered_on),
+    )(_usage_handler(_kind))
 
 
 @v3_endpoint(
