@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement
 from sqlalchemy.exc import IntegrityError
@@ -153,26 +153,53 @@ def _account(session: Session, account_id: int) -> Account:
     return account
 
 
-def email_config(session: Session, runtime: Runtime, account_id: int) -> SmtpConfig | None:
-    """The account's own SMTP settings, else its master's, else the server default (if any)."""
+IntegrationRow = TypeVar("IntegrationRow", EmailIntegration, SmsIntegration)
+
+
+def _own_or_master(
+    session: Session, account_id: int, find: Callable[[Session, int], IntegrationRow | None]
+) -> tuple[IntegrationRow, str] | None:
+    """The account's own settings row, else its master's; with where it came from."""
     account = _account(session, account_id)
     for owner, source in ((account.id, "account"), (account.parent_id, "master")):
         if owner is None:
             continue
-        row = repo.email_integration(session, owner)
+        row = find(session, owner)
         if row is not None:
-            password = runtime.keyring.decrypt(row.password_encrypted) if row.password_encrypted else ""
-            return SmtpConfig(
-                host=row.host,
-                port=row.port,
-                tls_mode=row.tls_mode,
-                username=row.username,
-                # None: the server key changed since it was stored; sending reports it.
-                password=password if password is not None else "\x00undecryptable",
-                sender_email=row.sender_email,
-                sender_name=row.sender_name,
-                source=source,
-            )
+            return row, source
+    return None
+
+
+def _delete_own(
+    ctx: ApiContext,
+    find: Callable[[Session, int], IntegrationRow | None],
+    view: Callable[[ApiContext], dict[str, Any]],
+) -> dict[str, Any]:
+    """Remove the caller's own settings row (none is no error); answer what applies now."""
+    row = find(ctx.session, ctx.account.id)
+    if row is not None:
+        ctx.session.delete(row)
+        ctx.session.flush()
+    return view(ctx)
+
+
+def email_config(session: Session, runtime: Runtime, account_id: int) -> SmtpConfig | None:
+    """The account's own SMTP settings, else its master's, else the server default (if any)."""
+    found = _own_or_master(session, account_id, repo.email_integration)
+    if found is not None:
+        row, source = found
+        password = runtime.keyring.decrypt(row.password_encrypted) if row.password_encrypted else ""
+        return SmtpConfig(
+            host=row.host,
+            port=row.port,
+            tls_mode=row.tls_mode,
+            username=row.username,
+            # None: the server key changed since it was stored; sending reports it.
+            password=password if password is not None else "\x00undecryptable",
+            sender_email=row.sender_email,
+            sender_name=row.sender_name,
+            source=source,
+        )
     s = runtime.settings
     if s.smtp_host and s.smtp_sender_email:
         return SmtpConfig(
@@ -190,14 +217,7 @@ def email_config(session: Session, runtime: Runtime, account_id: int) -> SmtpCon
 
 def sms_integration(session: Session, account_id: int) -> tuple[SmsIntegration, str] | None:
     """The account's own SMS settings, else its master's; with where they came from."""
-    account = _account(session, account_id)
-    for owner, source in ((account.id, "account"), (account.parent_id, "master")):
-        if owner is None:
-            continue
-        row = repo.sms_integration(session, owner)
-        if row is not None:
-            return row, source
-    return None
+    return _own_or_master(session, account_id, repo.sms_integration)
 
 
 PRIVATE_HINT = " (OPENCOUPON_ALLOW_PRIVATE_WEBHOOKS=1 allows them)"
@@ -299,11 +319,7 @@ def put_email_integration(ctx: ApiContext, req: EmailIntegrationIn) -> dict[str,
 
 
 def delete_email_integration(ctx: ApiContext) -> dict[str, Any]:
-    row = repo.email_integration(ctx.session, ctx.account.id)
-    if row is not None:
-        ctx.session.delete(row)
-        ctx.session.flush()
-    return email_integration_view(ctx)
+    return _delete_own(ctx, repo.email_integration, email_integration_view)
 
 
 def sms_integration_view(ctx: ApiContext) -> dict[str, Any]:
@@ -354,11 +370,7 @@ def put_sms_integration(ctx: ApiContext, req: SmsIntegrationIn) -> dict[str, Any
 
 
 def delete_sms_integration(ctx: ApiContext) -> dict[str, Any]:
-    row = repo.sms_integration(ctx.session, ctx.account.id)
-    if row is not None:
-        ctx.session.delete(row)
-        ctx.session.flush()
-    return sms_integration_view(ctx)
+    return _delete_own(ctx, repo.sms_integration, sms_integration_view)
 
 
 # --- sending -----------------------------------------------------------------------------------
