@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -548,6 +548,41 @@ def _answer(ctx: ApiContext, target: Target, prepared: Prepared, action: str) ->
     return answer
 
 
+def _record_api_send(
+    ctx: ApiContext,
+    target: Target,
+    req: SendEmail | SendSms,
+    *,
+    channel: str,
+    recipient: str,
+    recipient_key: str,
+    subject: str = "",
+    sender: str = "",
+    body_for: Callable[[str], str] | None = None,
+) -> Prepared:
+    """record_send for a /v3/send call: names, uniqueness and session from the request, asked for
+    by the caller; a new session's source is the channel."""
+    return record_send(
+        ctx.session,
+        ctx.runtime,
+        target,
+        channel=channel,
+        recipient=recipient,
+        recipient_key=recipient_key,
+        firstname=req.firstname or "",
+        lastname=req.lastname or "",
+        unique=req.check_unique,
+        session_code=req.couponsession,
+        session_source=channel,
+        origin="api",
+        requested_by=ctx.account.id,
+        now=ctx.now,
+        subject=subject,
+        sender=sender,
+        body_for=body_for,
+    )
+
+
 def send_email(ctx: ApiContext, req: SendEmail) -> dict[str, Any]:
     email = normalize_email(req.email)
     target = find_target(ctx, req.campaign)
@@ -556,22 +591,8 @@ def send_email(ctx: ApiContext, req: SendEmail) -> dict[str, Any]:
     if req.couponsession and target.campaign is None:
         raise SESSION_NOT_FOUND
     subject = (req.subject or target.title or "Your coupon").replace("\r", " ").replace("\n", " ")[:300]
-    prepared = record_send(
-        ctx.session,
-        ctx.runtime,
-        target,
-        channel="email",
-        recipient=email,
-        recipient_key=email.lower(),
-        firstname=req.firstname or "",
-        lastname=req.lastname or "",
-        unique=req.check_unique,
-        session_code=req.couponsession,
-        session_source="email",
-        origin="api",
-        requested_by=ctx.account.id,
-        now=ctx.now,
-        subject=subject,
+    prepared = _record_api_send(
+        ctx, target, req, channel="email", recipient=email, recipient_key=email.lower(), subject=subject
     )
     return _answer(ctx, target, prepared, "email_sent")
 
@@ -599,21 +620,13 @@ def send_sms(ctx: ApiContext, req: SendSms) -> dict[str, Any]:
     longest = ctx.url(f"/p/{'x' * 12}/{'x' * ids.SESSION_CODE_LENGTH}")
     if len(sms_text(req.message, target.title, longest)) > SMS_MAX_LENGTH:
         raise bad_value("message", f"The text with the link must fit in {SMS_MAX_LENGTH} characters.")
-    prepared = record_send(
-        ctx.session,
-        ctx.runtime,
+    prepared = _record_api_send(
+        ctx,
         target,
+        req,
         channel="sms",
         recipient=phone,
         recipient_key=phone,
-        firstname=req.firstname or "",
-        lastname=req.lastname or "",
-        unique=req.check_unique,
-        session_code=req.couponsession,
-        session_source="sms",
-        origin="api",
-        requested_by=ctx.account.id,
-        now=ctx.now,
         sender=sender,
         body_for=lambda link: sms_text(req.message, target.title, link),
     )
@@ -651,14 +664,18 @@ def public_send(row: DistributionSend, campaign_code: str = "", session_code: st
     }
 
 
-def sends_for_session(session: Session, coupon_session_id: int) -> list[dict[str, Any]]:
-    """Every send of one coupon session, oldest first: the `sends` list of session data."""
-    rows = repo.sends_of_session(session, coupon_session_id)
+def _public_sends(session: Session, rows: Sequence[DistributionSend]) -> list[dict[str, Any]]:
+    """Sends as the API shows them, with their campaign and session codes."""
     campaigns, sessions = repo.codes_for(session, rows)
     return [
         public_send(r, campaigns.get(r.campaign_id or 0, ""), sessions.get(r.session_id or 0, ""))
         for r in rows
     ]
+
+
+def sends_for_session(session: Session, coupon_session_id: int) -> list[dict[str, Any]]:
+    """Every send of one coupon session, oldest first: the `sends` list of session data."""
+    return _public_sends(session, repo.sends_of_session(session, coupon_session_id))
 
 
 def list_sends(ctx: ApiContext, req: SendsQuery) -> dict[str, Any]:
@@ -681,15 +698,11 @@ def list_sends(ctx: ApiContext, req: SendsQuery) -> dict[str, Any]:
     total, rows = repo.sends(
         ctx.session, ctx.scope(DistributionSend.account_id), filters=filters, page=req.page
     )
-    campaigns, sessions = repo.codes_for(ctx.session, rows)
     return {
         "total": total,
         "page": req.page,
         "per_page": repo.PAGE_SIZE,
-        "sends": [
-            public_send(r, campaigns.get(r.campaign_id or 0, ""), sessions.get(r.session_id or 0, ""))
-            for r in rows
-        ],
+        "sends": _public_sends(ctx.session, rows),
     }
 
 
