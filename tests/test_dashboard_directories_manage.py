@@ -49,12 +49,17 @@ def test_move_categories_keeps_three_levels_and_refuses_cycles(
     theirs = create_category(other_account, "Theirs")
     with signed_in(live_server.url, account.email) as web:
         page = html.unescape(web.get(LISTING).text)
-        # The move list offers neither the category itself nor anything below it.
+        # A row links to the category's Move page, whose list offers neither the category itself
+        # nor anything below it, nor another account's categories.
         food_row = page[
             page.index(f'data-category="{food["id"]}"') : page.index(f'data-category="{pizza["id"]}"')
         ]
-        assert f'<option value="{napoli["id"]}"' not in food_row
-        assert f'<option value="{drinks["id"]}"' in food_row
+        assert f'href="/dashboard/categories/{food["id"]}/move"' in food_row
+        assert "<option" not in food_row
+        choices = web.get(f"/dashboard/categories/{food['id']}/move").text
+        assert f'<option value="{drinks["id"]}"' in choices
+        for hidden in (food, pizza, napoli, theirs):
+            assert f'<option value="{hidden["id"]}"' not in choices
 
         moved = post_form(web, LISTING, f"/dashboard/categories/{pizza['id']}/move", {"parent": drinks["id"]})
         assert "Category Pizza moved." in _follow(web, moved)
@@ -104,10 +109,40 @@ def test_move_categories_keeps_three_levels_and_refuses_cycles(
         assert _categories(account)["Napoli"]["parent"] == pizza["id"]
         # Their category, and one that does not exist, answer the same 404.
         for category in (theirs["id"], "cat_999999999"):
+            assert web.get(f"/dashboard/categories/{category}/move").status_code == 404
             for action in ("move", "up", "down"):
                 answer = post_form(web, LISTING, f"/dashboard/categories/{category}/{action}", {"parent": ""})
                 assert answer.status_code == 404, (category, action)
     assert _categories(other_account)["Theirs"]["parent"] is None
+
+
+def test_the_tree_page_grows_linearly_and_moves_through_each_category_page(
+    live_server: LiveServer, account: TestAccount
+) -> None:
+    """The tree lists each category once (no list of every other category in each row), so 40
+    categories cost twice the bytes of 20 over the same base; the Move page of one category moves it."""
+    made: list[dict[str, Any]] = []
+
+    def tree_bytes(web: httpx2.Client, count: int) -> int:
+        while len(made) < count:
+            made.append(create_category(account, f"Shelf {len(made):02d}"))
+        return len(web.get(LISTING).content)
+
+    with signed_in(live_server.url, account.email) as web:
+        sizes = {count: tree_bytes(web, count) for count in (10, 20, 40)}
+        per_category = (sizes[20] - sizes[10]) / 10
+        # Quadratic growth would make the second 20 cost about three times as much each.
+        assert sizes[40] - sizes[20] <= 20 * per_category * 1.1, sizes
+
+        shelf, target = made[5], made[30]
+        move_page = f"/dashboard/categories/{shelf['id']}/move"
+        assert f'href="{move_page}"' in web.get(LISTING).text
+        moved = post_form(web, move_page, move_page, {"parent": target["id"]})
+        assert f"Category {shelf['name']} moved." in _follow(web, moved)
+        assert _categories(account)[shelf["name"]]["parent"] == target["id"]
+        # The target's own page no longer offers the category now below it.
+        target_page = web.get(f"/dashboard/categories/{target['id']}/move").text
+        assert f'<option value="{shelf["id"]}"' not in target_page
 
 
 def test_order_categories_up_and_down(live_server: LiveServer, account: TestAccount) -> None:

@@ -128,35 +128,20 @@ def _directory_context(request: Request, account: Account, public_id: str) -> di
 
 def _category_tree(ctx: ApiContext) -> list[dict[str, Any]]:
     """The categories in tree order (siblings by position), each with what its row offers: move
-    up/down among its siblings, and the parents it could move under (not itself or anything
-    below it; the service checks again, and checks the three levels). Every lookup is built once,
-    so the work grows with the number of categories, not its square."""
+    up/down among its siblings. The parents a category can move under are on its own Move page
+    (_move_context), so this page grows with the number of categories, not its square."""
     rows = service.tree_order(list(repository.categories(ctx.session, ctx.scope(Category.account_id))))
     paths = service.paths_of(rows)
     # Siblings share a parent and an account (a master's page shows its subaccounts' trees too).
     siblings: dict[tuple[int, int | None], list[int]] = {}
     for c in rows:
         siblings.setdefault((c.account_id, c.parent_id), []).append(c.id)
-    # Tree order puts every category after its parent: walking it backwards collects subtrees.
-    below: dict[int, set[int]] = {c.id: {c.id} for c in rows}
-    for c in reversed(rows):
-        if c.parent_id in below:
-            below[c.parent_id] |= below[c.id]
-    # The Move choices, made once per account and shared by the rows that offer them.
-    parents_by_account: dict[int, list[tuple[int, dict[str, str]]]] = {}
-    for c in sorted(rows, key=lambda c: paths[c.id]):
-        if c.level < service.MAX_CATEGORY_LEVEL:
-            choice = {"id": service.cat_id(c.id), "path": paths[c.id]}
-            parents_by_account.setdefault(c.account_id, []).append((c.id, choice))
     out = []
     for c in rows:
         group = siblings[(c.account_id, c.parent_id)]
         info = service.category_v4(c, paths)
         info["first"] = group[0] == c.id
         info["last"] = group[-1] == c.id
-        info["parents"] = [
-            choice for number, choice in parents_by_account.get(c.account_id, []) if number not in below[c.id]
-        ]
         out.append(info)
     return out
 
@@ -471,6 +456,44 @@ async def move_category(
         return f"Category {category.name} moved."
 
     return await _category_answer(request, account, category_id, move)
+
+
+def _move_context(request: Request, account: Account, category_id: str) -> dict[str, Any]:
+    """One category's Move page: the parents it could move under, by path (its own account's, not
+    itself or anything below it, none at the last level; the service checks again, and checks the
+    three levels)."""
+    with api_context(request, account) as ctx:
+        try:
+            category = service.get_category(ctx, category_id)
+        except ApiError:
+            raise NOT_FOUND from None
+        rows = service.tree_order(
+            list(repository.categories(ctx.session, Category.account_id == category.account_id))
+        )
+    paths = service.paths_of(rows)
+    # Tree order puts every category after its parent: one walk collects the subtree.
+    below = {category.id}
+    for c in rows:
+        if c.parent_id in below:
+            below.add(c.id)
+    parents = [
+        {"id": service.cat_id(c.id), "path": paths[c.id]}
+        for c in sorted(rows, key=lambda c: paths[c.id])
+        if c.level < service.MAX_CATEGORY_LEVEL and c.id not in below
+    ]
+    return {
+        "title": f"Move {category.name}",
+        "account": account,
+        "category": service.category_v4(category, paths),
+        "parents": parents,
+    }
+
+
+@router.get("/dashboard/categories/{category_id}/move")
+def move_category_form(
+    request: Request, category_id: str, account: Account = Depends(require_login)
+) -> Response:
+    return page(request, "dashboard/category_move.html", _move_context(request, account, category_id))
 
 
 def _step(step: int) -> CategoryChange:
