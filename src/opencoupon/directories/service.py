@@ -5,10 +5,12 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from sqlalchemy import ColumnElement
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -95,13 +97,30 @@ def directory_path(directory: Directory) -> str:
 
 # ---- lookups ---------------------------------------------------------------------------------
 
+Owned = TypeVar("Owned", Directory, Category, Campaign)
+
+
+def _get_owned(
+    ctx: ApiContext,
+    raw: str,
+    param: str,
+    prefix: str,
+    not_found: Callable[[], ApiError],
+    find: Callable[[Session, ColumnElement[bool], int], Owned | None],
+    account_column: Any,
+) -> Owned:
+    """A row of the caller (or of its subaccounts) by its public ID; any other is not found."""
+    number = ids.parse_public_id(raw, prefix, param, not_found())
+    found = find(ctx.session, ctx.scope(account_column), number)
+    if found is None:
+        raise not_found()
+    return found
+
 
 def get_directory(ctx: ApiContext, raw: str, param: str = "directory") -> Directory:
-    number = ids.parse_public_id(raw, "dir_", param, directory_not_found())
-    found = repository.directory(ctx.session, ctx.scope(Directory.account_id), number)
-    if found is None:
-        raise directory_not_found()
-    return found
+    return _get_owned(
+        ctx, raw, param, "dir_", directory_not_found, repository.directory, Directory.account_id
+    )
 
 
 def get_user(
@@ -115,19 +134,11 @@ def get_user(
 
 
 def get_category(ctx: ApiContext, raw: str, param: str = "category") -> Category:
-    number = ids.parse_public_id(raw, "cat_", param, category_not_found())
-    found = repository.category(ctx.session, ctx.scope(Category.account_id), number)
-    if found is None:
-        raise category_not_found()
-    return found
+    return _get_owned(ctx, raw, param, "cat_", category_not_found, repository.category, Category.account_id)
 
 
 def get_campaign(ctx: ApiContext, raw: str, param: str = "campaign") -> Campaign:
-    number = ids.parse_public_id(raw, "cam_", param, campaign_not_found())
-    found = repository.campaign(ctx.session, ctx.scope(Campaign.account_id), number)
-    if found is None:
-        raise campaign_not_found()
-    return found
+    return _get_owned(ctx, raw, param, "cam_", campaign_not_found, repository.campaign, Campaign.account_id)
 
 
 # ---- directories -----------------------------------------------------------------------------
