@@ -623,6 +623,45 @@ def _not_allowed_reason(session: Session, holder: LoyaltyHolder, unit: str, delt
     return ApiError(308, f"Not enough {unit}: a balance cannot go below zero.")
 
 
+def _record_balance_change(
+    session: Session,
+    card: LoyaltyCard,
+    holder: LoyaltyHolder,
+    unit: str,
+    *,
+    delta: int,
+    balance: int,
+    kind: str,
+    source: str,
+    reason: str,
+    now: dt.datetime,
+) -> None:
+    """The ledger row and the loyalty_points_changed event of a change already applied."""
+    repo.add_ledger(
+        session,
+        holder,
+        unit=unit,
+        delta=delta,
+        balance_after=balance,
+        kind=kind,
+        source=source,
+        now=now,
+    )
+    events.emit(
+        session,
+        holder.account_id,
+        "loyalty_points_changed",
+        {
+            "loyaltycard": str(card.id),
+            "user": str(holder.id),
+            "unit": unit,
+            "amount": str(delta),
+            "balance": str(balance),
+            "reason": reason,
+        },
+    )
+
+
 def apply_expiry(
     session: Session, runtime: Runtime, card: LoyaltyCard, holder: LoyaltyHolder, now: dt.datetime
 ) -> None:
@@ -637,28 +676,17 @@ def apply_expiry(
         return
     if repo.expire_balance(session, holder.id, unit, balance, cutoff, now):
         set_committed_value(holder, unit, 0)
-        repo.add_ledger(
+        _record_balance_change(
             session,
+            card,
             holder,
-            unit=unit,
+            unit,
             delta=-balance,
-            balance_after=0,
+            balance=0,
             kind="expired",
             source="expiry",
+            reason="expired",
             now=now,
-        )
-        events.emit(
-            session,
-            holder.account_id,
-            "loyalty_points_changed",
-            {
-                "loyaltycard": str(card.id),
-                "user": str(holder.id),
-                "unit": unit,
-                "amount": str(-balance),
-                "balance": "0",
-                "reason": "expired",
-            },
         )
 
 
@@ -687,28 +715,17 @@ def change_balance(
     set_committed_value(holder, "cycle", cycle)
     if delta > 0:
         set_committed_value(holder, "last_collected_at", now)
-    repo.add_ledger(
+    _record_balance_change(
         session,
+        card,
         holder,
-        unit=unit,
+        unit,
         delta=delta,
-        balance_after=balance,
+        balance=balance,
         kind="collect" if delta > 0 else "spend",
         source=source,
+        reason=source,
         now=now,
-    )
-    events.emit(
-        session,
-        holder.account_id,
-        "loyalty_points_changed",
-        {
-            "loyaltycard": str(card.id),
-            "user": str(holder.id),
-            "unit": unit,
-            "amount": str(delta),
-            "balance": str(balance),
-            "reason": source,
-        },
     )
     change = Change(unit, delta, balance)
     if delta > 0 and card.reward_goal and card.type != "membership":
