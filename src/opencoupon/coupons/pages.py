@@ -194,13 +194,53 @@ def _session_context(
     return context, data
 
 
-def _load(s: Session, code: str, session_code: str) -> tuple[Campaign | None, CouponSession | None]:
+def _load(s: Session, code: str, session_code: str) -> tuple[Campaign, CouponSession] | None:
+    """The campaign and session at this address; None when either is missing."""
     if not _CODE.match(code) or not _CODE.match(session_code):
-        return None, None
+        return None
     campaign = repository.campaign_by_code(s, code)
     if campaign is None:
-        return None, None
-    return campaign, repository.session_in_campaign(s, campaign.id, session_code)
+        return None
+    row = repository.session_in_campaign(s, campaign.id, session_code)
+    return None if row is None else (campaign, row)
+
+
+def _context_with_error(
+    runtime: Runtime, code: str, session_code: str, csrf: Csrf, now: dt.datetime, error: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The session's page again after a form it refused, the refusal shown on it."""
+    with runtime.db.read() as s:
+        found = _load(s, code, session_code)
+        assert found is not None
+        campaign, row = found
+        return _session_context(s, runtime, campaign, row, csrf, now, error=error)
+
+
+def _gate(s: Session, request: Request, campaign: Campaign) -> Outcome | None:
+    """The answer that stops here when a directory locks the campaign for this visitor."""
+    answer = gates.check(s, request, campaign)
+    return None if answer is None else Outcome(gate=answer)
+
+
+def _campaign_past_gate(s: Session, request: Request, code: str) -> Campaign | Outcome | None:
+    """The campaign at this address past the gates: None when there is none, or the gate's answer."""
+    campaign = repository.campaign_by_code(s, code) if _CODE.match(code) else None
+    if campaign is None:
+        return None
+    gate = _gate(s, request, campaign)
+    return campaign if gate is None else gate
+
+
+def _load_past_gate(
+    s: Session, request: Request, code: str, session_code: str
+) -> tuple[Campaign, CouponSession] | Outcome | None:
+    """The campaign and session at this address past the gates: None when either is missing, or
+    the gate's answer."""
+    found = _load(s, code, session_code)
+    if found is None:
+        return None
+    gate = _gate(s, request, found[0])
+    return found if gate is None else gate
 
 
 # ---------------------------------------------------------------- open and show
@@ -212,22 +252,16 @@ def _open(request: Request, runtime: Runtime, code: str) -> Outcome | None:
     if device:
         # A returning device only needs reads: no write lock for the common case.
         with runtime.db.read() as s:
-            campaign = repository.campaign_by_code(s, code) if _CODE.match(code) else None
-            if campaign is None:
-                return None
-            gate = gates.check(s, request, campaign)
-            if gate is not None:
-                return Outcome(gate=gate)
+            campaign = _campaign_past_gate(s, request, code)
+            if not isinstance(campaign, Campaign):
+                return campaign
             known = repository.session_for_device(s, campaign.id, device)
             if known is not None:
                 return Outcome(redirect=session_path(campaign, known))
     with runtime.db.transaction() as s:
-        campaign = repository.campaign_by_code(s, code) if _CODE.match(code) else None
-        if campaign is None:
-            return None
-        gate = gates.check(s, request, campaign)
-        if gate is not None:
-            return Outcome(gate=gate)
+        campaign = _campaign_past_gate(s, request, code)
+        if not isinstance(campaign, Campaign):
+            return campaign
         row = repository.session_for_device(s, campaign.id, device) if device else None
         new_device = None
         if row is None:
@@ -255,20 +289,19 @@ def _show(request: Request, runtime: Runtime, code: str, session_code: str, csrf
     now = utcnow()
     notice = NOTICES.get(request.query_params.get("done", ""), "")
     with runtime.db.read() as s:
-        campaign, row = _load(s, code, session_code)
-        if campaign is None or row is None:
-            return None
-        gate = gates.check(s, request, campaign)
-        if gate is not None:
-            return Outcome(gate=gate)
+        found = _load_past_gate(s, request, code, session_code)
+        if not isinstance(found, tuple):
+            return found
+        campaign, row = found
         if row.opened_at is not None or row.removed_at is not None:
             # Already opened: showing it needs no write (nor SQLite's write lock).
             context, data = _session_context(s, runtime, campaign, row, csrf, now, notice=notice)
             return Outcome(context=context, json=data)
     with runtime.db.transaction() as s:
-        campaign, row = _load(s, code, session_code)
-        if campaign is None or row is None:
+        found = _load(s, code, session_code)
+        if found is None:
             return None
+        campaign, row = found
         service.mark_opened(s, runtime, campaign, row, now)
         context, data = _session_context(s, runtime, campaign, row, csrf, now, notice=notice)
         return Outcome(context=context, json=data)
@@ -410,12 +443,10 @@ def _claim(
     error = ""
     try:
         with runtime.db.transaction() as s:
-            campaign, row = _load(s, code, session_code)
-            if campaign is None or row is None:
-                return None
-            gate = gates.check(s, request, campaign)
-            if gate is not None:
-                return Outcome(gate=gate)
+            found = _load_past_gate(s, request, code, session_code)
+            if not isinstance(found, tuple):
+                return found
+            campaign, row = found
             if not csrf_ok(request, runtime, form.get("csrf", "")):
                 error = "The form expired. Please try again."
             else:
@@ -429,11 +460,7 @@ def _claim(
                     return Outcome(redirect=f"{path}?done=claimed")
     except ApiError as err:
         error = err.description
-    with runtime.db.read() as s:
-        campaign, row = _load(s, code, session_code)
-        assert campaign is not None
-        assert row is not None
-        context, data = _session_context(s, runtime, campaign, row, csrf, now, error=error)
+    context, data = _context_with_error(runtime, code, session_code, csrf, now, error)
     return Outcome(
         status=409 if "coupon" in error.lower() else 422,
         context=context,
@@ -469,13 +496,14 @@ def _validate_with_pin(
     error, status, error_code = "", 200, 308
     try:
         with runtime.db.transaction() as s:
-            campaign, row = _load(s, code, session_code)
-            if campaign is None or row is None:
-                return None
+            # The QR scan page is the staff's; the gates guard the consumer's pages only.
             if method == "pin":
-                gate = gates.check(s, request, campaign)
-                if gate is not None:
-                    return Outcome(gate=gate)
+                found = _load_past_gate(s, request, code, session_code)
+            else:
+                found = _load(s, code, session_code)
+            if not isinstance(found, tuple):
+                return found
+            campaign, row = found
             if not form:
                 pass
             elif not csrf_ok(request, runtime, form.get("csrf", "")):
@@ -500,11 +528,7 @@ def _validate_with_pin(
                 )
     except ApiError as err:
         error, status, error_code = err.description, err.http_status, err.code
-    with runtime.db.read() as s:
-        campaign, row = _load(s, code, session_code)
-        assert campaign is not None
-        assert row is not None
-        context, data = _session_context(s, runtime, campaign, row, csrf, now, error=error)
+    context, data = _context_with_error(runtime, code, session_code, csrf, now, error)
     body: Any = error_body(status, [error_code], [error]) if error else data
     return Outcome(status=status, template=template, context=context, json=body)
 
