@@ -10,10 +10,16 @@ from opencoupon.accounts import repository as accounts_repo
 from opencoupon.accounts import sso
 from opencoupon.kit.endpoint import ApiContext, v3_endpoint
 from opencoupon.kit.params import NoParams
+from opencoupon.models import Account
 from opencoupon.subaccounts import service
 from opencoupon.subaccounts.schemas import SubaccountCreate, SubaccountRef, SubaccountSso, SubaccountUpdate
 
 router = APIRouter(tags=["Subaccount"])
+
+
+def _in_full(ctx: ApiContext, sub: Account) -> dict[str, Any]:
+    """What info, create and update answer: the subaccount with its credentials and campaigns."""
+    return {"subaccount": service.to_public(ctx.session, ctx, sub, detail=True)}
 
 
 @v3_endpoint(router, ["/v4/subaccount/list", "/v3/subaccount/list"], NoParams, summary="List subaccounts")
@@ -35,8 +41,7 @@ def list_subaccounts(ctx: ApiContext, req: NoParams) -> dict[str, Any]:
 )
 def subaccount_info(ctx: ApiContext, req: SubaccountRef) -> dict[str, Any]:
     """One subaccount, with its API key and secret and its campaigns."""
-    sub = service.get_subaccount(ctx, req.subaccount)
-    return {"subaccount": service.to_public(ctx.session, ctx, sub, detail=True)}
+    return _in_full(ctx, service.get_subaccount(ctx, req.subaccount))
 
 
 @v3_endpoint(
@@ -47,8 +52,7 @@ def subaccount_info(ctx: ApiContext, req: SubaccountRef) -> dict[str, Any]:
 )
 def create_subaccount(ctx: ApiContext, req: SubaccountCreate) -> dict[str, Any]:
     """A new subaccount with its own API credentials."""
-    sub = service.create(ctx, req)
-    return {"subaccount": service.to_public(ctx.session, ctx, sub, detail=True)}
+    return _in_full(ctx, service.create(ctx, req))
 
 
 @v3_endpoint(
@@ -59,8 +63,7 @@ def create_subaccount(ctx: ApiContext, req: SubaccountCreate) -> dict[str, Any]:
 )
 def update_subaccount(ctx: ApiContext, req: SubaccountUpdate) -> dict[str, Any]:
     """Change any create field; `block` blocks or unblocks the subaccount."""
-    sub = service.update(ctx, req)
-    return {"subaccount": service.to_public(ctx.session, ctx, sub, detail=True)}
+    return _in_full(ctx, service.update(ctx, req))
 
 
 @v3_endpoint(router, ["/v3/subaccount/reset/url"], SubaccountRef, summary="Create a password reset URL")
