@@ -143,17 +143,23 @@ def _not_found(request: Request) -> Response:
     return render_error_page(request, 404, "Card not found", "There is no loyalty card at this address.")
 
 
+def _card_past_gate(session: Session, request: Request, code: str) -> LoyaltyCard | Response:
+    """The card at this address, or the answer that stops here: not found, or the gate's (a card
+    in a login or paid directory is for its members only, coupons/gates.py)."""
+    card = repo.card_by_code(session, code)
+    if card is None:
+        return _not_found(request)
+    locked = gates.check(session, request, card)
+    return card if locked is None else locked
+
+
 @router.get("/l/{code}")
 def join_page(request: Request, code: str) -> Response:
     runtime = web.runtime_of(request)
     with runtime.db.read() as session:
-        card = repo.card_by_code(session, code)
-        if card is None:
-            return _not_found(request)
-        # A card in a login or paid directory is for its members only (coupons/gates.py).
-        locked = gates.check(session, request, card)
-        if locked is not None:
-            return locked
+        card = _card_past_gate(session, request, code)
+        if not isinstance(card, LoyaltyCard):
+            return card
         remembered = request.cookies.get(f"oc_l_{card.code}", "")
         if remembered and repo.holder_by_token(session, card.id, remembered) is not None:
             return RedirectResponse(f"/l/{card.code}/{remembered}", status_code=303)
@@ -218,12 +224,9 @@ def join(
     }
     error = ""
     with runtime.db.transaction() as session:
-        card = repo.card_by_code(session, code)
-        if card is None:
-            return _not_found(request)
-        locked = gates.check(session, request, card)
-        if locked is not None:
-            return locked
+        card = _card_past_gate(session, request, code)
+        if not isinstance(card, LoyaltyCard):
+            return card
         if web.form_nonce(runtime, request, form_token, max_age=FORM_MAX_AGE) is None:
             error = "This form has expired. Please try again."
         elif not card.active:
