@@ -431,25 +431,22 @@ def register(
         directory = repository.directory_by_code(session, code)
         if directory is None:
             return _not_found(request)
-        page = "directories/register.html"
+
+        def form_again(status_code: int, error: str) -> Response:
+            """The form again, filled in as sent, with what stopped it."""
+            return _form_page(
+                request,
+                "directories/register.html",
+                directory,
+                values=values,
+                status_code=status_code,
+                error=error,
+            )
+
         if not web.csrf_ok(request, csrf_token):
-            return _form_page(
-                request,
-                page,
-                directory,
-                values=values,
-                status_code=400,
-                error="The form expired. Please try again.",
-            )
+            return form_again(400, "The form expired. Please try again.")
         if len(password) < MIN_PASSWORD:
-            return _form_page(
-                request,
-                page,
-                directory,
-                values=values,
-                status_code=422,
-                error=f"Choose a password of at least {MIN_PASSWORD} characters.",
-            )
+            return form_again(422, f"Choose a password of at least {MIN_PASSWORD} characters.")
         try:
             user = service.register_user(
                 session,
@@ -467,7 +464,7 @@ def register(
                 304: "This email is already registered. Sign in instead.",
                 305: "Please enter a valid email address.",
             }.get(err.code, err.description)
-            return _form_page(request, page, directory, values=values, status_code=422, error=message)
+            return form_again(422, message)
         user.last_login_at = utcnow()
         if directory.access == "payment":
             target = service.payment_redirect(directory, user)
@@ -507,39 +504,26 @@ def login(
             return _not_found(request)
         base = service.directory_path(directory)
         target = signin.safe_next(next, base)
-        page = "directories/login.html"
-        values = {"email": email}
-        if not web.csrf_ok(request, csrf_token):
+
+        def form_again(status_code: int, error: str) -> Response:
+            """The form again, with the email as sent and what stopped it."""
             return _form_page(
                 request,
-                page,
+                "directories/login.html",
                 directory,
-                values=values,
-                status_code=400,
+                values={"email": email},
+                status_code=status_code,
                 next_path=target,
-                error="The form expired. Please try again.",
+                error=error,
             )
+
+        if not web.csrf_ok(request, csrf_token):
+            return form_again(400, "The form expired. Please try again.")
         user = repository.user_by_email(session, directory.id, accounts.normalize_email(email))
         if not verify_password(user.password_hash if user else None, password) or user is None:
-            return _form_page(
-                request,
-                page,
-                directory,
-                values=values,
-                status_code=401,
-                next_path=target,
-                error="Email or password is not correct.",
-            )
+            return form_again(401, "Email or password is not correct.")
         if user.blocked:
-            return _form_page(
-                request,
-                page,
-                directory,
-                values=values,
-                status_code=403,
-                next_path=target,
-                error="Your account in this directory is blocked. Please contact the business.",
-            )
+            return form_again(403, reason_text(service.Access(False, "blocked"), user))
         user.last_login_at = utcnow()
         response = RedirectResponse(target, status_code=303)
         signin.sign_in(response, request, directory, user)
