@@ -53,6 +53,7 @@ def api_context(request: Request, account: Account, *, write: bool = False) -> I
 
 
 def no_store(response: Response) -> Response:
+    # Pages with one-time tokens or personal data must not be cached or shown from history.
     response.headers["Cache-Control"] = "no-store"
     return response
 

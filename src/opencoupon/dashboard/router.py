@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -14,6 +15,7 @@ from starlette.routing import Match
 from opencoupon.accounts import repository as accounts_repo
 from opencoupon.accounts import service as accounts
 from opencoupon.accounts import sso
+from opencoupon.dashboard.common import no_store, page, runtime_of
 from opencoupon.dashboard.security import (
     LOGIN_PATH,
     PageError,
@@ -29,8 +31,7 @@ from opencoupon.errors import ApiError
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.crypto import hash_password, verify_password
 from opencoupon.kit.ratelimit import RateLimiter
-from opencoupon.models import Account
-from opencoupon.pages import render
+from opencoupon.models import Account, OneTimeToken
 from opencoupon.runtime import Runtime
 
 router = APIRouter(include_in_schema=False)
@@ -46,21 +47,10 @@ LINK_GONE = PageError(
 )
 
 
-def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
-def _no_store(response: Response) -> Response:
-    # Pages with one-time tokens or personal data must not be cached or shown from history.
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
 def _login_limiter(request: Request) -> RateLimiter:
     limiter: RateLimiter | None = getattr(request.app.state, "login_limiter", None)
     if limiter is None:
-        per_minute = _runtime(request).settings.login_attempts_per_minute
+        per_minute = runtime_of(request).settings.login_attempts_per_minute
         limiter = RateLimiter(per_minute / 60.0, max(1, int(per_minute)))
         request.app.state.login_limiter = limiter
     return limiter
@@ -77,7 +67,7 @@ def _text(form: FormData, name: str, limit: int = MAX_PASSWORD_LENGTH) -> str:
 def _login_page(request: Request, *, email: str = "", error: str = "", status_code: int = 200) -> Response:
     next_path = safe_next(request.query_params.get("next"))
     context = {"title": "Sign in", "email": email, "error": error, "next": next_path}
-    return _no_store(render(request, "dashboard/login.html", context, status_code=status_code))
+    return page(request, "dashboard/login.html", context, status_code=status_code)
 
 
 @router.get("/dashboard/login")
@@ -118,7 +108,7 @@ async def login(request: Request) -> Response:
         return _login_page(request, email=email, error="Enter your email and password.", status_code=422)
     if _login_limiter(request).check(accounts.normalize_email(email)) > 0:
         raise PageError(429, "Too many attempts", "Too many sign-in attempts. Wait a minute and try again.")
-    outcome = await run_in_threadpool(_check_login, _runtime(request), email, password)
+    outcome = await run_in_threadpool(_check_login, runtime_of(request), email, password)
     if isinstance(outcome, str):
         return _login_page(request, email=email, error=outcome, status_code=401)
     response = RedirectResponse(safe_next(_text(form, "next", 2000)), status_code=303)
@@ -149,7 +139,7 @@ def _home_context(runtime: Runtime, account: Account) -> dict[str, Any]:
 @router.get("/dashboard")
 @router.get("/dashboard/")
 def home(request: Request, account: Account = Depends(require_login)) -> Response:
-    return _no_store(render(request, "dashboard/home.html", _home_context(_runtime(request), account)))
+    return page(request, "dashboard/home.html", _home_context(runtime_of(request), account))
 
 
 # --- SSO landing ------------------------------------------------------------------------------
@@ -164,14 +154,30 @@ def _route_exists(request: Request, path: str) -> bool:
     return False
 
 
+def _check_link_token(raw: str) -> None:
+    """Refuse (410) a link whose token no token could look like, before any database work."""
+    if not (10 <= len(raw) <= 100) or not raw.isalnum():
+        raise LINK_GONE
+
+
+def _redeemed(
+    session: Session, runtime: Runtime, raw: str, purpose: str
+) -> tuple[OneTimeToken, Account] | None:
+    """Use up a one-time token (SSO, password reset): it and its account, or None when it is not
+    usable or its account is gone."""
+    token = accounts.redeem_token(session, runtime.keyring, raw, purpose)
+    if token is None:
+        return None
+    account = accounts_repo.by_id(session, token.account_id)
+    return None if account is None else (token, account)
+
+
 def _redeem_sso(runtime: Runtime, raw: str) -> tuple[Account, str] | None:
     with runtime.db.transaction() as session:
-        token = accounts.redeem_token(session, runtime.keyring, raw, sso.SSO_PURPOSE)
-        if token is None:
+        found = _redeemed(session, runtime, raw, sso.SSO_PURPOSE)
+        if found is None:
             return None
-        account = accounts_repo.by_id(session, token.account_id)
-        if account is None:
-            return None
+        token, account = found
         try:
             accounts.ensure_usable(session, account, utcnow())
         except ApiError:
@@ -183,9 +189,8 @@ def _redeem_sso(runtime: Runtime, raw: str) -> tuple[Account, str] | None:
 @router.get("/sso/{token}")
 async def sso_landing(request: Request, token: str) -> Response:
     """Signs in with a one-time SSO token and lands on the requested page (410 when used/expired)."""
-    if not (10 <= len(token) <= 100) or not token.isalnum():
-        raise LINK_GONE
-    outcome = await run_in_threadpool(_redeem_sso, _runtime(request), token)
+    _check_link_token(token)
+    outcome = await run_in_threadpool(_redeem_sso, runtime_of(request), token)
     if outcome is None:
         raise LINK_GONE
     account, path = outcome
@@ -194,7 +199,7 @@ async def sso_landing(request: Request, token: str) -> Response:
         path = "/dashboard/"
     response = RedirectResponse(path, status_code=303)
     sign_in(request, response, account)
-    return _no_store(response)
+    return no_store(response)
 
 
 # --- password reset ---------------------------------------------------------------------------
@@ -213,15 +218,14 @@ def _reset_page(request: Request, token: str, error: str = "", status_code: int 
         "error": error,
         "min_length": MIN_PASSWORD_LENGTH,
     }
-    return _no_store(render(request, "dashboard/reset.html", context, status_code=status_code))
+    return page(request, "dashboard/reset.html", context, status_code=status_code)
 
 
 @router.get("/dashboard/reset/{token}")
 async def reset_form(request: Request, token: str) -> Response:
     # Opening the link does not use it up (mail scanners open links); setting the password does.
-    if not (10 <= len(token) <= 100) or not token.isalnum():
-        raise LINK_GONE
-    if not await run_in_threadpool(_token_usable, _runtime(request), token):
+    _check_link_token(token)
+    if not await run_in_threadpool(_token_usable, runtime_of(request), token):
         raise LINK_GONE
     return _reset_page(request, token)
 
@@ -230,12 +234,10 @@ def _reset_password(runtime: Runtime, raw: str, password: str) -> str | None:
     """The account's email when the password was set; None when the token is not usable."""
     new_hash = hash_password(password)  # slow: outside the write transaction
     with runtime.db.transaction() as session:
-        token = accounts.redeem_token(session, runtime.keyring, raw, sso.RESET_PURPOSE)
-        if token is None:
+        found = _redeemed(session, runtime, raw, sso.RESET_PURPOSE)
+        if found is None:
             return None
-        account = accounts_repo.by_id(session, token.account_id)
-        if account is None:
-            return None
+        _token, account = found
         account.password_hash = new_hash
         account.updated_at = utcnow()
         return account.email
@@ -245,8 +247,7 @@ def _reset_password(runtime: Runtime, raw: str, password: str) -> str | None:
 async def reset_password(request: Request, token: str) -> Response:
     form = await request.form()
     verify_csrf(request, form)
-    if not (10 <= len(token) <= 100) or not token.isalnum():
-        raise LINK_GONE
+    _check_link_token(token)
     password = _text(form, "password", MAX_PASSWORD_LENGTH + 1)
     confirm = _text(form, "password_confirm", MAX_PASSWORD_LENGTH + 1)
     if len(password) < MIN_PASSWORD_LENGTH or len(password) > MAX_PASSWORD_LENGTH:
@@ -254,11 +255,11 @@ async def reset_password(request: Request, token: str) -> Response:
         return _reset_page(request, token, error, status_code=422)
     if password != confirm:
         return _reset_page(request, token, "The two passwords differ.", status_code=422)
-    email = await run_in_threadpool(_reset_password, _runtime(request), token, password)
+    email = await run_in_threadpool(_reset_password, runtime_of(request), token, password)
     if email is None:
         raise LINK_GONE
     context = {"title": "Password changed", "email": email}
-    response = _no_store(render(request, "dashboard/reset_done.html", context))
+    response = page(request, "dashboard/reset_done.html", context)
     # Any session in this browser belonged to the old password.
     sign_out(response)
     return response
