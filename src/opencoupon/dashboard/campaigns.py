@@ -31,6 +31,7 @@ from opencoupon.dashboard.common import (
     many,
     no_store,
     page,
+    page_number,
     problem_of,
     text,
 )
@@ -314,11 +315,7 @@ def _filters(request: Request) -> tuple[str, str, int]:
     state = request.query_params.get("state", "")
     if state not in repository.SESSION_STATE_FILTERS:
         state = ""
-    try:
-        page_no = max(1, min(10_000, int(request.query_params.get("page", "1"))))
-    except ValueError:
-        page_no = 1
-    return q, state, page_no
+    return q, state, page_number(request)
 
 
 def _campaign_context(request: Request, account: Account, public_id: str) -> dict[str, Any]:

@@ -206,6 +206,15 @@ def parse_int(raw: str, name: str, *, low: int = 0, high: int = 10**9) -> int | 
     return value
 
 
+def page_number(request: Request) -> int:
+    """The `page` query parameter of a paged list, 1 when missing or not a number. Capped: a
+    number past what SQLite's INTEGER holds would fail in the query."""
+    try:
+        return max(1, min(10_000, int(request.query_params.get("page", "1"))))
+    except ValueError:
+        return 1
+
+
 def day_range(days: int, today: dt.date) -> list[dt.date]:
     return [today - dt.timedelta(days=days - 1 - i) for i in range(days)]
 

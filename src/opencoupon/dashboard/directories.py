@@ -22,6 +22,7 @@ from opencoupon.dashboard.common import (
     build,
     many,
     page,
+    page_number,
     parse_int,
     text,
 )
@@ -74,11 +75,7 @@ def directories_page(request: Request, account: Account = Depends(require_login)
 
 
 def _directory_context(request: Request, account: Account, public_id: str) -> dict[str, Any]:
-    try:
-        # Capped: a number past what SQLite's INTEGER holds would fail in the query.
-        page_no = max(1, min(10_000, int(request.query_params.get("page", "1"))))
-    except ValueError:
-        page_no = 1
+    page_no = page_number(request)
     with api_context(request, account) as ctx:
         directory = _directory(ctx, public_id)
         info = service.directory_v4(ctx, directory)

@@ -22,6 +22,7 @@ from opencoupon.dashboard.common import (
     build,
     many,
     page,
+    page_number,
     parse_int,
     text,
 )
@@ -50,11 +51,7 @@ def cards_page(request: Request, account: Account = Depends(require_login)) -> R
 
 
 def _card_context(request: Request, account: Account, card_id: str) -> dict[str, Any]:
-    try:
-        # Capped: a number past what SQLite's INTEGER holds would fail in the query.
-        page_no = max(1, min(10_000, int(request.query_params.get("page", "1"))))
-    except ValueError:
-        page_no = 1
+    page_no = page_number(request)
     with api_context(request, account) as ctx:
         try:
             card = service.get_card(ctx.session, ctx.may_reach, card_id)
