@@ -171,9 +171,15 @@ def new_code(session: Session, taken: Any) -> str:
     raise ApiError(309, "No free code could be drawn.")
 
 
-def create_directory(ctx: ApiContext, req: DirectoryCreate) -> Directory:
-    if not req.name:
+def _required_name(raw: str | None) -> str:
+    """A name must be given; it is cut to what the column holds."""
+    if not raw:
         raise missing("name")
+    return raw[:200]
+
+
+def create_directory(ctx: ApiContext, req: DirectoryCreate) -> Directory:
+    name = _required_name(req.name)
     payment_url = _payment_url(req.payment_url) or ""
     if req.access == "payment" and not payment_url:
         raise missing("payment_url")
@@ -181,7 +187,7 @@ def create_directory(ctx: ApiContext, req: DirectoryCreate) -> Directory:
     directory = Directory(
         account_id=ctx.account.id,
         code=new_code(ctx.session, repository.directory_code_taken),
-        name=req.name[:200],
+        name=name,
         description=req.description or "",
         access=req.access,
         payment_url=payment_url,
@@ -200,9 +206,7 @@ def create_directory(ctx: ApiContext, req: DirectoryCreate) -> Directory:
 
 def update_directory(ctx: ApiContext, directory: Directory, req: DirectoryPatch) -> Directory:
     if req.name is not None:
-        if not req.name:
-            raise missing("name")
-        directory.name = req.name[:200]
+        directory.name = _required_name(req.name)
     if req.description is not None:
         directory.description = req.description
     payment_url = _payment_url(req.payment_url)
@@ -435,8 +439,7 @@ def create_from_template(
     # The copy belongs to the directory's owner: a template or category it may not show is
     # answered like a missing one.
     template = _held_campaign(ctx, directory, req.template, "template")
-    if not req.name:
-        raise missing("name")
+    name = _required_name(req.name)
     category = _held_category(ctx, directory, req.category) if req.category else None
     now = ctx.now
     fields = {
@@ -448,7 +451,7 @@ def create_from_template(
     campaign = Campaign(
         **fields,
         account_id=directory.account_id,
-        name=req.name[:200],
+        name=name,
         kind="coupon",
         category_id=category.id if category else None,
         created_at=now,
@@ -534,8 +537,7 @@ def _too_deep() -> ApiError:
 
 
 def create_category(ctx: ApiContext, req: CategoryCreate) -> Category:
-    if not req.name:
-        raise missing("name")
+    name = _required_name(req.name)
     parent = get_category(ctx, req.parent, "parent") if req.parent else None
     level = parent.level + 1 if parent else 1
     if level > MAX_CATEGORY_LEVEL:
@@ -544,7 +546,7 @@ def create_category(ctx: ApiContext, req: CategoryCreate) -> Category:
         account_id=parent.account_id if parent else ctx.account.id,
         parent_id=parent.id if parent else None,
         level=level,
-        name=req.name[:200],
+        name=name,
         position=req.position or 0,
         created_at=ctx.now,
         updated_at=ctx.now,
@@ -556,9 +558,7 @@ def create_category(ctx: ApiContext, req: CategoryCreate) -> Category:
 
 def update_category(ctx: ApiContext, category: Category, req: CategoryPatch) -> Category:
     if req.name is not None:
-        if not req.name:
-            raise missing("name")
-        category.name = req.name[:200]
+        category.name = _required_name(req.name)
     if req.position is not None:
         category.position = req.position
     if req.parent is not None:
