@@ -16,7 +16,7 @@ from starlette.responses import RedirectResponse, Response
 from opencoupon import branding
 from opencoupon.accounts import service as accounts
 from opencoupon.dashboard.common import FormProblem, api_context, ask_first, page, parse_int, text
-from opencoupon.dashboard.security import require_login, verify_csrf
+from opencoupon.dashboard.security import checked_form, require_login
 from opencoupon.errors import ApiError
 from opencoupon.models import Account
 
@@ -124,8 +124,7 @@ def _save(request: Request, account: Account, timezone: str, brand: dict[str, st
 async def account_action(
     request: Request, action: str, account: Account = Depends(require_login)
 ) -> Response:
-    form = await request.form()
-    verify_csrf(request, form)
+    form = await checked_form(request)
     values: dict[str, str] | None = None
     if action == "rotate":
         asked = ask_first(request, form, account, "account.rotate", back="/dashboard/account")

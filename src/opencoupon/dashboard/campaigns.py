@@ -35,7 +35,7 @@ from opencoupon.dashboard.common import (
     problem_of,
     text,
 )
-from opencoupon.dashboard.security import PageError, require_login, verify_csrf
+from opencoupon.dashboard.security import PageError, checked_form, require_login
 from opencoupon.errors import ApiError
 from opencoupon.kit.csvcell import csv_cell
 from opencoupon.kit.dates import fmt
@@ -229,8 +229,7 @@ def _create(request: Request, account: Account, data: dict[str, Any]) -> str:
 
 @router.post("/dashboard/campaigns/new")
 async def create_campaign(request: Request, account: Account = Depends(require_login)) -> Response:
-    form = await request.form()
-    verify_csrf(request, form)
+    form = await checked_form(request)
     try:
         data = _form_data(form, editing=False)
         if not data.get("name"):
@@ -278,8 +277,7 @@ def _update(request: Request, account: Account, public_id: str, data: dict[str, 
 async def update_campaign(
     request: Request, public_id: str, account: Account = Depends(require_login)
 ) -> Response:
-    form = await request.form()
-    verify_csrf(request, form)
+    form = await checked_form(request)
     try:
         data = _form_data(form, editing=True)
         await run_in_threadpool(_update, request, account, public_id, data)
@@ -455,8 +453,7 @@ def _act(request: Request, account: Account, public_id: str, session_id: int, ac
 async def session_action(
     request: Request, public_id: str, session_id: int, action: str, account: Account = Depends(require_login)
 ) -> Response:
-    form = await request.form()
-    verify_csrf(request, form)
+    form = await checked_form(request)
     if action not in ACTIONS:
         raise PageError(404, "Not found", "Unknown action.")
     back = text(form, "back", 2000)

@@ -26,7 +26,7 @@ from opencoupon.dashboard.common import (
     parse_int,
     text,
 )
-from opencoupon.dashboard.security import PageError, require_login, verify_csrf
+from opencoupon.dashboard.security import PageError, checked_form, require_login
 from opencoupon.directories import repository, service
 from opencoupon.directories.schemas import (
     CategoryCreate,
@@ -179,8 +179,7 @@ async def _access_answer(
 async def grant_access(
     request: Request, public_id: str, user_id: str, account: Account = Depends(require_login)
 ) -> Response:
-    form = await request.form()
-    verify_csrf(request, form)
+    form = await checked_form(request)
     expiry = text(form, "expires_at", 40)
     return await _access_answer(request, account, public_id, user_id, grant=True, expiry=expiry)
 
@@ -189,8 +188,7 @@ async def grant_access(
 async def revoke_access(
     request: Request, public_id: str, user_id: str, account: Account = Depends(require_login)
 ) -> Response:
-    form = await request.form()
-    verify_csrf(request, form)
+    form = await checked_form(request)
     back = f"/dashboard/directories/{public_id}#users"
     asked = ask_first(request, form, account, "directory_user.revoke", back=back)
     if asked is not None:
@@ -287,8 +285,7 @@ def _keep_order(ctx: ApiContext, directory: Directory, specs: list[dict[str, str
 
 
 async def _directory_post(request: Request, account: Account, public_id: str) -> Response:
-    form = await request.form()
-    verify_csrf(request, form)
+    form = await checked_form(request)
     values = _directory_values(form)
     try:
         saved = await run_in_threadpool(_save_directory, request, account, public_id, _directory_data(values))
@@ -356,8 +353,7 @@ def _set_item(request: Request, account: Account, public_id: str, data: dict[str
 async def campaign_settings(
     request: Request, public_id: str, campaign_id: str, account: Account = Depends(require_login)
 ) -> Response:
-    form = await request.form()
-    verify_csrf(request, form)
+    form = await checked_form(request)
     base = f"/dashboard/directories/{public_id}"
     data = {
         "campaign": campaign_id,
@@ -403,12 +399,6 @@ def _message(err: ApiError | FormProblem) -> str:
     return err.description if isinstance(err, ApiError) else "; ".join(err.messages)
 
 
-async def _checked_form(request: Request) -> FormData:
-    form = await request.form()
-    verify_csrf(request, form)
-    return form
-
-
 def _create_category(request: Request, account: Account, form: FormData) -> str:
     with api_context(request, account, write=True) as ctx:
         data = {"name": text(form, "name", 200), "parent": text(form, "parent", 40)}
@@ -418,7 +408,7 @@ def _create_category(request: Request, account: Account, form: FormData) -> str:
 
 @router.post("/dashboard/categories")
 async def create_category(request: Request, account: Account = Depends(require_login)) -> Response:
-    form = await _checked_form(request)
+    form = await checked_form(request)
     try:
         done = await run_in_threadpool(_create_category, request, account, form)
     except (ApiError, FormProblem) as err:
@@ -430,7 +420,7 @@ async def create_category(request: Request, account: Account = Depends(require_l
 async def rename_category(
     request: Request, category_id: str, account: Account = Depends(require_login)
 ) -> Response:
-    form = await _checked_form(request)
+    form = await checked_form(request)
 
     def rename(ctx: ApiContext, category: Category) -> str:
         service.update_category(ctx, category, build(CategoryPatch, {"name": text(form, "name", 200)}))
@@ -443,7 +433,7 @@ async def rename_category(
 async def move_category(
     request: Request, category_id: str, account: Account = Depends(require_login)
 ) -> Response:
-    form = await _checked_form(request)
+    form = await checked_form(request)
     # "" (top level) is a value here: the form always sends the field.
     if "parent" not in form:
         return _to_tree(category_id, problem="Move: choose where the category goes.")
@@ -509,7 +499,7 @@ def _step(step: int) -> CategoryChange:
 async def move_category_up(
     request: Request, category_id: str, account: Account = Depends(require_login)
 ) -> Response:
-    await _checked_form(request)
+    await checked_form(request)
     return await _category_answer(request, account, category_id, _step(-1))
 
 
@@ -517,7 +507,7 @@ async def move_category_up(
 async def move_category_down(
     request: Request, category_id: str, account: Account = Depends(require_login)
 ) -> Response:
-    await _checked_form(request)
+    await checked_form(request)
     return await _category_answer(request, account, category_id, _step(1))
 
 
@@ -530,7 +520,7 @@ def _delete_category(ctx: ApiContext, category: Category) -> str:
 async def delete_category(
     request: Request, category_id: str, account: Account = Depends(require_login)
 ) -> Response:
-    form = await _checked_form(request)
+    form = await checked_form(request)
     asked = ask_first(request, form, account, "category.delete", back="/dashboard/directories#categories")
     if asked is not None:
         return asked
@@ -564,8 +554,7 @@ async def _move_answer(
     request: Request, account: Account, public_id: str, kind: str, raw: str, step: int
 ) -> Response:
     """Move a campaign or loyalty card one place up (step -1) or down (1), back to its list."""
-    form = await request.form()
-    verify_csrf(request, form)
+    await checked_form(request)
     moved = await run_in_threadpool(_move, request, account, public_id, kind, raw, step)
     up = step < 0
     done = f"Moved {'up' if up else 'down'}." if moved else f"Already {'first' if up else 'last'}."
@@ -615,8 +604,7 @@ def _delete(request: Request, account: Account, public_id: str) -> str:
 async def delete_directory(
     request: Request, public_id: str, account: Account = Depends(require_login)
 ) -> Response:
-    form = await request.form()
-    verify_csrf(request, form)
+    form = await checked_form(request)
     # Read first: the question names the directory, and a missing one is a 404 before any question.
     name = await run_in_threadpool(_directory_name, request, account, public_id)
     asked = ask_first(

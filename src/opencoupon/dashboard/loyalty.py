@@ -26,7 +26,7 @@ from opencoupon.dashboard.common import (
     parse_int,
     text,
 )
-from opencoupon.dashboard.security import PageError, require_login, verify_csrf
+from opencoupon.dashboard.security import PageError, checked_form, require_login
 from opencoupon.errors import ApiError
 from opencoupon.loyalty import repository, service
 from opencoupon.loyalty.schemas import CardCreate, CardUpdate
@@ -142,8 +142,7 @@ def _act(
 async def holder_action(
     request: Request, card_id: str, holder_id: str, action: str, account: Account = Depends(require_login)
 ) -> Response:
-    form = await request.form()
-    verify_csrf(request, form)
+    form = await checked_form(request)
     if action not in ("adjust", "void", "unvoid"):
         raise NOT_FOUND
     if action == "void":
@@ -304,8 +303,7 @@ def _save_card(request: Request, account: Account, card_id: str, data: dict[str,
 
 
 async def _card_post(request: Request, account: Account, card_id: str) -> Response:
-    form = await request.form()
-    verify_csrf(request, form)
+    form = await checked_form(request)
     values = _card_values(form)
     try:
         saved = await run_in_threadpool(_save_card, request, account, card_id, _card_data(form, values))

@@ -13,7 +13,7 @@ from starlette.responses import RedirectResponse, Response
 
 from opencoupon.coupons import repository as coupons_repo
 from opencoupon.dashboard.common import FormProblem, api_context, page, text
-from opencoupon.dashboard.security import PageError, require_login, verify_csrf
+from opencoupon.dashboard.security import PageError, checked_form, require_login
 from opencoupon.errors import ApiError
 from opencoupon.loyalty import repository as loyalty_repo
 from opencoupon.models import Account, Campaign, LoyaltyCard
@@ -69,8 +69,7 @@ def _send(request: Request, account: Account, target: str, recipient: str, messa
 
 @router.post("/dashboard/push")
 async def send(request: Request, account: Account = Depends(require_login)) -> Response:
-    form = await request.form()
-    verify_csrf(request, form)
+    form = await checked_form(request)
     values = {
         "target": text(form, "target", 40),
         "recipient": text(form, "recipient", 40),

@@ -19,6 +19,7 @@ from opencoupon.dashboard.common import no_store, page, runtime_of
 from opencoupon.dashboard.security import (
     LOGIN_PATH,
     PageError,
+    checked_form,
     current_account,
     record_login,
     require_login,
@@ -100,8 +101,7 @@ def _check_login(runtime: Runtime, email: str, password: str) -> Account | str:
 
 @router.post("/dashboard/login")
 async def login(request: Request) -> Response:
-    form = await request.form()
-    verify_csrf(request, form)
+    form = await checked_form(request)
     email = _text(form, "email", 254).strip()
     password = _text(form, "password")
     if not email or not password:
@@ -245,8 +245,7 @@ def _reset_password(runtime: Runtime, raw: str, password: str) -> str | None:
 
 @router.post("/dashboard/reset/{token}")
 async def reset_password(request: Request, token: str) -> Response:
-    form = await request.form()
-    verify_csrf(request, form)
+    form = await checked_form(request)
     _check_link_token(token)
     password = _text(form, "password", MAX_PASSWORD_LENGTH + 1)
     confirm = _text(form, "password_confirm", MAX_PASSWORD_LENGTH + 1)

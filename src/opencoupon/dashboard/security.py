@@ -15,8 +15,7 @@ Usage in a page:
 
     @router.post("/dashboard/things")
     async def add_thing(request: Request, account: Account = Depends(require_login)) -> Response:
-        form = await request.form()
-        verify_csrf(request, form)
+        form = await checked_form(request)
         ...
 
 Templates: `<input type="hidden" name="csrf_token" value="{{ csrf_token(request) }}">`.
@@ -32,6 +31,7 @@ from urllib.parse import quote
 
 from fastapi import FastAPI
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -210,6 +210,13 @@ def verify_csrf(request: Request, form: Mapping[str, Any]) -> None:
             "Form expired or forged",
             "This form could not be accepted. Go back, reload the page and try again.",
         )
+
+
+async def checked_form(request: Request) -> FormData:
+    """The posted form, once verify_csrf has accepted its token."""
+    form = await request.form()
+    verify_csrf(request, form)
+    return form
 
 
 class CsrfCookieMiddleware:

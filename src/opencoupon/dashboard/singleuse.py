@@ -21,7 +21,7 @@ from starlette.responses import RedirectResponse, Response
 
 from opencoupon.coupons import repository as coupons_repo
 from opencoupon.dashboard.common import FormProblem, api_context, no_store, page, runtime_of, text
-from opencoupon.dashboard.security import PageError, require_login, verify_csrf
+from opencoupon.dashboard.security import PageError, checked_form, require_login, verify_csrf
 from opencoupon.errors import ApiError
 from opencoupon.kit.dates import fmt
 from opencoupon.models import Account, Campaign, SingleUseBatch
@@ -102,8 +102,7 @@ def _check_batch(request: Request, account: Account, raw_campaign: str, spec: se
 
 @router.post("/dashboard/singleuse/batches")
 async def create_batch(request: Request, account: Account = Depends(require_login)) -> Response:
-    form = await request.form()
-    verify_csrf(request, form)
+    form = await checked_form(request)
     values = {
         name: text(form, name, 100)
         for name in ("campaign", "amount", "code_prefix", "code_length", "code_type")

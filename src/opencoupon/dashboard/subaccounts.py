@@ -17,7 +17,7 @@ from starlette.responses import RedirectResponse, Response
 from opencoupon.accounts import repository as accounts_repo
 from opencoupon.accounts import sso
 from opencoupon.dashboard.common import FormProblem, api_context, ask_first, build, page, text
-from opencoupon.dashboard.security import PageError, require_login, verify_csrf
+from opencoupon.dashboard.security import PageError, checked_form, require_login
 from opencoupon.errors import ApiError
 from opencoupon.models import Account
 from opencoupon.subaccounts import repository, service
@@ -101,8 +101,7 @@ def _create(request: Request, account: Account, data: dict[str, Any]) -> str:
 @router.post("/dashboard/subaccounts")
 async def create_subaccount(request: Request, account: Account = Depends(require_login)) -> Response:
     _require_master(account)
-    form = await request.form()
-    verify_csrf(request, form)
+    form = await checked_form(request)
     values = _form_values(form)
     data = _data(values)
     if text(form, "password", 1024):
@@ -181,8 +180,7 @@ async def subaccount_action(
     request: Request, sub_id: str, action: str, account: Account = Depends(require_login)
 ) -> Response:
     _require_master(account)
-    form = await request.form()
-    verify_csrf(request, form)
+    form = await checked_form(request)
     if action == "open":
         try:
             path = await run_in_threadpool(_open_as, request, account, sub_id)

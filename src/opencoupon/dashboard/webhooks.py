@@ -23,7 +23,7 @@ from opencoupon.dashboard.common import (
     parse_int,
     text,
 )
-from opencoupon.dashboard.security import PageError, require_login, verify_csrf
+from opencoupon.dashboard.security import PageError, checked_form, require_login
 from opencoupon.errors import ApiError
 from opencoupon.events.service import EVENT_TYPES
 from opencoupon.kit.endpoint import ApiContext
@@ -81,8 +81,7 @@ def _create(request: Request, account: Account, data: dict[str, Any]) -> dict[st
 
 @router.post("/dashboard/webhooks")
 async def create_endpoint(request: Request, account: Account = Depends(require_login)) -> Response:
-    form = await request.form()
-    verify_csrf(request, form)
+    form = await checked_form(request)
     values = {
         "url": text(form, "url", 2000),
         "description": text(form, "description", 200),
@@ -167,8 +166,7 @@ def _change(request: Request, account: Account, public_id: str, action: str, for
 async def endpoint_action(
     request: Request, public_id: str, action: str, account: Account = Depends(require_login)
 ) -> Response:
-    form = await request.form()
-    verify_csrf(request, form)
+    form = await checked_form(request)
     # The actions that cannot be taken back are asked first. Replaying one event from the log
     # asks nothing; everything since a time does.
     if action in ("rotate", "delete") or (action == "replay" and text(form, "since", 40)):
