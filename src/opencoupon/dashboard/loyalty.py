@@ -28,14 +28,31 @@ from opencoupon.dashboard.common import (
 )
 from opencoupon.dashboard.security import PageError, checked_form, require_login
 from opencoupon.errors import ApiError
+from opencoupon.kit.endpoint import ApiContext
 from opencoupon.loyalty import repository, service
 from opencoupon.loyalty.schemas import CardCreate, CardUpdate
-from opencoupon.models import Account, Campaign, LoyaltyCard
+from opencoupon.models import Account, Campaign, LoyaltyCard, LoyaltyHolder
 
 router = APIRouter(include_in_schema=False)
 
 REASONS = ("correction", "goodwill", "purchase", "refund", "complaint", "fraud")
 NOT_FOUND = PageError(404, "Not found", "There is no such loyalty card or holder in your account.")
+
+
+def _card(ctx: ApiContext, card_id: str) -> LoyaltyCard:
+    """The card on this page; another account's or a missing one is the 404 page."""
+    try:
+        return service.get_card(ctx.session, ctx.may_reach, card_id)
+    except ApiError:
+        raise NOT_FOUND from None
+
+
+def _card_and_holder(ctx: ApiContext, card_id: str, holder_id: str) -> tuple[LoyaltyCard, LoyaltyHolder]:
+    """The card and holder on this page; another account's or a missing one is the 404 page."""
+    try:
+        return service.get_card_and_holder(ctx.session, ctx.may_reach, card_id, holder_id)
+    except ApiError:
+        raise NOT_FOUND from None
 
 
 @router.get("/dashboard/loyalty")
@@ -53,10 +70,7 @@ def cards_page(request: Request, account: Account = Depends(require_login)) -> R
 def _card_context(request: Request, account: Account, card_id: str) -> dict[str, Any]:
     page_no = page_number(request)
     with api_context(request, account) as ctx:
-        try:
-            card = service.get_card(ctx.session, ctx.may_reach, card_id)
-        except ApiError:
-            raise NOT_FOUND from None
+        card = _card(ctx, card_id)
         info = service.card_v4(ctx.session, ctx.runtime, card)
         total, rows = repository.holders_page(ctx.session, card.id, page=page_no, filters={})
         holders = [service.holder_v4(ctx.runtime, card, h) for h in rows]
@@ -80,10 +94,7 @@ def _holder_context(
     request: Request, account: Account, card_id: str, holder_id: str, errors: list[str]
 ) -> dict[str, Any]:
     with api_context(request, account) as ctx:
-        try:
-            card, holder = service.get_card_and_holder(ctx.session, ctx.may_reach, card_id, holder_id)
-        except ApiError:
-            raise NOT_FOUND from None
+        card, holder = _card_and_holder(ctx, card_id, holder_id)
         info = service.holder_v4(ctx.runtime, card, holder)
         ledger = [
             {
@@ -125,10 +136,7 @@ def _act(
     request: Request, account: Account, card_id: str, holder_id: str, action: str, delta: int, reason: str
 ) -> str:
     with api_context(request, account, write=True) as ctx:
-        try:
-            card, holder = service.get_card_and_holder(ctx.session, ctx.may_reach, card_id, holder_id)
-        except ApiError:
-            raise NOT_FOUND from None
+        card, holder = _card_and_holder(ctx, card_id, holder_id)
         if action == "adjust":
             change = service.change_balance(
                 ctx.session, ctx.runtime, card, holder, delta, source=reason, now=ctx.now
@@ -289,10 +297,7 @@ def _save_card(request: Request, account: Account, card_id: str, data: dict[str,
     try:
         with api_context(request, account, write=True) as ctx:
             if card_id:
-                try:
-                    card = service.get_card(ctx.session, ctx.may_reach, card_id)
-                except ApiError:
-                    raise NOT_FOUND from None
+                card = _card(ctx, card_id)
                 service.update_card(ctx.session, ctx.runtime, card, build(CardUpdate, data), ctx.now)
                 return card.id
             return service.create_card(
@@ -323,10 +328,7 @@ async def create_card(request: Request, account: Account = Depends(require_login
 @router.get("/dashboard/loyalty/{card_id}/edit")
 def edit_card_form(request: Request, card_id: str, account: Account = Depends(require_login)) -> Response:
     with api_context(request, account) as ctx:
-        try:
-            card = service.get_card(ctx.session, ctx.may_reach, card_id)
-        except ApiError:
-            raise NOT_FOUND from None
+        card = _card(ctx, card_id)
         info = service.card_v4(ctx.session, ctx.runtime, card)
     values = {
         **info,
