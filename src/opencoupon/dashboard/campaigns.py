@@ -33,6 +33,7 @@ from opencoupon.dashboard.common import (
     page,
     page_number,
     problem_of,
+    saved_or_form_again,
     text,
 )
 from opencoupon.dashboard.security import PageError, checked_form, require_login
@@ -217,7 +218,10 @@ def new_campaign_form(request: Request, account: Account = Depends(require_login
     return page(request, "dashboard/campaign_form.html", _form_context(account, dict(_DEFAULTS), []))
 
 
-def _create(request: Request, account: Account, data: dict[str, Any]) -> str:
+def _create(request: Request, account: Account, form: FormData) -> str:
+    data = _form_data(form, editing=False)
+    if not data.get("name"):
+        raise FormProblem(["Name: enter a name for the campaign."])
     req = build(CampaignCreate, data)
     try:
         with api_context(request, account, write=True) as ctx:
@@ -230,15 +234,13 @@ def _create(request: Request, account: Account, data: dict[str, Any]) -> str:
 @router.post("/dashboard/campaigns/new")
 async def create_campaign(request: Request, account: Account = Depends(require_login)) -> Response:
     form = await checked_form(request)
-    try:
-        data = _form_data(form, editing=False)
-        if not data.get("name"):
-            raise FormProblem(["Name: enter a name for the campaign."])
-        public_id = await run_in_threadpool(_create, request, account, data)
-    except FormProblem as problem:
-        context = _form_context(account, _values_from_form(form), problem.messages)
-        return page(request, "dashboard/campaign_form.html", context, status_code=422)
-    return RedirectResponse(f"/dashboard/campaigns/{public_id}?created=1", status_code=303)
+    return await saved_or_form_again(
+        request,
+        "dashboard/campaign_form.html",
+        save=lambda: _create(request, account, form),
+        form_again=lambda errors: _form_context(account, _values_from_form(form), errors),
+        saved_path=lambda public_id: f"/dashboard/campaigns/{public_id}?created=1",
+    )
 
 
 def _edit_values(request: Request, account: Account, public_id: str) -> dict[str, Any]:
@@ -264,8 +266,8 @@ def edit_campaign_form(
     return page(request, "dashboard/campaign_form.html", _form_context(account, values, [], public_id))
 
 
-def _update(request: Request, account: Account, public_id: str, data: dict[str, Any]) -> None:
-    req = build(CampaignUpdate, data)
+def _update(request: Request, account: Account, public_id: str, form: FormData) -> None:
+    req = build(CampaignUpdate, _form_data(form, editing=True))
     try:
         with api_context(request, account, write=True) as ctx:
             service.update_campaign(ctx, _campaign(ctx, public_id), req)
@@ -278,13 +280,13 @@ async def update_campaign(
     request: Request, public_id: str, account: Account = Depends(require_login)
 ) -> Response:
     form = await checked_form(request)
-    try:
-        data = _form_data(form, editing=True)
-        await run_in_threadpool(_update, request, account, public_id, data)
-    except FormProblem as problem:
-        context = _form_context(account, _values_from_form(form), problem.messages, public_id)
-        return page(request, "dashboard/campaign_form.html", context, status_code=422)
-    return RedirectResponse(f"/dashboard/campaigns/{public_id}?saved=1", status_code=303)
+    return await saved_or_form_again(
+        request,
+        "dashboard/campaign_form.html",
+        save=lambda: _update(request, account, public_id, form),
+        form_again=lambda errors: _form_context(account, _values_from_form(form), errors, public_id),
+        saved_path=lambda _nothing: f"/dashboard/campaigns/{public_id}?saved=1",
+    )
 
 
 # --- campaign page ------------------------------------------------------------------------------

@@ -4,15 +4,16 @@ same services as the API, with the same tenancy scope), form reading and validat
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from opencoupon.accounts import repository as accounts_repo
 from opencoupon.dashboard.security import CSRF_FIELD
@@ -25,6 +26,7 @@ from opencoupon.pages import render, templates
 from opencoupon.runtime import Runtime
 
 M = TypeVar("M", bound=V3Request)
+Saved = TypeVar("Saved")
 
 
 class FormProblem(Exception):
@@ -60,6 +62,25 @@ def no_store(response: Response) -> Response:
 
 def page(request: Request, template: str, context: dict[str, Any], status_code: int = 200) -> Response:
     return no_store(render(request, template, context, status_code=status_code))
+
+
+async def saved_or_form_again(
+    request: Request,
+    template: str,
+    *,
+    save: Callable[[], Saved],
+    form_again: Callable[[list[str]], dict[str, Any]],
+    saved_path: Callable[[Saved], str],
+) -> Response:
+    """A create/edit form's post: `save` (in the thread pool, it reads the database), then the saved
+    item's page; input it refuses (FormProblem) shows the form again (422), filled in as sent, with
+    the messages above it."""
+    try:
+        saved = await run_in_threadpool(save)
+    except FormProblem as problem:
+        context = await run_in_threadpool(form_again, problem.messages)
+        return page(request, template, context, status_code=422)
+    return RedirectResponse(saved_path(saved), status_code=303)
 
 
 # Set to "yes" by a destructive form's confirm() in the browser, or by the button of the page

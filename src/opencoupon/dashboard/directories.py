@@ -24,6 +24,7 @@ from opencoupon.dashboard.common import (
     page,
     page_number,
     parse_int,
+    saved_or_form_again,
     text,
 )
 from opencoupon.dashboard.security import PageError, checked_form, require_login
@@ -287,14 +288,13 @@ def _keep_order(ctx: ApiContext, directory: Directory, specs: list[dict[str, str
 async def _directory_post(request: Request, account: Account, public_id: str) -> Response:
     form = await checked_form(request)
     values = _directory_values(form)
-    try:
-        saved = await run_in_threadpool(_save_directory, request, account, public_id, _directory_data(values))
-    except FormProblem as problem:
-        context = await run_in_threadpool(
-            _directory_form_context, request, account, values, problem.messages, public_id
-        )
-        return page(request, "dashboard/directory_form.html", context, status_code=422)
-    return RedirectResponse(f"/dashboard/directories/{saved}", status_code=303)
+    return await saved_or_form_again(
+        request,
+        "dashboard/directory_form.html",
+        save=lambda: _save_directory(request, account, public_id, _directory_data(values)),
+        form_again=lambda errors: _directory_form_context(request, account, values, errors, public_id),
+        saved_path=lambda saved: f"/dashboard/directories/{saved}",
+    )
 
 
 @router.get("/dashboard/directories-new")

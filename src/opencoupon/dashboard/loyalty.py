@@ -24,6 +24,7 @@ from opencoupon.dashboard.common import (
     page,
     page_number,
     parse_int,
+    saved_or_form_again,
     text,
 )
 from opencoupon.dashboard.security import PageError, checked_form, require_login
@@ -310,14 +311,13 @@ def _save_card(request: Request, account: Account, card_id: str, data: dict[str,
 async def _card_post(request: Request, account: Account, card_id: str) -> Response:
     form = await checked_form(request)
     values = _card_values(form)
-    try:
-        saved = await run_in_threadpool(_save_card, request, account, card_id, _card_data(form, values))
-    except FormProblem as problem:
-        context = await run_in_threadpool(
-            _card_form_context, request, account, values, problem.messages, card_id
-        )
-        return page(request, "dashboard/loyalty_card_form.html", context, status_code=422)
-    return RedirectResponse(f"/dashboard/loyalty/{saved}", status_code=303)
+    return await saved_or_form_again(
+        request,
+        "dashboard/loyalty_card_form.html",
+        save=lambda: _save_card(request, account, card_id, _card_data(form, values)),
+        form_again=lambda errors: _card_form_context(request, account, values, errors, card_id),
+        saved_path=lambda saved: f"/dashboard/loyalty/{saved}",
+    )
 
 
 @router.post("/dashboard/loyalty-cards/new")
