@@ -24,6 +24,7 @@ from loyalty_fixtures import (
     reward_sessions,
     update,
 )
+from opencoupon.loyalty.service import MAX_CYCLES_PER_CHANGE
 from opencoupon.models import Event, LoyaltyHolder
 from opencoupon.runtime import Runtime
 
@@ -736,3 +737,26 @@ def test_a_balance_stops_at_what_its_column_holds(account: Acc, runtime: Runtime
     body = assert_ok(update(account, card["id"], user["ID"], points=10))
     assert body["user"]["points"] == str(most)
     assert_ok(update(account, card["id"], user["ID"], points=-5))
+
+
+def test_one_addition_trades_at_most_a_bounded_number_of_full_cards(account: Acc, runtime: Runtime) -> None:
+    """An addition that would complete more cards than one call may trade (MAX_CYCLES_PER_CHANGE)
+    is refused (309) and changes nothing; one that completes exactly that many trades every full
+    card and issues the new card's own rewards too, so no card is left holding a full card."""
+    limit = MAX_CYCLES_PER_CHANGE
+    cam = reward_campaign(runtime, account.id, "Sticker")
+    card = create_card(
+        account, type="stamp", stamps_per_reward=2, rewards=[{"threshold": 1, "campaign": cam}]
+    )
+    user = create_holder(account, card["id"])
+    uid = int(user["ID"])
+    refused = assert_error(update(account, card["id"], user["ID"], stamps=2 * limit + 2), 422, 309)
+    assert f"at most {limit} cards" in refused["status"]["errors"]["error_message_description"][0]
+    assert ledger_of(runtime, uid) == []
+    assert grants_of(runtime, uid) == []
+    body = assert_ok(update(account, card["id"], user["ID"], stamps=2 * limit + 1))
+    assert body["user"]["stamps"] == "1"
+    # One reward per traded card, and the new card's threshold-1 reward as well.
+    assert len(body["rewards_reached"]) == limit + 1
+    assert [cycle for _reward, cycle, _session in grants_of(runtime, uid)] == list(range(limit + 1))
+    assert len(reward_sessions(runtime, cam)) == limit + 1

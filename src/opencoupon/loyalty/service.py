@@ -51,7 +51,8 @@ SHORT_CODE = re.compile(r"^[A-Za-z0-9]{6}$")
 JOIN_FIELDS = ("first_name", "last_name", "email", "phone")
 MAX_AMOUNT = 1_000_000
 MAX_CODE_ATTEMPTS = 8
-# A single addition may complete at most this many cards (keeps one call bounded).
+# A single addition may complete at most this many cards (keeps one call bounded); one that would
+# complete more is refused (309), so a card is never left holding a full card it did not trade.
 MAX_CYCLES_PER_CHANGE = 1000
 # Far beyond any card's users at 100 a page, and an OFFSET every driver takes.
 MAX_PAGE = 1_000_000
@@ -711,6 +712,13 @@ def change_balance(
     if result is None:
         raise _not_allowed_reason(session, holder, unit, delta)
     balance, cycle = result
+    goal = card.reward_goal if delta > 0 and card.type != "membership" else None
+    if goal and balance // goal > MAX_CYCLES_PER_CHANGE:
+        # Checked on the balance the UPDATE returned, so races cannot pass it; the caller's
+        # transaction (or savepoint) rolls the addition back.
+        raise ApiError(
+            309, f"Too many {unit} at once: one addition completes at most {MAX_CYCLES_PER_CHANGE} cards."
+        )
     set_committed_value(holder, unit, balance)
     set_committed_value(holder, "cycle", cycle)
     if delta > 0:
@@ -749,7 +757,7 @@ def _reach_rewards(
     rewards = repo.rewards(session, card.id)
     campaigns = repo.campaigns_by_id(session, {r.campaign_id for r in rewards if r.campaign_id})
     issued: list[RewardIssued] = []
-    for _ in range(MAX_CYCLES_PER_CHANGE):
+    for _ in range(MAX_CYCLES_PER_CHANGE + 1):  # the last pass issues the new card's own rewards
         reached = min(balance, goal)
         for reward in rewards:
             if reward.threshold > reached:
