@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from conftest import LiveServer
 from coupons_fixtures import Acct, bulk_sessions, create_campaign, open_session, session_status
+from directories_fixtures import create_category
 from helpers import assert_error, assert_ok
 from opencoupon.coupons import stats
 from opencoupon.kit.clock import utcnow
@@ -102,8 +103,9 @@ def test_master_reaches_subaccount_campaigns(account: Acct, subaccount: Acct) ->
 
 
 def test_coupon_list_filters(account: Acct) -> None:
+    category = create_category(account, "Food")["id"]
     a = create_campaign(account, name="A", tags="summer,coffee", folder="f1")
-    b = create_campaign(account, name="B", tags="winter", status="inactive", category="cat_7")
+    b = create_campaign(account, name="B", tags="winter", status="inactive", category=category)
     listed = assert_ok(account.call("/v3/coupon/list"))["coupon_info"]
     assert [c["ID"] for c in listed] == [a["id"], b["id"]]
     assert {"ID", "code", "name", "title", "status", "url"} <= set(listed[0])
@@ -114,17 +116,40 @@ def test_coupon_list_filters(account: Acct) -> None:
         b["id"]
     ]
     assert [c["ID"] for c in account.call("/v3/coupon/list", folder="f1").json()["coupon_info"]] == [a["id"]]
-    assert [c["ID"] for c in account.call("/v3/coupon/list", category="cat_7").json()["coupon_info"]] == [
+    assert [c["ID"] for c in account.call("/v3/coupon/list", category=category).json()["coupon_info"]] == [
         b["id"]
     ]
     assert_error(account.call("/v3/coupon/list", folder="nope"), 404, 515)
     # A folder that exists but whose campaigns the other filters leave out is an empty list, not 515.
     create_campaign(account, name="C", status="inactive", folder="f2")
-    for filters in ({"only_active": "true"}, {"category": "cat_7"}):
+    for filters in ({"only_active": "true"}, {"category": category}):
         assert assert_ok(account.call("/v3/coupon/list", folder="f2", **filters))["coupon_info"] == []
     # Form-encoded, as PHP clients send it.
     form = account.client.post("/v3/coupon/list", data={"only_active": "1"}, headers=account.headers)
     assert [c["ID"] for c in assert_ok(form)["coupon_info"]] == [a["id"]]
+
+
+def test_a_campaign_category_is_one_the_caller_may_reach(account: Acct, other_account: Acct) -> None:
+    """A campaign's category, and coupon/list's category filter, must name a category of the
+    caller (or of its subaccounts): a missing one or another account's answers 516, as in the
+    directory calls, and nothing is stored."""
+    mine = create_category(account, "Food")["id"]
+    theirs = create_category(other_account, "Drinks")["id"]
+    for category in ("cat_99999999", theirs):
+        refused = account.client.post(
+            "/v4/campaigns", json={"name": "X", "category": category}, headers=account.headers
+        )
+        assert_error(refused, 404, 516)
+        assert_error(account.call("/v3/coupon/list", category=category), 404, 516)
+    assert assert_ok(account.call("/v3/coupon/list"))["coupon_info"] == []
+    campaign = create_campaign(account, name="Y", category=mine)
+    url = f"/v4/campaigns/{campaign['id']}"
+    patched = account.client.patch(url, json={"category": theirs}, headers=account.headers)
+    assert_error(patched, 404, 516)
+    assert account.client.get(url, headers=account.headers).json()["category"] == mine
+    listed = assert_ok(account.call("/v3/coupon/list", category=mine))["coupon_info"]
+    assert [c["ID"] for c in listed] == [campaign["id"]]
+    assert_error(other_account.call("/v3/coupon/list", category=mine), 404, 516)
 
 
 def test_coupon_info_usage_stats_follow_each_change(

@@ -48,7 +48,7 @@ def coupon_list(ctx: ApiContext, req: CouponList) -> dict[str, Any]:
         scope,
         only_active=bool(req.only_active),
         folder=req.folder or None,
-        category_id=service.parse_category(req.category),
+        category_id=service.category_id_of(ctx, req.category),
     )
     # 515 only for a folder that does not exist: a folder whose campaigns the other filters
     # leave out (all inactive with only_active, another category) is an empty list.
