@@ -29,7 +29,6 @@ class Settings(BaseSettings):
     whitelabel_base_url: str = ""
     sso_token_ttl_seconds: int = 60
     reset_token_ttl_seconds: int = 3600
-    secret_rotation_grace_hours: int = 24
     # Distribution: the server-wide SMTP server, used by accounts without their own (none when
     # smtp_host is empty). smtp_tls: none / starttls / tls.
     smtp_host: str = ""
