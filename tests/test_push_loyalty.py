@@ -46,7 +46,7 @@ def _card_with_holder(runtime: Runtime, account_id: int) -> tuple[int, int, str]
         holder = holder_model(
             account_id=account_id,
             card_id=card.id,
-            short_code=secrets.token_hex(3),
+            short_code=secrets.token_hex(3).upper(),  # as the loyalty service makes them
             token=token,
             created_at=now,
             updated_at=now,
@@ -80,13 +80,22 @@ def test_loyalty_push_single_and_all(
             )
         )
         assert one["queued"] == "1"
+        # The holder's 6-character code works as loyaltyusers/update takes it.
+        with runtime.db.read() as session:
+            short_code = session.get(models.LoyaltyHolder, holder_id).short_code  # type: ignore[attr-defined]
+        by_code = assert_ok(
+            account.call(
+                "/v3/loyalty/pushnotification/single", loyaltycard=str(card_id), user=short_code, message="3"
+            )
+        )
+        assert by_code["queued"] == "1"
         every = assert_ok(
             account.call("/v3/loyalty/pushnotification/all", loyaltycard=str(card_id), message="2")
         )
         assert every["queued"] == "1"
         drain(runtime)
-        got = standin.wait_for(2)
-        assert sorted(browser.decrypt(r.raw)["body"] for r in got) == ["1", "2"]
+        got = standin.wait_for(3)
+        assert sorted(browser.decrypt(r.raw)["body"] for r in got) == ["1", "2", "3"]
         assert_error(
             account.call(
                 "/v3/loyalty/pushnotification/single", loyaltycard=str(card_id), user="999999", message="m"

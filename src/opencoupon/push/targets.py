@@ -18,6 +18,7 @@ from opencoupon import models
 from opencoupon.errors import ApiError
 from opencoupon.kit import ids
 from opencoupon.kit.endpoint import ApiContext
+from opencoupon.loyalty.service import get_holder
 from opencoupon.models import Campaign, CouponSession
 
 COUPON = "coupon_session"
@@ -118,18 +119,12 @@ def loyalty_card(ctx: ApiContext, raw: str) -> Group:
 
 
 def loyalty_holder(ctx: ApiContext, group: Group, raw: str) -> str:
-    """The holder's public ID (the key of its subscriptions) if it holds this card."""
-    holder_id = ids.parse_public_id(raw, "", "user", USER_NOT_FOUND)
-    found_models = _loyalty_models()
-    if found_models is None:
+    """The holder's public ID (the key of its subscriptions) if it holds this card: by its numeric
+    ID or its 6-character code, as loyaltyusers/update takes it."""
+    card = ctx.session.get(models.LoyaltyCard, group.id)
+    if card is None:
         raise USER_NOT_FOUND
-    _, holder_model = found_models
-    found = ctx.session.scalar(
-        select(holder_model.id).where(holder_model.id == holder_id, holder_model.card_id == group.id)
-    )
-    if found is None:
-        raise USER_NOT_FOUND
-    return str(found)
+    return str(get_holder(ctx.session, card, raw).id)
 
 
 def loyalty_subscriber(session: Session, code: str) -> Subscriber | None:
