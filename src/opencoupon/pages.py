@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from starlette.requests import Request
+from starlette.responses import Response
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+
+R = TypeVar("R", bound=Response)
 
 
 def render(request: Request, template: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
@@ -19,3 +22,12 @@ def render(request: Request, template: str, context: dict[str, Any], status_code
 
 def render_error_page(request: Request, status_code: int, title: str, message: str) -> HTMLResponse:
     return render(request, "error.html", {"title": title, "message": message}, status_code=status_code)
+
+
+def deny_framing(response: R) -> R:
+    """No page of another site (nor this one) may show `response` in a frame: the pages where staff
+    type a PIN cannot be overlaid to trick a click or a keystroke (clickjacking). X-Frame-Options
+    for older browsers, CSP frame-ancestors for the others."""
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+    return response

@@ -26,7 +26,7 @@ from opencoupon.kit import ids
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.crypto import token
 from opencoupon.models import Account, Campaign, CouponSession
-from opencoupon.pages import render, render_error_page
+from opencoupon.pages import deny_framing, render, render_error_page
 from opencoupon.runtime import Runtime
 from opencoupon.web import wants_json
 
@@ -377,7 +377,7 @@ async def staff_page(request: Request, code: str) -> Response:
     out = await run_in_threadpool(_staff, request, runtime, code, form, csrf)
     if out is None:
         return _not_found(request, "campaign")
-    return _respond(request, out, csrf)
+    return deny_framing(_respond(request, out, csrf))
 
 
 @router.get("/p/{code}/{session_code}")
@@ -554,4 +554,4 @@ async def scan_page(request: Request, code: str, session_code: str) -> Response:
     out = await run_in_threadpool(_validate_with_pin, request, runtime, code, session_code, form, csrf, "qr")
     if out is None:
         return _not_found(request, "session")
-    return _respond(request, out, csrf)
+    return deny_framing(_respond(request, out, csrf))

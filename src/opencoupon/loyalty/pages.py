@@ -28,7 +28,7 @@ from opencoupon.kit.clock import utcnow
 from opencoupon.loyalty import repository as repo
 from opencoupon.loyalty import service
 from opencoupon.models import LoyaltyCard, LoyaltyHolder
-from opencoupon.pages import render, render_error_page
+from opencoupon.pages import deny_framing, render, render_error_page
 from opencoupon.qr import codes as qr_codes
 from opencoupon.runtime import Runtime
 
@@ -315,7 +315,7 @@ def _staff_response(
         },
         status_code=status,
     )
-    return web.with_csrf_cookie(response, request, cookie)
+    return web.with_csrf_cookie(deny_framing(response), request, cookie)
 
 
 @dataclass

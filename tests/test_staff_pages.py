@@ -1,0 +1,42 @@
+"""Security of the counter pages where staff type the PIN (coupon staff page, QR scan page, loyalty
+staff page): no other site may frame them (clickjacking), whatever the answer."""
+
+from __future__ import annotations
+
+import httpx2
+import pytest
+
+from conftest import LiveServer
+from coupons_fixtures import PIN, Acct, bulk_sessions, create_campaign, csrf_token
+from loyalty_fixtures import create_card, create_holder
+from opencoupon.loyalty.pages import pin_guard
+from opencoupon.runtime import Runtime
+
+
+@pytest.fixture(autouse=True)
+def _fresh_pin_guard() -> None:
+    pin_guard.reset()
+
+
+def _unframeable(response: httpx2.Response) -> None:
+    assert response.headers.get("x-frame-options") == "DENY", response.headers
+    assert "frame-ancestors 'none'" in response.headers.get("content-security-policy", "")
+
+
+def test_staff_pages_cannot_be_framed(account: Acct, live_server: LiveServer, runtime: Runtime) -> None:
+    campaign = create_campaign(account, validation_methods="pin,widget,qr")
+    (code,) = bulk_sessions(runtime, campaign["id"], 1)
+    staff = f"/p/{campaign['code']}/staff"
+    scan = f"/p/{campaign['code']}/{code}/scan"
+    card = create_card(account, type="points", pin="2468")
+    holder = create_holder(account, card["id"])
+    loyalty_staff = f"/l/{card['code']}/staff"
+    with httpx2.Client(base_url=live_server.url, timeout=30) as till:
+        for path in (staff, scan, f"{loyalty_staff}?holder={holder['code']}"):
+            _unframeable(till.get(path))
+        _unframeable(till.post(staff, data={"csrf": csrf_token(till, staff), "pin": "9999", "code": "x"}))
+        _unframeable(till.post(scan, data={"csrf": csrf_token(till, scan), "pin": PIN}))
+        token = till.get(loyalty_staff).text.split('name="form_token" value="', 1)[1].split('"', 1)[0]
+        added = till.post(loyalty_staff, data={"form_token": token, "holder": holder["code"], "pin": "2468"})
+        assert added.status_code == 200
+        _unframeable(added)
