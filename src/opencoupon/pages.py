@@ -26,8 +26,8 @@ def render_error_page(request: Request, status_code: int, title: str, message: s
 
 def deny_framing(response: R) -> R:
     """No page of another site (nor this one) may show `response` in a frame: the pages where staff
-    type a PIN cannot be overlaid to trick a click or a keystroke (clickjacking). X-Frame-Options
-    for older browsers, CSP frame-ancestors for the others."""
+    type a PIN, and the dashboard's, cannot be overlaid to trick a click or a keystroke
+    (clickjacking). X-Frame-Options for older browsers, CSP frame-ancestors for the others."""
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
     return response

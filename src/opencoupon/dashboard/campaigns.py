@@ -532,4 +532,5 @@ def campaign_preview(request: Request, public_id: str, account: Account = Depend
     response = page(request, "coupons/session.html", _preview_context(request, account, public_id))
     # Only the dashboard's own pages may frame it.
     response.headers["Content-Security-Policy"] = "frame-ancestors 'self'"
+    response.headers["X-Frame-Options"] = "SAMEORIGIN"
     return response

@@ -22,7 +22,7 @@ from opencoupon.kit.clock import utcnow
 from opencoupon.kit.endpoint import ApiContext
 from opencoupon.kit.params import V3Request
 from opencoupon.models import Account
-from opencoupon.pages import render, templates
+from opencoupon.pages import deny_framing, render, templates
 from opencoupon.runtime import Runtime
 
 M = TypeVar("M", bound=V3Request)
@@ -61,7 +61,8 @@ def no_store(response: Response) -> Response:
 
 
 def page(request: Request, template: str, context: dict[str, Any], status_code: int = 200) -> Response:
-    return no_store(render(request, template, context, status_code=status_code))
+    """A dashboard page: never cached, never shown in another site's frame (clickjacking)."""
+    return deny_framing(no_store(render(request, template, context, status_code=status_code)))
 
 
 async def saved_or_form_again(
