@@ -7,7 +7,7 @@ import json
 
 from sqlalchemy import func, select
 
-from conftest import LiveServer
+from conftest import LiveServer, make_account
 from coupons_fixtures import Acct, bulk_sessions, create_campaign, open_session, session_status
 from directories_fixtures import create_category
 from helpers import assert_error, assert_ok
@@ -150,6 +150,35 @@ def test_a_campaign_category_is_one_the_caller_may_reach(account: Acct, other_ac
     listed = assert_ok(account.call("/v3/coupon/list", category=mine))["coupon_info"]
     assert [c["ID"] for c in listed] == [campaign["id"]]
     assert_error(other_account.call("/v3/coupon/list", category=mine), 404, 516)
+
+
+def test_a_subaccounts_campaign_takes_only_a_category_its_account_may_hold(
+    account: Acct, subaccount: Acct, runtime: Runtime, live_server: LiveServer
+) -> None:
+    """The master reaches every subaccount's categories, but a subaccount's campaign may only hold
+    that subaccount's own: the campaign's answers go to the subaccount. A master's or a sibling's
+    category answers 516 as a missing one, and nothing is stored. A master's campaign may hold its
+    subaccounts' categories (as a master's directory may)."""
+    sibling = make_account(runtime, live_server, parent_id=account.id)
+    own = create_category(subaccount, "Shop shelf")["id"]
+    masters = create_category(account, "Master shelf")["id"]
+    siblings = create_category(sibling, "Sibling shelf")["id"]
+    campaign = create_campaign(subaccount, name="Shop coupon", category=own)
+    url = f"/v4/campaigns/{campaign['id']}"
+    for foreign in (masters, siblings):
+        assert_error(account.client.patch(url, json={"category": foreign}, headers=account.headers), 404, 516)
+    assert account.client.get(url, headers=account.headers).json()["category"] == own
+    assert subaccount.client.get(url, headers=subaccount.headers).json()["category"] == own
+    assert assert_ok(account.call("/v3/coupon/list", category=masters))["coupon_info"] == []
+    assert assert_ok(account.call("/v3/coupon/list", category=siblings))["coupon_info"] == []
+    for value, stored in (("", None), (own, own)):
+        patched = account.client.patch(url, json={"category": value}, headers=account.headers)
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["category"] == stored
+    # Down the tree is fine: the master's own campaign holds a subaccount's category.
+    mine = create_campaign(account, name="Group coupon", category=siblings)
+    assert mine["category"] == siblings
+    sibling.client.close()
 
 
 def test_coupon_info_usage_stats_follow_each_change(

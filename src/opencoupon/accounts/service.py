@@ -162,6 +162,17 @@ def ensure_usable(session: Session, account: Account, now: dt.datetime) -> None:
             _check_usable_parent(parent.blocked, parent.expiry_date, now)
 
 
+def may_hold(session: Session, owner_id: int, account_id: int) -> bool:
+    """Whether an object of `owner_id` (a directory, a campaign, a loyalty card) may hold or take
+    over an object of `account_id`: its own account's, and for a master's its subaccounts' too. A
+    subaccount's object never holds its master's or a sibling's, even when the master (who
+    reaches them all) puts them there: the subaccount's answers and pages would hand them over."""
+    if account_id == owner_id:
+        return True
+    owner = repository.by_id(session, account_id)
+    return owner is not None and owner.parent_id == owner_id
+
+
 def issue_token(
     session: Session,
     keyring: Keyring,

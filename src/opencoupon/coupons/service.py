@@ -21,7 +21,7 @@ from opencoupon.coupons import expiry, hotpath, repository, stats
 from opencoupon.coupons.schemas import CampaignCreate, CampaignFields, CampaignUpdate
 from opencoupon.coupons.sessions import new_session, session_path
 from opencoupon.db import raw
-from opencoupon.directories.service import get_category
+from opencoupon.directories.service import get_category, get_held_category
 from opencoupon.errors import ApiError, bad_date, bad_value, missing
 from opencoupon.events.service import emit
 from opencoupon.kit import ids
@@ -82,13 +82,16 @@ def get_campaign(ctx: ApiContext, raw: str, param: str = "campaign") -> Campaign
     return found
 
 
-def category_id_of(ctx: ApiContext, raw: str | None) -> int | None:
-    """The ID of a category the caller may reach (its own or its subaccounts'), for a campaign's
-    `category` and coupon/list's filter; None for none. A missing category, or another
-    account's, answers 516 as everywhere else."""
+def category_id_of(ctx: ApiContext, raw: str | None, owner_id: int | None = None) -> int | None:
+    """The ID of a category the caller may reach (its own or its subaccounts'), for coupon/list's
+    filter, and with `owner_id` for a campaign's `category`: one the campaign's account may hold
+    too (a subaccount's campaign never its master's or a sibling's); None for none. A missing
+    category, or another account's, answers 516 as everywhere else."""
     if not raw:
         return None
-    return get_category(ctx, raw).id
+    if owner_id is None:
+        return get_category(ctx, raw).id
+    return get_held_category(ctx, owner_id, raw).id
 
 
 def _parse_when(name: str, raw: str) -> dt.datetime:
@@ -128,7 +131,7 @@ def _apply(ctx: ApiContext, campaign: Campaign, req: CampaignFields) -> list[str
     if "tags" in fields:
         campaign.tags = ",".join(req.tags or [])
     if "category" in fields:
-        campaign.category_id = category_id_of(ctx, req.category)
+        campaign.category_id = category_id_of(ctx, req.category, campaign.account_id)
     if "start_date" in fields:
         campaign.start_at = _parse_when("start_date", req.start_date) if req.start_date else None
     if "end_date" in fields:

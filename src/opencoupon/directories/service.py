@@ -239,10 +239,16 @@ def may_hold(session: Session, directory: Directory, account_id: int) -> bool:
     owner's own, and for a master's directory its subaccounts' too. A subaccount's directory never
     shows its master's or a sibling's, even when the master (who reaches them all) puts them there:
     its page and its API answers would hand them to the subaccount."""
-    if account_id == directory.account_id:
-        return True
-    owner = session.get(Account, account_id)
-    return owner is not None and owner.parent_id == directory.account_id
+    return accounts.may_hold(session, directory.account_id, account_id)
+
+
+def get_held_category(ctx: ApiContext, owner_id: int, raw: str, param: str = "category") -> Category:
+    """A category the caller may reach that an object of `owner_id` (a campaign) may hold
+    (accounts.may_hold); any other answers 516 as a missing one."""
+    category = get_category(ctx, raw, param)
+    if not accounts.may_hold(ctx.session, owner_id, category.account_id):
+        raise category_not_found()
+    return category
 
 
 def _held_campaign(ctx: ApiContext, directory: Directory, raw: str, param: str) -> Campaign:
@@ -492,7 +498,8 @@ def update_directory_campaign(
         raise ApiError(502, "Campaign ID not found in a directory.")
     category_id: int | None = None
     if req.category:
-        category = get_category(ctx, req.category)
+        # It becomes the campaign's own category too: one the campaign's account may hold.
+        category = get_held_category(ctx, campaign.account_id, req.category)
         if not all(may_hold(ctx.session, directory, category.account_id) for directory, _row in holders):
             raise category_not_found()
         category_id = category.id
