@@ -26,6 +26,7 @@ from opencoupon.kit import ids
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.crypto import verify_password
 from opencoupon.kit.dates import fmt
+from opencoupon.kit.ratelimit import RateLimiter
 from opencoupon.models import Campaign, Category, CouponSession, Directory, DirectoryUser, LoyaltyCard
 from opencoupon.pages import render, render_error_page
 
@@ -374,6 +375,17 @@ def _member_session(session: Session, campaign: Campaign, user: DirectoryUser) -
 # ---- registration, sign-in, sign-out, single sign-on ---------------------------------------------
 
 
+def _login_limiter(request: Request) -> RateLimiter:
+    """Sign-in attempts per directory and email (OPENCOUPON_LOGIN_ATTEMPTS_PER_MINUTE, as the
+    dashboard's sign-in): a password cannot be guessed by trying many."""
+    limiter: RateLimiter | None = getattr(request.app.state, "directory_login_limiter", None)
+    if limiter is None:
+        per_minute = web.runtime_of(request).settings.login_attempts_per_minute
+        limiter = RateLimiter(per_minute / 60.0, max(1, int(per_minute)))
+        request.app.state.directory_login_limiter = limiter
+    return limiter
+
+
 def _form_page(
     request: Request,
     template: str,
@@ -519,7 +531,10 @@ def login(
 
         if not web.csrf_ok(request, csrf_token):
             return form_again(400, "The form expired. Please try again.")
-        user = repository.user_by_email(session, directory.id, accounts.normalize_email(email))
+        normalized = accounts.normalize_email(email)
+        if _login_limiter(request).check(f"{directory.id}:{normalized}") > 0:
+            return form_again(429, "Too many sign-in attempts. Wait a minute and try again.")
+        user = repository.user_by_email(session, directory.id, normalized)
         if not verify_password(user.password_hash if user else None, password) or user is None:
             return form_again(401, "Email or password is not correct.")
         if user.blocked:
