@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy import update as sql_update
 
 from conftest import TestAccount as Acc
+from conftest import make_account
 from helpers import assert_error, assert_ok
 from loyalty_fixtures import (
     CARDS,
@@ -228,6 +229,32 @@ def test_master_reaches_its_subaccounts_cards(account: Acc, subaccount: Acc) -> 
     card = create_card(subaccount, name="Sub card")
     assert [c["ID"] for c in assert_ok(account.call("/v3/loyalty/list"))["loyaltycards"]] == [str(card["id"])]
     assert_error(subaccount.call("/v3/loyalty/info", loyaltycard=str(create_card(account)["id"])), 404, 507)
+
+
+def test_link_puts_on_a_subaccounts_card_only_that_subaccounts_users(
+    account: Acc, subaccount: Acc, runtime: Runtime, live_server: Any
+) -> None:
+    """The master reaches every subaccount's users, but linking one to a card copies the person
+    onto it: a subaccount's card takes only that subaccount's users, never its master's or a
+    sibling's (512 as a missing one, nothing stored). A master's card may take its subaccounts'."""
+    sibling = make_account(runtime, live_server, parent_id=account.id)
+    shop = create_card(subaccount, name="Shop card")
+    link = "/v3/loyaltyusers/link"
+    for owner in (account, sibling):
+        person = create_holder(owner, create_card(owner)["id"], email=f"p{owner.id}@example.com")
+        assert_error(account.call(link, loyaltycard=str(shop["id"]), user=person["ID"]), 404, 512)
+        # Not even a holder with the same email already on the card answers.
+        create_holder(subaccount, shop["id"], email=person["email"])
+        assert_error(account.call(link, loyaltycard=str(shop["id"]), user=person["ID"]), 404, 512)
+    listed = assert_ok(subaccount.call("/v3/loyaltyusers/list", loyaltycard=str(shop["id"])))
+    assert listed["total_results"] == "2"
+    assert event_count(runtime, subaccount.id, "loyalty_user_created") == 2
+    # Up the tree is fine: the master's card takes a subaccount's user.
+    theirs = create_holder(sibling, create_card(sibling)["id"], first_name="Sib")
+    mine = create_card(account, name="Group card")
+    copied = assert_ok(account.call(link, loyaltycard=str(mine["id"]), user=theirs["ID"]))["user"]
+    assert (copied["loyaltycard"], copied["first_name"]) == (str(mine["id"]), "Sib")
+    sibling.client.close()
 
 
 # --- v3 users --------------------------------------------------------------------------------

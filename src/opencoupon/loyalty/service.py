@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from opencoupon.accounts import service as accounts
 from opencoupon.coupons.sessions import new_session, session_path
 from opencoupon.errors import ApiError, bad_date, bad_value, not_allowed
 from opencoupon.events import service as events
@@ -550,9 +551,13 @@ def link_holder(
     session: Session, runtime: Runtime, card: LoyaltyCard, holder: LoyaltyHolder, now: dt.datetime
 ) -> LoyaltyHolder:
     """Put a person on `card`: an unlinked holder joins it; a holder of another card gets a new
-    holder on this card with the same details (one balance per card)."""
+    holder on this card with the same details (one balance per card). Only a holder the card's
+    account may hold (accounts.may_hold): a subaccount's card never takes its master's or a
+    sibling's people, even from the master, who reaches them all (512 as a missing one)."""
     if holder.card_id == card.id:
         return holder
+    if not accounts.may_hold(session, card.account_id, holder.account_id):
+        raise USER_NOT_FOUND
     if holder.email:
         existing = repo.holder_by_email(session, card.id, holder.email)
         if existing is not None:
