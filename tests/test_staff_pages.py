@@ -40,3 +40,31 @@ def test_staff_pages_cannot_be_framed(account: Acct, live_server: LiveServer, ru
         added = till.post(loyalty_staff, data={"form_token": token, "holder": holder["code"], "pin": "2468"})
         assert added.status_code == 200
         _unframeable(added)
+
+
+def test_pin_guessing_over_many_coupons_is_limited(account: Acct, live_server: LiveServer) -> None:
+    """Five wrong PINs lock one coupon, but anyone can open more coupons: wrong PINs typed on the
+    phone or on the QR scan page count per campaign and client too, ten per 15 minutes."""
+    campaign = create_campaign(account, validation_methods="pin,qr")
+    with httpx2.Client(base_url=live_server.url, timeout=30) as phone:
+        for attempt in range(10):
+            phone.cookies.clear()  # a new device: a new coupon with its own five tries
+            location = phone.get(f"/p/{campaign['code']}").headers["location"]
+            action = f"{location}/validate" if attempt % 2 else f"{location}/scan"
+            wrong = phone.post(action, data={"csrf": csrf_token(phone, location), "pin": "0000"})
+            assert wrong.status_code == 403, wrong.text
+            assert "Wrong PIN" in wrong.text
+        phone.cookies.clear()
+        location = phone.get(f"/p/{campaign['code']}").headers["location"]
+        token = csrf_token(phone, location)
+        for action in (f"{location}/validate", f"{location}/scan"):
+            refused = phone.post(action, data={"csrf": token, "pin": PIN})
+            assert refused.status_code == 429, refused.text
+            assert "Too many wrong PINs" in refused.text
+        assert "validated" not in phone.get(location).text.lower()
+    # Another campaign (and its counter) is not held up.
+    other = create_campaign(account)
+    with httpx2.Client(base_url=live_server.url, timeout=30) as phone:
+        location = phone.get(f"/p/{other['code']}").headers["location"]
+        ok = phone.post(f"{location}/validate", data={"csrf": csrf_token(phone, location), "pin": PIN})
+        assert ok.status_code == 303

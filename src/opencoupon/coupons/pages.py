@@ -9,6 +9,7 @@ import datetime as dt
 import re
 import threading
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,27 +51,35 @@ NOTICES = {"claimed": "Your coupon is claimed.", "validated": "Coupon validated.
 
 
 class StaffLockout:
-    """Wrong PINs on a campaign's staff page: after `limit` within `window` seconds the page refuses
-    PINs for the rest of the window, so a short PIN cannot be guessed by trying them all."""
+    """Wrong PINs: after `limit` within `window` seconds under one key, PINs are refused under that
+    key for the rest of the window, so a short PIN cannot be guessed by trying them all."""
 
     def __init__(self, limit: int = 10, window: float = 900.0) -> None:
         self.limit = limit
         self.window = window
-        self._failures: dict[int, list[float]] = {}
+        self._failures: dict[Hashable, list[float]] = {}
         self._lock = threading.Lock()
 
-    def blocked(self, campaign_id: int) -> bool:
+    def blocked(self, key: Hashable) -> bool:
+        now = time.monotonic()
         with self._lock:
-            recent = [t for t in self._failures.get(campaign_id, []) if time.monotonic() - t < self.window]
-            self._failures[campaign_id] = recent
+            recent = [t for t in self._failures.get(key, []) if now - t < self.window]
+            if recent:
+                self._failures[key] = recent
+            else:
+                self._failures.pop(key, None)
             return len(recent) >= self.limit
 
-    def fail(self, campaign_id: int) -> None:
+    def fail(self, key: Hashable) -> None:
         with self._lock:
-            self._failures.setdefault(campaign_id, []).append(time.monotonic())
+            self._failures.setdefault(key, []).append(time.monotonic())
 
 
+# A campaign's staff page, by campaign.
 staff_lockout = StaffLockout()
+# The PIN on the phone and on the QR scan page, by campaign and client address: five wrong PINs
+# lock one coupon, but anyone can open more coupons of the campaign to try more PINs.
+pin_lockout = StaffLockout()
 
 
 @dataclass
@@ -492,6 +501,7 @@ def _validate_with_pin(
     method: str,
 ) -> Outcome | None:
     now = utcnow()
+    client = request.client.host if request.client else ""
     template = "coupons/session.html" if method == "pin" else "coupons/scan.html"
     error, status, error_code = "", 200, 308
     try:
@@ -510,7 +520,10 @@ def _validate_with_pin(
                 error, status, error_code = "The form expired. Please try again.", 403, 300
             elif row.locked:
                 error, status = MESSAGES["locked"], 409
+            elif pin_lockout.blocked((campaign.id, client)):
+                error, status, error_code = "Too many wrong PINs. Wait 15 minutes and try again.", 429, 429
             elif not service.pin_matches(runtime, campaign, form.get("pin", "")):
+                pin_lockout.fail((campaign.id, client))
                 locked_now = service.record_pin_failure(s, row, now)
                 error, status, error_code = "Wrong PIN.", 403, 300
                 if locked_now:
