@@ -126,7 +126,14 @@ def _respond(request: Request, out: Outcome, csrf: Csrf | None = None) -> Respon
     else:
         response = render(request, out.template, out.context, status_code=out.status)
     if out.device:
-        response.set_cookie(DEVICE_COOKIE, out.device, max_age=COOKIE_AGE, httponly=True, samesite="lax")
+        response.set_cookie(
+            DEVICE_COOKIE,
+            out.device,
+            max_age=COOKIE_AGE,
+            httponly=True,
+            samesite="lax",
+            secure=web.is_secure(request),
+        )
     if csrf is not None:
         csrf.attach(response, request)
     return response
