@@ -559,6 +559,21 @@ def test_deleting_a_category_removes_its_subtree_and_clears_references(
         assert session.scalar(select(Campaign.category_id).where(Campaign.id == campaign.id)) is None
 
 
+def test_a_subaccount_deleting_its_category_clears_it_from_its_masters_campaigns(
+    account: Any, subaccount: Any, runtime: Runtime
+) -> None:
+    """A master's campaign may hold a subaccount's category; when the subaccount deletes it, the
+    master's campaign loses it too (it named a category that no longer exists before)."""
+    shelf = create_category(subaccount, "Shop shelf")
+    masters = make_campaign(runtime, account.id, "Group coupon")
+    patched = v4(account, "PATCH", f"/v4/campaigns/cam_{masters.id}", category=shelf["id"])
+    assert patched.json()["category"] == shelf["id"]
+    assert v4(subaccount, "DELETE", f"/v4/categories/{shelf['id']}").status_code == 200
+    assert v4(account, "GET", f"/v4/campaigns/cam_{masters.id}").json()["category"] is None
+    with runtime.db.read() as session:
+        assert session.get(Campaign, masters.id).category_id is None  # type: ignore[union-attr]
+
+
 # ---- template copies and directory campaign settings -----------------------------------------
 
 
@@ -613,6 +628,25 @@ def test_directory_campaign_create_copies_the_template(account: Any, runtime: Ru
         )
     campaigns = assert_ok(account.call("/v3/directory/campaigns", directory=directory["id"]))["campaigns"]
     assert [c["ID"] for c in campaigns] == [created["ID"]]
+
+
+def test_a_template_copy_counts_against_the_owners_max_campaigns(
+    account: Any, subaccount: Any, runtime: Runtime
+) -> None:
+    """A copy made in a subaccount's directory is the subaccount's campaign: past the
+    max_campaigns its master set, it is refused (309) like any other new campaign."""
+    sub_id = f"sub_{subaccount.id}"
+    directory = create_directory(subaccount, name="Shop")
+    template = make_campaign(runtime, subaccount.id, "Template", kind="template")
+    assert_ok(account.call("/v4/subaccount/update", subaccount=sub_id, max_campaigns=2))
+    path = "/v3/directory/campaign/create"
+    fields = {"directory": directory["id"], "template": f"cam_{template.id}"}
+    assert_ok(account.call(path, name="Copy", **fields))
+    refused = assert_error(account.call(path, name="Copy 2", **fields), 422, 309)
+    assert "at most 2 campaigns" in refused["status"]["errors"]["error_message_description"][0]
+    with runtime.db.read() as session:
+        names = session.scalars(select(Campaign.name).where(Campaign.account_id == subaccount.id)).all()
+    assert sorted(names) == ["Copy", "Template"]
 
 
 def test_directory_campaign_create_errors(account: Any, other_account: Any, runtime: Runtime) -> None:

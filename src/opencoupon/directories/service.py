@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, or_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -446,6 +446,9 @@ def create_from_template(
     # answered like a missing one.
     template = _held_campaign(ctx, directory, req.template, "template")
     name = _required_name(req.name)
+    owner = ctx.session.get(Account, directory.account_id)
+    assert owner is not None  # a directory's account is deleted with it
+    accounts.check_campaign_allowance(ctx.session, owner)
     category = _held_category(ctx, directory, req.category) if req.category else None
     now = ctx.now
     fields = {
@@ -631,9 +634,15 @@ def move_category(ctx: ApiContext, category: Category, step: int) -> bool:
 
 
 def delete_category(ctx: ApiContext, category: Category) -> list[int]:
-    """Delete a category with its subcategories; campaigns and directory items lose it."""
+    """Delete a category with its subcategories; campaigns and directory items lose it: the
+    caller's campaigns, and those of the category's master, which may hold its subaccounts'
+    categories (accounts.may_hold) even when the subaccount deletes one."""
     subtree, _depth = _subtree(ctx.session, category)
-    repository.delete_categories(ctx.session, subtree, ctx.scope(Campaign.account_id))
+    scope = ctx.scope(Campaign.account_id)
+    owner = ctx.session.get(Account, category.account_id)
+    if owner is not None and owner.parent_id is not None:
+        scope = or_(scope, Campaign.account_id == owner.parent_id)
+    repository.delete_categories(ctx.session, subtree, scope)
     return subtree
 
 
