@@ -202,10 +202,40 @@ def test_200_missing_subaccount(account: TestAccount, path: str) -> None:
     assert _error_text(response) == "Missing parameter: subaccount"
 
 
-def test_200_missing_email(account: TestAccount) -> None:
-    response = account.call("/v4/subaccount/create", first_name="No email")
+@pytest.mark.parametrize("email", [None, "", "   "])
+def test_200_missing_email(account: TestAccount, email: str | None) -> None:
+    """Left out or empty, the email is missing (the vendor's 200), not malformed (305)."""
+    fields = {} if email is None else {"email": email}
+    response = account.call("/v4/subaccount/create", first_name="No email", **fields)
     assert_error(response, 422, 200)
     assert _error_text(response) == "Missing parameter: email"
+
+
+def test_max_campaigns_bounds_a_subaccounts_campaigns(account: TestAccount, subaccount: TestAccount) -> None:
+    """A master's max_campaigns on a subaccount (0: no limit) stops the subaccount's campaign
+    creation at that many (309, nothing stored); info reports what is left as
+    available_campaigns, and a deleted campaign frees its place."""
+    sub_id = f"sub_{subaccount.id}"
+    info = assert_ok(account.call("/v4/subaccount", subaccount=sub_id))["subaccount"]
+    assert info["available_campaigns"] == ""
+    assert_ok(account.call("/v4/subaccount/update", subaccount=sub_id, max_campaigns=2))
+    made = []
+    for name in ("One", "Two"):
+        created = subaccount.client.post("/v4/campaigns", json={"name": name}, headers=subaccount.headers)
+        assert created.status_code == 201, created.text
+        made.append(created.json()["id"])
+    third = subaccount.client.post("/v4/campaigns", json={"name": "Three"}, headers=subaccount.headers)
+    assert_error(third, 422, 309)
+    assert "at most 2 campaigns" in _error_text(third)
+    info = assert_ok(account.call("/v4/subaccount", subaccount=sub_id))["subaccount"]
+    assert (info["has_campaigns"], info["available_campaigns"]) == ("2", "0")
+    deleted = subaccount.client.delete(f"/v4/campaigns/{made[0]}", headers=subaccount.headers)
+    assert deleted.status_code in (200, 204), deleted.text
+    again = subaccount.client.post("/v4/campaigns", json={"name": "Three"}, headers=subaccount.headers)
+    assert again.status_code == 201, again.text
+    # The master itself has no limit set.
+    mine = account.client.post("/v4/campaigns", json={"name": "Master's"}, headers=account.headers)
+    assert mine.status_code == 201, mine.text
 
 
 @pytest.mark.parametrize("value", ["sub_abc", "sub_1;drop", "cam_12", "-1", "sub_"])

@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from opencoupon.models import Account, ApiSecret, OneTimeToken
+from opencoupon.models import Account, ApiSecret, Campaign, OneTimeToken
 
 
 def by_client_id(session: Session, client_id: str) -> Account | None:
@@ -68,3 +68,9 @@ def consume_token(session: Session, token_id: int, now: dt.datetime) -> bool:
         .values(used_at=now)
     )
     return (result.rowcount or 0) == 1  # type: ignore[attr-defined]
+
+
+def campaign_count(session: Session, account_id: int) -> int:
+    """The account's campaigns (not deleted), of every kind."""
+    query = select(func.count()).where(Campaign.account_id == account_id, Campaign.deleted_at.is_(None))
+    return int(session.scalar(query) or 0)

@@ -229,3 +229,11 @@ def update_settings(
     account.updated_at = utcnow()
     session.flush()
     authcache.clear()
+
+
+def check_campaign_allowance(session: Session, account: Account) -> None:
+    """An account whose `max_campaigns` is set (a master sets it on its subaccounts; 0 is no
+    limit) may hold at most that many campaigns: a new one past it is refused (309). Checked
+    when a campaign is made (the API, the dashboard, a directory's template copy)."""
+    if account.max_campaigns and repository.campaign_count(session, account.id) >= account.max_campaigns:
+        raise ApiError(309, f"This account may have at most {account.max_campaigns} campaigns.")

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from opencoupon.accounts import service as accounts
 from opencoupon.coupons import expiry, hotpath, repository, stats
 from opencoupon.coupons.schemas import CampaignCreate, CampaignFields, CampaignUpdate
 from opencoupon.coupons.sessions import new_session, session_path
@@ -193,6 +194,7 @@ def _apply(ctx: ApiContext, campaign: Campaign, req: CampaignFields) -> list[str
 
 
 def create_campaign(ctx: ApiContext, req: CampaignCreate) -> Campaign:
+    accounts.check_campaign_allowance(ctx.session, ctx.account)
     now = ctx.now
     campaign = Campaign(
         account_id=ctx.account.id,

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from opencoupon.accounts import repository as accounts_repo
 from opencoupon.accounts import service as accounts
-from opencoupon.errors import ApiError, bad_date
+from opencoupon.errors import ApiError, bad_date, missing
 from opencoupon.events import service as events
 from opencoupon.kit import ids
 from opencoupon.kit.clock import utcnow
@@ -68,6 +68,9 @@ def to_public(session: Session, ctx: ApiContext, sub: Account, *, detail: bool) 
         data["api_key"] = sub.client_id
         data["api_secret"] = accounts.current_secret(session, ctx.runtime.keyring, sub)
         data["has_campaigns"] = str(len(campaigns))
+        # Campaigns it may still make under max_campaigns; "" when max_campaigns is 0 (no limit).
+        left = sub.max_campaigns - len(campaigns)
+        data["available_campaigns"] = str(max(0, left)) if sub.max_campaigns else ""
         data["campaigns"] = [
             {"ID": f"cam_{c.id}", "code": c.code, "url": ctx.url(f"/p/{c.code}"), "status": c.status}
             for c in campaigns
@@ -135,6 +138,8 @@ def _validate_timezone(tz: str | None) -> None:
 def create(ctx: ApiContext, req: SubaccountCreate) -> Account:
     require_master(ctx)
     session = ctx.session
+    if not req.email.strip():
+        raise missing("email")  # as when it is left out (the vendor's 200)
     email = _check_email(session, req.email)
     expiry = _expiry(req.expiry_date)
     country = _validate_country(req.country)
