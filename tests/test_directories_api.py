@@ -630,6 +630,25 @@ def test_directory_campaign_create_copies_the_template(account: Any, runtime: Ru
     assert [c["ID"] for c in campaigns] == [created["ID"]]
 
 
+def test_a_template_copy_counts_against_the_owners_max_campaigns(
+    account: Any, subaccount: Any, runtime: Runtime
+) -> None:
+    """A copy made in a subaccount's directory is the subaccount's campaign: past the
+    max_campaigns its master set, it is refused (309) like any other new campaign."""
+    sub_id = f"sub_{subaccount.id}"
+    directory = create_directory(subaccount, name="Shop")
+    template = make_campaign(runtime, subaccount.id, "Template", kind="template")
+    assert_ok(account.call("/v4/subaccount/update", subaccount=sub_id, max_campaigns=2))
+    path = "/v3/directory/campaign/create"
+    fields = {"directory": directory["id"], "template": f"cam_{template.id}"}
+    assert_ok(account.call(path, name="Copy", **fields))
+    refused = assert_error(account.call(path, name="Copy 2", **fields), 422, 309)
+    assert "at most 2 campaigns" in refused["status"]["errors"]["error_message_description"][0]
+    with runtime.db.read() as session:
+        names = session.scalars(select(Campaign.name).where(Campaign.account_id == subaccount.id)).all()
+    assert sorted(names) == ["Copy", "Template"]
+
+
 def test_directory_campaign_create_errors(account: Any, other_account: Any, runtime: Runtime) -> None:
     directory = create_directory(account, name="Book")
     mine = make_campaign(runtime, account.id, "Mine")

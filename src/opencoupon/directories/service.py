@@ -446,6 +446,9 @@ def create_from_template(
     # answered like a missing one.
     template = _held_campaign(ctx, directory, req.template, "template")
     name = _required_name(req.name)
+    owner = ctx.session.get(Account, directory.account_id)
+    assert owner is not None  # a directory's account is deleted with it
+    accounts.check_campaign_allowance(ctx.session, owner)
     category = _held_category(ctx, directory, req.category) if req.category else None
     now = ctx.now
     fields = {
