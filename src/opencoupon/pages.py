@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
@@ -14,6 +15,24 @@ TEMPLATES_DIR = Path(__file__).parent / "templates"
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 
 R = TypeVar("R", bound=Response)
+
+
+def http_url(value: object) -> str:
+    """`value` when it is an absolute http(s) address, otherwise "" (template filter `http_url`).
+    For addresses a tenant typed (a campaign's image) that a page puts in `src` or `href`:
+    autoescape keeps them inside the attribute, this keeps `javascript:`, `data:` and paths on
+    this site out of it."""
+    text = str(value or "")
+    if any(c.isspace() or ord(c) < 32 for c in text):
+        return ""
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return ""
+    return text if parts.scheme.lower() in ("http", "https") and parts.hostname else ""
+
+
+templates.env.filters["http_url"] = http_url
 
 
 def render(request: Request, template: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
