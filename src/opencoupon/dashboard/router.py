@@ -21,6 +21,7 @@ from opencoupon.dashboard.security import (
     PageError,
     checked_form,
     current_account,
+    end_session,
     record_login,
     require_login,
     safe_next,
@@ -121,6 +122,8 @@ async def logout(request: Request) -> Response:
     form = await request.form()
     if await run_in_threadpool(current_account, request) is not None:
         verify_csrf(request, form)
+        # Ended on the server too: a copy of the cookie no longer signs in.
+        await run_in_threadpool(end_session, request)
     response = RedirectResponse(LOGIN_PATH, status_code=303)
     sign_out(response)
     return response

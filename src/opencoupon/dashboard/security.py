@@ -1,8 +1,11 @@
 """Sign-in sessions and CSRF protection for every HTML form (dashboard pages reuse this module).
 
 - Session: a cookie signed with itsdangerous (key `derive_key("session")`), HttpOnly, SameSite=Lax,
-  holding the account ID and a fingerprint of its password hash, so a password change ends every
-  other session. Blocked or expired accounts are signed out on their next request.
+  Secure behind https, holding the account ID, a fingerprint of its password hash (so a password
+  change ends every other session) and a random session ID made at each sign-in. Signing out
+  records that ID as ended (a `one_time_tokens` row, purpose `session-ended`, digest only), so a
+  copy of the cookie stops working too. Blocked or expired accounts are signed out on their next
+  request.
 - CSRF: signed double-submit. A random nonce lives in its own HttpOnly cookie; forms carry
   `csrf_token(request)`, a signature over (nonce, signed-in account) with `derive_key("csrf")`.
   `verify_csrf(request, form)` refuses a POST whose token does not match (HTTP 403).
@@ -23,6 +26,7 @@ Templates: `<input type="hidden" name="csrf_token" value="{{ csrf_token(request)
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import secrets
 from collections.abc import Mapping
@@ -40,7 +44,7 @@ from opencoupon.accounts import repository as accounts_repo
 from opencoupon.accounts import service as accounts
 from opencoupon.errors import ApiError
 from opencoupon.kit.clock import utcnow
-from opencoupon.models import Account
+from opencoupon.models import Account, OneTimeToken
 from opencoupon.pages import render_error_page, templates
 from opencoupon.runtime import Runtime
 
@@ -48,6 +52,7 @@ SESSION_COOKIE = "oc_session"
 CSRF_COOKIE = "oc_csrf"
 CSRF_FIELD = "csrf_token"
 LOGIN_PATH = "/dashboard/login"
+SESSION_ENDED = "session-ended"
 _STATE_NEW_NONCE = "opencoupon_csrf_nonce"
 
 
@@ -94,8 +99,10 @@ def _password_epoch(request: Request, account: Account) -> str:
 
 
 def sign_in(request: Request, response: Response, account: Account) -> None:
-    """Put the session cookie for `account` on `response`."""
-    value = _serializer(request, "session").dumps({"a": account.id, "e": _password_epoch(request, account)})
+    """Put the session cookie for `account` on `response`: a new session, whatever the browser held
+    before."""
+    claim = {"a": account.id, "e": _password_epoch(request, account), "s": secrets.token_urlsafe(18)}
+    value = _serializer(request, "session").dumps(claim)
     response.set_cookie(
         SESSION_COOKIE,
         value,
@@ -111,13 +118,43 @@ def sign_out(response: Response) -> None:
     response.delete_cookie(SESSION_COOKIE, path="/")
 
 
+def _ended_digest(request: Request, session_id: str) -> str:
+    return _runtime(request).keyring.digest(f"{SESSION_ENDED}:{session_id}")
+
+
+def end_session(request: Request) -> None:
+    """Record this request's session as ended, so its cookie is refused even where a copy of it
+    survives (blocking; call in the thread pool). The record outlives the cookie's own lifetime."""
+    claim = _session_account_id(request)
+    if claim is None:
+        return
+    account_id, _epoch, session_id = claim
+    runtime = _runtime(request)
+    digest = _ended_digest(request, session_id)
+    now = utcnow()
+    with runtime.db.transaction() as session:
+        if accounts_repo.token_by_digest(session, digest, SESSION_ENDED) is not None:
+            return
+        session.add(
+            OneTimeToken(
+                account_id=account_id,
+                purpose=SESSION_ENDED,
+                token_digest=digest,
+                created_at=now,
+                expires_at=now + dt.timedelta(seconds=_max_age(request)),
+                used_at=now,
+            )
+        )
+
+
 def record_login(account: Account) -> None:
     """The vendor's `lastlogin` / `amountlogin` fields."""
     account.last_login_at = utcnow()
     account.login_count = (account.login_count or 0) + 1
 
 
-def _session_account_id(request: Request) -> tuple[int, str] | None:
+def _session_account_id(request: Request) -> tuple[int, str, str] | None:
+    """(account ID, password fingerprint, session ID) of a genuine, unexpired session cookie."""
     raw = request.cookies.get(SESSION_COOKIE)
     if not raw:
         return None
@@ -125,9 +162,12 @@ def _session_account_id(request: Request) -> tuple[int, str] | None:
         data = _serializer(request, "session").loads(raw, max_age=_max_age(request))
     except BadSignature:
         return None
-    if not isinstance(data, dict) or not isinstance(data.get("a"), int) or not isinstance(data.get("e"), str):
+    if not isinstance(data, dict):
         return None
-    return data["a"], data["e"]
+    account_id, epoch, session_id = data.get("a"), data.get("e"), data.get("s")
+    if not isinstance(account_id, int) or not isinstance(epoch, str) or not isinstance(session_id, str):
+        return None
+    return account_id, epoch, session_id
 
 
 def current_account(request: Request) -> Account | None:
@@ -141,7 +181,12 @@ def current_account(request: Request) -> Account | None:
         runtime = _runtime(request)
         with runtime.db.read() as session:
             account = accounts_repo.by_id(session, claim[0])
-            if account is not None and hmac.compare_digest(_password_epoch(request, account), claim[1]):
+            if (
+                account is not None
+                and hmac.compare_digest(_password_epoch(request, account), claim[1])
+                and accounts_repo.token_by_digest(session, _ended_digest(request, claim[2]), SESSION_ENDED)
+                is None
+            ):
                 try:
                     accounts.ensure_usable(session, account, utcnow())
                     found = account
