@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,12 +15,15 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import LiveServer, TestAccount
+from distribution_fixtures import SmtpServer
+from foundation_fixtures import browser, csrf_from, sign_in
 from helpers import assert_error, assert_ok
 from opencoupon.app import create_app
 from opencoupon.config import Settings
 from opencoupon.kit.clock import utcnow
 from opencoupon.models import Account, Campaign, OneTimeToken
 from opencoupon.runtime import Runtime
+from opencoupon.worker.runner import Runner
 
 
 def _set(runtime: Runtime, account_id: int, **fields: Any) -> None:
@@ -451,3 +455,35 @@ def test_keys_are_kept_for_24_hours(
 
 def test_overlong_idempotency_key_is_refused(account: TestAccount) -> None:
     assert_error(_create(account, f"lk{account.id}@ex.com", "k" * 256), 422, 300)
+
+
+def test_a_subaccount_made_without_password_is_emailed_a_link_to_set_one(
+    account: TestAccount, live_server: LiveServer, runtime: Runtime, dist_smtp: SmtpServer
+) -> None:
+    """As the vendor does: created without `password`, the subaccount receives a one-time link to
+    set one (sent by the worker through its master's email settings) and can sign in once it has
+    used it; created with a password, it gets no email."""
+    sender = "hi@agency.example"
+    smtp = {"host": dist_smtp.host, "port": dist_smtp.port, "tls": "none", "sender_email": sender}
+    configured = account.client.put("/v4/integrations/email", json=smtp, headers=account.headers)
+    assert configured.status_code == 200, configured.text
+    invited = f"invited-{time.time_ns()}@example.com"
+    chosen = f"chosen-{time.time_ns()}@example.com"
+    assert_ok(account.call("/v4/subaccount/create", email=invited, company_name="Corner shop"))
+    assert_ok(account.call("/v4/subaccount/create", email=chosen, password="chosen-password-1"))
+    assert dist_smtp.handler.messages == []  # sent by the worker, once the create has committed
+    Runner(runtime).run_until_idle()
+    assert dist_smtp.handler.to(chosen) == []
+    [received] = dist_smtp.handler.to(invited)
+    assert received.mail_from == sender
+    text = received.message.get_content()
+    found = re.search(r"http://testserver\.local(/dashboard/reset/[A-Za-z0-9]{49})", text)
+    assert found is not None
+    with browser(live_server.url) as web:
+        form = web.get(found.group(1))
+        assert form.status_code == 200
+        fields = {"password": "first-own-password", "password_confirm": "first-own-password"}
+        done = web.post(found.group(1), data={**fields, "csrf_token": csrf_from(form.text)})
+        assert done.status_code == 200, done.text
+    with browser(live_server.url) as web:
+        assert sign_in(web, invited, "first-own-password").status_code == 303

@@ -20,6 +20,8 @@ from opencoupon.kit.endpoint import ApiContext
 from opencoupon.models import Account
 from opencoupon.subaccounts import repository
 from opencoupon.subaccounts.schemas import SubaccountCreate, SubaccountUpdate
+from opencoupon.subaccounts.tasks import PASSWORD_SETUP
+from opencoupon.worker import queue
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 SUBACCOUNT_NOT_FOUND = ApiError(510, "Subaccount ID not correct.")
@@ -165,6 +167,8 @@ def create(ctx: ApiContext, req: SubaccountCreate) -> Account:
     events.emit(
         session, ctx.account.id, "subaccount_created", {"subaccount": f"sub_{sub.id}", "email": email}
     )
+    if not req.password:
+        queue.enqueue(session, PASSWORD_SETUP, {"account_id": sub.id})  # sent once committed
     return sub
 
 

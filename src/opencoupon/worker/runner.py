@@ -53,6 +53,7 @@ def import_task_modules() -> None:
         "opencoupon.push.tasks",
         "opencoupon.distribution.tasks",
         "opencoupon.singleuse.tasks",
+        "opencoupon.subaccounts.tasks",
     ):
         try:
             importlib.import_module(module)

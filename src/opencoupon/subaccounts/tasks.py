@@ -1,0 +1,79 @@
+"""The password-configuration email of a subaccount created without a password (the vendor's
+behaviour): a one-time link to the dashboard's set-password page, sent through the subaccount's
+email settings as a coupon email would be (its master's, else the server's).
+
+Queued in the transaction that creates the subaccount (the outbox); the link's token is made only
+when the email is sent, so no usable secret waits in the jobs table."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from email.message import EmailMessage
+from email.utils import formataddr, formatdate, make_msgid
+from typing import Any
+
+from opencoupon.accounts import service as accounts
+from opencoupon.accounts.sso import RESET_PURPOSE
+from opencoupon.distribution import service as distribution
+from opencoupon.distribution.mail import SmtpFailure, deliver
+from opencoupon.models import Account
+from opencoupon.runtime import Runtime
+from opencoupon.worker.registry import Retry, task
+
+log = logging.getLogger("opencoupon.subaccounts")
+
+PASSWORD_SETUP = "subaccount.password_setup"
+# How long the emailed link works: long enough for an invitation that waits in an inbox.
+LINK_TTL = dt.timedelta(days=3)
+RETRY_AFTER = dt.timedelta(minutes=5)
+SMTP_TIMEOUT = 20.0
+
+
+def _message(sender_name: str, sender_email: str, to_email: str, link: str, master: str) -> EmailMessage:
+    message = EmailMessage()
+    message["Subject"] = "Set the password of your coupon account"
+    message["From"] = formataddr((sender_name, sender_email))
+    message["To"] = to_email
+    message["Date"] = formatdate(usegmt=True)
+    message["Message-ID"] = make_msgid(domain=sender_email.rsplit("@", 1)[-1])
+    message.set_content(
+        f"An account was made for you by {master}.\n\n"
+        f"Set its password here (the link works once, for {LINK_TTL.days} days):\n{link}\n\n"
+        f"Then sign in with {to_email}.\n"
+    )
+    return message
+
+
+@task(PASSWORD_SETUP)
+def send_password_setup(runtime: Runtime, payload: dict[str, Any]) -> None:
+    with runtime.db.transaction() as session:
+        sub = session.get(Account, int(payload["account_id"]))
+        if sub is None or sub.password_hash:
+            return  # gone, or a password was set meanwhile: nothing to configure
+        config = distribution.email_config(session, runtime, sub.id)
+        if config is None:
+            log.warning("no email settings: sub_%s gets no password email (use subaccount/reset/url)", sub.id)
+            return
+        master = session.get(Account, sub.parent_id) if sub.parent_id else None
+        raw = accounts.issue_token(session, runtime.keyring, sub, purpose=RESET_PURPOSE, ttl=LINK_TTL)
+        message = _message(
+            config.sender_name,
+            config.sender_email,
+            sub.email,
+            runtime.url(f"/dashboard/reset/{raw}"),
+            (master.company_name or master.email) if master else config.sender_name,
+        )
+        email = sub.email
+    try:
+        address = distribution.connect_address(runtime, config.host, config.port)
+        deliver(config, message, email, timeout=SMTP_TIMEOUT, connect_address=address)
+    except distribution.PrivateTarget as exc:
+        log.warning("password email for %s not sent: %s", email, exc)
+    except OSError as exc:  # the name did not resolve: maybe later
+        raise Retry(RETRY_AFTER, f"SMTP host not resolved: {exc}") from exc
+    except SmtpFailure as exc:
+        if not exc.transient:
+            log.warning("password email for %s refused: %s", email, exc)
+            return
+        raise Retry(RETRY_AFTER, str(exc)) from exc
