@@ -100,3 +100,30 @@ def test_anonymous_visitors_of_a_public_directory_open_coupons_directly(
     assert answer.status_code == 303
     assert answer.headers["location"].startswith("/p/")
     assert espresso["url"] == f"http://testserver.local/d/{book['code']}/c/{espresso['id']}"
+
+
+def test_a_masters_directory_shows_a_subaccounts_category_it_files_coupons_under(
+    account: Any, subaccount: Any, runtime: Runtime, browser: Browser
+) -> None:
+    """A master's directory may file a subaccount's campaign under the subaccount's category: the
+    page has a section for it (with its parent's name) and its filter selects it."""
+    shop = create_category(subaccount, "Shop")
+    shelf = create_category(subaccount, "Shelf", shop["id"])
+    create_category(subaccount, "Unused")  # not in this directory: not offered
+    own = create_category(account, "Group")
+    mine = make_campaign(runtime, account.id, "Group deal")
+    theirs = make_campaign(runtime, subaccount.id, "Shop deal")
+    book = create_directory(
+        account,
+        name="Group book",
+        campaigns=[
+            {"id": f"cam_{mine.id}", "category": own["id"]},
+            {"id": f"cam_{theirs.id}", "category": shelf["id"]},
+        ],
+    )
+    path = f"/d/{book['code']}"
+    assert _titles(_json(browser, path)) == [("Group", ["Group deal"]), ("Shop > Shelf", ["Shop deal"])]
+    assert _titles(_json(browser, path, category=shop["id"])) == [("Shop > Shelf", ["Shop deal"])]
+    html = browser.get(path).text
+    assert "Shop &gt; Shelf" in html
+    assert "Unused" not in html

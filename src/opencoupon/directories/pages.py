@@ -205,6 +205,20 @@ def _sections(
     return sections
 
 
+def _shown_categories(session: Session, directory: Directory) -> list[Category]:
+    """The owner's categories, and those of its subaccounts that the directory's items are filed
+    under, with their parents: a master's directory may file campaigns under a subaccount's."""
+    shown = list(repository.categories(session, Category.account_id == directory.account_id))
+    known = {c.id for c in shown}
+    wanted = repository.item_category_ids(session, directory.id) - known
+    while wanted:  # at most MAX_CATEGORY_LEVEL rounds: each goes one level up
+        found = repository.categories_by_id(session, wanted).values()
+        shown += found
+        known |= {c.id for c in found}
+        wanted = {c.parent_id for c in found if c.parent_id is not None} - known
+    return shown
+
+
 def _with_descendants(categories: list[Category], root: int) -> list[int]:
     found = [root]
     for _ in range(service.MAX_CATEGORY_LEVEL):
@@ -221,7 +235,7 @@ def directory_page(request: Request, code: str, q: str = "", category: str = "")
             return _not_found(request)
         user = signin.signed_in_user(session, request, directory)
         access = service.access_for(directory, user, utcnow())
-        categories = list(repository.categories(session, Category.account_id == directory.account_id))
+        categories = _shown_categories(session, directory)
         selected = ""
         category_ids: list[int] | None = None
         known = {c.id for c in categories}

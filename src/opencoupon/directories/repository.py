@@ -231,6 +231,14 @@ def category(session: Session, scope: ColumnElement[bool], category_id: int) -> 
     return session.scalar(select(Category).where(Category.id == category_id, scope))
 
 
+def item_category_ids(session: Session, directory_id: int) -> set[int]:
+    """The categories the directory's items are filed under."""
+    query = select(DirectoryItem.category_id).where(
+        DirectoryItem.directory_id == directory_id, DirectoryItem.category_id.is_not(None)
+    )
+    return {c for c in session.scalars(query.distinct()) if c is not None}
+
+
 def categories_by_id(session: Session, category_ids: Iterable[int]) -> dict[int, Category]:
     wanted = list(set(category_ids))
     if not wanted:
