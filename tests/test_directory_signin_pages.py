@@ -3,14 +3,34 @@ as on the dashboard's sign-in."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
+
+from conftest import LiveServer
 from directories_fixtures import Browser, create_directory
+from opencoupon.app import create_app
+from opencoupon.config import Settings
+from opencoupon.runtime import Runtime
 
 
-def test_password_guessing_is_limited(account: Any, browser: Browser, second_browser: Browser) -> None:
+@pytest.fixture
+def limited_server(settings: Settings) -> Iterator[LiveServer]:
+    """A server with the default limit (the suite's own server allows far more sign-ins)."""
+    limited = settings.model_copy(update={"login_attempts_per_minute": 10.0})
+    runtime = Runtime.from_settings(limited)
+    server = LiveServer(create_app(limited, runtime=runtime))
+    server.start()
+    yield server
+    server.stop()
+    runtime.db.dispose()
+
+
+def test_password_guessing_is_limited(account: Any, limited_server: LiveServer) -> None:
     directory = create_directory(account, name="Members", access="login")
     code = directory["code"]
+    browser, second_browser = Browser(limited_server.url), Browser(limited_server.url)
     assert browser.register(code, "guess@example.com").status_code == 303
     for _ in range(10):
         wrong = second_browser.login(code, "guess@example.com", "not the password")
@@ -23,3 +43,5 @@ def test_password_guessing_is_limited(account: Any, browser: Browser, second_bro
     # Another email of the same directory is not held up.
     assert browser.register(code, "other@example.com").status_code == 303
     assert second_browser.login(code, "other@example.com").status_code == 303
+    browser.close()
+    second_browser.close()
