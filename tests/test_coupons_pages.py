@@ -268,3 +268,30 @@ def test_require_claim_holds_back_pin_validation_until_claimed(
         assert phone.post(f"{location}/claim", data={"csrf": token}).status_code == 303
         assert "Staff PIN" in phone.get(location).text
         assert phone.post(f"{location}/validate", data={"csrf": token, "pin": PIN}).status_code == 303
+
+
+def test_refused_claim_keeps_what_was_typed(account: Acct, live_server: LiveServer) -> None:
+    campaign = create_campaign(
+        account,
+        claim_fields="firstname,lastname,email,phone",
+        required_fields="phone",
+        custom_fields="Shoe size",
+        consent_text="I agree to receive offers.",
+    )
+    typed = {"firstname": "Ada", "lastname": "Lovelace", "email": "ada@example.com", "custom_Shoe size": "38"}
+    with _browser(live_server) as phone:
+        location = phone.get(f"/p/{campaign['code']}").headers["location"]
+        token = csrf_token(phone, location)
+        missing = phone.post(f"{location}/claim", data={"csrf": token, **typed, "consent": "on"})
+        assert missing.status_code == 422
+        assert "Please fill in phone." in missing.text
+        for value in ("Ada", "Lovelace", "ada@example.com", "38"):
+            assert f'value="{value}"' in missing.text, value
+        assert 'value="on" checked' in missing.text
+        bad_email = phone.post(
+            f"{location}/claim", data={"csrf": token, "firstname": "Ada", "email": "ada@", "phone": "+32 470"}
+        )
+        assert bad_email.status_code == 422
+        assert "valid email" in bad_email.text
+        for value in ("Ada", "ada@", "+32 470"):
+            assert f'value="{value}"' in bad_email.text, value

@@ -195,6 +195,7 @@ def _session_context(
         "required_fields": list(form.get("required", [])),
         "custom_fields": list(form.get("custom_fields", [])),
         "consent_text": form.get("consent_text", ""),
+        "typed": {},
         "can_claim": word == "open",
         "can_validate": word in ("open", "claimed")
         and not (campaign.require_claim and row.claimed_at is None)
@@ -477,6 +478,8 @@ def _claim(
     except ApiError as err:
         error = err.description
     context, data = _context_with_error(runtime, code, session_code, csrf, now, error)
+    # The form again with what the consumer typed, so a refusal costs them one correction only.
+    context["typed"] = {k: v for k, v in form.items() if k != "csrf"}
     return Outcome(
         status=409 if "coupon" in error.lower() else 422,
         context=context,

@@ -515,6 +515,7 @@ def _preview_context(request: Request, account: Account, public_id: str) -> dict
         "required_fields": list(form.get("required", [])),
         "custom_fields": list(form.get("custom_fields", [])),
         "consent_text": form.get("consent_text", ""),
+        "typed": {},
         "can_claim": word == "open",
         "can_validate": word == "open"
         and not campaign.require_claim
