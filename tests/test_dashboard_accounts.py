@@ -11,7 +11,7 @@ import httpx2
 
 from conftest import LiveServer, TestAccount
 from dashboard_fixtures import PASSWORD, YES, post_form, signed_in
-from foundation_fixtures import browser, sign_in
+from foundation_fixtures import browser, csrf_from, path_of, sign_in
 from helpers import assert_error, assert_ok
 
 SUBS = "/dashboard/subaccounts"
@@ -97,6 +97,36 @@ def test_forged_and_foreign_subaccount_actions(
         assert web.post(f"{path}/block", data={"csrf_token": "forged"}).status_code == 403
         assert web.post(f"{path}/open", data={}).status_code == 403
         assert "blocked" not in web.get(path).text.split("<h1>")[1].split("</h1>")[0]
+
+
+def test_master_gives_a_subaccount_a_password_reset_link(
+    live_server: LiveServer, account: TestAccount, subaccount: TestAccount, other_account: TestAccount
+) -> None:
+    """The login page tells a subaccount to ask its account owner for a reset link: the master's
+    subaccount page makes one (a CSRF-checked post, as /v3/subaccount/reset/url makes it), and the
+    subaccount chooses a new password with it and signs in."""
+    path = f"{SUBS}/sub_{subaccount.id}"
+    with signed_in(live_server.url, other_account.email) as stranger:
+        assert post_form(stranger, SUBS, f"{path}/reset", {}).status_code == 404
+    with signed_in(live_server.url, account.email) as web:
+        assert f'action="{path}/reset"' in web.get(path).text
+        assert web.post(f"{path}/reset", data={"csrf_token": "forged"}).status_code == 403
+        shown = post_form(web, path, f"{path}/reset", {})
+        assert shown.status_code == 200, shown.text
+        assert shown.headers["cache-control"] == "no-store"
+        found = re.search(r'id="reset-url" class="dash-secret" readonly value="([^"]+)"', shown.text)
+        assert found is not None, shown.text
+        assert re.fullmatch(r"http://testserver\.local/dashboard/reset/[A-Za-z0-9]{49}", found.group(1))
+    link = path_of(found.group(1))
+    with browser(live_server.url) as person:
+        form = person.get(link)
+        assert form.status_code == 200
+        fields = {"password": "chosen-again-1", "password_confirm": "chosen-again-1"}
+        done = person.post(link, data={**fields, "csrf_token": csrf_from(form.text)})
+        assert done.status_code == 200, done.text
+        assert person.get(link).status_code == 410  # one use
+    with browser(live_server.url) as person:
+        assert sign_in(person, subaccount.email, "chosen-again-1").status_code == 303
 
 
 def test_account_secret_rotation_timezone_and_branding(live_server: LiveServer, account: TestAccount) -> None:

@@ -1,5 +1,6 @@
 """Dashboard pages for masters' subaccounts: list with usage, create, edit, block/unblock, expiry,
-and "open as" (a one-time SSO link from accounts.sso, the same as /v3/subaccount/sso).
+"open as" (a one-time SSO link from accounts.sso, the same as /v3/subaccount/sso) and a one-time
+password-reset link to pass on (accounts.sso.reset_link, the same as /v3/subaccount/reset/url).
 
 Opening as a subaccount signs this browser in as the subaccount (the master's session ends there):
 the SSO landing replaces the session cookie, as it does for links made through the API."""
@@ -175,6 +176,15 @@ def _open_as(request: Request, account: Account, sub_id: str) -> str:
     return str(urlsplit(str(link["url"])).path)
 
 
+def _reset_link(request: Request, account: Account, sub_id: str) -> dict[str, Any]:
+    with api_context(request, account, write=True) as ctx:
+        try:
+            sub = service.get_subaccount(ctx, sub_id)
+        except ApiError:
+            raise NOT_FOUND from None
+        return {**sso.reset_link(ctx, sub), "email": sub.email}
+
+
 @router.post("/dashboard/subaccounts/{sub_id}/{action}")
 async def subaccount_action(
     request: Request, sub_id: str, action: str, account: Account = Depends(require_login)
@@ -187,6 +197,10 @@ async def subaccount_action(
         except ApiError as err:
             raise PageError(409, "Cannot open this subaccount", err.description) from None
         return RedirectResponse(path, status_code=303)
+    if action == "reset":
+        link = await run_in_threadpool(_reset_link, request, account, sub_id)
+        context = {"title": "Password reset link", "account": account, "sub_id": sub_id, **link}
+        return page(request, "dashboard/subaccount_reset.html", context)
     values: dict[str, str] | None = None
     if action == "edit":
         values = _form_values(form)
