@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from conftest import LiveServer, TestAccount
 from dashboard_fixtures import YES, post_form, signed_in
-from directories_fixtures import create_category, create_directory, create_user, make_campaign
+from directories_fixtures import Browser, create_category, create_directory, create_user, make_campaign, v4
 from opencoupon.runtime import Runtime
 
 
@@ -77,3 +77,39 @@ def test_a_users_page_number_too_large_for_the_database_answers_a_page_not_a_500
         page = web.get(f"/dashboard/directories/{directory['id']}?page=99999999999999999999")
         assert page.status_code == 200, page.text
         assert "Paged book" in page.text
+
+
+def test_revoke_in_a_login_directory_locks_the_user_until_granted_again(
+    live_server: LiveServer, account: TestAccount, runtime: Runtime, browser: Browser
+) -> None:
+    """A login directory opens for every registered user, but Revoke (payment status cancelled)
+    takes that away, on the coupon pages and in every view of the user's access; Grant gives it
+    back, until its date when it has one."""
+    campaign = make_campaign(runtime, account.id, "Members deal")
+    directory = create_directory(account, name="Members", access="login", campaigns=[f"cam_{campaign.id}"])
+    code, coupon = directory["code"], f"/d/{directory['code']}/c/cam_{campaign.id}"
+    assert browser.register(code, "member@example.com").status_code == 303
+    assert browser.get(coupon).headers["location"].startswith(f"/p/{campaign.code}/")
+    user = v4(account, "GET", f"/v4/directory/{directory['id']}/users").json()[0]
+    assert user["has_access"] is True
+    path = f"/dashboard/directories/{directory['id']}"
+    with signed_in(live_server.url, account.email) as web:
+        revoked = post_form(web, path, f"{path}/users/{user['id']}/revoke", YES)
+        row = web.get(revoked.headers["location"]).text.split(f'data-user="{user["id"]}"')[1]
+        assert "<td>no</td>" in row.split("</tr>")[0]
+        locked = browser.get(coupon)
+        assert locked.status_code == 403
+        assert "revoked" in locked.text
+        as_json = browser.get(f"/d/{code}", headers={"Accept": "application/json"}).json()
+        assert (as_json["locked"], as_json["reason"], as_json["payment_url"]) == (True, "revoked", "")
+        api = v4(account, "GET", f"/v4/directory/{directory['id']}/users/{user['id']}").json()
+        assert (api["payment_status"], api["has_access"]) == ("cancelled", False)
+
+        granted = post_form(web, path, f"{path}/users/{user['id']}/grant", {"expires_at": ""})
+        assert "Access granted." in web.get(granted.headers["location"]).text
+        assert browser.get(coupon).headers["location"].startswith(f"/p/{campaign.code}/")
+        # Granted until a date that has passed: locked again, and the page says since when.
+        post_form(web, path, f"{path}/users/{user['id']}/grant", {"expires_at": "2001-01-01 00:00:00"})
+        ended = browser.get(coupon)
+        assert ended.status_code == 403
+        assert "2001-01-01 00:00:00" in ended.text

@@ -42,9 +42,11 @@ def reason_text(access: service.Access, user: DirectoryUser | None) -> str:
         return "Your account in this directory is blocked. Please contact the business."
     if access.reason == "cancelled":
         return "Your payment was cancelled, so the coupons in this directory are locked."
+    if access.reason == "revoked":
+        return "Your access to this directory was revoked. Please contact the business."
     if access.reason == "expired":
         ended = fmt(user.payment_expires_at) if user else ""
-        return f"Your paid access ended on {ended} UTC. Renew it to unlock the coupons again."
+        return f"Your access ended on {ended} UTC. Renew it to unlock the coupons again."
     if access.reason == "pending":
         return "Your payment has not been confirmed yet. The coupons unlock as soon as it is."
     return ""

@@ -720,7 +720,7 @@ class Access:
     """Whether a directory user may open the directory's coupons, and why not."""
 
     granted: bool
-    # ok / login / blocked / pending / cancelled / expired
+    # ok / login / blocked / pending / cancelled / expired / revoked
     reason: str
 
 
@@ -732,14 +732,22 @@ def access_for(directory: Directory, user: DirectoryUser | None, now: dt.datetim
     if user.blocked:
         return Access(False, "blocked")
     if directory.access == "login":
+        # Registering is enough (pending is every new user's status), but access revoked by hand
+        # or by the API (cancelled) locks, and access granted until a date ends on that date.
+        if user.payment_status == "cancelled":
+            return Access(False, "revoked")
+        if user.payment_status == "completed" and _ended(user, now):
+            return Access(False, "expired")
         return Access(True, "ok")
     if user.payment_status == "completed":
-        if user.payment_expires_at is None or now < user.payment_expires_at:
-            return Access(True, "ok")
-        return Access(False, "expired")
+        return Access(False, "expired") if _ended(user, now) else Access(True, "ok")
     return Access(
         False, user.payment_status if user.payment_status in ("pending", "cancelled") else "pending"
     )
+
+
+def _ended(user: DirectoryUser, now: dt.datetime) -> bool:
+    return user.payment_expires_at is not None and now >= user.payment_expires_at
 
 
 def normalize_email(raw: str) -> str:
