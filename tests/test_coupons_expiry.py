@@ -112,3 +112,32 @@ def test_campaign_start_and_end_dates_gate_new_sessions(
         assert phone.get(f"/p/{campaign['code']}").status_code == 303
     with httpx2.Client(base_url=live_server.url) as newcomer:
         assert "has ended" in newcomer.get(f"/p/{campaign['code']}").text
+
+
+def test_pages_show_the_last_valid_moment_in_the_account_time_zone(
+    account: Acct, runtime: Runtime, live_server: LiveServer, clock_offset: Move
+) -> None:
+    """ "Valid until 31 March" shows 31 March 23:59 local time, as coupon_info's `expirydate` does,
+    never the first moment after it (1 April 00:00)."""
+    fixed = create_campaign(account, expiry_mode="fixed_date", expiry_date="2027-03-31")
+    windowed = create_campaign(account, expiry_mode="after_claim", expiry_minutes=90)
+    with httpx2.Client(base_url=live_server.url) as phone:
+        for zone in ("Europe/Brussels", "UTC"):
+            _set_timezone(runtime, account, zone)
+            phone.cookies.clear()
+            page = phone.get(phone.get(f"/p/{fixed['code']}").headers["location"]).text
+            assert f"Valid until 31 March 2027 23:59 ({zone})." in page, page
+            assert "01 April" not in page
+        info = account.call("/v3/coupon/info", campaign=fixed["id"]).json()["coupon_info"]
+        assert info["expirydate"] == "2027-03-31 23:59:59"
+        # A window that starts at the claim: said before the claim, its end shown after it.
+        _set_timezone(runtime, account, "UTC")
+        location = phone.get(f"/p/{windowed['code']}").headers["location"]
+        assert "Valid for 90 minutes once claimed." in phone.get(location).text
+        code = location.rsplit("/", 1)[1]
+        _move_to(clock_offset, dt.datetime(2027, 1, 5, 10, 0, 0))
+        assert_ok(account.call("/v3/couponsession/update", couponsession=code, claim=True))
+        # Claimed a moment after 10:00:00, so valid through a moment after 11:30:00.
+        assert "Valid until 05 January 2027 11:30 (UTC)." in phone.get(location).text
+        _move_to(clock_offset, dt.datetime(2027, 1, 5, 11, 31, 0))
+        assert "It was valid until 05 January 2027 11:30 (UTC)." in phone.get(location).text

@@ -39,6 +39,12 @@ def utc_to_local(value: dt.datetime, tz: ZoneInfo) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC).astimezone(tz).replace(tzinfo=None)
 
 
+def last_valid_moment(limit: dt.datetime, tz: ZoneInfo) -> dt.datetime:
+    """The last local moment a session with this limit (the first UTC instant it is expired) still
+    works: a coupon valid until 31 March ends at 31 March 23:59:59, not 1 April 00:00."""
+    return utc_to_local(limit - dt.timedelta(microseconds=1), tz)
+
+
 def session_expiry(campaign: Campaign, row: CouponSession, tz: ZoneInfo) -> dt.datetime | None:
     limits: list[dt.datetime] = []
     if row.expires_at is not None:

@@ -158,6 +158,21 @@ def _message_outcome(
     )
 
 
+def _duration_words(minutes: int) -> str:
+    for size, unit in ((24 * 60, "day"), (60, "hour"), (1, "minute")):
+        if minutes % size == 0:
+            count = minutes // size
+            return f"{count} {unit}{'' if count == 1 else 's'}"
+    return f"{minutes} minutes"
+
+
+def _expiry_note(campaign: Campaign, row: CouponSession) -> str:
+    """What a coupon without an end yet says about its window (after_claim, not claimed yet)."""
+    if campaign.expiry_mode == "after_claim" and campaign.expiry_minutes and row.claimed_at is None:
+        return f"Valid for {_duration_words(campaign.expiry_minutes)} once claimed."
+    return ""
+
+
 def _session_context(
     s: Session,
     runtime: Runtime,
@@ -186,7 +201,8 @@ def _session_context(
         "message": MESSAGES[word],
         "notice": notice,
         "error": error,
-        "expires_local": expiry.utc_to_local(limit, tz).strftime("%d %B %Y %H:%M") if limit else "",
+        "expires_local": expiry.last_valid_moment(limit, tz).strftime("%d %B %Y %H:%M") if limit else "",
+        "expiry_note": _expiry_note(campaign, row) if limit is None else "",
         "timezone": str(tz),
         "validated_local": expiry.utc_to_local(row.validated_at, tz).strftime("%d %B %Y %H:%M")
         if row.validated_at
