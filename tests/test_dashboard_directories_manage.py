@@ -56,9 +56,13 @@ def test_move_categories_keeps_three_levels_and_refuses_cycles(
         ]
         assert f'href="/dashboard/categories/{food["id"]}/move"' in food_row
         assert "<option" not in food_row
-        choices = web.get(f"/dashboard/categories/{food['id']}/move").text
+        choices = web.get(f"/dashboard/categories/{napoli['id']}/move").text
         assert f'<option value="{drinks["id"]}"' in choices
-        for hidden in (food, pizza, napoli, theirs):
+        for hidden in (napoli, theirs):
+            assert f'<option value="{hidden["id"]}"' not in choices
+        # Food has two levels below it: only the top level, never under itself or its own.
+        choices = web.get(f"/dashboard/categories/{food['id']}/move").text
+        for hidden in (food, pizza, napoli, theirs, drinks):
             assert f'<option value="{hidden["id"]}"' not in choices
 
         moved = post_form(web, LISTING, f"/dashboard/categories/{pizza['id']}/move", {"parent": drinks["id"]})
@@ -389,3 +393,54 @@ def test_delete_a_directory(
         assert web.get(f"/dashboard/campaigns/cam_{deal.id}").status_code == 200
         # Deleted is missing: a second delete answers 404.
         assert post_form(web, LISTING, f"{path}/delete", YES).status_code == 404
+
+
+def test_parent_lists_offer_only_categories_that_can_take_the_child(
+    live_server: LiveServer, account: TestAccount
+) -> None:
+    """The new-category form offers levels 1 and 2 only; a Move page offers only the parents under
+    which the category and its subcategories stay within three levels (the server refuses the rest)."""
+    food = create_category(account, "Food")
+    pizza = create_category(account, "Pizza", food["id"])
+    napoletana = create_category(account, "Napoletana", pizza["id"])
+    drinks = create_category(account, "Drinks")
+    tea = create_category(account, "Tea", drinks["id"])
+    sweets = create_category(account, "Sweets")
+
+    def offered(page: str, select_id: str) -> set[str]:
+        select = page[page.index(f'id="{select_id}"') :]
+        select = select[: select.index("</select>")]
+        return {part.split('"')[0] for part in select.split('<option value="')[1:]}
+
+    with signed_in(live_server.url, account.email) as web:
+        listing = web.get(LISTING).text
+        assert offered(listing, "cat-parent") == {
+            "",
+            food["id"],
+            pizza["id"],
+            drinks["id"],
+            tea["id"],
+            sweets["id"],
+        }
+        assert napoletana["id"] not in offered(listing, "cat-parent")
+        # Sweets (no subcategories) can go under a second-level category, not a third-level one.
+        sweets_page = web.get(f"/dashboard/categories/{sweets['id']}/move").text
+        assert offered(sweets_page, f"mv-{sweets['id']}") == {
+            "",
+            food["id"],
+            pizza["id"],
+            drinks["id"],
+            tea["id"],
+        }
+        # Drinks has a level below it: only under a first-level category (or at the top).
+        drinks_page = web.get(f"/dashboard/categories/{drinks['id']}/move").text
+        assert offered(drinks_page, f"mv-{drinks['id']}") == {"", food["id"], sweets["id"]}
+        # Food has two levels below it: only the top level.
+        food_page = web.get(f"/dashboard/categories/{food['id']}/move").text
+        assert offered(food_page, f"mv-{food['id']}") == {""}
+        # Every offered parent is one the server accepts.
+        moved = post_form(
+            web, LISTING, f"/dashboard/categories/{drinks['id']}/move", {"parent": sweets["id"]}
+        )
+        assert "Category Drinks moved." in _follow(web, moved)
+        assert _categories(account)["Tea"]["path"] == "Sweets > Drinks > Tea"

@@ -67,7 +67,11 @@ def directories_page(request: Request, account: Account = Depends(require_login)
         "account": account,
         "directories": found,
         "categories": categories,
-        "by_path": sorted(categories, key=lambda c: str(c["path"])),
+        # The new-category form's parents: only those that can take a child (levels 1 and 2).
+        "parents": sorted(
+            (c for c in categories if int(c["level"]) < service.MAX_CATEGORY_LEVEL),
+            key=lambda c: str(c["path"]),
+        ),
         "done": request.query_params.get("done", "")[:200],
         "problem": request.query_params.get("problem", "")[:300],
         "at": request.query_params.get("at", "")[:40],
@@ -447,8 +451,8 @@ async def move_category(
 
 def _move_context(request: Request, account: Account, category_id: str) -> dict[str, Any]:
     """One category's Move page: the parents it could move under, by path (its own account's, not
-    itself or anything below it, none at the last level; the service checks again, and checks the
-    three levels)."""
+    itself or anything below it, and only those under which it and its subcategories stay within
+    three levels; the service checks again)."""
     with api_context(request, account) as ctx:
         try:
             category = service.get_category(ctx, category_id)
@@ -460,13 +464,18 @@ def _move_context(request: Request, account: Account, category_id: str) -> dict[
     paths = service.paths_of(rows)
     # Tree order puts every category after its parent: one walk collects the subtree.
     below = {category.id}
+    deepest = category.level
     for c in rows:
         if c.parent_id in below:
             below.add(c.id)
+            deepest = max(deepest, c.level)
+    # Levels the moved category and its subcategories take up: under a parent of level L they
+    # end at L + height, which must not pass the last level.
+    height = deepest - category.level + 1
     parents = [
         {"id": service.cat_id(c.id), "path": paths[c.id]}
         for c in sorted(rows, key=lambda c: paths[c.id])
-        if c.level < service.MAX_CATEGORY_LEVEL and c.id not in below
+        if c.level + height <= service.MAX_CATEGORY_LEVEL and c.id not in below
     ]
     return {
         "title": f"Move {category.name}",
