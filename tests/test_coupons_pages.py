@@ -295,3 +295,44 @@ def test_refused_claim_keeps_what_was_typed(account: Acct, live_server: LiveServ
         assert "valid email" in bad_email.text
         for value in ("Ada", "ada@", "+32 470"):
             assert f'value="{value}"' in bad_email.text, value
+
+
+def test_only_the_enabled_validation_methods_are_offered(
+    account: Acct, live_server: LiveServer, runtime: Runtime
+) -> None:
+    not_used = "This validation method is not used for this coupon."
+    widget_only = create_campaign(account, validation_methods="widget")
+    (code,) = bulk_sessions(runtime, widget_only["id"], 1)
+    scan = f"/p/{widget_only['code']}/{code}/scan"
+    with _browser(live_server) as phone:
+        page = phone.get(f"/p/{widget_only['code']}/{code}").text
+        assert "scan.svg" not in page
+        assert "Staff PIN" not in page
+        token = csrf_token(phone, f"/p/{widget_only['code']}/staff")
+        shown = phone.get(scan)
+        assert shown.status_code == 409
+        assert not_used in shown.text
+        assert 'name="pin"' not in shown.text
+        refused = phone.post(scan, data={"csrf": token, "pin": PIN})
+        assert refused.status_code == 409
+        assert not_used in refused.text
+        on_phone = phone.post(f"/p/{widget_only['code']}/{code}/validate", data={"csrf": token, "pin": PIN})
+        assert on_phone.status_code == 409
+        assert not_used in on_phone.text
+    assert session_status(account, code)["validated"] == "0"
+    pin_only = create_campaign(account, validation_methods="pin")
+    (pin_code,) = bulk_sessions(runtime, pin_only["id"], 1)
+    staff = f"/p/{pin_only['code']}/staff"
+    with _browser(live_server) as till:
+        token = csrf_token(till, f"/p/{pin_only['code']}/{pin_code}")
+        shown = till.get(staff)
+        assert shown.status_code == 409
+        assert not_used in shown.text
+        assert 'name="pin"' not in shown.text
+        refused = till.post(staff, data={"csrf": token, "pin": PIN, "code": pin_code[:6]})
+        assert refused.status_code == 409
+        assert not_used in refused.text
+        page = till.get(f"/p/{pin_only['code']}/{pin_code}").text
+        assert "scan.svg" not in page
+        assert "Staff PIN" in page
+    assert session_status(account, pin_code)["validated"] == "0"

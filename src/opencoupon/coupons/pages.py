@@ -47,6 +47,7 @@ MESSAGES = {
     "claimed": "",
     "open": "",
 }
+METHOD_NOT_USED = "This validation method is not used for this coupon."
 NOTICES = {"claimed": "Your coupon is claimed.", "validated": "Coupon validated. Thank you!"}
 
 
@@ -96,6 +97,10 @@ class Csrf:
 
     def attach(self, response: Response, request: Request) -> Response:
         return web.with_csrf_cookie(response, request, self.cookie)
+
+
+def methods_of(campaign: Campaign) -> set[str]:
+    return set(campaign.validation_methods.split(","))
 
 
 def csrf_ok(request: Request, runtime: Runtime, form_token: str) -> bool:
@@ -350,13 +355,24 @@ def _staff(request: Request, runtime: Runtime, code: str, form: dict[str, str], 
         campaign = repository.campaign_by_code(s, code) if _CODE.match(code) else None
         if campaign is None:
             return None
+        enabled = methods_of(campaign)
         base.update(
             {
                 "campaign": campaign,
                 "title": f"Validate: {campaign.title or campaign.name}",
                 "brand": branding.for_account(s, campaign.account_id),
+                "by_widget": "widget" in enabled,
+                "by_custom_code": "custom_code" in enabled,
             }
         )
+        if not (base["by_widget"] or base["by_custom_code"]):
+            # Neither code is accepted here: no form that could only be refused after the PIN.
+            return Outcome(
+                status=409,
+                template="coupons/staff.html",
+                context={**base, "error": METHOD_NOT_USED, "method_off": True},
+                json=error_body(409, [308], [METHOD_NOT_USED]),
+            )
         if not form:
             return Outcome(template="coupons/staff.html", context=base, json={"campaign": campaign.code})
     entered = form.get("code", "").strip()
@@ -384,9 +400,9 @@ def _staff(request: Request, runtime: Runtime, code: str, form: dict[str, str], 
             assert campaign is not None
             row = None
             method = "widget"
-            if len(entered) == ids.SHORT_CODE_LENGTH and _CODE.match(entered):
+            if base["by_widget"] and len(entered) == ids.SHORT_CODE_LENGTH and _CODE.match(entered):
                 row = repository.session_by_short_in_campaign(s, campaign.id, entered.lower())
-            if row is None and entered:
+            if row is None and entered and base["by_custom_code"]:
                 row = repository.session_by_custom_code(s, campaign.id, entered)
                 method = "custom_code"
             if row is None:
@@ -530,6 +546,7 @@ def _validate_with_pin(
     client = request.client.host if request.client else ""
     template = "coupons/session.html" if method == "pin" else "coupons/scan.html"
     error, status, error_code = "", 200, 308
+    method_off = False
     try:
         with runtime.db.transaction() as s:
             # The QR scan page is the staff's; the gates guard the consumer's pages only.
@@ -540,7 +557,10 @@ def _validate_with_pin(
             if not isinstance(found, tuple):
                 return found
             campaign, row = found
-            if not form:
+            method_off = method not in methods_of(campaign)
+            if method_off:
+                error, status = METHOD_NOT_USED, 409
+            elif not form:
                 pass
             elif not csrf_ok(request, runtime, form.get("csrf", "")):
                 error, status, error_code = "The form expired. Please try again.", 403, 300
@@ -568,6 +588,7 @@ def _validate_with_pin(
     except ApiError as err:
         error, status, error_code = err.description, err.http_status, err.code
     context, data = _context_with_error(runtime, code, session_code, csrf, now, error)
+    context["method_off"] = method_off
     body: Any = error_body(status, [error_code], [error]) if error else data
     return Outcome(status=status, template=template, context=context, json=body)
 
