@@ -68,3 +68,40 @@ def test_pin_guessing_over_many_coupons_is_limited(account: Acct, live_server: L
         location = phone.get(f"/p/{other['code']}").headers["location"]
         ok = phone.post(f"{location}/validate", data={"csrf": csrf_token(phone, location), "pin": PIN})
         assert ok.status_code == 303
+
+
+def test_a_campaign_without_pin_says_so_instead_of_wrong_pin(
+    account: Acct, live_server: LiveServer, runtime: Runtime
+) -> None:
+    no_pin = "This campaign has no staff PIN: set one on the dashboard."
+    campaign = create_campaign(account, pin="")
+    (code,) = bulk_sessions(runtime, campaign["id"], 1)
+    staff = f"/p/{campaign['code']}/staff"
+    scan = f"/p/{campaign['code']}/{code}/scan"
+    with httpx2.Client(base_url=live_server.url, timeout=30) as till:
+        page = till.get(f"/p/{campaign['code']}/{code}")
+        assert "Staff PIN" not in page.text
+        token = csrf_token(till, f"/p/{campaign['code']}/{code}")
+        for path in (staff, scan):
+            shown = till.get(path)
+            assert shown.status_code == 409
+            assert no_pin in shown.text
+            assert 'name="pin"' not in shown.text
+        for path, form in (
+            (staff, {"csrf": token, "pin": "0000", "code": code[:6]}),
+            (scan, {"csrf": token, "pin": "0000"}),
+            (f"/p/{campaign['code']}/{code}/validate", {"csrf": token, "pin": "0000"}),
+        ):
+            refused = till.post(path, data=form)
+            assert refused.status_code == 409, path
+            assert no_pin in refused.text
+            assert "Wrong PIN" not in refused.text
+        # Once a PIN is set the counter works.
+        patched = account.client.patch(
+            f"/v4/campaigns/{campaign['id']}", json={"pin": PIN}, headers=account.headers
+        )
+        assert patched.status_code == 200, patched.text
+        token = csrf_token(till, staff)
+        done = till.post(staff, data={"csrf": token, "pin": PIN, "code": code[:6]})
+        assert done.status_code == 200
+        assert f"Coupon {code[:6]} validated." in done.text

@@ -48,6 +48,8 @@ MESSAGES = {
     "open": "",
 }
 METHOD_NOT_USED = "This validation method is not used for this coupon."
+# Without a PIN nobody could pass the PIN check: say what to do instead of "Wrong PIN."
+NO_PIN = "This campaign has no staff PIN: set one on the dashboard."
 NOTICES = {"claimed": "Your coupon is claimed.", "validated": "Coupon validated. Thank you!"}
 
 
@@ -365,13 +367,15 @@ def _staff(request: Request, runtime: Runtime, code: str, form: dict[str, str], 
                 "by_custom_code": "custom_code" in enabled,
             }
         )
-        if not (base["by_widget"] or base["by_custom_code"]):
-            # Neither code is accepted here: no form that could only be refused after the PIN.
+        # Neither code accepted here, or no PIN to check: no form that could only be refused.
+        unusable = "" if base["by_widget"] or base["by_custom_code"] else METHOD_NOT_USED
+        unusable = unusable or ("" if campaign.pin_digest else NO_PIN)
+        if unusable:
             return Outcome(
                 status=409,
                 template="coupons/staff.html",
-                context={**base, "error": METHOD_NOT_USED, "method_off": True},
-                json=error_body(409, [308], [METHOD_NOT_USED]),
+                context={**base, "error": unusable, "form_off": True},
+                json=error_body(409, [308], [unusable]),
             )
         if not form:
             return Outcome(template="coupons/staff.html", context=base, json={"campaign": campaign.code})
@@ -546,7 +550,7 @@ def _validate_with_pin(
     client = request.client.host if request.client else ""
     template = "coupons/session.html" if method == "pin" else "coupons/scan.html"
     error, status, error_code = "", 200, 308
-    method_off = False
+    form_off = False
     try:
         with runtime.db.transaction() as s:
             # The QR scan page is the staff's; the gates guard the consumer's pages only.
@@ -557,9 +561,10 @@ def _validate_with_pin(
             if not isinstance(found, tuple):
                 return found
             campaign, row = found
-            method_off = method not in methods_of(campaign)
-            if method_off:
-                error, status = METHOD_NOT_USED, 409
+            method_used = method in methods_of(campaign)
+            form_off = not method_used or not campaign.pin_digest
+            if form_off:
+                error, status = METHOD_NOT_USED if not method_used else NO_PIN, 409
             elif not form:
                 pass
             elif not csrf_ok(request, runtime, form.get("csrf", "")):
@@ -588,7 +593,7 @@ def _validate_with_pin(
     except ApiError as err:
         error, status, error_code = err.description, err.http_status, err.code
     context, data = _context_with_error(runtime, code, session_code, csrf, now, error)
-    context["method_off"] = method_off
+    context["form_off"] = form_off
     body: Any = error_body(status, [error_code], [error]) if error else data
     return Outcome(status=status, template=template, context=context, json=body)
 
