@@ -99,6 +99,23 @@ def test_forged_and_foreign_subaccount_actions(
         assert "blocked" not in web.get(path).text.split("<h1>")[1].split("</h1>")[0]
 
 
+def test_a_subaccount_password_needs_the_reset_pages_minimum(
+    live_server: LiveServer, account: TestAccount
+) -> None:
+    """Creating a subaccount with a password shorter than the reset page allows shows the form
+    again with the reason and the typed values; nothing is made, so nobody signs in with it."""
+    with signed_in(live_server.url, account.email) as web:
+        assert 'minlength="8"' in web.get(SUBS).text
+        fields = {"email": "tiny-pw@example.com", "company_name": "Tiny", "password": "abc"}
+        refused = post_form(web, SUBS, SUBS, fields)
+        assert refused.status_code == 422
+        assert "Invalid value in parameter: password. Use at least 8 characters." in refused.text
+        assert 'value="tiny-pw@example.com"' in refused.text
+        assert "tiny-pw@example.com" not in web.get(SUBS).text
+    with browser(live_server.url) as person:
+        assert sign_in(person, "tiny-pw@example.com", "abc").status_code == 401
+
+
 def test_master_gives_a_subaccount_a_password_reset_link(
     live_server: LiveServer, account: TestAccount, subaccount: TestAccount, other_account: TestAccount
 ) -> None:

@@ -90,6 +90,20 @@ def test_create_and_edit_a_card(
         assert "Cafe card 2" in listing
         assert "inactive" in listing
         assert web.post(new, data={"name": "Forged", "type": "stamp", "csrf_token": "x"}).status_code == 403
+        # A staff PIN follows the campaigns' rule: 4 to 12 letters or digits.
+        assert "4 to 12 letters or digits" in web.get(new).text
+        short_pin = post_form(web, new, new, {"name": "Pin card", "type": "stamp", "pin": "12"})
+        assert short_pin.status_code == 422
+        assert "Invalid value in parameter: pin. Use 4 to 12 letters or digits." in short_pin.text
+        assert 'value="Pin card"' in short_pin.text
+        refused = post_form(
+            web,
+            card_path + "/edit",
+            card_path + "/edit",
+            {"name": "Cafe card 2", "type": "stamp", "pin": "12"},
+        )
+        assert refused.status_code == 422
+        assert "Use 4 to 12 letters or digits." in refused.text
     with signed_in(live_server.url, other_account.email) as stranger:
         assert stranger.get(card_path + "/edit").status_code == 404
         refused = post_form(

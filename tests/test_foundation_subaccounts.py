@@ -305,6 +305,31 @@ def test_too_long_values_are_refused_not_crashed(account: TestAccount) -> None:
     )
 
 
+def test_300_a_password_shorter_than_the_reset_page_allows(
+    live_server: LiveServer, account: TestAccount, subaccount: TestAccount
+) -> None:
+    """Create and update refuse a password the dashboard's reset page would refuse (fewer than 8
+    characters), saying why; nothing is made or changed, and 8 characters are enough."""
+    for call, fields in (
+        ("/v4/subaccount/create", {"email": "short-pw@example.com"}),
+        ("/v3/subaccount/create", {"email": "short-pw@example.com"}),
+        ("/v4/subaccount/update", {"subaccount": f"sub_{subaccount.id}"}),
+    ):
+        body = assert_error(account.call(call, password="abc", **fields), 422, 300)
+        assert _error_text_of(body) == "Invalid value in parameter: password. Use at least 8 characters."
+    listed = assert_ok(account.call("/v4/subaccount/list"))["subaccounts"]
+    assert "short-pw@example.com" not in [sub["email"] for sub in listed]
+    with browser(live_server.url) as web:
+        assert sign_in(web, "short-pw@example.com", "abc").status_code == 401
+    assert_ok(account.call("/v4/subaccount/update", subaccount=f"sub_{subaccount.id}", password="8-chars!"))
+    with browser(live_server.url) as web:
+        assert sign_in(web, subaccount.email, "8-chars!").status_code == 303
+
+
+def _error_text_of(body: dict[str, Any]) -> str:
+    return str(body["status"]["errors"]["error_message_description"][0])
+
+
 # --- rate limit --------------------------------------------------------------------------------
 
 

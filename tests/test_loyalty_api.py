@@ -136,6 +136,25 @@ def test_card_creation_errors(account: Acc, other_account: Acc, runtime: Runtime
     assert_error(account.client.get(f"{CARDS}/abc", headers=account.headers), 422, 301)
 
 
+@pytest.mark.parametrize("pin", ["12", "123", "1234567890123", "12 34", "12-4"])
+def test_a_card_pin_follows_the_campaigns_rule(account: Acc, pin: str) -> None:
+    """A staff PIN is 4 to 12 letters or digits, as a campaign's: create and update refuse others
+    with 300 and keep the card's PIN as it was."""
+    post = account.client.post
+    body = assert_error(
+        post(CARDS, json={"name": "x", "type": "stamp", "pin": pin}, headers=account.headers), 422, 300
+    )
+    described = body["status"]["errors"]["error_message_description"]
+    assert "Invalid value in parameter: pin. Use 4 to 12 letters or digits." in str(described)
+    made = post(CARDS, json={"name": "x", "type": "stamp", "pin": "Ab12"}, headers=account.headers)
+    assert made.status_code == 201, made.text
+    card = f"{CARDS}/{made.json()['id']}"
+    assert_error(account.client.patch(card, json={"pin": pin}, headers=account.headers), 422, 300)
+    assert account.client.get(card, headers=account.headers).json()["has_pin"] is True
+    longest = account.client.patch(card, json={"pin": "abcdef123456"}, headers=account.headers)
+    assert longest.status_code == 200, longest.text
+
+
 def test_copy_card_keeps_settings_and_rewards_but_no_users(account: Acc, runtime: Runtime) -> None:
     cam = reward_campaign(runtime, account.id)
     card = create_card(

@@ -35,11 +35,10 @@ from opencoupon.kit.crypto import hash_password, verify_password
 from opencoupon.kit.ratelimit import RateLimiter
 from opencoupon.models import Account, OneTimeToken
 from opencoupon.runtime import Runtime
+from opencoupon.subaccounts.schemas import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 
 router = APIRouter(include_in_schema=False)
 
-MIN_PASSWORD_LENGTH = 8
-MAX_PASSWORD_LENGTH = 1024
 
 LINK_GONE = PageError(
     410,

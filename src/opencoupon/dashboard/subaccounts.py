@@ -22,7 +22,7 @@ from opencoupon.dashboard.security import PageError, checked_form, require_login
 from opencoupon.errors import ApiError
 from opencoupon.models import Account
 from opencoupon.subaccounts import repository, service
-from opencoupon.subaccounts.schemas import SubaccountCreate, SubaccountUpdate
+from opencoupon.subaccounts.schemas import MIN_PASSWORD_LENGTH, SubaccountCreate, SubaccountUpdate
 
 router = APIRouter(include_in_schema=False)
 
@@ -71,6 +71,7 @@ def _list_context(
         "errors": errors,
         "values": values,
         "done": request.query_params.get("done", "")[:200],
+        "min_password_length": MIN_PASSWORD_LENGTH,
     }
 
 

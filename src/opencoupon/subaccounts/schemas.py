@@ -10,7 +10,10 @@ from opencoupon.kit.params import Str, V3Request
 Name = Annotated[Str, Field(max_length=100)]
 Company = Annotated[Str, Field(max_length=200)]
 Short = Annotated[Str, Field(max_length=40)]
-Password = Annotated[Str, Field(max_length=1024)]
+# Every way a password is set (create, update, the dashboard's reset page) takes these lengths.
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 1024
+Password = Annotated[Str, Field(max_length=MAX_PASSWORD_LENGTH)]
 
 SsoPage = Literal["campaigns", "add_campaign", "update_campaign", "statistics", "distribution"]
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from opencoupon.accounts import repository as accounts_repo
 from opencoupon.accounts import service as accounts
-from opencoupon.errors import ApiError, bad_date, missing
+from opencoupon.errors import ApiError, bad_date, bad_value, missing
 from opencoupon.events import service as events
 from opencoupon.kit import ids
 from opencoupon.kit.clock import utcnow
@@ -19,7 +19,7 @@ from opencoupon.kit.dates import fmt, fmt_date
 from opencoupon.kit.endpoint import ApiContext
 from opencoupon.models import Account
 from opencoupon.subaccounts import repository
-from opencoupon.subaccounts.schemas import SubaccountCreate, SubaccountUpdate
+from opencoupon.subaccounts.schemas import MIN_PASSWORD_LENGTH, SubaccountCreate, SubaccountUpdate
 from opencoupon.subaccounts.tasks import PASSWORD_SETUP
 from opencoupon.worker import queue
 
@@ -137,12 +137,23 @@ def _validate_timezone(tz: str | None) -> None:
         raise ApiError(300, "Invalid value in parameter: timezone.") from None
 
 
+def _checked_password(raw: str | None) -> str | None:
+    """The password to set; None (none given, or empty) sets none. The reset page's minimum
+    applies here too: a password it would refuse must not be settable through the API."""
+    if not raw:
+        return None
+    if len(raw) < MIN_PASSWORD_LENGTH:
+        raise bad_value("password", f"Use at least {MIN_PASSWORD_LENGTH} characters.")
+    return raw
+
+
 def create(ctx: ApiContext, req: SubaccountCreate) -> Account:
     require_master(ctx)
     session = ctx.session
     if not req.email.strip():
         raise missing("email")  # as when it is left out (the vendor's 200)
     email = _check_email(session, req.email)
+    password = _checked_password(req.password)
     expiry = _expiry(req.expiry_date)
     country = _validate_country(req.country)
     _validate_timezone(req.timezone)
@@ -156,7 +167,7 @@ def create(ctx: ApiContext, req: SubaccountCreate) -> Account:
             session,
             ctx.runtime.keyring,
             email=email,
-            password=req.password or None,
+            password=password,
             parent=ctx.account,
             expiry_date=expiry,
             **fields,
@@ -167,7 +178,7 @@ def create(ctx: ApiContext, req: SubaccountCreate) -> Account:
     events.emit(
         session, ctx.account.id, "subaccount_created", {"subaccount": f"sub_{sub.id}", "email": email}
     )
-    if not req.password:
+    if password is None:
         queue.enqueue(session, PASSWORD_SETUP, {"account_id": sub.id})  # sent once committed
     return sub
 
@@ -179,10 +190,11 @@ def update(ctx: ApiContext, req: SubaccountUpdate) -> Account:
         sub.email = _check_email(session, req.email, current=sub)
     if req.expiry_date is not None:
         sub.expiry_date = _expiry(req.expiry_date)
-    if req.password:
+    password = _checked_password(req.password)
+    if password is not None:
         from opencoupon.kit.crypto import hash_password
 
-        sub.password_hash = hash_password(req.password)
+        sub.password_hash = hash_password(password)
     country = _validate_country(req.country)
     if country is not None:
         sub.country = country
