@@ -23,9 +23,12 @@ def test_holders_ledger_adjust_and_void(
         bad = post_form(web, path, f"{path}/adjust", {"amount": "3", "reason": ""})
         assert bad.status_code == 422
         assert "Reason: choose" in bad.text
+        assert 'name="amount" inputmode="numeric" value="3"' in bad.text  # kept as typed
         bad = post_form(web, path, f"{path}/adjust", {"amount": "many", "reason": "goodwill"})
         assert bad.status_code == 422
         assert "whole number" in bad.text
+        assert 'value="many"' in bad.text
+        assert '<option value="goodwill" selected>' in bad.text
         done = post_form(web, path, f"{path}/adjust", {"amount": "3", "reason": "goodwill"})
         assert done.status_code == 303
         page = web.get(done.headers["location"]).text
@@ -34,6 +37,8 @@ def test_holders_ledger_adjust_and_void(
         assert ledger_of(runtime, holder_id)[-1] == (3, 3, "collect")
         too_much = post_form(web, path, f"{path}/adjust", {"amount": "-10", "reason": "correction"})
         assert too_much.status_code == 422
+        assert 'value="-10"' in too_much.text  # refused by the service: kept too
+        assert '<option value="correction" selected>' in too_much.text
         assert ledger_of(runtime, holder_id)[-1] == (3, 3, "collect")
         post_form(web, path, f"{path}/void", YES)
         assert "voided" in web.get(path).text

@@ -92,8 +92,14 @@ def card_page(request: Request, card_id: str, account: Account = Depends(require
 
 
 def _holder_context(
-    request: Request, account: Account, card_id: str, holder_id: str, errors: list[str]
+    request: Request,
+    account: Account,
+    card_id: str,
+    holder_id: str,
+    errors: list[str],
+    values: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """The holder's page; `values` fills the Adjust form in again as it was sent (after an error)."""
     with api_context(request, account) as ctx:
         card, holder = _card_and_holder(ctx, card_id, holder_id)
         info = service.holder_v4(ctx.runtime, card, holder)
@@ -120,6 +126,7 @@ def _holder_context(
         "card_name": card_name,
         "reasons": REASONS,
         "errors": errors,
+        "values": values or {},
         "done": request.query_params.get("done", "")[:200],
     }
 
@@ -164,26 +171,30 @@ async def holder_action(
         )
         if asked is not None:
             return asked
+    # What the Adjust form sent, shown in it again when it is refused.
+    typed = (
+        {"amount": text(form, "amount", 20), "reason": text(form, "reason", 20)} if action == "adjust" else {}
+    )
     try:
         delta = 0
         reason = "dashboard"
         if action == "adjust":
-            amount = parse_int(text(form, "amount", 20), "Amount", low=-1_000_000, high=1_000_000)
+            amount = parse_int(typed["amount"], "Amount", low=-1_000_000, high=1_000_000)
             if not amount:
                 raise FormProblem(["Amount: enter a number other than 0 (negative takes away)."])
             delta = amount
-            reason = text(form, "reason", 20)
+            reason = typed["reason"]
             if reason not in REASONS:
                 raise FormProblem(["Reason: choose why the balance changes."])
         done = await run_in_threadpool(_act, request, account, card_id, holder_id, action, delta, reason)
     except ApiError as err:
         context = await run_in_threadpool(
-            _holder_context, request, account, card_id, holder_id, [err.description]
+            _holder_context, request, account, card_id, holder_id, [err.description], typed
         )
         return page(request, "dashboard/loyalty_holder.html", context, status_code=422)
     except FormProblem as problem:
         context = await run_in_threadpool(
-            _holder_context, request, account, card_id, holder_id, problem.messages
+            _holder_context, request, account, card_id, holder_id, problem.messages, typed
         )
         return page(request, "dashboard/loyalty_holder.html", context, status_code=422)
     return RedirectResponse(
