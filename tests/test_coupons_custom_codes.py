@@ -8,10 +8,11 @@ import json
 import sqlite3
 from pathlib import Path
 
+import httpx2
 from sqlalchemy import func, select
 
 from conftest import LiveServer, TestAccount
-from coupons_fixtures import create_campaign, open_session, session_status
+from coupons_fixtures import PIN, create_campaign, csrf_token, open_session, session_status
 from helpers import assert_ok
 from opencoupon.accounts import service as accounts
 from opencoupon.config import Settings
@@ -114,3 +115,33 @@ def test_migration_0009_moves_lists_out_of_the_settings_and_back(tmp_path: Path)
         [{"custom_code_mode": "imported", "custom_codes_count": 3}, {}],
         [(ids[0], 1, "A-1"), (ids[0], 2, "B-2"), (ids[0], 3, "C-3")],
     )
+
+
+def test_custom_codes_are_found_in_any_letter_case(
+    runtime: Runtime, live_server: LiveServer, account: TestAccount
+) -> None:
+    """As short codes are: the staff page and the API's searches take a custom validation code
+    however it is typed (generated codes are upper case, imported ones as imported)."""
+    generated = create_campaign(account, custom_code_mode="generated")
+    imported = create_campaign(account, custom_codes=["Bar-0001"])
+    generated_session = open_session(live_server, generated["code"])
+    imported_session = open_session(live_server, imported["code"])
+    generated_code = session_status(account, generated_session)["own_validation_code"]
+    assert generated_code
+    assert generated_code == generated_code.upper()
+    assert session_status(account, imported_session)["own_validation_code"] == "Bar-0001"
+    for campaign, typed, session in (
+        (generated, generated_code.lower(), generated_session),
+        (imported, "bar-0001", imported_session),
+    ):
+        found = assert_ok(account.call("/v3/couponsession/search", search=typed))
+        assert [item["session"] for item in found["data"]] == [session], found
+        found = assert_ok(account.call("/v3/campaign/search", campaign=campaign["id"], search=typed.upper()))
+        assert [item["session"] for item in found["data"]] == [session], found
+        staff = f"/p/{campaign['code']}/staff"
+        with httpx2.Client(base_url=live_server.url, timeout=30) as till:
+            token = csrf_token(till, staff)
+            done = till.post(staff, data={"csrf": token, "pin": PIN, "code": typed})
+            assert done.status_code == 200, done.text
+            assert "validated" in done.text
+        assert session_status(account, session)["validated"] == "1"

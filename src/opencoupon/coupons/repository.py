@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, insert, or_, select
+from sqlalchemy import ColumnElement, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from opencoupon.models import Campaign, CampaignCustomCode, CouponSession
@@ -68,12 +68,39 @@ def session_by_short_in_campaign(session: Session, campaign_id: int, short: str)
     )
 
 
+def _custom_code_spellings(code: str) -> list[str]:
+    """The code as typed, in upper and in lower case: the forms most codes are stored in (generated
+    codes are upper case), found through the index."""
+    return list(dict.fromkeys((code, code.upper(), code.lower())))
+
+
+def _custom_code_any_case(code: str) -> ColumnElement[bool]:
+    """Any case at all (an imported "Bar-0001" typed "bar-0001"): no index, so asked only when the
+    spellings above found nothing."""
+    return func.lower(CouponSession.custom_validation_code) == code.lower()
+
+
 def session_by_custom_code(session: Session, campaign_id: int, code: str) -> CouponSession | None:
-    return session.scalar(
-        select(CouponSession).where(
-            CouponSession.campaign_id == campaign_id, CouponSession.custom_validation_code == code
+    """The session with this custom validation code in any letter case; the exact spelling wins
+    when an imported list holds codes that differ only in case."""
+    in_campaign = CouponSession.campaign_id == campaign_id
+    rows = list(
+        session.scalars(
+            select(CouponSession).where(
+                in_campaign, CouponSession.custom_validation_code.in_(_custom_code_spellings(code))
+            )
         )
     )
+    if not rows:
+        rows = list(
+            session.scalars(
+                select(CouponSession)
+                .where(in_campaign, _custom_code_any_case(code))
+                .order_by(CouponSession.id)
+            )
+        )
+    exact = [r for r in rows if r.custom_validation_code == code]
+    return (exact or rows or [None])[0]
 
 
 def session_for_device(session: Session, campaign_id: int, device_id: str) -> CouponSession | None:
@@ -121,16 +148,16 @@ def usage_page(
 
 
 def search(session: Session, campaign_ids: Any, text: str, limit: int = 100) -> list[CouponSession]:
-    """Sessions whose custom validation code, customid, phone or email is `text`
-    (email: as typed or in lower case)."""
+    """Sessions whose custom validation code (in any letter case, as on the staff page),
+    customid, phone or email is `text` (email: as typed or in lower case)."""
     email = text.lower()
+    scope = (CouponSession.campaign_id.in_(campaign_ids), CouponSession.removed_at.is_(None))
     query = (
         select(CouponSession)
         .where(
-            CouponSession.campaign_id.in_(campaign_ids),
-            CouponSession.removed_at.is_(None),
+            *scope,
             or_(
-                CouponSession.custom_validation_code == text,
+                CouponSession.custom_validation_code.in_(_custom_code_spellings(text)),
                 CouponSession.customid == text,
                 CouponSession.phone == text,
                 CouponSession.email == email,
@@ -140,7 +167,11 @@ def search(session: Session, campaign_ids: Any, text: str, limit: int = 100) -> 
         .order_by(CouponSession.id)
         .limit(limit)
     )
-    return list(session.scalars(query))
+    found = list(session.scalars(query))
+    if not found and text:
+        any_case = select(CouponSession).where(*scope, _custom_code_any_case(text))
+        found = list(session.scalars(any_case.order_by(CouponSession.id).limit(limit)))
+    return found
 
 
 # States the dashboard's sessions table filters on (the words of service.state; "expired" depends
