@@ -100,7 +100,8 @@ def session_by_custom_code(session: Session, campaign_id: int, code: str) -> Cou
             )
         )
     exact = [r for r in rows if r.custom_validation_code == code]
-    return (exact or rows or [None])[0]
+    best = exact or rows
+    return best[0] if best else None
 
 
 def session_for_device(session: Session, campaign_id: int, device_id: str) -> CouponSession | None:
