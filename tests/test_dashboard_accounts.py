@@ -163,6 +163,11 @@ def test_account_secret_rotation_timezone_and_branding(live_server: LiveServer, 
         bad = post_form(web, page, f"{page}/rotate", {"grace_hours": "-3", **YES})
         assert bad.status_code == 422
         assert "Grace period" in bad.text
+        # Refused before the question is asked, not after the yes.
+        unasked = post_form(web, page, f"{page}/rotate", {"grace_hours": "200"})
+        assert unasked.status_code == 422
+        assert "Grace period (hours): use a number from 0 to 168." in unasked.text
+        assert "<h1>Make a new API secret?</h1>" not in unasked.text
 
         bad = post_form(
             web,

@@ -76,6 +76,19 @@ def test_endpoint_log_replay_and_rotation(
             web, f"{PAGE}/{endpoint_id}", f"{PAGE}/{endpoint_id}/rotate", {"grace_hours": "999", **YES}
         )
         assert "Grace+period" in too_long.headers["location"]
+        # Not confirmed yet: a grace period it would refuse is refused before the question is
+        # asked (a yes would only lead to the refusal), and the secret stays as it was.
+        unasked = post_form(
+            web, f"{PAGE}/{endpoint_id}", f"{PAGE}/{endpoint_id}/rotate", {"grace_hours": "200"}
+        )
+        assert unasked.status_code == 303, unasked.text
+        assert "Grace+period" in unasked.headers["location"]
+        assert "use+a+number+from+0+to+168" in unasked.headers["location"]
+        asked = post_form(
+            web, f"{PAGE}/{endpoint_id}", f"{PAGE}/{endpoint_id}/rotate", {"grace_hours": "100"}
+        )
+        assert asked.status_code == 200
+        assert "Rotate the signing secret?" in asked.text
 
         saved = post_form(
             web,

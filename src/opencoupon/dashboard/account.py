@@ -126,13 +126,13 @@ async def account_action(
 ) -> Response:
     form = await checked_form(request)
     values: dict[str, str] | None = None
-    if action == "rotate":
-        asked = ask_first(request, form, account, "account.rotate", back="/dashboard/account")
-        if asked is not None:
-            return asked
     try:
         if action == "rotate":
             hours = parse_int(text(form, "grace_hours"), "Grace period (hours)", high=MAX_GRACE_HOURS)
+            # Asked once the grace period is known to be usable, not before refusing it.
+            asked = ask_first(request, form, account, "account.rotate", back="/dashboard/account")
+            if asked is not None:
+                return asked
             secret = await run_in_threadpool(_rotate, request, account, 24 if hours is None else hours)
             context = {
                 "title": "New API secret",

@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -162,11 +163,41 @@ def _change(request: Request, account: Account, public_id: str, action: str, for
         raise NOT_FOUND
 
 
+def _action_data(action: str, form: FormData) -> dict[str, Any]:
+    """The service's input for `action`, from the form; FormProblem when the form is not usable."""
+    data: dict[str, Any] = {}
+    if action == "edit":
+        events = many(form, "events")
+        if not events:
+            raise FormProblem(["Events: choose at least one."])
+        data = {
+            "events": ",".join(events),
+            "description": text(form, "description", 200),
+            "enabled": text(form, "enabled") == "1",
+        }
+    elif action == "rotate":
+        hours = parse_int(text(form, "grace_hours"), "Grace period (hours)", high=service.MAX_GRACE_HOURS)
+        if hours is not None:
+            data["grace_hours"] = hours
+    elif action == "replay":
+        for name in ("event", "since"):
+            if text(form, name, 40):
+                data[name] = text(form, name, 40)
+        if not data:
+            raise FormProblem(["Replay: choose an event or enter a time (UTC)."])
+    return data
+
+
 @router.post("/dashboard/webhooks/{public_id}/{action}")
 async def endpoint_action(
     request: Request, public_id: str, action: str, account: Account = Depends(require_login)
 ) -> Response:
     form = await checked_form(request)
+    try:
+        # Checked before asking: a yes to a value that is then refused would be asked for nothing.
+        data = _action_data(action, form)
+    except FormProblem as problem:
+        return _back(public_id, problem="; ".join(problem.messages))
     # The actions that cannot be taken back are asked first. Replaying one event from the log
     # asks nothing; everything since a time does.
     if action in ("rotate", "delete") or (action == "replay" and text(form, "since", 40)):
@@ -175,27 +206,7 @@ async def endpoint_action(
         )
         if asked is not None:
             return asked
-    data: dict[str, Any] = {}
     try:
-        if action == "edit":
-            events = many(form, "events")
-            if not events:
-                raise FormProblem(["Events: choose at least one."])
-            data = {
-                "events": ",".join(events),
-                "description": text(form, "description", 200),
-                "enabled": text(form, "enabled") == "1",
-            }
-        elif action == "rotate":
-            hours = parse_int(text(form, "grace_hours"), "Grace period (hours)", high=service.MAX_GRACE_HOURS)
-            if hours is not None:
-                data["grace_hours"] = hours
-        elif action == "replay":
-            for name in ("event", "since"):
-                if text(form, name, 40):
-                    data[name] = text(form, name, 40)
-            if not data:
-                raise FormProblem(["Replay: choose an event or enter a time (UTC)."])
         answer = await run_in_threadpool(_change, request, account, public_id, action, data)
     except FormProblem as problem:
         return _back(public_id, problem="; ".join(problem.messages))
