@@ -198,3 +198,34 @@ def test_consumer_page_preview_counts_nothing(
         assert "data-session" not in page
     with signed_in(live_server.url, other_account.email) as stranger:
         assert stranger.get(f"/dashboard/campaigns/{cid}/preview").status_code == 404
+
+
+def test_sessions_table_locks_and_unlocks(live_server: LiveServer, account: TestAccount) -> None:
+    """A coupon locked by wrong PINs is unlocked from its row (and any coupon can be locked), by a
+    plain form with CSRF as Unvoid is."""
+    with signed_in(live_server.url, account.email) as web:
+        cid = _create(web, pin="1234")
+        base = f"/dashboard/campaigns/{cid}"
+        code = re.search(r"/qr/p/([A-Za-z0-9]+)\.svg", web.get(base).text).group(1)  # type: ignore[union-attr]
+        with browser(live_server.url) as consumer:
+            location = consumer.get(f"/p/{code}").headers["location"]
+            token = re.search(r'name="csrf" value="([^"]+)"', consumer.get(location).text).group(1)  # type: ignore[union-attr]
+            for _ in range(5):
+                consumer.post(f"{location}/validate", data={"csrf": token, "pin": "0000"})
+            assert "This coupon is locked" in consumer.get(location).text
+            page = web.get(base)
+            session_id = re.search(r"/sessions/(\d+)/unlock", page.text).group(1)  # type: ignore[union-attr]
+            assert "Unlock" in page.text
+            assert web.post(f"{base}/sessions/{session_id}/unlock", data={"back": base}).status_code == 403
+            done = post_form(web, base, f"{base}/sessions/{session_id}/unlock", {"back": base})
+            assert done.status_code == 303
+            page = web.get(done.headers["location"])
+            assert "Unlocked" in page.text
+            assert f"/sessions/{session_id}/lock" in page.text
+            assert "This coupon is locked" not in consumer.get(location).text
+            done = post_form(web, base, f"{base}/sessions/{session_id}/lock", {"back": base})
+            assert "Locked" in web.get(done.headers["location"]).text
+            assert "This coupon is locked" in consumer.get(location).text
+            post_form(web, base, f"{base}/sessions/{session_id}/unlock", {"back": base})
+            validated = consumer.post(f"{location}/validate", data={"csrf": token, "pin": "1234"})
+            assert validated.status_code == 303

@@ -1,5 +1,5 @@
 """Dashboard pages for coupon campaigns: list, create/edit, the campaign page (funnel, chart, QR,
-share links) and the sessions table (search, filter, paging, CSV, void/unvoid/validate).
+share links) and the sessions table (search, filter, paging, CSV, void/unvoid/validate/lock/unlock).
 
 Every change goes through coupons.service, as the API does."""
 
@@ -306,6 +306,7 @@ def _session_row(campaign: Campaign, row: CouponSession, tz: Any, now: dt.dateti
         "validated": row.validated_at,
         "validations": row.validation_count,
         "voided": row.link_status == "voided",
+        "locked": row.locked,
         "url": f"/p/{campaign.code}/{row.code}",
     }
 
@@ -433,7 +434,13 @@ def sessions_csv(request: Request, public_id: str, account: Account = Depends(re
 
 # --- actions on one session ---------------------------------------------------------------------
 
-ACTIONS = {"void": "Voided", "unvoid": "Re-activated", "validate": "Validated"}
+ACTIONS = {
+    "void": "Voided",
+    "unvoid": "Re-activated",
+    "validate": "Validated",
+    "lock": "Locked",
+    "unlock": "Unlocked",
+}
 
 
 def _act(request: Request, account: Account, public_id: str, session_id: int, action: str) -> str:
@@ -446,6 +453,9 @@ def _act(request: Request, account: Account, public_id: str, session_id: int, ac
             service.void(ctx.session, ctx.runtime, campaign, row, ctx.now)
         elif action == "unvoid":
             service.activate(ctx.session, row, ctx.now)
+        elif action in ("lock", "unlock"):
+            # As the API's `lock`: unlocking also forgets the wrong PINs that locked it.
+            service.set_lock(ctx.session, row, action == "lock", ctx.now)
         else:
             service.validate(ctx.session, ctx.runtime, campaign, row, ctx.now, method="api")
         return row.short_code
