@@ -71,7 +71,8 @@ def test_join_collect_and_win_in_a_phone_browser(
     counter.get_by_label("Customer's 6-character code").fill(code)
     counter.get_by_label("Staff PIN").fill("8080")
     counter.get_by_role("button", name="Add").click()
-    assert "now 0 stamps" in counter.locator(".notice").first.inner_text()
+    told = counter.locator(".notice").first.inner_text()
+    assert "the card is complete. A new card has started with 0 stamps." in told
     assert "Reward reached: Free espresso." in counter.content()
 
     page.goto(card_url)

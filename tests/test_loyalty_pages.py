@@ -161,6 +161,38 @@ def test_staff_page_by_holder_code(http: httpx2.Client, account: Acc, runtime: R
     assert as_json.json()["added"] == 5
 
 
+def test_staff_are_told_a_card_was_completed_and_a_new_one_started(
+    http: httpx2.Client, account: Acc, runtime: Runtime
+) -> None:
+    """The stamp that fills a card takes the goal off and starts a new card at 0: the counter page
+    says the card is complete and a new one started, not just "now 0 stamps"."""
+    cam = reward_campaign(runtime, account.id, "Free coffee")
+    card = create_card(
+        account, type="stamp", stamps_per_reward=3, rewards=[{"threshold": 3, "campaign": cam}], pin="1212"
+    )
+    user = create_holder(account, card["id"], first_name="Ann", last_name="Bell")
+    staff = f"/l/{card['code']}/staff"
+    form = {"holder": user["code"], "pin": "1212", "amount": "1"}
+    one = http.post(staff, data={**form, "form_token": form_token(http.get(staff).text)})
+    assert f"Added 1 stamp to Ann B ({user['code']}): now 1 stamps." in one.text
+    assert "card is complete" not in one.text
+    full = http.post(staff, data={**form, "form_token": form_token(one.text), "amount": "2"})
+    assert full.status_code == 200
+    told = f"Added 2 stamps to Ann B ({user['code']}): the card is complete. A new card has started with 0 "
+    assert told in full.text
+    assert "now 0 stamps" not in full.text
+    assert "Reward reached: Free coffee." in full.text
+    two_cards = http.post(staff, data={**form, "form_token": form_token(full.text), "amount": "7"})
+    assert "2 cards are complete. A new card has started with 1 stamp." in two_cards.text
+    as_json = http.post(
+        staff,
+        data={**form, "form_token": form_token(two_cards.text), "amount": "2"},
+        headers={"accept": "application/json"},
+    )
+    assert as_json.json()["cards_completed"] == 1
+    assert as_json.json()["balance"] == 0
+
+
 def test_wrong_pins_are_limited(http: httpx2.Client, account: Acc) -> None:
     card = create_card(account, type="points", pin="2468")
     user = create_holder(account, card["id"])

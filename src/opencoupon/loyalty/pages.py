@@ -393,6 +393,7 @@ def _collect(
             "unit": change.unit,
             "added": change.delta,
             "balance": change.balance,
+            "cards_completed": change.cards_completed,
             "rewards": [
                 {"name": r.name, "campaign": r.campaign, "couponsession": r.couponsession, "url": r.url}
                 for r in change.rewards

@@ -623,6 +623,9 @@ class Change:
     delta: int
     balance: int
     rewards: list[RewardIssued] = field(default_factory=list)
+    # Cards this change filled up: each one's goal was taken off and a new card started, so
+    # `balance` is what the new card holds (0 when the goal was met exactly).
+    cards_completed: int = 0
 
 
 def _not_allowed_reason(session: Session, holder: LoyaltyHolder, unit: str, delta: int) -> ApiError:
@@ -749,6 +752,7 @@ def change_balance(
     if delta > 0 and card.reward_goal and card.type != "membership":
         change.rewards = _reach_rewards(session, runtime, card, holder, unit, balance, cycle, source, now)
         change.balance = int(getattr(holder, unit))
+        change.cards_completed = int(holder.cycle) - cycle
     return change
 
 
