@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import httpx2
 from sqlalchemy import func, select
 
 from conftest import LiveServer, make_account
@@ -515,3 +516,29 @@ def test_an_empty_id_is_a_missing_parameter(account: Acct) -> None:
         name = next(iter(params))
         assert body["status"]["errors"]["error_message_description"] == [f"Missing parameter: {name}"], path
     assert_error(account.call("/v3/coupon/info", campaign="cam_1x"), 422, 301)
+
+
+def test_contradictory_campaign_settings_are_refused(account: Acct) -> None:
+    def refused(response: httpx2.Response, words: str) -> None:
+        assert response.status_code == 422, response.text
+        errors = response.json()["status"]["errors"]
+        assert errors["error_code"] == [300]
+        assert words in errors["error_message_description"][0]
+
+    def create(**fields: object) -> httpx2.Response:
+        return account.client.post("/v4/campaigns", json={"name": "X", **fields}, headers=account.headers)
+
+    refused(create(start_date="2027-03-10", end_date="2027-03-01"), "end date must be after the start date")
+    refused(
+        create(claim_fields="firstname,email", required_fields="phone"),
+        "phone cannot be required without being asked",
+    )
+    refused(create(max_validations=-1), "0 or more, or empty for no limit")
+    made = create(start_date="2027-03-01", claim_fields="phone", required_fields="phone")
+    assert made.status_code == 201, made.text
+    # A change is checked against what is saved already.
+    path = f"/v4/campaigns/{made.json()['id']}"
+    refused(account.client.patch(path, json={"end_date": "2027-02-01"}, headers=account.headers), "end date")
+    refused(account.client.patch(path, json={"claim_fields": "email"}, headers=account.headers), "phone")
+    fine = account.client.patch(path, json={"end_date": "2027-04-01"}, headers=account.headers)
+    assert fine.status_code == 200, fine.text

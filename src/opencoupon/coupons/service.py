@@ -163,8 +163,14 @@ def _apply(ctx: ApiContext, campaign: Campaign, req: CampaignFields) -> list[str
             raise bad_value("validations_per_session")
         campaign.validations_per_session = req.validations_per_session
     if "max_validations" in fields:
+        if req.max_validations is not None and req.max_validations < 0:
+            raise bad_value("max_validations", "Use 0 or more, or empty for no limit.")
         if req.max_validations is not None and req.max_validations < campaign.validations_count:
-            raise bad_value("max_validations", "Lower than the validations already made.")
+            made = campaign.validations_count
+            raise bad_value(
+                "max_validations",
+                f"It cannot be lower than the {made} validations already made (or empty for no limit).",
+            )
         campaign.max_validations = req.max_validations
     settings = dict(campaign.settings or {})
     if req.custom_code_mode is not None:
@@ -190,7 +196,22 @@ def _apply(ctx: ApiContext, campaign: Campaign, req: CampaignFields) -> list[str
     campaign.claim_form = form
     if req.require_claim is not None:
         campaign.require_claim = req.require_claim
+    _refuse_nonsense(campaign)
     return codes
+
+
+def _refuse_nonsense(campaign: Campaign) -> None:
+    """Settings that contradict each other, checked on the campaign as it would be saved (a
+    change may contradict what was saved before)."""
+    if campaign.start_at is not None and campaign.end_at is not None and campaign.end_at <= campaign.start_at:
+        raise bad_value("end_date", "The end date must be after the start date.")
+    form = campaign.claim_form or {}
+    not_asked = [name for name in form.get("required", []) if name not in form.get("fields", [])]
+    if not_asked:
+        names = ", ".join(not_asked)
+        raise bad_value(
+            "required_fields", f"{names} cannot be required without being asked: add it to claim_fields too."
+        )
 
 
 def create_campaign(ctx: ApiContext, req: CampaignCreate) -> Campaign:
