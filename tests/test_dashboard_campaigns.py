@@ -229,3 +229,31 @@ def test_sessions_table_locks_and_unlocks(live_server: LiveServer, account: Test
             post_form(web, base, f"{base}/sessions/{session_id}/unlock", {"back": base})
             validated = consumer.post(f"{location}/validate", data={"csrf": token, "pin": "1234"})
             assert validated.status_code == 303
+
+
+def test_contradictory_settings_show_the_form_again_with_the_reason(
+    live_server: LiveServer, account: TestAccount
+) -> None:
+    with signed_in(live_server.url, account.email) as web:
+        base = {"name": "Spring sale", "title": "Kept", "validation_methods": "pin"}
+        bad = post_form(web, NEW, NEW, {**base, "start_date": "2027-03-10", "end_date": "2027-03-01"})
+        assert bad.status_code == 422
+        assert "The end date must be after the start date." in bad.text
+        assert 'value="Kept"' in bad.text
+        assert 'value="2027-03-01"' in bad.text
+        bad = post_form(web, NEW, NEW, {**base, "claim_fields": ["email"], "required_fields": ["phone"]})
+        assert bad.status_code == 422
+        assert "phone cannot be required without being asked" in bad.text
+        bad = post_form(web, NEW, NEW, {**base, "max_validations": "-1"})
+        assert bad.status_code == 422
+        assert "Use 0 or more, or empty for no limit." in bad.text
+        assert "already made" not in bad.text
+        cid = _create(web, claim_fields=["email", "phone"], required_fields=["phone"])
+        edit = f"/dashboard/campaigns/{cid}/edit"
+        bad = post_form(web, edit, edit, {**base, "start_date": "2027-03-10", "end_date": "2027-03-10"})
+        assert bad.status_code == 422
+        assert "The end date must be after the start date." in bad.text
+        # No opens yet: the funnel shows no percentages of nothing.
+        page = web.get(f"/dashboard/campaigns/{cid}")
+        assert '<strong data-funnel="opens">0</strong> <span class="muted">–</span>' in page.text
+        assert "100%" not in page.text

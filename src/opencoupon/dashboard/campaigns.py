@@ -351,10 +351,11 @@ def _campaign_context(request: Request, account: Account, public_id: str) -> dic
         "account": account,
         "campaign": info,
         "public_id": public_id,
+        # Shares of the opens; None (shown as "–") while there are none to share.
         "funnel": [
-            ("Opens", total_o, 100),
-            ("Claims", total_c, round(total_c * 100 / total_o) if total_o else 0),
-            ("Validations", total_v, round(total_v * 100 / total_o) if total_o else 0),
+            ("Opens", total_o, 100 if total_o else None),
+            ("Claims", total_c, round(total_c * 100 / total_o) if total_o else None),
+            ("Validations", total_v, round(total_v * 100 / total_o) if total_o else None),
         ],
         "chart": chart,
         "chart_totals": {"opens": sum(opens), "claims": sum(claims), "validations": sum(validations)},
