@@ -39,7 +39,10 @@ def test_master_manages_and_opens_subaccounts(live_server: LiveServer, account: 
         assert created.status_code == 303
         sub_path = created.headers["location"].split("?")[0]
         sub_id = sub_path.rsplit("/", 1)[1]
-        assert "Subaccount created." in web.get(created.headers["location"]).text
+        made_page = web.get(created.headers["location"]).text
+        assert "Subaccount created." in made_page
+        # max_campaigns 0 (the default) means no limit, and says so.
+        assert "<dt>Campaigns</dt><dd>0 (no limit)</dd>" in made_page
         assert "Shop One" in web.get(SUBS).text
 
         saved = post_form(
@@ -52,6 +55,9 @@ def test_master_manages_and_opens_subaccounts(live_server: LiveServer, account: 
         page = web.get(sub_path).text
         assert 'value="Shop Uno"' in page
         assert 'value="2099-01-31"' in page
+        limited = post_form(web, sub_path, f"{sub_path}/edit", {"max_campaigns": "5"})
+        assert limited.status_code == 303
+        assert "<dt>Campaigns</dt><dd>0 (at most 5)</dd>" in web.get(sub_path).text
         bad_tz = post_form(web, sub_path, f"{sub_path}/edit", {"timezone": "Mars/Olympus"})
         assert bad_tz.status_code == 422
         assert "timezone" in bad_tz.text
