@@ -74,6 +74,31 @@ def test_home_needs_a_session(web: httpx2.Client) -> None:
     assert response.headers["location"] == "/dashboard/login?next=/dashboard/"
 
 
+def test_a_dashboard_404_keeps_the_navigation_and_sign_out_when_signed_in(
+    web: httpx2.Client, account: TestAccount
+) -> None:
+    """A missing object (a PageError) or an unknown address under /dashboard/ answers 404 inside the
+    dashboard's layout for a signed-in person: navigation and sign-out, not a dead end. Signed out,
+    and on the consumer pages, the plain page stays (nothing of the dashboard shown)."""
+    with browser(str(web.base_url)) as stranger:
+        plain = stranger.get("/dashboard/no-such-page")
+        assert plain.status_code == 404
+        assert "Sign out" not in plain.text
+        assert 'aria-label="Dashboard"' not in plain.text
+    assert sign_in(web, account.email, PASSWORD).status_code == 303
+    for path in ("/dashboard/campaigns/cam_999999", "/dashboard/no-such-page"):
+        missing = web.get(path)
+        assert missing.status_code == 404, path
+        assert 'aria-label="Dashboard"' in missing.text, path
+        assert 'href="/dashboard/campaigns"' in missing.text, path
+        assert 'action="/dashboard/logout"' in missing.text, path
+        assert account.email in missing.text, path
+        assert missing.text.count("<h1>") == 1, path  # the message once, inside the layout
+    consumer = web.get("/p/zzzzzz")
+    assert consumer.status_code == 404
+    assert 'action="/dashboard/logout"' not in consumer.text
+
+
 def test_wrong_password_is_refused(web: httpx2.Client, account: TestAccount) -> None:
     response = sign_in(web, account.email, "not the password")
     assert response.status_code == 401

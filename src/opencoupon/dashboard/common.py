@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from opencoupon.accounts import repository as accounts_repo
-from opencoupon.dashboard.security import CSRF_FIELD
+from opencoupon.dashboard.security import CSRF_FIELD, current_account
 from opencoupon.errors import ApiError
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.endpoint import ApiContext
@@ -162,6 +162,20 @@ def confirm_question(key: str, what: str = "") -> str:
 
 
 templates.env.globals["confirm_question"] = confirm_question
+
+
+def dashboard_account(request: Request) -> Account | None:
+    """The person signed in to the dashboard on this request, for a page rendered without a
+    handler's context (error.html, a template global): an error page under /dashboard/ then keeps
+    the navigation and sign-out. Outside the dashboard, None: consumer pages are not theirs."""
+    if not request.url.path.startswith("/dashboard/"):
+        return None
+    # Cached by the request's own require_login when it got that far (a missing object); an
+    # unknown address costs one read of the session's account, as a page would.
+    return current_account(request)
+
+
+templates.env.globals["dashboard_account"] = dashboard_account
 
 
 def ask_first(
