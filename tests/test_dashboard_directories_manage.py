@@ -444,3 +444,35 @@ def test_parent_lists_offer_only_categories_that_can_take_the_child(
         )
         assert "Category Drinks moved." in _follow(web, moved)
         assert _categories(account)["Tea"]["path"] == "Sweets > Drinks > Tea"
+
+
+def test_category_form_messages_and_typed_values(live_server: LiveServer, account: TestAccount) -> None:
+    """An empty name asks for a name, a missing category's Move page says the category is not found,
+    and the refused new-category form keeps what was typed."""
+    food = create_category(account, "Food")
+    pizza = create_category(account, "Pizza", food["id"])
+    napoli = create_category(account, "Napoli", pizza["id"])
+    with signed_in(live_server.url, account.email) as web:
+        empty = post_form(web, LISTING, "/dashboard/categories", {"name": "  ", "parent": pizza["id"]})
+        assert empty.status_code == 422
+        assert "Enter a name." in empty.text
+        assert "Missing parameter" not in empty.text
+        assert f'<option value="{pizza["id"]}" selected>' in empty.text
+        # Refused by the server (a fourth level, posted by hand): the name typed stays.
+        deep = post_form(
+            web, LISTING, "/dashboard/categories", {"name": "Margherita", "parent": napoli["id"]}
+        )
+        assert deep.status_code == 422
+        assert "Categories have at most 3 levels." in deep.text
+        assert 'id="cat-name" name="name" maxlength="200" value="Margherita"' in deep.text
+        assert [c["name"] for c in v4(account, "GET", "/v4/categories").json()] == ["Food", "Pizza", "Napoli"]
+
+        renamed = post_form(web, LISTING, f"/dashboard/categories/{food['id']}/rename", {"name": ""})
+        assert "Rename: Enter a name." in _follow(web, renamed)
+        assert _categories(account)["Food"]["name"] == "Food"
+
+        for missing in ("cat_999", "cat_999999999"):
+            move_page = web.get(f"/dashboard/categories/{missing}/move")
+            assert move_page.status_code == 404
+            assert "There is no such category in your account." in move_page.text
+            assert "directory or user" not in move_page.text

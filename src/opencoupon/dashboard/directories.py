@@ -10,7 +10,6 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -46,6 +45,9 @@ router = APIRouter(include_in_schema=False)
 
 USERS_PAGE = 50
 NOT_FOUND = PageError(404, "Not found", "There is no such directory or user in your account.")
+CATEGORY_NOT_FOUND = PageError(404, "Not found", "There is no such category in your account.")
+# The API's "Missing parameter: name" speaks of parameters; a form's person typed nothing.
+ENTER_A_NAME = "Enter a name."
 
 
 def _directory(ctx: ApiContext, public_id: str) -> Directory:
@@ -56,13 +58,16 @@ def _directory(ctx: ApiContext, public_id: str) -> Directory:
         raise NOT_FOUND from None
 
 
-@router.get("/dashboard/directories")
-def directories_page(request: Request, account: Account = Depends(require_login)) -> Response:
+def _directories_context(
+    request: Request, account: Account, new_category: dict[str, str] | None = None, problem: str = ""
+) -> dict[str, Any]:
+    """The directories and the category tree; `new_category` and `problem` refill a refused
+    new-category form (otherwise they come from the redirect's query)."""
     with api_context(request, account) as ctx:
         rows = repository.directories(ctx.session, ctx.scope(Directory.account_id))
         found = [service.directory_v4(ctx, d) for d in rows]
         categories = _category_tree(ctx)
-    context = {
+    return {
         "title": "Directories",
         "account": account,
         "directories": found,
@@ -72,14 +77,23 @@ def directories_page(request: Request, account: Account = Depends(require_login)
             (c for c in categories if int(c["level"]) < service.MAX_CATEGORY_LEVEL),
             key=lambda c: str(c["path"]),
         ),
-        "done": request.query_params.get("done", "")[:200],
-        "problem": request.query_params.get("problem", "")[:300],
-        "at": request.query_params.get("at", "")[:40],
+        "done": "" if problem else request.query_params.get("done", "")[:200],
+        "problem": problem or request.query_params.get("problem", "")[:300],
+        "at": "" if problem else request.query_params.get("at", "")[:40],
+        "new_category": new_category or {"name": "", "parent": ""},
     }
-    return page(request, "dashboard/directories.html", context)
 
 
-def _directory_context(request: Request, account: Account, public_id: str) -> dict[str, Any]:
+@router.get("/dashboard/directories")
+def directories_page(request: Request, account: Account = Depends(require_login)) -> Response:
+    return page(request, "dashboard/directories.html", _directories_context(request, account))
+
+
+def _directory_context(
+    request: Request, account: Account, public_id: str, typed: dict[str, str] | None = None, problem: str = ""
+) -> dict[str, Any]:
+    """The directory's page; `typed` (user ID: the Access until typed) and `problem` refill a
+    refused Grant form (otherwise the message comes from the redirect's query)."""
     page_no = page_number(request)
     with api_context(request, account) as ctx:
         directory = _directory(ctx, public_id)
@@ -123,8 +137,9 @@ def _directory_context(request: Request, account: Account, public_id: str) -> di
         "page": page_no,
         "has_next": len(users) > USERS_PAGE,
         "public_id": public_id,
-        "done": request.query_params.get("done", "")[:200],
-        "problem": request.query_params.get("problem", "")[:200],
+        "done": "" if problem else request.query_params.get("done", "")[:200],
+        "problem": problem or request.query_params.get("problem", "")[:200],
+        "typed": typed or {},
     }
 
 
@@ -175,7 +190,11 @@ async def _access_answer(
     try:
         await run_in_threadpool(_access, request, account, public_id, user_id, grant, expiry)
     except ApiError as err:
-        return RedirectResponse(f"{base}?{urlencode({'problem': err.description})}#users", status_code=303)
+        # The page again with what was typed, so a mistyped date is corrected, not retyped.
+        context = await run_in_threadpool(
+            _directory_context, request, account, public_id, {user_id: expiry}, err.description
+        )
+        return page(request, "dashboard/directory.html", context, status_code=422)
     done = "Access granted." if grant else "Access revoked."
     return RedirectResponse(f"{base}?{urlencode({'done': done})}#users", status_code=303)
 
@@ -385,7 +404,7 @@ def _change_category(request: Request, account: Account, category_id: str, chang
         try:
             category = service.get_category(ctx, category_id)
         except ApiError:
-            raise NOT_FOUND from None
+            raise CATEGORY_NOT_FOUND from None
         return change(ctx, category)
 
 
@@ -403,9 +422,10 @@ def _message(err: ApiError | FormProblem) -> str:
     return err.description if isinstance(err, ApiError) else "; ".join(err.messages)
 
 
-def _create_category(request: Request, account: Account, form: FormData) -> str:
+def _create_category(request: Request, account: Account, data: dict[str, str]) -> str:
+    if not data["name"]:
+        raise FormProblem([ENTER_A_NAME])
     with api_context(request, account, write=True) as ctx:
-        data = {"name": text(form, "name", 200), "parent": text(form, "parent", 40)}
         made = service.create_category(ctx, build(CategoryCreate, data))
         return f"Category {made.name} created."
 
@@ -413,10 +433,13 @@ def _create_category(request: Request, account: Account, form: FormData) -> str:
 @router.post("/dashboard/categories")
 async def create_category(request: Request, account: Account = Depends(require_login)) -> Response:
     form = await checked_form(request)
+    data = {"name": text(form, "name", 200), "parent": text(form, "parent", 40)}
     try:
-        done = await run_in_threadpool(_create_category, request, account, form)
+        done = await run_in_threadpool(_create_category, request, account, data)
     except (ApiError, FormProblem) as err:
-        return _to_tree("", problem=_message(err))
+        # The tree again with the form as it was sent (422), not a redirect that empties it.
+        context = await run_in_threadpool(_directories_context, request, account, data, _message(err))
+        return page(request, "dashboard/directories.html", context, status_code=422)
     return _to_tree("", done=done)
 
 
@@ -427,7 +450,10 @@ async def rename_category(
     form = await checked_form(request)
 
     def rename(ctx: ApiContext, category: Category) -> str:
-        service.update_category(ctx, category, build(CategoryPatch, {"name": text(form, "name", 200)}))
+        name = text(form, "name", 200)
+        if not name:
+            raise FormProblem([f"Rename: {ENTER_A_NAME}"])
+        service.update_category(ctx, category, build(CategoryPatch, {"name": name}))
         return "Category renamed."
 
     return await _category_answer(request, account, category_id, rename)
@@ -457,7 +483,7 @@ def _move_context(request: Request, account: Account, category_id: str) -> dict[
         try:
             category = service.get_category(ctx, category_id)
         except ApiError:
-            raise NOT_FOUND from None
+            raise CATEGORY_NOT_FOUND from None
         rows = service.tree_order(
             list(repository.categories(ctx.session, Category.account_id == category.account_id))
         )
