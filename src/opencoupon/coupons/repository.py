@@ -68,37 +68,20 @@ def session_by_short_in_campaign(session: Session, campaign_id: int, short: str)
     )
 
 
-def _custom_code_spellings(code: str) -> list[str]:
-    """The code as typed, in upper and in lower case: the forms most codes are stored in (generated
-    codes are upper case), found through the index."""
-    return list(dict.fromkeys((code, code.upper(), code.lower())))
-
-
 def _custom_code_any_case(code: str) -> ColumnElement[bool]:
-    """Any case at all (an imported "Bar-0001" typed "bar-0001"): no index, so asked only when the
-    spellings above found nothing."""
+    """The custom validation code in any letter case (an imported "Bar-0001" typed "bar-0001"),
+    through the index on (campaign_id, lower(custom_validation_code))."""
     return func.lower(CouponSession.custom_validation_code) == code.lower()
 
 
 def session_by_custom_code(session: Session, campaign_id: int, code: str) -> CouponSession | None:
     """The session with this custom validation code in any letter case; the exact spelling wins
     when an imported list holds codes that differ only in case."""
-    in_campaign = CouponSession.campaign_id == campaign_id
-    rows = list(
-        session.scalars(
-            select(CouponSession).where(
-                in_campaign, CouponSession.custom_validation_code.in_(_custom_code_spellings(code))
-            )
-        )
-    )
-    if not rows:
-        rows = list(
-            session.scalars(
-                select(CouponSession)
-                .where(in_campaign, _custom_code_any_case(code))
-                .order_by(CouponSession.id)
-            )
-        )
+    rows = session.scalars(
+        select(CouponSession)
+        .where(CouponSession.campaign_id == campaign_id, _custom_code_any_case(code))
+        .order_by(CouponSession.id)
+    ).all()
     exact = [r for r in rows if r.custom_validation_code == code]
     best = exact or rows
     return best[0] if best else None
@@ -158,7 +141,7 @@ def search(session: Session, campaign_ids: Any, text: str, limit: int = 100) -> 
         .where(
             *scope,
             or_(
-                CouponSession.custom_validation_code.in_(_custom_code_spellings(text)),
+                _custom_code_any_case(text),
                 CouponSession.customid == text,
                 CouponSession.phone == text,
                 CouponSession.email == email,
@@ -168,11 +151,7 @@ def search(session: Session, campaign_ids: Any, text: str, limit: int = 100) -> 
         .order_by(CouponSession.id)
         .limit(limit)
     )
-    found = list(session.scalars(query))
-    if not found and text:
-        any_case = select(CouponSession).where(*scope, _custom_code_any_case(text))
-        found = list(session.scalars(any_case.order_by(CouponSession.id).limit(limit)))
-    return found
+    return list(session.scalars(query))
 
 
 # States the dashboard's sessions table filters on (the words of service.state; "expired" depends

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Numeric,
     String,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -39,6 +40,12 @@ class CouponSession(Base):
         Index("ix_coupon_sessions_campaign_opened", "campaign_id", "opened_at"),
         Index("ix_coupon_sessions_campaign_claimed", "campaign_id", "claimed_at"),
         Index("ix_coupon_sessions_campaign_validated", "campaign_id", "validated_at"),
+        # Custom validation codes are found in any letter case (coupons/repository.py).
+        Index(
+            "ix_coupon_sessions_campaign_custom_code_lower",
+            "campaign_id",
+            text("lower(custom_validation_code)"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
