@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import threading
-import time
-from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +23,7 @@ from opencoupon.errors import ApiError, error_body
 from opencoupon.kit import ids
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.crypto import token
+from opencoupon.kit.lockout import Lockout
 from opencoupon.models import Account, Campaign, CouponSession
 from opencoupon.pages import deny_framing, render, render_error_page
 from opencoupon.runtime import Runtime
@@ -53,36 +51,11 @@ NO_PIN = "This campaign has no staff PIN: set one on the dashboard."
 NOTICES = {"claimed": "Your coupon is claimed.", "validated": "Coupon validated. Thank you!"}
 
 
-class StaffLockout:
-    """Wrong PINs: after `limit` within `window` seconds under one key, PINs are refused under that
-    key for the rest of the window, so a short PIN cannot be guessed by trying them all."""
-
-    def __init__(self, limit: int = 10, window: float = 900.0) -> None:
-        self.limit = limit
-        self.window = window
-        self._failures: dict[Hashable, list[float]] = {}
-        self._lock = threading.Lock()
-
-    def blocked(self, key: Hashable) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            recent = [t for t in self._failures.get(key, []) if now - t < self.window]
-            if recent:
-                self._failures[key] = recent
-            else:
-                self._failures.pop(key, None)
-            return len(recent) >= self.limit
-
-    def fail(self, key: Hashable) -> None:
-        with self._lock:
-            self._failures.setdefault(key, []).append(time.monotonic())
-
-
 # A campaign's staff page, by campaign.
-staff_lockout = StaffLockout()
+staff_lockout = Lockout()
 # The PIN on the phone and on the QR scan page, by campaign and client address: five wrong PINs
 # lock one coupon, but anyone can open more coupons of the campaign to try more PINs.
-pin_lockout = StaffLockout()
+pin_lockout = Lockout()
 
 
 @dataclass

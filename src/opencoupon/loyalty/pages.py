@@ -10,8 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +23,7 @@ from opencoupon.coupons import gates
 from opencoupon.errors import ApiError
 from opencoupon.kit import idempotency
 from opencoupon.kit.clock import utcnow
+from opencoupon.kit.lockout import Lockout
 from opencoupon.loyalty import repository as repo
 from opencoupon.loyalty import service
 from opencoupon.models import LoyaltyCard, LoyaltyHolder
@@ -41,34 +40,8 @@ PIN_FAILURES = 10
 PIN_WINDOW = 600.0
 
 
-class _PinGuard:
-    """Slows PIN guessing: after PIN_FAILURES wrong PINs from one address on one card, refuse for
-    the rest of the window."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._failures: dict[tuple[int, str], list[float]] = {}
-
-    def blocked(self, card_id: int, client: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            recent = [t for t in self._failures.get((card_id, client), []) if now - t < PIN_WINDOW]
-            if recent:
-                self._failures[(card_id, client)] = recent
-            else:
-                self._failures.pop((card_id, client), None)
-            return len(recent) >= PIN_FAILURES
-
-    def failed(self, card_id: int, client: str) -> None:
-        with self._lock:
-            self._failures.setdefault((card_id, client), []).append(time.monotonic())
-
-    def reset(self) -> None:
-        with self._lock:
-            self._failures.clear()
-
-
-pin_guard = _PinGuard()
+# Per card and client address.
+pin_guard = Lockout(limit=PIN_FAILURES, window=PIN_WINDOW)
 
 
 # --- views ---------------------------------------------------------------------------------
@@ -350,10 +323,10 @@ def _collect(
             return card, _Outcome(error="This form has expired. Please try again.", status=403)
         if not card.active or not card.pin_digest:
             return card, _Outcome(error="Collecting on this card is not possible at the moment.", status=409)
-        if pin_guard.blocked(card.id, client):
+        if pin_guard.blocked((card.id, client)):
             return card, _Outcome(error="Too many wrong PINs. Please wait a few minutes.", status=429)
         if not service.pin_matches(runtime, card, pin.strip()):
-            pin_guard.failed(card.id, client)
+            pin_guard.fail((card.id, client))
             return card, _Outcome(error="Wrong PIN.", status=403)
         if not 1 <= amount <= MAX_FORM_AMOUNT:
             return card, _Outcome(error=f"Enter an amount from 1 to {MAX_FORM_AMOUNT}.", status=422)
