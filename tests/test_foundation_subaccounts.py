@@ -512,3 +512,34 @@ def test_a_subaccount_made_without_password_is_emailed_a_link_to_set_one(
         assert done.status_code == 200, done.text
     with browser(live_server.url) as web:
         assert sign_in(web, invited, "first-own-password").status_code == 303
+
+
+def test_the_password_email_goes_through_the_servers_own_smtp_on_loopback(
+    account: TestAccount, settings: Settings, dist_smtp: SmtpServer
+) -> None:
+    """Private targets are refused for tenants' hosts, not for the server's own settings (a local
+    relay), as for coupon emails."""
+    local_relay = settings.model_copy(
+        update={
+            "allow_private_webhooks": False,
+            "smtp_host": dist_smtp.host,
+            "smtp_port": dist_smtp.port,
+            "smtp_tls": "none",
+            "smtp_sender_email": "noreply@opencoupon.example",
+        }
+    )
+    runtime = Runtime.from_settings(local_relay)
+    server = LiveServer(create_app(local_relay, runtime=runtime))
+    server.start()
+    invited = f"relay-{time.time_ns()}@example.com"
+    try:
+        with httpx2.Client(base_url=server.url, timeout=30) as client:
+            created = client.post("/v4/subaccount/create", json={"email": invited}, headers=account.headers)
+        assert_ok(created)
+        Runner(runtime).run_until_idle()
+    finally:
+        server.stop()
+        runtime.db.dispose()
+    [received] = dist_smtp.handler.to(invited)
+    assert received.mail_from == "noreply@opencoupon.example"
+    assert "/dashboard/reset/" in received.message.get_content()
