@@ -145,3 +145,21 @@ def test_custom_codes_are_found_in_any_letter_case(
             assert done.status_code == 200, done.text
             assert "validated" in done.text
         assert session_status(account, session)["validated"] == "1"
+
+
+def test_a_custom_code_with_letters_beyond_ascii_is_found_as_typed(
+    live_server: LiveServer, account: TestAccount
+) -> None:
+    """An imported code may hold any printable character: typed exactly, it is found on the staff
+    page and by the searches (letter case is ignored for A-Z, as the database lowers them)."""
+    campaign = create_campaign(account, custom_codes=["CAFÉ-01"])
+    session = open_session(live_server, campaign["code"])
+    assert session_status(account, session)["own_validation_code"] == "CAFÉ-01"
+    for typed in ("CAFÉ-01", "cafÉ-01"):
+        found = assert_ok(account.call("/v3/couponsession/search", search=typed))
+        assert [item["session"] for item in found["data"]] == [session], found
+    staff = f"/p/{campaign['code']}/staff"
+    with httpx2.Client(base_url=live_server.url, timeout=30) as till:
+        done = till.post(staff, data={"csrf": csrf_token(till, staff), "pin": PIN, "code": "CAFÉ-01"})
+        assert done.status_code == 200, done.text
+    assert session_status(account, session)["validated"] == "1"

@@ -153,3 +153,33 @@ def test_150_concurrent_validations_against_a_limit_of_100_give_exactly_100(
         "daily": 100,
         "sessions": 100,
     }
+
+
+def test_concurrent_creates_stop_at_the_campaign_limit(account: Acct, subaccount: Acct) -> None:
+    """12 concurrent campaign creates by a subaccount whose master set max_campaigns 3: exactly 3
+    are made, the others are refused (309); on PostgreSQL the count-then-insert holds the
+    account's row, so two creates cannot both see room for one more."""
+    limit = 3
+    updated = account.call("/v4/subaccount/update", subaccount=f"sub_{subaccount.id}", max_campaigns=limit)
+    assert updated.status_code == 200, updated.text
+    clients = [httpx2.Client(base_url=subaccount.client.base_url, timeout=60) for _ in range(12)]
+    try:
+        answers = _race(
+            [
+                lambda c=c, i=i: c.post(
+                    "/v4/campaigns", json={"name": f"Race {i}"}, headers=subaccount.headers
+                )
+                for i, c in enumerate(clients)
+            ]
+        )
+    finally:
+        for c in clients:
+            c.close()
+    made = [a for a in answers if a.status_code == 201]
+    refused = [a for a in answers if a.status_code != 201]
+    assert len(made) == limit, [a.text for a in answers]
+    for a in refused:
+        assert a.status_code == 422, a.text
+        assert a.json()["status"]["errors"]["error_code"] == [309], a.text
+    listed = subaccount.call("/v3/coupon/list").json()["coupon_info"]
+    assert len(listed) == limit

@@ -123,3 +123,14 @@ def test_pin_lockout_memory_stays_bounded_while_it_keeps_blocking() -> None:
     assert len(lockout) == 2
     assert lockout.blocked("c")
     assert not lockout.blocked("d")
+
+
+def test_pin_lockout_memory_stays_bounded_under_a_flood_of_clients() -> None:
+    """Fresh failures from ever more client addresses (all inside the window): the oldest are
+    forgotten, so memory stays bounded; a client that just failed is still remembered."""
+    lockout = Lockout(limit=2, window=60.0, max_keys=10)
+    for client in range(25):
+        lockout.fail(f"10.0.0.{client}")
+    assert len(lockout) <= 10
+    lockout.fail("10.0.0.24")
+    assert lockout.blocked("10.0.0.24")

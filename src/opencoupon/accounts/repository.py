@@ -70,6 +70,11 @@ def consume_token(session: Session, token_id: int, now: dt.datetime) -> bool:
     return (result.rowcount or 0) == 1  # type: ignore[attr-defined]
 
 
+def lock_account(session: Session, account_id: int) -> None:
+    """Hold the account's row until the transaction ends (FOR UPDATE; a no-op on SQLite)."""
+    session.execute(select(Account.id).where(Account.id == account_id).with_for_update())
+
+
 def campaign_count(session: Session, account_id: int) -> int:
     """The account's campaigns (not deleted), of every kind."""
     query = select(func.count()).where(Campaign.account_id == account_id, Campaign.deleted_at.is_(None))

@@ -235,5 +235,9 @@ def check_campaign_allowance(session: Session, account: Account) -> None:
     """An account whose `max_campaigns` is set (a master sets it on its subaccounts; 0 is no
     limit) may hold at most that many campaigns: a new one past it is refused (309). Checked
     when a campaign is made (the API, the dashboard, a directory's template copy)."""
-    if account.max_campaigns and repository.campaign_count(session, account.id) >= account.max_campaigns:
+    if not account.max_campaigns:
+        return
+    # Concurrent creates of one account queue on its row (PostgreSQL; SQLite's write lock does it).
+    repository.lock_account(session, account.id)
+    if repository.campaign_count(session, account.id) >= account.max_campaigns:
         raise ApiError(309, f"This account may have at most {account.max_campaigns} campaigns.")

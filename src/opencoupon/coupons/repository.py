@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, or_, select
+from sqlalchemy import ColumnElement, delete, func, insert, literal, or_, select
 from sqlalchemy.orm import Session
 
 from opencoupon.models import Campaign, CampaignCustomCode, CouponSession
@@ -70,8 +70,10 @@ def session_by_short_in_campaign(session: Session, campaign_id: int, short: str)
 
 def _custom_code_any_case(code: str) -> ColumnElement[bool]:
     """The custom validation code in any letter case (an imported "Bar-0001" typed "bar-0001"),
-    through the index on (campaign_id, lower(custom_validation_code))."""
-    return func.lower(CouponSession.custom_validation_code) == code.lower()
+    through the index on (campaign_id, lower(custom_validation_code)). Both sides are lowered by
+    the database: SQLite's lower() changes ASCII letters only, so a code such as "CAFÉ-01" must
+    meet the same lower() it was indexed with (letter case is then ignored for A–Z)."""
+    return func.lower(CouponSession.custom_validation_code) == func.lower(literal(code))
 
 
 def session_by_custom_code(session: Session, campaign_id: int, code: str) -> CouponSession | None:

@@ -44,7 +44,11 @@ class Lockout:
             if len(self._failures) >= self.max_keys:
                 # Keys whose failures all left the window: without this sweep, every client that
                 # once typed a wrong PIN would stay in memory for the process's lifetime.
-                self._failures = {
-                    k: times for k, times in self._failures.items() if now - times[-1] < self.window
-                }
+                kept = {k: times for k, times in self._failures.items() if now - times[-1] < self.window}
+                # A flood of fresh keys (many client addresses): the oldest go, down to 90 %, so
+                # memory stays bounded and the next sweeps are many failures away.
+                excess = len(kept) - self.max_keys * 9 // 10
+                for old in list(kept)[: max(0, excess)]:
+                    del kept[old]
+                self._failures = kept
             self._failures.setdefault(key, []).append(now)
