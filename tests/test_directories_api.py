@@ -401,28 +401,48 @@ def test_a_subaccounts_directory_shows_only_its_own_campaigns_cards_and_categori
 def test_directory_campaign_update_gives_a_campaign_only_a_category_its_account_may_hold(
     account: Any, subaccount: Any, runtime: Runtime, live_server: Any
 ) -> None:
-    """directory/campaign/update's `category` becomes the campaign's own category too: in the
-    master's directory a subaccount's campaign may not take the master's or a sibling's category
-    (the campaign's answers go to the subaccount). 516 as a missing one; nothing is stored."""
+    """directory/campaign/update's `category` is checked against each directory, as PATCH
+    /v4/directory checks it: the master's own category files a subaccount's campaign in the
+    master's directory, but stays off the campaign's own category (the campaign's answers go to the
+    subaccount). A category a holding directory may not show (the subaccount's directory: its
+    master's or a sibling's) answers 516 as a missing one; nothing is stored."""
     sibling = make_account(runtime, live_server, parent_id=account.id)
     campaign = make_campaign(runtime, subaccount.id, "Shop coupon")
     own = create_category(subaccount, "Shop shelf")
-    directory = create_directory(
+    group_book = create_directory(
         account, name="Group book", campaigns=[{"id": f"cam_{campaign.id}", "category": own["id"]}]
     )
+    shop_book = create_directory(subaccount, name="Shop book", campaigns=[f"cam_{campaign.id}"])
     update = "/v3/directory/campaign/update"
-    for foreign in (create_category(account, "Master shelf"), create_category(sibling, "Sibling shelf")):
-        for where in ({}, {"directory": directory["id"]}):
+    master_shelf = create_category(account, "Master shelf")
+    sibling_shelf = create_category(sibling, "Sibling shelf")
+    for foreign in (master_shelf, sibling_shelf):
+        for where in ({}, {"directory": shop_book["id"]}):
             refused = account.call(update, campaign=f"cam_{campaign.id}", category=foreign["id"], **where)
             assert_error(refused, 404, 516)
-    held = v4(account, "GET", f"/v4/directory/{directory['id']}").json()["campaigns"]
+    held = v4(account, "GET", f"/v4/directory/{group_book['id']}").json()["campaigns"]
     assert [c["category"] for c in held] == [own["id"]]
     with runtime.db.read() as session:
         assert session.get(Campaign, campaign.id).category_id is None  # type: ignore[union-attr]
     body = assert_ok(account.call(update, campaign=f"cam_{campaign.id}", category=own["id"]))
+    assert body["directories"] == [group_book["id"], shop_book["id"]]
     assert body["campaign"]["category"] == own["id"]
     listed = assert_ok(subaccount.call("/v3/coupon/list", category=own["id"]))["coupon_info"]
     assert [c["ID"] for c in listed] == [f"cam_{campaign.id}"]
+    # The master's directory may show any category of the master or its subaccounts, as with v4.
+    for shelf in (master_shelf, sibling_shelf):
+        body = assert_ok(
+            account.call(
+                update, campaign=f"cam_{campaign.id}", category=shelf["id"], directory=group_book["id"]
+            )
+        )
+        assert body["campaign"]["category"] == shelf["id"]
+        held = v4(account, "GET", f"/v4/directory/{group_book['id']}").json()["campaigns"]
+        assert [c["category"] for c in held] == [shelf["id"]]
+        # The campaign keeps its own category, and coupon/list still finds it there.
+        assert v4(subaccount, "GET", f"/v4/campaigns/cam_{campaign.id}").json()["category"] == own["id"]
+        listed = assert_ok(subaccount.call("/v3/coupon/list", category=own["id"]))["coupon_info"]
+        assert [c["ID"] for c in listed] == [f"cam_{campaign.id}"]
     sibling.client.close()
 
 

@@ -499,13 +499,13 @@ def update_directory_campaign(
         holders = [(d, r) for d, r in holders if d.id == wanted.id]
     if not holders:
         raise ApiError(502, "Campaign ID not found in a directory.")
-    category_id: int | None = None
+    category: Category | None = None
     if req.category:
-        # It becomes the campaign's own category too: one the campaign's account may hold.
-        category = get_held_category(ctx, campaign.account_id, req.category)
+        # The item's category: one every holding directory may show, as set_campaigns checks.
+        category = get_category(ctx, req.category)
         if not all(may_hold(ctx.session, directory, category.account_id) for directory, _row in holders):
             raise category_not_found()
-        category_id = category.id
+    category_id = category.id if category else None
     now = ctx.now
     for _directory, row in holders:
         if req.status is not None:
@@ -517,8 +517,11 @@ def update_directory_campaign(
         row.updated_at = now
     if req.description is not None:
         campaign.description = req.description
-    if req.category is not None:
-        # The campaign's own category too, so coupon/list's `category` filter finds it.
+    if req.category is not None and (
+        category is None or accounts.may_hold(ctx.session, campaign.account_id, category.account_id)
+    ):
+        # The campaign's own category too, so coupon/list's `category` filter finds it; a master's
+        # category stays off a subaccount's campaign (its answers go to the subaccount).
         campaign.category_id = category_id
     campaign.updated_at = now
     ctx.session.flush()
