@@ -74,10 +74,6 @@ class Csrf:
         return web.with_csrf_cookie(response, request, self.cookie)
 
 
-def methods_of(campaign: Campaign) -> set[str]:
-    return set(campaign.validation_methods.split(","))
-
-
 def csrf_ok(request: Request, runtime: Runtime, form_token: str) -> bool:
     return web.form_nonce(runtime, request, form_token) is not None
 
@@ -172,6 +168,7 @@ def _session_context(
     limit = expiry.session_expiry(campaign, row, tz)
     form = campaign.claim_form or {}
     path = session_path(campaign, row)
+    methods = service.methods_of(campaign)
     context = {
         "title": campaign.title or campaign.name,
         "brand": branding.page_brand(owner.branding, owner.company_name) if owner else None,
@@ -195,11 +192,12 @@ def _session_context(
         "can_claim": word == "open",
         "can_validate": word in ("open", "claimed")
         and not (campaign.require_claim and row.claimed_at is None)
-        and "pin" in campaign.validation_methods.split(",")
+        and "pin" in methods
         and bool(campaign.pin_digest),
         "csrf": csrf.form_token,
         "path": path,
         "qr_svg": f"/qr{path}/scan.svg",
+        "shows_qr": "qr" in methods,
         "push_target": {"kind": "coupon_session", "code": row.code},
     }
     data = views.session_data(s, runtime, campaign, row, now)
@@ -330,7 +328,7 @@ def _staff(request: Request, runtime: Runtime, code: str, form: dict[str, str], 
         campaign = repository.campaign_by_code(s, code) if _CODE.match(code) else None
         if campaign is None:
             return None
-        enabled = methods_of(campaign)
+        enabled = service.methods_of(campaign)
         base.update(
             {
                 "campaign": campaign,
@@ -534,7 +532,7 @@ def _validate_with_pin(
             if not isinstance(found, tuple):
                 return found
             campaign, row = found
-            method_used = method in methods_of(campaign)
+            method_used = method in service.methods_of(campaign)
             form_off = not method_used or not campaign.pin_digest
             if form_off:
                 error, status = METHOD_NOT_USED if not method_used else NO_PIN, 409

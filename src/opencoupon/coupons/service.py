@@ -38,6 +38,20 @@ MAX_PIN_FAILURES = 5
 GENERATED_CODE_LENGTH = 10
 METHODS = ("pin", "widget", "custom_code", "qr")
 _SESSION_CODE = re.compile(r"^[A-Za-z0-9]+$")
+# A staff PIN: a campaign's, and a loyalty card's (loyalty.service), so one PIN habit works at
+# every counter.
+PIN_RULE = re.compile(r"[0-9A-Za-z]{4,12}")
+
+
+def check_pin(pin: str) -> None:
+    """Refuse (300) a staff PIN that PIN_RULE does not accept."""
+    if not PIN_RULE.fullmatch(pin):
+        raise bad_value("pin", "Use 4 to 12 letters or digits.")
+
+
+def methods_of(campaign: Campaign) -> set[str]:
+    """The validation methods enabled on the campaign (stored comma-separated)."""
+    return set(campaign.validation_methods.split(","))
 
 
 def _rowcount(session: Session, statement: Any, params: dict[str, Any] | None = None) -> int:
@@ -153,8 +167,8 @@ def _apply(ctx: ApiContext, campaign: Campaign, req: CampaignFields) -> list[str
         raise bad_value("expiry_minutes")
     if "pin" in fields:
         pin = req.pin or ""
-        if pin and not re.fullmatch(r"[0-9A-Za-z]{4,12}", pin):
-            raise bad_value("pin", "Use 4 to 12 letters or digits.")
+        if pin:
+            check_pin(pin)
         campaign.pin_digest = pin_digest(ctx.runtime, campaign.code, pin) if pin else ""
     if req.validation_methods is not None:
         campaign.validation_methods = ",".join(m for m in METHODS if m in req.validation_methods)
@@ -535,7 +549,7 @@ def validate(
     reason = refusal(campaign, row, tz, now)
     if reason is not None:
         raise refused(reason)
-    if method != "api" and method not in campaign.validation_methods.split(","):
+    if method != "api" and method not in methods_of(campaign):
         raise refused("This validation method is not enabled for this campaign.")
     if method != "api" and campaign.require_claim and row.claimed_at is None:
         raise refused("This coupon must be claimed before it can be validated.")

@@ -510,6 +510,7 @@ def _preview_context(request: Request, account: Account, public_id: str) -> dict
         validation_count=0,
     )
     word = "open" if campaign.status == "active" else "inactive"
+    methods = service.methods_of(campaign)
     return {
         "title": campaign.title or campaign.name,
         "brand": brand,
@@ -530,11 +531,12 @@ def _preview_context(request: Request, account: Account, public_id: str) -> dict
         "can_claim": word == "open",
         "can_validate": word == "open"
         and not campaign.require_claim
-        and "pin" in campaign.validation_methods.split(",")
+        and "pin" in methods
         and bool(campaign.pin_digest),
         "csrf": "",
         "path": f"/dashboard/campaigns/{public_id}/preview",
         "qr_svg": f"/qr/p/{campaign.code}.svg",
+        "shows_qr": "qr" in methods,
         "push_target": None,
     }
 

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from opencoupon.accounts import service as accounts
+from opencoupon.coupons.service import check_pin
 from opencoupon.coupons.sessions import new_session, session_path
 from opencoupon.errors import ApiError, bad_date, bad_value, not_allowed
 from opencoupon.events import service as events
@@ -317,16 +318,11 @@ def _replace_rewards(
     _store_rewards(session, card, added, now)
 
 
-# The campaigns' staff PIN rule (coupons.service), so one PIN habit works at every counter. Cards
-# saved before it keep their PIN: only setting one checks it.
-PIN_RULE = re.compile(r"[0-9A-Za-z]{4,12}")
-
-
 def _pin_digest(runtime: Runtime, pin: str) -> str:
     if not pin:
         return ""
-    if not PIN_RULE.fullmatch(pin):
-        raise bad_value("pin", "Use 4 to 12 letters or digits.")
+    # The campaigns' rule; cards saved before it keep their PIN: only setting one checks it.
+    check_pin(pin)
     return runtime.keyring.digest("loyalty-pin:" + pin)
 
 
