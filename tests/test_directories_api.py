@@ -7,7 +7,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from conftest import make_account
 from directories_fixtures import PAY_URL, create_category, create_directory, create_user, make_campaign, v4
@@ -592,6 +592,26 @@ def test_a_subaccount_deleting_its_category_clears_it_from_its_masters_campaigns
     assert v4(account, "GET", f"/v4/campaigns/cam_{masters.id}").json()["category"] is None
     with runtime.db.read() as session:
         assert session.get(Campaign, masters.id).category_id is None  # type: ignore[union-attr]
+
+
+def test_deleting_a_category_clears_it_from_every_accounts_campaigns(
+    account: Any, runtime: Runtime, live_server: Any
+) -> None:
+    """A campaign saved before categories were checked may hold another account's category; it
+    loses it too, or a reused ID would file it under a stranger's category."""
+    stranger = make_account(runtime, live_server)
+    shelf = create_category(account, "Shelf")
+    strangers = make_campaign(runtime, stranger.id, "Old coupon")
+    with runtime.db.transaction() as session:
+        session.execute(
+            update(Campaign)
+            .where(Campaign.id == strangers.id)
+            .values(category_id=int(shelf["id"].removeprefix("cat_")))
+        )
+    assert v4(account, "DELETE", f"/v4/categories/{shelf['id']}").status_code == 200
+    with runtime.db.read() as session:
+        assert session.get(Campaign, strangers.id).category_id is None  # type: ignore[union-attr]
+    stranger.client.close()
 
 
 # ---- template copies and directory campaign settings -----------------------------------------

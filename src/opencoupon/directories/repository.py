@@ -258,15 +258,17 @@ def children(session: Session, parent_ids: list[int]) -> Sequence[Category]:
     return session.scalars(select(Category).where(Category.parent_id.in_(parent_ids))).all()
 
 
-def delete_categories(session: Session, category_ids: list[int], account_scope: ColumnElement[bool]) -> None:
-    """Delete categories and clear every reference to them (items and campaigns)."""
+def delete_categories(session: Session, category_ids: list[int]) -> None:
+    """Delete categories and clear every reference to them (items and campaigns), of any account:
+    a campaign saved before categories were checked may hold another account's, and a reused ID
+    (SQLite) would file it under a stranger's category."""
     now = utcnow()
     session.execute(
         update(DirectoryItem).where(DirectoryItem.category_id.in_(category_ids)).values(category_id=None)
     )
     session.execute(
         update(Campaign)
-        .where(Campaign.category_id.in_(category_ids), account_scope)
+        .where(Campaign.category_id.in_(category_ids))
         .values(category_id=None, updated_at=now)
     )
     # Deepest first, so no row ever points at a deleted parent.

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from sqlalchemy import ColumnElement, or_
+from sqlalchemy import ColumnElement
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -637,15 +637,10 @@ def move_category(ctx: ApiContext, category: Category, step: int) -> bool:
 
 
 def delete_category(ctx: ApiContext, category: Category) -> list[int]:
-    """Delete a category with its subcategories; campaigns and directory items lose it: the
-    caller's campaigns, and those of the category's master, which may hold its subaccounts'
-    categories (accounts.may_hold) even when the subaccount deletes one."""
+    """Delete a category with its subcategories; every campaign and directory item holding one
+    loses it (a master's campaign may hold a subaccount's category, accounts.may_hold)."""
     subtree, _depth = _subtree(ctx.session, category)
-    scope = ctx.scope(Campaign.account_id)
-    owner = ctx.session.get(Account, category.account_id)
-    if owner is not None and owner.parent_id is not None:
-        scope = or_(scope, Campaign.account_id == owner.parent_id)
-    repository.delete_categories(ctx.session, subtree, scope)
+    repository.delete_categories(ctx.session, subtree)
     return subtree
 
 
