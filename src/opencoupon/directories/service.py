@@ -243,8 +243,8 @@ def may_hold(session: Session, directory: Directory, account_id: int) -> bool:
 
 
 def get_held_category(ctx: ApiContext, owner_id: int, raw: str, param: str = "category") -> Category:
-    """A category the caller may reach that an object of `owner_id` (a campaign) may hold
-    (accounts.may_hold); any other answers 516 as a missing one."""
+    """A category the caller may reach that an object of `owner_id` (a directory or a campaign)
+    may hold (accounts.may_hold); any other answers 516 as a missing one."""
     category = get_category(ctx, raw, param)
     if not accounts.may_hold(ctx.session, owner_id, category.account_id):
         raise category_not_found()
@@ -256,13 +256,6 @@ def _held_campaign(ctx: ApiContext, directory: Directory, raw: str, param: str) 
     if not may_hold(ctx.session, directory, campaign.account_id):
         raise campaign_not_found()
     return campaign
-
-
-def _held_category(ctx: ApiContext, directory: Directory, raw: str, param: str = "category") -> Category:
-    category = get_category(ctx, raw, param)
-    if not may_hold(ctx.session, directory, category.account_id):
-        raise category_not_found()
-    return category
 
 
 def set_campaigns(ctx: ApiContext, directory: Directory, specs: list[CampaignItemSpec]) -> None:
@@ -278,7 +271,9 @@ def set_campaigns(ctx: ApiContext, directory: Directory, specs: list[CampaignIte
         row = existing.get(campaign.id) or add_item(ctx.session, directory, "campaign", campaign.id, ctx.now)
         row.position = position
         if spec.category is not None:
-            row.category_id = _held_category(ctx, directory, spec.category).id if spec.category else None
+            row.category_id = (
+                get_held_category(ctx, directory.account_id, spec.category).id if spec.category else None
+            )
         if spec.featured is not None:
             row.featured = spec.featured
         if spec.status is not None:
@@ -449,7 +444,7 @@ def create_from_template(
     owner = ctx.session.get(Account, directory.account_id)
     assert owner is not None  # a directory's account is deleted with it
     accounts.check_campaign_allowance(ctx.session, owner)
-    category = _held_category(ctx, directory, req.category) if req.category else None
+    category = get_held_category(ctx, directory.account_id, req.category) if req.category else None
     now = ctx.now
     fields = {
         column.key: copy.deepcopy(getattr(template, column.key))
