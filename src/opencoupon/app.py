@@ -122,11 +122,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     @app.exception_handler(StarletteHTTPException)
     async def _http_exception(request: Request, exc: StarletteHTTPException) -> Response:
         if _wants_html(request) and exc.status_code in (404, 405):
-            from opencoupon.pages import render_error_page
+            from opencoupon.dashboard.security import error_page
 
             if exc.status_code == 405:
-                return render_error_page(request, 405, "Not allowed", "This page cannot be used that way.")
-            return render_error_page(request, 404, "Page not found", "There is nothing at this address.")
+                return await error_page(request, 405, "Not allowed", "This page cannot be used that way.")
+            return await error_page(request, 404, "Page not found", "There is nothing at this address.")
         return error_response(_http_error(exc.status_code))
 
     @app.exception_handler(RequestValidationError)

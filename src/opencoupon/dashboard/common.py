@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from opencoupon.accounts import repository as accounts_repo
-from opencoupon.dashboard.security import CSRF_FIELD, current_account
+from opencoupon.dashboard.security import CSRF_FIELD, known_account
 from opencoupon.errors import ApiError
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.endpoint import ApiContext
@@ -170,9 +170,9 @@ def dashboard_account(request: Request) -> Account | None:
     the navigation and sign-out. Outside the dashboard, None: consumer pages are not theirs."""
     if not request.url.path.startswith("/dashboard/"):
         return None
-    # Cached by the request's own require_login when it got that far (a missing object); an
-    # unknown address costs one read of the session's account, as a page would.
-    return current_account(request)
+    # Only the account already looked up (require_login, or security.error_page in the thread
+    # pool): this renders on the event loop, where a database read would hold up every request.
+    return known_account(request)
 
 
 templates.env.globals["dashboard_account"] = dashboard_account

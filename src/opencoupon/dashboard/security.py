@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -196,6 +197,21 @@ def current_account(request: Request) -> Account | None:
     return found
 
 
+def known_account(request: Request) -> Account | None:
+    """The account current_account already found for this request, without reading the database
+    (None when nothing looked yet): for what renders on the event loop."""
+    found: Account | None = getattr(request.state, "opencoupon_account", None)
+    return found
+
+
+async def error_page(request: Request, status_code: int, title: str, message: str) -> Response:
+    """An error page from an async handler: under /dashboard/, the signed-in person (who keeps the
+    navigation) is looked up in the thread pool first, so rendering reads nothing."""
+    if request.url.path.startswith("/dashboard/"):
+        await run_in_threadpool(current_account, request)
+    return render_error_page(request, status_code, title, message)
+
+
 def require_login(request: Request) -> Account:
     """FastAPI dependency for pages that need a signed-in person (redirects to the login page)."""
     account = current_account(request)
@@ -300,7 +316,7 @@ def install(app: FastAPI, runtime: Runtime) -> None:
 
     @app.exception_handler(PageError)
     async def _page_error(request: Request, exc: PageError) -> Response:
-        response = render_error_page(request, exc.status_code, exc.title, exc.message)
+        response = await error_page(request, exc.status_code, exc.title, exc.message)
         response.headers["Cache-Control"] = "no-store"
         return response
 
