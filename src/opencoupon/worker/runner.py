@@ -16,6 +16,7 @@ import os
 import random
 import socket
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ from sqlalchemy import Table, and_, bindparam, or_, select, update
 from opencoupon.kit.clock import utcnow
 from opencoupon.models import Job
 from opencoupon.runtime import Runtime
+from opencoupon.worker import housekeeping
 from opencoupon.worker.registry import Retry, batch_handler_for, handler_for, set_worker_name
 
 log = logging.getLogger("opencoupon.worker")
@@ -292,7 +294,14 @@ class Runner:
                 inflight -= count
             self._wake.set()
 
+        next_sweep = time.monotonic() + housekeeping.FIRST_SWEEP_AFTER.total_seconds()
         while not self._stop.is_set():
+            if time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + housekeeping.INTERVAL.total_seconds()
+                try:
+                    housekeeping.sweep(self.runtime)
+                except Exception:
+                    log.exception("housekeeping failed; it runs again in an hour")
             with lock:
                 room = self.max_inflight - inflight
             jobs: list[Job] = []
