@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx2
 
 from conftest import LiveServer, TestAccount
-from dashboard_fixtures import signed_in
+from dashboard_fixtures import PASSWORD, post_form, signed_in
 from foundation_fixtures import browser, csrf_from, sign_in
 from opencoupon.app import create_app
 from opencoupon.config import Settings
@@ -80,3 +80,39 @@ def test_sign_in_attempts_are_limited_per_email_and_per_address(settings: Settin
         runtime.db.dispose()
     assert same_email == [401, 401, 429]
     assert sprayed == [401] * 9 + [429]
+
+
+def test_notices_on_dashboard_pages_are_only_the_dashboards_own(
+    live_server: LiveServer, account: TestAccount
+) -> None:
+    """A `?done=` / `?problem=` notice shows only when the dashboard's own form post wrote it (its
+    redirect is signed): a link made by someone else cannot put its words on a dashboard page."""
+    page = "/dashboard/account"
+    lure = "Your account is suspended: call +1 555 0100"
+    with signed_in(live_server.url, account.email) as web:
+        forged = web.get(page, params={"done": lure, "problem": lure})
+        assert forged.status_code == 200
+        assert "suspended" not in forged.text
+        fields = {"timezone": "Europe/Brussels", "primary_color": "#112233"}
+        saved = post_form(web, page, f"{page}/settings", fields)
+        assert saved.status_code == 303
+        location = saved.headers["location"]
+        assert "&n=" in location
+        assert "Saved." in web.get(location).text
+        tampered = web.get(location.replace("done=Saved.", "done=Call+us+now"))
+        assert "Call us now" not in tampered.text
+    # Sign-in's `next` comes from whoever wrote the link: its notice is dropped, not signed.
+    with browser(live_server.url) as person:
+        form = person.get("/dashboard/login")
+        signed = person.post(
+            "/dashboard/login",
+            data={
+                "email": account.email,
+                "password": PASSWORD,
+                "csrf_token": csrf_from(form.text),
+                "next": f"/dashboard/account?done={lure}",
+            },
+        )
+        assert signed.status_code == 303
+        assert signed.headers["location"].startswith("/dashboard/account")
+        assert "suspended" not in person.get(signed.headers["location"]).text

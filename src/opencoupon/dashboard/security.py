@@ -31,7 +31,7 @@ import hmac
 import secrets
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
@@ -43,6 +43,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from opencoupon.accounts import repository as accounts_repo
 from opencoupon.accounts import service as accounts
+from opencoupon.dashboard.notices import NOTICE_FIELDS, SignedNotices
 from opencoupon.errors import ApiError
 from opencoupon.kit.clock import utcnow
 from opencoupon.models import Account, OneTimeToken
@@ -222,10 +223,17 @@ def require_login(request: Request) -> Account:
 
 
 def safe_next(value: str | None, default: str = "/dashboard/") -> str:
-    """Only same-site paths: never an open redirect to another host."""
+    """Only same-site paths: never an open redirect to another host. A notice in the address is
+    dropped: the sign-in post's redirect is signed (dashboard/notices.py), and the address came
+    from whoever wrote the link."""
     if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
         return default
-    return value
+    parts = urlsplit(value)
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(k, v) for k, v in params if k not in NOTICE_FIELDS]
+    if len(kept) == len(params):
+        return value
+    return urlunsplit(("", "", parts.path, urlencode(kept), parts.fragment))
 
 
 # --- CSRF -------------------------------------------------------------------------------------
@@ -324,6 +332,7 @@ def install(app: FastAPI, runtime: Runtime) -> None:
     async def _login_required(_request: Request, exc: LoginRequired) -> Response:
         return RedirectResponse(f"{LOGIN_PATH}?next={quote(exc.next_path, safe='/')}", status_code=303)
 
+    app.add_middleware(SignedNotices, key=runtime.keyring.derive_key("notices"))
     app.add_middleware(
         CsrfCookieMiddleware,
         secure=runtime.settings.base_url.startswith("https://"),
