@@ -264,6 +264,14 @@ def connect_address(runtime: Runtime, host: str, port: int) -> str:
         ) from None
 
 
+def smtp_address(runtime: Runtime, config: SmtpConfig) -> str:
+    """Where to connect for `config`: the server's own SMTP settings are trusted as given (a local
+    relay may be on loopback); a tenant's host is checked as connect_address does."""
+    if config.source == "server":
+        return config.host
+    return connect_address(runtime, config.host, config.port)
+
+
 def email_integration_view(ctx: ApiContext) -> dict[str, Any]:
     own = repo.email_integration(ctx.session, ctx.account.id)
     if own is not None:

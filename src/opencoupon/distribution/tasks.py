@@ -163,10 +163,10 @@ def _email_work(runtime: Runtime, send: DistributionSend) -> EmailWork:
         greeting = send.firstname
         if not greeting and coupon_session is not None and coupon_session.email.lower() == send.recipient_key:
             greeting = coupon_session.firstname
-    # The server's own default is trusted; a tenant's host is checked, outside the transaction.
-    address = config.host
-    if config.source != "server":
-        address = _connect_address(runtime, config.host, config.port, "SMTP host", SmtpFailure)
+    # Outside the transaction: resolving a tenant's host may wait on DNS.
+    address = _connect_address(
+        lambda: service.smtp_address(runtime, config), config.host, "SMTP host", SmtpFailure
+    )
     message = compose(
         config,
         to_email=send.recipient,
@@ -221,7 +221,10 @@ def _sms_work(runtime: Runtime, send: DistributionSend) -> SmsWork:
         provider_name, base_url, account_sid = row.provider, row.base_url, row.account_sid
     parts = urlsplit(base_url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    address = _connect_address(runtime, parts.hostname or "", port, "SMS provider", SmsError)
+    host = parts.hostname or ""
+    address = _connect_address(
+        lambda: service.connect_address(runtime, host, port), host, "SMS provider", SmsError
+    )
     provider = make_provider(
         provider_name,
         base_url,
@@ -234,12 +237,12 @@ def _sms_work(runtime: Runtime, send: DistributionSend) -> SmsWork:
 
 
 def _connect_address(
-    runtime: Runtime, host: str, port: int, what: str, failure: type[SmtpFailure] | type[SmsError]
+    resolve: Callable[[], str], host: str, what: str, failure: type[SmtpFailure] | type[SmsError]
 ) -> str:
-    """Where to connect for a tenant's host (service.connect_address): a private target fails for
-    good, a name that does not resolve now is tried again later."""
+    """`resolve()` (service.connect_address or smtp_address): a private target fails for good, a
+    name that does not resolve now is tried again later."""
     try:
-        return service.connect_address(runtime, host, port)
+        return resolve()
     except service.PrivateTarget as exc:
         raise Permanent(f"{what} not allowed: {exc}") from None
     except (OSError, UnicodeError) as exc:

@@ -66,11 +66,7 @@ def send_password_setup(runtime: Runtime, payload: dict[str, Any]) -> None:
         )
         email = sub.email
     try:
-        # As for coupon emails: the server's own settings are trusted (a local relay may be on
-        # loopback); a tenant's host is checked.
-        address = config.host
-        if config.source != "server":
-            address = distribution.connect_address(runtime, config.host, config.port)
+        address = distribution.smtp_address(runtime, config)
         deliver(config, message, email, timeout=SMTP_TIMEOUT, connect_address=address)
     except (distribution.PrivateTarget, UnicodeError) as exc:  # refused, or a host no DNS can encode
         log.warning("password email for %s not sent: %s", email, exc)
