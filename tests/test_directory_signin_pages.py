@@ -45,3 +45,33 @@ def test_password_guessing_is_limited(account: Any, limited_server: LiveServer) 
     assert second_browser.login(code, "other@example.com").status_code == 303
     browser.close()
     second_browser.close()
+
+
+def test_sign_out_ends_the_session_on_the_server_too(account: Any, live_server: LiveServer) -> None:
+    """Signing out of a directory deletes the cookie, and a copy of it (another device, a stolen
+    cookie) stops working as well; the member's other sessions go on."""
+    directory = create_directory(account, name="Members only", access="login")
+    code = directory["code"]
+    browser, other_device, thief = (Browser(live_server.url) for _ in range(3))
+    try:
+        assert browser.register(code, "member@example.com").status_code == 303
+        assert other_device.login(code, "member@example.com").status_code == 303
+        cookie = f"ocd_{code}"
+        copied = browser.client.cookies[cookie]
+        assert copied != other_device.client.cookies[cookie]  # each sign-in, its own session
+        assert "Signed in as member@example.com" in browser.get(f"/d/{code}").text
+
+        out = browser.submit(f"/d/{code}", f"/d/{code}/logout", {})
+        assert out.status_code == 303
+        assert cookie not in browser.client.cookies
+        assert "Signed in as" not in browser.get(f"/d/{code}").text
+
+        thief.client.cookies.set(cookie, copied)
+        assert "Signed in as" not in thief.get(f"/d/{code}").text
+        assert "Signed in as member@example.com" in other_device.get(f"/d/{code}").text
+        # Signing out twice with the same cookie is harmless.
+        again = thief.client.post(f"/d/{code}/logout", data={"csrf_token": thief.csrf(f"/d/{code}/login")})
+        assert again.status_code == 303
+    finally:
+        for b in (browser, other_device, thief):
+            b.close()

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from opencoupon.db.session import upsert_insert
 from opencoupon.models import Account, ApiSecret, Campaign, OneTimeToken
 
 
@@ -57,6 +58,27 @@ def subaccount(session: Session, parent_id: int, subaccount_id: int) -> Account 
 def token_by_digest(session: Session, digest: str, purpose: str) -> OneTimeToken | None:
     return session.scalar(
         select(OneTimeToken).where(OneTimeToken.token_digest == digest, OneTimeToken.purpose == purpose)
+    )
+
+
+def record_ended_session(
+    session: Session, account_id: int, purpose: str, digest: str, now: dt.datetime, lifetime: dt.timedelta
+) -> None:
+    """Remember a signed-out session (by the digest of its ID) until its cookie would have expired
+    anyway; signing out twice, even at the same moment, records it once."""
+    session.execute(
+        upsert_insert(session, OneTimeToken)
+        .values(
+            account_id=account_id,
+            purpose=purpose,
+            token_digest=digest,
+            page="",
+            target="",
+            created_at=now,
+            expires_at=now + lifetime,
+            used_at=now,
+        )
+        .on_conflict_do_nothing()
     )
 
 

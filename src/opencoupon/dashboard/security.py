@@ -46,7 +46,7 @@ from opencoupon.accounts import service as accounts
 from opencoupon.dashboard.notices import NOTICE_FIELDS, SignedNotices
 from opencoupon.errors import ApiError
 from opencoupon.kit.clock import utcnow
-from opencoupon.models import Account, OneTimeToken
+from opencoupon.models import Account
 from opencoupon.pages import render_error_page, templates
 from opencoupon.runtime import Runtime
 
@@ -132,20 +132,10 @@ def end_session(request: Request) -> None:
         return
     account_id, _epoch, session_id = claim
     runtime = _runtime(request)
-    digest = _ended_digest(request, session_id)
-    now = utcnow()
+    lifetime = dt.timedelta(seconds=_max_age(request))
     with runtime.db.transaction() as session:
-        if accounts_repo.token_by_digest(session, digest, SESSION_ENDED) is not None:
-            return
-        session.add(
-            OneTimeToken(
-                account_id=account_id,
-                purpose=SESSION_ENDED,
-                token_digest=digest,
-                created_at=now,
-                expires_at=now + dt.timedelta(seconds=_max_age(request)),
-                used_at=now,
-            )
+        accounts_repo.record_ended_session(
+            session, account_id, SESSION_ENDED, _ended_digest(request, session_id), utcnow(), lifetime
         )
 
 

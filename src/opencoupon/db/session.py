@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.dialects.postgresql import Insert as PgInsert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from opencoupon.db.engine import make_engine, sqlite_write_lock
@@ -40,3 +45,11 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def upsert_insert(session: Session, table: Any) -> PgInsert | SqliteInsert:
+    """An INSERT with `on_conflict_do_nothing()` / `on_conflict_do_update()` for the session's
+    database: both dialects have them, each under its own class."""
+    if session.get_bind().dialect.name == "postgresql":
+        return pg_insert(table)
+    return sqlite_insert(table)

@@ -1,12 +1,16 @@
 """Sign-in cookies of directory users, and the CSRF token helpers of the directory forms.
 
 A signed-in directory user carries one cookie per directory (`ocd_<code>`), signed with a key
-derived from the server secret; it names the directory and the user, and every request re-reads
-the user, so blocking or a payment change takes effect at once. Forms carry a signed
+derived from the server secret; it names the directory, the user and a random session ID made at
+each sign-in, and every request re-reads the user, so blocking or a payment change takes effect at
+once. Signing out records the session ID as ended (a `one_time_tokens` row, digest only, as the
+dashboard does), so a copy of the cookie kept elsewhere stops working too. Forms carry a signed
 double-submit CSRF token."""
 
 from __future__ import annotations
 
+import datetime as dt
+import secrets
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -15,12 +19,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from opencoupon import web
+from opencoupon.accounts import repository as accounts_repo
 from opencoupon.directories import repository
+from opencoupon.kit.clock import utcnow
 from opencoupon.models import Directory, DirectoryUser
 from opencoupon.runtime import Runtime
 from opencoupon.web import runtime_of
 
 LOGIN_MAX_AGE = 30 * 24 * 3600
+SESSION_ENDED = "dir-session-ended"
 
 
 def _serializer(runtime: Runtime, purpose: str) -> URLSafeTimedSerializer:
@@ -31,7 +38,8 @@ def login_cookie_name(directory: Directory) -> str:
     return f"ocd_{directory.code}"
 
 
-def signed_in_user(session: Session, request: Request, directory: Directory) -> DirectoryUser | None:
+def _claim(request: Request, directory: Directory) -> tuple[int, str] | None:
+    """(user ID, session ID) of a genuine, unexpired sign-in cookie for this directory."""
     raw = request.cookies.get(login_cookie_name(directory))
     if not raw:
         return None
@@ -39,14 +47,35 @@ def signed_in_user(session: Session, request: Request, directory: Directory) -> 
         data: Any = _serializer(runtime_of(request), "directory-login").loads(raw, max_age=LOGIN_MAX_AGE)
     except BadSignature:
         return None
-    if not isinstance(data, dict) or data.get("d") != directory.id or not isinstance(data.get("u"), int):
+    if not isinstance(data, dict) or data.get("d") != directory.id:
         return None
-    return repository.user(session, directory.id, data["u"])
+    user_id, session_id = data.get("u"), data.get("s")
+    # A cookie without a session ID predates server-side sign-out: its holder signs in again.
+    if not isinstance(user_id, int) or not isinstance(session_id, str):
+        return None
+    return user_id, session_id
+
+
+def _ended_digest(runtime: Runtime, session_id: str) -> str:
+    return runtime.keyring.digest(f"{SESSION_ENDED}:{session_id}")
+
+
+def signed_in_user(session: Session, request: Request, directory: Directory) -> DirectoryUser | None:
+    claim = _claim(request, directory)
+    if claim is None:
+        return None
+    user_id, session_id = claim
+    digest = _ended_digest(runtime_of(request), session_id)
+    if accounts_repo.token_by_digest(session, digest, SESSION_ENDED) is not None:
+        return None
+    return repository.user(session, directory.id, user_id)
 
 
 def sign_in(response: Response, request: Request, directory: Directory, user: DirectoryUser) -> None:
+    """A new session, whatever the browser held before."""
     runtime = runtime_of(request)
-    value = _serializer(runtime, "directory-login").dumps({"d": directory.id, "u": user.id})
+    claim = {"d": directory.id, "u": user.id, "s": secrets.token_urlsafe(18)}
+    value = _serializer(runtime, "directory-login").dumps(claim)
     response.set_cookie(
         login_cookie_name(directory),
         value,
@@ -59,7 +88,21 @@ def sign_in(response: Response, request: Request, directory: Directory, user: Di
 
 
 def sign_out(response: Response, request: Request, directory: Directory) -> None:
+    """Delete the cookie and end its session on the server (blocking: call in the thread pool)."""
     response.delete_cookie(login_cookie_name(directory), path="/")
+    claim = _claim(request, directory)
+    if claim is None:
+        return
+    runtime = runtime_of(request)
+    with runtime.db.transaction() as session:
+        accounts_repo.record_ended_session(
+            session,
+            directory.account_id,
+            SESSION_ENDED,
+            _ended_digest(runtime, claim[1]),
+            utcnow(),
+            dt.timedelta(seconds=LOGIN_MAX_AGE),
+        )
 
 
 def safe_next(raw: str | None, default: str) -> str:

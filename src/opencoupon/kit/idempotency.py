@@ -13,10 +13,9 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from opencoupon.db.session import upsert_insert
 from opencoupon.errors import ApiError
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.crypto import Keyring
@@ -39,9 +38,8 @@ def claim(
             IdempotencyRecord.created_at < now - ttl,
         )
     )
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     inserted = session.execute(
-        insert(IdempotencyRecord)
+        upsert_insert(session, IdempotencyRecord)
         .values(account_id=account_id, key=key, request_hash=fingerprint, created_at=now)
         .on_conflict_do_nothing()
         .returning(IdempotencyRecord.id)

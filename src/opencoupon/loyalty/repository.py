@@ -7,11 +7,10 @@ import datetime as dt
 from collections.abc import Sequence
 
 from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from opencoupon.db import raw
+from opencoupon.db.session import upsert_insert
 from opencoupon.kit.params import INT32_MAX
 from opencoupon.models import (
     Campaign,
@@ -329,9 +328,8 @@ def claim_grant(
 ) -> int | None:
     """Record that `holder` reached `reward` in `cycle`; the grant's id for the one caller that
     records it, None when it was already granted."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     return session.execute(
-        insert(LoyaltyRewardGrant)
+        upsert_insert(session, LoyaltyRewardGrant)
         .values(
             account_id=holder.account_id,
             card_id=reward.card_id,

@@ -7,10 +7,9 @@ import hashlib
 from typing import Any
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from opencoupon.db.session import upsert_insert
 from opencoupon.errors import ApiError, bad_value
 from opencoupon.kit import ids
 from opencoupon.kit.dates import fmt
@@ -72,9 +71,7 @@ def subscribe_many(session: Session, items: list[tuple[Subscriber, str, str, str
     ]
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(PushSubscription)
+    statement = upsert_insert(session, PushSubscription)
     statement = statement.on_conflict_do_update(
         index_elements=["target_kind", "target_key", "endpoint_digest"],
         set_={"p256dh": statement.excluded.p256dh, "auth": statement.excluded.auth},
