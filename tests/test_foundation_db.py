@@ -3,13 +3,20 @@ PostgreSQL), and every migration can be undone and redone on a scratch SQLite fi
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from opencoupon import models  # noqa: F401  (registers every table)
+from opencoupon.config import Settings
 from opencoupon.db.base import Base
+from opencoupon.db.engine import normalize_url
 from opencoupon.db.migrate import downgrade, upgrade
 from opencoupon.db.session import Database
 from opencoupon.runtime import Runtime
@@ -32,6 +39,60 @@ def test_migrations_downgrade_and_upgrade_again(tmp_path: Path) -> None:
     upgrade(url)
     database = Database(url)
     try:
+        assert _differences(database) == []
+    finally:
+        database.dispose()
+
+
+@pytest.fixture
+def scratch_postgres(settings: Settings) -> Iterator[str]:
+    """A new, empty PostgreSQL database beside the suite's (the suite's role may create one)."""
+    if not settings.database_url.startswith("postgres"):
+        pytest.skip("PostgreSQL only: the SQLite migrations are checked above")
+    name = f"oc_migrate_{secrets.token_hex(4)}"
+    admin = create_engine(normalize_url(settings.database_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield str(make_url(settings.database_url).set(database=name).render_as_string(hide_password=False))
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+def _custom_code_index(database: Database) -> tuple[str, bool] | None:
+    with database.engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT pg_get_indexdef(i.indexrelid), i.indisvalid FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = :name"
+            ),
+            {"name": "ix_coupon_sessions_campaign_custom_code_lower"},
+        ).one_or_none()
+    return None if row is None else (str(row[0]), bool(row[1]))
+
+
+def test_postgres_migrations_build_the_custom_code_index_concurrently(scratch_postgres: str) -> None:
+    """Migration 0010 builds its index with CREATE INDEX CONCURRENTLY (writes to coupon_sessions go
+    on meanwhile), outside the migration's transaction; an index of that name left behind by an
+    interrupted build is replaced; downgrade and upgrade again leave the models' schema."""
+    upgrade(scratch_postgres, "0009")
+    database = Database(scratch_postgres)
+    try:
+        with database.engine.begin() as conn:  # what a build stopped half-way can leave behind
+            conn.execute(
+                text("CREATE INDEX ix_coupon_sessions_campaign_custom_code_lower ON coupon_sessions (id)")
+            )
+        upgrade(scratch_postgres)
+        found = _custom_code_index(database)
+        assert found is not None
+        definition, valid = found
+        assert valid
+        assert "(campaign_id, lower((custom_validation_code)::text))" in definition
+        downgrade(scratch_postgres, "0009")
+        assert _custom_code_index(database) is None
+        upgrade(scratch_postgres)
         assert _differences(database) == []
     finally:
         database.dispose()
