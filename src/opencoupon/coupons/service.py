@@ -349,21 +349,19 @@ def _emit(
     )
 
 
+_REFUSALS = {
+    "removed": "This coupon is no longer available.",
+    "voided": "This coupon has been voided.",
+    "locked": "This coupon is locked.",
+    "inactive": "This campaign is not active.",
+    "validated": "This coupon has already been validated.",
+    "expired": "This coupon has expired.",
+}
+
+
 def refusal(campaign: Campaign, row: CouponSession, tz: ZoneInfo, now: dt.datetime) -> str | None:
     """Why this session cannot be validated now, in words for people; None when it can."""
-    if row.removed_at is not None:
-        return "This coupon is no longer available."
-    if row.link_status == "voided":
-        return "This coupon has been voided."
-    if row.locked:
-        return "This coupon is locked."
-    if campaign.status != "active" or campaign.deleted_at is not None:
-        return "This campaign is not active."
-    if row.validation_count >= campaign.validations_per_session:
-        return "This coupon has already been validated."
-    if expiry.is_expired(campaign, row, tz, now):
-        return "This coupon has expired."
-    return None
+    return _REFUSALS.get(state(campaign, row, tz, now))
 
 
 def state(campaign: Campaign, row: CouponSession, tz: ZoneInfo, now: dt.datetime) -> str:
