@@ -23,7 +23,7 @@ from opencoupon.app import create_app
 from opencoupon.config import Settings
 from opencoupon.db.engine import normalize_url
 from opencoupon.db.migrate import upgrade
-from opencoupon.kit import clock
+from opencoupon.kit import clock, lockout
 from opencoupon.runtime import Runtime
 
 TEST_SECRET_KEY = "test-secret-key-not-for-production-0123456789"
@@ -70,6 +70,14 @@ def runtime(settings: Settings) -> Iterator[Runtime]:
     rt = Runtime.from_settings(settings)
     yield rt
     rt.db.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_attempt_counters(runtime: Runtime) -> None:
+    """Wrong-PIN lockouts and sign-in limits are counted in the database, shared by every app on
+    it (the suite's server and the tests' own): each test starts with none counted."""
+    with runtime.db.transaction() as session:
+        lockout.forget_all(session)
 
 
 def free_port() -> int:

@@ -18,7 +18,6 @@ from dashboard_fixtures import post_form, signed_in
 from directories_fixtures import create_directory
 from loyalty_fixtures import create_card, create_holder
 from opencoupon import branding
-from opencoupon.loyalty.pages import pin_guard
 from opencoupon.models import Account
 from opencoupon.runtime import Runtime
 
@@ -26,11 +25,6 @@ ACCOUNT_PAGE = "/dashboard/account"
 LOGO = "https://cdn.example.com/acme/logo.png"
 BRAND_STYLE = "--accent:#ff6600;--accent-fg:#1d2330;--bg:#fff8e1;--fg:#222"
 _FORM_TOKEN = re.compile(r'name="form_token" value="([^"]+)"')
-
-
-@pytest.fixture(autouse=True)
-def _fresh_pin_guard() -> None:
-    pin_guard.reset()
 
 
 def _set_company(runtime: Runtime, account_id: int, name: str) -> None:

@@ -7,12 +7,10 @@ import re
 from typing import Any
 
 import httpx2
-import pytest
 
 from conftest import TestAccount as Acc
 from helpers import assert_ok
 from loyalty_fixtures import create_card, create_holder, ledger_of, reward_campaign, reward_sessions, update
-from opencoupon.loyalty.pages import pin_guard
 from opencoupon.runtime import Runtime
 
 
@@ -20,11 +18,6 @@ def form_token(html: str) -> str:
     found = re.search(r'name="form_token" value="([^"]+)"', html)
     assert found is not None, html
     return found.group(1)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_pin_guard() -> None:
-    pin_guard.reset()
 
 
 def join(http: httpx2.Client, code: str, **fields: str) -> httpx2.Response:

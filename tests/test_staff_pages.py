@@ -3,22 +3,12 @@ staff page): no other site may frame them (clickjacking), whatever the answer.""
 
 from __future__ import annotations
 
-import time
-
 import httpx2
-import pytest
 
 from conftest import LiveServer
 from coupons_fixtures import PIN, Acct, bulk_sessions, create_campaign, csrf_token
 from loyalty_fixtures import create_card, create_holder
-from opencoupon.kit.lockout import Lockout
-from opencoupon.loyalty.pages import pin_guard
 from opencoupon.runtime import Runtime
-
-
-@pytest.fixture(autouse=True)
-def _fresh_pin_guard() -> None:
-    pin_guard.reset()
 
 
 def _unframeable(response: httpx2.Response) -> None:
@@ -108,29 +98,3 @@ def test_a_campaign_without_pin_says_so_instead_of_wrong_pin(
         done = till.post(staff, data={"csrf": token, "pin": PIN, "code": code[:6]})
         assert done.status_code == 200
         assert f"Coupon {code[:6]} validated." in done.text
-
-
-def test_pin_lockout_memory_stays_bounded_while_it_keeps_blocking() -> None:
-    """Every client that typed a wrong PIN is remembered for the window only: past `max_keys`,
-    clients whose failures all left the window are forgotten; a client still blocked is not."""
-    lockout = Lockout(limit=2, window=0.3, max_keys=3)
-    for client in ("a", "b"):
-        lockout.fail(client)
-    time.sleep(0.35)
-    lockout.fail("c")
-    lockout.fail("c")
-    lockout.fail("d")  # a fourth key: a and b are swept
-    assert len(lockout) == 2
-    assert lockout.blocked("c")
-    assert not lockout.blocked("d")
-
-
-def test_pin_lockout_memory_stays_bounded_under_a_flood_of_clients() -> None:
-    """Fresh failures from ever more client addresses (all inside the window): the oldest are
-    forgotten, so memory stays bounded; a client that just failed is still remembered."""
-    lockout = Lockout(limit=2, window=60.0, max_keys=10)
-    for client in range(25):
-        lockout.fail(f"10.0.0.{client}")
-    assert len(lockout) <= 10
-    lockout.fail("10.0.0.24")
-    assert lockout.blocked("10.0.0.24")

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from conftest import TestAccount
 from opencoupon.kit.clock import utcnow
-from opencoupon.models import IdempotencyRecord, Job, OneTimeToken
+from opencoupon.models import AttemptCounter, IdempotencyRecord, Job, OneTimeToken
 from opencoupon.runtime import Runtime
 from opencoupon.worker import housekeeping
 
@@ -56,10 +56,14 @@ def test_sweep_deletes_what_is_past_its_use_and_keeps_the_rest(
                     finished_at=finished,
                 )
             )
+        # Wrong-PIN and sign-in counts: two whose window is over, one still running.
+        for name, expires in (("over-1", now - day), ("over-2", now), ("running", now + day)):
+            session.add(AttemptCounter(key=f"{tag}:{name}", count=3, expires_at=expires))
     swept = housekeeping.sweep(runtime, now=now, batch=1)  # one row per transaction: batches loop
     assert swept.idempotency_records >= 2
     assert swept.one_time_tokens >= 2
     assert swept.jobs >= 2
+    assert swept.attempt_counters >= 2
     with runtime.db.read() as session:
         keys = set(
             session.scalars(select(IdempotencyRecord.key).where(IdempotencyRecord.key.startswith(tag)))
@@ -69,10 +73,12 @@ def test_sweep_deletes_what_is_past_its_use_and_keeps_the_rest(
                 select(OneTimeToken.token_digest).where(OneTimeToken.token_digest.startswith(tag))
             )
         )
+        counters = set(session.scalars(select(AttemptCounter.key).where(AttemptCounter.key.startswith(tag))))
         left = sorted(
             session.execute(select(Job.status, Job.finished_at).where(Job.kind == tag)).all(), key=str
         )
     assert keys == {f"{tag}-fresh"}
     assert tokens == {f"{tag}-live"}
+    assert counters == {f"{tag}:running"}
     assert sorted(status for status, _finished in left) == ["dead", "done", "queued"]
     assert all(finished is None or finished > now - 9 * day for _status, finished in left)

@@ -51,11 +51,12 @@ NO_PIN = "This campaign has no staff PIN: set one on the dashboard."
 NOTICES = {"claimed": "Your coupon is claimed.", "validated": "Coupon validated. Thank you!"}
 
 
-# A campaign's staff page, by campaign.
-staff_lockout = Lockout()
+# Wrong PINs, ten per 15 minutes, counted in the database (shared by every API process; see
+# opencoupon.kit.lockout). A campaign's staff page, by campaign:
+staff_lockout = Lockout("staff-pin")
 # The PIN on the phone and on the QR scan page, by campaign and client address: five wrong PINs
 # lock one coupon, but anyone can open more coupons of the campaign to try more PINs.
-pin_lockout = Lockout()
+pin_lockout = Lockout("coupon-pin")
 
 
 @dataclass
@@ -363,10 +364,13 @@ def _staff(request: Request, runtime: Runtime, code: str, form: dict[str, str], 
 
     if not csrf_ok(request, runtime, form.get("csrf", "")):
         return fail(403, "The form expired. Please try again.", 300)
-    if staff_lockout.blocked(campaign.id):
+    with runtime.db.read() as s:
+        blocked = staff_lockout.blocked(s, runtime.keyring, campaign.id)
+    if blocked:
         return fail(429, "Too many wrong PINs. Wait 15 minutes and try again.", 429)
     if not service.pin_matches(runtime, campaign, pin):
-        staff_lockout.fail(campaign.id)
+        with runtime.db.transaction() as s:
+            staff_lockout.fail(s, runtime.keyring, campaign.id)
         return fail(403, "Wrong PIN.", 300)
     try:
         money = service.parse_money(form.get("validation_value") or None)
@@ -542,10 +546,10 @@ def _validate_with_pin(
                 error, status, error_code = "The form expired. Please try again.", 403, 300
             elif row.locked:
                 error, status = MESSAGES["locked"], 409
-            elif pin_lockout.blocked((campaign.id, client)):
+            elif pin_lockout.blocked(s, runtime.keyring, campaign.id, client):
                 error, status, error_code = "Too many wrong PINs. Wait 15 minutes and try again.", 429, 429
             elif not service.pin_matches(runtime, campaign, form.get("pin", "")):
-                pin_lockout.fail((campaign.id, client))
+                pin_lockout.fail(s, runtime.keyring, campaign.id, client)
                 locked_now = service.record_pin_failure(s, row, now)
                 error, status, error_code = "Wrong PIN.", 403, 300
                 if locked_now:

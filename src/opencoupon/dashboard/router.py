@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from fastapi import APIRouter, Depends
@@ -32,7 +33,7 @@ from opencoupon.dashboard.security import (
 from opencoupon.errors import ApiError
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.crypto import hash_password, verify_password
-from opencoupon.kit.ratelimit import RateLimiter
+from opencoupon.kit.lockout import Lockout
 from opencoupon.models import Account, OneTimeToken
 from opencoupon.runtime import Runtime
 from opencoupon.subaccounts.schemas import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
@@ -51,28 +52,27 @@ LINK_GONE = PageError(
 # Sign-in attempts are limited per email and, at this many times that rate, per client address:
 # one address trying a password on many emails is held back, an office behind one NAT is not.
 ADDRESS_FACTOR = 6
+LOGIN_WINDOW = dt.timedelta(minutes=1)
 
 
-def _login_limiters(request: Request) -> tuple[RateLimiter, RateLimiter]:
-    """(per email, per client address), one pair per app."""
-    limiters: tuple[RateLimiter, RateLimiter] | None = getattr(request.app.state, "login_limiters", None)
-    if limiters is None:
-        per_minute = runtime_of(request).settings.login_attempts_per_minute
-        by_address = per_minute * ADDRESS_FACTOR
-        limiters = (
-            RateLimiter(per_minute / 60.0, max(1, int(per_minute))),
-            RateLimiter(by_address / 60.0, max(1, int(by_address))),
-        )
-        request.app.state.login_limiters = limiters
-    return limiters
+def _login_limits(runtime: Runtime) -> tuple[Lockout, Lockout]:
+    """(per email, per client address): OPENCOUPON_LOGIN_ATTEMPTS_PER_MINUTE sign-ins per email
+    and six times that per address, per minute (fixed windows), counted in the database so every
+    API process shares one count."""
+    per_minute = runtime.settings.login_attempts_per_minute
+    return (
+        Lockout("login-email", limit=max(1, int(per_minute)), window=LOGIN_WINDOW),
+        Lockout("login-address", limit=max(1, int(per_minute * ADDRESS_FACTOR)), window=LOGIN_WINDOW),
+    )
 
 
-def _login_allowed(request: Request, email: str) -> bool:
-    by_email, by_address = _login_limiters(request)
-    address = request.client.host if request.client else ""
-    # Every attempt counts in both buckets (no short-circuit).
-    address_ok = by_address.check(address) <= 0
-    email_ok = by_email.check(accounts.normalize_email(email)) <= 0
+def _login_allowed(runtime: Runtime, email: str, address: str) -> bool:
+    """Count this sign-in attempt; whether it is within the limits (run in the thread pool)."""
+    by_email, by_address = _login_limits(runtime)
+    with runtime.db.transaction() as session:
+        # Every attempt counts in both (no short-circuit).
+        address_ok = by_address.attempt(session, runtime.keyring, address)
+        email_ok = by_email.attempt(session, runtime.keyring, accounts.normalize_email(email))
     return address_ok and email_ok
 
 
@@ -125,9 +125,11 @@ async def login(request: Request) -> Response:
     password = _text(form, "password")
     if not email or not password:
         return _login_page(request, email=email, error="Enter your email and password.", status_code=422)
-    if not _login_allowed(request, email):
+    runtime = runtime_of(request)
+    address = request.client.host if request.client else ""
+    if not await run_in_threadpool(_login_allowed, runtime, email, address):
         raise PageError(429, "Too many attempts", "Too many sign-in attempts. Wait a minute and try again.")
-    outcome = await run_in_threadpool(_check_login, runtime_of(request), email, password)
+    outcome = await run_in_threadpool(_check_login, runtime, email, password)
     if isinstance(outcome, str):
         return _login_page(request, email=email, error=outcome, status_code=401)
     response = RedirectResponse(safe_next(_text(form, "next", 2000)), status_code=303)

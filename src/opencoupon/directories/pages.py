@@ -6,6 +6,7 @@ is granted (payment completed and not expired, for payment directories)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 from urllib.parse import quote
 
@@ -26,9 +27,10 @@ from opencoupon.kit import ids
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.crypto import verify_password
 from opencoupon.kit.dates import fmt
-from opencoupon.kit.ratelimit import RateLimiter
+from opencoupon.kit.lockout import Lockout
 from opencoupon.models import Campaign, Category, CouponSession, Directory, DirectoryUser, LoyaltyCard
 from opencoupon.pages import render, render_error_page
+from opencoupon.runtime import Runtime
 
 router = APIRouter(tags=["Directory pages"], include_in_schema=False)
 
@@ -391,15 +393,12 @@ def _member_session(session: Session, campaign: Campaign, user: DirectoryUser) -
 # ---- registration, sign-in, sign-out, single sign-on ---------------------------------------------
 
 
-def _login_limiter(request: Request) -> RateLimiter:
-    """Sign-in attempts per directory and email (OPENCOUPON_LOGIN_ATTEMPTS_PER_MINUTE, as the
-    dashboard's sign-in): a password cannot be guessed by trying many."""
-    limiter: RateLimiter | None = getattr(request.app.state, "directory_login_limiter", None)
-    if limiter is None:
-        per_minute = web.runtime_of(request).settings.login_attempts_per_minute
-        limiter = RateLimiter(per_minute / 60.0, max(1, int(per_minute)))
-        request.app.state.directory_login_limiter = limiter
-    return limiter
+def _login_limit(runtime: Runtime) -> Lockout:
+    """Sign-in attempts per directory and email (OPENCOUPON_LOGIN_ATTEMPTS_PER_MINUTE per minute,
+    fixed windows, as the dashboard's sign-in), counted in the database so every API process shares
+    one count: a password cannot be guessed by trying many."""
+    per_minute = runtime.settings.login_attempts_per_minute
+    return Lockout("directory-login", limit=max(1, int(per_minute)), window=dt.timedelta(minutes=1))
 
 
 def _form_page(
@@ -548,7 +547,7 @@ def login(
         if not web.csrf_ok(request, csrf_token):
             return form_again(400, "The form expired. Please try again.")
         normalized = accounts.normalize_email(email)
-        if _login_limiter(request).check(f"{directory.id}:{normalized}") > 0:
+        if not _login_limit(runtime).attempt(session, runtime.keyring, directory.id, normalized):
             return form_again(429, "Too many sign-in attempts. Wait a minute and try again.")
         user = repository.user_by_email(session, directory.id, normalized)
         if not verify_password(user.password_hash if user else None, password) or user is None:

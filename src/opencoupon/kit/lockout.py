@@ -1,54 +1,107 @@
-"""Wrong-guess lockouts for short secrets typed on pages (staff PINs), kept in process."""
+"""Limits on attempts (wrong PINs typed on pages, sign-ins), counted in the database so that every
+API process (`serve --workers N`, several machines on one PostgreSQL) shares one count: N processes
+no longer allow N times the attempts.
+
+Counts are kept per key in fixed windows: a key's window starts at its first attempt and lasts
+`window`; the attempts of a new window count from zero again. Within a window:
+
+- a lockout (`blocked` / `fail`) refuses the key once `limit` failures were counted, for the rest of
+  that window, so a short PIN cannot be guessed by trying them all;
+- a limit on attempts (`attempt`) counts every attempt and lets the first `limit` through.
+
+So at most `limit` attempts pass per window, and at most 2 x `limit` in any `window`-long stretch
+(the end of one window and the start of the next). Checking costs one read by primary key;
+counting one INSERT … ON CONFLICT DO UPDATE … RETURNING, atomic on SQLite and PostgreSQL alike, so
+concurrent attempts never lose a count. Keys are stored as "<purpose>:<keyed digest>": client
+addresses and emails never in clear. Rows whose window is over are deleted by the worker's
+housekeeping (opencoupon.worker.housekeeping), which keeps the table bounded.
+
+The calls run in the caller's session, so its transaction commits the count; callers run them in
+the thread pool like their other database work (on SQLite a count takes the write lock)."""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Hashable
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import case, delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from opencoupon.kit.clock import utcnow
+from opencoupon.kit.crypto import Keyring
+from opencoupon.models import AttemptCounter
+
+_counters = AttemptCounter.__table__
 
 
+@dataclass(frozen=True)
 class Lockout:
-    """Wrong PINs: after `limit` within `window` seconds under one key, PINs are refused under that
-    key for the rest of the window, so a short PIN cannot be guessed by trying them all."""
+    """Attempts under keys of one `purpose` (a short name, unique per limit): `limit` per
+    `window` and key. The key parts (campaign id, client address, email) are joined and digested."""
 
-    def __init__(self, limit: int = 10, window: float = 900.0, max_keys: int = 10_000) -> None:
-        self.limit = limit
-        self.window = window
-        self.max_keys = max_keys
-        self._failures: dict[Hashable, list[float]] = {}
-        self._lock = threading.Lock()
+    purpose: str
+    limit: int = 10
+    window: dt.timedelta = dt.timedelta(minutes=15)
 
-    def __len__(self) -> int:
-        """How many keys (campaigns, clients) it remembers failures of."""
-        with self._lock:
-            return len(self._failures)
+    def key(self, keyring: Keyring, *parts: object) -> str:
+        joined = "\x1f".join(str(part) for part in (self.purpose, *parts))
+        return f"{self.purpose}:{keyring.digest(joined)}"
 
-    def blocked(self, key: Hashable) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            recent = [t for t in self._failures.get(key, []) if now - t < self.window]
-            if recent:
-                self._failures[key] = recent
-            else:
-                self._failures.pop(key, None)
-            return len(recent) >= self.limit
+    def count(
+        self, session: Session, keyring: Keyring, *parts: object, now: dt.datetime | None = None
+    ) -> int:
+        """Attempts counted under the key in its current window (0 once the window is over)."""
+        found = session.execute(
+            select(AttemptCounter.count, AttemptCounter.expires_at).where(
+                AttemptCounter.key == self.key(keyring, *parts)
+            )
+        ).first()
+        if found is None:
+            return 0
+        count, expires_at = found
+        return int(count) if expires_at > (now or utcnow()) else 0
 
-    def reset(self) -> None:
-        """Forget every failure (tests start from a clean slate)."""
-        with self._lock:
-            self._failures.clear()
+    def blocked(
+        self, session: Session, keyring: Keyring, *parts: object, now: dt.datetime | None = None
+    ) -> bool:
+        """Whether `limit` failures were counted under the key in its current window."""
+        return self.count(session, keyring, *parts, now=now) >= self.limit
 
-    def fail(self, key: Hashable) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if len(self._failures) >= self.max_keys:
-                # Keys whose failures all left the window: without this sweep, every client that
-                # once typed a wrong PIN would stay in memory for the process's lifetime.
-                kept = {k: times for k, times in self._failures.items() if now - times[-1] < self.window}
-                # A flood of fresh keys (many client addresses): the oldest go, down to 90 %, so
-                # memory stays bounded and the next sweeps are many failures away.
-                excess = len(kept) - self.max_keys * 9 // 10
-                for old in list(kept)[: max(0, excess)]:
-                    del kept[old]
-                self._failures = kept
-            self._failures.setdefault(key, []).append(now)
+    def fail(self, session: Session, keyring: Keyring, *parts: object, now: dt.datetime | None = None) -> int:
+        """Count one failure (or attempt) under the key; the count in the window, this one included."""
+        now = now or utcnow()
+        insert: Any = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        statement = insert(_counters).values(
+            key=self.key(keyring, *parts), count=1, expires_at=now + self.window
+        )
+        over = _counters.c.expires_at <= now
+        statement = statement.on_conflict_do_update(
+            index_elements=[_counters.c.key],
+            # Both right-hand sides read the row as it was: a window that is over starts again.
+            set_={
+                "count": case((over, 1), else_=_counters.c.count + 1),
+                "expires_at": case((over, statement.excluded.expires_at), else_=_counters.c.expires_at),
+            },
+        ).returning(_counters.c.count)
+        return int(session.execute(statement).scalar_one())
+
+    def attempt(
+        self, session: Session, keyring: Keyring, *parts: object, now: dt.datetime | None = None
+    ) -> bool:
+        """Count one attempt under the key; whether it is within the limit (every attempt counts,
+        refused ones too)."""
+        return self.fail(session, keyring, *parts, now=now) <= self.limit
+
+    def reset(self, session: Session) -> None:
+        """Forget every count of this purpose (tests start from a clean slate)."""
+        session.execute(
+            delete(AttemptCounter).where(AttemptCounter.key.startswith(f"{self.purpose}:", autoescape=True))
+        )
+
+
+def forget_all(session: Session) -> None:
+    """Forget every count of every purpose (tests start from a clean slate)."""
+    session.execute(delete(AttemptCounter))

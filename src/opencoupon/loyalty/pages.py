@@ -35,13 +35,14 @@ router = APIRouter(include_in_schema=False)
 
 FORM_MAX_AGE = 24 * 3600
 MAX_FORM_AMOUNT = 100
-# Wrong PINs allowed per card and client address in PIN_WINDOW seconds.
+# Wrong PINs allowed per card and client address in PIN_WINDOW.
 PIN_FAILURES = 10
-PIN_WINDOW = 600.0
+PIN_WINDOW = dt.timedelta(minutes=10)
 
 
-# Per card and client address.
-pin_guard = Lockout(limit=PIN_FAILURES, window=PIN_WINDOW)
+# Per card and client address, counted in the database (shared by every API process; see
+# opencoupon.kit.lockout).
+pin_guard = Lockout("loyalty-pin", limit=PIN_FAILURES, window=PIN_WINDOW)
 
 
 # --- views ---------------------------------------------------------------------------------
@@ -323,10 +324,10 @@ def _collect(
             return card, _Outcome(error="This form has expired. Please try again.", status=403)
         if not card.active or not card.pin_digest:
             return card, _Outcome(error="Collecting on this card is not possible at the moment.", status=409)
-        if pin_guard.blocked((card.id, client)):
+        if pin_guard.blocked(session, runtime.keyring, card.id, client):
             return card, _Outcome(error="Too many wrong PINs. Please wait a few minutes.", status=429)
         if not service.pin_matches(runtime, card, pin.strip()):
-            pin_guard.fail((card.id, client))
+            pin_guard.fail(session, runtime.keyring, card.id, client)
             return card, _Outcome(error="Wrong PIN.", status=403)
         if not 1 <= amount <= MAX_FORM_AMOUNT:
             return card, _Outcome(error=f"Enter an amount from 1 to {MAX_FORM_AMOUNT}.", status=422)

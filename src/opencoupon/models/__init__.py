@@ -3,6 +3,7 @@
 Each capability adds its modules here (one module per table family)."""
 
 from opencoupon.models.account import Account, ApiSecret, OneTimeToken
+from opencoupon.models.attempt_counter import AttemptCounter
 from opencoupon.models.campaign import Campaign, CampaignCustomCode
 from opencoupon.models.coupon_session import CouponSession, DailyStat, Validation
 from opencoupon.models.directory import Category, Directory, DirectoryItem, DirectoryUser
@@ -24,6 +25,7 @@ from opencoupon.models.webhook import WebhookAttempt, WebhookEndpoint, WebhookMe
 __all__ = [
     "Account",
     "ApiSecret",
+    "AttemptCounter",
     "Campaign",
     "CampaignCustomCode",
     "Category",

@@ -5,7 +5,9 @@
 - one-time tokens (SSO, password reset, ended dashboard sessions) past their expiry (an expired
   token is refused whether its row is there or not);
 - finished jobs: done ones after JOB_RETENTION, dead ones after DEAD_JOB_RETENTION (kept longer:
-  they are what an operator looks at when deliveries failed).
+  they are what an operator looks at when deliveries failed);
+- attempt counters (wrong-PIN lockouts, sign-in limits) whose window is over (a count past its
+  window is read as zero whether its row is there or not).
 
 Events are kept: they are what webhook replays send again. Deletes run in batches of BATCH rows,
 each in its own short transaction (on SQLite each holds the write lock only briefly)."""
@@ -17,10 +19,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy import ColumnElement, delete, inspect, select
 
 from opencoupon.kit.clock import utcnow
-from opencoupon.models import IdempotencyRecord, Job, OneTimeToken
+from opencoupon.models import AttemptCounter, IdempotencyRecord, Job, OneTimeToken
 from opencoupon.runtime import Runtime
 
 log = logging.getLogger("opencoupon.worker")
@@ -38,15 +40,17 @@ class Swept:
     idempotency_records: int = 0
     one_time_tokens: int = 0
     jobs: int = 0
+    attempt_counters: int = 0
 
 
 def _delete_all(runtime: Runtime, model: Any, condition: ColumnElement[bool], batch: int) -> int:
     """Delete the rows of `model` matching `condition`, `batch` at a time; how many."""
     total = 0
+    (key,) = inspect(model).primary_key  # `id`, or another single-column primary key
     while True:
-        ids = select(model.id).where(condition).limit(batch).scalar_subquery()
+        keys = select(key).where(condition).limit(batch).scalar_subquery()
         with runtime.db.transaction() as session:
-            deleted = int(session.execute(delete(model).where(model.id.in_(ids))).rowcount or 0)  # type: ignore[attr-defined]
+            deleted = int(session.execute(delete(model).where(key.in_(keys))).rowcount or 0)  # type: ignore[attr-defined]
         total += deleted
         if deleted < batch:
             return total
@@ -67,7 +71,8 @@ def sweep(runtime: Runtime, *, now: dt.datetime | None = None, batch: int = BATC
             | ((Job.status == "dead") & (Job.finished_at < now - DEAD_JOB_RETENTION)),
             batch,
         ),
+        attempt_counters=_delete_all(runtime, AttemptCounter, AttemptCounter.expires_at <= now, batch),
     )
-    if swept.idempotency_records or swept.one_time_tokens or swept.jobs:
+    if swept.idempotency_records or swept.one_time_tokens or swept.jobs or swept.attempt_counters:
         log.info("housekeeping deleted %s", swept)
     return swept
