@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import case, delete, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from opencoupon.db.session import upsert_insert
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.crypto import Keyring
 from opencoupon.models import AttemptCounter
@@ -73,17 +71,16 @@ class Lockout:
     def fail(self, session: Session, keyring: Keyring, *parts: object, now: dt.datetime | None = None) -> int:
         """Count one failure (or attempt) under the key; the count in the window, this one included."""
         now = now or utcnow()
-        insert: Any = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        statement = insert(_counters).values(
+        insert = upsert_insert(session, _counters).values(
             key=self.key(keyring, *parts), count=1, expires_at=now + self.window
         )
         over = _counters.c.expires_at <= now
-        statement = statement.on_conflict_do_update(
+        statement = insert.on_conflict_do_update(
             index_elements=[_counters.c.key],
             # Both right-hand sides read the row as it was: a window that is over starts again.
             set_={
                 "count": case((over, 1), else_=_counters.c.count + 1),
-                "expires_at": case((over, statement.excluded.expires_at), else_=_counters.c.expires_at),
+                "expires_at": case((over, insert.excluded.expires_at), else_=_counters.c.expires_at),
             },
         ).returning(_counters.c.count)
         return int(session.execute(statement).scalar_one())
