@@ -364,13 +364,15 @@ def _staff(request: Request, runtime: Runtime, code: str, form: dict[str, str], 
 
     if not csrf_ok(request, runtime, form.get("csrf", "")):
         return fail(403, "The form expired. Please try again.", 300)
-    with runtime.db.read() as s:
-        blocked = staff_lockout.blocked(s, runtime.keyring, campaign.id)
-    if blocked:
+    with runtime.db.transaction() as s:
+        # Counted before it is checked, given back when right (opencoupon.kit.lockout).
+        allowed = staff_lockout.attempt(s, runtime.keyring, campaign.id)
+        right = allowed and service.pin_matches(runtime, campaign, pin)
+        if right:
+            staff_lockout.refund(s, runtime.keyring, campaign.id)
+    if not allowed:
         return fail(429, "Too many wrong PINs. Wait 15 minutes and try again.", 429)
-    if not service.pin_matches(runtime, campaign, pin):
-        with runtime.db.transaction() as s:
-            staff_lockout.fail(s, runtime.keyring, campaign.id)
+    if not right:
         return fail(403, "Wrong PIN.", 300)
     try:
         money = service.parse_money(form.get("validation_value") or None)
@@ -546,15 +548,15 @@ def _validate_with_pin(
                 error, status, error_code = "The form expired. Please try again.", 403, 300
             elif row.locked:
                 error, status = MESSAGES["locked"], 409
-            elif pin_lockout.blocked(s, runtime.keyring, campaign.id, client):
+            elif not pin_lockout.attempt(s, runtime.keyring, campaign.id, client):
                 error, status, error_code = "Too many wrong PINs. Wait 15 minutes and try again.", 429, 429
             elif not service.pin_matches(runtime, campaign, form.get("pin", "")):
-                pin_lockout.fail(s, runtime.keyring, campaign.id, client)
                 locked_now = service.record_pin_failure(s, row, now)
                 error, status, error_code = "Wrong PIN.", 403, 300
                 if locked_now:
                     error = "Wrong PIN. Too many wrong PINs: this coupon is now locked."
             else:
+                pin_lockout.refund(s, runtime.keyring, campaign.id, client)
                 money = service.parse_money(form.get("validation_value") or None)
                 service.validate(s, runtime, campaign, row, now, method=method, validation_value=money)
                 if method == "pin" and not wants_json(request):

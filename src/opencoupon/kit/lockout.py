@@ -5,9 +5,13 @@ no longer allow N times the attempts.
 Counts are kept per key in fixed windows: a key's window starts at its first attempt and lasts
 `window`; the attempts of a new window count from zero again. Within a window:
 
-- a lockout (`blocked` / `fail`) refuses the key once `limit` failures were counted, for the rest of
-  that window, so a short PIN cannot be guessed by trying them all;
-- a limit on attempts (`attempt`) counts every attempt and lets the first `limit` through.
+- a limit on attempts (`attempt`) counts every attempt and lets the first `limit` through;
+- a limit on guesses (PINs) counts a guess before it is checked (`attempt`) and gives the count
+  back when the guess was right (`refund`), so only wrong guesses use up the limit. Counting
+  first makes the limit exact under concurrency: a hundred guesses sent at once get `limit`
+  checks, not a hundred that all read "not blocked yet" (the count's row stays locked on
+  PostgreSQL, and SQLite has one writer, until the guess's transaction ends);
+- `count` reads where a key stands, `add` counts without deciding.
 
 So at most `limit` attempts pass per window, and at most 2 x `limit` in any `window`-long stretch
 (the end of one window and the start of the next). Checking costs one read by primary key;
@@ -24,7 +28,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import case, delete, select
+from sqlalchemy import case, delete, select, update
 from sqlalchemy.orm import Session
 
 from opencoupon.db.session import upsert_insert
@@ -62,14 +66,8 @@ class Lockout:
         count, expires_at = found
         return int(count) if expires_at > (now or utcnow()) else 0
 
-    def blocked(
-        self, session: Session, keyring: Keyring, *parts: object, now: dt.datetime | None = None
-    ) -> bool:
-        """Whether `limit` failures were counted under the key in its current window."""
-        return self.count(session, keyring, *parts, now=now) >= self.limit
-
-    def fail(self, session: Session, keyring: Keyring, *parts: object, now: dt.datetime | None = None) -> int:
-        """Count one failure (or attempt) under the key; the count in the window, this one included."""
+    def add(self, session: Session, keyring: Keyring, *parts: object, now: dt.datetime | None = None) -> int:
+        """Count one attempt under the key; the count in the window, this one included."""
         now = now or utcnow()
         insert = upsert_insert(session, _counters).values(
             key=self.key(keyring, *parts), count=1, expires_at=now + self.window
@@ -90,7 +88,15 @@ class Lockout:
     ) -> bool:
         """Count one attempt under the key; whether it is within the limit (every attempt counts,
         refused ones too)."""
-        return self.fail(session, keyring, *parts, now=now) <= self.limit
+        return self.add(session, keyring, *parts, now=now) <= self.limit
+
+    def refund(self, session: Session, keyring: Keyring, *parts: object) -> None:
+        """Give back one counted attempt under the key (a right guess must not use up the limit)."""
+        session.execute(
+            update(AttemptCounter)
+            .where(AttemptCounter.key == self.key(keyring, *parts), AttemptCounter.count > 0)
+            .values(count=AttemptCounter.count - 1)
+        )
 
     def reset(self, session: Session) -> None:
         """Forget every count of this purpose (tests start from a clean slate)."""

@@ -324,11 +324,12 @@ def _collect(
             return card, _Outcome(error="This form has expired. Please try again.", status=403)
         if not card.active or not card.pin_digest:
             return card, _Outcome(error="Collecting on this card is not possible at the moment.", status=409)
-        if pin_guard.blocked(session, runtime.keyring, card.id, client):
+        # Counted before it is checked, given back when right (opencoupon.kit.lockout).
+        if not pin_guard.attempt(session, runtime.keyring, card.id, client):
             return card, _Outcome(error="Too many wrong PINs. Please wait a few minutes.", status=429)
         if not service.pin_matches(runtime, card, pin.strip()):
-            pin_guard.fail(session, runtime.keyring, card.id, client)
             return card, _Outcome(error="Wrong PIN.", status=403)
+        pin_guard.refund(session, runtime.keyring, card.id, client)
         if not 1 <= amount <= MAX_FORM_AMOUNT:
             return card, _Outcome(error=f"Enter an amount from 1 to {MAX_FORM_AMOUNT}.", status=422)
         holder = find_holder(session, card)
