@@ -28,6 +28,7 @@ log = logging.getLogger("opencoupon")
 STATIC_DIR = Path(__file__).parent / "static"
 # Seconds (Python's default is 0.005); measured best between 0.0002 and 0.001.
 SQLITE_SWITCH_INTERVAL = 0.0005
+UNUSABLE_REQUEST = "What was sent could not be used. Go back, reload the page and try again."
 
 # Every module that contributes routes: it defines `router` (or `routers`). Requests are matched
 # against routes in this order, about 2 µs a route: the consumer pages and QR codes (the most
@@ -121,16 +122,25 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_exception(request: Request, exc: StarletteHTTPException) -> Response:
-        if _wants_html(request) and exc.status_code in (404, 405):
+        if _wants_html(request) and 400 <= exc.status_code < 500:
             from opencoupon.dashboard.security import error_page
 
             if exc.status_code == 405:
                 return await error_page(request, 405, "Not allowed", "This page cannot be used that way.")
-            return await error_page(request, 404, "Page not found", "There is nothing at this address.")
+            if exc.status_code == 404:
+                return await error_page(request, 404, "Page not found", "There is nothing at this address.")
+            # A body the form parser refuses (a broken multipart upload...).
+            return await error_page(request, exc.status_code, "Not understood", UNUSABLE_REQUEST)
         return error_response(_http_error(exc.status_code))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> Response:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        if _wants_html(request):
+            # A page's address or Form() fields of the wrong type (a file for a text field, letters
+            # where the address has a number).
+            from opencoupon.dashboard.security import error_page
+
+            return await error_page(request, 422, "Not understood", UNUSABLE_REQUEST)
         return error_response(ApiError(300, "Invalid request."))
 
     @app.exception_handler(Exception)

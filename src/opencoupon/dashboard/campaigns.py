@@ -34,6 +34,7 @@ from opencoupon.dashboard.common import (
     page_number,
     problem_of,
     saved_or_form_again,
+    search_text,
     text,
 )
 from opencoupon.dashboard.security import PageError, checked_form, require_login
@@ -312,7 +313,7 @@ def _session_row(campaign: Campaign, row: CouponSession, tz: Any, now: dt.dateti
 
 
 def _filters(request: Request) -> tuple[str, str, int]:
-    q = request.query_params.get("q", "").strip()[:100]
+    q = search_text(request)
     state = request.query_params.get("state", "")
     if state not in repository.SESSION_STATE_FILTERS:
         state = ""

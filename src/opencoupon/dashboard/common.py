@@ -242,6 +242,12 @@ def parse_int(raw: str, name: str, *, low: int = 0, high: int = 10**9) -> int | 
     return value
 
 
+def search_text(request: Request, name: str = "q", limit: int = 100) -> str:
+    """A search box's query parameter, without NUL: PostgreSQL refuses it in any text, so the
+    search would fail instead of finding nothing."""
+    return request.query_params.get(name, "").replace("\x00", "").strip()[:limit]
+
+
 def page_number(request: Request) -> int:
     """The `page` query parameter of a paged list, 1 when missing or not a number. Capped: a
     number past what SQLite's INTEGER holds would fail in the query."""
