@@ -15,7 +15,6 @@ from __future__ import annotations
 import ast
 import inspect
 import json
-import os
 import re
 import ssl
 import sys
@@ -49,7 +48,6 @@ from opencoupon.runtime import Runtime
 
 # One TLS context for the many clients (httpx makes one per client otherwise, ~10 ms each).
 TLS = ssl.create_default_context()
-ON_POSTGRES = bool(os.environ.get("OPENCOUPON_TEST_DATABASE_URL"))
 CSRF_NONCE = "safetynetcsrfnonce0123456789"
 
 # --- the routes -----------------------------------------------------------------------------------
@@ -260,54 +258,6 @@ HOSTILE: dict[str, Value] = {
 }
 
 GARBAGE_IDS = ("0", "-1", str(2**70), "cam_abc", "x" * 300, "%00", "%FF")
-
-# Known faults in pages other engineers are changing (see the report of this test's commit):
-# they are expected to fail, and the suite tells when they no longer do.
-_COUPON_FORM = (
-    "coupons/pages.py reads `await request.form()` without closing it: a file posted in place of a "
-    "field stays open until garbage collection (fix: `async with request.form() as form:`)"
-)
-
-
-def _nul(where: str) -> str:
-    return f"PostgreSQL: NUL reaches a query or an INSERT ({where}): DataError, HTTP 500"
-
-
-# (case path, kind): why it fails, and whether only on PostgreSQL.
-KNOWN: dict[tuple[str, str], tuple[str, bool]] = {
-    ("/p/{code}/staff", "files"): (_COUPON_FORM, False),
-    ("/p/{code}/{session_code}/claim", "files"): (_COUPON_FORM, False),
-    ("/p/{code}/{session_code}/validate", "files"): (_COUPON_FORM, False),
-    ("/p/{code}/{session_code}/scan", "files"): (_COUPON_FORM, False),
-    ("/dashboard/logout", "files"): (
-        "dashboard/router.py logout reads `await request.form()` without closing it (fix: "
-        "`await form.close()` after reading it, as security.checked_form does)",
-        False,
-    ),
-    ("/p/{code}/staff", "nul"): (_nul("coupons/pages.py _staff: code -> session_by_custom_code"), True),
-    ("/l/{code}/join", "nul"): (_nul("loyalty/pages.py join: names, email -> create_holder"), True),
-    ("/d/{code}/register", "nul"): (_nul("directories/pages.py register: email -> register_user"), True),
-    ("/d/{code}/login", "nul"): (_nul("directories/pages.py login: email -> user_by_email"), True),
-    **{
-        (path, "garbage_ids"): (_nul(f"{path}: code %00 -> card_by_code / directory_by_code"), True)
-        for path in (
-            "/l/{code}/join",
-            "/l/{code}/staff",
-            "/l/{code}/{token}/collect",
-            "/d/{code}/register",
-            "/d/{code}/login",
-            "/d/{code}/logout",
-        )
-    },
-    ("GET /d/{code}", "query"): (_nul("directories/pages.py directory_page: q -> campaign_items"), True),
-}
-
-
-def _known(path: str, kind: str) -> pytest.MarkDecorator | None:
-    reason, only_on_postgres = KNOWN.get((path, kind), ("", False))
-    if not reason:
-        return None
-    return pytest.mark.xfail(ON_POSTGRES or not only_on_postgres, strict=True, reason=reason)
 
 
 def _encode(pairs: list[tuple[str, Value]]) -> bytes:
@@ -793,8 +743,7 @@ def _params(kinds: list[str]) -> list[Any]:
         for kind in kinds:
             if not case.reads_fields and kind in HOSTILE:
                 continue
-            mark = _known(case.path, kind)
-            params.append(pytest.param(case, kind, id=f"{case.id}-{kind}", marks=[mark] if mark else []))
+            params.append(pytest.param(case, kind, id=f"{case.id}-{kind}"))
     return params
 
 
@@ -952,12 +901,7 @@ QUERIES = (
 
 
 def _get_cases() -> list[Any]:
-    params = []
-    for route in GET_ROUTES:
-        if route.path != "/docs":
-            mark = _known(f"GET {route.path}", "query")
-            params.append(pytest.param(route, id=route.path, marks=[mark] if mark else []))
-    return params
+    return [pytest.param(route, id=route.path) for route in GET_ROUTES if route.path != "/docs"]
 
 
 @pytest.mark.parametrize("route", _get_cases())

@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
@@ -142,6 +143,18 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
             return await error_page(request, 422, "Not understood", UNUSABLE_REQUEST)
         return error_response(ApiError(300, "Invalid request."))
+
+    @app.exception_handler(DataError)
+    async def _unstorable_text(request: Request, exc: DataError) -> Response:
+        # PostgreSQL text cannot hold NUL. The API refuses it while parsing (kit/body.py); a page's
+        # form field or address reaches the database as typed, and the transaction rolled back.
+        if "NUL" not in str(exc.orig):
+            return await _unexpected(request, exc)
+        if _wants_html(request):
+            from opencoupon.dashboard.security import error_page
+
+            return await error_page(request, 422, "Not understood", UNUSABLE_REQUEST)
+        return error_response(ApiError(301, "Invalid character in a value."))
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> Response:

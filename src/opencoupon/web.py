@@ -28,6 +28,14 @@ def runtime_of(request: Request) -> Runtime:
     return runtime
 
 
+async def form_text(request: Request) -> dict[str, str]:
+    """A posted form's text fields (the last value of a repeated one). A file posted in place of a
+    text field reads as empty and is closed at once, not left open until garbage collection."""
+    form = await request.form()
+    await form.close()
+    return {key: value if isinstance(value, str) else "" for key, value in form.items()}
+
+
 def wants_json(request: Request) -> bool:
     """The JSON form of a page: asked for with `Accept: application/json` (browsers never do)."""
     accept = request.headers.get("accept", "")

@@ -27,7 +27,7 @@ from opencoupon.kit.lockout import Lockout
 from opencoupon.models import Account, Campaign, CouponSession
 from opencoupon.pages import deny_framing, render, render_error_page
 from opencoupon.runtime import Runtime
-from opencoupon.web import wants_json
+from opencoupon.web import form_text, wants_json
 
 router = APIRouter(include_in_schema=False)
 
@@ -402,7 +402,7 @@ def _staff(request: Request, runtime: Runtime, code: str, form: dict[str, str], 
 async def staff_page(request: Request, code: str) -> Response:
     """Staff type the PIN and the coupon's 6-character code (or a custom validation code)."""
     runtime: Runtime = request.app.state.runtime
-    form = {k: str(v) for k, v in (await request.form()).items()} if request.method == "POST" else {}
+    form = await form_text(request) if request.method == "POST" else {}
     csrf = Csrf.for_request(request, runtime)
     out = await run_in_threadpool(_staff, request, runtime, code, form, csrf)
     if out is None:
@@ -503,7 +503,7 @@ def _claim(
 @router.post("/p/{code}/{session_code}/claim")
 async def claim_session(request: Request, code: str, session_code: str) -> Response:
     runtime: Runtime = request.app.state.runtime
-    form = {k: str(v) for k, v in (await request.form()).items()}
+    form = await form_text(request)
     csrf = Csrf.for_request(request, runtime)
     out = await run_in_threadpool(_claim, request, runtime, code, session_code, form, csrf)
     if out is None:
@@ -579,7 +579,7 @@ def _validate_with_pin(
 async def validate_on_phone(request: Request, code: str, session_code: str) -> Response:
     """Staff type their PIN on the consumer's phone."""
     runtime: Runtime = request.app.state.runtime
-    form = {k: str(v) for k, v in (await request.form()).items()}
+    form = await form_text(request)
     csrf = Csrf.for_request(request, runtime)
     out = await run_in_threadpool(_validate_with_pin, request, runtime, code, session_code, form, csrf, "pin")
     if out is None:
@@ -591,7 +591,7 @@ async def validate_on_phone(request: Request, code: str, session_code: str) -> R
 async def scan_page(request: Request, code: str, session_code: str) -> Response:
     """Where the session's QR code leads staff: the coupon's state and a PIN form to validate it."""
     runtime: Runtime = request.app.state.runtime
-    form = {k: str(v) for k, v in (await request.form()).items()} if request.method == "POST" else {}
+    form = await form_text(request) if request.method == "POST" else {}
     csrf = Csrf.for_request(request, runtime)
     out = await run_in_threadpool(_validate_with_pin, request, runtime, code, session_code, form, csrf, "qr")
     if out is None:

@@ -140,6 +140,7 @@ async def login(request: Request) -> Response:
 @router.post("/dashboard/logout")
 async def logout(request: Request) -> Response:
     form = await request.form()
+    await form.close()  # a file posted in place of the token is not kept open
     if await run_in_threadpool(current_account, request) is not None:
         verify_csrf(request, form)
         # Ended on the server too: a copy of the cookie no longer signs in.
