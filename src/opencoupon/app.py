@@ -49,6 +49,7 @@ ROUTER_MODULES = [
     "opencoupon.webhooks.router",
     "opencoupon.push.router",
     "opencoupon.distribution.router",
+    "opencoupon.privacy.router",
     "opencoupon.dashboard.router",
     "opencoupon.dashboard.pages",
     "opencoupon.docs",
@@ -131,7 +132,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             if exc.status_code == 404:
                 return await error_page(request, 404, "Page not found", "There is nothing at this address.")
             # A body the form parser refuses (a broken multipart upload...).
-            return await error_page(request, exc.status_code, "Not understood", UNUSABLE_REQUEST)
+            return await _not_understood(request, exc.status_code)
         return error_response(_http_error(exc.status_code))
 
     @app.exception_handler(RequestValidationError)
@@ -139,9 +140,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         if _wants_html(request):
             # A page's address or Form() fields of the wrong type (a file for a text field, letters
             # where the address has a number).
-            from opencoupon.dashboard.security import error_page
-
-            return await error_page(request, 422, "Not understood", UNUSABLE_REQUEST)
+            return await _not_understood(request)
         return error_response(ApiError(300, "Invalid request."))
 
     @app.exception_handler(DataError)
@@ -151,9 +150,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         if "NUL" not in str(exc.orig):
             return await _unexpected(request, exc)
         if _wants_html(request):
-            from opencoupon.dashboard.security import error_page
-
-            return await error_page(request, 422, "Not understood", UNUSABLE_REQUEST)
+            return await _not_understood(request)
         return error_response(ApiError(301, "Invalid character in a value."))
 
     @app.exception_handler(Exception)
@@ -186,6 +183,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     install_openapi(app)
     install_fast_lane(app)  # last: the outermost middleware
     return app
+
+
+async def _not_understood(request: Request, status: int = 422) -> Response:
+    from opencoupon.dashboard.security import error_page
+
+    return await error_page(request, status, "Not understood", UNUSABLE_REQUEST)
 
 
 def _wants_html(request: Request) -> bool:
