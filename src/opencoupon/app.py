@@ -49,6 +49,7 @@ ROUTER_MODULES = [
     "opencoupon.webhooks.router",
     "opencoupon.push.router",
     "opencoupon.distribution.router",
+    "opencoupon.privacy.router",
     "opencoupon.dashboard.router",
     "opencoupon.dashboard.pages",
     "opencoupon.docs",

@@ -25,6 +25,8 @@ EVENT_TYPES = (
     "directory_user_registered",
     "directory_payment_status_changed",
     "subaccount_created",
+    # Records of a person were erased (privacy/): their IDs, so receivers forget their copies.
+    "privacy_erased",
 )
 
 

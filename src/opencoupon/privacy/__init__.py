@@ -1,0 +1,1 @@
+"""Per-person data export and erasure (GDPR right of access and right to erasure)."""

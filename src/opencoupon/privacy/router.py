@@ -1,0 +1,31 @@
+"""Privacy calls (v4 REST): one person's data, exported or erased, within the caller's tenancy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from opencoupon.kit.endpoint import ApiContext, v4_endpoint
+from opencoupon.privacy import service
+from opencoupon.privacy.schemas import PersonRef
+
+router = APIRouter(tags=["Privacy"])
+
+
+@v4_endpoint(router, "GET", "/v4/privacy/export", PersonRef, summary="Export a person's data", read_only=True)
+def export(ctx: ApiContext, req: PersonRef) -> dict[str, Any]:
+    """Everything held about the person with this `email` (any letter case; and `phone`, if
+    given) in this account and, for a master, its subaccounts: coupon sessions with their claim
+    data and validations, loyalty card holders with their ledger, directory users (never the
+    password), email/SMS sends, push subscriptions, and the IDs of events about them."""
+    return service.export(ctx, service.person_of(req))
+
+
+@v4_endpoint(router, "POST", "/v4/privacy/erase", PersonRef, summary="Erase a person's data")
+def erase(ctx: ApiContext, req: PersonRef) -> dict[str, Any]:
+    """Blanks the person's names, email, phone, birthday, address and custom fields everywhere
+    `export` finds them (and in stored event data and webhook bodies), in one transaction;
+    sessions, validations, balances, the ledger and statistics stay. Answers how many records of
+    each kind changed: erasing again answers zeros, as does an email nobody has."""
+    return {"erased": service.erase(ctx, service.person_of(req))}

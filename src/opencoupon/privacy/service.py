@@ -1,0 +1,644 @@
+"""One person's data (GDPR right of access and right to erasure), within the caller's tenancy.
+
+A person is named by an email address and optionally a phone number: every coupon session,
+loyalty holder, directory user and email/SMS send whose email (any letter case) or phone matches
+is theirs. Export lists those rows; erase empties their personal fields in one transaction and
+keeps what the books and the exactly-once guarantees rest on: sessions, validations and their
+counts, validation values, balances, the ledger, statistics, IDs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from opencoupon.coupons.sessions import session_path
+from opencoupon.errors import ApiError, bad_value, missing
+from opencoupon.events import service as events
+from opencoupon.kit import idempotency
+from opencoupon.kit.dates import fmt, fmt_date
+from opencoupon.kit.endpoint import ApiContext
+from opencoupon.loyalty.service import holder_path
+from opencoupon.models import (
+    Campaign,
+    CouponSession,
+    Directory,
+    DirectoryUser,
+    DistributionSend,
+    Event,
+    LoyaltyCard,
+    LoyaltyHolder,
+)
+from opencoupon.privacy import repository as repo
+from opencoupon.privacy.schemas import PersonRef
+from opencoupon.singleuse import batches
+from opencoupon.webhooks import signing
+
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+PHONE = re.compile(r"^\+?[0-9]{6,15}$")
+_PHONE_SEPARATORS = re.compile(r"[\s().-]")
+INVALID_EMAIL = ApiError(305, "Email address is not valid.")
+
+# What erased free text and unique columns hold instead. No argon2 hash looks like ERASED_PASSWORD,
+# so no password ever matches it (kit.crypto.verify_password answers False to a malformed hash).
+ERASED = "[erased]"
+ERASED_PASSWORD = "!erased"
+NOT_SENT = "Not sent: the recipient's data was erased."
+# Keys of stored JSON (event data, kept answers) that hold a person's details.
+PERSONAL_KEYS = frozenset(
+    {
+        "firstname",
+        "lastname",
+        "first_name",
+        "last_name",
+        "email",
+        "phone",
+        "birthday",
+        "birth_date",
+        "gender",
+        "address",
+        "zip",
+        "city",
+        "custom_1",
+        "custom_2",
+        "custom_3",
+        "custom_fields",
+        "recipient",
+        "recipient_name",
+    }
+)
+_EMAIL_KEYS = ("email", "recipient")
+_PHONE_KEYS = ("phone", "recipient")
+PENDING_SENDS = ("queued", "retrying")
+KINDS = (
+    "coupon_sessions",
+    "loyalty_users",
+    "directory_users",
+    "sends",
+    "push_subscriptions",
+    "events",
+    "webhook_attempts",
+    "singleuse_batches",
+    "idempotency_records",
+)
+
+
+@dataclass(frozen=True)
+class Person:
+    email: str  # lower-cased
+    phone: str  # without separators; "" when not given
+
+
+def bare_phone(raw: str) -> str:
+    return _PHONE_SEPARATORS.sub("", raw)
+
+
+def person_of(req: PersonRef) -> Person:
+    """The person named by the request: 200 without an email, 305 for a malformed one."""
+    email = (req.email or "").strip().lower()
+    if not email:
+        raise missing("email")
+    if len(email) > 254 or not EMAIL.match(email):
+        raise INVALID_EMAIL
+    phone = bare_phone(req.phone or "")
+    if phone and not PHONE.match(phone):
+        raise bad_value("phone", "Digits with an optional leading +, 6 to 15 of them.")
+    return Person(email, phone)
+
+
+@dataclass
+class Found:
+    """The person's rows within the caller's tenancy."""
+
+    sessions: Sequence[tuple[CouponSession, Campaign]]
+    holders: Sequence[tuple[LoyaltyHolder, LoyaltyCard | None]]
+    users: Sequence[tuple[DirectoryUser, Directory]]
+    sends: Sequence[DistributionSend]
+
+    @property
+    def session_codes(self) -> list[str]:
+        return [row.code for row, _ in self.sessions]
+
+    @property
+    def holder_ids(self) -> list[int]:
+        return [holder.id for holder, _ in self.holders]
+
+    def id_texts(self) -> list[str]:
+        """How events name these rows: `"user": "reg_7"`, a holder object's `"ID": "12"`."""
+        texts = [f'"reg_{user.id}"' for user, _ in self.users]
+        return texts + [f'"ID": "{holder_id}"' for holder_id in self.holder_ids]
+
+
+def find(ctx: ApiContext, person: Person) -> Found:
+    session, scope = ctx.session, ctx.scope
+    return Found(
+        sessions=repo.coupon_sessions(session, scope, person.email, person.phone),
+        holders=repo.loyalty_holders(session, scope, person.email, person.phone),
+        users=repo.directory_users(session, scope, person.email, person.phone),
+        sends=repo.sends(session, scope, person.email, person.phone),
+    )
+
+
+class Scrubber:
+    """Finds and blanks the person's details in free text and in stored JSON.
+
+    Knows every email and phone the person's rows hold (a row matched by phone may hold another
+    email), and their names, which are only blanked under a personal key or, in free text of
+    their own rows, as whole words."""
+
+    def __init__(self, person: Person, found: Found) -> None:
+        emails = {person.email}
+        phones = {person.phone} if person.phone else set()
+        names: set[str] = set()
+        for row, _ in found.sessions:
+            emails.add(row.email.strip().lower())
+            phones |= {row.phone.strip(), bare_phone(row.phone)}
+            names |= {row.firstname, row.lastname}
+        for holder, _ in found.holders:
+            emails.add(holder.email.strip().lower())
+            phones |= {holder.phone.strip(), bare_phone(holder.phone)}
+            names |= {holder.first_name, holder.last_name}
+        for user, _ in found.users:
+            emails.add(user.email.strip().lower())
+            phones |= {user.phone.strip(), bare_phone(user.phone)}
+            names |= {user.first_name, user.last_name}
+        for send in found.sends:
+            names |= {send.recipient_name, send.firstname}
+        self.emails = {e for e in emails if e}
+        # Shorter numbers would match inside unrelated figures.
+        self.phones = {p for p in phones if len(bare_phone(p)) >= 6}
+        self.bare_phones = {bare_phone(p) for p in self.phones}
+        self.names = {n.strip() for n in names if len(n.strip()) >= 2}
+        self._pattern = self._compile([*self.emails, *self.phones])
+        self._names = self._compile(self.names, words=True)
+
+    @staticmethod
+    def _compile(texts: Iterable[str], *, words: bool = False) -> re.Pattern[str] | None:
+        ordered = sorted(set(texts), key=len, reverse=True)
+        if not ordered:
+            return None
+        body = "|".join(re.escape(t) for t in ordered)
+        return re.compile(rf"\b(?:{body})\b" if words else body, re.IGNORECASE)
+
+    def search_texts(self) -> list[str]:
+        """What to look for in stored JSON text (lower-cased), as json.dumps writes it too."""
+        found: set[str] = set()
+        for text in [*self.emails, *self.phones]:
+            found |= {text.lower(), json.dumps(text.lower())[1:-1]}
+        return sorted(found)
+
+    def text(self, value: str, *, names: bool = False) -> str:
+        if self._pattern is not None:
+            value = self._pattern.sub(ERASED, value)
+        if names and self._names is not None:
+            value = self._names.sub(ERASED, value)
+        return value
+
+    def _theirs(self, data: dict[str, Any]) -> bool:
+        for key in _EMAIL_KEYS:
+            if isinstance(data.get(key), str) and data[key].strip().lower() in self.emails:
+                return True
+        for key in _PHONE_KEYS:
+            if isinstance(data.get(key), str) and bare_phone(data[key]) in self.bare_phones:
+                return True
+        return False
+
+    def json(self, value: Any, *, theirs: bool = False) -> Any:
+        """`value` with the person's details blanked: every personal key of an object that is
+        theirs (or inside one), and their email or phone wherever else it appears in a string."""
+        if isinstance(value, dict):
+            mine = theirs or self._theirs(value)
+            out: dict[str, Any] = {}
+            for key, item in value.items():
+                if mine and key in PERSONAL_KEYS:
+                    out[key] = {} if isinstance(item, dict) else "" if isinstance(item, str) else item
+                else:
+                    out[key] = self.json(item, theirs=mine)
+            return out
+        if isinstance(value, list):
+            return [self.json(item, theirs=theirs) for item in value]
+        if isinstance(value, str):
+            return self.text(value)
+        return value
+
+
+# --- export ---------------------------------------------------------------------------------------
+
+
+def export(ctx: ApiContext, person: Person) -> dict[str, Any]:
+    found = find(ctx, person)
+    runtime = ctx.runtime
+    validations: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for item in repo.validations(ctx.session, [row.id for row, _ in found.sessions]):
+        validations[item.session_id].append(
+            {
+                "ordinal": item.ordinal,
+                "method": item.method,
+                "validation_value": _money(item.validation_value),
+                "created_at": fmt(item.created_at),
+            }
+        )
+    ledger: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for entry in repo.ledger(ctx.session, found.holder_ids):
+        ledger[entry.holder_id].append(
+            {
+                "unit": entry.unit,
+                "delta": entry.delta,
+                "balance_after": entry.balance_after,
+                "kind": entry.kind,
+                "source": entry.source,
+                "created_at": fmt(entry.created_at),
+            }
+        )
+    codes = {row.id: row.code for row, _ in found.sessions}
+    scrubber = Scrubber(person, found)
+    about = repo.events(
+        ctx.session,
+        ctx.scope,
+        session_codes=found.session_codes,
+        texts=scrubber.search_texts(),
+        id_texts=found.id_texts(),
+    )
+    return {
+        "email": person.email,
+        "phone": person.phone or None,
+        "coupon_sessions": [
+            _session_out(ctx, row, campaign, validations[row.id]) for row, campaign in found.sessions
+        ],
+        "loyalty_users": [
+            {
+                "id": holder.id,
+                "code": holder.short_code,
+                "account_id": holder.account_id,
+                "loyalty_card_id": holder.card_id,
+                "loyalty_card_name": card.name if card else None,
+                "url": runtime.url(holder_path(card, holder)) if card else None,
+                "first_name": holder.first_name,
+                "last_name": holder.last_name,
+                "email": holder.email,
+                "phone": holder.phone,
+                "gender": holder.gender,
+                "birthday": fmt_date(holder.birthday) or None,
+                "city": holder.city,
+                "custom_fields": holder.custom_fields or {},
+                "points": holder.points,
+                "stamps": holder.stamps,
+                "completed_cards": holder.cycle,
+                "voided": holder.voided,
+                "last_collected_at": fmt(holder.last_collected_at) or None,
+                "created_at": fmt(holder.created_at),
+                "ledger": ledger[holder.id],
+            }
+            for holder, card in found.holders
+        ],
+        "directory_users": [
+            {
+                "id": f"reg_{user.id}",
+                "account_id": user.account_id,
+                "directory": f"dir_{directory.id}",
+                "directory_name": directory.name,
+                "email": user.email,
+                "first_name": user.first_name,
+                "last_name": user.last_name,
+                "phone": user.phone,
+                "birth_date": fmt_date(user.birth_date) or None,
+                "address": user.address,
+                "zip": user.zip,
+                "city": user.city,
+                "custom_1": user.custom_1,
+                "custom_2": user.custom_2,
+                "custom_3": user.custom_3,
+                "blocked": user.blocked,
+                "payment_status": user.payment_status,
+                "expires_at": fmt(user.payment_expires_at) or None,
+                "created_at": fmt(user.created_at),
+                "last_login_at": fmt(user.last_login_at) or None,
+            }
+            for user, directory in found.users
+        ],
+        "sends": [
+            {
+                "id": f"snd_{send.id}",
+                "account_id": send.account_id,
+                "channel": send.channel,
+                "campaign": f"cam_{send.campaign_id}" if send.campaign_id else None,
+                "directory": f"dir_{send.directory_id}" if send.directory_id else None,
+                "couponsession": codes.get(send.session_id or 0),
+                "recipient": send.recipient,
+                "recipient_name": send.recipient_name,
+                "subject": send.subject,
+                "body": send.body,
+                "status": send.status,
+                "created_at": fmt(send.created_at),
+                "sent_at": fmt(send.sent_at) or None,
+                "failed_at": fmt(send.failed_at) or None,
+            }
+            for send in found.sends
+        ],
+        "push_subscriptions": [
+            {
+                "target": sub.target_kind,
+                "target_id": sub.target_key,
+                # The endpoint URL is the browser's push address (a capability): its host says
+                # which push service, the rest would let anyone push to the device.
+                "push_service": urlsplit(sub.endpoint).hostname or "",
+                "created_at": fmt(sub.created_at),
+                "last_sent_at": fmt(sub.last_sent_at) or None,
+            }
+            for sub in repo.push_subscriptions(ctx.session, ctx.scope, found.session_codes, found.holder_ids)
+        ],
+        "events": [
+            {"id": event.public_id, "type": event.type, "created_at": fmt(event.created_at)}
+            for event in about
+            if _event_is_theirs(event, found, scrubber)
+        ],
+    }
+
+
+def _money(value: Any) -> str | None:
+    return None if value is None else f"{value:.2f}"
+
+
+def _session_out(
+    ctx: ApiContext, row: CouponSession, campaign: Campaign, validations: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "couponsession": row.code,
+        "sequenceid": row.id,
+        "account_id": row.account_id,
+        "campaign": f"cam_{campaign.id}",
+        "campaign_name": campaign.name,
+        "url": ctx.url(session_path(campaign, row)),
+        "source": row.source,
+        "link_status": row.link_status,
+        "firstname": row.firstname,
+        "lastname": row.lastname,
+        "email": row.email,
+        "phone": row.phone,
+        "birthday": fmt_date(row.birthday) or None,
+        "custom_fields": row.custom_fields or {},
+        "consent": row.consent,
+        "customid": row.customid,
+        "claimtype": row.claimtype,
+        "opened_at": fmt(row.opened_at) or None,
+        "claimed_at": fmt(row.claimed_at) or None,
+        "validated_at": fmt(row.validated_at) or None,
+        "voided_at": fmt(row.voided_at) or None,
+        "removed_at": fmt(row.removed_at) or None,
+        "expires_at": fmt(row.expires_at) or None,
+        "created_at": fmt(row.created_at),
+        "validation_count": row.validation_count,
+        "validation_value": _money(row.validation_value),
+        "validations": validations,
+    }
+
+
+def _event_data(event: Event) -> Any:
+    try:
+        return json.loads(event.data or "{}")
+    except ValueError:
+        return {}
+
+
+def _refers_to(event: Event, found: Found) -> bool:
+    """Whether the event is about one of the person's rows by ID (its details then go whoever
+    they were matched by)."""
+    if event.session and event.session in set(found.session_codes):
+        return True
+    data = _event_data(event)
+    if not isinstance(data, dict):
+        return False
+    user = data.get("user")
+    if isinstance(user, str) and user in {f"reg_{u.id}" for u, _ in found.users}:
+        return True
+    return isinstance(user, dict) and user.get("ID") in {str(i) for i in found.holder_ids}
+
+
+def _event_is_theirs(event: Event, found: Found, scrubber: Scrubber) -> bool:
+    return _refers_to(event, found) or scrubber.json(_event_data(event)) != _event_data(event)
+
+
+# --- erase ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Erased:
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    # Per account: the public IDs of its rows that changed (the privacy_erased event's data).
+    touched: dict[int, dict[str, list[Any]]] = field(default_factory=dict)
+
+    def add(self, kind: str, account_id: int, public_id: Any) -> None:
+        self.counts[kind] += 1
+        rows = self.touched.setdefault(account_id, {})
+        rows.setdefault(kind, []).append(public_id)
+
+
+def erase(ctx: ApiContext, person: Person) -> dict[str, int]:
+    """Blank the person's details everywhere the caller reaches, in the call's one transaction.
+    Only rows that changed are counted, so erasing again answers zero counts."""
+    found = find(ctx, person)
+    scrubber = Scrubber(person, found)
+    now = ctx.now
+    done = Erased()
+    # Events first: which are theirs is decided by the rows' IDs, before those rows change.
+    _erase_events(ctx, found, scrubber, done)
+    for row, _ in found.sessions:
+        if _erase_session(row, scrubber, now):
+            done.add("coupon_sessions", row.account_id, row.code)
+    for holder, _ in found.holders:
+        if _erase_holder(holder, now):
+            done.add("loyalty_users", holder.account_id, str(holder.id))
+    for user, _ in found.users:
+        if _erase_user(user, now):
+            done.add("directory_users", user.account_id, f"reg_{user.id}")
+    for send in found.sends:
+        if _erase_send(send, scrubber, now):
+            done.add("sends", send.account_id, f"snd_{send.id}")
+    for sub in repo.push_subscriptions(ctx.session, ctx.scope, found.session_codes, found.holder_ids):
+        # A subscription is the person's device: it goes, and pushes to it stop.
+        ctx.session.delete(sub)
+        done.counts["push_subscriptions"] += 1
+    _erase_batches(ctx, scrubber, done)
+    _erase_kept_answers(ctx, scrubber, done)
+    ctx.session.flush()
+    for account_id, rows in done.touched.items():
+        events.emit(ctx.session, account_id, "privacy_erased", {**rows, "erased_date_utc": fmt(now)})
+    return done.counts
+
+
+def _erase_session(row: CouponSession, scrubber: Scrubber, now: dt.datetime) -> bool:
+    before = _snapshot(row, _SESSION_FIELDS)
+    row.firstname = row.lastname = row.email = row.phone = ""
+    row.birthday = None
+    row.custom_fields = {}
+    # The browser cookie that reopens this session on the person's device.
+    row.device_id = ""
+    # The business's own reference stays, unless it is the person's email or phone.
+    row.customid = scrubber.text(row.customid)
+    if _snapshot(row, _SESSION_FIELDS) == before:
+        return False
+    row.updated_at = now
+    return True
+
+
+def _erase_holder(holder: LoyaltyHolder, now: dt.datetime) -> bool:
+    before = _snapshot(holder, _HOLDER_FIELDS)
+    holder.first_name = holder.last_name = holder.email = holder.phone = ""
+    holder.gender = holder.city = ""
+    holder.birthday = None
+    holder.custom_fields = {}
+    if holder.password_hash is not None:
+        holder.password_hash = ERASED_PASSWORD
+    if _snapshot(holder, _HOLDER_FIELDS) == before:
+        return False
+    holder.updated_at = now
+    return True
+
+
+def _erase_user(user: DirectoryUser, now: dt.datetime) -> bool:
+    before = _snapshot(user, _USER_FIELDS)
+    # Unique per directory and never empty: a marker that no real address can be.
+    user.email = f"erased-{user.id}@invalid"
+    user.first_name = user.last_name = user.phone = ""
+    user.address = user.zip = user.city = ""
+    user.custom_1 = user.custom_2 = user.custom_3 = ""
+    user.birth_date = None
+    user.password_hash = ERASED_PASSWORD
+    if _snapshot(user, _USER_FIELDS) == before:
+        return False
+    user.updated_at = now
+    return True
+
+
+def _erase_send(send: DistributionSend, scrubber: Scrubber, now: dt.datetime) -> bool:
+    before = _snapshot(send, _SEND_FIELDS)
+    send.recipient = send.recipient_key = send.recipient_name = send.firstname = ""
+    # It holds the recipient's address; without it a later unique send may reach them again,
+    # which an erased person cannot be protected from anyway (nobody knows them any more).
+    send.dedup_key = None
+    send.subject = scrubber.text(send.subject, names=True)
+    send.body = scrubber.text(send.body, names=True)
+    send.provider_response = scrubber.text(send.provider_response, names=True)
+    send.last_error = scrubber.text(send.last_error, names=True)
+    if send.status in PENDING_SENDS:
+        # Not yet handed to the provider: it is not sent (the worker skips failed sends).
+        send.status = "failed"
+        send.failed_at = now
+        send.next_attempt_at = None
+        send.last_error = NOT_SENT
+    if _snapshot(send, _SEND_FIELDS) == before:
+        return False
+    send.updated_at = now
+    return True
+
+
+def _erase_events(ctx: ApiContext, found: Found, scrubber: Scrubber, done: Erased) -> None:
+    """Event data and the webhook bodies built from it: retries and replays send the blanked
+    body from now on. What receivers already got cannot be recalled (the privacy_erased event
+    tells them which rows to forget)."""
+    candidates = repo.events(
+        ctx.session,
+        ctx.scope,
+        session_codes=found.session_codes,
+        texts=scrubber.search_texts(),
+        id_texts=found.id_texts(),
+    )
+    changed: list[int] = []
+    for event in candidates:
+        data = _event_data(event)
+        clean = scrubber.json(data, theirs=_refers_to(event, found))
+        if clean == data:
+            continue
+        event.data = json.dumps(clean, default=str)
+        repo.set_payload(ctx.session, event.id, signing.build_body(event))
+        changed.append(event.id)
+        done.add("events", event.account_id, event.public_id)
+    done.counts["webhook_attempts"] += repo.clear_attempt_responses(ctx.session, changed)
+
+
+def _erase_batches(ctx: ApiContext, scrubber: Scrubber, done: Erased) -> None:
+    """Link lists of finished single-use batches (CSV kept for download): only the customid
+    column can hold a person's detail, when the business used their email as its reference."""
+    for batch in repo.finished_batches(ctx.session, ctx.scope):
+        if batch.result is None:
+            continue
+        text = batches.unpack(batch.result)
+        clean = scrubber.text(text)
+        if clean != text:
+            batch.result = batches.pack(clean)
+            batch.updated_at = ctx.now
+            done.add("singleuse_batches", batch.account_id, batches.public_id(batch))
+
+
+def _erase_kept_answers(ctx: ApiContext, scrubber: Scrubber, done: Erased) -> None:
+    """Answers kept for Idempotency-Key retries (encrypted, at most a day old) that show the
+    person's details: a retry gets the blanked answer."""
+    keyring = ctx.runtime.keyring
+    for record in repo.idempotency_records(ctx.session, ctx.scope):
+        text = idempotency.kept_answer(keyring, record)
+        try:
+            answer = json.loads(text)
+        except ValueError:
+            continue
+        clean = scrubber.json(answer)
+        if clean != answer:
+            record.response_body = keyring.encrypt(json.dumps(clean))
+            done.counts["idempotency_records"] += 1
+
+
+_SESSION_FIELDS = (
+    "firstname",
+    "lastname",
+    "email",
+    "phone",
+    "birthday",
+    "custom_fields",
+    "device_id",
+    "customid",
+)
+_HOLDER_FIELDS = (
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "gender",
+    "city",
+    "birthday",
+    "custom_fields",
+    "password_hash",
+)
+_USER_FIELDS = (
+    "email",
+    "first_name",
+    "last_name",
+    "phone",
+    "address",
+    "zip",
+    "city",
+    "custom_1",
+    "custom_2",
+    "custom_3",
+    "birth_date",
+    "password_hash",
+)
+_SEND_FIELDS = (
+    "recipient",
+    "recipient_key",
+    "recipient_name",
+    "firstname",
+    "dedup_key",
+    "subject",
+    "body",
+    "provider_response",
+    "last_error",
+    "status",
+)
+
+
+def _snapshot(row: Any, names: Sequence[str]) -> tuple[Any, ...]:
+    return tuple(getattr(row, name) for name in names)

@@ -1,0 +1,457 @@
+# ruff: noqa: F811  (the `receiver` fixture is imported, then requested by name)
+"""Per-person export and erasure (/v4/privacy/export, /v4/privacy/erase): the person's data is
+found across coupons, single-use links, loyalty, directories and sends in any letter case, and
+erasing it leaves no trace of their email, phone or names anywhere in the database while the
+books (validations, balances, ledger, statistics) stay as they were; all within the caller's
+tenancy."""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+import pytest
+from sqlalchemy import func, select
+
+from conftest import LiveServer, TestAccount, make_account
+from coupons_fixtures import PIN, create_campaign, csrf_token
+from helpers import assert_error, assert_ok
+from loyalty_fixtures import create_card, update
+from opencoupon.models import (
+    Campaign,
+    CouponSession,
+    DailyStat,
+    DirectoryUser,
+    DistributionSend,
+    Event,
+    LoyaltyHolder,
+    LoyaltyLedgerEntry,
+    Validation,
+    WebhookPayload,
+)
+from opencoupon.runtime import Runtime
+from test_distribution_sms import configure_sms
+from test_foundation_security import _dump
+from webhooks_fixtures import Receiver, drain, receiver  # noqa: F401
+
+EXPORT = "/v4/privacy/export"
+ERASE = "/v4/privacy/erase"
+
+
+@dataclass
+class Person:
+    email: str  # as the person types it (mixed case)
+    phone: str  # as typed, with spaces
+    first: str
+    last: str
+
+    @property
+    def bare_phone(self) -> str:
+        return self.phone.replace(" ", "")
+
+    def traces(self) -> list[str]:
+        return [self.email.lower(), self.email, self.phone, self.bare_phone, self.first, self.last]
+
+
+def _word(n: int = 8) -> str:
+    return "".join(random.choices(string.ascii_lowercase, k=n))
+
+
+def new_person() -> Person:
+    digits = "".join(random.choices(string.digits, k=6))
+    return Person(
+        email=f"Zora.{_word()}@Example.org",
+        phone=f"+44 7700 {digits}",
+        first=f"Zoraida{_word(5).capitalize()}",
+        last=f"Quillfeather{_word(6).capitalize()}",
+    )
+
+
+def export(account: TestAccount, email: str, **extra: str) -> dict[str, Any]:
+    response = account.client.get(EXPORT, params={"email": email, **extra}, headers=account.headers)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def erase(account: TestAccount, person: Person, *, phone: bool = True) -> dict[str, int]:
+    body = {"email": person.email.upper()}
+    if phone:
+        body["phone"] = person.phone
+    response = account.client.post(ERASE, json=body, headers=account.headers)
+    assert response.status_code == 200, response.text
+    return dict(response.json()["erased"])
+
+
+# --- the person's data, made through the real API and pages ---------------------------------------
+
+
+def claimed_session(account: TestAccount, live_server: LiveServer, person: Person) -> tuple[str, str]:
+    """A coupon opened and claimed on its page with every claim field, then validated with a
+    value: (campaign ID, session code)."""
+    campaign = create_campaign(
+        account,
+        claim_fields="firstname,lastname,email,phone,birthday",
+        custom_fields="Shoe size",
+        consent_text="I agree to receive offers.",
+    )
+    with httpx2.Client(base_url=live_server.url, timeout=30) as phone:
+        location = phone.get(f"/p/{campaign['code']}").headers["location"]
+        token = csrf_token(phone, location)
+        done = phone.post(
+            f"{location}/claim",
+            data={
+                "csrf": token,
+                "firstname": person.first,
+                "lastname": person.last,
+                "email": person.email,
+                "phone": person.phone,
+                "birthday": "1990-04-01",
+                "custom_Shoe size": f"size of {person.first}",
+                "consent": "on",
+            },
+        )
+        assert done.status_code == 303, done.text
+    code = location.rsplit("/", 1)[1]
+    assert_ok(
+        account.call("/v3/couponsession/update", couponsession=code, validate=True, validation_value="12.50")
+    )
+    return campaign["id"], code
+
+
+def singleuse_link(account: TestAccount, person: Person) -> str:
+    campaign = create_campaign(account, pin=PIN)
+    body = assert_ok(
+        account.call(
+            "/v3/singleuse/create",
+            campaign=campaign["id"],
+            firstname=person.first,
+            lastname=person.last,
+            email=person.email,
+            phone=person.phone,
+            customid=person.email,
+        )
+    )
+    return str(body["single_use_code"])
+
+
+def loyalty_holder(account: TestAccount, person: Person) -> tuple[int, str]:
+    card = create_card(account, type="points")
+    user = assert_ok(
+        account.call(
+            "/v3/loyaltyusers/create",
+            loyaltycard=str(card["id"]),
+            email=person.email,
+            password="holder-password",
+            first_name=person.first,
+            last_name=person.last,
+            phone=person.phone,
+            birthday="1990-04-01",
+        )
+    )["user"]
+    assert_ok(update(account, card["id"], user["ID"], points=30))
+    assert_ok(update(account, card["id"], user["ID"], points=-5))
+    return int(card["id"]), str(user["ID"])
+
+
+def directory_user(account: TestAccount, person: Person) -> str:
+    directory = account.client.post(
+        "/v4/directory", json={"name": "Deals", "access": "login"}, headers=account.headers
+    )
+    assert directory.status_code == 201, directory.text
+    user = account.client.post(
+        f"/v4/directory/{directory.json()['id']}/users",
+        json={
+            "email": person.email,
+            "password": "directory-password",
+            "first_name": person.first,
+            "last_name": person.last,
+            "phone": person.phone,
+            "birth_date": "1990-04-01",
+            "address": f"1 {person.last} Lane",
+            "zip": "90210",
+            "city": "Springfield",
+            "custom_1": person.email,
+        },
+        headers=account.headers,
+    )
+    assert user.status_code == 201, user.text
+    return str(user.json()["id"])
+
+
+def sms_send(account: TestAccount, sms_url: str, person: Person) -> tuple[str, str]:
+    configure_sms(account, sms_url)
+    campaign = create_campaign(account)
+    body = assert_ok(
+        account.call(
+            "/v3/send/sms",
+            campaign=campaign["id"],
+            phone=person.phone,
+            firstname=person.first,
+            message=f"Hello {person.first}, your coupon: {{link}}",
+        )
+    )
+    return str(body["send"]["ID"]), str(body["couponsession"])
+
+
+@pytest.fixture
+def receiver_for(receiver: Receiver) -> Any:
+    def subscribe(account: TestAccount) -> None:
+        response = account.client.post(
+            "/v4/webhooks", json={"url": receiver.url + "/hook", "events": ["*"]}, headers=account.headers
+        )
+        assert response.status_code == 201, response.text
+
+    return subscribe
+
+
+# --- what must not change ------------------------------------------------------------------------
+
+
+def books(runtime: Runtime, account_ids: list[int]) -> dict[str, Any]:
+    """Everything erasure must keep: validations, counters, statistics, balances, the ledger."""
+    with runtime.db.read() as session:
+        sessions = session.execute(
+            select(CouponSession.code, CouponSession.validation_count, CouponSession.validation_value)
+            .where(CouponSession.account_id.in_(account_ids))
+            .order_by(CouponSession.id)
+        ).all()
+        campaigns = session.execute(
+            select(Campaign.id, Campaign.opens_count, Campaign.claims_count, Campaign.validations_count)
+            .where(Campaign.account_id.in_(account_ids))
+            .order_by(Campaign.id)
+        ).all()
+        campaign_ids = [row[0] for row in campaigns]
+        stats = session.execute(
+            select(
+                DailyStat.campaign_id, DailyStat.day, DailyStat.opens, DailyStat.claims, DailyStat.validations
+            )
+            .where(DailyStat.campaign_id.in_(campaign_ids))
+            .order_by(DailyStat.id)
+        ).all()
+        validations = session.execute(
+            select(Validation.session_id, Validation.ordinal, Validation.method, Validation.validation_value)
+            .where(Validation.account_id.in_(account_ids))
+            .order_by(Validation.id)
+        ).all()
+        holders = session.execute(
+            select(LoyaltyHolder.id, LoyaltyHolder.points, LoyaltyHolder.stamps, LoyaltyHolder.token)
+            .where(LoyaltyHolder.account_id.in_(account_ids))
+            .order_by(LoyaltyHolder.id)
+        ).all()
+        ledger = session.execute(
+            select(LoyaltyLedgerEntry.holder_id, LoyaltyLedgerEntry.delta, LoyaltyLedgerEntry.balance_after)
+            .where(LoyaltyLedgerEntry.account_id.in_(account_ids))
+            .order_by(LoyaltyLedgerEntry.id)
+        ).all()
+    return {
+        "sessions": [tuple(r) for r in sessions],
+        "campaigns": [tuple(r) for r in campaigns],
+        "stats": [tuple(r) for r in stats],
+        "validations": [tuple(r) for r in validations],
+        "holders": [tuple(r) for r in holders],
+        "ledger": [tuple(r) for r in ledger],
+    }
+
+
+def traces_in_dump(runtime: Runtime, person: Person) -> list[str]:
+    dump = _dump(runtime).lower()
+    return [trace for trace in person.traces() if trace.lower() in dump]
+
+
+# --- tests ---------------------------------------------------------------------------------------
+
+
+def test_export_finds_the_person_everywhere_in_any_letter_case(
+    runtime: Runtime,
+    live_server: LiveServer,
+    account: TestAccount,
+    subaccount: TestAccount,
+    dist_sms: Any,
+) -> None:
+    person = new_person()
+    campaign, code = claimed_session(account, live_server, person)
+    link = singleuse_link(subaccount, person)
+    card_id, holder_id = loyalty_holder(account, person)
+    reg = directory_user(subaccount, person)
+    send_id, sms_session = sms_send(subaccount, dist_sms.url, person)
+
+    found = export(account, person.email.upper(), phone=person.phone)
+    assert found["email"] == person.email.lower()
+    sessions = {s["couponsession"]: s for s in found["coupon_sessions"]}
+    assert set(sessions) == {code, link, sms_session}
+    claimed = sessions[code]
+    assert claimed["campaign"] == campaign
+    assert (claimed["firstname"], claimed["lastname"]) == (person.first, person.last)
+    assert claimed["email"] == person.email.lower()
+    assert claimed["phone"] == person.phone
+    assert claimed["birthday"] == "1990-04-01"
+    assert claimed["custom_fields"] == {"Shoe size": f"size of {person.first}"}
+    assert claimed["consent"] is True
+    assert claimed["claimed_at"]
+    assert claimed["validated_at"]
+    assert claimed["validation_count"] == 1
+    assert [(v["ordinal"], v["validation_value"]) for v in claimed["validations"]] == [(1, "12.50")]
+    assert sessions[link]["source"] == "single_use"
+    assert sessions[link]["customid"] == person.email
+
+    [holder] = found["loyalty_users"]
+    assert (holder["id"], holder["loyalty_card_id"]) == (int(holder_id), card_id)
+    assert (holder["email"], holder["first_name"], holder["points"]) == (person.email, person.first, 25)
+    assert [(e["delta"], e["balance_after"]) for e in holder["ledger"]] == [(30, 30), (-5, 25)]
+    assert "password" not in json.dumps(holder)
+
+    [user] = found["directory_users"]
+    assert user["id"] == reg
+    assert (user["email"], user["address"], user["custom_1"]) == (
+        person.email.lower(),
+        f"1 {person.last} Lane",
+        person.email,
+    )
+    assert not [key for key in user if "password" in key]
+
+    [send] = found["sends"]
+    assert (send["id"], send["channel"], send["couponsession"]) == (send_id, "sms", sms_session)
+    assert send["recipient"] == person.bare_phone
+    assert {e["type"] for e in found["events"]} >= {
+        "coupon_claimed",
+        "loyalty_user_created",
+        "singleuse_created",
+    }
+
+    # Without the phone the SMS (which has no email) is not theirs; in lower case it is all the same.
+    by_email = export(account, person.email.lower())
+    assert {s["couponsession"] for s in by_email["coupon_sessions"]} == {code, link}
+    assert by_email["sends"] == []
+    # A subaccount sees only its own rows.
+    own = export(subaccount, person.email, phone=person.phone)
+    assert {s["couponsession"] for s in own["coupon_sessions"]} == {link, sms_session}
+    assert own["loyalty_users"] == []
+    assert [u["id"] for u in own["directory_users"]] == [reg]
+
+
+def test_erase_leaves_no_trace_and_keeps_the_books(
+    runtime: Runtime,
+    live_server: LiveServer,
+    account: TestAccount,
+    subaccount: TestAccount,
+    dist_sms: Any,
+    receiver: Receiver,
+    receiver_for: Any,
+) -> None:
+    person = new_person()
+    receiver_for(account)
+    receiver_for(subaccount)
+    _, code = claimed_session(account, live_server, person)
+    link = singleuse_link(subaccount, person)
+    loyalty_holder(account, person)
+    reg = directory_user(subaccount, person)
+    send_id, _ = sms_send(subaccount, dist_sms.url, person)
+    drain(runtime)  # webhooks delivered (their bodies stored), the SMS sent
+    assert receiver.received
+    with runtime.db.read() as session:
+        assert session.scalar(select(func.count()).select_from(WebhookPayload)) > 0
+    assert traces_in_dump(runtime, person) == person.traces()
+    before = books(runtime, [account.id, subaccount.id])
+
+    counts = erase(account, person)
+    assert counts["coupon_sessions"] == 3
+    assert counts["loyalty_users"] == 1
+    assert counts["directory_users"] == 1
+    assert counts["sends"] == 1
+    assert counts["events"] >= 4
+
+    assert traces_in_dump(runtime, person) == []
+    assert books(runtime, [account.id, subaccount.id]) == before
+    with runtime.db.read() as session:
+        user = session.get(DirectoryUser, int(reg.removeprefix("reg_")))
+        assert user is not None
+        assert user.email == f"erased-{user.id}@invalid"
+        assert not user.password_hash.startswith("$argon2")
+        send = session.get(DistributionSend, int(send_id.removeprefix("snd_")))
+        assert send is not None
+        assert send.status == "sent"
+        erased_events = session.scalars(select(Event).where(Event.type == "privacy_erased")).all()
+        by_account = {
+            e.account_id: json.loads(e.data)
+            for e in erased_events
+            if e.account_id in (account.id, subaccount.id)
+        }
+    # One event per account whose rows changed, naming them by ID only.
+    assert code in by_account[account.id]["coupon_sessions"]
+    assert link in by_account[subaccount.id]["coupon_sessions"]
+    assert by_account[subaccount.id]["directory_users"] == [reg]
+
+    # The directory user cannot sign in any more, with either address.
+    found = export(account, person.email, phone=person.phone)
+    assert all(not found[kind] for kind in ("coupon_sessions", "loyalty_users", "directory_users", "sends"))
+    # Erasing again changes nothing.
+    assert set(erase(account, person).values()) == {0}
+
+
+def test_erase_stops_a_send_not_yet_made(runtime: Runtime, account: TestAccount, dist_sms: Any) -> None:
+    person = new_person()
+    send_id, _ = sms_send(account, dist_sms.url, person)
+    assert erase(account, person)["sends"] == 1
+    drain(runtime)
+    with runtime.db.read() as session:
+        send = session.get(DistributionSend, int(send_id.removeprefix("snd_")))
+        assert send is not None
+        assert send.status == "failed"
+        assert "erased" in send.last_error
+    assert dist_sms.requests == []
+
+
+def test_erase_stays_within_the_tenancy(
+    runtime: Runtime, live_server: LiveServer, account: TestAccount, other_account: TestAccount
+) -> None:
+    person = new_person()
+    sub = make_account(runtime, live_server, parent_id=account.id)
+    sibling = make_account(runtime, live_server, parent_id=account.id)
+    try:
+        loyalty_holder(account, person)
+        loyalty_holder(sub, person)
+        loyalty_holder(sibling, person)
+        loyalty_holder(other_account, person)
+        directory_user(other_account, person)
+
+        # A subaccount erases only its own people: not its master's, not a sibling's.
+        assert erase(sub, person)["loyalty_users"] == 1
+        assert len(export(account, person.email)["loyalty_users"]) == 2
+        assert len(export(sibling, person.email)["loyalty_users"]) == 1
+        # A master erases in its subaccounts too.
+        assert erase(account, person)["loyalty_users"] == 2
+        assert export(sibling, person.email)["loyalty_users"] == []
+        # Another business keeps its own records of the same person.
+        theirs = export(other_account, person.email)
+        assert [u["email"] for u in theirs["loyalty_users"]] == [person.email]
+        assert [u["first_name"] for u in theirs["directory_users"]] == [person.first]
+    finally:
+        sub.client.close()
+        sibling.client.close()
+
+
+def test_unknown_email_and_bad_input(account: TestAccount) -> None:
+    nobody = f"nobody-{_word()}@example.com"
+    found = export(account, nobody)
+    assert [found[k] for k in ("coupon_sessions", "loyalty_users", "directory_users", "sends")] == [[]] * 4
+    response = account.client.post(ERASE, json={"email": nobody}, headers=account.headers)
+    assert response.status_code == 200
+    assert set(response.json()["erased"].values()) == {0}
+
+    for body in ({}, {"email": ""}, {"email": "  ", "phone": "+447700900123"}):
+        assert_error(account.client.post(ERASE, json=body, headers=account.headers), 422, 200)
+    assert_error(account.client.get(EXPORT, headers=account.headers), 422, 200)
+    for bad in ("not-an-email", "a@b", "two@@example.com", "x" * 250 + "@example.com"):
+        assert_error(account.client.post(ERASE, json={"email": bad}, headers=account.headers), 422, 305)
+        assert_error(account.client.get(EXPORT, params={"email": bad}, headers=account.headers), 422, 305)
+    bad_phone = account.client.post(
+        ERASE, data={"email": nobody, "phone": "call me"}, headers=account.headers
+    )
+    assert_error(bad_phone, 422, 300)
+    # Form-encoded bodies work as everywhere else.
+    form = account.client.post(ERASE, data={"email": nobody}, headers=account.headers)
+    assert form.status_code == 200, form.text
