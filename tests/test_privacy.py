@@ -395,7 +395,14 @@ def test_erase_leaves_no_trace_and_keeps_the_books(
 def test_erase_stops_a_send_not_yet_made(runtime: Runtime, account: TestAccount, dist_sms: Any) -> None:
     person = new_person()
     send_id, _ = sms_send(account, dist_sms.url, person)
-    assert erase(account, person)["sends"] == 1
+    # A form body with the + unencoded (it arrives as a space) still names the number.
+    response = account.client.post(
+        ERASE,
+        content=f"email=x-{_word()}@example.com&phone={person.bare_phone}",
+        headers={**account.headers, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["erased"]["sends"] == 1
     drain(runtime)
     with runtime.db.read() as session:
         send = session.get(DistributionSend, int(send_id.removeprefix("snd_")))

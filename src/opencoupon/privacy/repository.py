@@ -1,9 +1,9 @@
 """Every query of the privacy capability: finding one person's rows across the domains.
 
 Emails are stored as typed in some tables (coupon claims, loyalty holders) and lower-cased in
-others, so they are compared lower-cased; phones are compared without spaces, dashes, dots and
-brackets. Neither comparison can use the (campaign, email) indexes: a request scans the caller's
-rows of each table once, which is fine for a call made a few times a month."""
+others, so they are compared lower-cased; phones by their digits (no spaces, dashes, dots,
+brackets or leading +). Neither comparison can use the (campaign, email) indexes: a request scans
+the caller's rows of each table once, which is fine for a call made a few times a month."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ CHUNK = 500
 
 
 def _bare_phone(column: Any) -> Any:
-    for char in (" ", "-", ".", "(", ")"):
+    for char in (" ", "-", ".", "(", ")", "+"):
         column = func.replace(column, char, "")
     return column
 
@@ -129,7 +129,7 @@ def directory_users(
 
 def sends(session: Session, scope: Scope, email: str, phone: str) -> Sequence[DistributionSend]:
     # recipient_key is the lower-cased email or the E.164 number (distribution.service).
-    keys = [email] + ([phone] if phone else [])
+    keys = [email] + ([phone, "+" + phone] if phone else [])
     return session.scalars(
         select(DistributionSend)
         .where(

@@ -40,8 +40,9 @@ from opencoupon.singleuse import batches
 from opencoupon.webhooks import signing
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-PHONE = re.compile(r"^\+?[0-9]{6,15}$")
-_PHONE_SEPARATORS = re.compile(r"[\s().-]")
+PHONE = re.compile(r"^[0-9]{6,15}$")
+# A leading + is dropped too: a form-encoded "+44…" arrives as " 44…".
+_PHONE_SEPARATORS = re.compile(r"[\s().+-]")
 INVALID_EMAIL = ApiError(305, "Email address is not valid.")
 
 # What erased free text and unique columns hold instead. No argon2 hash looks like ERASED_PASSWORD,
@@ -91,7 +92,7 @@ KINDS = (
 @dataclass(frozen=True)
 class Person:
     email: str  # lower-cased
-    phone: str  # without separators; "" when not given
+    phone: str  # digits only; "" when not given
 
 
 def bare_phone(raw: str) -> str:
@@ -107,7 +108,7 @@ def person_of(req: PersonRef) -> Person:
         raise INVALID_EMAIL
     phone = bare_phone(req.phone or "")
     if phone and not PHONE.match(phone):
-        raise bad_value("phone", "Digits with an optional leading +, 6 to 15 of them.")
+        raise bad_value("phone", "6 to 15 digits, with an optional leading + and separators.")
     return Person(email, phone)
 
 
