@@ -176,10 +176,12 @@ def insert_sessions(
     campaign_id: int,
     codes: list[str],
     dates: Callable[[int], tuple[str | None, str | None, str | None]] | None = None,
+    people: Callable[[int], tuple[str, str]] | None = None,
 ) -> None:
     """Insert sessions with the raw sqlite3 driver in one transaction (opened/claimed/validated
-    dates from `dates(i)`). For large loads the server should be stopped: the secondary indexes are
-    dropped during the load and built again afterwards, which is much faster than growing them."""
+    dates from `dates(i)`, the claim's first name and email from `people(i)`). For large loads the
+    server should be stopped: the secondary indexes are dropped during the load and built again
+    afterwards, which is much faster than growing them."""
     conn = sqlite3.connect(db_path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=OFF")
@@ -206,9 +208,10 @@ def insert_sessions(
     def rows() -> Iterator[tuple[Any, ...]]:
         for i, code in enumerate(codes):
             opened, claimed, validated = dates(i) if dates else (None, None, None)
+            firstname, email = people(i) if people else ("", "")
             yield (
                 account_id, campaign_id, code, code[:6], "", "api", "normal", 0, "", 1 if validated else 0,
-                "", "", "", "", "", "", "{}", 0, 0, now, now, 0, opened, claimed, validated,
+                "", "", firstname, "", email, "", "{}", 0, 0, now, now, 0, opened, claimed, validated,
             )  # fmt: skip
 
     conn.executemany(

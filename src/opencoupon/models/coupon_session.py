@@ -46,6 +46,13 @@ class CouponSession(Base):
             "campaign_id",
             text("lower(custom_validation_code)"),
         ),
+        # A person is looked up by email in any letter case (privacy/); only claimed sessions hold one.
+        Index(
+            "ix_coupon_sessions_email_lower",
+            text("lower(email)"),
+            sqlite_where=text("email <> ''"),
+            postgresql_where=text("email <> ''"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
