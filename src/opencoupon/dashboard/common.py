@@ -148,6 +148,15 @@ QUESTIONS: dict[str, Question] = {
         "campaigns and loyalty cards are not deleted; they keep working on their own pages.",
         what="this directory",
     ),
+    "privacy.erase": Question(
+        "Erase everything held about {what}?",
+        "Their names, email, phone, birthday, address and custom fields are blanked in every "
+        "coupon session, loyalty card holder, directory user, email/SMS send and stored event "
+        "that holds them; their push subscriptions are deleted and messages not yet sent to them "
+        "are stopped. Sessions, validations, balances, the ledger and statistics stay. This cannot "
+        "be undone.",
+        what="this person",
+    ),
     "directory_user.revoke": Question(
         "Revoke access for {what}?",
         "They can no longer open the directory's coupons until access is granted again.",

@@ -7,6 +7,7 @@ from opencoupon.dashboard import (
     campaigns,
     directories,
     loyalty,
+    privacy,
     push,
     singleuse,
     subaccounts,
@@ -22,4 +23,5 @@ routers = [
     loyalty.router,
     directories.router,
     push.router,
+    privacy.router,
 ]
