@@ -7,6 +7,8 @@ tenancy."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import random
 import string
@@ -15,12 +17,17 @@ from typing import Any
 
 import httpx2
 import pytest
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import func, select
+from sqlalchemy import update as sql_update
 
 from conftest import LiveServer, TestAccount, make_account
-from coupons_fixtures import PIN, create_campaign, csrf_token
+from coupons_fixtures import PIN, bulk_sessions, create_campaign, csrf_token
+from directories_fixtures import Browser, create_directory
 from helpers import assert_error, assert_ok
 from loyalty_fixtures import create_card, update
+from opencoupon.kit import idempotency
+from opencoupon.kit.clock import utcnow
 from opencoupon.models import (
     Campaign,
     CouponSession,
@@ -28,15 +35,22 @@ from opencoupon.models import (
     DirectoryUser,
     DistributionSend,
     Event,
+    IdempotencyRecord,
+    Job,
     LoyaltyHolder,
     LoyaltyLedgerEntry,
+    SingleUseBatch,
     Validation,
+    WebhookAttempt,
     WebhookPayload,
 )
+from opencoupon.privacy import repository as privacy_repo
 from opencoupon.runtime import Runtime
+from opencoupon.singleuse import batches
+from opencoupon.worker import queue
 from test_distribution_sms import configure_sms
 from test_foundation_security import _dump
-from webhooks_fixtures import Receiver, drain, receiver  # noqa: F401
+from webhooks_fixtures import Receiver, Reply, drain, receiver  # noqa: F401
 
 EXPORT = "/v4/privacy/export"
 ERASE = "/v4/privacy/erase"
@@ -462,3 +476,358 @@ def test_unknown_email_and_bad_input(account: TestAccount) -> None:
     # Form-encoded bodies work as everywhere else.
     form = account.client.post(ERASE, data={"email": nobody}, headers=account.headers)
     assert form.status_code == 200, form.text
+
+
+# --- what is theirs, and only theirs ---------------------------------------------------------------
+
+
+def claim(
+    live_server: LiveServer, campaign_code: str, email: str, phone: str = "", first: str = "Ann"
+) -> str:
+    """A claim on the coupon's page (a coupon_claimed event with the details); its session code."""
+    with httpx2.Client(base_url=live_server.url, timeout=30) as browser:
+        location = browser.get(f"/p/{campaign_code}").headers["location"]
+        done = browser.post(
+            f"{location}/claim",
+            data={"csrf": csrf_token(browser, location), "firstname": first, "email": email, "phone": phone},
+        )
+        assert done.status_code == 303, done.text
+    return location.rsplit("/", 1)[1]
+
+
+def erase_body(account: TestAccount, **body: Any) -> dict[str, int]:
+    response = account.client.post(ERASE, json=body, headers=account.headers)
+    assert response.status_code == 200, response.text
+    return dict(response.json()["erased"])
+
+
+@dataclass
+class Stored:
+    """An event as stored, with the webhook body built from it and the receivers' answers."""
+
+    public_id: str
+    type: str
+    data: dict[str, Any]
+    body: str | None
+    answers: list[str]
+
+
+def stored_events(runtime: Runtime, account_id: int, **where: Any) -> list[Stored]:
+    with runtime.db.read() as session:
+        query = select(Event).where(Event.account_id == account_id).order_by(Event.id)
+        for name, value in where.items():
+            query = query.where(getattr(Event, name) == value)
+        found = []
+        for event in session.scalars(query):
+            body = session.scalar(select(WebhookPayload.body).where(WebhookPayload.event_id == event.id))
+            answers = session.scalars(
+                select(WebhookAttempt.response_body)
+                .where(WebhookAttempt.event_id == event.id)
+                .order_by(WebhookAttempt.id)
+            ).all()
+            found.append(Stored(event.public_id, event.type, json.loads(event.data), body, list(answers)))
+    return found
+
+
+def last_erased(runtime: Runtime, account_id: int) -> dict[str, Any]:
+    [*_, event] = stored_events(runtime, account_id, type="privacy_erased")
+    return event.data
+
+
+def keep_batch(runtime: Runtime, account_id: int, campaign_id: str, rows: list[list[str]]) -> int:
+    """A finished single-use batch whose link list (CSV) is kept for download."""
+    now = utcnow()
+    with runtime.db.transaction() as session:
+        batch = SingleUseBatch(
+            account_id=account_id,
+            campaign_id=int(campaign_id.removeprefix("cam_")),
+            kind="import",
+            status="done",
+            total=len(rows),
+            done=len(rows),
+            result=batches.pack(
+                batches.links_csv([dict(zip(batches.CSV_COLUMNS, row, strict=True)) for row in rows])
+            ),
+            created_at=now,
+            updated_at=now,
+            finished_at=now,
+        )
+        session.add(batch)
+        session.flush()
+        return batch.id
+
+
+def batch_rows(runtime: Runtime, batch_id: int) -> list[list[str]]:
+    with runtime.db.read() as session:
+        batch = session.get(SingleUseBatch, batch_id)
+        assert batch is not None
+        assert batch.result is not None
+        return list(csv.reader(io.StringIO(batches.unpack(batch.result))))[1:]
+
+
+def test_erase_leaves_addresses_that_only_contain_theirs(
+    runtime: Runtime, live_server: LiveServer, account: TestAccount, receiver: Receiver, receiver_for: Any
+) -> None:
+    """ann…@d.com is inside joann…@d.com and ann…@d.com.au, and Ann's phone 555-1234 inside other
+    figures: erasing Ann changes nobody else's events, webhook bodies, logged answers, kept
+    answers or link lists, and lists none of them."""
+    receiver.behaviour = lambda _path, _headers, _body: Reply(200, body="thanks")
+    receiver_for(account)
+    tag = _word(6)
+    ann, joann, aussie = f"ann{tag}@d.com", f"joann{tag}@d.com", f"ann{tag}@d.com.au"
+    campaign = create_campaign(account, claim_fields="firstname,email,phone")
+    mine = claim(live_server, campaign["code"], ann, phone="555-1234")
+    others = [
+        claim(live_server, campaign["code"], joann, first="Joann"),
+        claim(live_server, campaign["code"], aussie, first="Bruce"),
+    ]
+    links = create_campaign(account, pin=PIN)
+    kept = account.client.post(
+        "/v3/singleuse/create",
+        json={"campaign": links["id"], "email": joann, "customid": joann},
+        headers={**account.headers, "Idempotency-Key": f"joann-{tag}"},
+    )
+    others.append(str(assert_ok(kept)["single_use_code"]))
+    batch = keep_batch(
+        runtime,
+        account.id,
+        links["id"],
+        [
+            ["aaa", "http://x/1", "aaa1", "8855512349", joann],
+            ["bbb", "http://x/2", "bbb2", "5551234000", ""],
+            ["ccc", "http://x/3", "ccc3", "", ann.upper()],
+            ["ddd", "http://x/4", "ddd4", "", f"order of {ann}"],
+        ],
+    )
+    drain(runtime)
+    before = [e for code in others for e in stored_events(runtime, account.id, session=code)]
+    assert {e.type for e in before} == {"coupon_opened", "coupon_claimed", "singleuse_created"}
+    assert all(e.answers == ["thanks"] for e in before)
+    own = {e.public_id for e in stored_events(runtime, account.id, session=mine)}
+
+    assert {e["id"] for e in export(account, ann)["events"]} == own
+    counts = erase_body(account, email=ann)
+    assert counts["coupon_sessions"] == 1
+    assert counts["events"] == 1  # coupon_claimed (coupon_opened holds no details)
+    assert counts["singleuse_batches"] == 1
+
+    assert [e for code in others for e in stored_events(runtime, account.id, session=code)] == before
+    assert set(last_erased(runtime, account.id)["events"]) <= own
+    [claimed] = stored_events(runtime, account.id, session=mine, type="coupon_claimed")
+    assert (claimed.data["email"], claimed.data["phone"], claimed.data["firstname"]) == ("", "", "")
+    with runtime.db.read() as session:
+        record = session.scalars(
+            select(IdempotencyRecord).where(
+                IdempotencyRecord.account_id == account.id, IdempotencyRecord.key == f"joann-{tag}"
+            )
+        ).one()
+        assert json.loads(idempotency.kept_answer(runtime.keyring, record))["customid"] == joann
+    assert batch_rows(runtime, batch) == [
+        ["aaa", "http://x/1", "aaa1", "8855512349", joann],
+        ["bbb", "http://x/2", "bbb2", "5551234000", ""],
+        ["ccc", "http://x/3", "ccc3", "", "[erased]"],
+        # Not Ann's link: only a reference that is wholly her address is hers.
+        ["ddd", "http://x/4", "ddd4", "", f"order of {ann}"],
+    ]
+    assert set(erase_body(account, email=ann).values()) == {0}
+
+
+def test_erase_by_email_leaves_whoever_shares_their_phone(
+    runtime: Runtime, live_server: LiveServer, account: TestAccount
+) -> None:
+    """Ann and Bob gave the same phone; erasing Ann by email alone leaves Bob as he was."""
+    tag = _word(6)
+    phone = "+44 7700 " + "".join(random.choices(string.digits, k=6))
+    campaign = create_campaign(account, claim_fields="firstname,email,phone")
+    ann = claim(live_server, campaign["code"], f"ann{tag}@example.com", phone=phone)
+    bob = claim(live_server, campaign["code"], f"bob{tag}@example.com", phone=phone, first="Bob")
+    bobs = stored_events(runtime, account.id, session=bob)
+
+    exported = export(account, f"ann{tag}@example.com")
+    assert [s["couponsession"] for s in exported["coupon_sessions"]] == [ann]
+    assert not {e["id"] for e in exported["events"]} & {e.public_id for e in bobs}
+    counts = erase_body(account, email=f"ann{tag}@example.com")
+    assert (counts["coupon_sessions"], counts["events"]) == (1, 1)
+    assert stored_events(runtime, account.id, session=bob) == bobs
+    [claimed] = [e for e in bobs if e.type == "coupon_claimed"]
+    assert (claimed.data["firstname"], claimed.data["phone"]) == ("Bob", phone)
+    assert not set(last_erased(runtime, account.id)["events"]) & {e.public_id for e in bobs}
+    with runtime.db.read() as session:
+        row = session.scalars(select(CouponSession).where(CouponSession.code == bob)).one()
+        assert (row.email, row.phone) == (f"bob{tag}@example.com", phone)
+
+
+def test_every_event_of_their_records_is_theirs(
+    runtime: Runtime, account: TestAccount, receiver: Receiver, receiver_for: Any
+) -> None:
+    """Validations and voids carry the session's customid (here the person's email), points
+    and rewards name the holder: all are listed, and the customid leaves them and their bodies."""
+    receiver_for(account)
+    person = new_person()
+    campaign = create_campaign(account, pin=PIN)
+    links = [
+        str(
+            assert_ok(
+                account.call(
+                    "/v3/singleuse/create", campaign=campaign["id"], email=person.email, customid=person.email
+                )
+            )["single_use_code"]
+        )
+        for _ in range(2)
+    ]
+    assert_ok(account.call("/v3/couponsession/update", couponsession=links[0], validate=True))
+    assert_ok(account.call("/v3/couponsession/update", couponsession=links[1], void=True))
+    loyalty_holder(account, person)
+    drain(runtime)
+    listed = {e["type"] for e in export(account, person.email)["events"]}
+    assert listed >= {"coupon_validated", "coupon_voided", "loyalty_points_changed", "loyalty_user_created"}
+
+    erase_body(account, email=person.email)
+    for code in links:
+        for event in stored_events(runtime, account.id, session=code):
+            assert person.email.lower() not in json.dumps(event.data).lower(), event
+            assert event.body is not None
+            assert person.email.lower() not in event.body.lower(), event
+    validated = stored_events(runtime, account.id, session=links[0], type="coupon_validated")
+    assert [e.data["customid"] for e in validated] == ["[erased]"]
+    assert {e.public_id for e in validated} <= set(last_erased(runtime, account.id)["events"])
+
+
+def test_many_sessions_are_read_in_bounded_statements(
+    runtime: Runtime, live_server: LiveServer, account: TestAccount, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A person with more sessions than a statement may bind values (65,535 on PostgreSQL): the
+    events are read CHUNK codes at a time (lowered here so that a few hundred sessions show it)."""
+    monkeypatch.setattr(privacy_repo, "CHUNK", 40)
+    email = f"many.{_word()}@example.com"
+    campaign = create_campaign(account, claim_fields="firstname,email")
+    claimed = claim(live_server, campaign["code"], email)
+    bulk_sessions(runtime, campaign["id"], 600, email=email)
+    widest: list[int] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        if "FROM events" in statement:
+            widest.append(len(parameters))
+
+    sqlalchemy_event.listen(runtime.db.engine, "before_cursor_execute", count)
+    try:
+        found = export(account, email)
+        assert len(found["coupon_sessions"]) == 601
+        assert "coupon_claimed" in {e["type"] for e in found["events"]}
+        assert erase_body(account, email=email)["coupon_sessions"] == 601
+    finally:
+        sqlalchemy_event.remove(runtime.db.engine, "before_cursor_execute", count)
+    assert widest
+    assert max(widest) <= 40 + 10, max(widest)
+    [event] = stored_events(runtime, account.id, session=claimed, type="coupon_claimed")
+    assert event.data["email"] == ""
+
+
+def test_erase_does_not_open_kept_answers(runtime: Runtime, account: TestAccount) -> None:
+    """Kept Idempotency-Key answers expire within the TTL; opening every one of them would hold
+    the SQLite write lock for seconds on a busy account, so the erasure does not read them."""
+    person = new_person()
+    singleuse_link(account, person)
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    sqlalchemy_event.listen(runtime.db.engine, "before_cursor_execute", record)
+    try:
+        counts = erase(account, person)
+    finally:
+        sqlalchemy_event.remove(runtime.db.engine, "before_cursor_execute", record)
+    assert counts["coupon_sessions"] == 1
+    assert "idempotency_records" not in counts
+    assert not [s for s in statements if "idempotency_records" in s]
+
+
+def test_an_email_with_capitals_beyond_ascii_is_found_as_typed(account: TestAccount) -> None:
+    """SQLite's lower() folds ASCII letters only: the address as the business types it (and any
+    ASCII-case variant) still finds ZOË's single-use link and card, which keep it as typed."""
+    email = f"ZOË.{_word()}@Example.com"
+    campaign = create_campaign(account, pin=PIN)
+    made = assert_ok(account.call("/v3/singleuse/create", campaign=campaign["id"], email=email))
+    link = str(made["single_use_code"])
+    card = create_card(account, type="points")
+    holder = {"loyaltycard": str(card["id"]), "email": email, "password": "pass-word"}
+    assert_ok(account.call("/v3/loyaltyusers/create", **holder))
+    variant = email.replace("ZO", "zo").replace("Example", "EXAMPLE")
+    for typed in (email, variant):
+        found = export(account, typed)
+        assert [s["couponsession"] for s in found["coupon_sessions"]] == [link]
+        assert [u["email"] for u in found["loyalty_users"]] == [email]
+    counts = erase_body(account, email=email)
+    assert (counts["coupon_sessions"], counts["loyalty_users"]) == (1, 1)
+    assert export(account, email)["coupon_sessions"] == []
+
+
+def test_an_erased_directory_user_is_signed_out(live_server: LiveServer, account: TestAccount) -> None:
+    directory = create_directory(account, name="Members", access="login")
+    code = directory["code"]
+    email = f"member.{_word()}@example.com"
+    browser = Browser(live_server.url)
+    try:
+        assert browser.register(code, email).status_code == 303
+        assert f"Signed in as {email}" in browser.get(f"/d/{code}").text
+        assert erase_body(account, email=email)["directory_users"] == 1
+        assert f"ocd_{code}" in browser.client.cookies
+        assert "Signed in as" not in browser.get(f"/d/{code}").text
+    finally:
+        browser.close()
+
+
+def test_erase_blanks_the_recipient_in_their_send_jobs(
+    runtime: Runtime, account: TestAccount, dist_sms: Any
+) -> None:
+    """A send's job keeps the last attempt's error, which may quote the recipient."""
+    person = new_person()
+    send_id, _ = sms_send(account, dist_sms.url, person)
+    payload = queue.encode({"send_id": int(send_id.removeprefix("snd_"))})
+    digits = person.bare_phone.lstrip("+")
+    error = f"provider refused {person.bare_phone} ({person.phone}) for {person.first}; batch 9{digits}0"
+    with runtime.db.transaction() as session:
+        session.execute(
+            sql_update(Job)
+            .where(Job.payload == payload, Job.kind == "distribution.sms")
+            .values(last_error=error)
+        )
+    assert erase(account, person)["sends"] == 1
+    with runtime.db.read() as session:
+        [left] = session.scalars(select(Job.last_error).where(Job.payload == payload)).all()
+    assert left == f"provider refused [erased] ([erased]) for [erased]; batch 9{digits}0"
+
+
+def test_one_email_and_one_phone_only(account: TestAccount) -> None:
+    """A list, a number or a boolean is not an email or a phone: 300 from both calls, never one
+    of its values; export also takes its parameters in a POST body."""
+    nobody = f"nobody-{_word()}@example.com"
+    for body in (
+        {"email": [nobody, f"other-{_word()}@example.com"]},
+        {"email": nobody, "phone": ["+447700900123", "+447700900124"]},
+        {"email": 5},
+        {"email": True},
+        {"email": {"address": nobody}},
+    ):
+        assert_error(account.client.post(ERASE, json=body, headers=account.headers), 422, 300)
+        assert_error(account.client.post(EXPORT, json=body, headers=account.headers), 422, 300)
+    repeated = account.client.get(
+        f"{EXPORT}?email={nobody}&email=other-{_word()}@example.com", headers=account.headers
+    )
+    assert_error(repeated, 422, 300)
+    assert_error(account.client.get(EXPORT, params={"email[]": nobody}, headers=account.headers), 422, 300)
+    assert_error(account.client.post(ERASE, data={"email[]": nobody}, headers=account.headers), 422, 300)
+
+
+def test_export_by_post(live_server: LiveServer, account: TestAccount) -> None:
+    email = f"Posted.{_word()}@Example.com"
+    campaign = create_campaign(account, claim_fields="firstname,email")
+    code = claim(live_server, campaign["code"], email)
+    for answer in (
+        account.client.post(EXPORT, json={"email": email}, headers=account.headers),
+        account.client.post(EXPORT, data={"email": email.lower()}, headers=account.headers),
+    ):
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == export(account, email)
+        assert [s["couponsession"] for s in answer.json()["coupon_sessions"]] == [code]

@@ -46,7 +46,6 @@ KIND_LABELS = {
     "events": "stored events",
     "webhook_attempts": "logged webhook answers",
     "singleuse_batches": "single-use link lists",
-    "idempotency_records": "kept API answers",
 }
 
 

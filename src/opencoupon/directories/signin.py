@@ -22,6 +22,7 @@ from opencoupon import web
 from opencoupon.accounts import repository as accounts_repo
 from opencoupon.directories import repository
 from opencoupon.kit.clock import utcnow
+from opencoupon.kit.crypto import ERASED_PASSWORD
 from opencoupon.models import Directory, DirectoryUser
 from opencoupon.runtime import Runtime
 from opencoupon.web import runtime_of
@@ -68,7 +69,11 @@ def signed_in_user(session: Session, request: Request, directory: Directory) -> 
     digest = _ended_digest(runtime_of(request), session_id)
     if accounts_repo.token_by_digest(session, digest, SESSION_ENDED) is not None:
         return None
-    return repository.user(session, directory.id, user_id)
+    user = repository.user(session, directory.id, user_id)
+    # An erased user (privacy/) is nobody any more: a sign-in made before the erasure ends.
+    if user is None or user.password_hash == ERASED_PASSWORD:
+        return None
+    return user
 
 
 def sign_in(response: Response, request: Request, directory: Directory, user: DirectoryUser) -> None:

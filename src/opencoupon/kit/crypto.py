@@ -11,6 +11,11 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.fernet import Fernet, InvalidToken
 
+# The password hash of a person whose data was erased (privacy/): no argon2 hash looks like it, so
+# no password matches it (verify_password answers False to a malformed hash), and a sign-in made
+# before the erasure stops counting (directories.signin).
+ERASED_PASSWORD = "!erased"
+
 # OWASP minimum for argon2id: 19 MiB, 2 iterations, parallelism 1.
 _password_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 

@@ -1,16 +1,21 @@
 """Every query of the privacy capability: finding one person's rows across the domains.
 
 Emails are stored as typed in some tables (coupon claims, loyalty holders) and lower-cased in
-others, so they are compared lower-cased; phones by their digits (no spaces, dashes, dots,
-brackets or leading +). Neither comparison can use the (campaign, email) indexes: a request scans
-the caller's rows of each table once, which is fine for a call made a few times a month."""
+others, so they are compared lower-cased: `lower(column)` against both `lower(<as typed>)` (the
+database's own folding: SQLite's lower() folds ASCII letters only) and Python's lower-cased form.
+Phones are compared by their digits (no spaces, dashes, dots, brackets or leading +), which no
+index serves: a phone reads the caller's rows of each table once, fine for a call made a few
+times a month.
+
+Every statement binds at most CHUNK values of a list (SQLite allows 32,766 parameters per
+statement, PostgreSQL 65,535): a longer list is read in several statements and merged."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, false, func, literal_column, or_, select, update
+from sqlalchemy import ColumnElement, false, func, literal, literal_column, or_, select, update
 from sqlalchemy.orm import Session
 
 from opencoupon.models import (
@@ -20,7 +25,7 @@ from opencoupon.models import (
     DirectoryUser,
     DistributionSend,
     Event,
-    IdempotencyRecord,
+    Job,
     LoyaltyCard,
     LoyaltyHolder,
     LoyaltyLedgerEntry,
@@ -33,7 +38,9 @@ from opencoupon.models import (
 
 Scope = Callable[[Any], ColumnElement[bool]]
 
-# Event types whose data may carry a person's details (the others carry IDs and amounts only).
+# Event types whose data may carry a person's details as such (the others name rows by ID, and
+# coupon events carry the session's customid): the only ones searched by their text. Events of
+# the person's rows are found by ID whatever their type.
 PERSONAL_EVENT_TYPES = (
     "coupon_opened",
     "coupon_claimed",
@@ -43,7 +50,9 @@ PERSONAL_EVENT_TYPES = (
     "directory_user_registered",
     "directory_payment_status_changed",
 )
-# Bound parameters per IN list: SQLite allows 32,766 per statement, PostgreSQL 65,535.
+# Event types never about a person: their data names erased rows by ID only.
+NOT_PERSONAL_EVENT_TYPES = ("privacy_erased", "subaccount_created")
+# Bound values of a list per statement.
 CHUNK = 500
 
 
@@ -53,8 +62,22 @@ def _bare_phone(column: Any) -> Any:
     return column
 
 
-def _matches(email_column: Any, phone_column: Any, email: str, phone: str) -> ColumnElement[bool]:
-    found = func.lower(email_column) == email
+def email_forms(email: str, typed: str) -> list[Any]:
+    """What lower(column) is compared with: Python's lower-cased form, and lower(<as typed>) (the
+    database's own folding: SQLite's lower() folds ASCII letters only) when they may differ."""
+    forms: list[Any] = [email]
+    if typed and typed != email:
+        forms.append(func.lower(literal(typed)))
+    return forms
+
+
+def email_is(column: Any, email: str, typed: str) -> ColumnElement[bool]:
+    """`column` holds `email` in any letter case the database can fold."""
+    return func.lower(column).in_(email_forms(email, typed))
+
+
+def _matches(email_column: Any, phone_column: Any, email: str, typed: str, phone: str) -> ColumnElement[bool]:
+    found = email_is(email_column, email, typed)
     if phone:
         found = or_(found, _bare_phone(phone_column) == phone)
     return found
@@ -66,12 +89,17 @@ def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
 
 
 def coupon_sessions(
-    session: Session, scope: Scope, email: str, phone: str
+    session: Session, scope: Scope, email: str, typed: str, phone: str
 ) -> Sequence[tuple[CouponSession, Campaign]]:
     # Apart, so the email's query uses ix_coupon_sessions_email_lower (claimed sessions only); a
     # phone, compared by its digits, is still found by reading the account's sessions.
     # The '' is written out: a bound value cannot prove the partial index's condition to a planner.
-    conditions = [(CouponSession.email != literal_column("''")) & (func.lower(CouponSession.email) == email)]
+    # One equality per form: with an IN of two SQLite's planner (without statistics) prefers the
+    # account's index and reads all its sessions.
+    conditions = [
+        (CouponSession.email != literal_column("''")) & (func.lower(CouponSession.email) == form)
+        for form in email_forms(email, typed)
+    ]
     if phone:
         conditions.append(_bare_phone(CouponSession.phone) == phone)
     found: dict[int, tuple[CouponSession, Campaign]] = {}
@@ -95,14 +123,14 @@ def validations(session: Session, session_ids: Sequence[int]) -> Sequence[Valida
 
 
 def loyalty_holders(
-    session: Session, scope: Scope, email: str, phone: str
+    session: Session, scope: Scope, email: str, typed: str, phone: str
 ) -> Sequence[tuple[LoyaltyHolder, LoyaltyCard | None]]:
     return session.execute(
         select(LoyaltyHolder, LoyaltyCard)
         .outerjoin(LoyaltyCard, LoyaltyCard.id == LoyaltyHolder.card_id)
         .where(
             scope(LoyaltyHolder.account_id),
-            _matches(LoyaltyHolder.email, LoyaltyHolder.phone, email, phone),
+            _matches(LoyaltyHolder.email, LoyaltyHolder.phone, email, typed, phone),
         )
         .order_by(LoyaltyHolder.id)
     ).all()
@@ -120,28 +148,28 @@ def ledger(session: Session, holder_ids: Sequence[int]) -> Sequence[LoyaltyLedge
 
 
 def directory_users(
-    session: Session, scope: Scope, email: str, phone: str
+    session: Session, scope: Scope, email: str, typed: str, phone: str
 ) -> Sequence[tuple[DirectoryUser, Directory]]:
     return session.execute(
         select(DirectoryUser, Directory)
         .join(Directory, Directory.id == DirectoryUser.directory_id)
         .where(
             scope(DirectoryUser.account_id),
-            _matches(DirectoryUser.email, DirectoryUser.phone, email, phone),
+            _matches(DirectoryUser.email, DirectoryUser.phone, email, typed, phone),
         )
         .order_by(DirectoryUser.id)
     ).all()
 
 
-def sends(session: Session, scope: Scope, email: str, phone: str) -> Sequence[DistributionSend]:
+def sends(session: Session, scope: Scope, email: str, typed: str, phone: str) -> Sequence[DistributionSend]:
     # recipient_key is the lower-cased email or the E.164 number (distribution.service).
     keys = [email] + ([phone, "+" + phone] if phone else [])
+    found = or_(DistributionSend.recipient_key.in_(keys), email_is(DistributionSend.recipient, email, typed))
+    if phone:
+        found = or_(found, func.lower(DistributionSend.recipient).in_(keys[1:]))
     return session.scalars(
         select(DistributionSend)
-        .where(
-            scope(DistributionSend.account_id),
-            or_(DistributionSend.recipient_key.in_(keys), func.lower(DistributionSend.recipient).in_(keys)),
-        )
+        .where(scope(DistributionSend.account_id), found)
         .order_by(DistributionSend.id)
     ).all()
 
@@ -178,22 +206,39 @@ def events(
     texts: Sequence[str],
     id_texts: Sequence[str],
 ) -> Sequence[Event]:
-    """Events that may be about the person: of one of their sessions, or whose data holds one of
-    `texts` (emails and phones, compared lower-cased) or `id_texts` (quoted public IDs). The
-    caller decides from the parsed data what really is theirs."""
+    """Events that may be about the person: any event of one of their sessions or naming one of
+    their rows (`id_texts`, quoted public IDs), and events of the person-data types whose data
+    holds one of `texts` (their email and phone, compared lower-cased). The caller decides from
+    the parsed data what really is theirs. One statement per CHUNK values, merged."""
+    personal = Event.type.not_in(NOT_PERSONAL_EVENT_TYPES)
     conditions: list[ColumnElement[bool]] = []
     for part in _chunks(list(session_codes)):
         conditions.append(Event.session.in_(part))
+    for part in _chunks(list(id_texts)):
+        conditions.append(or_(*(Event.data.contains(text, autoescape=True) for text in part)))
     lowered = func.lower(Event.data)
-    conditions += [lowered.contains(text, autoescape=True) for text in texts if text]
-    conditions += [Event.data.contains(text, autoescape=True) for text in id_texts]
-    if not conditions:
-        return []
-    return session.scalars(
-        select(Event)
-        .where(scope(Event.account_id), Event.type.in_(PERSONAL_EVENT_TYPES), or_(*conditions))
-        .order_by(Event.id)
-    ).all()
+    for part in _chunks([text for text in texts if text]):
+        conditions.append(
+            Event.type.in_(PERSONAL_EVENT_TYPES)
+            & or_(*(lowered.contains(text, autoescape=True) for text in part))
+        )
+    found: dict[int, Event] = {}
+    for condition in conditions:
+        for event in session.scalars(select(Event).where(scope(Event.account_id), personal, condition)):
+            found[event.id] = event
+    return [found[key] for key in sorted(found)]
+
+
+def send_jobs(session: Session, kinds: Sequence[str], payloads: Sequence[str]) -> Sequence[Job]:
+    """The outbox jobs of these sends (their payloads as stored: `{"send_id": N}`)."""
+    found: list[Job] = []
+    for part in _chunks(list(payloads)):
+        found += session.scalars(
+            select(Job)
+            .where(Job.kind.in_(kinds), Job.payload.in_(part), Job.last_error != "")
+            .order_by(Job.id)
+        ).all()
+    return found
 
 
 def set_payload(session: Session, event_id: int, body: str) -> None:
@@ -218,12 +263,4 @@ def finished_batches(session: Session, scope: Scope) -> Sequence[SingleUseBatch]
         select(SingleUseBatch)
         .where(scope(SingleUseBatch.account_id), SingleUseBatch.result.is_not(None))
         .order_by(SingleUseBatch.id)
-    ).all()
-
-
-def idempotency_records(session: Session, scope: Scope) -> Sequence[IdempotencyRecord]:
-    return session.scalars(
-        select(IdempotencyRecord)
-        .where(scope(IdempotencyRecord.account_id), IdempotencyRecord.response_body != "")
-        .order_by(IdempotencyRecord.id)
     ).all()

@@ -13,12 +13,17 @@ from opencoupon.privacy.schemas import PersonRef
 router = APIRouter(tags=["Privacy"])
 
 
+# POST too, with the same parameters in the body: the email then stays out of addresses and logs.
 @v4_endpoint(router, "GET", "/v4/privacy/export", PersonRef, summary="Export a person's data", read_only=True)
+@v4_endpoint(
+    router, "POST", "/v4/privacy/export", PersonRef, summary="Export a person's data (POST)", read_only=True
+)
 def export(ctx: ApiContext, req: PersonRef) -> dict[str, Any]:
     """Everything held about the person with this `email` (any letter case; and `phone`, if
     given) in this account and, for a master, its subaccounts: coupon sessions with their claim
     data and validations, loyalty card holders with their ledger, directory users (never the
-    password), email/SMS sends, push subscriptions, and the IDs of events about them."""
+    password), email/SMS sends, push subscriptions, and the IDs of events about them. GET takes
+    the parameters in the query string, POST in the body (JSON or form)."""
     return service.export(ctx, service.person_of(req))
 
 

@@ -8,19 +8,22 @@ counts, validation values, balances, the ledger, statistics, IDs."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from opencoupon.coupons.sessions import session_path
+from opencoupon.distribution import service as distribution
 from opencoupon.errors import ApiError, bad_value, missing
 from opencoupon.events import service as events
-from opencoupon.kit import idempotency
+from opencoupon.kit.crypto import ERASED_PASSWORD
 from opencoupon.kit.dates import fmt, fmt_date
 from opencoupon.kit.endpoint import ApiContext
 from opencoupon.loyalty.service import holder_path
@@ -38,6 +41,7 @@ from opencoupon.privacy import repository as repo
 from opencoupon.privacy.schemas import PersonRef
 from opencoupon.singleuse import batches
 from opencoupon.webhooks import signing
+from opencoupon.worker import queue
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 PHONE = re.compile(r"^[0-9]{6,15}$")
@@ -45,10 +49,8 @@ PHONE = re.compile(r"^[0-9]{6,15}$")
 _PHONE_SEPARATORS = re.compile(r"[\s().+-]")
 INVALID_EMAIL = ApiError(305, "Email address is not valid.")
 
-# What erased free text and unique columns hold instead. No argon2 hash looks like ERASED_PASSWORD,
-# so no password ever matches it (kit.crypto.verify_password answers False to a malformed hash).
+# What erased free text and unique columns hold instead (the password marker: kit.crypto).
 ERASED = "[erased]"
-ERASED_PASSWORD = "!erased"
 NOT_SENT = "Not sent: the recipient's data was erased."
 # Keys of stored JSON (event data, kept answers) that hold a person's details.
 PERSONAL_KEYS = frozenset(
@@ -85,7 +87,6 @@ KINDS = (
     "events",
     "webhook_attempts",
     "singleuse_batches",
-    "idempotency_records",
 )
 
 
@@ -93,6 +94,9 @@ KINDS = (
 class Person:
     email: str  # lower-cased
     phone: str  # digits only; "" when not given
+    # As typed (trimmed): SQLite's lower() folds ASCII letters only, so a stored "ZOË@…" is found
+    # by lower(<as typed>), not by Python's "zoë@…".
+    typed_email: str = ""
 
 
 def bare_phone(raw: str) -> str:
@@ -101,7 +105,8 @@ def bare_phone(raw: str) -> str:
 
 def person_of(req: PersonRef) -> Person:
     """The person named by the request: 200 without an email, 305 for a malformed one."""
-    email = (req.email or "").strip().lower()
+    typed = (req.email or "").strip()
+    email = typed.lower()
     if not email:
         raise missing("email")
     if len(email) > 254 or not EMAIL.match(email):
@@ -109,7 +114,7 @@ def person_of(req: PersonRef) -> Person:
     phone = bare_phone(req.phone or "")
     if phone and not PHONE.match(phone):
         raise bad_value("phone", "6 to 15 digits, with an optional leading + and separators.")
-    return Person(email, phone)
+    return Person(email, phone, typed)
 
 
 @dataclass
@@ -130,101 +135,161 @@ class Found:
         return [holder.id for holder, _ in self.holders]
 
     def id_texts(self) -> list[str]:
-        """How events name these rows: `"user": "reg_7"`, a holder object's `"ID": "12"`."""
+        """How events name these rows: `"user": "reg_7"`, a holder object's `"ID": "12"`, a
+        points or reward event's `"user": "12"`."""
         texts = [f'"reg_{user.id}"' for user, _ in self.users]
-        return texts + [f'"ID": "{holder_id}"' for holder_id in self.holder_ids]
+        texts += [f'"ID": "{holder_id}"' for holder_id in self.holder_ids]
+        return texts + [f'"user": "{holder_id}"' for holder_id in self.holder_ids]
 
 
 def find(ctx: ApiContext, person: Person) -> Found:
     session, scope = ctx.session, ctx.scope
+    email, typed, phone = person.email, person.typed_email, person.phone
     return Found(
-        sessions=repo.coupon_sessions(session, scope, person.email, person.phone),
-        holders=repo.loyalty_holders(session, scope, person.email, person.phone),
-        users=repo.directory_users(session, scope, person.email, person.phone),
-        sends=repo.sends(session, scope, person.email, person.phone),
+        sessions=repo.coupon_sessions(session, scope, email, typed, phone),
+        holders=repo.loyalty_holders(session, scope, email, typed, phone),
+        users=repo.directory_users(session, scope, email, typed, phone),
+        sends=repo.sends(session, scope, email, typed, phone),
     )
+
+
+@dataclass(frozen=True)
+class Idents:
+    """Emails (lower-cased) and phones (digits) that are a person's."""
+
+    emails: frozenset[str]
+    phones: frozenset[str]
+
+    def is_one(self, value: str) -> bool:
+        """Whether the whole value (trimmed, any letter case; a phone by its digits) is one."""
+        text = value.strip()
+        if not text:
+            return False
+        if text.lower() in self.emails:
+            return True
+        digits = bare_phone(text)
+        return digits.isdigit() and digits in self.phones
 
 
 class Scrubber:
     """Finds and blanks the person's details in free text and in stored JSON.
 
-    Knows every email and phone the person's rows hold (a row matched by phone may hold another
-    email), and their names, which are only blanked under a personal key or, in free text of
-    their own rows, as whole words."""
+    Two sets of details. `claim`: the email (and phone) the request named; only these decide
+    that a row or an object found elsewhere is theirs, and only as a whole value. `own`: those
+    plus every email and phone their own rows hold (a row matched by phone may hold another
+    email): removed only inside their own rows and the events about those rows (by ID), as whole
+    values or, in text, as whole addresses and numbers. Names are only blanked under a personal
+    key or, in free text of their own sends, as whole words."""
 
     def __init__(self, person: Person, found: Found) -> None:
         emails = {person.email}
         phones = {person.phone} if person.phone else set()
         names: set[str] = set()
+        # As the rows write the request's phone, for the text search of events.
+        self._typed_phones: set[str] = set()
+        details: list[tuple[str, str]] = []
         for row, _ in found.sessions:
-            emails.add(row.email.strip().lower())
-            phones |= {row.phone.strip(), bare_phone(row.phone)}
+            details.append((row.email, row.phone))
             names |= {row.firstname, row.lastname}
         for holder, _ in found.holders:
-            emails.add(holder.email.strip().lower())
-            phones |= {holder.phone.strip(), bare_phone(holder.phone)}
+            details.append((holder.email, holder.phone))
             names |= {holder.first_name, holder.last_name}
         for user, _ in found.users:
-            emails.add(user.email.strip().lower())
-            phones |= {user.phone.strip(), bare_phone(user.phone)}
+            details.append((user.email, user.phone))
             names |= {user.first_name, user.last_name}
         for send in found.sends:
             names |= {send.recipient_name, send.firstname}
-        self.emails = {e for e in emails if e}
-        # Shorter numbers would match inside unrelated figures.
-        self.phones = {p for p in phones if len(bare_phone(p)) >= 6}
-        self.bare_phones = {bare_phone(p) for p in self.phones}
+        for email, phone in details:
+            emails.add(email.strip().lower())
+            digits = bare_phone(phone)
+            # Shorter numbers would match inside unrelated figures.
+            if len(digits) >= 6 and digits.isdigit():
+                phones.add(digits)
+                if person.phone and digits == person.phone:
+                    self._typed_phones.add(phone.strip().lower())
+        self.claim = Idents(frozenset({person.email}), frozenset({person.phone} if person.phone else set()))
+        self.own = Idents(frozenset(e for e in emails if e), frozenset(phones))
         self.names = {n.strip() for n in names if len(n.strip()) >= 2}
-        self._pattern = self._compile([*self.emails, *self.phones])
-        self._names = self._compile(self.names, words=True)
+        self._pattern = self._compile(self.own)
+        self._names = (
+            re.compile(
+                r"\b(?:" + "|".join(re.escape(n) for n in sorted(self.names, key=len, reverse=True)) + r")\b",
+                re.IGNORECASE,
+            )
+            if self.names
+            else None
+        )
 
     @staticmethod
-    def _compile(texts: Iterable[str], *, words: bool = False) -> re.Pattern[str] | None:
-        ordered = sorted(set(texts), key=len, reverse=True)
-        if not ordered:
-            return None
-        body = "|".join(re.escape(t) for t in ordered)
-        return re.compile(rf"\b(?:{body})\b" if words else body, re.IGNORECASE)
+    def _compile(idents: Idents) -> re.Pattern[str] | None:
+        """Whole addresses and numbers only: not `ann@d.com` inside `joann@d.com` or
+        `ann@d.com.au`, not `5551234` inside `8855512349` (a sentence's full stop may follow)."""
+        parts = [
+            rf"(?<![\w.+-]){re.escape(email)}(?![\w-]|\.[\w-])"
+            for email in sorted(idents.emails, key=len, reverse=True)
+        ]
+        parts += [
+            r"(?<![\d+])\+?" + r"[\s().-]{0,2}".join(phone) + r"(?!\d)"
+            for phone in sorted(idents.phones, key=len, reverse=True)
+        ]
+        return re.compile("|".join(parts), re.IGNORECASE) if parts else None
 
     def search_texts(self) -> list[str]:
-        """What to look for in stored JSON text (lower-cased), as json.dumps writes it too."""
+        """What to look for in stored JSON text (lower-cased), as json.dumps writes it too: the
+        request's email and phone (also as the person's rows write that phone)."""
         found: set[str] = set()
-        for text in [*self.emails, *self.phones]:
-            found |= {text.lower(), json.dumps(text.lower())[1:-1]}
+        for text in [*self.claim.emails, *self.claim.phones, *self._typed_phones]:
+            if text:
+                found |= {text.lower(), json.dumps(text.lower())[1:-1]}
         return sorted(found)
 
     def text(self, value: str, *, names: bool = False) -> str:
+        """Free text of the person's own rows: their addresses and numbers (and names) blanked."""
         if self._pattern is not None:
             value = self._pattern.sub(ERASED, value)
         if names and self._names is not None:
             value = self._names.sub(ERASED, value)
         return value
 
-    def _theirs(self, data: dict[str, Any]) -> bool:
+    def value(self, value: str, *, theirs: bool) -> str:
+        """A single value (customid, a CSV cell): blanked when it is wholly their email or phone
+        (in their own rows also where it holds one as a whole address or number)."""
+        if theirs:
+            return ERASED if self.own.is_one(value) else self.text(value)
+        return ERASED if self.claim.is_one(value) else value
+
+    def _claims(self, data: dict[str, Any]) -> bool:
+        """An object (found by text, not by ID) is theirs when its email or phone is the request's."""
         for key in _EMAIL_KEYS:
-            if isinstance(data.get(key), str) and data[key].strip().lower() in self.emails:
+            item = data.get(key)
+            if isinstance(item, str) and item.strip().lower() in self.claim.emails:
                 return True
         for key in _PHONE_KEYS:
-            if isinstance(data.get(key), str) and bare_phone(data[key]) in self.bare_phones:
+            item = data.get(key)
+            if isinstance(item, str) and self.claim.phones and bare_phone(item) in self.claim.phones:
                 return True
         return False
 
     def json(self, value: Any, *, theirs: bool = False) -> Any:
         """`value` with the person's details blanked: every personal key of an object that is
-        theirs (or inside one), and their email or phone wherever else it appears in a string."""
+        theirs (`theirs`: the whole value is, by ID; or an object whose email or phone is the
+        request's, and what it holds) and their email or phone in other strings (see `value`)."""
+        return self._json(value, blank=theirs, by_id=theirs)
+
+    def _json(self, value: Any, *, blank: bool, by_id: bool) -> Any:
         if isinstance(value, dict):
-            mine = theirs or self._theirs(value)
+            mine = blank or self._claims(value)
             out: dict[str, Any] = {}
             for key, item in value.items():
                 if mine and key in PERSONAL_KEYS:
                     out[key] = {} if isinstance(item, dict) else "" if isinstance(item, str) else item
                 else:
-                    out[key] = self.json(item, theirs=mine)
+                    out[key] = self._json(item, blank=mine, by_id=by_id)
             return out
         if isinstance(value, list):
-            return [self.json(item, theirs=theirs) for item in value]
+            return [self._json(item, blank=blank, by_id=by_id) for item in value]
         if isinstance(value, str):
-            return self.text(value)
+            return self.value(value, theirs=by_id)
         return value
 
 
@@ -407,21 +472,27 @@ def _event_data(event: Event) -> Any:
 
 
 def _refers_to(event: Event, found: Found) -> bool:
-    """Whether the event is about one of the person's rows by ID (its details then go whoever
-    they were matched by)."""
+    """Whether the event is about one of the person's rows by ID, whatever its type (its details
+    then go, whoever they were matched by)."""
     if event.session and event.session in set(found.session_codes):
         return True
     data = _event_data(event)
     if not isinstance(data, dict):
         return False
     user = data.get("user")
-    if isinstance(user, str) and user in {f"reg_{u.id}" for u, _ in found.users}:
-        return True
-    return isinstance(user, dict) and user.get("ID") in {str(i) for i in found.holder_ids}
+    if event.type.startswith("directory_"):
+        return isinstance(user, str) and user in {f"reg_{u.id}" for u, _ in found.users}
+    if event.type.startswith("loyalty_"):
+        holders = {str(i) for i in found.holder_ids}
+        if isinstance(user, dict):
+            return str(user.get("ID")) in holders
+        return isinstance(user, str) and user in holders
+    return False
 
 
 def _event_is_theirs(event: Event, found: Found, scrubber: Scrubber) -> bool:
-    return _refers_to(event, found) or scrubber.json(_event_data(event)) != _event_data(event)
+    data = _event_data(event)
+    return _refers_to(event, found) or scrubber.json(data) != data
 
 
 # --- erase ----------------------------------------------------------------------------------------
@@ -464,8 +535,8 @@ def erase(ctx: ApiContext, person: Person) -> dict[str, int]:
         # A subscription is the person's device: it goes, and pushes to it stop.
         ctx.session.delete(sub)
         done.counts["push_subscriptions"] += 1
-    _erase_batches(ctx, scrubber, done)
-    _erase_kept_answers(ctx, scrubber, done)
+    _erase_send_jobs(ctx, found, scrubber)
+    _erase_batches(ctx, found, scrubber, done)
     ctx.session.flush()
     for account_id, rows in done.touched.items():
         events.emit(ctx.session, account_id, "privacy_erased", {**rows, "erased_date_utc": fmt(now)})
@@ -479,8 +550,8 @@ def _erase_session(row: CouponSession, scrubber: Scrubber, now: dt.datetime) -> 
     row.custom_fields = {}
     # The browser cookie that reopens this session on the person's device.
     row.device_id = ""
-    # The business's own reference stays, unless it is the person's email or phone.
-    row.customid = scrubber.text(row.customid)
+    # The business's own reference stays, unless it holds the person's email or phone.
+    row.customid = scrubber.value(row.customid, theirs=True)
     if _snapshot(row, _SESSION_FIELDS) == before:
         return False
     row.updated_at = now
@@ -562,34 +633,43 @@ def _erase_events(ctx: ApiContext, found: Found, scrubber: Scrubber, done: Erase
     done.counts["webhook_attempts"] += repo.clear_attempt_responses(ctx.session, changed)
 
 
-def _erase_batches(ctx: ApiContext, scrubber: Scrubber, done: Erased) -> None:
-    """Link lists of finished single-use batches (CSV kept for download): only the customid
-    column can hold a person's detail, when the business used their email as its reference."""
+def _erase_send_jobs(ctx: ApiContext, found: Found, scrubber: Scrubber) -> None:
+    """The outbox jobs of their sends keep the last attempt's error, which may quote the
+    recipient (an SMTP or SMS provider's answer)."""
+    payloads = [queue.encode({"send_id": send.id}) for send in found.sends]
+    for job in repo.send_jobs(ctx.session, (distribution.EMAIL_JOB, distribution.SMS_JOB), payloads):
+        job.last_error = scrubber.text(job.last_error, names=True)
+
+
+def _erase_batches(ctx: ApiContext, found: Found, scrubber: Scrubber, done: Erased) -> None:
+    """Link lists of finished single-use batches (CSV kept for download, 7 days): only the
+    customid column can hold a person's detail, when the business used their email or phone as
+    its reference, and only a whole value is theirs (codes are never touched). A link of the
+    person's own sessions (by code) also loses their address inside a longer reference."""
+    codes = set(found.session_codes)
     for batch in repo.finished_batches(ctx.session, ctx.scope):
         if batch.result is None:
             continue
         text = batches.unpack(batch.result)
-        clean = scrubber.text(text)
-        if clean != text:
-            batch.result = batches.pack(clean)
+        rows = list(csv.reader(io.StringIO(text)))
+        if not rows or "customid" not in rows[0]:
+            continue
+        header = rows[0]
+        customid, code = header.index("customid"), header.index("single_use_code")
+        changed = False
+        for row in rows[1:]:
+            if len(row) <= max(customid, code) or not row[customid]:
+                continue
+            clean = scrubber.value(row[customid], theirs=row[code] in codes)
+            if clean != row[customid]:
+                row[customid] = clean
+                changed = True
+        if changed:
+            out = io.StringIO()
+            csv.writer(out).writerows(rows)
+            batch.result = batches.pack(out.getvalue())
             batch.updated_at = ctx.now
             done.add("singleuse_batches", batch.account_id, batches.public_id(batch))
-
-
-def _erase_kept_answers(ctx: ApiContext, scrubber: Scrubber, done: Erased) -> None:
-    """Answers kept for Idempotency-Key retries (encrypted, at most a day old) that show the
-    person's details: a retry gets the blanked answer."""
-    keyring = ctx.runtime.keyring
-    for record in repo.idempotency_records(ctx.session, ctx.scope):
-        text = idempotency.kept_answer(keyring, record)
-        try:
-            answer = json.loads(text)
-        except ValueError:
-            continue
-        clean = scrubber.json(answer)
-        if clean != answer:
-            record.response_body = keyring.encrypt(json.dumps(clean))
-            done.counts["idempotency_records"] += 1
 
 
 _SESSION_FIELDS = (
