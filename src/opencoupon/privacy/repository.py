@@ -8,7 +8,8 @@ index serves: a phone reads the caller's rows of each table once, fine for a cal
 times a month.
 
 Every statement binds at most CHUNK values of a list (SQLite allows 32,766 parameters per
-statement, PostgreSQL 65,535): a longer list is read in several statements and merged."""
+statement, PostgreSQL 65,535): a longer list is read in several statements and merged, or the
+list is a subquery."""
 
 from __future__ import annotations
 
@@ -88,22 +89,28 @@ def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
         yield values[start : start + CHUNK]
 
 
-def coupon_sessions(
-    session: Session, scope: Scope, email: str, typed: str, phone: str
-) -> Sequence[tuple[CouponSession, Campaign]]:
-    # Apart, so the email's query uses ix_coupon_sessions_email_lower (claimed sessions only); a
-    # phone, compared by its digits, is still found by reading the account's sessions.
-    # The '' is written out: a bound value cannot prove the partial index's condition to a planner.
-    # One equality per form: with an IN of two SQLite's planner (without statistics) prefers the
-    # account's index and reads all its sessions.
+def _session_conditions(email: str, typed: str, phone: str) -> list[ColumnElement[bool]]:
+    """The person's coupon sessions, one condition per way of finding them.
+
+    Apart, so the email's query uses ix_coupon_sessions_email_lower (claimed sessions only); a
+    phone, compared by its digits, is still found by reading the account's sessions. The '' is
+    written out: a bound value cannot prove the partial index's condition to a planner. One
+    equality per form of the email: with an IN of two, SQLite's planner (without statistics)
+    prefers the account's index and reads all its sessions."""
     conditions = [
         (CouponSession.email != literal_column("''")) & (func.lower(CouponSession.email) == form)
         for form in email_forms(email, typed)
     ]
     if phone:
         conditions.append(_bare_phone(CouponSession.phone) == phone)
+    return conditions
+
+
+def coupon_sessions(
+    session: Session, scope: Scope, email: str, typed: str, phone: str
+) -> Sequence[tuple[CouponSession, Campaign]]:
     found: dict[int, tuple[CouponSession, Campaign]] = {}
-    for condition in conditions:
+    for condition in _session_conditions(email, typed, phone):
         rows = session.execute(
             select(CouponSession, Campaign)
             .join(Campaign, Campaign.id == CouponSession.campaign_id)
@@ -202,30 +209,37 @@ def events(
     session: Session,
     scope: Scope,
     *,
-    session_codes: Sequence[str],
+    email: str,
+    typed: str,
+    phone: str,
     texts: Sequence[str],
     id_texts: Sequence[str],
 ) -> Sequence[Event]:
-    """Events that may be about the person: any event of one of their sessions or naming one of
-    their rows (`id_texts`, quoted public IDs), and events of the person-data types whose data
-    holds one of `texts` (their email and phone, compared lower-cased). The caller decides from
-    the parsed data what really is theirs. One statement per CHUNK values, merged."""
-    personal = Event.type.not_in(NOT_PERSONAL_EVENT_TYPES)
-    conditions: list[ColumnElement[bool]] = []
-    for part in _chunks(list(session_codes)):
-        conditions.append(Event.session.in_(part))
-    for part in _chunks(list(id_texts)):
-        conditions.append(or_(*(Event.data.contains(text, autoescape=True) for text in part)))
+    """Events that may be about the person: any event of one of their sessions (found again as
+    `coupon_sessions` finds them, in a subquery: a person may have more sessions than a statement
+    may bind values) or naming one of their rows (`id_texts`, quoted public IDs), and events of the
+    person-data types whose data holds one of `texts` (their email and phone, compared
+    lower-cased). The caller decides from the parsed data what really is theirs.
+
+    Events have no index but the account's: each statement reads the account's events once, so
+    everything is asked in one statement (more only for over CHUNK ID texts)."""
+    their_sessions = select(CouponSession.code).where(
+        scope(CouponSession.account_id), or_(*_session_conditions(email, typed, phone))
+    )
     lowered = func.lower(Event.data)
-    for part in _chunks([text for text in texts if text]):
-        conditions.append(
-            Event.type.in_(PERSONAL_EVENT_TYPES)
-            & or_(*(lowered.contains(text, autoescape=True) for text in part))
-        )
+    by_text = Event.type.in_(PERSONAL_EVENT_TYPES) & or_(
+        false(), *(lowered.contains(text, autoescape=True) for text in texts if text)
+    )
+    parts = list(_chunks(list(id_texts))) or [[]]
     found: dict[int, Event] = {}
-    for condition in conditions:
-        for event in session.scalars(select(Event).where(scope(Event.account_id), personal, condition)):
-            found[event.id] = event
+    for index, part in enumerate(parts):
+        conditions = [Event.data.contains(text, autoescape=True) for text in part]
+        if index == 0:
+            conditions += [Event.session.in_(their_sessions), by_text]
+        for event in session.scalars(select(Event).where(scope(Event.account_id), or_(*conditions))):
+            # Never about a person (left out here: one test fewer per row of the scan).
+            if event.type not in NOT_PERSONAL_EVENT_TYPES:
+                found[event.id] = event
     return [found[key] for key in sorted(found)]
 
 

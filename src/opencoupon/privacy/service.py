@@ -326,7 +326,9 @@ def export(ctx: ApiContext, person: Person) -> dict[str, Any]:
     about = repo.events(
         ctx.session,
         ctx.scope,
-        session_codes=found.session_codes,
+        email=person.email,
+        typed=person.typed_email,
+        phone=person.phone,
         texts=scrubber.search_texts(),
         id_texts=found.id_texts(),
     )
@@ -517,8 +519,9 @@ def erase(ctx: ApiContext, person: Person) -> dict[str, int]:
     scrubber = Scrubber(person, found)
     now = ctx.now
     done = Erased()
-    # Events first: which are theirs is decided by the rows' IDs, before those rows change.
-    _erase_events(ctx, found, scrubber, done)
+    # Events first: which are theirs is decided by the rows' IDs, and their sessions are found
+    # again by their details (repo.events), before those rows change.
+    _erase_events(ctx, person, found, scrubber, done)
     for row, _ in found.sessions:
         if _erase_session(row, scrubber, now):
             done.add("coupon_sessions", row.account_id, row.code)
@@ -609,14 +612,16 @@ def _erase_send(send: DistributionSend, scrubber: Scrubber, now: dt.datetime) ->
     return True
 
 
-def _erase_events(ctx: ApiContext, found: Found, scrubber: Scrubber, done: Erased) -> None:
+def _erase_events(ctx: ApiContext, person: Person, found: Found, scrubber: Scrubber, done: Erased) -> None:
     """Event data and the webhook bodies built from it: retries and replays send the blanked
     body from now on. What receivers already got cannot be recalled (the privacy_erased event
     tells them which rows to forget)."""
     candidates = repo.events(
         ctx.session,
         ctx.scope,
-        session_codes=found.session_codes,
+        email=person.email,
+        typed=person.typed_email,
+        phone=person.phone,
         texts=scrubber.search_texts(),
         id_texts=found.id_texts(),
     )
