@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from opencoupon.coupons.sessions import session_path
+from opencoupon.directories import service as directories
 from opencoupon.distribution import service as distribution
 from opencoupon.errors import ApiError, bad_value, missing
 from opencoupon.events import service as events
@@ -365,27 +366,11 @@ def export(ctx: ApiContext, person: Person) -> dict[str, Any]:
             for holder, card in found.holders
         ],
         "directory_users": [
+            # The v4 directory call's user (never the password), and whose it is.
             {
-                "id": f"reg_{user.id}",
+                **directories.user_v4(directory, user, ctx.now),
                 "account_id": user.account_id,
-                "directory": f"dir_{directory.id}",
                 "directory_name": directory.name,
-                "email": user.email,
-                "first_name": user.first_name,
-                "last_name": user.last_name,
-                "phone": user.phone,
-                "birth_date": fmt_date(user.birth_date) or None,
-                "address": user.address,
-                "zip": user.zip,
-                "city": user.city,
-                "custom_1": user.custom_1,
-                "custom_2": user.custom_2,
-                "custom_3": user.custom_3,
-                "blocked": user.blocked,
-                "payment_status": user.payment_status,
-                "expires_at": fmt(user.payment_expires_at) or None,
-                "created_at": fmt(user.created_at),
-                "last_login_at": fmt(user.last_login_at) or None,
             }
             for user, directory in found.users
         ],
