@@ -75,3 +75,16 @@ def test_sign_out_ends_the_session_on_the_server_too(account: Any, live_server: 
     finally:
         for b in (browser, other_device, thief):
             b.close()
+
+
+def test_one_address_cannot_sweep_many_emails(account: Any, limited_server: LiveServer) -> None:
+    """Each email has its own limit, so one address trying a password on many emails is held by a
+    limit per client address too: six times the per-email one (as on the dashboard)."""
+    directory = create_directory(account, name="Sweep", access="login")
+    code = directory["code"]
+    sweeper = Browser(limited_server.url)
+    try:
+        answers = [sweeper.login(code, f"nobody{i}@example.com", "guess").status_code for i in range(61)]
+    finally:
+        sweeper.close()
+    assert answers == [401] * 60 + [429]

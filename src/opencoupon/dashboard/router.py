@@ -33,7 +33,7 @@ from opencoupon.dashboard.security import (
 from opencoupon.errors import ApiError
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.crypto import hash_password, verify_password
-from opencoupon.kit.lockout import Lockout
+from opencoupon.kit.lockout import ADDRESS_FACTOR, Lockout
 from opencoupon.models import Account, OneTimeToken
 from opencoupon.runtime import Runtime
 from opencoupon.subaccounts.schemas import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
@@ -49,9 +49,6 @@ LINK_GONE = PageError(
 )
 
 
-# Sign-in attempts are limited per email and, at this many times that rate, per client address:
-# one address trying a password on many emails is held back, an office behind one NAT is not.
-ADDRESS_FACTOR = 6
 LOGIN_WINDOW = dt.timedelta(minutes=1)
 
 

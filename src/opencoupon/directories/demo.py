@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from opencoupon.directories import repository, service
 from opencoupon.kit import ids
 from opencoupon.kit.clock import utcnow
+from opencoupon.kit.crypto import hash_password
 from opencoupon.models import Account, Campaign, Category, Directory
 from opencoupon.runtime import Runtime
 
@@ -105,7 +106,7 @@ def seed(session: Session, runtime: Runtime, account: Account, subaccount: Accou
             session,
             directory,
             email=email,
-            password=DEMO_USER_PASSWORD,
+            password_hash=hash_password(DEMO_USER_PASSWORD),
             now=now,
             source="demo",
             first_name=first_name,

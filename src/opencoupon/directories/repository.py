@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -196,6 +197,10 @@ def user_by_email(session: Session, directory_id: int, email: str) -> DirectoryU
     return session.scalar(
         select(DirectoryUser).where(DirectoryUser.directory_id == directory_id, DirectoryUser.email == email)
     )
+
+
+def record_login(session: Session, user_id: int, now: dt.datetime) -> None:
+    session.execute(update(DirectoryUser).where(DirectoryUser.id == user_id).values(last_login_at=now))
 
 
 def users_page(session: Session, directory_id: int, offset: int, limit: int) -> Sequence[DirectoryUser]:

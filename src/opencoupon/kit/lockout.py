@@ -37,6 +37,9 @@ from opencoupon.kit.crypto import Keyring
 from opencoupon.models import AttemptCounter
 
 _counters = AttemptCounter.__table__
+# Sign-in attempts per client address are allowed at this many times the rate per email: one
+# address trying a password on many emails is held back, an office behind one NAT is not.
+ADDRESS_FACTOR = 6
 
 
 @dataclass(frozen=True)
