@@ -347,3 +347,25 @@ def test_housekeeping_deletes_counts_whose_window_is_over(runtime: Runtime) -> N
     assert counted(runtime, "purge-test") == 2
     with runtime.db.read() as session:
         assert lockout.count(session, runtime.keyring, "10.0.1.1", now=now) >= lockout.limit
+
+
+def test_housekeeping_keeps_a_count_whose_window_started_again_meanwhile(runtime: Runtime) -> None:
+    """The purge and a new attempt on an expired count at the same moment: the attempt's
+    transaction restarts the window, the purge waits for it, and must then leave the fresh count.
+    (PostgreSQL re-checks only the outer condition of a DELETE on a row changed meanwhile.)"""
+    lockout = Lockout("purge-race", limit=10, window=dt.timedelta(minutes=15))
+    now = utcnow()
+    with runtime.db.transaction() as session:
+        assert lockout.add(session, runtime.keyring, "10.9.9.9", now=now - dt.timedelta(minutes=16)) == 1
+    swept: list[housekeeping.Swept] = []
+    with runtime.db.transaction() as session:
+        for n in range(1, 6):
+            assert lockout.add(session, runtime.keyring, "10.9.9.9", now=now) == n
+        purge = threading.Thread(target=lambda: swept.append(housekeeping.sweep(runtime, now=now)))
+        purge.start()
+        purge.join(timeout=0.5)  # it waits for this transaction (row lock, or SQLite's one writer)
+    purge.join(timeout=30)
+    assert len(swept) == 1
+    assert swept[0].attempt_counters == 0
+    with runtime.db.read() as session:
+        assert lockout.count(session, runtime.keyring, "10.9.9.9", now=now) == 5

@@ -50,7 +50,11 @@ def _delete_all(runtime: Runtime, model: Any, condition: ColumnElement[bool], ba
     while True:
         keys = select(key).where(condition).limit(batch).scalar_subquery()
         with runtime.db.transaction() as session:
-            deleted = int(session.execute(delete(model).where(key.in_(keys))).rowcount or 0)  # type: ignore[attr-defined]
+            # The condition again on the row itself: PostgreSQL re-checks only the outer WHERE on
+            # a row another transaction changed meanwhile (an attempt count whose window just
+            # started again must stay).
+            statement = delete(model).where(key.in_(keys), condition)
+            deleted = int(session.execute(statement).rowcount or 0)  # type: ignore[attr-defined]
         total += deleted
         if deleted < batch:
             return total
