@@ -333,7 +333,8 @@ def test_reads_waiting_together_each_get_their_own_answer(
     for code in validated:
         response = account.call("/v3/couponsession/update", couponsession=code, validate=True)
         assert response.status_code == 200, response.text
-    missing = [f"zz{code[2:]}" for code in codes]
+    # Another first two characters (one code in 1,296 already starts with "zz").
+    missing = [("yy" if code.startswith("zz") else "zz") + code[2:] for code in codes]
     asked = [*codes, *missing]
     barrier = threading.Barrier(len(asked))
     results: dict[str, httpx2.Response] = {}

@@ -10,6 +10,7 @@ import re
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx2
 import pytest
@@ -369,3 +370,51 @@ def test_housekeeping_keeps_a_count_whose_window_started_again_meanwhile(runtime
     assert swept[0].attempt_counters == 0
     with runtime.db.read() as session:
         assert lockout.count(session, runtime.keyring, "10.9.9.9", now=now) == 5
+
+
+def _staff_guesses(base: str, campaign: dict[str, Any], pins_by_address: list[tuple[str, str]]) -> list[int]:
+    """Staff-page PIN guesses, each from the client address given (the servers trust the
+    X-Forwarded-For of a loopback proxy, as behind nginx)."""
+    staff = f"/p/{campaign['code']}/staff"
+    with httpx2.Client(base_url=base, timeout=30) as till:
+        token = csrf_token(till, staff)
+        return [
+            int(
+                till.post(
+                    staff,
+                    data={"csrf": token, "pin": pin, "code": "abcdef"},
+                    headers={"X-Forwarded-For": address},
+                ).status_code
+            )
+            for address, pin in pins_by_address
+        ]
+
+
+def test_one_address_cannot_lock_the_staff_out(account: TestAccount, servers: tuple[str, str]) -> None:
+    """Wrong PINs are limited per campaign and client address: someone who found the public staff
+    page and typed ten wrong PINs is held, the till at another address goes on."""
+    campaign = create_campaign(account, validation_methods="widget")
+    attacker = [("198.51.100.7", "0000")] * 11
+    assert _staff_guesses(servers[0], campaign, attacker) == [403] * 10 + [429]
+    # The till's right PIN is checked (no coupon has the code typed: 404), not refused.
+    assert _staff_guesses(servers[1], campaign, [("198.51.100.8", PIN)]) == [404]
+
+
+def test_guesses_spread_over_many_addresses_meet_a_campaign_backstop(
+    account: TestAccount, servers: tuple[str, str]
+) -> None:
+    """Ten addresses, ten wrong PINs each: a hundred guesses at one campaign's PIN, and the next
+    address is refused before its first. (Per address alone, enough addresses try every PIN.)"""
+    campaign = create_campaign(account, validation_methods="widget")
+    spread = [(f"203.0.113.{n}", f"{n:02d}{i:02d}") for n in range(10) for i in range(10)]
+    answers = _staff_guesses(servers[0], campaign, spread)
+    assert answers == [403] * 100
+    assert _staff_guesses(servers[1], campaign, [("203.0.113.99", "9999")]) == [429]
+
+
+def test_an_ipv6_network_counts_as_one_client(account: TestAccount, servers: tuple[str, str]) -> None:
+    """One subscriber line holds a whole /64: its addresses share one count."""
+    campaign = create_campaign(account, validation_methods="widget")
+    line = [(f"2001:db8:1:2::{n:x}", "0000") for n in range(1, 12)]
+    assert _staff_guesses(servers[0], campaign, line) == [403] * 10 + [429]
+    assert _staff_guesses(servers[0], campaign, [("2001:db8:1:3::1", "0000")]) == [403]

@@ -9,6 +9,7 @@ cookie. The nonce also lets a page recognise a retried submission of the same fo
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -34,6 +35,19 @@ async def form_text(request: Request) -> dict[str, str]:
     form = await request.form()
     await form.close()
     return {key: value if isinstance(value, str) else "" for key, value in form.items()}
+
+
+def client_key(request: Request) -> str:
+    """Who is asking, for limits per client: the address, and for IPv6 its /64 network (one
+    subscriber line holds a whole /64, so its single addresses would be keys without end)."""
+    host = request.client.host if request.client else ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return host
 
 
 def wants_json(request: Request) -> bool:

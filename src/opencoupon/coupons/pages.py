@@ -23,7 +23,7 @@ from opencoupon.errors import ApiError, error_body
 from opencoupon.kit import ids
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.crypto import token
-from opencoupon.kit.lockout import Lockout
+from opencoupon.kit.lockout import BACKSTOP_FACTOR, GuessLimit, Lockout
 from opencoupon.models import Account, Campaign, CouponSession
 from opencoupon.pages import deny_framing, render, render_error_page
 from opencoupon.runtime import Runtime
@@ -51,12 +51,14 @@ NO_PIN = "This campaign has no staff PIN: set one on the dashboard."
 NOTICES = {"claimed": "Your coupon is claimed.", "validated": "Coupon validated. Thank you!"}
 
 
-# Wrong PINs, ten per 15 minutes, counted in the database (shared by every API process; see
-# opencoupon.kit.lockout). A campaign's staff page, by campaign:
-staff_lockout = Lockout("staff-pin")
-# The PIN on the phone and on the QR scan page, by campaign and client address: five wrong PINs
-# lock one coupon, but anyone can open more coupons of the campaign to try more PINs.
-pin_lockout = Lockout("coupon-pin")
+# Wrong PINs, ten per 15 minutes per campaign and client address, and a hundred per campaign from
+# all addresses, counted in the database (shared by every API process; opencoupon.kit.lockout).
+_campaign_pins = Lockout("campaign-pin", limit=10 * BACKSTOP_FACTOR)
+# The campaign's staff page:
+staff_lockout = GuessLimit(Lockout("staff-pin"), _campaign_pins)
+# The PIN on the phone and on the QR scan page (five wrong PINs also lock one coupon, but anyone
+# can open more coupons of the campaign to try more PINs):
+pin_lockout = GuessLimit(Lockout("coupon-pin"), _campaign_pins)
 
 
 @dataclass
@@ -364,12 +366,13 @@ def _staff(request: Request, runtime: Runtime, code: str, form: dict[str, str], 
 
     if not csrf_ok(request, runtime, form.get("csrf", "")):
         return fail(403, "The form expired. Please try again.", 300)
+    client = web.client_key(request)
     with runtime.db.transaction() as s:
         # Counted before it is checked, given back when right (opencoupon.kit.lockout).
-        allowed = staff_lockout.attempt(s, runtime.keyring, campaign.id)
+        allowed = staff_lockout.attempt(s, runtime.keyring, campaign.id, client)
         right = allowed and service.pin_matches(runtime, campaign, pin)
         if right:
-            staff_lockout.refund(s, runtime.keyring, campaign.id)
+            staff_lockout.refund(s, runtime.keyring, campaign.id, client)
     if not allowed:
         return fail(429, "Too many wrong PINs. Wait 15 minutes and try again.", 429)
     if not right:
@@ -524,7 +527,7 @@ def _validate_with_pin(
     method: str,
 ) -> Outcome | None:
     now = utcnow()
-    client = request.client.host if request.client else ""
+    client = web.client_key(request)
     template = "coupons/session.html" if method == "pin" else "coupons/scan.html"
     error, status, error_code = "", 200, 308
     form_off = False

@@ -37,6 +37,7 @@ from opencoupon.kit.lockout import ADDRESS_FACTOR, Lockout
 from opencoupon.models import Account, OneTimeToken
 from opencoupon.runtime import Runtime
 from opencoupon.subaccounts.schemas import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+from opencoupon.web import client_key
 
 router = APIRouter(include_in_schema=False)
 
@@ -123,7 +124,7 @@ async def login(request: Request) -> Response:
     if not email or not password:
         return _login_page(request, email=email, error="Enter your email and password.", status_code=422)
     runtime = runtime_of(request)
-    address = request.client.host if request.client else ""
+    address = client_key(request)
     if not await run_in_threadpool(_login_allowed, runtime, email, address):
         raise PageError(429, "Too many attempts", "Too many sign-in attempts. Wait a minute and try again.")
     outcome = await run_in_threadpool(_check_login, runtime, email, password)

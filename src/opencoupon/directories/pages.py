@@ -408,8 +408,11 @@ def _login_address_limit(runtime: Runtime) -> Lockout:
     return Lockout("directory-login-address", limit=max(1, int(per_minute)), window=dt.timedelta(minutes=1))
 
 
-def _client(request: Request) -> str:
-    return request.client.host if request.client else ""
+def _register_limit(runtime: Runtime) -> Lockout:
+    """Registrations per client address: OPENCOUPON_LOGIN_ATTEMPTS_PER_MINUTE a minute, so one
+    address cannot fill a directory with made-up members (nor the server with password hashing)."""
+    per_minute = runtime.settings.login_attempts_per_minute
+    return Lockout("directory-register", limit=max(1, int(per_minute)), window=dt.timedelta(minutes=1))
 
 
 def _form_page(
@@ -463,31 +466,37 @@ def register(
     phone: str = Form(""),
     csrf_token: str = Form(""),
 ) -> Response:
+    """The password is hashed only for a genuine form within the limit, and outside any write
+    transaction: tens of milliseconds in which, on SQLite, no other call could write."""
     runtime = web.runtime_of(request)
     values = {"email": email, "first_name": first_name, "last_name": last_name, "phone": phone}
-    # Hashed before the write transaction: tens of milliseconds in which, on SQLite, no one else
-    # could write. A refused form wasted the hash, nothing else.
-    password_hash = hash_password(password) if len(password) >= MIN_PASSWORD else ""
-    with runtime.db.transaction() as session:
+    with runtime.db.read() as session:
         directory = repository.directory_by_code(session, code)
         if directory is None:
             return _not_found(request)
+        session.expunge_all()  # used below, after this transaction
 
-        def form_again(status_code: int, error: str) -> Response:
-            """The form again, filled in as sent, with what stopped it."""
-            return _form_page(
-                request,
-                "directories/register.html",
-                directory,
-                values=values,
-                status_code=status_code,
-                error=error,
-            )
+    def form_again(status_code: int, error: str) -> Response:
+        """The form again, filled in as sent, with what stopped it."""
+        return _form_page(
+            request,
+            "directories/register.html",
+            directory,
+            values=values,
+            status_code=status_code,
+            error=error,
+        )
 
-        if not web.csrf_ok(request, csrf_token):
-            return form_again(400, "The form expired. Please try again.")
-        if not password_hash:
-            return form_again(422, f"Choose a password of at least {MIN_PASSWORD} characters.")
+    if not web.csrf_ok(request, csrf_token):
+        return form_again(400, "The form expired. Please try again.")
+    if len(password) < MIN_PASSWORD:
+        return form_again(422, f"Choose a password of at least {MIN_PASSWORD} characters.")
+    with runtime.db.transaction() as session:
+        within_limit = _register_limit(runtime).attempt(session, runtime.keyring, web.client_key(request))
+    if not within_limit:
+        return form_again(429, "Too many registrations from here. Wait a minute and try again.")
+    password_hash = hash_password(password)
+    with runtime.db.transaction() as session:
         try:
             user = service.register_user(
                 session,
@@ -568,7 +577,8 @@ def login(
     with runtime.db.transaction() as session:
         within_limits = _login_limit(runtime).attempt(session, runtime.keyring, directory.id, normalized)
         # One address trying a password on many emails (each within its own limit) is held too.
-        within_limits &= _login_address_limit(runtime).attempt(session, runtime.keyring, _client(request))
+        client = web.client_key(request)
+        within_limits &= _login_address_limit(runtime).attempt(session, runtime.keyring, client)
     if not within_limits:
         return form_again(429, "Too many sign-in attempts. Wait a minute and try again.")
     if not verify_password(user.password_hash if user else None, password) or user is None:
@@ -583,16 +593,17 @@ def login(
 
 
 @router.post("/d/{code}/logout")
-def logout(request: Request, code: str, csrf_token: str = Form("")) -> Response:
+def logout(request: Request, code: str) -> Response:
     runtime = web.runtime_of(request)
     with runtime.db.read() as session:
         directory = repository.directory_by_code(session, code)
         if directory is None:
             return _not_found(request)
         response = RedirectResponse(service.directory_path(directory), status_code=303)
-        if web.csrf_ok(request, csrf_token):
-            signin.sign_out(response, request, directory)
-        return response
+    # Signed out even when the form's token expired (the form's token is not checked): a forged
+    # sign-out can only sign someone out, while refusing a real one left them signed in unaware.
+    signin.sign_out(response, request, directory)
+    return response
 
 
 @router.get("/d/{code}/sso/{raw_token}")

@@ -40,6 +40,9 @@ _counters = AttemptCounter.__table__
 # Sign-in attempts per client address are allowed at this many times the rate per email: one
 # address trying a password on many emails is held back, an office behind one NAT is not.
 ADDRESS_FACTOR = 6
+# Guesses at one PIN from all addresses together are allowed at this many times the limit per
+# address (GuessLimit).
+BACKSTOP_FACTOR = 10
 
 
 @dataclass(frozen=True)
@@ -111,3 +114,26 @@ class Lockout:
 def forget_all(session: Session) -> None:
     """Forget every count of every purpose (tests start from a clean slate)."""
     session.execute(delete(AttemptCounter))
+
+
+@dataclass(frozen=True)
+class GuessLimit:
+    """Guesses at one short secret (a campaign's or a card's PIN), counted before they are checked:
+    `per_client` per secret and client address, then `per_secret` for the secret from all
+    addresses together, a backstop against guesses spread over many addresses. A guess the
+    client's own limit refuses is not counted for the secret, so one address cannot use up
+    everyone's backstop (which would lock the staff out)."""
+
+    per_client: Lockout
+    per_secret: Lockout
+
+    def attempt(self, session: Session, keyring: Keyring, secret: object, client: str) -> bool:
+        """Count one guess; whether it may be checked."""
+        if not self.per_client.attempt(session, keyring, secret, client):
+            return False
+        return self.per_secret.attempt(session, keyring, secret)
+
+    def refund(self, session: Session, keyring: Keyring, secret: object, client: str) -> None:
+        """The guess was right: give both counts back."""
+        self.per_client.refund(session, keyring, secret, client)
+        self.per_secret.refund(session, keyring, secret)

@@ -23,7 +23,7 @@ from opencoupon.coupons import gates
 from opencoupon.errors import ApiError
 from opencoupon.kit import idempotency
 from opencoupon.kit.clock import utcnow
-from opencoupon.kit.lockout import Lockout
+from opencoupon.kit.lockout import BACKSTOP_FACTOR, GuessLimit, Lockout
 from opencoupon.loyalty import repository as repo
 from opencoupon.loyalty import service
 from opencoupon.models import LoyaltyCard, LoyaltyHolder
@@ -40,9 +40,12 @@ PIN_FAILURES = 10
 PIN_WINDOW = dt.timedelta(minutes=10)
 
 
-# Per card and client address, counted in the database (shared by every API process; see
-# opencoupon.kit.lockout).
-pin_guard = Lockout("loyalty-pin", limit=PIN_FAILURES, window=PIN_WINDOW)
+# Per card and client address, and ten times that per card from all addresses, counted in the
+# database (shared by every API process; see opencoupon.kit.lockout).
+pin_guard = GuessLimit(
+    Lockout("loyalty-pin", limit=PIN_FAILURES, window=PIN_WINDOW),
+    Lockout("loyalty-card-pin", limit=PIN_FAILURES * BACKSTOP_FACTOR, window=PIN_WINDOW),
+)
 
 
 # --- views ---------------------------------------------------------------------------------
@@ -310,7 +313,7 @@ def _collect(
     source: str,
 ) -> tuple[LoyaltyCard | None, _Outcome]:
     """Add stamps/points from a counter form, once per form (the nonce is the idempotency key)."""
-    client = request.client.host if request.client else ""
+    client = web.client_key(request)
     try:
         amount = int(amount_raw)
     except ValueError:
