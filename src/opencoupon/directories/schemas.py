@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
-from opencoupon.kit.params import OptionalInt, Str, StrList, V3Request
+from opencoupon.kit.params import OptionalInt, Str, StrList, V3Request, WithPassword
 
 
 def _lower(value: Any) -> Any:
@@ -125,9 +125,11 @@ class Page(V3Request):
     page: OptionalInt = None
 
 
-class DirectoryUserCreate(V3Request):
+class DirectoryUserCreate(WithPassword):
+    # No password: a random one (such users sign in through the SSO call).
+    RANDOM_WHEN_MISSING = True
+
     email: Str
-    password: Str | None = None
     first_name: Str | None = None
     last_name: Str | None = None
     phone: Str | None = None

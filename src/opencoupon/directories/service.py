@@ -809,7 +809,8 @@ def create_user_v4(ctx: ApiContext, directory: Directory, req: DirectoryUserCrea
         ctx.session,
         directory,
         email=req.email,
-        password_hash=hash_password(req.password or token(18)),
+        # Hashed before the write transaction (kit.params.WithPassword); always set for this model.
+        password_hash=req.password_hash or hash_password(token(18)),
         now=ctx.now,
         source="api",
         first_name=req.first_name,

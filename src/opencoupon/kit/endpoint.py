@@ -198,6 +198,7 @@ def _authorize(
             with runtime.db.read() as reader:
                 known = accounts.authenticate(reader, runtime.keyring, credentials)
         req = validate(model, payload)
+        req.prepare()
     except AuthFailed:
         return auth_failed_response()
     except ApiError as err:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError
 from pydantic_core import PydanticCustomError
 
 from opencoupon.errors import ApiError, status_line
+from opencoupon.kit.crypto import hash_password, token
 
 
 def _split_list(value: Any) -> Any:
@@ -58,6 +59,31 @@ class V3Request(BaseModel):
     """Base of every request model: unknown parameters are ignored, strings stripped."""
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, coerce_numbers_to_str=True)
+
+    def prepare(self) -> None:
+        """Slow work that needs no database, done once the request is valid and before the call's
+        write transaction (kit.endpoint): on SQLite that transaction holds every writer. Runs on
+        a worker thread, except for `quick` calls, whose models must not do slow work here."""
+
+
+class WithPassword(V3Request):
+    """A request that sets a password: `prepare` hashes it (argon2, about 20 ms) before the write
+    transaction, and handlers store `password_hash`; None when no password was given, unless
+    `RANDOM_WHEN_MISSING` (then the hash of a random one: an account nobody can sign in to with a
+    password)."""
+
+    RANDOM_WHEN_MISSING: ClassVar[bool] = False
+
+    password: Str | None = None
+    _password_hash: str | None = PrivateAttr(default=None)
+
+    def prepare(self) -> None:
+        if self.password or self.RANDOM_WHEN_MISSING:
+            self._password_hash = hash_password(self.password or token(18))
+
+    @property
+    def password_hash(self) -> str | None:
+        return self._password_hash
 
 
 class NoParams(V3Request):

@@ -152,7 +152,7 @@ def loyaltyusers_create(ctx: ApiContext, req: UserCreate) -> dict[str, Any]:
             gender=req.gender or "",
             birthday=service.parse_birthday(req.birthday),
             city=(req.city or "")[:100],
-            password=req.password,
+            password_hash=req.password_hash,
         ),
         ctx.now,
     )

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, Field
 
-from opencoupon.kit.params import OptionalInt, Str, StrList, V3Request
+from opencoupon.kit.params import OptionalInt, Str, StrList, V3Request, WithPassword
 
 CardType = Literal["stamp", "points", "membership"]
 
@@ -36,9 +36,8 @@ class UserUpdate(V3Request):
     voided: bool | None = None
 
 
-class UserCreate(V3Request):
+class UserCreate(WithPassword):
     email: Str | None = None
-    password: Str | None = None
     loyaltycard: Str | None = None
     phone: Str | None = None
     # The vendor's docs print both spellings.

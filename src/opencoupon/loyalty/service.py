@@ -26,7 +26,7 @@ from opencoupon.coupons.sessions import new_session, session_path
 from opencoupon.errors import ApiError, bad_date, bad_value, not_allowed
 from opencoupon.events import service as events
 from opencoupon.kit import ids
-from opencoupon.kit.crypto import constant_time_equals, hash_password
+from opencoupon.kit.crypto import constant_time_equals
 from opencoupon.kit.dates import fmt, fmt_date
 from opencoupon.loyalty import repository as repo
 from opencoupon.loyalty.schemas import CardCreate, CardUpdate, HolderIn
@@ -456,7 +456,8 @@ class HolderFields:
     gender: str = ""
     birthday: dt.date | None = None
     city: str = ""
-    password: str | None = None
+    # Hashed by the caller, before its write transaction (kit.params.WithPassword).
+    password_hash: str | None = None
     custom_fields: dict[str, Any] = field(default_factory=dict)
 
 
@@ -506,7 +507,7 @@ def create_holder(
     email = check_email(data.email)
     if card is not None and email and repo.holder_by_email(session, card.id, email) is not None:
         raise ApiError(304, "Email already exists.")
-    password_hash = hash_password(data.password) if data.password else None
+    password_hash = data.password_hash
     for attempt in range(MAX_CODE_ATTEMPTS):
         holder = LoyaltyHolder(
             account_id=account_id,
