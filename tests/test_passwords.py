@@ -9,6 +9,7 @@ from typing import Any
 
 from conftest import LiveServer
 from directories_fixtures import Browser, create_directory, create_user
+from foundation_fixtures import browser, sign_in
 from opencoupon.directories.schemas import DirectoryUserCreate
 from opencoupon.kit.crypto import verify_password
 from opencoupon.kit.params import validate
@@ -46,3 +47,19 @@ def test_a_directory_user_created_through_the_api_signs_in_with_its_password(
     finally:
         browser.close()
         stranger.close()
+
+
+def test_a_subaccount_signs_in_with_the_password_the_api_set(account: Any, live_server: LiveServer) -> None:
+    """Created with a password, then given another one: each works in the dashboard's sign-in
+    while it is the subaccount's, the old one no longer."""
+    created = account.call("/v4/subaccount/create", email="shop@example.com", password="first-password")
+    assert created.status_code == 200, created.text
+    subaccount = created.json()["subaccount"]["ID"]
+    with browser(live_server.url) as web:
+        assert sign_in(web, "shop@example.com", "first-password").status_code == 303
+    changed = account.call("/v4/subaccount/update", subaccount=subaccount, password="second-password")
+    assert changed.status_code == 200, changed.text
+    with browser(live_server.url) as web:
+        assert sign_in(web, "shop@example.com", "first-password").status_code == 401
+    with browser(live_server.url) as web:
+        assert sign_in(web, "shop@example.com", "second-password").status_code == 303

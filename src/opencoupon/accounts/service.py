@@ -34,16 +34,18 @@ def create_account(
     *,
     email: str,
     password: str | None = None,
+    password_hash: str | None = None,
     parent: Account | None = None,
     keep_secret_encrypted: bool = False,
     **fields: object,
 ) -> tuple[Account, str]:
     """Create an account with one API secret; returns the account and the secret in clear
-    (shown once). Subaccount secrets are also kept encrypted so the master can read them."""
+    (shown once). Subaccount secrets are also kept encrypted so the master can read them. The
+    password comes in clear or, from an API call, already hashed (kit.params.WithPassword)."""
     now = utcnow()
     account = Account(
         email=normalize_email(email),
-        password_hash=hash_password(password) if password else None,
+        password_hash=password_hash or (hash_password(password) if password else None),
         client_id=ids.numeric_client_id(),
         parent_id=parent.id if parent else None,
         created_at=now,

@@ -226,9 +226,12 @@ def _label(loc: tuple[Any, ...]) -> str:
 
 
 def build(model: type[M], data: dict[str, Any]) -> M:
-    """The request model the API uses, from form fields; its refusals become form messages."""
+    """The request model the API uses, from form fields, prepared as the API prepares it (a
+    password hashed: call this before the write transaction); its refusals become form messages."""
     try:
-        return model.model_validate(data)
+        built = model.model_validate(data)
+        built.prepare()
+        return built
     except ValidationError as err:
         raise FormProblem([f"{_label(e['loc']).capitalize()}: {e['msg']}." for e in err.errors()]) from None
     except ApiError as err:

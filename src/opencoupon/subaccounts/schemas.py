@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from opencoupon.kit.params import Str, V3Request
+from opencoupon.kit.params import Str, V3Request, WithPassword
 
 # Column widths: longer values answer 300 instead of failing in the database.
 Name = Annotated[Str, Field(max_length=100)]
@@ -22,9 +22,9 @@ class SubaccountRef(V3Request):
     subaccount: Str
 
 
-class SubaccountCreate(V3Request):
+class SubaccountCreate(WithPassword):
     email: Str
-    password: Password | None = None
+    password: Password | None = None  # hashed before the write transaction (WithPassword)
     package: Short | None = None
     status: Literal["trial", "customer"] | None = None
     first_name: Name | None = None

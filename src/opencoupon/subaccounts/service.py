@@ -167,7 +167,7 @@ def create(ctx: ApiContext, req: SubaccountCreate) -> Account:
             session,
             ctx.runtime.keyring,
             email=email,
-            password=password,
+            password_hash=req.password_hash if password else None,
             parent=ctx.account,
             expiry_date=expiry,
             **fields,
@@ -190,11 +190,8 @@ def update(ctx: ApiContext, req: SubaccountUpdate) -> Account:
         sub.email = _check_email(session, req.email, current=sub)
     if req.expiry_date is not None:
         sub.expiry_date = _expiry(req.expiry_date)
-    password = _checked_password(req.password)
-    if password is not None:
-        from opencoupon.kit.crypto import hash_password
-
-        sub.password_hash = hash_password(password)
+    if _checked_password(req.password) is not None:
+        sub.password_hash = req.password_hash  # hashed before the transaction (WithPassword)
     country = _validate_country(req.country)
     if country is not None:
         sub.country = country
