@@ -5,6 +5,7 @@ later signs the person in."""
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from conftest import LiveServer
@@ -52,14 +53,15 @@ def test_a_directory_user_created_through_the_api_signs_in_with_its_password(
 def test_a_subaccount_signs_in_with_the_password_the_api_set(account: Any, live_server: LiveServer) -> None:
     """Created with a password, then given another one: each works in the dashboard's sign-in
     while it is the subaccount's, the old one no longer."""
-    created = account.call("/v4/subaccount/create", email="shop@example.com", password="first-password")
+    email = f"shop-{secrets.token_hex(4)}@example.com"  # account emails are unique server-wide
+    created = account.call("/v4/subaccount/create", email=email, password="first-password")
     assert created.status_code == 200, created.text
     subaccount = created.json()["subaccount"]["ID"]
     with browser(live_server.url) as web:
-        assert sign_in(web, "shop@example.com", "first-password").status_code == 303
+        assert sign_in(web, email, "first-password").status_code == 303
     changed = account.call("/v4/subaccount/update", subaccount=subaccount, password="second-password")
     assert changed.status_code == 200, changed.text
     with browser(live_server.url) as web:
-        assert sign_in(web, "shop@example.com", "first-password").status_code == 401
+        assert sign_in(web, email, "first-password").status_code == 401
     with browser(live_server.url) as web:
-        assert sign_in(web, "shop@example.com", "second-password").status_code == 303
+        assert sign_in(web, email, "second-password").status_code == 303
