@@ -324,15 +324,7 @@ def export(ctx: ApiContext, person: Person) -> dict[str, Any]:
         )
     codes = {row.id: row.code for row, _ in found.sessions}
     scrubber = Scrubber(person, found)
-    about = repo.events(
-        ctx.session,
-        ctx.scope,
-        email=person.email,
-        typed=person.typed_email,
-        phone=person.phone,
-        texts=scrubber.search_texts(),
-        id_texts=found.id_texts(),
-    )
+    about = _candidate_events(ctx, person, found, scrubber)
     return {
         "email": person.email,
         "phone": person.phone or None,
@@ -597,11 +589,10 @@ def _erase_send(send: DistributionSend, scrubber: Scrubber, now: dt.datetime) ->
     return True
 
 
-def _erase_events(ctx: ApiContext, person: Person, found: Found, scrubber: Scrubber, done: Erased) -> None:
-    """Event data and the webhook bodies built from it: retries and replays send the blanked
-    body from now on. What receivers already got cannot be recalled (the privacy_erased event
-    tells them which rows to forget)."""
-    candidates = repo.events(
+def _candidate_events(ctx: ApiContext, person: Person, found: Found, scrubber: Scrubber) -> Sequence[Event]:
+    """Events that may be about the person (of their records by ID, or quoting their details);
+    the caller decides from each event's data what really is theirs."""
+    return repo.events(
         ctx.session,
         ctx.scope,
         email=person.email,
@@ -610,6 +601,13 @@ def _erase_events(ctx: ApiContext, person: Person, found: Found, scrubber: Scrub
         texts=scrubber.search_texts(),
         id_texts=found.id_texts(),
     )
+
+
+def _erase_events(ctx: ApiContext, person: Person, found: Found, scrubber: Scrubber, done: Erased) -> None:
+    """Event data and the webhook bodies built from it: retries and replays send the blanked
+    body from now on. What receivers already got cannot be recalled (the privacy_erased event
+    tells them which rows to forget)."""
+    candidates = _candidate_events(ctx, person, found, scrubber)
     changed: list[int] = []
     for event in candidates:
         data = _event_data(event)
