@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import re
+import secrets
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import httpx2
+from sqlalchemy import func, select
 
 from conftest import LiveServer
 from conftest import TestAccount as Acc
 from helpers import assert_ok
 from loyalty_fixtures import create_card, create_holder, grants_of, ledger_of, reward_campaign, update
+from opencoupon.models import LoyaltyHolder
 from opencoupon.runtime import Runtime
 
 
@@ -157,3 +160,35 @@ def test_one_counter_form_posted_10_times_at_once_adds_once(
 
     assert race(10, post) == [200] * 10
     assert ledger_of(runtime, int(user["ID"])) == [(1, 1, "collect")]
+
+
+def test_12_joins_with_one_email_at_once_make_one_holder(
+    account: Acc, live_server: LiveServer, runtime: Runtime
+) -> None:
+    card = create_card(account, type="stamp")
+    email = f"twin-{secrets.token_hex(4)}@example.com"
+    with _client(live_server) as browser:
+        page = browser.get(f"/l/{card['code']}")
+        token = re.search(r'name="form_token" value="([^"]+)"', page.text)
+        assert token is not None
+        cookies = dict(browser.cookies)
+
+    def join(i: int) -> tuple[int, str]:
+        # The same person, their address typed in different letter cases.
+        form = {"form_token": token.group(1), "first_name": "Ann", "email": email.upper() if i % 2 else email}
+        with httpx2.Client(base_url=live_server.url, timeout=60, cookies=cookies) as client:
+            response = client.post(f"/l/{card['code']}/join", data=form)
+            return response.status_code, response.text
+
+    results = race(12, join)
+    assert sorted(status for status, _text in results) == [303] + [422] * 11
+    assert all(
+        "This email address already has this card." in text for status, text in results if status == 200
+    )
+    with runtime.db.read() as session:
+        holders = session.scalars(
+            select(LoyaltyHolder).where(
+                LoyaltyHolder.card_id == card["id"], func.lower(LoyaltyHolder.email) == email
+            )
+        ).all()
+    assert len(holders) == 1

@@ -142,6 +142,12 @@ def holder_in_scope(session: Session, scope: ColumnElement[bool], holder_id: int
     return session.scalar(select(LoyaltyHolder).where(LoyaltyHolder.id == holder_id, scope))
 
 
+def lock_card(session: Session, card_id: int) -> None:
+    """Hold the card's row until the transaction ends (PostgreSQL; SQLite's write transactions
+    are serial already), so two joins with one email cannot both pass the email check."""
+    session.execute(select(LoyaltyCard.id).where(LoyaltyCard.id == card_id).with_for_update())
+
+
 def holder_by_email(session: Session, card_id: int, email: str) -> LoyaltyHolder | None:
     return session.scalar(
         select(LoyaltyHolder)

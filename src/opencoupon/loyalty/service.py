@@ -505,8 +505,10 @@ def create_holder(
 ) -> LoyaltyHolder:
     """A new holder (on `card`, or unlinked), with its loyalty_user_created event."""
     email = check_email(data.email)
-    if card is not None and email and repo.holder_by_email(session, card.id, email) is not None:
-        raise ApiError(304, "Email already exists.")
+    if card is not None and email:
+        repo.lock_card(session, card.id)
+        if repo.holder_by_email(session, card.id, email) is not None:
+            raise ApiError(304, "Email already exists.")
     password_hash = data.password_hash
     for attempt in range(MAX_CODE_ATTEMPTS):
         holder = LoyaltyHolder(
@@ -561,6 +563,7 @@ def link_holder(
     if not accounts.may_hold(session, card.account_id, holder.account_id):
         raise USER_NOT_FOUND
     if holder.email:
+        repo.lock_card(session, card.id)
         existing = repo.holder_by_email(session, card.id, holder.email)
         if existing is not None:
             return existing
