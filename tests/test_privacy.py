@@ -725,24 +725,61 @@ def test_many_sessions_are_read_in_bounded_statements(
     assert event.data["email"] == ""
 
 
-def test_erase_does_not_open_kept_answers(runtime: Runtime, account: TestAccount) -> None:
-    """Kept Idempotency-Key answers expire within the TTL; opening every one of them would hold
-    the SQLite write lock for seconds on a busy account, so the erasure does not read them."""
+def test_erase_blanks_kept_answers_read_before_the_write_transaction(
+    runtime: Runtime, account: TestAccount
+) -> None:
+    """A retry with the same Idempotency-Key replays the first answer (a single-use link made
+    with the person's email and phone) with their details blanked, and makes no second link.
+    The kept answers (encrypted) are opened in a read transaction before the erasure's write
+    transaction, which touches only the ones that quote the person, by ID."""
     person = new_person()
-    singleuse_link(account, person)
-    statements: list[str] = []
+    campaign = create_campaign(account, pin=PIN)
+    body = {
+        "campaign": campaign["id"],
+        "firstname": person.first,
+        "email": person.email,
+        "phone": person.phone,
+        "customid": person.email,
+    }
+    tag = _word()
+    retry = {**account.headers, "Idempotency-Key": f"zora-{tag}"}
+    first = assert_ok(account.client.post("/v3/singleuse/create", json=body, headers=retry))
+    # Someone whose address holds theirs, and a plain call: their kept answers stay as they are.
+    other = {**body, "firstname": "Joanna", "email": "jo" + person.email, "phone": "", "customid": "x"}
+    other_retry = {**account.headers, "Idempotency-Key": f"jo-{tag}"}
+    other_first = assert_ok(account.client.post("/v3/singleuse/create", json=other, headers=other_retry))
+    for i in range(3):
+        headers = {**account.headers, "Idempotency-Key": f"plain-{i}-{tag}"}
+        assert_ok(account.client.post("/v3/coupon/list", json={}, headers=headers))
 
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        statements.append(statement)
+    statements: list[tuple[bool, str]] = []
+
+    def record(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "idempotency_records" in statement:
+            statements.append((bool(conn.get_execution_options().get("sqlite_readonly")), statement))
 
     sqlalchemy_event.listen(runtime.db.engine, "before_cursor_execute", record)
     try:
         counts = erase(account, person)
     finally:
         sqlalchemy_event.remove(runtime.db.engine, "before_cursor_execute", record)
-    assert counts["coupon_sessions"] == 1
-    assert "idempotency_records" not in counts
-    assert not [s for s in statements if "idempotency_records" in s]
+    assert counts["kept_answers"] == 1
+    by_id = [(read_only, sql) for read_only, sql in statements if "WHERE idempotency_records.id = " in sql]
+    scans = [read_only for read_only, sql in statements if (read_only, sql) not in by_id]
+    assert scans == [True]  # one read of the account's kept answers, outside the write lock
+    assert by_id
+    assert not any(read_only for read_only, _sql in by_id)
+
+    replayed = account.client.post("/v3/singleuse/create", json=body, headers=retry)
+    assert replayed.headers.get("Idempotent-Replayed") == "true"
+    answer = assert_ok(replayed)
+    assert answer["single_use_code"] == first["single_use_code"]
+    assert answer["customid"] == "[erased]"
+    assert person.email.lower() not in json.dumps(answer).lower()
+    assert person.first not in json.dumps(answer)
+    other_again = account.client.post("/v3/singleuse/create", json=other, headers=other_retry)
+    assert assert_ok(other_again) == other_first
+    assert erase(account, person)["kept_answers"] == 0
 
 
 def test_an_email_with_capitals_beyond_ascii_is_found_as_typed(account: TestAccount) -> None:

@@ -46,6 +46,7 @@ KIND_LABELS = {
     "events": "stored events",
     "webhook_attempts": "logged webhook answers",
     "singleuse_batches": "single-use link lists",
+    "kept_answers": "answers kept for Idempotency-Key retries",
 }
 
 
@@ -117,8 +118,11 @@ async def export_download(request: Request, account: Account = Depends(require_l
 
 
 def _erase(request: Request, account: Account, person: service.Person) -> dict[str, int]:
+    # Kept answers are opened before the write transaction, as the API's erasure does.
+    with api_context(request, account) as ctx:
+        kept = service.kept_answers(ctx, person)
     with api_context(request, account, write=True) as ctx:
-        return service.erase(ctx, person)
+        return service.erase(ctx, person, kept)
 
 
 def summary(counts: dict[str, int]) -> str:

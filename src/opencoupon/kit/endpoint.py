@@ -56,6 +56,8 @@ class ApiContext:
     runtime: Runtime
     now: dt.datetime
     path_params: dict[str, str] = field(default_factory=dict)
+    # What the endpoint's `prefetch` read before the write transaction (None without one).
+    prefetched: Any = None
 
     def url(self, path: str) -> str:
         return self.runtime.url(path)
@@ -79,6 +81,9 @@ class ApiContext:
 
 
 Handler = Callable[[ApiContext, M], Result]
+# Reads (and slow work on what it read) done in a read transaction before the handler's write
+# transaction: on SQLite the write lock is not held meanwhile. Its result is `ctx.prefetched`.
+Prefetch = Callable[[ApiContext, M], Any]
 
 
 def extract_credentials(request: Request, payload: dict[str, Any]) -> Credentials | None:
@@ -134,6 +139,7 @@ async def run_call(
     status_code: int = 200,
     read_only: bool = False,
     quick: bool = False,
+    prefetch: Prefetch[M] | None = None,
 ) -> Response:
     runtime: Runtime = request.app.state.runtime
     try:
@@ -158,7 +164,7 @@ async def run_call(
             return error_response(err)
         return answer.response()
     return await run_in_threadpool(
-        _run_sync, request, runtime, payload, model, handler, envelope, status_code, read_only
+        _run_sync, request, runtime, payload, model, handler, envelope, status_code, read_only, prefetch
     )
 
 
@@ -206,13 +212,30 @@ def _authorize(
     return _Call(request, runtime, payload, known, req, key)
 
 
+def _context(call: _Call[M], session: Session) -> ApiContext:
+    # Attach the already loaded account to this transaction without reading it again.
+    return ApiContext(
+        session=session,
+        account=raw.adopt(session, call.account),
+        runtime=call.runtime,
+        now=utcnow(),
+        path_params=dict(call.request.path_params),
+    )
+
+
 def _execute(
-    call: _Call[M], handler: Handler[M], session: Session, *, envelope: bool, status_code: int
+    call: _Call[M],
+    handler: Handler[M],
+    session: Session,
+    *,
+    envelope: bool,
+    status_code: int,
+    prefetched: Any = None,
 ) -> _Answer:
     """Run the handler in the caller's transaction; raises ApiError for the caller to roll back."""
-    # Attach the already loaded account to this transaction without reading it again.
-    account = raw.adopt(session, call.account)
-    runtime, request = call.runtime, call.request
+    ctx = _context(call, session)
+    ctx.prefetched = prefetched
+    runtime, request, account = call.runtime, call.request, ctx.account
     if call.idempotency_key:
         replay = idempotency.claim(
             session,
@@ -227,13 +250,6 @@ def _execute(
                 replay.response_status,
                 {"Idempotent-Replayed": "true"},
             )
-    ctx = ApiContext(
-        session=session,
-        account=account,
-        runtime=runtime,
-        now=utcnow(),
-        path_params=dict(request.path_params),
-    )
     result = handler(ctx, call.req)
     body: Any = ok(**result) if envelope and isinstance(result, dict) else result
     if call.idempotency_key:
@@ -252,14 +268,21 @@ def _run_sync(
     envelope: bool,
     status_code: int,
     read_only: bool = False,
+    prefetch: Prefetch[M] | None = None,
 ) -> Response:
     call = _authorize(request, runtime, payload, model, read_only)
     if isinstance(call, Response):
         return call
     try:
+        prefetched = None
+        if prefetch is not None:
+            with runtime.db.read() as reader:
+                prefetched = prefetch(_context(call, reader), call.req)
         # Read-only calls run in a read transaction: on SQLite they then skip the write lock.
         with runtime.db.read() if read_only else runtime.db.transaction() as session:
-            answer = _execute(call, handler, session, envelope=envelope, status_code=status_code)
+            answer = _execute(
+                call, handler, session, envelope=envelope, status_code=status_code, prefetched=prefetched
+            )
     except AuthFailed:
         return auth_failed_response()
     except ApiError as err:
@@ -382,13 +405,20 @@ def v4_endpoint(
     status_code: int = 200,
     description: str = "",
     read_only: bool = False,
+    prefetch: Prefetch[M] | None = None,
 ) -> Callable[[Handler[M]], Handler[M]]:
-    """Register a REST call answering bare JSON (v4 style)."""
+    """Register a REST call answering bare JSON (v4 style); see `Prefetch` for `prefetch`."""
 
     def register(handler: Handler[M]) -> Handler[M]:
         async def endpoint(request: Request) -> Response:
             return await run_call(
-                request, model, handler, envelope=False, status_code=status_code, read_only=read_only
+                request,
+                model,
+                handler,
+                envelope=False,
+                status_code=status_code,
+                read_only=read_only,
+                prefetch=prefetch,
             )
 
         extra: dict[str, Any] = {"security": SECURITY}

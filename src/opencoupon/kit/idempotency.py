@@ -71,6 +71,11 @@ def store(session: Session, keyring: Keyring, account_id: int, key: str, status:
 
 def kept_answer(keyring: Keyring, record: IdempotencyRecord) -> str:
     """The answer `store` kept, in clear."""
-    opened = keyring.decrypt(record.response_body)
+    return opened(keyring, record.response_body)
+
+
+def opened(keyring: Keyring, stored: str) -> str:
+    """A kept answer's body as stored, in clear."""
+    text = keyring.decrypt(stored)
     # Answers kept before they were encrypted (at most a day old) are plain JSON.
-    return record.response_body if opened is None else opened
+    return stored if text is None else text

@@ -26,6 +26,7 @@ from opencoupon.models import (
     DirectoryUser,
     DistributionSend,
     Event,
+    IdempotencyRecord,
     Job,
     LoyaltyCard,
     LoyaltyHolder,
@@ -278,3 +279,17 @@ def finished_batches(session: Session, scope: Scope) -> Sequence[SingleUseBatch]
         .where(scope(SingleUseBatch.account_id), SingleUseBatch.result.is_not(None))
         .order_by(SingleUseBatch.id)
     ).all()
+
+
+def kept_answers(session: Session, scope: Scope) -> Sequence[tuple[int, str]]:
+    """(ID, stored body) of every answer kept for an Idempotency-Key retry in the scope."""
+    rows = session.execute(
+        select(IdempotencyRecord.id, IdempotencyRecord.response_body).where(
+            scope(IdempotencyRecord.account_id), IdempotencyRecord.response_status != 0
+        )
+    )
+    return [(row[0], row[1]) for row in rows]
+
+
+def kept_answer(session: Session, record_id: int) -> IdempotencyRecord | None:
+    return session.get(IdempotencyRecord, record_id)

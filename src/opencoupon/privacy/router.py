@@ -27,10 +27,17 @@ def export(ctx: ApiContext, req: PersonRef) -> dict[str, Any]:
     return service.export(ctx, service.person_of(req))
 
 
-@v4_endpoint(router, "POST", "/v4/privacy/erase", PersonRef, summary="Erase a person's data")
+def _kept_answers(ctx: ApiContext, req: PersonRef) -> list[service.KeptAnswer]:
+    return service.kept_answers(ctx, service.person_of(req))
+
+
+@v4_endpoint(
+    router, "POST", "/v4/privacy/erase", PersonRef, summary="Erase a person's data", prefetch=_kept_answers
+)
 def erase(ctx: ApiContext, req: PersonRef) -> dict[str, Any]:
     """Blanks the person's names, email, phone, birthday, address and custom fields everywhere
-    `export` finds them (and in stored event data and webhook bodies), in one transaction;
-    sessions, validations, balances, the ledger and statistics stay. Answers how many records of
-    each kind changed: erasing again answers zeros, as does an email nobody has."""
-    return {"erased": service.erase(ctx, service.person_of(req))}
+    `export` finds them (and in stored event data, webhook bodies and answers kept for
+    Idempotency-Key retries), in one transaction; sessions, validations, balances, the ledger
+    and statistics stay. Answers how many records of each kind changed: erasing again answers
+    zeros, as does an email nobody has."""
+    return {"erased": service.erase(ctx, service.person_of(req), ctx.prefetched)}
