@@ -98,3 +98,55 @@ def test_a_campaign_without_pin_says_so_instead_of_wrong_pin(
         done = till.post(staff, data={"csrf": token, "pin": PIN, "code": code[:6]})
         assert done.status_code == 200
         assert f"Coupon {code[:6]} validated." in done.text
+
+
+def test_one_address_gets_ten_wrong_pins_over_staff_phone_and_scan_pages(
+    account: Acct, live_server: LiveServer
+) -> None:
+    """The ten wrong PINs per campaign and client address are one count for the staff page and the
+    phone and QR scan pages alike: five on the staff page and five on the coupons' pages use it up
+    (separate counts let one address try twenty PINs)."""
+    campaign = create_campaign(account, validation_methods="pin,widget,qr")
+    staff = f"/p/{campaign['code']}/staff"
+    with httpx2.Client(base_url=live_server.url, timeout=30) as till:
+        token = csrf_token(till, staff)
+        for attempt in range(5):
+            wrong = till.post(staff, data={"csrf": token, "pin": f"{1000 + attempt}", "code": "abcdef"})
+            assert wrong.status_code == 403, wrong.text
+        for attempt in range(5):
+            till.cookies.clear()  # a new coupon each time: none is locked by its own five tries
+            location = till.get(f"/p/{campaign['code']}").headers["location"]
+            action = f"{location}/validate" if attempt % 2 else f"{location}/scan"
+            wrong = till.post(action, data={"csrf": csrf_token(till, location), "pin": f"{2000 + attempt}"})
+            assert wrong.status_code == 403, wrong.text
+        till.cookies.clear()
+        location = till.get(f"/p/{campaign['code']}").headers["location"]
+        token = csrf_token(till, location)
+        for action, form in (
+            (staff, {"csrf": token, "pin": PIN, "code": location.rsplit("/", 1)[1][:6]}),
+            (f"{location}/validate", {"csrf": token, "pin": PIN}),
+            (f"{location}/scan", {"csrf": token, "pin": PIN}),
+        ):
+            refused = till.post(action, data=form)
+            assert refused.status_code == 429, (action, refused.text)
+            assert "Too many wrong PINs" in refused.text
+
+
+def test_a_right_pin_on_one_page_gives_back_its_count_on_all(account: Acct, live_server: LiveServer) -> None:
+    """Right PINs are counted and given back on every page: staff who type nine wrong PINs in a
+    day and the right one a hundred times, on any page, are never locked out."""
+    campaign = create_campaign(account, validation_methods="pin,widget,qr")
+    staff = f"/p/{campaign['code']}/staff"
+    with httpx2.Client(base_url=live_server.url, timeout=30) as till:
+        token = csrf_token(till, staff)
+        for attempt in range(9):
+            wrong = till.post(staff, data={"csrf": token, "pin": f"{1000 + attempt}", "code": "abcdef"})
+            assert wrong.status_code == 403, wrong.text
+        for _ in range(3):
+            till.cookies.clear()
+            location = till.get(f"/p/{campaign['code']}").headers["location"]
+            done = till.post(f"{location}/scan", data={"csrf": csrf_token(till, location), "pin": PIN})
+            assert done.status_code == 200, done.text
+        token = csrf_token(till, staff)
+        assert till.post(staff, data={"csrf": token, "pin": "0000", "code": "abcdef"}).status_code == 403
+        assert till.post(staff, data={"csrf": token, "pin": PIN, "code": "abcdef"}).status_code == 429

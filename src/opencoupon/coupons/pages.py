@@ -53,12 +53,10 @@ NOTICES = {"claimed": "Your coupon is claimed.", "validated": "Coupon validated.
 
 # Wrong PINs, ten per 15 minutes per campaign and client address, and a hundred per campaign from
 # all addresses, counted in the database (shared by every API process; opencoupon.kit.lockout).
-_campaign_pins = Lockout("campaign-pin", limit=10 * BACKSTOP_FACTOR)
-# The campaign's staff page:
-staff_lockout = GuessLimit(Lockout("staff-pin"), _campaign_pins)
-# The PIN on the phone and on the QR scan page (five wrong PINs also lock one coupon, but anyone
-# can open more coupons of the campaign to try more PINs):
-pin_lockout = GuessLimit(Lockout("coupon-pin"), _campaign_pins)
+# One count for every page where the campaign's staff PIN is typed: the staff page, the PIN on the
+# phone and the QR scan page (five wrong PINs also lock one coupon, but anyone can open more
+# coupons of the campaign to try more PINs). A count per page gave one address ten per page.
+pin_lockout = GuessLimit(Lockout("staff-pin"), Lockout("campaign-pin", limit=10 * BACKSTOP_FACTOR))
 
 
 @dataclass
@@ -369,10 +367,10 @@ def _staff(request: Request, runtime: Runtime, code: str, form: dict[str, str], 
     client = web.client_key(request)
     with runtime.db.transaction() as s:
         # Counted before it is checked, given back when right (opencoupon.kit.lockout).
-        allowed = staff_lockout.attempt(s, runtime.keyring, campaign.id, client)
+        allowed = pin_lockout.attempt(s, runtime.keyring, campaign.id, client)
         right = allowed and service.pin_matches(runtime, campaign, pin)
         if right:
-            staff_lockout.refund(s, runtime.keyring, campaign.id, client)
+            pin_lockout.refund(s, runtime.keyring, campaign.id, client)
     if not allowed:
         return fail(429, "Too many wrong PINs. Wait 15 minutes and try again.", 429)
     if not right:
