@@ -150,3 +150,28 @@ def test_a_right_pin_on_one_page_gives_back_its_count_on_all(account: Acct, live
         token = csrf_token(till, staff)
         assert till.post(staff, data={"csrf": token, "pin": "0000", "code": "abcdef"}).status_code == 403
         assert till.post(staff, data={"csrf": token, "pin": PIN, "code": "abcdef"}).status_code == 429
+
+
+def test_the_coupon_page_with_its_pin_form_cannot_be_framed(
+    account: Acct, live_server: LiveServer, runtime: Runtime
+) -> None:
+    """The coupon's own page carries the staff PIN form (validation on the phone): it, and every
+    answer to that form or to the claim form (which show the page again), refuse frames too."""
+    campaign = create_campaign(account, claim_fields="email", required_fields="email")
+    (code,) = bulk_sessions(runtime, campaign["id"], 1)
+    page = f"/p/{campaign['code']}/{code}"
+    with httpx2.Client(base_url=live_server.url, timeout=30) as phone:
+        shown = phone.get(page)
+        assert 'name="pin"' in shown.text
+        _unframeable(shown)
+        _unframeable(phone.get(page, headers={"Accept": "application/json"}))
+        token = csrf_token(phone, page)
+        refused = phone.post(f"{page}/claim", data={"csrf": token})
+        assert refused.status_code == 422
+        _unframeable(refused)
+        wrong = phone.post(f"{page}/validate", data={"csrf": token, "pin": "0000"})
+        assert wrong.status_code == 403
+        _unframeable(wrong)
+        done = phone.post(f"{page}/validate", data={"csrf": token, "pin": PIN})
+        assert done.status_code == 303
+        _unframeable(done)

@@ -419,7 +419,8 @@ async def show_session(request: Request, code: str, session_code: str) -> Respon
     out = await run_in_threadpool(_show, request, runtime, code, session_code, csrf)
     if out is None:
         return _not_found(request, "session")
-    return _respond(request, out, csrf)
+    # The coupon holds the staff PIN form (validation on the phone): no frames, as the staff pages.
+    return deny_framing(_respond(request, out, csrf))
 
 
 # ---------------------------------------------------------------- claim
@@ -509,7 +510,8 @@ async def claim_session(request: Request, code: str, session_code: str) -> Respo
     out = await run_in_threadpool(_claim, request, runtime, code, session_code, form, csrf)
     if out is None:
         return _not_found(request, "session")
-    return _respond(request, out, csrf)
+    # A refused claim shows the coupon again, with its PIN form.
+    return deny_framing(_respond(request, out, csrf))
 
 
 # ---------------------------------------------------------------- PIN on the phone, and the QR scan page
@@ -585,7 +587,7 @@ async def validate_on_phone(request: Request, code: str, session_code: str) -> R
     out = await run_in_threadpool(_validate_with_pin, request, runtime, code, session_code, form, csrf, "pin")
     if out is None:
         return _not_found(request, "session")
-    return _respond(request, out, csrf)
+    return deny_framing(_respond(request, out, csrf))
 
 
 @router.api_route("/p/{code}/{session_code}/scan", methods=["GET", "POST"])
