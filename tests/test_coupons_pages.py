@@ -336,3 +336,44 @@ def test_only_the_enabled_validation_methods_are_offered(
         assert "scan.svg" not in page
         assert "Staff PIN" in page
     assert session_status(account, pin_code)["validated"] == "0"
+
+
+def test_done_notices_show_only_when_the_coupon_is_in_that_state(
+    account: Acct, live_server: LiveServer, runtime: Runtime
+) -> None:
+    """`?done=validated` / `?done=claimed` are added by the forms' redirects, but anyone can add them
+    to a link: the notice shows only when the coupon is validated / claimed."""
+    thanks, claimed_notice = "Coupon validated. Thank you!", "Your coupon is claimed."
+    campaign = create_campaign(account)
+    open_one, claimed, validated = bulk_sessions(runtime, campaign["id"], 3)
+    account.call("/v3/couponsession/update", couponsession=claimed, claim=True)
+    account.call("/v3/couponsession/update", couponsession=validated, validate=True)
+    twice = create_campaign(account, validations_per_session=2)
+    (once_of_two,) = bulk_sessions(runtime, twice["id"], 1)
+    account.call("/v3/couponsession/update", couponsession=once_of_two, validate=True)
+    cases = [
+        (campaign, open_one, "validated", ""),
+        (campaign, open_one, "claimed", ""),
+        (campaign, open_one, "anything", ""),
+        (campaign, claimed, "validated", ""),
+        (campaign, claimed, "claimed", claimed_notice),
+        (campaign, validated, "claimed", ""),
+        (campaign, validated, "validated", thanks),
+        (twice, once_of_two, "validated", thanks),  # validated once, usable once more
+    ]
+    with _browser(live_server) as phone:
+        for owner, code, done, expected in cases:
+            path = f"/p/{owner['code']}/{code}?done={done}"
+            page = phone.get(path).text
+            body = phone.get(path, headers=JSON).json()
+            for notice in (thanks, claimed_notice):
+                assert (notice in page) == (notice == expected), (code, done, notice)
+            assert thanks not in body["message"] or expected == thanks, (code, done)
+            assert claimed_notice not in body["message"] or expected == claimed_notice, (code, done)
+        # The state on an open coupon is plain: no notice, and the PIN form is still there.
+        page = phone.get(f"/p/{campaign['code']}/{open_one}?done=validated").text
+        assert 'name="pin"' in page
+        assert (
+            phone.get(f"/p/{campaign['code']}/{open_one}?done=validated", headers=JSON).json()["message"]
+            == ""
+        )

@@ -150,6 +150,19 @@ def _expiry_note(campaign: Campaign, row: CouponSession) -> str:
     return ""
 
 
+def _done_notice(done: str, word: str, row: CouponSession) -> str:
+    """The notice a form's redirect asks for with `?done=`, only when the coupon is in that state:
+    anyone can add `?done=validated` to a link, and a coupon must not say "validated" unless it is
+    (validated as many times as allowed, or at least once and still usable)."""
+    if done not in NOTICES:
+        return ""
+    if done == "validated":
+        holds = word == "validated" or (word in ("open", "claimed") and row.validation_count > 0)
+    else:
+        holds = word == done
+    return NOTICES[done] if holds else ""
+
+
 def _session_context(
     s: Session,
     runtime: Runtime,
@@ -159,13 +172,17 @@ def _session_context(
     now: dt.datetime,
     *,
     notice: str = "",
+    done: str = "",
     error: str = "",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The page's context and the JSON answer. `notice` is shown as given (the form just did it);
+    `done` names the notice a redirect asked for, shown only when the state agrees."""
     # Held for the whole function: the session's identity map keeps objects only while they are
     # referenced, and the time zone, the brand and the answer's data all read this row.
     owner = s.get(Account, campaign.account_id)
     tz = service.account_zone(s, campaign.account_id)
     word = service.state(campaign, row, tz, now)
+    notice = notice or _done_notice(done, word, row)
     limit = expiry.session_expiry(campaign, row, tz)
     form = campaign.claim_form or {}
     path = session_path(campaign, row)
@@ -299,7 +316,7 @@ async def open_coupon(request: Request, code: str) -> Response:
 
 def _show(request: Request, runtime: Runtime, code: str, session_code: str, csrf: Csrf) -> Outcome | None:
     now = utcnow()
-    notice = NOTICES.get(request.query_params.get("done", ""), "")
+    done = request.query_params.get("done", "")
     with runtime.db.read() as s:
         found = _load_past_gate(s, request, code, session_code)
         if not isinstance(found, tuple):
@@ -307,7 +324,7 @@ def _show(request: Request, runtime: Runtime, code: str, session_code: str, csrf
         campaign, row = found
         if row.opened_at is not None or row.removed_at is not None:
             # Already opened: showing it needs no write (nor SQLite's write lock).
-            context, data = _session_context(s, runtime, campaign, row, csrf, now, notice=notice)
+            context, data = _session_context(s, runtime, campaign, row, csrf, now, done=done)
             return Outcome(context=context, json=data)
     with runtime.db.transaction() as s:
         found = _load(s, code, session_code)
@@ -315,7 +332,7 @@ def _show(request: Request, runtime: Runtime, code: str, session_code: str, csrf
             return None
         campaign, row = found
         service.mark_opened(s, runtime, campaign, row, now)
-        context, data = _session_context(s, runtime, campaign, row, csrf, now, notice=notice)
+        context, data = _session_context(s, runtime, campaign, row, csrf, now, done=done)
         return Outcome(context=context, json=data)
 
 
