@@ -377,3 +377,60 @@ def test_done_notices_show_only_when_the_coupon_is_in_that_state(
             phone.get(f"/p/{campaign['code']}/{open_one}?done=validated", headers=JSON).json()["message"]
             == ""
         )
+
+
+def test_a_refused_claim_answers_its_real_status_and_code(
+    account: Acct, live_server: LiveServer, runtime: Runtime
+) -> None:
+    """A claim refused for the coupon's state answers HTTP 409, code 308, and its JSON says so
+    ("HTTP/1.0 409 Conflict."); a form the consumer must correct answers 422, code 300. Locked
+    coupons and inactive campaigns are refused too, and nothing is claimed."""
+    campaign = create_campaign(account, claim_fields="firstname,email", required_fields="email")
+    expired, voided, locked, fine = bulk_sessions(runtime, campaign["id"], 4)
+    account.call("/v3/couponsession/update", couponsession=voided, void=True)
+    account.call("/v3/couponsession/update", couponsession=locked, lock=True)
+    with runtime.db.transaction() as s:
+        row = s.scalar(select(CouponSession).where(CouponSession.code == expired))
+        assert row is not None
+        row.expires_at = utcnow()
+    expected = {
+        expired: "This coupon has expired.",
+        voided: "This coupon has been voided.",
+        locked: "This coupon is locked. Ask the staff to unlock it.",
+    }
+    form = {"firstname": "Ada", "email": "ada@example.com"}
+    with _browser(live_server) as phone:
+        token = csrf_token(phone, f"/p/{campaign['code']}/{fine}")
+        for code, text in expected.items():
+            path = f"/p/{campaign['code']}/{code}/claim"
+            refused = phone.post(path, data={"csrf": token, **form}, headers=JSON)
+            assert refused.status_code == 409, (code, refused.text)
+            errors = refused.json()["status"]["errors"]
+            assert errors["error_message"] == "HTTP/1.0 409 Conflict.", code
+            assert errors["error_code"] == [308], code
+            assert errors["error_message_description"] == [text], code
+            page = phone.post(path, data={"csrf": token, **form})
+            assert page.status_code == 409
+            assert text in page.text
+        incomplete = phone.post(
+            f"/p/{campaign['code']}/{fine}/claim", data={"csrf": token, "firstname": "Ada"}, headers=JSON
+        )
+        assert incomplete.status_code == 422
+        errors = incomplete.json()["status"]["errors"]
+        assert errors["error_message"] == "HTTP/1.0 422 Unprocessable entity."
+        assert errors["error_code"] == [300]
+        assert errors["error_message_description"] == ["Please fill in email."]
+        patched = account.client.patch(
+            f"/v4/campaigns/{campaign['id']}", json={"status": "inactive"}, headers=account.headers
+        )
+        assert patched.status_code == 200, patched.text
+        inactive = phone.post(
+            f"/p/{campaign['code']}/{fine}/claim", data={"csrf": token, **form}, headers=JSON
+        )
+        assert inactive.status_code == 409, inactive.text
+        assert inactive.json()["status"]["errors"]["error_code"] == [308]
+        assert inactive.json()["status"]["errors"]["error_message_description"] == [
+            "This campaign is not active."
+        ]
+    for code in (*expected, fine):
+        assert session_status(account, code)["claimed"] == "0", code

@@ -443,6 +443,9 @@ async def show_session(request: Request, code: str, session_code: str) -> Respon
 # ---------------------------------------------------------------- claim
 
 
+# States whose coupon cannot be claimed (code 308); `claimed` is claimed already (a no-op) and a
+# validated coupon may still be claimed, as through the API.
+_NOT_CLAIMABLE = ("removed", "voided", "locked", "inactive", "expired")
 CLAIM_LIMITS = {"firstname": 100, "lastname": 100, "email": 254, "phone": 40}
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -489,7 +492,8 @@ def _claim(
     request: Request, runtime: Runtime, code: str, session_code: str, form: dict[str, str], csrf: Csrf
 ) -> Outcome | None:
     now = utcnow()
-    error = ""
+    # A form to correct: 422, code 300; a coupon that cannot be claimed: its ApiError (308, 409).
+    error, status, error_code = "", 422, 300
     try:
         with runtime.db.transaction() as s:
             found = _load_past_gate(s, request, code, session_code)
@@ -499,6 +503,10 @@ def _claim(
             if not csrf_ok(request, runtime, form.get("csrf", "")):
                 error = "The form expired. Please try again."
             else:
+                word = service.state(campaign, row, service.account_zone(s, campaign.account_id), now)
+                if word in _NOT_CLAIMABLE:
+                    # The page offers no claim form in these states; a form posted anyway is refused.
+                    raise service.refused(MESSAGES[word])
                 details, error = _claim_details(campaign, form)
                 if not error:
                     service.claim(s, runtime, campaign, row, now, claimtype="form", details=details)
@@ -508,15 +516,11 @@ def _claim(
                         return Outcome(json={**data, "message": NOTICES["claimed"]})
                     return Outcome(redirect=f"{path}?done=claimed")
     except ApiError as err:
-        error = err.description
+        error, status, error_code = err.description, err.http_status, err.code
     context, data = _context_with_error(runtime, code, session_code, csrf, now, error)
     # The form again with what the consumer typed, so a refusal costs them one correction only.
     context["typed"] = {k: v for k, v in form.items() if k != "csrf"}
-    return Outcome(
-        status=409 if "coupon" in error.lower() else 422,
-        context=context,
-        json=error_body(422, [300], [error]),
-    )
+    return Outcome(status=status, context=context, json=error_body(status, [error_code], [error]))
 
 
 @router.post("/p/{code}/{session_code}/claim")
