@@ -542,3 +542,111 @@ def test_contradictory_campaign_settings_are_refused(account: Acct) -> None:
     refused(account.client.patch(path, json={"claim_fields": "email"}, headers=account.headers), "phone")
     fine = account.client.patch(path, json={"end_date": "2027-04-01"}, headers=account.headers)
     assert fine.status_code == 200, fine.text
+
+
+def test_a_deleted_campaigns_session_makes_no_short_code_ambiguous(account: Acct, runtime: Runtime) -> None:
+    gone = create_campaign(account, name="gone")
+    live = create_campaign(account, name="live")
+    (old,) = bulk_sessions(runtime, gone["id"], 1)
+    (code,) = bulk_sessions(runtime, live["id"], 1)
+    with runtime.db.transaction() as s:
+        row = s.scalar(select(CouponSession).where(CouponSession.code == old))
+        assert row is not None
+        row.short_code = code[:6]
+    assert account.client.delete(f"/v4/campaigns/{gone['id']}", headers=account.headers).status_code in (
+        200,
+        204,
+    )
+    assert assert_ok(account.call("/v3/couponsession/data", couponsession=code[:6]))["session"] == code
+
+
+def test_a_campaign_that_is_not_the_callers_fails_the_whole_call(
+    account: Acct, other_account: Acct, runtime: Runtime
+) -> None:
+    mine = create_campaign(account)
+    foreign = create_campaign(other_account)
+    (code,) = bulk_sessions(runtime, mine["id"], 1)
+    for campaign in (foreign["id"], "cam_999999999"):
+        assert_error(account.call("/v3/couponsession/data", couponsession=code, campaign=campaign), 404, 502)
+        assert_error(
+            account.call("/v3/couponsession/update", couponsession=code, campaign=campaign, validate=True),
+            404,
+            502,
+        )
+        assert_error(
+            account.call(
+                "/v3/couponsession/update/multiple", couponsessions=[code], campaign=campaign, validate=True
+            ),
+            404,
+            502,
+        )
+    assert session_status(account, code)["validated"] == "0"
+    # The right campaign narrows as before; a session of another campaign of mine is not in it.
+    other = create_campaign(account, name="other")
+    assert_error(account.call("/v3/couponsession/data", couponsession=code, campaign=other["id"]), 404, 505)
+    assert assert_ok(account.call("/v3/couponsession/data", couponsession=code, campaign=mine["id"]))
+
+
+def test_update_multiple_updates_a_session_named_twice_once(account: Acct, runtime: Runtime) -> None:
+    campaign = create_campaign(account, validations_per_session=2)
+    (code,) = bulk_sessions(runtime, campaign["id"], 1)
+    body = assert_ok(
+        account.call("/v3/couponsession/update/multiple", couponsessions=[code, code[:6]], validate=True)
+    )
+    assert (body["amount_of_results"], body["amount_succeeded"], body["amount_failed"]) == ("1", "1", "0")
+    assert session_status(account, code)["validations"] == "1"
+
+
+def test_an_empty_search_is_a_missing_parameter(account: Acct, runtime: Runtime) -> None:
+    campaign = create_campaign(account)
+    bulk_sessions(runtime, campaign["id"], 3)  # no customid, phone or email: "" would match them all
+    for blank in ("", "   "):
+        body = assert_error(account.call("/v3/couponsession/search", search=blank), 422, 200)
+        assert body["status"]["errors"]["error_message_description"] == ["Missing parameter: search"]
+        assert_error(account.call("/v3/campaign/search", campaign=campaign["id"], search=blank), 422, 200)
+
+
+def test_an_empty_flag_is_not_given(account: Acct, runtime: Runtime) -> None:
+    campaign = create_campaign(account)
+    (code,) = bulk_sessions(runtime, campaign["id"], 1)
+    listed = account.client.post("/v3/coupon/list", data={"only_active": ""}, headers=account.headers)
+    assert campaign["id"] in json.dumps(assert_ok(listed))
+    info = account.client.post(
+        "/v3/coupon/info", data={"campaign": campaign["id"], "show_usage_stats": ""}, headers=account.headers
+    )
+    assert_ok(info)
+    untouched = account.client.post(
+        "/v3/couponsession/update",
+        data={"couponsession": code, "validate": "", "lock": ""},
+        headers=account.headers,
+    )
+    assert assert_ok(untouched)["data"]["status"]["validated"] == "0"
+    assert session_status(account, code)["locked"] == "0"
+
+
+def test_claim_is_refused_as_validation_is(account: Acct, runtime: Runtime) -> None:
+    """A locked session, an inactive campaign's session and a validated one cannot be claimed."""
+    campaign = create_campaign(account)
+    locked, inactive, validated = bulk_sessions(runtime, campaign["id"], 3)
+    assert_ok(account.call("/v3/couponsession/update", couponsession=locked, lock=True))
+    assert_ok(account.call("/v3/couponsession/update", couponsession=validated, validate=True))
+    body = assert_error(account.call("/v3/couponsession/update", couponsession=locked, claim=True), 409, 308)
+    assert body["status"]["errors"]["error_message_description"] == ["This coupon is locked."]
+    body = assert_error(
+        account.call("/v3/couponsession/update", couponsession=validated, claim=True), 409, 308
+    )
+    assert body["status"]["errors"]["error_message_description"] == [
+        "This coupon has already been validated."
+    ]
+    # Unlocking and claiming in one call works: the lock is lifted first.
+    assert_ok(account.call("/v3/couponsession/update", couponsession=locked, lock=False, claim=True))
+    patched = account.client.patch(
+        f"/v4/campaigns/{campaign['id']}", json={"status": "inactive"}, headers=account.headers
+    )
+    assert patched.status_code == 200
+    body = assert_error(
+        account.call("/v3/couponsession/update", couponsession=inactive, claim=True), 409, 308
+    )
+    assert body["status"]["errors"]["error_message_description"] == ["This campaign is not active."]
+    assert session_status(account, inactive)["claimed"] == "0"
+    assert len(_events(runtime, campaign["id"], "coupon_claimed")) == 1

@@ -163,3 +163,21 @@ def test_a_custom_code_with_letters_beyond_ascii_is_found_as_typed(
         done = till.post(staff, data={"csrf": csrf_token(till, staff), "pin": PIN, "code": "CAFÉ-01"})
         assert done.status_code == 200, done.text
     assert session_status(account, session)["validated"] == "1"
+
+
+def test_a_replaced_list_skips_the_codes_sessions_already_hold(
+    account: TestAccount, live_server: LiveServer
+) -> None:
+    """A new list continues after the codes handed out; a code of it that a session already holds
+    (each code is held once) is skipped, and opening the coupon keeps working."""
+    campaign = create_campaign(account, custom_codes=["A-1", "B-2"])
+    first = [open_session(live_server, campaign["code"]) for _ in range(2)]
+    assert [session_status(account, code)["own_validation_code"] for code in first] == ["A-1", "B-2"]
+    replaced = account.client.patch(
+        f"/v4/campaigns/{campaign['id']}",
+        json={"custom_codes": ["X-9", "Y-8", "A-1", "B-2", "Z-7"]},
+        headers=account.headers,
+    )
+    assert replaced.status_code == 200, replaced.text
+    later = [open_session(live_server, campaign["code"]) for _ in range(2)]
+    assert [session_status(account, code)["own_validation_code"] for code in later] == ["Z-7", ""]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
@@ -46,7 +47,9 @@ def test_fixed_date_lasts_until_the_end_of_that_local_day(
     assert end_utc - dt.timedelta(minutes=2) > dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0))
     _move_to(clock_offset, end_utc - dt.timedelta(minutes=2))
     assert session_status(account, early)["expired"] == "0"
-    assert session_status(account, early)["expiry_date_utc"] == end_utc.strftime("%Y-%m-%d %H:%M:%S")
+    # The last valid second, the moment coupon_info's expirydate (23:59:59 local) names too.
+    last_second = end_utc - dt.timedelta(seconds=1)
+    assert session_status(account, early)["expiry_date_utc"] == last_second.strftime("%Y-%m-%d %H:%M:%S")
     assert_ok(account.call("/v3/couponsession/update", couponsession=early, validate=True))
     _move_to(clock_offset, end_utc + dt.timedelta(minutes=2))
     assert session_status(account, late)["expired"] == "1"
@@ -77,6 +80,29 @@ def test_window_after_first_open(
         assert "This coupon has expired." not in phone.get(f"/p/{campaign['code']}/{link}").text
     clock_offset(dt.timedelta(minutes=61 + 59))
     assert_ok(account.call("/v3/couponsession/update", couponsession=link, validate=True))
+    # A link never opened at all is not expired by the window, however late it is used.
+    (unopened,) = bulk_sessions(runtime, campaign["id"], 1, source="single_use")
+    clock_offset(dt.timedelta(days=30))
+    status = session_status(account, unopened)
+    assert (status["opened"], status["expired"], status["expiry_date_utc"]) == ("0", "0", "")
+    assert_ok(account.call("/v3/couponsession/update", couponsession=unopened, validate=True))
+
+
+def test_expiry_settings_beyond_any_date_are_refused(account: Acct) -> None:
+    """A limit past the year 9999 cannot be computed or shown: refused when saved (300), never
+    a 500 on the campaign's pages and calls afterwards."""
+    refused = [
+        {"expiry_mode": "fixed_date", "expiry_date": "9999-12-31"},
+        {"expiry_mode": "after_open", "expiry_minutes": 10_000_000_000},
+        {"expiry_mode": "after_claim", "expiry_days": 1_000_000_000},
+        {"start_date": "9999-12-31"},
+    ]
+    for fields in refused:
+        response = account.client.post("/v4/campaigns", json={"name": "x", **fields}, headers=account.headers)
+        assert_error(response, 422, 300)
+    longest = create_campaign(account, expiry_mode="after_claim", expiry_days=36_500)
+    info = assert_ok(account.call("/v3/coupon/info", campaign=longest["id"]))
+    assert json.dumps(info).count(f'"expiry_minutes": "{36_500 * 24 * 60}"') == 1
 
 
 def test_window_after_claim(account: Acct, runtime: Runtime, clock_offset: Move) -> None:

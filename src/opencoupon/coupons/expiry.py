@@ -1,9 +1,9 @@
 """When a coupon session stops being usable, evaluated in the owning account's time zone.
 
 Modes: `fixed_date` (valid through the end of that local day), `after_open` (a window that starts
-when the session is first opened), `after_claim` (a window that starts at the claim; unclaimed
-sessions do not expire by this rule). A per-session `expires_at` (single-use links) also applies;
-the earliest limit wins.
+when the session is first opened; a session never opened does not expire by this rule),
+`after_claim` (a window that starts at the claim; unclaimed sessions do not expire by this rule).
+A per-session `expires_at` (single-use links) also applies; the earliest limit wins.
 """
 
 from __future__ import annotations
@@ -52,9 +52,10 @@ def session_expiry(campaign: Campaign, row: CouponSession, tz: ZoneInfo) -> dt.d
     minutes = campaign.expiry_minutes
     if campaign.expiry_mode == "fixed_date" and campaign.expiry_date is not None:
         limits.append(end_of_local_day(campaign.expiry_date, tz))
-    elif campaign.expiry_mode == "after_open" and minutes:
-        start = row.opened_at or row.created_at
-        limits.append(start + dt.timedelta(minutes=minutes))
+    elif campaign.expiry_mode == "after_open" and minutes and row.opened_at is not None:
+        # A session opened on the web is opened when it is made; a single-use link or a sent
+        # coupon only when its page is first visited: until then its window has not started.
+        limits.append(row.opened_at + dt.timedelta(minutes=minutes))
     elif campaign.expiry_mode == "after_claim" and minutes and row.claimed_at is not None:
         limits.append(row.claimed_at + dt.timedelta(minutes=minutes))
     return min(limits) if limits else None

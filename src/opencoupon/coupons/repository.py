@@ -48,7 +48,9 @@ def folder_exists(session: Session, scope: ColumnElement[bool], folder: str) -> 
 def sessions_by_short_code(
     session: Session, scope: ColumnElement[bool], short: str, campaign_id: int | None
 ) -> list[CouponSession]:
-    query = select(CouponSession).where(CouponSession.short_code == short, scope)
+    # Sessions of deleted campaigns are gone for every call: they make no short form ambiguous.
+    live = select(Campaign.id).where(Campaign.id == CouponSession.campaign_id, Campaign.deleted_at.is_(None))
+    query = select(CouponSession).where(CouponSession.short_code == short, scope, live.exists())
     if campaign_id is not None:
         query = query.where(CouponSession.campaign_id == campaign_id)
     return list(session.scalars(query.limit(2)))
@@ -245,4 +247,16 @@ def custom_code_at(session: Session, campaign_id: int, position: int) -> str | N
         select(CampaignCustomCode.code).where(
             CampaignCustomCode.campaign_id == campaign_id, CampaignCustomCode.position == position
         )
+    )
+
+
+def custom_code_held(session: Session, campaign_id: int, code: str) -> bool:
+    """Whether a session of the campaign already holds this custom validation code."""
+    return (
+        session.scalar(
+            select(CouponSession.id)
+            .where(CouponSession.campaign_id == campaign_id, CouponSession.custom_validation_code == code)
+            .limit(1)
+        )
+        is not None
     )

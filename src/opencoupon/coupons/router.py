@@ -25,7 +25,7 @@ from opencoupon.coupons.schemas import (
     UsageData,
 )
 from opencoupon.distribution import service as distribution_service
-from opencoupon.errors import ApiError, bad_date, bad_value, error_body
+from opencoupon.errors import ApiError, bad_date, bad_value, error_body, missing
 from opencoupon.kit.endpoint import ApiContext, v3_endpoint, v4_endpoint
 from opencoupon.kit.params import NoParams
 from opencoupon.models import Campaign, CouponSession
@@ -205,12 +205,18 @@ def couponsession_update_multiple(ctx: ApiContext, req: SessionUpdateMany) -> di
         raise ApiError(200, "Missing parameter: couponsessions")
     if len(codes) > MAX_BATCH:
         raise ApiError(309, f"Too many sessions in one call: at most {MAX_BATCH}.")
+    if req.campaign:
+        service.get_campaign(ctx, req.campaign)  # a wrong campaign fails the call, not each session
     results: list[dict[str, Any]] = []
     failed = 0
+    done: set[int] = set()
     for code in codes:
         try:
             with ctx.session.begin_nested():
                 campaign, row = service.find_session(ctx, code, req.campaign)
+                if row.id in done:
+                    continue  # the same session again (its full code and its short form)
+                done.add(row.id)
                 _update_one(ctx, campaign, row, req)
                 item = views.session_data(ctx.session, ctx.runtime, campaign, row, ctx.now, "update_session")
             results.append({"couponsession": code, "status": "OK", "session": item})
@@ -225,6 +231,15 @@ def couponsession_update_multiple(ctx: ApiContext, req: SessionUpdateMany) -> di
         "amount_failed": str(failed),
         "results": results,
     }
+
+
+def _search_text(given: str | None) -> str:
+    """What to search for: an empty or blank `search` is missing (it would match every session
+    whose customid, phone or email is empty)."""
+    text = (given or "").strip()
+    if not text:
+        raise missing("search")
+    return text
 
 
 def _search_answer(ctx: ApiContext, rows: list[CouponSession]) -> dict[str, Any]:
@@ -246,7 +261,7 @@ def couponsession_search(ctx: ApiContext, req: SessionSearch) -> dict[str, Any]:
     """Sessions of all your campaigns whose custom validation code, customid, phone or email equals
     `search` (at most 100, oldest first)."""
     campaign_ids = select(Campaign.id).where(ctx.scope(Campaign.account_id), Campaign.deleted_at.is_(None))
-    return _search_answer(ctx, repository.search(ctx.session, campaign_ids, req.search))
+    return _search_answer(ctx, repository.search(ctx.session, campaign_ids, _search_text(req.search)))
 
 
 @v3_endpoint(
@@ -255,7 +270,7 @@ def couponsession_search(ctx: ApiContext, req: SessionSearch) -> dict[str, Any]:
 def campaign_search(ctx: ApiContext, req: CampaignSearch) -> dict[str, Any]:
     """As couponsession/search, within one campaign."""
     campaign = service.get_campaign(ctx, req.campaign)
-    return _search_answer(ctx, repository.search(ctx.session, [campaign.id], req.search))
+    return _search_answer(ctx, repository.search(ctx.session, [campaign.id], _search_text(req.search)))
 
 
 # ---------------------------------------------------------------- /v4/campaigns

@@ -26,7 +26,7 @@ from opencoupon.directories.service import get_category, get_held_category
 from opencoupon.errors import ApiError, bad_date, bad_value, missing
 from opencoupon.events.service import emit
 from opencoupon.kit import ids
-from opencoupon.kit.dates import fmt
+from opencoupon.kit.dates import LAST_YEAR, fmt
 from opencoupon.kit.endpoint import ApiContext
 from opencoupon.models import Account, Campaign, CouponSession
 from opencoupon.runtime import Runtime
@@ -113,15 +113,22 @@ def _parse_when(name: str, raw: str) -> dt.datetime:
     text = raw.strip()
     for f in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
         try:
-            return dt.datetime.strptime(text, f)
+            value = dt.datetime.strptime(text, f)
         except ValueError:
             continue
+        if value.year > LAST_YEAR:
+            raise bad_value(name, f"Use a date before the year {LAST_YEAR + 1}.")
+        return value
     raise bad_date(name, "yyyy-MM-dd or yyyy-MM-dd HH:mm")
 
 
 def pin_digest(runtime: Runtime, campaign_code: str, pin: str) -> str:
     key = runtime.keyring.derive_key("campaign-pin")
     return hmac.new(key, f"{campaign_code}:{pin}".encode(), hashlib.sha256).hexdigest()
+
+
+# An expiry window of at most 100 years keeps every limit a representable date.
+MAX_EXPIRY_MINUTES = 100 * 365 * 24 * 60
 
 
 def _new_campaign_code(session: Session) -> str:
@@ -156,8 +163,12 @@ def _apply(ctx: ApiContext, campaign: Campaign, req: CampaignFields) -> list[str
     if "expiry_date" in fields:
         campaign.expiry_date = _parse_when("expiry_date", req.expiry_date).date() if req.expiry_date else None
     if req.expiry_days is not None:
+        if not 0 < req.expiry_days <= MAX_EXPIRY_MINUTES // (24 * 60):
+            raise bad_value("expiry_days", f"Use 1 to {MAX_EXPIRY_MINUTES // (24 * 60)} days.")
         campaign.expiry_minutes = req.expiry_days * 24 * 60
     if req.expiry_minutes is not None:
+        if not 0 < req.expiry_minutes <= MAX_EXPIRY_MINUTES:
+            raise bad_value("expiry_minutes", f"Use 1 to {MAX_EXPIRY_MINUTES} minutes (100 years).")
         campaign.expiry_minutes = req.expiry_minutes
     if campaign.expiry_mode == "fixed_date" and campaign.expiry_date is None:
         raise ApiError(200, "Missing parameter: expiry_date")
@@ -288,13 +299,14 @@ def find_session(ctx: ApiContext, given: str, campaign_raw: str | None) -> tuple
     """A session by its 21-character code or its 6-character short form.
 
     Short forms are unique within a campaign only: when one matches sessions of several of the
-    caller's campaigns the call fails (code 300) and asks for `campaign` or the full code."""
+    caller's campaigns the call fails (code 300) and asks for `campaign` or the full code.
+    A `campaign` that is not the caller's (or is deleted) answers 502, as everywhere."""
     code = given.strip()
     if not code:
         raise missing("couponsession")
     if not _SESSION_CODE.match(code):
         raise ApiError(301, "Invalid character in parameter: couponsession.")
-    campaign_id = parse_campaign_id(campaign_raw) if campaign_raw else None
+    campaign_id = get_campaign(ctx, campaign_raw).id if campaign_raw else None
     row: CouponSession | None = None
     campaign: Campaign | None = None
     if len(code) == ids.SHORT_CODE_LENGTH:
@@ -397,6 +409,11 @@ def campaign_open_problem(campaign: Campaign, now: dt.datetime) -> str | None:
 # ---------------------------------------------------------------- transitions
 
 
+# Codes of a replaced list that sessions already hold are skipped, this many in a row at most
+# (then the session gets none and validates by PIN or widget code).
+MAX_HELD_CODES_SKIPPED = 100
+
+
 def _assign_custom_code(session: Session, campaign: Campaign, row: CouponSession) -> None:
     mode = (campaign.settings or {}).get("custom_code_mode", "none")
     if mode == "none" or row.custom_validation_code:
@@ -404,20 +421,26 @@ def _assign_custom_code(session: Session, campaign: Campaign, row: CouponSession
     # An imported list: only while a code follows the ones handed out (read in the same statement,
     # so a list replaced meanwhile counts as it is now).
     guard = repository.next_custom_code_exists() if mode == "imported" else Campaign.id == campaign.id
-    issued = session.execute(
-        update(Campaign)
-        .where(Campaign.id == campaign.id, guard)
-        .values(custom_codes_issued=Campaign.custom_codes_issued + 1)
-        .returning(Campaign.custom_codes_issued)
-        .execution_options(synchronize_session=False),
-    ).scalar_one_or_none()
-    if issued is None:
-        return  # the imported list is used up; the session still validates by PIN or widget code
-    set_committed_value(campaign, "custom_codes_issued", issued)
-    if mode == "imported":
-        code = repository.custom_code_at(session, campaign.id, issued) or ""
+    for _attempt in range(MAX_HELD_CODES_SKIPPED + 1):
+        issued = session.execute(
+            update(Campaign)
+            .where(Campaign.id == campaign.id, guard)
+            .values(custom_codes_issued=Campaign.custom_codes_issued + 1)
+            .returning(Campaign.custom_codes_issued)
+            .execution_options(synchronize_session=False),
+        ).scalar_one_or_none()
+        if issued is None:
+            return  # the imported list is used up; the session still validates by PIN or widget code
+        set_committed_value(campaign, "custom_codes_issued", issued)
+        if mode == "imported":
+            code = repository.custom_code_at(session, campaign.id, issued) or ""
+        else:
+            code = ids.random_code(GENERATED_CODE_LENGTH, ids.UNAMBIGUOUS)
+        # A replaced list may repeat a code a session already holds (each is held once): skip it.
+        if not repository.custom_code_held(session, campaign.id, code):
+            break
     else:
-        code = ids.random_code(GENERATED_CODE_LENGTH, ids.UNAMBIGUOUS)
+        return
     session.execute(
         update(CouponSession)
         .where(CouponSession.id == row.id)
@@ -473,16 +496,20 @@ def claim(
     claimtype: str,
     details: dict[str, Any] | None = None,
 ) -> bool:
-    """Claim the session (once). False when it was claimed already."""
+    """Claim the session (once). False when it was claimed already. Refused (308) as a
+    validation is when the session cannot be used: removed, voided, locked, its campaign
+    inactive, expired; and once it is validated (a coupon used at the counter is not claimed
+    afterwards)."""
     tz = account_zone(session, campaign.account_id)
-    if row.removed_at is not None:
-        raise refused("This coupon is no longer available.")
-    if row.link_status == "voided":
-        raise refused("This coupon has been voided.")
+    word = state(campaign, row, tz, now)
+    if word in ("removed", "voided", "locked", "inactive"):
+        raise refused(_REFUSALS[word])
     if expiry.is_expired(campaign, row, tz, now):
-        raise refused("This coupon has expired.")
+        raise refused(_REFUSALS["expired"])
     if row.claimed_at is not None:
         return False
+    if word == "validated":
+        raise refused(_REFUSALS["validated"])
     values: dict[str, Any] = {"claimed_at": now, "claimtype": claimtype, "updated_at": now}
     for key, value in (details or {}).items():
         if value not in (None, "", {}):

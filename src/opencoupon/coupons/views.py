@@ -47,7 +47,8 @@ def session_status(campaign: Campaign, row: CouponSession, tz: ZoneInfo, now: dt
         "locked": flag(row.locked),
         "locked_date_utc": fmt(row.locked_at),
         "expired": flag(limit is not None and now >= limit),
-        "expiry_date_utc": fmt(limit),
+        # The last valid second, as coupon_info's `expirydate` (…23:59:59), not the first expired.
+        "expiry_date_utc": fmt(limit - dt.timedelta(microseconds=1)) if limit else "",
         "removed": flag(row.removed_at),
         "removed_date_utc": fmt(row.removed_at),
         "link_status": row.link_status,

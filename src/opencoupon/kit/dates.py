@@ -7,6 +7,9 @@ import datetime as dt
 from opencoupon.errors import bad_date
 
 VENDOR_FORMAT = "%Y-%m-%d %H:%M:%S"
+# The latest year a stored date may have: Python's dates end with 9999, and a limit shown in the
+# account's time zone, or a day added to it, must stay representable.
+LAST_YEAR = 9000
 
 
 def fmt(value: dt.datetime | None) -> str:

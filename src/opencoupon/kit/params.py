@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError
 from pydantic_core import PydanticCustomError
@@ -60,6 +60,18 @@ class V3Request(BaseModel):
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, coerce_numbers_to_str=True)
 
+    # The parameter names of the model's booleans (see `validate`).
+    FLAG_KEYS: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls.FLAG_KEYS = tuple(
+            field.alias or name
+            for name, field in cls.model_fields.items()
+            if bool in (field.annotation, *get_args(field.annotation))
+        )
+
     def prepare(self) -> None:
         """Slow work that needs no database, done once the request is valid and before the call's
         write transaction (kit.endpoint): on SQLite that transaction holds every writer. Runs on
@@ -100,7 +112,12 @@ def _loc_name(loc: tuple[int | str, ...]) -> str:
 
 
 def validate(model: type[M], payload: dict[str, Any]) -> M:
-    """Validate `payload` into `model`, raising ApiError with the vendor's codes."""
+    """Validate `payload` into `model`, raising ApiError with the vendor's codes. A boolean sent
+    empty (`only_active=` from a form) is not given, as an empty number is; sent repeatedly, the
+    last one counts."""
+    for key in getattr(model, "FLAG_KEYS", ()):
+        if key in payload:
+            payload[key] = _blank_is_none(payload[key])
     try:
         return model.model_validate(payload)
     except ValidationError as exc:

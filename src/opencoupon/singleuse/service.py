@@ -19,7 +19,7 @@ from opencoupon.coupons.sessions import new_session, session_path
 from opencoupon.errors import ApiError, bad_date, bad_value, invalid_character, missing
 from opencoupon.events import service as events
 from opencoupon.kit import ids
-from opencoupon.kit.dates import fmt
+from opencoupon.kit.dates import LAST_YEAR, fmt
 from opencoupon.models import Campaign, CouponSession
 from opencoupon.singleuse import repository
 from opencoupon.singleuse.codes import SESSION_ALPHABET, alphabet_for, random_strings
@@ -126,6 +126,8 @@ def parse_expiry(raw: str | None, now: dt.datetime) -> dt.datetime | None:
             continue
         if value <= now:
             raise bad_value("expiry_date", "The date lies in the past.")
+        if value.year > LAST_YEAR:
+            raise bad_value("expiry_date", f"Use a date before the year {LAST_YEAR + 1}.")
         return value
     raise bad_date("expiry_date", EXPIRY_SHOWN)
 
