@@ -384,11 +384,12 @@ def test_a_refused_claim_answers_its_real_status_and_code(
 ) -> None:
     """A claim refused for the coupon's state answers HTTP 409, code 308, and its JSON says so
     ("HTTP/1.0 409 Conflict."); a form the consumer must correct answers 422, code 300. Locked
-    coupons and inactive campaigns are refused too, and nothing is claimed."""
+    coupons, validated ones and inactive campaigns are refused too, and nothing is claimed."""
     campaign = create_campaign(account, claim_fields="firstname,email", required_fields="email")
-    expired, voided, locked, fine = bulk_sessions(runtime, campaign["id"], 4)
+    expired, voided, locked, validated, fine = bulk_sessions(runtime, campaign["id"], 5)
     account.call("/v3/couponsession/update", couponsession=voided, void=True)
     account.call("/v3/couponsession/update", couponsession=locked, lock=True)
+    account.call("/v3/couponsession/update", couponsession=validated, validate=True)
     with runtime.db.transaction() as s:
         row = s.scalar(select(CouponSession).where(CouponSession.code == expired))
         assert row is not None
@@ -397,6 +398,7 @@ def test_a_refused_claim_answers_its_real_status_and_code(
         expired: "This coupon has expired.",
         voided: "This coupon has been voided.",
         locked: "This coupon is locked. Ask the staff to unlock it.",
+        validated: "This coupon has already been validated.",  # as couponsession/update claim=true
     }
     form = {"firstname": "Ada", "email": "ada@example.com"}
     with _browser(live_server) as phone:

@@ -443,8 +443,9 @@ async def show_session(request: Request, code: str, session_code: str) -> Respon
 # ---------------------------------------------------------------- claim
 
 
-# States whose coupon cannot be claimed (code 308); `claimed` is claimed already (a no-op) and a
-# validated coupon may still be claimed, as through the API.
+# States whose coupon cannot be claimed (code 308), as service.claim refuses them, checked before
+# the form so the consumer is not asked to correct a field first. A validated coupon cannot be
+# claimed either, unless it was claimed before (claiming again changes nothing).
 _NOT_CLAIMABLE = ("removed", "voided", "locked", "inactive", "expired")
 CLAIM_LIMITS = {"firstname": 100, "lastname": 100, "email": 254, "phone": 40}
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -504,7 +505,7 @@ def _claim(
                 error = "The form expired. Please try again."
             else:
                 word = service.state(campaign, row, service.account_zone(s, campaign.account_id), now)
-                if word in _NOT_CLAIMABLE:
+                if word in _NOT_CLAIMABLE or (word == "validated" and row.claimed_at is None):
                     # The page offers no claim form in these states; a form posted anyway is refused.
                     raise service.refused(MESSAGES[word])
                 details, error = _claim_details(campaign, form)
