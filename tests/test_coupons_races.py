@@ -183,3 +183,39 @@ def test_concurrent_creates_stop_at_the_campaign_limit(account: Acct, subaccount
         assert a.json()["status"]["errors"]["error_code"] == [309], a.text
     listed = subaccount.call("/v3/coupon/list").json()["coupon_info"]
     assert len(listed) == limit
+
+
+def test_a_batch_and_single_validations_of_its_sessions_racing_each_validate_once(
+    account: Acct, runtime: Runtime, live_server: LiveServer
+) -> None:
+    """update/multiple validates its sessions in one transaction while single calls validate the
+    same sessions from the other end: no call fails (on PostgreSQL a batch holding the campaign
+    row while waiting for a session row a single call holds, which waits for the campaign row,
+    would deadlock), and each session is validated exactly once."""
+    campaign = create_campaign(account)
+    codes = bulk_sessions(runtime, campaign["id"], 24)
+
+    def client() -> httpx2.Client:
+        return httpx2.Client(base_url=live_server.url, timeout=60, headers=account.headers)
+
+    def batch() -> httpx2.Response:
+        with client() as c:
+            return c.post(
+                "/v3/couponsession/update/multiple", json={"couponsessions": codes, "validate": True}
+            )
+
+    def single(code: str) -> Callable[[], httpx2.Response]:
+        def call() -> httpx2.Response:
+            with client() as c:
+                return c.post("/v3/couponsession/update", json={"couponsession": code, "validate": True})
+
+        return call
+
+    responses = _race([batch, batch, *(single(code) for code in reversed(codes[4:]))])
+    assert all(r.status_code in (200, 409) for r in responses), [
+        r.text for r in responses if r.status_code >= 500
+    ]
+    singles = sum(r.status_code == 200 for r in responses[2:])
+    batched = sum(int(r.json()["amount_succeeded"]) for r in responses[:2] if r.status_code == 200)
+    assert singles + batched == 24
+    assert _counts(runtime, campaign["id"])["records"] == 24

@@ -260,3 +260,26 @@ def custom_code_held(session: Session, campaign_id: int, code: str) -> bool:
         )
         is not None
     )
+
+
+def lock_in_order(session: Session, session_ids: list[int], campaign_ids: list[int]) -> None:
+    """Lock these sessions, then their campaigns, each in ID order (PostgreSQL; SQLite's write
+    transactions run one at a time). A call that changes several sessions takes its locks before
+    it changes any: otherwise, holding the campaign row after its first session, it would wait
+    for a session a single call holds while that call waits for the campaign row (a deadlock)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    if session_ids:
+        session.execute(
+            select(CouponSession.id)
+            .where(CouponSession.id.in_(sorted(set(session_ids))))
+            .order_by(CouponSession.id)
+            .with_for_update()
+        )
+    if campaign_ids:
+        session.execute(
+            select(Campaign.id)
+            .where(Campaign.id.in_(sorted(set(campaign_ids))))
+            .order_by(Campaign.id)
+            .with_for_update()
+        )

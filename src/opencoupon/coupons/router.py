@@ -207,6 +207,7 @@ def couponsession_update_multiple(ctx: ApiContext, req: SessionUpdateMany) -> di
         raise ApiError(309, f"Too many sessions in one call: at most {MAX_BATCH}.")
     if req.campaign:
         service.get_campaign(ctx, req.campaign)  # a wrong campaign fails the call, not each session
+    _lock_sessions_of(ctx, codes, req.campaign)
     results: list[dict[str, Any]] = []
     failed = 0
     done: set[int] = set()
@@ -231,6 +232,20 @@ def couponsession_update_multiple(ctx: ApiContext, req: SessionUpdateMany) -> di
         "amount_failed": str(failed),
         "results": results,
     }
+
+
+def _lock_sessions_of(ctx: ApiContext, codes: list[str], campaign_raw: str | None) -> None:
+    """The sessions a batch will change, and their campaigns, locked before it changes any."""
+    session_ids: list[int] = []
+    campaign_ids: list[int] = []
+    for code in codes:
+        try:
+            campaign, row = service.find_session(ctx, code, campaign_raw)
+        except ApiError:
+            continue  # reported in its turn
+        session_ids.append(row.id)
+        campaign_ids.append(campaign.id)
+    repository.lock_in_order(ctx.session, session_ids, campaign_ids)
 
 
 def _search_text(given: str | None) -> str:
