@@ -478,6 +478,8 @@ def _claim_details(campaign: Campaign, form: dict[str, str]) -> tuple[dict[str, 
     custom = {}
     for name in settings.get("custom_fields", []):
         raw = form.get(f"custom_{name}", "").strip()[:500]
+        if name in required and not raw:
+            return {}, f"Please fill in {name}."
         if raw:
             custom[name] = raw
     if custom:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field
 
@@ -14,6 +14,36 @@ CodeMode = Literal["none", "imported", "generated"]
 ClaimField = Literal["firstname", "lastname", "email", "phone", "birthday"]
 MethodList = Annotated[list[Method], BeforeValidator(_split_list)]
 ClaimFieldList = Annotated[list[ClaimField], BeforeValidator(_split_list)]
+# Required fields of the claim form: standard fields (ClaimField), `consent` (the consent box) and
+# the campaign's own custom fields, so any name here; `required_fields_problem` checks them
+# against the claim form as it is saved.
+RequiredFieldList = Annotated[list[str], BeforeValidator(_split_list)]
+STANDARD_CLAIM_FIELDS: tuple[str, ...] = ("firstname", "lastname", "email", "phone", "birthday")
+CONSENT = "consent"
+
+
+def required_fields_problem(claim_form: dict[str, Any]) -> str | None:
+    """What is wrong with the required fields of a campaign's claim form as it would be saved
+    (`Campaign.claim_form`: `fields`, `required`, `custom_fields`, `consent_text`), or None. Each
+    required field must be on the form: a standard field in `fields`, `consent` with a consent
+    text, or one of `custom_fields`. Answered with code 300 on `required_fields`."""
+    fields = list(claim_form.get("fields", []))
+    custom = list(claim_form.get("custom_fields", []))
+    required = list(claim_form.get("required", []))
+    not_asked = [name for name in required if name in STANDARD_CLAIM_FIELDS and name not in fields]
+    if not_asked:
+        names = ", ".join(not_asked)
+        return f"{names} cannot be required without being asked: add it to claim_fields too."
+    if CONSENT in required and CONSENT not in custom and not claim_form.get("consent_text"):
+        return "consent cannot be required without a consent box: set consent_text too."
+    unknown = [n for n in required if n not in STANDARD_CLAIM_FIELDS and n != CONSENT and n not in custom]
+    if unknown:
+        names = ", ".join(unknown)
+        return (
+            f"{names} is not a field of the claim form: require firstname, lastname, email, phone, "
+            "birthday, consent, or one of the campaign's custom_fields."
+        )
+    return None
 
 
 class CouponList(V3Request):
@@ -97,7 +127,7 @@ class CampaignFields(V3Request):
     custom_codes: StrList | None = None
     require_claim: bool | None = None
     claim_fields: ClaimFieldList | None = None
-    required_fields: ClaimFieldList | None = None
+    required_fields: RequiredFieldList | None = None
     custom_fields: StrList | None = None
     consent_text: Str | None = None
 

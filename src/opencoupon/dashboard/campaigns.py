@@ -170,6 +170,8 @@ def _form_data(form: FormData, *, editing: bool) -> dict[str, Any]:
             "description",
             "terms",
             "image",
+            "custom_fields",
+            "consent_text",
         ):
             data[name] = ""  # emptied on purpose
     for name in ("validation_methods", "claim_fields", "required_fields"):
@@ -191,6 +193,9 @@ def _form_context(
         "campaign_id": public_id,
         "methods": METHODS,
         "claim_fields": CLAIM_FIELDS,
+        # The campaign's extra fields (as saved, or as typed in a form shown again): each can be
+        # marked required like the standard ones.
+        "custom_names": [n.strip() for n in str(values.get("custom_fields") or "").split(",") if n.strip()],
         "expiry_modes": EXPIRY_MODES,
     }
 
