@@ -140,6 +140,59 @@ def test_campaign_start_and_end_dates_gate_new_sessions(
         assert "has ended" in newcomer.get(f"/p/{campaign['code']}").text
 
 
+def test_a_start_or_end_date_alone_is_a_whole_day_of_the_account(
+    account: Acct, runtime: Runtime, live_server: LiveServer, clock_offset: Move
+) -> None:
+    """`end_date=D` runs through D and `start_date=D` from its first moment, in the account's time
+    zone (as `expiry_date`); a date with a time is UTC, as every date of the API."""
+    _set_timezone(runtime, account, "America/New_York")
+    zone = ZoneInfo("America/New_York")
+    day = clock.utcnow().date() + dt.timedelta(days=5)
+    campaign = create_campaign(account, start_date=day.isoformat(), end_date=day.isoformat())
+    first = dt.datetime.combine(day, dt.time(0), tzinfo=zone).astimezone(dt.UTC).replace(tzinfo=None)
+    after = first + dt.timedelta(days=1)
+    info = assert_ok(account.call("/v3/coupon/info", campaign=campaign["id"]))["coupon_info"]
+    assert (info["start_date"], info["end_date"]) == (
+        f"{first:%Y-%m-%d %H:%M:%S}",
+        f"{after:%Y-%m-%d %H:%M:%S}",
+    )
+    with httpx2.Client(base_url=live_server.url) as phone:
+        _move_to(clock_offset, first - dt.timedelta(minutes=1))
+        assert "not started yet" in phone.get(f"/p/{campaign['code']}").text
+        _move_to(clock_offset, first + dt.timedelta(hours=12))  # noon in New York on the day
+        assert phone.get(f"/p/{campaign['code']}").status_code == 303
+    with httpx2.Client(base_url=live_server.url) as late:
+        _move_to(clock_offset, after - dt.timedelta(minutes=1))  # 23:59 in New York
+        assert late.get(f"/p/{campaign['code']}").status_code == 303
+    with httpx2.Client(base_url=live_server.url) as too_late:
+        _move_to(clock_offset, after)
+        assert "has ended" in too_late.get(f"/p/{campaign['code']}").text
+    timed = create_campaign(account, end_date=f"{day} 12:00")
+    timed_info = assert_ok(account.call("/v3/coupon/info", campaign=timed["id"]))["coupon_info"]
+    assert timed_info["end_date"] == f"{day} 12:00:00"
+
+
+def test_a_link_made_before_the_campaign_starts_waits_for_the_start(
+    account: Acct, runtime: Runtime, live_server: LiveServer, clock_offset: Move
+) -> None:
+    """Single-use links may be sent ahead of the start; before it they can be opened (the page
+    says so) but not claimed or validated, on any path; from the start they work."""
+    start = clock.utcnow() + dt.timedelta(days=3)
+    campaign = create_campaign(account, start_date=f"{start:%Y-%m-%d %H:%M}")
+    (link,) = bulk_sessions(runtime, campaign["id"], 1, source="single_use")
+    for flags in ({"validate": True}, {"claim": True}):
+        body = assert_error(account.call("/v3/couponsession/update", couponsession=link, **flags), 409, 308)
+        assert body["status"]["errors"]["error_message_description"] == ["This campaign has not started yet."]
+    with httpx2.Client(base_url=live_server.url) as phone:
+        page = phone.get(f"/p/{campaign['code']}/{link}")
+        assert page.status_code == 200
+        assert "This campaign has not started yet." in page.text
+        assert 'name="pin"' not in page.text
+    assert session_status(account, link)["validated"] == "0"
+    _move_to(clock_offset, start + dt.timedelta(minutes=1))
+    assert_ok(account.call("/v3/couponsession/update", couponsession=link, validate=True))
+
+
 def test_pages_show_the_last_valid_moment_in_the_account_time_zone(
     account: Acct, runtime: Runtime, live_server: LiveServer, clock_offset: Move
 ) -> None:

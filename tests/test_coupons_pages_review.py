@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 import httpx2
-import pytest
 
 from conftest import LiveServer
 from coupons_fixtures import Acct, bulk_sessions, create_campaign, csrf_token, session_status
@@ -17,12 +16,6 @@ from opencoupon.models import Campaign
 from opencoupon.runtime import Runtime
 
 JSON = {"Accept": "application/json"}
-# The API and the dashboard check `required_fields` in coupons.service._refuse_nonsense, which
-# still refuses every name that is not in claim_fields; it is to call
-# schemas.required_fields_problem instead (owned by another change).
-NEEDS_SERVICE = pytest.mark.xfail(
-    strict=True, reason="coupons.service._refuse_nonsense does not call schemas.required_fields_problem yet"
-)
 
 
 def _form(**settings: Any) -> dict[str, Any]:
@@ -116,7 +109,6 @@ def test_the_dashboard_campaign_form_offers_custom_fields_and_consent_as_require
     assert 'name="required_fields" value="consent">' in form
 
 
-@NEEDS_SERVICE
 def test_the_api_and_the_dashboard_require_consent_and_custom_fields(
     account: Acct, live_server: LiveServer
 ) -> None:

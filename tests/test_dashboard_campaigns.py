@@ -250,7 +250,8 @@ def test_contradictory_settings_show_the_form_again_with_the_reason(
         assert "already made" not in bad.text
         cid = _create(web, claim_fields=["email", "phone"], required_fields=["phone"])
         edit = f"/dashboard/campaigns/{cid}/edit"
-        bad = post_form(web, edit, edit, {**base, "start_date": "2027-03-10", "end_date": "2027-03-10"})
+        # Dates alone name whole days: 10 to 10 March is one day; 10 to 9 March is refused.
+        bad = post_form(web, edit, edit, {**base, "start_date": "2027-03-10", "end_date": "2027-03-09"})
         assert bad.status_code == 422
         assert "The end date must be after the start date." in bad.text
         # No opens yet: the funnel shows no percentages of nothing.

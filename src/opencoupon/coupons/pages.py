@@ -40,6 +40,7 @@ MESSAGES = {
     "voided": "This coupon has been voided.",
     "locked": "This coupon is locked. Ask the staff to unlock it.",
     "inactive": "This campaign is not active.",
+    "scheduled": "This campaign has not started yet.",
     "validated": "This coupon has already been validated.",
     "expired": "This coupon has expired.",
     "claimed": "",
@@ -446,7 +447,7 @@ async def show_session(request: Request, code: str, session_code: str) -> Respon
 # States whose coupon cannot be claimed (code 308), as service.claim refuses them, checked before
 # the form so the consumer is not asked to correct a field first. A validated coupon cannot be
 # claimed either, unless it was claimed before (claiming again changes nothing).
-_NOT_CLAIMABLE = ("removed", "voided", "locked", "inactive", "expired")
+_NOT_CLAIMABLE = ("removed", "voided", "locked", "inactive", "scheduled", "expired")
 CLAIM_LIMITS = {"firstname": 100, "lastname": 100, "email": 254, "phone": 40}
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from opencoupon.accounts import service as accounts
 from opencoupon.coupons import expiry, hotpath, repository, stats
-from opencoupon.coupons.schemas import CampaignCreate, CampaignFields, CampaignUpdate
+from opencoupon.coupons.schemas import CampaignCreate, CampaignFields, CampaignUpdate, required_fields_problem
 from opencoupon.coupons.sessions import new_session, session_path
 from opencoupon.db import raw
 from opencoupon.directories.service import get_category, get_held_category
@@ -122,6 +122,21 @@ def _parse_when(name: str, raw: str) -> dt.datetime:
     raise bad_date(name, "yyyy-MM-dd or yyyy-MM-dd HH:mm")
 
 
+def _campaign_bound(ctx: ApiContext, campaign: Campaign, name: str, raw: str | None) -> dt.datetime | None:
+    """A campaign's start or end (naive UTC). A date and time is UTC, as every date of the API; a
+    date alone names a day of the business, in the account's time zone as `expiry_date` does: a
+    start on that day's first moment, an end after its last ("end 30 November" includes it)."""
+    if not raw:
+        return None
+    value = _parse_when(name, raw)
+    if len(raw.strip()) != len("yyyy-mm-dd"):
+        return value
+    tz = account_zone(ctx.session, campaign.account_id)
+    if name == "end_date":
+        return expiry.end_of_local_day(value.date(), tz)
+    return expiry.local_to_utc(value, tz)
+
+
 def pin_digest(runtime: Runtime, campaign_code: str, pin: str) -> str:
     key = runtime.keyring.derive_key("campaign-pin")
     return hmac.new(key, f"{campaign_code}:{pin}".encode(), hashlib.sha256).hexdigest()
@@ -155,9 +170,9 @@ def _apply(ctx: ApiContext, campaign: Campaign, req: CampaignFields) -> list[str
     if "category" in fields:
         campaign.category_id = category_id_of(ctx, req.category, campaign.account_id)
     if "start_date" in fields:
-        campaign.start_at = _parse_when("start_date", req.start_date) if req.start_date else None
+        campaign.start_at = _campaign_bound(ctx, campaign, "start_date", req.start_date)
     if "end_date" in fields:
-        campaign.end_at = _parse_when("end_date", req.end_date) if req.end_date else None
+        campaign.end_at = _campaign_bound(ctx, campaign, "end_date", req.end_date)
     if req.expiry_mode is not None:
         campaign.expiry_mode = req.expiry_mode
     if "expiry_date" in fields:
@@ -230,13 +245,9 @@ def _refuse_nonsense(campaign: Campaign) -> None:
     change may contradict what was saved before)."""
     if campaign.start_at is not None and campaign.end_at is not None and campaign.end_at <= campaign.start_at:
         raise bad_value("end_date", "The end date must be after the start date.")
-    form = campaign.claim_form or {}
-    not_asked = [name for name in form.get("required", []) if name not in form.get("fields", [])]
-    if not_asked:
-        names = ", ".join(not_asked)
-        raise bad_value(
-            "required_fields", f"{names} cannot be required without being asked: add it to claim_fields too."
-        )
+    problem = required_fields_problem(campaign.claim_form or {})
+    if problem:
+        raise bad_value("required_fields", problem)
 
 
 def create_campaign(ctx: ApiContext, req: CampaignCreate) -> Campaign:
@@ -366,6 +377,7 @@ _REFUSALS = {
     "voided": "This coupon has been voided.",
     "locked": "This coupon is locked.",
     "inactive": "This campaign is not active.",
+    "scheduled": "This campaign has not started yet.",
     "validated": "This coupon has already been validated.",
     "expired": "This coupon has expired.",
 }
@@ -377,7 +389,8 @@ def refusal(campaign: Campaign, row: CouponSession, tz: ZoneInfo, now: dt.dateti
 
 
 def state(campaign: Campaign, row: CouponSession, tz: ZoneInfo, now: dt.datetime) -> str:
-    """One word for the page: removed, voided, locked, inactive, validated, expired, claimed, open."""
+    """One word for the page: removed, voided, locked, inactive, scheduled (the campaign starts
+    later: a single-use link made in advance waits for it), validated, expired, claimed, open."""
     if row.removed_at is not None:
         return "removed"
     if row.link_status == "voided":
@@ -386,6 +399,8 @@ def state(campaign: Campaign, row: CouponSession, tz: ZoneInfo, now: dt.datetime
         return "locked"
     if campaign.status != "active" or campaign.deleted_at is not None:
         return "inactive"
+    if campaign.start_at is not None and now < campaign.start_at:
+        return "scheduled"
     if row.validation_count >= campaign.validations_per_session:
         return "validated"
     if expiry.is_expired(campaign, row, tz, now):
@@ -498,11 +513,11 @@ def claim(
 ) -> bool:
     """Claim the session (once). False when it was claimed already. Refused (308) as a
     validation is when the session cannot be used: removed, voided, locked, its campaign
-    inactive, expired; and once it is validated (a coupon used at the counter is not claimed
-    afterwards)."""
+    inactive or not started yet, expired; and once it is validated (a coupon used at the
+    counter is not claimed afterwards)."""
     tz = account_zone(session, campaign.account_id)
     word = state(campaign, row, tz, now)
-    if word in ("removed", "voided", "locked", "inactive"):
+    if word in ("removed", "voided", "locked", "inactive", "scheduled"):
         raise refused(_REFUSALS[word])
     if expiry.is_expired(campaign, row, tz, now):
         raise refused(_REFUSALS["expired"])
