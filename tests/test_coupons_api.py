@@ -617,11 +617,32 @@ def test_an_empty_flag_is_not_given(account: Acct, runtime: Runtime) -> None:
     assert_ok(info)
     untouched = account.client.post(
         "/v3/couponsession/update",
-        data={"couponsession": code, "validate": "", "lock": ""},
+        data={"couponsession": code, "validate": "", "lock": "", "value": "note"},
         headers=account.headers,
     )
     assert assert_ok(untouched)["data"]["status"]["validated"] == "0"
     assert session_status(account, code)["locked"] == "0"
+
+
+def test_an_update_that_asks_for_nothing_is_refused(account: Acct, runtime: Runtime) -> None:
+    """A misspelt flag (`validate_session=1`) must not answer OK while nothing changes; the
+    past-tense names an integration may use for the flags are taken as the flags."""
+    campaign = create_campaign(account)
+    code, other = bulk_sessions(runtime, campaign["id"], 2)
+    for call in ("/v3/couponsession/update", "/v3/couponsession/update/multiple"):
+        body = {"couponsession": code, "couponsessions": [code], "validate_session": "1", "validate": ""}
+        refused = assert_error(account.call(call, **body), 422, 200)
+        assert "validate" in refused["status"]["errors"]["error_message_description"][0]
+    assert session_status(account, code)["validated"] == "0"
+    done = assert_ok(account.call("/v3/couponsession/update", couponsession=code, claimed="1", validated="1"))
+    assert (done["data"]["status"]["claimed"], done["data"]["status"]["validated"]) == ("1", "1")
+    assert_ok(account.call("/v3/couponsession/update", couponsession=code, locked="true"))
+    assert session_status(account, code)["locked"] == "1"
+    # The flag itself wins over its alias.
+    assert_ok(
+        account.call("/v3/couponsession/update", couponsession=other, claim=False, claimed=True, value="x")
+    )
+    assert session_status(account, other)["claimed"] == "0"
 
 
 def test_claim_is_refused_as_validation_is(account: Acct, runtime: Runtime) -> None:

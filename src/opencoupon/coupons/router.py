@@ -157,6 +157,9 @@ def couponsession_data(ctx: ApiContext, req: SessionRef) -> dict[str, Any]:
     return data
 
 
+NO_ACTION = ApiError(200, "Missing parameter: claim, validate, void, lock, validation_value or value.")
+
+
 def _update_one(ctx: ApiContext, campaign: Campaign, row: CouponSession, req: SessionFlags) -> None:
     now = ctx.now
     if req.void is False:
@@ -189,6 +192,8 @@ def couponsession_update(ctx: ApiContext, req: SessionUpdate) -> dict[str, Any]:
     """`claim`, `validate`, `void` (booleans; `void=false` re-activates a voided session), `lock`,
     `validation_value` (money spent) and `value`. A validation that is not allowed (already
     validated, voided, locked, expired, campaign limit reached) fails with code 308 (HTTP 409)."""
+    if not req.has_action():
+        raise NO_ACTION
     campaign, row = service.find_session(ctx, req.couponsession, req.campaign)
     _update_one(ctx, campaign, row, req)
     return views.session_data(ctx.session, ctx.runtime, campaign, row, ctx.now, action="update_session")
@@ -205,6 +210,8 @@ def couponsession_update_multiple(ctx: ApiContext, req: SessionUpdateMany) -> di
         raise ApiError(200, "Missing parameter: couponsessions")
     if len(codes) > MAX_BATCH:
         raise ApiError(309, f"Too many sessions in one call: at most {MAX_BATCH}.")
+    if not req.has_action():
+        raise NO_ACTION
     if req.campaign:
         service.get_campaign(ctx, req.campaign)  # a wrong campaign fails the call, not each session
     _lock_sessions_of(ctx, codes, req.campaign)

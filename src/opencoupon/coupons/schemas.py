@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, model_validator
 
-from opencoupon.kit.params import OptionalInt, Str, StrList, V3Request, _split_list
+from opencoupon.kit.params import OptionalInt, Str, StrList, V3Request, _blank_is_none, _split_list
 
 ExpiryMode = Literal["none", "fixed_date", "after_open", "after_claim"]
 Method = Literal["pin", "widget", "custom_code", "qr"]
@@ -74,7 +74,28 @@ class SessionRef(V3Request):
     campaign: Str | None = None
 
 
+# Names an integration may use for the flags, the vendor's own being unknown (reference gaps
+# §1.10): taken as the flag when the flag itself is not sent.
+FLAG_ALIASES = {"claimed": "claim", "validated": "validate", "voided": "void", "locked": "lock"}
+
+
 class SessionFlags(V3Request):
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(alias in data for alias in FLAG_ALIASES):
+            data = dict(data)
+            for alias, name in FLAG_ALIASES.items():
+                if alias in data and name not in data:
+                    data[name] = _blank_is_none(data.pop(alias))
+        return data
+
+    def has_action(self) -> bool:
+        """Whether the call asks for any change (an update that names none is refused: its
+        parameters were probably misspelt, and answering OK would hide that nothing changed)."""
+        flags = (self.claim, self.validate_, self.void, self.lock, self.validation_value, self.value)
+        return any(flag is not None for flag in flags)
+
     claim: bool | None = None
     # `validate` is a method name on pydantic models, so the field takes it as its wire alias.
     validate_: bool | None = Field(default=None, alias="validate")
