@@ -138,6 +138,24 @@ def test_wrong_pins_lock_the_session(account: Acct, live_server: LiveServer) -> 
     assert session_status(account, code)["locked"] == "0"
 
 
+def test_a_right_pin_starts_the_count_of_wrong_ones_again(account: Acct, live_server: LiveServer) -> None:
+    """A coupon used many times is not locked by five slips spread over its uses."""
+    campaign = create_campaign(account, validations_per_session=3)
+    with _browser(live_server) as phone:
+        location = phone.get(f"/p/{campaign['code']}").headers["location"]
+        token = csrf_token(phone, location)
+
+        def post(pin: str) -> int:
+            return phone.post(f"{location}/validate", data={"csrf": token, "pin": pin}).status_code
+
+        assert [post("0000") for _ in range(4)] == [403] * 4
+        assert post(PIN) == 303
+        # Eight wrong PINs in all, never five in a row (the address's own limit is ten).
+        assert [post("0000") for _ in range(4)] == [403] * 4
+    status = session_status(account, location.rsplit("/", 1)[1])
+    assert (status["locked"], status["validations"]) == ("0", "1")
+
+
 def test_staff_page_validates_by_widget_code_and_custom_code(
     account: Acct, live_server: LiveServer, runtime: Runtime
 ) -> None:

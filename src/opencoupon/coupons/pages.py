@@ -585,6 +585,7 @@ def _validate_with_pin(
                     error = "Wrong PIN. Too many wrong PINs: this coupon is now locked."
             else:
                 pin_lockout.refund(s, runtime.keyring, campaign.id, client)
+                service.clear_pin_failures(s, row, now)
                 money = service.parse_money(form.get("validation_value") or None)
                 service.validate(s, runtime, campaign, row, now, method=method, validation_value=money)
                 if method == "pin" and not wants_json(request):

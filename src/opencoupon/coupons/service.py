@@ -720,6 +720,19 @@ def record_pin_failure(session: Session, row: CouponSession, now: dt.datetime) -
     return False
 
 
+def clear_pin_failures(session: Session, row: CouponSession, now: dt.datetime) -> None:
+    """A right PIN starts the count of wrong ones again: a coupon used many times is not locked
+    by five slips spread over weeks."""
+    if row.pin_failures:
+        session.execute(
+            update(CouponSession)
+            .where(CouponSession.id == row.id)
+            .values(pin_failures=0, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        set_committed_value(row, "pin_failures", 0)
+
+
 def set_values(
     session: Session,
     row: CouponSession,
