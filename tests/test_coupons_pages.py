@@ -100,6 +100,28 @@ def test_claim_form_stores_details_and_requires_fields(account: Acct, live_serve
     assert body["data"]["user"]["consent"] == "1"
 
 
+def test_a_birthday_is_a_day_in_the_past_written_yyyy_mm_dd(account: Acct, live_server: LiveServer) -> None:
+    campaign = create_campaign(account, claim_fields="email,birthday")
+    future = f"{utcnow().year + 1}-01-01"
+    with _browser(live_server) as phone:
+        location = phone.get(f"/p/{campaign['code']}").headers["location"]
+        token = csrf_token(phone, location)
+        for typed, message in (
+            ("2027-W05-3", "Please give the birthday as YYYY-MM-DD."),
+            ("20270131", "Please give the birthday as YYYY-MM-DD."),
+            (future, "A birthday lies between 1900 and today."),
+            ("1899-12-31", "A birthday lies between 1900 and today."),
+        ):
+            form = {"csrf": token, "email": "b@example.com", "birthday": typed}
+            refused = phone.post(f"{location}/claim", data=form)
+            assert refused.status_code == 422, typed
+            assert message in refused.text, typed
+        form = {"csrf": token, "email": "b@example.com", "birthday": "1990-04-01"}
+        done = phone.post(f"{location}/claim", data=form)
+        assert done.status_code == 303
+    assert session_status(account, location.rsplit("/", 1)[1])["claimed"] == "1"
+
+
 def test_staff_pin_on_the_phone_validates_once(account: Acct, live_server: LiveServer) -> None:
     campaign = create_campaign(account)
     with _browser(live_server) as phone:

@@ -25,6 +25,7 @@ from loyalty_fixtures import (
     reward_sessions,
     update,
 )
+from opencoupon.kit.clock import utcnow
 from opencoupon.loyalty.service import MAX_CYCLES_PER_CHANGE
 from opencoupon.models import Event, LoyaltyHolder
 from opencoupon.runtime import Runtime
@@ -336,6 +337,15 @@ def test_create_user_errors(account: Acc) -> None:
         422,
         303,
     )
+    future = f"{utcnow().year + 2}-01-01"
+    for odd, code in (("2027-W05-3", 303), (future, 300)):
+        assert_error(
+            account.call(
+                "/v3/loyaltyusers/create", loyaltycard=cid, email="a@example.com", password="x", birthday=odd
+            ),
+            422,
+            code,
+        )
     assert_error(
         account.call(
             "/v3/loyaltyusers/create", loyaltycard=cid, email="a@example.com", password="x", gender="x"

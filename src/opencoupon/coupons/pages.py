@@ -23,6 +23,7 @@ from opencoupon.errors import ApiError, error_body
 from opencoupon.kit import ids
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.crypto import token
+from opencoupon.kit.dates import parse_birthday
 from opencoupon.kit.lockout import BACKSTOP_FACTOR, GuessLimit, Lockout
 from opencoupon.models import Account, Campaign, CouponSession
 from opencoupon.pages import deny_framing, render, render_error_page
@@ -465,9 +466,9 @@ def _claim_details(campaign: Campaign, form: dict[str, str]) -> tuple[dict[str, 
             continue
         if name == "birthday":
             try:
-                details["birthday"] = dt.date.fromisoformat(raw)
-            except ValueError:
-                return {}, "Please give the birthday as YYYY-MM-DD."
+                details["birthday"] = parse_birthday("birthday", raw, utcnow().date())
+            except ApiError as err:
+                return {}, "Please give the birthday as YYYY-MM-DD." if err.code == 303 else err.description
             continue
         if len(raw) > CLAIM_LIMITS.get(name, 200):
             return {}, f"{name} is too long."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from opencoupon.errors import bad_date
+from opencoupon.errors import bad_date, bad_value
 
 VENDOR_FORMAT = "%Y-%m-%d %H:%M:%S"
 # The latest year a stored date may have: Python's dates end with 9999, and a limit shown in the
@@ -38,3 +38,12 @@ def parse_datetime(name: str, raw: str, formats: list[str], shown: str) -> dt.da
 
 def parse_date(name: str, raw: str) -> dt.date:
     return parse_datetime(name, raw, ["%Y-%m-%d"], "yyyy-MM-dd").date()
+
+
+def parse_birthday(name: str, raw: str, today: dt.date) -> dt.date:
+    """A birthday: `yyyy-MM-dd` (303 otherwise; not the week dates and other forms
+    `date.fromisoformat` takes) from 1900 up to today, give or take a time zone (300)."""
+    day = parse_date(name, raw)
+    if not dt.date(1900, 1, 1) <= day <= today + dt.timedelta(days=1):
+        raise bad_value(name, "A birthday lies between 1900 and today.")
+    return day

@@ -23,11 +23,13 @@ from sqlalchemy.orm.attributes import set_committed_value
 from opencoupon.accounts import service as accounts
 from opencoupon.coupons.service import check_pin
 from opencoupon.coupons.sessions import new_session, session_path
-from opencoupon.errors import ApiError, bad_date, bad_value, not_allowed
+from opencoupon.errors import ApiError, bad_value, not_allowed
 from opencoupon.events import service as events
 from opencoupon.kit import ids
+from opencoupon.kit.clock import utcnow
 from opencoupon.kit.crypto import constant_time_equals
 from opencoupon.kit.dates import fmt, fmt_date
+from opencoupon.kit.dates import parse_birthday as parse_birthday_day
 from opencoupon.loyalty import repository as repo
 from opencoupon.loyalty.schemas import CardCreate, CardUpdate, HolderIn
 from opencoupon.models import (
@@ -471,12 +473,7 @@ def check_email(raw: str) -> str:
 def parse_birthday(raw: str | None) -> dt.date | None:
     if not raw:
         return None
-    try:
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
-            raise ValueError(raw)
-        return dt.date.fromisoformat(raw)
-    except ValueError:
-        raise bad_date("birthday", "yyyy-MM-dd") from None
+    return parse_birthday_day("birthday", raw, utcnow().date())
 
 
 def fields_from(item: HolderIn) -> HolderFields:
