@@ -490,6 +490,19 @@ def test_search_by_code_customid_phone_and_email(account: Acct, runtime: Runtime
     assert_error(account.call("/v3/couponsession/search"), 422, 200)
 
 
+def test_search_answers_by_pages_of_100(account: Acct, runtime: Runtime) -> None:
+    """A customer with more than 100 sessions can be listed in full, a page at a time."""
+    campaign = create_campaign(account)
+    email = f"regular-{utcnow():%H%M%S%f}@example.com"
+    codes = bulk_sessions(runtime, campaign["id"], 105, email=email)
+    first = assert_ok(account.call("/v3/couponsession/search", search=email))
+    assert (first["page"], first["page_size"], first["amount_of_results"]) == ("1", "100", "100")
+    second = assert_ok(account.call("/v3/campaign/search", campaign=campaign["id"], search=email, page=2))
+    assert (second["page"], second["amount_of_results"]) == ("2", "5")
+    assert [d["session"] for d in first["data"] + second["data"]] == codes
+    assert_error(account.call("/v3/couponsession/search", search=email, page=0), 422, 300)
+
+
 def test_every_validation_has_one_record_and_one_event(account: Acct, runtime: Runtime) -> None:
     campaign = create_campaign(account, validations_per_session=2)
     (code,) = bulk_sessions(runtime, campaign["id"], 1)

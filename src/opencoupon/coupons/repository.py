@@ -135,9 +135,13 @@ def usage_page(
     return list(session.scalars(query))
 
 
-def search(session: Session, campaign_ids: Any, text: str, limit: int = 100) -> list[CouponSession]:
+SEARCH_PAGE_SIZE = 100
+
+
+def search(session: Session, campaign_ids: Any, text: str, page: int = 1) -> list[CouponSession]:
     """Sessions whose custom validation code (in any letter case, as on the staff page),
-    customid, phone or email is `text` (email: as typed or in lower case)."""
+    customid, phone or email is `text` (email: as typed or in lower case), oldest first, by
+    pages of SEARCH_PAGE_SIZE (`page` from 1)."""
     email = text.lower()
     scope = (CouponSession.campaign_id.in_(campaign_ids), CouponSession.removed_at.is_(None))
     query = (
@@ -153,7 +157,8 @@ def search(session: Session, campaign_ids: Any, text: str, limit: int = 100) -> 
             ),
         )
         .order_by(CouponSession.id)
-        .limit(limit)
+        .limit(SEARCH_PAGE_SIZE)
+        .offset((page - 1) * SEARCH_PAGE_SIZE)
     )
     return list(session.scalars(query))
 

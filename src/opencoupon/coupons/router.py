@@ -91,11 +91,16 @@ def _usage_bound(name: str, raw: str | None, end: bool) -> dt.datetime | None:
     raise bad_date(name, "yyyy-MM-dd, yyyy-MM-dd HH:mm or yyyy-MM-dd hh-mm")
 
 
-def _usage(ctx: ApiContext, req: UsageData, kind: str) -> dict[str, Any]:
-    campaign = service.get_campaign(ctx, req.campaign)
-    page = req.page if req.page is not None else 1
+def _page(given: int | None) -> int:
+    page = given if given is not None else 1
     if page < 1:
         raise bad_value("page", "Pages start at 1.")
+    return page
+
+
+def _usage(ctx: ApiContext, req: UsageData, kind: str) -> dict[str, Any]:
+    campaign = service.get_campaign(ctx, req.campaign)
+    page = _page(req.page)
     start = _usage_bound("start_date", req.start_date, end=False)
     end = _usage_bound("end_date", req.end_date, end=True)
     rows = repository.usage_page(ctx.session, campaign.id, kind, page, start, end)
@@ -264,7 +269,8 @@ def _search_text(given: str | None) -> str:
     return text
 
 
-def _search_answer(ctx: ApiContext, rows: list[CouponSession]) -> dict[str, Any]:
+def _search_answer(ctx: ApiContext, campaign_ids: Any, text: str, page: int) -> dict[str, Any]:
+    rows = repository.search(ctx.session, campaign_ids, text, page)
     campaigns = {
         c.id: c for c in (ctx.session.get(Campaign, cid) for cid in {r.campaign_id for r in rows}) if c
     }
@@ -273,7 +279,12 @@ def _search_answer(ctx: ApiContext, rows: list[CouponSession]) -> dict[str, Any]
         campaign = campaigns[row.campaign_id]
         tz = service.account_zone(ctx.session, campaign.account_id)
         data.append(views.usage_item(ctx.runtime, campaign, row, tz, ctx.now))
-    return {"amount_of_results": str(len(data)), "data": data}
+    return {
+        "page": str(page),
+        "page_size": str(repository.SEARCH_PAGE_SIZE),
+        "amount_of_results": str(len(data)),
+        "data": data,
+    }
 
 
 @v3_endpoint(
@@ -283,7 +294,7 @@ def couponsession_search(ctx: ApiContext, req: SessionSearch) -> dict[str, Any]:
     """Sessions of all your campaigns whose custom validation code, customid, phone or email equals
     `search` (at most 100, oldest first)."""
     campaign_ids = select(Campaign.id).where(ctx.scope(Campaign.account_id), Campaign.deleted_at.is_(None))
-    return _search_answer(ctx, repository.search(ctx.session, campaign_ids, _search_text(req.search)))
+    return _search_answer(ctx, campaign_ids, _search_text(req.search), _page(req.page))
 
 
 @v3_endpoint(
@@ -292,7 +303,7 @@ def couponsession_search(ctx: ApiContext, req: SessionSearch) -> dict[str, Any]:
 def campaign_search(ctx: ApiContext, req: CampaignSearch) -> dict[str, Any]:
     """As couponsession/search, within one campaign."""
     campaign = service.get_campaign(ctx, req.campaign)
-    return _search_answer(ctx, repository.search(ctx.session, [campaign.id], _search_text(req.search)))
+    return _search_answer(ctx, [campaign.id], _search_text(req.search), _page(req.page))
 
 
 # ---------------------------------------------------------------- /v4/campaigns

@@ -118,10 +118,12 @@ class SessionUpdateMany(SessionFlags):
 
 class SessionSearch(V3Request):
     search: Str
+    page: OptionalInt = None
 
 
 class CampaignSearch(CampaignRef):
     search: Str
+    page: OptionalInt = None
 
 
 class CampaignFields(V3Request):
