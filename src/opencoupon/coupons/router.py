@@ -292,7 +292,7 @@ def _search_answer(ctx: ApiContext, campaign_ids: Any, text: str, page: int) -> 
 )
 def couponsession_search(ctx: ApiContext, req: SessionSearch) -> dict[str, Any]:
     """Sessions of all your campaigns whose custom validation code, customid, phone or email equals
-    `search` (at most 100, oldest first)."""
+    `search`, oldest first, 100 a page (`page` from 1)."""
     campaign_ids = select(Campaign.id).where(ctx.scope(Campaign.account_id), Campaign.deleted_at.is_(None))
     return _search_answer(ctx, campaign_ids, _search_text(req.search), _page(req.page))
 
