@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import Any
 
 import httpx2
 from sqlalchemy import func, select
@@ -14,8 +15,15 @@ from directories_fixtures import create_category
 from helpers import assert_error, assert_ok
 from opencoupon.coupons import stats
 from opencoupon.kit.clock import utcnow
-from opencoupon.models import Campaign, CouponSession, Event, Validation
+from opencoupon.models import Account, Campaign, CouponSession, Event, Validation
 from opencoupon.runtime import Runtime
+
+
+def _set_zone(runtime: Runtime, account_id: int, name: str) -> None:
+    with runtime.db.transaction() as s:
+        row = s.get(Account, account_id)
+        assert row is not None
+        row.timezone = name
 
 
 def _events(runtime: Runtime, campaign_id: str, kind: str) -> list[dict[str, object]]:
@@ -684,3 +692,93 @@ def test_claim_is_refused_as_validation_is(account: Acct, runtime: Runtime) -> N
     assert body["status"]["errors"]["error_message_description"] == ["This campaign is not active."]
     assert session_status(account, inactive)["claimed"] == "0"
     assert len(_events(runtime, campaign["id"], "coupon_claimed")) == 1
+
+
+def test_a_campaign_limit_can_be_removed_and_zero_is_a_limit(account: Acct) -> None:
+    campaign = create_campaign(account, max_validations=5)
+    path = f"/v4/campaigns/{campaign['id']}"
+    assert (
+        account.client.patch(path, json={"max_validations": ""}, headers=account.headers).status_code == 200
+    )
+    assert account.client.get(path, headers=account.headers).json()["max_validations"] is None
+    assert (
+        account.client.patch(path, data={"max_validations": "0"}, headers=account.headers).status_code == 200
+    )
+    info = assert_ok(account.call("/v3/coupon/info", campaign=campaign["id"]))["coupon_info"]
+    assert info["max_validations"] == "0"
+    assert (
+        account.client.patch(path, data={"max_validations": ""}, headers=account.headers).status_code == 200
+    )
+    info = assert_ok(account.call("/v3/coupon/info", campaign=campaign["id"]))["coupon_info"]
+    assert info["max_validations"] == ""
+
+
+def test_campaign_values_beyond_their_columns_are_refused(account: Acct, runtime: Runtime) -> None:
+    """Too long, too large, too early: 300 (HTTP 422), never a database error, on create and
+    update alike; nothing stored."""
+    campaign = create_campaign(account, name="Kept", max_validations=5)
+    path = f"/v4/campaigns/{campaign['id']}"
+    _set_zone(runtime, account.id, "Asia/Tokyo")  # a day before 0001-01-01 in UTC
+    for fields in (
+        {"name": "n" * 201},
+        {"title": "t" * 301},
+        {"subtitle": "s" * 301},
+        {"folder": "f" * 101},
+        {"max_validations": 2**31},
+        {"max_validations": 10**20},
+        {"validations_per_session": 2**31},
+        {"start_date": "0001-01-01"},
+        {"end_date": "1899-12-31 10:00"},
+        {"validation_methods": []},
+        {"validation_methods": ""},
+    ):
+        assert_error(
+            account.client.post("/v4/campaigns", json={"name": "x", **fields}, headers=account.headers),
+            422,
+            300,
+        )
+        assert_error(account.client.patch(path, json=fields, headers=account.headers), 422, 300)
+    stored = account.client.get(path, headers=account.headers).json()
+    assert (stored["name"], stored["max_validations"]) == ("Kept", 5)
+    assert_error(account.client.post("/v4/campaigns", json={"name": " "}, headers=account.headers), 422, 200)
+    assert_error(account.client.patch(path, json={"name": ""}, headers=account.headers), 422, 200)
+
+
+def test_a_code_list_given_to_a_generated_campaign_is_used(account: Acct, live_server: LiveServer) -> None:
+    campaign = create_campaign(account, custom_code_mode="generated")
+    path = f"/v4/campaigns/{campaign['id']}"
+    assert (
+        account.client.patch(path, json={"custom_codes": ["A1", "A2"]}, headers=account.headers).status_code
+        == 200
+    )
+    code = open_session(live_server, campaign["code"])
+    assert session_status(account, code)["own_validation_code"] == "A1"
+
+
+def test_a_deleted_campaigns_link_cannot_be_removed(account: Acct, runtime: Runtime) -> None:
+    campaign = create_campaign(account)
+    (link,) = bulk_sessions(runtime, campaign["id"], 1, source="single_use")
+    assert account.client.delete(f"/v4/campaigns/{campaign['id']}", headers=account.headers).status_code in (
+        200,
+        204,
+    )
+    assert_error(account.call("/v3/singleuse/remove", single_use_code=link), 404, 513)
+    assert not _events(runtime, campaign["id"], "singleuse_removed")
+
+
+def test_a_day_whose_only_open_was_undone_is_not_listed(
+    account: Acct, live_server: LiveServer, runtime: Runtime
+) -> None:
+    campaign = create_campaign(account)
+    (link,) = bulk_sessions(runtime, campaign["id"], 1, source="single_use")
+    with httpx2.Client(base_url=live_server.url) as phone:
+        assert phone.get(f"/p/{campaign['code']}/{link}").status_code == 200
+
+    def stats_of() -> dict[str, Any]:
+        info = account.call("/v3/coupon/info", campaign=campaign["id"], show_usage_stats=True)
+        return dict(assert_ok(info)["coupon_info"]["usage_stats"])
+
+    assert [d["opens"] for d in stats_of()["per_day"]] == ["1"]
+    assert_ok(account.call("/v3/singleuse/remove", single_use_code=link))
+    assert stats_of()["per_day"] == []
+    assert stats_of()["opens"] == "0"

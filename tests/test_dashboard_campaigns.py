@@ -258,3 +258,14 @@ def test_contradictory_settings_show_the_form_again_with_the_reason(
         page = web.get(f"/dashboard/campaigns/{cid}")
         assert '<strong data-funnel="opens">0</strong> <span class="muted">–</span>' in page.text
         assert "100%" not in page.text
+
+
+def test_an_emptied_limit_and_folder_are_removed(live_server: LiveServer, account: TestAccount) -> None:
+    with signed_in(live_server.url, account.email) as web:
+        cid = _create(web, max_validations="5", folder="Spring")
+        edit = f"/dashboard/campaigns/{cid}/edit"
+        base = {"name": "Spring sale", "status": "active", "validation_methods": ["pin"]}
+        saved = post_form(web, edit, edit, {**base, "max_validations": "", "folder": ""})
+        assert saved.status_code == 303, saved.text
+    stored = account.client.get(f"/v4/campaigns/{cid}", headers=account.headers).json()
+    assert (stored["max_validations"], stored["folder"]) == (None, "")

@@ -85,6 +85,29 @@ def test_demo_credentials_are_printed_every_time_and_work_on_the_served_api(
             headers = {"X-Client-Id": demo["client_id"], "X-Client-Secret": demo["client_secret"]}
             body = assert_ok(client.post("/v4/subaccount/list", headers=headers))
             assert [s["ID"] for s in body["subaccounts"]] == [demo["subaccount"]["ID"]]
+            # The demo campaign has a session in every state, each by the campaign's own rules.
+            flags = ("opened", "claimed", "validated", "voided", "locked", "expired", "removed")
+            expected = {
+                "open": "1000000",
+                "claimed": "1100000",
+                "validated": "1110000",
+                "voided": "0001000",
+                "locked": "1000100",
+                "expired": "1100010",
+                "removed": "1000001",
+                "not_opened_single_use": "0000000",
+            }
+            seen = {}
+            for label, session_url in demo["coupon_campaign"]["sessions"].items():
+                code = session_url.rsplit("/", 1)[1]
+                data = assert_ok(
+                    client.post("/v3/couponsession/data", json={"couponsession": code}, headers=headers)
+                )
+                status = data["data"]["status"]
+                seen[label] = "".join(status[flag] for flag in flags)
+                # Sessions opened on the page hold one of the campaign's generated codes.
+                assert bool(status["own_validation_code"]) == (status["opened"] == "1"), label
+            assert seen == expected
             assert demo["dashboard"] == f"{url}/dashboard/login"
         with browser(url) as web:
             assert sign_in(web, demo["email"], demo["password"]).status_code == 303

@@ -9,7 +9,9 @@ import zxingcpp
 from PIL import Image
 
 from conftest import LiveServer
-from coupons_fixtures import Acct, create_campaign, open_session
+from coupons_fixtures import Acct, bulk_sessions, create_campaign, open_session
+from helpers import assert_ok
+from opencoupon.runtime import Runtime
 
 
 def _decode_png(data: bytes) -> str:
@@ -47,3 +49,21 @@ def test_svg_qr_codes_and_unknown_codes(account: Acct, live_server: LiveServer) 
         assert client.get(f"/qr/p/{campaign['code']}.gif").status_code == 404
     info = account.call("/v3/coupon/info", campaign=campaign["id"]).json()["coupon_info"]
     assert info["qr_code_url"] == f"http://testserver.local/qr/p/{campaign['code']}.png"
+
+
+def test_no_qr_code_for_a_page_that_is_not_there(
+    account: Acct, live_server: LiveServer, runtime: Runtime
+) -> None:
+    """A removed session's page and the scan page of a campaign without QR validation answer
+    404 (or 409): so do their QR codes."""
+    campaign = create_campaign(account)
+    kept, removed = bulk_sessions(runtime, campaign["id"], 2, source="single_use")
+    assert_ok(account.call("/v3/singleuse/remove", single_use_code=removed))
+    pin_only = create_campaign(account, validation_methods="pin")
+    (session,) = bulk_sessions(runtime, pin_only["id"], 1)
+    with httpx2.Client(base_url=live_server.url) as client:
+        assert client.get(f"/qr/p/{campaign['code']}/{kept}.png").status_code == 200
+        assert client.get(f"/qr/p/{campaign['code']}/{removed}.png").status_code == 404
+        assert client.get(f"/qr/p/{campaign['code']}/{removed}/scan.png").status_code == 404
+        assert client.get(f"/qr/p/{pin_only['code']}/{session}.svg").status_code == 200
+        assert client.get(f"/qr/p/{pin_only['code']}/{session}/scan.svg").status_code == 404

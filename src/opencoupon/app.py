@@ -22,6 +22,7 @@ from opencoupon import __version__
 from opencoupon.config import Settings, get_settings
 from opencoupon.db.group import ReadGroup, WriteGroup
 from opencoupon.errors import ApiError, error_response
+from opencoupon.kit.endpoint import unstorable
 from opencoupon.runtime import Runtime
 
 log = logging.getLogger("opencoupon")
@@ -144,14 +145,15 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         return error_response(ApiError(300, "Invalid request."))
 
     @app.exception_handler(DataError)
-    async def _unstorable_text(request: Request, exc: DataError) -> Response:
-        # PostgreSQL text cannot hold NUL. The API refuses it while parsing (kit/body.py); a page's
-        # form field or address reaches the database as typed, and the transaction rolled back.
-        if "NUL" not in str(exc.orig):
-            return await _unexpected(request, exc)
+    @app.exception_handler(OverflowError)
+    async def _unstorable_value(request: Request, exc: Exception) -> Response:
+        # A value the database cannot store (kit.endpoint.UNSTORABLE): PostgreSQL text with NUL,
+        # a text longer than its column, a number beyond its range. The API refuses what it knows
+        # while parsing; a page's form field or address reaches the database as typed. The
+        # transaction rolled back.
         if _wants_html(request):
             return await _not_understood(request)
-        return error_response(ApiError(301, "Invalid character in a value."))
+        return error_response(unstorable(exc))
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> Response:

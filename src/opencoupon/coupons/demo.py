@@ -11,6 +11,7 @@ from opencoupon.coupons import service, stats
 from opencoupon.coupons.schemas import CampaignCreate
 from opencoupon.coupons.sessions import new_session, session_path
 from opencoupon.kit.clock import utcnow
+from opencoupon.kit.crypto import token
 from opencoupon.kit.endpoint import ApiContext
 from opencoupon.models import Account
 from opencoupon.runtime import Runtime
@@ -40,31 +41,38 @@ def seed(session: Session, runtime: Runtime, account: Account, subaccount: Accou
     )
     sessions: dict[str, str] = {}
 
-    def make(label: str, **kwargs: Any) -> Any:
-        row = new_session(session, campaign, source=kwargs.pop("source", "web"), now=now, **kwargs)
+    def opened(label: str, when: dt.datetime = now) -> Any:
+        """A session opened on the coupon's page, as a phone opens it (with its custom code)."""
+        row = service.open_new(session, runtime, campaign, token(24), when)
         sessions[label] = runtime.url(session_path(campaign, row))
         return row
 
-    fresh = make("open")
-    service.mark_opened(session, runtime, campaign, fresh, now)
-    claimed = make("claimed")
-    service.mark_opened(session, runtime, campaign, claimed, now)
+    def link(label: str, **kwargs: Any) -> Any:
+        row = new_session(session, campaign, source="single_use", now=now, **kwargs)
+        sessions[label] = runtime.url(session_path(campaign, row))
+        return row
+
+    opened("open")
+    claimed = opened("claimed")
     details = {"firstname": "Ada", "lastname": "Lovelace", "email": "ada@example.com"}
     service.claim(session, runtime, campaign, claimed, now, claimtype="form", details=details)
-    validated = make("validated", firstname="Grace", lastname="Hopper", email="grace@example.com")
-    service.mark_opened(session, runtime, campaign, validated, now)
+    validated = opened("validated")
+    grace = {"firstname": "Grace", "lastname": "Hopper", "email": "grace@example.com"}
+    service.claim(session, runtime, campaign, validated, now, claimtype="form", details=grace)
     service.validate(session, runtime, campaign, validated, now, method="api")
-    voided = make("voided", source="single_use", link_status="normal", customid="CRM-42")
+    voided = link("voided", link_status="normal", customid="CRM-42")
     service.void(session, runtime, campaign, voided, now)
-    locked = make("locked")
-    service.mark_opened(session, runtime, campaign, locked, now)
+    locked = opened("locked")
     service.set_lock(session, locked, True, now)
-    make("expired", expires_at=now - dt.timedelta(days=1))
-    removed = make("removed")
-    service.mark_opened(session, runtime, campaign, removed, now)
+    # Expired by the campaign's own rule: claimed longer ago than its 30 days.
+    month_ago = now - dt.timedelta(days=31)
+    expired = opened("expired", month_ago)
+    linus = {"firstname": "Linus", "email": "linus@example.com"}
+    service.claim(session, runtime, campaign, expired, month_ago, claimtype="form", details=linus)
+    removed = opened("removed")
     removed.removed_at = now
     stats.on_session_removed(session, removed)
-    make("not_opened_single_use", source="single_use", firstname="Alan", email="alan@example.com")
+    link("not_opened_single_use", firstname="Alan", email="alan@example.com")
     session.flush()
     return {
         "coupon_campaign": {

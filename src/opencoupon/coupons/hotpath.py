@@ -29,7 +29,10 @@ STAT_TOTALS = select(
 STAT_DAYS = (
     select(DailyStat.day, DailyStat.opens, DailyStat.claims, DailyStat.validations)
     .where(
-        DailyStat.campaign_id == bindparam("campaign_id"), DailyStat.day >= bindparam("since", type_=Date())
+        DailyStat.campaign_id == bindparam("campaign_id"),
+        DailyStat.day >= bindparam("since", type_=Date()),
+        # A day whose only activity was undone (a removed session's open) had none.
+        (DailyStat.opens + DailyStat.claims + DailyStat.validations) > 0,
     )
     .order_by(DailyStat.day)
 )

@@ -126,15 +126,20 @@ class CampaignSearch(CampaignRef):
     page: OptionalInt = None
 
 
+# As long as their columns (models/campaign.py): longer answers 300, not a database error.
+Name = Annotated[Str, Field(max_length=200)]
+Title = Annotated[Str, Field(max_length=300)]
+
+
 class CampaignFields(V3Request):
-    title: Str | None = None
-    subtitle: Str | None = None
+    title: Title | None = None
+    subtitle: Title | None = None
     description: Str | None = None
     terms: Str | None = None
     image: Str | None = None
     status: Literal["active", "inactive"] | None = None
     tags: StrList | None = None
-    folder: Str | None = None
+    folder: Annotated[Str, Field(max_length=100)] | None = None
     category: Str | None = None
     start_date: Str | None = None
     end_date: Str | None = None
@@ -144,8 +149,9 @@ class CampaignFields(V3Request):
     expiry_days: int | None = None
     pin: Str | None = None
     validation_methods: MethodList | None = None
-    validations_per_session: int | None = None
-    max_validations: int | None = None
+    validations_per_session: OptionalInt = None
+    # "" (empty) removes the limit; JSON null means "not given", as for every parameter.
+    max_validations: OptionalInt = None
     custom_code_mode: CodeMode | None = None
     custom_codes: StrList | None = None
     require_claim: bool | None = None
@@ -156,11 +162,11 @@ class CampaignFields(V3Request):
 
 
 class CampaignCreate(CampaignFields):
-    name: Str
+    name: Name
 
 
 class CampaignUpdate(CampaignFields):
-    name: Str | None = None
+    name: Name | None = None
 
 
 class CampaignListQuery(V3Request):

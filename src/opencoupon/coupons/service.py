@@ -26,7 +26,7 @@ from opencoupon.directories.service import get_category, get_held_category
 from opencoupon.errors import ApiError, bad_date, bad_value, missing
 from opencoupon.events.service import emit
 from opencoupon.kit import ids
-from opencoupon.kit.dates import LAST_YEAR, fmt
+from opencoupon.kit.dates import FIRST_YEAR, LAST_YEAR, fmt
 from opencoupon.kit.endpoint import ApiContext
 from opencoupon.models import Account, Campaign, CouponSession
 from opencoupon.runtime import Runtime
@@ -116,8 +116,8 @@ def _parse_when(name: str, raw: str) -> dt.datetime:
             value = dt.datetime.strptime(text, f)
         except ValueError:
             continue
-        if value.year > LAST_YEAR:
-            raise bad_value(name, f"Use a date before the year {LAST_YEAR + 1}.")
+        if not FIRST_YEAR <= value.year <= LAST_YEAR:
+            raise bad_value(name, f"Use a date from the year {FIRST_YEAR} to {LAST_YEAR}.")
         return value
     raise bad_date(name, "yyyy-MM-dd or yyyy-MM-dd HH:mm")
 
@@ -161,7 +161,9 @@ def _apply(ctx: ApiContext, campaign: Campaign, req: CampaignFields) -> list[str
     for name in ("title", "subtitle", "description", "terms", "folder", "status"):
         if name in fields and getattr(req, name) is not None:
             setattr(campaign, name, getattr(req, name))
-    if "name" in fields and getattr(req, "name", None):
+    if "name" in fields:
+        if not getattr(req, "name", None):
+            raise missing("name")  # a campaign always has a name
         campaign.name = req.name  # type: ignore[attr-defined]
     if "image" in fields and req.image is not None:
         campaign.image_url = req.image
@@ -197,6 +199,8 @@ def _apply(ctx: ApiContext, campaign: Campaign, req: CampaignFields) -> list[str
             check_pin(pin)
         campaign.pin_digest = pin_digest(ctx.runtime, campaign.code, pin) if pin else ""
     if req.validation_methods is not None:
+        if not req.validation_methods:
+            raise bad_value("validation_methods", "Choose at least one of pin, widget, custom_code, qr.")
         campaign.validation_methods = ",".join(m for m in METHODS if m in req.validation_methods)
     if req.validations_per_session is not None:
         if req.validations_per_session < 1:
@@ -222,7 +226,8 @@ def _apply(ctx: ApiContext, campaign: Campaign, req: CampaignFields) -> list[str
             raise bad_value("custom_codes", "Codes are at most 64 characters.")
         # The list itself goes to its own table (repository.replace_custom_codes).
         settings["custom_codes_count"] = len(codes)
-        settings.setdefault("custom_code_mode", "imported")
+        if req.custom_code_mode is None:
+            settings["custom_code_mode"] = "imported"  # a list given is a list to use
     campaign.settings = settings
     form = dict(campaign.claim_form or {})
     if req.claim_fields is not None:

@@ -142,7 +142,8 @@ def coupon_info(session: Session, runtime: Runtime, campaign: Campaign) -> dict[
         "expirydate": expiry_text(campaign),
         "expiry_minutes": str(campaign.expiry_minutes or ""),
         "validations_per_session": str(campaign.validations_per_session),
-        "max_validations": str(campaign.max_validations or ""),
+        # "" is no limit; 0 is a limit of none (every validation refused).
+        "max_validations": "" if campaign.max_validations is None else str(campaign.max_validations),
         "validation_methods": campaign.validation_methods,
         "custom_code_mode": settings.get("custom_code_mode", "none"),
         "subaccount": _subaccount(session, campaign),

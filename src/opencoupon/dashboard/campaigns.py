@@ -166,14 +166,16 @@ def _form_data(form: FormData, *, editing: bool) -> dict[str, Any]:
             "start_date",
             "end_date",
             "tags",
+            "folder",
             "subtitle",
             "description",
             "terms",
             "image",
             "custom_fields",
             "consent_text",
+            "max_validations",
         ):
-            data[name] = ""  # emptied on purpose
+            data[name] = ""  # emptied on purpose (an empty limit: no limit)
     for name in ("validation_methods", "claim_fields", "required_fields"):
         data[name] = ",".join(many(form, name))
     data["require_claim"] = text(form, "require_claim") == "1"

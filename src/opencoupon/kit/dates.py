@@ -10,6 +10,8 @@ VENDOR_FORMAT = "%Y-%m-%d %H:%M:%S"
 # The latest year a stored date may have: Python's dates end with 9999, and a limit shown in the
 # account's time zone, or a day added to it, must stay representable.
 LAST_YEAR = 9000
+# The earliest (a date converted from a time zone ahead of UTC must stay representable too).
+FIRST_YEAR = 1900
 
 
 def fmt(value: dt.datetime | None) -> str:
@@ -44,6 +46,6 @@ def parse_birthday(name: str, raw: str, today: dt.date) -> dt.date:
     """A birthday: `yyyy-MM-dd` (303 otherwise; not the week dates and other forms
     `date.fromisoformat` takes) from 1900 up to today, give or take a time zone (300)."""
     day = parse_date(name, raw)
-    if not dt.date(1900, 1, 1) <= day <= today + dt.timedelta(days=1):
-        raise bad_value(name, "A birthday lies between 1900 and today.")
+    if not dt.date(FIRST_YEAR, 1, 1) <= day <= today + dt.timedelta(days=1):
+        raise bad_value(name, f"A birthday lies between {FIRST_YEAR} and today.")
     return day

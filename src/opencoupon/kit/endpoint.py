@@ -22,6 +22,7 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
@@ -162,6 +163,8 @@ async def run_call(
             return auth_failed_response()
         except ApiError as err:
             return error_response(err)
+        except UNSTORABLE as exc:
+            return error_response(unstorable(exc))
         return answer.response()
     return await run_in_threadpool(
         _run_sync, request, runtime, payload, model, handler, envelope, status_code, read_only, prefetch
@@ -287,7 +290,23 @@ def _run_sync(
         return auth_failed_response()
     except ApiError as err:
         return error_response(err)
+    except UNSTORABLE as exc:
+        return error_response(unstorable(exc))
     return answer.response()
+
+
+# A value the database cannot store: a text longer than its column, a number beyond its range
+# (SQLite's driver raises OverflowError, PostgreSQL a DataError), text with NUL (PostgreSQL). The
+# request models bound what they know; this is the net under them: the call's transaction is
+# rolled back and it answers as any invalid value does, never a 500.
+UNSTORABLE = (DataError, OverflowError)
+
+
+def unstorable(exc: Exception) -> ApiError:
+    log.warning("value not storable: %s", exc)
+    if "NUL" in str(getattr(exc, "orig", "")):
+        return ApiError(301, "Invalid character in a value.")
+    return ApiError(300, "Invalid value: a value is too long or too large.")
 
 
 _PATH_PARAM = re.compile(r"{([^}]+)}")

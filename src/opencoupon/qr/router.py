@@ -12,6 +12,7 @@ from starlette.requests import Request
 
 from opencoupon.coupons import repository
 from opencoupon.coupons.pages import _CODE
+from opencoupon.coupons.service import methods_of
 from opencoupon.errors import ApiError, error_response
 from opencoupon.qr import codes
 from opencoupon.runtime import Runtime
@@ -34,21 +35,28 @@ def qr_image(url: str, kind: str) -> bytes:
     return out.getvalue()
 
 
-def _exists(runtime: Runtime, code: str, session_code: str | None) -> bool:
+def _exists(runtime: Runtime, code: str, session_code: str | None, scan: bool = False) -> bool:
+    """Whether the page the QR code leads to is there: the campaign's (not deleted), a session
+    of it that is not removed, and for the staff scan page, a campaign that uses QR validation."""
     if not _CODE.match(code) or (session_code is not None and not _CODE.match(session_code)):
         return False
     with runtime.db.read() as s:
         campaign = repository.campaign_by_code(s, code)
         if campaign is None:
             return False
-        return (
-            session_code is None or repository.session_in_campaign(s, campaign.id, session_code) is not None
-        )
+        if scan and "qr" not in methods_of(campaign):
+            return False
+        if session_code is None:
+            return True
+        row = repository.session_in_campaign(s, campaign.id, session_code)
+        return row is not None and row.removed_at is None
 
 
-async def _answer(request: Request, fmt: str, path: str, code: str, session_code: str | None) -> Response:
+async def _answer(
+    request: Request, fmt: str, path: str, code: str, session_code: str | None, scan: bool = False
+) -> Response:
     runtime: Runtime = request.app.state.runtime
-    if fmt not in MEDIA or not await run_in_threadpool(_exists, runtime, code, session_code):
+    if fmt not in MEDIA or not await run_in_threadpool(_exists, runtime, code, session_code, scan):
         return error_response(ApiError(404, "QR code not found.", http_status=404))
     image = await run_in_threadpool(qr_image, runtime.url(path), fmt)
     return Response(image, media_type=MEDIA[fmt], headers={"Cache-Control": "public, max-age=86400"})
@@ -69,4 +77,4 @@ async def session_qr(request: Request, code: str, session_code: str, fmt: str) -
 @router.get("/qr/p/{code}/{session_code}/scan.{fmt}")
 async def scan_qr(request: Request, code: str, session_code: str, fmt: str) -> Response:
     """QR code shown on the coupon: it leads staff to the PIN-protected validation page."""
-    return await _answer(request, fmt, f"/p/{code}/{session_code}/scan", code, session_code)
+    return await _answer(request, fmt, f"/p/{code}/{session_code}/scan", code, session_code, scan=True)

@@ -154,7 +154,13 @@ def link_by_code(
     row = session.execute(
         select(CouponSession, Campaign)
         .join(Campaign, Campaign.id == CouponSession.campaign_id)
-        .where(CouponSession.code == code, CouponSession.source == SOURCE, scope)
+        # A deleted campaign's links are gone with it, as from every other call.
+        .where(
+            CouponSession.code == code,
+            CouponSession.source == SOURCE,
+            scope,
+            Campaign.deleted_at.is_(None),
+        )
     ).first()
     return None if row is None else (row[0], row[1])
 
