@@ -367,3 +367,30 @@ def test_a_loyalty_card_in_a_members_directory_is_for_its_members(
     # A card in no directory, or in a public one, stays open to everyone.
     open_card = create_card(account, name="Open card")
     assert second_browser.get(f"/l/{open_card['code']}").status_code == 200
+
+
+def test_a_member_gets_no_new_coupon_of_a_campaign_that_opens_none(
+    account: Any, runtime: Runtime, browser: Browser
+) -> None:
+    """An inactive (or not yet started, or ended) campaign opens no session for a member either,
+    as on its own page; a member who already has one keeps it."""
+    held = make_campaign(runtime, account.id, "Held")
+    paused = make_campaign(runtime, account.id, "Paused")
+    directory = create_directory(
+        account, name="Members", access="login", campaigns=[f"cam_{held.id}", f"cam_{paused.id}"]
+    )
+    code = directory["code"]
+    assert browser.register(code, "member@example.com").status_code == 303
+    assert browser.get(f"/d/{code}/c/cam_{held.id}").status_code == 303
+    with runtime.db.transaction() as session:
+        for campaign_id in (held.id, paused.id):
+            row = session.get(Campaign, campaign_id)
+            assert row is not None
+            row.start_at = utcnow() + dt.timedelta(days=2)
+    assert browser.get(f"/d/{code}/c/cam_{held.id}").status_code == 303
+    refused = browser.get(f"/d/{code}/c/cam_{paused.id}")
+    assert refused.status_code == 410
+    assert "This campaign has not started yet." in refused.text
+    with runtime.db.read() as session:
+        made = session.scalars(select(CouponSession).where(CouponSession.campaign_id == paused.id)).all()
+    assert made == []

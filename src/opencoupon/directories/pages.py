@@ -20,6 +20,7 @@ from starlette.responses import Response
 from opencoupon import branding, web
 from opencoupon.accounts import service as accounts
 from opencoupon.coupons import gates
+from opencoupon.coupons import service as coupon_service
 from opencoupon.coupons.sessions import new_session, session_path
 from opencoupon.directories import repository, service, signin
 from opencoupon.errors import ApiError
@@ -359,13 +360,22 @@ def open_coupon(request: Request, code: str, campaign_ref: str) -> Response:
         if user is None:
             return RedirectResponse(f"/p/{campaign.code}", status_code=303)
         coupon = _member_session(session, campaign, user)
+        if coupon is None:
+            # No coupon of theirs yet, and the campaign opens none now (inactive, not started,
+            # ended), as on the coupon's own page.
+            problem = coupon_service.campaign_open_problem(campaign, utcnow()) or ""
+            if web.wants_json(request):
+                return JSONResponse({"error": problem}, status_code=410)
+            return render_error_page(request, 410, campaign.title or campaign.name, problem)
         target = session_path(campaign, coupon)
         if web.wants_json(request):
             return JSONResponse({"session": coupon.code, "url": runtime.url(target)})
         return RedirectResponse(target, status_code=303)
 
 
-def _member_session(session: Session, campaign: Campaign, user: DirectoryUser) -> CouponSession:
+def _member_session(session: Session, campaign: Campaign, user: DirectoryUser) -> CouponSession | None:
+    """The member's session of the campaign: the one they have, or a new one when the campaign
+    opens sessions now (None when it does not)."""
     device = f"reg_{user.id}"
     existing = session.scalar(
         select(CouponSession)
@@ -379,6 +389,8 @@ def _member_session(session: Session, campaign: Campaign, user: DirectoryUser) -
     )
     if existing is not None:
         return existing
+    if coupon_service.campaign_open_problem(campaign, utcnow()) is not None:
+        return None
     return new_session(
         session,
         campaign,
