@@ -12,7 +12,7 @@ import httpx2
 from sqlalchemy import func, select
 
 from conftest import LiveServer, TestAccount
-from coupons_fixtures import PIN, create_campaign, csrf_token, open_session, session_status
+from coupons_fixtures import PIN, bulk_sessions, create_campaign, csrf_token, open_session, session_status
 from helpers import assert_ok
 from opencoupon.accounts import service as accounts
 from opencoupon.config import Settings
@@ -181,3 +181,18 @@ def test_a_replaced_list_skips_the_codes_sessions_already_hold(
     assert replaced.status_code == 200, replaced.text
     later = [open_session(live_server, campaign["code"]) for _ in range(2)]
     assert [session_status(account, code)["own_validation_code"] for code in later] == ["Z-7", ""]
+
+
+def test_a_session_made_elsewhere_gets_its_code_when_first_opened(
+    account: TestAccount, live_server: LiveServer, runtime: Runtime
+) -> None:
+    """A single-use link (as a sent coupon, a directory member's or a loyalty reward's session)
+    is made without a code; its first visit hands it the list's next one, as a phone's open does."""
+    campaign = create_campaign(account, custom_codes=["L-1", "L-2"])
+    (link,) = bulk_sessions(runtime, campaign["id"], 1, source="single_use")
+    assert session_status(account, link)["own_validation_code"] == ""
+    with httpx2.Client(base_url=live_server.url) as phone:
+        assert phone.get(f"/p/{campaign['code']}/{link}").status_code == 200
+        assert phone.get(f"/p/{campaign['code']}/{link}").status_code == 200  # once only
+    web = open_session(live_server, campaign["code"])
+    assert [session_status(account, code)["own_validation_code"] for code in (link, web)] == ["L-1", "L-2"]

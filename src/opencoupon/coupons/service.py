@@ -475,7 +475,6 @@ def open_new(
 ) -> CouponSession:
     """A new web session of `campaign`, opened by this device."""
     row = new_session(session, campaign, source="web", device_id=device_id, now=now)
-    _assign_custom_code(session, campaign, row)
     mark_opened(session, runtime, campaign, row, now)
     return row
 
@@ -483,7 +482,9 @@ def open_new(
 def mark_opened(
     session: Session, runtime: Runtime, campaign: Campaign, row: CouponSession, now: dt.datetime
 ) -> bool:
-    """First open of a session (a web visit, or a single-use link's first visit)."""
+    """First open of a session (a web visit, or the first visit of a single-use link, a sent
+    coupon, a directory member's or a loyalty reward's session): it gets the campaign's next
+    custom validation code then, whichever way it was made."""
     if row.opened_at is not None or row.removed_at is not None:
         return False
     changed = _rowcount(
@@ -496,6 +497,7 @@ def mark_opened(
     if changed != 1:
         return False
     set_committed_value(row, "opened_at", now)
+    _assign_custom_code(session, campaign, row)
     # Campaign row before the day row, in every transition, so PostgreSQL never deadlocks.
     stats.add_counters(session, campaign.id, opens=1)
     stats.bump_day(session, campaign.id, now.date(), opens=1)
