@@ -103,6 +103,26 @@ def test_foreign_campaigns_and_sessions_answer_like_missing_ones(
     assert session_status(account, session)["validated"] == "0"
 
 
+def test_v4_campaign_list_filters_as_coupon_list(account: Acct) -> None:
+    category = create_category(account, "Drinks")["id"]
+    a = create_campaign(account, name="A", tags="summer,Coffee", folder="f1")
+    b = create_campaign(account, name="B", tags="winter", status="inactive", category=category)
+
+    def listed(**query: str) -> list[str]:
+        response = account.client.get("/v4/campaigns", params=query, headers=account.headers)
+        assert response.status_code == 200, response.text
+        return [c["id"] for c in response.json()]
+
+    assert listed() == [a["id"], b["id"]]
+    assert listed(tags="coffee,nothing") == [a["id"]]
+    assert listed(category=category) == [b["id"]]
+    assert listed(only_active="1") == [a["id"]]
+    assert listed(folder="f1") == [a["id"]]
+    assert listed(folder="nope") == []
+    unknown = account.client.get("/v4/campaigns", params={"category": "cat_999999"}, headers=account.headers)
+    assert unknown.status_code == 404
+
+
 def test_master_reaches_subaccount_campaigns(account: Acct, subaccount: Acct) -> None:
     sub_campaign = create_campaign(subaccount, name="Shop coupon")
     info = assert_ok(account.call("/v3/coupon/info", campaign=sub_campaign["id"]))

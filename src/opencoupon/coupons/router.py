@@ -54,10 +54,16 @@ def coupon_list(ctx: ApiContext, req: CouponList) -> dict[str, Any]:
     # leave out (all inactive with only_active, another category) is an empty list.
     if req.folder and not found and not repository.folder_exists(ctx.session, scope, req.folder):
         raise ApiError(515, "Folder not found.", http_status=404)
-    if req.tags:
-        wanted = {t.lower() for t in req.tags}
-        found = [c for c in found if wanted & {t.strip().lower() for t in c.tags.split(",") if t.strip()}]
+    found = _tagged(found, req.tags)
     return {"coupon_info": [views.coupon_info(ctx.session, ctx.runtime, c) for c in found]}
+
+
+def _tagged(found: list[Campaign], tags: list[str] | None) -> list[Campaign]:
+    """The campaigns with any of these tags (any letter case); all of them without tags."""
+    if not tags:
+        return found
+    wanted = {t.lower() for t in tags}
+    return [c for c in found if wanted & {t.strip().lower() for t in c.tags.split(",") if t.strip()}]
 
 
 @v3_endpoint(router, ["/v3/coupon/info"], CouponInfo, summary="Campaign info", read_only=True)
@@ -318,10 +324,17 @@ def create_campaign(ctx: ApiContext, req: CampaignCreate) -> dict[str, Any]:
 
 @v4_endpoint(router, "GET", "/v4/campaigns", CampaignListQuery, summary="List campaigns", read_only=True)
 def list_campaigns(ctx: ApiContext, req: CampaignListQuery) -> list[Any]:
+    """Your campaigns (and your subaccounts'), filtered as coupon/list filters them: `only_active`,
+    `folder`, `tags` (any of them), `category` (an unknown one answers 516); an unknown folder is
+    an empty list."""
     found = repository.campaigns(
-        ctx.session, ctx.scope(Campaign.account_id), only_active=bool(req.only_active), folder=req.folder
+        ctx.session,
+        ctx.scope(Campaign.account_id),
+        only_active=bool(req.only_active),
+        folder=req.folder or None,
+        category_id=service.category_id_of(ctx, req.category),
     )
-    return [views.campaign_v4(ctx.session, ctx.runtime, c) for c in found]
+    return [views.campaign_v4(ctx.session, ctx.runtime, c) for c in _tagged(found, req.tags)]
 
 
 @v4_endpoint(router, "GET", "/v4/campaigns/{id}", NoParams, summary="Get a campaign", read_only=True)

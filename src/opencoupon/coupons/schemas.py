@@ -172,3 +172,5 @@ class CampaignUpdate(CampaignFields):
 class CampaignListQuery(V3Request):
     only_active: bool | None = None
     folder: Str | None = None
+    tags: StrList | None = None
+    category: Str | None = None
