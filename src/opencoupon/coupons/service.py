@@ -490,7 +490,9 @@ def mark_opened(
     changed = _rowcount(
         session,
         update(CouponSession)
-        .where(CouponSession.id == row.id, CouponSession.opened_at.is_(None))
+        .where(
+            CouponSession.id == row.id, CouponSession.opened_at.is_(None), CouponSession.removed_at.is_(None)
+        )
         .values(opened_at=now, updated_at=now)
         .execution_options(synchronize_session=False),
     )
@@ -539,7 +541,10 @@ def claim(
     changed = _rowcount(
         session,
         update(CouponSession)
-        .where(CouponSession.id == row.id, CouponSession.claimed_at.is_(None))
+        # Not removed meanwhile either (a removal takes the claim out of the statistics).
+        .where(
+            CouponSession.id == row.id, CouponSession.claimed_at.is_(None), CouponSession.removed_at.is_(None)
+        )
         .values(**values)
         .execution_options(synchronize_session=False),
     )

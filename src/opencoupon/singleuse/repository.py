@@ -161,6 +161,9 @@ def link_by_code(
             scope,
             Campaign.deleted_at.is_(None),
         )
+        # Held until the removal commits (PostgreSQL): what it takes out of the statistics
+        # (opened, claimed) is then what the row holds, not what it held before a claim.
+        .with_for_update(of=CouponSession)
     ).first()
     return None if row is None else (row[0], row[1])
 
