@@ -219,3 +219,48 @@ def test_a_batch_and_single_validations_of_its_sessions_racing_each_validate_onc
     batched = sum(int(r.json()["amount_succeeded"]) for r in responses[:2] if r.status_code == 200)
     assert singles + batched == 24
     assert _counts(runtime, campaign["id"])["records"] == 24
+
+
+def test_claims_and_removals_racing_leave_the_statistics_equal_to_the_rows(
+    account: Acct, runtime: Runtime, live_server: LiveServer
+) -> None:
+    """Each of 12 single-use links is claimed and removed at the same moment: whichever wins, the
+    campaign's claim counter and its daily claims count exactly the claimed links still there."""
+    campaign = create_campaign(account)
+    links = bulk_sessions(runtime, campaign["id"], 12, source="single_use")
+
+    def call(path: str, body: dict[str, Any]) -> Callable[[], httpx2.Response]:
+        def run() -> httpx2.Response:
+            with httpx2.Client(base_url=live_server.url, timeout=60, headers=account.headers) as c:
+                return c.post(path, json=body)
+
+        return run
+
+    calls = []
+    for link in links:
+        calls.append(call("/v3/couponsession/update", {"couponsession": link, "claim": True}))
+        calls.append(call("/v3/singleuse/remove", {"single_use_code": link}))
+    responses = _race(calls)
+    assert all(r.status_code in (200, 409) for r in responses), [r.text for r in responses]
+    pk = int(campaign["id"].removeprefix("cam_"))
+    with runtime.db.read() as s:
+        kept_claims = s.scalar(
+            select(func.count())
+            .select_from(CouponSession)
+            .where(
+                CouponSession.campaign_id == pk,
+                CouponSession.claimed_at.is_not(None),
+                CouponSession.removed_at.is_(None),
+            )
+        )
+        counter = s.scalar(select(Campaign.claims_count).where(Campaign.id == pk))
+        daily = s.scalar(
+            select(func.coalesce(func.sum(DailyStat.claims), 0)).where(DailyStat.campaign_id == pk)
+        )
+        removed = s.scalar(
+            select(func.count())
+            .select_from(CouponSession)
+            .where(CouponSession.campaign_id == pk, CouponSession.removed_at.is_not(None))
+        )
+    assert removed == 12
+    assert (counter, daily) == (kept_claims, kept_claims) == (0, 0)
