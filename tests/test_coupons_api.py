@@ -802,3 +802,23 @@ def test_a_day_whose_only_open_was_undone_is_not_listed(
     assert_ok(account.call("/v3/singleuse/remove", single_use_code=link))
     assert stats_of()["per_day"] == []
     assert stats_of()["opens"] == "0"
+
+
+def test_claim_and_lock_in_one_call_claims_then_locks(account: Acct, runtime: Runtime) -> None:
+    """What re-opens a session comes first and what closes it last; a claimed session claimed
+    again changes nothing and succeeds, locked or not."""
+    campaign = create_campaign(account)
+    code, other = bulk_sessions(runtime, campaign["id"], 2)
+    done = assert_ok(account.call("/v3/couponsession/update", couponsession=code, claim=True, lock=True))
+    assert (done["data"]["status"]["claimed"], done["data"]["status"]["locked"]) == ("1", "1")
+    again = assert_ok(account.call("/v3/couponsession/update", couponsession=code, claim=True))
+    assert again["data"]["status"]["claim_date_utc"] == done["data"]["status"]["claim_date_utc"]
+    refused = account.call("/v3/couponsession/update", couponsession=code, validate=True)
+    assert_error(refused, 409, 308)
+    unlocked = assert_ok(
+        account.call("/v3/couponsession/update", couponsession=code, lock=False, validate=True)
+    )
+    assert unlocked["data"]["status"]["validated"] == "1"
+    # A flag set to false asks for nothing: alone, it is refused like no flag at all.
+    for flags in ({"claim": False}, {"validate": False}, {"claim": False, "validate": "0"}):
+        assert_error(account.call("/v3/couponsession/update", couponsession=other, **flags), 422, 200)

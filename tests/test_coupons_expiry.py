@@ -193,6 +193,33 @@ def test_a_link_made_before_the_campaign_starts_waits_for_the_start(
     assert_ok(account.call("/v3/couponsession/update", couponsession=link, validate=True))
 
 
+def test_a_link_looked_at_before_the_start_keeps_its_whole_window(
+    account: Acct, runtime: Runtime, live_server: LiveServer, clock_offset: Move
+) -> None:
+    """An after_open window starts at the first visit, but never before the campaign does."""
+    start = clock.utcnow() + dt.timedelta(days=3)
+    campaign = create_campaign(
+        account, start_date=f"{start:%Y-%m-%d %H:%M}", expiry_mode="after_open", expiry_minutes=60
+    )
+    (link,) = bulk_sessions(runtime, campaign["id"], 1, source="single_use")
+    with httpx2.Client(base_url=live_server.url) as phone:
+        assert phone.get(f"/p/{campaign['code']}/{link}").status_code == 200
+    _move_to(clock_offset, start + dt.timedelta(minutes=59))
+    assert session_status(account, link)["expired"] == "0"
+    assert_ok(account.call("/v3/couponsession/update", couponsession=link, validate=True))
+
+
+def test_a_date_without_leading_zeros_is_a_whole_day_too(account: Acct, runtime: Runtime) -> None:
+    _set_timezone(runtime, account, "Asia/Tokyo")
+    padded = create_campaign(account, end_date="2030-01-31")
+    bare = create_campaign(account, end_date="2030-1-31")
+    ends = [
+        assert_ok(account.call("/v3/coupon/info", campaign=c["id"]))["coupon_info"]["end_date"]
+        for c in (padded, bare)
+    ]
+    assert ends == ["2030-01-31 15:00:00", "2030-01-31 15:00:00"]  # midnight after 31 January in Tokyo
+
+
 def test_pages_show_the_last_valid_moment_in_the_account_time_zone(
     account: Acct, runtime: Runtime, live_server: LiveServer, clock_offset: Move
 ) -> None:

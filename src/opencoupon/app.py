@@ -151,9 +151,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         # a text longer than its column, a number beyond its range. The API refuses what it knows
         # while parsing; a page's form field or address reaches the database as typed. The
         # transaction rolled back.
+        answer = unstorable(exc)
+        if answer is None:
+            return await _unexpected(request, exc)
         if _wants_html(request):
             return await _not_understood(request)
-        return error_response(unstorable(exc))
+        return error_response(answer)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> Response:

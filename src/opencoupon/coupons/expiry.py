@@ -55,7 +55,9 @@ def session_expiry(campaign: Campaign, row: CouponSession, tz: ZoneInfo) -> dt.d
     elif campaign.expiry_mode == "after_open" and minutes and row.opened_at is not None:
         # A session opened on the web is opened when it is made; a single-use link or a sent
         # coupon only when its page is first visited: until then its window has not started.
-        limits.append(row.opened_at + dt.timedelta(minutes=minutes))
+        # Nor before the campaign starts (a link sent ahead and looked at early).
+        start = max(row.opened_at, campaign.start_at) if campaign.start_at else row.opened_at
+        limits.append(start + dt.timedelta(minutes=minutes))
     elif campaign.expiry_mode == "after_claim" and minutes and row.claimed_at is not None:
         limits.append(row.claimed_at + dt.timedelta(minutes=minutes))
     return min(limits) if limits else None

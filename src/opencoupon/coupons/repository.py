@@ -271,7 +271,9 @@ def lock_in_order(session: Session, session_ids: list[int], campaign_ids: list[i
     """Lock these sessions, then their campaigns, each in ID order (PostgreSQL; SQLite's write
     transactions run one at a time). A call that changes several sessions takes its locks before
     it changes any: otherwise, holding the campaign row after its first session, it would wait
-    for a session a single call holds while that call waits for the campaign row (a deadlock)."""
+    for a session a single call holds while that call waits for the campaign row (a deadlock).
+    FOR NO KEY UPDATE, the strength an UPDATE of these rows takes: rows that only refer to them
+    (a new validation, a new session) are not held up."""
     if session.get_bind().dialect.name != "postgresql":
         return
     if session_ids:
@@ -279,12 +281,12 @@ def lock_in_order(session: Session, session_ids: list[int], campaign_ids: list[i
             select(CouponSession.id)
             .where(CouponSession.id.in_(sorted(set(session_ids))))
             .order_by(CouponSession.id)
-            .with_for_update()
+            .with_for_update(key_share=True)
         )
     if campaign_ids:
         session.execute(
             select(Campaign.id)
             .where(Campaign.id.in_(sorted(set(campaign_ids))))
             .order_by(Campaign.id)
-            .with_for_update()
+            .with_for_update(key_share=True)
         )

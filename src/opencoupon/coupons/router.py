@@ -173,10 +173,12 @@ NO_ACTION = ApiError(200, "Missing parameter: claim, validate, void, lock, valid
 
 def _update_one(ctx: ApiContext, campaign: Campaign, row: CouponSession, req: SessionFlags) -> None:
     now = ctx.now
+    # What re-opens a session comes first, what closes it last: `lock=false, validate=true`
+    # unlocks and validates, `claim=true, lock=true` claims and then locks.
     if req.void is False:
         service.activate(ctx.session, row, now)
-    if req.lock is not None:
-        service.set_lock(ctx.session, row, req.lock, now)
+    if req.lock is False:
+        service.set_lock(ctx.session, row, False, now)
     if req.claim:
         service.claim(ctx.session, ctx.runtime, campaign, row, now, claimtype="api")
     if req.validate_:
@@ -192,6 +194,8 @@ def _update_one(ctx: ApiContext, campaign: Campaign, row: CouponSession, req: Se
         )
     elif req.value is not None or req.validation_value is not None:
         service.set_values(ctx.session, row, service.parse_money(req.validation_value), req.value, now)
+    if req.lock:
+        service.set_lock(ctx.session, row, True, now)
     if req.void:
         service.void(ctx.session, ctx.runtime, campaign, row, now)
 

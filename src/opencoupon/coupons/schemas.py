@@ -93,8 +93,8 @@ class SessionFlags(V3Request):
     def has_action(self) -> bool:
         """Whether the call asks for any change (an update that names none is refused: its
         parameters were probably misspelt, and answering OK would hide that nothing changed)."""
-        flags = (self.claim, self.validate_, self.void, self.lock, self.validation_value, self.value)
-        return any(flag is not None for flag in flags)
+        changes = (self.void, self.lock, self.validation_value, self.value)
+        return bool(self.claim or self.validate_) or any(change is not None for change in changes)
 
     claim: bool | None = None
     # `validate` is a method name on pydantic models, so the field takes it as its wire alias.

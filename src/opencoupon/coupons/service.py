@@ -129,7 +129,7 @@ def _campaign_bound(ctx: ApiContext, campaign: Campaign, name: str, raw: str | N
     if not raw:
         return None
     value = _parse_when(name, raw)
-    if len(raw.strip()) != len("yyyy-mm-dd"):
+    if " " in raw.strip():  # a date and a time
         return value
     tz = account_zone(ctx.session, campaign.account_id)
     if name == "end_date":
@@ -394,8 +394,9 @@ def refusal(campaign: Campaign, row: CouponSession, tz: ZoneInfo, now: dt.dateti
 
 
 def state(campaign: Campaign, row: CouponSession, tz: ZoneInfo, now: dt.datetime) -> str:
-    """One word for the page: removed, voided, locked, inactive, scheduled (the campaign starts
-    later: a single-use link made in advance waits for it), validated, expired, claimed, open."""
+    """One word for the page: removed, voided, locked, inactive, validated, scheduled (the
+    campaign starts later: a single-use link made in advance waits for it), expired, claimed,
+    open."""
     if row.removed_at is not None:
         return "removed"
     if row.link_status == "voided":
@@ -404,10 +405,10 @@ def state(campaign: Campaign, row: CouponSession, tz: ZoneInfo, now: dt.datetime
         return "locked"
     if campaign.status != "active" or campaign.deleted_at is not None:
         return "inactive"
-    if campaign.start_at is not None and now < campaign.start_at:
-        return "scheduled"
     if row.validation_count >= campaign.validations_per_session:
         return "validated"
+    if campaign.start_at is not None and now < campaign.start_at:
+        return "scheduled"
     if expiry.is_expired(campaign, row, tz, now):
         return "expired"
     if row.claimed_at is not None:
@@ -520,20 +521,20 @@ def claim(
     claimtype: str,
     details: dict[str, Any] | None = None,
 ) -> bool:
-    """Claim the session (once). False when it was claimed already. Refused (308) as a
-    validation is when the session cannot be used: removed, voided, locked, its campaign
-    inactive or not started yet, expired; and once it is validated (a coupon used at the
-    counter is not claimed afterwards)."""
+    """Claim the session (once). Refused (308) when it is removed, voided or expired; False
+    (nothing changes) when it was claimed already; refused too, as a validation is, when it is
+    locked, its campaign inactive or not started yet, and once it is validated (a coupon used at
+    the counter is not claimed afterwards)."""
     tz = account_zone(session, campaign.account_id)
     word = state(campaign, row, tz, now)
-    if word in ("removed", "voided", "locked", "inactive", "scheduled"):
+    if word in ("removed", "voided"):
         raise refused(_REFUSALS[word])
     if expiry.is_expired(campaign, row, tz, now):
         raise refused(_REFUSALS["expired"])
     if row.claimed_at is not None:
         return False
-    if word == "validated":
-        raise refused(_REFUSALS["validated"])
+    if word in ("locked", "inactive", "scheduled", "validated"):
+        raise refused(_REFUSALS[word])
     values: dict[str, Any] = {"claimed_at": now, "claimtype": claimtype, "updated_at": now}
     for key, value in (details or {}).items():
         if value not in (None, "", {}):

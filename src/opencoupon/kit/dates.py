@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from opencoupon.errors import bad_date, bad_value
 
 VENDOR_FORMAT = "%Y-%m-%d %H:%M:%S"
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 # The latest year a stored date may have: Python's dates end with 9999, and a limit shown in the
 # account's time zone, or a day added to it, must stay representable.
 LAST_YEAR = 9000
@@ -45,6 +47,8 @@ def parse_date(name: str, raw: str) -> dt.date:
 def parse_birthday(name: str, raw: str, today: dt.date) -> dt.date:
     """A birthday: `yyyy-MM-dd` (303 otherwise; not the week dates and other forms
     `date.fromisoformat` takes) from 1900 up to today, give or take a time zone (300)."""
+    if not _DAY.fullmatch(raw.strip()):
+        raise bad_date(name, "yyyy-MM-dd")
     day = parse_date(name, raw)
     if not dt.date(FIRST_YEAR, 1, 1) <= day <= today + dt.timedelta(days=1):
         raise bad_value(name, f"A birthday lies between {FIRST_YEAR} and today.")

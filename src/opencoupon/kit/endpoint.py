@@ -164,7 +164,7 @@ async def run_call(
         except ApiError as err:
             return error_response(err)
         except UNSTORABLE as exc:
-            return error_response(unstorable(exc))
+            return error_response(refused_value(exc))
         return answer.response()
     return await run_in_threadpool(
         _run_sync, request, runtime, payload, model, handler, envelope, status_code, read_only, prefetch
@@ -291,22 +291,40 @@ def _run_sync(
     except ApiError as err:
         return error_response(err)
     except UNSTORABLE as exc:
-        return error_response(unstorable(exc))
+        return error_response(refused_value(exc))
     return answer.response()
 
 
 # A value the database cannot store: a text longer than its column, a number beyond its range
 # (SQLite's driver raises OverflowError, PostgreSQL a DataError), text with NUL (PostgreSQL). The
 # request models bound what they know; this is the net under them: the call's transaction is
-# rolled back and it answers as any invalid value does, never a 500.
+# rolled back and it answers as any invalid value does, never a 500. Any other error of these
+# classes (date arithmetic on stored data, a bad cast in a query) is a bug: `unstorable` gives
+# None, and it stays a 500 with its traceback in the log.
 UNSTORABLE = (DataError, OverflowError)
+# PostgreSQL: string_data_right_truncation, numeric_value_out_of_range, character_not_in_repertoire,
+# untranslatable_character.
+_VALUE_STATES = {"22001", "22003", "22021", "22P05"}
 
 
-def unstorable(exc: Exception) -> ApiError:
-    log.warning("value not storable: %s", exc)
-    if "NUL" in str(getattr(exc, "orig", "")):
+def unstorable(exc: Exception) -> ApiError | None:
+    """The answer to a value the database refused to store, or None for any other error."""
+    orig = getattr(exc, "orig", None)
+    if "NUL" in str(orig):
         return ApiError(301, "Invalid character in a value.")
-    return ApiError(300, "Invalid value: a value is too long or too large.")
+    too_large_for_sqlite = isinstance(exc, OverflowError) and "SQLite INTEGER" in str(exc)
+    if too_large_for_sqlite or getattr(orig, "sqlstate", None) in _VALUE_STATES:
+        log.warning("value not storable: %s", exc)
+        return ApiError(300, "Invalid value: a value is too long or too large.")
+    return None
+
+
+def refused_value(exc: Exception) -> ApiError:
+    """`unstorable`'s answer; any other error goes on (a 500)."""
+    answer = unstorable(exc)
+    if answer is None:
+        raise exc
+    return answer
 
 
 _PATH_PARAM = re.compile(r"{([^}]+)}")

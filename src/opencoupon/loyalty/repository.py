@@ -144,8 +144,9 @@ def holder_in_scope(session: Session, scope: ColumnElement[bool], holder_id: int
 
 def lock_card(session: Session, card_id: int) -> None:
     """Hold the card's row until the transaction ends (PostgreSQL; SQLite's write transactions
-    are serial already), so two joins with one email cannot both pass the email check."""
-    session.execute(select(LoyaltyCard.id).where(LoyaltyCard.id == card_id).with_for_update())
+    are serial already), so two joins with one email cannot both pass the email check. FOR NO
+    KEY UPDATE: stamps and ledger rows of the card's holders, which only refer to it, go on."""
+    session.execute(select(LoyaltyCard.id).where(LoyaltyCard.id == card_id).with_for_update(key_share=True))
 
 
 def holder_by_email(session: Session, card_id: int, email: str) -> LoyaltyHolder | None:

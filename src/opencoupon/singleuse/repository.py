@@ -163,7 +163,7 @@ def link_by_code(
         )
         # Held until the removal commits (PostgreSQL): what it takes out of the statistics
         # (opened, claimed) is then what the row holds, not what it held before a claim.
-        .with_for_update(of=CouponSession)
+        .with_for_update(of=CouponSession, key_share=True)
     ).first()
     return None if row is None else (row[0], row[1])
 
