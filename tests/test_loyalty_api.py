@@ -395,6 +395,13 @@ def test_create_without_card_then_link(account: Acc, runtime: Runtime) -> None:
         account.call("/v3/loyaltyusers/link", loyaltycard=str(stamp["id"]), user="77777777"), 404, 512
     )
     assert_error(account.call("/v3/loyaltyusers/link", loyaltycard=str(stamp["id"]), user="ab!"), 422, 301)
+    # Digits beyond ASCII are no ID: "²" is no number at all, "٣" is not the user 3.
+    for odd in ("²", "٣", "1²"):
+        assert_error(account.call("/v3/loyaltyusers/link", loyaltycard=str(stamp["id"]), user=odd), 422, 301)
+        assert_error(update(account, stamp["id"], odd, stamps=1), 422, 301)
+        assert_error(
+            account.call("/v3/loyaltyusers/update", loyaltycard=odd, user=user["ID"], stamps=1), 422, 301
+        )
     assert_error(account.call("/v3/loyaltyusers/link", loyaltycard=str(stamp["id"])), 422, 200)
     assert event_count(runtime, account.id, "loyalty_user_created") == 3
 

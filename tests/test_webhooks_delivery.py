@@ -204,6 +204,20 @@ def test_429_honours_retry_after(account: TestAccount, runtime: Runtime, receive
     assert 115 <= waited <= 121, waited
 
 
+def test_a_retry_after_that_is_no_number_is_ignored(
+    account: TestAccount, runtime: Runtime, receiver: Receiver
+) -> None:
+    """ "²" passes str.isdigit but is no number: the 429 counts as a failure on the schedule."""
+    receiver.behaviour = lambda *_: Reply(status=429, headers={"Retry-After": "²"})
+    _endpoint(account, receiver.url)
+    event_id = emit(runtime, account.id)
+    drain(runtime)
+    receiver.wait_for(1)
+    message, job = _message(runtime, event_id)
+    assert (message.status, message.last_status_code, message.attempts) == ("pending", 429, 1)
+    assert job is not None
+
+
 def test_timeout_counts_as_failure_and_the_log_keeps_a_truncated_response(
     account: TestAccount, runtime: Runtime, receiver: Receiver
 ) -> None:

@@ -39,6 +39,7 @@ from opencoupon.dashboard.common import (
 )
 from opencoupon.dashboard.security import PageError, checked_form, require_login
 from opencoupon.errors import ApiError
+from opencoupon.kit import ids
 from opencoupon.kit.csvcell import csv_cell
 from opencoupon.kit.dates import fmt
 from opencoupon.kit.endpoint import ApiContext
@@ -104,7 +105,7 @@ def _owner_names(ctx: ApiContext) -> dict[int, str]:
 
 def _campaign(ctx: ApiContext, public_id: str) -> Campaign:
     # SSO links name the campaign by its number (accounts.sso.PAGE_PATHS).
-    if public_id.isdigit():
+    if ids.is_number(public_id):
         public_id = f"cam_{public_id}"
     try:
         return service.get_campaign(ctx, public_id)

@@ -16,6 +16,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from opencoupon.errors import ApiError
+from opencoupon.kit import ids
 
 _INDEXED_KEY = re.compile(r"^(?P<name>[^\[\]]+)\[(?P<index>[^\[\]]*)\]$")
 
@@ -67,7 +68,7 @@ class PayloadTooLarge(ApiError):
 async def read_payload(request: Request, max_bytes: int) -> dict[str, Any]:
     """Parse query string and body into one dict; body values win over the query string."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
+    if declared and ids.is_number(declared) and int(declared) > max_bytes:
         raise PayloadTooLarge(max_bytes)
     chunks: list[bytes] = []
     size = 0

@@ -36,6 +36,12 @@ def public_id(prefix: str, pk: int) -> str:
 _NUMERIC = re.compile(r"^[0-9]{1,18}$")
 
 
+def is_number(text: str) -> bool:
+    """ASCII digits only: `str.isdigit` also takes "²" (which int() refuses) and "٣" (which int()
+    reads as 3), so an ID typed with them was a 500 or another object."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_public_id(value: str, prefix: str, param: str, not_found_error: ApiError) -> int:
     """`cam_123` (or bare `123`) -> 123. Empty -> 200 (as if not sent: what the vendor's PHP makes
     of an empty field); malformed -> 301; a number too large to exist -> not found."""

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from opencoupon.db import raw
 from opencoupon.db.session import upsert_insert
+from opencoupon.kit import ids
 from opencoupon.kit.params import INT32_MAX
 from opencoupon.models import (
     Campaign,
@@ -198,7 +199,7 @@ def search_holders(session: Session, card_id: int, term: str) -> Sequence[Loyalt
         LoyaltyHolder.phone.like(like, escape="\\"),
         LoyaltyHolder.short_code == term.upper(),
     ]
-    if term.isdigit() and len(term) <= 18:
+    if ids.is_number(term) and len(term) <= 18:
         matches.append(LoyaltyHolder.id == int(term))
     return session.scalars(
         select(LoyaltyHolder)

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from opencoupon.errors import ApiError, bad_value
+from opencoupon.kit import ids
 from opencoupon.kit.dates import fmt
 from opencoupon.kit.endpoint import ApiContext, v3_endpoint, v4_endpoint
 from opencoupon.kit.params import NoParams
@@ -164,7 +165,7 @@ def loyaltyusers_link(ctx: ApiContext, req: UserLink) -> dict[str, Any]:
     """Put a user (from `loyaltyusers/create`, or a user of another card) on this card."""
     card = service.get_card(ctx.session, ctx.may_reach, req.loyaltycard)
     text = req.user.strip()
-    if not text.isdigit():
+    if not ids.is_number(text):
         raise ApiError(301, "Invalid character in parameter: user.")
     holder = repo.holder_in_scope(
         ctx.session, ctx.scope(LoyaltyHolder.account_id), int(text) if len(text) <= 18 else 0

@@ -102,7 +102,8 @@ def get_card_and_holder(
     """The card and its holder, in one query when both are plain numeric IDs; otherwise (or when
     that finds nothing) one by one, so every error keeps its own code."""
     card_text, user_text = raw_card.strip(), raw_user.strip()
-    if card_text.isdigit() and user_text.isdigit() and len(card_text) <= 18 and len(user_text) <= 18:
+    numeric = all(ids.is_number(text) and len(text) <= 18 for text in (card_text, user_text))
+    if numeric:
         found = repo.card_and_holder(session, int(card_text), int(user_text))
         if found is not None and may_reach(found[0].account_id):
             return found
@@ -114,7 +115,7 @@ def get_holder(session: Session, card: LoyaltyCard, raw: str, param: str = "user
     """A holder of `card` by its numeric ID or its 6-character code."""
     text = raw.strip()
     found: LoyaltyHolder | None
-    if text.isdigit():
+    if ids.is_number(text):
         number = int(text) if len(text) <= 18 else 0
         found = repo.holder(session, card.id, number) if number > 0 else None
         if found is None and SHORT_CODE.match(text):

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from opencoupon.config import Settings
+from opencoupon.kit import ids
 from opencoupon.webhooks import ssrf
 
 T = TypeVar("T")
@@ -51,7 +52,7 @@ def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     text = value.strip()
-    if text.isdigit():
+    if ids.is_number(text):
         return float(text)
     try:
         when = email.utils.parsedate_to_datetime(text)
