@@ -515,7 +515,9 @@ def test_stamp_card_rewards_at_the_threshold_exactly_once(account: Acc, runtime:
     assert len(grants_of(runtime, uid)) == 6
     assert all(g[2] is not None for g in grants_of(runtime, uid))
     assert event_count(runtime, account.id, "loyalty_reward_reached") == 6
-    assert event_count(runtime, account.id, "loyalty_points_changed") == 6
+    # One event per ledger row: six collects and spends, three completed cards.
+    assert len(ledger_of(runtime, uid)) == 9
+    assert event_count(runtime, account.id, "loyalty_points_changed") == 9
 
 
 def test_points_card_collects_and_spends(account: Acc, runtime: Runtime) -> None:
@@ -612,7 +614,13 @@ def test_events_carry_the_change(account: Acc, runtime: Runtime) -> None:
         "loyalty_user_created",
         "loyalty_points_changed",
         "loyalty_reward_reached",
+        "loyalty_points_changed",  # the card completed: -2, balance 0
     ]
+    assert (events[3][1]["amount"], events[3][1]["balance"], events[3][1]["reason"]) == (
+        "-2",
+        "0",
+        "completed",
+    )
     assert events[0][1]["user"]["ID"] == user["ID"]
     assert events[1][1] == {
         "loyaltycard": str(card["id"]),

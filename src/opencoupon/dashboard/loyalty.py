@@ -70,10 +70,14 @@ def cards_page(request: Request, account: Account = Depends(require_login)) -> R
 
 def _card_context(request: Request, account: Account, card_id: str) -> dict[str, Any]:
     page_no = page_number(request)
-    with api_context(request, account) as ctx:
+    # A write transaction: balances past their expiry are written off as they are shown, as
+    # every API read of a holder does.
+    with api_context(request, account, write=True) as ctx:
         card = _card(ctx, card_id)
         info = service.card_v4(ctx.session, ctx.runtime, card)
         total, rows = repository.holders_page(ctx.session, card.id, page=page_no, filters={})
+        for holder in rows:
+            service.apply_expiry(ctx.session, ctx.runtime, card, holder, ctx.now)
         holders = [service.holder_v4(ctx.runtime, card, h) for h in rows]
     return {
         "title": info["name"],
@@ -100,8 +104,9 @@ def _holder_context(
     values: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The holder's page; `values` fills the Adjust form in again as it was sent (after an error)."""
-    with api_context(request, account) as ctx:
+    with api_context(request, account, write=True) as ctx:
         card, holder = _card_and_holder(ctx, card_id, holder_id)
+        service.apply_expiry(ctx.session, ctx.runtime, card, holder, ctx.now)
         info = service.holder_v4(ctx.runtime, card, holder)
         ledger = [
             {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, TypeVar, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError
@@ -45,13 +46,25 @@ def _blank_is_none(value: Any) -> Any:
     return None if isinstance(value, str) and not value.strip() else value
 
 
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
+
+
+def _whole_number(value: Any) -> Any:
+    """A number as a person writes one: "12", "-3", 12 (not "1_0", "2.0", "²" or true, which
+    int() and pydantic's lax mode would take as 10, 2, an error or 1)."""
+    value = _blank_is_none(value)
+    if isinstance(value, bool) or (isinstance(value, str) and not _WHOLE_NUMBER.fullmatch(value.strip())):
+        raise ValueError("not a whole number")
+    return value
+
+
 StrList = Annotated[list[str], BeforeValidator(_split_list)]
 Str = Annotated[str, BeforeValidator(_one_value)]
 # The range of a database INTEGER column: a larger number (page=99999999999999999999) is refused
 # here with code 300 instead of overflowing the driver in the query (a 500).
 INT32_MAX = 2**31 - 1
 OptionalInt = Annotated[
-    Annotated[int, Field(ge=-INT32_MAX - 1, le=INT32_MAX)] | None, BeforeValidator(_blank_is_none)
+    Annotated[int, Field(ge=-INT32_MAX - 1, le=INT32_MAX)] | None, BeforeValidator(_whole_number)
 ]
 
 

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from opencoupon import branding, web
 from opencoupon.coupons import gates
 from opencoupon.errors import ApiError
-from opencoupon.kit import idempotency
+from opencoupon.kit import idempotency, ids
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.lockout import BACKSTOP_FACTOR, GuessLimit, Lockout
 from opencoupon.loyalty import repository as repo
@@ -314,10 +314,9 @@ def _collect(
 ) -> tuple[LoyaltyCard | None, _Outcome]:
     """Add stamps/points from a counter form, once per form (the nonce is the idempotency key)."""
     client = web.client_key(request)
-    try:
-        amount = int(amount_raw)
-    except ValueError:
-        amount = 0
+    # Digits only: int() also takes "1_0" (10) and " ٣" (3).
+    text = amount_raw.strip()
+    amount = int(text) if ids.is_number(text) and len(text) <= 9 else 0
     with runtime.db.transaction() as session:
         card = repo.card_by_code(session, code)
         if card is None:
@@ -433,7 +432,9 @@ def card_page(request: Request, code: str, token: str, added: int = 0) -> Respon
         added=max(0, min(added, MAX_FORM_AMOUNT)),
         error="",
     )
-    return web.with_csrf_cookie(render(request, "loyalty/card.html", ctx), request, cookie)
+    # The card page holds the staff PIN form: no frames, as on the staff pages.
+    response = deny_framing(render(request, "loyalty/card.html", ctx))
+    return web.with_csrf_cookie(response, request, cookie)
 
 
 @router.post("/l/{code}/{token}/collect")
@@ -476,6 +477,6 @@ def card_collect(
         )
         status = outcome.status if outcome.error else 409
         return web.with_csrf_cookie(
-            render(request, "loyalty/card.html", ctx, status_code=status), request, cookie
+            deny_framing(render(request, "loyalty/card.html", ctx, status_code=status)), request, cookie
         )
     return RedirectResponse(f"/l/{card.code}/{token}?added={result.get('added', 0)}", status_code=303)

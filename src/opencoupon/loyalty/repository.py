@@ -384,3 +384,14 @@ def holder_counts(session: Session, card_ids: list[int]) -> dict[int, int]:
         .group_by(LoyaltyHolder.card_id)
     ).all()
     return {int(r[0] or 0): int(r[1]) for r in rows}
+
+
+def link_unlinked(session: Session, holder_id: int, card_id: int, short_code: str, now: dt.datetime) -> bool:
+    """Put an unlinked holder on the card; False when it is on a card already (linked meanwhile)."""
+    done = session.execute(
+        update(LoyaltyHolder)
+        .where(LoyaltyHolder.id == holder_id, LoyaltyHolder.card_id.is_(None))
+        .values(card_id=card_id, short_code=short_code, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(done.rowcount == 1)  # type: ignore[attr-defined]

@@ -173,6 +173,7 @@ def loyaltyusers_link(ctx: ApiContext, req: UserLink) -> dict[str, Any]:
     if holder is None:
         raise service.USER_NOT_FOUND
     linked = service.link_holder(ctx.session, ctx.runtime, card, holder, ctx.now)
+    service.apply_expiry(ctx.session, ctx.runtime, card, linked, ctx.now)
     return {"user": service.holder_v3(ctx.runtime, card, linked)}
 
 
@@ -183,6 +184,8 @@ def loyaltyusers_search(ctx: ApiContext, req: UserSearch) -> dict[str, Any]:
     card = service.get_card(ctx.session, ctx.may_reach, req.loyaltycard)
     term = service.validate_search(req.search)
     found = repo.search_holders(ctx.session, card.id, term)
+    for holder in found:
+        service.apply_expiry(ctx.session, ctx.runtime, card, holder, ctx.now)
     return {
         "amount_of_results": str(len(found)),
         "users": [service.holder_v3(ctx.runtime, card, h) for h in found],

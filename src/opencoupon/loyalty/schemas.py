@@ -30,9 +30,9 @@ class UserUpdate(V3Request):
     user: Str
     # Signed amounts; the card's type decides what the amount counts (the vendor's one
     # "Amount of points/stamps" parameter), so `amount` is accepted as well.
-    points: int | None = None
-    stamps: int | None = None
-    amount: int | None = None
+    points: OptionalInt = None
+    stamps: OptionalInt = None
+    amount: OptionalInt = None
     voided: bool | None = None
 
 

@@ -252,6 +252,10 @@ def _join_fields(raw: list[str] | None) -> str | None:
     return ",".join(f for f in JOIN_FIELDS if f in raw)
 
 
+def _default_join_fields(given: str | None) -> str:
+    return "first_name,email" if given is None else given
+
+
 def _new_card_code(session: Session) -> str:
     for _ in range(MAX_CODE_ATTEMPTS):
         code = ids.random_code(ids.SHORT_CODE_LENGTH)
@@ -349,7 +353,8 @@ def create_card(
         reward_goal=goal,
         pin_digest=_pin_digest(runtime, req.pin or ""),
         expire_days=req.expire_days or None,
-        join_fields=_join_fields(req.join_fields) or "first_name,email",
+        # Not given: first name and email; given empty, as on update: the form requires nothing.
+        join_fields=_default_join_fields(_join_fields(req.join_fields)),
         created_at=now,
         updated_at=now,
     )
@@ -565,23 +570,28 @@ def link_holder(
         existing = repo.holder_by_email(session, card.id, holder.email)
         if existing is not None:
             return existing
-    if holder.card_id is None:
-        if holder.account_id != card.account_id:
-            raise USER_NOT_FOUND
+    if holder.card_id is None and holder.account_id == card.account_id:
         short = holder.short_code
         while repo.short_code_taken(session, card.id, short):
             short = ids.random_code(ids.SHORT_CODE_LENGTH, ids.UNAMBIGUOUS)
-        holder.card_id = card.id
-        holder.short_code = short
-        holder.updated_at = now
-        session.flush()
-        events.emit(
-            session,
-            card.account_id,
-            "loyalty_user_created",
-            {"loyaltycard": str(card.id), "user": holder_v3(runtime, card, holder)},
-        )
-        return holder
+        # Only while it is still unlinked: two links to two cards at once put it on one, and
+        # the other gets a copy, each answer saying where its holder is.
+        if repo.link_unlinked(session, holder.id, card.id, short, now):
+            set_committed_value(holder, "card_id", card.id)
+            set_committed_value(holder, "short_code", short)
+            set_committed_value(holder, "updated_at", now)
+            events.emit(
+                session,
+                card.account_id,
+                "loyalty_user_created",
+                {"loyaltycard": str(card.id), "user": holder_v3(runtime, card, holder)},
+            )
+            return holder
+        session.refresh(holder)
+        if holder.card_id == card.id:
+            return holder
+    # A holder of another card, or an unlinked one of a subaccount put on its master's card: a
+    # new holder on this card with the same details (the original stays where it is).
     copy = create_holder(
         session,
         runtime,
@@ -724,9 +734,10 @@ def change_balance(
         raise _not_allowed_reason(session, holder, unit, delta)
     balance, cycle = result
     goal = card.reward_goal if delta > 0 and card.type != "membership" else None
-    if goal and balance // goal > MAX_CYCLES_PER_CHANGE:
-        # Checked on the balance the UPDATE returned, so races cannot pass it; the caller's
-        # transaction (or savepoint) rolls the addition back.
+    if goal and balance // goal - (balance - delta) // goal > MAX_CYCLES_PER_CHANGE:
+        # The cards this addition completes, checked on the balance the UPDATE returned, so races
+        # cannot pass it; the caller's transaction (or savepoint) rolls the addition back. A
+        # balance already past a lowered goal is completed card by card over later additions.
         raise ApiError(
             309, f"Too many {unit} at once: one addition completes at most {MAX_CYCLES_PER_CHANGE} cards."
         )
@@ -768,6 +779,13 @@ def _reach_rewards(
     goal = card.reward_goal or 0
     rewards = repo.rewards(session, card.id)
     campaigns = repo.campaigns_by_id(session, {r.campaign_id for r in rewards if r.campaign_id})
+    # A reward whose coupon campaign was deleted has no coupon to give: it is not reached (and
+    # not used up), rather than reached with nothing.
+    rewards = [
+        r
+        for r in rewards
+        if not r.campaign_id or (r.campaign_id in campaigns and campaigns[r.campaign_id].deleted_at is None)
+    ]
     issued: list[RewardIssued] = []
     for _ in range(MAX_CYCLES_PER_CHANGE + 1):  # the last pass issues the new card's own rewards
         reached = min(balance, goal)
@@ -782,14 +800,17 @@ def _reach_rewards(
         after = repo.complete_cycle(session, holder.id, unit, goal, cycle)
         if after is None:
             break
-        repo.add_ledger(
+        # Its ledger row and event: a copy of the balance kept from the events stays right.
+        _record_balance_change(
             session,
+            card,
             holder,
-            unit=unit,
+            unit,
             delta=-goal,
-            balance_after=after,
+            balance=after,
             kind="completed",
             source=source,
+            reason="completed",
             now=now,
         )
         balance, cycle = after, cycle + 1
