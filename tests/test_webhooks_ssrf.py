@@ -49,6 +49,14 @@ R10_TABLE = [
     "https://[fd00:ec2::254]/hook",
     "https://[fe80::1]/hook",
     "https://[2002:7f00:1::]/hook",
+    # ::/8 (IETF reserved): IPv4-compatible addresses, IPv4-translated (::ffff:0:0:0/96).
+    "https://[::127.0.0.1]/hook",
+    "https://[::7f00:1]/hook",
+    "https://[::a9fe:a9fe]/hook",
+    "https://[::ffff:0:7f00:1]/hook",
+    "https://[::ffff:0:a9fe:a9fe]/hook",
+    "https://[3fff::1]/hook",  # documentation (RFC 9637)
+    "https://[5f00::1]/hook",  # SRv6 SIDs (RFC 9602)
     "https://[ff02::1]/hook",
     "https://224.0.0.1/hook",
     "https://240.0.0.1/hook",
@@ -122,6 +130,17 @@ def test_r10_table_refused_at_registration(strict: Runtime, account: TestAccount
     resp = account.client.post("/v4/webhooks", json={"url": url, "events": ["*"]}, headers=account.headers)
     body = assert_error(resp, 422, 300)
     assert "url" in body["status"]["errors"]["error_message_description"][0]
+
+
+@pytest.mark.parametrize("url", ["https://" + "a" * 64 + ".example.com/hook", "https://a..b.com/x"])
+def test_a_host_name_no_resolver_can_encode_does_not_resolve(
+    strict: Runtime, account: TestAccount, url: str
+) -> None:
+    """An empty label or one over 63 characters: the idna codec raises UnicodeError (no DNS query
+    is made); it answered 500."""
+    resp = account.client.post("/v4/webhooks", json={"url": url, "events": ["*"]}, headers=account.headers)
+    body = assert_error(resp, 422, 300)
+    assert "does not resolve" in body["status"]["errors"]["error_message_description"][0]
 
 
 def test_public_targets_are_accepted(strict: Runtime, account: TestAccount) -> None:
@@ -215,5 +234,9 @@ def test_address_rules() -> None:
         "::ffff:8.8.8.8",
         "2002:808:808::1",
         "fc00::1",
+        "::808:808",
+        "::ffff:0:808:808",
+        "3fff:fff::1",
+        "5f00:1::1",
     ):
         assert not ssrf.address_allowed(ipaddress.ip_address(text)), text

@@ -39,7 +39,9 @@ _BLOCKED_NETWORKS = [
         "203.0.113.0/24",
         "224.0.0.0/4",
         "240.0.0.0/4",
-        "::/127",
+        # IETF reserved: loopback and unspecified, IPv4-compatible (::127.0.0.1, ::a9fe:a9fe),
+        # IPv4-mapped (::ffff:0:0/96) and IPv4-translated (::ffff:0:0:0/96) addresses.
+        "::/8",
         "::ffff:0:0/96",
         "64:ff9b::/96",
         "64:ff9b:1::/48",
@@ -47,6 +49,8 @@ _BLOCKED_NETWORKS = [
         "2001::/23",
         "2001:db8::/32",
         "2002::/16",
+        "3fff::/20",  # documentation (RFC 9637)
+        "5f00::/16",  # SRv6 SIDs (RFC 9602), not routed on the internet
         "fc00::/7",
         "fe80::/10",
         "fec0::/10",
@@ -77,7 +81,13 @@ def set_lookup(lookup: Lookup | None) -> None:
 
 
 def lookup(host: str, port: int) -> list[str]:
-    return _lookup(host, port)
+    """The addresses `host` resolves to. A name the resolver cannot even encode (an empty label,
+    a label over 63 characters: the idna codec raises UnicodeError) does not resolve: OSError,
+    like any other unresolvable name."""
+    try:
+        return _lookup(host, port)
+    except UnicodeError as exc:
+        raise socket.gaierror(socket.EAI_NONAME, f"invalid host name ({exc})") from exc
 
 
 def address_allowed(address: IPAddress) -> bool:
