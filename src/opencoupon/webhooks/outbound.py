@@ -47,6 +47,18 @@ class Response:
         return 200 <= self.status < 300
 
 
+def storable(text: str) -> str:
+    """`text` as every database can keep it: PostgreSQL text holds no NUL character (and no
+    lone surrogates, which UTF-8 cannot encode)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", errors="replace").decode("utf-8")
+    return text
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
     if not value:
@@ -70,16 +82,22 @@ class Outbound:
         )
         self._thread.start()
         self._session: aiohttp.ClientSession | None = None
+        self._slots: asyncio.Semaphore | None = None
         self._session_lock = asyncio.Lock()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    async def _client(self) -> aiohttp.ClientSession:
+    async def _client(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
         async with self._session_lock:
-            if self._session is None:
+            if self._session is None or self._slots is None:
+                limit = max(1, self.settings.webhook_concurrency)
+                # A request waits here for its turn, before its timeout starts: the connector
+                # (same limit) then always has a connection free, so waiting for the pool is never
+                # counted against the receiver.
+                self._slots = asyncio.Semaphore(limit)
                 connector = aiohttp.TCPConnector(
-                    limit=max(1, self.settings.webhook_concurrency),
+                    limit=limit,
                     resolver=ssrf.GuardedResolver(lambda: self.settings.allow_private_webhooks),
                     use_dns_cache=False,
                     keepalive_timeout=15,
@@ -89,11 +107,27 @@ class Outbound:
                     auto_decompress=False,
                     skip_auto_headers=("User-Agent",),
                 )
-            return self._session
+            return self._session, self._slots
 
-    async def _send(self, client: aiohttp.ClientSession, request: Request) -> Response:
-        started = time.perf_counter()
+    async def _send(
+        self, client: aiohttp.ClientSession, slots: asyncio.Semaphore, request: Request
+    ) -> Response:
+        """One request's answer. Whatever goes wrong with it is its own failed attempt (status 0
+        and the error), never an exception that would take the other requests of the batch with
+        it."""
+        async with slots:
+            started = time.perf_counter()
+            try:
+                response = await self._post(client, request, started)
+            except Exception as exc:  # any failure of this request is its attempt's error
+                response = Response(
+                    0, "", f"{type(exc).__name__}: {exc}"[:500], int((time.perf_counter() - started) * 1000)
+                )
+        response.body = storable(response.body)
+        response.error = storable(response.error)
+        return response
 
+    async def _post(self, client: aiohttp.ClientSession, request: Request, started: float) -> Response:
         def done(status: int, body: str, error: str, retry_after: float | None = None) -> Response:
             return Response(status, body, error, int((time.perf_counter() - started) * 1000), retry_after)
 
@@ -102,6 +136,9 @@ class Outbound:
             ssrf.split(request.url, allow_private=self.settings.allow_private_webhooks)
         except ssrf.UnsafeTarget as exc:
             return done(0, "", f"refused: {exc}")
+        # Counted from here, with a connection sure to be free (see _client): the documented
+        # limit is the receiver's time (name lookup, connecting, answering), never the wait for
+        # this worker's own pool.
         timeout = aiohttp.ClientTimeout(total=self.settings.webhook_timeout_seconds)
         try:
             async with client.post(
@@ -128,8 +165,8 @@ class Outbound:
             return done(0, "", f"{type(exc).__name__}: {exc}"[:500])
 
     async def _send_all(self, requests: Sequence[Request]) -> list[Response]:
-        client = await self._client()
-        return list(await asyncio.gather(*(self._send(client, r) for r in requests)))
+        client, slots = await self._client()
+        return list(await asyncio.gather(*(self._send(client, slots, r) for r in requests)))
 
     def send_all(self, requests: Sequence[Request]) -> list[Response]:
         """POST every request concurrently (bounded by the pool size); answers in order."""
@@ -146,6 +183,8 @@ class Outbound:
         self.run(_close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self._loop.close()  # its self-pipe sockets with it
 
 
 _instances: dict[int, Outbound] = {}

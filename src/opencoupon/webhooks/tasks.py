@@ -30,7 +30,7 @@ from opencoupon.models import (
 )
 from opencoupon.runtime import Runtime
 from opencoupon.webhooks import repository, service, signing
-from opencoupon.webhooks.outbound import Request, Response, outbound_for
+from opencoupon.webhooks.outbound import Request, Response, outbound_for, storable
 from opencoupon.worker.queue import enqueue_many
 from opencoupon.worker.registry import BatchItems, BatchOutcomes, Retry, batch_task, worker_name
 from opencoupon.worker.runner import finish_first_attempts
@@ -220,7 +220,7 @@ def deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
             .where(WebhookMessage.id.in_(list(message_ids)))
         ).all()
     planned: list[_Planned] = []
-    requests: list[Request] = []
+    requests: list[Request | Response] = []
     abandoned: list[tuple[int, int, str]] = []  # (message_id, attempts, reason)
     timestamp = unix(now)
     for message, endpoint, body, public_id in rows:
@@ -235,11 +235,18 @@ def deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
                 job_id, message.id, message.attempts, message.round_attempts, endpoint.id, message.event_id
             )
         )
-        secrets_ = _secrets(runtime.keyring, endpoint, now)
-        requests.append(
-            Request(endpoint.url, body.encode(), signing.headers(secrets_, public_id, timestamp, body))
-        )
-    responses = outbound_for(settings).send_all(requests)
+        try:
+            secrets_ = _secrets(runtime.keyring, endpoint, now)
+            requests.append(
+                Request(endpoint.url, body.encode(), signing.headers(secrets_, public_id, timestamp, body))
+            )
+        except Exception as exc:
+            # This message alone cannot be sent (say, a secret that no longer decrypts): its attempt
+            # fails, the batch goes on.
+            log.exception("webhook message %s could not be prepared", message.id)
+            requests.append(Response(0, "", storable(f"not sent: {type(exc).__name__}: {exc}")[:500], 0))
+    sent = iter(outbound_for(settings).send_all([r for r in requests if isinstance(r, Request)]))
+    responses = [next(sent) if isinstance(r, Request) else r for r in requests]
     done_at = utcnow()
     worker = worker_name()
     successes: set[int] = set()
