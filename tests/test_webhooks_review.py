@@ -8,17 +8,25 @@ a new one, and a delivery job that gives up leaves its message failed, not pendi
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
 
 from helpers import assert_ok
-from opencoupon.models import Event, WebhookMessage
+from opencoupon.accounts import service as accounts
+from opencoupon.config import Settings
+from opencoupon.db.engine import normalize_url
+from opencoupon.db.migrate import upgrade
+from opencoupon.db.session import Database
+from opencoupon.models import Event, WebhookEndpoint, WebhookMessage
 from opencoupon.runtime import Runtime
-from opencoupon.webhooks import outbound
+from opencoupon.webhooks import outbound, repository, tasks
 from webhooks_fixtures import Receiver, Reply, drain, emit, receiver  # noqa: F401
 
 if TYPE_CHECKING:
@@ -107,6 +115,158 @@ def test_one_poisoned_request_does_not_fail_the_others_of_its_batch(
             assert _message(runtime, poisoned_event).attempts == len(poisoned_log)
     finally:
         evil.stop()
+
+
+# ---- 3. one account_field endpoint per account, even under concurrent fan-outs -------------------
+
+
+def test_concurrent_fan_outs_make_one_field_endpoint(
+    runtime: Runtime,
+    account: TestAccount,
+    subaccount: TestAccount,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two fan-outs of the same subaccount at once both find no field endpoint. On PostgreSQL
+    both inserted one: every later event went out twice, with two secrets. Now the second insert
+    does nothing and reads the first one's row."""
+    assert_ok(
+        account.call(
+            "/v3/subaccount/update",
+            subaccount=f"sub_{subaccount.id}",
+            webhook_endpoint=receiver.url + "/field",
+        )
+    )
+    first = [emit(runtime, subaccount.id, "coupon_claimed") for _ in range(2)]
+    with runtime.db.read() as session:
+        event_ids = [session.scalar(select(Event.id).where(Event.public_id == e)) for e in first]
+    looked = threading.Barrier(2, timeout=5)
+    original = repository.field_endpoint
+
+    def slow(session: Any, account_id: int) -> WebhookEndpoint | None:
+        found = original(session, account_id)
+        if found is None:
+            try:
+                looked.wait()  # both have looked (PostgreSQL); SQLite lets one writer at a time
+            except threading.BrokenBarrierError:
+                pass
+            time.sleep(0.3)
+        return found
+
+    monkeypatch.setattr(repository, "field_endpoint", slow)
+    errors: list[BaseException] = []
+
+    def fan_out(i: int) -> None:
+        try:
+            tasks.dispatch(runtime, [(10**9 + i, {"event_id": event_ids[i]})])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fan_out, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    monkeypatch.setattr(repository, "field_endpoint", original)
+    assert errors == []
+    fields = [e for e in _listed(subaccount) if e["source"] == "account_field"]
+    assert len(fields) == 1
+    later = emit(runtime, subaccount.id, "coupon_claimed")
+    drain(runtime)
+    time.sleep(0.2)
+    got = [r.event_id for r in receiver.requests()]
+    assert sorted(got) == sorted([*first, later])  # each once: one endpoint, one message each
+
+
+@pytest.fixture
+def scratch_url(settings: Settings, tmp_path: Path) -> Iterator[str]:
+    """A new, empty database of the suite's kind."""
+    if not settings.database_url.startswith("postgres"):
+        yield f"sqlite:///{tmp_path / 'scratch.db'}"
+        return
+    name = f"oc_hooks_{time.time_ns()}"
+    admin = create_engine(normalize_url(settings.database_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield make_url(settings.database_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+def test_migration_0013_merges_duplicate_field_endpoints_into_the_oldest(
+    scratch_url: str, runtime: Runtime
+) -> None:
+    """Duplicates made before the index: the oldest endpoint of each account stays; the others'
+    messages move to it (with their log) unless it has the same event already; then the index
+    holds."""
+    upgrade(scratch_url, "0012")
+    database = Database(scratch_url)
+    try:
+        with database.transaction() as session:
+            account, _ = accounts.create_account(
+                session, runtime.keyring, email="dup@example.com", password=None
+            )
+            account_id = account.id
+        with database.engine.begin() as conn:
+
+            def one(sql: str, **params: Any) -> int:
+                return int(
+                    conn.execute(text(sql + " RETURNING id"), {"a": account_id, **params}).scalar_one()
+                )
+
+            endpoint = (
+                "INSERT INTO webhook_endpoints (account_id, url, description, events, source, enabled, "
+                "disabled_reason, secret_encrypted, created_at, updated_at) "
+                "VALUES (:a, 'http://x/', '', '*', :source, true, '', 'x', '2030-01-01', '2030-01-01')"
+            )
+            keep = one(endpoint, source="account_field")
+            dup = one(endpoint, source="account_field")
+            api = one(endpoint, source="api")
+            events = [
+                one(
+                    "INSERT INTO events (public_id, account_id, type, campaign, session, data, created_at) "
+                    "VALUES (:p, :a, 'coupon_claimed', '', '', '{}', '2030-01-01')",
+                    p=f"evt_{i:020d}",
+                )
+                for i in range(3)
+            ]
+            message = (
+                "INSERT INTO webhook_messages (account_id, endpoint_id, event_id, status, attempts, "
+                "round_attempts, last_error, created_at, updated_at) "
+                "VALUES (:a, :ep, :ev, 'succeeded', 1, 1, '', '2030-01-01', '2030-01-01')"
+            )
+            attempt = (
+                "INSERT INTO webhook_attempts (message_id, endpoint_id, event_id, attempt, status_code, "
+                "success, error, duration_ms, response_body, worker, created_at) "
+                "VALUES (:m, :ep, :ev, 1, 204, true, '', 1, '', '', '2030-01-01')"
+            )
+            for endpoint_id, event_id in (
+                (keep, events[0]),
+                (dup, events[0]),
+                (dup, events[1]),
+                (api, events[2]),
+            ):
+                m = one(message, ep=endpoint_id, ev=event_id)
+                one(attempt, m=m, ep=endpoint_id, ev=event_id)
+        upgrade(scratch_url)
+        with database.engine.connect() as conn:
+            endpoints = conn.execute(text("SELECT id FROM webhook_endpoints ORDER BY id")).scalars().all()
+            messages = conn.execute(
+                text("SELECT endpoint_id, event_id FROM webhook_messages ORDER BY event_id")
+            ).all()
+            attempts = conn.execute(
+                text("SELECT endpoint_id, event_id FROM webhook_attempts ORDER BY event_id")
+            ).all()
+        assert endpoints == [keep, api]
+        assert [tuple(m) for m in messages] == [(keep, events[0]), (keep, events[1]), (api, events[2])]
+        assert [tuple(a) for a in attempts] == [(keep, events[0]), (keep, events[1]), (api, events[2])]
+        with pytest.raises(Exception, match=r"(?i)unique"), database.engine.begin() as conn:
+            conn.execute(text(endpoint.replace(":source", "'account_field'")), {"a": account_id})
+    finally:
+        database.dispose()
 
 
 # ---- 4. waiting for a connection of the pool is not the receiver's time ---------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from opencoupon.db.base import Base
@@ -13,7 +13,17 @@ from opencoupon.db.base import Base
 
 class WebhookEndpoint(Base):
     __tablename__ = "webhook_endpoints"
-    __table_args__ = (Index("ix_webhook_endpoints_account", "account_id", "enabled"),)
+    __table_args__ = (
+        Index("ix_webhook_endpoints_account", "account_id", "enabled"),
+        # One endpoint mirroring the account's webhook_endpoint field (migration 0013).
+        Index(
+            "uq_webhook_endpoints_account_field",
+            "account_id",
+            unique=True,
+            sqlite_where=text("source = 'account_field'"),
+            postgresql_where=text("source = 'account_field'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))

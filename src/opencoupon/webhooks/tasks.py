@@ -16,8 +16,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, text, update
 
+from opencoupon.db.session import upsert_insert
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.crypto import Keyring
 from opencoupon.models import (
@@ -40,6 +41,8 @@ log = logging.getLogger("opencoupon.webhooks")
 DISABLE_AFTER = dt.timedelta(days=5)
 MAX_RETRY_AFTER = dt.timedelta(hours=24)
 _EPOCH = dt.datetime(1970, 1, 1)
+# The partial unique index of migration 0013: one account_field endpoint per account.
+FIELD_SOURCE = text("source = 'account_field'")
 
 
 def unix(now: dt.datetime) -> int:
@@ -50,23 +53,32 @@ def unix(now: dt.datetime) -> int:
 
 
 def _field_endpoint(session: Any, keyring: Keyring, account: Account, now: dt.datetime) -> WebhookEndpoint:
-    """The endpoint mirroring the vendor's `webhook_endpoint` field of an account."""
+    """The endpoint mirroring the vendor's `webhook_endpoint` field of an account.
+
+    One per account, by a partial unique index (migration 0013): two fan-outs of the same account
+    at the same moment both find none and both insert; the second insert does nothing (on
+    PostgreSQL it waits for the first to commit) and reads the row the first made."""
     found = repository.field_endpoint(session, account.id)
     if found is None:
-        found = WebhookEndpoint(
-            account_id=account.id,
-            url=account.webhook_endpoint,
-            description="webhook_endpoint field",
-            events="*",
-            source="account_field",
-            enabled=True,
-            disabled_reason="",
-            secret_encrypted=keyring.encrypt(signing.new_secret()),
-            created_at=now,
-            updated_at=now,
+        table = cast(Table, WebhookEndpoint.__table__)
+        session.execute(
+            upsert_insert(session, table)
+            .values(
+                account_id=account.id,
+                url=account.webhook_endpoint,
+                description="webhook_endpoint field",
+                events="*",
+                source="account_field",
+                enabled=True,
+                disabled_reason="",
+                secret_encrypted=keyring.encrypt(signing.new_secret()),
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["account_id"], index_where=FIELD_SOURCE)
         )
-        session.add(found)
-        session.flush()
+        found = repository.field_endpoint(session, account.id)
+        assert found is not None
     elif found.url != account.webhook_endpoint:
         found.url = account.webhook_endpoint
         found.updated_at = now
