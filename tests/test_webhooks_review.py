@@ -8,6 +8,7 @@ a new one, and a delivery job that gives up leaves its message failed, not pendi
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -309,3 +310,52 @@ def test_waiting_for_a_free_connection_is_no_timeout(
     last = _log(account, str(created["id"]))[0]
     assert last["status_code"] == 0
     assert "timeout" in last["error"]
+
+
+# ---- 6. an endpoint disabled automatically tells its owner -----------------------------------------
+
+
+def test_an_endpoint_disabled_automatically_sends_a_notification_to_the_others(
+    runtime: Runtime,
+    account: TestAccount,
+    receiver: Receiver,
+    clock_offset: Callable[[dt.timedelta], None],
+) -> None:
+    gone = Receiver().start()
+    try:
+        gone.behaviour = lambda *_: Reply(status=410)
+        dying = _endpoint(account, gone.url + "/gone")
+        failing = _endpoint(account, gone.url + "/failing", ["coupon_validated"])
+        gone.behaviour = lambda path, *_: Reply(status=410 if path == "/gone" else 503)
+        watcher = _endpoint(account, receiver.url + "/watch", ["webhook_endpoint_disabled"])
+        emit(runtime, account.id, "coupon_claimed")
+        drain(runtime)
+        notice = receiver.wait_for(1)[0]
+        body = json.loads(notice.body)
+        assert body["type"] == "webhook_endpoint_disabled"
+        assert body["data"]["endpoint"] == dying["id"]
+        assert body["data"]["url"] == gone.url + "/gone"
+        assert "410" in body["data"]["reason"]
+        assert body["data"]["disabled_at"]
+        assert [r.path for r in gone.requests()] == ["/gone"]  # the disabled one gets nothing more
+        info = account.client.get(f"/v4/webhooks/{dying['id']}", headers=account.headers).json()
+        assert info["enabled"] is False
+        assert info["disabled_at"] == body["data"]["disabled_at"]
+
+        # Five days of failures: the same notice.
+        emit(runtime, account.id, "coupon_validated")
+        drain(runtime)
+        clock_offset(dt.timedelta(days=5, minutes=1))
+        emit(runtime, account.id, "coupon_validated")
+        drain(runtime)
+        notices = [json.loads(r.body) for r in receiver.wait_for(2)]
+        assert notices[1]["data"]["endpoint"] == failing["id"]
+        assert "5 days" in notices[1]["data"]["reason"]
+        assert (
+            assert_ok(account.call("/v3/webhook/verification", webhook=notices[1]["id"]))["result"] == "valid"
+        )
+        time.sleep(0.2)
+        assert len(receiver.requests()) == 2
+        assert watcher["enabled"] is True
+    finally:
+        gone.stop()

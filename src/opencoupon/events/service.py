@@ -27,6 +27,8 @@ EVENT_TYPES = (
     "subaccount_created",
     # Records of a person were erased (privacy/): their IDs, so receivers forget their copies.
     "privacy_erased",
+    # A webhook endpoint was disabled automatically (410 Gone, or 5 days of failures); webhooks/.
+    "webhook_endpoint_disabled",
 )
 
 

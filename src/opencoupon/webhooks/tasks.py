@@ -19,8 +19,10 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, func, insert, select, text, update
 
 from opencoupon.db.session import upsert_insert
+from opencoupon.events import service as events
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.crypto import Keyring
+from opencoupon.kit.dates import fmt
 from opencoupon.models import (
     Account,
     Event,
@@ -41,6 +43,8 @@ log = logging.getLogger("opencoupon.webhooks")
 DISABLE_AFTER = dt.timedelta(days=5)
 MAX_RETRY_AFTER = dt.timedelta(hours=24)
 _EPOCH = dt.datetime(1970, 1, 1)
+AUTO_DISABLED = "Disabled automatically"
+ENDPOINT_DISABLED = "webhook_endpoint_disabled"
 # The partial unique index of migration 0013: one account_field endpoint per account.
 FIELD_SOURCE = text("source = 'account_field'")
 
@@ -362,45 +366,64 @@ def _endpoint_health(
     session: Any, successes: set[int], failures: set[int], gone: set[int], now: dt.datetime
 ) -> None:
     """Success clears the failure clock; failures start it; five days of failures, or a 410,
-    disable the endpoint with the reason stated."""
+    disable the endpoint with the reason stated, and tell its owner with a
+    `webhook_endpoint_disabled` event in the same transaction (delivered to the account's other
+    enabled endpoints: the disabled one gets nothing more)."""
+    endpoints = cast(Table, WebhookEndpoint.__table__)
     if successes:
         session.execute(
-            update(WebhookEndpoint)
-            .where(WebhookEndpoint.id.in_(successes))
+            update(endpoints)
+            .where(endpoints.c.id.in_(successes))
             .values(failing_since=None, last_success_at=now)
         )
+    disabled: list[Any] = []
+    returned = (endpoints.c.id, endpoints.c.account_id, endpoints.c.url, endpoints.c.disabled_reason)
     failing_only = failures - successes
     if failing_only:
         session.execute(
-            update(WebhookEndpoint)
-            .where(WebhookEndpoint.id.in_(failing_only), WebhookEndpoint.failing_since.is_(None))
+            update(endpoints)
+            .where(endpoints.c.id.in_(failing_only), endpoints.c.failing_since.is_(None))
             .values(failing_since=now)
         )
-        session.execute(
-            update(WebhookEndpoint)
+        disabled += session.execute(
+            update(endpoints)
             .where(
-                WebhookEndpoint.id.in_(failing_only),
-                WebhookEndpoint.enabled.is_(True),
-                WebhookEndpoint.failing_since <= now - DISABLE_AFTER,
+                endpoints.c.id.in_(failing_only),
+                endpoints.c.enabled.is_(True),
+                endpoints.c.failing_since <= now - DISABLE_AFTER,
             )
             .values(
                 enabled=False,
                 disabled_at=now,
                 updated_at=now,
                 disabled_reason=(
-                    "Disabled automatically: every delivery failed for 5 days. Fix the receiver, "
+                    f"{AUTO_DISABLED}: every delivery failed for 5 days. Fix the receiver, "
                     "then enable the endpoint and replay what it missed."
                 ),
             )
-        )
+            .returning(*returned)
+        ).all()
     if gone:
-        session.execute(
-            update(WebhookEndpoint)
-            .where(WebhookEndpoint.id.in_(gone), WebhookEndpoint.enabled.is_(True))
+        disabled += session.execute(
+            update(endpoints)
+            .where(endpoints.c.id.in_(gone), endpoints.c.enabled.is_(True))
             .values(
                 enabled=False,
                 disabled_at=now,
                 updated_at=now,
-                disabled_reason="Disabled automatically: the endpoint answered 410 Gone.",
+                disabled_reason=f"{AUTO_DISABLED}: the endpoint answered 410 Gone.",
             )
+            .returning(*returned)
+        ).all()
+    for endpoint_id, account_id, url, reason in sorted(disabled):
+        events.emit(
+            session,
+            account_id,
+            ENDPOINT_DISABLED,
+            {
+                "endpoint": f"{service.PREFIX}{endpoint_id}",
+                "url": url,
+                "reason": reason,
+                "disabled_at": fmt(now),
+            },
         )
