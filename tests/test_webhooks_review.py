@@ -359,3 +359,38 @@ def test_an_endpoint_disabled_automatically_sends_a_notification_to_the_others(
         assert watcher["enabled"] is True
     finally:
         gone.stop()
+
+
+# ---- 7. smaller ones ------------------------------------------------------------------------------
+
+
+def test_a_field_endpoint_disabled_for_its_old_url_starts_afresh_at_a_new_one(
+    runtime: Runtime, account: TestAccount, subaccount: TestAccount, receiver: Receiver
+) -> None:
+    receiver.behaviour = lambda path, *_: Reply(status=410 if path == "/old" else 204)
+    sub = f"sub_{subaccount.id}"
+    assert_ok(account.call("/v3/subaccount/update", subaccount=sub, webhook_endpoint=receiver.url + "/old"))
+    emit(runtime, subaccount.id, "coupon_claimed")
+    drain(runtime)
+    field = next(e for e in _listed(subaccount) if e["source"] == "account_field")
+    assert field["enabled"] is False
+    assert "410" in field["disabled_reason"]
+    assert_ok(account.call("/v3/subaccount/update", subaccount=sub, webhook_endpoint=receiver.url + "/new"))
+    event = emit(runtime, subaccount.id, "coupon_claimed")
+    drain(runtime)
+    got = receiver.wait_for(2)
+    assert (got[1].path, got[1].event_id) == ("/new", event)
+    field = next(e for e in _listed(subaccount) if e["source"] == "account_field")
+    assert (field["enabled"], field["disabled_reason"], field["disabled_at"]) == (True, "", "")
+
+    # Disabled by its owner: a new URL does not turn it back on.
+    subaccount.client.patch(
+        f"/v4/webhooks/{field['id']}", json={"enabled": False}, headers=subaccount.headers
+    )
+    assert_ok(account.call("/v3/subaccount/update", subaccount=sub, webhook_endpoint=receiver.url + "/third"))
+    emit(runtime, subaccount.id, "coupon_claimed")
+    drain(runtime)
+    time.sleep(0.2)
+    assert len(receiver.requests()) == 2
+    field = next(e for e in _listed(subaccount) if e["source"] == "account_field")
+    assert field["enabled"] is False

@@ -86,6 +86,13 @@ def _field_endpoint(session: Any, keyring: Keyring, account: Account, now: dt.da
     elif found.url != account.webhook_endpoint:
         found.url = account.webhook_endpoint
         found.updated_at = now
+        if not found.enabled and found.disabled_reason.startswith(AUTO_DISABLED):
+            # Disabled for its old URL (410 Gone, or 5 days of failures): the new one starts afresh.
+            # One disabled by its owner through the API stays disabled.
+            found.enabled = True
+            found.disabled_reason = ""
+            found.disabled_at = None
+            found.failing_since = None
     return found
 
 
