@@ -25,9 +25,10 @@ from opencoupon.config import Settings
 from opencoupon.db.engine import normalize_url
 from opencoupon.db.migrate import upgrade
 from opencoupon.db.session import Database
-from opencoupon.models import Event, WebhookEndpoint, WebhookMessage
+from opencoupon.models import Event, Job, WebhookEndpoint, WebhookMessage
 from opencoupon.runtime import Runtime
 from opencoupon.webhooks import outbound, repository, tasks
+from opencoupon.worker.queue import encode
 from webhooks_fixtures import Receiver, Reply, drain, emit, receiver  # noqa: F401
 
 if TYPE_CHECKING:
@@ -394,3 +395,54 @@ def test_a_field_endpoint_disabled_for_its_old_url_starts_afresh_at_a_new_one(
     assert len(receiver.requests()) == 2
     field = next(e for e in _listed(subaccount) if e["source"] == "account_field")
     assert field["enabled"] is False
+
+
+def test_a_delivery_job_that_gives_up_leaves_its_message_failed_and_logged(
+    runtime: Runtime,
+    account: TestAccount,
+    receiver: Receiver,
+    clock_offset: Callable[[dt.timedelta], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A job whose every run failed (here: recording the results fails) ends `dead`; its message
+    was left `pending` forever. Now it is `failed`, with the reason in the delivery log."""
+    receiver.behaviour = lambda *_: Reply(status=500)
+    created = _endpoint(account, receiver.url)
+    event = emit(runtime, account.id)
+    drain(runtime)
+    message = _message(runtime, event)
+    assert (message.status, message.attempts) == ("pending", 1)
+    with runtime.db.transaction() as session:
+        job = session.scalars(
+            select(Job).where(
+                Job.kind == "webhook.deliver", Job.payload == encode({"message_id": message.id})
+            )
+        ).one()
+        job.attempts = job.max_attempts - 1  # the next run is its last
+
+    def broken(*_: Any) -> None:
+        raise RuntimeError("recording failed")
+
+    monkeypatch.setattr(tasks, "_endpoint_health", broken)
+    clock_offset(dt.timedelta(minutes=5))
+    drain(runtime)
+    monkeypatch.undo()
+    with runtime.db.read() as session:
+        assert session.get(Job, job.id).status == "dead"  # type: ignore[union-attr]
+    message = _message(runtime, event)
+    assert message.status == "failed"
+    assert message.next_attempt_at is None
+    assert "gave up" in message.last_error
+    log = _log(account, str(created["id"]))
+    assert log[0]["success"] is False
+    assert log[0]["status_code"] == 0
+    assert "gave up" in log[0]["error"]
+    assert "recording failed" in log[0]["error"]
+    # A replay sends it again.
+    receiver.behaviour = lambda *_: Reply(status=204)
+    replay = account.client.post(
+        f"/v4/webhooks/{created['id']}/replay", json={"event": event}, headers=account.headers
+    )
+    assert replay.json()["queued"] == 1
+    drain(runtime)
+    assert _message(runtime, event).status == "succeeded"

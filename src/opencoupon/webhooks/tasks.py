@@ -26,6 +26,7 @@ from opencoupon.kit.dates import fmt
 from opencoupon.models import (
     Account,
     Event,
+    Job,
     WebhookAttempt,
     WebhookEndpoint,
     WebhookMessage,
@@ -230,6 +231,76 @@ def _failure_reason(response: Response) -> str:
 
 @batch_task("webhook.deliver")
 def deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
+    try:
+        return _deliver(runtime, items)
+    except Exception as exc:
+        # The runner retries these jobs on its own backoff, and marks those out of attempts
+        # `dead`: their messages would stay `pending` forever. Say so on them first.
+        _give_up_last_attempts(runtime, items, exc)
+        raise
+
+
+def _give_up_last_attempts(runtime: Runtime, items: BatchItems, exc: Exception) -> None:
+    """Mark failed (with a line in the delivery log) the messages of the jobs of this batch that
+    were on their last attempt, which the runner is about to mark dead."""
+    job_ids = [job_id for job_id, _ in items]
+    messages = cast(Table, WebhookMessage.__table__)
+    try:
+        with runtime.db.transaction() as session:
+            last = {
+                job_id
+                for job_id, attempts, max_attempts in session.execute(
+                    select(Job.id, Job.attempts, Job.max_attempts).where(Job.id.in_(job_ids))
+                )
+                if attempts >= max_attempts
+            }
+            message_ids = [int(payload["message_id"]) for job_id, payload in items if job_id in last]
+            if not message_ids:
+                return
+            now = utcnow()
+            reason = storable(
+                f"delivery gave up: its job failed {service.DELIVER_MAX_ATTEMPTS} times, last: {exc!r}"
+            )[:2000]
+            rows = session.execute(
+                select(messages.c.id, messages.c.attempts, messages.c.endpoint_id, messages.c.event_id).where(
+                    messages.c.id.in_(message_ids), messages.c.status == "pending"
+                )
+            ).all()
+            connection = session.connection()
+            for message_id, attempts, endpoint_id, event_id in rows:
+                changed = connection.execute(
+                    update(messages)
+                    .where(messages.c.id == message_id, messages.c.attempts == attempts)
+                    .values(
+                        status="failed",
+                        attempts=attempts + 1,
+                        last_status_code=None,
+                        last_error=reason,
+                        next_attempt_at=None,
+                        updated_at=now,
+                    )
+                ).rowcount
+                if changed:
+                    connection.execute(
+                        insert(WebhookAttempt).values(
+                            message_id=message_id,
+                            endpoint_id=endpoint_id,
+                            event_id=event_id,
+                            attempt=attempts + 1,
+                            status_code=0,
+                            success=False,
+                            error=reason,
+                            duration_ms=0,
+                            response_body="",
+                            worker=worker_name(),
+                            created_at=now,
+                        )
+                    )
+    except Exception:
+        log.exception("could not mark the messages of %d dead delivery jobs failed", len(job_ids))
+
+
+def _deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
     settings = runtime.settings
     outcomes: BatchOutcomes = {job_id: None for job_id, _ in items}
     message_ids = {int(payload["message_id"]): job_id for job_id, payload in items}
