@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from helpers import assert_ok
 from opencoupon.accounts import service as accounts
@@ -446,3 +448,26 @@ def test_a_delivery_job_that_gives_up_leaves_its_message_failed_and_logged(
     assert replay.json()["queued"] == 1
     drain(runtime)
     assert _message(runtime, event).status == "succeeded"
+
+
+def test_a_second_rotation_within_the_grace_period_keeps_one_previous_secret(
+    runtime: Runtime, account: TestAccount, receiver: Receiver
+) -> None:
+    """As documented: one previous secret is kept. Rotating again during a grace period drops the
+    oldest secret at once; the one it replaced signs alongside the new one for the new grace."""
+    created = _endpoint(account, receiver.url)
+    path = f"/v4/webhooks/{created['id']}/rotate"
+    first = str(created["secret"])
+    second = str(
+        account.client.post(path, json={"grace_hours": 24}, headers=account.headers).json()["secret"]
+    )
+    third = account.client.post(path, json={"grace_hours": 2}, headers=account.headers).json()
+    emit(runtime, account.id)
+    drain(runtime)
+    got = receiver.wait_for(1)[0]
+    assert len(got.headers["webhook-signature"].split(" ")) == 2
+    Webhook(str(third["secret"])).verify(got.body, got.headers)
+    Webhook(second).verify(got.body, got.headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(first).verify(got.body, got.headers)
+    assert third["previous_secret_expires_at"]
