@@ -116,3 +116,13 @@ def test_notices_on_dashboard_pages_are_only_the_dashboards_own(
         assert signed.status_code == 303
         assert signed.headers["location"].startswith("/dashboard/account")
         assert "suspended" not in person.get(signed.headers["location"]).text
+
+
+def test_dashboard_error_pages_refuse_frames(live_server: LiveServer, account: TestAccount) -> None:
+    """They keep the navigation and the sign-out form, as every dashboard page does."""
+    with signed_in(live_server.url, account.email) as web:
+        for path in ("/dashboard/subaccounts/sub_99999", "/dashboard/campaigns/cam_999999"):
+            missing = web.get(path)
+            assert missing.status_code == 404, path
+            assert missing.headers["x-frame-options"] == "DENY", path
+            assert "frame-ancestors 'none'" in missing.headers["content-security-policy"], path

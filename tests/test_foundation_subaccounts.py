@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import LiveServer, TestAccount
+from dashboard_fixtures import PASSWORD
 from distribution_fixtures import SmtpServer
 from foundation_fixtures import browser, csrf_from, sign_in
 from helpers import assert_error, assert_ok
@@ -543,3 +544,26 @@ def test_the_password_email_goes_through_the_servers_own_smtp_on_loopback(
     [received] = dist_smtp.handler.to(invited)
     assert received.mail_from == "noreply@opencoupon.example"
     assert "/dashboard/reset/" in received.message.get_content()
+
+
+def test_a_subaccount_without_dashboard_access_cannot_use_the_dashboard(
+    live_server: LiveServer, account: TestAccount, subaccount: TestAccount
+) -> None:
+    """Its sign-in made before ends, it cannot sign in or get an SSO link; its API keys work."""
+    ref = f"sub_{subaccount.id}"
+    with browser(live_server.url) as web:
+        assert sign_in(web, subaccount.email, PASSWORD).status_code == 303
+        assert web.get("/dashboard/").status_code == 200
+        assert_ok(account.call("/v3/subaccount/update", subaccount=ref, access_dashboard=False))
+        gone = web.get("/dashboard/")
+        assert gone.status_code == 303
+        assert gone.headers["location"].startswith("/dashboard/login")
+    with browser(live_server.url) as web:
+        refused = sign_in(web, subaccount.email, PASSWORD)
+        assert refused.status_code == 401
+        assert "This account has no dashboard access." in refused.text
+    assert_error(account.call("/v3/subaccount/sso", subaccount=ref, page="statistics"), 403, 101)
+    assert_ok(subaccount.call("/v3/coupon/list"))
+    assert_ok(account.call("/v3/subaccount/update", subaccount=ref, access_dashboard=True))
+    with browser(live_server.url) as web:
+        assert sign_in(web, subaccount.email, PASSWORD).status_code == 303

@@ -164,6 +164,13 @@ def ensure_usable(session: Session, account: Account, now: dt.datetime) -> None:
             _check_usable_parent(parent.blocked, parent.expiry_date, now)
 
 
+def ensure_dashboard_access(account: Account) -> None:
+    """A subaccount whose `access_dashboard` is off may not use the dashboard (sign-in, SSO links,
+    a sign-in made before); its API keys still work."""
+    if account.parent_id is not None and not account.access_dashboard:
+        raise ApiError(101, "This account has no dashboard access.")
+
+
 def may_hold(session: Session, owner_id: int, account_id: int) -> bool:
     """Whether an object of `owner_id` (a directory, a campaign, a loyalty card) may hold or take
     over an object of `account_id`: its own account's, and for a master's its subaccounts' too. A

@@ -37,8 +37,10 @@ def landing_path(page: str, target: str) -> str:
 
 
 def sso_link(ctx: ApiContext, target: Account, page: str | None, campaign: str | None) -> dict[str, Any]:
-    """`{"ID", "token", "url", "url_whitelabel"}` for a one-time sign-in of `target`."""
+    """`{"ID", "token", "url", "url_whitelabel"}` for a one-time sign-in of `target` (101 for a
+    blocked or expired account, and for a subaccount without dashboard access)."""
     accounts.ensure_usable(ctx.session, target, ctx.now)
+    accounts.ensure_dashboard_access(target)
     campaign_id = ""
     if page == "update_campaign":
         if not campaign:

@@ -110,6 +110,7 @@ def _check_login(runtime: Runtime, email: str, password: str) -> Account | str:
             return "Wrong email or password."
         try:
             accounts.ensure_usable(session, account, utcnow())
+            accounts.ensure_dashboard_access(account)
         except ApiError as err:
             return f"{err.description} Contact the account owner."
         record_login(account)
@@ -202,6 +203,7 @@ def _redeem_sso(runtime: Runtime, raw: str) -> tuple[Account, str] | None:
         token, account = found
         try:
             accounts.ensure_usable(session, account, utcnow())
+            accounts.ensure_dashboard_access(account)
         except ApiError:
             return None
         record_login(account)

@@ -47,7 +47,7 @@ from opencoupon.dashboard.notices import NOTICE_FIELDS, SignedNotices
 from opencoupon.errors import ApiError
 from opencoupon.kit.clock import utcnow
 from opencoupon.models import Account
-from opencoupon.pages import render_error_page, templates
+from opencoupon.pages import deny_framing, render_error_page, templates
 from opencoupon.runtime import Runtime
 
 SESSION_COOKIE = "oc_session"
@@ -181,6 +181,7 @@ def current_account(request: Request) -> Account | None:
             ):
                 try:
                     accounts.ensure_usable(session, account, utcnow())
+                    accounts.ensure_dashboard_access(account)
                     found = account
                 except ApiError:
                     found = None
@@ -200,6 +201,8 @@ async def error_page(request: Request, status_code: int, title: str, message: st
     navigation) is looked up in the thread pool first, so rendering reads nothing."""
     if request.url.path.startswith("/dashboard/"):
         await run_in_threadpool(current_account, request)
+        # A dashboard error page keeps the navigation and the sign-out form: no frames either.
+        return deny_framing(render_error_page(request, status_code, title, message))
     return render_error_page(request, status_code, title, message)
 
 
