@@ -52,8 +52,8 @@ PERSONAL_EVENT_TYPES = (
     "directory_user_registered",
     "directory_payment_status_changed",
 )
-# Event types never about a person: their data names erased rows by ID only.
-NOT_PERSONAL_EVENT_TYPES = ("privacy_erased", "subaccount_created")
+# Event types never about a person (their data names erased rows by ID only, an account, an endpoint).
+NOT_PERSONAL_EVENT_TYPES = ("privacy_erased", "subaccount_created", "webhook_endpoint_disabled")
 # Bound values of a list per statement.
 CHUNK = 500
 
