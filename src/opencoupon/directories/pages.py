@@ -137,17 +137,32 @@ def _locked(
     )
 
 
+def _unavailable(request: Request) -> Response:
+    """Held by login or payment directories, shown (active) in none of them nor in a public one."""
+    message = "This coupon is not available in its directory at the moment."
+    if web.wants_json(request):
+        return JSONResponse({"locked": True, "reason": "hidden", "message": message}, status_code=403)
+    return render_error_page(request, 403, "Not available", message)
+
+
 def directory_gate(session: Session, request: Request, item: Campaign | LoyaltyCard) -> Response | None:
     """Let the consumer in when no directory locks this campaign or loyalty card, or when they
-    are signed in to a directory holding it whose access they have. An item is as open as the
-    most open directory holding it."""
+    are signed in to a directory showing it whose access they have. An item is as open as the
+    most open directory showing it: every login or payment directory holding it locks it, shown
+    or hidden ("inactive" there), but only one that shows it can open it, and a public one
+    opens it only while it shows it (hiding a paid coupon in a public directory gives it away
+    no more than hiding it in its paid one)."""
     kind = "campaign" if isinstance(item, Campaign) else "loyalty_card"
+    locking = False
     holders: list[Directory] = []
-    for _row, directory in repository.items_holding(session, kind, item.id):
-        if directory not in holders:
+    for row, directory in repository.items_holding(session, kind, item.id):
+        locking |= directory.access != "public"
+        if row.status == "active" and directory not in holders:
             holders.append(directory)
-    if not holders or any(d.access == "public" for d in holders):
+    if not locking or any(d.access == "public" for d in holders):
         return None
+    if not holders:
+        return _unavailable(request)
     now = utcnow()
     refused: list[tuple[Directory, DirectoryUser, service.Access]] = []
     for directory in holders:

@@ -1,0 +1,59 @@
+"""Faults found by a review of the directories capability, each pinned by a test over real HTTP
+and the real database (SQLite, and PostgreSQL with OPENCOUPON_TEST_DATABASE_URL)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx2
+
+from directories_fixtures import PAY_URL, Browser, create_directory, make_campaign, v4
+from opencoupon.runtime import Runtime
+
+
+def test_a_hidden_item_of_a_public_directory_does_not_open_a_paid_coupon(
+    account: Any, runtime: Runtime, http: httpx2.Client, browser: Browser
+) -> None:
+    """Only a directory that shows a campaign (item status active) may open it: a paid coupon
+    hidden in a public directory stayed open to anyone."""
+    campaign = make_campaign(runtime, account.id, "Paid deal")
+    paid = create_directory(account, access="payment", payment_url=PAY_URL, campaigns=[f"cam_{campaign.id}"])
+    public = create_directory(
+        account, access="public", campaigns=[{"id": f"cam_{campaign.id}", "status": "inactive"}]
+    )
+    locked = http.get(f"/p/{campaign.code}", follow_redirects=False)
+    assert locked.status_code == 303
+    assert locked.headers["location"].startswith(f"/d/{paid['code']}/login")
+    assert v4(account, "GET", f"/v4/directory/{public['id']}").json()["campaigns"][0]["status"] == "inactive"
+
+    # Shown in the public directory again: open to anyone, as before.
+    assert (
+        account.call(
+            "/v3/directory/campaign/update",
+            campaign=f"cam_{campaign.id}",
+            directory=public["id"],
+            status="active",
+        ).status_code
+        == 200
+    )
+    opened = http.get(f"/p/{campaign.code}", follow_redirects=False)
+    assert "/login" not in opened.headers.get("location", "")
+
+    # Hidden in its only (paid) directory: a paying member cannot open it there either, and an
+    # anonymous visitor is not sent to a sign-in that could not open it.
+    v4(account, "PATCH", f"/v4/directory/{public['id']}", campaigns=[])
+    v4(
+        account,
+        "PATCH",
+        f"/v4/directory/{paid['id']}",
+        campaigns=[{"id": f"cam_{campaign.id}", "status": "inactive"}],
+    )
+    assert browser.register(paid["code"], "payer@example.com").status_code == 303
+    users = v4(account, "GET", f"/v4/directory/{paid['id']}/users").json()
+    v4(account, "POST", f"/v4/directory/{paid['id']}/users/{users[0]['id']}/access")
+    for client in (http, browser.client):
+        hidden = client.get(
+            f"/p/{campaign.code}", follow_redirects=False, headers={"Accept": "application/json"}
+        )
+        assert hidden.status_code == 403, hidden.text
+        assert hidden.json()["reason"] == "hidden"
