@@ -3,12 +3,17 @@ and the real database (SQLite, and PostgreSQL with OPENCOUPON_TEST_DATABASE_URL)
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import httpx2
+from sqlalchemy import func, select
 
 from directories_fixtures import PAY_URL, Browser, create_directory, make_campaign, v4
+from opencoupon.models import CouponSession
 from opencoupon.runtime import Runtime
+
+THREADS = 8
 
 
 def test_a_hidden_item_of_a_public_directory_does_not_open_a_paid_coupon(
@@ -57,3 +62,47 @@ def test_a_hidden_item_of_a_public_directory_does_not_open_a_paid_coupon(
         )
         assert hidden.status_code == 403, hidden.text
         assert hidden.json()["reason"] == "hidden"
+
+
+def test_a_member_opening_a_coupon_many_times_at_once_gets_one_session(
+    account: Any, runtime: Runtime, live_server: Any, browser: Browser
+) -> None:
+    """The member's session is read, then made when missing: on PostgreSQL requests arriving
+    together each made one. One member's openings now queue on their directory-user row."""
+    campaigns = [make_campaign(runtime, account.id, f"Race deal {n}") for n in range(3)]
+    directory = create_directory(account, access="login", campaigns=[f"cam_{c.id}" for c in campaigns])
+    assert browser.register(directory["code"], "racer@example.com").status_code == 303
+    cookies = dict(browser.client.cookies)
+    for campaign in campaigns:  # a few rounds: one race alone is sometimes won by chance
+        answers = _at_once(live_server, cookies, f"/d/{directory['code']}/c/cam_{campaign.id}")
+        assert [a.status_code for a in answers] == [303] * THREADS
+        assert len({a.headers["location"] for a in answers}) == 1
+        with runtime.db.read() as session:
+            made = session.scalar(
+                select(func.count())
+                .select_from(CouponSession)
+                .where(CouponSession.campaign_id == campaign.id)
+            )
+        assert made == 1
+
+
+def _at_once(live_server: Any, cookies: dict[str, str], path: str) -> list[httpx2.Response]:
+    """THREADS GETs of `path` with these cookies, sent at the same moment."""
+    start = threading.Barrier(THREADS)
+    answers: list[httpx2.Response] = []
+    lock = threading.Lock()
+
+    def send() -> None:
+        with httpx2.Client(base_url=live_server.url, cookies=cookies, timeout=60) as client:
+            start.wait()
+            answer = client.get(path, follow_redirects=False)
+            with lock:
+                answers.append(answer)
+
+    threads = [threading.Thread(target=send) for _ in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(answers) == THREADS
+    return answers

@@ -390,7 +390,9 @@ def open_coupon(request: Request, code: str, campaign_ref: str) -> Response:
 
 def _member_session(session: Session, campaign: Campaign, user: DirectoryUser) -> CouponSession | None:
     """The member's session of the campaign: the one they have, or a new one when the campaign
-    opens sessions now (None when it does not)."""
+    opens sessions now (None when it does not). The member's row is locked first, so their
+    openings of a coupon at the same moment (a double tap, several tabs) make one session."""
+    repository.lock_user_for_opening(session, user.id)
     device = f"reg_{user.id}"
     existing = session.scalar(
         select(CouponSession)

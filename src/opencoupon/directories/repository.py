@@ -193,6 +193,16 @@ def user(session: Session, directory_id: int, user_id: int, *, lock: bool = Fals
     return session.scalar(query)
 
 
+def lock_user_for_opening(session: Session, user_id: int) -> None:
+    """Hold the directory user's row until commit (FOR NO KEY UPDATE on PostgreSQL; SQLite's
+    write transactions already run one at a time), so one member's coupon openings queue: each
+    reads the sessions the ones before it made. NO KEY UPDATE: rows referencing the user (none
+    today) could still be inserted meanwhile."""
+    session.execute(
+        select(DirectoryUser.id).where(DirectoryUser.id == user_id).with_for_update(key_share=True)
+    )
+
+
 def user_by_email(session: Session, directory_id: int, email: str) -> DirectoryUser | None:
     return session.scalar(
         select(DirectoryUser).where(DirectoryUser.directory_id == directory_id, DirectoryUser.email == email)
