@@ -10,7 +10,7 @@ import httpx2
 from sqlalchemy import func, select
 
 from directories_fixtures import PAY_URL, Browser, create_directory, make_campaign, v4
-from opencoupon.models import CouponSession
+from opencoupon.models import Campaign, CampaignCustomCode, CouponSession
 from opencoupon.runtime import Runtime
 
 THREADS = 8
@@ -106,3 +106,49 @@ def _at_once(live_server: Any, cookies: dict[str, str], path: str) -> list[httpx
         t.join(timeout=120)
     assert len(answers) == THREADS
     return answers
+
+
+def test_a_template_copy_starts_its_own_custom_code_count(account: Any, runtime: Runtime) -> None:
+    """`custom_codes_issued` (a usage counter not named `…_count`) was copied with the settings:
+    a copy of a template with 5 codes handed out said 5 of its own, and with an imported list it
+    took the count but not the codes. A copy starts at 0; an imported list is not copied."""
+    directory = create_directory(account)
+    generated = make_campaign(
+        runtime, account.id, "Generated", custom_codes_issued=5, settings={"custom_code_mode": "generated"}
+    )
+    imported = make_campaign(runtime, account.id, "Imported")
+    patched = v4(account, "PATCH", f"/v4/campaigns/cam_{imported.id}", custom_codes=["GOLD-1", "GOLD-2"])
+    assert patched.status_code == 200, patched.text
+    with runtime.db.transaction() as session:
+        session.get(Campaign, imported.id).custom_codes_issued = 1  # type: ignore[union-attr]
+
+    def copy_of(template: Campaign) -> dict[str, Any]:
+        made = account.call(
+            "/v3/directory/campaign/create",
+            directory=directory["id"],
+            template=f"cam_{template.id}",
+            name="Copy",
+        )
+        assert made.status_code == 200, made.text
+        answer: dict[str, Any] = v4(account, "GET", f"/v4/campaigns/{made.json()['campaign']['ID']}").json()
+        return answer
+
+    copied = copy_of(generated)
+    assert (copied["custom_code_mode"], copied["custom_codes_issued"]) == ("generated", 0)
+    copied = copy_of(imported)
+    assert (copied["custom_code_mode"], copied["custom_codes_total"], copied["custom_codes_issued"]) == (
+        "none",
+        0,
+        0,
+    )
+    with runtime.db.read() as session:
+        assert (
+            session.scalar(
+                select(func.count())
+                .select_from(CampaignCustomCode)
+                .where(CampaignCustomCode.campaign_id == int(copied["id"][4:]))
+            )
+            == 0
+        )
+    template = v4(account, "GET", f"/v4/campaigns/cam_{imported.id}").json()
+    assert (template["custom_code_mode"], template["custom_codes_total"]) == ("imported", 2)

@@ -55,6 +55,8 @@ _NOT_COPIED = {
     "created_at",
     "updated_at",
     "deleted_at",
+    # A usage counter (the `…_count` columns are left out by their name too): a copy starts at 0.
+    "custom_codes_issued",
 }
 
 
@@ -452,6 +454,14 @@ def create_from_template(
         if column.key not in _NOT_COPIED and not column.key.endswith("_count")
     }
     fields["status"] = "active"
+    settings = dict(fields.get("settings") or {})
+    if settings.get("custom_code_mode") == "imported":
+        # The imported list is not copied: each of its codes is meant for one customer, and two
+        # campaigns handing out the same list would let every code be used twice at the till.
+        # The copy hands out no custom codes until a list is imported for it.
+        settings["custom_code_mode"] = "none"
+        settings.pop("custom_codes_count", None)
+    fields["settings"] = settings
     campaign = Campaign(
         **fields,
         account_id=directory.account_id,
