@@ -10,7 +10,9 @@ import httpx2
 from sqlalchemy import func, select
 
 from directories_fixtures import PAY_URL, Browser, create_directory, make_campaign, v4
-from opencoupon.models import Campaign, CampaignCustomCode, CouponSession
+from loyalty_fixtures import create_card
+from opencoupon.kit.clock import utcnow
+from opencoupon.models import Campaign, CampaignCustomCode, CouponSession, DirectoryItem
 from opencoupon.runtime import Runtime
 
 THREADS = 8
@@ -152,3 +154,39 @@ def test_a_template_copy_starts_its_own_custom_code_count(account: Any, runtime:
         )
     template = v4(account, "GET", f"/v4/campaigns/cam_{imported.id}").json()
     assert (template["custom_code_mode"], template["custom_codes_total"]) == ("imported", 2)
+
+
+def test_a_subaccounts_loyalty_card_shows_in_its_masters_directory(
+    account: Any, subaccount: Any, runtime: Runtime, http: httpx2.Client
+) -> None:
+    """The master's directory accepted its subaccount's card but its page showed only the
+    master's own: cards are shown as campaigns are, those of the directory's account and, for a
+    master's directory, of its subaccounts."""
+    sub_card = create_card(subaccount, name="Sub card")
+    master_card = create_card(account, name="Master card")
+    directory = create_directory(account, loyalty_cards=[str(sub_card["id"]), str(master_card["id"])])
+    page = http.get(f"/d/{directory['code']}", headers={"Accept": "application/json"}).json()
+    assert [c["name"] for c in page["loyalty_cards"]] == ["Sub card", "Master card"]
+    html = http.get(f"/d/{directory['code']}").text
+    assert "Sub card" in html
+    assert "Master card" in html
+
+    # A subaccount's directory never shows its master's card (put there through the master's
+    # reach, as an older server allowed): only what the directory may hold.
+    sub_directory = create_directory(subaccount, loyalty_cards=[str(sub_card["id"])])
+    with runtime.db.transaction() as session:
+        session.add(
+            DirectoryItem(
+                directory_id=int(sub_directory["id"][4:]),
+                account_id=subaccount.id,
+                kind="loyalty_card",
+                item_id=int(master_card["id"]),
+                featured=False,
+                status="active",
+                position=1,
+                created_at=utcnow(),
+                updated_at=utcnow(),
+            )
+        )
+    page = http.get(f"/d/{sub_directory['code']}", headers={"Accept": "application/json"}).json()
+    assert [c["name"] for c in page["loyalty_cards"]] == ["Sub card"]

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Form
 from fastapi.responses import JSONResponse, RedirectResponse
-from sqlalchemy import select
+from sqlalchemy import select, true
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
@@ -330,13 +330,18 @@ def directory_page(request: Request, code: str, q: str = "", category: str = "")
 
 
 def _loyalty_cards(session: Session, directory: Directory) -> list[dict[str, Any]]:
+    """The cards the directory shows that it may hold: its account's own, and for a master's
+    directory its subaccounts' too (service.may_hold), as its campaigns."""
     rows = [r for r in repository.items(session, directory.id, "loyalty_card") if r.status == "active"]
-    found = repository.loyalty_cards(
-        session, lambda column: column == directory.account_id, [r.item_id for r in rows]
-    )
+    found = repository.loyalty_cards(session, lambda _column: true(), [r.item_id for r in rows])
     if not found:
         # Without the loyalty capability there is nothing to link to.
         return []
+    found = {
+        card_id: card
+        for card_id, card in found.items()
+        if service.may_hold(session, directory, card.account_id)
+    }
     return [
         {
             "id": str(r.item_id),
