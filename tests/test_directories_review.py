@@ -190,3 +190,33 @@ def test_a_subaccounts_loyalty_card_shows_in_its_masters_directory(
         )
     page = http.get(f"/d/{sub_directory['code']}", headers={"Accept": "application/json"}).json()
     assert [c["name"] for c in page["loyalty_cards"]] == ["Sub card"]
+
+
+def test_deleted_campaigns_and_cards_are_neither_counted_nor_listed(account: Any, runtime: Runtime) -> None:
+    """A deleted campaign (or loyalty card) stays in the directory's rows but is shown nowhere:
+    /v3/directory/info and /v3/directory/list counted and listed it, GET /v4/directory listed it."""
+    kept, gone = make_campaign(runtime, account.id, "Kept"), make_campaign(runtime, account.id, "Gone")
+    kept_card, gone_card = create_card(account, name="Kept card"), create_card(account, name="Gone card")
+    directory = create_directory(
+        account,
+        campaigns=[f"cam_{kept.id}", f"cam_{gone.id}"],
+        loyalty_cards=[str(kept_card["id"]), str(gone_card["id"])],
+    )
+    assert v4(account, "DELETE", f"/v4/campaigns/cam_{gone.id}").status_code == 200
+    assert v4(account, "DELETE", f"/v4/loyalty/loyalty-cards/{gone_card['id']}").status_code == 200
+
+    info = account.call("/v3/directory/info", directory=directory["id"]).json()["directory"]
+    assert (info["amount_of_campaigns"], info["campaigns"]) == ("1", [f"cam_{kept.id}"])
+    assert (info["amount_of_loyalty_cards"], info["loyalty_cards"]) == ("1", [str(kept_card["id"])])
+    listed = account.call("/v3/directory/list").json()["directories"]
+    assert [(d["amount_of_campaigns"], d["amount_of_loyalty_cards"]) for d in listed] == [("1", "1")]
+    assert (
+        account.call("/v3/directory/campaigns", directory=directory["id"]).json()["amount_of_campaigns"]
+        == "1"
+    )
+    for answer in (
+        v4(account, "GET", f"/v4/directory/{directory['id']}").json(),
+        v4(account, "GET", "/v4/directory").json()[0],
+    ):
+        assert [c["id"] for c in answer["campaigns"]] == [f"cam_{kept.id}"]
+        assert [c["name"] for c in answer["loyalty_cards"]] == ["Kept card"]

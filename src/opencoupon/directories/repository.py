@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from opencoupon import models
@@ -37,14 +37,32 @@ def directory_code_taken(session: Session, code: str) -> bool:
 
 
 def item_counts(session: Session, directory_ids: list[int]) -> dict[tuple[int, str], int]:
+    """Campaigns and loyalty cards per directory, deleted ones left out (live_item)."""
     if not directory_ids:
         return {}
     rows = session.execute(
         select(DirectoryItem.directory_id, DirectoryItem.kind, func.count())
-        .where(DirectoryItem.directory_id.in_(directory_ids))
+        .where(DirectoryItem.directory_id.in_(directory_ids), live_item())
         .group_by(DirectoryItem.directory_id, DirectoryItem.kind)
     ).all()
     return {(d, k): n for d, k, n in rows}
+
+
+def live_item() -> ColumnElement[bool]:
+    """For a statement on `directory_items`: its campaign or loyalty card exists and is not
+    deleted. A deleted one keeps its item row (restoring nothing, but harmless) and is shown,
+    counted and listed nowhere, as the dashboard already showed it."""
+    campaign = select(Campaign.id).where(Campaign.id == DirectoryItem.item_id, Campaign.deleted_at.is_(None))
+    conditions = [and_(DirectoryItem.kind == "campaign", campaign.exists())]
+    model = loyalty_card_model()
+    if model is None:
+        conditions.append(DirectoryItem.kind == "loyalty_card")  # nothing to check them against
+    else:
+        card = select(model.id).where(model.id == DirectoryItem.item_id)
+        if hasattr(model, "deleted_at"):
+            card = card.where(model.deleted_at.is_(None))
+        conditions.append(and_(DirectoryItem.kind == "loyalty_card", card.exists()))
+    return or_(*conditions)
 
 
 def user_counts(session: Session, directory_ids: list[int]) -> dict[int, int]:
@@ -61,10 +79,15 @@ def user_counts(session: Session, directory_ids: list[int]) -> dict[int, int]:
 # ---- items -----------------------------------------------------------------------------------
 
 
-def items(session: Session, directory_id: int, kind: str | None = None) -> Sequence[DirectoryItem]:
+def items(
+    session: Session, directory_id: int, kind: str | None = None, *, live_only: bool = False
+) -> Sequence[DirectoryItem]:
+    """The directory's item rows in order; `live_only`: without deleted campaigns and cards."""
     query = select(DirectoryItem).where(DirectoryItem.directory_id == directory_id)
     if kind is not None:
         query = query.where(DirectoryItem.kind == kind)
+    if live_only:
+        query = query.where(live_item())
     return session.scalars(query.order_by(DirectoryItem.position, DirectoryItem.id)).all()
 
 

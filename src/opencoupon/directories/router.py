@@ -46,7 +46,7 @@ def directory_info(ctx: ApiContext, req: DirectoryRef) -> dict[str, Any]:
     """One directory: access mode, payment URL, counts, and the IDs of what it holds."""
     directory = service.get_directory(ctx, req.directory)
     data = service.directories_v3(ctx, [directory])[0]
-    rows = repository.items(ctx.session, directory.id)
+    rows = repository.items(ctx.session, directory.id, live_only=True)
     data["campaigns"] = [f"cam_{r.item_id}" for r in rows if r.kind == "campaign"]
     data["loyalty_cards"] = [str(r.item_id) for r in rows if r.kind == "loyalty_card"]
     return {"directory": data}

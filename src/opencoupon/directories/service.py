@@ -305,15 +305,15 @@ def set_loyalty_cards(ctx: ApiContext, directory: Directory, raw_ids: list[str])
 
 def move_item(ctx: ApiContext, directory: Directory, kind: str, item_id: int, step: int) -> bool:
     """Swap a campaign (or loyalty card) with its neighbour in the order the directory shows
-    them, and number the shown ones 0, 1, 2, … in that order (rows of deleted campaigns, shown
-    nowhere, are left as they are). Campaigns show featured first, so a campaign moves among the
+    them, and number the shown ones 0, 1, 2, … in that order (rows of deleted campaigns and cards,
+    shown nowhere, are left as they are). Campaigns show featured first, so a campaign moves among the
     campaigns with the same featured flag. False when there is nowhere to move."""
     if kind == "campaign":
         rows = [
             row for row, _campaign in repository.campaign_items(ctx.session, directory.id, visible_only=False)
         ]
     else:
-        rows = list(repository.items(ctx.session, directory.id, kind))
+        rows = list(repository.items(ctx.session, directory.id, kind, live_only=True))
     index = next((i for i, row in enumerate(rows) if row.item_id == item_id), None)
     if index is None:
         raise campaign_not_found() if kind == "campaign" else loyalty_card_not_found()
@@ -348,7 +348,7 @@ def add_item(
 
 
 def directory_v4(ctx: ApiContext, directory: Directory) -> dict[str, Any]:
-    rows = repository.items(ctx.session, directory.id)
+    rows = repository.items(ctx.session, directory.id, live_only=True)
     cards = repository.loyalty_cards(
         ctx.session, ctx.scope, [r.item_id for r in rows if r.kind == "loyalty_card"]
     )
