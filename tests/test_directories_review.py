@@ -220,3 +220,34 @@ def test_deleted_campaigns_and_cards_are_neither_counted_nor_listed(account: Any
     ):
         assert [c["id"] for c in answer["campaigns"]] == [f"cam_{kept.id}"]
         assert [c["name"] for c in answer["loyalty_cards"]] == ["Kept card"]
+
+
+def test_a_blocked_member_of_a_public_directory_is_signed_out(
+    account: Any, runtime: Runtime, browser: Browser
+) -> None:
+    """A blocked member was still shown as signed in and got a personal coupon session in their
+    name; now they are treated as signed out, and the public directory still opens for them
+    as for anyone."""
+    campaign = make_campaign(runtime, account.id, "Public deal")
+    directory = create_directory(account, access="public", campaigns=[f"cam_{campaign.id}"])
+    code = directory["code"]
+    assert browser.register(code, "blocked@example.com").status_code == 303
+    member = v4(account, "GET", f"/v4/directory/{directory['id']}/users").json()[0]
+    page = browser.get(f"/d/{code}", headers={"Accept": "application/json"}).json()
+    assert page["user"] == member["id"]
+    assert v4(account, "POST", f"/v4/directory/{directory['id']}/users/{member['id']}", block=True).is_success
+
+    page = browser.get(f"/d/{code}", headers={"Accept": "application/json"}).json()
+    assert (page["user"], page["locked"]) == (None, False)
+    assert "Signed in as" not in browser.get(f"/d/{code}").text
+    opened = browser.get(f"/d/{code}/c/cam_{campaign.id}")
+    assert (opened.status_code, opened.headers["location"]) == (303, f"/p/{campaign.code}")
+    with runtime.db.read() as session:
+        personal = session.scalar(
+            select(func.count())
+            .select_from(CouponSession)
+            .where(
+                CouponSession.campaign_id == campaign.id, CouponSession.device_id == f"reg_{member['id'][4:]}"
+            )
+        )
+    assert personal == 0

@@ -255,6 +255,10 @@ def directory_page(request: Request, code: str, q: str = "", category: str = "")
             return _not_found(request)
         user = signin.signed_in_user(session, request, directory)
         access = service.access_for(directory, user, utcnow())
+        if user is not None and user.blocked and access.granted:
+            # A blocked member of a public directory is signed out (it still opens to anyone);
+            # in a login or payment directory the page says they are blocked.
+            user = None
         categories = _shown_categories(session, directory)
         selected = ""
         category_ids: list[int] | None = None
@@ -377,7 +381,9 @@ def open_coupon(request: Request, code: str, campaign_ref: str) -> Response:
         if answer is not None:
             return answer
         user = signin.signed_in_user(session, request, directory)
-        if user is None:
+        if user is None or user.blocked:
+            # Anonymous, or blocked (past the gates only through a public directory): the
+            # coupon's own page, as for anyone; never a personal session in a blocked name.
             return RedirectResponse(f"/p/{campaign.code}", status_code=303)
         coupon = _member_session(session, campaign, user)
         if coupon is None:
