@@ -9,7 +9,7 @@ from typing import Any
 import httpx2
 from sqlalchemy import func, select
 
-from directories_fixtures import PAY_URL, Browser, create_directory, make_campaign, v4
+from directories_fixtures import PAY_URL, Browser, create_directory, create_user, make_campaign, v4
 from loyalty_fixtures import create_card
 from opencoupon.kit.clock import utcnow
 from opencoupon.models import Campaign, CampaignCustomCode, CouponSession, DirectoryItem
@@ -251,3 +251,23 @@ def test_a_blocked_member_of_a_public_directory_is_signed_out(
             )
         )
     assert personal == 0
+
+
+def test_a_member_sso_link_is_not_used_up_at_another_directorys_address(
+    account: Any, browser: Browser, second_browser: Browser
+) -> None:
+    """The link was redeemed before its directory was compared: opened at another directory's
+    address it was refused there and used up, so its own directory refused it too."""
+    own = create_directory(account, access="login")
+    other = create_directory(account, access="login")
+    member = create_user(account, own["id"], email="sso-member@example.com")
+    sso = v4(account, "POST", f"/v4/directory/{own['id']}/users/{member['id']}/sso").json()
+    wrong = second_browser.get(f"/d/{other['code']}/sso/{sso['token']}")
+    assert wrong.status_code == 403
+    assert f"ocd_{other['code']}" not in wrong.headers.get("set-cookie", "")
+    right = browser.get(f"/d/{own['code']}/sso/{sso['token']}")
+    assert (right.status_code, right.headers["location"]) == (303, f"/d/{own['code']}")
+    page = browser.get(f"/d/{own['code']}", headers={"Accept": "application/json"}).json()
+    assert page["user"] == member["id"]
+    # Once, as before.
+    assert second_browser.get(f"/d/{own['code']}/sso/{sso['token']}").status_code == 403

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from opencoupon import branding, web
+from opencoupon.accounts import repository as accounts_repo
 from opencoupon.accounts import service as accounts
 from opencoupon.coupons import gates
 from opencoupon.coupons import service as coupon_service
@@ -654,12 +655,18 @@ def single_sign_on(request: Request, code: str, raw_token: str) -> Response:
         directory = repository.directory_by_code(session, code)
         if directory is None:
             return _not_found(request)
-        found = accounts.redeem_token(session, runtime.keyring, raw_token, service.SSO_PURPOSE)
+        # Compared first, redeemed after: a link opened at another directory's address is not
+        # used up there, and still signs its member in at its own directory.
+        found = accounts_repo.token_by_digest(session, runtime.keyring.digest(raw_token), service.SSO_PURPOSE)
         user = None
         if found is not None and found.page == service.dir_id(directory):
             number = int(found.target.removeprefix("reg_") or 0)
             user = repository.user(session, directory.id, number)
-        if user is None or user.blocked:
+            if user is not None and (
+                user.blocked or not accounts_repo.consume_token(session, found.id, utcnow())
+            ):
+                user = None
+        if user is None:
             return render_error_page(
                 request, 403, "Sign-in link not valid", "This sign-in link was used already or has expired."
             )
