@@ -10,6 +10,7 @@ import httpx2
 from sqlalchemy import func, select
 
 from directories_fixtures import PAY_URL, Browser, create_directory, create_user, make_campaign, v4
+from helpers import assert_error
 from loyalty_fixtures import create_card
 from opencoupon.kit.clock import utcnow
 from opencoupon.models import Campaign, CampaignCustomCode, CouponSession, DirectoryItem
@@ -271,3 +272,47 @@ def test_a_member_sso_link_is_not_used_up_at_another_directorys_address(
     assert page["user"] == member["id"]
     # Once, as before.
     assert second_browser.get(f"/d/{own['code']}/sso/{sso['token']}").status_code == 403
+
+
+def test_directory_user_fields_are_bounded_and_checked(account: Any, browser: Browser) -> None:
+    """Fields longer than their columns were stored on SQLite (500-character names) and answered
+    a generic "too long" 300 on PostgreSQL; birth_date took year 1 and answered "1-01-01"; the
+    register form stored a NUL on SQLite."""
+    directory = create_directory(account)
+    users = f"/v4/directory/{directory['id']}/users"
+    for field, limit in [
+        ("first_name", 100),
+        ("last_name", 100),
+        ("phone", 40),
+        ("address", 300),
+        ("zip", 20),
+        ("city", 100),
+        ("custom_1", 300),
+        ("custom_3", 300),
+    ]:
+        refused = assert_error(
+            v4(account, "POST", users, email=f"{field}@example.com", **{field: "x" * (limit + 1)}), 422, 300
+        )
+        assert refused["status"]["errors"]["error_message_description"] == [
+            f"Invalid value in parameter: {field}."
+        ]
+        kept = create_user(account, directory["id"], email=f"{field}-ok@example.com", **{field: "x" * limit})
+        assert kept[field] == "x" * limit
+    assert_error(v4(account, "POST", users, email="old@example.com", birth_date="0001-01-01"), 422, 300)
+    assert_error(v4(account, "POST", users, email="later@example.com", birth_date="2999-01-01"), 422, 300)
+    assert_error(v4(account, "POST", users, email="week@example.com", birth_date="1990-W01-1"), 422, 303)
+    born = create_user(account, directory["id"], email="born@example.com", birth_date="1900-01-01")
+    assert born["birth_date"] == "1900-01-01"
+
+    code = directory["code"]
+    for fields in ({"first_name": "\x00"}, {"last_name": "Ann\nSmith"}, {"phone": "+31\x7f"}):
+        browser.client.cookies.clear()
+        refused_form = browser.register(code, "control@example.com", **fields)
+        assert refused_form.status_code == 422
+        assert "control characters" in refused_form.text
+    browser.client.cookies.clear()
+    assert browser.register(code, "nul\x00@example.com").status_code == 422
+    assert [
+        u["email"] for u in v4(account, "GET", users).json() if "control" in u["email"] or "nul" in u["email"]
+    ] == []
+    assert browser.register(code, "control@example.com", first_name="Ann").status_code == 303

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from opencoupon.kit.params import OptionalInt, Str, StrList, V3Request, WithPassword
 
@@ -125,21 +125,30 @@ class Page(V3Request):
     page: OptionalInt = None
 
 
+# Texts of a registered user, at most the size of their column in directory_users: a longer one
+# is refused (code 300 naming the field) before it reaches the database.
+Text100 = Annotated[Str, Field(max_length=100)]
+Text300 = Annotated[Str, Field(max_length=300)]
+Phone = Annotated[Str, Field(max_length=40)]
+Zip = Annotated[Str, Field(max_length=20)]
+
+
 class DirectoryUserCreate(WithPassword):
     # No password: a random one (such users sign in through the SSO call).
     RANDOM_WHEN_MISSING = True
 
-    email: Str
-    first_name: Str | None = None
-    last_name: Str | None = None
-    phone: Str | None = None
+    email: Str  # over 254 characters: not a valid email (305)
+    first_name: Text100 | None = None
+    last_name: Text100 | None = None
+    phone: Phone | None = None
+    # yyyy-MM-dd, from 1900 to today (service.create_user_v4).
     birth_date: Str | None = None
-    address: Str | None = None
-    zip: Str | None = None
-    city: Str | None = None
-    custom_1: Str | None = None
-    custom_2: Str | None = None
-    custom_3: Str | None = None
+    address: Text300 | None = None
+    zip: Zip | None = None
+    city: Text100 | None = None
+    custom_1: Text300 | None = None
+    custom_2: Text300 | None = None
+    custom_3: Text300 | None = None
 
 
 class DirectoryUserBlock(V3Request):

@@ -31,7 +31,7 @@ from opencoupon.events import service as events
 from opencoupon.kit import ids
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.crypto import hash_password, token
-from opencoupon.kit.dates import fmt, fmt_date, parse_date, parse_datetime
+from opencoupon.kit.dates import fmt, fmt_date, parse_birthday, parse_datetime
 from opencoupon.kit.endpoint import ApiContext
 from opencoupon.models import Account, Campaign, Category, Directory, DirectoryItem, DirectoryUser
 
@@ -814,7 +814,8 @@ def register_user(
 
 
 def create_user_v4(ctx: ApiContext, directory: Directory, req: DirectoryUserCreate) -> DirectoryUser:
-    birth = parse_date("birth_date", req.birth_date) if req.birth_date else None
+    # yyyy-MM-dd from 1900 to today: year 1 was stored and answered as "1-01-01".
+    birth = parse_birthday("birth_date", req.birth_date, ctx.now.date()) if req.birth_date else None
     return register_user(
         ctx.session,
         directory,
