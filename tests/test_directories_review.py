@@ -4,14 +4,19 @@ and the real database (SQLite, and PostgreSQL with OPENCOUPON_TEST_DATABASE_URL)
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import httpx2
+import pytest
 from sqlalchemy import func, select
 
+from conftest import LiveServer
 from directories_fixtures import PAY_URL, Browser, create_directory, create_user, make_campaign, v4
 from helpers import assert_error
 from loyalty_fixtures import create_card
+from opencoupon.app import create_app
+from opencoupon.config import Settings
 from opencoupon.kit.clock import utcnow
 from opencoupon.models import Campaign, CampaignCustomCode, CouponSession, DirectoryItem
 from opencoupon.runtime import Runtime
@@ -316,3 +321,47 @@ def test_directory_user_fields_are_bounded_and_checked(account: Any, browser: Br
         u["email"] for u in v4(account, "GET", users).json() if "control" in u["email"] or "nul" in u["email"]
     ] == []
     assert browser.register(code, "control@example.com", first_name="Ann").status_code == 303
+
+
+@pytest.fixture
+def limited_server(settings: Settings) -> Iterator[LiveServer]:
+    """A server with the default limits (the suite's own server allows far more attempts)."""
+    limited = settings.model_copy(update={"login_attempts_per_minute": 10.0})
+    runtime = Runtime.from_settings(limited)
+    server = LiveServer(create_app(limited, runtime=runtime))
+    server.start()
+    yield server
+    server.stop()
+    runtime.db.dispose()
+
+
+def test_the_register_form_says_already_registered_within_the_address_limit(
+    account: Any, limited_server: LiveServer
+) -> None:
+    """The register form says an email is registered already (a person registering must learn
+    why it fails, and sign in instead); sign-in does not tell. Every such answer counts toward the
+    per-address registration limit, so one address learns at most that many a minute, and the
+    refusal past the limit tells nothing about the email."""
+    code = create_directory(account, access="login")["code"]
+    browser = Browser(limited_server.url)
+    try:
+        assert browser.register(code, "member@example.com").status_code == 303
+        answers = []
+        for _ in range(9):
+            browser.client.cookies.clear()
+            answers.append(browser.register(code, "member@example.com"))
+        assert [a.status_code for a in answers] == [422] * 9
+        assert all("already registered" in a.text for a in answers)
+        for email in ("member@example.com", "stranger@example.com"):
+            browser.client.cookies.clear()
+            held = browser.register(code, email)
+            assert held.status_code == 429
+            assert "already registered" not in held.text
+        # Sign-in says the same for a member's wrong password and an unknown email.
+        browser.client.cookies.clear()
+        wrong = browser.login(code, "member@example.com", password="not the password")
+        unknown = browser.login(code, "nobody@example.com", password="not the password")
+        assert (wrong.status_code, unknown.status_code) == (401, 401)
+        assert all("Email or password is not correct." in a.text for a in (wrong, unknown))
+    finally:
+        browser.close()

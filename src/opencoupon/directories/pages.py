@@ -584,6 +584,8 @@ def register(
                 phone=phone.strip()[:40],
             )
         except ApiError as err:
+            # Saying so tells who is a member, as a registration form must; the answer was
+            # counted by the per-address limit above (docs/directories.md, "Who is a member").
             message = {
                 304: "This email is already registered. Sign in instead.",
                 305: "Please enter a valid email address.",
