@@ -3,6 +3,7 @@ and the real database (SQLite, and PostgreSQL with OPENCOUPON_TEST_DATABASE_URL)
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +19,7 @@ from loyalty_fixtures import create_card
 from opencoupon.app import create_app
 from opencoupon.config import Settings
 from opencoupon.kit.clock import utcnow
-from opencoupon.models import Campaign, CampaignCustomCode, CouponSession, DirectoryItem
+from opencoupon.models import Campaign, CampaignCustomCode, CouponSession, DirectoryItem, Event
 from opencoupon.runtime import Runtime
 
 THREADS = 8
@@ -365,3 +366,42 @@ def test_the_register_form_says_already_registered_within_the_address_limit(
         assert all("Email or password is not correct." in a.text for a in (wrong, unknown))
     finally:
         browser.close()
+
+
+def test_the_v4_access_grant_without_expiry_is_a_renewal_made_safe_by_an_idempotency_key(
+    account: Any, runtime: Runtime, clock_offset: Any
+) -> None:
+    """Without `expires_at`, in a directory with `membership_days`, each call grants that many
+    days from now and emits its event: a renewal, not a retry. Retries send an Idempotency-Key
+    (the stored answer comes back, nothing changes) or an explicit `expires_at`."""
+    directory = create_directory(account, access="payment", payment_url=PAY_URL, membership_days=30)
+    member = create_user(account, directory["id"], email="renew@example.com")
+    path = f"/v4/directory/{directory['id']}/users/{member['id']}/access"
+
+    def grant(**headers: str) -> httpx2.Response:
+        return account.client.post(path, json={}, headers={**account.headers, **headers})
+
+    def changes() -> int:
+        with runtime.db.read() as session:
+            return int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(Event)
+                    .where(Event.account_id == account.id, Event.type == "directory_payment_status_changed")
+                )
+                or 0
+            )
+
+    first = grant(**{"Idempotency-Key": "grant-renew-1"})
+    assert first.status_code == 200, first.text
+    clock_offset(dt.timedelta(hours=1))
+    again = grant(**{"Idempotency-Key": "grant-renew-1"})
+    assert (again.status_code, again.json()["expires_at"]) == (200, first.json()["expires_at"])
+    assert changes() == 1
+    renewed = grant()
+    assert renewed.json()["expires_at"] > first.json()["expires_at"]
+    assert changes() == 2
+    # An explicit end is safe to repeat as it is.
+    for _ in range(2):
+        assert v4(account, "POST", path, expires_at="2031-01-31 23:59:59").status_code == 200
+    assert changes() == 3

@@ -229,7 +229,9 @@ def sso_user_v4(ctx: ApiContext, req: NoParams) -> dict[str, Any]:
 )
 def grant_access_v4(ctx: ApiContext, req: AccessGrant) -> dict[str, Any]:
     """Payment status completed until `expires_at` (yyyy-MM-dd HH:mm:ss UTC); without it, for the
-    directory's default membership length, or without end when it has none."""
+    directory's default membership length from now, or without end when it has none. A repeated
+    call with the same end changes nothing; without `expires_at` and with a membership length
+    each call is a renewal (a new end, an event): retry it with an `Idempotency-Key` header."""
     directory, user = _user(ctx, lock=True)
     service.grant_access(ctx, directory, user, req.expires_at)
     return service.user_v4(directory, user, ctx.now)
