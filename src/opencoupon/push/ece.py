@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 RECORD_SIZE = 4096
+# One record of RECORD_SIZE holds the 86-byte header, the 16-byte tag and the padding delimiter.
+MAX_PLAINTEXT = RECORD_SIZE - 17 - 86
 _CURVE = ec.SECP256R1()
 
 
@@ -26,7 +28,7 @@ def _hmac(key: bytes, data: bytes) -> bytes:
 
 def encrypt(plaintext: bytes, ua_public: bytes, auth_secret: bytes) -> bytes:
     """The request body for one subscriber: header (salt, record size, sender key) + one record."""
-    if len(plaintext) > RECORD_SIZE - 17 - 86:
+    if len(plaintext) > MAX_PLAINTEXT:
         raise ValueError("push payload too large")
     receiver = ec.EllipticCurvePublicKey.from_encoded_point(_CURVE, ua_public)
     sender = ec.generate_private_key(_CURVE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -10,9 +11,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.requests import Request
 
+from opencoupon import web
 from opencoupon.errors import ApiError, bad_value
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.endpoint import ApiContext, v3_endpoint, v4_endpoint
+from opencoupon.kit.lockout import Lockout
 from opencoupon.kit.params import NoParams
 from opencoupon.push import service, targets, vapid
 from opencoupon.push.schemas import CouponPushAll, CouponPushSingle, LoyaltyPushAll, LoyaltyPushSingle
@@ -23,6 +26,10 @@ browser = APIRouter(include_in_schema=False)
 routers = [router, browser]
 
 MAX_SUBSCRIPTION_BYTES = 8192
+# New subscriptions per client address (an IPv6 /64): a shop's guest Wi-Fi with many customers
+# opting in stays well within it; a script attaching rows without end does not.
+subscribe_limit = Lockout("push-subscribe", limit=60, window=dt.timedelta(minutes=15))
+TOO_LARGE = ApiError(413, "Request body too large.", http_status=413)
 
 
 @v3_endpoint(
@@ -78,10 +85,24 @@ async def public_key(request: Request) -> JSONResponse:
     return JSONResponse({"publicKey": key}, headers={"Cache-Control": "public, max-age=3600"})
 
 
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The body, refused (413) as soon as it is known to be over `limit`: by its Content-Length
+    before reading, else while it streams in, never read whole first."""
+    declared = request.headers.get("content-length", "")
+    if declared.strip().isdigit() and int(declared) > limit:
+        raise TOO_LARGE
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TOO_LARGE
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _subscription_body(request: Request) -> tuple[str, str, str, str, str]:
-    raw = await request.body()
-    if len(raw) > MAX_SUBSCRIPTION_BYTES:
-        raise ApiError(413, "Request body too large.", http_status=413)
+    raw = await _read_limited(request, MAX_SUBSCRIPTION_BYTES)
     try:
         body = json.loads(raw or b"{}")
         target = body["target"]
@@ -109,15 +130,27 @@ async def subscribe(request: Request) -> JSONResponse:
     except service.BadSubscription as exc:
         raise bad_value("subscription", str(exc)) from None
 
-    def store() -> bool:
+    client = web.client_key(request)
+
+    def store() -> int:
         with runtime.db.transaction() as session:
+            # Counted in this transaction, refused attempts too (opencoupon.kit.lockout).
+            if not subscribe_limit.attempt(session, runtime.keyring, client):
+                return 429
             target = targets.subscriber(session, kind, code)
             if target is None:
-                return False
+                return 404
             service.subscribe(session, target, endpoint, p256dh, auth, utcnow())
-            return True
+            return 201
 
-    if not await run_in_threadpool(store):
+    status = await run_in_threadpool(store)
+    if status == 429:
+        raise ApiError(
+            429,
+            "Too many push subscriptions from this address. Please try again later.",
+            headers={"Retry-After": str(int(subscribe_limit.window.total_seconds()))},
+        )
+    if status == 404:
         raise ApiError(404, "Nothing to subscribe to at this code.", http_status=404)
     return JSONResponse({"subscribed": True}, status_code=201)
 
@@ -129,7 +162,7 @@ async def unsubscribe(request: Request) -> JSONResponse:
 
     def remove() -> int:
         with runtime.db.transaction() as session:
-            target = targets.subscriber(session, kind, code)
+            target = targets.subscriber(session, kind, code, active=False)
             return 0 if target is None else service.unsubscribe(session, target.kind, target.key, endpoint)
 
     return JSONResponse({"removed": await run_in_threadpool(remove)})

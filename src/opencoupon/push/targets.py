@@ -82,13 +82,17 @@ def coupon_session(ctx: ApiContext, group: Group, raw: str) -> str:
     return str(found)
 
 
-def coupon_subscriber(session: Session, code: str) -> Subscriber | None:
-    """The session a consumer page subscribes for (the session code is the page's secret)."""
+def coupon_subscriber(session: Session, code: str, *, active: bool = True) -> Subscriber | None:
+    """The session a consumer page subscribes for (the session code is the page's secret). With
+    `active`, not a removed session nor one of a deleted campaign (nothing is pushed to them)."""
     if len(code) != ids.SESSION_CODE_LENGTH or not code.isalnum():
         return None
-    row = session.execute(
-        select(CouponSession.campaign_id, CouponSession.account_id).where(CouponSession.code == code)
-    ).first()
+    query = select(CouponSession.campaign_id, CouponSession.account_id).where(CouponSession.code == code)
+    if active:
+        query = query.join(Campaign, Campaign.id == CouponSession.campaign_id).where(
+            CouponSession.removed_at.is_(None), Campaign.deleted_at.is_(None)
+        )
+    row = session.execute(query).first()
     if row is None:
         return None
     return Subscriber(COUPON, int(row[0]), int(row[1]), code)
@@ -127,25 +131,31 @@ def loyalty_holder(ctx: ApiContext, group: Group, raw: str) -> str:
     return str(get_holder(ctx.session, card, raw).id)
 
 
-def loyalty_subscriber(session: Session, code: str) -> Subscriber | None:
-    """The holder a loyalty card page subscribes for; `code` is the holder page's secret token."""
+def loyalty_subscriber(session: Session, code: str, *, active: bool = True) -> Subscriber | None:
+    """The holder a loyalty card page subscribes for; `code` is the holder page's secret token.
+    With `active`, not a holder of a deleted card."""
     found_models = _loyalty_models()
     if found_models is None or not code or len(code) > 64:
         return None
-    _, holder_model = found_models
-    row = session.execute(
-        select(holder_model.id, holder_model.card_id, holder_model.account_id).where(
-            holder_model.token == code
+    card_model, holder_model = found_models
+    query = select(holder_model.id, holder_model.card_id, holder_model.account_id).where(
+        holder_model.token == code
+    )
+    if active and hasattr(card_model, "deleted_at"):
+        query = query.join(card_model, card_model.id == holder_model.card_id).where(
+            card_model.deleted_at.is_(None)
         )
-    ).first()
+    row = session.execute(query).first()
     if row is None or row[1] is None:
         return None
     return Subscriber(LOYALTY, int(row[1]), int(row[2]), str(row[0]))
 
 
-def subscriber(session: Session, kind: str, code: str) -> Subscriber | None:
+def subscriber(session: Session, kind: str, code: str, *, active: bool = True) -> Subscriber | None:
+    """Who the page with this code subscribes for; with `active` (new subscriptions), only what
+    can still be pushed to. Unsubscribing works for removed sessions and deleted cards too."""
     if kind == COUPON:
-        return coupon_subscriber(session, code)
+        return coupon_subscriber(session, code, active=active)
     if kind == LOYALTY:
-        return loyalty_subscriber(session, code)
+        return loyalty_subscriber(session, code, active=active)
     return None

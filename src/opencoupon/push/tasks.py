@@ -1,25 +1,30 @@
 """The push fan-out job: subscriptions in ID order, a chunk at a time, each payload encrypted for
 its subscriber (aes128gcm, RFC 8291) and sent through the shared aiohttp session. Progress and the
-cursor are saved after every chunk, so a worker that dies costs at most one chunk sent twice."""
+cursor are saved after every chunk, so a worker that dies costs at most one chunk sent twice.
+
+A subscription that cannot be encrypted for (a key that is not a P-256 point, stored before the
+subscribe route checked it) or sent to counts as failed for that subscriber alone; one with an
+unusable key is removed. If the job still fails for good (its last attempt), the fan-out is closed
+with what was left counted as failed: a fan-out always ends."""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import time
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy import CursorResult, Select, delete, func, select, update
 
 from opencoupon.kit.clock import utcnow
-from opencoupon.models import PushFanout, PushSubscription
-from opencoupon.push import ece, vapid
+from opencoupon.models import Job, PushFanout, PushSubscription
+from opencoupon.push import ece, service, vapid
 from opencoupon.push.service import FANOUT
 from opencoupon.runtime import Runtime
 from opencoupon.webhooks.outbound import Request, outbound_for
-from opencoupon.worker.registry import Retry, task
+from opencoupon.worker.queue import encode
+from opencoupon.worker.registry import Retry, task, worker_name
 
 log = logging.getLogger("opencoupon.push")
 
@@ -39,21 +44,79 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def _keys_usable(sub: PushSubscription) -> bool:
+    """Whether the subscription's keys are a P-256 point and a 16-byte secret."""
+    try:
+        key, secret = vapid.b64url_decode(sub.p256dh), vapid.b64url_decode(sub.auth)
+    except ValueError:
+        return False
+    return len(secret) == 16 and len(key) == 65 and service.valid_point(key)
+
+
 def _payload(runtime: Runtime, fanout: PushFanout, key: str) -> bytes:
-    return json.dumps(
-        {
-            "title": fanout.title,
-            "body": fanout.message,
-            "url": runtime.url(fanout.url.replace("{key}", key)) if fanout.url else "",
-            "tag": f"psh_{fanout.id}",
-        },
-        separators=(",", ":"),
-    ).encode()
+    url = runtime.url(fanout.url.replace("{key}", key)) if fanout.url else ""
+    return service.payload(fanout.title, fanout.message, url, f"psh_{fanout.id}")
+
+
+def _remaining(job: PushFanout) -> Select[Any]:
+    """The fan-out's subscriptions after its cursor."""
+    query = select(PushSubscription).where(
+        PushSubscription.target_kind == job.target_kind,
+        PushSubscription.group_id == job.group_id,
+        PushSubscription.id > job.cursor,
+    )
+    if job.target_key:
+        query = query.where(PushSubscription.target_key == job.target_key)
+    return query
 
 
 @task(FANOUT)
 def fanout(runtime: Runtime, payload: dict[str, Any]) -> None:
     fanout_id = int(payload["fanout_id"])
+    try:
+        _fanout(runtime, fanout_id)
+    except Retry:
+        raise
+    except Exception:
+        # The runner retries the job with backoff; after its last attempt the fan-out must not
+        # stay "running" (or "queued") for ever.
+        try:
+            if _last_attempt(runtime, payload):
+                _close(runtime, fanout_id)
+        except Exception:
+            log.exception("fan-out %s could not be closed", fanout_id)
+        raise
+
+
+def _last_attempt(runtime: Runtime, payload: dict[str, Any]) -> bool:
+    with runtime.db.read() as session:
+        found = session.execute(
+            select(Job.attempts, Job.max_attempts).where(
+                Job.kind == FANOUT,
+                Job.payload == encode(payload),
+                Job.status == "running",
+                Job.locked_by == worker_name(),
+            )
+        ).first()
+    return found is not None and found[0] >= found[1]
+
+
+def _close(runtime: Runtime, fanout_id: int) -> None:
+    """End a fan-out whose job failed for good: every subscription not yet sent to has failed."""
+    with runtime.db.transaction() as session:
+        job = session.get(PushFanout, fanout_id)
+        if job is None or job.status == "done":
+            return
+        left = int(session.scalar(select(func.count()).select_from(_remaining(job).subquery())) or 0)
+        session.execute(
+            update(PushFanout)
+            .where(PushFanout.id == fanout_id, PushFanout.cursor == job.cursor)
+            .values(status="done", failed=PushFanout.failed + left, finished_at=utcnow())
+        )
+    log.warning("fan-out %s failed for good; %d subscriptions counted as failed", fanout_id, left)
+
+
+def _fanout(runtime: Runtime, fanout_id: int) -> None:
     started = time.monotonic()
     signer = vapid.signer(runtime)
     sender = outbound_for(runtime.settings)
@@ -62,14 +125,7 @@ def fanout(runtime: Runtime, payload: dict[str, Any]) -> None:
             job = session.get(PushFanout, fanout_id)
             if job is None or job.status == "done":
                 return
-            query = select(PushSubscription).where(
-                PushSubscription.target_kind == job.target_kind,
-                PushSubscription.group_id == job.group_id,
-                PushSubscription.id > job.cursor,
-            )
-            if job.target_key:
-                query = query.where(PushSubscription.target_key == job.target_key)
-            subs = list(session.scalars(query.order_by(PushSubscription.id).limit(CHUNK)))
+            subs = list(session.scalars(_remaining(job).order_by(PushSubscription.id).limit(CHUNK)))
         cursor = job.cursor
         if not subs:
             with runtime.db.transaction() as session:
@@ -80,22 +136,34 @@ def fanout(runtime: Runtime, payload: dict[str, Any]) -> None:
                 )
             return
         requests = []
+        sending = []
+        unusable: list[int] = []
+        failed = 0
         t0 = time.monotonic()
         for sub in subs:
-            headers = {
-                "authorization": signer.authorization(_origin(sub.endpoint)),
-                "content-encoding": "aes128gcm",
-                "content-type": "application/octet-stream",
-                "ttl": str(TTL_SECONDS),
-                "urgency": "normal",
-            }
-            body = encrypt(_payload(runtime, job, sub.target_key), sub.p256dh, sub.auth)
+            try:
+                body = encrypt(_payload(runtime, job, sub.target_key), sub.p256dh, sub.auth)
+                headers = {
+                    "authorization": signer.authorization(_origin(sub.endpoint)),
+                    "content-encoding": "aes128gcm",
+                    "content-type": "application/octet-stream",
+                    "ttl": str(TTL_SECONDS),
+                    "urgency": "normal",
+                }
+            except Exception as exc:
+                # This subscriber alone: the others of the chunk are sent.
+                failed += 1
+                if not _keys_usable(sub):
+                    unusable.append(sub.id)
+                log.warning("fan-out %s: subscription %s cannot be sent to: %r", fanout_id, sub.id, exc)
+                continue
             requests.append(Request(sub.endpoint, body, headers))
+            sending.append(sub)
         log.debug("fan-out %s: %d encrypted in %.3f s", fanout_id, len(requests), time.monotonic() - t0)
-        responses = sender.send_all(requests)
-        gone = [sub.id for sub, r in zip(subs, responses, strict=True) if r.status in (404, 410)]
+        responses = sender.send_all(requests) if requests else []
+        gone = [sub.id for sub, r in zip(sending, responses, strict=True) if r.status in (404, 410)]
         sent = sum(1 for r in responses if r.success)
-        failed = len(responses) - sent - len(gone)
+        failed += len(responses) - sent - len(gone)
         with runtime.db.transaction() as session:
             moved = cast(
                 "CursorResult[Any]",
@@ -113,7 +181,7 @@ def fanout(runtime: Runtime, payload: dict[str, Any]) -> None:
             )
             if moved.rowcount == 0:
                 return  # another worker took this fan-out over
-            if gone:
-                session.execute(delete(PushSubscription).where(PushSubscription.id.in_(gone)))
+            if gone or unusable:
+                session.execute(delete(PushSubscription).where(PushSubscription.id.in_(gone + unusable)))
         if time.monotonic() - started > SLICE_SECONDS:
             raise Retry(dt.timedelta(0), "continuing")
