@@ -179,7 +179,7 @@ def _send(
         if service.email_config(session, runtime, found.account_id) is None:
             typer.echo("error: the campaign's account has no email integration (error 104)", err=True)
             raise typer.Exit(1)
-        subject = (subject or found.title or found.name).replace("\n", " ")[:300]
+        subject = service.email_subject(subject, found.title or found.name)
 
     rows = read_recipients(recipients)
     valid: list[Recipient] = []

@@ -7,6 +7,7 @@ import re
 import smtplib
 import socket
 import ssl
+import unicodedata
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -28,6 +29,14 @@ _env = Environment(
     autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
     keep_trailing_newline=True,
 )
+
+
+def header_text(value: str) -> str:
+    """A value for an email header (subject, names): every line break Python's email policy
+    refuses (str.splitlines: \\r \\n \\v \\f \\x1c-\\x1e \\x85 \\u2028 \\u2029) and every other
+    control or format character folded into a space, ends trimmed. The API, the bulk CLI and the
+    worker (for records stored before) all use it, so a subject is never accepted and then refused."""
+    return "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in value).strip()
 
 
 @dataclass(frozen=True)
@@ -113,8 +122,9 @@ def compose(
         "qr_cid": qr_cid[1:-1],
     }
     message = EmailMessage()
-    message["Subject"] = subject
-    message["From"] = formataddr((config.sender_name, config.sender_email))
+    message["Subject"] = header_text(subject)
+    message["From"] = formataddr((header_text(config.sender_name), config.sender_email))
+    to_name = header_text(to_name)
     message["To"] = formataddr((to_name, to_email)) if to_name else to_email
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = make_msgid(idstring=send_ref, domain=domain)

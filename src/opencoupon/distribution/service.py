@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from sqlalchemy import ColumnElement
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from opencoupon.coupons.sessions import new_session, session_path
+from opencoupon.db.session import upsert_insert
 from opencoupon.distribution import repository as repo
-from opencoupon.distribution.mail import DEFAULT_PORTS, SmtpConfig, address_ok
+from opencoupon.distribution.mail import DEFAULT_PORTS, SmtpConfig, address_ok, header_text
 from opencoupon.distribution.schemas import (
     EmailIntegrationIn,
     SendEmail,
@@ -299,20 +302,77 @@ def email_integration_view(ctx: ApiContext) -> dict[str, Any]:
     }
 
 
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
+
+
+def host_ok(host: str) -> bool:
+    """A DNS name (labels of letters, digits, '_' and inner hyphens, a trailing dot allowed) or an
+    IP address (IPv6 in brackets or bare); not a partial bracket, an empty label, a zone index."""
+    if host.startswith("[") or host.endswith("]") or ":" in host:
+        inner = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if ":" not in inner or "%" in inner:
+            return False
+        try:
+            ipaddress.IPv6Address(inner)
+        except ValueError:
+            return False
+        return True
+    name = host[:-1] if host.endswith(".") else host
+    return 0 < len(name) <= 253 and all(_LABEL.match(label) for label in name.split("."))
+
+
+def check_base_url(raw: str) -> tuple[str, str, int]:
+    """An SMS provider's base URL: (scheme, host, port), or error 300 when malformed."""
+    problem = bad_value("base_url", "Give an http(s) URL such as https://api.twilio.com.")
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError:
+        raise problem from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise problem
+    if port == 0:
+        raise bad_value("base_url", "The port must be from 1 to 65535.")
+    host = parts.hostname
+    if not host_ok(f"[{host}]" if ":" in host else host):
+        raise problem
+    return parts.scheme, host, port or (443 if parts.scheme == "https" else 80)
+
+
+def _insert_missing(
+    ctx: ApiContext, model: type[EmailIntegration] | type[SmsIntegration], **values: Any
+) -> None:
+    """The account's settings row with these values unless it exists (INSERT … ON CONFLICT DO
+    NOTHING on the account): the caller then reads and updates it."""
+    statement = upsert_insert(ctx.session, model).values(
+        account_id=ctx.account.id, created_at=ctx.now, updated_at=ctx.now, **values
+    )
+    ctx.session.execute(statement.on_conflict_do_nothing(index_elements=["account_id"]))
+
+
 def put_email_integration(ctx: ApiContext, req: EmailIntegrationIn) -> dict[str, Any]:
     host = req.host.strip()
-    if not _HOST.match(host):
+    if not _HOST.match(host) or not host_ok(host):
         raise bad_value("host", "Give a host name or an IP address.")
     _check_host(ctx.runtime, host.strip("[]"), "host")
     if not address_ok(req.sender_email):
         raise ApiError(305, "Email address is not valid: sender_email.")
-    sender_name = req.sender_name if req.sender_name is not None else ""
-    if any(c in sender_name for c in "\r\n"):
-        raise bad_value("sender_name")
+    sender_name = header_text(req.sender_name or "")
+    # Insert-if-missing, then update: parallel first PUTs are all answered (one row, the last
+    # write wins), never a unique violation.
+    _insert_missing(
+        ctx,
+        EmailIntegration,
+        host=host,
+        port=req.port or DEFAULT_PORTS[req.tls],
+        tls_mode=req.tls,
+        username="",
+        password_encrypted="",
+        sender_name="",
+        sender_email=req.sender_email,
+    )
     row = repo.email_integration(ctx.session, ctx.account.id)
-    if row is None:
-        row = EmailIntegration(account_id=ctx.account.id, created_at=ctx.now, password_encrypted="")
-        ctx.session.add(row)
+    assert row is not None
     row.host = host
     row.tls_mode = req.tls
     row.port = req.port or DEFAULT_PORTS[req.tls]
@@ -351,21 +411,25 @@ def sms_integration_view(ctx: ApiContext) -> dict[str, Any]:
 
 def put_sms_integration(ctx: ApiContext, req: SmsIntegrationIn) -> dict[str, Any]:
     base_url = (req.base_url or DEFAULT_TWILIO_URL).rstrip("/")
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        raise bad_value("base_url", "Give an http(s) URL such as https://api.twilio.com.")
-    _check_host(ctx.runtime, parts.hostname, "base_url")
+    _, hostname, _ = check_base_url(base_url)
+    _check_host(ctx.runtime, hostname, "base_url")
     if not _SID.match(req.account_sid):
         raise bad_value("account_sid", "Letters, digits, '-' and '_' only.")
     sender = check_sender(req.sender) if req.sender else ""
+    if req.auth_token:
+        _insert_missing(
+            ctx,
+            SmsIntegration,
+            provider=req.provider,
+            base_url=base_url,
+            account_sid=req.account_sid,
+            token_encrypted="",
+            sender="",
+        )
     row = repo.sms_integration(ctx.session, ctx.account.id)
     if row is None:
-        if not req.auth_token:
-            raise missing("auth_token")
-        row = SmsIntegration(account_id=ctx.account.id, created_at=ctx.now)
-        ctx.session.add(row)
+        # The first settings need the token.
+        raise missing("auth_token")
     row.provider = req.provider
     row.base_url = base_url
     row.account_sid = req.account_sid
@@ -386,7 +450,13 @@ def delete_sms_integration(ctx: ApiContext) -> dict[str, Any]:
 
 def clean_name(raw: str) -> str:
     """One line (names go into email headers), at most what a session holds."""
-    return " ".join(raw.split())[:100]
+    return " ".join(header_text(raw).split())[:100]
+
+
+def email_subject(subject: str | None, title: str) -> str:
+    """The subject of a coupon email (the API's and the bulk CLI's): given or the coupon's title,
+    one line (mail.header_text), at most 300 characters."""
+    return (header_text(subject or "") or header_text(title) or "Your coupon")[:300]
 
 
 def dedup_key(channel: str, target_id: str, recipient_key: str) -> str:
@@ -598,7 +668,7 @@ def send_email(ctx: ApiContext, req: SendEmail) -> dict[str, Any]:
         raise NO_EMAIL
     if req.couponsession and target.campaign is None:
         raise SESSION_NOT_FOUND
-    subject = (req.subject or target.title or "Your coupon").replace("\r", " ").replace("\n", " ")[:300]
+    subject = email_subject(req.subject, target.title)
     prepared = _record_api_send(
         ctx, target, req, channel="email", recipient=email, recipient_key=email.lower(), subject=subject
     )

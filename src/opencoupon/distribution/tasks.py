@@ -10,7 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -27,6 +26,7 @@ from opencoupon.distribution.mail import (
     parse_branding,
 )
 from opencoupon.distribution.sms import SmsError, SmsProvider, make_provider
+from opencoupon.errors import ApiError
 from opencoupon.kit.clock import utcnow
 from opencoupon.models import Account, Campaign, CouponSession, DistributionSend
 from opencoupon.runtime import Runtime
@@ -219,9 +219,12 @@ def _sms_work(runtime: Runtime, send: DistributionSend) -> SmsWork:
         if token is None:
             raise Permanent("the stored SMS token cannot be decrypted: save the SMS integration again")
         provider_name, base_url, account_sid = row.provider, row.base_url, row.account_sid
-    parts = urlsplit(base_url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    host = parts.hostname or ""
+    try:
+        _, host, port = service.check_base_url(base_url)
+    except ApiError:
+        raise Permanent(
+            "the SMS integration's base_url is not valid: save the SMS integration again"
+        ) from None
     address = _connect_address(
         lambda: service.connect_address(runtime, host, port), host, "SMS provider", SmsError
     )
