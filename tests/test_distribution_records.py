@@ -305,6 +305,27 @@ def test_private_literals_in_any_form_are_refused_at_registration(
         assert_error(refused, 422, 300)
 
 
+def test_sms_settings_need_https_outside_development(
+    account: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The auth token goes with every message: plain HTTP only where private targets are allowed
+    (development and tests, for a gateway on the same machine)."""
+    monkeypatch.setattr(settings, "allow_private_webhooks", False)
+    refused = account.client.put(
+        "/v4/integrations/sms",
+        json={"account_sid": "AC1", "auth_token": "t", "base_url": f"http://{PUBLIC_ADDRESS}"},
+        headers=account.headers,
+    )
+    body = assert_error(refused, 422, 300)
+    assert "https" in body["status"]["errors"]["error_message_description"][0]
+    saved = account.client.put(
+        "/v4/integrations/sms",
+        json={"account_sid": "AC1", "auth_token": "t", "base_url": f"https://{PUBLIC_ADDRESS}"},
+        headers=account.headers,
+    )
+    assert saved.status_code == 200, saved.text
+
+
 PUBLIC_ADDRESS = "93.184.216.34"
 
 

@@ -411,7 +411,11 @@ def sms_integration_view(ctx: ApiContext) -> dict[str, Any]:
 
 def put_sms_integration(ctx: ApiContext, req: SmsIntegrationIn) -> dict[str, Any]:
     base_url = (req.base_url or DEFAULT_TWILIO_URL).rstrip("/")
-    _, hostname, _ = check_base_url(base_url)
+    scheme, hostname, _ = check_base_url(base_url)
+    # The auth token goes in every request: never over plain HTTP to a real provider. Plain HTTP
+    # is for a gateway on this machine or network, which only the development setting allows.
+    if scheme != "https" and not ctx.runtime.settings.allow_private_webhooks:
+        raise bad_value("base_url", "Use https: the auth token is sent with every message.")
     _check_host(ctx.runtime, hostname, "base_url")
     if not _SID.match(req.account_sid):
         raise bad_value("account_sid", "Letters, digits, '-' and '_' only.")
