@@ -402,3 +402,15 @@ def test_concurrent_duplicate_checks_for_one_person_make_one_link(
     assert len(codes) == 8
     assert len(set(codes)) == 1
     assert _links(runtime, su_campaign.id) == 1
+
+
+def test_invisible_and_control_characters_are_refused(account: Any, su_campaign: CampaignRef) -> None:
+    """A code staff type may hold nothing invisible; a name no control or bidirectional override
+    (which could make the coupon page show another name); a joiner in a name stays (Persian)."""
+    campaign = su_campaign.public_id
+    for odd in ("X\x9bY", "X\u200bY", "X\u202eY", "X\u200dY"):
+        assert_error(account.call(CREATE, campaign=campaign, customvalcode=odd), 422, 301)
+    for odd in ("X\x9bY", "X\u202eY", "X\u2028Y"):
+        assert_error(account.call(CREATE, campaign=campaign, firstname=odd), 422, 301)
+    made = assert_ok(account.call(CREATE, campaign=campaign, firstname="Mahnaz\u200cPour"))
+    assert made["single_use_code"]

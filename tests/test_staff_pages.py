@@ -175,3 +175,30 @@ def test_the_coupon_page_with_its_pin_form_cannot_be_framed(
         done = phone.post(f"{page}/validate", data={"csrf": token, "pin": PIN})
         assert done.status_code == 303
         _unframeable(done)
+
+
+def test_a_custom_code_equal_to_another_coupons_widget_code_validates_its_own_coupon(
+    account: Acct, live_server: LiveServer
+) -> None:
+    """Link B's custom code "J6ZL36" is link A's widget code "j6zl36" in other letters: each code,
+    typed as it was given, validates its own coupon."""
+    campaign = create_campaign(account, validation_methods="pin,widget,custom_code")
+    first = account.call("/v3/singleuse/create", campaign=campaign["id"]).json()
+    widget = first["widget_validation_code"]
+    second = account.call(
+        "/v3/singleuse/create", campaign=campaign["id"], customvalcode=widget.upper()
+    ).json()
+    assert second["status"]["status"] == "OK", second
+    staff = f"/p/{campaign['code']}/staff"
+    with httpx2.Client(base_url=live_server.url) as till:
+        token = csrf_token(till, staff)
+        by_custom = till.post(staff, data={"csrf": token, "pin": PIN, "code": widget.upper()})
+        assert by_custom.status_code == 200, by_custom.text
+        by_widget = till.post(staff, data={"csrf": token, "pin": PIN, "code": widget})
+        assert by_widget.status_code == 200, by_widget.text
+    states = [
+        account.call("/v3/couponsession/data", couponsession=link["single_use_code"]).json()["data"]["status"]
+        for link in (first, second)
+    ]
+    assert [s["validated"] for s in states] == ["1", "1"]
+    assert [s["validations"] for s in states] == ["1", "1"]

@@ -399,13 +399,19 @@ def _staff(request: Request, runtime: Runtime, code: str, form: dict[str, str], 
         with runtime.db.transaction() as s:
             campaign = s.get(Campaign, campaign.id)
             assert campaign is not None
-            row = None
-            method = "widget"
-            if base["by_widget"] and len(entered) == ids.SHORT_CODE_LENGTH and _CODE.match(entered):
+            # A custom code typed exactly as it was given wins; then a widget code; then a custom
+            # code in another letter case. A custom code may equal another coupon's widget code
+            # ("J6ZL36" and "j6zl36"): the coupon whose own code was typed is the one validated.
+            custom = None
+            if entered and base["by_custom_code"]:
+                custom = repository.session_by_custom_code(s, campaign.id, entered)
+            row, method = None, "widget"
+            if custom is not None and custom.custom_validation_code == entered:
+                row, method = custom, "custom_code"
+            elif base["by_widget"] and len(entered) == ids.SHORT_CODE_LENGTH and _CODE.match(entered):
                 row = repository.session_by_short_in_campaign(s, campaign.id, entered.lower())
-            if row is None and entered and base["by_custom_code"]:
-                row = repository.session_by_custom_code(s, campaign.id, entered)
-                method = "custom_code"
+            if row is None and custom is not None:
+                row, method = custom, "custom_code"
             if row is None:
                 return fail(404, "No coupon with this code.", 505)
             service.validate(s, runtime, campaign, row, now, method=method, validation_value=money)

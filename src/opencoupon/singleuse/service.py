@@ -49,7 +49,14 @@ EXPIRY_FORMATS = ["%Y-%m-%d:%H:%M:%S", "%Y-%m-%d %H:%M:%S"]
 EXPIRY_SHOWN = "yyyy-MM-dd:HH:mm:ss"
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f]*$")
+# Names and references: no control characters (C0, C1), no bidirectional overrides (they can make
+# a name on the coupon page read as another), no line separators, no zero-width space or BOM.
+# Joiners stay: some scripts (Persian, Indic) need them in names.
+_PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff]*$")
+# A code staff type at the counter: nothing invisible at all (joiners, soft hyphen too).
+_TYPABLE = re.compile(
+    r"^[^\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]*$"
+)
 _PREFIX = re.compile(r"^[!-~]*$")
 _SESSION_CODE = re.compile(r"^[A-Za-z0-9]+$")
 _DIGITS = re.compile(r"^[0-9]+$")
@@ -138,7 +145,7 @@ def clean_custom_code(customvalcode: str | None, autovalcode: bool | None) -> st
         raise bad_value("customvalcode", "Use either customvalcode or autovalcode, not both.")
     if not code:
         return None
-    if not _PRINTABLE.match(code):
+    if not _TYPABLE.match(code):
         raise invalid_character("customvalcode")
     if len(code) > CUSTOM_CODE_MAX:
         raise bad_value("customvalcode", f"At most {CUSTOM_CODE_MAX} characters.")
