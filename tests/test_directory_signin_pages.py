@@ -89,3 +89,17 @@ def test_one_address_cannot_sweep_many_emails(account: Any, limited_server: Live
     finally:
         sweeper.close()
     assert answers == [401] * 60 + [429]
+
+
+def test_the_sign_in_and_registration_forms_refuse_frames(account: Any, live_server: LiveServer) -> None:
+    """Another site's frame around them could take a member's password."""
+    code = create_directory(account, name="Framed", access="login")["code"]
+    browser = Browser(live_server.url)
+    try:
+        for path in (f"/d/{code}/login", f"/d/{code}/register"):
+            page = browser.get(path)
+            assert page.status_code == 200, path
+            assert page.headers["x-frame-options"] == "DENY", path
+            assert "frame-ancestors 'none'" in page.headers["content-security-policy"], path
+    finally:
+        browser.close()

@@ -33,7 +33,7 @@ from opencoupon.kit.crypto import hash_password, verify_password
 from opencoupon.kit.dates import fmt
 from opencoupon.kit.lockout import ADDRESS_FACTOR, Lockout
 from opencoupon.models import Campaign, Category, CouponSession, Directory, DirectoryUser, LoyaltyCard
-from opencoupon.pages import render, render_error_page
+from opencoupon.pages import deny_framing, render, render_error_page
 from opencoupon.runtime import Runtime
 
 router = APIRouter(tags=["Directory pages"], include_in_schema=False)
@@ -485,7 +485,8 @@ def _form_page(
         status_code=status_code,
     )
     signin.set_csrf_cookie(response, request, fresh)
-    return response
+    # A sign-in or registration form in another site's frame could take a member's password.
+    return deny_framing(response)
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
