@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from conftest import TEST_SECRET_KEY
@@ -210,3 +211,53 @@ def test_a_bad_row_stops_the_import_with_its_line_and_creates_nothing(
             select(func.count()).select_from(CouponSession).where(CouponSession.campaign_id == su_campaign.id)
         )
     assert count == 0
+
+
+def test_an_output_path_that_cannot_be_written_is_refused_before_any_link(
+    runtime: Runtime, settings: Settings, tmp_path: Path, su_campaign: CampaignRef
+) -> None:
+    folder = tmp_path / "outdir"
+    folder.mkdir()
+    recipients = str(_recipients(tmp_path, "firstname,email\nAnn,ann@example.com\n"))
+    for args, message in [
+        (["create", "--csv", str(folder)], f"error: cannot write {folder}: it is a directory"),
+        (["import", recipients, "--out", str(folder)], f"error: cannot write {folder}: it is a directory"),
+        (["create", "--csv", "/proc/nope/x.csv"], "error: cannot write /proc/nope/x.csv: "),
+        (["import", recipients, "--out", "/proc/nope/x.csv"], "error: cannot write /proc/nope/x.csv: "),
+    ]:
+        done = _run(settings, tmp_path, *args, "--campaign", su_campaign.public_id)
+        assert done.returncode == 1, done.stderr
+        assert message in done.stderr
+        assert "Traceback" not in done.stderr
+    assert list(folder.iterdir()) == []
+    assert not list(tmp_path.glob(".*.partial"))
+    assert _sessions(runtime, su_campaign.id) == {}
+
+
+def test_a_csv_that_cannot_take_its_name_after_the_commit_is_reported(tmp_path: Path) -> None:
+    import typer
+
+    from opencoupon.singleuse.cli import _publish
+
+    target = tmp_path / "links.csv"
+    target.mkdir()  # appeared while the links were being made
+    partial = tmp_path / ".links.csv.partial"
+    partial.write_text("single_use_code\n")
+    with pytest.raises(typer.Exit) as raised:
+        _publish(target, "3 links were created in cam_1")
+    assert raised.value.exit_code == 1
+    assert partial.read_text() == "single_use_code\n"  # kept: the links exist
+
+
+def test_an_unmigrated_database_gets_a_hint(tmp_path: Path) -> None:
+    empty = Settings(database_url=f"sqlite:///{tmp_path / 'empty.db'}", secret_key=TEST_SECRET_KEY)
+    recipients = str(_recipients(tmp_path, "firstname,email\nAnn,ann@example.com\n"))
+    for args in (
+        ["create", "--csv", str(tmp_path / "a.csv")],
+        ["import", recipients, "--out", str(tmp_path / "b.csv")],
+    ):
+        done = _run(empty, tmp_path, *args, "--campaign", "cam_1")
+        assert done.returncode == 1
+        assert done.stderr.strip() == "error: the database is not migrated: run opencoupon migrate"
+    assert not (tmp_path / "a.csv").exists()
+    assert not (tmp_path / "b.csv").exists()

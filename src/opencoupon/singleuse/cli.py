@@ -14,12 +14,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import typer
 
 from opencoupon.config import get_settings
 from opencoupon.errors import ApiError
+
+if TYPE_CHECKING:
+    from opencoupon.runtime import Runtime
 
 app = typer.Typer(help="Single-use personal links: create many, or one per recipient of a CSV.")
 
@@ -47,22 +50,63 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+def _partial(path: Path) -> Path:
+    return path.with_name(f".{path.name}.partial")
+
+
 @contextmanager
 def _csv_out(path: Path) -> Iterator[IO[str]]:
     """A file next to `path` that takes its name only when the block ends without error, so a
-    failed run never leaves a half-written CSV (or a CSV of links that were rolled back)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
+    failed run never leaves a half-written CSV (or a CSV of links that were rolled back).
+
+    Opened before any link is made: a path that cannot be written is refused with nothing created."""
+    if path.is_dir():
+        raise _fail(f"cannot write {path}: it is a directory")
+    partial = _partial(path)
     try:
-        with partial.open("w", newline="", encoding="utf-8") as handle:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = partial.open("w", newline="", encoding="utf-8")
+    except OSError as exc:
+        raise _fail(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with handle:
             yield handle
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
 
 
-def _publish(path: Path) -> None:
-    os.replace(path.with_name(f".{path.name}.partial"), path)
+def _publish(path: Path, done: str) -> None:
+    """Gives the written CSV its name, once the links are committed. If that fails, the links
+    exist: say so, and where the CSV is instead."""
+    partial = _partial(path)
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "Is a directory")
+        os.replace(partial, path)
+    except OSError as exc:
+        raise _fail(
+            f"{done}, but they could not be written to {path} ({exc.strerror or exc});"
+            f" the CSV is in {partial}"
+        ) from None
+
+
+def _require_migrated(runtime: Runtime) -> None:
+    """A database the schema was never applied to (or an older schema) gets a hint, not a traceback."""
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from opencoupon.db.migrate import alembic_config
+
+    heads = set(ScriptDirectory.from_config(alembic_config(runtime.settings.database_url)).get_heads())
+    try:
+        with runtime.db.engine.connect() as conn:
+            current = set(MigrationContext.configure(conn).get_current_heads())
+    except SQLAlchemyError as exc:
+        raise _fail(f"cannot open the database: {getattr(exc, 'orig', None) or exc}") from None
+    if current != heads:
+        raise _fail("the database is not migrated: run opencoupon migrate")
 
 
 @app.command("create")
@@ -89,6 +133,7 @@ def create(
         raise _fail("--code-type must be numeric or alphanumeric")
     runtime = Runtime.from_settings(get_settings())
     try:
+        _require_migrated(runtime)
         with _csv_out(csv_path) as handle, runtime.db.transaction() as session:
             spec = service.parse_batch(
                 str(amount),
@@ -115,7 +160,7 @@ def create(
         raise _fail(err.description) from None
     finally:
         runtime.db.dispose()
-    _publish(csv_path)
+    _publish(csv_path, f"{len(items)} links were created in cam_{found.id}")
     typer.echo(f"{len(items)} links in cam_{found.id} written to {csv_path}", err=True)
 
 
@@ -176,6 +221,7 @@ def import_recipients(
     line = 0
     results: list[dict[str, Any]] = []
     try:
+        _require_migrated(runtime)
         with _csv_out(out) as handle, runtime.db.transaction() as session:
             now = utcnow()
             found = service.resolve_campaign(session, None, campaign)
@@ -215,7 +261,7 @@ def import_recipients(
         raise _fail(where + err.description) from None
     finally:
         runtime.db.dispose()
-    _publish(out)
+    _publish(out, f"{created} new links were created in cam_{found.id}")
     typer.echo(
         f"{created} new links, {len(results) - created} already held, in cam_{found.id}; written to {out}",
         err=True,
