@@ -261,3 +261,49 @@ def test_an_unmigrated_database_gets_a_hint(tmp_path: Path) -> None:
         assert done.stderr.strip() == "error: the database is not migrated: run opencoupon migrate"
     assert not (tmp_path / "a.csv").exists()
     assert not (tmp_path / "b.csv").exists()
+
+
+def test_the_csv_files_carry_no_formulas(
+    runtime: Runtime, settings: Settings, tmp_path: Path, su_campaign: CampaignRef
+) -> None:
+    made = tmp_path / "made.csv"
+    args = [
+        "--automated-codes",
+        "--code-prefix",
+        "=HYPERLINK(",
+        "--code-length",
+        "10",
+        "--code-type",
+        "numeric",
+    ]
+    done = _run(
+        settings,
+        tmp_path,
+        "create",
+        "--campaign",
+        su_campaign.public_id,
+        "--csv",
+        str(made),
+        "--amount",
+        "2",
+        *args,
+    )
+    assert done.returncode == 0, done.stderr
+    codes = [row["custom_validation_code"] for row in _read(made)]
+    assert len(codes) == 2
+    assert all(code.startswith("'=HYPERLINK(") for code in codes)
+    text = (
+        "firstname,email,customvalcode,note\n"
+        "@Ann,ann@example.com,=2+2,-1+1\n"
+        "Bob,bob@example.com,,+32 2 123 45 67\n"
+    )
+    out = tmp_path / "links.csv"
+    path = str(_recipients(tmp_path, text))
+    done = _run(settings, tmp_path, "import", path, "--campaign", su_campaign.public_id, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    ann, bob = _read(out)
+    assert (ann["firstname"], ann["customvalcode"], ann["note"]) == ("'@Ann", "'=2+2", "'-1+1")
+    assert ann["custom_validation_code"] == "'=2+2"
+    assert bob["note"] == "+32 2 123 45 67"  # a phone number stays as it is
+    stored = {row.custom_validation_code for row in _sessions(runtime, su_campaign.id).values()}
+    assert "=2+2" in stored  # the link itself keeps the code as given

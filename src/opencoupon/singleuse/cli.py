@@ -20,6 +20,7 @@ import typer
 
 from opencoupon.config import get_settings
 from opencoupon.errors import ApiError
+from opencoupon.kit.csvcell import csv_cell
 
 if TYPE_CHECKING:
     from opencoupon.runtime import Runtime
@@ -153,9 +154,9 @@ def create(
                     base_url=runtime.settings.public_base_url,
                     progress=bar.update,
                 )
-            writer = csv.DictWriter(handle, fieldnames=BATCH_COLUMNS)
-            writer.writeheader()
-            writer.writerows(items)
+            writer = csv.writer(handle)
+            writer.writerow(BATCH_COLUMNS)
+            writer.writerows([csv_cell(item[name]) for name in BATCH_COLUMNS] for item in items)
     except ApiError as err:
         raise _fail(err.description) from None
     finally:
@@ -253,9 +254,10 @@ def import_recipients(
                     answer["duplicate"] = "0" if result.created else "1"
                     results.append(answer)
             writer = csv.writer(handle)
-            writer.writerow([*header, *LINK_COLUMNS])
+            writer.writerow([csv_cell(name) for name in (*header, *LINK_COLUMNS)])
             for recipient, link in zip(rows, results, strict=True):
-                writer.writerow([*recipient.cells, *(link[name] for name in LINK_COLUMNS)])
+                cells = [*recipient.cells, *(link[name] for name in LINK_COLUMNS)]
+                writer.writerow([csv_cell(cell) for cell in cells])
     except ApiError as err:
         where = f"line {line}: " if line else ""
         raise _fail(where + err.description) from None
