@@ -109,3 +109,18 @@ def test_import_recipients_all_or_nothing_and_csrf(live_server: LiveServer, acco
         sessions = web.get(f"/dashboard/campaigns/{cid}").text
         assert len(re.findall(r'data-session="', sessions)) == 2
         assert web.post(f"{PAGE}/batches", data={"campaign": cid, "amount": "1"}).status_code == 403
+
+
+def test_import_names_the_file_line_of_a_bad_row(live_server: LiveServer, account: TestAccount) -> None:
+    cid = singleuse_campaign(account)
+    # Line 2 has nothing to pre-fill, line 3 is blank, Ann's note spans lines 4-5: Eve is line 6.
+    bad = 'firstname,email,note\n,,just a note\n\nAnn,ann@example.com,"two\nlines"\nEve,not-an-email,y\n'
+    with signed_in(live_server.url, account.email) as web:
+        token = csrf_from(web.get(PAGE).text)
+        answer = web.post(
+            f"{PAGE}/import",
+            data={"campaign": cid, "csrf_token": token},
+            files={"file": ("r.csv", bad.encode(), "text/csv")},
+        )
+        assert answer.status_code == 422
+        assert "Line 6: Email address is not valid." in answer.text

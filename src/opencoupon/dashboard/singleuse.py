@@ -188,7 +188,9 @@ def job_csv(request: Request, key: str, account: Account = Depends(require_login
 # --- recipients from CSV --------------------------------------------------------------------
 
 
-def _read_recipients(data: bytes) -> list[dict[str, str]]:
+def _read_recipients(data: bytes) -> list[tuple[int, dict[str, str]]]:
+    """The rows with something to pre-fill, each with its line in the file (as the CLI counts:
+    blank and skipped rows still count, and a cell over several lines takes them all)."""
     try:
         decoded = data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -201,7 +203,7 @@ def _read_recipients(data: bytes) -> list[dict[str, str]]:
     for row in reader:
         clean = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if isinstance(v, str)}
         if any(clean.get(c) for c in PREFILL_COLUMNS):
-            rows.append(clean)
+            rows.append((reader.line_num, clean))
         if len(rows) > IMPORT_MAX_ROWS:
             raise FormProblem([f"At most {IMPORT_MAX_ROWS} recipients per file."])
     if not rows:
@@ -209,12 +211,14 @@ def _read_recipients(data: bytes) -> list[dict[str, str]]:
     return rows
 
 
-def _import(request: Request, account: Account, raw_campaign: str, rows: list[dict[str, str]]) -> str:
+def _import(
+    request: Request, account: Account, raw_campaign: str, rows: list[tuple[int, dict[str, str]]]
+) -> str:
     items = []
     created = 0
     with api_context(request, account, write=True) as ctx:
         campaign = service.resolve_campaign(ctx.session, ctx.scope(Campaign.account_id), raw_campaign)
-        for number, row in enumerate(rows, start=2):
+        for number, row in rows:
             try:
                 prefill = service.clean_prefill(*(row.get(c) for c in PREFILL_COLUMNS))
                 result = service.create_link(
