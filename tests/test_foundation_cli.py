@@ -157,3 +157,32 @@ def test_openapi_prints_the_spec(clean_env: dict[str, str]) -> None:
     spec = json.loads(result.stdout)
     assert "/v3/subaccount/sso" in spec["paths"]
     assert set(spec["components"]["securitySchemes"]) == {"ClientId", "ClientSecret"}
+
+
+def test_account_commands_apply_the_api_rules(clean_env: dict[str, str]) -> None:
+    assert _run(clean_env, "migrate").returncode == 0
+    for args, message in [
+        (["--email", "bad email"], "error: --email: Email address is not valid."),
+        (["--email", "no-at-sign.example.com"], "error: --email: Email address is not valid."),
+        (["--email", "pw@example.com", "--password", "pw"], "error: --password: "),
+        (["--email", "pw@example.com", "--password", "x" * 1025], "error: --password: "),
+    ]:
+        refused = _run(clean_env, "account", "create", *args, "--json")
+        assert refused.returncode == 1, args
+        assert refused.stderr.startswith(message), refused.stderr
+        assert refused.stdout == ""
+    created = _run(
+        clean_env, "account", "create", "--email", "ok@example.com", "--password", "eight888", "--json"
+    )
+    assert created.returncode == 0, created.stderr
+    ISSUED_SECRETS.append(json.loads(created.stdout)["client_secret"])
+    for hours in ("-5", "169"):
+        refused = _run(
+            clean_env, "account", "rotate-secret", "--email", "ok@example.com", "--grace-hours", hours
+        )
+        assert refused.returncode == 1
+        assert refused.stderr.strip() == "error: --grace-hours must be between 0 and 168"
+        assert refused.stdout == ""
+    rotated = _run(clean_env, "account", "rotate-secret", "--email", "ok@example.com", "--grace-hours", "0")
+    assert rotated.returncode == 0, rotated.stderr
+    ISSUED_SECRETS.append(rotated.stdout.split("client_secret: ")[1].strip())

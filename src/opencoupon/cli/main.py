@@ -161,14 +161,31 @@ def account_create(
     """Create a master account; prints its ID, client_id and client_secret (shown once)."""
     from opencoupon.accounts import repository
     from opencoupon.accounts import service as accounts
+    from opencoupon.errors import ApiError
+    from opencoupon.subaccounts.schemas import MAX_PASSWORD_LENGTH
+    from opencoupon.subaccounts.service import _check_email, _checked_password
 
+    # The API's and the dashboard's rules: a malformed email (305), a password under 8 characters.
+    try:
+        checked_password = _checked_password(password)
+    except ApiError as err:
+        typer.echo(f"error: --password: {err.description}", err=True)
+        raise typer.Exit(1) from None
+    if len(password) > MAX_PASSWORD_LENGTH:
+        typer.echo(f"error: --password: Use at most {MAX_PASSWORD_LENGTH} characters.", err=True)
+        raise typer.Exit(1)
     runtime = _runtime()
     with runtime.db.transaction() as session:
         if repository.by_email(session, email) is not None:
             typer.echo(f"error: an account with email {email} already exists", err=True)
             raise typer.Exit(1)
+        try:
+            checked_email = _check_email(session, email)
+        except ApiError as err:
+            typer.echo(f"error: --email: {err.description}", err=True)
+            raise typer.Exit(1) from None
         account, secret = accounts.create_account(
-            session, runtime.keyring, email=email, password=password or None
+            session, runtime.keyring, email=checked_email, password=checked_password
         )
         result = {
             "account_id": account.id,
@@ -186,14 +203,19 @@ def account_create(
 @account_app.command("rotate-secret")
 def account_rotate_secret(
     email: str = typer.Option(..., help="Email of the account."),
-    grace_hours: int = typer.Option(24, help="Hours the old secret keeps working."),
+    grace_hours: int = typer.Option(24, help="Hours the old secret keeps working (0 to 168)."),
 ) -> None:
     """Issue a new client secret; the old one keeps working for the grace period."""
     import datetime as dt
 
     from opencoupon.accounts import repository
     from opencoupon.accounts import service as accounts
+    from opencoupon.dashboard.account import MAX_GRACE_HOURS
 
+    # The dashboard's range for the same action; 0 ends the old secret at once (after a leak).
+    if not 0 <= grace_hours <= MAX_GRACE_HOURS:
+        typer.echo(f"error: --grace-hours must be between 0 and {MAX_GRACE_HOURS}", err=True)
+        raise typer.Exit(1)
     runtime = _runtime()
     with runtime.db.transaction() as session:
         account = repository.by_email(session, email)
