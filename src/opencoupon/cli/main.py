@@ -163,11 +163,11 @@ def account_create(
     from opencoupon.accounts import service as accounts
     from opencoupon.errors import ApiError
     from opencoupon.subaccounts.schemas import MAX_PASSWORD_LENGTH
-    from opencoupon.subaccounts.service import _check_email, _checked_password
+    from opencoupon.subaccounts.service import check_email, checked_password
 
     # The API's and the dashboard's rules: a malformed email (305), a password under 8 characters.
     try:
-        checked_password = _checked_password(password)
+        usable_password = checked_password(password)
     except ApiError as err:
         typer.echo(f"error: --password: {err.description}", err=True)
         raise typer.Exit(1) from None
@@ -180,12 +180,12 @@ def account_create(
             typer.echo(f"error: an account with email {email} already exists", err=True)
             raise typer.Exit(1)
         try:
-            checked_email = _check_email(session, email)
+            checked_email = check_email(session, email)
         except ApiError as err:
             typer.echo(f"error: --email: {err.description}", err=True)
             raise typer.Exit(1) from None
         account, secret = accounts.create_account(
-            session, runtime.keyring, email=checked_email, password=checked_password
+            session, runtime.keyring, email=checked_email, password=usable_password
         )
         result = {
             "account_id": account.id,

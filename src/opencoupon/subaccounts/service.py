@@ -93,7 +93,7 @@ def _fail_date() -> dt.date:
     raise bad_date("expiry_date", "yyyy-MM-dd")
 
 
-def _check_email(session: Session, email: str, current: Account | None = None) -> str:
+def check_email(session: Session, email: str, current: Account | None = None) -> str:
     normalized = accounts.normalize_email(email)
     if not EMAIL.match(normalized) or len(normalized) > 254:
         raise ApiError(305, "Email address is not valid.")
@@ -137,7 +137,7 @@ def _validate_timezone(tz: str | None) -> None:
         raise ApiError(300, "Invalid value in parameter: timezone.") from None
 
 
-def _checked_password(raw: str | None) -> str | None:
+def checked_password(raw: str | None) -> str | None:
     """The password to set; None (none given, or empty) sets none. The reset page's minimum
     applies here too: a password it would refuse must not be settable through the API."""
     if not raw:
@@ -152,8 +152,8 @@ def create(ctx: ApiContext, req: SubaccountCreate) -> Account:
     session = ctx.session
     if not req.email.strip():
         raise missing("email")  # as when it is left out (the vendor's 200)
-    email = _check_email(session, req.email)
-    password = _checked_password(req.password)
+    email = check_email(session, req.email)
+    password = checked_password(req.password)
     expiry = _expiry(req.expiry_date)
     country = _validate_country(req.country)
     _validate_timezone(req.timezone)
@@ -187,10 +187,10 @@ def update(ctx: ApiContext, req: SubaccountUpdate) -> Account:
     sub = get_subaccount(ctx, req.subaccount)
     session = ctx.session
     if req.email is not None:
-        sub.email = _check_email(session, req.email, current=sub)
+        sub.email = check_email(session, req.email, current=sub)
     if req.expiry_date is not None:
         sub.expiry_date = _expiry(req.expiry_date)
-    if _checked_password(req.password) is not None:
+    if checked_password(req.password) is not None:
         sub.password_hash = req.password_hash  # hashed before the transaction (WithPassword)
     country = _validate_country(req.country)
     if country is not None:
