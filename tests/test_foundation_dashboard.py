@@ -424,3 +424,19 @@ def test_sso_lands_on_the_requested_page_when_the_server_has_it(
                 assert response.headers["location"] == location
     finally:
         server.stop()
+
+
+def test_a_password_set_voids_the_other_open_reset_links(
+    web: httpx2.Client, account: TestAccount, subaccount: TestAccount
+) -> None:
+    """Through a link, or by the master through the API: the links still open stop working."""
+    used, other = _reset_path(account, subaccount), _reset_path(account, subaccount)
+    assert web.get(other).status_code == 200
+    assert _post_reset(web, used, "brand-new-password").status_code == 200
+    assert web.get(other).status_code == 410
+    pending = _reset_path(account, subaccount)
+    assert web.get(pending).status_code == 200
+    assert_ok(
+        account.call("/v3/subaccount/update", subaccount=f"sub_{subaccount.id}", password="set-by-master")
+    )
+    assert web.get(pending).status_code == 410

@@ -92,6 +92,20 @@ def consume_token(session: Session, token_id: int, now: dt.datetime) -> bool:
     return (result.rowcount or 0) == 1  # type: ignore[attr-defined]
 
 
+def retire_tokens(session: Session, account_id: int, purpose: str, now: dt.datetime) -> None:
+    """Mark every unused token of this purpose of the account used (a password set makes the
+    account's other reset links void)."""
+    session.execute(
+        update(OneTimeToken)
+        .where(
+            OneTimeToken.account_id == account_id,
+            OneTimeToken.purpose == purpose,
+            OneTimeToken.used_at.is_(None),
+        )
+        .values(used_at=now)
+    )
+
+
 def lock_account(session: Session, account_id: int) -> None:
     """Hold the account's row until the transaction ends (FOR UPDATE; a no-op on SQLite)."""
     session.execute(select(Account.id).where(Account.id == account_id).with_for_update())

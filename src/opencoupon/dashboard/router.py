@@ -264,6 +264,8 @@ def _reset_password(runtime: Runtime, raw: str, password: str) -> str | None:
         _token, account = found
         account.password_hash = new_hash
         account.updated_at = utcnow()
+        # Its other reset links (an older email, a link the master made) stop working too.
+        accounts_repo.retire_tokens(session, account.id, sso.RESET_PURPOSE, account.updated_at)
         return account.email
 
 

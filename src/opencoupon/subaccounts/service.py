@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from opencoupon.accounts import repository as accounts_repo
 from opencoupon.accounts import service as accounts
+from opencoupon.accounts.sso import RESET_PURPOSE
 from opencoupon.errors import ApiError, bad_date, bad_value, missing
 from opencoupon.events import service as events
 from opencoupon.kit import ids
@@ -192,6 +193,8 @@ def update(ctx: ApiContext, req: SubaccountUpdate) -> Account:
         sub.expiry_date = _expiry(req.expiry_date)
     if checked_password(req.password) is not None:
         sub.password_hash = req.password_hash  # hashed before the transaction (WithPassword)
+        # A password set by the master voids the reset links still open (its setup email's too).
+        accounts_repo.retire_tokens(session, sub.id, RESET_PURPOSE, ctx.now)
     country = _validate_country(req.country)
     if country is not None:
         sub.country = country
