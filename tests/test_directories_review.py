@@ -1,28 +1,24 @@
+# ruff: noqa: F811  (the `limited_server` fixture is imported, then requested by name)
 """Faults found by a review of the directories capability, each pinned by a test over real HTTP
 and the real database (SQLite, and PostgreSQL with OPENCOUPON_TEST_DATABASE_URL)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import httpx2
-import pytest
 from sqlalchemy import func, select
 
 from conftest import LiveServer
 from directories_fixtures import PAY_URL, Browser, create_directory, create_user, make_campaign, v4
 from helpers import assert_error
 from loyalty_fixtures import create_card
-from opencoupon.app import create_app
-from opencoupon.config import Settings
 from opencoupon.kit.clock import utcnow
 from opencoupon.models import Campaign, CampaignCustomCode, CouponSession, DirectoryItem, Event
 from opencoupon.runtime import Runtime
-
-THREADS = 8
+from test_directories_races import THREADS, _race
+from test_directory_signin_pages import limited_server  # noqa: F401  (a fixture, requested by name)
 
 
 def test_a_hidden_item_of_a_public_directory_does_not_open_a_paid_coupon(
@@ -83,7 +79,11 @@ def test_a_member_opening_a_coupon_many_times_at_once_gets_one_session(
     assert browser.register(directory["code"], "racer@example.com").status_code == 303
     cookies = dict(browser.client.cookies)
     for campaign in campaigns:  # a few rounds: one race alone is sometimes won by chance
-        answers = _at_once(live_server, cookies, f"/d/{directory['code']}/c/cam_{campaign.id}")
+        path = f"/d/{directory['code']}/c/cam_{campaign.id}"
+        cookie = "; ".join(f"{name}={value}" for name, value in cookies.items())
+        answers = _race(
+            live_server, lambda client, path=path, cookie=cookie: client.get(path, headers={"Cookie": cookie})
+        )
         assert [a.status_code for a in answers] == [303] * THREADS
         assert len({a.headers["location"] for a in answers}) == 1
         with runtime.db.read() as session:
@@ -93,28 +93,6 @@ def test_a_member_opening_a_coupon_many_times_at_once_gets_one_session(
                 .where(CouponSession.campaign_id == campaign.id)
             )
         assert made == 1
-
-
-def _at_once(live_server: Any, cookies: dict[str, str], path: str) -> list[httpx2.Response]:
-    """THREADS GETs of `path` with these cookies, sent at the same moment."""
-    start = threading.Barrier(THREADS)
-    answers: list[httpx2.Response] = []
-    lock = threading.Lock()
-
-    def send() -> None:
-        with httpx2.Client(base_url=live_server.url, cookies=cookies, timeout=60) as client:
-            start.wait()
-            answer = client.get(path, follow_redirects=False)
-            with lock:
-                answers.append(answer)
-
-    threads = [threading.Thread(target=send) for _ in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert len(answers) == THREADS
-    return answers
 
 
 def test_a_template_copy_starts_its_own_custom_code_count(account: Any, runtime: Runtime) -> None:
@@ -322,18 +300,6 @@ def test_directory_user_fields_are_bounded_and_checked(account: Any, browser: Br
         u["email"] for u in v4(account, "GET", users).json() if "control" in u["email"] or "nul" in u["email"]
     ] == []
     assert browser.register(code, "control@example.com", first_name="Ann").status_code == 303
-
-
-@pytest.fixture
-def limited_server(settings: Settings) -> Iterator[LiveServer]:
-    """A server with the default limits (the suite's own server allows far more attempts)."""
-    limited = settings.model_copy(update={"login_attempts_per_minute": 10.0})
-    runtime = Runtime.from_settings(limited)
-    server = LiveServer(create_app(limited, runtime=runtime))
-    server.start()
-    yield server
-    server.stop()
-    runtime.db.dispose()
 
 
 def test_the_register_form_says_already_registered_within_the_address_limit(

@@ -276,17 +276,11 @@ def lock_in_order(session: Session, session_ids: list[int], campaign_ids: list[i
     (a new validation, a new session) are not held up."""
     if session.get_bind().dialect.name != "postgresql":
         return
-    if session_ids:
-        session.execute(
-            select(CouponSession.id)
-            .where(CouponSession.id.in_(sorted(set(session_ids))))
-            .order_by(CouponSession.id)
-            .with_for_update(key_share=True)
-        )
-    if campaign_ids:
-        session.execute(
-            select(Campaign.id)
-            .where(Campaign.id.in_(sorted(set(campaign_ids))))
-            .order_by(Campaign.id)
-            .with_for_update(key_share=True)
-        )
+    for model, wanted in ((CouponSession, session_ids), (Campaign, campaign_ids)):
+        if wanted:
+            session.execute(
+                select(model.id)
+                .where(model.id.in_(sorted(set(wanted))))
+                .order_by(model.id)
+                .with_for_update(key_share=True)
+            )
