@@ -207,11 +207,13 @@ def test_directoryusers_list_pages_by_100_newest_first(account: Any, runtime: Ru
         )
     first = assert_ok(account.call("/v3/directoryusers/list", directory=directory["id"]))
     assert (first["page"], first["amount_of_users"], first["amount_of_pages"]) == ("1", "101", "2")
+    assert first["amount_of_results"] == "100"
     assert len(first["users"]) == 100
     assert first["users"][0]["email"] == "u100@example.com"
     assert first["users"][-1]["email"] == "u001@example.com"
     second = assert_ok(account.call("/v3/directoryusers/list", directory=directory["id"], page="2"))
     assert [u["email"] for u in second["users"]] == ["u000@example.com"]
+    assert (second["amount_of_users"], second["amount_of_results"]) == ("101", "1")
     assert (
         assert_ok(account.call("/v3/directoryusers/list", directory=directory["id"], page=3))["users"] == []
     )

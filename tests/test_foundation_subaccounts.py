@@ -243,6 +243,19 @@ def test_max_campaigns_bounds_a_subaccounts_campaigns(account: TestAccount, suba
     assert mine.status_code == 201, mine.text
 
 
+def test_an_empty_max_campaigns_is_not_given(account: TestAccount, subaccount: TestAccount) -> None:
+    """`max_campaigns=` (a form with the field left empty) leaves the limit as it is, as an empty
+    number does in every other call; it was refused with 300."""
+    sub_id = f"sub_{subaccount.id}"
+    assert_ok(account.call("/v4/subaccount/update", subaccount=sub_id, max_campaigns=3))
+    updated = assert_ok(
+        account.call("/v4/subaccount/update", subaccount=sub_id, max_campaigns="", first_name="Ann")
+    )
+    assert (updated["subaccount"]["max_campaigns"], updated["subaccount"]["first_name"]) == ("3", "Ann")
+    assert_error(account.call("/v4/subaccount/update", subaccount=sub_id, max_campaigns="two"), 422, 300)
+    assert_error(account.call("/v4/subaccount/update", subaccount=sub_id, max_campaigns=-1), 422, 300)
+
+
 @pytest.mark.parametrize("value", ["sub_abc", "sub_1;drop", "cam_12", "-1", "sub_"])
 @pytest.mark.parametrize("path", ["/v3/subaccount/info", "/v3/subaccount/reset/url", "/v3/subaccount/sso"])
 def test_301_malformed_subaccount_id(account: TestAccount, path: str, value: str) -> None:

@@ -125,6 +125,24 @@ def test_a_trailing_slash_is_answered_not_redirected(http: httpx2.Client, accoun
     assert_error(http.post("/v3/no/such/call/"), 404, 404)
 
 
+def test_a_trailing_slash_on_a_rest_path_with_parameters_is_answered_not_redirected(
+    http: httpx2.Client, account: object
+) -> None:
+    # Starlette answered `/v4/campaigns/cam_1/` with an empty 307 the client had to follow.
+    headers = account.headers  # type: ignore[attr-defined]
+    created = http.post("/v4/campaigns/", json={"name": "Slash"}, headers=headers)
+    assert created.status_code == 201, created.text
+    campaign = created.json()["id"]
+    got = http.get(f"/v4/campaigns/{campaign}/", headers=headers)
+    assert got.status_code == 200, got.text
+    assert got.json() == http.get(f"/v4/campaigns/{campaign}", headers=headers).json()
+    patched = http.patch(f"/v4/campaigns/{campaign}//", json={"name": "Renamed"}, headers=headers)
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["name"] == "Renamed"
+    assert_error(http.get("/v4/campaigns/cam_99999999/", headers=headers), 404, 502)
+    assert_error(http.get("/v4/no/such/thing/", headers=headers), 404, 404)
+
+
 def test_unknown_route_is_404_in_the_envelope(http: httpx2.Client) -> None:
     assert_error(http.post("/v3/no/such/call"), 404, 404)
 

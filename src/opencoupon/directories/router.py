@@ -77,6 +77,7 @@ def directory_users(ctx: ApiContext, req: DirectoryUsersList) -> dict[str, Any]:
         "page": str(page),
         "amount_of_pages": str(max(1, -(-total // per))),
         "amount_of_users": str(total),
+        "amount_of_results": str(len(users)),  # on this page, as every other v3 list says it
         "users": [service.user_v3(u) for u in users],
     }
 

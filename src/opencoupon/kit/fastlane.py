@@ -18,6 +18,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
+API_PREFIXES = ("/v3/", "/v4/")
+
 # Endpoints that take only the request (registered by kit.endpoint.v3_endpoint).
 DIRECT_ENDPOINTS: set[Endpoint] = set()
 
@@ -57,7 +59,15 @@ class FastLane:
             if endpoint is None and path.endswith("/") and len(path) > 1:
                 # `/v3/coupon/info/` is answered, not redirected: an integration's HTTP client
                 # (PHP's curl by default) does not follow a redirect of a POST.
-                endpoint = self.routes.get((scope["method"], path.rstrip("/")))
+                stripped = path.rstrip("/")
+                endpoint = self.routes.get((scope["method"], stripped))
+                if endpoint is None and stripped.startswith(API_PREFIXES):
+                    # A REST path with parameters (`/v4/directory/dir_1/users/`) too: routed
+                    # without its slash instead of Starlette's empty 307.
+                    raw_path = scope.get("raw_path")
+                    scope = {**scope, "path": stripped}
+                    if isinstance(raw_path, bytes):
+                        scope["raw_path"] = raw_path.rstrip(b"/")
             if endpoint is not None:
                 response = await endpoint(Request(scope, receive))
                 await response(scope, receive, send)

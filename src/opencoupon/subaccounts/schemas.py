@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from opencoupon.kit.params import Str, V3Request, WithPassword
+from opencoupon.kit.params import OptionalInt, Str, V3Request, WithPassword
 
 # Column widths: longer values answer 300 instead of failing in the database.
 Name = Annotated[Str, Field(max_length=100)]
@@ -35,7 +35,7 @@ class SubaccountCreate(WithPassword):
     language: Annotated[Str, Field(max_length=8)] | None = None
     timezone: Annotated[Str, Field(max_length=64)] | None = None
     expiry_date: Str | None = None
-    max_campaigns: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    max_campaigns: OptionalInt = Field(default=None, ge=0, le=1_000_000)
     webhook_endpoint: Annotated[Str, Field(max_length=2048)] | None = None
     access_dashboard: bool | None = None
     access_directory: bool | None = None
