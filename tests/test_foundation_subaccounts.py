@@ -278,6 +278,11 @@ def test_302_value_not_in_the_list(account: TestAccount, subaccount: TestAccount
     response = account.call("/v3/subaccount/sso", subaccount=f"sub_{subaccount.id}", page="billing")
     assert_error(response, 422, 302)
     assert _error_text(response).startswith("Value not allowed in parameter: page.")
+    # Left empty, an optional choice is not given: the default applies.
+    sub = assert_ok(account.call("/v4/subaccount/update", subaccount=f"sub_{subaccount.id}", status=""))
+    assert sub["subaccount"]["status"] in ("trial", "customer")
+    sso = assert_ok(account.call("/v3/subaccount/sso", subaccount=f"sub_{subaccount.id}", page=""))
+    assert sso["subaccount"]["url"]
 
 
 @pytest.mark.parametrize("value", ["2026/01/01", "01-01-2026", "2026-13-01", "tomorrow"])

@@ -195,6 +195,9 @@ def test_v3_list_and_info(account: Acc, runtime: Runtime) -> None:
     active = assert_ok(account.call("/v3/loyalty/list", only_active="true"))
     assert [c["ID"] for c in active["loyaltycards"]] == [str(first["id"])]
     assert_error(account.call("/v3/loyalty/list", sorting="up"), 422, 302)
+    # A choice left empty in a form is not given, as an empty number or boolean is.
+    blank = assert_ok(account.call("/v3/loyalty/list", sorting="", only_active=" "))
+    assert [c["ID"] for c in blank["loyaltycards"]] == [str(first["id"]), str(second["id"])]
 
     info = assert_ok(account.call("/v3/loyalty/info", loyaltycard=str(first["id"])))["loyaltycard"]
     assert info["ID"] == str(first["id"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, TypeVar, get_args
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError
 from pydantic_core import PydanticCustomError
@@ -68,12 +68,26 @@ OptionalInt = Annotated[
 ]
 
 
+def _optional_choice(annotation: Any) -> bool:
+    """`Literal[...] | None` (possibly Annotated): `sorting=` from a form is not given."""
+    args = get_args(annotation)
+    if type(None) not in args:
+        return False
+    for arg in args:
+        while get_origin(arg) is Annotated:
+            arg = get_args(arg)[0]
+        if get_origin(arg) is Literal:
+            return True
+    return False
+
+
 class V3Request(BaseModel):
     """Base of every request model: unknown parameters are ignored, strings stripped."""
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, coerce_numbers_to_str=True)
 
-    # The parameter names of the model's booleans (see `validate`).
+    # The parameter names of the model's booleans and optional choices, which a blank value
+    # leaves unset (see `validate`).
     FLAG_KEYS: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
@@ -82,7 +96,7 @@ class V3Request(BaseModel):
         cls.FLAG_KEYS = tuple(
             field.alias or name
             for name, field in cls.model_fields.items()
-            if bool in (field.annotation, *get_args(field.annotation))
+            if bool in (field.annotation, *get_args(field.annotation)) or _optional_choice(field.annotation)
         )
 
     def prepare(self) -> None:
@@ -125,9 +139,9 @@ def _loc_name(loc: tuple[int | str, ...]) -> str:
 
 
 def validate(model: type[M], payload: dict[str, Any]) -> M:
-    """Validate `payload` into `model`, raising ApiError with the vendor's codes. A boolean sent
-    empty (`only_active=` from a form) is not given, as an empty number is; sent repeatedly, the
-    last one counts."""
+    """Validate `payload` into `model`, raising ApiError with the vendor's codes. A boolean or an
+    optional choice sent empty (`only_active=`, `sorting=` from a form) is not given, as an empty
+    number is; sent repeatedly, the last one counts."""
     for key in getattr(model, "FLAG_KEYS", ()):
         if key in payload:
             payload[key] = _blank_is_none(payload[key])
