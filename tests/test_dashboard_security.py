@@ -126,3 +126,25 @@ def test_dashboard_error_pages_refuse_frames(live_server: LiveServer, account: T
             assert missing.status_code == 404, path
             assert missing.headers["x-frame-options"] == "DENY", path
             assert "frame-ancestors 'none'" in missing.headers["content-security-policy"], path
+
+
+def test_a_signed_notice_shows_only_on_its_page_to_its_account(
+    live_server: LiveServer, account: TestAccount, other_account: TestAccount
+) -> None:
+    """A notice signed for one account's page (here the name of a new category, which its creator
+    chose) is not shown to another account handed the link, nor on another page."""
+    lure = "Your account is suspended: call +1 555 0100"
+    with signed_in(live_server.url, account.email) as web:
+        made = post_form(web, "/dashboard/directories", "/dashboard/categories", {"name": lure, "parent": ""})
+        assert made.status_code == 303, made.text
+        location = made.headers["location"]
+        assert "&n=" in location
+        assert "suspended" in web.get(location).text
+        query = location.split("?", 1)[1].split("#", 1)[0]
+        elsewhere = web.get(f"/dashboard/privacy?{query}")
+        assert elsewhere.status_code == 200
+        assert "suspended" not in elsewhere.text
+    with signed_in(live_server.url, other_account.email) as victim:
+        shown = victim.get(location)
+        assert shown.status_code == 200
+        assert "suspended" not in shown.text

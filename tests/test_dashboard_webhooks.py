@@ -112,3 +112,32 @@ def test_endpoint_log_replay_and_rotation(
         gone = post_form(web, f"{PAGE}/{endpoint_id}", f"{PAGE}/{endpoint_id}/delete", YES)
         assert gone.headers["location"] == PAGE
         assert web.get(f"{PAGE}/{endpoint_id}").status_code == 404
+
+
+def test_an_endpoint_path_cannot_write_a_notice(live_server: LiveServer, account: TestAccount) -> None:
+    """An ID holding `?done=…&` posted with a bad form once came back as a signed notice of its own
+    words; the endpoint is looked up first, so a made-up ID is a 404 and writes nothing."""
+    with signed_in(live_server.url, account.email) as web:
+        forged = post_form(web, PAGE, f"{PAGE}/x%3Fdone%3DCall%2Bus%2Bnow%26/edit", {})
+        assert forged.status_code == 404
+        assert "location" not in forged.headers
+        assert "Call us now" not in forged.text
+
+
+def test_replay_since_checks_the_time_before_asking(live_server: LiveServer, account: TestAccount) -> None:
+    """A time the replay cannot read is refused at once, not after a yes to the question."""
+    created = account.client.post(
+        "/v4/webhooks",
+        json={"url": "https://example.com/hook", "events": ["coupon_validated"]},
+        headers=account.headers,
+    )
+    assert created.status_code == 201, created.text
+    endpoint = f"{PAGE}/{created.json()['id']}"
+    with signed_in(live_server.url, account.email) as web:
+        refused = post_form(web, endpoint, f"{endpoint}/replay", {"since": "yesterday"})
+        assert refused.status_code == 303, refused.text
+        assert "Invalid+format+in+parameter%3A+since" in refused.headers["location"]
+        assert "Invalid format in parameter: since" in web.get(refused.headers["location"]).text
+        asked = post_form(web, endpoint, f"{endpoint}/replay", {"since": "2000-01-01 10:00"})
+        assert asked.status_code == 200
+        assert "Send every event since this time again?" in asked.text

@@ -249,6 +249,12 @@ def _csrf_subject(request: Request) -> int:
     return claim[0] if claim is not None else 0
 
 
+def _notice_subject(scope: Scope) -> int:
+    """The account a notice is signed for and shown to (dashboard/notices.py): the same cookie
+    reading as the CSRF token's, from the middleware's scope."""
+    return _csrf_subject(Request(scope))
+
+
 def csrf_token(request: Request) -> str:
     """The hidden-field value every state-changing form carries."""
     return str(_serializer(request, "csrf").dumps([_nonce(request), _csrf_subject(request)]))
@@ -327,7 +333,7 @@ def install(app: FastAPI, runtime: Runtime) -> None:
     async def _login_required(_request: Request, exc: LoginRequired) -> Response:
         return RedirectResponse(f"{LOGIN_PATH}?next={quote(exc.next_path, safe='/')}", status_code=303)
 
-    app.add_middleware(SignedNotices, key=runtime.keyring.derive_key("notices"))
+    app.add_middleware(SignedNotices, key=runtime.keyring.derive_key("notices"), account_of=_notice_subject)
     app.add_middleware(
         CsrfCookieMiddleware,
         secure=runtime.settings.base_url.startswith("https://"),

@@ -5,7 +5,7 @@ delivery log, and replay one event or everything since a time. All through webho
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
@@ -22,6 +22,7 @@ from opencoupon.dashboard.common import (
     many,
     page,
     parse_int,
+    problem_of,
     text,
 )
 from opencoupon.dashboard.security import PageError, checked_form, require_login
@@ -36,6 +37,7 @@ router = APIRouter(include_in_schema=False)
 
 NOT_FOUND = PageError(404, "Not found", "There is no such webhook endpoint in your account.")
 LOG_SIZE = 50
+ACTIONS = ("edit", "rotate", "replay", "delete")
 
 
 def _subaccounts(ctx: ApiContext) -> list[tuple[str, str]]:
@@ -146,7 +148,15 @@ def endpoint_page(request: Request, public_id: str, account: Account = Depends(r
 
 
 def _back(public_id: str, **params: str) -> Response:
-    return RedirectResponse(f"/dashboard/webhooks/{public_id}?{urlencode(params)}", status_code=303)
+    # Quoted: an ID with `?` or `&` in it must not add its own fields (a notice) to the address.
+    path = f"/dashboard/webhooks/{quote(public_id, safe='')}"
+    return RedirectResponse(f"{path}?{urlencode(params)}", status_code=303)
+
+
+def _check_endpoint(request: Request, account: Account, public_id: str) -> None:
+    """404 unless `public_id` is an endpoint the account reaches: before any answer names it."""
+    with api_context(request, account) as ctx:
+        _with_endpoint(ctx, public_id)
 
 
 def _change(request: Request, account: Account, public_id: str, action: str, form: dict[str, Any]) -> Any:
@@ -185,6 +195,11 @@ def _action_data(action: str, form: FormData) -> dict[str, Any]:
                 data[name] = text(form, name, 40)
         if not data:
             raise FormProblem(["Replay: choose an event or enter a time (UTC)."])
+        if "since" in data:
+            try:
+                service.parse_since(data["since"])  # the replay's own reading of the time
+            except ApiError as err:
+                raise problem_of(err) from None
     return data
 
 
@@ -193,6 +208,9 @@ async def endpoint_action(
     request: Request, public_id: str, action: str, account: Account = Depends(require_login)
 ) -> Response:
     form = await checked_form(request)
+    if action not in ACTIONS:
+        raise NOT_FOUND
+    await run_in_threadpool(_check_endpoint, request, account, public_id)
     try:
         # Checked before asking: a yes to a value that is then refused would be asked for nothing.
         data = _action_data(action, form)

@@ -258,7 +258,7 @@ def _event(ctx: ApiContext, raw: str) -> Event:
     return found
 
 
-def _since(raw: str) -> dt.datetime:
+def parse_since(raw: str) -> dt.datetime:
     text = raw.strip().replace("T", " ").removesuffix("Z")
     for f in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
         try:
@@ -282,7 +282,7 @@ def replay(ctx: ApiContext, req: Replay) -> dict[str, Any]:
         return {"endpoint": f"{PREFIX}{endpoint.id}", "queued": queued}
     if not req.since:
         raise ApiError(200, "Missing parameter: event or since")
-    since = _since(req.since)
+    since = parse_since(req.since)
     queued = 0
     for event in repository.events_since(ctx.session, endpoint.account_id, since):
         if wants(endpoint, event.type) and queue_delivery(ctx.session, endpoint, event, ctx.now):
