@@ -124,3 +124,34 @@ def test_import_names_the_file_line_of_a_bad_row(live_server: LiveServer, accoun
         )
         assert answer.status_code == 422
         assert "Line 6: Email address is not valid." in answer.text
+
+
+def test_import_refuses_a_cell_over_the_csv_limit(live_server: LiveServer, account: TestAccount) -> None:
+    """A cell longer than the csv module reads (128 KiB) is a form message naming its line, not a
+    server error."""
+    cid = singleuse_campaign(account)
+    huge = "firstname,email\nAnn,ann@example.com\n" + "B" * 200_000 + ",bob@example.com\n"
+    with signed_in(live_server.url, account.email) as web:
+        token = csrf_from(web.get(PAGE).text)
+        answer = web.post(
+            f"{PAGE}/import",
+            data={"campaign": cid, "csrf_token": token},
+            files={"file": ("r.csv", huge.encode(), "text/csv")},
+        )
+        assert answer.status_code == 422, answer.text[:300]
+        assert "Line 3: this line cannot be read as CSV" in answer.text
+        assert 'name="file"' in answer.text
+
+
+def test_a_refused_batch_keeps_its_automated_codes_ticked(
+    live_server: LiveServer, account: TestAccount
+) -> None:
+    cid = singleuse_campaign(account)
+    fields = {"campaign": cid, "amount": "5", "code_length": "5", "code_type": "numeric"}
+    with signed_in(live_server.url, account.email) as web:
+        refused = post_form(web, PAGE, f"{PAGE}/batches", {**fields, "automated_codes": "1"})
+        assert refused.status_code == 422
+        assert 'name="automated_codes" value="1" checked' in refused.text
+        unticked = post_form(web, PAGE, f"{PAGE}/batches", {**fields, "amount": "0"})
+        assert unticked.status_code == 422
+        assert 'name="automated_codes" value="1">' in unticked.text

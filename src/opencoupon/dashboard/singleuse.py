@@ -108,6 +108,7 @@ async def create_batch(request: Request, account: Account = Depends(require_logi
         for name in ("campaign", "amount", "code_prefix", "code_length", "code_type")
     }
     automated = text(form, "automated_codes") == "1"
+    values["automated_codes"] = "1" if automated else ""  # a refused form comes back as ticked
     try:
         if not values["amount"]:
             raise FormProblem(["Amount: enter how many links to create."])
@@ -196,6 +197,18 @@ def _read_recipients(data: bytes) -> list[tuple[int, dict[str, str]]]:
     except UnicodeDecodeError:
         raise FormProblem(["The file is not UTF-8 text. Save it as CSV (UTF-8)."]) from None
     reader = csv.DictReader(io.StringIO(decoded))
+    try:
+        return _recipient_rows(reader)
+    except csv.Error as err:  # e.g. a cell over the csv module's limit (128 KiB)
+        # The underlying reader's count: the DictReader's own moves only once a row is read.
+        line = reader.reader.line_num
+        raise FormProblem(
+            [f"Line {line}: this line cannot be read as CSV ({err}). Nothing was imported."]
+        ) from None
+
+
+def _recipient_rows(reader: csv.DictReader[str]) -> list[tuple[int, dict[str, str]]]:
+    """_read_recipients's rows, from the file's reader (csv.Error on a line it cannot read)."""
     headers = {(h or "").strip().lower() for h in (reader.fieldnames or [])}
     if not headers & set(PREFILL_COLUMNS):
         raise FormProblem([f"The first line must name the columns: any of {', '.join(PREFILL_COLUMNS)}."])
