@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx2
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from conftest import LiveServer, TestAccount
+from conftest import LiveServer, TestAccount, free_port
 from dashboard_fixtures import PASSWORD
 from distribution_fixtures import SmtpServer
 from foundation_fixtures import browser, csrf_from, sign_in
@@ -22,7 +22,7 @@ from helpers import assert_error, assert_ok
 from opencoupon.app import create_app
 from opencoupon.config import Settings
 from opencoupon.kit.clock import utcnow
-from opencoupon.models import Account, Campaign, OneTimeToken
+from opencoupon.models import Account, Campaign, Job, OneTimeToken
 from opencoupon.runtime import Runtime
 from opencoupon.worker.runner import Runner
 
@@ -562,6 +562,52 @@ def test_the_password_email_goes_through_the_servers_own_smtp_on_loopback(
     [received] = dist_smtp.handler.to(invited)
     assert received.mail_from == "noreply@opencoupon.example"
     assert "/dashboard/reset/" in received.message.get_content()
+
+
+def test_the_password_email_is_retried_while_its_link_would_be_valid_then_given_up(
+    account: TestAccount, settings: Settings
+) -> None:
+    """A mail server that cannot be reached: the worker tries again every 5 minutes (without
+    using up the job's attempts) for as long as the link is valid (3 days), then gives up. It
+    retried every 5 minutes for ever."""
+    unreachable = settings.model_copy(
+        update={
+            "smtp_host": "127.0.0.1",
+            "smtp_port": free_port(),  # nobody listens: connection refused
+            "smtp_tls": "none",
+            "smtp_sender_email": "noreply@opencoupon.example",
+        }
+    )
+    runtime = Runtime.from_settings(unreachable)
+    server = LiveServer(create_app(unreachable, runtime=runtime))
+    server.start()
+    invited = f"unreachable-{time.time_ns()}@example.com"
+    try:
+        with httpx2.Client(base_url=server.url, timeout=30) as client:
+            created = client.post("/v4/subaccount/create", json={"email": invited}, headers=account.headers)
+        sub_id = int(assert_ok(created)["subaccount"]["ID"].removeprefix("sub_"))
+        payload = f'{{"account_id": {sub_id}}}'
+
+        def job() -> Job:
+            with runtime.db.read() as session:
+                return session.scalars(select(Job).where(Job.payload == payload)).one()
+
+        runner = Runner(runtime)
+        for _ in range(12):  # more tries than the job's max_attempts (10)
+            runner.run_once()
+            assert (job().status, job().attempts) == ("queued", 0)
+            assert job().run_at > utcnow() + dt.timedelta(minutes=4)
+            with runtime.db.transaction() as session:
+                session.execute(update(Job).where(Job.payload == payload).values(run_at=utcnow()))
+        with runtime.db.transaction() as session:  # three days on
+            session.execute(
+                update(Account).where(Account.id == sub_id).values(created_at=utcnow() - dt.timedelta(days=3))
+            )
+        runner.run_once()
+        assert job().status == "done"
+    finally:
+        server.stop()
+        runtime.db.dispose()
 
 
 def test_a_subaccount_without_dashboard_access_cannot_use_the_dashboard(

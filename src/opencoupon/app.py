@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import sys
@@ -78,6 +79,10 @@ def _http_error(status: int) -> ApiError:
     return ApiError(status, "Request could not be processed.", http_status=status)
 
 
+# How long a stopping server waits for the in-process job runner's running jobs.
+RUNNER_STOP_SECONDS = 10.0
+
+
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     settings = settings or get_settings()
     runtime = runtime or Runtime.from_settings(settings)
@@ -89,17 +94,20 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             # statement, or every writer queues behind the default 5 ms switch interval.
             sys.setswitchinterval(SQLITE_SWITCH_INTERVAL)
         runner = None
+        runner_thread = None
         if runtime.db.is_sqlite and settings.run_worker_in_process:
             from opencoupon.worker.runner import Runner
 
             runner = Runner(runtime)
-            runner.start_thread()
+            runner_thread = runner.start_thread()
         app.state.runner = runner
         try:
             yield
         finally:
-            if runner is not None:
+            if runner is not None and runner_thread is not None:
+                # Jobs not started go back to the queue; running ones get a moment to finish.
                 runner.stop()
+                await asyncio.to_thread(runner_thread.join, RUNNER_STOP_SECONDS)
 
     app = FastAPI(
         title="OpenCoupon",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,6 +86,9 @@ def worker(
         runner.run_until_idle()
         return
     typer.echo(f"worker {runner.name} started", err=True)
+    # SIGTERM (systemd, docker stop, a deploy) stops it as Ctrl-C does: running jobs finish,
+    # claimed jobs not started go back to the queue at once instead of after their lease.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: runner.stop())
     try:
         runner.run_forever()
     except KeyboardInterrupt:

@@ -24,7 +24,7 @@ from opencoupon.push.service import FANOUT
 from opencoupon.runtime import Runtime
 from opencoupon.webhooks.outbound import Request, outbound_for
 from opencoupon.worker.queue import encode
-from opencoupon.worker.registry import Retry, task, worker_name
+from opencoupon.worker.registry import Retry, on_dead, task, worker_name
 
 log = logging.getLogger("opencoupon.push")
 
@@ -86,6 +86,12 @@ def fanout(runtime: Runtime, payload: dict[str, Any]) -> None:
         except Exception:
             log.exception("fan-out %s could not be closed", fanout_id)
         raise
+
+
+@on_dead(FANOUT)
+def fanout_died(runtime: Runtime, payload: dict[str, Any]) -> None:
+    """A fan-out whose worker stopped during each attempt: closed, what was not sent failed."""
+    _close(runtime, int(payload["fanout_id"]))
 
 
 def _last_attempt(runtime: Runtime, payload: dict[str, Any]) -> bool:

@@ -17,6 +17,7 @@ from opencoupon.accounts import service as accounts
 from opencoupon.accounts.sso import RESET_PURPOSE
 from opencoupon.distribution import service as distribution
 from opencoupon.distribution.mail import SmtpFailure, deliver
+from opencoupon.kit.clock import utcnow
 from opencoupon.models import Account
 from opencoupon.runtime import Runtime
 from opencoupon.worker.registry import Retry, task
@@ -64,16 +65,25 @@ def send_password_setup(runtime: Runtime, payload: dict[str, Any]) -> None:
             runtime.url(f"/dashboard/reset/{raw}"),
             (master.company_name or master.email) if master else config.sender_name,
         )
-        email = sub.email
+        email, created = sub.email, sub.created_at
     try:
         address = distribution.smtp_address(runtime, config)
         deliver(config, message, email, timeout=SMTP_TIMEOUT, connect_address=address)
     except (distribution.PrivateTarget, UnicodeError) as exc:  # refused, or a host no DNS can encode
         log.warning("password email for %s not sent: %s", email, exc)
     except OSError as exc:  # the name did not resolve: maybe later
-        raise Retry(RETRY_AFTER, f"SMTP host not resolved: {exc}") from exc
+        _retry_while_useful(created, email, f"SMTP host not resolved: {exc}")
     except SmtpFailure as exc:
         if not exc.transient:
             log.warning("password email for %s refused: %s", email, exc)
             return
-        raise Retry(RETRY_AFTER, str(exc)) from exc
+        _retry_while_useful(created, email, str(exc))
+
+
+def _retry_while_useful(created: dt.datetime, email: str, error: str) -> None:
+    """Try again in a while (Retry), for as long as a link would have been valid had the first try
+    worked; then give up (the master can still hand out subaccount/reset/url)."""
+    if utcnow() - created >= LINK_TTL:
+        log.warning("password email for %s not sent in %d days, given up: %s", email, LINK_TTL.days, error)
+        return
+    raise Retry(RETRY_AFTER, error)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, insert, select, text, update
+from sqlalchemy.orm import Session
 
 from opencoupon.db.session import upsert_insert
 from opencoupon.events import service as events
@@ -36,7 +37,7 @@ from opencoupon.runtime import Runtime
 from opencoupon.webhooks import repository, service, signing
 from opencoupon.webhooks.outbound import Request, Response, outbound_for, storable
 from opencoupon.worker.queue import enqueue_many
-from opencoupon.worker.registry import BatchItems, BatchOutcomes, Retry, batch_task, worker_name
+from opencoupon.worker.registry import BatchItems, BatchOutcomes, Retry, batch_task, on_dead, worker_name
 from opencoupon.worker.runner import finish_first_attempts
 
 log = logging.getLogger("opencoupon.webhooks")
@@ -244,7 +245,6 @@ def _give_up_last_attempts(runtime: Runtime, items: BatchItems, exc: Exception) 
     """Mark failed (with a line in the delivery log) the messages of the jobs of this batch that
     were on their last attempt, which the runner is about to mark dead."""
     job_ids = [job_id for job_id, _ in items]
-    messages = cast(Table, WebhookMessage.__table__)
     try:
         with runtime.db.transaction() as session:
             last = {
@@ -257,47 +257,61 @@ def _give_up_last_attempts(runtime: Runtime, items: BatchItems, exc: Exception) 
             message_ids = [int(payload["message_id"]) for job_id, payload in items if job_id in last]
             if not message_ids:
                 return
-            now = utcnow()
-            reason = storable(
-                f"delivery gave up: its job failed {service.DELIVER_MAX_ATTEMPTS} times, last: {exc!r}"
-            )[:2000]
-            rows = session.execute(
-                select(messages.c.id, messages.c.attempts, messages.c.endpoint_id, messages.c.event_id).where(
-                    messages.c.id.in_(message_ids), messages.c.status == "pending"
-                )
-            ).all()
-            connection = session.connection()
-            for message_id, attempts, endpoint_id, event_id in rows:
-                changed = connection.execute(
-                    update(messages)
-                    .where(messages.c.id == message_id, messages.c.attempts == attempts)
-                    .values(
-                        status="failed",
-                        attempts=attempts + 1,
-                        last_status_code=None,
-                        last_error=reason,
-                        next_attempt_at=None,
-                        updated_at=now,
-                    )
-                ).rowcount
-                if changed:
-                    connection.execute(
-                        insert(WebhookAttempt).values(
-                            message_id=message_id,
-                            endpoint_id=endpoint_id,
-                            event_id=event_id,
-                            attempt=attempts + 1,
-                            status_code=0,
-                            success=False,
-                            error=reason,
-                            duration_ms=0,
-                            response_body="",
-                            worker=worker_name(),
-                            created_at=now,
-                        )
-                    )
+            reason = f"delivery gave up: its job failed {service.DELIVER_MAX_ATTEMPTS} times, last: {exc!r}"
+            _fail_messages(session, message_ids, reason)
     except Exception:
         log.exception("could not mark the messages of %d dead delivery jobs failed", len(job_ids))
+
+
+@on_dead("webhook.deliver")
+def delivery_died(runtime: Runtime, payload: dict[str, Any]) -> None:
+    """A delivery job whose worker stopped during its last attempt: its message failed."""
+    with runtime.db.transaction() as session:
+        _fail_messages(
+            session, [int(payload["message_id"])], "delivery gave up: its worker stopped during every attempt"
+        )
+
+
+def _fail_messages(session: Session, message_ids: list[int], why: str) -> None:
+    """Mark the still pending `message_ids` failed, with a line in their delivery log."""
+    messages = cast(Table, WebhookMessage.__table__)
+    now = utcnow()
+    reason = storable(why)[:2000]
+    rows = session.execute(
+        select(messages.c.id, messages.c.attempts, messages.c.endpoint_id, messages.c.event_id).where(
+            messages.c.id.in_(message_ids), messages.c.status == "pending"
+        )
+    ).all()
+    connection = session.connection()
+    for message_id, attempts, endpoint_id, event_id in rows:
+        changed = connection.execute(
+            update(messages)
+            .where(messages.c.id == message_id, messages.c.attempts == attempts)
+            .values(
+                status="failed",
+                attempts=attempts + 1,
+                last_status_code=None,
+                last_error=reason,
+                next_attempt_at=None,
+                updated_at=now,
+            )
+        ).rowcount
+        if changed:
+            connection.execute(
+                insert(WebhookAttempt).values(
+                    message_id=message_id,
+                    endpoint_id=endpoint_id,
+                    event_id=event_id,
+                    attempt=attempts + 1,
+                    status_code=0,
+                    success=False,
+                    error=reason,
+                    duration_ms=0,
+                    response_body="",
+                    worker=worker_name(),
+                    created_at=now,
+                )
+            )
 
 
 def _deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:

@@ -1,6 +1,8 @@
 """Job kinds and their handlers. A handler gets the runtime and the job payload, and either
-returns (done), raises Retry(after) to run again later, or raises any other exception (retried
-with backoff until max_attempts, then dead).
+returns (done), raises Retry(after) to run again later (the handler's own schedule: it does not
+count against the job's max_attempts), or raises any other exception (retried with backoff until
+max_attempts, then dead). A job whose worker died on its last attempt is dead too; its kind's
+`on_dead` handler, if any, closes what it was doing.
 
 A batch handler (`@batch_task(kind)`) gets every claimed job of its kind at once, as
 `[(job_id, payload), ...]`, and answers an outcome per job ID: None (done), a Retry, or another
@@ -24,6 +26,7 @@ BatchHandler = Callable[["Runtime", BatchItems], BatchOutcomes]
 
 _handlers: dict[str, JobHandler] = {}
 _batch_handlers: dict[str, BatchHandler] = {}
+_dead_handlers: dict[str, JobHandler] = {}
 _current = threading.local()
 
 
@@ -47,6 +50,21 @@ def batch_task(kind: str) -> Callable[[BatchHandler], BatchHandler]:
         return fn
 
     return register
+
+
+def on_dead(kind: str) -> Callable[[JobHandler], JobHandler]:
+    """What to do with the payload of a job of `kind` that the runner gives up without the
+    handler's last run ending (its worker died on the last attempt): close what it was doing."""
+
+    def register(fn: JobHandler) -> JobHandler:
+        _dead_handlers[kind] = fn
+        return fn
+
+    return register
+
+
+def dead_handler_for(kind: str) -> JobHandler | None:
+    return _dead_handlers.get(kind)
 
 
 def handler_for(kind: str) -> JobHandler | None:

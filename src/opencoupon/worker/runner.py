@@ -28,13 +28,30 @@ from opencoupon.kit.clock import utcnow
 from opencoupon.models import Job
 from opencoupon.runtime import Runtime
 from opencoupon.worker import housekeeping
-from opencoupon.worker.registry import Retry, batch_handler_for, handler_for, set_worker_name
+from opencoupon.worker.registry import (
+    Retry,
+    batch_handler_for,
+    dead_handler_for,
+    handler_for,
+    set_worker_name,
+)
 
 log = logging.getLogger("opencoupon.worker")
 
 LEASE = dt.timedelta(seconds=60)
 
-Unit = Callable[[], list[tuple[Job, BaseException | None]]]
+# Runs its jobs (those still held by the runner when it starts) and gives their outcomes.
+Unit = Callable[[list[Job]], list[tuple[Job, BaseException | None]]]
+
+
+def _tell_dead(runtime: Runtime, kind: str, payload: dict[str, Any]) -> None:
+    handler = dead_handler_for(kind)
+    if handler is None:
+        return
+    try:
+        handler(runtime, payload)
+    except Exception:
+        log.exception("the on_dead handler of a %s job failed", kind)
 
 
 def _backoff(attempts: int) -> dt.timedelta:
@@ -68,7 +85,15 @@ def outcome_values(job: Job, outcome: BaseException | None) -> dict[str, Any]:
     if outcome is None:
         return {"status": "done", "finished_at": utcnow(), "last_error": ""}
     if isinstance(outcome, Retry):
-        return {"status": "queued", "run_at": utcnow() + outcome.after, "last_error": str(outcome)[:2000]}
+        # A Retry is the handler's own schedule (a delivery's next try, the next slice of a
+        # fan-out), bounded by the handler: the attempt does not use up the job's max_attempts,
+        # which count failures and workers that died running it.
+        return {
+            "status": "queued",
+            "run_at": utcnow() + outcome.after,
+            "last_error": str(outcome)[:2000],
+            "attempts": max(0, job.attempts - 1),
+        }
     if job.attempts >= job.max_attempts:
         return {"status": "dead", "last_error": repr(outcome)[:2000], "finished_at": utcnow()}
     return {
@@ -122,6 +147,7 @@ def finish_jobs(runtime: Runtime, name: str, results: list[tuple[Job, BaseExcept
                 "new_run_at": values.get("run_at", job.run_at),
                 "new_error": values.get("last_error", ""),
                 "new_finished": values.get("finished_at"),
+                "new_attempts": values.get("attempts", job.attempts),
             }
         )
     with runtime.db.transaction() as session:
@@ -144,6 +170,7 @@ def finish_jobs(runtime: Runtime, name: str, results: list[tuple[Job, BaseExcept
                     run_at=bindparam("new_run_at"),
                     last_error=bindparam("new_error"),
                     finished_at=bindparam("new_finished"),
+                    attempts=bindparam("new_attempts"),
                     locked_until=None,
                 ),
                 others,
@@ -173,42 +200,101 @@ class Runner:
         self._wake = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
         self.max_inflight = max_inflight or batch * 4
+        # Jobs this runner has claimed and not finished yet (queued in its pool or running): its
+        # own lease running out while they wait must not make it claim them a second time.
+        self._held: set[int] = set()
+        self._held_lock = threading.Lock()
         import_task_modules()
+
+    def _hold(self, ids: list[int]) -> None:
+        with self._held_lock:
+            self._held.update(ids)
+
+    def _release(self, ids: list[int]) -> None:
+        with self._held_lock:
+            self._held.difference_update(ids)
 
     def claim(self, limit: int | None = None) -> list[Job]:
         now = utcnow()
         db = self.runtime.db
-        due = or_(
-            and_(Job.status == "queued", Job.run_at <= now),
-            and_(Job.status == "running", Job.locked_until < now),
-        )
+        with self._held_lock:
+            held = list(self._held)
+        lease_over = and_(Job.status == "running", Job.locked_until < now)
+        if held:
+            lease_over = and_(lease_over, Job.id.not_in(held))
+        due = or_(and_(Job.status == "queued", Job.run_at <= now), lease_over)
         if db.is_sqlite:
             # Most polls find nothing: look in a read transaction first, so an idle poll does not
             # take the write lock that validations are queueing for.
             with db.read() as session:
                 if session.scalar(select(Job.id).where(due).limit(1)) is None:
                     return []
+        buried: list[tuple[str, dict[str, Any]]] = []
         with db.transaction() as session:
+            buried = self._bury(session, lease_over)
             query = select(Job.id).where(due).order_by(Job.run_at).limit(limit or self.batch)
             if not db.is_sqlite:
                 query = query.with_for_update(skip_locked=True)
             ids = list(session.scalars(query))
-            if not ids:
-                return []
-            session.execute(
-                update(Job)
-                .where(Job.id.in_(ids))
-                .values(
-                    status="running",
-                    locked_by=self.name,
-                    locked_until=now + self.lease,
-                    attempts=Job.attempts + 1,
+            jobs: list[Job] = []
+            if ids:
+                session.execute(
+                    update(Job)
+                    .where(Job.id.in_(ids))
+                    .values(
+                        status="running",
+                        locked_by=self.name,
+                        locked_until=now + self.lease,
+                        attempts=Job.attempts + 1,
+                    )
                 )
+                jobs = list(session.scalars(select(Job).where(Job.id.in_(ids))))
+                for job in jobs:
+                    session.expunge(job)
+                self._hold(ids)
+        for kind, payload in buried:
+            _tell_dead(self.runtime, kind, payload)
+        return jobs
+
+    def _bury(self, session: Any, lease_over: Any) -> list[tuple[str, dict[str, Any]]]:
+        """Jobs whose lease ran out on their last attempt are dead, not claimed again: a job that
+        kills its worker (or runs past its lease) every time would otherwise be re-run for ever.
+        Their kinds and payloads, for the kinds' `on_dead` handlers."""
+        query = select(Job.id, Job.kind, Job.payload).where(lease_over, Job.attempts >= Job.max_attempts)
+        if not self.runtime.db.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
+        rows = session.execute(query).all()
+        if not rows:
+            return []
+        session.execute(
+            update(Job)
+            .where(Job.id.in_([row.id for row in rows]))
+            .values(
+                status="dead",
+                finished_at=utcnow(),
+                locked_until=None,
+                last_error="its lease ran out on its last attempt (the worker stopped or it ran too long)",
             )
-            jobs = list(session.scalars(select(Job).where(Job.id.in_(ids))))
-            for job in jobs:
-                session.expunge(job)
+        )
+        log.error("%d job(s) dead: their worker stopped during every attempt", len(rows))
+        return [(row.kind, json.loads(row.payload)) for row in rows]
+
+    def _still_held(self, jobs: list[Job]) -> list[Job]:
+        """The jobs of a unit about to start that are still this runner's. A unit that waited in
+        the pool for a good part of the lease renews it first; a job another worker took over
+        meanwhile (its lease had run out) is left to that worker."""
+        claimed_until = min((job.locked_until for job in jobs if job.locked_until), default=None)
+        if claimed_until is None or utcnow() < claimed_until - self.lease * 3 / 4:
             return jobs
+        ids = [job.id for job in jobs]
+        now = utcnow()
+        with self.runtime.db.transaction() as session:
+            mine = (Job.id.in_(ids)) & (Job.locked_by == self.name) & (Job.status == "running")
+            session.execute(update(Job).where(mine).values(locked_until=now + self.lease))
+            kept = set(session.scalars(select(Job.id).where(mine)))
+        for job in jobs:
+            job.locked_until = now + self.lease
+        return [job for job in jobs if job.id in kept]
 
     def _execute(self, job: Job) -> BaseException | None:
         handler = handler_for(job.kind)
@@ -227,7 +313,10 @@ class Runner:
         finish_jobs(self.runtime, self.name, results)
 
     def run_job(self, job: Job) -> None:
-        self._finish([(job, self._execute(job))])
+        try:
+            self._finish([(job, self._execute(job))])
+        finally:
+            self._release([job.id])
 
     def _run_batch(self, kind: str, jobs: list[Job]) -> list[tuple[Job, BaseException | None]]:
         handler = batch_handler_for(kind)
@@ -240,21 +329,21 @@ class Runner:
             return [(job, exc) for job in jobs]
         return [(job, outcomes.get(job.id)) for job in jobs]
 
-    def _units(self, jobs: list[Job]) -> list[tuple[int, Unit]]:
-        """Units of work with their job counts: one per batch kind present, one per other job."""
+    def _units(self, jobs: list[Job]) -> list[tuple[list[Job], Unit]]:
+        """Units of work with their jobs: one per batch kind present, one per other job."""
         by_kind: dict[str, list[Job]] = defaultdict(list)
         for job in jobs:
             by_kind[job.kind].append(job)
-        units: list[tuple[int, Unit]] = []
+        units: list[tuple[list[Job], Unit]] = []
         for kind, group in by_kind.items():
             if batch_handler_for(kind) is not None:
-                units.append((len(group), functools.partial(self._run_batch, kind, group)))
+                units.append((group, functools.partial(self._run_batch, kind)))
             else:
-                units.extend((1, functools.partial(self._run_single, job)) for job in group)
+                units.extend(([job], self._run_single) for job in group)
         return units
 
-    def _run_single(self, job: Job) -> list[tuple[Job, BaseException | None]]:
-        return [(job, self._execute(job))]
+    def _run_single(self, jobs: list[Job]) -> list[tuple[Job, BaseException | None]]:
+        return [(job, self._execute(job)) for job in jobs]
 
     def _get_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -267,19 +356,26 @@ class Runner:
         if not jobs:
             return 0
         pool = self._get_pool()
-        futures = [pool.submit(unit) for _, unit in self._units(jobs)]
-        results: list[tuple[Job, BaseException | None]] = []
-        for future in futures:
-            results.extend(future.result())
-        self._finish(results)
+        try:
+            futures = [pool.submit(unit, unit_jobs) for unit_jobs, unit in self._units(jobs)]
+            results: list[tuple[Job, BaseException | None]] = []
+            for future in futures:
+                results.extend(future.result())
+            self._finish(results)
+        finally:
+            self._release([job.id for job in jobs])
         return len(jobs)
 
-    def _run_and_finish(self, unit: Unit) -> None:
+    def _run_and_finish(self, jobs: list[Job], unit: Unit) -> None:
         try:
-            self._finish(unit())
+            held = self._still_held(jobs)
+            if held:
+                self._finish(unit(held))
         except Exception:
             # The leases run out and the jobs are claimed again: nothing is lost.
             log.exception("could not run or record a unit of jobs")
+        finally:
+            self._release([job.id for job in jobs])
 
     def _pipeline(self) -> None:
         """Keep claiming while earlier batches are still in flight (a batch waiting on a slow
@@ -316,9 +412,9 @@ class Runner:
                 continue
             with lock:
                 inflight += len(jobs)
-            for count, unit in self._units(jobs):
-                future = pool.submit(self._run_and_finish, unit)
-                future.add_done_callback(functools.partial(lambda n, _f: finished(n), count))
+            for unit_jobs, unit in self._units(jobs):
+                future = pool.submit(self._run_and_finish, unit_jobs, unit)
+                future.add_done_callback(functools.partial(lambda n, _f: finished(n), len(unit_jobs)))
             if len(jobs) < self.batch:
                 # A partial batch means jobs trickle in (e.g. one event per API call): let them
                 # gather before the next claim. Claiming each as it came cost three write
@@ -342,9 +438,24 @@ class Runner:
         self._wake.set()
 
     def close(self) -> None:
+        """Let the units already running finish; give the jobs of those not started back to the
+        queue at once (not after their lease), as if never claimed."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        with self._held_lock:
+            unstarted = list(self._held)
+            self._held.clear()
+        if unstarted:
+            try:
+                with self.runtime.db.transaction() as session:
+                    session.execute(
+                        update(Job)
+                        .where(Job.id.in_(unstarted), Job.locked_by == self.name, Job.status == "running")
+                        .values(status="queued", locked_until=None, attempts=Job.attempts - 1)
+                    )
+            except Exception:
+                log.exception("could not give back %d unstarted jobs; their leases run out", len(unstarted))
 
     def run_forever(self) -> None:
         try:
