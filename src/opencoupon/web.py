@@ -45,6 +45,10 @@ def client_key(request: Request) -> str:
         address = ipaddress.ip_address(host)
     except ValueError:
         return host
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        # An IPv4 client of a dual-stack socket (`--host ::`, several workers): its own address,
+        # not the /64 that every IPv4 client shares (`::ffff:0:0/64`).
+        return str(address.ipv4_mapped)
     if address.version == 6:
         return str(ipaddress.ip_network(f"{address}/64", strict=False))
     return host

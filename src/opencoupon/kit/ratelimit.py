@@ -18,8 +18,8 @@ class RateLimiter:
 
     def check(self, client: str) -> float:
         """0 when allowed; otherwise the seconds to wait before retrying."""
-        if self.per_second <= 0:
-            return 0.0
+        if self.per_second <= 0 or self.burst < 1:
+            return 0.0  # turned off (a bucket that never holds a whole token would refuse all)
         now = time.monotonic()
         with self._lock:
             tokens, last = self._buckets.pop(client, (self.burst, now))
