@@ -410,6 +410,40 @@ def test_idempotent_retry_gets_the_same_answer_and_no_second_effect(
     )
 
 
+def test_a_retry_by_another_alias_encoding_or_method_is_the_same_request(
+    runtime: Runtime, account: TestAccount
+) -> None:
+    """The same call with the same parameters, through its v3 alias, with a trailing slash, as a
+    form ("2" for 2) or as a GET with a query string, is a retry: replayed, not refused (306) nor
+    run again. A v3 write sent as GET honours the key too (it ran twice)."""
+    email = f"idem-alias-{account.id}@example.com"
+    key = {**account.headers, "Idempotency-Key": "alias-1"}
+    first = account.client.post(
+        "/v4/subaccount/create", json={"email": email, "max_campaigns": 2}, headers=key
+    )
+    assert_ok(first)
+    retries = [
+        account.client.post(
+            "/v3/subaccount/create/", data={"email": email, "max_campaigns": "2"}, headers=key
+        ),
+        account.client.get(
+            "/v3/subaccount/create", params={"email": email, "max_campaigns": "2"}, headers=key
+        ),
+    ]
+    for retry in retries:
+        assert retry.status_code == 200, retry.text
+        assert (retry.json(), retry.headers["Idempotent-Replayed"]) == (first.json(), "true")
+    assert _count_subaccounts(runtime, email) == 1
+
+    by_get = f"idem-get-{account.id}@example.com"
+    key = {**account.headers, "Idempotency-Key": "get-1"}
+    once = account.client.get("/v3/subaccount/create", params={"email": by_get}, headers=key)
+    again = account.client.get("/v3/subaccount/create", params={"email": by_get}, headers=key)
+    assert_ok(once)
+    assert (again.json(), again.headers["Idempotent-Replayed"]) == (once.json(), "true")
+    assert _count_subaccounts(runtime, by_get) == 1
+
+
 def test_same_key_with_another_body_is_306(account: TestAccount) -> None:
     headers = {**account.headers, "Idempotency-Key": "create-306"}
     assert_ok(

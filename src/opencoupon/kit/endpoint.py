@@ -113,9 +113,20 @@ def _limit_key(credentials: Credentials) -> str:
     return f"{credentials.client_id}:{tag}"
 
 
-def _request_fingerprint(request: Request, payload: dict[str, Any]) -> str:
-    canonical = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(f"{request.method} {request.url.path}\n{canonical}".encode()).hexdigest()
+def _request_fingerprint(call: _Call[Any], handler: Handler[Any]) -> str:
+    """What makes two requests the same for an Idempotency-Key: the call (whichever alias,
+    trailing slash or, for v3, GET or POST reached it), its path parameters and its parameters as
+    validated (a form's "2" and JSON's 2 alike)."""
+    canonical = json.dumps(
+        [
+            f"{handler.__module__}.{handler.__qualname__}",
+            call.request.path_params,
+            call.req.model_dump(mode="json", exclude_unset=True),
+        ],
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,10 +208,9 @@ def _authorize(
         return error_response(
             ApiError(429, "Too many requests.", headers={"Retry-After": retry_after_header(wait)})
         )
-    # A read-only call needs no Idempotency-Key record: repeating it is harmless.
-    key = None
-    if not read_only and request.method in ("POST", "PATCH", "PUT", "DELETE"):
-        key = request.headers.get("idempotency-key") or None
+    # A read-only call needs no Idempotency-Key record: repeating it is harmless. Any other call
+    # honours it, a v3 write sent as GET too.
+    key = None if read_only else request.headers.get("idempotency-key") or None
     try:
         known = accounts.authenticate_cached(runtime.keyring, credentials)
         if known is None:
@@ -238,13 +248,13 @@ def _execute(
     """Run the handler in the caller's transaction; raises ApiError for the caller to roll back."""
     ctx = _context(call, session)
     ctx.prefetched = prefetched
-    runtime, request, account = call.runtime, call.request, ctx.account
+    runtime, account = call.runtime, ctx.account
     if call.idempotency_key:
         replay = idempotency.claim(
             session,
             account.id,
             call.idempotency_key,
-            _request_fingerprint(request, call.payload),
+            _request_fingerprint(call, handler),
             ttl=dt.timedelta(hours=runtime.settings.idempotency_ttl_hours),
         )
         if replay is not None:
