@@ -4,7 +4,7 @@ same services as the API, with the same tenancy scope), form reading and validat
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -18,12 +18,14 @@ from starlette.responses import RedirectResponse, Response
 from opencoupon.accounts import repository as accounts_repo
 from opencoupon.dashboard.security import CSRF_FIELD, known_account
 from opencoupon.errors import ApiError
+from opencoupon.kit.body import check_characters
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.endpoint import ApiContext
 from opencoupon.kit.params import V3Request
 from opencoupon.models import Account
 from opencoupon.pages import deny_framing, render, templates
 from opencoupon.runtime import Runtime
+from opencoupon.subaccounts.schemas import MAX_PASSWORD_LENGTH
 
 M = TypeVar("M", bound=V3Request)
 Saved = TypeVar("Saved")
@@ -215,6 +217,31 @@ def ask_first(
 def text(form: FormData, name: str, limit: int = 5000) -> str:
     value = form.get(name)
     return value.strip()[:limit] if isinstance(value, str) else ""
+
+
+def password_text(form: FormData, name: str) -> str:
+    """A password as typed, spaces included (sign-in and the reset page take it so), and one
+    character past the longest allowed, so an over-long one is refused rather than cut."""
+    value = form.get(name)
+    return value[: MAX_PASSWORD_LENGTH + 1] if isinstance(value, str) else ""
+
+
+def check_text(values: Mapping[str, Any], limits: Mapping[str, tuple[str, int]]) -> None:
+    """Refuse (FormProblem) what the API refuses in any text (NUL: error 301, the same check), and
+    a field longer than `limits` gives it ({field: (label, characters)}), which would otherwise be
+    cut where it is stored while the page says saved. Read such a field with one character more
+    than its limit: text(form, name, limit + 1)."""
+    problems = [
+        f"{label}: use at most {limit} characters."
+        for name, (label, limit) in limits.items()
+        if len(values.get(name) or "") > limit
+    ]
+    try:
+        check_characters(dict(values))
+    except ApiError as err:
+        problems.append(err.description)
+    if problems:
+        raise FormProblem(problems)
 
 
 def many(form: FormData, name: str) -> list[str]:

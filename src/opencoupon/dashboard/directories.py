@@ -19,6 +19,7 @@ from opencoupon.dashboard.common import (
     api_context,
     ask_first,
     build,
+    check_text,
     many,
     page,
     page_number,
@@ -48,6 +49,9 @@ NOT_FOUND = PageError(404, "Not found", "There is no such directory or user in y
 CATEGORY_NOT_FOUND = PageError(404, "Not found", "There is no such category in your account.")
 # The API's "Missing parameter: name" speaks of parameters; a form's person typed nothing.
 ENTER_A_NAME = "Enter a name."
+# The service cuts a longer name to its column; the form refuses it instead (check_text).
+NAME_LIMIT = 200
+DESCRIPTION_LIMIT = 5000
 
 
 def _directory(ctx: ApiContext, public_id: str) -> Directory:
@@ -256,8 +260,8 @@ def _directory_form_context(
 
 def _directory_values(form: Any) -> dict[str, Any]:
     return {
-        "name": text(form, "name", 200),
-        "description": text(form, "description", 5000),
+        "name": text(form, "name", NAME_LIMIT + 1),
+        "description": text(form, "description", DESCRIPTION_LIMIT + 1),
         "access": text(form, "access", 20),
         "payment_url": text(form, "payment_url", 2000),
         "membership_days": text(form, "membership_days", 20),
@@ -269,6 +273,7 @@ def _directory_values(form: Any) -> dict[str, Any]:
 def _directory_data(values: dict[str, Any]) -> dict[str, Any]:
     if not values["name"]:
         raise FormProblem(["Name: enter a name for the directory."])
+    check_text(values, {"name": ("Name", NAME_LIMIT), "description": ("Description", DESCRIPTION_LIMIT)})
     days = parse_int(values["membership_days"], "Default membership length (days)", high=36500)
     return {
         "name": values["name"],
@@ -425,6 +430,7 @@ def _message(err: ApiError | FormProblem) -> str:
 def _create_category(request: Request, account: Account, data: dict[str, str]) -> str:
     if not data["name"]:
         raise FormProblem([ENTER_A_NAME])
+    check_text(data, {"name": ("Name", NAME_LIMIT)})
     with api_context(request, account, write=True) as ctx:
         made = service.create_category(ctx, build(CategoryCreate, data))
         return f"Category {made.name} created."
@@ -433,7 +439,7 @@ def _create_category(request: Request, account: Account, data: dict[str, str]) -
 @router.post("/dashboard/categories")
 async def create_category(request: Request, account: Account = Depends(require_login)) -> Response:
     form = await checked_form(request)
-    data = {"name": text(form, "name", 200), "parent": text(form, "parent", 40)}
+    data = {"name": text(form, "name", NAME_LIMIT + 1), "parent": text(form, "parent", 40)}
     try:
         done = await run_in_threadpool(_create_category, request, account, data)
     except (ApiError, FormProblem) as err:
@@ -450,9 +456,10 @@ async def rename_category(
     form = await checked_form(request)
 
     def rename(ctx: ApiContext, category: Category) -> str:
-        name = text(form, "name", 200)
+        name = text(form, "name", NAME_LIMIT + 1)
         if not name:
             raise FormProblem([f"Rename: {ENTER_A_NAME}"])
+        check_text({"name": name}, {"name": ("Rename", NAME_LIMIT)})
         service.update_category(ctx, category, build(CategoryPatch, {"name": name}))
         return "Category renamed."
 

@@ -20,6 +20,7 @@ from opencoupon.dashboard.common import (
     api_context,
     ask_first,
     build,
+    check_text,
     many,
     page,
     page_number,
@@ -38,6 +39,8 @@ router = APIRouter(include_in_schema=False)
 
 REASONS = ("correction", "goodwill", "purchase", "refund", "complaint", "fraud")
 NOT_FOUND = PageError(404, "Not found", "There is no such loyalty card or holder in your account.")
+NAME_LIMIT = 200  # the column's width (and CardCreate's)
+DESCRIPTION_LIMIT = 2000
 
 
 def _card(ctx: ApiContext, card_id: str) -> LoyaltyCard:
@@ -245,9 +248,9 @@ def _card_values(form: Any) -> dict[str, Any]:
     # A form without name fields (a page loaded before they existed) still keeps every reward.
     names = many_raw(form, "reward_name", 200)
     return {
-        "name": text(form, "name", 200),
+        "name": text(form, "name", NAME_LIMIT + 1),
         "type": text(form, "type", 20),
-        "description": text(form, "description", 2000),
+        "description": text(form, "description", DESCRIPTION_LIMIT + 1),
         "reward_goal": text(form, "reward_goal", 20),
         "expire_days": text(form, "expire_days", 20),
         "active": text(form, "active") == "1",
@@ -279,6 +282,7 @@ def _rewards_data(values: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _card_data(form: Any, values: dict[str, Any]) -> dict[str, Any]:
+    check_text(values, {"name": ("Name", NAME_LIMIT), "description": ("Description", DESCRIPTION_LIMIT)})
     data: dict[str, Any] = {
         "name": values["name"],
         "type": values["type"],
@@ -288,9 +292,8 @@ def _card_data(form: Any, values: dict[str, Any]) -> dict[str, Any]:
     }
     if not values["name"]:
         raise FormProblem(["Name: enter a name for the card."])
-    goal = parse_int(values["reward_goal"], "Reward goal", low=1, high=1_000_000)
-    if goal is not None:
-        data["reward_goal"] = goal
+    # Emptied: none of its own, so the highest reward's threshold (as for a card made without one).
+    data["reward_goal"] = parse_int(values["reward_goal"], "Reward goal", low=1, high=1_000_000)
     days = parse_int(values["expire_days"], "Days until unused balance expires", high=36500)
     data["expire_days"] = days
     if values["type"] != "membership":

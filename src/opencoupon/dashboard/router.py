@@ -16,7 +16,7 @@ from starlette.routing import Match
 from opencoupon.accounts import repository as accounts_repo
 from opencoupon.accounts import service as accounts
 from opencoupon.accounts import sso
-from opencoupon.dashboard.common import no_store, page, runtime_of
+from opencoupon.dashboard.common import no_store, page, password_text, runtime_of
 from opencoupon.dashboard.security import (
     LOGIN_PATH,
     PageError,
@@ -273,8 +273,8 @@ def _reset_password(runtime: Runtime, raw: str, password: str) -> str | None:
 async def reset_password(request: Request, token: str) -> Response:
     form = await checked_form(request)
     _check_link_token(token)
-    password = _text(form, "password", MAX_PASSWORD_LENGTH + 1)
-    confirm = _text(form, "password_confirm", MAX_PASSWORD_LENGTH + 1)
+    password = password_text(form, "password")
+    confirm = password_text(form, "password_confirm")
     if len(password) < MIN_PASSWORD_LENGTH or len(password) > MAX_PASSWORD_LENGTH:
         error = f"Use between {MIN_PASSWORD_LENGTH} and {MAX_PASSWORD_LENGTH} characters."
         return _reset_page(request, token, error, status_code=422)

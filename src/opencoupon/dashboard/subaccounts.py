@@ -17,7 +17,16 @@ from starlette.responses import RedirectResponse, Response
 
 from opencoupon.accounts import repository as accounts_repo
 from opencoupon.accounts import sso
-from opencoupon.dashboard.common import FormProblem, api_context, ask_first, build, page, text
+from opencoupon.dashboard.common import (
+    FormProblem,
+    api_context,
+    ask_first,
+    build,
+    check_text,
+    page,
+    password_text,
+    text,
+)
 from opencoupon.dashboard.security import PageError, checked_form, require_login
 from opencoupon.errors import ApiError
 from opencoupon.models import Account
@@ -36,6 +45,12 @@ FIELDS = (
     "max_campaigns",
     "timezone",
 )
+# On the edit form: emptied, these are cleared; the required ones are refused instead.
+CLEARABLE = ("company_name", "first_name", "last_name")
+REQUIRED = {
+    "email": "Email: enter the subaccount's email address.",
+    "timezone": "Time zone: enter a name such as Europe/Brussels.",
+}
 MASTERS_ONLY = PageError(403, "For main accounts", "Only a main account manages subaccounts.")
 NOT_FOUND = PageError(404, "Not found", "There is no such subaccount.")
 
@@ -84,7 +99,8 @@ def subaccounts_page(request: Request, account: Account = Depends(require_login)
 
 
 def _form_values(form: Any) -> dict[str, str]:
-    return {name: text(form, name, 254) for name in FIELDS}
+    # Past every field's limit (an email's 254 is the longest), so the schema refuses, not a cut.
+    return {name: text(form, name, 255) for name in FIELDS}
 
 
 def _data(values: dict[str, str]) -> dict[str, Any]:
@@ -106,11 +122,14 @@ async def create_subaccount(request: Request, account: Account = Depends(require
     form = await checked_form(request)
     values = _form_values(form)
     data = _data(values)
-    if text(form, "password", 1024):
-        data["password"] = text(form, "password", 1024)
+    # As typed: sign-in compares it unstripped, so "  padded  " must be stored so too.
+    password = password_text(form, "password")
+    if password:
+        data["password"] = password
     try:
         if not values["email"]:
             raise FormProblem(["Email: enter the subaccount's email address."])
+        check_text(values, {})
         sub_id = await run_in_threadpool(_create, request, account, data)
     except FormProblem as problem:
         context = await run_in_threadpool(_list_context, request, account, problem.messages, values)
@@ -205,8 +224,15 @@ async def subaccount_action(
     values: dict[str, str] | None = None
     if action == "edit":
         values = _form_values(form)
-        # An emptied expiry date removes the expiry; other fields keep their value when empty.
-        data: dict[str, Any] = {**_data(values), "subaccount": sub_id, "expiry_date": values["expiry_date"]}
+        # An emptied expiry date removes the expiry and an emptied name or company is cleared (sent
+        # empty, as the API clears it); a field the post leaves out is kept.
+        cleared = {name: values[name] for name in CLEARABLE if name in form}
+        data: dict[str, Any] = {
+            **_data(values),
+            **cleared,
+            "subaccount": sub_id,
+            "expiry_date": values["expiry_date"],
+        }
         done = "Saved."
     elif action in ("block", "unblock"):
         if action == "block":
@@ -224,6 +250,12 @@ async def subaccount_action(
     else:
         raise NOT_FOUND
     try:
+        if values is not None:
+            # Not "saved" while the old value is kept: refused.
+            emptied = [message for name, message in REQUIRED.items() if name in form and not values[name]]
+            if emptied:
+                raise FormProblem(emptied)
+        check_text(data, {})
         await run_in_threadpool(_update, request, account, data)
     except FormProblem as problem:
         context = await run_in_threadpool(_sub_context, request, account, sub_id, problem.messages, values)

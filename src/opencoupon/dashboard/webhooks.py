@@ -19,6 +19,7 @@ from opencoupon.dashboard.common import (
     api_context,
     ask_first,
     build,
+    check_text,
     many,
     page,
     parse_int,
@@ -38,6 +39,9 @@ router = APIRouter(include_in_schema=False)
 NOT_FOUND = PageError(404, "Not found", "There is no such webhook endpoint in your account.")
 LOG_SIZE = 50
 ACTIONS = ("edit", "rotate", "replay", "delete")
+# The service cuts a longer description to its column; the form refuses it instead (check_text).
+DESCRIPTION_LIMIT = 200
+DESCRIPTION = {"description": ("Description", DESCRIPTION_LIMIT)}
 
 
 def _subaccounts(ctx: ApiContext) -> list[tuple[str, str]]:
@@ -87,7 +91,7 @@ async def create_endpoint(request: Request, account: Account = Depends(require_l
     form = await checked_form(request)
     values = {
         "url": text(form, "url", 2000),
-        "description": text(form, "description", 200),
+        "description": text(form, "description", DESCRIPTION_LIMIT + 1),
         "events": many(form, "events"),
         "subaccount": text(form, "subaccount", 40),
     }
@@ -96,6 +100,7 @@ async def create_endpoint(request: Request, account: Account = Depends(require_l
             raise FormProblem(["URL: enter the address that receives the events."])
         if not values["events"]:
             raise FormProblem(["Events: choose at least one."])
+        check_text(values, DESCRIPTION)
         data = {**values, "events": ",".join(values["events"])}
         if not data["subaccount"]:
             del data["subaccount"]
@@ -182,9 +187,10 @@ def _action_data(action: str, form: FormData) -> dict[str, Any]:
             raise FormProblem(["Events: choose at least one."])
         data = {
             "events": ",".join(events),
-            "description": text(form, "description", 200),
+            "description": text(form, "description", DESCRIPTION_LIMIT + 1),
             "enabled": text(form, "enabled") == "1",
         }
+        check_text(data, DESCRIPTION)
     elif action == "rotate":
         hours = parse_int(text(form, "grace_hours"), "Grace period (hours)", high=service.MAX_GRACE_HOURS)
         if hours is not None:

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidatorFunctionWrapHandler, WrapValidator
 
 from opencoupon.kit.params import OptionalInt, Str, V3Request, WithPassword
 
@@ -13,7 +13,17 @@ Short = Annotated[Str, Field(max_length=40)]
 # Every way a password is set (create, update, the dashboard's reset page) takes these lengths.
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
-Password = Annotated[Str, Field(max_length=MAX_PASSWORD_LENGTH)]
+
+
+def _as_typed(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    # Request strings are stripped (V3Request); a password is kept as typed, spaces included, as
+    # sign-in and the reset page take it: a password set with spaces must sign in with them.
+    checked = handler(value)
+    return value if isinstance(value, str) and value.strip() == checked else checked
+
+
+# The length is checked on the password as typed (after _as_typed).
+Password = Annotated[Str, WrapValidator(_as_typed), Field(max_length=MAX_PASSWORD_LENGTH)]
 
 SsoPage = Literal["campaigns", "add_campaign", "update_campaign", "statistics", "distribution"]
 
