@@ -571,11 +571,17 @@ def claim(
     return True
 
 
+# Money as people write it: 12, 12.5, 12,50, .50 (not -0, 1_000 or 1e3, which Decimal takes).
+_MONEY = re.compile(r"[0-9]*[.,]?[0-9]+")
+
+
 def parse_money(raw: str | None) -> Decimal | None:
     if raw is None or raw == "":
         return None
+    if not _MONEY.fullmatch(raw.strip()):
+        raise bad_value("validation_value", "Use a number such as 12.50.")
     try:
-        amount = Decimal(raw.replace(",", "."))
+        amount = Decimal(raw.strip().replace(",", "."))
     except InvalidOperation:
         raise bad_value("validation_value", "Use a number such as 12.50.") from None
     if not amount.is_finite() or amount < 0 or amount >= Decimal("1e12"):

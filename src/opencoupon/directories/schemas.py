@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
+from opencoupon.kit.body import holds_unstorable, load_json
 from opencoupon.kit.params import OptionalInt, Str, StrList, V3Request, WithPassword
 
 
@@ -38,12 +40,13 @@ def _campaign_items(value: Any) -> Any:
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
-            import json
-
             try:
-                value = json.loads(text)
+                value = load_json(text)
             except ValueError:
                 return value
+            # Decoded after the request's character check: the same check again.
+            if holds_unstorable(value):
+                raise PydanticCustomError("invalid_character", "Invalid character.")
         else:
             return [{"id": part.strip()} for part in text.split(",") if part.strip()]
     if isinstance(value, list):

@@ -9,6 +9,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr,
 from pydantic_core import PydanticCustomError
 
 from opencoupon.errors import ApiError, status_line
+from opencoupon.kit.body import load_json, unstorable_text
 from opencoupon.kit.crypto import hash_password, token
 
 
@@ -16,14 +17,16 @@ def _split_list(value: Any) -> Any:
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
-            import json
-
             try:
-                parsed = json.loads(text)
+                parsed = load_json(text)
             except ValueError:
                 parsed = None
             if isinstance(parsed, list):
-                return [str(v) for v in parsed]
+                items = [str(v) for v in parsed]
+                # Decoded after the request's character check: the same check again.
+                if any(unstorable_text(item) for item in items):
+                    raise PydanticCustomError("invalid_character", "Invalid character.")
+                return items
         return [part.strip() for part in text.split(",") if part.strip()]
     if isinstance(value, list):
         out: list[str] = []

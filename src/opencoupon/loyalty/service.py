@@ -9,7 +9,6 @@ cycle) row, so a reward is issued once per card cycle even when additions race.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from opencoupon.coupons.sessions import new_session, session_path
 from opencoupon.errors import ApiError, bad_value, not_allowed
 from opencoupon.events import service as events
 from opencoupon.kit import ids
+from opencoupon.kit.body import check_characters, load_json
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.crypto import constant_time_equals
 from opencoupon.kit.dates import fmt, fmt_date
@@ -926,11 +926,14 @@ def _object(raw: dict[str, Any] | str | None, name: str) -> dict[str, Any]:
     if isinstance(raw, dict):
         return raw
     try:
-        parsed = json.loads(raw)
+        parsed = load_json(raw)
     except ValueError:
         raise bad_value(name) from None
     if not isinstance(parsed, dict):
         raise bad_value(name)
+    # Decoded after the request's character check: the same check again (a lone surrogate or
+    # NUL would reach the query).
+    check_characters({name: parsed})
     return parsed
 
 
@@ -947,7 +950,7 @@ def stats_page(raw: dict[str, Any] | str | None) -> int:
     value = _object(raw, "pagination").get("page", 1)
     try:
         page = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: Infinity, 1e309
         raise bad_value("pagination") from None
     # The page becomes an SQL OFFSET: a huge one overflows the driver's integer (a 500).
     if not 1 <= page <= MAX_PAGE:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 
 from fastapi import APIRouter
@@ -13,6 +12,7 @@ from starlette.requests import Request
 
 from opencoupon import web
 from opencoupon.errors import ApiError, bad_value
+from opencoupon.kit.body import load_json
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.endpoint import ApiContext, v3_endpoint, v4_endpoint
 from opencoupon.kit.lockout import Lockout
@@ -104,7 +104,7 @@ async def _read_limited(request: Request, limit: int) -> bytes:
 async def _subscription_body(request: Request) -> tuple[str, str, str, str, str]:
     raw = await _read_limited(request, MAX_SUBSCRIPTION_BYTES)
     try:
-        body = json.loads(raw or b"{}")
+        body = load_json(raw or b"{}")
         target = body["target"]
         sub = body["subscription"]
         kind, code = str(target["kind"]), str(target["code"])

@@ -1,0 +1,119 @@
+"""Hostile request bodies and parameters get a clear error in the envelope, fast, never a 500:
+found by a fuzzing pass (repeated keys, deep nesting, JSON decoded from a parameter's text after
+the request's character check, numbers no integer holds, money written as Python but not people
+write it)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx2
+import pytest
+from sqlalchemy import select
+
+from conftest import TestAccount
+from coupons_fixtures import bulk_sessions, create_campaign
+from helpers import assert_error, assert_ok
+from loyalty_fixtures import create_card
+from opencoupon.models import Campaign
+from opencoupon.runtime import Runtime
+
+DEEP = "[" * 1200 + "]" * 1200
+
+
+def test_a_key_repeated_many_times_is_parsed_in_linear_time(
+    http: httpx2.Client, account: TestAccount
+) -> None:
+    """Each repeat copied the whole list: 200,000 repeats (a 400 KB body, before credentials are
+    even read) held the event loop, and every other client, for about 20 s."""
+    body = "&".join(["tags=a"] * 130_000)
+    started = time.monotonic()
+    refused = http.post(
+        "/v3/coupon/list", content=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert refused.status_code == 401
+    answered = http.post(
+        "/v3/coupon/list",
+        content=body,
+        headers={**account.headers, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert_ok(answered)
+    # Linear: well under a second each here; quadratic took minutes for the two.
+    assert time.monotonic() - started < 20
+
+
+@pytest.mark.parametrize("path", ["/v3/coupon/list", "/v4/campaigns"])
+def test_a_deeply_nested_json_body_is_code_300(http: httpx2.Client, account: TestAccount, path: str) -> None:
+    assert_error(http.post(path, content=DEEP, headers={"Content-Type": "application/json"}), 422, 300)
+    nested = '{"name": ' + "[" * 500 + "]" * 500 + "}"
+    assert_error(
+        http.post(path, content=nested, headers={**account.headers, "Content-Type": "application/json"}),
+        422,
+        300,
+    )
+
+
+def test_a_deeply_nested_list_in_a_parameters_text_is_plain_text(account: TestAccount) -> None:
+    """Decoding it overflowed the stack (a 500); it is not a JSON list, so it is one value."""
+    listed = account.client.get("/v3/coupon/list", params={"tags": DEEP}, headers=account.headers)
+    assert assert_ok(listed)["coupon_info"] == []
+    batch = assert_ok(account.call("/v3/couponsession/update/multiple", couponsessions=DEEP, claim=True))
+    assert (batch["amount_of_results"], batch["amount_failed"]) == ("1", "1")
+
+
+def test_a_list_given_as_json_text_is_checked_for_unstorable_characters(
+    account: TestAccount, runtime: Runtime
+) -> None:
+    """`tags=["x\\u0000y"]` was decoded after the character check and stored a NUL, which
+    PostgreSQL refuses: a database that cannot be moved. Refused as a real list is (301)."""
+    name = "NUL tags"
+    for fields in (
+        {"tags": '["t\\u0000"]'},
+        {"custom_code_mode": "imported", "custom_codes": '["AB\\u0000CD"]'},
+    ):
+        response = account.client.post(
+            "/v4/campaigns", json={"name": name, **fields}, headers=account.headers
+        )
+        assert_error(response, 422, 301)
+    form = account.client.post(
+        "/v4/campaigns", data={"name": name, "tags": '["x\\u0000y"]'}, headers=account.headers
+    )
+    assert_error(form, 422, 301)
+    with runtime.db.read() as session:
+        assert session.scalars(select(Campaign.id).where(Campaign.name == name)).all() == []
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ({"pagination": '{"page": Infinity}'}, 300),
+        ({"pagination": '{"page": 1e309}'}, 300),
+        ({"filter": '{"first_name": "\\ud800"}'}, 301),
+        ({"filter": '{"first_name": "a\\u0000"}'}, 301),
+        ({"filter": DEEP}, 300),
+    ],
+)
+def test_loyalty_stats_filter_and_pagination_text_is_checked(
+    account: TestAccount, query: dict[str, str], code: int
+) -> None:
+    card = create_card(account, type="points")
+    response = account.client.get(
+        f"/v4/loyalty/loyalty-cards/{card['id']}/stats", params=query, headers=account.headers
+    )
+    assert_error(response, 422, code)
+
+
+@pytest.mark.parametrize("money", ["-0", "1_000", "1e3", "12.5.0", "+3"])
+def test_validation_value_is_money_as_people_write_it(
+    account: TestAccount, runtime: Runtime, money: str
+) -> None:
+    campaign = create_campaign(account)
+    [code] = bulk_sessions(runtime, campaign["id"], 1)
+    assert_error(
+        account.call("/v3/couponsession/update", couponsession=code, validation_value=money), 422, 300
+    )
+    for written, stored in (("12", "12.00"), ("12,5", "12.50"), (".50", "0.50"), (" 3.25 ", "3.25")):
+        answer = assert_ok(
+            account.call("/v3/couponsession/update", couponsession=code, validation_value=written)
+        )
+        assert answer["data"]["status"]["validation_value"] == stored
