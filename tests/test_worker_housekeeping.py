@@ -8,8 +8,9 @@ import datetime as dt
 from sqlalchemy import select
 
 from conftest import TestAccount
+from coupons_fixtures import create_campaign
 from opencoupon.kit.clock import utcnow
-from opencoupon.models import AttemptCounter, IdempotencyRecord, Job, OneTimeToken
+from opencoupon.models import AttemptCounter, IdempotencyRecord, Job, OneTimeToken, SingleUseBatch
 from opencoupon.runtime import Runtime
 from opencoupon.worker import housekeeping
 
@@ -82,3 +83,38 @@ def test_sweep_deletes_what_is_past_its_use_and_keeps_the_rest(
     assert counters == {f"{tag}:running"}
     assert sorted(status for status, _finished in left) == ["dead", "done", "queued"]
     assert all(finished is None or finished > now - 9 * day for _status, finished in left)
+
+
+def test_sweep_deletes_link_batches_finished_past_their_keep(runtime: Runtime, account: TestAccount) -> None:
+    """Dashboard batches of single-use links (their lists may hold customids that are emails)
+    are kept 7 days for download, as the privacy docs say; they stayed until the same account
+    started another batch, which might be never."""
+    campaign_id = int(create_campaign(account)["id"].removeprefix("cam_"))
+    now = utcnow()
+    day = dt.timedelta(days=1)
+    rows = {
+        "old done": ("done", now - 8 * day),
+        "old failed": ("failed", now - 8 * day),
+        "recent": ("done", now - day),
+        "running": ("running", None),
+    }
+    with runtime.db.transaction() as session:
+        for name, (status, finished) in rows.items():
+            session.add(
+                SingleUseBatch(
+                    account_id=account.id,
+                    campaign_id=campaign_id,
+                    status=status,
+                    message=name,
+                    created_at=now - 9 * day,
+                    updated_at=now - 9 * day,
+                    finished_at=finished,
+                )
+            )
+    swept = housekeeping.sweep(runtime, now=now)
+    assert swept.link_batches >= 2
+    with runtime.db.read() as session:
+        left = set(
+            session.scalars(select(SingleUseBatch.message).where(SingleUseBatch.campaign_id == campaign_id))
+        )
+    assert left == {"recent", "running"}

@@ -23,6 +23,7 @@ from opencoupon.kit import ids
 from opencoupon.kit.csvcell import csv_cell
 from opencoupon.models import SingleUseBatch
 from opencoupon.singleuse.service import BatchSpec
+from opencoupon.worker import housekeeping
 from opencoupon.worker.queue import enqueue_many
 
 KIND = "singleuse.batch"
@@ -30,9 +31,9 @@ KIND = "singleuse.batch"
 # attempts only serve a process that died during one.
 MAX_ATTEMPTS = 5
 PREFIX = "batch_"
-# Finished batches (and their links) are kept this long; older ones go when the account starts
-# another one.
-KEEP = dt.timedelta(days=7)
+# Finished batches (and their links) are kept this long; the worker's housekeeping deletes older
+# ones, and so does the account starting another one.
+KEEP = housekeeping.LINK_BATCH_RETENTION
 RECENT = 10
 CSV_COLUMNS = [
     "single_use_code",

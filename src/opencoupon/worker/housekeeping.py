@@ -7,13 +7,16 @@
 - finished jobs: done ones after JOB_RETENTION, dead ones after DEAD_JOB_RETENTION (kept longer:
   they are what an operator looks at when deliveries failed);
 - attempt counters (wrong-PIN lockouts, sign-in limits) whose window is over (a count past its
-  window is read as zero whether its row is there or not).
+  window is read as zero whether its row is there or not);
+- dashboard batches of single-use links finished LINK_BATCH_RETENTION ago (their link lists may
+  hold customids that are emails: kept for download, not for ever).
 
 Events are kept: they are what webhook replays send again. Deletes run in batches of BATCH rows,
 each in its own short transaction (on SQLite each holds the write lock only briefly)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from dataclasses import dataclass
@@ -22,7 +25,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, inspect, select
 
 from opencoupon.kit.clock import utcnow
-from opencoupon.models import AttemptCounter, IdempotencyRecord, Job, OneTimeToken
+from opencoupon.models import AttemptCounter, IdempotencyRecord, Job, OneTimeToken, SingleUseBatch
 from opencoupon.runtime import Runtime
 
 log = logging.getLogger("opencoupon.worker")
@@ -32,6 +35,7 @@ INTERVAL = dt.timedelta(hours=1)
 FIRST_SWEEP_AFTER = dt.timedelta(minutes=1)
 JOB_RETENTION = dt.timedelta(days=7)
 DEAD_JOB_RETENTION = dt.timedelta(days=30)
+LINK_BATCH_RETENTION = dt.timedelta(days=7)
 BATCH = 5000
 
 
@@ -41,6 +45,7 @@ class Swept:
     one_time_tokens: int = 0
     jobs: int = 0
     attempt_counters: int = 0
+    link_batches: int = 0
 
 
 def _delete_all(runtime: Runtime, model: Any, condition: ColumnElement[bool], batch: int) -> int:
@@ -76,7 +81,15 @@ def sweep(runtime: Runtime, *, now: dt.datetime | None = None, batch: int = BATC
             batch,
         ),
         attempt_counters=_delete_all(runtime, AttemptCounter, AttemptCounter.expires_at <= now, batch),
+        link_batches=_delete_all(
+            runtime,
+            SingleUseBatch,
+            SingleUseBatch.status.in_(("done", "failed"))
+            & (SingleUseBatch.finished_at < now - LINK_BATCH_RETENTION),
+            # Each row may hold a few MB of links: fewer per transaction.
+            max(1, batch // 100),
+        ),
     )
-    if swept.idempotency_records or swept.one_time_tokens or swept.jobs or swept.attempt_counters:
+    if any(dataclasses.astuple(swept)):
         log.info("housekeeping deleted %s", swept)
     return swept
