@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 from sqlalchemy import func, select
 
 from conftest import TEST_SECRET_KEY
@@ -198,3 +199,17 @@ def test_bulk_send_refuses_unknown_campaign_and_missing_integration(
         assert "no email integration" in no_smtp.stderr
     finally:
         get_settings.cache_clear()
+
+
+def test_an_unreadable_recipients_file_is_one_clear_error(tmp_path: Path) -> None:
+    """A cell over the CSV reader's 128 KiB, a file that is not UTF-8 or a directory: the command
+    says it cannot read the file (it ended with a traceback)."""
+    from opencoupon.distribution.cli import read_recipients
+
+    big = tmp_path / "big.csv"
+    big.write_text("email,first name\nx@example.org," + "A" * 200_000 + "\n")
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("email,first name\nx@example.org,Ren\xe9e\n".encode("latin-1"))
+    for path in (big, latin1, tmp_path):
+        with pytest.raises(typer.BadParameter, match="cannot read"):
+            read_recipients(path)

@@ -53,22 +53,27 @@ def _pick(row: dict[str, str], names: tuple[str, ...]) -> str:
 
 def read_recipients(path: Path) -> list[Recipient]:
     """Rows of a CSV file with a header; `email` is required, first and last names are optional."""
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None:
-            return []
-        reader.fieldnames = [name.strip().lower() for name in reader.fieldnames]
-        if not any(name in reader.fieldnames for name in EMAIL_COLUMNS):
-            raise typer.BadParameter(f"{path} has no 'email' column in its header row")
-        return [
-            Recipient(
-                line=reader.line_num,
-                email=_pick(row, EMAIL_COLUMNS),
-                firstname=_pick(row, FIRSTNAME_COLUMNS)[:100],
-                lastname=_pick(row, LASTNAME_COLUMNS)[:100],
-            )
-            for row in reader
-        ]
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None:
+                return []
+            reader.fieldnames = [name.strip().lower() for name in reader.fieldnames]
+            if not any(name in reader.fieldnames for name in EMAIL_COLUMNS):
+                raise typer.BadParameter(f"{path} has no 'email' column in its header row")
+            return [
+                Recipient(
+                    line=reader.line_num,
+                    email=_pick(row, EMAIL_COLUMNS),
+                    firstname=_pick(row, FIRSTNAME_COLUMNS)[:100],
+                    lastname=_pick(row, LASTNAME_COLUMNS)[:100],
+                )
+                for row in reader
+            ]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        # A directory, a file that is not UTF-8, a cell over the reader's 128 KiB: one line, no
+        # traceback.
+        raise typer.BadParameter(f"cannot read {path}: {exc}") from None
 
 
 def _queue_batch(
