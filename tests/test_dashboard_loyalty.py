@@ -213,3 +213,9 @@ def test_saving_a_card_keeps_its_reward_names(
         assert renamed.status_code == 303, renamed.text
         stored = account.client.get(f"{CARDS}/{card['id']}", headers=account.headers).json()
         assert sorted((r["threshold"], r["name"]) for r in stored["rewards"])[0] == (5, "Cake day")
+        # An over-long name is refused, not cut to 200 and saved.
+        too_long = post_form(web, path, path, {**base, **shown, "reward_name": ["x" * 201, "", ""]})
+        assert too_long.status_code == 422, too_long.text
+        assert "Reward name: use at most 200 characters." in too_long.text
+        stored = account.client.get(f"{CARDS}/{card['id']}", headers=account.headers).json()
+        assert sorted((r["threshold"], r["name"]) for r in stored["rewards"])[0] == (5, "Cake day")

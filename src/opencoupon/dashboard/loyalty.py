@@ -41,6 +41,7 @@ REASONS = ("correction", "goodwill", "purchase", "refund", "complaint", "fraud")
 NOT_FOUND = PageError(404, "Not found", "There is no such loyalty card or holder in your account.")
 NAME_LIMIT = 200  # the column's width (and CardCreate's)
 DESCRIPTION_LIMIT = 2000
+REWARD_NAME_LIMIT = 200  # loyalty_rewards.name
 
 
 def _card(ctx: ApiContext, card_id: str) -> LoyaltyCard:
@@ -246,7 +247,7 @@ def _card_form_context(
 def _card_values(form: Any) -> dict[str, Any]:
     pairs = zip(many_raw(form, "reward_campaign"), many_raw(form, "reward_threshold"), strict=False)
     # A form without name fields (a page loaded before they existed) still keeps every reward.
-    names = many_raw(form, "reward_name", 200)
+    names = many_raw(form, "reward_name", REWARD_NAME_LIMIT + 1)
     return {
         "name": text(form, "name", NAME_LIMIT + 1),
         "type": text(form, "type", 20),
@@ -276,6 +277,8 @@ def _rewards_data(values: dict[str, Any]) -> list[dict[str, Any]]:
         threshold = parse_int(row["threshold"], "Reward threshold", low=1, high=1_000_000)
         if threshold is None:
             raise FormProblem(["Reward threshold: enter the stamps or points that issue the reward."])
+        if len(row["name"]) > REWARD_NAME_LIMIT:
+            raise FormProblem([f"Reward name: use at most {REWARD_NAME_LIMIT} characters."])
         # The name set for it (here or through the API) is sent back, so saving keeps it.
         rewards.append({"campaign": row["campaign"], "threshold": threshold, "name": row["name"]})
     return rewards
@@ -298,7 +301,7 @@ def _card_data(form: Any, values: dict[str, Any]) -> dict[str, Any]:
     data["expire_days"] = days
     if values["type"] != "membership":
         data["rewards"] = _rewards_data(values)
-    pin = text(form, "pin", 40)
+    pin = text(form, "pin", 41)  # one past any PIN check_pin takes: refused, not cut
     if pin:
         data["pin"] = pin
     return data
