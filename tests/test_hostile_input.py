@@ -117,3 +117,10 @@ def test_validation_value_is_money_as_people_write_it(
             account.call("/v3/couponsession/update", couponsession=code, validation_value=written)
         )
         assert answer["data"]["status"]["validation_value"] == stored
+
+
+@pytest.mark.parametrize("digits", [20, 5000])
+def test_an_id_with_more_digits_than_any_id_is_not_found(account: TestAccount, digits: int) -> None:
+    """Well formed, just not anyone's: not found (502), as `cam_0` is; it was "invalid character"."""
+    assert_error(account.call("/v3/coupon/info", campaign="cam_" + "9" * digits), 404, 502)
+    assert_error(account.call("/v3/coupon/info", campaign="cam_9x"), 422, 301)

@@ -33,7 +33,9 @@ def public_id(prefix: str, pk: int) -> str:
     return f"{prefix}{pk}"
 
 
-_NUMERIC = re.compile(r"^[0-9]{1,18}$")
+_NUMERIC = re.compile(r"^[0-9]+$")
+# More digits than any stored ID has (IDs stay below 2**62).
+_MAX_ID_DIGITS = 18
 
 
 def is_number(text: str) -> bool:
@@ -52,6 +54,8 @@ def parse_public_id(value: str, prefix: str, param: str, not_found_error: ApiErr
         text = text[len(prefix) :]
     if not _NUMERIC.match(text):
         raise invalid_character(param)
+    if len(text.lstrip("0")) > _MAX_ID_DIGITS:
+        raise not_found_error  # well formed, but no object has it (and int() of it can be slow)
     number = int(text)
     if number <= 0 or number > 2**62:
         raise not_found_error
