@@ -117,6 +117,22 @@ def test_another_account_cannot_see_or_touch_an_endpoint(
     assert account.client.get(path, headers=account.headers).json()["enabled"] is True
 
 
+def test_a_malformed_event_names_the_parameter_it_came_in(account: TestAccount, receiver: Receiver) -> None:
+    path = f"/v4/webhooks/{_create(account, receiver.url)['id']}"
+    for answer in (
+        account.client.get(path + "/deliveries", params={"event": "x"}, headers=account.headers),
+        account.client.post(path + "/replay", json={"event": "x"}, headers=account.headers),
+    ):
+        body = assert_error(answer, 422, 301)
+        assert body["status"]["errors"]["error_message_description"] == [
+            "Invalid character in parameter: event."
+        ]
+    verified = assert_error(account.call("/v3/webhook/verification", webhook="x"), 422, 301)
+    assert verified["status"]["errors"]["error_message_description"] == [
+        "Invalid character in parameter: webhook."
+    ]
+
+
 def test_master_sees_and_creates_subaccount_endpoints(
     account: TestAccount, subaccount: TestAccount, receiver: Receiver
 ) -> None:

@@ -247,9 +247,9 @@ def deliveries(ctx: ApiContext, req: DeliveryQuery) -> list[dict[str, Any]]:
     ]
 
 
-def _event(ctx: ApiContext, raw: str) -> Event:
+def _event(ctx: ApiContext, raw: str, param: str = "event") -> Event:
     if not raw.startswith("evt_"):
-        raise ApiError(301, "Invalid character in parameter: webhook.")
+        raise ApiError(301, f"Invalid character in parameter: {param}.")
     if not EVENT_ID.match(raw):
         raise EVENT_NOT_FOUND
     found = repository.event_by_public_id(ctx.session, ctx.scope(Event.account_id), raw)
@@ -292,7 +292,7 @@ def replay(ctx: ApiContext, req: Replay) -> dict[str, Any]:
 
 def verify(ctx: ApiContext, webhook: str, session_code: str | None) -> dict[str, Any]:
     """The vendor's authenticity check: is this event one of the caller's?"""
-    event = _event(ctx, webhook)
+    event = _event(ctx, webhook, "webhook")
     if session_code and session_code != event.session:
         raise EVENT_NOT_FOUND
     return {
