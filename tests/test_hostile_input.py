@@ -124,3 +124,17 @@ def test_an_id_with_more_digits_than_any_id_is_not_found(account: TestAccount, d
     """Well formed, just not anyone's: not found (502), as `cam_0` is; it was "invalid character"."""
     assert_error(account.call("/v3/coupon/info", campaign="cam_" + "9" * digits), 404, 502)
     assert_error(account.call("/v3/coupon/info", campaign="cam_9x"), 422, 301)
+
+
+def test_a_huge_validation_value_is_refused_at_once(account: TestAccount, runtime: Runtime) -> None:
+    """A long run of digits and one letter: the money pattern backtracked quadratically, holding
+    the event loop (60,000 digits: 9 s for every client of the server)."""
+    campaign = create_campaign(account)
+    [code] = bulk_sessions(runtime, campaign["id"], 1)
+    started = time.monotonic()
+    refused = account.call(
+        "/v3/couponsession/update", couponsession=code, validation_value="1" * 200_000 + "x"
+    )
+    assert_error(refused, 422, 300)
+    assert time.monotonic() - started < 10  # linear: milliseconds; quadratic: minutes
+    assert_ok(account.call("/v3/couponsession/update", couponsession=code, validation_value="12."))

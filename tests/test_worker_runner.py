@@ -22,10 +22,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from conftest import TEST_SECRET_KEY
+from conftest import TEST_SECRET_KEY, TestAccount
+from coupons_fixtures import create_campaign
 from opencoupon.config import Settings
 from opencoupon.kit.clock import utcnow
-from opencoupon.models import Job
+from opencoupon.models import DistributionSend, Job, SingleUseBatch
 from opencoupon.runtime import Runtime
 from opencoupon.worker import queue, registry
 from opencoupon.worker.runner import Runner
@@ -154,13 +155,16 @@ def test_a_handlers_retry_does_not_use_up_the_jobs_attempts(runtime: Runtime) ->
 
 
 def test_a_stopped_runner_gives_back_the_jobs_it_had_not_started(runtime: Runtime) -> None:
+    """At once, while the running job is still running (a server waits only so long for its
+    runner, and a supervisor SIGKILLs a worker that takes too long to stop), then the running job
+    finishes."""
     kind = _kind("stop")
     started = threading.Event()
 
     @registry.task(kind)
     def slow(_runtime: Runtime, _payload: dict[str, Any]) -> None:
         started.set()
-        time.sleep(0.5)
+        time.sleep(3)
 
     with runtime.db.transaction() as session:
         for n in range(4):
@@ -169,10 +173,49 @@ def test_a_stopped_runner_gives_back_the_jobs_it_had_not_started(runtime: Runtim
     thread = runner.start_thread()
     assert started.wait(30)
     runner.stop()
+    _wait_until(lambda: [job.status for job in _jobs(runtime, kind)].count("queued") == 3, 2.5)
+    assert [job.status for job in _jobs(runtime, kind)].count("running") == 1
     thread.join(30)
     assert not thread.is_alive()
     states = sorted((job.status, job.attempts, job.locked_until) for job in _jobs(runtime, kind))
     assert states == [("done", 1, None)] + [("queued", 0, None)] * 3
+
+
+def test_a_job_waiting_in_a_live_runners_pool_is_not_taken_over_nor_buried(short_lease: Runtime) -> None:
+    """Another worker (PostgreSQL: several processes) saw a job's lease run out while it waited
+    behind a slow one in a live runner's pool: on its last attempt it was buried unrun (its
+    on_dead handler failing, say, a webhook message never tried). The live runner renews the
+    leases of what it holds."""
+    slow_kind, quick_kind = _kind("slow"), _kind("last")
+    ran: list[str] = []
+    buried: list[dict[str, Any]] = []
+
+    @registry.task(slow_kind)
+    def slow(_runtime: Runtime, _payload: dict[str, Any]) -> None:
+        time.sleep(2.5)
+
+    @registry.task(quick_kind)
+    def quick(_runtime: Runtime, _payload: dict[str, Any]) -> None:
+        ran.append("quick")
+
+    registry.on_dead(quick_kind)(lambda _runtime, payload: buried.append(payload))
+    with short_lease.db.transaction() as session:
+        queue.enqueue(session, slow_kind, {})
+        queue.enqueue(session, quick_kind, {}, max_attempts=1)
+    holder = Runner(short_lease, concurrency=1)
+    thread = holder.start_thread()
+    other = Runner(short_lease)
+    try:
+        _wait_until(lambda: {job.status for job in _jobs(short_lease, quick_kind)} == {"running"}, 30)
+        deadline = time.monotonic() + 2.0  # past the one-second lease, the quick job still waiting
+        while time.monotonic() < deadline:
+            assert not [job for job in other.claim() if job.kind in (slow_kind, quick_kind)]
+            time.sleep(0.1)
+        _wait_until(lambda: {job.status for job in _jobs(short_lease, quick_kind)} == {"done"}, 30)
+    finally:
+        holder.stop()
+        thread.join(30)
+    assert (ran, buried) == (["quick"], [])
 
 
 WORKER = """
@@ -220,3 +263,68 @@ def test_sigterm_stops_the_worker_command_cleanly(runtime: Runtime, var_dir: Pat
     statuses = sorted(job.status for job in _jobs(runtime, kind))
     assert statuses == ["done", "queued", "queued"]
     assert all(job.locked_until is None for job in _jobs(runtime, kind))
+
+
+def _bury_one(rt: Runtime, kind: str, payload: dict[str, Any]) -> None:
+    """A job of `kind` whose worker died on its last attempt, and a claim that finds it."""
+    with rt.db.transaction() as session:
+        queue.enqueue(session, kind, payload, max_attempts=1)
+        session.execute(
+            update(Job)
+            .where(Job.kind == kind, Job.payload == queue.encode(payload))
+            .values(
+                status="running",
+                attempts=1,
+                locked_by="gone",
+                locked_until=utcnow() - dt.timedelta(seconds=5),
+            )
+        )
+    Runner(rt).claim()
+    with rt.db.read() as session:
+        status = session.scalar(
+            select(Job.status).where(Job.kind == kind, Job.payload == queue.encode(payload))
+        )
+    assert status == "dead"
+
+
+def test_a_send_or_link_batch_whose_worker_died_every_time_is_failed_not_in_progress(
+    runtime: Runtime, account: TestAccount
+) -> None:
+    """An email `sending` for ever kept its recipient's duplicate-check key (no later
+    check_unique send could reach them); a link batch `running` for ever showed in progress on
+    the dashboard and was never cleaned up."""
+    from opencoupon.distribution import service as distribution
+    from opencoupon.singleuse import batches
+
+    campaign_id = int(create_campaign(account)["id"].removeprefix("cam_"))
+    now = utcnow()
+    key = f"dead-{secrets.token_hex(6)}"
+    with runtime.db.transaction() as session:
+        send = DistributionSend(
+            account_id=account.id,
+            channel="email",
+            campaign_id=campaign_id,
+            recipient="x@example.org",
+            recipient_key="x@example.org",
+            status="sending",
+            attempts=1,
+            dedup_key=key,
+            created_at=now,
+            updated_at=now,
+        )
+        batch = SingleUseBatch(
+            account_id=account.id, campaign_id=campaign_id, status="running", created_at=now, updated_at=now
+        )
+        session.add_all([send, batch])
+        session.flush()
+        send_id, batch_id = send.id, batch.id
+    _bury_one(runtime, distribution.EMAIL_JOB, {"send_id": send_id})
+    _bury_one(runtime, batches.KIND, {"batch": batch_id})
+    with runtime.db.read() as session:
+        send = session.get(DistributionSend, send_id)
+        batch = session.get(SingleUseBatch, batch_id)
+        assert send is not None
+        assert batch is not None
+        assert (send.status, send.dedup_key) == ("failed", None)
+        assert "worker stopped" in send.last_error
+        assert (batch.status, batch.finished_at is not None) == ("failed", True)

@@ -571,14 +571,17 @@ def claim(
     return True
 
 
-# Money as people write it: 12, 12.5, 12,50, .50 (not -0, 1_000 or 1e3, which Decimal takes).
-_MONEY = re.compile(r"[0-9]*[.,]?[0-9]+")
+# Money as people write it: 12, 12.5, 12,50, 12., .50 (not -0, 1_000 or 1e3, which Decimal
+# takes). Unambiguous, so matching is linear in the text (`[0-9]*[.,]?[0-9]+` backtracked
+# quadratically on a long run of digits, holding the event loop).
+_MONEY = re.compile(r"[0-9]+(?:[.,][0-9]*)?|[.,][0-9]+")
+_MONEY_LENGTH = 40
 
 
 def parse_money(raw: str | None) -> Decimal | None:
     if raw is None or raw == "":
         return None
-    if not _MONEY.fullmatch(raw.strip()):
+    if len(raw) > _MONEY_LENGTH or not _MONEY.fullmatch(raw.strip()):
         raise bad_value("validation_value", "Use a number such as 12.50.")
     try:
         amount = Decimal(raw.strip().replace(",", "."))

@@ -30,7 +30,7 @@ from opencoupon.errors import ApiError
 from opencoupon.kit.clock import utcnow
 from opencoupon.models import Account, Campaign, CouponSession, DistributionSend
 from opencoupon.runtime import Runtime
-from opencoupon.worker.registry import Retry, task
+from opencoupon.worker.registry import Retry, on_dead, task
 
 log = logging.getLogger("opencoupon.distribution")
 
@@ -250,6 +250,30 @@ def _connect_address(
         raise Permanent(f"{what} not allowed: {exc}") from None
     except (OSError, UnicodeError) as exc:
         raise failure(f"{what} {host} does not resolve: {exc}", transient=True) from None
+
+
+@on_dead(service.EMAIL_JOB)
+@on_dead(service.SMS_JOB)
+def send_died(runtime: Runtime, payload: dict[str, Any]) -> None:
+    """A send whose worker stopped during every attempt: failed, not `sending` for ever (which
+    also kept its recipient's duplicate-check key). The provider may have taken it meanwhile."""
+    now = utcnow()
+    with runtime.db.transaction() as session:
+        session.execute(
+            update(DistributionSend)
+            .where(
+                DistributionSend.id == int(payload["send_id"]),
+                DistributionSend.status.not_in(("sent", "failed")),
+            )
+            .values(
+                status="failed",
+                last_error="its worker stopped during every attempt; it may or may not have gone out",
+                failed_at=now,
+                next_attempt_at=None,
+                dedup_key=None,
+                updated_at=now,
+            )
+        )
 
 
 @task(service.SMS_JOB)

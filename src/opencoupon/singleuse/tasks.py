@@ -21,7 +21,7 @@ from opencoupon.kit.clock import utcnow
 from opencoupon.models import SingleUseBatch
 from opencoupon.runtime import Runtime
 from opencoupon.singleuse import batches, repository, service
-from opencoupon.worker.registry import task
+from opencoupon.worker.registry import on_dead, task
 from opencoupon.worker.runner import finish_first_attempts
 
 log = logging.getLogger("opencoupon.singleuse")
@@ -52,6 +52,13 @@ def run_batch(runtime: Runtime, payload: dict[str, Any]) -> None:
     except Exception:
         log.exception("single-use batch %s failed", batch_id)
         _fail(runtime, batch_id, FAILED)
+
+
+@on_dead(batches.KIND)
+def batch_died(runtime: Runtime, payload: dict[str, Any]) -> None:
+    """A batch whose worker stopped during every attempt: failed (its links were made in one
+    transaction that never committed), not `running` for ever."""
+    _fail(runtime, int(payload["batch"]), FAILED)
 
 
 def _make_links(

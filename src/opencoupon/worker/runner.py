@@ -200,19 +200,44 @@ class Runner:
         self._wake = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
         self.max_inflight = max_inflight or batch * 4
-        # Jobs this runner has claimed and not finished yet (queued in its pool or running): its
-        # own lease running out while they wait must not make it claim them a second time.
+        # Jobs this runner has claimed and not finished yet (queued in its pool or running),
+        # and those of them whose unit has not started. The runner renews their leases while it
+        # lives (`_renew_held`): only a dead runner's jobs are taken over or buried.
         self._held: set[int] = set()
+        self._waiting: set[int] = set()
         self._held_lock = threading.Lock()
         import_task_modules()
 
     def _hold(self, ids: list[int]) -> None:
         with self._held_lock:
             self._held.update(ids)
+            self._waiting.update(ids)
 
     def _release(self, ids: list[int]) -> None:
         with self._held_lock:
             self._held.difference_update(ids)
+            self._waiting.difference_update(ids)
+
+    def _start(self, jobs: list[Job]) -> list[Job]:
+        """The jobs of a unit now starting, less those a stopping runner gave back meanwhile."""
+        with self._held_lock:
+            kept = [job for job in jobs if job.id in self._waiting]
+            self._waiting.difference_update(job.id for job in kept)
+        return kept
+
+    def _renew_held(self) -> None:
+        """Extend the leases of every job this runner holds: a job waiting in its pool, or running
+        long, is not another worker's to take over (nor to bury on its last attempt)."""
+        with self._held_lock:
+            held = list(self._held)
+        if not held:
+            return
+        with self.runtime.db.transaction() as session:
+            session.execute(
+                update(Job)
+                .where(Job.id.in_(held), Job.locked_by == self.name, Job.status == "running")
+                .values(locked_until=utcnow() + self.lease)
+            )
 
     def claim(self, limit: int | None = None) -> list[Job]:
         now = utcnow()
@@ -368,7 +393,9 @@ class Runner:
 
     def _run_and_finish(self, jobs: list[Job], unit: Unit) -> None:
         try:
-            held = self._still_held(jobs)
+            held = self._start(jobs)
+            if held:
+                held = self._still_held(held)
             if held:
                 self._finish(unit(held))
         except Exception:
@@ -391,7 +418,15 @@ class Runner:
             self._wake.set()
 
         next_sweep = time.monotonic() + housekeeping.FIRST_SWEEP_AFTER.total_seconds()
+        renew_every = self.lease.total_seconds() / 3
+        next_renewal = time.monotonic() + renew_every
         while not self._stop.is_set():
+            if time.monotonic() >= next_renewal:
+                next_renewal = time.monotonic() + renew_every
+                try:
+                    self._renew_held()
+                except Exception:
+                    log.exception("could not renew the leases of held jobs")
             if time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + housekeeping.INTERVAL.total_seconds()
                 try:
@@ -438,14 +473,15 @@ class Runner:
         self._wake.set()
 
     def close(self) -> None:
-        """Let the units already running finish; give the jobs of those not started back to the
-        queue at once (not after their lease), as if never claimed."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        """Give the jobs of units not started back to the queue at once (not after their lease),
+        as if never claimed; then let the units already running finish."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
         with self._held_lock:
-            unstarted = list(self._held)
-            self._held.clear()
+            unstarted = list(self._waiting)
+            self._waiting.clear()
+            self._held.difference_update(unstarted)
         if unstarted:
             try:
                 with self.runtime.db.transaction() as session:
@@ -456,6 +492,8 @@ class Runner:
                     )
             except Exception:
                 log.exception("could not give back %d unstarted jobs; their leases run out", len(unstarted))
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def run_forever(self) -> None:
         try:
