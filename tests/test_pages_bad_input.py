@@ -163,7 +163,7 @@ CASES = _cases()
 
 # --- the fields a route reads ---------------------------------------------------------------------
 
-READERS = {"text", "_text", "many", "many_raw"}
+READERS = {"text", "_text", "many", "many_raw", "password_text"}
 _trees: dict[str, ast.Module] = {}
 
 

@@ -25,6 +25,7 @@ from opencoupon.db.group import ReadGroup, WriteGroup
 from opencoupon.errors import ApiError, error_response
 from opencoupon.kit.endpoint import unstorable
 from opencoupon.runtime import Runtime
+from opencoupon.web import SafeFormCharset
 
 log = logging.getLogger("opencoupon")
 
@@ -194,6 +195,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     install_security(app, runtime)
     install_openapi(app)
+    # Inside the fast lane: v3 calls parse their own bodies (kit.body checks what they decode).
+    app.add_middleware(SafeFormCharset)
     install_fast_lane(app)  # last: the outermost middleware
     return app
 

@@ -9,13 +9,18 @@ cookie. The nonce also lets a page recognise a retried submission of the same fo
 
 from __future__ import annotations
 
+import codecs
 import ipaddress
+import re
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from opencoupon.errors import ApiError
+from opencoupon.kit.body import check_characters
 from opencoupon.kit.crypto import constant_time_equals, token
 from opencoupon.runtime import Runtime
 
@@ -35,6 +40,25 @@ async def form_text(request: Request) -> dict[str, str]:
     form = await request.form()
     await form.close()
     return {key: value if isinstance(value, str) else "" for key, value in form.items()}
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def fields_with_control_characters(fields: dict[str, str]) -> list[str]:
+    """The names of the form fields holding a control character (NUL, which PostgreSQL cannot
+    store and SQLite stored, a line break, an escape, ...) or text no database can store (a lone
+    surrogate): a page refuses them, as the API refuses them (kit.body.check_characters, 301)."""
+    found: list[str] = []
+    for name, value in fields.items():
+        try:
+            check_characters({name: value})
+        except ApiError:
+            found.append(name)
+            continue
+        if _CONTROL.search(value):
+            found.append(name)
+    return found
 
 
 def client_key(request: Request) -> str:
@@ -114,3 +138,38 @@ def form_nonce(
 
 def csrf_ok(request: Request, form_token: str) -> bool:
     return form_nonce(runtime_of(request), request, form_token) is not None
+
+
+# Codecs that cannot turn bytes into text no database stores (a lone surrogate).
+_SAFE_CODECS = {"utf-8", "ascii", "iso8859-1", "cp1252"}
+_CHARSET = re.compile(rb";\s*charset\s*=\s*\"?([^\";]*)\"?", re.IGNORECASE)
+
+
+class SafeFormCharset:
+    """Pure ASGI middleware: a multipart form is decoded with the charset its Content-Type names,
+    any Python codec, so `charset=unicode_escape` turned a field's `\\ud800` into a lone surrogate,
+    a 500 wherever the page stored, hashed or rendered it. Another charset than UTF-8, ASCII or
+    Latin-1 is dropped: the form is read as UTF-8."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers: list[tuple[bytes, bytes]] = scope["headers"]
+            for index, (name, value) in enumerate(headers):
+                if name == b"content-type" and value[:19].lower() == b"multipart/form-data":
+                    found = _CHARSET.search(value)
+                    if found and not _safe_codec(found.group(1)):
+                        fixed = [*headers]
+                        fixed[index] = (name, value[: found.start()] + value[found.end() :])
+                        scope = {**scope, "headers": fixed}
+                    break
+        await self.app(scope, receive, send)
+
+
+def _safe_codec(name: bytes) -> bool:
+    try:
+        return codecs.lookup(name.decode("latin-1")).name in _SAFE_CODECS
+    except LookupError:
+        return False  # Starlette reads an unknown one as Latin-1 already; dropped all the same

@@ -464,6 +464,11 @@ def _claim_details(campaign: Campaign, form: dict[str, str]) -> tuple[dict[str, 
     fields = list(settings.get("fields", []))
     required = set(settings.get("required", []))
     details: dict[str, Any] = {}
+    used = [*fields, *(f"custom_{name}" for name in settings.get("custom_fields", []))]
+    unusable = web.fields_with_control_characters({name: form.get(name, "").strip() for name in used})
+    if unusable:
+        names = ", ".join(name.removeprefix("custom_") for name in unusable)
+        return {}, f"Please remove the invisible control characters from: {names}."
     for name in fields:
         raw = form.get(name, "").strip()
         if name in required and not raw:

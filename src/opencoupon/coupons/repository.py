@@ -92,11 +92,15 @@ def session_by_custom_code(session: Session, campaign_id: int, code: str) -> Cou
 
 
 def session_for_device(session: Session, campaign_id: int, device_id: str) -> CouponSession | None:
+    """The session this browser opened on the coupon page. Only those: the device cookie is the
+    browser's own word, and other sessions carry guessable device IDs (a directory member's is
+    `reg_<id>`), which a made-up cookie would otherwise open, name and email included."""
     return session.scalar(
         select(CouponSession)
         .where(
             CouponSession.device_id == device_id,
             CouponSession.campaign_id == campaign_id,
+            CouponSession.source == "web",
             CouponSession.removed_at.is_(None),
         )
         .order_by(CouponSession.id.desc())

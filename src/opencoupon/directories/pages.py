@@ -7,7 +7,6 @@ is granted (payment completed and not expired, for payment directories)."""
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Any
 from urllib.parse import quote
 
@@ -27,7 +26,6 @@ from opencoupon.coupons.sessions import new_session, session_path
 from opencoupon.directories import repository, service, signin
 from opencoupon.errors import ApiError
 from opencoupon.kit import ids
-from opencoupon.kit.body import check_characters
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.crypto import hash_password, verify_password
 from opencoupon.kit.dates import fmt
@@ -489,7 +487,6 @@ def _form_page(
     return deny_framing(response)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _FIELD_LABELS = {
     "email": "email",
     "password": "password",
@@ -497,22 +494,6 @@ _FIELD_LABELS = {
     "last_name": "last name",
     "phone": "phone",
 }
-
-
-def _with_control_characters(fields: dict[str, str]) -> list[str]:
-    """The form fields holding a control character (NUL, which PostgreSQL cannot store and SQLite
-    stored, a line break, ...) or text no database can store (a lone surrogate): refused, as the
-    API refuses them (kit.body.check_characters, code 301), not stored."""
-    found: list[str] = []
-    for name, value in fields.items():
-        try:
-            check_characters({name: value})
-        except ApiError:
-            found.append(name)
-            continue
-        if _CONTROL.search(value):
-            found.append(name)
-    return found
 
 
 @router.get("/d/{code}/register")
@@ -559,7 +540,7 @@ def register(
 
     if not web.csrf_ok(request, csrf_token):
         return form_again(400, "The form expired. Please try again.")
-    unusable = _with_control_characters({"email": email, "password": password, **values})
+    unusable = web.fields_with_control_characters({"email": email, "password": password, **values})
     if unusable:
         values.update({name: "" for name in unusable if name in values})  # not shown back as sent
         labels = ", ".join(_FIELD_LABELS.get(name, name) for name in unusable)

@@ -200,6 +200,8 @@ def join(
         "phone": phone.strip()[:40],
     }
     error = ""
+    unusable = web.fields_with_control_characters(values)
+    values.update(dict.fromkeys(unusable, ""))  # not shown back as sent
     with runtime.db.transaction() as session:
         card = _card_past_gate(session, request, code)
         if not isinstance(card, LoyaltyCard):
@@ -208,6 +210,9 @@ def join(
             error = "This form has expired. Please try again."
         elif not card.active:
             error = "This card is not active at the moment."
+        elif unusable:
+            names = ", ".join(name.replace("_", " ") for name in unusable)
+            error = f"Please remove the invisible control characters from: {names}."
         else:
             missing = [f for f in card.join_fields.split(",") if f and not values[f]]
             if missing:
@@ -455,11 +460,11 @@ def card_collect(
     if card is None or outcome.status == 404:
         return _not_found(request)
     result = outcome.result or {}
+    # A refusal of the change itself ("error" in the result) is a 409, as the HTML says.
+    refused_status = outcome.status if outcome.error else 409
     if web.wants_json(request):
         if outcome.error or "error" in result:
-            return JSONResponse(
-                {"error": outcome.error or result["error"]}, status_code=outcome.status or 409
-            )
+            return JSONResponse({"error": outcome.error or result["error"]}, status_code=refused_status)
         return JSONResponse(result)
     if outcome.error or "error" in result:
         with runtime.db.read() as session:
@@ -475,7 +480,7 @@ def card_collect(
             added=0,
             error=outcome.error or str(result["error"]),
         )
-        status = outcome.status if outcome.error else 409
+        status = refused_status
         return web.with_csrf_cookie(
             deny_framing(render(request, "loyalty/card.html", ctx, status_code=status)), request, cookie
         )

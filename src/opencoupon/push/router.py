@@ -12,7 +12,7 @@ from starlette.requests import Request
 
 from opencoupon import web
 from opencoupon.errors import ApiError, bad_value
-from opencoupon.kit.body import load_json
+from opencoupon.kit.body import check_characters, load_json
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.endpoint import ApiContext, v3_endpoint, v4_endpoint
 from opencoupon.kit.lockout import Lockout
@@ -113,6 +113,9 @@ async def _subscription_body(request: Request) -> tuple[str, str, str, str, str]
         p256dh, auth = str(keys.get("p256dh", "")), str(keys.get("auth", ""))
     except (ValueError, KeyError, TypeError, AttributeError):
         raise ApiError(300, "Invalid request: expected {target: {kind, code}, subscription}.") from None
+    # Decoded here, not by the API's parser: its character check (a lone surrogate or NUL in a
+    # code or the endpoint was a 500, or stored).
+    check_characters({"target": code, "subscription": [endpoint, p256dh, auth]})
     if kind not in targets.KINDS:
         raise bad_value("target", "Unknown kind.")
     return kind, code, endpoint, p256dh, auth
