@@ -778,6 +778,47 @@ def test_editing_a_card_does_not_issue_rewards_already_won_again(account: Acc, r
     assert len(reward_sessions(runtime, coffee)) == 0
 
 
+def test_moving_a_rewards_threshold_does_not_issue_it_again(account: Acc, runtime: Runtime) -> None:
+    """A reward whose campaign stays keeps its row when its threshold moves (rewards of one
+    campaign are paired in threshold order), so a holder who won it in this cycle does not win it
+    again."""
+    cookie = reward_campaign(runtime, account.id, "Free cookie")
+    coffee = reward_campaign(runtime, account.id, "Free coffee")
+    rewards = [
+        {"threshold": 2, "campaign": cookie},
+        {"threshold": 4, "campaign": cookie},
+        {"threshold": 10, "campaign": coffee},
+    ]
+    card = create_card(account, type="stamp", stamps_per_reward=10, rewards=rewards)
+    url = f"{CARDS}/{card['id']}"
+    user = create_holder(account, card["id"])
+    uid = int(user["ID"])
+    reached = assert_ok(update(account, card["id"], user["ID"], stamps=5))["rewards_reached"]
+    assert [(r["campaign"], r["threshold"]) for r in reached] == [(cookie, "2"), (cookie, "4")]
+
+    moved = [
+        {"threshold": 6, "campaign": cookie, "name": "Later cookie"},
+        {"threshold": 3, "campaign": cookie},
+        {"threshold": 10, "campaign": coffee},
+    ]
+    patched = account.client.patch(url, json={"rewards": moved}, headers=account.headers)
+    assert patched.status_code == 200, patched.text
+    assert [(r["threshold"], r["name"]) for r in patched.json()["rewards"]] == [
+        (3, "Free cookie"),
+        (6, "Later cookie"),
+        (10, "Free coffee"),
+    ]
+    # Both cookies were won at 2 and 4: moved to 3 and 6, neither is won again in this cycle.
+    assert assert_ok(update(account, card["id"], user["ID"], stamps=1))["rewards_reached"] == []
+    full = assert_ok(update(account, card["id"], user["ID"], stamps=4))["rewards_reached"]
+    assert [r["campaign"] for r in full] == [coffee]
+    assert len(reward_sessions(runtime, cookie)) == 2
+    # The next card reaches both cookies at their new thresholds.
+    next_card = assert_ok(update(account, card["id"], user["ID"], stamps=6))["rewards_reached"]
+    assert [(r["campaign"], r["threshold"]) for r in next_card] == [(cookie, "3"), (cookie, "6")]
+    assert [cycle for _reward, cycle, _session in grants_of(runtime, uid)] == [0, 0, 0, 1, 1]
+
+
 def test_demo_seeds_a_stamp_card_and_a_points_card_with_holders(runtime: Runtime, account: Acc) -> None:
     from opencoupon.loyalty import demo
     from opencoupon.models import Account

@@ -306,17 +306,19 @@ def _store_rewards(
 def _replace_rewards(
     session: Session, card: LoyaltyCard, rewards: list[tuple[int, Campaign, str]], now: dt.datetime
 ) -> None:
-    """Make `rewards` the card's reward list. A reward that stays (same threshold and campaign)
-    keeps its row: grants are unique per reward row and cycle, so a new row for it would issue
-    the reward again to every holder already past its threshold in the current cycle."""
-    kept: dict[tuple[int, int | None], list[LoyaltyReward]] = {}
-    for current in repo.rewards(session, card.id):
-        kept.setdefault((current.threshold, current.campaign_id), []).append(current)
+    """Make `rewards` the card's reward list. A campaign that stays keeps its reward rows, paired
+    in threshold order, with the threshold and name updated in place: grants are unique per reward
+    row and cycle, so a new row (a threshold moved, a name changed) would issue the reward again
+    to every holder who already won it in the current cycle."""
+    kept: dict[int | None, list[LoyaltyReward]] = {}
+    for current in repo.rewards(session, card.id):  # in threshold order
+        kept.setdefault(current.campaign_id, []).append(current)
     added: list[tuple[int, Campaign, str]] = []
-    for threshold, campaign, name in rewards:
-        same = kept.get((threshold, campaign.id))
-        if same:
-            reward = same.pop(0)
+    for threshold, campaign, name in sorted(rewards, key=lambda wanted: wanted[0]):
+        same_campaign = kept.get(campaign.id)
+        if same_campaign:
+            reward = same_campaign.pop(0)
+            reward.threshold = threshold
             reward.name = name
         else:
             added.append((threshold, campaign, name))
