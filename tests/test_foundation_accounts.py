@@ -4,16 +4,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx2
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 from conftest import ISSUED_SECRETS, TestAccount
 from helpers import assert_error, assert_ok
 from opencoupon.accounts import service as accounts
-from opencoupon.models import Account
+from opencoupon.models import Account, ApiSecret
 from opencoupon.runtime import Runtime
 
 
@@ -52,6 +54,51 @@ def test_rotated_secret_keeps_working_for_the_grace_period(
     clock_offset(dt.timedelta(hours=24, seconds=1))
     assert _list(http, account.client_id, account.client_secret).status_code == 401
     assert_ok(_list(http, account.client_id, new_secret))
+
+
+def test_a_rotation_without_grace_ends_a_secret_still_in_an_earlier_grace(
+    runtime: Runtime, http: httpx2.Client, account: TestAccount
+) -> None:
+    """Rotate with 24 h of grace, then (the first secret leaked) again with none: the first one
+    kept working for the rest of its 24 hours."""
+    secrets_made = []
+    for grace in (dt.timedelta(hours=24), dt.timedelta(0)):
+        with runtime.db.transaction() as session:
+            acc = session.get(Account, account.id)
+            assert acc is not None
+            secrets_made.append(accounts.rotate_secret(session, runtime.keyring, acc, grace))
+    ISSUED_SECRETS.extend(secrets_made)
+    assert _list(http, account.client_id, account.client_secret).status_code == 401
+    assert _list(http, account.client_id, secrets_made[0]).status_code == 401
+    assert_ok(_list(http, account.client_id, secrets_made[1]))
+
+
+def test_rotations_at_once_leave_one_secret_that_does_not_expire(
+    runtime: Runtime, http: httpx2.Client, account: TestAccount
+) -> None:
+    """A double click on the dashboard's Rotate: on PostgreSQL each rotation's UPDATE missed the
+    secret the other was adding, and every secret made stayed valid for good."""
+    barrier = threading.Barrier(4)
+
+    def rotate() -> str:
+        barrier.wait(timeout=30)  # before the transaction: on SQLite it waits for the write lock
+        with runtime.db.transaction() as session:
+            acc = session.get(Account, account.id)
+            assert acc is not None
+            return accounts.rotate_secret(session, runtime.keyring, acc, dt.timedelta(0))
+
+    with ThreadPoolExecutor(4) as pool:
+        made = list(pool.map(lambda _i: rotate(), range(4)))
+    ISSUED_SECRETS.extend(made)
+    working = [secret for secret in made if _list(http, account.client_id, secret).status_code == 200]
+    assert len(working) == 1
+    with runtime.db.read() as session:
+        lasting = session.scalar(
+            select(func.count())
+            .select_from(ApiSecret)
+            .where(ApiSecret.account_id == account.id, ApiSecret.expires_at.is_(None))
+        )
+    assert lasting == 1
 
 
 def test_subaccount_info_shows_the_newest_secret_after_rotation(

@@ -656,6 +656,15 @@ def test_a_subaccount_without_dashboard_access_cannot_use_the_dashboard(
         gone = web.get("/dashboard/")
         assert gone.status_code == 303
         assert gone.headers["location"].startswith("/dashboard/login")
+        # Ended, not suspended: access given back later does not bring that session back (a
+        # master who blocks to throw out a stolen session, then unblocks, re-admitted the thief).
+        kept_cookie = dict(web.cookies)
+        assert_ok(account.call("/v3/subaccount/update", subaccount=ref, access_dashboard=True))
+        assert_ok(account.call("/v3/subaccount/update", subaccount=ref, block=True))
+        assert_ok(account.call("/v3/subaccount/update", subaccount=ref, block=False))
+        web.cookies.update(kept_cookie)
+        assert web.get("/dashboard/").status_code == 303
+        assert_ok(account.call("/v3/subaccount/update", subaccount=ref, access_dashboard=False))
     with browser(live_server.url) as web:
         refused = sign_in(web, subaccount.email, PASSWORD)
         assert refused.status_code == 401

@@ -149,7 +149,8 @@ def page_brand(branding_json: str, company: str) -> PageBrand | None:
 
 # A page usually already holds the account row (the coupon page reads its time zone). Other pages
 # take the brand from a short per-process cache (accounts/authcache.py): a change made in this
-# process clears it at once, one made by another process shows within a few seconds.
+# process clears it when flushed and committed, one made by another process shows within a few
+# seconds.
 _brands: AccountCache[int, PageBrand | None] = AccountCache(Account)
 
 
@@ -161,11 +162,12 @@ def for_account(session: Session, account_id: int) -> PageBrand | None:
     cached = _brands.get(account_id)
     if cached is not MISSING:
         return cached
+    read_at = _brands.generation
     row = session.execute(
         select(Account.branding, Account.company_name).where(Account.id == account_id)
     ).first()
     brand = page_brand(row.branding, row.company_name) if row is not None else None
-    _brands.put(account_id, brand)
+    _brands.put(account_id, brand, read_at)
     return brand
 
 

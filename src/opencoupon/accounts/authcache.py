@@ -3,7 +3,8 @@
 Authentication is the fixed cost of every API call, and consumer pages show the owning
 account's brand: reading them from the database each time halves throughput on the hot paths
 (validations, stamps, pages). A hit is trusted for TTL_SECONDS. Any change to the rows a cache
-depends on made in this process clears it at once (one ORM flush hook for all caches); a change
+depends on made in this process clears it when flushed and again once committed (a request that
+read the old row in between cannot keep it: a value read before a clear is not stored); a change
 made by another process (another API worker, the CLI) takes effect within TTL_SECONDS.
 """
 
@@ -13,6 +14,7 @@ import datetime as dt
 import enum
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Final, Generic, Literal, TypeVar
 
@@ -44,6 +46,8 @@ class AccountCache(Generic[K, V]):
         self.depends_on = depends_on
         self._entries: dict[K, tuple[float, V]] = {}
         self._lock = threading.Lock()
+        # Bumped by every clear: `put` refuses a value read before the last one.
+        self.generation = 0
         _caches.append(self)
 
     def get(self, key: K) -> V | Literal[Missing.MISSING]:
@@ -52,14 +56,18 @@ class AccountCache(Generic[K, V]):
             return MISSING
         return entry[1]
 
-    def put(self, key: K, value: V) -> None:
+    def put(self, key: K, value: V, read_at: int) -> None:
+        """Keep `value`, read from the database when `generation` was `read_at`."""
         with self._lock:
+            if read_at != self.generation:
+                return  # the rows changed since it was read: it may be the old value
             if len(self._entries) >= MAX_ENTRIES:
                 self._entries.clear()
             self._entries[key] = (time.monotonic() + TTL_SECONDS, value)
 
     def clear(self) -> None:
         with self._lock:
+            self.generation += 1
             self._entries.clear()
 
 
@@ -78,9 +86,22 @@ class CachedAuth:
 authentications: AccountCache[tuple[str, str], CachedAuth] = AccountCache(Account, ApiSecret)
 
 
-def clear() -> None:
-    """Forget every cached authentication (for changes the flush hook cannot see: bulk UPDATEs)."""
-    authentications.clear()
+# The caches each open transaction changed rows of: cleared again once it commits.
+_stale: weakref.WeakKeyDictionary[Session, set[AccountCache[Any, Any]]] = weakref.WeakKeyDictionary()
+_stale_lock = threading.Lock()
+
+
+def clear_after_commit(session: Session) -> None:
+    """For changes the flush hook cannot see (bulk UPDATEs): every cache now, and again when
+    `session` commits."""
+    _mark(session, _caches)
+
+
+def _mark(session: Session, caches: list[AccountCache[Any, Any]]) -> None:
+    for cache in caches:
+        cache.clear()
+    with _stale_lock:
+        _stale.setdefault(session, set()).update(caches)
 
 
 @event.listens_for(Session, "after_flush")
@@ -88,6 +109,12 @@ def _clear_on_change(session: Session, _context: Any) -> None:
     changed = {type(obj) for obj in (*session.new, *session.dirty, *session.deleted)}
     if not changed:
         return
-    for cache in _caches:
-        if any(issubclass(kind, cache.depends_on) for kind in changed):
-            cache.clear()
+    _mark(session, [c for c in _caches if any(issubclass(kind, c.depends_on) for kind in changed)])
+
+
+@event.listens_for(Session, "after_commit")
+def _clear_once_committed(session: Session) -> None:
+    with _stale_lock:
+        caches = _stale.pop(session, set())
+    for cache in caches:
+        cache.clear()

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from opencoupon.accounts import authcache, repository
@@ -73,14 +73,23 @@ def add_secret(session: Session, keyring: Keyring, account: Account, *, encrypte
 
 
 def rotate_secret(session: Session, keyring: Keyring, account: Account, grace: dt.timedelta) -> str:
-    """A new secret; the ones before it keep working for `grace`, then stop."""
+    """A new secret; the ones before it keep working for at most `grace`, then stop (a secret
+    still in an earlier rotation's grace ends sooner if this grace is shorter: grace 0 after a
+    leak ends them all at once)."""
+    # Rotations one after another: two at once (a double click) each left a secret that never
+    # expired, each UPDATE blind to the secret the other was adding.
+    repository.lock_account(session, account.id)
     now = utcnow()
+    ends = now + grace
     session.execute(
         update(ApiSecret)
-        .where(ApiSecret.account_id == account.id, ApiSecret.expires_at.is_(None))
-        .values(expires_at=now + grace)
+        .where(
+            ApiSecret.account_id == account.id,
+            or_(ApiSecret.expires_at.is_(None), ApiSecret.expires_at > ends),
+        )
+        .values(expires_at=ends)
     )
-    authcache.clear()
+    authcache.clear_after_commit(session)
     return add_secret(session, keyring, account, encrypted=account.parent_id is not None)
 
 
@@ -114,6 +123,7 @@ def authenticate(session: Session, keyring: Keyring, credentials: Credentials | 
     if cached is not None:
         return raw.adopt(session, cached)
     assert credentials is not None  # authenticate_cached refuses missing credentials
+    read_at = authcache.authentications.generation  # before the rows are read
     now = utcnow()
     digest = keyring.digest(credentials.client_secret)
     found = repository.by_client_id(session, credentials.client_id)
@@ -140,6 +150,7 @@ def authenticate(session: Session, keyring: Keyring, credentials: Credentials | 
             parent_expiry=parent.expiry_date if parent else None,
             secret_expires_at=matched.expires_at,
         ),
+        read_at,
     )
     return account
 
@@ -237,7 +248,7 @@ def update_settings(
         account.branding = json.dumps(branding, sort_keys=True)
     account.updated_at = utcnow()
     session.flush()
-    authcache.clear()
+    authcache.clear_after_commit(session)
 
 
 def check_campaign_allowance(session: Session, account: Account) -> None:

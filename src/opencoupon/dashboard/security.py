@@ -168,6 +168,7 @@ def current_account(request: Request) -> Account | None:
         cached: Account | None = request.state.opencoupon_account
         return cached
     found: Account | None = None
+    refused = False
     claim = _session_account_id(request)
     if claim is not None:
         runtime = _runtime(request)
@@ -184,7 +185,11 @@ def current_account(request: Request) -> Account | None:
                     accounts.ensure_dashboard_access(account)
                     found = account
                 except ApiError:
-                    found = None
+                    refused = True
+    if refused:
+        # Blocked, expired or without dashboard access: the session ends here, so lifting the
+        # block later does not bring back a session (perhaps a stolen one) signed in before it.
+        end_session(request)
     request.state.opencoupon_account = found
     return found
 
