@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 from conftest import LiveServer
 from conftest import TestAccount as Acc
 from helpers import assert_ok
-from loyalty_fixtures import create_card, create_holder, grants_of, ledger_of, reward_campaign, update
-from opencoupon.models import LoyaltyHolder
+from loyalty_fixtures import CARDS, create_card, create_holder, grants_of, ledger_of, reward_campaign, update
+from opencoupon.models import LoyaltyHolder, LoyaltyRewardGrant
 from opencoupon.runtime import Runtime
 
 
@@ -192,3 +192,62 @@ def test_12_joins_with_one_email_at_once_make_one_holder(
             )
         ).all()
     assert len(holders) == 1
+
+
+def test_goal_changes_racing_additions_issue_the_goal_reward_once_on_every_card(
+    account: Acc, live_server: LiveServer, runtime: Runtime
+) -> None:
+    """The goal moves between 5 and 10 with its reward while two holders collect: every card
+    completed was completed at a goal whose reward it reached, once (an addition that took the
+    goal from before an edit and the rewards from after it completed cards at 5 without the
+    reward, which had moved to 10)."""
+    small = reward_campaign(runtime, account.id, "Small")
+    at_goal = reward_campaign(runtime, account.id, "At the goal")
+
+    def rewards(goal: int) -> list[dict[str, Any]]:
+        return [{"threshold": 3, "campaign": small}, {"threshold": goal, "campaign": at_goal}]
+
+    card = create_card(account, type="stamp", reward_goal=10, rewards=rewards(10))
+    holders = [int(create_holder(account, card["id"])["ID"]) for _ in range(2)]
+    adders = 4
+    collecting = threading.Semaphore(0)  # released once by each adder that is done
+
+    def work(i: int) -> list[int]:
+        with _client(live_server) as client:
+            if i == adders:  # the editor, until every adder is done
+                statuses: list[int] = []
+                goal, done = 5, 0
+                while done < adders:
+                    body = {"reward_goal": goal, "rewards": rewards(goal)}
+                    statuses.append(
+                        client.patch(f"{CARDS}/{card['id']}", json=body, headers=account.headers).status_code
+                    )
+                    goal = 15 - goal
+                    done += collecting.acquire(blocking=False)
+                return statuses
+            params = {"loyaltycard": str(card["id"]), "user": str(holders[i % 2]), "stamps": 1}
+            try:
+                return [
+                    client.post("/v3/loyaltyusers/update", json=params, headers=account.headers).status_code
+                    for _ in range(60)
+                ]
+            finally:
+                collecting.release()
+
+    results = race(adders + 1, work)
+    assert all(status == 200 for statuses in results for status in statuses)
+    assert len(results[adders]) > 1
+    with runtime.db.read() as session:
+        for holder_id in holders:
+            holder = session.get(LoyaltyHolder, holder_id)
+            assert holder is not None
+            assert holder.cycle >= 12
+            grants = session.execute(
+                select(LoyaltyRewardGrant.cycle, LoyaltyRewardGrant.campaign_id).where(
+                    LoyaltyRewardGrant.holder_id == holder_id
+                )
+            ).all()
+            goal_grants = sorted(cycle for cycle, campaign in grants if f"cam_{campaign}" == at_goal)
+            # Every completed card once; the current one may have reached its goal reward too.
+            assert goal_grants[: holder.cycle] == list(range(holder.cycle))
+            assert len(goal_grants) - holder.cycle in (0, 1)

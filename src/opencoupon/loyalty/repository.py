@@ -150,6 +150,21 @@ def lock_card(session: Session, card_id: int) -> None:
     session.execute(select(LoyaltyCard.id).where(LoyaltyCard.id == card_id).with_for_update(key_share=True))
 
 
+_GOAL = raw.RawStatement("SELECT reward_goal FROM loyalty_cards WHERE id = :card_id")
+_GOAL_HELD = raw.RawStatement("SELECT reward_goal FROM loyalty_cards WHERE id = :card_id FOR SHARE")
+
+
+def reward_goal_held(session: Session, card_id: int) -> int | None:
+    """The card's goal as committed now, its row held FOR SHARE until the transaction ends
+    (PostgreSQL; SQLite's write transactions run one at a time): a card edit, which updates the
+    row, waits for this transaction, or this read waits for the edit's commit and then sees its
+    goal and its rewards together. SHARE, not KEY SHARE: only SHARE waits for an UPDATE of the
+    row's other columns; additions hold it together, and joins (`lock_card`) take turns with them."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    goal = raw.scalar(session, _GOAL_HELD if postgres else _GOAL, {"card_id": card_id})
+    return None if goal is None else int(goal)
+
+
 def holder_by_email(session: Session, card_id: int, email: str) -> LoyaltyHolder | None:
     return session.scalar(
         select(LoyaltyHolder)

@@ -394,6 +394,9 @@ def update_card(
         repo.retire_rewards(session, card.id)
         card.reward_goal = None
     elif req.rewards is not None or "reward_goal" in fields:
+        # Additions read the goal and rewards holding the card's row (`change_balance`): held
+        # from here, an addition sees this edit's goal and rewards together or neither.
+        repo.lock_card(session, card.id)
         if req.rewards is not None:
             _goal, rewards = _resolve_rewards(session, card.account_id, card.type, None, req)
         else:
@@ -728,6 +731,13 @@ def change_balance(
     unit = unit_of(card)
     if abs(delta) > MAX_AMOUNT:
         raise bad_value(unit, f"At most {MAX_AMOUNT} at a time.")
+    goal = None
+    if delta > 0 and card.type != "membership":
+        # The goal as committed now, with the card's row held: an edit of the goal and rewards
+        # racing this addition is wholly before it or wholly after it (the card loaded with the
+        # request may have the goal from before an edit whose rewards `_reach_rewards` would
+        # read). Taken before the holder's row, in the order joins and links take theirs.
+        goal = repo.reward_goal_held(session, card.id)
     apply_expiry(session, runtime, card, holder, now)
     if delta == 0:
         return Change(unit, 0, int(getattr(holder, unit)))
@@ -735,7 +745,6 @@ def change_balance(
     if result is None:
         raise _not_allowed_reason(session, holder, unit, delta)
     balance, cycle = result
-    goal = card.reward_goal if delta > 0 and card.type != "membership" else None
     if goal and balance // goal - (balance - delta) // goal > MAX_CYCLES_PER_CHANGE:
         # The cards this addition completes, checked on the balance the UPDATE returned, so races
         # cannot pass it; the caller's transaction (or savepoint) rolls the addition back. A
@@ -760,8 +769,10 @@ def change_balance(
         now=now,
     )
     change = Change(unit, delta, balance)
-    if delta > 0 and card.reward_goal and card.type != "membership":
-        change.rewards = _reach_rewards(session, runtime, card, holder, unit, balance, cycle, source, now)
+    if goal:
+        change.rewards = _reach_rewards(
+            session, runtime, card, holder, unit, goal, balance, cycle, source, now
+        )
         change.balance = int(getattr(holder, unit))
         change.cards_completed = int(holder.cycle) - cycle
     return change
@@ -773,12 +784,12 @@ def _reach_rewards(
     card: LoyaltyCard,
     holder: LoyaltyHolder,
     unit: str,
+    goal: int,
     balance: int,
     cycle: int,
     source: str,
     now: dt.datetime,
 ) -> list[RewardIssued]:
-    goal = card.reward_goal or 0
     rewards = repo.rewards(session, card.id)
     campaigns = repo.campaigns_by_id(session, {r.campaign_id for r in rewards if r.campaign_id})
     # A reward whose coupon campaign was deleted has no coupon to give: it is not reached (and
