@@ -213,6 +213,36 @@ def test_a_bad_row_stops_the_import_with_its_line_and_creates_nothing(
     assert count == 0
 
 
+def test_a_row_longer_than_the_header_stops_the_import(
+    runtime: Runtime, settings: Settings, tmp_path: Path, su_campaign: CampaignRef
+) -> None:
+    """Its extra cells were dropped from the output, which promises the rows as written."""
+    text = "firstname,email\nAnn,ann@example.com\nCy,cy@example.com,extra,cells\n"
+    out = tmp_path / "links.csv"
+    done = _run(
+        settings, tmp_path, "import", str(_recipients(tmp_path, text)), "--campaign", su_campaign.public_id,
+        "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "line 3: 4 cells but the header names 2 columns" in done.stderr
+    assert not out.exists()
+    assert _sessions(runtime, su_campaign.id) == {}
+
+
+def test_a_code_prefix_ending_in_a_line_break_is_refused(
+    runtime: Runtime, settings: Settings, tmp_path: Path, su_campaign: CampaignRef
+) -> None:
+    """`$` matched before a final line break: every code held "AB\\n", untypable at the counter."""
+    out = tmp_path / "links.csv"
+    done = _run(
+        settings, tmp_path, "create", "--campaign", su_campaign.public_id, "--amount", "3", "--csv", str(out),
+        "--automated-codes", "--code-prefix", "AB\n", "--code-length", "10", "--code-type", "numeric",
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "code_prefix" in done.stderr
+    assert _sessions(runtime, su_campaign.id) == {}
+
+
 def test_an_output_path_that_cannot_be_written_is_refused_before_any_link(
     runtime: Runtime, settings: Settings, tmp_path: Path, su_campaign: CampaignRef
 ) -> None:

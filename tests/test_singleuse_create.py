@@ -241,6 +241,65 @@ def test_duplicate_check_stays_within_the_campaign_and_skips_removed_links(
     assert after["duplicate"] == "0"
 
 
+def test_duplicate_check_does_not_hand_back_a_voided_or_expired_link(
+    runtime: Runtime, account: Any, su_campaign: CampaignRef
+) -> None:
+    """The docs say a *live* link comes back; a voided one, or one past its own expiry, was
+    handed back as the person's link although it could not be used."""
+    voided = assert_ok(account.call(CREATE, campaign=su_campaign.public_id, email="v@example.org"))
+    assert_ok(account.call("/v3/couponsession/update", couponsession=voided["single_use_code"], void=True))
+    again = assert_ok(
+        account.call(CREATE, campaign=su_campaign.public_id, email="v@example.org", duplicate_check=True)
+    )
+    assert (again["duplicate"], again["single_use_code"] != voided["single_use_code"]) == ("0", True)
+    expiring = assert_ok(account.call(CREATE, campaign=su_campaign.public_id, email="x@example.org"))
+    with runtime.db.transaction() as session:
+        row = session.scalar(select(CouponSession).where(CouponSession.code == expiring["single_use_code"]))
+        assert row is not None
+        row.expires_at = utcnow() - dt.timedelta(seconds=1)
+    fresh = assert_ok(
+        account.call(CREATE, campaign=su_campaign.public_id, email="x@example.org", duplicate_check=True)
+    )
+    assert (fresh["duplicate"], fresh["single_use_code"] != expiring["single_use_code"]) == ("0", True)
+    # A live one (even used already) is still the person's.
+    held = assert_ok(
+        account.call(CREATE, campaign=su_campaign.public_id, email="x@example.org", duplicate_check=True)
+    )
+    assert (held["duplicate"], held["single_use_code"]) == ("1", fresh["single_use_code"])
+
+
+def test_a_removed_link_changes_no_more_through_couponsession_update(
+    runtime: Runtime, account: Any, su_campaign: CampaignRef
+) -> None:
+    """`void=false` on a removed (voided) link made it "activated" again: every change is refused
+    as a claim or a validation is (308)."""
+    code = assert_ok(account.call(CREATE, campaign=su_campaign.public_id))["single_use_code"]
+    assert_ok(account.call("/v3/couponsession/update", couponsession=code, void=True))
+    assert_ok(account.call(REMOVE, single_use_code=code))
+    for flags in ({"void": False}, {"lock": True}, {"value": "x"}, {"void": True}):
+        refused = assert_error(
+            account.call("/v3/couponsession/update", couponsession=code, **flags), 409, 308
+        )
+        assert refused["status"]["errors"]["error_message_description"] == [
+            "This coupon is no longer available."
+        ]
+    row = _row(runtime, code)
+    assert (row.link_status, row.locked, row.value) == ("voided", False, "")
+
+
+@pytest.mark.parametrize("field", ["amount", "code_length"])
+def test_thousands_of_digits_are_a_clear_refusal(account: Any, su_campaign: CampaignRef, field: str) -> None:
+    """int() refuses more than 4,300 digits: a 500 with its traceback."""
+    params = {
+        "campaign": su_campaign.public_id,
+        "automated_codes": True,
+        "code_type": "numeric",
+        "code_length": 10,
+    }
+    answer = account.call("/v3/multiplesingleuse/create", **{**params, field: "1" * 5000})
+    assert_error(answer, 422, 309 if field == "amount" else 300)
+
+
 def test_duplicate_check_without_any_key_creates_a_link(account: Any, su_campaign: CampaignRef) -> None:
     one = assert_ok(account.call(CREATE, campaign=su_campaign.public_id, duplicate_check=True, firstname="A"))
     two = assert_ok(account.call(CREATE, campaign=su_campaign.public_id, duplicate_check=True, firstname="A"))

@@ -173,6 +173,7 @@ NO_ACTION = ApiError(200, "Missing parameter: claim, validate, void, lock, valid
 
 def _update_one(ctx: ApiContext, campaign: Campaign, row: CouponSession, req: SessionFlags) -> None:
     now = ctx.now
+    service.ensure_not_removed(row)
     # What re-opens a session comes first, what closes it last: `lock=false, validate=true`
     # unlocks and validates, `claim=true, lock=true` claims and then locks.
     if req.void is False:

@@ -678,7 +678,11 @@ def void(
     changed = _rowcount(
         session,
         update(CouponSession)
-        .where(CouponSession.id == row.id, CouponSession.link_status != "voided")
+        .where(
+            CouponSession.id == row.id,
+            CouponSession.link_status != "voided",
+            CouponSession.removed_at.is_(None),
+        )
         .values(link_status="voided", voided_at=now, updated_at=now)
         .execution_options(synchronize_session=False),
     )
@@ -696,7 +700,11 @@ def activate(session: Session, row: CouponSession, now: dt.datetime) -> bool:
     changed = _rowcount(
         session,
         update(CouponSession)
-        .where(CouponSession.id == row.id, CouponSession.link_status == "voided")
+        .where(
+            CouponSession.id == row.id,
+            CouponSession.link_status == "voided",
+            CouponSession.removed_at.is_(None),
+        )
         .values(link_status=status, voided_at=None, updated_at=now)
         .execution_options(synchronize_session=False),
     )
@@ -706,13 +714,20 @@ def activate(session: Session, row: CouponSession, now: dt.datetime) -> bool:
     return changed == 1
 
 
+def ensure_not_removed(row: CouponSession) -> None:
+    """A removed session (a single-use link taken back) changes no more: 308, as for a claim or
+    a validation."""
+    if row.removed_at is not None:
+        raise refused(_REFUSALS["removed"])
+
+
 def set_lock(session: Session, row: CouponSession, locked: bool, now: dt.datetime) -> None:
     values: dict[str, Any] = {"locked": locked, "locked_at": now if locked else None, "updated_at": now}
     if not locked:
         values["pin_failures"] = 0
     session.execute(
         update(CouponSession)
-        .where(CouponSession.id == row.id)
+        .where(CouponSession.id == row.id, CouponSession.removed_at.is_(None))
         .values(**values)
         .execution_options(synchronize_session=False)
     )
@@ -770,7 +785,7 @@ def set_values(
         values["value"] = value
     session.execute(
         update(CouponSession)
-        .where(CouponSession.id == row.id)
+        .where(CouponSession.id == row.id, CouponSession.removed_at.is_(None))
         .values(**values)
         .execution_options(synchronize_session=False)
     )

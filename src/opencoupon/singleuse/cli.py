@@ -184,6 +184,13 @@ def _read_recipients(path: Path) -> tuple[list[str], list[Recipient]]:
             for cells in reader:
                 if not any(cell.strip() for cell in cells):
                     continue
+                if len(cells) > len(header) and any(cell.strip() for cell in cells[len(header) :]):
+                    # The output appends the link's columns after the header's: a longer row
+                    # would put them under the wrong names, and cutting it loses what was written.
+                    raise _fail(
+                        f"{path}, line {reader.line_num}: {len(cells)} cells but the header names "
+                        f"{len(header)} columns; nothing was created"
+                    )
                 padded = (cells + [""] * len(header))[: len(header)]
                 fields = {key: value.strip() for key, value in zip(keys, padded, strict=True)}
                 rows.append(Recipient(reader.line_num, padded, fields))

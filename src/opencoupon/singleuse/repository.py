@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, func, select, text
+from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from opencoupon.models import Campaign, CouponSession
@@ -118,6 +119,10 @@ def _live_link_with(column: Any) -> Select[CouponSession]:
             column == bindparam("value"),
             CouponSession.source == SOURCE,
             CouponSession.removed_at.is_(None),
+            # Live: not voided, not past its own expiry (a link that can no longer be used is
+            # not handed back as the person's link; a used one still is).
+            CouponSession.link_status != "voided",
+            or_(CouponSession.expires_at.is_(None), CouponSession.expires_at > bindparam("now")),
         )
         .order_by(CouponSession.id)
         .limit(1)
@@ -132,7 +137,7 @@ _LIVE_LINK_WITH = {
 
 
 def duplicate_link(
-    session: Session, campaign_id: int, *, email: str, phone: str, customid: str
+    session: Session, campaign_id: int, *, email: str, phone: str, customid: str, now: dt.datetime
 ) -> CouponSession | None:
     """The oldest live single-use link of the campaign with the same email, phone or customid.
 
@@ -142,7 +147,7 @@ def duplicate_link(
     for name, value in (("email", email), ("phone", phone), ("customid", customid)):
         if not value:
             continue
-        row = session.scalar(_LIVE_LINK_WITH[name], {"campaign_id": campaign_id, "value": value})
+        row = session.scalar(_LIVE_LINK_WITH[name], {"campaign_id": campaign_id, "value": value, "now": now})
         if row is not None and (best is None or row.id < best.id):
             best = row
     return best

@@ -19,6 +19,7 @@ from opencoupon.coupons.sessions import new_session, session_path
 from opencoupon.errors import ApiError, bad_date, bad_value, invalid_character, missing
 from opencoupon.events import service as events
 from opencoupon.kit import ids
+from opencoupon.kit.clock import utcnow
 from opencoupon.kit.dates import LAST_YEAR, fmt
 from opencoupon.models import Campaign, CouponSession
 from opencoupon.singleuse import repository
@@ -52,16 +53,24 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # Names and references: no control characters (C0, C1), no bidirectional overrides (they can make
 # a name on the coupon page read as another), no line separators, no zero-width space or BOM.
 # Joiners stay: some scripts (Persian, Indic) need them in names.
-_PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff]*$")
+_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff]*")
 # A code staff type at the counter: nothing invisible at all (joiners, soft hyphen too).
 _TYPABLE = re.compile(
-    r"^[^\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]*$"
+    r"[^\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]*"
 )
-_PREFIX = re.compile(r"^[!-~]*$")
-_SESSION_CODE = re.compile(r"^[A-Za-z0-9]+$")
-_DIGITS = re.compile(r"^[0-9]+$")
+# All used with fullmatch: `$` also matches before a final line break ("AB\n" passed as a prefix).
+_PREFIX = re.compile(r"[!-~]*")
+_SESSION_CODE = re.compile(r"[A-Za-z0-9]+")
+_DIGITS = re.compile(r"[0-9]+")
+# More digits than any bound here needs: int() of thousands of digits is refused (a 500).
+_MAX_DIGITS = 9
 
 _PREFILL_LIMITS = {"firstname": 100, "lastname": 100, "email": 254, "phone": 40, "customid": 200}
+
+
+def _whole(text: str) -> bool:
+    """Digits only, and few enough to be a count here (5,000 digits were a 500 in int())."""
+    return bool(_DIGITS.fullmatch(text)) and len(text.lstrip("0")) <= _MAX_DIGITS
 
 
 def campaign_not_found() -> ApiError:
@@ -112,7 +121,7 @@ def clean_prefill(
         "customid": customid or "",
     }
     for name, value in values.items():
-        if not _PRINTABLE.match(value):
+        if not _PRINTABLE.fullmatch(value):
             raise invalid_character(name)
         if len(value) > _PREFILL_LIMITS[name]:
             raise bad_value(name, f"At most {_PREFILL_LIMITS[name]} characters.")
@@ -145,7 +154,7 @@ def clean_custom_code(customvalcode: str | None, autovalcode: bool | None) -> st
         raise bad_value("customvalcode", "Use either customvalcode or autovalcode, not both.")
     if not code:
         return None
-    if not _TYPABLE.match(code):
+    if not _TYPABLE.fullmatch(code):
         raise invalid_character("customvalcode")
     if len(code) > CUSTOM_CODE_MAX:
         raise bad_value("customvalcode", f"At most {CUSTOM_CODE_MAX} characters.")
@@ -179,7 +188,12 @@ def create_link(
         # Two concurrent calls for the same person must not both miss each other's link.
         repository.lock_campaign(session, campaign)
         existing = repository.duplicate_link(
-            session, campaign.id, email=prefill.email, phone=prefill.phone, customid=prefill.customid
+            session,
+            campaign.id,
+            email=prefill.email,
+            phone=prefill.phone,
+            customid=prefill.customid,
+            now=utcnow(),
         )
         if existing is not None:
             return LinkResult(existing, created=False)
@@ -268,9 +282,9 @@ def parse_batch(
 ) -> BatchSpec:
     spec = BatchSpec(status=status or "normal", automated_codes=bool(automated_codes))
     if amount not in (None, ""):
-        if not _DIGITS.match(amount) or int(amount) < 1:
+        if not _DIGITS.fullmatch(amount) or not amount.strip("0"):
             raise bad_value("amount", f"Digits only, from 1 to {MAX_AMOUNT}.")
-        spec.amount = int(amount)
+        spec.amount = int(amount) if _whole(amount) else MAX_AMOUNT + 1
         if spec.amount > MAX_AMOUNT:
             raise ApiError(
                 309, f"Limit exceeded in parameter: amount. At most {MAX_AMOUNT} single use links per call."
@@ -281,12 +295,12 @@ def parse_batch(
         absent = [missing(n) for n, v in (("code_length", code_length), ("code_type", code_type)) if not v]
         first, *rest = absent
         raise ApiError(first.code, first.description, more=[(e.code, e.description) for e in rest])
-    if not _DIGITS.match(code_length) or not MIN_CODE_LENGTH <= int(code_length) <= MAX_CODE_LENGTH:
+    if not _whole(code_length) or not MIN_CODE_LENGTH <= int(code_length) <= MAX_CODE_LENGTH:
         raise bad_value("code_length", f"From {MIN_CODE_LENGTH} to {MAX_CODE_LENGTH}.")
     spec.code_length = int(code_length)
     spec.code_type = code_type
     spec.code_prefix = code_prefix or ""
-    if not _PREFIX.match(spec.code_prefix):
+    if not _PREFIX.fullmatch(spec.code_prefix):
         raise invalid_character("code_prefix")
     if len(spec.code_prefix) + spec.code_length > CUSTOM_CODE_MAX:
         raise bad_value(
@@ -471,7 +485,7 @@ def remove_link(
 ) -> tuple[CouponSession, Campaign]:
     """The link stops working and leaves the usage data; removing it again changes nothing."""
     code = raw_code.strip()
-    if not _SESSION_CODE.match(code):
+    if not _SESSION_CODE.fullmatch(code):
         raise invalid_character("single_use_code")
     found = repository.link_by_code(session, scope, code)
     if found is None:
