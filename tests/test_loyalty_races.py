@@ -251,3 +251,38 @@ def test_goal_changes_racing_additions_issue_the_goal_reward_once_on_every_card(
             # Every completed card once; the current one may have reached its goal reward too.
             assert goal_grants[: holder.cycle] == list(range(holder.cycle))
             assert len(goal_grants) - holder.cycle in (0, 1)
+
+
+def test_voids_racing_additions_record_the_balance_they_left(
+    account: Acc, live_server: LiveServer, runtime: Runtime
+) -> None:
+    """A void or unvoid ledger row carries the balance its UPDATE saw, not the one read with the
+    request before an addition committed: every row's balance is the running sum of the deltas."""
+    card = create_card(account, type="points")
+    user = create_holder(account, card["id"])
+    adders = 3
+
+    def work(i: int) -> list[tuple[int, str]]:
+        with _client(live_server) as client:
+            params: dict[str, Any] = {"loyaltycard": str(card["id"]), "user": user["ID"]}
+            refusals = []
+            for turn in range(50):
+                change = {"points": 1} if i < adders else {"voided": (turn + i) % 2 == 0}
+                response = client.post(
+                    "/v3/loyaltyusers/update", json={**params, **change}, headers=account.headers
+                )
+                if response.status_code != 200:
+                    errors = response.json()["status"]["errors"]
+                    refusals.append((errors["error_code"][0], errors["error_message_description"][0]))
+            return refusals
+
+    refusals = {refusal for refused in race(adders + 2, work) for refusal in refused}
+    # Additions to a voided user are refused as such (one unvoided right after the refused
+    # UPDATE was told "too many points", 309); nothing else fails.
+    assert refusals <= {(308, "This loyalty user is voided and cannot collect or spend.")}
+    ledger = ledger_of(runtime, int(user["ID"]))
+    assert {kind for _delta, _balance, kind in ledger} == {"collect", "voided", "unvoided"}
+    running = 0
+    for delta, balance, _kind in ledger:
+        running += delta
+        assert balance == running

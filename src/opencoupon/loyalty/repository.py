@@ -299,14 +299,17 @@ def expire_balance(
     return (result.rowcount or 0) == 1  # type: ignore[attr-defined]
 
 
-def set_voided(session: Session, holder_id: int, voided: bool, now: dt.datetime) -> bool:
-    result = session.execute(
+def set_voided(session: Session, holder_id: int, voided: bool, now: dt.datetime) -> tuple[int, int] | None:
+    """Void or unvoid the holder; its (points, stamps) as this UPDATE left them (an addition may
+    have committed since the holder was read), or None when it already was so."""
+    row = session.execute(
         update(LoyaltyHolder)
         .execution_options(synchronize_session=False)
         .where(LoyaltyHolder.id == holder_id, LoyaltyHolder.voided.is_(not voided))
         .values(voided=voided, updated_at=now)
-    )
-    return (result.rowcount or 0) == 1  # type: ignore[attr-defined]
+        .returning(LoyaltyHolder.points, LoyaltyHolder.stamps)
+    ).first()
+    return None if row is None else (int(row[0]), int(row[1]))
 
 
 def add_ledger(

@@ -643,11 +643,16 @@ class Change:
 
 def _not_allowed_reason(session: Session, holder: LoyaltyHolder, unit: str, delta: int) -> ApiError:
     session.refresh(holder)
+    voided = ApiError(308, "This loyalty user is voided and cannot collect or spend.")
     if holder.voided:
-        return ApiError(308, "This loyalty user is voided and cannot collect or spend.")
-    if delta > 0:
+        return voided
+    balance = int(getattr(holder, unit))
+    if delta > 0 and balance > repo.MAX_BALANCE - delta:
         return ApiError(309, f"Too many {unit}: a balance holds at most {repo.MAX_BALANCE}.")
-    return ApiError(308, f"Not enough {unit}: a balance cannot go below zero.")
+    if delta < 0 and balance < -delta:
+        return ApiError(308, f"Not enough {unit}: a balance cannot go below zero.")
+    # The balance had room: the user was voided when the UPDATE ran, unvoided since (PostgreSQL).
+    return voided
 
 
 def _record_balance_change(
@@ -888,15 +893,20 @@ def _issue(
 def set_voided(
     session: Session, card: LoyaltyCard, holder: LoyaltyHolder, voided: bool, *, source: str, now: dt.datetime
 ) -> None:
-    if repo.set_voided(session, holder.id, voided, now):
+    balances = repo.set_voided(session, holder.id, voided, now)
+    if balances is not None:
+        points, stamps = balances
         set_committed_value(holder, "voided", voided)
+        set_committed_value(holder, "points", points)
+        set_committed_value(holder, "stamps", stamps)
         unit = unit_of(card)
         repo.add_ledger(
             session,
             holder,
             unit=unit,
             delta=0,
-            balance_after=int(getattr(holder, unit)),
+            # The balance the UPDATE saw, not the one read with the request.
+            balance_after=points if unit == "points" else stamps,
             kind="voided" if voided else "unvoided",
             source=source,
             now=now,
