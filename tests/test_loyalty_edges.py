@@ -100,6 +100,41 @@ def test_a_lowered_goal_does_not_stop_a_large_balance_from_collecting(
     assert_ok(update(account, card["id"], user["ID"], points=1))
 
 
+def test_a_balance_past_a_lowered_goal_is_completed_one_card_per_addition(
+    account: TestAccount, runtime: Runtime
+) -> None:
+    """The surplus of a lowered goal is traded one card per addition, besides the cards the
+    addition itself completes (one +1 completed 2,500 cards, and 1,001 passed the bound of one
+    call, MAX_CYCLES_PER_CHANGE)."""
+    card = create_card(account, type="points")
+    user = create_holder(account, card["id"])
+    assert_ok(update(account, card["id"], user["ID"], points=5000))
+    campaign = reward_campaign(runtime, account.id)
+    patched = account.client.patch(
+        f"{CARDS}/{card['id']}",
+        json={"reward_goal": 2, "rewards": [{"threshold": 1, "campaign": campaign}]},
+        headers=account.headers,
+    )
+    assert patched.status_code == 200, patched.text
+    first = assert_ok(update(account, card["id"], user["ID"], points=1))
+    assert (first["user"]["points"], first["user"]["completed_cards"]) == ("4999", "1")
+    # The full card traded and the next one's reward (it is full too).
+    assert len(first["rewards_reached"]) == 2
+    # This addition completes one card itself (its 2 points) and one of the surplus.
+    second = assert_ok(update(account, card["id"], user["ID"], points=2))
+    assert (second["user"]["points"], second["user"]["completed_cards"]) == ("4997", "3")
+    assert len(second["rewards_reached"]) == 2
+    assert [row[2] for row in ledger_of(runtime, int(user["ID"]))] == [
+        "collect",
+        "collect",
+        "completed",
+        "collect",
+        "completed",
+        "completed",
+    ]
+    assert [cycle for _reward, cycle, _session in grants_of(runtime, int(user["ID"]))] == [0, 1, 2, 3]
+
+
 def test_completing_a_card_is_an_event_too(account: TestAccount, runtime: Runtime) -> None:
     """A webhook consumer that keeps each holder's balance from the events stays right."""
     card = create_card(account, stamps_per_reward=10)

@@ -775,8 +775,22 @@ def change_balance(
     )
     change = Change(unit, delta, balance)
     if goal:
+        # The cards this addition completes, plus one of a balance that was full already (past a
+        # lowered goal): that surplus is traded one card per addition, so one call stays bounded.
+        before = balance - delta
+        most_cards = balance // goal - before // goal + (1 if before >= goal else 0)
         change.rewards = _reach_rewards(
-            session, runtime, card, holder, unit, goal, balance, cycle, source, now
+            session,
+            runtime,
+            card,
+            holder,
+            unit,
+            goal,
+            balance,
+            cycle,
+            min(most_cards, MAX_CYCLES_PER_CHANGE),
+            source,
+            now,
         )
         change.balance = int(getattr(holder, unit))
         change.cards_completed = int(holder.cycle) - cycle
@@ -792,9 +806,12 @@ def _reach_rewards(
     goal: int,
     balance: int,
     cycle: int,
+    most_cards: int,
     source: str,
     now: dt.datetime,
 ) -> list[RewardIssued]:
+    """Issue the rewards reached on the current card, trade it in when full and go on with the
+    next one, completing at most `most_cards` cards; the last card's rewards are issued too."""
     rewards = repo.rewards(session, card.id)
     campaigns = repo.campaigns_by_id(session, {r.campaign_id for r in rewards if r.campaign_id})
     # A reward whose coupon campaign was deleted has no coupon to give: it is not reached (and
@@ -805,7 +822,7 @@ def _reach_rewards(
         if not r.campaign_id or (r.campaign_id in campaigns and campaigns[r.campaign_id].deleted_at is None)
     ]
     issued: list[RewardIssued] = []
-    for _ in range(MAX_CYCLES_PER_CHANGE + 1):  # the last pass issues the new card's own rewards
+    for completed in range(most_cards + 1):  # the last pass issues the new card's own rewards
         reached = min(balance, goal)
         for reward in rewards:
             if reward.threshold > reached:
@@ -813,7 +830,7 @@ def _reach_rewards(
             grant_id = repo.claim_grant(session, holder, reward, cycle, now)
             if grant_id is not None:
                 issued.append(_issue(session, runtime, card, holder, reward, campaigns, grant_id, cycle, now))
-        if balance < goal:
+        if balance < goal or completed == most_cards:
             break
         after = repo.complete_cycle(session, holder.id, unit, goal, cycle)
         if after is None:
