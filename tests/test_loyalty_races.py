@@ -286,3 +286,24 @@ def test_voids_racing_additions_record_the_balance_they_left(
     for delta, balance, _kind in ledger:
         running += delta
         assert balance == running
+
+
+def test_one_unlinked_user_linked_to_one_card_4_times_at_once_is_on_it_in_every_answer(
+    account: Acc, live_server: LiveServer
+) -> None:
+    """The calls that wait for the first one find the user it linked: each answer names it on the
+    card (they said "loyaltycard": "", the user as they had loaded it, unlinked)."""
+    card = create_card(account, type="points")
+    for _trial in range(3):
+        made = account.call(
+            "/v3/loyaltyusers/create", email=f"link-{secrets.token_hex(4)}@example.com", password="pw"
+        )
+        user = assert_ok(made)["user"]["ID"]
+
+        def link(_i: int, user: str = user) -> tuple[str, str]:
+            with _client(live_server) as client:
+                body = {"loyaltycard": str(card["id"]), "user": user}
+                linked = assert_ok(client.post("/v3/loyaltyusers/link", json=body, headers=account.headers))
+                return linked["user"]["ID"], linked["user"]["loyaltycard"]
+
+        assert race(4, link) == [(user, str(card["id"]))] * 4

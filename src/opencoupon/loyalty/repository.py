@@ -166,10 +166,13 @@ def reward_goal_held(session: Session, card_id: int) -> int | None:
 
 
 def holder_by_email(session: Session, card_id: int, email: str) -> LoyaltyHolder | None:
+    """As stored now, even when the session holds the holder already: read after `lock_card`,
+    it may be the one a concurrent link just put on the card, loaded unlinked with the request."""
     return session.scalar(
         select(LoyaltyHolder)
         .where(LoyaltyHolder.card_id == card_id, func.lower(LoyaltyHolder.email) == email.lower())
         .limit(1)
+        .execution_options(populate_existing=True)
     )
 
 
