@@ -104,6 +104,11 @@ def loyaltyusers_update(ctx: ApiContext, req: UserUpdate) -> dict[str, Any]:
     if amount is None and req.voided is None:
         raise ApiError(200, "Missing parameter: points")
     if req.voided is not None:
+        if amount is not None:
+            # The card's row before the holder's, the order additions and joins take them:
+            # voiding first held the holder while the addition then waited for the card, against
+            # a link holding the card and waiting for the holder (a PostgreSQL deadlock).
+            service.hold_card(ctx.session, card)
         service.set_voided(ctx.session, card, holder, req.voided, source="api", now=ctx.now)
     rewards: list[service.RewardIssued] = []
     if amount is not None:

@@ -722,6 +722,11 @@ def apply_expiry(
         )
 
 
+def hold_card(session: Session, card: LoyaltyCard) -> None:
+    """Hold the card's row as an addition does (FOR SHARE, PostgreSQL), before any holder's row."""
+    repo.reward_goal_held(session, card.id)
+
+
 def change_balance(
     session: Session,
     runtime: Runtime,
