@@ -450,6 +450,35 @@ def test_update_multiple_reports_each_session(account: Acct, runtime: Runtime) -
     )
 
 
+def test_update_multiple_leaves_a_session_refused_by_the_campaign_limit_untouched(
+    account: Acct, runtime: Runtime
+) -> None:
+    """Each session of a batch runs in a savepoint, but a validation is raw statements only and
+    SQLAlchemy sends a savepoint only when a connection is asked for: the refused session was left
+    validated with no validation record, no event and no count (never to be validated again)."""
+    campaign = create_campaign(account, max_validations=1)
+    first, refused, also_refused = bulk_sessions(runtime, campaign["id"], 3)
+    assert_ok(account.call("/v3/couponsession/update", couponsession=first, validate=True))
+    body = assert_ok(
+        account.call(
+            "/v3/couponsession/update/multiple", couponsessions=[refused, also_refused], validate=True
+        )
+    )
+    assert [r["errors"]["error_code"] for r in body["results"]] == [[308], [308]]
+    for code in (refused, also_refused):
+        status = session_status(account, code)
+        assert (status["validated"], status["validations"], status["validation_date_utc"]) == ("0", "0", "")
+    with runtime.db.read() as session:
+        campaign_id = int(campaign["id"].removeprefix("cam_"))
+        counted = session.scalar(select(Campaign.validations_count).where(Campaign.id == campaign_id))
+        validated = session.scalar(
+            select(func.count())
+            .select_from(CouponSession)
+            .where(CouponSession.campaign_id == campaign_id, CouponSession.validation_count > 0)
+        )
+    assert (counted, validated) == (1, 1)
+
+
 def test_usage_data_pages_and_date_filters(
     account: Acct, runtime: Runtime, live_server: LiveServer, clock_offset: object
 ) -> None:

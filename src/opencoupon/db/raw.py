@@ -33,6 +33,7 @@ T = TypeVar("T")
 
 _PARAM = re.compile(r"(?<![:\w]):(\w+)")
 _DBAPI_KEY = "opencoupon_dbapi_connection"
+_SAVEPOINT_KEY = "opencoupon_savepoint_sent"
 
 
 def _sqlite_datetime(value: dt.datetime) -> str:
@@ -77,7 +78,16 @@ def execute(session: Session, statement: RawStatement, params: dict[str, Any]) -
 
 def dbapi_connection(session: Session) -> Any:
     """The driver connection of the session's transaction (beginning it if needed), remembered
-    for the transaction's lifetime: asking SQLAlchemy for it costs more than a statement."""
+    for the transaction's lifetime: asking SQLAlchemy for it costs more than a statement.
+
+    Inside `session.begin_nested()` the SAVEPOINT is sent only once a connection is asked of the
+    session: a block of raw statements alone had none, and rolling the block back undid nothing
+    (update/multiple left a session refused by its campaign's limit validated). So the first raw
+    statement of a nested transaction asks for it."""
+    nested = session.get_nested_transaction()
+    if nested is not None and session.info.get(_SAVEPOINT_KEY) is not nested:
+        session.connection()
+        session.info[_SAVEPOINT_KEY] = nested
     transaction = session.get_transaction()
     known = session.info.get(_DBAPI_KEY)
     if transaction is not None and known is not None and known[0] is transaction:
