@@ -45,6 +45,7 @@ from opencoupon.models import (
     WebhookPayload,
 )
 from opencoupon.privacy import repository as privacy_repo
+from opencoupon.privacy.schemas import PersonRef
 from opencoupon.runtime import Runtime
 from opencoupon.singleuse import batches
 from opencoupon.worker import queue
@@ -765,8 +766,11 @@ def test_erase_blanks_kept_answers_read_before_the_write_transaction(
         sqlalchemy_event.remove(runtime.db.engine, "before_cursor_execute", record)
     assert counts["kept_answers"] == 1
     by_id = [(read_only, sql) for read_only, sql in statements if "WHERE idempotency_records.id = " in sql]
-    scans = [read_only for read_only, sql in statements if (read_only, sql) not in by_id]
-    assert scans == [True]  # one read of the account's kept answers, outside the write lock
+    scans = [(read_only, sql) for read_only, sql in statements if (read_only, sql) not in by_id]
+    # One read of the account's kept answers, outside the write lock; in the write transaction
+    # only those kept since, above the highest ID that read saw.
+    assert [read_only for read_only, _sql in scans] == [True, False]
+    assert "idempotency_records.id >" in scans[1][1]
     assert by_id
     assert not any(read_only for read_only, _sql in by_id)
 
@@ -780,6 +784,39 @@ def test_erase_blanks_kept_answers_read_before_the_write_transaction(
     other_again = account.client.post("/v3/singleuse/create", json=other, headers=other_retry)
     assert assert_ok(other_again) == other_first
     assert erase(account, person)["kept_answers"] == 0
+
+
+def test_erase_blanks_an_answer_kept_between_its_read_and_its_write(
+    runtime: Runtime, account: TestAccount
+) -> None:
+    """The kept answers are opened before the erasure's write transaction: an answer quoting the
+    person kept in between (a busy account's read takes seconds) was left quoting them, and a
+    retry with its key replayed their email. The erasure opens those itself."""
+    from opencoupon.kit.endpoint import ApiContext
+    from opencoupon.models import Account
+    from opencoupon.privacy import service as privacy
+
+    person = new_person()
+    found = privacy.person_of(PersonRef(email=person.email))
+    campaign = create_campaign(account, pin=PIN)
+
+    def context(session: Any) -> ApiContext:
+        return ApiContext(
+            session=session, account=session.get(Account, account.id), runtime=runtime, now=utcnow()
+        )
+
+    with runtime.db.read() as session:
+        kept = privacy.kept_answers(context(session), found)  # as the endpoint's prefetch does
+    assert kept.found == []
+    retry = {**account.headers, "Idempotency-Key": f"between-{_word()}"}
+    body = {"campaign": campaign["id"], "email": person.email, "customid": person.email}
+    assert_ok(account.client.post("/v3/singleuse/create", json=body, headers=retry))
+    with runtime.db.transaction() as session:
+        counts = privacy.erase(context(session), found, kept)
+    assert counts["kept_answers"] == 1
+    replayed = account.client.post("/v3/singleuse/create", json=body, headers=retry)
+    assert replayed.headers.get("Idempotent-Replayed") == "true"
+    assert person.email.lower() not in replayed.text.lower()
 
 
 def test_an_email_with_capitals_beyond_ascii_is_found_as_typed(account: TestAccount) -> None:

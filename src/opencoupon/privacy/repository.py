@@ -281,11 +281,14 @@ def finished_batches(session: Session, scope: Scope) -> Sequence[SingleUseBatch]
     ).all()
 
 
-def kept_answers(session: Session, scope: Scope) -> Sequence[tuple[int, str]]:
-    """(ID, stored body) of every answer kept for an Idempotency-Key retry in the scope."""
+def kept_answers(session: Session, scope: Scope, after_id: int = 0) -> Sequence[tuple[int, str]]:
+    """(ID, stored body) of every answer kept for an Idempotency-Key retry in the scope, with an
+    ID above `after_id`."""
     rows = session.execute(
         select(IdempotencyRecord.id, IdempotencyRecord.response_body).where(
-            scope(IdempotencyRecord.account_id), IdempotencyRecord.response_status != 0
+            scope(IdempotencyRecord.account_id),
+            IdempotencyRecord.response_status != 0,
+            IdempotencyRecord.id > after_id,
         )
     )
     return [(row[0], row[1]) for row in rows]

@@ -27,7 +27,7 @@ def export(ctx: ApiContext, req: PersonRef) -> dict[str, Any]:
     return service.export(ctx, service.person_of(req))
 
 
-def _kept_answers(ctx: ApiContext, req: PersonRef) -> list[service.KeptAnswer]:
+def _kept_answers(ctx: ApiContext, req: PersonRef) -> service.KeptAnswers:
     return service.kept_answers(ctx, service.person_of(req))
 
 

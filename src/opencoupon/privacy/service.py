@@ -500,7 +500,16 @@ class KeptAnswer:
     answer: Any
 
 
-def kept_answers(ctx: ApiContext, person: Person) -> list[KeptAnswer]:
+@dataclass
+class KeptAnswers:
+    """What `kept_answers` found, and the highest record ID it looked at: answers kept after it
+    (while the erasure waited for its write transaction) are opened by the erasure itself."""
+
+    found: list[KeptAnswer]
+    last_id: int
+
+
+def kept_answers(ctx: ApiContext, person: Person, after_id: int = 0) -> KeptAnswers:
     """The kept answers (encrypted at rest) that quote the person's email or phone, opened and
     read. Run in a read transaction before the erasure's write transaction: opening every kept
     answer of a busy account takes seconds (about 37 µs each), and on SQLite no one else could
@@ -508,15 +517,24 @@ def kept_answers(ctx: ApiContext, person: Person) -> list[KeptAnswer]:
     quoting = Scrubber._compile(Idents(frozenset({person.email}), frozenset({person.phone} - {""})))
     assert quoting is not None  # an email is always given
     found: list[KeptAnswer] = []
-    for record_id, stored in repo.kept_answers(ctx.session, ctx.scope):
-        text = idempotency.opened(ctx.runtime.keyring, stored)
-        if quoting.search(text) is None and not ("\\u" in text and _quotes_escaped(quoting, text)):
-            continue
-        try:
-            found.append(KeptAnswer(record_id, stored, json.loads(text)))
-        except ValueError:
-            continue  # not an answer this code kept
-    return found
+    last_id = after_id
+    for record_id, stored in repo.kept_answers(ctx.session, ctx.scope, after_id):
+        last_id = max(last_id, record_id)
+        answer = _quoting_answer(ctx, quoting, stored)
+        if answer is not None:
+            found.append(KeptAnswer(record_id, stored, answer))
+    return KeptAnswers(found, last_id)
+
+
+def _quoting_answer(ctx: ApiContext, quoting: re.Pattern[str], stored: str) -> Any:
+    """The kept answer `stored`, parsed, when it quotes the person; else None."""
+    text = idempotency.opened(ctx.runtime.keyring, stored)
+    if quoting.search(text) is None and not ("\\u" in text and _quotes_escaped(quoting, text)):
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None  # not an answer this code kept
 
 
 def _quotes_escaped(quoting: re.Pattern[str], text: str) -> bool:
@@ -527,10 +545,10 @@ def _quotes_escaped(quoting: re.Pattern[str], text: str) -> bool:
         return False
 
 
-def erase(ctx: ApiContext, person: Person, kept: Sequence[KeptAnswer] = ()) -> dict[str, int]:
+def erase(ctx: ApiContext, person: Person, kept: KeptAnswers | None = None) -> dict[str, int]:
     """Blank the person's details everywhere the caller reaches, in the call's one transaction
-    (and in `kept`, the kept answers that `kept_answers` found before it). Only rows that
-    changed are counted, so erasing again answers zero counts."""
+    (and in the kept answers: those `kept_answers` found before it, and those kept since, opened
+    here). Only rows that changed are counted, so erasing again answers zero counts."""
     found = find(ctx, person)
     scrubber = Scrubber(person, found)
     now = ctx.now
@@ -556,7 +574,9 @@ def erase(ctx: ApiContext, person: Person, kept: Sequence[KeptAnswer] = ()) -> d
         done.counts["push_subscriptions"] += 1
     _erase_send_jobs(ctx, found, scrubber)
     _erase_batches(ctx, found, scrubber, done)
-    _erase_kept_answers(ctx, kept, scrubber, done)
+    earlier = kept or KeptAnswers([], 0)
+    since = kept_answers(ctx, person, earlier.last_id)  # kept while this call waited to write
+    _erase_kept_answers(ctx, person, [*earlier.found, *since.found], scrubber, done)
     ctx.session.flush()
     for account_id, rows in done.touched.items():
         events.emit(ctx.session, account_id, "privacy_erased", {**rows, "erased_date_utc": fmt(now)})
@@ -670,17 +690,24 @@ def _erase_send_jobs(ctx: ApiContext, found: Found, scrubber: Scrubber) -> None:
 
 
 def _erase_kept_answers(
-    ctx: ApiContext, kept: Sequence[KeptAnswer], scrubber: Scrubber, done: Erased
+    ctx: ApiContext, person: Person, kept: Sequence[KeptAnswer], scrubber: Scrubber, done: Erased
 ) -> None:
     """A retry with the same Idempotency-Key then replays the answer with the person's details
     blanked (as in stored events: objects whose email or phone is theirs, and values that are
-    wholly their email or phone). An answer kept again since it was read is left alone."""
+    wholly their email or phone). An answer kept again since it was read is read again."""
+    quoting = Scrubber._compile(Idents(frozenset({person.email}), frozenset({person.phone} - {""})))
+    assert quoting is not None
     for item in kept:
         record = repo.kept_answer(ctx.session, item.id)
-        if record is None or record.response_body != item.stored:
+        if record is None:
             continue
-        clean = scrubber.json(item.answer)
-        if clean != item.answer:
+        answer = item.answer
+        if record.response_body != item.stored:
+            answer = _quoting_answer(ctx, quoting, record.response_body)
+            if answer is None:
+                continue
+        clean = scrubber.json(answer)
+        if clean != answer:
             record.response_body = ctx.runtime.keyring.encrypt(json.dumps(clean))
             done.counts["kept_answers"] += 1
 
