@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the `receiver` fixture is imported, then requested by name)
 """The job runner's promises: a job runs once while its runner lives, however long it waited in
 the runner's pool; a job that kills its worker on every attempt ends dead instead of killing
 workers for ever; a handler's own Retry does not use up the job's attempts; a stopped runner (or a
@@ -26,10 +27,11 @@ from conftest import TEST_SECRET_KEY, TestAccount
 from coupons_fixtures import create_campaign
 from opencoupon.config import Settings
 from opencoupon.kit.clock import utcnow
-from opencoupon.models import DistributionSend, Job, SingleUseBatch
+from opencoupon.models import DistributionSend, Event, Job, SingleUseBatch, WebhookMessage
 from opencoupon.runtime import Runtime
 from opencoupon.worker import queue, registry
 from opencoupon.worker.runner import Runner
+from webhooks_fixtures import Receiver, Reply, emit, receiver  # noqa: F401
 
 
 @pytest.fixture
@@ -328,3 +330,139 @@ def test_a_send_or_link_batch_whose_worker_died_every_time_is_failed_not_in_prog
         assert (send.status, send.dedup_key) == ("failed", None)
         assert "worker stopped" in send.last_error
         assert (batch.status, batch.finished_at is not None) == ("failed", True)
+
+
+def test_a_delivery_slower_than_its_lease_is_sent_once_per_attempt_and_retried(
+    settings: Settings, account: TestAccount, receiver: Receiver
+) -> None:
+    """A receiver that takes longer than the lease to answer 500, then recovers. The first
+    deliveries, run inline by the event's dispatch job, were not held by the runner: it claimed
+    them again and sent each twice at once; the run that recorded second finished the job `done`
+    and the message stayed `pending` for good, never retried."""
+    rt = Runtime.from_settings(
+        settings.model_copy(update={"worker_lease_seconds": 1.0, "webhook_retry_delays": "1,1,1,1"})
+    )
+    started: dict[str, list[float]] = collections.defaultdict(list)
+    lock = threading.Lock()
+
+    def slow_then_fine(_path: str, headers: dict[str, str], _body: str) -> Reply:
+        with lock:
+            starts = started[headers["webhook-id"]]
+            starts.append(time.monotonic())
+        return Reply(status=500, delay=1.6) if len(starts) == 1 else Reply(status=204)
+
+    receiver.behaviour = slow_then_fine
+    created = account.client.post(
+        "/v4/webhooks", json={"url": receiver.url, "events": ["*"]}, headers=account.headers
+    )
+    assert created.status_code == 201, created.text
+    events = [emit(rt, account.id) for _ in range(3)]
+    runner = Runner(rt)
+    thread = runner.start_thread()
+
+    def messages() -> list[str]:
+        with rt.db.read() as session:
+            return list(
+                session.scalars(
+                    select(WebhookMessage.status)
+                    .join(Event, Event.id == WebhookMessage.event_id)
+                    .where(Event.public_id.in_(events))
+                )
+            )
+
+    try:
+        _wait_until(lambda: messages() == ["succeeded"] * 3, 60)
+    finally:
+        runner.stop()
+        thread.join(30)
+        rt.db.dispose()
+    # One failed attempt, then one success after it: no second send while the first was waiting.
+    assert {event: len(starts) for event, starts in started.items()} == dict.fromkeys(events, 2)
+    assert all(starts[1] - starts[0] >= 1.6 for starts in started.values()), started
+
+
+def test_a_stopping_runner_keeps_its_running_jobs_leased_until_they_end(short_lease: Runtime) -> None:
+    """SIGTERM: the runner stops claiming and waits for its running job, which takes longer than
+    a lease. It stopped renewing meanwhile: another worker took the job over and ran it again."""
+    kind = _kind("finishing")
+    runs: list[str] = []
+    started = threading.Event()
+
+    @registry.task(kind)
+    def long_job(_runtime: Runtime, _payload: dict[str, Any]) -> None:
+        runs.append("run")
+        started.set()
+        time.sleep(2.5)
+
+    with short_lease.db.transaction() as session:
+        queue.enqueue(session, kind, {})
+    stopping = Runner(short_lease, concurrency=1)
+    thread = stopping.start_thread()
+    other = Runner(short_lease)
+    assert started.wait(30)
+    stopping.stop()
+    while thread.is_alive():
+        assert not [job for job in other.claim() if job.kind == kind]
+        time.sleep(0.1)
+    assert runs == ["run"]
+    assert {(job.status, job.attempts) for job in _jobs(short_lease, kind)} == {("done", 1)}
+
+
+BURIER = """
+import os, sys
+from opencoupon.config import Settings
+from opencoupon.runtime import Runtime
+from opencoupon.worker import registry
+from opencoupon.worker.runner import Runner
+
+@registry.on_dead(sys.argv[2])
+def dies_burying(runtime, payload):
+    os._exit(9)  # killed between the burial's claim and its end
+
+settings = Settings(database_url=sys.argv[1], secret_key=sys.argv[3], var_dir=sys.argv[4],
+                    worker_lease_seconds=1.0)
+Runner(Runtime.from_settings(settings)).claim()
+"""
+
+
+def test_a_runner_killed_while_burying_a_job_leaves_it_to_be_buried_again(
+    short_lease: Runtime, var_dir: Path
+) -> None:
+    """The job was marked dead before its on_dead handler ran: a worker killed in between left,
+    say, a webhook message pending for good. Now the burial is leased; the next claim after the
+    lease buries it again, handler included."""
+    kind = _kind("burial")
+    heard: list[dict[str, Any]] = []
+    registry.on_dead(kind)(lambda _runtime, payload: heard.append(payload))
+    payload = {"message_id": 11}
+    with short_lease.db.transaction() as session:
+        queue.enqueue(session, kind, payload, max_attempts=1)
+        session.execute(
+            update(Job)
+            .where(Job.kind == kind)
+            .values(
+                status="running",
+                attempts=1,
+                locked_by="gone",
+                locked_until=utcnow() - dt.timedelta(seconds=5),
+            )
+        )
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            BURIER,
+            short_lease.settings.database_url,
+            kind,
+            TEST_SECRET_KEY,
+            str(var_dir),
+        ],
+        timeout=120,
+    )
+    assert child.returncode == 9
+    [job] = _jobs(short_lease, kind)
+    assert job.status == "running"  # not dead: its handler never finished
+    time.sleep(1.1)  # the burial's lease runs out
+    Runner(short_lease).claim()
+    [job] = _jobs(short_lease, kind)
+    assert (job.status, heard) == ("dead", [payload])

@@ -37,13 +37,23 @@ from opencoupon.runtime import Runtime
 from opencoupon.webhooks import repository, service, signing
 from opencoupon.webhooks.outbound import Request, Response, outbound_for, storable
 from opencoupon.worker.queue import enqueue_many
-from opencoupon.worker.registry import BatchItems, BatchOutcomes, Retry, batch_task, on_dead, worker_name
+from opencoupon.worker.registry import (
+    BatchItems,
+    BatchOutcomes,
+    Retry,
+    batch_task,
+    holding,
+    on_dead,
+    worker_name,
+)
 from opencoupon.worker.runner import finish_first_attempts
 
 log = logging.getLogger("opencoupon.webhooks")
 
 DISABLE_AFTER = dt.timedelta(days=5)
 MAX_RETRY_AFTER = dt.timedelta(hours=24)
+# A message due within this is sent now (a job's run_at and its message's next attempt differ a little).
+NOT_YET_SLACK = dt.timedelta(seconds=1)
 _EPOCH = dt.datetime(1970, 1, 1)
 AUTO_DISABLED = "Disabled automatically"
 ENDPOINT_DISABLED = "webhook_endpoint_disabled"
@@ -179,14 +189,17 @@ def dispatch(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
     if messages and runner:
         first = list(zip(job_ids, payloads, strict=True))
         try:
-            outcomes = deliver(runtime, first)
-            finish_first_attempts(
-                runtime,
-                runner,
-                service.DELIVER,
-                [(job_id, outcomes.get(job_id)) for job_id, _ in first],
-                max_attempts=service.DELIVER_MAX_ATTEMPTS,
-            )
+            # Held by the runner meanwhile: their leases are renewed, and no claim (its own or
+            # another worker's) sends them a second time while this one waits on a slow receiver.
+            with holding(list(job_ids)):
+                outcomes = deliver(runtime, first)
+                finish_first_attempts(
+                    runtime,
+                    runner,
+                    service.DELIVER,
+                    [(job_id, outcomes.get(job_id)) for job_id, _ in first],
+                    max_attempts=service.DELIVER_MAX_ATTEMPTS,
+                )
         except Exception:
             # The fan-out is committed; these jobs are claimed again when their lease runs out.
             log.exception("first delivery attempt of %d messages failed", len(first))
@@ -335,6 +348,11 @@ def _deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
         job_id = message_ids[message.id]
         if message.status != "pending":
             continue
+        if message.next_attempt_at is not None and message.next_attempt_at > now + NOT_YET_SLACK:
+            # Another run of this job (a worker presumed dead, still running) recorded an attempt
+            # and set the next one: keep to its schedule.
+            outcomes[job_id] = Retry(message.next_attempt_at - now, "waiting for the next attempt")
+            continue
         if not endpoint.enabled:
             abandoned.append((message.id, message.attempts, f"endpoint disabled: {endpoint.disabled_reason}"))
             continue
@@ -375,14 +393,22 @@ def _deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
         # Which planned messages are still as we read them (the write lock on SQLite, row locks
         # on PostgreSQL, keep them so until commit): an attempt another worker already recorded
         # is not recorded, nor retried, again.
-        current_query = select(messages.c.id, messages.c.attempts).where(
+        current_query = select(messages.c.id, messages.c.attempts, messages.c.next_attempt_at).where(
             messages.c.id.in_([plan.message_id for plan in planned]), messages.c.status == "pending"
         )
         if not runtime.db.is_sqlite:
             current_query = current_query.with_for_update()
-        current = {row[0]: row[1] for row in connection.execute(current_query)} if planned else {}
+        current = {row[0]: (row[1], row[2]) for row in connection.execute(current_query)} if planned else {}
         for plan, response in zip(planned, responses, strict=True):
-            if current.get(plan.message_id) != plan.attempts:
+            found = current.get(plan.message_id)
+            if found is None:
+                continue  # finished meanwhile (succeeded, failed): this job is done
+            if found[0] != plan.attempts:
+                # Another run recorded an attempt meanwhile and the message is still pending:
+                # this job follows its schedule (finishing it `done` left the message pending
+                # with no job behind it, never retried).
+                wait = (found[1] or done_at) - done_at
+                outcomes[plan.job_id] = Retry(max(wait, dt.timedelta(0)), "another run recorded this attempt")
                 continue
             attempt = plan.attempts + 1
             round_attempts = plan.round_attempts + 1

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from opencoupon.runtime import Runtime
@@ -75,8 +76,32 @@ def batch_handler_for(kind: str) -> BatchHandler | None:
     return _batch_handlers.get(kind)
 
 
-def set_worker_name(name: str) -> None:
+class JobHolder(Protocol):
+    """What a runner offers the handlers it runs: holding jobs they claimed for it themselves."""
+
+    def hold_running(self, ids: list[int]) -> None: ...
+
+    def release(self, ids: list[int]) -> None: ...
+
+
+def set_worker_name(name: str, holder: JobHolder | None = None) -> None:
     _current.name = name
+    _current.holder = holder
+
+
+@contextmanager
+def holding(ids: list[int]) -> Iterator[None]:
+    """Jobs a handler queued already claimed by its runner (`enqueue_many(claimed_by=...)`) and
+    runs itself: the runner renews their leases meanwhile and does not claim them again."""
+    holder: JobHolder | None = getattr(_current, "holder", None)
+    if holder is None:
+        yield
+        return
+    holder.hold_running(ids)
+    try:
+        yield
+    finally:
+        holder.release(ids)
 
 
 def worker_name() -> str:

@@ -39,6 +39,7 @@ from opencoupon.worker.registry import (
 log = logging.getLogger("opencoupon.worker")
 
 LEASE = dt.timedelta(seconds=60)
+BURIED = "its lease ran out on its last attempt (the worker stopped or it ran too long)"
 
 # Runs its jobs (those still held by the runner when it starts) and gives their outcomes.
 Unit = Callable[[list[Job]], list[tuple[Job, BaseException | None]]]
@@ -213,6 +214,14 @@ class Runner:
             self._held.update(ids)
             self._waiting.update(ids)
 
+    def hold_running(self, ids: list[int]) -> None:
+        """Jobs a handler of this runner claimed for it and runs itself (registry.holding)."""
+        with self._held_lock:
+            self._held.update(ids)
+
+    def release(self, ids: list[int]) -> None:
+        self._release(ids)
+
     def _release(self, ids: list[int]) -> None:
         with self._held_lock:
             self._held.difference_update(ids)
@@ -254,9 +263,9 @@ class Runner:
             with db.read() as session:
                 if session.scalar(select(Job.id).where(due).limit(1)) is None:
                     return []
-        buried: list[tuple[str, dict[str, Any]]] = []
+        buried: list[tuple[int, str, dict[str, Any]]] = []
         with db.transaction() as session:
-            buried = self._bury(session, lease_over)
+            buried = self._bury(session, lease_over, now)
             query = select(Job.id).where(due).order_by(Job.run_at).limit(limit or self.batch)
             if not db.is_sqlite:
                 query = query.with_for_update(skip_locked=True)
@@ -277,14 +286,15 @@ class Runner:
                 for job in jobs:
                     session.expunge(job)
                 self._hold(ids)
-        for kind, payload in buried:
-            _tell_dead(self.runtime, kind, payload)
+        if buried:
+            self._finish_burials(buried)
         return jobs
 
-    def _bury(self, session: Any, lease_over: Any) -> list[tuple[str, dict[str, Any]]]:
-        """Jobs whose lease ran out on their last attempt are dead, not claimed again: a job that
-        kills its worker (or runs past its lease) every time would otherwise be re-run for ever.
-        Their kinds and payloads, for the kinds' `on_dead` handlers."""
+    def _bury(self, session: Any, lease_over: Any, now: dt.datetime) -> list[tuple[int, str, dict[str, Any]]]:
+        """Jobs whose lease ran out on their last attempt are not run again: a job that kills its
+        worker every time would otherwise be re-run for ever. They are leased to this runner
+        for their burial (`_finish_burials`: the kind's `on_dead` handler, then `dead`), so a
+        runner dying meanwhile leaves them to be buried again, their handler not skipped."""
         query = select(Job.id, Job.kind, Job.payload).where(lease_over, Job.attempts >= Job.max_attempts)
         if not self.runtime.db.is_sqlite:
             query = query.with_for_update(skip_locked=True)
@@ -294,15 +304,30 @@ class Runner:
         session.execute(
             update(Job)
             .where(Job.id.in_([row.id for row in rows]))
-            .values(
-                status="dead",
-                finished_at=utcnow(),
-                locked_until=None,
-                last_error="its lease ran out on its last attempt (the worker stopped or it ran too long)",
-            )
+            .values(locked_by=self.name, locked_until=now + self.lease)
         )
-        log.error("%d job(s) dead: their worker stopped during every attempt", len(rows))
-        return [(row.kind, json.loads(row.payload)) for row in rows]
+        return [(row.id, row.kind, json.loads(row.payload)) for row in rows]
+
+    def _finish_burials(self, buried: list[tuple[int, str, dict[str, Any]]]) -> None:
+        set_worker_name(self.name, self)
+        for _job_id, kind, payload in buried:
+            _tell_dead(self.runtime, kind, payload)
+        with self.runtime.db.transaction() as session:
+            session.execute(
+                update(Job)
+                .where(
+                    Job.id.in_([job_id for job_id, _kind, _payload in buried]),
+                    Job.locked_by == self.name,
+                    Job.status == "running",
+                )
+                .values(
+                    status="dead",
+                    finished_at=utcnow(),
+                    locked_until=None,
+                    last_error=BURIED,
+                )
+            )
+        log.error("%d job(s) dead: their worker stopped during every attempt", len(buried))
 
     def _still_held(self, jobs: list[Job]) -> list[Job]:
         """The jobs of a unit about to start that are still this runner's. A unit that waited in
@@ -325,7 +350,7 @@ class Runner:
         handler = handler_for(job.kind)
         if handler is None:
             return _NoHandler(f"no handler for job kind {job.kind}")
-        set_worker_name(self.name)
+        set_worker_name(self.name, self)
         try:
             handler(self.runtime, json.loads(job.payload))
         except Exception as exc:
@@ -346,7 +371,7 @@ class Runner:
     def _run_batch(self, kind: str, jobs: list[Job]) -> list[tuple[Job, BaseException | None]]:
         handler = batch_handler_for(kind)
         assert handler is not None
-        set_worker_name(self.name)
+        set_worker_name(self.name, self)
         try:
             outcomes = handler(self.runtime, [(job.id, json.loads(job.payload)) for job in jobs])
         except Exception as exc:
@@ -493,7 +518,23 @@ class Runner:
             except Exception:
                 log.exception("could not give back %d unstarted jobs; their leases run out", len(unstarted))
         if pool is not None:
-            pool.shutdown(wait=True)
+            # The running jobs are still this runner's while they finish: their leases are
+            # renewed (no other worker takes them over, nor buries them on a last attempt).
+            finished = threading.Event()
+            renewing = threading.Thread(target=self._renew_until, args=(finished,), daemon=True)
+            renewing.start()
+            try:
+                pool.shutdown(wait=True)
+            finally:
+                finished.set()
+                renewing.join(timeout=10)
+
+    def _renew_until(self, finished: threading.Event) -> None:
+        while not finished.wait(self.lease.total_seconds() / 3):
+            try:
+                self._renew_held()
+            except Exception:
+                log.exception("could not renew the leases of held jobs")
 
     def run_forever(self) -> None:
         try:
