@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 import httpx2
+import pytest
 
 from conftest import LiveServer, TestAccount
 from coupons_fixtures import create_campaign, csrf_token
@@ -79,6 +80,33 @@ def test_a_multipart_charset_cannot_make_lone_surrogates(
     body, content_type = _multipart({"email": SURROGATE_ESCAPE, "password": SURROGATE_ESCAPE})
     signin = http.post("/dashboard/login", content=body, headers={"Content-Type": content_type})
     assert signin.status_code < 500, signin.text
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        "boundary=XbOuNdArY; charset=utf-8; charset=unicode_escape",
+        "boundary=XbOuNdArY; charset=unicode_escape; charset=unicode_escape",
+        'boundary="XbOuNdArY"; x="a;charset=utf-8"; charset=unicode_escape',
+        "boundary=XbOuNdArY; charset=latin-1; charset=raw_unicode_escape",
+    ],
+)
+def test_the_charset_is_read_as_the_form_parser_reads_it(
+    account: TestAccount, live_server: LiveServer, params: str
+) -> None:
+    """The first fix read the first `charset` with a regex; the form parser takes the last one
+    and keeps quoted values whole: these headers still decoded the form with unicode_escape."""
+    campaign = create_campaign(account, claim_fields="firstname,email")
+    with httpx2.Client(base_url=live_server.url, timeout=30) as phone:
+        location = phone.get(f"/p/{campaign['code']}").headers["location"]
+        token = csrf_token(phone, location)
+        body, _content_type = _multipart(
+            {"csrf": token, "firstname": SURROGATE_ESCAPE, "email": "a@example.org"}
+        )
+        claimed = phone.post(
+            f"{location}/claim", content=body, headers={"Content-Type": f"multipart/form-data; {params}"}
+        )
+        assert claimed.status_code == 303, claimed.text
 
 
 def test_push_subscriptions_refuse_unstorable_characters(http: httpx2.Client) -> None:

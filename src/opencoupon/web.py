@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from python_multipart.multipart import parse_options_header
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -142,7 +143,6 @@ def csrf_ok(request: Request, form_token: str) -> bool:
 
 # Codecs that cannot turn bytes into text no database stores (a lone surrogate).
 _SAFE_CODECS = {"utf-8", "ascii", "iso8859-1", "cp1252"}
-_CHARSET = re.compile(rb";\s*charset\s*=\s*\"?([^\";]*)\"?", re.IGNORECASE)
 
 
 class SafeFormCharset:
@@ -159,10 +159,14 @@ class SafeFormCharset:
             headers: list[tuple[bytes, bytes]] = scope["headers"]
             for index, (name, value) in enumerate(headers):
                 if name == b"content-type" and value[:19].lower() == b"multipart/form-data":
-                    found = _CHARSET.search(value)
-                    if found and not _safe_codec(found.group(1)):
+                    # Read as Starlette's parser reads it (quotes, the last of repeated options):
+                    # a regex took the first `charset` of `charset=utf-8; charset=unicode_escape`.
+                    _kind, options = parse_options_header(value)
+                    charset = options.get(b"charset")
+                    if charset is not None and not _safe_codec(charset):
+                        boundary = options.get(b"boundary", b"").replace(b"\\", b"\\\\").replace(b'"', b'\\"')
                         fixed = [*headers]
-                        fixed[index] = (name, value[: found.start()] + value[found.end() :])
+                        fixed[index] = (name, b'multipart/form-data; boundary="' + boundary + b'"')
                         scope = {**scope, "headers": fixed}
                     break
         await self.app(scope, receive, send)
