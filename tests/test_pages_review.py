@@ -5,6 +5,7 @@ and a refused stamp whose JSON said 200."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -45,6 +46,14 @@ def test_a_made_up_device_cookie_does_not_open_a_directory_members_coupon(
     assert "vera@example.org" not in page.text
 
 
+def _claim_with_surrogate_escape(phone: httpx2.Client, location: str, content_type: str) -> httpx2.Response:
+    """The session's claim form posted as multipart under `content_type`, its first name the six
+    characters `\\ud800` (a lone surrogate once decoded with unicode_escape)."""
+    token = csrf_token(phone, location)
+    body, _ = _multipart({"csrf": token, "firstname": SURROGATE_ESCAPE, "email": "a@example.org"})
+    return phone.post(f"{location}/claim", content=body, headers={"Content-Type": content_type})
+
+
 def _multipart(fields: dict[str, str]) -> tuple[bytes, str]:
     boundary = "XbOuNdArY"
     parts = [
@@ -64,11 +73,8 @@ def test_a_multipart_charset_cannot_make_lone_surrogates(
     campaign = create_campaign(account, claim_fields="firstname,email")
     with httpx2.Client(base_url=live_server.url, timeout=30) as phone:
         location = phone.get(f"/p/{campaign['code']}").headers["location"]
-        token = csrf_token(phone, location)
-        body, content_type = _multipart(
-            {"csrf": token, "firstname": SURROGATE_ESCAPE, "email": "a@example.org"}
-        )
-        claimed = phone.post(f"{location}/claim", content=body, headers={"Content-Type": content_type})
+        _, content_type = _multipart({})
+        claimed = _claim_with_surrogate_escape(phone, location, content_type)
         assert claimed.status_code == 303, claimed.text
         body, content_type = _multipart({"csrf": csrf_token(phone, location), "pin": SURROGATE_ESCAPE})
         wrong_pin = phone.post(f"{location}/validate", content=body, headers={"Content-Type": content_type})
@@ -99,13 +105,7 @@ def test_the_charset_is_read_as_the_form_parser_reads_it(
     campaign = create_campaign(account, claim_fields="firstname,email")
     with httpx2.Client(base_url=live_server.url, timeout=30) as phone:
         location = phone.get(f"/p/{campaign['code']}").headers["location"]
-        token = csrf_token(phone, location)
-        body, _content_type = _multipart(
-            {"csrf": token, "firstname": SURROGATE_ESCAPE, "email": "a@example.org"}
-        )
-        claimed = phone.post(
-            f"{location}/claim", content=body, headers={"Content-Type": f"multipart/form-data; {params}"}
-        )
+        claimed = _claim_with_surrogate_escape(phone, location, f"multipart/form-data; {params}")
         assert claimed.status_code == 303, claimed.text
 
 
@@ -126,8 +126,6 @@ def test_push_subscriptions_refuse_unstorable_characters(http: httpx2.Client) ->
 
 
 def _json(value: Any) -> str:
-    import json
-
     return json.dumps(value)  # ensure_ascii: a lone surrogate travels as its \\ud800 escape
 
 
