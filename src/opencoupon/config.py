@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     # Recipients a second that `opencoupon send email` queues.
     bulk_send_rate: float = 10.0
 
+    # New coupon sessions one client address may open per campaign and hour on the consumer
+    # page (`GET /p/{code}`): a returning browser is not counted; 0 turns the limit off.
+    opens_per_address_per_hour: int = 300
+
     # Dashboard sessions (signed cookie) and sign-in attempts per email.
     session_max_age_hours: int = 12
     login_attempts_per_minute: float = 10.0

@@ -25,6 +25,7 @@ from opencoupon.kit.clock import utcnow
 from opencoupon.kit.crypto import token
 from opencoupon.kit.dates import parse_birthday
 from opencoupon.kit.lockout import BACKSTOP_FACTOR, GuessLimit, Lockout
+from opencoupon.kit.ratelimit import retry_after_header
 from opencoupon.models import Account, Campaign, CouponSession
 from opencoupon.pages import deny_framing, render, render_error_page
 from opencoupon.runtime import Runtime
@@ -59,6 +60,15 @@ NOTICES = {"claimed": "Your coupon is claimed.", "validated": "Coupon validated.
 # phone and the QR scan page (five wrong PINs also lock one coupon, but anyone can open more
 # coupons of the campaign to try more PINs). A count per page gave one address ten per page.
 pin_lockout = GuessLimit(Lockout("staff-pin"), Lockout("campaign-pin", limit=10 * BACKSTOP_FACTOR))
+TOO_MANY_OPENS = "Too many coupons were opened from this network. Please try again later."
+
+
+def _open_limit(runtime: Runtime) -> Lockout | None:
+    """New sessions per campaign and client address an hour (OPENCOUPON_OPENS_PER_ADDRESS_PER_HOUR):
+    every new session takes the next code of an imported custom-code list and counts as an open,
+    so one address must not be able to drain a list or inflate the statistics. None: no limit."""
+    per_hour = runtime.settings.opens_per_address_per_hour
+    return Lockout("coupon-open", limit=per_hour, window=dt.timedelta(hours=1)) if per_hour > 0 else None
 
 
 @dataclass
@@ -92,6 +102,7 @@ class Outcome:
     redirect: str | None = None
     gate: Response | None = None
     device: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _respond(request: Request, out: Outcome, csrf: Csrf | None = None) -> Response:
@@ -104,6 +115,7 @@ def _respond(request: Request, out: Outcome, csrf: Csrf | None = None) -> Respon
         response = JSONResponse(out.json, status_code=out.status)
     else:
         response = render(request, out.template, out.context, status_code=out.status)
+    response.headers.update(out.headers)
     if out.device:
         response.set_cookie(
             DEVICE_COOKIE,
@@ -300,6 +312,14 @@ def _open(request: Request, runtime: Runtime, code: str) -> Outcome | None:
             if problem is not None:
                 brand = branding.for_account(s, campaign.account_id)
                 return _message_outcome(410, campaign.title or campaign.name, problem, brand=brand)
+            limit = _open_limit(runtime)
+            client = web.client_key(request)
+            if limit is not None and not limit.attempt(s, runtime.keyring, campaign.id, client, now=now):
+                wait = limit.seconds_left(s, runtime.keyring, campaign.id, client, now=now)
+                brand = branding.for_account(s, campaign.account_id)
+                refused = _message_outcome(429, campaign.title or campaign.name, TOO_MANY_OPENS, 429, brand)
+                refused.headers["Retry-After"] = retry_after_header(wait)
+                return refused
             if not device:
                 device = new_device = token(24)
             row = service.open_new(s, runtime, campaign, device, now)

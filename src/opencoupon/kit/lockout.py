@@ -72,6 +72,18 @@ class Lockout:
         count, expires_at = found
         return int(count) if expires_at > (now or utcnow()) else 0
 
+    def seconds_left(
+        self, session: Session, keyring: Keyring, *parts: object, now: dt.datetime | None = None
+    ) -> float:
+        """Seconds until the key's current window ends (0 when none is running): what a refused
+        client is told to wait (Retry-After)."""
+        expires_at = session.execute(
+            select(AttemptCounter.expires_at).where(AttemptCounter.key == self.key(keyring, *parts))
+        ).scalar_one_or_none()
+        if expires_at is None:
+            return 0.0
+        return max(0.0, (expires_at - (now or utcnow())).total_seconds())
+
     def add(self, session: Session, keyring: Keyring, *parts: object, now: dt.datetime | None = None) -> int:
         """Count one attempt under the key; the count in the window, this one included."""
         now = now or utcnow()
