@@ -9,6 +9,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,23 @@ class LiveServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+@contextmanager
+def served_with(settings: Settings, **changes: Any) -> Iterator[tuple[LiveServer, Runtime]]:
+    """The real app on its own loopback port, on the suite's database, with these settings
+    changed (the suite's own server allows far more than the defaults, limits included)."""
+    unknown = set(changes) - set(Settings.model_fields)
+    assert not unknown, f"no such settings: {unknown}"  # model_copy would take a typo silently
+    changed = settings.model_copy(update=changes)
+    runtime = Runtime.from_settings(changed)
+    server = LiveServer(create_app(changed, runtime=runtime))
+    server.start()
+    try:
+        yield server, runtime
+    finally:
+        server.stop()
+        runtime.db.dispose()
 
 
 @pytest.fixture(scope="session")

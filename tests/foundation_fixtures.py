@@ -27,6 +27,13 @@ def browser(base_url: str) -> httpx2.Client:
     return httpx2.Client(base_url=base_url, timeout=30, headers={"Accept": "text/html"})
 
 
+def browser_from(base_url: str, address: str, accept: str = "text/html") -> httpx2.Client:
+    """A new browser (no cookies) connecting from `address`: any 127.x.y.z reaches loopback, so
+    tests of limits per client address can play several clients."""
+    transport = httpx2.HTTPTransport(local_address=address)
+    return httpx2.Client(base_url=base_url, timeout=30, headers={"Accept": accept}, transport=transport)
+
+
 def sign_in(client: httpx2.Client, email: str, password: str) -> httpx2.Response:
     """Open the login page, post the form with its CSRF token; returns the POST's answer."""
     page = client.get("/dashboard/login")

@@ -5,49 +5,25 @@ code) or inflate the opens. A returning browser, other campaigns and other addre
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import httpx2
 
-from conftest import LiveServer, TestAccount
+from conftest import LiveServer, TestAccount, served_with
 from coupons_fixtures import create_campaign, session_status
+from foundation_fixtures import browser_from
 from helpers import assert_ok
-from opencoupon.app import create_app
 from opencoupon.config import Settings
-from opencoupon.runtime import Runtime
-
-
-@contextmanager
-def _server(settings: Settings, per_hour: int) -> Iterator[LiveServer]:
-    limited = settings.model_copy(update={"opens_per_address_per_hour": per_hour})
-    runtime = Runtime.from_settings(limited)
-    server = LiveServer(create_app(limited, runtime=runtime))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        runtime.db.dispose()
-
-
-def _phone(server: LiveServer, address: str = "127.0.0.1", json: bool = False) -> httpx2.Client:
-    """A new browser (no cookies) connecting from `address` (any 127.x address reaches loopback)."""
-    headers = {"Accept": "application/json" if json else "text/html"}
-    transport = httpx2.HTTPTransport(local_address=address)
-    return httpx2.Client(base_url=server.url, timeout=30, headers=headers, transport=transport)
 
 
 def _open(server: LiveServer, code: str, address: str = "127.0.0.1") -> httpx2.Response:
-    with _phone(server, address) as phone:
+    with browser_from(server.url, address) as phone:
         return phone.get(f"/p/{code}")
 
 
 def test_one_address_opens_a_bounded_number_of_new_sessions(settings: Settings, account: TestAccount) -> None:
     campaign = create_campaign(account)
     other = create_campaign(account, name="Tea")
-    with _server(settings, per_hour=3) as server:
-        with _phone(server) as returning:
+    with served_with(settings, opens_per_address_per_hour=3) as (server, _runtime):
+        with browser_from(server.url, "127.0.0.1") as returning:
             first = returning.get(f"/p/{campaign['code']}")
             assert first.status_code == 303, first.text
             opened = [first.headers["location"]]
@@ -58,7 +34,7 @@ def test_one_address_opens_a_bounded_number_of_new_sessions(settings: Settings, 
             assert refused.status_code == 429, refused.text
             assert "Too many coupons were opened from this network" in refused.text
             assert 3500 <= int(refused.headers["retry-after"]) <= 3600
-            with _phone(server, json=True) as app:
+            with browser_from(server.url, "127.0.0.1", "application/json") as app:
                 answer = app.get(f"/p/{campaign['code']}")
             assert answer.status_code == 429
             assert answer.json()["status"]["errors"]["error_code"] == [429]
@@ -76,7 +52,7 @@ def test_one_address_opens_a_bounded_number_of_new_sessions(settings: Settings, 
 def test_a_refused_open_takes_no_custom_code(settings: Settings, account: TestAccount) -> None:
     codes = [f"LIST-{i}" for i in range(1, 6)]
     campaign = create_campaign(account, custom_codes=codes)
-    with _server(settings, per_hour=2) as server:
+    with served_with(settings, opens_per_address_per_hour=2) as (server, _runtime):
         locations = [_open(server, campaign["code"]) for _ in range(4)]
         assert [response.status_code for response in locations] == [303, 303, 429, 429]
         later = _open(server, campaign["code"], address="127.0.0.3")
@@ -91,5 +67,5 @@ def test_a_refused_open_takes_no_custom_code(settings: Settings, account: TestAc
 
 def test_the_limit_can_be_turned_off(settings: Settings, account: TestAccount) -> None:
     campaign = create_campaign(account)
-    with _server(settings, per_hour=0) as server:
+    with served_with(settings, opens_per_address_per_hour=0) as (server, _runtime):
         assert [_open(server, campaign["code"]).status_code for _ in range(5)] == [303] * 5

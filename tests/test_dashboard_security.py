@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import httpx2
 
-from conftest import LiveServer, TestAccount
+from conftest import LiveServer, TestAccount, served_with
 from dashboard_fixtures import PASSWORD, post_form, signed_in
 from foundation_fixtures import browser, csrf_from, sign_in
-from opencoupon.app import create_app
 from opencoupon.config import Settings
-from opencoupon.runtime import Runtime
 
 
 def _unframeable(response: httpx2.Response) -> None:
@@ -66,18 +64,13 @@ def test_each_sign_in_gets_its_own_session(live_server: LiveServer, account: Tes
 def test_sign_in_attempts_are_limited_per_email_and_per_address(settings: Settings) -> None:
     """login_attempts_per_minute per email; six times that per client address, so one address
     cannot try a password on many emails. Past either, the sign-in answers 429."""
-    limited = settings.model_copy(update={"login_attempts_per_minute": 2.0})
-    runtime = Runtime.from_settings(limited)
-    server = LiveServer(create_app(limited, runtime=runtime))
-    server.start()
-    try:
-        with browser(server.url) as web:
-            same_email = [sign_in(web, "someone@example.com", "wrong-password").status_code for _ in range(3)]
-            # 12 per address (2 x 6): 3 used above, 9 more on other emails pass, the next does not.
-            sprayed = [sign_in(web, f"user{i}@example.com", "wrong-password").status_code for i in range(10)]
-    finally:
-        server.stop()
-        runtime.db.dispose()
+    with (
+        served_with(settings, login_attempts_per_minute=2.0) as (server, _runtime),
+        browser(server.url) as web,
+    ):
+        same_email = [sign_in(web, "someone@example.com", "wrong-password").status_code for _ in range(3)]
+        # 12 per address (2 x 6): 3 used above, 9 more on other emails pass, the next does not.
+        sprayed = [sign_in(web, f"user{i}@example.com", "wrong-password").status_code for i in range(10)]
     assert same_email == [401, 401, 429]
     assert sprayed == [401] * 9 + [429]
 

@@ -8,23 +8,16 @@ from typing import Any
 
 import pytest
 
-from conftest import LiveServer
+from conftest import LiveServer, served_with
 from directories_fixtures import Browser, create_directory
-from opencoupon.app import create_app
 from opencoupon.config import Settings
-from opencoupon.runtime import Runtime
 
 
 @pytest.fixture
 def limited_server(settings: Settings) -> Iterator[LiveServer]:
     """A server with the default limit (the suite's own server allows far more sign-ins)."""
-    limited = settings.model_copy(update={"login_attempts_per_minute": 10.0})
-    runtime = Runtime.from_settings(limited)
-    server = LiveServer(create_app(limited, runtime=runtime))
-    server.start()
-    yield server
-    server.stop()
-    runtime.db.dispose()
+    with served_with(settings, login_attempts_per_minute=10.0) as (server, _runtime):
+        yield server
 
 
 def test_password_guessing_is_limited(account: Any, limited_server: LiveServer) -> None:

@@ -14,12 +14,11 @@ import httpx2
 import pytest
 from sqlalchemy import func, select, update
 
-from conftest import LiveServer, TestAccount, free_port
+from conftest import LiveServer, TestAccount, free_port, served_with
 from dashboard_fixtures import PASSWORD
 from distribution_fixtures import SmtpServer
 from foundation_fixtures import browser, csrf_from, sign_in
 from helpers import assert_error, assert_ok
-from opencoupon.app import create_app
 from opencoupon.config import Settings
 from opencoupon.kit.clock import utcnow
 from opencoupon.models import Account, Campaign, Job, OneTimeToken
@@ -353,20 +352,15 @@ def _error_text_of(body: dict[str, Any]) -> str:
 
 
 def test_rate_limit_answers_429_with_retry_after(settings: Settings, account: TestAccount) -> None:
-    limited = settings.model_copy(update={"rate_limit_per_second": 0.1, "rate_limit_burst": 2})
-    runtime = Runtime.from_settings(limited)
-    server = LiveServer(create_app(limited, runtime=runtime))
-    server.start()
-    try:
-        with httpx2.Client(base_url=server.url, timeout=30) as client:
-            # Someone else claiming this client ID with a wrong secret does not use up its bucket.
-            squatter = {"X-Client-Id": account.client_id, "X-Client-Secret": "wrong"}
-            squatted = [client.post("/v4/subaccount/list", headers=squatter) for _ in range(3)]
-            answers = [client.post("/v4/subaccount/list", headers=account.headers) for _ in range(3)]
-            other = client.post("/v4/subaccount/list", headers={"X-Client-Id": "9", "X-Client-Secret": "x"})
-    finally:
-        server.stop()
-        runtime.db.dispose()
+    with (
+        served_with(settings, rate_limit_per_second=0.1, rate_limit_burst=2) as (server, _runtime),
+        httpx2.Client(base_url=server.url, timeout=30) as client,
+    ):
+        # Someone else claiming this client ID with a wrong secret does not use up its bucket.
+        squatter = {"X-Client-Id": account.client_id, "X-Client-Secret": "wrong"}
+        squatted = [client.post("/v4/subaccount/list", headers=squatter) for _ in range(3)]
+        answers = [client.post("/v4/subaccount/list", headers=account.headers) for _ in range(3)]
+        other = client.post("/v4/subaccount/list", headers={"X-Client-Id": "9", "X-Client-Secret": "x"})
     assert [a.status_code for a in squatted] == [401, 401, 429]
     assert [a.status_code for a in answers] == [200, 200, 429]
     body = assert_error(answers[2], 429, 429)
@@ -572,27 +566,19 @@ def test_the_password_email_goes_through_the_servers_own_smtp_on_loopback(
 ) -> None:
     """Private targets are refused for tenants' hosts, not for the server's own settings (a local
     relay), as for coupon emails."""
-    local_relay = settings.model_copy(
-        update={
-            "allow_private_webhooks": False,
-            "smtp_host": dist_smtp.host,
-            "smtp_port": dist_smtp.port,
-            "smtp_tls": "none",
-            "smtp_sender_email": "noreply@opencoupon.example",
-        }
-    )
-    runtime = Runtime.from_settings(local_relay)
-    server = LiveServer(create_app(local_relay, runtime=runtime))
-    server.start()
     invited = f"relay-{time.time_ns()}@example.com"
-    try:
+    with served_with(
+        settings,
+        allow_private_webhooks=False,
+        smtp_host=dist_smtp.host,
+        smtp_port=dist_smtp.port,
+        smtp_tls="none",
+        smtp_sender_email="noreply@opencoupon.example",
+    ) as (server, runtime):
         with httpx2.Client(base_url=server.url, timeout=30) as client:
             created = client.post("/v4/subaccount/create", json={"email": invited}, headers=account.headers)
         assert_ok(created)
         Runner(runtime).run_until_idle()
-    finally:
-        server.stop()
-        runtime.db.dispose()
     [received] = dist_smtp.handler.to(invited)
     assert received.mail_from == "noreply@opencoupon.example"
     assert "/dashboard/reset/" in received.message.get_content()
@@ -604,19 +590,14 @@ def test_the_password_email_is_retried_while_its_link_would_be_valid_then_given_
     """A mail server that cannot be reached: the worker tries again every 5 minutes (without
     using up the job's attempts) for as long as the link is valid (3 days), then gives up. It
     retried every 5 minutes for ever."""
-    unreachable = settings.model_copy(
-        update={
-            "smtp_host": "127.0.0.1",
-            "smtp_port": free_port(),  # nobody listens: connection refused
-            "smtp_tls": "none",
-            "smtp_sender_email": "noreply@opencoupon.example",
-        }
-    )
-    runtime = Runtime.from_settings(unreachable)
-    server = LiveServer(create_app(unreachable, runtime=runtime))
-    server.start()
     invited = f"unreachable-{time.time_ns()}@example.com"
-    try:
+    with served_with(
+        settings,
+        smtp_host="127.0.0.1",
+        smtp_port=free_port(),  # nobody listens: connection refused
+        smtp_tls="none",
+        smtp_sender_email="noreply@opencoupon.example",
+    ) as (server, runtime):
         with httpx2.Client(base_url=server.url, timeout=30) as client:
             created = client.post("/v4/subaccount/create", json={"email": invited}, headers=account.headers)
         sub_id = int(assert_ok(created)["subaccount"]["ID"].removeprefix("sub_"))
@@ -639,9 +620,6 @@ def test_the_password_email_is_retried_while_its_link_would_be_valid_then_given_
             )
         runner.run_once()
         assert job().status == "done"
-    finally:
-        server.stop()
-        runtime.db.dispose()
 
 
 def test_a_subaccount_without_dashboard_access_cannot_use_the_dashboard(

@@ -10,25 +10,18 @@ from http.cookies import SimpleCookie
 import httpx2
 import pytest
 
-from conftest import LiveServer, TestAccount
+from conftest import LiveServer, TestAccount, served_with
 from coupons_fixtures import create_campaign
 from foundation_fixtures import csrf_from
 from loyalty_fixtures import create_card
-from opencoupon.app import create_app
 from opencoupon.config import Settings
-from opencoupon.runtime import Runtime
 
 
 @pytest.fixture(scope="module")
 def https_server(settings: Settings) -> Iterator[LiveServer]:
     """The same database, served as if behind an https proxy."""
-    behind_https = settings.model_copy(update={"base_url": "https://coupons.example"})
-    runtime = Runtime.from_settings(behind_https)
-    server = LiveServer(create_app(behind_https, runtime=runtime))
-    server.start()
-    yield server
-    server.stop()
-    runtime.db.dispose()
+    with served_with(settings, base_url="https://coupons.example") as (server, _runtime):
+        yield server
 
 
 def _cookies(response: httpx2.Response) -> dict[str, str]:

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     # New coupon sessions one client address may open per campaign and hour on the consumer
     # page (`GET /p/{code}`): a returning browser is not counted; 0 turns the limit off.
     opens_per_address_per_hour: int = 300
+    # Loyalty card joins one client address may make per card and hour (`POST /l/{code}/join`).
+    joins_per_address_per_hour: int = 300
 
     # Dashboard sessions (signed cookie) and sign-in attempts per email.
     session_max_age_hours: int = 12

@@ -24,6 +24,7 @@ from opencoupon.errors import ApiError
 from opencoupon.kit import idempotency, ids
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.lockout import BACKSTOP_FACTOR, GuessLimit, Lockout
+from opencoupon.kit.ratelimit import retry_after_header
 from opencoupon.loyalty import repository as repo
 from opencoupon.loyalty import service
 from opencoupon.models import LoyaltyCard, LoyaltyHolder
@@ -46,6 +47,14 @@ pin_guard = GuessLimit(
     Lockout("loyalty-pin", limit=PIN_FAILURES, window=PIN_WINDOW),
     Lockout("loyalty-card-pin", limit=PIN_FAILURES * BACKSTOP_FACTOR, window=PIN_WINDOW),
 )
+TOO_MANY_JOINS = "Too many cards were joined from this network. Please try again later."
+
+
+def _join_limit(runtime: Runtime) -> Lockout | None:
+    """Joins per card and client address an hour (OPENCOUPON_JOINS_PER_ADDRESS_PER_HOUR), so one
+    address cannot fill a card with made-up holders. None: no limit."""
+    per_hour = runtime.settings.joins_per_address_per_hour
+    return Lockout("loyalty-join", limit=per_hour, window=dt.timedelta(hours=1)) if per_hour > 0 else None
 
 
 # --- views ---------------------------------------------------------------------------------
@@ -217,6 +226,13 @@ def join(
             missing = [f for f in card.join_fields.split(",") if f and not values[f]]
             if missing:
                 error = "Please fill in: " + ", ".join(m.replace("_", " ") for m in missing) + "."
+        limit = _join_limit(runtime)
+        client = web.client_key(request)
+        if not error and limit is not None and not limit.attempt(session, runtime.keyring, card.id, client):
+            refused = _join_response(request, runtime, card, values, TOO_MANY_JOINS, 429)
+            wait = limit.seconds_left(session, runtime.keyring, card.id, client)
+            refused.headers["Retry-After"] = retry_after_header(wait)
+            return refused
         if not error:
             try:
                 holder = service.create_holder(
