@@ -127,8 +127,13 @@ async def subscribe(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
     kind, code, endpoint, p256dh, auth = await _subscription_body(request)
     try:
-        service.check_subscription(
-            endpoint, p256dh, auth, allow_private=runtime.settings.allow_private_webhooks
+        # In a worker thread: the endpoint's host is resolved (the webhook SSRF rules).
+        await run_in_threadpool(
+            service.check_subscription,
+            endpoint,
+            p256dh,
+            auth,
+            allow_private=runtime.settings.allow_private_webhooks,
         )
     except service.BadSubscription as exc:
         raise bad_value("subscription", str(exc)) from None

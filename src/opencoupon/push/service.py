@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, delete, exists, func, select
 from sqlalchemy.orm import Session
 
 from opencoupon.db.session import upsert_insert
@@ -16,9 +16,9 @@ from opencoupon.errors import ApiError, bad_value
 from opencoupon.kit import ids
 from opencoupon.kit.dates import fmt
 from opencoupon.kit.endpoint import ApiContext
-from opencoupon.models import PushFanout, PushSubscription
+from opencoupon.models import CouponSession, PushFanout, PushSubscription
 from opencoupon.push import ece
-from opencoupon.push.targets import Group, Subscriber
+from opencoupon.push.targets import COUPON, Group, Subscriber
 from opencoupon.push.vapid import b64url_decode
 from opencoupon.webhooks import ssrf
 from opencoupon.worker.queue import enqueue
@@ -37,7 +37,9 @@ class BadSubscription(ValueError):
 
 
 def check_subscription(endpoint: str, p256dh: str, auth: str, *, allow_private: bool) -> None:
-    """A browser PushSubscription: an https push service URL, a P-256 public key, a 16-byte secret."""
+    """A browser PushSubscription: an https push service URL under the webhook SSRF rules (its
+    host resolved now: every address public), a P-256 public key, a 16-byte secret. Blocking (the
+    name lookup): call it from a worker thread."""
     try:
         ssrf.split(endpoint, allow_private=allow_private)
     except ssrf.UnsafeTarget as exc:
@@ -50,6 +52,11 @@ def check_subscription(endpoint: str, p256dh: str, auth: str, *, allow_private: 
         raise BadSubscription("keys.p256dh is not an uncompressed P-256 point")
     if len(secret) != 16:
         raise BadSubscription("keys.auth must be 16 bytes")
+    # Last: the lookup is the slow part, and a malformed subscription needs none.
+    try:
+        ssrf.check_url(endpoint, allow_private=allow_private)
+    except ssrf.UnsafeTarget as exc:
+        raise BadSubscription(f"endpoint: {exc}") from None
 
 
 def valid_point(key: bytes) -> bool:
@@ -158,6 +165,17 @@ def _message(ctx: ApiContext, group: Group, raw: str, target_key: str) -> str:
     return text
 
 
+def deliverable(query: Select[Any], kind: str) -> Select[Any]:
+    """`query` over push subscriptions without those nothing is pushed to any more: the
+    subscriptions of removed coupon sessions (removed single-use links)."""
+    if kind == COUPON:
+        removed = exists().where(
+            CouponSession.code == PushSubscription.target_key, CouponSession.removed_at.is_not(None)
+        )
+        query = query.where(~removed)
+    return query
+
+
 def queue_fanout(ctx: ApiContext, group: Group, message: str, target_key: str = "") -> PushFanout:
     """A durable push to every subscription of the group (or of one target in it)."""
     text = _message(ctx, group, message, target_key)
@@ -166,7 +184,7 @@ def queue_fanout(ctx: ApiContext, group: Group, message: str, target_key: str = 
     )
     if target_key:
         query = query.where(PushSubscription.target_key == target_key)
-    count = int(ctx.session.scalar(query) or 0)
+    count = int(ctx.session.scalar(deliverable(query, group.kind)) or 0)
     fanout = PushFanout(
         account_id=group.account_id,
         target_kind=group.kind,

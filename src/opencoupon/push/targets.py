@@ -69,13 +69,16 @@ def campaign(ctx: ApiContext, raw: str) -> Group:
 
 
 def coupon_session(ctx: ApiContext, group: Group, raw: str) -> str:
-    """The 21-character code of a session of the campaign, given it or its 6-character short code."""
+    """The 21-character code of a live session of the campaign, given it or its 6-character short
+    code: a removed one (a removed single-use link) is not found, as subscribing to it is not."""
     code = raw.strip()
     if len(code) not in (ids.SESSION_CODE_LENGTH, ids.SHORT_CODE_LENGTH) or not code.isalnum():
         raise SESSION_NOT_FOUND
     column = CouponSession.code if len(code) == ids.SESSION_CODE_LENGTH else CouponSession.short_code
     found = ctx.session.scalar(
-        select(CouponSession.code).where(CouponSession.campaign_id == group.id, column == code)
+        select(CouponSession.code).where(
+            CouponSession.campaign_id == group.id, column == code, CouponSession.removed_at.is_(None)
+        )
     )
     if found is None:
         raise SESSION_NOT_FOUND

@@ -22,7 +22,7 @@ from opencoupon.models import Job, PushFanout, PushSubscription
 from opencoupon.push import ece, service, vapid
 from opencoupon.push.service import FANOUT
 from opencoupon.runtime import Runtime
-from opencoupon.webhooks.outbound import Request, outbound_for
+from opencoupon.webhooks.outbound import Request, Response, outbound_for
 from opencoupon.worker.queue import encode
 from opencoupon.worker.registry import Retry, on_dead, task, worker_name
 
@@ -42,6 +42,21 @@ def encrypt(plaintext: bytes, p256dh: str, auth: str) -> bytes:
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
+
+
+# How the outbound client reports a request the SSRF guard refused: an IP literal or scheme
+# (before connecting), or a name resolving to a non-public address (its resolver).
+_REFUSED = ("refused:", "connection failed: refused:")
+
+
+def is_refused(response: Response) -> bool:
+    return response.status == 0 and response.error.startswith(_REFUSED)
+
+
+def _gone(response: Response) -> bool:
+    """The subscription is no more: the push service says so (404, 410), or the SSRF guard refuses
+    its endpoint (its host now resolves to a non-public address): deleted, counted `removed`."""
+    return response.status in (404, 410) or is_refused(response)
 
 
 def _keys_usable(sub: PushSubscription) -> bool:
@@ -67,7 +82,7 @@ def _remaining(job: PushFanout) -> Select[Any]:
     )
     if job.target_key:
         query = query.where(PushSubscription.target_key == job.target_key)
-    return query
+    return service.deliverable(query, job.target_kind)
 
 
 @task(FANOUT)
@@ -167,7 +182,7 @@ def _fanout(runtime: Runtime, fanout_id: int) -> None:
             sending.append(sub)
         log.debug("fan-out %s: %d encrypted in %.3f s", fanout_id, len(requests), time.monotonic() - t0)
         responses = sender.send_all(requests) if requests else []
-        gone = [sub.id for sub, r in zip(sending, responses, strict=True) if r.status in (404, 410)]
+        gone = [sub.id for sub, r in zip(sending, responses, strict=True) if _gone(r)]
         sent = sum(1 for r in responses if r.success)
         failed += len(responses) - sent - len(gone)
         with runtime.db.transaction() as session:
