@@ -35,6 +35,10 @@ router = APIRouter(include_in_schema=False)
 
 DEVICE_COOKIE = "oc_device"
 COOKIE_AGE = 400 * 24 * 3600
+# What the server issues as the device cookie: token(24), 32 URL-safe characters. A cookie of
+# another shape was made up by the client (e.g. `reg_6`, the device ID of a directory member's
+# sessions) and is taken as no cookie.
+_DEVICE = re.compile(r"^[A-Za-z0-9_-]{32}$")
 _CODE = re.compile(r"^[A-Za-z0-9]{1,32}$")
 
 MESSAGES = {
@@ -289,9 +293,16 @@ def _load_past_gate(
 # ---------------------------------------------------------------- open and show
 
 
+def _device_of(request: Request) -> str:
+    """The browser's device cookie when it has the shape the server issues; "" otherwise (none,
+    or one the client made up: it gets a new one, and its value is never stored)."""
+    device = request.cookies.get(DEVICE_COOKIE, "")
+    return device if _DEVICE.match(device) else ""
+
+
 def _open(request: Request, runtime: Runtime, code: str) -> Outcome | None:
     now = utcnow()
-    device = request.cookies.get(DEVICE_COOKIE, "")
+    device = _device_of(request)
     if device:
         # A returning device only needs reads: no write lock for the common case.
         with runtime.db.read() as s:

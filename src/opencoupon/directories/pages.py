@@ -37,6 +37,8 @@ from opencoupon.runtime import Runtime
 router = APIRouter(tags=["Directory pages"], include_in_schema=False)
 
 MIN_PASSWORD = 8
+# The source of a member's coupon sessions (device ID `reg_<user id>`).
+MEMBER_SOURCE = "directory"
 
 
 def reason_text(access: service.Access, user: DirectoryUser | None) -> str:
@@ -403,13 +405,16 @@ def open_coupon(request: Request, code: str, campaign_ref: str) -> Response:
 def _member_session(session: Session, campaign: Campaign, user: DirectoryUser) -> CouponSession | None:
     """The member's session of the campaign: the one they have, or a new one when the campaign
     opens sessions now (None when it does not). The member's row is locked first, so their
-    openings of a coupon at the same moment (a double tap, several tabs) make one session."""
+    openings of a coupon at the same moment (a double tap, several tabs) make one session. Only
+    a session the directory made counts (source `directory`): the device ID `reg_<id>` is
+    guessable, and a session of another source under it is not the member's."""
     repository.lock_user_for_opening(session, user.id)
     device = f"reg_{user.id}"
     existing = session.scalar(
         select(CouponSession)
         .where(
             CouponSession.campaign_id == campaign.id,
+            CouponSession.source == MEMBER_SOURCE,
             CouponSession.device_id == device,
             CouponSession.removed_at.is_(None),
         )
@@ -423,7 +428,7 @@ def _member_session(session: Session, campaign: Campaign, user: DirectoryUser) -
     return new_session(
         session,
         campaign,
-        source="directory",
+        source=MEMBER_SOURCE,
         device_id=device,
         firstname=user.first_name,
         lastname=user.last_name,
