@@ -9,18 +9,19 @@ import threading
 from collections.abc import Callable
 
 import httpx2
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from conftest import LiveServer, TestAccount
 from directories_fixtures import (
     Browser,
+    create_category,
     create_directory,
     create_user,
     make_campaign,
     v4,
 )
 from opencoupon.coupons.sessions import new_session
-from opencoupon.models import Campaign, CouponSession
+from opencoupon.models import Campaign, Category, CouponSession
 from opencoupon.runtime import Runtime
 
 PIN = "4321"
@@ -147,3 +148,94 @@ def test_a_web_session_under_a_members_device_id_is_not_the_members(
         planted = new_session(session, found, source="web", device_id=f"reg_{member['id'][4:]}").code
     assert browser.get(f"/d/{directory['code']}/c/cam_{campaign.id}").headers["location"] == own
     assert _session_code(own) != planted
+
+
+# ---- 2. categories moved at once -------------------------------------------------------------
+
+
+def _move(account: TestAccount, child: str, parent: str) -> Send:
+    return lambda c: c.patch(f"/v4/categories/{child}", json={"parent": parent}, headers=account.headers)
+
+
+def _tree_is_sound(runtime: Runtime, account_id: int) -> None:
+    """Every category's parent chain ends at the top within three levels, and its `level` is
+    where it really is."""
+    with runtime.db.read() as session:
+        rows = {c.id: c for c in session.scalars(select(Category).where(Category.account_id == account_id))}
+    for c in rows.values():
+        chain, at = [c.id], c
+        while at.parent_id is not None:
+            assert at.parent_id not in chain, f"cycle through {chain}"
+            chain.append(at.parent_id)
+            at = rows[at.parent_id]
+        assert len(chain) <= 3, f"{c.name} is {len(chain)} levels deep"
+        assert c.level == len(chain), (c.name, c.level, len(chain))
+
+
+def test_two_categories_moved_under_each_other_at_once_make_no_cycle(
+    account: TestAccount, runtime: Runtime, live_server: LiveServer
+) -> None:
+    """Each move checked "not under itself" on what it read: two at once (PostgreSQL, READ
+    COMMITTED) both passed, A under B and B under A, gone from the tree, and every later walk of
+    it (delete, move) looped for ever."""
+    for _round in range(8):
+        a = create_category(account, "A")
+        b = create_category(account, "B")
+        answers = _together(live_server, [_move(account, a["id"], b["id"]), _move(account, b["id"], a["id"])])
+        assert sorted(r.status_code for r in answers) == [200, 422], [r.text for r in answers]
+        _tree_is_sound(runtime, account.id)
+        tree = account.call("/v3/category/list").json()["categories"]
+        assert {n["ID"] for n in tree} >= {a["id"]} or {n["ID"] for n in tree} >= {b["id"]}
+        assert v4(account, "DELETE", f"/v4/categories/{a['id']}").status_code == 200
+        v4(account, "DELETE", f"/v4/categories/{b['id']}")
+
+
+def test_moves_at_once_keep_three_levels(
+    account: TestAccount, runtime: Runtime, live_server: LiveServer
+) -> None:
+    """Y under X and X under Z > Z1 at once: each alone stays within three levels, both together
+    made Z > Z1 > X > Y (with Y's level still saying 2)."""
+    for _round in range(8):
+        z = create_category(account, "Z")
+        z1 = create_category(account, "Z1", z["id"])
+        x = create_category(account, "X")
+        y = create_category(account, "Y")
+        answers = _together(
+            live_server, [_move(account, y["id"], x["id"]), _move(account, x["id"], z1["id"])]
+        )
+        assert 200 in {r.status_code for r in answers}
+        assert all(r.status_code in (200, 422) for r in answers), [r.text for r in answers]
+        _tree_is_sound(runtime, account.id)
+        for top in (z, x, y):
+            v4(account, "DELETE", f"/v4/categories/{top['id']}")
+
+
+def test_a_cycle_left_in_the_database_is_walked_once_and_can_be_undone(
+    account: TestAccount, runtime: Runtime
+) -> None:
+    """A cycle the race left behind (before the moves were serialized) made every walk of the
+    tree loop for ever: DELETE and PATCH never answered. Now each category is visited once: the
+    cycle is shown in the tree and a move to the top undoes it."""
+    a = create_category(account, "A")
+    b = create_category(account, "B")
+    with runtime.db.transaction() as session:
+        a_id, b_id = int(a["id"][4:]), int(b["id"][4:])
+        session.execute(update(Category).where(Category.id == b_id).values(parent_id=a_id, level=2))
+        session.execute(update(Category).where(Category.id == a_id).values(parent_id=b_id, level=2))
+    tree = account.call("/v3/category/list").json()["categories"]
+    assert a["id"] in str(tree)
+    assert b["id"] in str(tree)
+    moved = account.client.patch(
+        f"/v4/categories/{a['id']}", json={"parent": ""}, headers=account.headers, timeout=10
+    )
+    assert moved.status_code == 200, moved.text
+    _tree_is_sound(runtime, account.id)
+    tree = account.call("/v3/category/list").json()["categories"]
+    assert [(n["ID"], [s["ID"] for s in n["subcategories"]]) for n in tree] == [(a["id"], [b["id"]])]
+    # And a delete of a category in a cycle answers too.
+    with runtime.db.transaction() as session:
+        session.execute(update(Category).where(Category.id == a_id).values(parent_id=b_id, level=3))
+    deleted = account.client.delete(f"/v4/categories/{b['id']}", headers=account.headers, timeout=10)
+    assert deleted.status_code == 200, deleted.text
+    assert sorted(deleted.json()["deleted"]) == sorted([a["id"], b["id"]])
+    assert v4(account, "GET", "/v4/categories").json() == []

@@ -6,12 +6,12 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from opencoupon import models
 from opencoupon.kit.clock import utcnow
-from opencoupon.models import Campaign, Category, Directory, DirectoryItem, DirectoryUser
+from opencoupon.models import Account, Campaign, Category, Directory, DirectoryItem, DirectoryUser
 
 # ---- directories -----------------------------------------------------------------------------
 
@@ -309,15 +309,35 @@ def delete_categories(session: Session, category_ids: list[int]) -> None:
         .where(Campaign.category_id.in_(category_ids))
         .values(category_id=None, updated_at=now)
     )
-    # Deepest first, so no row ever points at a deleted parent.
-    rows = session.scalars(select(Category).where(Category.id.in_(category_ids))).all()
-    for row in sorted(rows, key=lambda c: -c.level):
-        session.delete(row)
-        session.flush()
+    # Unlinked first, so no row ever points at a deleted parent, whatever order the database
+    # deletes them in (and a cycle left in a damaged tree is deleted as any subtree).
+    session.execute(
+        update(Category)
+        .where(Category.id.in_(category_ids))
+        .values(parent_id=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(delete(Category).where(Category.id.in_(category_ids)))
 
 
-def shift_levels(session: Session, category_ids: list[int], delta: int) -> None:
-    if category_ids and delta:
-        session.execute(
-            update(Category).where(Category.id.in_(category_ids)).values(level=Category.level + delta)
-        )
+def lock_categories(session: Session, account_id: int) -> None:
+    """Hold the account's row until commit, so changes of its category tree (create, move,
+    delete, reorder) run one at a time, each reading the tree the one before it left: two moves
+    at once could each pass the checks on what it read and together make a cycle or a fourth
+    level (PostgreSQL, READ COMMITTED; SQLite's write transactions already run one at a time).
+    NO KEY UPDATE: rows referencing the account can still be inserted meanwhile."""
+    session.execute(select(Account.id).where(Account.id == account_id).with_for_update(key_share=True))
+
+
+def category_now(session: Session, category_id: int) -> Category | None:
+    """The category as committed now (its loaded copy refreshed), None when it is gone."""
+    return session.scalar(
+        select(Category).where(Category.id == category_id).execution_options(populate_existing=True)
+    )
+
+
+def set_levels(session: Session, layers: list[list[int]], top: int) -> None:
+    """The categories of `layers` (a category, then those under it, level by level) at levels
+    top, top + 1, …"""
+    for depth, category_ids in enumerate(layers):
+        session.execute(update(Category).where(Category.id.in_(category_ids)).values(level=top + depth))

@@ -536,27 +536,47 @@ def update_directory_campaign(
 # ---- categories ------------------------------------------------------------------------------
 
 
-def _subtree(session: Session, root: Category) -> tuple[list[int], int]:
-    """IDs of the category and everything under it, and how many levels lie below it."""
-    all_ids = [root.id]
-    frontier = [root.id]
-    depth = 0
-    while frontier:
-        below = [c.id for c in repository.children(session, frontier)]
-        if below:
-            depth += 1
-        all_ids.extend(below)
-        frontier = below
-    return all_ids, depth
+# How many levels a walk down the category tree goes at most. The tree holds three; the walk
+# stops far past that, and at a category it already met, so a tree damaged by hand (or by two
+# moves at once before they were serialized: a cycle) can never make it loop.
+_WALK_LIMIT = 32
+
+
+def _subtree(session: Session, root: Category) -> list[list[int]]:
+    """The category and everything under it, level by level: [[root], [its subcategories], …].
+    Each category once."""
+    layers = [[root.id]]
+    seen = {root.id}
+    while len(layers) < _WALK_LIMIT:
+        below = [c.id for c in repository.children(session, layers[-1]) if c.id not in seen]
+        if not below:
+            break
+        seen.update(below)
+        layers.append(below)
+    return layers
 
 
 def _too_deep() -> ApiError:
     return bad_value("parent", f"Categories have at most {MAX_CATEGORY_LEVEL} levels.")
 
 
+def _lock_tree(ctx: ApiContext, category: Category) -> Category:
+    """Wait for the other changes of the category's tree (repository.lock_categories), then the
+    category as they left it: a category deleted meanwhile is not found (516)."""
+    repository.lock_categories(ctx.session, category.account_id)
+    now = repository.category_now(ctx.session, category.id)
+    if now is None:
+        raise category_not_found()
+    return now
+
+
 def create_category(ctx: ApiContext, req: CategoryCreate) -> Category:
     name = _required_name(req.name)
     parent = get_category(ctx, req.parent, "parent") if req.parent else None
+    if parent is None:
+        repository.lock_categories(ctx.session, ctx.account.id)
+    else:
+        parent = _lock_tree(ctx, parent)
     level = parent.level + 1 if parent else 1
     if level > MAX_CATEGORY_LEVEL:
         raise _too_deep()
@@ -575,21 +595,27 @@ def create_category(ctx: ApiContext, req: CategoryCreate) -> Category:
 
 
 def update_category(ctx: ApiContext, category: Category, req: CategoryPatch) -> Category:
+    category = _lock_tree(ctx, category)
     if req.name is not None:
         category.name = _required_name(req.name)
     if req.position is not None:
         category.position = req.position
     if req.parent is not None:
-        subtree, depth = _subtree(ctx.session, category)
+        layers = _subtree(ctx.session, category)
+        subtree = [c for layer in layers for c in layer]
         parent = get_category(ctx, req.parent, "parent") if req.parent else None
         if parent is not None and parent.id in subtree:
             raise bad_value("parent", "A category cannot move under itself or one of its own subcategories.")
         if parent is not None and parent.account_id != category.account_id:
             raise category_not_found()
+        if parent is not None:
+            parent = repository.category_now(ctx.session, parent.id) or parent
         level = parent.level + 1 if parent else 1
-        if level + depth > MAX_CATEGORY_LEVEL:
+        if level + len(layers) - 1 > MAX_CATEGORY_LEVEL:
             raise _too_deep()
-        repository.shift_levels(ctx.session, subtree, level - category.level)
+        # Every level set from where it now is (not shifted): a level a damaged tree got wrong
+        # is right again after the move.
+        repository.set_levels(ctx.session, layers, level)
         ctx.session.refresh(category)
         category.parent_id = parent.id if parent else None
     category.updated_at = ctx.now
@@ -611,13 +637,24 @@ def tree_order(rows: list[Category]) -> list[Category]:
     for c in sorted(rows, key=sibling_key):
         by_parent.setdefault(c.parent_id if c.parent_id in known else None, []).append(c)
     out: list[Category] = []
+    placed: set[int] = set()
 
     def walk(parent_id: int | None) -> None:
         for c in by_parent.get(parent_id, []):
-            out.append(c)
-            walk(c.id)
+            if c.id not in placed:
+                placed.add(c.id)
+                out.append(c)
+                walk(c.id)
 
     walk(None)
+    # A cycle (a tree damaged by hand, or by two moves at once before they were serialized) is
+    # reached from no top-level category: its categories come last, the first one as top level,
+    # each once, so they can still be seen, moved and deleted.
+    for c in sorted(rows, key=sibling_key):
+        if c.id not in placed:
+            placed.add(c.id)
+            out.append(c)
+            walk(c.id)
     return out
 
 
@@ -625,6 +662,7 @@ def move_category(ctx: ApiContext, category: Category, step: int) -> bool:
     """Swap the category with its previous (step -1) or next (step 1) sibling, then number the
     siblings 0, 1, 2, … in their new order (the API's `position`), all in one flush. False when
     it already is first or last."""
+    category = _lock_tree(ctx, category)
     siblings = sorted(
         repository.siblings(ctx.session, category.account_id, category.parent_id), key=sibling_key
     )
@@ -644,7 +682,8 @@ def move_category(ctx: ApiContext, category: Category, step: int) -> bool:
 def delete_category(ctx: ApiContext, category: Category) -> list[int]:
     """Delete a category with its subcategories; every campaign and directory item holding one
     loses it (a master's campaign may hold a subaccount's category, accounts.may_hold)."""
-    subtree, _depth = _subtree(ctx.session, category)
+    category = _lock_tree(ctx, category)
+    subtree = [c for layer in _subtree(ctx.session, category) for c in layer]
     repository.delete_categories(ctx.session, subtree)
     return subtree
 
