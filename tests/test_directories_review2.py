@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import httpx2
 from sqlalchemy import select, update
@@ -20,6 +22,7 @@ from directories_fixtures import (
     make_campaign,
     v4,
 )
+from loyalty_fixtures import create_card
 from opencoupon.coupons.sessions import new_session
 from opencoupon.models import Campaign, Category, CouponSession
 from opencoupon.runtime import Runtime
@@ -239,3 +242,53 @@ def test_a_cycle_left_in_the_database_is_walked_once_and_can_be_undone(
     assert deleted.status_code == 200, deleted.text
     assert sorted(deleted.json()["deleted"]) == sorted([a["id"], b["id"]])
     assert v4(account, "GET", "/v4/categories").json() == []
+
+
+# ---- 3. one directory patched at once ----------------------------------------------------------
+
+
+def _patch(account: TestAccount, path: str, body: dict[str, Any]) -> Send:
+    return lambda c: c.patch(path, json=body, headers=account.headers)
+
+
+def test_the_same_items_patched_into_a_directory_at_once_get_no_500(
+    account: TestAccount, runtime: Runtime, live_server: LiveServer
+) -> None:
+    """Each PATCH inserted the rows it did not see (PostgreSQL, READ COMMITTED): the others'
+    inserts broke uq_directory_items_directory_id_kind_item_id, a 500."""
+    campaigns = [make_campaign(runtime, account.id, f"Deal {n}") for n in range(3)]
+    cards = [create_card(account, name=f"Card {n}") for n in range(2)]
+    body = {"campaigns": [f"cam_{c.id}" for c in campaigns], "loyalty_cards": [str(c["id"]) for c in cards]}
+    statuses: Counter[int] = Counter()
+    for _round in range(5):
+        directory = create_directory(account)
+        path = f"/v4/directory/{directory['id']}"
+        answers = _together(live_server, [_patch(account, path, body)] * 4)
+        statuses.update(r.status_code for r in answers)
+        got = v4(account, "GET", path).json()
+        assert [c["id"] for c in got["campaigns"]] == body["campaigns"]
+        assert [c["id"] for c in got["loyalty_cards"]] == body["loyalty_cards"]
+    assert set(statuses) == {200}, statuses
+
+
+def test_a_campaign_removed_from_a_directory_while_its_settings_change_gets_no_500(
+    account: TestAccount, runtime: Runtime, live_server: LiveServer
+) -> None:
+    """directory/campaign/update changed an item row a PATCH of the directory was deleting at
+    the same moment: the update found no row (a 500)."""
+    statuses: Counter[int] = Counter()
+    for _round in range(6):
+        campaigns = [make_campaign(runtime, account.id, f"Deal {n}") for n in range(4)]
+        directory = create_directory(account, campaigns=[f"cam_{c.id}" for c in campaigns])
+        path = f"/v4/directory/{directory['id']}"
+        sends = [_patch(account, path, {"campaigns": []})] + [
+            _settings(account, f"cam_{c.id}", directory["id"]) for c in campaigns
+        ]
+        statuses.update(r.status_code for r in _together(live_server, sends))
+    assert set(statuses) <= {200, 404}, statuses  # 404: removed first (code 502)
+    assert statuses[200] >= 6
+
+
+def _settings(account: TestAccount, campaign: str, directory: str) -> Send:
+    body = {"campaign": campaign, "directory": directory, "featured": 1}
+    return lambda c: c.post("/v3/directory/campaign/update", json=body, headers=account.headers)

@@ -292,6 +292,8 @@ def _save_directory(request: Request, account: Account, public_id: str, data: di
         with api_context(request, account, write=True) as ctx:
             if public_id:
                 directory = _directory(ctx, public_id)
+                # Its items read under the lock update_directory takes: one change at a time.
+                repository.lock_directory(ctx.session, directory.id)
                 data["campaigns"] = _keep_order(ctx, directory, data["campaigns"])
                 service.update_directory(ctx, directory, build(DirectoryPatch, data))
             else:

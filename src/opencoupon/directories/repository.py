@@ -32,6 +32,14 @@ def directory_by_code(session: Session, code: str) -> Directory | None:
     return session.scalar(select(Directory).where(Directory.code == code, Directory.deleted_at.is_(None)))
 
 
+def lock_directory(session: Session, directory_id: int) -> None:
+    """Hold the directory's row until commit (FOR NO KEY UPDATE on PostgreSQL; SQLite's write
+    transactions already run one at a time), so changes of its items run one after the other:
+    two PATCHes of the same campaigns each inserted the rows it did not see, and the second
+    broke the unique key (a 500). NO KEY UPDATE: users can still register meanwhile."""
+    session.execute(select(Directory.id).where(Directory.id == directory_id).with_for_update(key_share=True))
+
+
 def directory_code_taken(session: Session, code: str) -> bool:
     return session.scalar(select(Directory.id).where(Directory.code == code)) is not None
 

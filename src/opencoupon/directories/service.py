@@ -207,6 +207,11 @@ def create_directory(ctx: ApiContext, req: DirectoryCreate) -> Directory:
 
 
 def update_directory(ctx: ApiContext, directory: Directory, req: DirectoryPatch) -> Directory:
+    # One change of a directory at a time, each starting from what the one before it left.
+    repository.lock_directory(ctx.session, directory.id)
+    ctx.session.refresh(directory)
+    if directory.deleted_at is not None:
+        raise directory_not_found()
     if req.name is not None:
         directory.name = _required_name(req.name)
     if req.description is not None:
@@ -230,6 +235,7 @@ def update_directory(ctx: ApiContext, directory: Directory, req: DirectoryPatch)
 
 
 def delete_directory(ctx: ApiContext, directory: Directory) -> None:
+    repository.lock_directory(ctx.session, directory.id)
     # Soft delete: payment providers keep dir_/reg_ IDs, and a reused ID would grant access.
     directory.deleted_at = ctx.now
     directory.updated_at = ctx.now
@@ -262,7 +268,9 @@ def _held_campaign(ctx: ApiContext, directory: Directory, raw: str, param: str) 
 
 def set_campaigns(ctx: ApiContext, directory: Directory, specs: list[CampaignItemSpec]) -> None:
     """Make the directory hold exactly these campaigns, in this order; settings of campaigns it
-    already held are kept unless the spec changes them."""
+    already held are kept unless the spec changes them. The directory's row is locked first:
+    its items change one PATCH after the other."""
+    repository.lock_directory(ctx.session, directory.id)
     existing = {row.item_id: row for row in repository.items(ctx.session, directory.id, "campaign")}
     wanted: list[int] = []
     for position, spec in enumerate(specs):
@@ -285,6 +293,7 @@ def set_campaigns(ctx: ApiContext, directory: Directory, specs: list[CampaignIte
 
 
 def set_loyalty_cards(ctx: ApiContext, directory: Directory, raw_ids: list[str]) -> None:
+    repository.lock_directory(ctx.session, directory.id)
     card_ids: list[int] = []
     for raw in raw_ids:
         number = ids.parse_public_id(raw, "", "loyalty_cards", loyalty_card_not_found())
@@ -308,6 +317,7 @@ def move_item(ctx: ApiContext, directory: Directory, kind: str, item_id: int, st
     them, and number the shown ones 0, 1, 2, … in that order (rows of deleted campaigns and cards,
     shown nowhere, are left as they are). Campaigns show featured first, so a campaign moves among the
     campaigns with the same featured flag. False when there is nowhere to move."""
+    repository.lock_directory(ctx.session, directory.id)
     if kind == "campaign":
         rows = [
             row for row, _campaign in repository.campaign_items(ctx.session, directory.id, visible_only=False)
@@ -482,6 +492,7 @@ def create_from_template(
             # Another request drew the same code between the check and the insert.
             if attempt == 7:
                 raise
+    repository.lock_directory(ctx.session, directory.id)
     row = add_item(ctx.session, directory, "campaign", campaign.id, now)
     row.category_id = category.id if category else None
     row.position = len(repository.items(ctx.session, directory.id, "campaign"))
@@ -494,6 +505,12 @@ def update_directory_campaign(
 ) -> tuple[Campaign, list[tuple[Directory, DirectoryItem]]]:
     """Settings of a campaign in its directory (every directory holding it, or the one named)."""
     campaign = get_campaign(ctx, req.campaign)
+    # Its directories locked (in one order: no deadlock) before their items are read, so a PATCH
+    # of a directory's campaigns at the same moment goes first or after, not in between.
+    for directory_id in sorted(
+        {d.id for _row, d in repository.items_holding(ctx.session, "campaign", campaign.id)}
+    ):
+        repository.lock_directory(ctx.session, directory_id)
     holders = [
         (directory, row)
         for row, directory in repository.items_holding(ctx.session, "campaign", campaign.id)
