@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 
 from conftest import LiveServer, TestAccount
 from directories_fixtures import (
+    PAY_URL,
     Browser,
     create_category,
     create_directory,
@@ -292,3 +293,142 @@ def test_a_campaign_removed_from_a_directory_while_its_settings_change_gets_no_5
 def _settings(account: TestAccount, campaign: str, directory: str) -> Send:
     body = {"campaign": campaign, "directory": directory, "featured": 1}
     return lambda c: c.post("/v3/directory/campaign/update", json=body, headers=account.headers)
+
+
+# ---- 4. validation of a member's coupon whose access ended -------------------------------------
+
+
+def _paid_member_session(
+    account: TestAccount, runtime: Runtime, browser: Browser
+) -> tuple[dict[str, Any], dict[str, Any], Campaign, str]:
+    """A payment directory with a campaign (staff PIN 4321), a member who paid, and the
+    member's coupon session path."""
+    campaign = make_campaign(runtime, account.id, "Paid deal")
+    assert v4(account, "PATCH", f"/v4/campaigns/cam_{campaign.id}", pin=PIN).status_code == 200
+    directory = create_directory(
+        account, access="payment", payment_url=PAY_URL, campaigns=[f"cam_{campaign.id}"]
+    )
+    assert browser.register(directory["code"], "payer@example.com").status_code == 303
+    user = v4(account, "GET", f"/v4/directory/{directory['id']}/users").json()[0]
+    assert (
+        v4(account, "POST", f"/v4/directory/{directory['id']}/users/{user['id']}/access").status_code == 200
+    )
+    opened = browser.get(f"/d/{directory['code']}/c/cam_{campaign.id}")
+    assert opened.status_code == 303
+    path = opened.headers["location"]
+    assert browser.get(path).status_code == 200
+    return directory, user, campaign, path
+
+
+def _validation_count(runtime: Runtime, path: str) -> int:
+    with runtime.db.read() as session:
+        row = session.scalar(select(CouponSession).where(CouponSession.code == _session_code(path)))
+        assert row is not None
+        return row.validation_count
+
+
+def test_a_cancelled_members_coupon_is_not_validated_on_the_scan_page(
+    account: TestAccount, runtime: Runtime, browser: Browser, http: httpx2.Client
+) -> None:
+    """The QR scan page is the staff's and asks no gate of its visitor: the coupon of a member
+    whose payment was cancelled was still validated there. The session's owner is asked now."""
+    directory, user, _campaign, path = _paid_member_session(account, runtime, browser)
+    scan = f"{path}/scan"
+    token = _csrf(http, scan)
+    refunded = account.call(
+        "/v3/directoryusers/update", directory=directory["id"], user=user["id"], status="cancelled"
+    )
+    assert refunded.status_code == 200
+    assert browser.get(path).status_code == 403  # the member's own page is locked
+
+    page = http.get(scan)
+    assert page.status_code == 403
+    assert "no longer has access" in page.text
+    assert 'name="pin"' not in page.text
+    refused = http.post(scan, data={"pin": PIN, "csrf": token})
+    assert refused.status_code == 403, refused.text
+    assert "no longer has access" in refused.text
+    as_json = http.post(scan, data={"pin": PIN, "csrf": token}, headers={"Accept": "application/json"})
+    assert as_json.status_code == 403
+    assert as_json.json()["status"]["errors"]["error_code"] == [308]
+    assert "no longer has access" in as_json.json()["status"]["errors"]["error_message_description"][0]
+    assert _validation_count(runtime, path) == 0
+    # Paid again: the same coupon validates there.
+    assert (
+        v4(account, "POST", f"/v4/directory/{directory['id']}/users/{user['id']}/access").status_code == 200
+    )
+    done = http.post(scan, data={"pin": PIN, "csrf": _csrf(http, scan)})
+    assert done.status_code == 200, done.text
+    assert "Coupon validated" in done.text
+
+
+def test_an_ended_members_coupon_is_not_validated_on_the_staff_page_nor_on_the_phone(
+    account: TestAccount, runtime: Runtime, browser: Browser, second_browser: Browser, http: httpx2.Client
+) -> None:
+    """The staff page finds any session of the campaign by its 6-character code, and the PIN on the
+    phone asks the gate about whoever holds the phone (another member with access, given the
+    link): neither may validate the coupon of a member whose access ended."""
+    directory, user, campaign, path = _paid_member_session(account, runtime, browser)
+    with runtime.db.read() as session:
+        short = session.scalar(
+            select(CouponSession.short_code).where(CouponSession.code == _session_code(path))
+        )
+    ended = v4(
+        account,
+        "POST",
+        f"/v4/directory/{directory['id']}/users/{user['id']}/access",
+        expires_at="2020-01-01 00:00:00",
+    )
+    assert ended.status_code == 200
+    staff = f"/p/{campaign.code}/staff"
+    refused = http.post(staff, data={"pin": PIN, "code": short, "csrf": _csrf(http, staff)})
+    assert refused.status_code == 403, refused.text
+    assert "no longer has access" in refused.text
+    as_json = http.post(
+        staff,
+        data={"pin": PIN, "code": short, "csrf": _csrf(http, staff)},
+        headers={"Accept": "application/json"},
+    )
+    assert as_json.status_code == 403
+    assert as_json.json()["status"]["errors"]["error_code"] == [308]
+
+    # Another member, who paid, opens the first one's link: the gate lets them in, the PIN form
+    # on the phone does not validate a coupon whose owner has no access.
+    assert second_browser.register(directory["code"], "friend@example.com").status_code == 303
+    friend = next(
+        u
+        for u in v4(account, "GET", f"/v4/directory/{directory['id']}/users").json()
+        if u["id"] != user["id"]
+    )
+    v4(account, "POST", f"/v4/directory/{directory['id']}/users/{friend['id']}/access")
+    assert second_browser.get(path).status_code == 200
+    on_phone = second_browser.client.post(
+        f"{path}/validate", data={"pin": PIN, "csrf": _csrf(second_browser.client, path)}
+    )
+    assert on_phone.status_code == 403, on_phone.text
+    assert "no longer has access" in on_phone.text
+    assert _validation_count(runtime, path) == 0
+
+    # The business's own API may still validate it (docs/directories.md).
+    api = account.call("/v3/couponsession/update", couponsession=_session_code(path), validate=True)
+    assert api.status_code == 200, api.text
+    assert _validation_count(runtime, path) == 1
+
+
+def test_a_revoked_login_member_is_refused_and_a_public_directorys_member_is_not(
+    account: TestAccount, runtime: Runtime, browser: Browser, http: httpx2.Client
+) -> None:
+    for access, refused in (("login", True), ("public", False)):
+        campaign = make_campaign(runtime, account.id, f"{access} deal")
+        v4(account, "PATCH", f"/v4/campaigns/cam_{campaign.id}", pin=PIN)
+        directory = create_directory(account, access=access, campaigns=[f"cam_{campaign.id}"])
+        assert browser.register(directory["code"], f"{access}@example.com").status_code == 303
+        path = browser.get(f"/d/{directory['code']}/c/cam_{campaign.id}").headers["location"]
+        user = v4(account, "GET", f"/v4/directory/{directory['id']}/users").json()[0]
+        scan = f"{path}/scan"
+        token = _csrf(http, scan)
+        revoked = v4(account, "DELETE", f"/v4/directory/{directory['id']}/users/{user['id']}/access")
+        assert revoked.status_code == 200
+        answer = http.post(scan, data={"pin": PIN, "csrf": token})
+        assert answer.status_code == (403 if refused else 200), (access, answer.text)
+        assert ("access revoked" in answer.text) is refused

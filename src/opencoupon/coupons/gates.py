@@ -2,7 +2,11 @@
 gate; the coupon pages ask every gate before opening or showing a session, the loyalty card pages
 before joining or showing a card.
 
-A gate returns None to let the consumer in, or a Response (a redirect or a page saying why)."""
+A gate returns None to let the consumer in, or a Response (a redirect or a page saying why).
+
+The gates ask about the visitor. The counter pages (the staff page, the QR scan page, the PIN on
+the phone) validate a session whoever holds the device, so they ask the owner checks about the
+session's owner too: a check returns None to let the validation go on, or the refusal's text."""
 
 from __future__ import annotations
 
@@ -12,11 +16,13 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
-from opencoupon.models import Campaign, LoyaltyCard
+from opencoupon.models import Campaign, CouponSession, LoyaltyCard
 
 Gate = Callable[[Session, Request, Campaign | LoyaltyCard], Response | None]
+OwnerCheck = Callable[[Session, Campaign, CouponSession], str | None]
 
 _gates: list[Gate] = []
+_owner_checks: list[OwnerCheck] = []
 
 
 def register(gate: Gate) -> Gate:
@@ -30,4 +36,19 @@ def check(session: Session, request: Request, item: Campaign | LoyaltyCard) -> R
         answer = gate(session, request, item)
         if answer is not None:
             return answer
+    return None
+
+
+def register_owner_check(check: OwnerCheck) -> OwnerCheck:
+    if check not in _owner_checks:
+        _owner_checks.append(check)
+    return check
+
+
+def owner_refusal(session: Session, campaign: Campaign, row: CouponSession) -> str | None:
+    """Why the session may not be validated at the counter now (its owner lost access), or None."""
+    for check in _owner_checks:
+        refusal = check(session, campaign, row)
+        if refusal is not None:
+            return refusal
     return None

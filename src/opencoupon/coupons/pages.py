@@ -445,6 +445,9 @@ def _staff(request: Request, runtime: Runtime, code: str, form: dict[str, str], 
                 row, method = custom, "custom_code"
             if row is None:
                 return fail(404, "No coupon with this code.", 505)
+            refusal = gates.owner_refusal(s, campaign, row)
+            if refusal is not None:
+                return fail(403, refusal)
             service.validate(s, runtime, campaign, row, now, method=method, validation_value=money)
             result = views.session_data(s, runtime, campaign, row, now, action="validated")
     except ApiError as err:
@@ -611,8 +614,13 @@ def _validate_with_pin(
             campaign, row = found
             method_used = method in service.methods_of(campaign)
             form_off = not method_used or not campaign.pin_digest
+            # Whoever holds the phone or the scan page: the session's owner must still be allowed
+            # it (a directory member whose access ended is not).
+            refusal = None if form_off else gates.owner_refusal(s, campaign, row)
             if form_off:
                 error, status = METHOD_NOT_USED if not method_used else NO_PIN, 409
+            elif refusal is not None:
+                error, status, form_off = refusal, 403, True
             elif not form:
                 pass
             elif not csrf_ok(request, runtime, form.get("csrf", "")):
@@ -643,6 +651,8 @@ def _validate_with_pin(
         error, status, error_code = err.description, err.http_status, err.code
     context, data = _context_with_error(runtime, code, session_code, csrf, now, error)
     context["form_off"] = form_off
+    if form_off:
+        context["can_validate"] = False
     body: Any = error_body(status, [error_code], [error]) if error else data
     return Outcome(status=status, template=template, context=context, json=body)
 

@@ -148,13 +148,9 @@ def _unavailable(request: Request) -> Response:
     return render_error_page(request, 403, "Not available", message)
 
 
-def directory_gate(session: Session, request: Request, item: Campaign | LoyaltyCard) -> Response | None:
-    """Let the consumer in when no directory locks this campaign or loyalty card, or when they
-    are signed in to a directory showing it whose access they have. An item is as open as the
-    most open directory showing it: every login or payment directory holding it locks it, shown
-    or hidden ("inactive" there), but only one that shows it can open it, and a public one
-    opens it only while it shows it (hiding a paid coupon in a public directory gives it away
-    no more than hiding it in its paid one)."""
+def _holding(session: Session, item: Campaign | LoyaltyCard) -> tuple[bool, list[Directory]]:
+    """Whether a login or payment directory holds the item (shown or hidden), and the
+    directories showing it (item status active)."""
     kind = "campaign" if isinstance(item, Campaign) else "loyalty_card"
     locking = False
     holders: list[Directory] = []
@@ -162,6 +158,17 @@ def directory_gate(session: Session, request: Request, item: Campaign | LoyaltyC
         locking |= directory.access != "public"
         if row.status == "active" and directory not in holders:
             holders.append(directory)
+    return locking, holders
+
+
+def directory_gate(session: Session, request: Request, item: Campaign | LoyaltyCard) -> Response | None:
+    """Let the consumer in when no directory locks this campaign or loyalty card, or when they
+    are signed in to a directory showing it whose access they have. An item is as open as the
+    most open directory showing it: every login or payment directory holding it locks it, shown
+    or hidden ("inactive" there), but only one that shows it can open it, and a public one
+    opens it only while it shows it (hiding a paid coupon in a public directory gives it away
+    no more than hiding it in its paid one)."""
+    locking, holders = _holding(session, item)
     if not locking or any(d.access == "public" for d in holders):
         return None
     if not holders:
@@ -182,6 +189,49 @@ def directory_gate(session: Session, request: Request, item: Campaign | LoyaltyC
 
 
 gates.register(directory_gate)
+
+
+_OWNER_REASONS = {
+    "blocked": "the member is blocked",
+    "cancelled": "payment cancelled",
+    "pending": "payment not confirmed",
+    "revoked": "access revoked",
+    "hidden": "the coupon is not available in its directory",
+    "gone": "the member is no longer registered",
+}
+
+
+def member_refusal(session: Session, campaign: Campaign, row: CouponSession) -> str | None:
+    """The counter pages' check of a member's session (source `directory`, device `reg_<id>`):
+    it is validated only while the member could open it, as the directory gate would decide for
+    them signed in (docs/directories.md, "Which directory decides"): the campaign open to anyone,
+    or shown by the member's directory, where they have access now. Any other session: None."""
+    if row.source != MEMBER_SOURCE or not row.device_id.startswith("reg_"):
+        return None
+    locking, holders = _holding(session, campaign)
+    if not locking or any(d.access == "public" for d in holders):
+        return None
+    number = row.device_id.removeprefix("reg_")
+    user = session.get(DirectoryUser, int(number)) if number.isdigit() else None
+    if user is None:
+        reason = "gone"
+    else:
+        directory = next((d for d in holders if d.id == user.directory_id), None)
+        if directory is None:
+            reason = "hidden"
+        else:
+            access = service.access_for(directory, user, utcnow())
+            if access.granted:
+                return None
+            reason = access.reason
+    if reason == "expired" and user is not None:
+        why = f"access ended on {fmt(user.payment_expires_at)} UTC"
+    else:
+        why = _OWNER_REASONS.get(reason, reason)
+    return f"This coupon cannot be validated: its directory member no longer has access ({why})."
+
+
+gates.register_owner_check(member_refusal)
 
 
 # ---- the directory -----------------------------------------------------------------------------
@@ -698,4 +748,4 @@ def single_sign_on(request: Request, code: str, raw_token: str) -> Response:
         return response
 
 
-__all__ = ["directory_gate", "router"]
+__all__ = ["directory_gate", "member_refusal", "router"]
