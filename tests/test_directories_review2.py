@@ -14,6 +14,7 @@ import httpx2
 from sqlalchemy import select, update
 
 from conftest import LiveServer, TestAccount
+from dashboard_fixtures import post_form, signed_in
 from directories_fixtures import (
     PAY_URL,
     Browser,
@@ -432,3 +433,67 @@ def test_a_revoked_login_member_is_refused_and_a_public_directorys_member_is_not
         answer = http.post(scan, data={"pin": PIN, "csrf": token})
         assert answer.status_code == (403 if refused else 200), (access, answer.text)
         assert ("access revoked" in answer.text) is refused
+
+
+# ---- 5. the dashboard's item form and the campaign's own category -------------------------------
+
+
+def test_featuring_a_campaign_on_the_dashboard_keeps_the_campaigns_own_category(
+    live_server: LiveServer, account: TestAccount, runtime: Runtime
+) -> None:
+    """The item form always sends `category` ("" for "(none)"): saving only its Featured box
+    cleared the campaign's own category, so coupon/list's `category` filter lost it."""
+    food = create_category(account, "Food")
+    drinks = create_category(account, "Drinks")
+    campaign = make_campaign(runtime, account.id, "Pizza deal", category_id=int(food["id"][4:]))
+    directory = create_directory(account, campaigns=[f"cam_{campaign.id}"])  # no item category
+    page = f"/dashboard/directories/{directory['id']}"
+    item = f"{page}/campaigns/cam_{campaign.id}"
+
+    def own_category() -> Any:
+        return v4(account, "GET", f"/v4/campaigns/cam_{campaign.id}").json()["category"]
+
+    def item_settings() -> dict[str, Any]:
+        return dict(v4(account, "GET", f"/v4/directory/{directory['id']}").json()["campaigns"][0])
+
+    with signed_in(live_server.url, account.email) as web:
+        saved = post_form(web, page, item, {"category": "", "status": "active", "featured": "1"})
+        assert saved.status_code == 303
+        assert "done=" in saved.headers["location"], saved.headers
+        assert item_settings()["featured"] is True
+        assert own_category() == food["id"]
+        listed = account.call("/v3/coupon/list", category=food["id"]).json()
+        assert f"cam_{campaign.id}" in str(listed)
+
+        # Filed under Drinks in the directory: the item and the campaign take it, as the API does.
+        post_form(web, page, item, {"category": drinks["id"], "status": "active", "featured": "1"})
+        assert item_settings()["category"] == drinks["id"]
+        assert own_category() == drinks["id"]
+        # Featured off, the category left as it is: both keep Drinks.
+        post_form(web, page, item, {"category": drinks["id"], "status": "active"})
+        assert item_settings()["featured"] is False
+        assert own_category() == drinks["id"]
+        # "(none)" chosen: the directory's filing is undone, on the item and the campaign.
+        post_form(web, page, item, {"category": "", "status": "active"})
+        assert item_settings()["category"] is None
+        assert not own_category()
+
+
+def test_an_empty_category_in_directory_campaign_update_clears_only_the_directorys_filing(
+    account: TestAccount, runtime: Runtime
+) -> None:
+    """`category=""` clears the item's category, and the campaign's own only when the directory
+    put it there: a category the campaign got on its own form stays."""
+    food = create_category(account, "Food")
+    drinks = create_category(account, "Drinks")
+    campaign = make_campaign(runtime, account.id, "Pizza deal", category_id=int(food["id"][4:]))
+    directory = create_directory(account, campaigns=[{"id": f"cam_{campaign.id}", "category": drinks["id"]}])
+    update = "/v3/directory/campaign/update"
+    assert account.call(update, campaign=f"cam_{campaign.id}", category="", featured=1).status_code == 200
+    assert v4(account, "GET", f"/v4/directory/{directory['id']}").json()["campaigns"][0]["category"] is None
+    assert v4(account, "GET", f"/v4/campaigns/cam_{campaign.id}").json()["category"] == food["id"]
+    # Filed by the directory, then cleared: the campaign's own goes with it.
+    assert account.call(update, campaign=f"cam_{campaign.id}", category=drinks["id"]).status_code == 200
+    assert v4(account, "GET", f"/v4/campaigns/cam_{campaign.id}").json()["category"] == drinks["id"]
+    assert account.call(update, campaign=f"cam_{campaign.id}", category="").status_code == 200
+    assert not v4(account, "GET", f"/v4/campaigns/cam_{campaign.id}").json()["category"]

@@ -372,10 +372,15 @@ def _set_item(request: Request, account: Account, public_id: str, data: dict[str
     with api_context(request, account, write=True) as ctx:
         try:
             directory = service.get_directory(ctx, public_id)
-            service.get_campaign(ctx, str(data["campaign"]))
+            campaign = service.get_campaign(ctx, str(data["campaign"]))
         except ApiError:
             raise NOT_FOUND from None
         data["directory"] = service.dir_id(directory)
+        # The form always sends a category ("" for "(none)"): only a changed one is a change, so
+        # saving the Featured box or the status leaves the item's and the campaign's own alone.
+        row = repository.item(ctx.session, directory.id, "campaign", campaign.id)
+        if row is not None and data["category"] == service.cat_id(row.category_id):
+            data["category"] = None
         service.update_directory_campaign(ctx, build(DirectoryCampaignUpdate, data))
 
 

@@ -528,6 +528,9 @@ def update_directory_campaign(
         if not all(may_hold(ctx.session, directory, category.account_id) for directory, _row in holders):
             raise category_not_found()
     category_id = category.id if category else None
+    # The categories the directory put on the campaign, before this change: clearing the item's
+    # category clears the campaign's own only when it is one of them.
+    filed = {row.category_id for _directory, row in holders if row.category_id}
     now = ctx.now
     for _directory, row in holders:
         if req.status is not None:
@@ -539,12 +542,14 @@ def update_directory_campaign(
         row.updated_at = now
     if req.description is not None:
         campaign.description = req.description
-    if req.category is not None and (
-        category is None or accounts.may_hold(ctx.session, campaign.account_id, category.account_id)
-    ):
+    if category is not None and accounts.may_hold(ctx.session, campaign.account_id, category.account_id):
         # The campaign's own category too, so coupon/list's `category` filter finds it; a master's
         # category stays off a subaccount's campaign (its answers go to the subaccount).
         campaign.category_id = category_id
+    elif req.category == "" and campaign.category_id in filed:
+        # "" (no category): the directory's filing is undone; a category the campaign got
+        # elsewhere (its own form, PATCH /v4/campaigns) is not the directory's to clear.
+        campaign.category_id = None
     campaign.updated_at = now
     ctx.session.flush()
     return campaign, holders
