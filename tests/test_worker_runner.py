@@ -466,3 +466,30 @@ def test_a_runner_killed_while_burying_a_job_leaves_it_to_be_buried_again(
     Runner(short_lease).claim()
     [job] = _jobs(short_lease, kind)
     assert (job.status, heard) == ("dead", [payload])
+
+
+def test_a_job_whose_last_attempt_fails_is_closed_by_its_on_dead_handler(runtime: Runtime) -> None:
+    """on_dead ran only for jobs buried after their worker died: a job whose last attempt raised
+    went dead with what it was doing left open (an email `sending` for good, its recipient's
+    duplicate-check key kept)."""
+    kind = _kind("fails")
+    closed: list[dict[str, Any]] = []
+
+    @registry.task(kind)
+    def fails(_runtime: Runtime, _payload: dict[str, Any]) -> None:
+        raise RuntimeError("the database refused what the job recorded")
+
+    registry.on_dead(kind)(lambda _runtime, payload: closed.append(payload))
+    with runtime.db.transaction() as session:
+        queue.enqueue(session, kind, {"n": 1}, max_attempts=2)
+    runner = Runner(runtime)
+    runner.run_once()
+    [job] = _jobs(runtime, kind)
+    assert (job.status, job.attempts, closed) == ("queued", 1, [])
+    with runtime.db.transaction() as session:  # its backoff is over
+        session.execute(update(Job).where(Job.id == job.id).values(run_at=utcnow()))
+    runner.run_once()
+    [job] = _jobs(runtime, kind)
+    assert (job.status, job.attempts) == ("dead", 2)
+    assert "the database refused" in job.last_error
+    assert closed == [{"n": 1}]

@@ -1,8 +1,8 @@
 """Job kinds and their handlers. A handler gets the runtime and the job payload, and either
 returns (done), raises Retry(after) to run again later (the handler's own schedule: it does not
 count against the job's max_attempts), or raises any other exception (retried with backoff until
-max_attempts, then dead). A job whose worker died on its last attempt is dead too; its kind's
-`on_dead` handler, if any, closes what it was doing.
+max_attempts, then dead). A job whose worker died on its last attempt is dead too. Either way
+its kind's `on_dead` handler, if any, closes what it was doing.
 
 A batch handler (`@batch_task(kind)`) gets every claimed job of its kind at once, as
 `[(job_id, payload), ...]`, and answers an outcome per job ID: None (done), a Retry, or another
@@ -54,8 +54,9 @@ def batch_task(kind: str) -> Callable[[BatchHandler], BatchHandler]:
 
 
 def on_dead(kind: str) -> Callable[[JobHandler], JobHandler]:
-    """What to do with the payload of a job of `kind` that the runner gives up without the
-    handler's last run ending (its worker died on the last attempt): close what it was doing."""
+    """What to do with the payload of a job of `kind` that the runner gives up: its last attempt
+    raised (not Retry), or its worker died on the last attempt. Close what it was doing; it may
+    run more than once for a job."""
 
     def register(fn: JobHandler) -> JobHandler:
         _dead_handlers[kind] = fn

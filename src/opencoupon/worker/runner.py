@@ -132,6 +132,7 @@ def finish_jobs(runtime: Runtime, name: str, results: list[tuple[Job, BaseExcept
     table = cast(Table, Job.__table__)
     done_ids: list[int] = []
     others: list[dict[str, Any]] = []
+    dying: list[Job] = []
     now = utcnow()
     for job, outcome in results:
         if outcome is None:
@@ -141,6 +142,8 @@ def finish_jobs(runtime: Runtime, name: str, results: list[tuple[Job, BaseExcept
             values: dict[str, Any] = {"status": "dead", "last_error": str(outcome), "finished_at": now}
         else:
             values = outcome_values(job, outcome)
+            if values["status"] == "dead":
+                dying.append(job)
         others.append(
             {
                 "job_id": job.id,
@@ -151,6 +154,7 @@ def finish_jobs(runtime: Runtime, name: str, results: list[tuple[Job, BaseExcept
                 "new_attempts": values.get("attempts", job.attempts),
             }
         )
+    _close_dying(runtime, dying)
     with runtime.db.transaction() as session:
         connection = session.connection()
         # Only the worker holding the lease may finish a job.
@@ -176,6 +180,23 @@ def finish_jobs(runtime: Runtime, name: str, results: list[tuple[Job, BaseExcept
                 ),
                 others,
             )
+
+
+def _close_dying(runtime: Runtime, jobs: list[Job]) -> None:
+    """The `on_dead` handlers of jobs whose last attempt failed, as for those buried after their
+    worker died: before they are marked dead, so a runner dying meanwhile leaves them to be
+    buried, their handler run again (handlers are idempotent)."""
+    jobs = [job for job in jobs if dead_handler_for(job.kind) is not None]
+    if not jobs:
+        return
+    payloads = {job.id: job.payload for job in jobs if job.payload}
+    missing = [job.id for job in jobs if job.id not in payloads]
+    if missing:  # jobs recorded by finish_first_attempts carry no payload
+        with runtime.db.read() as session:
+            payloads.update(session.execute(select(Job.id, Job.payload).where(Job.id.in_(missing))).tuples())
+    for job in jobs:
+        if job.id in payloads:
+            _tell_dead(runtime, job.kind, json.loads(payloads[job.id]))
 
 
 class Runner:
