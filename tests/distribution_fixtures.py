@@ -166,6 +166,48 @@ def dist_dropping_smtp() -> Iterator[DroppingServer]:
     server.close()
 
 
+class TrickleServer:
+    """Answers every connection with `opening` at once, then `pattern` over and over, one byte
+    every `pause` seconds: each read of the client ends well within its timeout, the answer never
+    does (an endless multi-line SMTP greeting, an HTTP body that never ends)."""
+
+    def __init__(self, pattern: bytes, *, opening: bytes = b"", pause: float = 0.2) -> None:
+        self.pattern, self.opening, self.pause = pattern, opening, pause
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = int(self.sock.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.connections = 0
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.sendall(self.opening)
+                while not self._stop.is_set():
+                    for byte in self.pattern:
+                        if self._stop.wait(self.pause):
+                            return
+                        conn.send(bytes([byte]))
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sock.close()
+
+
 # --- SMS provider stand-in ---------------------------------------------------------------------
 
 

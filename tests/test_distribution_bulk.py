@@ -20,8 +20,7 @@ from distribution_fixtures import CampaignRef, SmtpServer
 from opencoupon.config import Settings
 from opencoupon.models import CouponSession, DistributionSend
 from opencoupon.runtime import Runtime
-from opencoupon.worker.runner import Runner
-from test_distribution_email import configure_smtp
+from test_distribution_email import configure_smtp, run_jobs
 
 OPENCOUPON = str(Path(sys.executable).parent / "opencoupon")
 
@@ -104,10 +103,10 @@ def test_bulk_send_killed_half_way_and_rerun_sends_each_recipient_exactly_once(
     assert counts(runtime, dist_campaign.id) == (total, total)
 
     # A third run after everything went out queues nothing.
-    Runner(runtime).run_until_idle()
+    run_jobs(runtime)
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert f"queued 0, already sent or queued {total + 1}" in again.stderr
-    Runner(runtime).run_until_idle()
+    run_jobs(runtime)
 
     received = [r for m in dist_smtp.handler.messages for r in m.rcpt_tos]
     assert sorted(received) == sorted(emails)

@@ -38,7 +38,10 @@ def configure_smtp(account: Any, port: int, **extra: Any) -> dict[str, Any]:
 
 
 def run_jobs(runtime: Runtime) -> None:
-    Runner(runtime).run_until_idle()
+    """Deliver every due send. No more threads than one account's share of the worker
+    (distribution.tasks.SENDS_PER_TENANT): with more, its sends over the share would be put back
+    for a moment, not run."""
+    Runner(runtime, concurrency=4).run_until_idle()
 
 
 def send_row(runtime: Runtime, send_id: str) -> DistributionSend:

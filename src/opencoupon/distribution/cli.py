@@ -43,6 +43,16 @@ class Tally:
     invalid: int = 0
 
 
+def _utf8(value: str) -> str:
+    """A text option as the shell passed it: bytes that are not UTF-8 arrive as lone surrogates
+    (Python's surrogateescape), which no email header nor database takes. One line, no traceback."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise typer.BadParameter("not UTF-8 text (check the encoding of the terminal or script)") from None
+    return value
+
+
 def _pick(row: dict[str, str], names: tuple[str, ...]) -> str:
     for name in names:
         value = row.get(name)
@@ -138,8 +148,8 @@ def send_email(
     recipients: Path = typer.Argument(
         ..., exists=True, dir_okay=False, help="CSV file: email[,firstname,lastname]."
     ),
-    campaign: str = typer.Option(..., "--campaign", help="The coupon to send (cam_…)."),
-    subject: str = typer.Option("", help="Email subject (default: the coupon's title)."),
+    campaign: str = typer.Option(..., "--campaign", help="The coupon to send (cam_…).", callback=_utf8),
+    subject: str = typer.Option("", help="Email subject (default: the coupon's title).", callback=_utf8),
     rate: float = typer.Option(0.0, help="Recipients a second (default: OPENCOUPON_BULK_SEND_RATE)."),
     wait: bool = typer.Option(False, "--wait", help="Stay until every email is sent or has failed."),
     worker: bool = typer.Option(

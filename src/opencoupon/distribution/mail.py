@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 import smtplib
@@ -12,16 +13,22 @@ from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import formataddr, formatdate, make_msgid
+from email.utils import formatdate, make_msgid
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from opencoupon import branding
+from opencoupon.distribution.deadline import Watchdog
 from opencoupon.qr import codes as qr_codes
 
 TLS_MODES = ("none", "starttls", "tls")
 DEFAULT_PORTS = {"none": 25, "starttls": 587, "tls": 465}
+# A whole SMTP attempt (connecting, TLS, login, the message) ends after this many times the
+# per-operation timeout, however the server paces its answers.
+ATTEMPT_TIMEOUTS = 3
+# What smtplib's login() speaks.
+_SMTPLIB_AUTH = {"CRAM-MD5", "PLAIN", "LOGIN"}
 
 _TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "distribution"
 _env = Environment(
@@ -123,9 +130,10 @@ def compose(
     }
     message = EmailMessage()
     message["Subject"] = header_text(subject)
-    message["From"] = formataddr((header_text(config.sender_name), config.sender_email))
-    to_name = header_text(to_name)
-    message["To"] = formataddr((to_name, to_email)) if to_name else to_email
+    # Address objects, not formataddr() strings: the email package parses a string again, and a
+    # non-ASCII name holding ", Evil <evil@…>" became a second address.
+    message["From"] = Address(display_name=header_text(config.sender_name), addr_spec=config.sender_email)
+    message["To"] = Address(display_name=header_text(to_name), addr_spec=to_email)
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = make_msgid(idstring=send_ref, domain=domain)
     message["X-OpenCoupon-Send"] = send_ref
@@ -150,22 +158,32 @@ def _smtp_error(exc: smtplib.SMTPResponseException) -> SmtpFailure:
 
 class _PinnedSMTP(smtplib.SMTP):
     """SMTP whose connection goes to `connect_address` (already checked) while the host name
-    stays the one STARTTLS verifies: smtplib would otherwise resolve the name again itself."""
+    stays the one STARTTLS verifies: smtplib would otherwise resolve the name again itself. The
+    connection is watched by the attempt's watchdog from the moment it exists."""
 
-    def __init__(self, host: str, port: int, *, connect_address: str, timeout: float) -> None:
+    def __init__(
+        self, host: str, port: int, *, connect_address: str, timeout: float, watchdog: Watchdog
+    ) -> None:
         self.connect_address = connect_address
+        self.watchdog = watchdog
         super().__init__(host, port, timeout=timeout)
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        return socket.create_connection((self.connect_address or host, port), timeout, self.source_address)
+        timeout = max(0.01, min(timeout, self.watchdog.remaining()))
+        sock = socket.create_connection((self.connect_address or host, port), timeout, self.source_address)
+        self.watchdog.watch(sock)
+        return sock
 
 
 class _PinnedSMTPSSL(smtplib.SMTP_SSL, _PinnedSMTP):
     """Implicit TLS on a pinned connection: SMTP_SSL wraps what _PinnedSMTP connects, and checks
     the certificate against the host name."""
 
-    def __init__(self, host: str, port: int, *, connect_address: str, timeout: float) -> None:
+    def __init__(
+        self, host: str, port: int, *, connect_address: str, timeout: float, watchdog: Watchdog
+    ) -> None:
         self.connect_address = connect_address
+        self.watchdog = watchdog
         smtplib.SMTP_SSL.__init__(self, host, port, timeout=timeout, context=ssl.create_default_context())
 
 
@@ -173,37 +191,104 @@ def deliver(
     config: SmtpConfig, message: EmailMessage, recipient: str, *, timeout: float, connect_address: str = ""
 ) -> str:
     """Send one message; the server's final answer (e.g. "250 2.0.0 Ok: queued as …").
+    `timeout` bounds each network operation, and ATTEMPT_TIMEOUTS times it the whole attempt.
     `connect_address`: where to connect for config.host, as checked (distribution.service.connect_address)."""
-    envelope_from = config.sender_email
+    limit = timeout * ATTEMPT_TIMEOUTS
+    smtp: smtplib.SMTP | None = None
     try:
-        kind = _PinnedSMTPSSL if config.tls_mode == "tls" else _PinnedSMTP
-        smtp = kind(config.host, config.port, connect_address=connect_address, timeout=timeout)
-        with smtp:
-            smtp.ehlo()
-            if config.tls_mode == "starttls":
-                smtp.starttls(context=ssl.create_default_context())
-                smtp.ehlo()
-            if config.username:
-                smtp.login(config.username, config.password)
-            code, reply = smtp.mail(envelope_from)
-            if code != 250:
-                raise smtplib.SMTPSenderRefused(code, reply, envelope_from)
-            code, reply = smtp.rcpt(recipient)
-            if code not in (250, 251):
-                raise smtplib.SMTPResponseException(code, reply)
-            code, reply = smtp.data(message.as_bytes(policy=SMTP))
-            # smtplib raises only when DATA itself is refused, not for the answer to the message.
-            if code != 250:
-                raise smtplib.SMTPResponseException(code, reply)
-            return f"{code} {reply.decode(errors='replace')}"
-    except smtplib.SMTPResponseException as exc:
-        raise _smtp_error(exc) from exc
-    except smtplib.SMTPRecipientsRefused as exc:
-        code, reply = next(iter(exc.recipients.values()))
-        raise _smtp_error(smtplib.SMTPResponseException(code, reply)) from exc
-    except (smtplib.SMTPException, OSError) as exc:
-        # Connection refused or dropped, timeouts, TLS failures: the server may be back later.
-        raise SmtpFailure(f"SMTP server not reachable: {exc!r}", transient=True) from exc
+        with Watchdog(limit) as watchdog:
+            try:
+                kind = _PinnedSMTPSSL if config.tls_mode == "tls" else _PinnedSMTP
+                smtp = kind(
+                    config.host,
+                    config.port,
+                    connect_address=connect_address,
+                    timeout=timeout,
+                    watchdog=watchdog,
+                )
+                answer = _converse(smtp, config, message, recipient)
+            except smtplib.SMTPResponseException as exc:
+                raise _smtp_error(exc) from exc
+            except smtplib.SMTPRecipientsRefused as exc:
+                code, reply = next(iter(exc.recipients.values()))
+                raise _smtp_error(smtplib.SMTPResponseException(code, reply)) from exc
+            except (smtplib.SMTPException, OSError) as exc:
+                if watchdog.fired:
+                    raise SmtpFailure(
+                        f"SMTP server too slow: the attempt was cut off after {limit:g} s", transient=True
+                    ) from exc
+                # Connection refused or dropped, timeouts, TLS failures: the server may be back later.
+                raise SmtpFailure(f"SMTP server not reachable: {exc!r}", transient=True) from exc
+            # The message is accepted (250 to its data): whatever QUIT answers, or if it is never
+            # answered, it is sent. (`with smtp:` raised on a QUIT answer other than 221.)
+            try:
+                smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+            return answer
+    finally:
+        if smtp is not None:
+            smtp.close()
+
+
+def _converse(smtp: smtplib.SMTP, config: SmtpConfig, message: EmailMessage, recipient: str) -> str:
+    """EHLO to the answer to the message's data (250): that answer."""
+    envelope_from = config.sender_email
+    smtp.ehlo()
+    if config.tls_mode == "starttls":
+        try:
+            smtp.starttls(context=ssl.create_default_context())
+        except smtplib.SMTPNotSupportedError:
+            raise SmtpFailure(
+                "the server offers no STARTTLS: check tls in the email settings "
+                "(tls for implicit TLS, usually port 465; none for a server without TLS)",
+                transient=False,
+            ) from None
+        smtp.ehlo()
+    if config.username:
+        _login(smtp, config.username, config.password)
+    code, reply = smtp.mail(envelope_from)
+    if code != 250:
+        raise smtplib.SMTPSenderRefused(code, reply, envelope_from)
+    code, reply = smtp.rcpt(recipient)
+    if code not in (250, 251):
+        raise smtplib.SMTPResponseException(code, reply)
+    code, reply = smtp.data(message.as_bytes(policy=SMTP))
+    # smtplib raises only when DATA itself is refused, not for the answer to the message.
+    if code != 250:
+        raise smtplib.SMTPResponseException(code, reply)
+    return f"{code} {reply.decode(errors='replace')}"
+
+
+def _login(smtp: smtplib.SMTP, username: str, password: str) -> None:
+    """Log in; credentials with non-ASCII characters as UTF-8 with AUTH PLAIN (RFC 4616), which
+    smtplib cannot send (it encodes them as ASCII). A server offering no AUTH, or no method we
+    speak, fails the send for good: the settings are what is wrong."""
+    smtp.ehlo_or_helo_if_needed()
+    offered = set(smtp.esmtp_features.get("auth", "").upper().split()) if smtp.has_extn("auth") else set()
+    if not offered:
+        raise SmtpFailure(
+            "the server offers no AUTH: check username in the email settings "
+            "(leave it empty for a server that takes mail without login)",
+            transient=False,
+        )
+    if (username + password).isascii():
+        if not offered & _SMTPLIB_AUTH:
+            raise SmtpFailure(
+                f"the server offers no AUTH method OpenCoupon speaks (it offers {' '.join(sorted(offered))})",
+                transient=False,
+            )
+        smtp.login(username, password)
+        return
+    if "PLAIN" not in offered:
+        raise SmtpFailure(
+            "the server offers no AUTH PLAIN, which a username or password with non-ASCII characters needs",
+            transient=False,
+        )
+    token = base64.b64encode(b"\0" + username.encode() + b"\0" + password.encode()).decode("ascii")
+    code, reply = smtp.docmd("AUTH", "PLAIN " + token)
+    if code not in (235, 503):  # 503: already authenticated (smtplib's login takes it too)
+        raise smtplib.SMTPAuthenticationError(code, reply)
 
 
 def address_ok(email: str) -> bool:

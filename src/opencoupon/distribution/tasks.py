@@ -6,12 +6,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-from collections.abc import Callable
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from opencoupon.coupons.sessions import session_path
@@ -30,6 +33,7 @@ from opencoupon.errors import ApiError
 from opencoupon.kit.clock import utcnow
 from opencoupon.models import Account, Campaign, CouponSession, DistributionSend
 from opencoupon.runtime import Runtime
+from opencoupon.webhooks.outbound import storable
 from opencoupon.worker.registry import Retry, on_dead, task
 
 log = logging.getLogger("opencoupon.distribution")
@@ -37,6 +41,46 @@ log = logging.getLogger("opencoupon.distribution")
 # A send marked `sending` more recently than this is taken to be in another worker's hands
 # (its job lease ran out while the provider was slow): wait rather than send it twice.
 IN_FLIGHT = dt.timedelta(minutes=5)
+
+# At most this many sends of one tenant (a master account with its subaccounts) run at once in a
+# worker process. Each attempt ends at its deadline, but meanwhile a tenant's slow mail server or
+# SMS gateway holds only these threads of the runner's pool, not those other tenants' sends,
+# webhooks and push notifications need. A send over the share is put back for one to three
+# seconds (Retry: no attempt is used up), so `opencoupon worker --once` may leave it for its next
+# run.
+SENDS_PER_TENANT = 4
+_running: Counter[int] = Counter()
+_running_lock = threading.Lock()
+
+
+@contextmanager
+def tenant_slot(tenant_id: int) -> Iterator[None]:
+    """One of the tenant's SENDS_PER_TENANT places, for the time of one attempt; Retry when all
+    are taken."""
+    with _running_lock:
+        if _running[tenant_id] >= SENDS_PER_TENANT:
+            raise Retry(
+                dt.timedelta(seconds=random.uniform(1.0, 3.0)), "the account's other sends are running"
+            )
+        _running[tenant_id] += 1
+    try:
+        yield
+    finally:
+        with _running_lock:
+            _running[tenant_id] -= 1
+            if not _running[tenant_id]:
+                del _running[tenant_id]
+
+
+def _tenant(runtime: Runtime, send_id: int) -> int | None:
+    """The master account of the send's owner (the owner when it is a master); None: no such send."""
+    with runtime.db.read() as session:
+        row = session.execute(
+            select(DistributionSend.account_id, Account.parent_id)
+            .join(Account, Account.id == DistributionSend.account_id)
+            .where(DistributionSend.id == send_id)
+        ).first()
+    return None if row is None else int(row.parent_id or row.account_id)
 
 
 class Permanent(Exception):
@@ -86,6 +130,10 @@ def _begin(runtime: Runtime, send_id: int) -> DistributionSend | None:
 
 
 def _finish(runtime: Runtime, send_id: int, **values: Any) -> None:
+    # Text from providers (an SMS sid, an error message, an SMTP reply) may hold what the database
+    # cannot store (PostgreSQL: NUL): the update would fail after the message went out, and the
+    # job be retried, sending it again.
+    values = {key: storable(value) if isinstance(value, str) else value for key, value in values.items()}
     with runtime.db.transaction() as session:
         session.execute(
             update(DistributionSend)
@@ -255,8 +303,9 @@ def _connect_address(
 @on_dead(service.EMAIL_JOB)
 @on_dead(service.SMS_JOB)
 def send_died(runtime: Runtime, payload: dict[str, Any]) -> None:
-    """A send whose worker stopped during every attempt: failed, not `sending` for ever (which
-    also kept its recipient's duplicate-check key). The provider may have taken it meanwhile."""
+    """A send whose job failed, or whose worker stopped, on every attempt: failed, not `sending`
+    for ever (which also kept its recipient's duplicate-check key). The provider may have taken it
+    meanwhile."""
     now = utcnow()
     with runtime.db.transaction() as session:
         session.execute(
@@ -267,7 +316,10 @@ def send_died(runtime: Runtime, payload: dict[str, Any]) -> None:
             )
             .values(
                 status="failed",
-                last_error="its worker stopped during every attempt; it may or may not have gone out",
+                last_error=(
+                    "its delivery job failed or its worker stopped on every attempt; "
+                    "it may or may not have gone out"
+                ),
                 failed_at=now,
                 next_attempt_at=None,
                 dedup_key=None,
@@ -289,6 +341,14 @@ def send_sms(runtime: Runtime, payload: dict[str, Any]) -> None:
 def _deliver(runtime: Runtime, send_id: int, attempt: Callable[[DistributionSend], Delivered]) -> None:
     """One attempt at a send: the provider's answer recorded, or the failure (retried with growing
     waits when another attempt may succeed)."""
+    tenant = _tenant(runtime, send_id)
+    if tenant is None:
+        return
+    with tenant_slot(tenant):
+        _attempt(runtime, send_id, attempt)
+
+
+def _attempt(runtime: Runtime, send_id: int, attempt: Callable[[DistributionSend], Delivered]) -> None:
     send = _begin(runtime, send_id)
     if send is None:
         return

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formataddr, formatdate, make_msgid
+from email.utils import formatdate, make_msgid
 from typing import Any
+
+from sqlalchemy import func, select
 
 from opencoupon.accounts import service as accounts
 from opencoupon.accounts.sso import RESET_PURPOSE
 from opencoupon.distribution import service as distribution
-from opencoupon.distribution.mail import SmtpFailure, deliver
+from opencoupon.distribution.mail import SmtpFailure, deliver, header_text
+from opencoupon.distribution.tasks import tenant_slot
 from opencoupon.kit.clock import utcnow
 from opencoupon.models import Account
 from opencoupon.runtime import Runtime
@@ -34,7 +38,9 @@ SMTP_TIMEOUT = 20.0
 def _message(sender_name: str, sender_email: str, to_email: str, link: str, master: str) -> EmailMessage:
     message = EmailMessage()
     message["Subject"] = "Set the password of your coupon account"
-    message["From"] = formataddr((sender_name, sender_email))
+    # An Address, not a formataddr() string the email package would parse again (a non-ASCII
+    # name holding ", Evil <evil@…>" became a second address).
+    message["From"] = Address(display_name=header_text(sender_name), addr_spec=sender_email)
     message["To"] = to_email
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = make_msgid(domain=sender_email.rsplit("@", 1)[-1])
@@ -48,8 +54,22 @@ def _message(sender_name: str, sender_email: str, to_email: str, link: str, mast
 
 @task(PASSWORD_SETUP)
 def send_password_setup(runtime: Runtime, payload: dict[str, Any]) -> None:
+    account_id = int(payload["account_id"])
+    with runtime.db.read() as session:
+        tenant = session.scalar(
+            select(func.coalesce(Account.parent_id, Account.id)).where(Account.id == account_id)
+        )
+    if tenant is None:
+        return
+    # A share of the worker's threads, as for the tenant's coupon emails (Retry when all are
+    # taken, before a link is made).
+    with tenant_slot(tenant):
+        _send(runtime, account_id)
+
+
+def _send(runtime: Runtime, account_id: int) -> None:
     with runtime.db.transaction() as session:
-        sub = session.get(Account, int(payload["account_id"]))
+        sub = session.get(Account, account_id)
         if sub is None or sub.password_hash:
             return  # gone, or a password was set meanwhile: nothing to configure
         config = distribution.email_config(session, runtime, sub.id)
