@@ -31,7 +31,7 @@ from opencoupon.errors import ApiError
 from opencoupon.events.service import EVENT_TYPES
 from opencoupon.kit.endpoint import ApiContext
 from opencoupon.models import Account, WebhookEndpoint
-from opencoupon.webhooks import repository, service
+from opencoupon.webhooks import repository, service, throttle
 from opencoupon.webhooks.schemas import DeliveryQuery, EndpointCreate, EndpointUpdate, Replay, Rotate
 
 router = APIRouter(include_in_schema=False)
@@ -42,6 +42,12 @@ ACTIONS = ("edit", "rotate", "replay", "delete")
 # The service cuts a longer description to its column; the form refuses it instead (check_text).
 DESCRIPTION_LIMIT = 200
 DESCRIPTION = {"description": ("Description", DESCRIPTION_LIMIT)}
+RATE_LIMIT_LABEL = "Max messages per second"
+
+
+def _rate_limit(form: FormData) -> int | None:
+    """The form's rate limit; empty: no limit."""
+    return parse_int(text(form, "rate_limit", 20), RATE_LIMIT_LABEL, low=1, high=throttle.MAX_RATE)
 
 
 def _subaccounts(ctx: ApiContext) -> list[tuple[str, str]]:
@@ -94,6 +100,7 @@ async def create_endpoint(request: Request, account: Account = Depends(require_l
         "description": text(form, "description", DESCRIPTION_LIMIT + 1),
         "events": many(form, "events"),
         "subaccount": text(form, "subaccount", 40),
+        "rate_limit": text(form, "rate_limit", 20),
     }
     try:
         if not values["url"]:
@@ -101,7 +108,7 @@ async def create_endpoint(request: Request, account: Account = Depends(require_l
         if not values["events"]:
             raise FormProblem(["Events: choose at least one."])
         check_text(values, DESCRIPTION)
-        data = {**values, "events": ",".join(values["events"])}
+        data = {**values, "events": ",".join(values["events"]), "rate_limit": _rate_limit(form)}
         if not data["subaccount"]:
             del data["subaccount"]
         created = await run_in_threadpool(_create, request, account, data)
@@ -189,6 +196,7 @@ def _action_data(action: str, form: FormData) -> dict[str, Any]:
             "events": ",".join(events),
             "description": text(form, "description", DESCRIPTION_LIMIT + 1),
             "enabled": text(form, "enabled") == "1",
+            "rate_limit": _rate_limit(form),
         }
         check_text(data, DESCRIPTION)
     elif action == "rotate":

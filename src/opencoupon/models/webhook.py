@@ -44,6 +44,11 @@ class WebhookEndpoint(Base):
     # First failure since the last success; five days of failures disable the endpoint.
     failing_since: Mapped[dt.datetime | None] = mapped_column(DateTime)
     last_success_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # Throttle (migration 0014): at most rate_limit messages a second (None: no limit).
+    # throttle_next_at is the first free sending slot: deliveries reserve theirs by moving it on
+    # (webhooks.tasks), so every worker process keeps to one schedule.
+    rate_limit: Mapped[int | None] = mapped_column(Integer)
+    throttle_next_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime)
 
@@ -78,6 +83,9 @@ class WebhookMessage(Base):
     last_status_code: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str] = mapped_column(Text, default="")
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # The sending slot its next attempt reserved on a throttled endpoint: a job that comes back
+    # for it sends then, without reserving another (cleared when the attempt is recorded).
+    throttled_until: Mapped[dt.datetime | None] = mapped_column(DateTime)
     delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime)

@@ -32,6 +32,8 @@ class Request:
     url: str
     body: bytes
     headers: dict[str, str]
+    # time.monotonic() before which it is not sent: a throttled delivery's slot (webhooks.throttle).
+    not_before: float | None = None
 
 
 @dataclass
@@ -115,6 +117,9 @@ class Outbound:
         """One request's answer. Whatever goes wrong with it is its own failed attempt (status 0
         and the error), never an exception that would take the other requests of the batch with
         it."""
+        if request.not_before is not None:
+            # Waits before taking a connection: a throttled request holds none while it waits.
+            await asyncio.sleep(max(0.0, request.not_before - time.monotonic()))
         async with slots:
             started = time.perf_counter()
             try:

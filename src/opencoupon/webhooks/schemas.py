@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from opencoupon.kit.params import Str, StrList, V3Request
+from opencoupon.kit.params import OptionalInt, Str, StrList, V3Request
 
 
 class EndpointCreate(V3Request):
@@ -8,6 +8,8 @@ class EndpointCreate(V3Request):
     events: StrList
     description: Str | None = None
     enabled: bool | None = None
+    # Messages per second at most (1..10000); absent or empty: no limit.
+    rate_limit: OptionalInt = None
     # A master account may register an endpoint for one of its subaccounts.
     subaccount: Str | None = None
 
@@ -17,6 +19,8 @@ class EndpointUpdate(V3Request):
     events: StrList | None = None
     description: Str | None = None
     enabled: bool | None = None
+    # Given empty (""): the limit is removed; absent (JSON null too, as everywhere): unchanged.
+    rate_limit: OptionalInt = None
 
 
 class Rotate(V3Request):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any
+from typing import Any, cast
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from opencoupon.accounts import repository as accounts_repo
@@ -15,10 +16,10 @@ from opencoupon.kit import ids
 from opencoupon.kit.crypto import Keyring
 from opencoupon.kit.dates import fmt
 from opencoupon.kit.endpoint import ApiContext
-from opencoupon.models import Account, Event, WebhookEndpoint, WebhookMessage, WebhookPayload
-from opencoupon.webhooks import repository, signing, ssrf
+from opencoupon.models import Account, Event, Job, WebhookEndpoint, WebhookMessage, WebhookPayload
+from opencoupon.webhooks import repository, signing, ssrf, throttle
 from opencoupon.webhooks.schemas import DeliveryQuery, EndpointCreate, EndpointUpdate, Replay, Rotate
-from opencoupon.worker.queue import enqueue, is_pending
+from opencoupon.worker.queue import encode, enqueue, is_pending
 
 PREFIX = "whe_"
 ENDPOINT_NOT_FOUND = ApiError(509, "Webhook not found.")
@@ -80,6 +81,7 @@ def queue_delivery(session: Session, endpoint: WebhookEndpoint, event: Event, no
         found.status = "pending"
         found.round_attempts = 0
         found.next_attempt_at = now
+        found.throttled_until = None  # a slot reserved for an earlier round is not this one's
         found.updated_at = now
     enqueue(session, DELIVER, {"message_id": found.id}, run_at=now, max_attempts=DELIVER_MAX_ATTEMPTS)
     return True
@@ -103,6 +105,7 @@ def to_public(endpoint: WebhookEndpoint, ctx: ApiContext) -> dict[str, Any]:
         "disabled_at": fmt(endpoint.disabled_at),
         "failing_since": fmt(endpoint.failing_since),
         "last_success_at": fmt(endpoint.last_success_at),
+        "rate_limit": endpoint.rate_limit,
         "previous_secret_expires_at": fmt(rotating) if rotating and rotating > now else "",
         "created_at": fmt(endpoint.created_at),
         "updated_at": fmt(endpoint.updated_at),
@@ -125,6 +128,48 @@ def _check_events(events: list[str]) -> str:
         if name not in allowed:
             raise not_allowed("events", allowed)
     return ",".join(dict.fromkeys(events))
+
+
+def _check_rate_limit(rate_limit: int | None) -> int | None:
+    if rate_limit is not None and not 1 <= rate_limit <= throttle.MAX_RATE:
+        raise bad_value(
+            "rate_limit",
+            f"Messages per second: a whole number from 1 to {throttle.MAX_RATE}, or empty for no limit.",
+        )
+    return rate_limit
+
+
+def _restart_throttle(session: Session, endpoint: WebhookEndpoint, now: dt.datetime) -> None:
+    """After the limit changed, or the endpoint was enabled or disabled: the messages waiting for
+    a slot give it up and their jobs run now, to reserve one at the new rate (or, disabled, to end
+    `failed` at once; unlimited, to be sent). Messages first, then the endpoint row: the order the
+    deliveries lock them in."""
+    messages = cast(sa.Table, WebhookMessage.__table__)
+    jobs = cast(sa.Table, Job.__table__)
+    with session.no_autoflush:
+        waiting = session.scalars(
+            sa.select(messages.c.id).where(
+                messages.c.endpoint_id == endpoint.id,
+                messages.c.status == "pending",
+                messages.c.throttled_until.is_not(None),
+            )
+        ).all()
+        for start in range(0, len(waiting), 500):
+            chunk = list(waiting[start : start + 500])
+            session.execute(sa.update(messages).where(messages.c.id.in_(chunk)).values(throttled_until=None))
+            session.execute(
+                sa.update(jobs)
+                .where(
+                    jobs.c.kind == DELIVER,
+                    jobs.c.status == "queued",
+                    jobs.c.payload.in_([encode({"message_id": i}) for i in chunk]),
+                )
+                .values(run_at=now)
+            )
+    # A delivery already waiting in a runner for its old slot sends within HOLD: new slots start
+    # after that.
+    if endpoint.throttle_next_at is not None:
+        endpoint.throttle_next_at = min(endpoint.throttle_next_at, now + throttle.HOLD)
 
 
 def _owner(ctx: ApiContext, subaccount: str | None) -> Account:
@@ -152,6 +197,7 @@ def create(ctx: ApiContext, req: EndpointCreate) -> dict[str, Any]:
     owner = _owner(ctx, req.subaccount)
     url = _check_url(ctx, req.url)
     events = _check_events(req.events)
+    rate_limit = _check_rate_limit(req.rate_limit)
     secret = signing.new_secret()
     endpoint = WebhookEndpoint(
         account_id=owner.id,
@@ -160,6 +206,7 @@ def create(ctx: ApiContext, req: EndpointCreate) -> dict[str, Any]:
         events=events,
         source="api",
         enabled=req.enabled is not False,
+        rate_limit=rate_limit,
         disabled_reason="",
         secret_encrypted=ctx.runtime.keyring.encrypt(secret),
         created_at=ctx.now,
@@ -181,6 +228,15 @@ def update(ctx: ApiContext, req: EndpointUpdate) -> dict[str, Any]:
         endpoint.events = _check_events(req.events)
     if req.description is not None:
         endpoint.description = req.description[:200]
+    restart = False
+    if "rate_limit" in req.model_fields_set:
+        rate_limit = _check_rate_limit(req.rate_limit)
+        restart = rate_limit != endpoint.rate_limit
+        endpoint.rate_limit = rate_limit
+    if req.enabled is not None and req.enabled != endpoint.enabled:
+        restart = True
+    if restart:
+        _restart_throttle(ctx.session, endpoint, ctx.now)
     if req.enabled is not None:
         endpoint.enabled = req.enabled
         if req.enabled:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, cast
@@ -34,7 +35,7 @@ from opencoupon.models import (
     WebhookPayload,
 )
 from opencoupon.runtime import Runtime
-from opencoupon.webhooks import repository, service, signing
+from opencoupon.webhooks import repository, service, signing, throttle
 from opencoupon.webhooks.outbound import Request, Response, outbound_for, storable
 from opencoupon.worker.queue import enqueue_many
 from opencoupon.worker.registry import (
@@ -306,6 +307,7 @@ def _fail_messages(session: Session, message_ids: list[int], why: str) -> None:
                 last_status_code=None,
                 last_error=reason,
                 next_attempt_at=None,
+                throttled_until=None,
                 updated_at=now,
             )
         ).rowcount
@@ -343,8 +345,40 @@ def _deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
     planned: list[_Planned] = []
     requests: list[Request | Response] = []
     abandoned: list[tuple[int, int, str]] = []  # (message_id, attempts, reason)
+    throttled: list[Any] = []  # rows of endpoints with a rate limit
     timestamp = unix(now)
-    for message, endpoint, body, public_id in rows:
+
+    def prepare(
+        message: WebhookMessage, endpoint: WebhookEndpoint, body: str, public_id: str, send_at: float | None
+    ) -> None:
+        planned.append(
+            _Planned(
+                message_ids[message.id],
+                message.id,
+                message.attempts,
+                message.round_attempts,
+                endpoint.id,
+                message.event_id,
+            )
+        )
+        try:
+            secrets_ = _secrets(runtime.keyring, endpoint, now)
+            requests.append(
+                Request(
+                    endpoint.url,
+                    body.encode(),
+                    signing.headers(secrets_, public_id, timestamp, body),
+                    not_before=send_at,
+                )
+            )
+        except Exception as exc:
+            # This message alone cannot be sent (say, a secret that no longer decrypts): its attempt
+            # fails, the batch goes on.
+            log.exception("webhook message %s could not be prepared", message.id)
+            requests.append(Response(0, "", storable(f"not sent: {type(exc).__name__}: {exc}")[:500], 0))
+
+    for row in rows:
+        message, endpoint, body, public_id = row
         job_id = message_ids[message.id]
         if message.status != "pending":
             continue
@@ -356,21 +390,25 @@ def _deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
         if not endpoint.enabled:
             abandoned.append((message.id, message.attempts, f"endpoint disabled: {endpoint.disabled_reason}"))
             continue
-        planned.append(
-            _Planned(
-                job_id, message.id, message.attempts, message.round_attempts, endpoint.id, message.event_id
-            )
-        )
-        try:
-            secrets_ = _secrets(runtime.keyring, endpoint, now)
-            requests.append(
-                Request(endpoint.url, body.encode(), signing.headers(secrets_, public_id, timestamp, body))
-            )
-        except Exception as exc:
-            # This message alone cannot be sent (say, a secret that no longer decrypts): its attempt
-            # fails, the batch goes on.
-            log.exception("webhook message %s could not be prepared", message.id)
-            requests.append(Response(0, "", storable(f"not sent: {type(exc).__name__}: {exc}")[:500], 0))
+        if endpoint.rate_limit is not None:
+            throttled.append(row)
+            continue
+        prepare(message, endpoint, body, public_id, None)
+    # Throttled messages: wait for their slot in the queue, or in the send when it is near.
+    come_back_at: dict[int, dt.datetime] = {}
+    if throttled:
+        hold_until = utcnow() + throttle.HOLD
+        slots = _slots(runtime, [row[0] for row in throttled], hold_until)
+        wall, clock = utcnow(), time.monotonic()
+        for message, endpoint, body, public_id in throttled:
+            if message.id not in slots:
+                continue  # finished meanwhile: this job is done
+            slot = slots[message.id]
+            if slot is not None and slot > hold_until:
+                come_back_at[message_ids[message.id]] = throttle.come_back_at(slot)
+                continue
+            send_at = None if slot is None else clock + (slot - wall).total_seconds()
+            prepare(message, endpoint, body, public_id, send_at)
     sent = iter(outbound_for(settings).send_all([r for r in requests if isinstance(r, Request)]))
     responses = [next(sent) if isinstance(r, Request) else r for r in requests]
     done_at = utcnow()
@@ -386,7 +424,13 @@ def _deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
             connection.execute(
                 update(messages)
                 .where(messages.c.id == message_id, messages.c.attempts == attempts)
-                .values(status="failed", last_error=reason[:2000], next_attempt_at=None, updated_at=done_at)
+                .values(
+                    status="failed",
+                    last_error=reason[:2000],
+                    next_attempt_at=None,
+                    throttled_until=None,
+                    updated_at=done_at,
+                )
             )
         attempt_rows: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
@@ -469,6 +513,7 @@ def _deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
                     last_status_code=bindparam("new_code"),
                     last_error=bindparam("new_error"),
                     next_attempt_at=bindparam("new_next"),
+                    throttled_until=None,
                     delivered_at=func.coalesce(bindparam("new_delivered"), messages.c.delivered_at),
                     updated_at=done_at,
                 ),
@@ -477,7 +522,68 @@ def _deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
         if attempt_rows:
             session.execute(insert(WebhookAttempt), attempt_rows)
         _endpoint_health(session, successes, failures, gone, done_at)
+    if come_back_at:
+        come_back_at = _still_reserved(runtime, come_back_at, message_ids)
+    # Relative to now, as the runner adds them to its clock when it records them right after:
+    # the time the batch spent sending does not push the messages past their slots.
+    finished = utcnow()
+    for job_id, at in come_back_at.items():
+        outcomes[job_id] = Retry(
+            max(at - finished, dt.timedelta(0)), "throttled: waiting for its sending slot"
+        )
     return outcomes
+
+
+def _still_reserved(
+    runtime: Runtime, come_back_at: dict[int, dt.datetime], message_ids: dict[int, int]
+) -> dict[int, dt.datetime]:
+    """`come_back_at` less the jobs whose message gave its slot up while this batch was sending
+    (the limit changed, the endpoint was disabled: service._restart_throttle): those run again
+    now, to reserve a slot at the new rate or to end."""
+    job_messages = {
+        job_id: message_id for message_id, job_id in message_ids.items() if job_id in come_back_at
+    }
+    with runtime.db.read() as session:
+        holding_slots = set(
+            session.scalars(
+                select(WebhookMessage.id).where(
+                    WebhookMessage.id.in_(list(job_messages.values())),
+                    WebhookMessage.throttled_until.is_not(None),
+                )
+            )
+        )
+    now = utcnow()
+    return {
+        job_id: at if job_messages[job_id] in holding_slots else now for job_id, at in come_back_at.items()
+    }
+
+
+def _slots(
+    runtime: Runtime, throttled: list[WebhookMessage], hold_until: dt.datetime
+) -> dict[int, dt.datetime | None]:
+    """The sending slot of each still pending message of `throttled`: the one it reserved before
+    (read with it: no write), else a new reservation (one write transaction for the batch)."""
+    now = utcnow()
+    slots: dict[int, dt.datetime | None] = {}
+    wanting: list[int] = []
+    for message in throttled:
+        if throttle.usable(message.throttled_until, now):
+            slots[message.id] = message.throttled_until
+        else:
+            wanting.append(message.id)
+    if wanting:
+        held = [slot for slot in slots.values() if slot is not None and slot <= hold_until]
+        with runtime.db.transaction() as session:
+            slots.update(
+                throttle.reserve(
+                    session,
+                    wanting,
+                    lock_rows=not runtime.db.is_sqlite,
+                    hold_until=hold_until,
+                    held_end=max(held, default=None),
+                )
+            )
+    return slots
 
 
 def _endpoint_health(
