@@ -211,7 +211,7 @@ def test_subscription_route_rules(account: TestAccount, runtime: Runtime, http: 
             "subscription": browser.subscription("https://push.example/1"),
         },
     )
-    assert removed.json() == {"removed": 1}
+    assert removed.json() == {"removed": 1, "remaining": 0}
     runtime.settings.allow_private_webhooks = False
     try:
         private = _subscribe(http, code, browser.subscription("https://127.0.0.1/push"))

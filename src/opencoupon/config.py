@@ -61,6 +61,17 @@ class Settings(BaseSettings):
     webhook_retry_delays: str = ""
     webhook_timeout_seconds: float = 15.0
     webhook_concurrency: int = 64
+    # Push deliveries (docs/webhooks.md): a push service answering 429, 5xx or not in time is
+    # tried again after these delays in seconds (comma separated; empty: 15 s, 1 min, 5 min,
+    # 30 min), or after its Retry-After, within the message's 24 h TTL.
+    push_retry_delays: str = ""
+    # Push deliveries have their own connections (push.outbound): anyone can subscribe a browser
+    # with an endpoint that never answers, and webhooks must not wait behind it. Push services
+    # answer well within the timeout; one origin gets at most push_origin_concurrency of them
+    # at a time within a fan-out's chunk.
+    push_timeout_seconds: float = 5.0
+    push_concurrency: int = 64
+    push_origin_concurrency: int = 32
     # A job whose worker died is claimed again once its lease runs out.
     worker_lease_seconds: float = 60.0
     # `sub` claim of VAPID tokens: push services contact this address about problems.

@@ -18,7 +18,7 @@ from opencoupon.models.loyalty import (
     LoyaltyReward,
     LoyaltyRewardGrant,
 )
-from opencoupon.models.push import PushFanout, PushSubscription, VapidKey
+from opencoupon.models.push import PushFanout, PushRetry, PushSubscription, VapidKey
 from opencoupon.models.singleuse_batch import SingleUseBatch
 from opencoupon.models.webhook import WebhookAttempt, WebhookEndpoint, WebhookMessage, WebhookPayload
 
@@ -46,6 +46,7 @@ __all__ = [
     "LoyaltyRewardGrant",
     "OneTimeToken",
     "PushFanout",
+    "PushRetry",
     "PushSubscription",
     "SingleUseBatch",
     "SmsIntegration",

@@ -31,6 +31,8 @@ class PushSubscription(Base):
     __table_args__ = (
         UniqueConstraint("target_kind", "target_key", "endpoint_digest"),
         Index("ix_push_subscriptions_group", "target_kind", "group_id", "id"),
+        # Every target one browser subscription serves (opt-out, a renewed subscription).
+        Index("ix_push_subscriptions_endpoint", "endpoint_digest"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -72,5 +74,26 @@ class PushFanout(Base):
     removed: Mapped[int] = mapped_column(Integer, default=0)
     # The last subscription ID handled: a restarted job resumes after it.
     cursor: Mapped[int] = mapped_column(Integer, default=0)
+    # The highest subscription ID when the push was queued: later subscriptions are not part of
+    # it (NULL: queued before this bound existed, no bound).
+    last_subscription_id: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+class PushRetry(Base):
+    """A subscription of a fan-out to try again: its push service answered 429 or 5xx, or not in
+    time (RFC 8030: temporary). `tries` made so far; due at `run_at`."""
+
+    __tablename__ = "push_retries"
+    __table_args__ = (
+        UniqueConstraint("fanout_id", "subscription_id"),
+        Index("ix_push_retries_due", "fanout_id", "run_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fanout_id: Mapped[int] = mapped_column(ForeignKey("push_fanouts.id", ondelete="CASCADE"))
+    # No foreign key: a subscription deleted meanwhile (opted out) is simply not found again.
+    subscription_id: Mapped[int] = mapped_column(Integer)
+    tries: Mapped[int] = mapped_column(Integer)
+    run_at: Mapped[dt.datetime] = mapped_column(DateTime)

@@ -101,16 +101,20 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _subscription(sub: Any) -> tuple[str, str, str]:
+    """endpoint, p256dh and auth of a PushSubscription.toJSON()."""
+    endpoint = str(sub["endpoint"])
+    keys = sub.get("keys") or {}
+    return endpoint, str(keys.get("p256dh", "")), str(keys.get("auth", ""))
+
+
 async def _subscription_body(request: Request) -> tuple[str, str, str, str, str]:
     raw = await _read_limited(request, MAX_SUBSCRIPTION_BYTES)
     try:
         body = load_json(raw or b"{}")
         target = body["target"]
-        sub = body["subscription"]
         kind, code = str(target["kind"]), str(target["code"])
-        endpoint = str(sub["endpoint"])
-        keys = sub.get("keys") or {}
-        p256dh, auth = str(keys.get("p256dh", "")), str(keys.get("auth", ""))
+        endpoint, p256dh, auth = _subscription(body["subscription"])
     except (ValueError, KeyError, TypeError, AttributeError):
         raise ApiError(300, "Invalid request: expected {target: {kind, code}, subscription}.") from None
     # Decoded here, not by the API's parser: its character check (a lone surrogate or NUL in a
@@ -121,11 +125,7 @@ async def _subscription_body(request: Request) -> tuple[str, str, str, str, str]
     return kind, code, endpoint, p256dh, auth
 
 
-@browser.post("/push/subscriptions")
-async def subscribe(request: Request) -> JSONResponse:
-    """Called by the opt-in script with the browser's PushSubscription."""
-    runtime: Runtime = request.app.state.runtime
-    kind, code, endpoint, p256dh, auth = await _subscription_body(request)
+async def _checked(runtime: Runtime, endpoint: str, p256dh: str, auth: str) -> None:
     try:
         # In a worker thread: the endpoint's host is resolved (the webhook SSRF rules).
         await run_in_threadpool(
@@ -137,6 +137,22 @@ async def subscribe(request: Request) -> JSONResponse:
         )
     except service.BadSubscription as exc:
         raise bad_value("subscription", str(exc)) from None
+
+
+def _too_many() -> ApiError:
+    return ApiError(
+        429,
+        "Too many push subscriptions from this address. Please try again later.",
+        headers={"Retry-After": str(int(subscribe_limit.window.total_seconds()))},
+    )
+
+
+@browser.post("/push/subscriptions")
+async def subscribe(request: Request) -> JSONResponse:
+    """Called by the opt-in script with the browser's PushSubscription."""
+    runtime: Runtime = request.app.state.runtime
+    kind, code, endpoint, p256dh, auth = await _subscription_body(request)
+    await _checked(runtime, endpoint, p256dh, auth)
 
     client = web.client_key(request)
 
@@ -153,11 +169,7 @@ async def subscribe(request: Request) -> JSONResponse:
 
     status = await run_in_threadpool(store)
     if status == 429:
-        raise ApiError(
-            429,
-            "Too many push subscriptions from this address. Please try again later.",
-            headers={"Retry-After": str(int(subscribe_limit.window.total_seconds()))},
-        )
+        raise _too_many()
     if status == 404:
         raise ApiError(404, "Nothing to subscribe to at this code.", http_status=404)
     return JSONResponse({"subscribed": True}, status_code=201)
@@ -165,12 +177,65 @@ async def subscribe(request: Request) -> JSONResponse:
 
 @browser.delete("/push/subscriptions")
 async def unsubscribe(request: Request) -> JSONResponse:
+    """This page's target stops getting pushes on this browser subscription. `remaining`: how many
+    other targets still use the subscription (the opt-in script ends the browser's subscription
+    only when none does)."""
     runtime: Runtime = request.app.state.runtime
     kind, code, endpoint, _, _ = await _subscription_body(request)
 
-    def remove() -> int:
+    def remove() -> tuple[int, int]:
         with runtime.db.transaction() as session:
             target = targets.subscriber(session, kind, code, active=False)
-            return 0 if target is None else service.unsubscribe(session, target.kind, target.key, endpoint)
+            removed = 0 if target is None else service.unsubscribe(session, target.kind, target.key, endpoint)
+            return removed, service.targets_of(session, endpoint)
 
-    return JSONResponse({"removed": await run_in_threadpool(remove)})
+    removed, remaining = await run_in_threadpool(remove)
+    return JSONResponse({"removed": removed, "remaining": remaining})
+
+
+@browser.post("/push/subscriptions/status")
+async def subscription_status(request: Request) -> JSONResponse:
+    """Whether this page's target gets pushes on this browser subscription (the opt-in script
+    asks on every page load: one browser subscription serves every page it was turned on for).
+    When it does, keys the browser changed are stored."""
+    runtime: Runtime = request.app.state.runtime
+    kind, code, endpoint, p256dh, auth = await _subscription_body(request)
+
+    def look() -> bool:
+        with runtime.db.transaction() as session:
+            target = targets.subscriber(session, kind, code, active=False)
+            return target is not None and service.refresh(session, target, endpoint, p256dh, auth)
+
+    return JSONResponse({"subscribed": await run_in_threadpool(look)})
+
+
+@browser.post("/push/subscriptions/renew")
+async def renew(request: Request) -> JSONResponse:
+    """The browser renewed its subscription (a new endpoint, new keys): every target of the
+    `previous` endpoint moves to the new subscription. Sent by the service worker on
+    `pushsubscriptionchange` and by the opt-in script when the subscription it finds is not the
+    one it last sent. Checked and counted as a new subscription is."""
+    runtime: Runtime = request.app.state.runtime
+    raw = await _read_limited(request, MAX_SUBSCRIPTION_BYTES)
+    try:
+        body = load_json(raw or b"{}")
+        previous = body["previous"]
+        if not isinstance(previous, str):
+            raise TypeError
+        endpoint, p256dh, auth = _subscription(body["subscription"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ApiError(300, "Invalid request: expected {previous: endpoint, subscription}.") from None
+    check_characters({"previous": previous, "subscription": [endpoint, p256dh, auth]})
+    await _checked(runtime, endpoint, p256dh, auth)
+    client = web.client_key(request)
+
+    def move() -> int | None:
+        with runtime.db.transaction() as session:
+            if not subscribe_limit.attempt(session, runtime.keyring, client):
+                return None
+            return service.renew(session, previous, endpoint, p256dh, auth)
+
+    moved = await run_in_threadpool(move)
+    if moved is None:
+        raise _too_many()
+    return JSONResponse({"moved": moved})

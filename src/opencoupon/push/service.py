@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from typing import Any
+from typing import Any, TypeVarTuple
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import Select, delete, exists, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, delete, exists, func, select, update
+from sqlalchemy.orm import Session, aliased
 
 from opencoupon.db.session import upsert_insert
 from opencoupon.errors import ApiError, bad_value
@@ -22,6 +22,8 @@ from opencoupon.push.targets import COUPON, Group, Subscriber
 from opencoupon.push.vapid import b64url_decode
 from opencoupon.webhooks import ssrf
 from opencoupon.worker.queue import enqueue
+
+_Ts = TypeVarTuple("_Ts")
 
 FANOUT = "push.fanout"
 PREFIX = "psh_"
@@ -44,6 +46,15 @@ def check_subscription(endpoint: str, p256dh: str, auth: str, *, allow_private: 
         ssrf.split(endpoint, allow_private=allow_private)
     except ssrf.UnsafeTarget as exc:
         raise BadSubscription(f"endpoint: {exc}") from None
+    check_keys(p256dh, auth)
+    # Last: the lookup is the slow part, and a malformed subscription needs none.
+    try:
+        ssrf.check_url(endpoint, allow_private=allow_private)
+    except ssrf.UnsafeTarget as exc:
+        raise BadSubscription(f"endpoint: {exc}") from None
+
+
+def check_keys(p256dh: str, auth: str) -> None:
     try:
         key, secret = b64url_decode(p256dh), b64url_decode(auth)
     except ValueError:
@@ -52,11 +63,14 @@ def check_subscription(endpoint: str, p256dh: str, auth: str, *, allow_private: 
         raise BadSubscription("keys.p256dh is not an uncompressed P-256 point")
     if len(secret) != 16:
         raise BadSubscription("keys.auth must be 16 bytes")
-    # Last: the lookup is the slow part, and a malformed subscription needs none.
+
+
+def _keys_valid(p256dh: str, auth: str) -> bool:
     try:
-        ssrf.check_url(endpoint, allow_private=allow_private)
-    except ssrf.UnsafeTarget as exc:
-        raise BadSubscription(f"endpoint: {exc}") from None
+        check_keys(p256dh, auth)
+    except BadSubscription:
+        return False
+    return True
 
 
 def valid_point(key: bytes) -> bool:
@@ -98,7 +112,7 @@ def subscribe_many(session: Session, items: list[tuple[Subscriber, str, str, str
             "group_id": target.group_id,
             "target_key": target.key,
             "endpoint": endpoint,
-            "endpoint_digest": hashlib.sha256(endpoint.encode()).hexdigest(),
+            "endpoint_digest": digest_of(endpoint),
             "p256dh": p256dh,
             "auth": auth,
             "created_at": now,
@@ -120,8 +134,61 @@ def subscribe_many(session: Session, items: list[tuple[Subscriber, str, str, str
     session.execute(statement, rows)
 
 
+def digest_of(endpoint: str) -> str:
+    return hashlib.sha256(endpoint.encode()).hexdigest()
+
+
+def refresh(session: Session, target: Subscriber, endpoint: str, p256dh: str, auth: str) -> bool:
+    """Whether `target` holds this browser subscription; if it does, with keys the browser changed
+    stored (only well-formed ones: the subscribe route's key checks)."""
+    row = session.scalar(
+        select(PushSubscription).where(
+            PushSubscription.target_kind == target.kind,
+            PushSubscription.target_key == target.key,
+            PushSubscription.endpoint_digest == digest_of(endpoint),
+        )
+    )
+    if row is None:
+        return False
+    if (row.p256dh, row.auth) != (p256dh, auth) and _keys_valid(p256dh, auth):
+        row.p256dh, row.auth = p256dh, auth
+    return True
+
+
+def targets_of(session: Session, endpoint: str) -> int:
+    """How many targets get pushes on this browser subscription."""
+    query = select(func.count()).where(PushSubscription.endpoint_digest == digest_of(endpoint))
+    return int(session.scalar(query) or 0)
+
+
+def renew(session: Session, previous: str, endpoint: str, p256dh: str, auth: str) -> int:
+    """Move every target of the `previous` endpoint to the renewed subscription (already checked);
+    how many. A target that holds the new endpoint already keeps that row alone."""
+    old, new = digest_of(previous), digest_of(endpoint)
+    if old == new:
+        result = session.execute(
+            update(PushSubscription)
+            .where(PushSubscription.endpoint_digest == old)
+            .values(p256dh=p256dh, auth=auth)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+    newer = aliased(PushSubscription)
+    both = exists().where(
+        newer.target_kind == PushSubscription.target_kind,
+        newer.target_key == PushSubscription.target_key,
+        newer.endpoint_digest == new,
+    )
+    merged = session.execute(delete(PushSubscription).where(PushSubscription.endpoint_digest == old, both))
+    moved = session.execute(
+        update(PushSubscription)
+        .where(PushSubscription.endpoint_digest == old)
+        .values(endpoint=endpoint, endpoint_digest=new, p256dh=p256dh, auth=auth)
+    )
+    return int(getattr(merged, "rowcount", 0) or 0) + int(getattr(moved, "rowcount", 0) or 0)
+
+
 def unsubscribe(session: Session, kind: str, key: str, endpoint: str) -> int:
-    digest = hashlib.sha256(endpoint.encode()).hexdigest()
+    digest = digest_of(endpoint)
     result = session.execute(
         delete(PushSubscription).where(
             PushSubscription.target_kind == kind,
@@ -165,7 +232,7 @@ def _message(ctx: ApiContext, group: Group, raw: str, target_key: str) -> str:
     return text
 
 
-def deliverable(query: Select[Any], kind: str) -> Select[Any]:
+def deliverable(query: Select[*_Ts], kind: str) -> Select[*_Ts]:
     """`query` over push subscriptions without those nothing is pushed to any more: the
     subscriptions of removed coupon sessions (removed single-use links)."""
     if kind == COUPON:
@@ -179,12 +246,16 @@ def deliverable(query: Select[Any], kind: str) -> Select[Any]:
 def queue_fanout(ctx: ApiContext, group: Group, message: str, target_key: str = "") -> PushFanout:
     """A durable push to every subscription of the group (or of one target in it)."""
     text = _message(ctx, group, message, target_key)
-    query = select(func.count()).where(
+    query = select(func.count(), func.max(PushSubscription.id)).where(
         PushSubscription.target_kind == group.kind, PushSubscription.group_id == group.id
     )
     if target_key:
         query = query.where(PushSubscription.target_key == target_key)
-    count = int(ctx.session.scalar(deliverable(query, group.kind)) or 0)
+    found = ctx.session.execute(deliverable(query, group.kind)).one()
+    count = int(found[0] or 0)
+    # The fan-out sends to these subscriptions only: one made after this call is not part of it
+    # (it would make the counts overshoot `queued`).
+    last_id = int(found[1] or 0)
     fanout = PushFanout(
         account_id=group.account_id,
         target_kind=group.kind,
@@ -199,6 +270,7 @@ def queue_fanout(ctx: ApiContext, group: Group, message: str, target_key: str = 
         failed=0,
         removed=0,
         cursor=0,
+        last_subscription_id=last_id,
         created_at=ctx.now,
         finished_at=None if count else ctx.now,
     )
@@ -219,6 +291,7 @@ def answer(ctx: ApiContext, fanout: PushFanout) -> dict[str, Any]:
 
 
 def to_public(fanout: PushFanout) -> dict[str, Any]:
+    """Progress: once `done`, `sent + failed + removed == queued`."""
     return {
         "id": f"{PREFIX}{fanout.id}",
         "kind": fanout.target_kind,

@@ -1,4 +1,12 @@
-// Push opt-in: registers the service worker and sends the browser's subscription to the server.
+// Push opt-in: registers the service worker and tells the server which pages this browser follows.
+//
+// A browser has one push subscription for this site (one service worker registration), shared by
+// every page it turned notifications on for. So the page asks the server whether *this* page's
+// target holds the subscription (POST /push/subscriptions/status) rather than deciding from the
+// subscription alone; "Turn off" removes this page's target only, and ends the browser's
+// subscription only when no other target uses it. The endpoint last sent to the server is kept in
+// localStorage: a subscription the browser renewed meanwhile (a new endpoint) is sent with it, and
+// the server moves every target of the old endpoint to the new one (POST /push/subscriptions/renew).
 (function () {
   "use strict";
   var box = document.querySelector(".push-optin");
@@ -8,6 +16,8 @@
   var button = box.querySelector(".push-optin__button");
   var status = box.querySelector(".push-optin__status");
   var target = { kind: box.getAttribute("data-push-kind"), code: box.getAttribute("data-push-code") };
+  var SENT = "opencoupon-push-endpoint";
+  var subscribed = false;
 
   function keyBytes(base64url) {
     var padded = (base64url + "===".slice((base64url.length + 3) % 4)).replace(/-/g, "+").replace(/_/g, "/");
@@ -17,44 +27,92 @@
     return out;
   }
 
-  function send(subscription, method) {
-    return fetch("/push/subscriptions", {
+  function sentEndpoint() {
+    try { return window.localStorage.getItem(SENT); } catch (e) { return null; }
+  }
+
+  function remember(endpoint) {
+    try {
+      if (endpoint) { window.localStorage.setItem(SENT, endpoint); } else { window.localStorage.removeItem(SENT); }
+    } catch (e) { /* storage refused: a renewed subscription waits for the service worker */ }
+  }
+
+  function call(path, method, body) {
+    return fetch(path, {
       method: method,
       headers: { "Content-Type": "application/json" },
       credentials: "same-origin",
-      body: JSON.stringify({ target: target, subscription: subscription.toJSON() })
+      body: JSON.stringify(body)
     }).then(function (resp) {
       if (!resp.ok) { throw new Error("server answered " + resp.status); }
+      return resp.json();
     });
   }
 
-  function show(subscribed) {
-    button.textContent = subscribed ? "Turn off notifications" : "Turn on notifications";
-    button.setAttribute("aria-pressed", subscribed ? "true" : "false");
+  function forTarget(subscription) {
+    return { target: target, subscription: subscription.toJSON() };
+  }
+
+  function show(on) {
+    subscribed = on;
+    button.textContent = on ? "Turn off notifications" : "Turn on notifications";
+    button.setAttribute("aria-pressed", on ? "true" : "false");
+    box.hidden = false;
+  }
+
+  // What this page shows: whether its target holds the browser's subscription (after sending a
+  // renewed subscription on, when the browser has one the server was not told about).
+  function sync(existing) {
+    if (!existing) { return Promise.resolve(false); }
+    var previous = sentEndpoint();
+    var renewed = previous && previous !== existing.endpoint
+      ? call("/push/subscriptions/renew", "POST", { previous: previous, subscription: existing.toJSON() })
+        .catch(function () { return null; })
+      : Promise.resolve(null);
+    return renewed.then(function () {
+      return call("/push/subscriptions/status", "POST", forTarget(existing));
+    }).then(function (answer) {
+      remember(existing.endpoint);
+      return !!answer.subscribed;
+    });
+  }
+
+  function turnOn(reg) {
+    return reg.pushManager.getSubscription().then(function (current) {
+      if (current) { return current; }
+      return fetch("/push/vapid-public-key").then(function (r) { return r.json(); }).then(function (data) {
+        return reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: keyBytes(data.publicKey) });
+      });
+    }).then(function (subscription) {
+      return call("/push/subscriptions", "POST", forTarget(subscription)).then(function () {
+        remember(subscription.endpoint);
+        show(true);
+        status.textContent = "Notifications are on.";
+      });
+    });
+  }
+
+  function turnOff(reg) {
+    return reg.pushManager.getSubscription().then(function (current) {
+      if (!current) { show(false); return null; }
+      return call("/push/subscriptions", "DELETE", forTarget(current)).then(function (answer) {
+        // Other pages still use this browser's subscription: it stays.
+        if (answer.remaining) { return null; }
+        remember(null);
+        return current.unsubscribe();
+      }).then(function () {
+        show(false);
+        status.textContent = "Notifications are off.";
+      });
+    });
   }
 
   navigator.serviceWorker.register("/static/push/sw.js", { scope: "/static/push/" }).then(function (reg) {
-    box.hidden = false;
-    return reg.pushManager.getSubscription().then(function (existing) {
-      show(!!existing);
+    return reg.pushManager.getSubscription().then(sync).catch(function () { return false; }).then(function (on) {
+      show(on);
       button.addEventListener("click", function () {
         button.disabled = true;
-        reg.pushManager.getSubscription().then(function (current) {
-          if (current) {
-            return send(current, "DELETE").then(function () { return current.unsubscribe(); }).then(function () {
-              show(false);
-              status.textContent = "Notifications are off.";
-            });
-          }
-          return fetch("/push/vapid-public-key").then(function (r) { return r.json(); }).then(function (data) {
-            return reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: keyBytes(data.publicKey) });
-          }).then(function (subscription) {
-            return send(subscription, "POST");
-          }).then(function () {
-            show(true);
-            status.textContent = "Notifications are on.";
-          });
-        }).catch(function (err) {
+        (subscribed ? turnOff(reg) : turnOn(reg)).catch(function (err) {
           status.textContent = "Notifications could not be changed (" + err.message + ").";
         }).then(function () { button.disabled = false; });
       });

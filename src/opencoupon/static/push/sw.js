@@ -26,6 +26,20 @@ self.addEventListener("notificationclick", function (event) {
 });
 
 self.addEventListener("pushsubscriptionchange", function (event) {
-  // The browser renewed the subscription: the page re-subscribes on its next visit.
-  event.waitUntil(Promise.resolve());
+  // The push service renewed (or ended) the subscription: every page that used the old one moves
+  // to the new one on the server. Browsers that give no old subscription here leave it to the
+  // opt-in script, which sends a renewed subscription on the next visit of any page.
+  var old = event.oldSubscription;
+  if (!old) { return; }
+  var renewed = event.newSubscription
+    ? Promise.resolve(event.newSubscription)
+    : self.registration.pushManager.subscribe(old.options);
+  event.waitUntil(renewed.then(function (subscription) {
+    return fetch("/push/subscriptions/renew", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      credentials: "same-origin",
+      body: JSON.stringify({ previous: old.endpoint, subscription: subscription.toJSON() })
+    });
+  }).catch(function () { /* the opt-in script tries again on the next visit */ }));
 });
