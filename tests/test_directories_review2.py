@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import httpx2
+import pytest
 from sqlalchemy import select, update
 
 from conftest import LiveServer, TestAccount
@@ -24,8 +26,10 @@ from directories_fixtures import (
     make_campaign,
     v4,
 )
+from helpers import assert_ok
 from loyalty_fixtures import create_card
 from opencoupon.coupons.sessions import new_session
+from opencoupon.directories import repository
 from opencoupon.models import Campaign, Category, CouponSession
 from opencoupon.runtime import Runtime
 
@@ -289,6 +293,40 @@ def test_a_campaign_removed_from_a_directory_while_its_settings_change_gets_no_5
         statuses.update(r.status_code for r in _together(live_server, sends))
     assert set(statuses) <= {200, 404}, statuses  # 404: removed first (code 502)
     assert statuses[200] >= 6
+
+
+def test_a_template_copy_and_a_patch_of_the_same_directory_take_their_locks_in_one_order(
+    account: TestAccount,
+    subaccount: TestAccount,
+    runtime: Runtime,
+    live_server: LiveServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The copy locked the owner's account row (its campaign allowance) before the directory, a
+    PATCH the directory before its new item's foreign key share-locked the account: a deadlock on
+    PostgreSQL, one of them a 500. The lock is held a moment longer here to meet every time."""
+    assert_ok(account.call("/v4/subaccount/update", subaccount=f"sub_{subaccount.id}", max_campaigns=50))
+    directory = create_directory(subaccount, name="Shop")
+    template = make_campaign(runtime, subaccount.id, "Template", kind="template")
+    extra = make_campaign(runtime, subaccount.id, "Extra")
+    lock = repository.lock_directory
+
+    def held_a_moment(session: Any, directory_id: int) -> None:
+        lock(session, directory_id)
+        time.sleep(0.6)
+
+    monkeypatch.setattr(repository, "lock_directory", held_a_moment)
+
+    def copy(client: httpx2.Client) -> httpx2.Response:
+        time.sleep(0.2)  # the PATCH holds the directory by now
+        body = {"directory": directory["id"], "template": f"cam_{template.id}", "name": "Copy"}
+        return client.post("/v3/directory/campaign/create", json=body, headers=subaccount.headers)
+
+    path = f"/v4/directory/{directory['id']}"
+    patched, copied = _together(
+        live_server, [_patch(subaccount, path, {"campaigns": [f"cam_{extra.id}"]}), copy]
+    )
+    assert (patched.status_code, copied.status_code) == (200, 200), (patched.text, copied.text)
 
 
 def _settings(account: TestAccount, campaign: str, directory: str) -> Send:

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import httpx2
+import pytest
 from sqlalchemy import select
 
 from helpers import assert_error, assert_ok
@@ -246,6 +247,33 @@ def test_a_push_service_busy_on_every_try_counts_failed_after_the_last(
         assert (progress["sent"], progress["failed"], progress["removed"]) == (0, 2, 0), progress
         paths = [r.path for r in standin.requests()]
         assert (paths.count("/push/down"), paths.count("/push/later")) == (3, 1)
+    finally:
+        standin.stop()
+
+
+@pytest.mark.parametrize("wait", ["999999999999", "9" * 400])
+def test_a_wait_beyond_any_date_counts_failed_and_the_others_get_it_once(
+    account: TestAccount, runtime: Runtime, settings: Settings, http: httpx2.Client, wait: str
+) -> None:
+    """A push service (anyone's host: subscribing is open to visitors) asking to wait longer than
+    dates go: that subscriber is failed at once; the chunk's results are kept. The date overflowed
+    after the chunk was sent, so the job failed and sent the whole chunk again, up to five times."""
+    standin = Receiver().start()
+    standin.behaviour = lambda path, _h, _b: (
+        Reply(status=429, headers={"Retry-After": wait}) if path.endswith("/far") else Reply(status=201)
+    )
+    try:
+        campaign, (a, b) = _campaign(runtime, account.id, sessions=2)
+        browser = Browser()
+        assert _subscribe(http, a, browser.subscription(standin.url + "/push/far")).status_code == 201
+        assert _subscribe(http, b, browser.subscription(standin.url + "/push/good")).status_code == 201
+        answer = assert_ok(account.call("/v3/coupon/pushnotification/all", campaign=campaign, message="Sale"))
+        with _runner_with(settings) as runner:
+            progress = _until_done(account, runner, answer["notification"], timeout=20)
+        _add_up(progress)
+        assert (progress["status"], progress["sent"], progress["failed"]) == ("done", 1, 1), progress
+        paths = [r.path for r in standin.requests()]
+        assert (paths.count("/push/good"), paths.count("/push/far")) == (1, 1)
     finally:
         standin.stop()
 

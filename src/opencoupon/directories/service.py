@@ -455,6 +455,10 @@ def create_from_template(
     name = _required_name(req.name)
     owner = ctx.session.get(Account, directory.account_id)
     assert owner is not None  # a directory's account is deleted with it
+    # The directory before the account (the allowance locks its row), as every change of a
+    # directory's items does: a PATCH adding an item holds the directory, then its foreign key
+    # share-locks the account. The other order deadlocked with it on PostgreSQL.
+    repository.lock_directory(ctx.session, directory.id)
     accounts.check_campaign_allowance(ctx.session, owner)
     category = get_held_category(ctx, directory.account_id, req.category) if req.category else None
     now = ctx.now
@@ -492,7 +496,6 @@ def create_from_template(
             # Another request drew the same code between the check and the insert.
             if attempt == 7:
                 raise
-    repository.lock_directory(ctx.session, directory.id)
     row = add_item(ctx.session, directory, "campaign", campaign.id, now)
     row.category_id = category.id if category else None
     row.position = len(repository.items(ctx.session, directory.id, "campaign"))

@@ -76,7 +76,9 @@ def next_delay(settings: Settings, tries: int, retry_after: float | None) -> flo
     if tries > len(delays):
         return None
     if retry_after is not None:
-        return retry_after
+        # Anyone's host can be a push service: a wait past the message's life (however large,
+        # past any date) means no next try, decided before it becomes a date.
+        return min(retry_after, float(TTL_SECONDS) + 1)
     return delays[tries - 1] * random.uniform(1.0, 1.0 + JITTER)
 
 
