@@ -7,6 +7,7 @@ times each arrival."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -30,6 +31,7 @@ from opencoupon.config import Settings
 from opencoupon.events import service as events
 from opencoupon.models import Job, WebhookAttempt, WebhookEndpoint, WebhookMessage
 from opencoupon.runtime import Runtime
+from opencoupon.webhooks import tasks
 from opencoupon.worker.queue import encode
 from opencoupon.worker.runner import Runner
 from webhooks_fixtures import Receiver, Reply, receiver  # noqa: F401
@@ -78,12 +80,12 @@ class Arrivals:
         return self.all()
 
 
-def busiest_second(times: list[float]) -> int:
-    """The most arrivals in any one-second window [t, t + 1)."""
+def busiest_second(times: list[float], window: float = 1.0) -> int:
+    """The most arrivals in any one-second window (t - 1, t] (or one of `window` seconds)."""
     times = sorted(times)
     most, start = 0, 0
     for end, at in enumerate(times):
-        while times[start] <= at - 1.0:
+        while times[start] <= at - window:
             start += 1
         most = max(most, end - start + 1)
     return most
@@ -91,15 +93,19 @@ def busiest_second(times: list[float]) -> int:
 
 def assert_at_most(rate: int, times: list[float]) -> None:
     """R9, measured at the receiver: the mean rate within 5 % of the limit, and no second holding
-    more than the limit + 5 % (at least + 1: a closed window of one second holds rate + 1 evenly
-    spaced arrivals), + 1 for a send a few milliseconds late on this shared, loaded machine (the
-    receiver, the runners and the API share one process here)."""
+    more than what is guaranteed (docs/webhooks.md: sends start in [slot, slot + max(interval,
+    10 ms)], slots one interval apart, so rate + max(1, ceil(rate / 100)) starts a second, as
+    throttle.late_after), plus 5 % of the rate (at least 1) for the time from a send's start to
+    its arrival varying (connecting, thread switches: the receiver, the runners and the API share
+    one process on this loaded machine). Slots a late worker sent together fail it: 15 at once at
+    10 a second."""
     times = sorted(times)
     if len(times) > 1:
         mean = (len(times) - 1) / (times[-1] - times[0])
         assert mean <= rate * 1.05, f"{mean:.2f}/s at {rate}/s"
+    guaranteed = rate + max(1, math.ceil(rate / 100))
     busiest = busiest_second(times)
-    assert busiest <= max(rate * 1.05, rate + 1) + 1, f"{busiest} arrivals in one second at {rate}/s"
+    assert busiest <= guaranteed + max(1, rate * 0.05), f"{busiest} arrivals in one second at {rate}/s"
 
 
 def _emit_many(runtime: Runtime, account_id: int, total: int) -> list[str]:
@@ -253,6 +259,39 @@ def test_a_burst_is_sent_at_the_rate_and_nothing_is_dropped(
     span = times[-1] - times[0]
     assert (total - 1) / span <= rate * 1.02, span
     assert span < (total / rate) * 1.5  # throttled, not stalled
+
+
+def test_a_worker_held_up_after_reserving_does_not_send_its_passed_slots_at_once(
+    account: TestAccount, receiver: Receiver, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker held up for 1.5 s between reserving its slots and sending (a busy machine, a slow
+    commit): the slots that passed meanwhile are not sent together when it resumes, but each
+    given up for a new one, after those the other runner reserved meanwhile; nothing is dropped
+    and the wait counts as no attempt."""
+    reserve_slots = tasks._slots
+    held_up: list[float] = []
+
+    def late_worker(*args: Any, **kwargs: Any) -> dict[int, Any]:
+        slots = reserve_slots(*args, **kwargs)
+        if not held_up:
+            held_up.append(time.monotonic())
+            time.sleep(1.5)
+        return slots
+
+    monkeypatch.setattr(tasks, "_slots", late_worker)
+    rate, total = 10, 30
+    arrivals = Arrivals(receiver)
+    endpoint = _create(account, receiver.url, rate_limit=rate)
+    sent = _emit_many(runtime, account.id, total)
+    with _runners(runtime, count=2):
+        got = arrivals.wait_for(total, timeout=30)
+    assert held_up
+    times = [at for at, _ in got]
+    # Not the 15 or so passed slots in the few milliseconds after the pause: 0.2 s holds two or
+    # three slots 0.1 s apart.
+    assert busiest_second(times, window=0.2) <= 3, [round(at - times[0], 3) for at in times]
+    assert_at_most(rate, times)
+    assert_each_sent_once_in_one_attempt(runtime, endpoint, sent, got)
 
 
 def test_two_runners_share_one_schedule(account: TestAccount, receiver: Receiver, runtime: Runtime) -> None:

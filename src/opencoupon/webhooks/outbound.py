@@ -34,6 +34,9 @@ class Request:
     headers: dict[str, str]
     # time.monotonic() before which it is not sent: a throttled delivery's slot (webhooks.throttle).
     not_before: float | None = None
+    # time.monotonic() after which it is not sent at all (Response.late): a throttled delivery's
+    # slot has passed, it takes a new one rather than go out bunched with the next ones.
+    not_after: float | None = None
 
 
 @dataclass
@@ -43,6 +46,8 @@ class Response:
     error: str
     duration_ms: int
     retry_after: float | None = None
+    # Not sent: its connection was free only after Request.not_after (no attempt was made).
+    late: bool = False
 
     @property
     def success(self) -> bool:
@@ -121,6 +126,8 @@ class Outbound:
             # Waits before taking a connection: a throttled request holds none while it waits.
             await asyncio.sleep(max(0.0, request.not_before - time.monotonic()))
         async with slots:
+            if request.not_after is not None and time.monotonic() > request.not_after:
+                return Response(0, "", "not sent: its sending slot passed", 0, late=True)
             started = time.perf_counter()
             try:
                 response = await self._post(client, request, started)

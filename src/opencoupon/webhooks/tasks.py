@@ -349,7 +349,12 @@ def _deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
     timestamp = unix(now)
 
     def prepare(
-        message: WebhookMessage, endpoint: WebhookEndpoint, body: str, public_id: str, send_at: float | None
+        message: WebhookMessage,
+        endpoint: WebhookEndpoint,
+        body: str,
+        public_id: str,
+        send_at: float | None,
+        send_by: float | None = None,
     ) -> None:
         planned.append(
             _Planned(
@@ -369,6 +374,7 @@ def _deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
                     body.encode(),
                     signing.headers(secrets_, public_id, timestamp, body),
                     not_before=send_at,
+                    not_after=send_by,
                 )
             )
         except Exception as exc:
@@ -398,7 +404,7 @@ def _deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
     come_back_at: dict[int, dt.datetime] = {}
     if throttled:
         hold_until = utcnow() + throttle.HOLD
-        slots = _slots(runtime, [row[0] for row in throttled], hold_until)
+        slots = _slots(runtime, [(row[0], row[1]) for row in throttled], hold_until)
         wall, clock = utcnow(), time.monotonic()
         for message, endpoint, body, public_id in throttled:
             if message.id not in slots:
@@ -407,8 +413,15 @@ def _deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
             if slot is not None and slot > hold_until:
                 come_back_at[message_ids[message.id]] = throttle.come_back_at(slot)
                 continue
-            send_at = None if slot is None else clock + (slot - wall).total_seconds()
-            prepare(message, endpoint, body, public_id, send_at)
+            if slot is None or endpoint.rate_limit is None:
+                prepare(message, endpoint, body, public_id, None)
+                continue
+            # Sent in [slot, slot + late_after]: a slot passed by more (this worker was held up
+            # after reserving it, or its job was claimed late) is not sent now with the next
+            # ones but given up for a new one (Response.late).
+            send_at = clock + (slot - wall).total_seconds()
+            send_by = send_at + throttle.late_after(endpoint.rate_limit).total_seconds()
+            prepare(message, endpoint, body, public_id, send_at, send_by)
     sent = iter(outbound_for(settings).send_all([r for r in requests if isinstance(r, Request)]))
     responses = [next(sent) if isinstance(r, Request) else r for r in requests]
     done_at = utcnow()
@@ -444,6 +457,11 @@ def _deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
             current_query = current_query.with_for_update()
         current = {row[0]: (row[1], row[2]) for row in connection.execute(current_query)} if planned else {}
         for plan, response in zip(planned, responses, strict=True):
+            if response.late:
+                # Not sent, its slot passed: its job runs again at once and reserves a new slot
+                # (the passed one is no longer usable). No attempt: nothing was sent.
+                outcomes[plan.job_id] = Retry(dt.timedelta(0), "throttled: its sending slot passed")
+                continue
             found = current.get(plan.message_id)
             if found is None:
                 continue  # finished meanwhile (succeeded, failed): this job is done
@@ -559,15 +577,15 @@ def _still_reserved(
 
 
 def _slots(
-    runtime: Runtime, throttled: list[WebhookMessage], hold_until: dt.datetime
+    runtime: Runtime, throttled: list[tuple[WebhookMessage, WebhookEndpoint]], hold_until: dt.datetime
 ) -> dict[int, dt.datetime | None]:
     """The sending slot of each still pending message of `throttled`: the one it reserved before
     (read with it: no write), else a new reservation (one write transaction for the batch)."""
     now = utcnow()
     slots: dict[int, dt.datetime | None] = {}
     wanting: list[int] = []
-    for message in throttled:
-        if throttle.usable(message.throttled_until, now):
+    for message, endpoint in throttled:
+        if throttle.usable(message.throttled_until, now, endpoint.rate_limit):
             slots[message.id] = message.throttled_until
         else:
             wanting.append(message.id)

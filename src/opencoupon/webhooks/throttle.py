@@ -12,6 +12,13 @@ waits for it in the send itself (outbound.Request.not_before). So deliveries lea
 one interval apart, whatever runner sends them, and a queue of a thousand messages keeps its
 order instead of pushing itself back.
 
+A send never starts before its slot, nor more than `late_after(rate_limit)` after it
+(outbound.Request.not_after): a worker that was held up (a busy machine, a slow commit, a job
+claimed late) does not send the slots it missed together, but gives each such slot up and reserves
+a new one from the endpoint's first free slot (no attempt counted). Every runner reserves from the
+same row, so in any one second at most rate_limit + max(1, ceil(rate_limit / 100)) sends start to
+an endpoint, whatever the number of runners and however late they are.
+
 Unlimited endpoints (rate_limit NULL) never reach this module: no extra read or write.
 """
 
@@ -38,9 +45,11 @@ LEAD = dt.timedelta(seconds=2)
 GRID = dt.timedelta(seconds=0.5)
 # A job run holds (sends, waiting for them) the slots up to this far ahead.
 HOLD = LEAD + GRID
-# A slot passed by more than this (the runner was stopped or far behind) is given up for a new
-# one: a backlog must not go out at once after an outage.
-LATE_LIMIT = dt.timedelta(seconds=2)
+# A send may start this long after its slot at most, or one interval when that is longer (see
+# late_after): the time an event loop needs to wake a request up and hand it a connection. Any
+# later (the runner was stopped, held up, or behind) and the slot is given up for a new one: the
+# slots a late worker missed must not go out together.
+LATE_LIMIT = dt.timedelta(milliseconds=10)
 _EPOCH = dt.datetime(1970, 1, 1)
 
 
@@ -55,9 +64,18 @@ def come_back_at(slot: dt.datetime) -> dt.datetime:
     return _EPOCH + dt.timedelta(seconds=math.floor(early / GRID.total_seconds()) * GRID.total_seconds())
 
 
-def usable(slot: dt.datetime | None, now: dt.datetime) -> bool:
+def late_after(rate_limit: int) -> dt.timedelta:
+    """How long after its slot a send may still start: one interval, at least LATE_LIMIT. Sends
+    start in [slot, slot + late_after], slots are one interval apart, so any one second holds at
+    most rate_limit + max(1, ceil(rate_limit / 100)) starts (rate_limit + 1 up to 100 a second)."""
+    return max(interval(rate_limit), LATE_LIMIT)
+
+
+def usable(slot: dt.datetime | None, now: dt.datetime, rate_limit: int | None) -> bool:
     """Whether a reserved slot is still the one to send at (not given up as too late)."""
-    return slot is not None and slot >= now - LATE_LIMIT
+    if slot is None or rate_limit is None:
+        return False
+    return slot >= now - late_after(rate_limit)
 
 
 def reserve(
@@ -91,11 +109,20 @@ def reserve(
         query = query.with_for_update()
     connection = session.connection()
     rows = connection.execute(query).all()
+    # The limits, to tell a usable slot from a passed one (read without a lock: the endpoints
+    # that reserve are locked and read again below).
+    rates = dict(
+        connection.execute(
+            select(endpoints.c.id, endpoints.c.rate_limit).where(
+                endpoints.c.id.in_({row.endpoint_id for row in rows})
+            )
+        ).all()
+    )
     now = utcnow()
     slots: dict[int, dt.datetime | None] = {}
     wanting: dict[int, list[int]] = defaultdict(list)
     for message_id, endpoint_id, throttled_until in rows:
-        if usable(throttled_until, now):
+        if usable(throttled_until, now, rates.get(endpoint_id)):
             slots[message_id] = throttled_until
         else:
             wanting[endpoint_id].append(message_id)
