@@ -454,6 +454,38 @@ def test_an_ended_members_coupon_is_not_validated_on_the_staff_page_nor_on_the_p
     assert _validation_count(runtime, path) == 1
 
 
+def test_an_erased_cancelled_members_coupon_is_still_refused_at_the_counter(
+    account: TestAccount, runtime: Runtime, browser: Browser, http: httpx2.Client
+) -> None:
+    """Erasure blanked the session's device ID, its `reg_<id>` too, and the counter pages no longer
+    knew it was a member's: the cancelled member's coupon validated again. The payment status is
+    kept on erasure (docs/privacy.md), so the refusal stays."""
+    directory, user, _campaign, path = _paid_member_session(account, runtime, browser)
+    scan = f"{path}/scan"
+    token = _csrf(http, scan)
+    cancelled = account.call(
+        "/v3/directoryusers/update", directory=directory["id"], user=user["id"], status="cancelled"
+    )
+    assert cancelled.status_code == 200
+    erased = account.client.post(
+        "/v4/privacy/erase", json={"email": "payer@example.com"}, headers=account.headers
+    )
+    assert erased.json()["erased"]["directory_users"] == 1
+    after = http.post(scan, data={"pin": PIN, "csrf": token})
+    assert after.status_code == 403, after.text
+    assert "no longer has access" in after.text
+    assert _validation_count(runtime, path) == 0
+    # A member's session erased by the code before (its device ID blanked) counts as a member gone.
+    with runtime.db.transaction() as session:
+        session.execute(
+            update(CouponSession).where(CouponSession.code == _session_code(path)).values(device_id="")
+        )
+    blanked = http.post(scan, data={"pin": PIN, "csrf": token})
+    assert blanked.status_code == 403, blanked.text
+    assert "no longer registered" in blanked.text
+    assert _validation_count(runtime, path) == 0
+
+
 def test_a_revoked_login_member_is_refused_and_a_public_directorys_member_is_not(
     account: TestAccount, runtime: Runtime, browser: Browser, http: httpx2.Client
 ) -> None:

@@ -907,3 +907,35 @@ def test_export_by_post(live_server: LiveServer, account: TestAccount) -> None:
         assert answer.status_code == 200, answer.text
         assert answer.json() == export(account, email)
         assert [s["couponsession"] for s in answer.json()["coupon_sessions"]] == [code]
+
+
+def test_a_push_sent_to_one_persons_session_is_exported_and_its_words_erased(
+    runtime: Runtime, live_server: LiveServer, account: TestAccount
+) -> None:
+    """`pushnotification/single` keeps its message on the fan-out (GET /v4/push/fanouts/{id}):
+    written for one person, it is theirs, exported and erased as a send's body is. It was in
+    neither, and the message with their name and email outlived the erasure."""
+    person = new_person()
+    campaign, code = claimed_session(account, live_server, person)
+    message = f"Hello {person.first} {person.last}, we sent the voucher to {person.email}"
+    sent = assert_ok(
+        account.call(
+            "/v3/coupon/pushnotification/single", campaign=campaign, couponsession=code, message=message
+        )
+    )
+    to_all = assert_ok(
+        account.call("/v3/coupon/pushnotification/all", campaign=campaign, message="Sale today")
+    )
+    found = export(account, person.email)
+    assert [(p["id"], p["target_id"], p["message"]) for p in found["push_notifications"]] == [
+        (sent["notification"], code, message)
+    ]
+    assert erase(account, person)["push_notifications"] == 1
+    progress = account.client.get(f"/v4/push/fanouts/{sent['notification']}", headers=account.headers)
+    assert progress.status_code == 200
+    assert person.first not in progress.json()["message"]
+    assert "we sent the voucher" in progress.json()["message"]
+    # A push to the whole campaign was nobody's in particular: left as it was.
+    untouched = account.client.get(f"/v4/push/fanouts/{to_all['notification']}", headers=account.headers)
+    assert untouched.json()["message"] == "Sale today"
+    assert traces_in_dump(runtime, person) == []

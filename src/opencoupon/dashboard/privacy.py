@@ -42,6 +42,7 @@ KIND_LABELS = {
     "loyalty_users": "loyalty card holders",
     "directory_users": "directory users",
     "sends": "email/SMS sends",
+    "push_notifications": "pushes sent to them alone",
     "push_subscriptions": "push subscriptions (deleted)",
     "events": "stored events",
     "webhook_attempts": "logged webhook answers",

@@ -37,8 +37,7 @@ from opencoupon.runtime import Runtime
 router = APIRouter(tags=["Directory pages"], include_in_schema=False)
 
 MIN_PASSWORD = 8
-# The source of a member's coupon sessions (device ID `reg_<user id>`).
-MEMBER_SOURCE = "directory"
+MEMBER_SOURCE = service.MEMBER_SOURCE
 
 
 def reason_text(access: service.Access, user: DirectoryUser | None) -> str:
@@ -206,12 +205,13 @@ def member_refusal(session: Session, campaign: Campaign, row: CouponSession) -> 
     it is validated only while the member could open it, as the directory gate would decide for
     them signed in (docs/directories.md, "Which directory decides"): the campaign open to anyone,
     or shown by the member's directory, where they have access now. Any other session: None."""
-    if row.source != MEMBER_SOURCE or not row.device_id.startswith("reg_"):
+    if row.source != MEMBER_SOURCE:
         return None
     locking, holders = _holding(session, campaign)
     if not locking or any(d.access == "public" for d in holders):
         return None
-    number = row.device_id.removeprefix("reg_")
+    # No `reg_<id>` any more (a member erased before erasure kept it): a member who is gone.
+    number = row.device_id.removeprefix("reg_") if row.device_id.startswith("reg_") else ""
     user = session.get(DirectoryUser, int(number)) if number.isdigit() else None
     if user is None:
         reason = "gone"

@@ -59,6 +59,9 @@ _NOT_COPIED = {
     "custom_codes_issued",
 }
 
+# The source of a member's coupon sessions (device ID `reg_<user id>`).
+MEMBER_SOURCE = "directory"
+
 
 def directory_not_found() -> ApiError:
     return ApiError(507, "Directory ID not found.")

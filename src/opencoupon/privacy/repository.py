@@ -31,6 +31,7 @@ from opencoupon.models import (
     LoyaltyCard,
     LoyaltyHolder,
     LoyaltyLedgerEntry,
+    PushFanout,
     PushSubscription,
     SingleUseBatch,
     Validation,
@@ -182,13 +183,17 @@ def sends(session: Session, scope: Scope, email: str, typed: str, phone: str) ->
     ).all()
 
 
+def _push_targets(session_codes: Sequence[str], holder_ids: Sequence[int]) -> list[tuple[str, str]]:
+    """How push names the person's sessions and loyalty holders: (target kind, key)."""
+    targets = [("coupon_session", code) for code in session_codes]
+    return targets + [("loyalty_holder", str(holder_id)) for holder_id in holder_ids]
+
+
 def push_subscriptions(
     session: Session, scope: Scope, session_codes: Sequence[str], holder_ids: Sequence[int]
 ) -> Sequence[PushSubscription]:
-    targets = [("coupon_session", code) for code in session_codes]
-    targets += [("loyalty_holder", str(holder_id)) for holder_id in holder_ids]
     found: list[PushSubscription] = []
-    for part in _chunks(targets):
+    for part in _chunks(_push_targets(session_codes, holder_ids)):
         found += session.scalars(
             select(PushSubscription)
             .where(
@@ -202,6 +207,30 @@ def push_subscriptions(
                 ),
             )
             .order_by(PushSubscription.id)
+        ).all()
+    return found
+
+
+def push_fanouts(
+    session: Session, scope: Scope, session_codes: Sequence[str], holder_ids: Sequence[int]
+) -> Sequence[PushFanout]:
+    """Pushes sent to one of the person's sessions or holders (`pushnotification/single`): their
+    text was written for that one person. Pushes to a whole campaign or card are not theirs."""
+    found: list[PushFanout] = []
+    for part in _chunks(_push_targets(session_codes, holder_ids)):
+        found += session.scalars(
+            select(PushFanout)
+            .where(
+                scope(PushFanout.account_id),
+                or_(
+                    false(),
+                    *(
+                        (PushFanout.target_kind == kind) & (PushFanout.target_key == key)
+                        for kind, key in part
+                    ),
+                ),
+            )
+            .order_by(PushFanout.id)
         ).all()
     return found
 

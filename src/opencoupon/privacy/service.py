@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from opencoupon.coupons.sessions import session_path
 from opencoupon.directories import service as directories
+from opencoupon.directories.service import MEMBER_SOURCE as DIRECTORY_SOURCE
 from opencoupon.distribution import service as distribution
 from opencoupon.errors import ApiError, bad_value, missing
 from opencoupon.events import service as events
@@ -38,9 +39,11 @@ from opencoupon.models import (
     Event,
     LoyaltyCard,
     LoyaltyHolder,
+    PushFanout,
 )
 from opencoupon.privacy import repository as repo
 from opencoupon.privacy.schemas import PersonRef
+from opencoupon.push.service import PREFIX as PUSH_PREFIX
 from opencoupon.singleuse import batches
 from opencoupon.webhooks import signing
 from opencoupon.worker import queue
@@ -85,6 +88,7 @@ KINDS = (
     "loyalty_users",
     "directory_users",
     "sends",
+    "push_notifications",
     "push_subscriptions",
     "events",
     "webhook_attempts",
@@ -387,6 +391,21 @@ def export(ctx: ApiContext, person: Person) -> dict[str, Any]:
             }
             for send in found.sends
         ],
+        "push_notifications": [
+            # Pushes sent to this person alone (their text was written for them).
+            {
+                "id": f"{PUSH_PREFIX}{fanout.id}",
+                "account_id": fanout.account_id,
+                "target": fanout.target_kind,
+                "target_id": fanout.target_key,
+                "title": fanout.title,
+                "message": fanout.message,
+                "url": fanout.url,
+                "status": fanout.status,
+                "created_at": fmt(fanout.created_at),
+            }
+            for fanout in repo.push_fanouts(ctx.session, ctx.scope, found.session_codes, found.holder_ids)
+        ],
         "push_subscriptions": [
             {
                 "target": sub.target_kind,
@@ -568,6 +587,9 @@ def erase(ctx: ApiContext, person: Person, kept: KeptAnswers | None = None) -> d
     for send in found.sends:
         if _erase_send(send, scrubber, now):
             done.add("sends", send.account_id, f"snd_{send.id}")
+    for fanout in repo.push_fanouts(ctx.session, ctx.scope, found.session_codes, found.holder_ids):
+        if _erase_push(fanout, scrubber):
+            done.add("push_notifications", fanout.account_id, f"{PUSH_PREFIX}{fanout.id}")
     for sub in repo.push_subscriptions(ctx.session, ctx.scope, found.session_codes, found.holder_ids):
         # A subscription is the person's device: it goes, and pushes to it stop.
         ctx.session.delete(sub)
@@ -588,8 +610,11 @@ def _erase_session(row: CouponSession, scrubber: Scrubber, now: dt.datetime) -> 
     row.firstname = row.lastname = row.email = row.phone = ""
     row.birthday = None
     row.custom_fields = {}
-    # The browser cookie that reopens this session on the person's device.
-    row.device_id = ""
+    # The browser cookie that reopens this session on the person's device. A directory member's
+    # session keeps its `reg_<id>`: no cookie, it names the member's (erased) row, whose payment
+    # status the counter pages still ask; without it a cancelled member's coupon validated again.
+    if row.source != DIRECTORY_SOURCE:
+        row.device_id = ""
     # The business's own reference stays, unless it holds the person's email or phone.
     row.customid = scrubber.value(row.customid, theirs=True)
     if _snapshot(row, _SESSION_FIELDS) == before:
@@ -625,6 +650,15 @@ def _erase_user(user: DirectoryUser, now: dt.datetime) -> bool:
         return False
     user.updated_at = now
     return True
+
+
+def _erase_push(fanout: PushFanout, scrubber: Scrubber) -> bool:
+    """A push to this one person: its words lose their details, as a send's do."""
+    before = (fanout.title, fanout.message, fanout.url)
+    fanout.title = scrubber.text(fanout.title, names=True)
+    fanout.message = scrubber.text(fanout.message, names=True)
+    fanout.url = scrubber.text(fanout.url, names=True)
+    return (fanout.title, fanout.message, fanout.url) != before
 
 
 def _erase_send(send: DistributionSend, scrubber: Scrubber, now: dt.datetime) -> bool:
