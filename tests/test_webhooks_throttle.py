@@ -258,7 +258,7 @@ def test_a_burst_is_sent_at_the_rate_and_nothing_is_dropped(
     assert_at_most(rate, times)
     span = times[-1] - times[0]
     assert (total - 1) / span <= rate * 1.02, span
-    assert span < (total / rate) * 1.5  # throttled, not stalled
+    assert span < (total / rate) * 2  # throttled, not stalled (slack for a loaded CI machine)
 
 
 def test_a_worker_held_up_after_reserving_does_not_send_its_passed_slots_at_once(
@@ -358,7 +358,7 @@ def test_an_unlimited_endpoint_is_not_held_back_by_a_limited_one(
             slow_got = slow.wait_for(total, timeout=30)
     finally:
         fast_receiver.stop()
-    assert fast_done < 1.5, fast_done
+    assert fast_done < 2.0, fast_done  # the limited one needs 3 s for them
     assert busiest_second([at for at, _ in fast_got]) == total
     assert_each_sent_once_in_one_attempt(runtime, unlimited, sent, fast_got)
     assert_each_sent_once_in_one_attempt(runtime, limited, sent, slow_got)
@@ -386,7 +386,7 @@ def test_raising_the_limit_while_messages_wait_applies_to_them(
         got = arrivals.wait_for(total, timeout=20)
     # Not the 14 s the old rate would take: those a runner already holds go at their old slots
     # (up to 2.5 s ahead), then the rest at the new rate.
-    assert got[-1][0] - changed_at < 5.0
+    assert got[-1][0] - changed_at < 7.0  # slack for a loaded machine; still half the old rate's
     assert_each_sent_once_in_one_attempt(runtime, endpoint, sent, got)
     assert_at_most(100, [at for at, _ in got])
 
@@ -422,7 +422,7 @@ def test_removing_the_limit_sends_the_waiting_messages_at_once(
         changed_at = time.monotonic()
         assert _patch(account, endpoint, rate_limit="")["rate_limit"] is None
         got = arrivals.wait_for(total, timeout=20)
-    assert got[-1][0] - changed_at < 4.0  # the held ones at their old slots, the rest at once
+    assert got[-1][0] - changed_at < 7.0  # the held ones at their old slots, the rest at once (not 19 s)
     assert_each_sent_once_in_one_attempt(runtime, endpoint, sent, got)
 
 
@@ -444,7 +444,8 @@ def test_disabling_ends_the_waiting_messages_at_once(
             time.sleep(0.1)
         messages = _messages(runtime, endpoint)
         delivered = len(arrivals.all())
-        assert 2 <= delivered <= 10  # the first ones, and those a runner held (2.5 s at 2/s)
+        # The first ones, those a runner held (2.5 s at 2/s), and a few more on a loaded machine.
+        assert 2 <= delivered <= 14
         statuses = Counter(m.status for m in messages)
         assert statuses == Counter({"succeeded": delivered, "failed": 30 - delivered})
         assert all(m.attempts == 0 for m in messages if m.status == "failed")  # none was sent
@@ -454,7 +455,7 @@ def test_disabling_ends_the_waiting_messages_at_once(
         fresh = _emit_many(runtime, account.id, 1)
         got = arrivals.wait_for(delivered + 1, timeout=10)
     assert got[-1][1] == fresh[0]
-    assert got[-1][0] - started < 4.0
+    assert got[-1][0] - started < 6.0  # not after the abandoned slots (over 10 s away)
 
 
 def test_a_replay_since_a_time_is_throttled_too(
