@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any
 
@@ -83,38 +84,74 @@ def test_every_api_route_declares_security(spec: dict[str, Any]) -> None:
     assert not unsecured
 
 
+def _send(caller: httpx2.Client, method: str, path: str, params: dict[str, Any], headers: Any) -> Any:
+    if method in ("GET", "DELETE"):
+        return caller.request(method, path, params=params, headers=headers)
+    return caller.request(method, path, json=params, headers=headers)
+
+
+def _query_names(operation: dict[str, Any]) -> set[str]:
+    return {p["name"] for p in operation.get("parameters", []) if p.get("in") == "query"}
+
+
 @pytest.mark.parametrize("case", all_cases(), ids=lambda c: c.name)
 def test_another_accounts_id_answers_like_a_missing_one(
-    case: TenancyCase, runtime: Runtime, account: TestAccount, other_account: TestAccount
+    case: TenancyCase,
+    spec: dict[str, Any],
+    runtime: Runtime,
+    account: TestAccount,
+    other_account: TestAccount,
+    subaccount: TestAccount,
 ) -> None:
-    real_id = case.factory(runtime, account)
+    """Another master account, and the owner's own subaccount (a subaccount reaches only its own
+    objects), get exactly the answer a missing ID gets; without credentials, or with the owner's
+    revoked secret, the call answers 401 like any other; the owner does reach the object."""
+    ids = case.make(runtime, account)
+    real_id = ids["id"]
     missing_id = case.missing_for(real_id)
-
-    def ask(object_id: str) -> httpx2.Response:
-        path = case.path.replace("{id}", object_id)
-        params = dict(case.extra)
-        if case.param:
-            params[case.param] = object_id
-        if case.method in ("GET", "DELETE"):
-            return other_account.client.request(
-                case.method, path, params=params, headers=other_account.headers
-            )
-        return other_account.client.request(case.method, path, json=params, headers=other_account.headers)
-
-    foreign, missing = ask(real_id), ask(missing_id)
-    assert foreign.status_code == missing.status_code, (foreign.text, missing.text)
-    assert foreign.status_code >= 400, foreign.text
-    assert foreign.content == missing.content
+    assert missing_id != real_id
+    # A v3 call answers GET (query) as POST (JSON): ask both ways, when the parameters fit a query.
+    methods = [case.method]
+    if (
+        case.method == "POST"
+        and "{" not in case.path
+        and case.param in _query_names(spec["paths"].get(case.path, {}).get("get", {}))
+        and all(isinstance(v, str | int) for v in case.request(ids, real_id)[2].values())
+    ):
+        methods.append("GET")
+    for caller in (other_account, subaccount):
+        for method in methods:
+            _, foreign_path, foreign_params = case.request(ids, real_id)
+            _, missing_path, missing_params = case.request(ids, missing_id)
+            foreign = _send(caller.client, method, foreign_path, foreign_params, caller.headers)
+            missing = _send(caller.client, method, missing_path, missing_params, caller.headers)
+            who = "subaccount" if caller is subaccount else "other account"
+            assert foreign.status_code == missing.status_code, (who, method, foreign.text, missing.text)
+            if case.refusal_status is None:
+                assert foreign.status_code >= 400, (who, method, foreign.text)
+            else:
+                assert foreign.status_code == case.refusal_status, (who, method, foreign.text)
+            # An answer may echo the ID it was given (one error per item); nothing else may differ.
+            echoed = foreign.content.replace(f'"{real_id}"'.encode(), b'"<id>"')
+            assert echoed == missing.content.replace(f'"{missing_id}"'.encode(), b'"<id>"'), (who, method)
+    method, path, params = case.request(ids, real_id)
+    anonymous = _send(account.client, method, path, params, {})
+    assert anonymous.status_code == 401, anonymous.text
+    assert anonymous.json() == AUTH_FAILED_BODY
     # The owner does reach it (the case really names an object).
-    owner_path = case.path.replace("{id}", real_id)
-    params = dict(case.extra)
-    if case.param:
-        params[case.param] = real_id
-    if case.method in ("GET", "DELETE"):
-        owner = account.client.request(case.method, owner_path, params=params, headers=account.headers)
-    else:
-        owner = account.client.request(case.method, owner_path, json=params, headers=account.headers)
+    owner = _send(account.client, method, path, params, account.headers)
     assert owner.status_code < 300, owner.text
+    # A secret rotated out with no grace (a leaked key) reaches nothing, not even its own objects.
+    with runtime.db.transaction() as session:
+        from opencoupon.accounts import service as accounts
+        from opencoupon.models import Account
+
+        owner_row = session.get(Account, account.id)
+        assert owner_row is not None
+        accounts.rotate_secret(session, runtime.keyring, owner_row, dt.timedelta(0))
+    revoked = _send(account.client, method, path, params, account.headers)
+    assert revoked.status_code == 401, revoked.text
+    assert revoked.json() == AUTH_FAILED_BODY
 
 
 def test_security_schemes_are_declared(spec: dict[str, Any]) -> None:
