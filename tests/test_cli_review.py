@@ -1,0 +1,97 @@
+"""The command line and deployment path under ordinary mistakes and concurrent starts: two
+`migrate` at once, processes generating the secret key together, a database not migrated or
+unreachable, bad options; each ends in one line, not a traceback."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from opencoupon.config import Settings
+from opencoupon.db.engine import normalize_url
+
+CLI = str(Path(sys.executable).with_name("opencoupon"))
+
+
+@pytest.fixture
+def clean_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCOUPON_")}
+    env["OPENCOUPON_DATABASE_URL"] = f"sqlite:///{tmp_path / 'var' / 'opencoupon.db'}"
+    env["OPENCOUPON_VAR_DIR"] = str(tmp_path / "var")
+    return env
+
+
+def _run(env: dict[str, str], *args: str | bytes) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, (result.returncode, result.stderr[-600:])
+    assert "Traceback" not in result.stderr, result.stderr[-600:]
+    return result.stderr
+
+
+@pytest.fixture
+def scratch_postgres(settings: Settings) -> Iterator[str]:
+    """A new, empty PostgreSQL database beside the suite's."""
+    if not settings.database_url.startswith("postgres"):
+        pytest.skip("PostgreSQL only")
+    name = f"oc_cli_{secrets.token_hex(4)}"
+    admin = create_engine(normalize_url(settings.database_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield str(make_url(settings.database_url).set(database=name).render_as_string(hide_password=False))
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+def _migrate_together(env: dict[str, str], count: int = 2) -> list[tuple[int, str]]:
+    processes = [
+        subprocess.Popen([CLI, "migrate"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(count)
+    ]
+    results = []
+    for process in processes:
+        _out, err = process.communicate(timeout=180)
+        results.append((process.returncode, err))
+    return results
+
+
+def test_two_migrate_at_once_on_a_fresh_postgresql(clean_env: dict[str, str], scratch_postgres: str) -> None:
+    env = {**clean_env, "OPENCOUPON_DATABASE_URL": scratch_postgres, "OPENCOUPON_SECRET_KEY": "k" * 40}
+    for code, err in _migrate_together(env):
+        assert code == 0, err[-800:]
+    engine = create_engine(normalize_url(scratch_postgres))
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
+    finally:
+        engine.dispose()
+
+
+def test_two_migrate_at_once_on_an_older_postgresql(clean_env: dict[str, str], scratch_postgres: str) -> None:
+    from opencoupon.db.migrate import upgrade
+
+    upgrade(scratch_postgres, "0009")
+    env = {**clean_env, "OPENCOUPON_DATABASE_URL": scratch_postgres, "OPENCOUPON_SECRET_KEY": "k" * 40}
+    for code, err in _migrate_together(env):
+        assert code == 0, err[-800:]
+
+
+def test_two_migrate_at_once_on_sqlite(clean_env: dict[str, str]) -> None:
+    """SQLite: the database's write lock serializes them."""
+    Path(clean_env["OPENCOUPON_VAR_DIR"]).mkdir(parents=True)
+    env = {**clean_env, "OPENCOUPON_SECRET_KEY": "k" * 40}
+    for code, err in _migrate_together(env):
+        assert code == 0, err[-800:]
