@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,3 +97,36 @@ def test_two_migrate_at_once_on_sqlite(clean_env: dict[str, str]) -> None:
     env = {**clean_env, "OPENCOUPON_SECRET_KEY": "k" * 40}
     for code, err in _migrate_together(env):
         assert code == 0, err[-800:]
+
+
+_RESOLVE_KEY = """
+import sys, time
+from pathlib import Path
+from opencoupon.config import Settings, resolve_secret_key
+start = float(sys.argv[2])
+while time.time() < start:
+    pass
+print(resolve_secret_key(Settings(var_dir=Path(sys.argv[1]), secret_key="")))
+"""
+
+
+def test_processes_generating_the_secret_key_together_share_one(tmp_path: Path) -> None:
+    """Processes starting at once on a fresh var dir all use the key on disk, which is 0600."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCOUPON_")}
+    for attempt in range(3):
+        var = tmp_path / f"var{attempt}"
+        start = str(time.time() + 1.5)
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", _RESOLVE_KEY, str(var), start],
+                env=env,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(6)
+        ]
+        keys = {process.communicate(timeout=60)[0].strip() for process in processes}
+        assert all(process.returncode == 0 for process in processes)
+        assert keys == {(var / "secret_key").read_text().strip()}
+        assert stat.S_IMODE((var / "secret_key").stat().st_mode) == 0o600
+        assert [p.name for p in var.iterdir()] == ["secret_key"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -93,13 +94,26 @@ def resolve_secret_key(settings: Settings) -> str:
     import secrets
 
     path = settings.var_dir / "secret_key"
-    if path.exists():
-        return path.read_text().strip()
-    settings.var_dir.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
-    path.write_text(key)
-    path.chmod(0o600)
-    return key
+    if not path.exists():
+        # Processes starting together on a fresh var dir must end up with one key: each writes
+        # its own candidate to a private temporary file (0600 from the start) and links it to the
+        # final name, which fails if another got there first; all then read the final file,
+        # which is never seen partly written.
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+        candidate = settings.var_dir / f".secret_key.{os.getpid()}.{secrets.token_hex(8)}"
+        fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(candidate, path)
+            except FileExistsError:
+                pass
+        finally:
+            candidate.unlink(missing_ok=True)
+    return path.read_text().strip()
 
 
 @lru_cache
