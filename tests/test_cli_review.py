@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -130,3 +131,73 @@ def test_processes_generating_the_secret_key_together_share_one(tmp_path: Path) 
         assert keys == {(var / "secret_key").read_text().strip()}
         assert stat.S_IMODE((var / "secret_key").stat().st_mode) == 0o600
         assert [p.name for p in var.iterdir()] == ["secret_key"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("account", "create", "--email", "a@example.com", "--json"),
+        ("account", "rotate-secret", "--email", "a@example.com"),
+        ("demo",),
+    ],
+)
+def test_a_database_not_migrated_is_one_line(clean_env: dict[str, str], args: tuple[str, ...]) -> None:
+    err = _one_line_error(_run(clean_env, *args))
+    assert "the database is not migrated: run opencoupon migrate" in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("migrate",),
+        ("demo",),
+        ("account", "create", "--email", "a@example.com", "--json"),
+        ("singleuse", "create", "--campaign", "cam_1", "--csv", "/dev/null"),
+    ],
+)
+def test_an_unreachable_database_is_one_line_without_the_password(
+    clean_env: dict[str, str], args: tuple[str, ...]
+) -> None:
+    env = {**clean_env, "OPENCOUPON_DATABASE_URL": "postgresql://someone:hunter2secret@127.0.0.1:1/x"}
+    err = _one_line_error(_run(env, *args))
+    assert "cannot open the database" in err
+    assert "hunter2secret" not in err
+    assert len(err.strip().splitlines()) <= 2, err
+
+
+def test_a_bad_setting_is_one_line(clean_env: dict[str, str]) -> None:
+    env = {**clean_env, "OPENCOUPON_MAX_BODY_BYTES": "1MB"}
+    for args in (("migrate",), ("openapi",), ("demo",)):
+        err = _one_line_error(_run(env, *args))
+        assert err.startswith("error: OPENCOUPON_MAX_BODY_BYTES: "), err
+
+
+def _newer(clean_env: dict[str, str], tmp_path: Path) -> None:
+    assert _run(clean_env, "migrate").returncode == 0
+    with sqlite3.connect(tmp_path / "var" / "opencoupon.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0999'")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("migrate",), ("serve", "--port", "1"), ("demo",), ("account", "create", "--email", "a@example.com")],
+)
+def test_a_database_of_a_newer_version_is_one_line(
+    clean_env: dict[str, str], tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    _newer(clean_env, tmp_path)
+    err = _one_line_error(_run(clean_env, *args))
+    assert "the database was migrated by a newer OpenCoupon (revision 0999); upgrade OpenCoupon" in err
+
+
+@pytest.mark.parametrize("command", ["create", "rotate-secret"])
+@pytest.mark.parametrize("option", ["--email", "--password"])
+def test_account_options_that_are_not_utf8(clean_env: dict[str, str], command: str, option: str) -> None:
+    assert _run(clean_env, "migrate").returncode == 0
+    if command == "rotate-secret" and option == "--password":
+        return
+    args: list[str | bytes] = ["account", command, "--email", "a@example.com", option, b"\xffabcdefghij"]
+    result = _run(clean_env, *args)
+    assert result.returncode == 2, result.stderr[-600:]
+    assert "Traceback" not in result.stderr
+    assert "not UTF-8 text" in result.stderr

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from opencoupon.cli.common import App, check_not_newer, require_migrated, utf8_option
 from opencoupon.config import get_settings
 from opencoupon.distribution.cli import send_app
 from opencoupon.push.cli import vapid_app
@@ -19,7 +20,7 @@ from opencoupon.singleuse.cli import app as singleuse_app
 if TYPE_CHECKING:
     from opencoupon.runtime import Runtime
 
-app = typer.Typer(help="OpenCoupon: coupons, loyalty cards and directories.", no_args_is_help=True)
+app = App(help="OpenCoupon: coupons, loyalty cards and directories.", no_args_is_help=True)
 account_app = typer.Typer(help="Accounts and their API credentials.", no_args_is_help=True)
 app.add_typer(account_app, name="account")
 app.add_typer(send_app, name="send")
@@ -39,7 +40,9 @@ def migrate() -> None:
     """Bring the database schema up to date."""
     from opencoupon.db.migrate import upgrade
 
-    upgrade(get_settings().database_url)
+    url = get_settings().database_url
+    check_not_newer(url)
+    upgrade(url)
     typer.echo("database is up to date", err=True)
 
 
@@ -59,6 +62,7 @@ def serve(
     if not no_migrate:
         from opencoupon.db.migrate import upgrade
 
+        check_not_newer(settings.database_url)
         upgrade(settings.database_url)
     uvicorn.run(
         "opencoupon.asgi:app",
@@ -116,6 +120,7 @@ def demo() -> None:
     from opencoupon.demo import seed_demo
 
     settings = get_settings()
+    require_migrated(settings.database_url)
     runtime = _runtime()
     path = settings.var_dir / DEMO_CREDENTIALS_FILE
     result = seed_demo(runtime)
@@ -158,8 +163,8 @@ def _saved_demo_credentials(runtime: Runtime, path: Path) -> dict[str, Any] | No
 
 @account_app.command("create")
 def account_create(
-    email: str = typer.Option(..., help="Sign-in email of the account."),
-    password: str = typer.Option("", help="Dashboard password (none: API only)."),
+    email: str = typer.Option(..., help="Sign-in email of the account.", callback=utf8_option),
+    password: str = typer.Option("", help="Dashboard password (none: API only).", callback=utf8_option),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else."),
 ) -> None:
     """Create a master account; prints its ID, client_id and client_secret (shown once)."""
@@ -178,6 +183,7 @@ def account_create(
     if len(password) > MAX_PASSWORD_LENGTH:
         typer.echo(f"error: --password: Use at most {MAX_PASSWORD_LENGTH} characters.", err=True)
         raise typer.Exit(1)
+    require_migrated(get_settings().database_url)
     runtime = _runtime()
     with runtime.db.transaction() as session:
         if repository.by_email(session, email) is not None:
@@ -206,7 +212,7 @@ def account_create(
 
 @account_app.command("rotate-secret")
 def account_rotate_secret(
-    email: str = typer.Option(..., help="Email of the account."),
+    email: str = typer.Option(..., help="Email of the account.", callback=utf8_option),
     grace_hours: int = typer.Option(24, help="Hours the old secret keeps working (0 to 168)."),
 ) -> None:
     """Issue a new client secret; the old one keeps working for the grace period."""
@@ -220,6 +226,7 @@ def account_rotate_secret(
     if not 0 <= grace_hours <= MAX_GRACE_HOURS:
         typer.echo(f"error: --grace-hours must be between 0 and {MAX_GRACE_HOURS}", err=True)
         raise typer.Exit(1)
+    require_migrated(get_settings().database_url)
     runtime = _runtime()
     with runtime.db.transaction() as session:
         account = repository.by_email(session, email)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from opencoupon.cli.common import utf8_option as _utf8
 from opencoupon.config import get_settings
 
 if TYPE_CHECKING:
@@ -41,16 +42,6 @@ class Tally:
     queued: int = 0
     skipped: int = 0
     invalid: int = 0
-
-
-def _utf8(value: str) -> str:
-    """A text option as the shell passed it: bytes that are not UTF-8 arrive as lone surrogates
-    (Python's surrogateescape), which no email header nor database takes. One line, no traceback."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise typer.BadParameter("not UTF-8 text (check the encoding of the terminal or script)") from None
-    return value
 
 
 def _pick(row: dict[str, str], names: tuple[str, ...]) -> str:

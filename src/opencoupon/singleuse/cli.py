@@ -93,21 +93,15 @@ def _publish(path: Path, done: str) -> None:
 
 
 def _require_migrated(runtime: Runtime) -> None:
-    """A database the schema was never applied to (or an older schema) gets a hint, not a traceback."""
-    from alembic.migration import MigrationContext
-    from alembic.script import ScriptDirectory
+    """A database the schema was never applied to (or an older or newer one) gets a hint, not a traceback."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from opencoupon.db.migrate import alembic_config
+    from opencoupon.cli.common import require_migrated
 
-    heads = set(ScriptDirectory.from_config(alembic_config(runtime.settings.database_url)).get_heads())
     try:
-        with runtime.db.engine.connect() as conn:
-            current = set(MigrationContext.configure(conn).get_current_heads())
+        require_migrated(runtime.settings.database_url)
     except SQLAlchemyError as exc:
         raise _fail(f"cannot open the database: {getattr(exc, 'orig', None) or exc}") from None
-    if current != heads:
-        raise _fail("the database is not migrated: run opencoupon migrate")
 
 
 @app.command("create")
