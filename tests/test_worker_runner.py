@@ -493,3 +493,34 @@ def test_a_job_whose_last_attempt_fails_is_closed_by_its_on_dead_handler(runtime
     assert (job.status, job.attempts) == ("dead", 2)
     assert "the database refused" in job.last_error
     assert closed == [{"n": 1}]
+
+
+def test_a_database_down_or_not_migrated_does_not_flood_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Claims that fail are tried again after a doubling delay (up to 30 s): the traceback once,
+    then one line per attempt; the recovery is logged once."""
+    from opencoupon.db.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'not-migrated.db'}"
+    runtime = Runtime.from_settings(Settings(database_url=url, secret_key=TEST_SECRET_KEY, var_dir=tmp_path))
+    runner = Runner(runtime, poll=0.2)
+    caplog.set_level("INFO", logger="opencoupon.worker")
+    thread = runner.start_thread()
+    try:
+        time.sleep(2.0)
+        failing = [r for r in caplog.records if r.name == "opencoupon.worker"]
+        # 0.2 s polls would have logged ten tracebacks; with back-off: t = 0, 0.4, 1.2 (next 2.8).
+        assert 2 <= len(failing) <= 4, [r.getMessage() for r in failing]
+        assert sum(1 for r in failing if r.exc_info) == 1
+        upgrade(url)
+        deadline = time.monotonic() + 6
+        while (
+            not any("again after" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        assert sum(1 for r in caplog.records if "again after" in r.getMessage()) == 1
+    finally:
+        runner.stop()
+        thread.join(timeout=10)
+        runtime.db.dispose()

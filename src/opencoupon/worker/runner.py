@@ -38,6 +38,16 @@ from opencoupon.worker.registry import (
 
 log = logging.getLogger("opencoupon.worker")
 
+# Longest wait between two attempts to claim jobs while they fail (the database down).
+CLAIM_BACKOFF_MAX = 30.0
+
+
+def _one_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
+    return f"{type(orig).__name__}: {lines[0] if lines else ''}"
+
+
 LEASE = dt.timedelta(seconds=60)
 BURIED = "its lease ran out on its last attempt (the worker stopped or it ran too long)"
 
@@ -466,6 +476,7 @@ class Runner:
         next_sweep = time.monotonic() + housekeeping.FIRST_SWEEP_AFTER.total_seconds()
         renew_every = self.lease.total_seconds() / 3
         next_renewal = time.monotonic() + renew_every
+        failures = 0
         while not self._stop.is_set():
             if time.monotonic() >= next_renewal:
                 next_renewal = time.monotonic() + renew_every
@@ -485,8 +496,21 @@ class Runner:
             if room > 0:
                 try:
                     jobs = self.claim(min(self.batch, room))
-                except Exception:
-                    log.exception("worker loop error")
+                except Exception as exc:
+                    # The database down or not migrated: the traceback once, then one line per
+                    # attempt, tried again after a delay doubling up to CLAIM_BACKOFF_MAX.
+                    failures += 1
+                    if failures == 1:
+                        log.exception("could not claim jobs; trying again with back-off")
+                    else:
+                        log.warning(
+                            "could not claim jobs (%d failures in a row): %s", failures, _one_line(exc)
+                        )
+                    self._stop.wait(min(self.poll * 2**failures, CLAIM_BACKOFF_MAX))
+                    continue
+                if failures:
+                    log.warning("claiming jobs again after %d failures", failures)
+                    failures = 0
             if not jobs:
                 self._wake.wait(self.poll)
                 self._wake.clear()
