@@ -524,3 +524,54 @@ def test_a_database_down_or_not_migrated_does_not_flood_the_log(
         runner.stop()
         thread.join(timeout=10)
         runtime.db.dispose()
+
+
+WORKER_WITH_SENDERS = """
+import sys
+from pathlib import Path
+from opencoupon.worker import registry
+
+@registry.task(sys.argv[1])
+def connect(runtime, payload):
+    from opencoupon.push.outbound import push_outbound_for
+    from opencoupon.webhooks.outbound import outbound_for
+
+    for sender in (outbound_for(runtime.settings), push_outbound_for(runtime.settings)):
+        sender.run(sender._client())
+    Path(sys.argv[2]).write_text("connected")
+
+from opencoupon.cli.main import app
+app(["worker", "--concurrency", "1"])
+"""
+
+
+def test_the_worker_command_closes_its_senders(runtime: Runtime, var_dir: Path, tmp_path: Path) -> None:
+    """A worker that made webhook and push connections, stopped by SIGTERM, closes them: it logged
+    'Unclosed client session' for each."""
+    kind = _kind("senders")
+    marker = tmp_path / "connected"
+    with runtime.db.transaction() as session:
+        queue.enqueue(session, kind, {})
+    env = {
+        **os.environ,
+        "OPENCOUPON_DATABASE_URL": runtime.settings.database_url,
+        "OPENCOUPON_SECRET_KEY": TEST_SECRET_KEY,
+        "OPENCOUPON_VAR_DIR": str(var_dir),
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(WORKER_WITH_SENDERS), kind, str(marker)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_until(lambda: marker.exists(), 60)
+        time.sleep(0.3)
+        worker.send_signal(signal.SIGTERM)
+        _out, err = worker.communicate(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 0, err[-800:]
+    assert "Unclosed" not in err, err[-800:]

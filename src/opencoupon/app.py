@@ -109,6 +109,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                 # Jobs not started go back to the queue; running ones get a moment to finish.
                 runner.stop()
                 await asyncio.to_thread(runner_thread.join, RUNNER_STOP_SECONDS)
+                if not runner_thread.is_alive():
+                    from opencoupon.worker.runner import close_senders
+
+                    await asyncio.to_thread(close_senders, runtime.settings)
 
     app = FastAPI(
         title="OpenCoupon",

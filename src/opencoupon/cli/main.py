@@ -82,21 +82,25 @@ def worker(
     """Run background jobs (webhooks, push, email) from the shared database."""
     import logging
 
-    from opencoupon.worker.runner import Runner
+    from opencoupon.worker.runner import Runner, close_senders
 
     logging.basicConfig(level=logging.INFO)
-    runner = Runner(_runtime(), concurrency=concurrency)
-    if once:
-        runner.run_until_idle()
-        return
-    typer.echo(f"worker {runner.name} started", err=True)
-    # SIGTERM (systemd, docker stop, a deploy) stops it as Ctrl-C does: running jobs finish,
-    # claimed jobs not started go back to the queue at once instead of after their lease.
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: runner.stop())
+    runtime = _runtime()
+    runner = Runner(runtime, concurrency=concurrency)
     try:
-        runner.run_forever()
-    except KeyboardInterrupt:
-        runner.stop()
+        if once:
+            runner.run_until_idle()
+            return
+        typer.echo(f"worker {runner.name} started", err=True)
+        # SIGTERM (systemd, docker stop, a deploy) stops it as Ctrl-C does: running jobs finish,
+        # claimed jobs not started go back to the queue at once instead of after their lease.
+        signal.signal(signal.SIGTERM, lambda _signum, _frame: runner.stop())
+        try:
+            runner.run_forever()
+        except KeyboardInterrupt:
+            runner.stop()
+    finally:
+        close_senders(runtime.settings)
 
 
 @app.command()

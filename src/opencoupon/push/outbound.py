@@ -112,3 +112,12 @@ def push_outbound_for(settings: Settings) -> PushOutbound:
         if sender is None:
             sender = _instances[id(settings)] = PushOutbound(settings)
         return sender
+
+
+def close_push_outbound_for(settings: Settings) -> None:
+    """Close the process's sender for these settings, if one was made (its connections, its loop):
+    a worker ending without it logs 'Unclosed client session'."""
+    with _instances_lock:
+        sender = _instances.pop(id(settings), None)
+    if sender is not None:
+        sender.close()

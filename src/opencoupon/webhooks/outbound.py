@@ -210,3 +210,12 @@ def outbound_for(settings: Settings) -> Outbound:
         if sender is None:
             sender = _instances[id(settings)] = Outbound(settings)
         return sender
+
+
+def close_outbound_for(settings: Settings) -> None:
+    """Close the process's sender for these settings, if one was made (its connections, its loop):
+    a worker ending without it logs 'Unclosed client session'."""
+    with _instances_lock:
+        sender = _instances.pop(id(settings), None)
+    if sender is not None:
+        sender.close()

@@ -20,7 +20,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table, and_, bindparam, or_, select, update
 
@@ -35,6 +35,9 @@ from opencoupon.worker.registry import (
     handler_for,
     set_worker_name,
 )
+
+if TYPE_CHECKING:
+    from opencoupon.config import Settings
 
 log = logging.getLogger("opencoupon.worker")
 
@@ -207,6 +210,18 @@ def _close_dying(runtime: Runtime, jobs: list[Job]) -> None:
     for job in jobs:
         if job.id in payloads:
             _tell_dead(runtime, job.kind, json.loads(payloads[job.id]))
+
+
+def close_senders(settings: Settings) -> None:
+    """Close the process's webhook and push senders (at the end of the worker or server)."""
+    from opencoupon.push.outbound import close_push_outbound_for
+    from opencoupon.webhooks.outbound import close_outbound_for
+
+    for close in (close_outbound_for, close_push_outbound_for):
+        try:
+            close(settings)
+        except Exception:
+            log.exception("could not close an outbound sender")
 
 
 class Runner:
