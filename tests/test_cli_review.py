@@ -201,3 +201,26 @@ def test_account_options_that_are_not_utf8(clean_env: dict[str, str], command: s
     assert result.returncode == 2, result.stderr[-600:]
     assert "Traceback" not in result.stderr
     assert "not UTF-8 text" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("serve", "--no-migrate", "--port", "99999"),
+        ("serve", "--no-migrate", "--port", "-1"),
+        ("serve", "--no-migrate", "--workers", "0"),
+        ("serve", "--no-migrate", "--workers", "-1"),
+        ("worker", "--concurrency", "0"),
+        ("worker", "--once", "--concurrency", "-3"),
+    ],
+)
+def test_out_of_range_numbers_are_usage_errors(clean_env: dict[str, str], args: tuple[str, ...]) -> None:
+    """They were accepted: --port 99999 listened elsewhere, --concurrency 0 crashed later."""
+    try:
+        result = subprocess.run(
+            [CLI, *args], env=clean_env, capture_output=True, text=True, timeout=10, check=False
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the command started")
+    assert result.returncode == 2, result.stderr[-600:]
+    assert "Invalid value" in result.stderr

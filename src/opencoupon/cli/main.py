@@ -49,9 +49,9 @@ def migrate() -> None:
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8000, help="Port to listen on."),
+    port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on (0: any free port)."),
     workers: int = typer.Option(
-        1, help="API processes. On SQLite they share the database file through its write lock."
+        1, min=1, help="API processes. On SQLite they share the database file through its write lock."
     ),
     no_migrate: bool = typer.Option(False, "--no-migrate", help="Do not apply migrations first."),
 ) -> None:
@@ -76,7 +76,7 @@ def serve(
 
 @app.command()
 def worker(
-    concurrency: int = typer.Option(16, help="Jobs run at the same time."),
+    concurrency: int = typer.Option(16, min=1, help="Jobs run at the same time."),
     once: bool = typer.Option(False, help="Run until no job is due, then exit."),
 ) -> None:
     """Run background jobs (webhooks, push, email) from the shared database."""
