@@ -4,6 +4,7 @@ unreachable, bad options; each ends in one line, not a traceback."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sqlite3
@@ -224,3 +225,30 @@ def test_out_of_range_numbers_are_usage_errors(clean_env: dict[str, str], args: 
         pytest.fail("the command started")
     assert result.returncode == 2, result.stderr[-600:]
     assert "Invalid value" in result.stderr
+
+
+def _urls(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value] if value.startswith("http") else []
+    if isinstance(value, dict):
+        return [url for item in value.values() for url in _urls(item)]
+    if isinstance(value, list):
+        return [url for item in value for url in _urls(item)]
+    return []
+
+
+def test_demo_prints_its_links_under_the_current_base_url(clean_env: dict[str, str]) -> None:
+    """`demo` again after the port or host changed printed the links of the first run."""
+    first_env = {**clean_env, "OPENCOUPON_BASE_URL": "http://127.0.0.1:8000"}
+    assert _run(first_env, "migrate").returncode == 0
+    first = _run(first_env, "demo")
+    assert first.returncode == 0, first.stderr[-600:]
+    first_urls = _urls(json.loads(first.stdout))
+    assert len(first_urls) >= 3
+    assert all(url.startswith("http://127.0.0.1:8000/") for url in first_urls)
+    again = _run({**clean_env, "OPENCOUPON_BASE_URL": "https://coupons.example.com/oc/"}, "demo")
+    assert again.returncode == 0, again.stderr[-600:]
+    urls = _urls(json.loads(again.stdout))
+    assert urls == [
+        url.replace("http://127.0.0.1:8000", "https://coupons.example.com/oc") for url in first_urls
+    ]

@@ -113,6 +113,7 @@ def openapi() -> None:
 
 
 DEMO_CREDENTIALS_FILE = "demo-credentials.json"
+DEMO_DASHBOARD_PATH = "/dashboard/login"
 
 
 @app.command()
@@ -134,7 +135,7 @@ def demo() -> None:
             typer.echo("demo data already present (the database has accounts); nothing done", err=True)
             return
         typer.echo(f"demo data already present; credentials from {path}:", err=True)
-        typer.echo(json.dumps(saved, indent=2))
+        typer.echo(json.dumps(_rebased(saved, settings.public_base_url), indent=2))
         return
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     # Created with 0600 before anything is written: the file holds a client secret in clear.
@@ -143,6 +144,26 @@ def demo() -> None:
         json.dump(result, handle, indent=2)
     os.chmod(path, 0o600)
     typer.echo(json.dumps(result, indent=2))
+
+
+def _rebased(saved: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """The saved demo's links under the current OPENCOUPON_BASE_URL (the port or host may have
+    changed since it was seeded). They were all made under the base its dashboard link has."""
+    old_base = str(saved.get("dashboard", "")).removesuffix(DEMO_DASHBOARD_PATH)
+    if not old_base or old_base == base_url or not old_base.startswith(("http://", "https://")):
+        return saved
+
+    def rebase(value: Any) -> Any:
+        if isinstance(value, str) and (value == old_base or value.startswith(old_base + "/")):
+            return base_url + value[len(old_base) :]
+        if isinstance(value, dict):
+            return {key: rebase(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [rebase(item) for item in value]
+        return value
+
+    rebased: dict[str, Any] = rebase(saved)
+    return rebased
 
 
 def _saved_demo_credentials(runtime: Runtime, path: Path) -> dict[str, Any] | None:
