@@ -476,3 +476,20 @@ def test_cli_text_that_is_not_utf8_is_a_one_line_error(
     assert f"Invalid value for '{option}'" in result.stderr
     assert "not UTF-8" in result.stderr
     assert dist_smtp.handler.messages == []
+
+
+def test_worker_once_sends_every_due_send_of_one_account(
+    runtime: Runtime, account: Any, dist_campaign: CampaignRef, dist_smtp: SmtpServer
+) -> None:
+    """`opencoupon worker --once` (16 threads, run_until_idle) ends when nothing is due: the sends
+    over the account's share of 4 were put back for a moment and left for the next run, so a
+    cron-driven worker sent four of an account's emails a run."""
+    configure_smtp(account, dist_smtp.port)
+    campaign = dist_campaign.public_id
+    answers = [
+        assert_ok(account.call("/v3/send/email", campaign=campaign, email=f"once{n}@example.org"))
+        for n in range(16)
+    ]
+    Runner(runtime, concurrency=16).run_until_idle()
+    statuses = [send_row(runtime, answer["send"]["ID"]).status for answer in answers]
+    assert statuses == ["sent"] * 16

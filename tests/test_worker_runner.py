@@ -526,6 +526,33 @@ def test_a_database_down_or_not_migrated_does_not_flood_the_log(
         runtime.db.dispose()
 
 
+def test_a_long_outage_does_not_end_the_runner(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim back-off's delay was poll * 2**failures, capped after the power was taken: at
+    1,024 failures in a row (about 8.5 hours of outage at 30 s a try) it overflowed a float and
+    the runner's thread ended, so no job ran again until a restart. The cap is set to nothing here
+    only to reach 1,024 failures in seconds."""
+    from opencoupon.worker import runner as runner_module
+
+    monkeypatch.setattr(runner_module, "CLAIM_BACKOFF_MAX", 0.0)
+    url = f"sqlite:///{tmp_path / 'not-migrated.db'}"
+    runtime = Runtime.from_settings(Settings(database_url=url, secret_key=TEST_SECRET_KEY, var_dir=tmp_path))
+    runner = Runner(runtime, poll=0.2)
+    caplog.set_level("WARNING", logger="opencoupon.worker")
+    thread = runner.start_thread()
+    try:
+        deadline = time.monotonic() + 60
+        while len(caplog.records) < 1_100 and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(caplog.records) >= 1_100, len(caplog.records)
+        assert thread.is_alive()
+    finally:
+        runner.stop()
+        thread.join(timeout=10)
+        runtime.db.dispose()
+
+
 WORKER_WITH_SENDERS = """
 import sys
 from pathlib import Path

@@ -46,8 +46,7 @@ IN_FLIGHT = dt.timedelta(minutes=5)
 # worker process. Each attempt ends at its deadline, but meanwhile a tenant's slow mail server or
 # SMS gateway holds only these threads of the runner's pool, not those other tenants' sends,
 # webhooks and push notifications need. A send over the share is put back for one to three
-# seconds (Retry: no attempt is used up), so `opencoupon worker --once` may leave it for its next
-# run.
+# seconds (Retry: no attempt is used up; `opencoupon worker --once` waits for it before it ends).
 SENDS_PER_TENANT = 4
 _running: Counter[int] = Counter()
 _running_lock = threading.Lock()
@@ -60,7 +59,9 @@ def tenant_slot(tenant_id: int) -> Iterator[None]:
     with _running_lock:
         if _running[tenant_id] >= SENDS_PER_TENANT:
             raise Retry(
-                dt.timedelta(seconds=random.uniform(1.0, 3.0)), "the account's other sends are running"
+                dt.timedelta(seconds=random.uniform(1.0, 3.0)),
+                "the account's other sends are running",
+                busy=True,
             )
         _running[tenant_id] += 1
     try:

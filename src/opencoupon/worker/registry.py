@@ -32,9 +32,14 @@ _current = threading.local()
 
 
 class Retry(Exception):
-    def __init__(self, after: dt.timedelta, reason: str = "") -> None:
+    """Run the job again after `after`, without using up an attempt. `busy`: it could not start
+    for want of a place (a cap on concurrent work), so a runner draining the queue
+    (`run_until_idle`, `opencoupon worker --once`) waits for it instead of ending its run."""
+
+    def __init__(self, after: dt.timedelta, reason: str = "", *, busy: bool = False) -> None:
         super().__init__(reason)
         self.after = after
+        self.busy = busy
 
 
 def task(kind: str) -> Callable[[JobHandler], JobHandler]:

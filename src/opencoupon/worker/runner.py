@@ -253,6 +253,9 @@ class Runner:
         self._held: set[int] = set()
         self._waiting: set[int] = set()
         self._held_lock = threading.Lock()
+        # When the last job put back for want of a place (Retry busy) comes due (monotonic
+        # seconds): run_until_idle waits for it.
+        self._busy_due: float | None = None
         import_task_modules()
 
     def _hold(self, ids: list[int]) -> None:
@@ -460,6 +463,10 @@ class Runner:
             self._finish(results)
         finally:
             self._release([job.id for job in jobs])
+        waits = [exc.after for _job, exc in results if isinstance(exc, Retry) and exc.busy]
+        if waits:
+            due = time.monotonic() + max(waits).total_seconds()
+            self._busy_due = max(self._busy_due or 0.0, due)
         return len(jobs)
 
     def _run_and_finish(self, jobs: list[Job], unit: Unit) -> None:
@@ -521,7 +528,9 @@ class Runner:
                         log.warning(
                             "could not claim jobs (%d failures in a row): %s", failures, _one_line(exc)
                         )
-                    self._stop.wait(min(self.poll * 2**failures, CLAIM_BACKOFF_MAX))
+                    # The exponent stops growing at the cap (2**1024 overflowed a float after
+                    # about 8.5 hours of outage and ended the runner thread).
+                    self._stop.wait(min(self.poll * 2 ** min(failures, 20), CLAIM_BACKOFF_MAX))
                     continue
                 if failures:
                     log.warning("claiming jobs again after %d failures", failures)
@@ -542,12 +551,20 @@ class Runner:
                 self._stop.wait(self.gather)
 
     def run_until_idle(self, max_rounds: int = 1000) -> int:
+        """Run batches until nothing is due. Jobs put back for want of a place (Retry busy, e.g.
+        one account's share of concurrent sends) are waited for: they were due when the run began,
+        and `worker --once` sent only an account's first few emails per run."""
         total = 0
+        self._busy_due = None
         for _ in range(max_rounds):
             ran = self.run_once()
             total += ran
             if ran == 0:
-                break
+                if self._busy_due is None:
+                    break
+                wait, self._busy_due = self._busy_due - time.monotonic(), None
+                if wait > 0:
+                    time.sleep(wait)
         return total
 
     def wake(self) -> None:
