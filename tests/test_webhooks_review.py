@@ -284,10 +284,7 @@ def one_connection(runtime: Runtime) -> Iterator[Runtime]:
     try:
         yield narrow
     finally:
-        with outbound._instances_lock:
-            sender = outbound._instances.pop(id(settings), None)
-        if sender is not None:
-            sender.close()
+        outbound.close_outbound_for(settings)
 
 
 def test_waiting_for_a_free_connection_is_no_timeout(

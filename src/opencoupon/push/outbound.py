@@ -15,7 +15,6 @@ Same loop-in-a-thread, SSRF-guarded aiohttp client as webhooks (`webhooks.outbou
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Sequence
 from urllib.parse import urlsplit
@@ -24,7 +23,7 @@ import aiohttp
 
 from opencoupon.config import Settings
 from opencoupon.webhooks import ssrf
-from opencoupon.webhooks.outbound import Outbound, Request, Response, storable
+from opencoupon.webhooks.outbound import Outbound, Request, Response, SendersBySettings, storable
 
 DEFERRED = "deferred: the push service stopped answering other requests of this batch"
 TIMED_OUT = "timeout after"
@@ -101,23 +100,13 @@ class PushOutbound(Outbound):
         return list(await asyncio.gather(*(one(r) for r in requests)))
 
 
-_instances: dict[int, PushOutbound] = {}
-_instances_lock = threading.Lock()
+_senders = SendersBySettings(PushOutbound)
 
 
 def push_outbound_for(settings: Settings) -> PushOutbound:
     """The process's push sender for these settings (created on first use)."""
-    with _instances_lock:
-        sender = _instances.get(id(settings))
-        if sender is None:
-            sender = _instances[id(settings)] = PushOutbound(settings)
-        return sender
+    return _senders.get(settings)
 
 
 def close_push_outbound_for(settings: Settings) -> None:
-    """Close the process's sender for these settings, if one was made (its connections, its loop):
-    a worker ending without it logs 'Unclosed client session'."""
-    with _instances_lock:
-        sender = _instances.pop(id(settings), None)
-    if sender is not None:
-        sender.close()
+    _senders.close(settings)

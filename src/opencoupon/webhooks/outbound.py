@@ -12,9 +12,9 @@ import asyncio
 import email.utils
 import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import aiohttp
 
@@ -199,23 +199,41 @@ class Outbound:
             self._loop.close()  # its self-pipe sockets with it
 
 
-_instances: dict[int, Outbound] = {}
-_instances_lock = threading.Lock()
+S = TypeVar("S", bound=Outbound)
+
+
+class SendersBySettings(Generic[S]):
+    """One sender per settings object in the process, made on first use (webhooks and push each
+    keep their own)."""
+
+    def __init__(self, make: Callable[[Settings], S]) -> None:
+        self._make = make
+        self._senders: dict[int, S] = {}
+        self._lock = threading.Lock()
+
+    def get(self, settings: Settings) -> S:
+        with self._lock:
+            sender = self._senders.get(id(settings))
+            if sender is None:
+                sender = self._senders[id(settings)] = self._make(settings)
+            return sender
+
+    def close(self, settings: Settings) -> None:
+        """Close the sender for these settings, if one was made (its connections, its loop): a
+        worker ending without it logs 'Unclosed client session'."""
+        with self._lock:
+            sender = self._senders.pop(id(settings), None)
+        if sender is not None:
+            sender.close()
+
+
+_senders = SendersBySettings(Outbound)
 
 
 def outbound_for(settings: Settings) -> Outbound:
     """The process's sender for these settings (created on first use)."""
-    with _instances_lock:
-        sender = _instances.get(id(settings))
-        if sender is None:
-            sender = _instances[id(settings)] = Outbound(settings)
-        return sender
+    return _senders.get(settings)
 
 
 def close_outbound_for(settings: Settings) -> None:
-    """Close the process's sender for these settings, if one was made (its connections, its loop):
-    a worker ending without it logs 'Unclosed client session'."""
-    with _instances_lock:
-        sender = _instances.pop(id(settings), None)
-    if sender is not None:
-        sender.close()
+    _senders.close(settings)
