@@ -4,6 +4,7 @@ PostgreSQL when OPENCOUPON_TEST_DATABASE_URL is set), and accounts made through 
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import tempfile
 import threading
@@ -17,7 +18,7 @@ from typing import Any
 import httpx2
 import pytest
 import uvicorn
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from opencoupon.accounts import service as accounts
 from opencoupon.app import create_app
@@ -125,6 +126,24 @@ def served_with(settings: Settings, **changes: Any) -> Iterator[tuple[LiveServer
     finally:
         server.stop()
         runtime.db.dispose()
+
+
+@pytest.fixture
+def scratch_postgres(settings: Settings) -> Iterator[str]:
+    """A new, empty PostgreSQL database beside the suite's (the suite's role may create one),
+    dropped afterwards; skipped on SQLite."""
+    if not settings.database_url.startswith("postgres"):
+        pytest.skip("PostgreSQL only")
+    name = f"oc_scratch_{secrets.token_hex(4)}"
+    admin = create_engine(normalize_url(settings.database_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield str(make_url(settings.database_url).set(database=name).render_as_string(hide_password=False))
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -6,20 +6,16 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import sqlite3
 import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
-from opencoupon.config import Settings
 from opencoupon.db.engine import normalize_url
 
 CLI = str(Path(sys.executable).with_name("opencoupon"))
@@ -41,23 +37,6 @@ def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 1, (result.returncode, result.stderr[-600:])
     assert "Traceback" not in result.stderr, result.stderr[-600:]
     return result.stderr
-
-
-@pytest.fixture
-def scratch_postgres(settings: Settings) -> Iterator[str]:
-    """A new, empty PostgreSQL database beside the suite's."""
-    if not settings.database_url.startswith("postgres"):
-        pytest.skip("PostgreSQL only")
-    name = f"oc_cli_{secrets.token_hex(4)}"
-    admin = create_engine(normalize_url(settings.database_url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    try:
-        yield str(make_url(settings.database_url).set(database=name).render_as_string(hide_password=False))
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        admin.dispose()
 
 
 def _migrate_together(env: dict[str, str], count: int = 2) -> list[tuple[int, str]]:

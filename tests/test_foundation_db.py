@@ -3,20 +3,14 @@ PostgreSQL), and every migration can be undone and redone on a scratch SQLite fi
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 from opencoupon import models  # noqa: F401  (registers every table)
-from opencoupon.config import Settings
 from opencoupon.db.base import Base
-from opencoupon.db.engine import normalize_url
 from opencoupon.db.migrate import downgrade, upgrade
 from opencoupon.db.session import Database
 from opencoupon.runtime import Runtime
@@ -42,23 +36,6 @@ def test_migrations_downgrade_and_upgrade_again(tmp_path: Path) -> None:
         assert _differences(database) == []
     finally:
         database.dispose()
-
-
-@pytest.fixture
-def scratch_postgres(settings: Settings) -> Iterator[str]:
-    """A new, empty PostgreSQL database beside the suite's (the suite's role may create one)."""
-    if not settings.database_url.startswith("postgres"):
-        pytest.skip("PostgreSQL only: the SQLite migrations are checked above")
-    name = f"oc_migrate_{secrets.token_hex(4)}"
-    admin = create_engine(normalize_url(settings.database_url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    try:
-        yield str(make_url(settings.database_url).set(database=name).render_as_string(hide_password=False))
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        admin.dispose()
 
 
 def _custom_code_index(database: Database) -> tuple[str, bool] | None:
