@@ -440,9 +440,11 @@ def test_an_ended_members_coupon_is_not_validated_on_the_staff_page_nor_on_the_p
         if u["id"] != user["id"]
     )
     v4(account, "POST", f"/v4/directory/{directory['id']}/users/{friend['id']}/access")
-    assert second_browser.get(path).status_code == 200
+    page = second_browser.get(path)
+    assert page.status_code == 200
+    assert 'name="pin"' not in page.text  # not offered; posted anyway (a token from the staff page):
     on_phone = second_browser.client.post(
-        f"{path}/validate", data={"pin": PIN, "csrf": _csrf(second_browser.client, path)}
+        f"{path}/validate", data={"pin": PIN, "csrf": _csrf(second_browser.client, staff)}
     )
     assert on_phone.status_code == 403, on_phone.text
     assert "no longer has access" in on_phone.text
@@ -452,6 +454,53 @@ def test_an_ended_members_coupon_is_not_validated_on_the_staff_page_nor_on_the_p
     api = account.call("/v3/couponsession/update", couponsession=_session_code(path), validate=True)
     assert api.status_code == 200, api.text
     assert _validation_count(runtime, path) == 1
+
+
+def test_another_member_cannot_claim_a_cancelled_members_coupon(
+    account: TestAccount, runtime: Runtime, browser: Browser, second_browser: Browser
+) -> None:
+    """Another member who paid, given a member's link, passes the gate: the claim form took their
+    details on the coupon of a member whose payment was cancelled (the counter then refused it).
+    The claim form asks the session's owner too, and the page offers neither form."""
+    directory, user, campaign, path = _paid_member_session(account, runtime, browser)
+    assert v4(account, "PATCH", f"/v4/campaigns/cam_{campaign.id}", require_claim=True).status_code == 200
+    assert second_browser.register(directory["code"], "friend@example.com").status_code == 303
+    friend = next(
+        u
+        for u in v4(account, "GET", f"/v4/directory/{directory['id']}/users").json()
+        if u["id"] != user["id"]
+    )
+    v4(account, "POST", f"/v4/directory/{directory['id']}/users/{friend['id']}/access")
+    before = second_browser.get(path)
+    assert before.status_code == 200
+    assert f'action="{path}/claim"' in before.text  # offered while the owner has access
+    token = _csrf(second_browser.client, path)
+
+    cancelled = account.call(
+        "/v3/directoryusers/update", directory=directory["id"], user=user["id"], status="cancelled"
+    )
+    assert cancelled.status_code == 200
+    page = second_browser.get(path)
+    assert page.status_code == 200
+    assert "cannot be claimed or validated" in page.text
+    assert f'action="{path}/claim"' not in page.text
+    assert 'name="pin"' not in page.text
+
+    claim = second_browser.client.post(f"{path}/claim", data={"csrf": token, "email": "friend@example.com"})
+    assert claim.status_code == 403, claim.text
+    assert "cannot be claimed: its directory member no longer has access" in claim.text
+    as_json = second_browser.client.post(
+        f"{path}/claim",
+        data={"csrf": token, "email": "friend@example.com"},
+        headers={"Accept": "application/json"},
+    )
+    assert as_json.status_code == 403
+    assert as_json.json()["status"]["errors"]["error_code"] == [308]
+    with runtime.db.read() as session:
+        row = session.scalar(select(CouponSession).where(CouponSession.code == _session_code(path)))
+        assert row is not None
+        assert row.claimed_at is None
+        assert row.email == "payer@example.com"  # the member's own, not the friend's
 
 
 def test_an_erased_cancelled_members_coupon_is_still_refused_at_the_counter(

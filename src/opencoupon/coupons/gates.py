@@ -6,7 +6,8 @@ A gate returns None to let the consumer in, or a Response (a redirect or a page 
 
 The gates ask about the visitor. The counter pages (the staff page, the QR scan page, the PIN on
 the phone) validate a session whoever holds the device, so they ask the owner checks about the
-session's owner too: a check returns None to let the validation go on, or the refusal's text."""
+session's owner too, and so does the claim form (another member given the link passes the gate):
+a check returns None to let the validation or claim go on, or the refusal's text."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from starlette.responses import Response
 from opencoupon.models import Campaign, CouponSession, LoyaltyCard
 
 Gate = Callable[[Session, Request, Campaign | LoyaltyCard], Response | None]
-OwnerCheck = Callable[[Session, Campaign, CouponSession], str | None]
+# (session, campaign, coupon session, what is asked: "validated" or "claimed") → refusal or None
+OwnerCheck = Callable[[Session, Campaign, CouponSession, str], str | None]
 
 _gates: list[Gate] = []
 _owner_checks: list[OwnerCheck] = []
@@ -45,10 +47,12 @@ def register_owner_check(check: OwnerCheck) -> OwnerCheck:
     return check
 
 
-def owner_refusal(session: Session, campaign: Campaign, row: CouponSession) -> str | None:
-    """Why the session may not be validated at the counter now (its owner lost access), or None."""
+def owner_refusal(
+    session: Session, campaign: Campaign, row: CouponSession, action: str = "validated"
+) -> str | None:
+    """Why the session may not be validated (or claimed) now (its owner lost access), or None."""
     for check in _owner_checks:
-        refusal = check(session, campaign, row)
+        refusal = check(session, campaign, row, action)
         if refusal is not None:
             return refusal
     return None

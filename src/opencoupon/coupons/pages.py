@@ -205,6 +205,9 @@ def _session_context(
     form = campaign.claim_form or {}
     path = session_path(campaign, row)
     methods = service.methods_of(campaign)
+    # Another member given a member's link passes the gate; the forms are not offered to them
+    # once the member who owns the coupon has lost access (the forms would refuse).
+    refusal = gates.owner_refusal(s, campaign, row, action="claimed or validated")
     context = {
         "title": campaign.title or campaign.name,
         "brand": branding.page_brand(owner.branding, owner.company_name) if owner else None,
@@ -213,7 +216,7 @@ def _session_context(
         "state": word,
         "message": MESSAGES[word],
         "notice": notice,
-        "error": error,
+        "error": error or refusal or "",
         "expires_local": expiry.last_valid_moment(limit, tz).strftime("%d %B %Y %H:%M") if limit else "",
         "expiry_note": _expiry_note(campaign, row) if limit is None else "",
         "timezone": str(tz),
@@ -225,8 +228,9 @@ def _session_context(
         "custom_fields": list(form.get("custom_fields", [])),
         "consent_text": form.get("consent_text", ""),
         "typed": {},
-        "can_claim": word == "open",
-        "can_validate": word in ("open", "claimed")
+        "can_claim": word == "open" and refusal is None,
+        "can_validate": refusal is None
+        and word in ("open", "claimed")
         and not (campaign.require_claim and row.claimed_at is None)
         and "pin" in methods
         and bool(campaign.pin_digest),
@@ -557,6 +561,11 @@ def _claim(
                 if word in _NOT_CLAIMABLE or (word == "validated" and row.claimed_at is None):
                     # The page offers no claim form in these states; a form posted anyway is refused.
                     raise service.refused(MESSAGES[word])
+                # Another member given the link passes the gate: the session's own owner must still
+                # be allowed the coupon (a directory member whose access ended is not).
+                refusal = gates.owner_refusal(s, campaign, row, action="claimed")
+                if refusal is not None:
+                    raise ApiError(308, refusal, http_status=403)
                 details, error = _claim_details(campaign, form)
                 if not error:
                     service.claim(s, runtime, campaign, row, now, claimtype="form", details=details)

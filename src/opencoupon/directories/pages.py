@@ -200,11 +200,12 @@ _OWNER_REASONS = {
 }
 
 
-def member_refusal(session: Session, campaign: Campaign, row: CouponSession) -> str | None:
-    """The counter pages' check of a member's session (source `directory`, device `reg_<id>`):
-    it is validated only while the member could open it, as the directory gate would decide for
-    them signed in (docs/directories.md, "Which directory decides"): the campaign open to anyone,
-    or shown by the member's directory, where they have access now. Any other session: None."""
+def member_refusal(session: Session, campaign: Campaign, row: CouponSession, action: str) -> str | None:
+    """The counter pages' and claim form's check of a member's session (source `directory`, device
+    `reg_<id>`): it is validated or claimed (`action`) only while the member could open it, as the
+    directory gate would decide for them signed in (docs/directories.md, "Which directory
+    decides"): the campaign open to anyone, or shown by the member's directory, where they have
+    access now. Any other session: None."""
     if row.source != MEMBER_SOURCE:
         return None
     locking, holders = _holding(session, campaign)
@@ -228,7 +229,7 @@ def member_refusal(session: Session, campaign: Campaign, row: CouponSession) -> 
         why = f"access ended on {fmt(user.payment_expires_at)} UTC"
     else:
         why = _OWNER_REASONS.get(reason, reason)
-    return f"This coupon cannot be validated: its directory member no longer has access ({why})."
+    return f"This coupon cannot be {action}: its directory member no longer has access ({why})."
 
 
 gates.register_owner_check(member_refusal)
