@@ -526,6 +526,35 @@ def test_a_database_down_or_not_migrated_does_not_flood_the_log(
         runtime.db.dispose()
 
 
+def test_a_wake_cuts_the_claim_back_off_short(tmp_path: Path) -> None:
+    """The back-off between failed claims waited out its whole delay (up to 30 s) whatever
+    happened: work queued by this process once the database was back (the distribution command
+    wakes its runner after each batch) waited for it. A wake now ends the wait."""
+    from opencoupon.db.migrate import upgrade
+
+    kind = _kind("after_outage")
+    ran: list[float] = []
+    registry.task(kind)(lambda _runtime, _payload: ran.append(time.monotonic()))
+    url = f"sqlite:///{tmp_path / 'not-migrated.db'}"
+    runtime = Runtime.from_settings(Settings(database_url=url, secret_key=TEST_SECRET_KEY, var_dir=tmp_path))
+    runner = Runner(runtime, poll=0.2)
+    thread = runner.start_thread()
+    try:
+        # Failed claims at t = 0, 0.4, 1.2 and 2.8 s; the next one only at 6.0 s.
+        time.sleep(3.3)
+        upgrade(url)
+        with runtime.db.transaction() as session:
+            queue.enqueue(session, kind, {})
+        woken = time.monotonic()
+        runner.wake()
+        _wait_until(lambda: ran, 5)
+        assert ran[0] - woken < 1.5, ran[0] - woken
+    finally:
+        runner.stop()
+        thread.join(timeout=10)
+        runtime.db.dispose()
+
+
 def test_a_long_outage_does_not_end_the_runner(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -529,8 +529,11 @@ class Runner:
                             "could not claim jobs (%d failures in a row): %s", failures, _one_line(exc)
                         )
                     # The exponent stops growing at the cap (2**1024 overflowed a float after
-                    # about 8.5 hours of outage and ended the runner thread).
-                    self._stop.wait(min(self.poll * 2 ** min(failures, 20), CLAIM_BACKOFF_MAX))
+                    # about 8.5 hours of outage and ended the runner thread). A wake (new work
+                    # queued by this process, a unit finished, stop) cuts the wait short: the
+                    # database answered someone, so it may be back.
+                    self._wake.wait(min(self.poll * 2 ** min(failures, 20), CLAIM_BACKOFF_MAX))
+                    self._wake.clear()
                     continue
                 if failures:
                     log.warning("claiming jobs again after %d failures", failures)
