@@ -432,6 +432,41 @@ def test_the_other_subscribers_of_a_chunk_do_not_wait_for_a_push_service_that_ne
         standin.stop()
 
 
+def test_requests_deferred_behind_a_stalled_origin_do_not_use_up_their_tries(
+    account: TestAccount, runtime: Runtime, settings: Settings
+) -> None:
+    """Once a request to an origin times out, the chunk's other requests to it are not sent
+    (deferred). They counted as a failed try all the same: with one retry allowed, an origin that
+    stalled once on each of two rounds failed every subscriber, though only two requests ever
+    reached it. Deferred requests keep their tries."""
+    standin = Receiver().start()
+    answered = 0
+    count_lock = threading.Lock()
+
+    def first_two_hang(_path: str, _headers: dict[str, str], _body: str) -> Reply:
+        nonlocal answered
+        with count_lock:
+            answered += 1
+            n = answered
+        return Reply(status=201, delay=3.0 if n <= 2 else 0.0)
+
+    standin.behaviour = first_two_hang
+    try:
+        campaign, codes = _campaign(runtime, account.id, sessions=5)
+        _hanging_subscriptions(runtime, codes, standin.url, 5)
+        answer = assert_ok(account.call("/v3/coupon/pushnotification/all", campaign=campaign, message="Sale"))
+        with _runner_with(
+            settings, push_timeout_seconds=1.0, push_retry_delays="0.2", push_origin_concurrency=1
+        ) as runner:
+            progress = _until_done(account, runner, answer["notification"])
+        _add_up(progress)
+        # The first request of each round hung (one try each: the first subscriber twice, so it
+        # failed); the four deferred twice were sent on the third round.
+        assert (progress["sent"], progress["failed"]) == (4, 1), progress
+    finally:
+        standin.stop()
+
+
 # ---- one browser subscription, several pages ------------------------------------------------------------
 
 

@@ -7,7 +7,8 @@ The walk ends at the highest subscription ID when the push was queued (`last_sub
 later subscriptions are not part of it. A push service answering 429 or 5xx, or not in time, is
 temporary (RFC 8030): the subscription is kept in `push_retries` and tried again after its
 Retry-After or the next delay of `OPENCOUPON_PUSH_RETRY_DELAYS`, while the message's TTL lasts;
-after the last try it counts as failed. Meanwhile the job waits (`Retry`, not an attempt). When
+after the last try it counts as failed (a request deferred behind a stalled origin was never
+sent: it waits, but uses no try). Meanwhile the job waits (`Retry`, not an attempt). When
 nothing is left the fan-out is done, and subscriptions it queued but found no more (opted out,
 their session removed) are counted removed: `sent + failed + removed == queued`.
 
@@ -33,7 +34,7 @@ from opencoupon.config import Settings
 from opencoupon.kit.clock import utcnow
 from opencoupon.models import Job, PushFanout, PushRetry, PushSubscription
 from opencoupon.push import ece, service, vapid
-from opencoupon.push.outbound import push_outbound_for
+from opencoupon.push.outbound import DEFERRED, push_outbound_for
 from opencoupon.push.service import FANOUT
 from opencoupon.runtime import Runtime
 from opencoupon.webhooks.outbound import Request, Response
@@ -95,6 +96,10 @@ def _gone(response: Response) -> bool:
     """The subscription is no more: the push service says so (404, 410), or the SSRF guard refuses
     its endpoint (its host now resolves to a non-public address): deleted, counted `removed`."""
     return response.status in (404, 410) or is_refused(response)
+
+
+def _deferred(response: Response) -> bool:
+    return response.status == 0 and response.error == DEFERRED
 
 
 def _temporary(response: Response) -> bool:
@@ -259,8 +264,10 @@ def _deliver(
         elif _gone(response):
             outcome.gone.append(sub.id)
         elif _temporary(response):
-            count = tries.get(sub.id, 0) + 1
-            delay = next_delay(runtime.settings, count, response.retry_after)
+            # A request deferred behind a stalled origin never left: not a try, though it waits
+            # as one (the TTL still bounds how long a subscriber is tried).
+            count = tries.get(sub.id, 0) + (0 if _deferred(response) else 1)
+            delay = next_delay(runtime.settings, max(count, 1), response.retry_after)
             run_at = None if delay is None else done_at + dt.timedelta(seconds=delay)
             if run_at is None or run_at > expires:
                 outcome.failed += 1
