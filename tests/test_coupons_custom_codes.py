@@ -56,9 +56,10 @@ def test_a_long_imported_list_stays_out_of_the_campaign_row(
         assert_ok(account.call("/v3/couponsession/update", couponsession=late, claim=True))
         return str(session_status(account, late)["own_validation_code"])
 
-    # A new list continues after the three codes handed out: the next session gets its fourth.
-    assert replace_list([f"NEW-{i}" for i in range(1, 6)]) == "NEW-4"
-    # A list shorter than what was handed out (now four) is used up.
+    # A fresh list starts at its first code, whatever was handed out before it.
+    assert replace_list([f"NEW-{i}" for i in range(1, 6)]) == "NEW-1"
+    # The same list given again (here shortened) continues after its codes already held.
+    assert replace_list(["NEW-1", "NEW-2"]) == "NEW-2"
     assert replace_list(["NEW-1", "NEW-2"]) == ""
     with runtime.db.read() as session:
         codes = session.scalars(
@@ -168,8 +169,8 @@ def test_a_custom_code_with_letters_beyond_ascii_is_found_as_typed(
 def test_a_replaced_list_skips_the_codes_sessions_already_hold(
     account: TestAccount, live_server: LiveServer
 ) -> None:
-    """A new list continues after the codes handed out; a code of it that a session already holds
-    (each code is held once) is skipped, and opening the coupon keeps working."""
+    """A new list starts after its leading codes that sessions already hold; a code further in
+    that a session holds (each code is held once) is skipped, and opening the coupon keeps working."""
     campaign = create_campaign(account, custom_codes=["A-1", "B-2"])
     first = [open_session(live_server, campaign["code"]) for _ in range(2)]
     assert [session_status(account, code)["own_validation_code"] for code in first] == ["A-1", "B-2"]
@@ -179,8 +180,9 @@ def test_a_replaced_list_skips_the_codes_sessions_already_hold(
         headers=account.headers,
     )
     assert replaced.status_code == 200, replaced.text
-    later = [open_session(live_server, campaign["code"]) for _ in range(2)]
-    assert [session_status(account, code)["own_validation_code"] for code in later] == ["Z-7", ""]
+    later = [open_session(live_server, campaign["code"]) for _ in range(4)]
+    codes = [session_status(account, code)["own_validation_code"] for code in later]
+    assert codes == ["X-9", "Y-8", "Z-7", ""]
 
 
 def test_a_session_made_elsewhere_gets_its_code_when_first_opened(

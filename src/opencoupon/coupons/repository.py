@@ -238,13 +238,37 @@ def replace_custom_codes(session: Session, campaign_id: int, codes: list[str]) -
         )
 
 
+# Codes of a new list asked about in one query when looking for those sessions already hold.
+HELD_CODES_CHUNK = 500
+
+
+def leading_codes_held(session: Session, campaign_id: int, codes: list[str]) -> int:
+    """How many codes at the start of `codes` sessions of the campaign already hold: where a list
+    given again, with codes added, continues (a fresh list starts at 0)."""
+    held_so_far = 0
+    for start in range(0, len(codes), HELD_CODES_CHUNK):
+        chunk = codes[start : start + HELD_CODES_CHUNK]
+        held = set(
+            session.scalars(
+                select(CouponSession.custom_validation_code).where(
+                    CouponSession.campaign_id == campaign_id, CouponSession.custom_validation_code.in_(chunk)
+                )
+            )
+        )
+        for code in chunk:
+            if code not in held:
+                return held_so_far
+            held_so_far += 1
+    return held_so_far
+
+
 def next_custom_code_exists() -> ColumnElement[bool]:
-    """For a statement on `campaigns`: its imported list has a code after those handed out."""
+    """For a statement on `campaigns`: its imported list has a code after its cursor."""
     return (
         select(CampaignCustomCode.position)
         .where(
             CampaignCustomCode.campaign_id == Campaign.id,
-            CampaignCustomCode.position == Campaign.custom_codes_issued + 1,
+            CampaignCustomCode.position == Campaign.custom_codes_position + 1,
         )
         .exists()
     )

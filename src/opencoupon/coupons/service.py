@@ -279,6 +279,7 @@ def create_campaign(ctx: ApiContext, req: CampaignCreate) -> Campaign:
         opens_count=0,
         claims_count=0,
         custom_codes_issued=0,
+        custom_codes_position=0,
         require_claim=False,
         claim_form={"fields": ["firstname", "lastname", "email"], "required": [], "custom_fields": []},
         settings={},
@@ -299,6 +300,12 @@ def update_campaign(ctx: ApiContext, campaign: Campaign, req: CampaignUpdate) ->
     ctx.session.flush()
     if codes is not None:
         repository.replace_custom_codes(ctx.session, campaign.id, codes)
+        # The new list starts after its leading codes that sessions already hold (the same list
+        # given again with codes added continues where it was), not after the number handed out
+        # so far, which counts generated codes and other lists too. Read after the flush above,
+        # which holds the campaign row: an open handing out a code waits for this call.
+        campaign.custom_codes_position = repository.leading_codes_held(ctx.session, campaign.id, codes)
+        ctx.session.flush()
     return campaign
 
 
@@ -439,29 +446,37 @@ def _assign_custom_code(session: Session, campaign: Campaign, row: CouponSession
     mode = (campaign.settings or {}).get("custom_code_mode", "none")
     if mode == "none" or row.custom_validation_code:
         return
-    # An imported list: only while a code follows the ones handed out (read in the same statement,
-    # so a list replaced meanwhile counts as it is now).
-    guard = repository.next_custom_code_exists() if mode == "imported" else Campaign.id == campaign.id
     for _attempt in range(MAX_HELD_CODES_SKIPPED + 1):
-        issued = session.execute(
-            update(Campaign)
-            .where(Campaign.id == campaign.id, guard)
-            .values(custom_codes_issued=Campaign.custom_codes_issued + 1)
-            .returning(Campaign.custom_codes_issued)
-            .execution_options(synchronize_session=False),
-        ).scalar_one_or_none()
-        if issued is None:
-            return  # the imported list is used up; the session still validates by PIN or widget code
-        set_committed_value(campaign, "custom_codes_issued", issued)
         if mode == "imported":
-            code = repository.custom_code_at(session, campaign.id, issued) or ""
+            # The list's own cursor moves on, only while a code follows it (read in the same
+            # statement, so a list replaced meanwhile counts as it is now).
+            position = session.execute(
+                update(Campaign)
+                .where(Campaign.id == campaign.id, repository.next_custom_code_exists())
+                .values(custom_codes_position=Campaign.custom_codes_position + 1)
+                .returning(Campaign.custom_codes_position)
+                .execution_options(synchronize_session=False),
+            ).scalar_one_or_none()
+            if position is None:
+                return  # the list is used up; the session still validates by PIN or widget code
+            set_committed_value(campaign, "custom_codes_position", position)
+            code = repository.custom_code_at(session, campaign.id, position) or ""
         else:
             code = ids.random_code(GENERATED_CODE_LENGTH, ids.UNAMBIGUOUS)
         # A replaced list may repeat a code a session already holds (each is held once): skip it.
-        if not repository.custom_code_held(session, campaign.id, code):
+        if code and not repository.custom_code_held(session, campaign.id, code):
             break
     else:
         return
+    # Every code handed out, generated or imported, whatever list it came from.
+    issued = session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign.id)
+        .values(custom_codes_issued=Campaign.custom_codes_issued + 1)
+        .returning(Campaign.custom_codes_issued)
+        .execution_options(synchronize_session=False),
+    ).scalar_one()
+    set_committed_value(campaign, "custom_codes_issued", issued)
     session.execute(
         update(CouponSession)
         .where(CouponSession.id == row.id)

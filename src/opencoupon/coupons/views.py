@@ -157,12 +157,15 @@ def usage_stats(session: Session, campaign: Campaign, since: dt.date) -> dict[st
     mode = settings.get("custom_code_mode", "none")
     imported = int(settings.get("custom_codes_count") or 0)
     total_codes = imported if mode == "imported" else campaign.custom_codes_issued
+    # Of the current list: its codes handed out or skipped (codes issued before it, generated or of
+    # another list, are not its own, and counting them could exceed its total).
+    claimed_codes = campaign.custom_codes_position if mode == "imported" else campaign.custom_codes_issued
     return {
         "opens": str(opens),
         "claims": str(claims),
         "validations": str(validations),
         "custom_validation_codes": str(total_codes if mode != "none" else 0),
-        "claimed_custom_validation_codes": str(campaign.custom_codes_issued),
+        "claimed_custom_validation_codes": str(claimed_codes),
         "per_day_since": since.isoformat(),
         "per_day": [
             {"date": day.isoformat(), "opens": str(o), "claims": str(c), "validations": str(v)}

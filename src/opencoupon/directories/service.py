@@ -57,6 +57,7 @@ _NOT_COPIED = {
     "deleted_at",
     # A usage counter (the `…_count` columns are left out by their name too): a copy starts at 0.
     "custom_codes_issued",
+    "custom_codes_position",
 }
 
 # The source of a member's coupon sessions (device ID `reg_<user id>`).

@@ -52,6 +52,9 @@ class Campaign(Base):
     claims_count: Mapped[int] = mapped_column(Integer, default=0)
     # Custom validation codes handed out to sessions so far (imported list or generated).
     custom_codes_issued: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The imported list's cursor: its codes handed out or skipped so far (the next is at position + 1).
+    # Apart from the count above, which a new list (or generated codes before it) must not move.
+    custom_codes_position: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     require_claim: Mapped[bool] = mapped_column(Boolean, default=False)
     claim_form: Mapped[dict[str, Any]] = mapped_column(default=dict)
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)

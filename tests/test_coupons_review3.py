@@ -1,0 +1,140 @@
+"""Third review of the coupons area: an imported list keeps its own cursor (codes handed out before
+it do not skip its first codes), session codes in any letter case on the API, empty numbers not
+given, no claim after a partial validation, and `expiry_date` a date only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from sqlalchemy import select
+
+from conftest import LiveServer, TestAccount
+from coupons_fixtures import create_campaign, open_session, session_status
+from helpers import assert_ok
+from opencoupon.accounts import service as accounts
+from opencoupon.config import Settings
+from opencoupon.coupons import repository, service
+from opencoupon.coupons.schemas import CampaignCreate
+from opencoupon.coupons.sessions import new_session
+from opencoupon.db.migrate import downgrade, upgrade
+from opencoupon.kit.clock import utcnow
+from opencoupon.kit.endpoint import ApiContext
+from opencoupon.models import Campaign
+from opencoupon.runtime import Runtime
+
+
+def _patch(account: TestAccount, campaign: dict[str, Any], **fields: Any) -> httpx2.Response:
+    return account.client.patch(f"/v4/campaigns/{campaign['id']}", json=fields, headers=account.headers)
+
+
+def _codes_of_new_sessions(account: TestAccount, live_server: LiveServer, code: str, count: int) -> list[str]:
+    sessions = [open_session(live_server, code) for _ in range(count)]
+    return [str(session_status(account, s)["own_validation_code"]) for s in sessions]
+
+
+def _usage(account: TestAccount, campaign: dict[str, Any]) -> tuple[str, str]:
+    info = assert_ok(account.call("/v3/coupon/info", campaign=campaign["id"], show_usage_stats=True))
+    usage = info["coupon_info"]["usage_stats"]
+    return usage["custom_validation_codes"], usage["claimed_custom_validation_codes"]
+
+
+# ---------------------------------------------------------------- 1. an imported list's cursor
+
+
+def test_a_list_given_after_generated_codes_starts_at_its_first_code(
+    account: TestAccount, live_server: LiveServer
+) -> None:
+    """The count of codes handed out was also the list's cursor: after 3 generated codes a list of
+    4 handed out its fourth first (and a list shorter than the count, none at all)."""
+    campaign = create_campaign(account, custom_code_mode="generated")
+    generated = _codes_of_new_sessions(account, live_server, campaign["code"], 3)
+    assert all(generated)
+    patched = _patch(account, campaign, custom_codes=["AAA1", "BBB2", "CCC3", "DDD4"])
+    assert patched.status_code == 200, patched.text
+    assert _codes_of_new_sessions(account, live_server, campaign["code"], 1) == ["AAA1"]
+    # The list's own codes handed out (1 of 4), not every code handed out (4).
+    assert _usage(account, campaign) == ("4", "1")
+    answer = account.client.get(f"/v4/campaigns/{campaign['id']}", headers=account.headers).json()
+    assert (answer["custom_codes_total"], answer["custom_codes_issued"]) == (4, 4)
+
+
+def test_a_fresh_list_after_a_used_up_one_is_handed_out_from_its_start(
+    account: TestAccount, live_server: LiveServer
+) -> None:
+    campaign = create_campaign(account, custom_codes=["A1", "A2"])
+    assert _codes_of_new_sessions(account, live_server, campaign["code"], 2) == ["A1", "A2"]
+    assert _codes_of_new_sessions(account, live_server, campaign["code"], 1) == [""]  # used up
+    patched = _patch(account, campaign, custom_codes=["B1", "B2", "B3"])
+    assert patched.status_code == 200, patched.text
+    assert _codes_of_new_sessions(account, live_server, campaign["code"], 4) == ["B1", "B2", "B3", ""]
+    assert _usage(account, campaign) == ("3", "3")
+
+
+def test_the_same_list_given_again_with_codes_added_continues_where_it_was(
+    account: TestAccount, live_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new list starts after its leading codes that sessions already hold, looked up in
+    chunks (two codes a query here) and no further than the first code not held."""
+    monkeypatch.setattr(repository, "HELD_CODES_CHUNK", 2, raising=False)
+    campaign = create_campaign(account, custom_codes=["A1", "A2", "A3"])
+    assert _codes_of_new_sessions(account, live_server, campaign["code"], 3) == ["A1", "A2", "A3"]
+    patched = _patch(account, campaign, custom_codes=["A1", "A2", "A3", "A4", "A5"])
+    assert patched.status_code == 200, patched.text
+    assert _usage(account, campaign) == ("5", "3")
+    assert _codes_of_new_sessions(account, live_server, campaign["code"], 1) == ["A4"]
+    # A code held further in is still skipped: A4 and A1 are held, the cursor stops before X9.
+    patched = _patch(account, campaign, custom_codes=["A1", "A2", "X9", "A4", "Y8"])
+    assert patched.status_code == 200, patched.text
+    assert _codes_of_new_sessions(account, live_server, campaign["code"], 3) == ["X9", "Y8", ""]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def scratch_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty scratch database: a SQLite file, and a PostgreSQL one when the suite runs there."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'scratch.db'}"
+    return str(request.getfixturevalue("scratch_postgres"))
+
+
+def test_migration_0016_places_existing_lists_after_their_leading_held_codes(
+    scratch_url: str, tmp_path: Path
+) -> None:
+    """Existing lists get the cursor a list given now gets: after their leading codes held."""
+    url = scratch_url
+    upgrade(url)
+    scratch = Runtime.from_settings(
+        Settings(database_url=url, secret_key="k" * 40, var_dir=tmp_path, rate_limit_per_second=0)
+    )
+    try:
+        with scratch.db.transaction() as session:
+            owner, _secret = accounts.create_account(session, scratch.keyring, email="cursor@example.com")
+            ctx = ApiContext(session=session, account=owner, runtime=scratch, now=utcnow())
+            partly = service.create_campaign(
+                ctx, CampaignCreate(name="Partly", custom_codes=["A", "B", "C", "D"])
+            )
+            whole = service.create_campaign(ctx, CampaignCreate(name="Whole", custom_codes=["X", "Y"]))
+            fresh = service.create_campaign(ctx, CampaignCreate(name="Fresh", custom_codes=["N1", "N2"]))
+            plain = service.create_campaign(ctx, CampaignCreate(name="Plain", custom_code_mode="generated"))
+            for campaign, held in ((partly, ["A", "B", "D"]), (whole, ["X", "Y"]), (fresh, ["Z"])):
+                for code in held:
+                    new_session(session, campaign, custom_validation_code=code)
+            fresh.custom_codes_issued = 7  # as if generated codes had been handed out before
+            plain.custom_codes_issued = 3
+            ids = [c.id for c in (partly, whole, fresh, plain)]
+        downgrade(url, "0015")
+        upgrade(url)
+        with scratch.db.read() as session:
+            found = [
+                session.execute(
+                    select(Campaign.custom_codes_position, Campaign.custom_codes_issued).where(
+                        Campaign.id == i
+                    )
+                ).one()
+                for i in ids
+            ]
+        assert [tuple(row) for row in found] == [(2, 0), (2, 0), (0, 7), (0, 3)]
+    finally:
+        scratch.db.dispose()
