@@ -138,3 +138,28 @@ def test_migration_0016_places_existing_lists_after_their_leading_held_codes(
         assert [tuple(row) for row in found] == [(2, 0), (2, 0), (0, 7), (0, 3)]
     finally:
         scratch.db.dispose()
+
+
+# ---------------------------------------------------------------- 2. session codes in any case
+
+
+def test_the_api_finds_a_session_by_its_code_in_any_letter_case(
+    account: TestAccount, live_server: LiveServer
+) -> None:
+    """Codes are issued in lower case; typed in upper case (a full code or its short form) on
+    couponsession/data, update and update/multiple they answered 505 though the staff page took them."""
+    campaign = create_campaign(account, validations_per_session=3)
+    code = open_session(live_server, campaign["code"])
+    assert code == code.lower()
+    assert code != code.upper()
+    short = code[:6]
+    for given in (code.upper(), short.upper()):
+        found = assert_ok(account.call("/v3/couponsession/data", couponsession=given))
+        assert found["session"] == code
+        changed = assert_ok(account.call("/v3/couponsession/update", couponsession=given, validate=True))
+        assert changed["session"] == code
+    many = assert_ok(
+        account.call("/v3/couponsession/update/multiple", couponsessions=[code.upper()], validate=True)
+    )
+    assert many["amount_succeeded"] == "1", many
+    assert session_status(account, code)["validations"] == "3"

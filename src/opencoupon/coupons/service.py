@@ -319,7 +319,7 @@ def delete_campaign(ctx: ApiContext, campaign: Campaign) -> None:
 
 
 def find_session(ctx: ApiContext, given: str, campaign_raw: str | None) -> tuple[Campaign, CouponSession]:
-    """A session by its 21-character code or its 6-character short form.
+    """A session by its 21-character code or its 6-character short form, in any letter case.
 
     Short forms are unique within a campaign only: when one matches sessions of several of the
     caller's campaigns the call fails (code 300) and asks for `campaign` or the full code.
@@ -329,6 +329,8 @@ def find_session(ctx: ApiContext, given: str, campaign_raw: str | None) -> tuple
         raise missing("couponsession")
     if not _SESSION_CODE.match(code):
         raise ApiError(301, "Invalid character in parameter: couponsession.")
+    # Codes are issued in lower case (ids.session_code) and taken in any case, as on the staff page.
+    code = code.lower()
     campaign_id = get_campaign(ctx, campaign_raw).id if campaign_raw else None
     row: CouponSession | None = None
     campaign: Campaign | None = None
