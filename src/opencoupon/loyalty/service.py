@@ -58,6 +58,11 @@ MAX_CODE_ATTEMPTS = 8
 # A single addition may complete at most this many cards (keeps one call bounded); one that would
 # complete more is refused (309), so a card is never left holding a full card it did not trade.
 MAX_CYCLES_PER_CHANGE = 1000
+# Rewards a card may have, and rewards one change may issue over the cards it completes (cards
+# completed × the card's rewards): each is a coupon session and an event, written while the call
+# holds the write lock, so a card of many rewards cannot make one addition run for seconds.
+MAX_REWARDS_PER_CARD = 50
+MAX_REWARDS_PER_CHANGE = 1000
 # Far beyond any card's users at 100 a page, and an OFFSET every driver takes.
 MAX_PAGE = 1_000_000
 
@@ -273,6 +278,8 @@ def _resolve_rewards(
         if wanted or goal:
             raise bad_value("rewards", "A membership card has no rewards.")
         return None, []
+    if len(wanted) > MAX_REWARDS_PER_CARD:
+        raise bad_value("rewards", f"A card has at most {MAX_REWARDS_PER_CARD} rewards.")
     resolved: list[tuple[int, Campaign, str]] = []
     for item in wanted:
         campaign_id = ids.parse_public_id(item.campaign, "cam_", "campaign", CAMPAIGN_NOT_FOUND)
@@ -745,7 +752,7 @@ def change_balance(
     if delta > 0 and card.type != "membership":
         # The goal as committed now, with the card's row held: an edit of the goal and rewards
         # racing this addition is wholly before it or wholly after it (the card loaded with the
-        # request may have the goal from before an edit whose rewards `_reach_rewards` would
+        # request may have the goal from before an edit whose rewards `_reachable_rewards` would
         # read). Taken before the holder's row, in the order joins and links take theirs.
         goal = repo.reward_goal_held(session, card.id)
     apply_expiry(session, runtime, card, holder, now)
@@ -755,13 +762,25 @@ def change_balance(
     if result is None:
         raise _not_allowed_reason(session, holder, unit, delta)
     balance, cycle = result
-    if goal and balance // goal - (balance - delta) // goal > MAX_CYCLES_PER_CHANGE:
+    rewards: list[LoyaltyReward] = []
+    campaigns: dict[int, Campaign] = {}
+    if goal:
+        rewards, campaigns = _reachable_rewards(session, card)
         # The cards this addition completes, checked on the balance the UPDATE returned, so races
         # cannot pass it; the caller's transaction (or savepoint) rolls the addition back. A
         # balance already past a lowered goal is completed card by card over later additions.
-        raise ApiError(
-            309, f"Too many {unit} at once: one addition completes at most {MAX_CYCLES_PER_CHANGE} cards."
-        )
+        cards = balance // goal - (balance - delta) // goal
+        if cards > MAX_CYCLES_PER_CHANGE:
+            raise ApiError(
+                309, f"Too many {unit} at once: one addition completes at most {MAX_CYCLES_PER_CHANGE} cards."
+            )
+        if cards * len(rewards) > MAX_REWARDS_PER_CHANGE:
+            raise ApiError(
+                309,
+                f"Too many {unit} at once: one addition issues at most {MAX_REWARDS_PER_CHANGE} rewards "
+                f"over the cards it completes; with this card's {len(rewards)} rewards, "
+                f"at most {MAX_REWARDS_PER_CHANGE // len(rewards)} cards.",
+            )
     set_committed_value(holder, unit, balance)
     set_committed_value(holder, "cycle", cycle)
     if delta > 0:
@@ -791,6 +810,7 @@ def change_balance(
             holder,
             unit,
             goal,
+            (rewards, campaigns),
             balance,
             cycle,
             min(most_cards, MAX_CYCLES_PER_CHANGE),
@@ -802,6 +822,22 @@ def change_balance(
     return change
 
 
+def _reachable_rewards(
+    session: Session, card: LoyaltyCard
+) -> tuple[list[LoyaltyReward], dict[int, Campaign]]:
+    """The card's rewards an addition can reach, with their campaigns. A reward whose coupon
+    campaign was deleted has no coupon to give: it is not reached (and not used up), rather than
+    reached with nothing."""
+    rewards = repo.rewards(session, card.id)
+    campaigns = repo.campaigns_by_id(session, {r.campaign_id for r in rewards if r.campaign_id})
+    reachable = [
+        r
+        for r in rewards
+        if not r.campaign_id or (r.campaign_id in campaigns and campaigns[r.campaign_id].deleted_at is None)
+    ]
+    return reachable, campaigns
+
+
 def _reach_rewards(
     session: Session,
     runtime: Runtime,
@@ -809,6 +845,7 @@ def _reach_rewards(
     holder: LoyaltyHolder,
     unit: str,
     goal: int,
+    reachable: tuple[list[LoyaltyReward], dict[int, Campaign]],
     balance: int,
     cycle: int,
     most_cards: int,
@@ -817,15 +854,7 @@ def _reach_rewards(
 ) -> list[RewardIssued]:
     """Issue the rewards reached on the current card, trade it in when full and go on with the
     next one, completing at most `most_cards` cards; the last card's rewards are issued too."""
-    rewards = repo.rewards(session, card.id)
-    campaigns = repo.campaigns_by_id(session, {r.campaign_id for r in rewards if r.campaign_id})
-    # A reward whose coupon campaign was deleted has no coupon to give: it is not reached (and
-    # not used up), rather than reached with nothing.
-    rewards = [
-        r
-        for r in rewards
-        if not r.campaign_id or (r.campaign_id in campaigns and campaigns[r.campaign_id].deleted_at is None)
-    ]
+    rewards, campaigns = reachable
     issued: list[RewardIssued] = []
     for completed in range(most_cards + 1):  # the last pass issues the new card's own rewards
         reached = min(balance, goal)

@@ -1,0 +1,87 @@
+"""Loyalty faults from the third review: a card's rewards and the rewards one addition issues are
+bounded, the join form is idempotent, voiding is an event, emails match in any letter case beyond
+ASCII, and the v4 user list takes filter and page values of the right JSON type only."""
+
+from __future__ import annotations
+
+from conftest import LiveServer, TestAccount
+from dashboard_fixtures import post_form, signed_in
+from helpers import assert_error, assert_ok
+from loyalty_fixtures import (
+    CARDS,
+    create_card,
+    create_holder,
+    grants_of,
+    ledger_of,
+    reward_campaign,
+    reward_sessions,
+    update,
+)
+from opencoupon.loyalty.service import MAX_REWARDS_PER_CARD, MAX_REWARDS_PER_CHANGE
+from opencoupon.runtime import Runtime
+
+# --- rewards per card and per addition -----------------------------------------------------------
+
+
+def test_a_card_has_a_bounded_number_of_rewards(
+    account: TestAccount, runtime: Runtime, live_server: LiveServer
+) -> None:
+    """One addition issued every reward of every card it completed: a card of 1,000 rewards and a
+    goal of 1 made 20,000 coupon sessions from one call of 20 stamps, holding the write lock."""
+    campaign = reward_campaign(runtime, account.id)
+    most = [{"threshold": 1, "campaign": campaign}] * MAX_REWARDS_PER_CARD
+    too_many = [*most, {"threshold": 1, "campaign": campaign}]
+    refused = account.client.post(
+        CARDS,
+        json={"name": "x", "type": "stamp", "reward_goal": 1, "rewards": too_many},
+        headers=account.headers,
+    )
+    body = assert_error(refused, 422, 300)
+    assert (
+        f"at most {MAX_REWARDS_PER_CARD} rewards" in body["status"]["errors"]["error_message_description"][0]
+    )
+    card = create_card(account, reward_goal=1, rewards=most)
+    assert len(card["rewards"]) == MAX_REWARDS_PER_CARD
+    patched = account.client.patch(
+        f"{CARDS}/{card['id']}", json={"rewards": too_many}, headers=account.headers
+    )
+    assert_error(patched, 422, 300)
+    assert (
+        len(account.client.get(f"{CARDS}/{card['id']}", headers=account.headers).json()["rewards"])
+        == MAX_REWARDS_PER_CARD
+    )
+    # The dashboard's card form saves through the same rules.
+    path = f"/dashboard/loyalty/{card['id']}/edit"
+    form = {
+        "name": "x",
+        "type": "stamp",
+        "reward_goal": "1",
+        "active": "1",
+        "reward_campaign": [campaign] * (MAX_REWARDS_PER_CARD + 1),
+        "reward_threshold": ["1"] * (MAX_REWARDS_PER_CARD + 1),
+    }
+    with signed_in(live_server.url, account.email) as web:
+        answer = post_form(web, path, path, form)
+    assert answer.status_code == 422, answer.text
+    assert f"at most {MAX_REWARDS_PER_CARD} rewards" in answer.text
+
+
+def test_one_addition_issues_a_bounded_number_of_rewards(account: TestAccount, runtime: Runtime) -> None:
+    """Cards completed × the card's rewards beyond MAX_REWARDS_PER_CHANGE: 309 and nothing stored;
+    at the bound the addition goes through."""
+    campaign = reward_campaign(runtime, account.id)
+    rewards = [{"threshold": 1, "campaign": campaign}] * MAX_REWARDS_PER_CARD
+    card = create_card(account, reward_goal=1, rewards=rewards)
+    user = create_holder(account, card["id"])
+    uid = int(user["ID"])
+    cards = MAX_REWARDS_PER_CHANGE // MAX_REWARDS_PER_CARD
+    refused = assert_error(update(account, card["id"], user["ID"], stamps=cards + 1), 422, 309)
+    message = refused["status"]["errors"]["error_message_description"][0]
+    assert f"at most {MAX_REWARDS_PER_CHANGE} rewards" in message
+    assert f"at most {cards} cards" in message
+    assert ledger_of(runtime, uid) == []
+    assert grants_of(runtime, uid) == []
+    assert reward_sessions(runtime, campaign) == []
+    done = assert_ok(update(account, card["id"], user["ID"], stamps=cards))
+    assert done["user"]["completed_cards"] == str(cards)
+    assert len(done["rewards_reached"]) == cards * MAX_REWARDS_PER_CARD
