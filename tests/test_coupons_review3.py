@@ -163,3 +163,26 @@ def test_the_api_finds_a_session_by_its_code_in_any_letter_case(
     )
     assert many["amount_succeeded"] == "1", many
     assert session_status(account, code)["validations"] == "3"
+
+
+# ---------------------------------------------------------------- 3. empty numbers not given
+
+
+def test_numbers_sent_empty_are_not_given_and_booleans_are_not_numbers(account: TestAccount) -> None:
+    """`stats_days`, `expiry_minutes` and `expiry_days` were plain ints: empty answered 300, and
+    `true` was taken as 1 (day)."""
+    campaign = create_campaign(account, expiry_mode="after_open", expiry_minutes=90)
+    info = assert_ok(
+        account.call("/v3/coupon/info", campaign=campaign["id"], show_usage_stats="1", stats_days="")
+    )
+    assert len(info["coupon_info"]["usage_stats"]["per_day_since"]) == 10  # the default window
+    for empty in ({"expiry_minutes": ""}, {"expiry_days": ""}):
+        patched = _patch(account, campaign, expiry_mode="after_open", **empty)
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["expiry_minutes"] == 90  # kept: not given
+    for field in ("expiry_days", "expiry_minutes"):
+        refused = _patch(account, campaign, **{field: True})
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["status"]["errors"]["error_code"] == [300]
+    after = account.client.get(f"/v4/campaigns/{campaign['id']}", headers=account.headers).json()
+    assert after["expiry_minutes"] == 90

@@ -59,7 +59,7 @@ class CampaignRef(V3Request):
 
 class CouponInfo(CampaignRef):
     show_usage_stats: bool | None = None
-    stats_days: int | None = None
+    stats_days: OptionalInt = None
 
 
 class UsageData(CampaignRef):
@@ -145,8 +145,9 @@ class CampaignFields(V3Request):
     end_date: Str | None = None
     expiry_mode: ExpiryMode | None = None
     expiry_date: Str | None = None
-    expiry_minutes: int | None = None
-    expiry_days: int | None = None
+    # Sent empty: not given (a PATCH keeps the window), as every number.
+    expiry_minutes: OptionalInt = None
+    expiry_days: OptionalInt = None
     pin: Str | None = None
     validation_methods: MethodList | None = None
     validations_per_session: OptionalInt = None
