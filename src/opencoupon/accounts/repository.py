@@ -106,6 +106,24 @@ def retire_tokens(session: Session, account_id: int, purpose: str, now: dt.datet
     )
 
 
+def end_sso_sign_ins(session: Session, account_id: int, purpose: str, now: dt.datetime) -> None:
+    """Sign out every dashboard session an SSO link opened into the account or, for a main
+    account, into one of its subaccounts (their `sso_generation` moves on), and void their SSO
+    links (`purpose`) not used yet."""
+    family = or_(Account.id == account_id, Account.parent_id == account_id)
+    session.execute(update(Account).where(family).values(sso_generation=Account.sso_generation + 1))
+    session.execute(
+        update(OneTimeToken)
+        .where(
+            OneTimeToken.account_id.in_(select(Account.id).where(family)),
+            OneTimeToken.purpose == purpose,
+            OneTimeToken.used_at.is_(None),
+        )
+        .values(used_at=now),
+        execution_options={"synchronize_session": False},
+    )
+
+
 def lock_account(session: Session, account_id: int) -> None:
     """Hold the account's row until the transaction ends (FOR UPDATE; a no-op on SQLite)."""
     session.execute(select(Account.id).where(Account.id == account_id).with_for_update())

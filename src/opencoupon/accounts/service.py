@@ -17,6 +17,9 @@ from opencoupon.kit.clock import utcnow
 from opencoupon.kit.crypto import Keyring, constant_time_equals, hash_password
 from opencoupon.models import Account, ApiSecret, OneTimeToken
 
+# The purpose of a one-time dashboard sign-in link's token (accounts.sso).
+SSO_PURPOSE = "sso"
+
 
 @dataclass
 class Credentials:
@@ -75,11 +78,15 @@ def add_secret(session: Session, keyring: Keyring, account: Account, *, encrypte
 def rotate_secret(session: Session, keyring: Keyring, account: Account, grace: dt.timedelta) -> str:
     """A new secret; the ones before it keep working for at most `grace`, then stop (a secret
     still in an earlier rotation's grace ends sooner if this grace is shorter: grace 0 after a
-    leak ends them all at once)."""
+    leak ends them all at once). Grace 0 also signs out the dashboard sessions SSO links opened
+    into the account (a main account's: into its subaccounts too) and voids its unused SSO links:
+    whoever held the old secret could make such links."""
     # Rotations one after another: two at once (a double click) each left a secret that never
     # expired, each UPDATE blind to the secret the other was adding.
     repository.lock_account(session, account.id)
     now = utcnow()
+    if grace <= dt.timedelta(0):
+        repository.end_sso_sign_ins(session, account.id, SSO_PURPOSE, now)
     ends = now + grace
     session.execute(
         update(ApiSecret)

@@ -15,7 +15,7 @@ from opencoupon.kit.dates import fmt
 from opencoupon.kit.endpoint import ApiContext
 from opencoupon.models import Account, Campaign
 
-SSO_PURPOSE = "sso"
+SSO_PURPOSE = accounts.SSO_PURPOSE
 RESET_PURPOSE = "reset"
 
 CAMPAIGN_NOT_FOUND = ApiError(502, "Campaign ID not found.")

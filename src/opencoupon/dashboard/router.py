@@ -222,7 +222,7 @@ async def sso_landing(request: Request, token: str) -> Response:
     if not _route_exists(request, path):
         path = "/dashboard/"
     response = RedirectResponse(path, status_code=303)
-    sign_in(request, response, account)
+    sign_in(request, response, account, through_link=True)
     return no_store(response)
 
 

@@ -2,10 +2,12 @@
 
 - Session: a cookie signed with itsdangerous (key `derive_key("session")`), HttpOnly, SameSite=Lax,
   Secure behind https, holding the account ID, a fingerprint of its password hash (so a password
-  change ends every other session) and a random session ID made at each sign-in. Signing out
-  records that ID as ended (a `one_time_tokens` row, purpose `session-ended`, digest only), so a
-  copy of the cookie stops working too. Blocked or expired accounts are signed out on their next
-  request.
+  change ends every other session), a random session ID made at each sign-in and how it signed in:
+  a session opened through an SSO link holds the account's `sso_generation`, which a secret
+  rotation with grace 0 moves on (after a leak: the link may have been made with the leaked
+  secret), ending it. Signing out records the session ID as ended (a `one_time_tokens` row,
+  purpose `session-ended`, digest only), so a copy of the cookie stops working too. Blocked or
+  expired accounts are signed out on their next request.
 - CSRF: signed double-submit. A random nonce lives in its own HttpOnly cookie; forms carry
   `csrf_token(request)`, a signature over (nonce, signed-in account) with `derive_key("csrf")`.
   `verify_csrf(request, form)` refuses a POST whose token does not match (HTTP 403).
@@ -30,7 +32,7 @@ import datetime as dt
 import hmac
 import secrets
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from fastapi import FastAPI
@@ -55,6 +57,9 @@ CSRF_COOKIE = "oc_csrf"
 CSRF_FIELD = "csrf_token"
 LOGIN_PATH = "/dashboard/login"
 SESSION_ENDED = "session-ended"
+# How a session signed in (claim "m"): with the password, or through a one-time SSO link.
+BY_PASSWORD = "password"
+BY_LINK = "link"
 _STATE_NEW_NONCE = "opencoupon_csrf_nonce"
 
 
@@ -100,10 +105,17 @@ def _password_epoch(request: Request, account: Account) -> str:
 # --- sessions ---------------------------------------------------------------------------------
 
 
-def sign_in(request: Request, response: Response, account: Account) -> None:
+def sign_in(request: Request, response: Response, account: Account, *, through_link: bool = False) -> None:
     """Put the session cookie for `account` on `response`: a new session, whatever the browser held
-    before."""
-    claim = {"a": account.id, "e": _password_epoch(request, account), "s": secrets.token_urlsafe(18)}
+    before. `through_link`: signed in by an SSO link, so a rotation after a leak ends it."""
+    claim: dict[str, Any] = {
+        "a": account.id,
+        "e": _password_epoch(request, account),
+        "s": secrets.token_urlsafe(18),
+        "m": BY_PASSWORD,
+    }
+    if through_link:
+        claim.update(m=BY_LINK, g=account.sso_generation)
     value = _serializer(request, "session").dumps(claim)
     response.set_cookie(
         SESSION_COOKIE,
@@ -127,15 +139,19 @@ def _ended_digest(request: Request, session_id: str) -> str:
 def end_session(request: Request) -> None:
     """Record this request's session as ended, so its cookie is refused even where a copy of it
     survives (blocking; call in the thread pool). The record outlives the cookie's own lifetime."""
-    claim = _session_account_id(request)
+    claim = _session_claim(request)
     if claim is None:
         return
-    account_id, _epoch, session_id = claim
     runtime = _runtime(request)
     lifetime = dt.timedelta(seconds=_max_age(request))
     with runtime.db.transaction() as session:
         accounts_repo.record_ended_session(
-            session, account_id, SESSION_ENDED, _ended_digest(request, session_id), utcnow(), lifetime
+            session,
+            claim.account_id,
+            SESSION_ENDED,
+            _ended_digest(request, claim.session_id),
+            utcnow(),
+            lifetime,
         )
 
 
@@ -145,8 +161,16 @@ def record_login(account: Account) -> None:
     account.login_count = (account.login_count or 0) + 1
 
 
-def _session_account_id(request: Request) -> tuple[int, str, str] | None:
-    """(account ID, password fingerprint, session ID) of a genuine, unexpired session cookie."""
+class SessionClaim(NamedTuple):
+    account_id: int
+    password_epoch: str
+    session_id: str
+    # The account's sso_generation when an SSO link signed it in; None for a password sign-in.
+    sso_generation: int | None
+
+
+def _session_claim(request: Request) -> SessionClaim | None:
+    """What a genuine, unexpired session cookie holds."""
     raw = request.cookies.get(SESSION_COOKIE)
     if not raw:
         return None
@@ -159,7 +183,13 @@ def _session_account_id(request: Request) -> tuple[int, str, str] | None:
     account_id, epoch, session_id = data.get("a"), data.get("e"), data.get("s")
     if not isinstance(account_id, int) or not isinstance(epoch, str) or not isinstance(session_id, str):
         return None
-    return account_id, epoch, session_id
+    if data.get("m") == BY_PASSWORD:
+        return SessionClaim(account_id, epoch, session_id, None)
+    # A link's session, or one from before sessions said how they began (it may be a link's too).
+    generation = data.get("g", 0)
+    if not isinstance(generation, int):
+        return None
+    return SessionClaim(account_id, epoch, session_id, generation)
 
 
 def current_account(request: Request) -> Account | None:
@@ -169,15 +199,18 @@ def current_account(request: Request) -> Account | None:
         return cached
     found: Account | None = None
     refused = False
-    claim = _session_account_id(request)
+    claim = _session_claim(request)
     if claim is not None:
         runtime = _runtime(request)
         with runtime.db.read() as session:
-            account = accounts_repo.by_id(session, claim[0])
+            account = accounts_repo.by_id(session, claim.account_id)
             if (
                 account is not None
-                and hmac.compare_digest(_password_epoch(request, account), claim[1])
-                and accounts_repo.token_by_digest(session, _ended_digest(request, claim[2]), SESSION_ENDED)
+                and hmac.compare_digest(_password_epoch(request, account), claim.password_epoch)
+                and claim.sso_generation in (None, account.sso_generation)
+                and accounts_repo.token_by_digest(
+                    session, _ended_digest(request, claim.session_id), SESSION_ENDED
+                )
                 is None
             ):
                 try:
@@ -250,8 +283,8 @@ def _nonce(request: Request) -> str:
 def _csrf_subject(request: Request) -> int:
     # The account the session cookie names (signature checked, no database read, so async
     # handlers can verify without blocking).
-    claim = _session_account_id(request)
-    return claim[0] if claim is not None else 0
+    claim = _session_claim(request)
+    return claim.account_id if claim is not None else 0
 
 
 def _notice_subject(scope: Scope) -> int:

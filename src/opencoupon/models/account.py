@@ -38,6 +38,9 @@ class Account(Base):
     branding: Mapped[str] = mapped_column(Text, default="{}")
     last_login_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     login_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Moved on by a secret rotation after a leak (grace 0): a dashboard session opened through an
+    # SSO link holds the value it was opened under and ends once this moves past it.
+    sso_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime)
 

@@ -1,0 +1,96 @@
+"""Second review of accounts and sign-in: a leaked secret's SSO sessions end at a rotation after the
+leak, a main account changes its own password, a subaccount's corrected email voids the old
+address's links, idempotency fingerprints are keyed, and nobody locks an owner out by failing to
+sign in as them."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import httpx2
+
+from conftest import ISSUED_SECRETS, LiveServer, TestAccount
+from dashboard_fixtures import signed_in
+from foundation_fixtures import browser, path_of
+from helpers import assert_ok
+from opencoupon.accounts import service as accounts
+from opencoupon.models import Account
+from opencoupon.runtime import Runtime
+
+
+def _rotate(runtime: Runtime, account_id: int, grace: dt.timedelta) -> str:
+    """Rotate the account's secret as `opencoupon account rotate-secret` does."""
+    with runtime.db.transaction() as session:
+        found = session.get(Account, account_id)
+        assert found is not None
+        secret = accounts.rotate_secret(session, runtime.keyring, found, grace)
+    ISSUED_SECRETS.append(secret)
+    return secret
+
+
+def _signed_out(web: httpx2.Client) -> bool:
+    answer = web.get("/dashboard/account")
+    return answer.status_code == 303 and answer.headers["location"].startswith("/dashboard/login")
+
+
+# --- 1. a rotation after a leak ends the sessions SSO links opened ------------------------------
+
+
+def test_rotation_without_grace_ends_the_sso_sessions_a_leaked_secret_opened(
+    runtime: Runtime, live_server: LiveServer, account: TestAccount
+) -> None:
+    """Whoever holds a leaked secret opens a dashboard session with /v3/account/sso. The owner's
+    rotation with grace 0 signs that session out and voids a link made but not yet opened; the
+    owner's own password session goes on, and a link made with the new secret still works."""
+    opened = assert_ok(account.call("/v3/account/sso"))["subaccount"]["url"]
+    unopened = assert_ok(account.call("/v3/account/sso"))["subaccount"]["url"]
+    with browser(live_server.url) as attacker, signed_in(live_server.url, account.email) as owner:
+        assert attacker.get(path_of(opened)).status_code == 303
+        assert attacker.get("/dashboard/account").status_code == 200
+        new_secret = _rotate(runtime, account.id, dt.timedelta(0))
+        assert _signed_out(attacker)
+        assert owner.get("/dashboard/account").status_code == 200
+    with browser(live_server.url) as late:
+        assert late.get(path_of(unopened)).status_code == 410
+    headers = {"X-Client-Id": account.client_id, "X-Client-Secret": new_secret}
+    fresh = account.client.post("/v3/account/sso", json={}, headers=headers)
+    with browser(live_server.url) as person:
+        assert person.get(path_of(assert_ok(fresh)["subaccount"]["url"])).status_code == 303
+        assert person.get("/dashboard/account").status_code == 200
+
+
+def test_rotation_with_grace_keeps_sso_sessions(
+    runtime: Runtime, live_server: LiveServer, account: TestAccount
+) -> None:
+    """A routine rotation (the old secret keeps working a while, and could make links meanwhile)
+    ends no session."""
+    link = assert_ok(account.call("/v3/account/sso"))["subaccount"]["url"]
+    with browser(live_server.url) as web:
+        assert web.get(path_of(link)).status_code == 303
+        _rotate(runtime, account.id, dt.timedelta(hours=1))
+        assert web.get("/dashboard/account").status_code == 200
+
+
+def test_a_main_accounts_rotation_ends_the_sso_sessions_of_its_subaccounts(
+    runtime: Runtime, live_server: LiveServer, account: TestAccount, subaccount: TestAccount
+) -> None:
+    """A leaked main secret makes links into every subaccount (/v3/subaccount/sso); rotating it
+    without grace ends those too. A subaccount's own rotation ends its own, not its master's."""
+    into_sub = assert_ok(account.call("/v3/subaccount/sso", subaccount=f"sub_{subaccount.id}"))
+    own = assert_ok(account.call("/v3/account/sso"))
+    with browser(live_server.url) as as_sub, browser(live_server.url) as as_main:
+        assert as_sub.get(path_of(into_sub["subaccount"]["url"])).status_code == 303
+        assert as_main.get(path_of(own["subaccount"]["url"])).status_code == 303
+        _rotate(runtime, subaccount.id, dt.timedelta(0))
+        assert _signed_out(as_sub)
+        assert as_main.get("/dashboard/account").status_code == 200
+    into_sub = assert_ok(account.call("/v3/subaccount/sso", subaccount=f"sub_{subaccount.id}"))
+    with browser(live_server.url) as as_sub:
+        assert as_sub.get(path_of(into_sub["subaccount"]["url"])).status_code == 303
+        assert as_sub.get("/dashboard/").status_code == 200
+        _rotate(runtime, account.id, dt.timedelta(0))
+        assert _signed_out(as_sub)
+    # The subaccount's password session is not one a leaked secret could open: it goes on.
+    with signed_in(live_server.url, subaccount.email) as by_password:
+        _rotate(runtime, account.id, dt.timedelta(0))
+        assert by_password.get("/dashboard/account").status_code == 200
