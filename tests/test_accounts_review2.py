@@ -94,3 +94,50 @@ def test_a_main_accounts_rotation_ends_the_sso_sessions_of_its_subaccounts(
     with signed_in(live_server.url, subaccount.email) as by_password:
         _rotate(runtime, account.id, dt.timedelta(0))
         assert by_password.get("/dashboard/account").status_code == 200
+
+
+# --- 3. a corrected subaccount email voids the old address's links ------------------------------
+
+
+def _reset_link_works(base_url: str, link: str) -> bool:
+    with browser(base_url) as person:
+        return bool(person.get(path_of(link)).status_code == 200)
+
+
+def test_a_changed_subaccount_email_voids_its_open_reset_links(
+    live_server: LiveServer, account: TestAccount
+) -> None:
+    """A subaccount made with a typo in its email: the link made for (or mailed to) the wrong
+    address no longer sets the password once the master corrects the email. Saving the same email
+    again voids nothing."""
+    sub = assert_ok(account.call("/v3/subaccount/create", email=f"typo-{account.id}@example.com"))[
+        "subaccount"
+    ]
+    kept = assert_ok(account.call("/v3/subaccount/reset/url", subaccount=sub["ID"]))["url"]
+    assert_ok(account.call("/v3/subaccount/update", subaccount=sub["ID"], email=sub["email"].upper()))
+    assert _reset_link_works(live_server.url, kept)
+    assert_ok(
+        account.call("/v3/subaccount/update", subaccount=sub["ID"], email=f"right-{account.id}@example.com")
+    )
+    assert not _reset_link_works(live_server.url, kept)
+    with browser(live_server.url) as stranger:
+        refused = stranger.post(
+            path_of(kept),
+            data={"csrf_token": "x", "password": "stranger-pass", "password_confirm": "stranger-pass"},
+        )
+        assert refused.status_code in (403, 410)
+    fresh = assert_ok(account.call("/v3/subaccount/reset/url", subaccount=sub["ID"]))["url"]
+    assert _reset_link_works(live_server.url, fresh)
+
+
+def test_blocking_a_subaccount_voids_its_open_reset_links(
+    live_server: LiveServer, account: TestAccount
+) -> None:
+    """Unblocked later, a link made before the block does not set a password."""
+    sub = assert_ok(account.call("/v3/subaccount/create", email=f"blocked-{account.id}@example.com"))[
+        "subaccount"
+    ]
+    link = assert_ok(account.call("/v3/subaccount/reset/url", subaccount=sub["ID"]))["url"]
+    assert_ok(account.call("/v3/subaccount/update", subaccount=sub["ID"], block=True))
+    assert_ok(account.call("/v3/subaccount/update", subaccount=sub["ID"], block=False))
+    assert not _reset_link_works(live_server.url, link)

@@ -188,7 +188,12 @@ def update(ctx: ApiContext, req: SubaccountUpdate) -> Account:
     sub = get_subaccount(ctx, req.subaccount)
     session = ctx.session
     if req.email is not None:
-        sub.email = check_email(session, req.email, current=sub)
+        email = check_email(session, req.email, current=sub)
+        if email != sub.email:
+            # Links sent to (or made for) the old address must not set the corrected account's
+            # password: its setup email and reset links stop working.
+            accounts_repo.retire_tokens(session, sub.id, RESET_PURPOSE, ctx.now)
+        sub.email = email
     if req.expiry_date is not None:
         sub.expiry_date = _expiry(req.expiry_date)
     if checked_password(req.password) is not None:
@@ -202,6 +207,9 @@ def update(ctx: ApiContext, req: SubaccountUpdate) -> Account:
     if req.status:
         sub.plan_status = req.status
     if req.block is not None:
+        if req.block and not sub.blocked:
+            # An unblock must not bring back a reset or setup link made before the block.
+            accounts_repo.retire_tokens(session, sub.id, RESET_PURPOSE, ctx.now)
         sub.blocked = req.block
     for name in _PLAIN_FIELDS:
         value = getattr(req, name)
