@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from conftest import LiveServer, TestAccount
-from coupons_fixtures import create_campaign, open_session, session_status
+from coupons_fixtures import create_campaign, csrf_token, open_session, session_status
 from helpers import assert_ok
 from opencoupon.accounts import service as accounts
 from opencoupon.config import Settings
@@ -186,3 +186,57 @@ def test_numbers_sent_empty_are_not_given_and_booleans_are_not_numbers(account: 
         assert refused.json()["status"]["errors"]["error_code"] == [300]
     after = account.client.get(f"/v4/campaigns/{campaign['id']}", headers=account.headers).json()
     assert after["expiry_minutes"] == 90
+
+
+# ---------------------------------------------------------------- 4. no claim after a validation
+
+
+def _validated_once_of_two(account: TestAccount, phone: httpx2.Client) -> tuple[str, str]:
+    """A coupon opened on `phone`, of a campaign allowing two validations, validated once by the API:
+    its page's path and its code."""
+    campaign = create_campaign(account, validations_per_session=2, claim_fields="firstname")
+    opened = phone.get(f"/p/{campaign['code']}")
+    assert opened.status_code == 303, opened.text
+    path = str(opened.headers["location"])
+    assert f'action="{path}/claim"' in phone.get(path).text  # offered while not validated
+    code = path.rsplit("/", 1)[1]
+    assert_ok(account.call("/v3/couponsession/update", couponsession=code, validate=True))
+    return path, code
+
+
+def _refused_as_validated(answer: httpx2.Response) -> None:
+    assert answer.status_code == 409, answer.text
+    errors = answer.json()["status"]["errors"]
+    assert (errors["error_code"], errors["error_message_description"]) == (
+        [308],
+        ["This coupon has already been validated."],
+    )
+
+
+def test_the_api_does_not_claim_a_coupon_validated_once_of_several(
+    account: TestAccount, live_server: LiveServer
+) -> None:
+    """With two validations allowed, a coupon validated once is still "open": the API's claim took
+    it (claimed "1") though a coupon used at the counter is not claimed afterwards."""
+    with httpx2.Client(base_url=live_server.url, timeout=30) as phone:
+        _path, code = _validated_once_of_two(account, phone)
+    _refused_as_validated(account.call("/v3/couponsession/update", couponsession=code, claim=True))
+    status = session_status(account, code)
+    assert (status["claimed"], status["validations"]) == ("0", "1")
+    # The second validation allowed still goes through.
+    assert_ok(account.call("/v3/couponsession/update", couponsession=code, validate=True))
+
+
+def test_the_claim_form_is_neither_offered_nor_taken_once_the_coupon_is_validated(
+    account: TestAccount, live_server: LiveServer
+) -> None:
+    with httpx2.Client(base_url=live_server.url, timeout=30) as phone:
+        path, code = _validated_once_of_two(account, phone)
+        assert f'action="{path}/claim"' not in phone.get(path).text
+        form = phone.post(
+            f"{path}/claim",
+            data={"csrf": csrf_token(phone, path), "firstname": "Ada"},
+            headers={"Accept": "application/json"},
+        )
+        _refused_as_validated(form)
+    assert session_status(account, code)["claimed"] == "0"

@@ -228,7 +228,7 @@ def _session_context(
         "custom_fields": list(form.get("custom_fields", [])),
         "consent_text": form.get("consent_text", ""),
         "typed": {},
-        "can_claim": word == "open" and refusal is None,
+        "can_claim": word == "open" and row.validation_count == 0 and refusal is None,
         "can_validate": refusal is None
         and word in ("open", "claimed")
         and not (campaign.require_claim and row.claimed_at is None)
@@ -558,9 +558,12 @@ def _claim(
                 error = "The form expired. Please try again."
             else:
                 word = service.state(campaign, row, service.account_zone(s, campaign.account_id), now)
-                if word in _NOT_CLAIMABLE or (word == "validated" and row.claimed_at is None):
+                if word in _NOT_CLAIMABLE:
                     # The page offers no claim form in these states; a form posted anyway is refused.
                     raise service.refused(MESSAGES[word])
+                if row.validation_count > 0 and row.claimed_at is None:
+                    # Used at the counter (once of several allowed, too): not claimed afterwards.
+                    raise service.refused(MESSAGES["validated"])
                 # Another member given the link passes the gate: the session's own owner must still
                 # be allowed the coupon (a directory member whose access ended is not).
                 refusal = gates.owner_refusal(s, campaign, row, action="claimed")

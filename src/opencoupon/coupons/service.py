@@ -540,8 +540,8 @@ def claim(
 ) -> bool:
     """Claim the session (once). Refused (308) when it is removed, voided or expired; False
     (nothing changes) when it was claimed already; refused too, as a validation is, when it is
-    locked, its campaign inactive or not started yet, and once it is validated (a coupon used at
-    the counter is not claimed afterwards)."""
+    locked, its campaign inactive or not started yet, and once it is validated, even once of
+    several allowed (a coupon used at the counter is not claimed afterwards)."""
     tz = account_zone(session, campaign.account_id)
     word = state(campaign, row, tz, now)
     if word in ("removed", "voided"):
@@ -552,6 +552,9 @@ def claim(
         return False
     if word in ("locked", "inactive", "scheduled", "validated"):
         raise refused(_REFUSALS[word])
+    if row.validation_count > 0:
+        # Validated once of several allowed: still "open", but used at the counter all the same.
+        raise refused(_REFUSALS["validated"])
     values: dict[str, Any] = {"claimed_at": now, "claimtype": claimtype, "updated_at": now}
     for key, value in (details or {}).items():
         if value not in (None, "", {}):
