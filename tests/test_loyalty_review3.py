@@ -4,6 +4,10 @@ ASCII, and the v4 user list takes filter and page values of the right JSON type 
 
 from __future__ import annotations
 
+import json
+
+from sqlalchemy import select
+
 from conftest import LiveServer, TestAccount
 from dashboard_fixtures import post_form, signed_in
 from helpers import assert_error, assert_ok
@@ -18,6 +22,7 @@ from loyalty_fixtures import (
     update,
 )
 from opencoupon.loyalty.service import MAX_REWARDS_PER_CARD, MAX_REWARDS_PER_CHANGE
+from opencoupon.models import Event
 from opencoupon.runtime import Runtime
 
 # --- rewards per card and per addition -----------------------------------------------------------
@@ -85,3 +90,38 @@ def test_one_addition_issues_a_bounded_number_of_rewards(account: TestAccount, r
     done = assert_ok(update(account, card["id"], user["ID"], stamps=cards))
     assert done["user"]["completed_cards"] == str(cards)
     assert len(done["rewards_reached"]) == cards * MAX_REWARDS_PER_CARD
+
+
+# --- voiding is an event --------------------------------------------------------------------------
+
+
+def _points_changed(runtime: Runtime, account_id: int) -> list[dict[str, str]]:
+    with runtime.db.read() as session:
+        rows = session.scalars(
+            select(Event)
+            .where(Event.account_id == account_id, Event.type == "loyalty_points_changed")
+            .order_by(Event.id)
+        ).all()
+        return [json.loads(e.data) for e in rows]
+
+
+def test_voiding_and_unvoiding_a_user_are_events(account: TestAccount, runtime: Runtime) -> None:
+    """One event per ledger row: the voided/unvoided rows had none, so a webhook consumer never
+    learned that a holder was voided."""
+    card = create_card(account, stamps_per_reward=5)
+    user = create_holder(account, card["id"])
+    assert_ok(update(account, card["id"], user["ID"], stamps=2))
+    assert_ok(update(account, card["id"], user["ID"], voided=True))
+    assert_ok(update(account, card["id"], user["ID"], voided=False))
+    assert [row[2] for row in ledger_of(runtime, int(user["ID"]))] == ["collect", "voided", "unvoided"]
+    changes = _points_changed(runtime, account.id)
+    assert len(changes) == 3
+    common = {
+        "loyaltycard": str(card["id"]),
+        "user": user["ID"],
+        "unit": "stamps",
+        "amount": "0",
+        "balance": "2",
+    }
+    assert changes[1] == {**common, "reason": "voided"}
+    assert changes[2] == {**common, "reason": "unvoided"}

@@ -951,15 +951,19 @@ def set_voided(
         set_committed_value(holder, "points", points)
         set_committed_value(holder, "stamps", stamps)
         unit = unit_of(card)
-        repo.add_ledger(
+        kind = "voided" if voided else "unvoided"
+        # Its ledger row and event (amount 0), as every ledger row has one.
+        _record_balance_change(
             session,
+            card,
             holder,
-            unit=unit,
+            unit,
             delta=0,
             # The balance the UPDATE saw, not the one read with the request.
-            balance_after=points if unit == "points" else stamps,
-            kind="voided" if voided else "unvoided",
+            balance=points if unit == "points" else stamps,
+            kind=kind,
             source=source,
+            reason=kind,
             now=now,
         )
 
