@@ -240,3 +240,23 @@ def test_the_claim_form_is_neither_offered_nor_taken_once_the_coupon_is_validate
         )
         _refused_as_validated(form)
     assert session_status(account, code)["claimed"] == "0"
+
+
+# ---------------------------------------------------------------- 5. a malformed campaign
+
+
+def test_a_malformed_campaign_answers_301_and_an_unknown_one_502(
+    account: TestAccount, live_server: LiveServer
+) -> None:
+    """As docs/coupons.md now says (it said 502 for a malformed one too)."""
+    campaign = create_campaign(account)
+    code = open_session(live_server, campaign["code"])
+    for given, expected in (("abc", 301), ("cam_x1", 301), ("cam_999999", 502)):
+        answer = account.call("/v3/couponsession/data", couponsession=code, campaign=given)
+        assert answer.json()["status"]["errors"]["error_code"] == [expected], (given, answer.text)
+    malformed = account.call("/v3/couponsession/data", couponsession=code, campaign="abc")
+    errors = malformed.json()["status"]["errors"]
+    assert (malformed.status_code, errors["error_message_description"]) == (
+        422,
+        ["Invalid character in parameter: campaign."],
+    )
