@@ -6,15 +6,18 @@ sign in as them."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 
 import httpx2
+from sqlalchemy import select
 
 from conftest import ISSUED_SECRETS, LiveServer, TestAccount
 from dashboard_fixtures import signed_in
 from foundation_fixtures import browser, path_of
-from helpers import assert_ok
+from helpers import assert_error, assert_ok
 from opencoupon.accounts import service as accounts
-from opencoupon.models import Account
+from opencoupon.models import Account, IdempotencyRecord
 from opencoupon.runtime import Runtime
 
 
@@ -141,3 +144,37 @@ def test_blocking_a_subaccount_voids_its_open_reset_links(
     assert_ok(account.call("/v3/subaccount/update", subaccount=sub["ID"], block=True))
     assert_ok(account.call("/v3/subaccount/update", subaccount=sub["ID"], block=False))
     assert not _reset_link_works(live_server.url, link)
+
+
+# --- 4. idempotency fingerprints are keyed ------------------------------------------------------
+
+
+def test_an_idempotency_fingerprint_is_no_plain_hash_of_the_password(
+    runtime: Runtime, account: TestAccount
+) -> None:
+    """The request a key was used with is kept a day to tell a retry from another request: as an
+    HMAC under the server key, so a copy of the database cannot test guessed passwords against
+    it. The same request still replays; another one is still refused (306)."""
+    email = f"fp-{account.id}@example.com"
+    params = {"email": email, "password": "sunshine2024"}
+    headers = {**account.headers, "Idempotency-Key": "k-fp"}
+    first = account.client.post("/v3/subaccount/create", json=params, headers=headers)
+    created = assert_ok(first)["subaccount"]
+    ISSUED_SECRETS.append(created["api_secret"])
+    with runtime.db.read() as session:
+        stored = session.scalar(
+            select(IdempotencyRecord.request_hash).where(
+                IdempotencyRecord.account_id == account.id, IdempotencyRecord.key == "k-fp"
+            )
+        )
+    assert stored is not None
+    canonical = json.dumps(["opencoupon.subaccounts.router.create_subaccount", {}, params], sort_keys=True)
+    assert stored != hashlib.sha256(canonical.encode()).hexdigest()
+    assert "sunshine2024" not in stored
+    again = account.client.post("/v3/subaccount/create", json=params, headers=headers)
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert assert_ok(again)["subaccount"]["ID"] == created["ID"]
+    other = account.client.post(
+        "/v3/subaccount/create", json={**params, "password": "sunshine2025"}, headers=headers
+    )
+    assert_error(other, 422, 306)

@@ -46,6 +46,8 @@ M = TypeVar("M", bound=V3Request)
 Result = dict[str, Any] | list[Any]
 
 CREDENTIAL_FIELDS = ("client_id", "client_secret")
+# Apart from every other value the keyring digests (secrets, tokens).
+IDEMPOTENCY_FINGERPRINT = "idempotency-request:"
 
 
 @dataclass
@@ -116,7 +118,9 @@ def _limit_key(credentials: Credentials) -> str:
 def _request_fingerprint(call: _Call[Any], handler: Handler[Any]) -> str:
     """What makes two requests the same for an Idempotency-Key: the call (whichever alias,
     trailing slash or, for v3, GET or POST reached it), its path parameters and its parameters as
-    validated (a form's "2" and JSON's 2 alike)."""
+    validated (a form's "2" and JSON's 2 alike). Keyed (HMAC under the server key): the parameters
+    may hold a password in clear, which a plain hash kept for a day would let a copy of the
+    database guess at hash speed."""
     canonical = json.dumps(
         [
             f"{handler.__module__}.{handler.__qualname__}",
@@ -126,7 +130,7 @@ def _request_fingerprint(call: _Call[Any], handler: Handler[Any]) -> str:
         sort_keys=True,
         default=str,
     )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return call.runtime.keyring.digest(IDEMPOTENCY_FINGERPRINT + canonical)
 
 
 @dataclass(frozen=True, slots=True)
