@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import httpx2
 from sqlalchemy import select
 
 from conftest import LiveServer, TestAccount
@@ -125,3 +126,39 @@ def test_voiding_and_unvoiding_a_user_are_events(account: TestAccount, runtime: 
     }
     assert changes[1] == {**common, "reason": "voided"}
     assert changes[2] == {**common, "reason": "unvoided"}
+
+
+# --- v4 user list: filter and page values of the right type --------------------------------------
+
+
+def test_stats_filter_and_page_take_values_of_the_right_type(account: TestAccount) -> None:
+    """str(value) made a null filter the text "None" and an operator object its repr (200, an empty
+    list), and int(value) read a page of 1.7 or true as page 1."""
+    card = create_card(account, stamps_per_reward=5)
+    create_holder(account, card["id"], first_name="Ann")
+    base = f"{CARDS}/{card['id']}/stats"
+
+    def listed(**params: str) -> httpx2.Response:
+        return account.client.get(base, params=params, headers=account.headers)
+
+    for value in (None, 5, [1], {"$ne": 1}, True):
+        refused = assert_error(listed(filter=json.dumps({"first_name": value})), 422, 300)
+        assert (
+            "Invalid value in parameter: filter"
+            in refused["status"]["errors"]["error_message_description"][0]
+        )
+    for page in (1.7, True, None, "1e3", "1.0", "-1", [1], {"n": 1}):
+        refused = assert_error(listed(pagination=json.dumps({"page": page})), 422, 300)
+        assert (
+            "Invalid value in parameter: pagination"
+            in refused["status"]["errors"]["error_message_description"][0]
+        )
+    # In a JSON body as well.
+    body = account.client.request(
+        "GET", base, json={"filter": {"first_name": {"$ne": 1}}}, headers=account.headers
+    )
+    assert_error(body, 422, 300)
+    assert [u["first_name"] for u in listed(filter=json.dumps({"first_name": "Ann"})).json()] == ["Ann"]
+    assert len(listed(pagination=json.dumps({"page": 1})).json()) == 1
+    assert len(listed(pagination=json.dumps({"page": "1"})).json()) == 1
+    assert listed(pagination=json.dumps({"page": "2"})).json() == []

@@ -1020,16 +1020,22 @@ def stats_filters(raw: dict[str, Any] | str | None) -> dict[str, str]:
     for name, value in _object(raw, "filter").items():
         if name not in JOIN_FIELDS:
             raise not_allowed("filter", list(JOIN_FIELDS))
-        out[name] = str(value)
+        # Text only: str() made null the text "None" and an operator object its repr.
+        if not isinstance(value, str):
+            raise bad_value("filter", f"{name}: a text value.")
+        out[name] = value
     return out
 
 
 def stats_page(raw: dict[str, Any] | str | None) -> int:
     value = _object(raw, "pagination").get("page", 1)
-    try:
+    # A whole number, or its digits as text: int() also took 1.7, true and "1_0".
+    if isinstance(value, str) and ids.is_number(value) and len(value) <= 18:
         page = int(value)
-    except (TypeError, ValueError, OverflowError):  # OverflowError: Infinity, 1e309
-        raise bad_value("pagination") from None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        page = value
+    else:
+        raise bad_value("pagination", f"page from 1 to {MAX_PAGE}.")
     # The page becomes an SQL OFFSET: a huge one overflows the driver's integer (a 500).
     if not 1 <= page <= MAX_PAGE:
         raise bad_value("pagination", f"page from 1 to {MAX_PAGE}.")
