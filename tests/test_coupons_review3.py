@@ -260,3 +260,29 @@ def test_a_malformed_campaign_answers_301_and_an_unknown_one_502(
         422,
         ["Invalid character in parameter: campaign."],
     )
+
+
+# ---------------------------------------------------------------- 6. expiry_date is a date only
+
+
+def test_an_expiry_date_with_a_time_is_refused_not_cut(account: TestAccount) -> None:
+    """`expiry_date` names a day (valid through its end, local time): "2027-01-01 10:00" was taken
+    as 2027-01-01, the time silently dropped."""
+    for given in ("2027-01-01 10:00", "2027-01-01 10:00:00", "2027-01-01T10:00"):
+        refused = account.client.post(
+            "/v4/campaigns",
+            json={"name": "Timed", "expiry_mode": "fixed_date", "expiry_date": given},
+            headers=account.headers,
+        )
+        assert refused.status_code == 422, (given, refused.text)
+        errors = refused.json()["status"]["errors"]
+        assert errors["error_code"] == [303], given
+        assert errors["error_message_description"] == [
+            "Invalid format in parameter: expiry_date. Required format: yyyy-MM-dd"
+        ]
+    campaign = create_campaign(account, expiry_mode="fixed_date", expiry_date="2027-01-01")
+    assert campaign["expiry_date"] == "2027-01-01"
+    refused = _patch(account, campaign, expiry_date="2027-02-01 23:59")
+    assert refused.json()["status"]["errors"]["error_code"] == [303], refused.text
+    after = account.client.get(f"/v4/campaigns/{campaign['id']}", headers=account.headers).json()
+    assert after["expiry_date"] == "2027-01-01"

@@ -109,9 +109,17 @@ def category_id_of(ctx: ApiContext, raw: str | None, owner_id: int | None = None
     return get_held_category(ctx, owner_id, raw).id
 
 
-def _parse_when(name: str, raw: str) -> dt.datetime:
+_WHEN_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d")
+
+
+def _parse_when(
+    name: str,
+    raw: str,
+    formats: tuple[str, ...] = _WHEN_FORMATS,
+    shown: str = "yyyy-MM-dd or yyyy-MM-dd HH:mm",
+) -> dt.datetime:
     text = raw.strip()
-    for f in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
+    for f in formats:
         try:
             value = dt.datetime.strptime(text, f)
         except ValueError:
@@ -119,7 +127,13 @@ def _parse_when(name: str, raw: str) -> dt.datetime:
         if not FIRST_YEAR <= value.year <= LAST_YEAR:
             raise bad_value(name, f"Use a date from the year {FIRST_YEAR} to {LAST_YEAR}.")
         return value
-    raise bad_date(name, "yyyy-MM-dd or yyyy-MM-dd HH:mm")
+    raise bad_date(name, shown)
+
+
+def _parse_day(name: str, raw: str) -> dt.date:
+    """A date alone (a whole day in the account's time zone): a time given with it is refused (303),
+    not dropped."""
+    return _parse_when(name, raw, ("%Y-%m-%d",), "yyyy-MM-dd").date()
 
 
 def _campaign_bound(ctx: ApiContext, campaign: Campaign, name: str, raw: str | None) -> dt.datetime | None:
@@ -178,7 +192,7 @@ def _apply(ctx: ApiContext, campaign: Campaign, req: CampaignFields) -> list[str
     if req.expiry_mode is not None:
         campaign.expiry_mode = req.expiry_mode
     if "expiry_date" in fields:
-        campaign.expiry_date = _parse_when("expiry_date", req.expiry_date).date() if req.expiry_date else None
+        campaign.expiry_date = _parse_day("expiry_date", req.expiry_date) if req.expiry_date else None
     if req.expiry_days is not None:
         if not 0 < req.expiry_days <= MAX_EXPIRY_MINUTES // (24 * 60):
             raise bad_value("expiry_days", f"Use 1 to {MAX_EXPIRY_MINUTES // (24 * 60)} days.")
