@@ -12,11 +12,12 @@ import json
 import httpx2
 from sqlalchemy import select
 
-from conftest import ISSUED_SECRETS, LiveServer, TestAccount
-from dashboard_fixtures import signed_in
-from foundation_fixtures import browser, path_of
+from conftest import ISSUED_SECRETS, LiveServer, TestAccount, served_with
+from dashboard_fixtures import PASSWORD, signed_in
+from foundation_fixtures import browser, browser_from, path_of, sign_in
 from helpers import assert_error, assert_ok
 from opencoupon.accounts import service as accounts
+from opencoupon.config import Settings
 from opencoupon.models import Account, IdempotencyRecord
 from opencoupon.runtime import Runtime
 
@@ -178,3 +179,43 @@ def test_an_idempotency_fingerprint_is_no_plain_hash_of_the_password(
         "/v3/subaccount/create", json={**params, "password": "sunshine2025"}, headers=headers
     )
     assert_error(other, 422, 306)
+
+
+# --- 5. failed sign-ins from elsewhere do not keep the owner out --------------------------------
+
+
+def _sign_in_from(base_url: str, address: str, email: str, password: str) -> int:
+    with browser_from(base_url, address) as web:
+        return sign_in(web, email, password).status_code
+
+
+def test_wrong_passwords_from_one_address_do_not_keep_the_owner_out(
+    settings: Settings, account: TestAccount
+) -> None:
+    """Sign-ins per email are limited per client address: an address past the limit is refused,
+    even with the right password, while the owner elsewhere signs in."""
+    with served_with(settings, login_attempts_per_minute=10.0) as (server, _runtime):
+        wrong = [_sign_in_from(server.url, "127.0.0.7", account.email, "wrong password!") for _ in range(11)]
+        assert wrong == [401] * 10 + [429]
+        assert _sign_in_from(server.url, "127.0.0.7", account.email, PASSWORD) == 429
+        assert _sign_in_from(server.url, "127.0.0.9", account.email, PASSWORD) == 303
+
+
+def test_guesses_spread_over_addresses_meet_a_backstop_per_email(
+    settings: Settings, account: TestAccount
+) -> None:
+    """Ten times the limit per email from all addresses together. Attempts an address's own limit
+    refuses do not count for it, and the right password gives its attempt back."""
+    with served_with(settings, login_attempts_per_minute=2.0) as (server, _runtime):
+        # Two counted for the email, four refused by the address's limit (not counted).
+        first = [_sign_in_from(server.url, "127.0.1.1", account.email, "wrong password!") for _ in range(6)]
+        assert first == [401, 401] + [429] * 4
+        for host in range(2, 10):  # 16 more: 18 of the 20
+            for _ in range(2):
+                assert _sign_in_from(server.url, f"127.0.1.{host}", account.email, "wrong password!") == 401
+        assert _sign_in_from(server.url, "127.0.2.1", account.email, PASSWORD) == 303  # 19, given back
+        for _ in range(2):  # 20 of 20
+            assert _sign_in_from(server.url, "127.0.1.10", account.email, "wrong password!") == 401
+        assert _sign_in_from(server.url, "127.0.2.2", account.email, PASSWORD) == 429
+        # Another email is not held back by this one's backstop.
+        assert _sign_in_from(server.url, "127.0.2.3", "someone-else@example.com", "wrong password!") == 401

@@ -33,7 +33,7 @@ from opencoupon.dashboard.security import (
 from opencoupon.errors import ApiError
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.crypto import hash_password, verify_password
-from opencoupon.kit.lockout import ADDRESS_FACTOR, Lockout
+from opencoupon.kit.lockout import ADDRESS_FACTOR, BACKSTOP_FACTOR, GuessLimit, Lockout
 from opencoupon.models import Account, OneTimeToken
 from opencoupon.runtime import Runtime
 from opencoupon.subaccounts.schemas import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
@@ -53,25 +53,34 @@ LINK_GONE = PageError(
 LOGIN_WINDOW = dt.timedelta(minutes=1)
 
 
-def _login_limits(runtime: Runtime) -> tuple[Lockout, Lockout]:
-    """(per email, per client address): OPENCOUPON_LOGIN_ATTEMPTS_PER_MINUTE sign-ins per email
-    and six times that per address, per minute (fixed windows), counted in the database so every
-    API process shares one count."""
-    per_minute = runtime.settings.login_attempts_per_minute
-    return (
-        Lockout("login-email", limit=max(1, int(per_minute)), window=LOGIN_WINDOW),
-        Lockout("login-address", limit=max(1, int(per_minute * ADDRESS_FACTOR)), window=LOGIN_WINDOW),
+def _login_limits(runtime: Runtime) -> tuple[GuessLimit, Lockout]:
+    """(per email, per client address), per minute (fixed windows), counted in the database so
+    every API process shares one count. Per email: OPENCOUPON_LOGIN_ATTEMPTS_PER_MINUTE from one
+    client address, and ten times that from all addresses together (a backstop against guesses
+    spread over many). A count per email alone let anyone keep the owner out by failing that many
+    times a minute. Per address: six times the per-email rate, whatever the email."""
+    per_minute = max(1, int(runtime.settings.login_attempts_per_minute))
+    by_email = GuessLimit(
+        per_client=Lockout("login-email-address", limit=per_minute, window=LOGIN_WINDOW),
+        per_secret=Lockout("login-email", limit=per_minute * BACKSTOP_FACTOR, window=LOGIN_WINDOW),
     )
+    by_address = Lockout(
+        "login-address",
+        limit=max(1, int(runtime.settings.login_attempts_per_minute * ADDRESS_FACTOR)),
+        window=LOGIN_WINDOW,
+    )
+    return by_email, by_address
 
 
 def _login_allowed(runtime: Runtime, email: str, address: str) -> bool:
-    """Count this sign-in attempt; whether it is within the limits (run in the thread pool)."""
+    """Count this sign-in attempt; whether it is within the limits (run in the thread pool). An
+    attempt its address's limits refuse is not counted for the email from all addresses, so one
+    address cannot use up the backstop and lock the owner out."""
     by_email, by_address = _login_limits(runtime)
     with runtime.db.transaction() as session:
-        # Every attempt counts in both (no short-circuit).
-        address_ok = by_address.attempt(session, runtime.keyring, address)
-        email_ok = by_email.attempt(session, runtime.keyring, accounts.normalize_email(email))
-    return address_ok and email_ok
+        if not by_address.attempt(session, runtime.keyring, address):
+            return False
+        return by_email.attempt(session, runtime.keyring, accounts.normalize_email(email), address)
 
 
 def _text(form: FormData, name: str, limit: int = MAX_PASSWORD_LENGTH) -> str:
@@ -95,8 +104,9 @@ def login_form(request: Request, account: Account | None = Depends(current_accou
     return _login_page(request)
 
 
-def _check_login(runtime: Runtime, email: str, password: str) -> Account | str:
-    """The account on success, otherwise the message to show."""
+def _check_login(runtime: Runtime, email: str, password: str, address: str) -> Account | str:
+    """The account on success, otherwise the message to show. The right password gives its
+    attempt back to the per-email counts: only wrong ones use them up."""
     with runtime.db.read() as session:
         found = accounts_repo.by_email(session, accounts.normalize_email(email))
         stored_hash = found.password_hash if found is not None else None
@@ -113,6 +123,8 @@ def _check_login(runtime: Runtime, email: str, password: str) -> Account | str:
             accounts.ensure_dashboard_access(account)
         except ApiError as err:
             return f"{err.description} Contact the account owner."
+        by_email, _by_address = _login_limits(runtime)
+        by_email.refund(session, runtime.keyring, accounts.normalize_email(email), address)
         record_login(account)
         return account
 
@@ -128,7 +140,7 @@ async def login(request: Request) -> Response:
     address = client_key(request)
     if not await run_in_threadpool(_login_allowed, runtime, email, address):
         raise PageError(429, "Too many attempts", "Too many sign-in attempts. Wait a minute and try again.")
-    outcome = await run_in_threadpool(_check_login, runtime, email, password)
+    outcome = await run_in_threadpool(_check_login, runtime, email, password, address)
     if isinstance(outcome, str):
         return _login_page(request, email=email, error=outcome, status_code=401)
     response = RedirectResponse(safe_next(_text(form, "next", 2000)), status_code=303)
