@@ -23,8 +23,10 @@ from loyalty_fixtures import (
     update,
 )
 from opencoupon.loyalty.service import MAX_REWARDS_PER_CARD, MAX_REWARDS_PER_CHANGE
-from opencoupon.models import Event
+from opencoupon.models import Event, LoyaltyHolder
 from opencoupon.runtime import Runtime
+from test_loyalty_pages import form_token
+from test_loyalty_races import race
 
 # --- rewards per card and per addition -----------------------------------------------------------
 
@@ -162,3 +164,60 @@ def test_stats_filter_and_page_take_values_of_the_right_type(account: TestAccoun
     assert len(listed(pagination=json.dumps({"page": 1})).json()) == 1
     assert len(listed(pagination=json.dumps({"page": "1"})).json()) == 1
     assert listed(pagination=json.dumps({"page": "2"})).json() == []
+
+
+# --- the join form is idempotent -----------------------------------------------------------------
+
+
+def _holders_of(runtime: Runtime, card_id: int) -> list[LoyaltyHolder]:
+    with runtime.db.read() as session:
+        return list(session.scalars(select(LoyaltyHolder).where(LoyaltyHolder.card_id == card_id)).all())
+
+
+def test_the_join_form_sent_again_after_a_lost_answer_leads_to_the_same_card(
+    http: httpx2.Client, account: TestAccount, runtime: Runtime
+) -> None:
+    """The form's nonce was never claimed: the same form sent again (its answer and cookie lost on
+    the way) answered "This email address already has this card." and the customer never got
+    their link; on a card that asks no email it made a second holder."""
+    card = create_card(account, stamps_per_reward=8)  # first name and email
+    cookie = f"oc_l_{card['code']}"
+    data = {"form_token": form_token(http.get(f"/l/{card['code']}").text), "first_name": "Eva"}
+    data["email"] = "eva@example.com"
+    first = http.post(f"/l/{card['code']}/join", data=data)
+    assert first.status_code == 303, first.text
+    http.cookies.delete(cookie)
+    again = http.post(f"/l/{card['code']}/join", data=data)
+    assert again.status_code == 303, again.text
+    assert again.headers["location"] == first.headers["location"]
+    assert http.cookies.get(cookie) == first.headers["location"].rsplit("/", 1)[1]
+    as_json = http.post(f"/l/{card['code']}/join", data=data, headers={"Accept": "application/json"})
+    assert as_json.status_code == 201, as_json.text
+    assert as_json.json()["url"].endswith(first.headers["location"])
+    assert len(_holders_of(runtime, card["id"])) == 1
+    # The same form with other values: refused as a reused Idempotency-Key is, nothing made.
+    other = http.post(f"/l/{card['code']}/join", data={**data, "email": "ava@example.com"})
+    assert other.status_code == 409, other.text
+    assert "This Idempotency-Key was used with a different request." in other.text
+    assert len(_holders_of(runtime, card["id"])) == 1
+    # A refused join gives the form back: once the reason is gone, the same form goes through.
+    taken = create_card(account, stamps_per_reward=8)
+    create_holder(account, taken["id"], email="kim@example.com")
+    data = {"form_token": form_token(http.get(f"/l/{taken['code']}").text), "first_name": "Kim"}
+    data["email"] = "kim@example.com"
+    assert http.post(f"/l/{taken['code']}/join", data=data).status_code == 422
+    assert (
+        http.post(f"/l/{taken['code']}/join", data={**data, "email": "kim2@example.com"}).status_code == 303
+    )
+
+
+def test_one_join_form_sent_twice_at_once_makes_one_holder(
+    live_server: LiveServer, account: TestAccount, runtime: Runtime
+) -> None:
+    card = create_card(account, stamps_per_reward=8, join_fields=["first_name"])
+    with httpx2.Client(base_url=live_server.url, timeout=60) as phone:
+        data = {"form_token": form_token(phone.get(f"/l/{card['code']}").text), "first_name": "Eva"}
+        answers = race(4, lambda _i: phone.post(f"/l/{card['code']}/join", data=data))
+    assert [a.status_code for a in answers] == [303] * 4, [a.text for a in answers]
+    assert len({a.headers["location"] for a in answers}) == 1
+    assert len(_holders_of(runtime, card["id"])) == 1

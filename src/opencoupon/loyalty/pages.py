@@ -209,13 +209,15 @@ def join(
         "phone": phone.strip()[:40],
     }
     error = ""
+    status = 422
     unusable = web.fields_with_control_characters(values)
     values.update(dict.fromkeys(unusable, ""))  # not shown back as sent
     with runtime.db.transaction() as session:
         card = _card_past_gate(session, request, code)
         if not isinstance(card, LoyaltyCard):
             return card
-        if web.form_nonce(runtime, request, form_token, max_age=FORM_MAX_AGE) is None:
+        nonce = web.form_nonce(runtime, request, form_token, max_age=FORM_MAX_AGE)
+        if nonce is None:
             error = "This form has expired. Please try again."
         elif not card.active:
             error = "This card is not active at the moment."
@@ -228,27 +230,18 @@ def join(
                 error = "Please fill in: " + ", ".join(m.replace("_", " ") for m in missing) + "."
         limit = _join_limit(runtime)
         client = web.client_key(request)
-        if not error and limit is not None and not limit.attempt(session, runtime.keyring, card.id, client):
-            refused = _join_response(request, runtime, card, values, TOO_MANY_JOINS, 429)
-            wait = limit.seconds_left(session, runtime.keyring, card.id, client)
-            refused.headers["Retry-After"] = retry_after_header(wait)
-            return refused
-        if not error:
+        if not error and nonce is not None:
             try:
-                holder = service.create_holder(
-                    session,
-                    runtime,
-                    card.account_id,
-                    card,
-                    service.HolderFields(
-                        first_name=values["first_name"],
-                        last_name=values["last_name"],
-                        email=values["email"],
-                        phone=values["phone"],
-                    ),
-                    utcnow(),
-                )
+                holder = _join_once(session, runtime, card, nonce, values, limit, client)
+            except _TooManyJoins:
+                refused = _join_response(request, runtime, card, values, TOO_MANY_JOINS, 429)
+                wait = limit.seconds_left(session, runtime.keyring, card.id, client) if limit else 0.0
+                refused.headers["Retry-After"] = retry_after_header(wait)
+                return refused
             except ApiError as err:
+                # 306/307: the same form sent again with other values, or while the first is
+                # still being stored (as a counter form's nonce answers, `_collect`).
+                status = 409 if err.code in (306, 307) else 422
                 error = {
                     304: "This email address already has this card.",
                     305: "Please enter a valid email address.",
@@ -270,7 +263,63 @@ def join(
                     secure=web.is_secure(request),
                 )
                 return response
-        return _join_response(request, runtime, card, values, error, 422)
+        return _join_response(request, runtime, card, values, error, status)
+
+
+class _TooManyJoins(Exception):
+    """The join limit refused the form: raised inside the join's savepoint to give its key back."""
+
+
+def _join_once(
+    session: Session,
+    runtime: Runtime,
+    card: LoyaltyCard,
+    nonce: str,
+    values: dict[str, str],
+    limit: Lockout | None,
+    client: str,
+) -> LoyaltyHolder:
+    """The holder this form made: a new one, or, sent again (an answer lost on the way, a double
+    tap), the one its first sending made. The form's nonce is its idempotency key."""
+    key = f"loyalty-join:{nonce}"
+    fingerprint = hashlib.sha256(json.dumps([card.id, values], sort_keys=True).encode()).hexdigest()
+    # A savepoint: a refused join (the email already on the card, the join limit) gives the key
+    # back, so the same form can be sent again once the reason is gone.
+    with session.begin_nested():
+        kept = idempotency.claim(
+            session,
+            card.account_id,
+            key,
+            fingerprint,
+            ttl=dt.timedelta(hours=runtime.settings.idempotency_ttl_hours),
+        )
+        if kept is not None:
+            token = json.loads(idempotency.kept_answer(runtime.keyring, kept))["token"]
+            first = repo.holder_by_token(session, card.id, token)
+            if first is None:  # gone since: the form cannot make another
+                raise ApiError(308, "This form has already been used. Please open the card's page again.")
+            return first
+        # Counted after the claim, so a form sent again does not count as another join; a
+        # refused join is not counted (the count is at the limit already, and the window stays).
+        if limit is not None and not limit.attempt(session, runtime.keyring, card.id, client):
+            raise _TooManyJoins
+        holder = service.create_holder(
+            session,
+            runtime,
+            card.account_id,
+            card,
+            service.HolderFields(
+                first_name=values["first_name"],
+                last_name=values["last_name"],
+                email=values["email"],
+                phone=values["phone"],
+            ),
+            utcnow(),
+        )
+        idempotency.store(
+            session, runtime.keyring, card.account_id, key, 303, json.dumps({"token": holder.token})
+        )
+        return holder
 
 
 @router.get("/l/{code}/staff")
