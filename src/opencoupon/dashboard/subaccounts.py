@@ -45,8 +45,9 @@ FIELDS = (
     "max_campaigns",
     "timezone",
 )
-# On the edit form: emptied, these are cleared; the required ones are refused instead.
-CLEARABLE = ("company_name", "first_name", "last_name")
+# On the edit form: emptied, these are cleared (an expiry removed); the required ones are refused
+# instead. Left out of the post, either kind is kept.
+CLEARABLE = ("company_name", "first_name", "last_name", "expiry_date")
 REQUIRED = {
     "email": "Email: enter the subaccount's email address.",
     "timezone": "Time zone: enter a name such as Europe/Brussels.",
@@ -227,12 +228,7 @@ async def subaccount_action(
         # An emptied expiry date removes the expiry and an emptied name or company is cleared (sent
         # empty, as the API clears it); a field the post leaves out is kept.
         cleared = {name: values[name] for name in CLEARABLE if name in form}
-        data: dict[str, Any] = {
-            **_data(values),
-            **cleared,
-            "subaccount": sub_id,
-            "expiry_date": values["expiry_date"],
-        }
+        data: dict[str, Any] = {**_data(values), **cleared, "subaccount": sub_id}
         done = "Saved."
     elif action in ("block", "unblock"):
         if action == "block":
