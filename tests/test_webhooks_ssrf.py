@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from helpers import assert_error
+from helpers import assert_error, assert_ok
 from opencoupon.runtime import Runtime
 from opencoupon.webhooks import ssrf
 from webhooks_fixtures import drain, emit
@@ -28,6 +28,21 @@ FAKE_DNS = {
     "metadata.example": ["169.254.169.254"],
     "v6private.example": ["fd00::1"],
 }
+
+# Hosts spelling 127.0.0.1 / localhost in other Unicode characters: full-width digits, the
+# ideographic, full-width and half-width full stops, circled and mathematical digits, a full-width
+# short form, a small roman numeral ell, full-width letters.
+UNICODE_LOOPBACK = [
+    "１２７.０.０.１",
+    "127。0。0。1",
+    "127．0．0．1",
+    "127｡0｡0｡1",
+    "①②⑦.0.0.1",
+    "𝟏𝟐𝟕.𝟎.𝟎.𝟏",
+    "１２７.１",
+    "ⅼocalhost",
+    "ＬＯＣＡＬＨＯＳＴ",
+]
 
 R10_TABLE = [
     "https://127.0.0.1/hook",
@@ -65,6 +80,10 @@ R10_TABLE = [
     "https://2130706433/hook",
     "https://0x7f.1/hook",
     "https://017700000001/hook",
+    # Unicode spellings the HTTP client (yarl: NFKC / UTS #46) turns into the address they spell.
+    *(f"https://{host}/hook" for host in UNICODE_LOOPBACK),
+    "https://１６９.２５４.１６９.２５４/latest/meta-data/",
+    "https://１０。０。０。５/hook",
     "https://private.example/hook",
     "https://mixed.example/hook",
     "https://metadata.example/hook",
@@ -218,6 +237,41 @@ def test_stored_private_targets_are_refused_at_delivery(runtime: Runtime, accoun
             assert log
             assert "refused" in str(log[0]["error"]), log
         assert listener.accepted == 0
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize("host", UNICODE_LOOPBACK)
+def test_a_unicode_spelling_of_loopback_in_the_field_is_refused_at_delivery(
+    strict: Runtime, account: TestAccount, subaccount: TestAccount, host: str
+) -> None:
+    """The subaccount's `webhook_endpoint` field takes any text and is checked at delivery only.
+    `https://１２７.０.０.１:port/` was not seen as an IP literal (urlsplit keeps the full-width
+    digits), and aiohttp, which maps them to 127.0.0.1, connected without asking the guarded
+    resolver. Now the host is checked as the client will use it: refused, nothing opened."""
+    listener = Listener()
+    try:
+        url = f"https://{host}:{listener.port}/hook"
+        assert_ok(
+            account.call("/v3/subaccount/update", subaccount=f"sub_{subaccount.id}", webhook_endpoint=url)
+        )
+        emit(strict, subaccount.id, "coupon_claimed")
+        drain(strict)
+        field = next(
+            e
+            for e in subaccount.client.get("/v4/webhooks", headers=subaccount.headers).json()
+            if e["source"] == "account_field"
+        )
+        log = _deliveries(subaccount, str(field["id"]))
+        assert log
+        assert log[0]["status_code"] == 0
+        assert "refused" in str(log[0]["error"]), log
+        assert listener.accepted == 0
+        resp = account.client.post(
+            "/v4/webhooks", json={"url": url, "events": ["*"]}, headers=account.headers
+        )
+        body = assert_error(resp, 422, 300)
+        assert "non-public" in body["status"]["errors"]["error_message_description"][0]
     finally:
         listener.close()
 

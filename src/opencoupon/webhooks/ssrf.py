@@ -13,9 +13,11 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import urlsplit
 
+import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -96,9 +98,23 @@ def address_allowed(address: IPAddress) -> bool:
     return not any(address in net for net in _BLOCKED_NETWORKS if net.version == address.version)
 
 
+def ascii_host(host: str) -> str:
+    """`host` as the HTTP client (yarl) and resolvers use it: a non-ASCII name mapped and encoded
+    as IDNA/UTS #46 does it, so full-width digits, ideographic full stops and circled digits
+    (`１２７.０.０.１`, `127。0。0。1`, `①②⑦.0.0.1`) become the IP literal they spell. A host that
+    cannot be encoded is returned as it is (it resolves nowhere)."""
+    if host.isascii():
+        return host
+    try:
+        return yarl.URL.build(scheme="http", host=host.strip("[]")).raw_host or host
+    except ValueError:
+        return host
+
+
 def literal_address(host: str) -> IPAddress | None:
     """The address an IP literal host stands for, including the legacy forms (2130706433,
-    0x7f.1, 017700000001) that resolvers accept."""
+    0x7f.1, 017700000001) that resolvers accept and the Unicode spellings (see `ascii_host`)."""
+    host = ascii_host(host)
     try:
         return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
@@ -111,31 +127,49 @@ def literal_address(host: str) -> IPAddress | None:
     return None
 
 
-def split(url: str, *, allow_private: bool) -> SplitResult:
+@dataclass(frozen=True)
+class Target:
+    scheme: str
+    # The host as the HTTP client connects to it (yarl's normalised ASCII form; IPv6 without
+    # brackets): the one every rule is checked on.
+    host: str
+    port: int
+
+
+def split(url: str, *, allow_private: bool) -> Target:
     """Syntax and scheme rules, no DNS: the parts of an acceptable URL."""
     if len(url) > 2000:
         raise UnsafeTarget("URL is too long")
     try:
         parts = urlsplit(url)
         port = parts.port
+        # What aiohttp will use: its host is NFKC/UTS #46-mapped, so `１２７.０.０.１` connects to
+        # 127.0.0.1 without any lookup. The rules apply to that host, not to urlsplit's.
+        parsed = yarl.URL(url)
     except ValueError as exc:
         raise UnsafeTarget("URL is malformed") from exc
     allowed_schemes = ("https", "http") if allow_private else ("https",)
-    if parts.scheme not in allowed_schemes:
+    if parts.scheme not in allowed_schemes or parsed.scheme != parts.scheme:
         raise UnsafeTarget("URL must use https")
-    if not parts.hostname:
+    host = parsed.raw_host or ""
+    if not parts.hostname or not host:
         raise UnsafeTarget("URL has no host")
-    if parts.username is not None or parts.password is not None:
+    if (
+        parts.username is not None
+        or parts.password is not None
+        or parsed.user is not None
+        or parsed.password is not None
+    ):
         raise UnsafeTarget("URL may not contain credentials")
-    if port == 0:
+    if port == 0 or parsed.explicit_port == 0:
         raise UnsafeTarget("URL port is not allowed")
     if not allow_private:
-        literal = literal_address(parts.hostname)
+        literal = literal_address(host)
         if literal is not None and not address_allowed(literal):
             raise UnsafeTarget("URL points to a non-public address")
-        if is_local_name(parts.hostname):
+        if is_local_name(host):
             raise UnsafeTarget("URL points to a non-public address")
-    return parts
+    return Target(parts.scheme, host, parsed.port or (443 if parts.scheme == "https" else 80))
 
 
 def check_addresses(addresses: list[str]) -> None:
@@ -150,22 +184,20 @@ def check_addresses(addresses: list[str]) -> None:
 def check_url(url: str, *, allow_private: bool) -> None:
     """Refuse a URL unless it is acceptable and (unless private targets are allowed) every address
     it resolves to now is public. Raises UnsafeTarget."""
-    parts = split(url, allow_private=allow_private)
+    target = split(url, allow_private=allow_private)
     if allow_private:
         return
-    host = parts.hostname or ""
-    if literal_address(host) is not None:
+    if literal_address(target.host) is not None:
         return
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        addresses = lookup(host, port)
+        addresses = lookup(target.host, target.port)
     except OSError as exc:
         raise UnsafeTarget("URL host does not resolve") from exc
     check_addresses(addresses)
 
 
 def is_local_name(host: str) -> bool:
-    name = host.rstrip(".").lower()
+    name = ascii_host(host).rstrip(".").lower()
     return name == "localhost" or name.endswith(".localhost")
 
 
@@ -174,7 +206,7 @@ def checked_address(host: str, port: int) -> str:
     resolves to has been checked public. Connecting to exactly this address leaves no second
     lookup for DNS rebinding to answer differently. Raises UnsafeTarget, or OSError when the name
     does not resolve."""
-    bare = host.strip("[]")
+    bare = ascii_host(host.strip("[]"))
     if is_local_name(bare):
         raise UnsafeTarget("URL points to a non-public address")
     literal = literal_address(bare)
