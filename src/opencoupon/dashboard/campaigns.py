@@ -27,6 +27,7 @@ from opencoupon.dashboard.common import (
     ask_first,
     bar_chart,
     build,
+    check_text,
     day_range,
     many,
     no_store,
@@ -182,6 +183,8 @@ def _form_data(form: FormData, *, editing: bool) -> dict[str, Any]:
     data["require_claim"] = text(form, "require_claim") == "1"
     if not data["validation_methods"]:
         raise FormProblem(["Validation methods: choose at least one."])
+    # The schema's own limits (name, title, folder) refuse over-long text; NUL is refused here.
+    check_text(data, {})
     return data
 
 

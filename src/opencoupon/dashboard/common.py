@@ -214,7 +214,10 @@ def ask_first(
     return page(request, "dashboard/confirm.html", context)
 
 
-def text(form: FormData, name: str, limit: int = 5000) -> str:
+def text(form: FormData, name: str, limit: int | None = None) -> str:
+    """A field's text, stripped and whole (the body limit, kit.bodylimit, bounds it): what the API
+    takes whole, a form saves whole. A `limit` cuts it: only one character past what check_text
+    (or the service) then refuses, so the cut value is refused too, never saved."""
     value = form.get(name)
     return value.strip()[:limit] if isinstance(value, str) else ""
 

@@ -52,6 +52,8 @@ ENTER_A_NAME = "Enter a name."
 # The service cuts a longer name to its column; the form refuses it instead (check_text).
 NAME_LIMIT = 200
 DESCRIPTION_LIMIT = 5000
+# The service refuses a longer one (directories.service._payment_url): refused here by its label.
+PAYMENT_URL_LIMIT = 2000
 
 
 def _directory(ctx: ApiContext, public_id: str) -> Directory:
@@ -208,7 +210,7 @@ async def grant_access(
     request: Request, public_id: str, user_id: str, account: Account = Depends(require_login)
 ) -> Response:
     form = await checked_form(request)
-    expiry = text(form, "expires_at", 40)
+    expiry = text(form, "expires_at")
     return await _access_answer(request, account, public_id, user_id, grant=True, expiry=expiry)
 
 
@@ -262,9 +264,9 @@ def _directory_values(form: Any) -> dict[str, Any]:
     return {
         "name": text(form, "name", NAME_LIMIT + 1),
         "description": text(form, "description", DESCRIPTION_LIMIT + 1),
-        "access": text(form, "access", 20),
-        "payment_url": text(form, "payment_url", 2000),
-        "membership_days": text(form, "membership_days", 20),
+        "access": text(form, "access"),
+        "payment_url": text(form, "payment_url", PAYMENT_URL_LIMIT + 1),
+        "membership_days": text(form, "membership_days"),
         "campaigns": many(form, "campaigns"),
         "loyalty_cards": many(form, "loyalty_cards"),
     }
@@ -273,7 +275,14 @@ def _directory_values(form: Any) -> dict[str, Any]:
 def _directory_data(values: dict[str, Any]) -> dict[str, Any]:
     if not values["name"]:
         raise FormProblem(["Name: enter a name for the directory."])
-    check_text(values, {"name": ("Name", NAME_LIMIT), "description": ("Description", DESCRIPTION_LIMIT)})
+    check_text(
+        values,
+        {
+            "name": ("Name", NAME_LIMIT),
+            "description": ("Description", DESCRIPTION_LIMIT),
+            "payment_url": ("Payment URL", PAYMENT_URL_LIMIT),
+        },
+    )
     days = parse_int(values["membership_days"], "Default membership length (days)", high=36500)
     return {
         "name": values["name"],
@@ -392,9 +401,9 @@ async def campaign_settings(
     base = f"/dashboard/directories/{public_id}"
     data = {
         "campaign": campaign_id,
-        "category": text(form, "category", 40),
+        "category": text(form, "category"),
         "featured": text(form, "featured") == "1",
-        "status": text(form, "status", 20),
+        "status": text(form, "status"),
     }
     try:
         await run_in_threadpool(_set_item, request, account, public_id, data)
@@ -446,7 +455,7 @@ def _create_category(request: Request, account: Account, data: dict[str, str]) -
 @router.post("/dashboard/categories")
 async def create_category(request: Request, account: Account = Depends(require_login)) -> Response:
     form = await checked_form(request)
-    data = {"name": text(form, "name", NAME_LIMIT + 1), "parent": text(form, "parent", 40)}
+    data = {"name": text(form, "name", NAME_LIMIT + 1), "parent": text(form, "parent")}
     try:
         done = await run_in_threadpool(_create_category, request, account, data)
     except (ApiError, FormProblem) as err:
@@ -483,7 +492,7 @@ async def move_category(
         return _to_tree(category_id, problem="Move: choose where the category goes.")
 
     def move(ctx: ApiContext, category: Category) -> str:
-        service.update_category(ctx, category, build(CategoryPatch, {"parent": text(form, "parent", 40)}))
+        service.update_category(ctx, category, build(CategoryPatch, {"parent": text(form, "parent")}))
         return f"Category {category.name} moved."
 
     return await _category_answer(request, account, category_id, move)

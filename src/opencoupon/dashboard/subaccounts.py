@@ -100,8 +100,8 @@ def subaccounts_page(request: Request, account: Account = Depends(require_login)
 
 
 def _form_values(form: Any) -> dict[str, str]:
-    # Past every field's limit (an email's 254 is the longest), so the schema refuses, not a cut.
-    return {name: text(form, name, 255) for name in FIELDS}
+    # Whole: the schema refuses what is too long (a cut could also turn junk into a date).
+    return {name: text(form, name) for name in FIELDS}
 
 
 def _data(values: dict[str, str]) -> dict[str, Any]:
