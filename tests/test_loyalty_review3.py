@@ -5,9 +5,11 @@ ASCII, and the v4 user list takes filter and page values of the right JSON type 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx2
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, text
 
 from conftest import LiveServer, TestAccount
 from dashboard_fixtures import post_form, signed_in
@@ -22,6 +24,10 @@ from loyalty_fixtures import (
     reward_sessions,
     update,
 )
+from opencoupon.accounts import service as accounts
+from opencoupon.config import Settings
+from opencoupon.db.migrate import upgrade
+from opencoupon.db.session import Database
 from opencoupon.loyalty.service import MAX_REWARDS_PER_CARD, MAX_REWARDS_PER_CHANGE
 from opencoupon.models import Event, LoyaltyHolder
 from opencoupon.runtime import Runtime
@@ -221,3 +227,85 @@ def test_one_join_form_sent_twice_at_once_makes_one_holder(
     assert [a.status_code for a in answers] == [303] * 4, [a.text for a in answers]
     assert len({a.headers["location"] for a in answers}) == 1
     assert len(_holders_of(runtime, card["id"])) == 1
+
+
+# --- one email, any letter case, beyond ASCII ----------------------------------------------------
+
+
+def test_an_email_joins_a_card_once_in_any_letter_case_beyond_ascii(
+    http: httpx2.Client, account: TestAccount, other_account: TestAccount, runtime: Runtime
+) -> None:
+    """SQLite's lower() folds ASCII letters only: JOSÉ@example.com and josé@example.com joined one
+    card twice."""
+    card = create_card(account, stamps_per_reward=8)
+    first = create_holder(account, card["id"], email="JOSÉ@example.com")
+    for other_case in ("josé@example.com", "JOSÉ@EXAMPLE.COM", "José@Example.com"):
+        again = account.call(
+            "/v3/loyaltyusers/create", loyaltycard=str(card["id"]), email=other_case, password="x"
+        )
+        assert_error(again, 422, 304)
+    page = http.get(f"/l/{card['code']}")
+    joined = http.post(
+        f"/l/{card['code']}/join",
+        data={"form_token": form_token(page.text), "first_name": "José", "email": "josé@EXAMPLE.com"},
+    )
+    assert joined.status_code == 422, joined.text
+    assert "This email address already has this card." in joined.text
+    # Linking the same person from another card finds the holder already there.
+    elsewhere = create_card(account, stamps_per_reward=8)
+    theirs = create_holder(account, elsewhere["id"], email="josé@example.com")
+    linked = assert_ok(account.call("/v3/loyaltyusers/link", loyaltycard=str(card["id"]), user=theirs["ID"]))
+    assert linked["user"]["ID"] == first["ID"]
+    assert [(h.email, h.email_key) for h in _holders_of(runtime, card["id"])] == [
+        ("JOSÉ@example.com", "josé@example.com")
+    ]
+    # Erasing the person takes the key too: no trace of the address, and it may join again.
+    erased = account.client.post(
+        "/v4/privacy/erase", json={"email": "JOSÉ@example.com"}, headers=account.headers
+    )
+    assert erased.status_code == 200, erased.text
+    assert [h.email_key for h in _holders_of(runtime, card["id"])] == [""]
+    create_holder(account, card["id"], email="josé@example.com")
+
+
+@pytest.fixture
+def scratch_url(settings: Settings, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A new, empty database of the suite's kind."""
+    if not settings.database_url.startswith("postgres"):
+        return f"sqlite:///{tmp_path / 'scratch.db'}"
+    return str(request.getfixturevalue("scratch_postgres"))
+
+
+def test_the_migration_fills_in_the_email_keys_of_existing_holders(
+    scratch_url: str, runtime: Runtime
+) -> None:
+    upgrade(scratch_url, "0017")
+    database = Database(scratch_url)
+    try:
+        with database.transaction() as session:
+            owner, _ = accounts.create_account(
+                session, runtime.keyring, email="keys@example.com", password=None
+            )
+            owner_id = owner.id
+        card = (
+            "INSERT INTO loyalty_cards (account_id, code, name, type, description, active, pin_digest, "
+            "join_fields, created_at, updated_at) VALUES (:a, 'keys01', 'Card', 'stamp', '', true, '', "
+            "'email', '2030-01-01', '2030-01-01') RETURNING id"
+        )
+        holder = (
+            "INSERT INTO loyalty_holders (account_id, card_id, short_code, token, first_name, last_name, "
+            "email, phone, gender, city, custom_fields, points, stamps, cycle, voided, created_at, "
+            "updated_at) VALUES (:a, :c, :short, :token, '', '', :email, '', '', '', '{}', 0, 0, 0, "
+            "false, '2030-01-01', '2030-01-01')"
+        )
+        with database.engine.begin() as conn:
+            card_id = conn.execute(text(card), {"a": owner_id}).scalar_one()
+            for number, email in enumerate(["JOSÉ@Example.com", "", "ana@example.com"]):
+                params = {"a": owner_id, "c": card_id, "short": f"KEY00{number}", "token": f"t{number}"}
+                conn.execute(text(holder), {**params, "email": email})
+        upgrade(scratch_url)
+        with database.engine.connect() as conn:
+            keys = conn.execute(text("SELECT email_key FROM loyalty_holders ORDER BY id")).scalars().all()
+        assert keys == ["josé@example.com", "", "ana@example.com"]
+    finally:
+        database.dispose()

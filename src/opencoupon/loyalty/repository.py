@@ -22,6 +22,7 @@ from opencoupon.models import (
     LoyaltyReward,
     LoyaltyRewardGrant,
 )
+from opencoupon.models.loyalty import email_key
 
 PAGE_SIZE = 100
 
@@ -170,7 +171,7 @@ def holder_by_email(session: Session, card_id: int, email: str) -> LoyaltyHolder
     it may be the one a concurrent link just put on the card, loaded unlinked with the request."""
     return session.scalar(
         select(LoyaltyHolder)
-        .where(LoyaltyHolder.card_id == card_id, func.lower(LoyaltyHolder.email) == email.lower())
+        .where(LoyaltyHolder.card_id == card_id, LoyaltyHolder.email_key == email_key(email))
         .limit(1)
         .execution_options(populate_existing=True)
     )

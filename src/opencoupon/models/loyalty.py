@@ -22,11 +22,17 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, validates
 
 from opencoupon.db.base import Base
 
 CARD_TYPES = ("stamp", "points", "membership")
+
+
+def email_key(email: str) -> str:
+    """An email as holders are matched by it, in any letter case: lowered by Python's rules, the
+    same on both databases (SQLite's lower() folds ASCII letters only, so É and é stayed apart)."""
+    return email.lower()
 
 
 class LoyaltyCard(Base):
@@ -86,6 +92,7 @@ class LoyaltyHolder(Base):
         CheckConstraint("stamps >= 0", name="stamps_nonneg"),
         CheckConstraint("cycle >= 0", name="cycle_nonneg"),
         Index("ix_loyalty_holders_card_email", "card_id", "email"),
+        Index("ix_loyalty_holders_card_email_key", "card_id", "email_key"),
         Index("ix_loyalty_holders_card_phone", "card_id", "phone"),
         Index("ix_loyalty_holders_account_id", "account_id"),
     )
@@ -99,6 +106,8 @@ class LoyaltyHolder(Base):
     first_name: Mapped[str] = mapped_column(String(100), default="")
     last_name: Mapped[str] = mapped_column(String(100), default="")
     email: Mapped[str] = mapped_column(String(254), default="")
+    # email_key(email), kept by `_keep_email_key`: one person joins a card once per email.
+    email_key: Mapped[str] = mapped_column(String(254), default="", server_default="")
     phone: Mapped[str] = mapped_column(String(40), default="")
     gender: Mapped[str] = mapped_column(String(10), default="")
     birthday: Mapped[dt.date | None] = mapped_column(Date)
@@ -113,6 +122,12 @@ class LoyaltyHolder(Base):
     last_collected_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+    @validates("email")
+    def _keep_email_key(self, _name: str, email: str) -> str:
+        # Every ORM write of the email (a join, a copy on link, a privacy erasure) keeps the key.
+        self.email_key = email_key(email)
+        return email
 
 
 class LoyaltyLedgerEntry(Base):
