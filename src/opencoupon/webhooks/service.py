@@ -29,6 +29,9 @@ DELIVER = "webhook.deliver"
 DELIVER_MAX_ATTEMPTS = 10  # of the job; a message's own retry schedule is kept on the message
 DEFAULT_GRACE_HOURS = 24
 MAX_GRACE_HOURS = 24 * 7
+FIELD = "account_field"
+AUTO_DISABLED = "Disabled automatically"
+FIELD_CLEARED = f"{AUTO_DISABLED}: the subaccount's webhook_endpoint field was cleared."
 
 
 # ---- shared with the delivery tasks -------------------------------------------------------------
@@ -49,6 +52,38 @@ def signing_secrets(keyring: Keyring, endpoint: WebhookEndpoint, now: dt.datetim
     ):
         found.append(keyring.decrypt(endpoint.old_secret_encrypted))
     return [s for s in found if s]
+
+
+def field_state(endpoint: WebhookEndpoint, field_url: str, now: dt.datetime) -> dict[str, Any]:
+    """The columns an `account_field` endpoint changes to follow its account's `webhook_endpoint`
+    field (`field_url`); empty when it already does (or is not such an endpoint).
+
+    Cleared: no URL, disabled (nothing more is sent to the old one). Changed: the new URL; one
+    disabled automatically (410 Gone, 5 days of failures, a cleared field) starts afresh there,
+    one disabled by its owner through the API stays disabled."""
+    if endpoint.source != FIELD or endpoint.url == field_url:
+        return {}
+    state: dict[str, Any] = {"url": field_url, "updated_at": now}
+    if not field_url:
+        if endpoint.enabled:
+            state.update(enabled=False, disabled_reason=FIELD_CLEARED, disabled_at=now)
+    elif not endpoint.enabled and endpoint.disabled_reason.startswith(AUTO_DISABLED):
+        state.update(enabled=True, disabled_reason="", disabled_at=None, failing_since=None)
+    return state
+
+
+def follow_field(endpoint: WebhookEndpoint, field_url: str, now: dt.datetime) -> bool:
+    """Bring an `account_field` endpoint in line with its account's field (see `field_state`), in
+    the caller's transaction; whether it changed."""
+    state = field_state(endpoint, field_url, now)
+    for column, value in state.items():
+        setattr(endpoint, column, value)
+    return bool(state)
+
+
+def field_of(session: Session, endpoint: WebhookEndpoint) -> str:
+    account = session.get(Account, endpoint.account_id)
+    return account.webhook_endpoint if account is not None else ""
 
 
 def queue_delivery(session: Session, endpoint: WebhookEndpoint, event: Event, now: dt.datetime) -> bool:
@@ -93,22 +128,34 @@ def queue_delivery(session: Session, endpoint: WebhookEndpoint, event: Event, no
 def to_public(endpoint: WebhookEndpoint, ctx: ApiContext) -> dict[str, Any]:
     now = ctx.now
     rotating = endpoint.old_secret_expires_at if endpoint.old_secret_encrypted else None
+    # An account_field endpoint as it follows the field now, even before a delivery or a fan-out
+    # has written that down (this may be a read-only transaction).
+    shown: dict[str, Any] = {
+        "url": endpoint.url,
+        "enabled": endpoint.enabled,
+        "disabled_reason": endpoint.disabled_reason,
+        "disabled_at": endpoint.disabled_at,
+        "failing_since": endpoint.failing_since,
+        "updated_at": endpoint.updated_at,
+    }
+    if endpoint.source == FIELD:
+        shown.update(field_state(endpoint, field_of(ctx.session, endpoint), now))
     return {
         "id": f"{PREFIX}{endpoint.id}",
         "subaccount": "" if endpoint.account_id == ctx.account.id else f"sub_{endpoint.account_id}",
-        "url": endpoint.url,
+        "url": shown["url"],
         "events": endpoint.events.split(","),
         "description": endpoint.description,
         "source": endpoint.source,
-        "enabled": endpoint.enabled,
-        "disabled_reason": endpoint.disabled_reason,
-        "disabled_at": fmt(endpoint.disabled_at),
-        "failing_since": fmt(endpoint.failing_since),
+        "enabled": shown["enabled"],
+        "disabled_reason": shown["disabled_reason"],
+        "disabled_at": fmt(shown["disabled_at"]),
+        "failing_since": fmt(shown["failing_since"]),
         "last_success_at": fmt(endpoint.last_success_at),
         "rate_limit": endpoint.rate_limit,
         "previous_secret_expires_at": fmt(rotating) if rotating and rotating > now else "",
         "created_at": fmt(endpoint.created_at),
-        "updated_at": fmt(endpoint.updated_at),
+        "updated_at": fmt(shown["updated_at"]),
     }
 
 
@@ -220,8 +267,10 @@ def create(ctx: ApiContext, req: EndpointCreate) -> dict[str, Any]:
 
 def update(ctx: ApiContext, req: EndpointUpdate) -> dict[str, Any]:
     endpoint = get(ctx, ctx.path_params["id"])
+    if endpoint.source == FIELD:
+        follow_field(endpoint, field_of(ctx.session, endpoint), ctx.now)
     if req.url is not None:
-        if endpoint.source == "account_field":
+        if endpoint.source == FIELD:
             raise bad_value("url", "This endpoint follows the subaccount's webhook_endpoint field.")
         endpoint.url = _check_url(ctx, req.url)
     if req.events is not None:
@@ -252,7 +301,7 @@ def update(ctx: ApiContext, req: EndpointUpdate) -> dict[str, Any]:
 
 def delete(ctx: ApiContext) -> dict[str, Any]:
     endpoint = get(ctx, ctx.path_params["id"])
-    if endpoint.source == "account_field":
+    if endpoint.source == FIELD:
         raise ApiError(
             308, "This endpoint follows the subaccount's webhook_endpoint field: clear that field."
         )
@@ -328,7 +377,9 @@ def replay(ctx: ApiContext, req: Replay) -> dict[str, Any]:
     """Send one event again, or every event since a time, to this endpoint: the same webhook-id
     and body as the first time."""
     endpoint = get(ctx, ctx.path_params["id"])
-    if not endpoint.enabled:
+    if endpoint.source == FIELD:
+        follow_field(endpoint, field_of(ctx.session, endpoint), ctx.now)
+    if not endpoint.enabled or not endpoint.url:
         raise ApiError(308, "The endpoint is disabled; enable it first.")
     if req.event:
         event = _event(ctx, req.event)

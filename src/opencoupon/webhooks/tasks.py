@@ -56,7 +56,7 @@ MAX_RETRY_AFTER = dt.timedelta(hours=24)
 # A message due within this is sent now (a job's run_at and its message's next attempt differ a little).
 NOT_YET_SLACK = dt.timedelta(seconds=1)
 _EPOCH = dt.datetime(1970, 1, 1)
-AUTO_DISABLED = "Disabled automatically"
+AUTO_DISABLED = service.AUTO_DISABLED
 ENDPOINT_DISABLED = "webhook_endpoint_disabled"
 # The partial unique index of migration 0013: one account_field endpoint per account.
 FIELD_SOURCE = text("source = 'account_field'")
@@ -96,16 +96,8 @@ def _field_endpoint(session: Any, keyring: Keyring, account: Account, now: dt.da
         )
         found = repository.field_endpoint(session, account.id)
         assert found is not None
-    elif found.url != account.webhook_endpoint:
-        found.url = account.webhook_endpoint
-        found.updated_at = now
-        if not found.enabled and found.disabled_reason.startswith(AUTO_DISABLED):
-            # Disabled for its old URL (410 Gone, or 5 days of failures): the new one starts afresh.
-            # One disabled by its owner through the API stays disabled.
-            found.enabled = True
-            found.disabled_reason = ""
-            found.disabled_at = None
-            found.failing_since = None
+    else:
+        service.follow_field(found, account.webhook_endpoint, now)
     return found
 
 
@@ -123,11 +115,13 @@ def dispatch(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
         for account in accounts:
             if account.webhook_endpoint:
                 _field_endpoint(session, runtime.keyring, account, now)
+        field_urls = {a.id: a.webhook_endpoint for a in accounts}
         by_account: dict[int, list[WebhookEndpoint]] = defaultdict(list)
         for endpoint in repository.endpoints_of(session, account_ids):
+            # A cleared field: its endpoint is disabled, no longer listed with the old URL.
+            service.follow_field(endpoint, field_urls.get(endpoint.account_id, ""), now)
             if endpoint.enabled and endpoint.url:
                 by_account[endpoint.account_id].append(endpoint)
-        field_urls = {a.id: a.webhook_endpoint for a in accounts}
         existing = set(
             session.execute(
                 select(WebhookMessage.endpoint_id, WebhookMessage.event_id).where(
@@ -334,14 +328,7 @@ def _deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
     outcomes: BatchOutcomes = {job_id: None for job_id, _ in items}
     message_ids = {int(payload["message_id"]): job_id for job_id, payload in items}
     now = utcnow()
-    with runtime.db.read() as session:
-        rows = session.execute(
-            select(WebhookMessage, WebhookEndpoint, WebhookPayload.body, Event.public_id)
-            .join(WebhookEndpoint, WebhookEndpoint.id == WebhookMessage.endpoint_id)
-            .join(Event, Event.id == WebhookMessage.event_id)
-            .join(WebhookPayload, WebhookPayload.event_id == WebhookMessage.event_id)
-            .where(WebhookMessage.id.in_(list(message_ids)))
-        ).all()
+    rows = _planned_rows(runtime, list(message_ids), now)
     planned: list[_Planned] = []
     requests: list[Request | Response] = []
     abandoned: list[tuple[int, int, str]] = []  # (message_id, attempts, reason)
@@ -395,6 +382,9 @@ def _deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
             continue
         if not endpoint.enabled:
             abandoned.append((message.id, message.attempts, f"endpoint disabled: {endpoint.disabled_reason}"))
+            continue
+        if not endpoint.url:
+            abandoned.append((message.id, message.attempts, "endpoint has no URL: its field is empty"))
             continue
         if endpoint.rate_limit is not None:
             throttled.append(row)
@@ -550,6 +540,36 @@ def _deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
             max(at - finished, dt.timedelta(0)), "throttled: waiting for its sending slot"
         )
     return outcomes
+
+
+def _planned_rows(runtime: Runtime, message_ids: list[int], now: dt.datetime) -> list[Any]:
+    """(message, endpoint, body, event public ID) of each message. An `account_field` endpoint
+    follows its account's field first (written as a fan-out does): a retry or replay after the
+    field changed goes to the new URL, and after it was cleared goes nowhere (the endpoint is
+    disabled, the message ends failed)."""
+    query = (
+        select(
+            WebhookMessage, WebhookEndpoint, WebhookPayload.body, Event.public_id, Account.webhook_endpoint
+        )
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookMessage.endpoint_id)
+        .join(Account, Account.id == WebhookEndpoint.account_id)
+        .join(Event, Event.id == WebhookMessage.event_id)
+        .join(WebhookPayload, WebhookPayload.event_id == WebhookMessage.event_id)
+        .where(WebhookMessage.id.in_(message_ids))
+    )
+    with runtime.db.read() as session:
+        rows = session.execute(query).all()
+    behind = sorted({row[1].id for row in rows if service.field_state(row[1], row[4], now)})
+    if behind:
+        with runtime.db.transaction() as session:
+            # In ID order: two workers doing this at once lock the rows in the same order.
+            for endpoint_id in behind:
+                endpoint = session.get(WebhookEndpoint, endpoint_id)
+                if endpoint is not None:
+                    service.follow_field(endpoint, service.field_of(session, endpoint), now)
+        with runtime.db.read() as session:
+            rows = session.execute(query).all()
+    return [row[:4] for row in rows]
 
 
 def _still_reserved(
