@@ -309,3 +309,23 @@ def test_the_migration_fills_in_the_email_keys_of_existing_holders(
         assert keys == ["josé@example.com", "", "ana@example.com"]
     finally:
         database.dispose()
+
+
+def test_the_card_page_shows_a_page_whatever_added_holds(http: httpx2.Client, account: TestAccount) -> None:
+    """`?added=abc` answered the API's JSON error envelope instead of the holder's card page."""
+    card = create_card(account, stamps_per_reward=8)
+    path = "/" + create_holder(account, card["id"])["url"].split("/", 3)[3]
+    for query, shown in (
+        ("abc", None),
+        ("-5", None),
+        ("9" * 30, None),
+        ("3", "Added 3 stamps."),
+        ("500", "100"),
+    ):
+        page = http.get(f"{path}?added={query}")
+        assert page.status_code == 200, page.text
+        assert page.headers["content-type"].startswith("text/html")
+        if shown is None:
+            assert "Added " not in page.text
+        else:
+            assert shown in page.text

@@ -480,8 +480,14 @@ def staff_collect(
     return _staff_response(request, runtime, card, values, result, outcome.error, outcome.status)
 
 
+def _added(raw: str) -> int:
+    """The stamps shown as just added (`?added=`, set by the page's own stamping): digits only, at
+    most MAX_FORM_AMOUNT; anything else shows none (it was an API error envelope, not a page)."""
+    return min(int(raw), MAX_FORM_AMOUNT) if ids.is_number(raw) and len(raw) <= 9 else 0
+
+
 @router.get("/l/{code}/{token}")
-def card_page(request: Request, code: str, token: str, added: int = 0) -> Response:
+def card_page(request: Request, code: str, token: str, added: str = "") -> Response:
     runtime = web.runtime_of(request)
     with runtime.db.transaction() as session:
         card = repo.card_by_code(session, code)
@@ -499,7 +505,7 @@ def card_page(request: Request, code: str, token: str, added: int = 0) -> Respon
     ctx.update(
         title=card.name,
         form_token=web.form_token(runtime, cookie),
-        added=max(0, min(added, MAX_FORM_AMOUNT)),
+        added=_added(added),
         error="",
     )
     # The card page holds the staff PIN form: no frames, as on the staff pages.
