@@ -38,6 +38,7 @@ from opencoupon.models import (
     WebhookAttempt,
     WebhookPayload,
 )
+from opencoupon.models.loyalty import email_key
 
 Scope = Callable[[Any], ColumnElement[bool]]
 
@@ -139,7 +140,11 @@ def loyalty_holders(
         .outerjoin(LoyaltyCard, LoyaltyCard.id == LoyaltyHolder.card_id)
         .where(
             scope(LoyaltyHolder.account_id),
-            _matches(LoyaltyHolder.email, LoyaltyHolder.phone, email, typed, phone),
+            # email_key is folded by Python's rules (É and é alike on SQLite too).
+            or_(
+                LoyaltyHolder.email_key == email_key(email),
+                _matches(LoyaltyHolder.email, LoyaltyHolder.phone, email, typed, phone),
+            ),
         )
         .order_by(LoyaltyHolder.id)
     ).all()
