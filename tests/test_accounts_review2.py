@@ -6,20 +6,31 @@ sign in as them."""
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import hashlib
 import json
+import os
+import pty
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+from select import select as select_fds
 
 import httpx2
 from sqlalchemy import select
 
 from conftest import ISSUED_SECRETS, LiveServer, TestAccount, served_with
-from dashboard_fixtures import PASSWORD, signed_in
+from dashboard_fixtures import PASSWORD, post_form, signed_in
 from foundation_fixtures import browser, browser_from, path_of, sign_in
 from helpers import assert_error, assert_ok
 from opencoupon.accounts import service as accounts
 from opencoupon.config import Settings
 from opencoupon.models import Account, IdempotencyRecord
 from opencoupon.runtime import Runtime
+
+CLI = str(Path(sys.executable).with_name("opencoupon"))
 
 
 def _rotate(runtime: Runtime, account_id: int, grace: dt.timedelta) -> str:
@@ -219,3 +230,162 @@ def test_guesses_spread_over_addresses_meet_a_backstop_per_email(
         assert _sign_in_from(server.url, "127.0.2.2", account.email, PASSWORD) == 429
         # Another email is not held back by this one's backstop.
         assert _sign_in_from(server.url, "127.0.2.3", "someone-else@example.com", "wrong password!") == 401
+
+
+# --- 2. a main account changes its own password -------------------------------------------------
+
+
+def test_a_main_account_changes_its_password_on_the_account_page(
+    live_server: LiveServer, account: TestAccount
+) -> None:
+    """The current password and the new one twice: this browser stays signed in, every other
+    session (another browser, an SSO link's) is signed out, and only the new password signs in."""
+    page, action = "/dashboard/account", "/dashboard/account/password"
+    new = "a new  password 2"
+    link = assert_ok(account.call("/v3/account/sso"))["subaccount"]["url"]
+    with (
+        signed_in(live_server.url, account.email) as web,
+        signed_in(live_server.url, account.email) as other,
+        browser(live_server.url) as by_link,
+    ):
+        assert by_link.get(path_of(link)).status_code == 303
+        assert 'name="current_password"' in web.get(page).text
+        for current, password, confirm, message in [
+            ("not it at all", new, new, "Current password"),
+            (PASSWORD, "short", "short", "between 8"),
+            (PASSWORD, new, new + "x", "differ"),
+        ]:
+            fields = {"current_password": current, "password": password, "password_confirm": confirm}
+            refused = post_form(web, page, action, fields)
+            assert refused.status_code == 422
+            assert message in refused.text
+        fields = {"current_password": PASSWORD, "password": new, "password_confirm": new}
+        assert web.post(action, data=fields).status_code == 403  # no CSRF token
+        changed = post_form(web, page, action, fields)
+        assert changed.status_code == 303, changed.text
+        assert "Password changed." in web.get(changed.headers["location"]).text
+        assert web.get(page).status_code == 200
+        assert _signed_out(other)
+        assert _signed_out(by_link)
+    with browser(live_server.url) as person:
+        assert sign_in(person, account.email, PASSWORD).status_code == 401
+        assert sign_in(person, account.email, new).status_code == 303
+
+
+def test_guesses_at_the_current_password_count_as_sign_in_attempts(
+    settings: Settings, account: TestAccount
+) -> None:
+    """A session alone (an SSO link's, say) must not become a way to guess the password."""
+    page, action = "/dashboard/account", "/dashboard/account/password"
+    guess = {"password": "whatever-new-1", "password_confirm": "whatever-new-1"}
+    with (
+        served_with(settings, login_attempts_per_minute=2.0) as (server, _runtime),
+        browser_from(server.url, "127.0.3.1") as web,
+    ):
+        assert sign_in(web, account.email, PASSWORD).status_code == 303
+        answers = [
+            post_form(web, page, action, {**guess, "current_password": f"guess {i}"}).status_code
+            for i in range(3)
+        ]
+        assert answers == [422, 422, 429]
+
+
+def _cli_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCOUPON_")}
+    env["OPENCOUPON_DATABASE_URL"] = settings.database_url
+    env["OPENCOUPON_SECRET_KEY"] = settings.secret_key
+    env["OPENCOUPON_VAR_DIR"] = str(settings.var_dir)
+    return env
+
+
+def _set_password(settings: Settings, *args: str, stdin: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, "account", "set-password", *args],
+        env=_cli_env(settings),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_account_set_password_reads_the_password_from_stdin(
+    settings: Settings, live_server: LiveServer, account: TestAccount
+) -> None:
+    """`opencoupon account set-password --password-stdin`: never an option (visible to everyone in
+    `ps`); the API's rules; every dashboard session of the account ends."""
+    new = "  set from the cli  "
+    with signed_in(live_server.url, account.email) as web:
+        for args, stdin, message in [
+            (["--email", account.email, "--password-stdin"], "short\n", "error: password: "),
+            (["--email", account.email, "--password-stdin"], "\n", "error: the password is empty"),
+            (["--email", "nobody@example.com", "--password-stdin"], new + "\n", "error: no account"),
+            (["--email", account.email], new + "\n" + new + "\n", "error: no terminal"),
+        ]:
+            refused = _set_password(settings, *args, stdin=stdin)
+            assert refused.returncode == 1, refused.stderr
+            assert refused.stderr.startswith(message), refused.stderr
+        assert web.get("/dashboard/account").status_code == 200
+        done = _set_password(settings, "--email", account.email, "--password-stdin", stdin=new + "\n")
+        assert done.returncode == 0, done.stderr
+        assert _signed_out(web)
+    with browser(live_server.url) as person:
+        assert sign_in(person, account.email, PASSWORD).status_code == 401
+        assert sign_in(person, account.email, new).status_code == 303
+
+
+def test_account_set_password_asks_twice_at_a_terminal(
+    settings: Settings, live_server: LiveServer, account: TestAccount
+) -> None:
+    """At a terminal the password is typed twice, hidden; two that differ are asked again."""
+    controller, terminal = pty.openpty()
+
+    def own_terminal() -> None:
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    process = subprocess.Popen(
+        [CLI, "account", "set-password", "--email", account.email],
+        env=_cli_env(settings),
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        preexec_fn=own_terminal,
+    )
+    os.close(terminal)
+    seen = b""
+
+    def read_until(text: bytes) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + 60
+        while text not in seen:
+            assert time.monotonic() < deadline, seen
+            if select_fds([controller], [], [], 1)[0]:
+                try:
+                    chunk = os.read(controller, 1024)
+                except OSError:  # EIO: the command ended and closed the terminal
+                    chunk = b""
+                assert chunk, seen
+                seen += chunk
+
+    new = "typed at the terminal"
+    try:
+        for prompt, answer in [
+            (b"New password: ", new),
+            (b"Repeat for confirmation: ", new + "!"),
+            (b"New password: ", new),
+            (b"Repeat for confirmation: ", new),
+        ]:
+            read_until(prompt)
+            seen = b""
+            os.write(controller, answer.encode() + b"\n")
+        assert process.wait(timeout=60) == 0
+        read_until(b"signed out")
+        assert new.encode() not in seen  # typed hidden
+    finally:
+        process.kill()
+        process.wait()
+        os.close(controller)
+    with browser(live_server.url) as person:
+        assert sign_in(person, account.email, new).status_code == 303

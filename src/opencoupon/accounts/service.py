@@ -17,8 +17,10 @@ from opencoupon.kit.clock import utcnow
 from opencoupon.kit.crypto import Keyring, constant_time_equals, hash_password
 from opencoupon.models import Account, ApiSecret, OneTimeToken
 
-# The purpose of a one-time dashboard sign-in link's token (accounts.sso).
+# Purposes of one-time tokens (accounts.sso): a dashboard sign-in link; a link that sets the
+# password (a reset, or a new subaccount's setup email).
 SSO_PURPOSE = "sso"
+RESET_PURPOSE = "reset"
 
 
 @dataclass
@@ -98,6 +100,15 @@ def rotate_secret(session: Session, keyring: Keyring, account: Account, grace: d
     )
     authcache.clear_after_commit(session)
     return add_secret(session, keyring, account, encrypted=account.parent_id is not None)
+
+
+def set_password(session: Session, account: Account, password_hash: str) -> None:
+    """A new password (hashed beforehand: argon2 is slow, keep it out of the transaction). Every
+    dashboard session signed in before ends (security.py fingerprints the hash), and so do the
+    account's open reset and setup links."""
+    account.password_hash = password_hash
+    account.updated_at = utcnow()
+    repository.retire_tokens(session, account.id, RESET_PURPOSE, account.updated_at)
 
 
 def current_secret(session: Session, keyring: Keyring, account: Account) -> str:

@@ -16,7 +16,7 @@ from opencoupon.kit.endpoint import ApiContext
 from opencoupon.models import Account, Campaign
 
 SSO_PURPOSE = accounts.SSO_PURPOSE
-RESET_PURPOSE = "reset"
+RESET_PURPOSE = accounts.RESET_PURPOSE
 
 CAMPAIGN_NOT_FOUND = ApiError(502, "Campaign ID not found.")
 

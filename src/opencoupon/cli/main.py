@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from opencoupon.cli.common import App, check_not_newer, require_migrated, utf8_option
+from opencoupon.cli.common import App, check_not_newer, fail, require_migrated, utf8_option
 from opencoupon.config import get_settings
 from opencoupon.distribution.cli import send_app
 from opencoupon.push.cli import vapid_app
@@ -233,6 +233,62 @@ def account_create(
     else:
         for key, value in result.items():
             typer.echo(f"{key}: {value}")
+
+
+def _new_password(from_stdin: bool) -> str:
+    """The new password: the first line of standard input, or typed twice at a hidden prompt. Never
+    an option: the command line of a running process is visible to every user of the machine."""
+    if from_stdin:
+        raw = sys.stdin.buffer.readline()
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            fail("the password on standard input is not UTF-8 text")
+        return line.removesuffix("\n").removesuffix("\r")
+    if not sys.stdin.isatty():
+        fail("no terminal to ask for the password: pass it on standard input with --password-stdin")
+    password: str = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+    return password
+
+
+@account_app.command("set-password")
+def account_set_password(
+    email: str = typer.Option(..., help="Email of the account.", callback=utf8_option),
+    password_stdin: bool = typer.Option(
+        False, "--password-stdin", help="Read the password from the first line of standard input."
+    ),
+) -> None:
+    """Set the dashboard password (asked twice, hidden); every dashboard session of the account ends
+    and its open password-reset links stop working."""
+    from opencoupon.accounts import repository
+    from opencoupon.accounts import service as accounts
+    from opencoupon.errors import ApiError
+    from opencoupon.kit.crypto import hash_password
+    from opencoupon.subaccounts.schemas import MAX_PASSWORD_LENGTH
+    from opencoupon.subaccounts.service import checked_password
+
+    require_migrated(get_settings().database_url)
+    runtime = _runtime()
+    with runtime.db.read() as session:
+        if repository.by_email(session, email) is None:
+            fail(f"no account with email {email}")
+    password = _new_password(password_stdin)
+    # The rules of `account create`, the API and the dashboard.
+    try:
+        if checked_password(password) is None:
+            fail("the password is empty")
+    except ApiError as err:
+        fail(f"password: {err.description}")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        fail(f"password: Use at most {MAX_PASSWORD_LENGTH} characters.")
+    new_hash = hash_password(password)  # slow: outside the transaction
+    with runtime.db.transaction() as session:
+        account = repository.by_email(session, email)
+        if account is None:
+            fail(f"no account with email {email}")
+        accounts.set_password(session, account, new_hash)
+        shown = account.email
+    typer.echo(f"password set for {shown}; its dashboard sessions are signed out", err=True)
 
 
 @account_app.command("rotate-secret")

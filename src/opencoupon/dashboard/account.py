@@ -1,5 +1,6 @@
 """The account page: API credentials (client ID; rotate the secret, the old one valid for a grace
-period, accounts.service.rotate_secret), time zone and branding (logo URL and colours)."""
+period, accounts.service.rotate_secret), the password (dashboard.router.change_password), time
+zone and branding (logo URL and colours)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,22 @@ from starlette.responses import RedirectResponse, Response
 
 from opencoupon import branding
 from opencoupon.accounts import service as accounts
-from opencoupon.dashboard.common import FormProblem, api_context, ask_first, page, parse_int, text
-from opencoupon.dashboard.security import checked_form, require_login
+from opencoupon.dashboard.common import (
+    FormProblem,
+    api_context,
+    ask_first,
+    page,
+    parse_int,
+    password_text,
+    runtime_of,
+    text,
+)
+from opencoupon.dashboard.router import change_password
+from opencoupon.dashboard.security import checked_form, require_login, sign_in
 from opencoupon.errors import ApiError
 from opencoupon.models import Account
+from opencoupon.subaccounts.schemas import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+from opencoupon.web import client_key
 
 router = APIRouter(include_in_schema=False)
 
@@ -75,7 +88,11 @@ def _preview(values: dict[str, str], company: str) -> branding.PageBrand:
 
 
 def _context(
-    request: Request, account: Account, errors: list[str], values: dict[str, str] | None
+    request: Request,
+    account: Account,
+    errors: list[str],
+    values: dict[str, str] | None,
+    password_errors: list[str] | None = None,
 ) -> dict[str, Any]:
     with api_context(request, account) as ctx:
         fresh = ctx.account
@@ -89,6 +106,7 @@ def _context(
         warnings = [] if values else _stored_problems(fresh.branding)
         client_id = fresh.client_id
         company = brand.company
+        has_password = bool(fresh.password_hash)
     return {
         "title": "Account",
         "account": account,
@@ -100,6 +118,9 @@ def _context(
         "company": company,
         "done": request.query_params.get("done", "")[:200],
         "max_grace": MAX_GRACE_HOURS,
+        "has_password": has_password,
+        "password_errors": password_errors or [],
+        "min_password": MIN_PASSWORD_LENGTH,
     }
 
 
@@ -120,11 +141,47 @@ def _save(request: Request, account: Account, timezone: str, brand: dict[str, st
         accounts.update_settings(ctx.session, ctx.account, timezone=timezone, branding=brand)
 
 
+def _password_problems(current: str, new: str, confirm: str) -> list[str]:
+    problems = []
+    if not current:
+        problems.append("Current password: enter the password you sign in with.")
+    if not MIN_PASSWORD_LENGTH <= len(new) <= MAX_PASSWORD_LENGTH:
+        problems.append(
+            f"New password: use between {MIN_PASSWORD_LENGTH} and {MAX_PASSWORD_LENGTH} characters."
+        )
+    elif new != confirm:
+        problems.append("New password: the two new passwords differ.")
+    return problems
+
+
+async def _change_password(request: Request, account: Account, form: Any) -> Response:
+    """Ends every other session of the account (a new password hash) and signs this browser in
+    again with the new password: a new session, the old cookie no longer valid."""
+    current = password_text(form, "current_password")
+    new = password_text(form, "password")
+    problems = _password_problems(current, new, password_text(form, "password_confirm"))
+    if not problems:
+        address = client_key(request)
+        outcome = await run_in_threadpool(
+            change_password, runtime_of(request), account.id, current, new, address
+        )
+        if outcome.account is not None:
+            done = "Password changed. Your other sessions are signed out."
+            response = RedirectResponse(f"/dashboard/account?{urlencode({'done': done})}", status_code=303)
+            sign_in(request, response, outcome.account)
+            return response
+        problems = [outcome.problem]
+    context = await run_in_threadpool(_context, request, account, [], None, problems)
+    return page(request, "dashboard/account.html", context, status_code=422)
+
+
 @router.post("/dashboard/account/{action}")
 async def account_action(
     request: Request, action: str, account: Account = Depends(require_login)
 ) -> Response:
     form = await checked_form(request)
+    if action == "password":
+        return await _change_password(request, account, form)
     values: dict[str, str] | None = None
     try:
         if action == "rotate":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
@@ -49,6 +49,10 @@ LINK_GONE = PageError(
     "Ask for a new one.",
 )
 
+
+TOO_MANY_ATTEMPTS = PageError(
+    429, "Too many attempts", "Too many sign-in attempts. Wait a minute and try again."
+)
 
 LOGIN_WINDOW = dt.timedelta(minutes=1)
 
@@ -139,7 +143,7 @@ async def login(request: Request) -> Response:
     runtime = runtime_of(request)
     address = client_key(request)
     if not await run_in_threadpool(_login_allowed, runtime, email, address):
-        raise PageError(429, "Too many attempts", "Too many sign-in attempts. Wait a minute and try again.")
+        raise TOO_MANY_ATTEMPTS
     outcome = await run_in_threadpool(_check_login, runtime, email, password, address)
     if isinstance(outcome, str):
         return _login_page(request, email=email, error=outcome, status_code=401)
@@ -274,11 +278,44 @@ def _reset_password(runtime: Runtime, raw: str, password: str) -> str | None:
         if found is None:
             return None
         _token, account = found
-        account.password_hash = new_hash
-        account.updated_at = utcnow()
         # Its other reset links (an older email, a link the master made) stop working too.
-        accounts_repo.retire_tokens(session, account.id, sso.RESET_PURPOSE, account.updated_at)
+        accounts.set_password(session, account, new_hash)
         return account.email
+
+
+class PasswordChange(NamedTuple):
+    """What the account page's password form led to: the account with its new password, or what
+    to tell the person."""
+
+    account: Account | None
+    problem: str = ""
+
+
+def change_password(
+    runtime: Runtime, account_id: int, current: str, new: str, address: str
+) -> PasswordChange:
+    """The signed-in person's own new password, once the current one is given (run in the thread
+    pool). A guess at the current password counts as a sign-in attempt (the same limits: a session
+    alone, an SSO link's say, must not become a way to guess it); 429 past them."""
+    with runtime.db.read() as session:
+        found = accounts_repo.by_id(session, account_id)
+        if found is None:
+            return PasswordChange(None, "Your account no longer exists.")
+        email, stored = found.email, found.password_hash
+    if not _login_allowed(runtime, email, address):
+        raise TOO_MANY_ATTEMPTS
+    # argon2 is slow on purpose: check and hash outside any write transaction.
+    if not verify_password(stored, current):
+        return PasswordChange(None, "Current password: this is not the password of this account.")
+    new_hash = hash_password(new)
+    with runtime.db.transaction() as session:
+        account = accounts_repo.by_id(session, account_id)
+        if account is None or account.password_hash != stored:
+            return PasswordChange(None, "The password was changed meanwhile. Sign in again.")
+        by_email, _by_address = _login_limits(runtime)
+        by_email.refund(session, runtime.keyring, accounts.normalize_email(email), address)
+        accounts.set_password(session, account, new_hash)
+        return PasswordChange(account)
 
 
 @router.post("/dashboard/reset/{token}")

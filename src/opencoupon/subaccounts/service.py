@@ -196,10 +196,10 @@ def update(ctx: ApiContext, req: SubaccountUpdate) -> Account:
         sub.email = email
     if req.expiry_date is not None:
         sub.expiry_date = _expiry(req.expiry_date)
-    if checked_password(req.password) is not None:
-        sub.password_hash = req.password_hash  # hashed before the transaction (WithPassword)
-        # A password set by the master voids the reset links still open (its setup email's too).
-        accounts_repo.retire_tokens(session, sub.id, RESET_PURPOSE, ctx.now)
+    if checked_password(req.password) is not None and req.password_hash is not None:
+        # Hashed before the transaction (WithPassword). A password set by the master voids the
+        # reset links still open (its setup email's too) and ends the subaccount's sessions.
+        accounts.set_password(session, sub, req.password_hash)
     country = _validate_country(req.country)
     if country is not None:
         sub.country = country
