@@ -194,9 +194,13 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         app.include_router(router)
 
     from opencoupon.dashboard.security import install as install_security
+    from opencoupon.dashboard.singleuse import IMPORT_MAX_BYTES
     from opencoupon.docs import install_openapi
+    from opencoupon.kit.bodylimit import install as install_body_limit
     from opencoupon.kit.fastlane import install as install_fast_lane
 
+    # Inside the security middlewares (a 413 page is a page like any other), outside every route.
+    install_body_limit(app, settings.max_body_bytes, {"/dashboard/singleuse/import": IMPORT_MAX_BYTES})
     install_security(app, runtime)
     install_openapi(app)
     # Inside the fast lane: v3 calls parse their own bodies (kit.body checks what they decode).
