@@ -22,7 +22,7 @@ import httpx2
 from sqlalchemy import select
 
 from conftest import ISSUED_SECRETS, LiveServer, TestAccount, served_with
-from dashboard_fixtures import PASSWORD, post_form, signed_in
+from dashboard_fixtures import PASSWORD, YES, post_form, signed_in
 from foundation_fixtures import browser, browser_from, path_of, sign_in
 from helpers import assert_error, assert_ok
 from opencoupon.accounts import service as accounts
@@ -389,3 +389,51 @@ def test_account_set_password_asks_twice_at_a_terminal(
         os.close(controller)
     with browser(live_server.url) as person:
         assert sign_in(person, account.email, new).status_code == 303
+
+
+# --- a block ends a subaccount's sessions for good, used during it or not -------------------------
+
+
+def _quiet_session(live_server: LiveServer, email: str) -> str:
+    """A signed-in session's cookie that makes no request meanwhile (as a stolen one can)."""
+    with signed_in(live_server.url, email) as web:
+        return str(web.cookies["oc_session"])
+
+
+def _still_signed_in(live_server: LiveServer, cookie: str) -> bool:
+    with browser(live_server.url) as web:
+        web.cookies.set("oc_session", cookie)
+        return not _signed_out(web)
+
+
+def test_a_block_lifted_does_not_bring_back_a_session_kept_quiet_meanwhile(
+    live_server: LiveServer, account: TestAccount, subaccount: TestAccount
+) -> None:
+    """A session ended only if its cookie came back during the block: a stolen cookie that made no
+    request meanwhile worked again after the unblock (docs/dashboard.md: "its dashboard sessions
+    end for good"). Likewise dashboard access turned off and on, and an expiry passed then moved."""
+    sub = f"sub_{subaccount.id}"
+    page = f"/dashboard/subaccounts/{sub}"
+    kept = _quiet_session(live_server, subaccount.email)
+    # A change that leaves the account usable ends nothing.
+    assert_ok(account.call("/v3/subaccount/update", subaccount=sub, company_name="Still usable"))
+    assert _still_signed_in(live_server, kept)
+
+    stolen = _quiet_session(live_server, subaccount.email)
+    with signed_in(live_server.url, account.email) as master:
+        assert post_form(master, page, f"{page}/block", YES).status_code == 303
+        assert post_form(master, page, f"{page}/unblock", {}).status_code == 303
+    assert not _still_signed_in(live_server, stolen)
+    assert not _still_signed_in(live_server, kept)
+
+    for off, on in (
+        ({"block": 1}, {"block": 0}),
+        ({"access_dashboard": 0}, {"access_dashboard": 1}),
+        ({"expiry_date": "2020-01-31"}, {"expiry_date": "2099-01-31"}),
+    ):
+        quiet = _quiet_session(live_server, subaccount.email)
+        assert_ok(account.call("/v3/subaccount/update", subaccount=sub, **off))
+        assert_ok(account.call("/v3/subaccount/update", subaccount=sub, **on))
+        assert not _still_signed_in(live_server, quiet), off
+    # Signing in again works.
+    assert _still_signed_in(live_server, _quiet_session(live_server, subaccount.email))

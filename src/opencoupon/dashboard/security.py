@@ -113,6 +113,7 @@ def sign_in(request: Request, response: Response, account: Account, *, through_l
         "e": _password_epoch(request, account),
         "s": secrets.token_urlsafe(18),
         "m": BY_PASSWORD,
+        "sg": account.sessions_generation,
     }
     if through_link:
         claim.update(m=BY_LINK, g=account.sso_generation)
@@ -167,6 +168,8 @@ class SessionClaim(NamedTuple):
     session_id: str
     # The account's sso_generation when an SSO link signed it in; None for a password sign-in.
     sso_generation: int | None
+    # The account's sessions_generation when it signed in (0 for a cookie from before it existed).
+    sessions_generation: int
 
 
 def _session_claim(request: Request) -> SessionClaim | None:
@@ -183,13 +186,16 @@ def _session_claim(request: Request) -> SessionClaim | None:
     account_id, epoch, session_id = data.get("a"), data.get("e"), data.get("s")
     if not isinstance(account_id, int) or not isinstance(epoch, str) or not isinstance(session_id, str):
         return None
+    sessions_generation = data.get("sg", 0)
+    if not isinstance(sessions_generation, int):
+        return None
     if data.get("m") == BY_PASSWORD:
-        return SessionClaim(account_id, epoch, session_id, None)
+        return SessionClaim(account_id, epoch, session_id, None, sessions_generation)
     # A link's session, or one from before sessions said how they began (it may be a link's too).
     generation = data.get("g", 0)
     if not isinstance(generation, int):
         return None
-    return SessionClaim(account_id, epoch, session_id, generation)
+    return SessionClaim(account_id, epoch, session_id, generation, sessions_generation)
 
 
 def current_account(request: Request) -> Account | None:
@@ -208,6 +214,7 @@ def current_account(request: Request) -> Account | None:
                 account is not None
                 and hmac.compare_digest(_password_epoch(request, account), claim.password_epoch)
                 and claim.sso_generation in (None, account.sso_generation)
+                and claim.sessions_generation == account.sessions_generation
                 and accounts_repo.token_by_digest(
                     session, _ended_digest(request, claim.session_id), SESSION_ENDED
                 )

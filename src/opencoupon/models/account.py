@@ -41,6 +41,10 @@ class Account(Base):
     # Moved on by a secret rotation after a leak (grace 0): a dashboard session opened through an
     # SSO link holds the value it was opened under and ends once this moves past it.
     sso_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Moved on whenever the account is, or was until now, unusable on the dashboard (blocked,
+    # expired, without dashboard access): every dashboard session holds the value it began under,
+    # so a block ends them for good, even a stolen cookie that made no request meanwhile.
+    sessions_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime)
 

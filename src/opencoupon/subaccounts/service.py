@@ -184,9 +184,19 @@ def create(ctx: ApiContext, req: SubaccountCreate) -> Account:
     return sub
 
 
+def _dashboard_usable(session: Session, sub: Account, now: dt.datetime) -> bool:
+    try:
+        accounts.ensure_usable(session, sub, now)
+        accounts.ensure_dashboard_access(sub)
+    except ApiError:
+        return False
+    return True
+
+
 def update(ctx: ApiContext, req: SubaccountUpdate) -> Account:
     sub = get_subaccount(ctx, req.subaccount)
     session = ctx.session
+    usable_before = _dashboard_usable(session, sub, ctx.now)
     if req.email is not None:
         email = check_email(session, req.email, current=sub)
         if email != sub.email:
@@ -215,6 +225,10 @@ def update(ctx: ApiContext, req: SubaccountUpdate) -> Account:
         value = getattr(req, name)
         if value is not None:
             setattr(sub, name, value)
+    if not usable_before or not _dashboard_usable(session, sub, ctx.now):
+        # Blocked, expired or without dashboard access, now or until now: its dashboard sessions
+        # end for good (a block lifted later does not bring back a session signed in before it).
+        sub.sessions_generation += 1
     sub.updated_at = utcnow()
     try:
         session.flush()
