@@ -5,6 +5,7 @@ expiry keeps it."""
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Iterator
 
@@ -200,3 +201,16 @@ def test_the_recipient_import_still_takes_5_mb(live_server: LiveServer, account:
             "/dashboard/singleuse/import", data=fields, files={"file": ("r.csv", too_big, "text/csv")}
         )
         assert refused.status_code == 413
+
+
+def test_a_webhook_url_too_long_is_refused_not_cut(live_server: LiveServer, account: TestAccount) -> None:
+    """The API refuses a webhook URL over 2,000 characters; the form cut it to 2,000 and saved
+    an endpoint at an address nobody gave."""
+    url = "https://hooks.example.com/" + "h" * 2000
+    with signed_in(live_server.url, account.email) as web:
+        refused = post_form(web, "/dashboard/webhooks", "/dashboard/webhooks", {"url": url, "events": "*"})
+    assert refused.status_code == 422, refused.text[:500]
+    assert "too long" in refused.text, re.findall(r"<li>[^<]*</li>", refused.text)
+    listed = account.client.get("/v4/webhooks", headers=account.headers)
+    assert listed.status_code == 200
+    assert listed.json() == [] or all(len(e["url"]) != 2000 for e in listed.json())
