@@ -10,6 +10,7 @@ import pytest
 
 from conftest import LiveServer, served_with
 from directories_fixtures import Browser, create_directory
+from foundation_fixtures import browser_from
 from opencoupon.config import Settings
 
 
@@ -38,6 +39,31 @@ def test_password_guessing_is_limited(account: Any, limited_server: LiveServer) 
     assert second_browser.login(code, "other@example.com").status_code == 303
     browser.close()
     second_browser.close()
+
+
+def test_failing_as_a_member_from_one_address_does_not_keep_them_out(
+    account: Any, limited_server: LiveServer
+) -> None:
+    """Attempts per email were counted from every address together, so anyone failing ten times
+    a minute kept the member out. They are limited per email and address now, with a backstop of
+    ten times that from all addresses; the right password gives its attempt back."""
+    directory = create_directory(account, name="Members", access="login")
+    code = directory["code"]
+    member = Browser(limited_server.url)
+    assert member.register(code, "kept@example.com").status_code == 303
+    member.close()
+    stranger, owner = Browser(limited_server.url), Browser(limited_server.url)
+    stranger.client = browser_from(limited_server.url, "127.0.0.7")
+    owner.client = browser_from(limited_server.url, "127.0.0.9")
+    try:
+        answers = [
+            stranger.login(code, "kept@example.com", "not the password").status_code for _ in range(11)
+        ]
+        assert answers == [401] * 10 + [429]
+        assert owner.login(code, "kept@example.com").status_code == 303
+    finally:
+        stranger.close()
+        owner.close()
 
 
 def test_sign_out_ends_the_session_on_the_server_too(account: Any, live_server: LiveServer) -> None:

@@ -241,7 +241,7 @@ def test_concurrent_sign_ins_on_two_processes_let_exactly_the_limit_through(
         for b in browsers:
             b.close()
     assert answers == [401] * SIGN_INS + [429] * (attempts - SIGN_INS)
-    assert counted(runtime, "directory-login") == attempts
+    assert counted(runtime, "directory-login-address") == attempts
 
 
 def test_concurrent_failures_from_two_runtimes_lose_no_count(settings: Settings) -> None:

@@ -29,7 +29,7 @@ from opencoupon.kit import ids
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.crypto import hash_password, verify_password
 from opencoupon.kit.dates import fmt
-from opencoupon.kit.lockout import ADDRESS_FACTOR, Lockout
+from opencoupon.kit.lockout import ADDRESS_FACTOR, BACKSTOP_FACTOR, GuessLimit, Lockout
 from opencoupon.models import Campaign, Category, CouponSession, Directory, DirectoryUser, LoyaltyCard
 from opencoupon.pages import deny_framing, render, render_error_page
 from opencoupon.runtime import Runtime
@@ -490,12 +490,18 @@ def _member_session(session: Session, campaign: Campaign, user: DirectoryUser) -
 # ---- registration, sign-in, sign-out, single sign-on ---------------------------------------------
 
 
-def _login_limit(runtime: Runtime) -> Lockout:
-    """Sign-in attempts per directory and email (OPENCOUPON_LOGIN_ATTEMPTS_PER_MINUTE per minute,
-    fixed windows, as the dashboard's sign-in), counted in the database so every API process shares
-    one count: a password cannot be guessed by trying many."""
-    per_minute = runtime.settings.login_attempts_per_minute
-    return Lockout("directory-login", limit=max(1, int(per_minute)), window=dt.timedelta(minutes=1))
+def _login_limit(runtime: Runtime) -> GuessLimit:
+    """Sign-in attempts per directory and email, as the dashboard's sign-in counts them
+    (OPENCOUPON_LOGIN_ATTEMPTS_PER_MINUTE a minute from one client address, ten times that from
+    all addresses together; fixed windows, counted in the database so every API process shares one
+    count): a password cannot be guessed by trying many, and failing as someone else from one
+    address does not keep the member out. The right password gives its attempt back."""
+    per_minute = max(1, int(runtime.settings.login_attempts_per_minute))
+    window = dt.timedelta(minutes=1)
+    return GuessLimit(
+        per_client=Lockout("directory-login-email-address", limit=per_minute, window=window),
+        per_secret=Lockout("directory-login", limit=per_minute * BACKSTOP_FACTOR, window=window),
+    )
 
 
 def _login_address_limit(runtime: Runtime) -> Lockout:
@@ -688,15 +694,20 @@ def login(
 
     if not web.csrf_ok(request, csrf_token):
         return form_again(400, "The form expired. Please try again.")
+    client = web.client_key(request)
+    login_limit = _login_limit(runtime)
     with runtime.db.transaction() as session:
-        within_limits = _login_limit(runtime).attempt(session, runtime.keyring, directory.id, normalized)
-        # One address trying a password on many emails (each within its own limit) is held too.
-        client = web.client_key(request)
-        within_limits &= _login_address_limit(runtime).attempt(session, runtime.keyring, client)
+        # One address trying a password on many emails (each within its own limit) is held too;
+        # an attempt its address's limit refuses does not count for the email from all addresses.
+        within_limits = _login_address_limit(runtime).attempt(
+            session, runtime.keyring, client
+        ) and login_limit.attempt(session, runtime.keyring, (directory.id, normalized), client)
     if not within_limits:
         return form_again(429, "Too many sign-in attempts. Wait a minute and try again.")
     if not verify_password(user.password_hash if user else None, password) or user is None:
         return form_again(401, "Email or password is not correct.")
+    with runtime.db.transaction() as session:
+        login_limit.refund(session, runtime.keyring, (directory.id, normalized), client)
     if user.blocked:
         return form_again(403, reason_text(service.Access(False, "blocked"), user))
     with runtime.db.transaction() as session:
