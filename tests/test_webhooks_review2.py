@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from sqlalchemy import select
+from standardwebhooks import Webhook
 
 from helpers import assert_error, assert_ok
 from opencoupon.models import Event, WebhookMessage
 from opencoupon.runtime import Runtime
+from opencoupon.webhooks import outbound
 from webhooks_fixtures import Receiver, Reply, drain, emit, receiver  # noqa: F401
 
 if TYPE_CHECKING:
@@ -25,6 +28,18 @@ if TYPE_CHECKING:
 def _field(acc: TestAccount) -> dict[str, Any]:
     listed = acc.client.get("/v4/webhooks", headers=acc.headers).json()
     return dict(next(e for e in listed if e["source"] == "account_field"))
+
+
+def _endpoint(acc: TestAccount, url: str) -> dict[str, Any]:
+    resp = acc.client.post("/v4/webhooks", json={"url": url, "events": ["*"]}, headers=acc.headers)
+    assert resp.status_code == 201, resp.text
+    return dict(resp.json())
+
+
+def _log(acc: TestAccount, endpoint_id: str) -> list[dict[str, Any]]:
+    resp = acc.client.get(f"/v4/webhooks/{endpoint_id}/deliveries", headers=acc.headers)
+    assert resp.status_code == 200, resp.text
+    return list(resp.json())
 
 
 def _message(runtime: Runtime, event_public_id: str) -> WebhookMessage:
@@ -105,3 +120,119 @@ def test_after_the_field_changes_the_retry_goes_to_the_new_url(
     assert _message(runtime, event).status == "succeeded"
     log = subaccount.client.get(f"/v4/webhooks/{field['id']}/deliveries", headers=subaccount.headers).json()
     assert [e["status_code"] for e in log] == [204, 500]
+
+
+# ---- 2. one tenant's slow receivers hold up no other tenant's webhooks ------------------------------
+
+
+@pytest.fixture
+def small_pool(runtime: Runtime) -> Iterator[Runtime]:
+    """The same database and keys, with a pool of two connections, one per endpoint, a 1 s
+    limit and an hour before a retry."""
+    settings = runtime.settings.model_copy(
+        update={
+            "webhook_concurrency": 2,
+            "webhook_endpoint_concurrency": 1,
+            "webhook_timeout_seconds": 1.0,
+            "webhook_retry_delays": "3600",
+        }
+    )
+    small = Runtime(settings=settings, db=runtime.db, keyring=runtime.keyring)
+    try:
+        yield small
+    finally:
+        outbound.close_outbound_for(settings)
+
+
+def test_a_tenants_slow_receivers_do_not_hold_up_another_tenants_webhooks(
+    small_pool: Runtime,
+    account: TestAccount,
+    other_account: TestAccount,
+    receiver: Receiver,
+    clock_offset: Callable[[dt.timedelta], None],
+) -> None:
+    """Account A: two endpoints on a receiver that never answers in time, ten events. Account B:
+    one healthy receiver, one event, in the same batch. Before, A's twenty requests took the two
+    connections one timeout after another: B's webhook left after 10 s, its webhook-timestamp
+    (taken when the batch started) 11 s old. Now an endpoint gets one connection at a time and
+    its waiting requests are deferred once it timed out (no attempt used); B's goes out at
+    once, signed when it is sent."""
+    tarpit = Receiver().start()
+    tarpit.behaviour = lambda *_: Reply(status=204, delay=3)
+    arrivals: list[float] = []
+    receiver.behaviour = lambda *_: arrivals.append(time.time()) or Reply(status=204)
+    try:
+        slow = [_endpoint(account, tarpit.url + f"/t{i}") for i in range(2)]
+        victim = _endpoint(other_account, receiver.url + "/victim")
+        for _ in range(10):
+            emit(small_pool, account.id)
+        victim_event = emit(small_pool, other_account.id)
+        started = time.time()
+        drain(small_pool)
+        took = time.time() - started
+        got = receiver.wait_for(1, 30)[0]
+        assert got.event_id == victim_event
+        # Sent as soon as a connection was free (after one 1 s timeout at most), signed then.
+        assert arrivals[0] - started < 2.5, arrivals[0] - started
+        assert 0 <= arrivals[0] - int(got.headers["webhook-timestamp"]) < 1.5
+        Webhook(str(victim["secret"])).verify(got.body, got.headers)
+        assert took < 4, took  # the batch waited one timeout per slow endpoint, not ten
+
+        # A's deferred messages used no attempt: one logged timeout per endpoint, the rest wait.
+        for endpoint in slow:
+            log = _log(account, str(endpoint["id"]))
+            assert [(e["status_code"], "timeout" in e["error"]) for e in log] == [(0, True)]
+        with small_pool.db.read() as session:
+            attempts = sorted(
+                session.scalars(
+                    select(WebhookMessage.attempts).where(WebhookMessage.account_id == account.id)
+                )
+            )
+        assert attempts == [0] * 18 + [1] * 2
+
+        # Later, with the receiver fixed, every one of them is delivered.
+        tarpit.behaviour = lambda *_: Reply(status=204)
+        clock_offset(dt.timedelta(hours=1, minutes=10))
+        drain(small_pool)
+        tarpit.wait_for(20 + 2, 30)
+        with small_pool.db.read() as session:
+            statuses = session.scalars(
+                select(WebhookMessage.status).where(WebhookMessage.account_id == account.id)
+            ).all()
+        assert statuses == ["succeeded"] * 20
+    finally:
+        tarpit.stop()
+
+
+@pytest.fixture
+def one_connection(runtime: Runtime) -> Iterator[Runtime]:
+    settings = runtime.settings.model_copy(update={"webhook_concurrency": 1, "webhook_timeout_seconds": 5.0})
+    narrow = Runtime(settings=settings, db=runtime.db, keyring=runtime.keyring)
+    try:
+        yield narrow
+    finally:
+        outbound.close_outbound_for(settings)
+
+
+def test_a_webhook_is_timestamped_when_it_is_sent_not_when_its_batch_starts(
+    one_connection: Runtime, account: TestAccount, receiver: Receiver
+) -> None:
+    """Five endpoints, one connection, a receiver taking 0.6 s: the last request leaves 2.4 s
+    after the batch started. Its webhook-timestamp was the batch's start; now it is when it is
+    sent (and still verifies)."""
+    arrivals: dict[str, float] = {}
+
+    def answer(path: str, _headers: dict[str, str], _body: str) -> Reply:
+        arrivals[path] = time.time()
+        return Reply(status=204, delay=0.6)
+
+    receiver.behaviour = answer
+    endpoints = [_endpoint(account, receiver.url + f"/e{i}") for i in range(5)]
+    emit(one_connection, account.id)
+    drain(one_connection)
+    got = {r.path: r for r in receiver.wait_for(5)}
+    assert max(arrivals.values()) - min(arrivals.values()) >= 2.2  # one at a time
+    for i, endpoint in enumerate(endpoints):
+        request = got[f"/e{i}"]
+        assert 0 <= arrivals[f"/e{i}"] - int(request.headers["webhook-timestamp"]) < 1.2
+        Webhook(str(endpoint["secret"])).verify(request.body, request.headers)

@@ -37,6 +37,13 @@ class Request:
     # time.monotonic() after which it is not sent at all (Response.late): a throttled delivery's
     # slot has passed, it takes a new one rather than go out bunched with the next ones.
     not_after: float | None = None
+    # Headers made once the request has its connection (a webhook's timestamp and signature: never
+    # as old as its wait for the pool); an exception there is this request's failed attempt.
+    sign: Callable[[], dict[str, str]] | None = None
+    # Requests with the same gate (one webhook endpoint) share at most
+    # OPENCOUPON_WEBHOOK_ENDPOINT_CONCURRENCY connections in the process: one slow receiver never
+    # holds the whole pool. None: no such limit.
+    gate: str | None = None
 
 
 @dataclass
@@ -48,10 +55,35 @@ class Response:
     retry_after: float | None = None
     # Not sent: its connection was free only after Request.not_after (no attempt was made).
     late: bool = False
+    # Not sent: while it waited for its gate, the endpoint stopped answering (_Gate.stalled). No
+    # attempt was made; it is tried later rather than wait out one timeout after another.
+    deferred: bool = False
 
     @property
     def success(self) -> bool:
         return 200 <= self.status < 300
+
+
+TIMED_OUT = "timeout after"
+DEFERRED = "deferred: the endpoint stopped answering while this request waited for it"
+
+
+@dataclass
+class _Gate:
+    """A gate's connections (Request.gate); how many of its requests timed out so far, and how
+    many in a row (none answered since)."""
+
+    slots: asyncio.Semaphore
+    limit: int
+    users: int = 0
+    timeouts: int = 0
+    timeouts_in_a_row: int = 0
+
+    @property
+    def stalled(self) -> bool:
+        """As many requests in a row timed out as it may have connections: the receiver stopped
+        answering (a few timeouts among answers are no reason to defer anything)."""
+        return self.timeouts_in_a_row >= self.limit
 
 
 def storable(text: str) -> str:
@@ -91,6 +123,8 @@ class Outbound:
         self._session: aiohttp.ClientSession | None = None
         self._slots: asyncio.Semaphore | None = None
         self._session_lock = asyncio.Lock()
+        # Used on the loop's thread only; a gate is dropped once no request uses it.
+        self._gates: dict[str, _Gate] = {}
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
@@ -125,6 +159,36 @@ class Outbound:
         if request.not_before is not None:
             # Waits before taking a connection: a throttled request holds none while it waits.
             await asyncio.sleep(max(0.0, request.not_before - time.monotonic()))
+        if request.gate is None:
+            return await self._send_now(client, slots, request)
+        gate = self._gates.get(request.gate)
+        if gate is None:
+            limit = max(1, self.settings.webhook_endpoint_concurrency)
+            gate = self._gates[request.gate] = _Gate(asyncio.Semaphore(limit), limit)
+        gate.users += 1
+        timeouts_before = gate.timeouts
+        try:
+            # Waiting here holds no connection of the pool: other endpoints' requests take them.
+            async with gate.slots:
+                if gate.stalled and gate.timeouts != timeouts_before:
+                    # It stopped answering while this one waited: tried later, rather than
+                    # after one timeout after another.
+                    return Response(0, "", DEFERRED, 0, deferred=True)
+                response = await self._send_now(client, slots, request)
+                if response.status == 0 and response.error.startswith(TIMED_OUT):
+                    gate.timeouts += 1
+                    gate.timeouts_in_a_row += 1
+                else:
+                    gate.timeouts_in_a_row = 0
+                return response
+        finally:
+            gate.users -= 1
+            if gate.users == 0:
+                self._gates.pop(request.gate, None)
+
+    async def _send_now(
+        self, client: aiohttp.ClientSession, slots: asyncio.Semaphore, request: Request
+    ) -> Response:
         async with slots:
             if request.not_after is not None and time.monotonic() > request.not_after:
                 return Response(0, "", "not sent: its sending slot passed", 0, late=True)
@@ -148,6 +212,8 @@ class Outbound:
             ssrf.split(request.url, allow_private=self.settings.allow_private_webhooks)
         except ssrf.UnsafeTarget as exc:
             return done(0, "", f"refused: {exc}")
+        if request.sign is not None:
+            request.headers = {**request.headers, **request.sign()}
         # Counted from here, with a connection sure to be free (see _client): the documented
         # limit is the receiver's time (name lookup, connecting, answering), never the wait for
         # this worker's own pool.
@@ -170,7 +236,7 @@ class Outbound:
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                 return done(resp.status, text, "", retry_after)
         except TimeoutError:
-            return done(0, "", f"timeout after {self.settings.webhook_timeout_seconds:g} s")
+            return done(0, "", f"{TIMED_OUT} {self.settings.webhook_timeout_seconds:g} s")
         except aiohttp.ClientConnectorError as exc:
             return done(0, "", f"connection failed: {exc.os_error}")
         except (aiohttp.ClientError, OSError) as exc:

@@ -20,6 +20,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from opencoupon.config import Settings
 from opencoupon.db.session import upsert_insert
 from opencoupon.events import service as events
 from opencoupon.kit.clock import utcnow
@@ -238,6 +239,15 @@ def _failure_reason(response: Response) -> str:
     return f"HTTP {response.status}"
 
 
+def _deferred_delay(settings: Settings, round_attempts: int) -> float:
+    """Seconds until a deferred message is tried: the delay a failed attempt would get, the
+    schedule's last one on its last attempt."""
+    delay = signing.next_delay(settings, round_attempts + 1)
+    if delay is None:
+        delay = signing.next_delay(settings, len(signing.retry_delays(settings)))
+    return delay or 0.0
+
+
 @batch_task("webhook.deliver")
 def deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
     try:
@@ -333,7 +343,6 @@ def _deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
     requests: list[Request | Response] = []
     abandoned: list[tuple[int, int, str]] = []  # (message_id, attempts, reason)
     throttled: list[Any] = []  # rows of endpoints with a rate limit
-    timestamp = unix(now)
 
     def prepare(
         message: WebhookMessage,
@@ -355,13 +364,20 @@ def _deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
         )
         try:
             secrets_ = _secrets(runtime.keyring, endpoint, now)
+
+            def sign() -> dict[str, str]:
+                # Timestamped when it has its connection: a wait for the pool never makes it stale.
+                return signing.headers(secrets_, public_id, unix(utcnow()), body)
+
             requests.append(
                 Request(
                     endpoint.url,
                     body.encode(),
-                    signing.headers(secrets_, public_id, timestamp, body),
+                    {},
                     not_before=send_at,
                     not_after=send_by,
+                    sign=sign,
+                    gate=f"{service.PREFIX}{endpoint.id}",
                 )
             )
         except Exception as exc:
@@ -451,6 +467,12 @@ def _deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
                 # Not sent, its slot passed: its job runs again at once and reserves a new slot
                 # (the passed one is no longer usable). No attempt: nothing was sent.
                 outcomes[plan.job_id] = Retry(dt.timedelta(0), "throttled: its sending slot passed")
+                continue
+            if response.deferred:
+                # Not sent: its endpoint stopped answering meanwhile. Tried again when a timeout
+                # would have been, without using up an attempt (nothing was sent).
+                later = dt.timedelta(seconds=_deferred_delay(settings, plan.round_attempts))
+                outcomes[plan.job_id] = Retry(later, response.error)
                 continue
             found = current.get(plan.message_id)
             if found is None:
