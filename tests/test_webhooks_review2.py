@@ -7,12 +7,16 @@ and a replay of everything since a time runs in the background in chunks."""
 from __future__ import annotations
 
 import datetime as dt
+import random
+import string
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import httpx2
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from standardwebhooks import Webhook
 
 from helpers import assert_error, assert_ok
@@ -236,3 +240,61 @@ def test_a_webhook_is_timestamped_when_it_is_sent_not_when_its_batch_starts(
         request = got[f"/e{i}"]
         assert 0 <= arrivals[f"/e{i}"] - int(request.headers["webhook-timestamp"]) < 1.2
         Webhook(str(endpoint["secret"])).verify(request.body, request.headers)
+
+
+# ---- 3. a replay since a time runs in the background, chunk by chunk ------------------------------
+
+
+def _timed_post(acc: TestAccount, path: str, body: dict[str, Any], out: list[float]) -> None:
+    started = time.monotonic()
+    resp = httpx2.post(str(acc.client.base_url) + path, json=body, headers=acc.headers, timeout=120)
+    assert resp.status_code in (201, 202), resp.text
+    out.append(time.monotonic() - started)
+
+
+def test_a_replay_since_a_time_answers_at_once_and_holds_up_no_other_writer(
+    runtime: Runtime, account: TestAccount, other_account: TestAccount, receiver: Receiver
+) -> None:
+    """5,000 old events. Before, the replay queued them all in its request's one transaction,
+    several queries each (one of them reading every queued job): many seconds, with every other
+    write of every account (SQLite) waiting for it. Now it answers at once and a background job
+    queues them 500 per transaction; all are delivered, once each."""
+    total = 5000
+    endpoint = _endpoint(account, receiver.url + "/replayed")
+    prefix = "".join(random.choices(string.ascii_lowercase, k=8))
+    with runtime.db.transaction() as session:
+        session.execute(
+            text(
+                "INSERT INTO events (public_id, account_id, type, campaign, session, data, created_at) "
+                "VALUES (:p, :a, 'coupon_opened', '', '', '{}', '2026-01-01 00:00:00')"
+            ),
+            [{"p": f"evt_{prefix}{i:012d}", "a": account.id} for i in range(total)],
+        )
+    replay_took: list[float] = []
+    other_took: list[float] = []
+    replaying = threading.Thread(
+        target=_timed_post,
+        args=(account, f"/v4/webhooks/{endpoint['id']}/replay", {"since": "2020-01-01"}, replay_took),
+    )
+    replaying.start()
+    time.sleep(0.2)
+    _timed_post(other_account, "/v4/webhooks", {"url": receiver.url + "/o", "events": ["*"]}, other_took)
+    replaying.join(120)
+    assert replay_took[0] < 2.0, replay_took
+    assert other_took[0] < 2.0, other_took
+    answer = account.client.post(
+        f"/v4/webhooks/{endpoint['id']}/replay", json={"since": "2030-01-01"}, headers=account.headers
+    ).json()
+    assert answer == {"endpoint": endpoint["id"], "since": "2030-01-01 00:00:00", "queued": 0}
+
+    draining = threading.Thread(target=drain, args=(runtime,))
+    draining.start()
+    while draining.is_alive() and len(other_took) < 6:
+        _timed_post(other_account, "/v4/webhooks", {"url": receiver.url + "/o", "events": ["*"]}, other_took)
+        time.sleep(0.3)
+    draining.join(300)
+    assert max(other_took) < 2.0, other_took  # at most one chunk's transaction to wait for
+    got = [r.event_id for r in receiver.requests() if r.path == "/replayed"]
+    assert len(got) == total
+    assert {g.removeprefix("evt_")[:8] for g in got} == {prefix}
+    assert len(set(got)) == total

@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from opencoupon.models import Event, WebhookAttempt, WebhookEndpoint, WebhookMessage
@@ -40,10 +40,32 @@ def event_by_public_id(session: Session, scope: ColumnElement[bool], public_id: 
     return session.scalar(select(Event).where(Event.public_id == public_id, scope))
 
 
-def events_since(session: Session, account_id: int, since: dt.datetime) -> Sequence[Event]:
+def events_after(
+    session: Session, account_id: int, since: dt.datetime, after: int, through: int, limit: int
+) -> Sequence[Event]:
+    """The account's next `limit` events since a time, by ID after `after` up to `through`."""
     return session.scalars(
-        select(Event).where(Event.account_id == account_id, Event.created_at >= since).order_by(Event.id)
+        select(Event)
+        .where(
+            Event.account_id == account_id,
+            Event.created_at >= since,
+            Event.id > after,
+            Event.id <= through,
+        )
+        .order_by(Event.id)
+        .limit(limit)
     ).all()
+
+
+def count_events_since(
+    session: Session, account_id: int, since: dt.datetime, through: int, types: Sequence[str] | None
+) -> int:
+    query = select(func.count()).where(
+        Event.account_id == account_id, Event.created_at >= since, Event.id <= through
+    )
+    if types is not None:
+        query = query.where(Event.type.in_(types))
+    return int(session.scalar(query) or 0)
 
 
 def messages_for(session: Session, endpoint_id: int, event_ids: Sequence[int]) -> dict[int, WebhookMessage]:

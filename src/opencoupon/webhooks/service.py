@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -19,7 +20,7 @@ from opencoupon.kit.endpoint import ApiContext
 from opencoupon.models import Account, Event, Job, WebhookEndpoint, WebhookMessage, WebhookPayload
 from opencoupon.webhooks import repository, signing, ssrf, throttle
 from opencoupon.webhooks.schemas import DeliveryQuery, EndpointCreate, EndpointUpdate, Replay, Rotate
-from opencoupon.worker.queue import encode, enqueue, is_pending
+from opencoupon.worker.queue import encode, enqueue, enqueue_many, pending
 
 PREFIX = "whe_"
 ENDPOINT_NOT_FOUND = ApiError(509, "Webhook not found.")
@@ -27,6 +28,8 @@ EVENT_NOT_FOUND = ApiError(509, "Webhook not found.")
 EVENT_ID = re.compile(r"^evt_[A-Za-z0-9]{20}$")
 DELIVER = "webhook.deliver"
 DELIVER_MAX_ATTEMPTS = 10  # of the job; a message's own retry schedule is kept on the message
+REPLAY = "webhook.replay"
+REPLAY_CHUNK = 500  # events a replay job queues per transaction
 DEFAULT_GRACE_HOURS = 24
 MAX_GRACE_HOURS = 24 * 7
 FIELD = "account_field"
@@ -89,37 +92,67 @@ def field_of(session: Session, endpoint: WebhookEndpoint) -> str:
 def queue_delivery(session: Session, endpoint: WebhookEndpoint, event: Event, now: dt.datetime) -> bool:
     """Queue `event` for `endpoint` (a new message, or a replay of an existing one that keeps its
     webhook-id). False when a delivery of it is already pending."""
-    if session.get(WebhookPayload, event.id) is None:
-        # An event that had no endpoint when it happened: its body is written now, once.
-        session.add(WebhookPayload(event_id=event.id, body=signing.build_body(event)))
-    found = repository.messages_for(session, endpoint.id, [event.id]).get(event.id)
-    if found is None:
-        found = WebhookMessage(
-            account_id=endpoint.account_id,
-            endpoint_id=endpoint.id,
-            event_id=event.id,
-            status="pending",
-            attempts=0,
-            round_attempts=0,
-            last_error="",
-            next_attempt_at=now,
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(found)
-        session.flush()
-    elif found.status == "pending" and is_pending(session, DELIVER, {"message_id": found.id}):
-        return False
-    else:
-        # Delivered or failed, or pending with no job left to deliver it (a job that died after
-        # its attempts, e.g. a worker killed during each one): queue it again.
-        found.status = "pending"
-        found.round_attempts = 0
-        found.next_attempt_at = now
-        found.throttled_until = None  # a slot reserved for an earlier round is not this one's
-        found.updated_at = now
-    enqueue(session, DELIVER, {"message_id": found.id}, run_at=now, max_attempts=DELIVER_MAX_ATTEMPTS)
-    return True
+    return queue_deliveries(session, endpoint, [event], now) == 1
+
+
+def queue_deliveries(
+    session: Session, endpoint: WebhookEndpoint, events: Sequence[Event], now: dt.datetime
+) -> int:
+    """`queue_delivery` for several events (a replay's chunk), with a few queries for them all;
+    how many were queued."""
+    if not events:
+        return 0
+    event_ids = [event.id for event in events]
+    have_body = set(
+        session.scalars(sa.select(WebhookPayload.event_id).where(WebhookPayload.event_id.in_(event_ids)))
+    )
+    # An event that had no endpoint when it happened: its body is written now, once.
+    session.add_all(
+        WebhookPayload(event_id=event.id, body=signing.build_body(event))
+        for event in events
+        if event.id not in have_body
+    )
+    found = repository.messages_for(session, endpoint.id, event_ids)
+    on_its_way = pending(
+        session, DELIVER, [{"message_id": m.id} for m in found.values() if m.status == "pending"]
+    )
+    queued: list[WebhookMessage] = []
+    for event in events:
+        message = found.get(event.id)
+        if message is None:
+            message = WebhookMessage(
+                account_id=endpoint.account_id,
+                endpoint_id=endpoint.id,
+                event_id=event.id,
+                status="pending",
+                attempts=0,
+                round_attempts=0,
+                last_error="",
+                next_attempt_at=now,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(message)
+        elif message.status == "pending" and encode({"message_id": message.id}) in on_its_way:
+            continue
+        else:
+            # Delivered or failed, or pending with no job left to deliver it (a job that died after
+            # its attempts, e.g. a worker killed during each one): queue it again.
+            message.status = "pending"
+            message.round_attempts = 0
+            message.next_attempt_at = now
+            message.throttled_until = None  # a slot reserved for an earlier round is not this one's
+            message.updated_at = now
+        queued.append(message)
+    session.flush()
+    enqueue_many(
+        session,
+        DELIVER,
+        [{"message_id": message.id} for message in queued],
+        run_at=now,
+        max_attempts=DELIVER_MAX_ATTEMPTS,
+    )
+    return len(queued)
 
 
 # ---- API ------------------------------------------------------------------------------------------
@@ -390,11 +423,22 @@ def replay(ctx: ApiContext, req: Replay) -> dict[str, Any]:
     if not req.since:
         raise ApiError(200, "Missing parameter: event or since")
     since = parse_since(req.since)
-    queued = 0
-    for event in repository.events_since(ctx.session, endpoint.account_id, since):
-        if wants(endpoint, event.type) and queue_delivery(ctx.session, endpoint, event, ctx.now):
-            queued += 1
-    return {"endpoint": f"{PREFIX}{endpoint.id}", "since": fmt(since), "queued": queued}
+    # The events that exist now; a background job walks them in chunks (webhooks.tasks.replay),
+    # so the call answers at once and no transaction holds the database for the whole walk.
+    through = ctx.session.scalar(sa.select(sa.func.max(Event.id))) or 0
+    types = endpoint.events.split(",")
+    matched = repository.count_events_since(
+        ctx.session, endpoint.account_id, since, through, None if "*" in types else types
+    )
+    if matched:
+        enqueue(ctx.session, REPLAY, replay_cursor(endpoint.id, since, 0, through))
+    return {"endpoint": f"{PREFIX}{endpoint.id}", "since": fmt(since), "queued": matched}
+
+
+def replay_cursor(endpoint_id: int, since: dt.datetime, after: int, through: int) -> dict[str, Any]:
+    """A replay job's payload: its endpoint and time, the last event ID done (0 at the start) and
+    the last one it covers (the newest when it was asked for)."""
+    return {"endpoint_id": endpoint_id, "since": since.isoformat(), "after": after, "through": through}
 
 
 def verify(ctx: ApiContext, webhook: str, session_code: str | None) -> dict[str, Any]:

@@ -5,7 +5,8 @@ body once and one message plus one `webhook.deliver` job per matching endpoint, 
 transaction. `webhook.deliver` jobs are handled a batch at a time: one read, every POST at once
 through the shared aiohttp session, one write of the results. A message's state only moves by a
 conditional update on its attempt count, so a delivery recorded by one worker is never recorded
-(or retried) again by another.
+(or retried) again by another. `webhook.replay` queues a replay of everything since a time, one
+chunk of events per transaction.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from opencoupon.models import (
 from opencoupon.runtime import Runtime
 from opencoupon.webhooks import repository, service, signing, throttle
 from opencoupon.webhooks.outbound import Request, Response, outbound_for, storable
-from opencoupon.worker.queue import enqueue_many
+from opencoupon.worker.queue import encode, enqueue_many
 from opencoupon.worker.registry import (
     BatchItems,
     BatchOutcomes,
@@ -200,6 +201,44 @@ def dispatch(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
             # The fan-out is committed; these jobs are claimed again when their lease runs out.
             log.exception("first delivery attempt of %d messages failed", len(first))
     return {job_id: None for job_id, _ in items}
+
+
+# ---- replay since a time ------------------------------------------------------------------------------
+
+
+@batch_task(service.REPLAY)
+def replay(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
+    """One chunk of each replay: its events queued and its cursor moved on in one transaction
+    (a worker that dies redoes one chunk at most, and a message already on its way is not queued
+    twice); then the job runs again for the next chunk, and other writers get their turn between."""
+    outcomes: BatchOutcomes = {}
+    for job_id, payload in items:
+        outcomes[job_id] = _replay_chunk(runtime, job_id, payload)
+    return outcomes
+
+
+def _replay_chunk(runtime: Runtime, job_id: int, payload: dict[str, Any]) -> BaseException | None:
+    now = utcnow()
+    through = int(payload["through"])
+    with runtime.db.transaction() as session:
+        endpoint = session.get(WebhookEndpoint, int(payload["endpoint_id"]))
+        if endpoint is None:
+            return None  # deleted meanwhile: nothing left to replay to
+        service.follow_field(endpoint, service.field_of(session, endpoint), now)
+        if not endpoint.enabled or not endpoint.url:
+            return None  # disabled meanwhile: its messages would end failed at once
+        since = dt.datetime.fromisoformat(payload["since"])
+        chunk = repository.events_after(
+            session, endpoint.account_id, since, int(payload["after"]), through, service.REPLAY_CHUNK
+        )
+        service.queue_deliveries(
+            session, endpoint, [e for e in chunk if service.wants(endpoint, e.type)], now
+        )
+        if len(chunk) < service.REPLAY_CHUNK:
+            return None
+        cursor = service.replay_cursor(endpoint.id, since, chunk[-1].id, through)
+        session.execute(update(Job).where(Job.id == job_id).values(payload=encode(cursor)))
+    return Retry(dt.timedelta(0), f"replaying: {service.REPLAY_CHUNK} events queued, more to go")
 
 
 # ---- delivery ---------------------------------------------------------------------------------------
