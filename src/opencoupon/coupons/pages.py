@@ -320,7 +320,10 @@ def _open(request: Request, runtime: Runtime, code: str) -> Outcome | None:
         campaign = _campaign_past_gate(s, request, code)
         if not isinstance(campaign, Campaign):
             return campaign
-        row = repository.session_for_device(s, campaign.id, device) if device else None
+        row = None
+        if device:
+            repository.lock_device_opening(s, campaign.id, device)
+            row = repository.session_for_device(s, campaign.id, device)
         new_device = None
         if row is None:
             problem = service.campaign_open_problem(campaign, now)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, literal, or_, select
+from sqlalchemy import ColumnElement, delete, func, insert, literal, or_, select, text
 from sqlalchemy.orm import Session
 
 from opencoupon.models import Campaign, CampaignCustomCode, CouponSession
@@ -106,6 +106,24 @@ def session_for_device(session: Session, campaign_id: int, device_id: str) -> Co
         .order_by(CouponSession.id.desc())
         .limit(1)
     )
+
+
+# First key of the PostgreSQL advisory lock of one device opening one campaign ("OD"); the second
+# is a hash of both. Other two-key advisory locks use other first keys (singleuse: "SU").
+DEVICE_OPEN_NAMESPACE = 0x4F44
+
+
+def lock_device_opening(session: Session, campaign_id: int, device_id: str) -> None:
+    """Serialise one browser's openings of one campaign on PostgreSQL until commit, so that its
+    requests at the same moment (a double tap, several tabs) find the session the first one made
+    instead of making one each: web sessions have no unique (campaign, device) index. Two pairs
+    with the same hash only wait for each other. On SQLite every write transaction already holds
+    the database's write lock."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:ns, hashtext(:key))"),
+            {"ns": DEVICE_OPEN_NAMESPACE, "key": f"{campaign_id}:{device_id}"},
+        )
 
 
 # Which date column each usage-data call filters on (None: every session, by creation date).

@@ -12,7 +12,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -576,14 +576,23 @@ def claim(
     changed = _rowcount(
         session,
         update(CouponSession)
-        # Not removed meanwhile either (a removal takes the claim out of the statistics).
+        # Not removed meanwhile either (a removal takes the claim out of the statistics), nor
+        # validated meanwhile: a validation committed while this ran wins, as if it came first.
         .where(
-            CouponSession.id == row.id, CouponSession.claimed_at.is_(None), CouponSession.removed_at.is_(None)
+            CouponSession.id == row.id,
+            CouponSession.claimed_at.is_(None),
+            CouponSession.removed_at.is_(None),
+            CouponSession.validation_count == 0,
         )
         .values(**values)
         .execution_options(synchronize_session=False),
     )
     if changed != 1:
+        now_claimed, now_validated = session.execute(
+            select(CouponSession.claimed_at, CouponSession.validation_count).where(CouponSession.id == row.id)
+        ).one()
+        if now_claimed is None and now_validated > 0:
+            raise refused(_REFUSALS["validated"])
         return False
     for key, value in values.items():
         set_committed_value(row, key, value)
