@@ -16,8 +16,10 @@ from opencoupon.models import Campaign, CouponSession
 SOURCE = "single_use"
 # Values per IN (...) probe: far below SQLite's 32,766 bound variables and PostgreSQL's 65,535.
 PROBE_CHUNK = 5000
-# SQLite page cache while a batch is inserted (KiB).
-BULK_CACHE_KIB = 64 * 1024
+# SQLite page cache while a batch is inserted (KiB). Rows go in index order, so each index page is
+# visited once: 8 MB inserts 100,000 rows as fast as 64 MB did (measured on tables of up to 900,000
+# rows), and the memory it held stays with the process after the batch, scattered among others.
+BULK_CACHE_KIB = 8 * 1024
 
 _TABLE = CouponSession.__table__
 
