@@ -79,7 +79,7 @@ def test_claim_form_stores_details_and_requires_fields(account: Acct, live_serve
         assert missing.status_code == 422
         assert "Please fill in email" in missing.text
         forged = phone.post(f"{location}/claim", data={"csrf": "forged", "email": "a@example.com"})
-        assert forged.status_code == 422
+        assert forged.status_code == 403
         done = phone.post(
             f"{location}/claim",
             data={

@@ -1,8 +1,11 @@
 """Consumer pages, third review: one session per device when it opens a coupon several times at
-once, and a claim racing a validation."""
+once, HEAD on every page and QR image (opening nothing), Retry-After on the wrong-PIN limit,
+no-store and nosniff on pages with a session, holder or form token, what a refused form says to
+a browser without cookies, and a claim racing a validation."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -14,6 +17,8 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from conftest import LiveServer
 from coupons_fixtures import PIN, Acct, bulk_sessions, create_campaign, csrf_token
+from directories_fixtures import create_directory
+from loyalty_fixtures import create_card
 from opencoupon.coupons import service
 from opencoupon.errors import ApiError
 from opencoupon.kit.clock import utcnow
@@ -91,6 +96,182 @@ def test_one_device_opening_a_coupon_several_times_at_once_gets_one_session(
         locations = _at_once([partial(_opened_at, live_server.url, device, campaign["code"])] * 8)
         assert len(set(locations)) == 1, locations
         assert _opens_and_sessions(runtime, campaign) == (1, 1)
+
+
+# ---------------------------------------------------------------- HEAD
+
+
+def test_head_of_the_coupon_address_opens_nothing(
+    account: Acct, live_server: LiveServer, runtime: Runtime
+) -> None:
+    campaign = create_campaign(account)
+    with httpx2.Client(base_url=live_server.url, timeout=30) as phone:
+        peek = phone.head(f"/p/{campaign['code']}")
+        assert peek.status_code == 200
+        assert peek.content == b""
+        assert "oc_device" not in peek.headers.get("set-cookie", "")
+        assert phone.head(f"/p/{campaign['code']}", headers=JSON).status_code == 200
+        assert _opens_and_sessions(runtime, campaign) == (0, 0)
+        opened = phone.get(f"/p/{campaign['code']}")
+        assert opened.status_code == 303
+        # A device that has its session: HEAD points at it, as GET does, and opens no other.
+        again = phone.head(f"/p/{campaign['code']}")
+        assert again.status_code == 303
+        assert again.headers["location"] == opened.headers["location"]
+        assert phone.head("/p/nosuchcode").status_code == 404
+    assert _opens_and_sessions(runtime, campaign) == (1, 1)
+    closed = create_campaign(account, status="inactive")
+    with httpx2.Client(base_url=live_server.url, timeout=30) as phone:
+        assert phone.head(f"/p/{closed['code']}").status_code == phone.get(f"/p/{closed['code']}").status_code
+
+
+def test_head_answers_every_coupon_page_and_qr_image_without_a_body(
+    account: Acct, live_server: LiveServer, runtime: Runtime
+) -> None:
+    campaign = create_campaign(account, validation_methods="pin,qr,widget")
+    (code,) = bulk_sessions(runtime, campaign["id"], 1)
+    path = f"/p/{campaign['code']}/{code}"
+    with httpx2.Client(base_url=live_server.url, timeout=30) as client:
+        # First: a HEAD is no visit, the session stays unopened (a GET would count the open).
+        for page in (path, f"{path}/scan", f"/p/{campaign['code']}/staff"):
+            for accept in (HTML, JSON):
+                head = client.head(page, headers=accept)
+                assert head.status_code == 200, page
+                assert head.content == b""
+                assert head.headers["content-type"].startswith(
+                    "application/json" if accept is JSON else "text/html"
+                )
+                assert head.headers["cache-control"] == "no-store"
+        with runtime.db.read() as s:
+            row = s.scalar(select(CouponSession).where(CouponSession.code == code))
+            assert row is not None
+            assert row.opened_at is None
+        assert _opens_and_sessions(runtime, campaign)[0] == 0
+        for image in (f"/qr/p/{campaign['code']}", f"/qr{path}", f"/qr{path}/scan"):
+            for fmt, media in (("svg", "image/svg+xml"), ("png", "image/png")):
+                got, head = client.get(f"{image}.{fmt}"), client.head(f"{image}.{fmt}")
+                assert head.status_code == 200, image
+                assert head.content == b""
+                assert head.headers["content-type"] == media
+                assert head.headers["content-length"] == str(len(got.content))
+        assert client.head(f"/qr/p/{campaign['code']}/{'a' * 21}.svg").status_code == 404
+        assert client.head(f"/p/{campaign['code']}/{'a' * 21}").status_code == 404
+
+
+# ---------------------------------------------------------------- Retry-After on wrong PINs
+
+
+def test_too_many_wrong_pins_says_how_long_to_wait(account: Acct, live_server: LiveServer) -> None:
+    campaign = create_campaign(account, validation_methods="pin,qr,widget")
+    staff = f"/p/{campaign['code']}/staff"
+    with httpx2.Client(base_url=live_server.url, timeout=30) as phone:
+        path = phone.get(f"/p/{campaign['code']}").headers["location"]
+        token = csrf_token(phone, staff)
+        for _ in range(10):
+            wrong = phone.post(staff, data={"csrf": token, "pin": "0000", "code": "abcdef"}, headers=JSON)
+            assert wrong.status_code == 403
+        answers = {
+            "staff json": phone.post(
+                staff, data={"csrf": token, "pin": "0000", "code": "abcdef"}, headers=JSON
+            ),
+            "staff html": phone.post(staff, data={"csrf": token, "pin": "0000", "code": "abcdef"}),
+            "phone json": phone.post(f"{path}/validate", data={"csrf": token, "pin": "0000"}, headers=JSON),
+            "phone html": phone.post(f"{path}/validate", data={"csrf": token, "pin": "0000"}),
+            "scan json": phone.post(f"{path}/scan", data={"csrf": token, "pin": "0000"}, headers=JSON),
+            "scan html": phone.post(f"{path}/scan", data={"csrf": token, "pin": "0000"}),
+        }
+    for name, answer in answers.items():
+        assert answer.status_code == 429, name
+        assert 1 <= int(answer.headers["retry-after"]) <= 15 * 60, name
+        # The window began with the first wrong PIN, moments ago: a quarter of an hour to go.
+        said = _error(answer)[1] if "json" in name else answer.text
+        assert "Too many wrong PINs. Try again in 15 minutes." in said, name
+
+
+# ---------------------------------------------------------------- no-store, nosniff
+
+
+def _form_token(html: str) -> str:
+    found = re.search(r'name="form_token" value="([^"]+)"', html)
+    assert found is not None, html
+    return found.group(1)
+
+
+def _private(answer: httpx2.Response) -> bool:
+    return (
+        answer.headers.get("cache-control") == "no-store"
+        and answer.headers.get("x-content-type-options") == "nosniff"
+    )
+
+
+def test_pages_with_a_session_holder_or_form_are_not_cached(
+    account: Acct, live_server: LiveServer, runtime: Runtime
+) -> None:
+    campaign = create_campaign(account, claim_fields="firstname", validation_methods="pin,qr,widget")
+    card = create_card(account)
+    directory = create_directory(account)
+    with httpx2.Client(base_url=live_server.url, timeout=30) as phone:
+        opened = phone.get(f"/p/{campaign['code']}")
+        path = opened.headers["location"]
+        token = csrf_token(phone, path)
+        answers = {
+            "open": opened,
+            "page": phone.get(path),
+            "page json": phone.get(path, headers=JSON),
+            "claim": phone.post(f"{path}/claim", data={"csrf": token, "firstname": "Ada"}, headers=JSON),
+            "validate": phone.post(f"{path}/validate", data={"csrf": token, "pin": PIN}, headers=JSON),
+            "scan": phone.get(f"{path}/scan"),
+            "staff": phone.get(f"/p/{campaign['code']}/staff"),
+            "directory sign-in": phone.get(f"/d/{directory['code']}/login"),
+        }
+        join_page = phone.get(f"/l/{card['code']}").text
+        joined = phone.post(
+            f"/l/{card['code']}/join",
+            data={"form_token": _form_token(join_page), "first_name": "Ada", "email": "ada@example.com"},
+        )
+        assert joined.status_code == 303, joined.text
+        answers["loyalty card"] = phone.get(joined.headers["location"])
+        answers["loyalty card json"] = phone.get(joined.headers["location"], headers=JSON)
+        session_qr = phone.get(f"/qr{path}/scan.svg")
+        campaign_qr = phone.get(f"/qr/p/{campaign['code']}.svg")
+    for name, answer in answers.items():
+        assert answer.status_code in (200, 303), (name, answer.text)
+        assert _private(answer), (name, dict(answer.headers))
+    # A session's QR code holds its address: nosniff, and kept by the browser only.
+    assert session_qr.headers["x-content-type-options"] == "nosniff"
+    assert session_qr.headers["cache-control"] == "private, max-age=86400"
+    assert campaign_qr.headers["cache-control"] == "public, max-age=86400"
+
+
+# ---------------------------------------------------------------- a browser without cookies
+
+
+def test_a_browser_without_cookies_is_told_to_allow_them(account: Acct, live_server: LiveServer) -> None:
+    campaign = create_campaign(account, claim_fields="firstname", validation_methods="pin,qr,widget")
+    with httpx2.Client(base_url=live_server.url, timeout=30) as phone:
+        path = phone.get(f"/p/{campaign['code']}").headers["location"]
+        token = csrf_token(phone, path)
+        cookies = dict(phone.cookies)
+    forms = {
+        "claim": (f"{path}/claim", {"csrf": token, "firstname": "Ada"}),
+        "validate": (f"{path}/validate", {"csrf": token, "pin": PIN}),
+        "scan": (f"{path}/scan", {"csrf": token, "pin": PIN}),
+        "staff": (f"/p/{campaign['code']}/staff", {"csrf": token, "pin": PIN, "code": "abcdef"}),
+    }
+    with httpx2.Client(base_url=live_server.url, timeout=30) as cookieless:
+        for name, (url, data) in forms.items():
+            answer = cookieless.post(url, data=data, headers=JSON)
+            assert answer.status_code == 403, (name, answer.text)
+            assert _error(answer) == (300, NO_COOKIES), name
+            cookieless.cookies.clear()
+            assert NO_COOKIES in cookieless.post(url, data=data).text, name
+            cookieless.cookies.clear()
+    # With its cookie but a token of another browser: the form expired, 403 on the claim too.
+    with httpx2.Client(base_url=live_server.url, timeout=30, cookies=cookies) as other:
+        other.cookies.set("oc_csrf", "x" * 32)
+        answer = other.post(forms["claim"][0], data=forms["claim"][1], headers=JSON)
+        assert answer.status_code == 403
+        assert _error(answer) == (300, "The form expired. Please try again.")
 
 
 # ---------------------------------------------------------------- claim racing a validation

@@ -50,3 +50,13 @@ def deny_framing(response: R) -> R:
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
     return response
+
+
+def private_page(response: R) -> R:
+    """A consumer page of one session, card holder or member, or with a form's CSRF token: its
+    address is a bearer token or it shows personal data, so no cache keeps it (Cache-Control:
+    no-store, as the dashboard's pages), no browser reads it as another type than it says
+    (X-Content-Type-Options: nosniff), and no frame shows it (deny_framing)."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return deny_framing(response)

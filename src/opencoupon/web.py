@@ -141,6 +141,16 @@ def csrf_ok(request: Request, form_token: str) -> bool:
     return form_nonce(runtime_of(request), request, form_token) is not None
 
 
+FORM_EXPIRED = "The form expired. Please try again."
+NO_COOKIES = "Your browser did not send cookies: allow cookies for this site and try again."
+
+
+def csrf_refusal(request: Request) -> str:
+    """What a refused form says: a browser that sends no cookies at all would be told the form
+    expired however often it tried, so it is told to allow them."""
+    return FORM_EXPIRED if request.cookies.get(CSRF_COOKIE) else NO_COOKIES
+
+
 # Codecs that cannot turn bytes into text no database stores (a lone surrogate).
 _SAFE_CODECS = {"utf-8", "ascii", "iso8859-1", "cp1252"}
 

@@ -6,6 +6,7 @@ when the request asks for `Accept: application/json`."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,7 @@ from opencoupon.kit.dates import parse_birthday
 from opencoupon.kit.lockout import BACKSTOP_FACTOR, GuessLimit, Lockout
 from opencoupon.kit.ratelimit import retry_after_header
 from opencoupon.models import Account, Campaign, CouponSession
-from opencoupon.pages import deny_framing, render, render_error_page
+from opencoupon.pages import private_page, render, render_error_page
 from opencoupon.runtime import Runtime
 from opencoupon.web import form_text, wants_json
 
@@ -65,6 +66,19 @@ NOTICES = {"claimed": "Your coupon is claimed.", "validated": "Coupon validated.
 # coupons of the campaign to try more PINs). A count per page gave one address ten per page.
 pin_lockout = GuessLimit(Lockout("staff-pin"), Lockout("campaign-pin", limit=10 * BACKSTOP_FACTOR))
 TOO_MANY_OPENS = "Too many coupons were opened from this network. Please try again later."
+
+
+def _pin_wait(s: Session, runtime: Runtime, campaign_id: int, client: str) -> float:
+    """Seconds until PINs may be typed again: the window of the limit that refused, the client's
+    own when it is over it, otherwise the campaign's from all addresses."""
+    own = pin_lockout.per_client
+    if own.count(s, runtime.keyring, campaign_id, client) > own.limit:
+        return own.seconds_left(s, runtime.keyring, campaign_id, client)
+    return pin_lockout.per_secret.seconds_left(s, runtime.keyring, campaign_id)
+
+
+def _too_many_pins(wait: float) -> str:
+    return f"Too many wrong PINs. Try again in {_duration_words(max(1, math.ceil(wait / 60)))}."
 
 
 def _open_limit(runtime: Runtime) -> Lockout | None:
@@ -344,14 +358,36 @@ def _open(request: Request, runtime: Runtime, code: str) -> Outcome | None:
         return Outcome(redirect=session_path(campaign, row), device=new_device)
 
 
-@router.get("/p/{code}")
+def _peek(request: Request, runtime: Runtime, code: str) -> Outcome | Response | None:
+    """HEAD of the coupon's address (link checkers, chat previews): what GET would answer, without
+    opening anything. The device's own session when it has one (303), 410 when the campaign opens
+    none now, else 200 with no body: a new session, an open counted and a custom code taken only
+    for a GET."""
+    device = _device_of(request)
+    with runtime.db.read() as s:
+        campaign = _campaign_past_gate(s, request, code)
+        if not isinstance(campaign, Campaign):
+            return campaign
+        known = repository.session_for_device(s, campaign.id, device) if device else None
+        if known is not None:
+            return Outcome(redirect=session_path(campaign, known))
+        problem = service.campaign_open_problem(campaign, utcnow())
+        if problem is not None:
+            brand = branding.for_account(s, campaign.account_id)
+            return _message_outcome(410, campaign.title or campaign.name, problem, brand=brand)
+    return Response(status_code=200, media_type="application/json" if wants_json(request) else "text/html")
+
+
+@router.api_route("/p/{code}", methods=["GET", "HEAD"])
 async def open_coupon(request: Request, code: str) -> Response:
     """Open the coupon: a new session for this device, or the one it opened before."""
     runtime: Runtime = request.app.state.runtime
-    out = await run_in_threadpool(_open, request, runtime, code)
+    opener = _peek if request.method == "HEAD" else _open
+    out = await run_in_threadpool(opener, request, runtime, code)
     if out is None:
         return _not_found(request, "campaign")
-    return _respond(request, out)
+    # The redirect's Location is the session's address, a bearer token: no cache keeps it.
+    return private_page(out if isinstance(out, Response) else _respond(request, out))
 
 
 def _show(request: Request, runtime: Runtime, code: str, session_code: str, csrf: Csrf) -> Outcome | None:
@@ -362,8 +398,9 @@ def _show(request: Request, runtime: Runtime, code: str, session_code: str, csrf
         if not isinstance(found, tuple):
             return found
         campaign, row = found
-        if row.opened_at is not None or row.removed_at is not None:
-            # Already opened: showing it needs no write (nor SQLite's write lock).
+        if row.opened_at is not None or row.removed_at is not None or request.method == "HEAD":
+            # Already opened: showing it needs no write (nor SQLite's write lock). A HEAD
+            # (a link checker, a chat preview) is no visit by the consumer: it opens nothing.
             context, data = _session_context(s, runtime, campaign, row, csrf, now, done=done)
             return Outcome(context=context, json=data)
     with runtime.db.transaction() as s:
@@ -420,16 +457,21 @@ def _staff(request: Request, runtime: Runtime, code: str, form: dict[str, str], 
         )
 
     if not csrf_ok(request, runtime, form.get("csrf", "")):
-        return fail(403, "The form expired. Please try again.", 300)
+        return fail(403, web.csrf_refusal(request), 300)
     client = web.client_key(request)
+    wait = 0.0
     with runtime.db.transaction() as s:
         # Counted before it is checked, given back when right (opencoupon.kit.lockout).
         allowed = pin_lockout.attempt(s, runtime.keyring, campaign.id, client)
         right = allowed and service.pin_matches(runtime, campaign, pin)
         if right:
             pin_lockout.refund(s, runtime.keyring, campaign.id, client)
+        if not allowed:
+            wait = _pin_wait(s, runtime, campaign.id, client)
     if not allowed:
-        return fail(429, "Too many wrong PINs. Wait 15 minutes and try again.", 429)
+        refused = fail(429, _too_many_pins(wait), 429)
+        refused.headers["Retry-After"] = retry_after_header(wait)
+        return refused
     if not right:
         return fail(403, "Wrong PIN.", 300)
     try:
@@ -465,7 +507,7 @@ def _staff(request: Request, runtime: Runtime, code: str, form: dict[str, str], 
     )
 
 
-@router.api_route("/p/{code}/staff", methods=["GET", "POST"])
+@router.api_route("/p/{code}/staff", methods=["GET", "HEAD", "POST"])
 async def staff_page(request: Request, code: str) -> Response:
     """Staff type the PIN and the coupon's 6-character code (or a custom validation code)."""
     runtime: Runtime = request.app.state.runtime
@@ -474,10 +516,10 @@ async def staff_page(request: Request, code: str) -> Response:
     out = await run_in_threadpool(_staff, request, runtime, code, form, csrf)
     if out is None:
         return _not_found(request, "campaign")
-    return deny_framing(_respond(request, out, csrf))
+    return private_page(_respond(request, out, csrf))
 
 
-@router.get("/p/{code}/{session_code}")
+@router.api_route("/p/{code}/{session_code}", methods=["GET", "HEAD"])
 async def show_session(request: Request, code: str, session_code: str) -> Response:
     """The coupon as the consumer sees it (marks a first visit as the open)."""
     runtime: Runtime = request.app.state.runtime
@@ -485,8 +527,9 @@ async def show_session(request: Request, code: str, session_code: str) -> Respon
     out = await run_in_threadpool(_show, request, runtime, code, session_code, csrf)
     if out is None:
         return _not_found(request, "session")
-    # The coupon holds the staff PIN form (validation on the phone): no frames, as the staff pages.
-    return deny_framing(_respond(request, out, csrf))
+    # The coupon holds the staff PIN form (validation on the phone): no frames, as the staff pages;
+    # its address is the session's bearer token: no cache keeps it.
+    return private_page(_respond(request, out, csrf))
 
 
 # ---------------------------------------------------------------- claim
@@ -549,7 +592,8 @@ def _claim(
     request: Request, runtime: Runtime, code: str, session_code: str, form: dict[str, str], csrf: Csrf
 ) -> Outcome | None:
     now = utcnow()
-    # A form to correct: 422, code 300; a coupon that cannot be claimed: its ApiError (308, 409).
+    # A form to correct: 422, code 300; a refused form (CSRF): 403, code 300, as on the other
+    # pages; a coupon that cannot be claimed: its ApiError (308, 409).
     error, status, error_code = "", 422, 300
     try:
         with runtime.db.transaction() as s:
@@ -558,7 +602,7 @@ def _claim(
                 return found
             campaign, row = found
             if not csrf_ok(request, runtime, form.get("csrf", "")):
-                error = "The form expired. Please try again."
+                error, status = web.csrf_refusal(request), 403
             else:
                 word = service.state(campaign, row, service.account_zone(s, campaign.account_id), now)
                 if word in _NOT_CLAIMABLE:
@@ -597,7 +641,7 @@ async def claim_session(request: Request, code: str, session_code: str) -> Respo
     if out is None:
         return _not_found(request, "session")
     # A refused claim shows the coupon again, with its PIN form.
-    return deny_framing(_respond(request, out, csrf))
+    return private_page(_respond(request, out, csrf))
 
 
 # ---------------------------------------------------------------- PIN on the phone, and the QR scan page
@@ -617,6 +661,7 @@ def _validate_with_pin(
     template = "coupons/session.html" if method == "pin" else "coupons/scan.html"
     error, status, error_code = "", 200, 308
     form_off = False
+    headers: dict[str, str] = {}
     try:
         with runtime.db.transaction() as s:
             # The QR scan page is the staff's; the gates guard the consumer's pages only.
@@ -639,11 +684,13 @@ def _validate_with_pin(
             elif not form:
                 pass
             elif not csrf_ok(request, runtime, form.get("csrf", "")):
-                error, status, error_code = "The form expired. Please try again.", 403, 300
+                error, status, error_code = web.csrf_refusal(request), 403, 300
             elif row.locked:
                 error, status = MESSAGES["locked"], 409
             elif not pin_lockout.attempt(s, runtime.keyring, campaign.id, client):
-                error, status, error_code = "Too many wrong PINs. Wait 15 minutes and try again.", 429, 429
+                wait = _pin_wait(s, runtime, campaign.id, client)
+                error, status, error_code = _too_many_pins(wait), 429, 429
+                headers["Retry-After"] = retry_after_header(wait)
             elif not service.pin_matches(runtime, campaign, form.get("pin", "")):
                 locked_now = service.record_pin_failure(s, row, now)
                 error, status, error_code = "Wrong PIN.", 403, 300
@@ -669,7 +716,7 @@ def _validate_with_pin(
     if form_off:
         context["can_validate"] = False
     body: Any = error_body(status, [error_code], [error]) if error else data
-    return Outcome(status=status, template=template, context=context, json=body)
+    return Outcome(status=status, template=template, context=context, json=body, headers=headers)
 
 
 @router.post("/p/{code}/{session_code}/validate")
@@ -681,10 +728,10 @@ async def validate_on_phone(request: Request, code: str, session_code: str) -> R
     out = await run_in_threadpool(_validate_with_pin, request, runtime, code, session_code, form, csrf, "pin")
     if out is None:
         return _not_found(request, "session")
-    return deny_framing(_respond(request, out, csrf))
+    return private_page(_respond(request, out, csrf))
 
 
-@router.api_route("/p/{code}/{session_code}/scan", methods=["GET", "POST"])
+@router.api_route("/p/{code}/{session_code}/scan", methods=["GET", "HEAD", "POST"])
 async def scan_page(request: Request, code: str, session_code: str) -> Response:
     """Where the session's QR code leads staff: the coupon's state and a PIN form to validate it."""
     runtime: Runtime = request.app.state.runtime
@@ -693,4 +740,4 @@ async def scan_page(request: Request, code: str, session_code: str) -> Response:
     out = await run_in_threadpool(_validate_with_pin, request, runtime, code, session_code, form, csrf, "qr")
     if out is None:
         return _not_found(request, "session")
-    return deny_framing(_respond(request, out, csrf))
+    return private_page(_respond(request, out, csrf))

@@ -31,7 +31,7 @@ from opencoupon.kit.crypto import hash_password, verify_password
 from opencoupon.kit.dates import fmt
 from opencoupon.kit.lockout import ADDRESS_FACTOR, BACKSTOP_FACTOR, GuessLimit, Lockout
 from opencoupon.models import Campaign, Category, CouponSession, Directory, DirectoryUser, LoyaltyCard
-from opencoupon.pages import deny_framing, render, render_error_page
+from opencoupon.pages import private_page, render, render_error_page
 from opencoupon.runtime import Runtime
 
 router = APIRouter(tags=["Directory pages"], include_in_schema=False)
@@ -545,8 +545,9 @@ def _form_page(
         status_code=status_code,
     )
     signin.set_csrf_cookie(response, request, fresh)
-    # A sign-in or registration form in another site's frame could take a member's password.
-    return deny_framing(response)
+    # A sign-in or registration form in another site's frame could take a member's password; the
+    # form's CSRF token is this browser's: no cache keeps it.
+    return private_page(response)
 
 
 _FIELD_LABELS = {
@@ -601,7 +602,7 @@ def register(
         )
 
     if not web.csrf_ok(request, csrf_token):
-        return form_again(400, "The form expired. Please try again.")
+        return form_again(400, web.csrf_refusal(request))
     unusable = web.fields_with_control_characters({"email": email, "password": password, **values})
     if unusable:
         values.update({name: "" for name in unusable if name in values})  # not shown back as sent
@@ -693,7 +694,7 @@ def login(
         )
 
     if not web.csrf_ok(request, csrf_token):
-        return form_again(400, "The form expired. Please try again.")
+        return form_again(400, web.csrf_refusal(request))
     client = web.client_key(request)
     login_limit = _login_limit(runtime)
     with runtime.db.transaction() as session:

@@ -28,7 +28,7 @@ from opencoupon.kit.ratelimit import retry_after_header
 from opencoupon.loyalty import repository as repo
 from opencoupon.loyalty import service
 from opencoupon.models import LoyaltyCard, LoyaltyHolder
-from opencoupon.pages import deny_framing, render, render_error_page
+from opencoupon.pages import private_page, render, render_error_page
 from opencoupon.qr import codes as qr_codes
 from opencoupon.runtime import Runtime
 
@@ -343,8 +343,8 @@ def _staff_response(
 ) -> Response:
     if web.wants_json(request):
         if error:
-            return JSONResponse({"error": error}, status_code=status)
-        return JSONResponse(result or {}, status_code=status)
+            return private_page(JSONResponse({"error": error}, status_code=status))
+        return private_page(JSONResponse(result or {}, status_code=status))
     cookie = web.csrf_cookie(request)
     response = render(
         request,
@@ -362,7 +362,7 @@ def _staff_response(
         },
         status_code=status,
     )
-    return web.with_csrf_cookie(deny_framing(response), request, cookie)
+    return web.with_csrf_cookie(private_page(response), request, cookie)
 
 
 @dataclass
@@ -500,7 +500,7 @@ def card_page(request: Request, code: str, token: str, added: str = "") -> Respo
         service.apply_expiry(session, runtime, card, holder, utcnow())
         ctx = _card_context(session, runtime, card, holder)
     if web.wants_json(request):
-        return JSONResponse(_holder_json(runtime, ctx))
+        return private_page(JSONResponse(_holder_json(runtime, ctx)))
     cookie = web.csrf_cookie(request)
     ctx.update(
         title=card.name,
@@ -508,8 +508,9 @@ def card_page(request: Request, code: str, token: str, added: str = "") -> Respo
         added=_added(added),
         error="",
     )
-    # The card page holds the staff PIN form: no frames, as on the staff pages.
-    response = deny_framing(render(request, "loyalty/card.html", ctx))
+    # The card page holds the staff PIN form: no frames, as on the staff pages; its address is the
+    # holder's bearer token: no cache keeps it.
+    response = private_page(render(request, "loyalty/card.html", ctx))
     return web.with_csrf_cookie(response, request, cookie)
 
 
@@ -535,8 +536,9 @@ def card_collect(
     refused_status = outcome.status if outcome.error else 409
     if web.wants_json(request):
         if outcome.error or "error" in result:
-            return JSONResponse({"error": outcome.error or result["error"]}, status_code=refused_status)
-        return JSONResponse(result)
+            refusal = JSONResponse({"error": outcome.error or result["error"]}, status_code=refused_status)
+            return private_page(refusal)
+        return private_page(JSONResponse(result))
     if outcome.error or "error" in result:
         with runtime.db.read() as session:
             fresh_card = repo.card_by_code(session, code)
@@ -553,6 +555,6 @@ def card_collect(
         )
         status = refused_status
         return web.with_csrf_cookie(
-            deny_framing(render(request, "loyalty/card.html", ctx, status_code=status)), request, cookie
+            private_page(render(request, "loyalty/card.html", ctx, status_code=status)), request, cookie
         )
     return RedirectResponse(f"/l/{card.code}/{token}?added={result.get('added', 0)}", status_code=303)

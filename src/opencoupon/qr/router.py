@@ -59,22 +59,26 @@ async def _answer(
     if fmt not in MEDIA or not await run_in_threadpool(_exists, runtime, code, session_code, scan):
         return error_response(ApiError(404, "QR code not found.", http_status=404))
     image = await run_in_threadpool(qr_image, runtime.url(path), fmt)
-    return Response(image, media_type=MEDIA[fmt], headers={"Cache-Control": "public, max-age=86400"})
+    # A session's code holds its address, a bearer token: the browser may keep it, no shared cache.
+    cache = "public, max-age=86400" if session_code is None else "private, max-age=86400"
+    return Response(
+        image, media_type=MEDIA[fmt], headers={"Cache-Control": cache, "X-Content-Type-Options": "nosniff"}
+    )
 
 
-@router.get("/qr/p/{code}.{fmt}")
+@router.api_route("/qr/p/{code}.{fmt}", methods=["GET", "HEAD"])
 async def campaign_qr(request: Request, code: str, fmt: str) -> Response:
     """QR code of the campaign URL /p/{code}."""
     return await _answer(request, fmt, f"/p/{code}", code, None)
 
 
-@router.get("/qr/p/{code}/{session_code}.{fmt}")
+@router.api_route("/qr/p/{code}/{session_code}.{fmt}", methods=["GET", "HEAD"])
 async def session_qr(request: Request, code: str, session_code: str, fmt: str) -> Response:
     """QR code of a session URL /p/{code}/{session}."""
     return await _answer(request, fmt, f"/p/{code}/{session_code}", code, session_code)
 
 
-@router.get("/qr/p/{code}/{session_code}/scan.{fmt}")
+@router.api_route("/qr/p/{code}/{session_code}/scan.{fmt}", methods=["GET", "HEAD"])
 async def scan_qr(request: Request, code: str, session_code: str, fmt: str) -> Response:
     """QR code shown on the coupon: it leads staff to the PIN-protected validation page."""
     return await _answer(request, fmt, f"/p/{code}/{session_code}/scan", code, session_code, scan=True)
