@@ -82,3 +82,31 @@ def test_a_removed_link_stops_working_and_leaves_the_usage_data(
     sessions = [entry["session"] for entry in listed["data"]]
     assert kept in sessions
     assert gone not in sessions
+
+
+def test_a_removed_links_page_answers_no_personal_data_as_json(
+    account: Any, su_campaign: CampaignRef
+) -> None:
+    """The HTML of a removed link hid the person's details, its JSON answer did not: whoever held
+    the address of a link sent to the wrong person and then removed read their name, email, phone
+    and validation code. Both say only that it is gone."""
+    made = assert_ok(
+        account.call(
+            "/v3/singleuse/create",
+            campaign=su_campaign.public_id,
+            firstname="Ann",
+            email="ann.removed@example.com",
+            phone="+3212345678",
+            customvalcode="SECRET-1",
+        )
+    )
+    code = str(made["single_use_code"])
+    assert_ok(account.call("/v3/singleuse/remove", single_use_code=code))
+    page = account.client.get(f"/p/{su_campaign.code}/{code}", headers={"Accept": "application/json"})
+    assert page.status_code == 200, page.text
+    answer = page.json()
+    assert answer["state"] == "removed"
+    assert "no longer available" in answer["message"].lower()
+    assert answer["data"]["status"]["removed"] == "1"
+    for secret in ("Ann", "ann.removed@example.com", "3212345678", "SECRET-1"):
+        assert secret not in page.text, secret

@@ -24,7 +24,7 @@ from opencoupon.errors import ApiError, error_body
 from opencoupon.kit import ids
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.crypto import token
-from opencoupon.kit.dates import parse_birthday
+from opencoupon.kit.dates import fmt, parse_birthday
 from opencoupon.kit.lockout import BACKSTOP_FACTOR, GuessLimit, Lockout
 from opencoupon.kit.ratelimit import retry_after_header
 from opencoupon.models import Account, Campaign, CouponSession
@@ -254,7 +254,16 @@ def _session_context(
         "shows_qr": "qr" in methods,
         "push_target": {"kind": "coupon_session", "code": row.code},
     }
-    data = views.session_data(s, runtime, campaign, row, now)
+    if word == "removed":
+        # What the page shows, no more: a link sent to the wrong person and then removed must not
+        # hand out their name, email, phone or codes to whoever holds its address.
+        data: dict[str, Any] = {
+            "campaign": service.campaign_public_id(campaign),
+            "session": row.code,
+            "data": {"status": {"removed": "1", "removed_date_utc": fmt(row.removed_at)}},
+        }
+    else:
+        data = views.session_data(s, runtime, campaign, row, now)
     data.update({"state": word, "message": MESSAGES[word] or notice})
     return context, data
 
