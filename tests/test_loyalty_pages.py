@@ -64,9 +64,13 @@ def test_join_refuses_forged_forms_inactive_cards_and_duplicate_emails(
     http: httpx2.Client, account: Acc
 ) -> None:
     card = create_card(account, type="points")
-    forged = http.post(
-        f"/l/{card['code']}/join", data={"form_token": "x", "first_name": "A", "email": "a@example.com"}
-    )
+    fields = {"form_token": "x", "first_name": "A", "email": "a@example.com"}
+    # A browser that sends no cookies is told to allow them (the form would never do otherwise).
+    cookieless = http.post(f"/l/{card['code']}/join", data=fields)
+    assert cookieless.status_code == 422
+    assert "allow cookies" in cookieless.text
+    assert http.get(f"/l/{card['code']}").status_code == 200  # the browser has its cookie now
+    forged = http.post(f"/l/{card['code']}/join", data=fields)
     assert forged.status_code == 422
     assert "expired" in forged.text
     create_holder(account, card["id"], email="taken@example.com")

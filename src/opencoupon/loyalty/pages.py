@@ -218,7 +218,7 @@ def join(
             return card
         nonce = web.form_nonce(runtime, request, form_token, max_age=FORM_MAX_AGE)
         if nonce is None:
-            error = "This form has expired. Please try again."
+            error = web.csrf_refusal(request)  # expired, or a browser that sends no cookies
         elif not card.active:
             error = "This card is not active at the moment."
         elif unusable:
@@ -393,7 +393,7 @@ def _collect(
             return None, _Outcome(status=404)
         nonce = web.form_nonce(runtime, request, token, max_age=FORM_MAX_AGE)
         if nonce is None:
-            return card, _Outcome(error="This form has expired. Please try again.", status=403)
+            return card, _Outcome(error=web.csrf_refusal(request), status=403)
         if not card.active or not card.pin_digest:
             return card, _Outcome(error="Collecting on this card is not possible at the moment.", status=409)
         # Counted before it is checked, given back when right (opencoupon.kit.lockout).
