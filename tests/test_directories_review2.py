@@ -616,3 +616,25 @@ def test_an_empty_category_in_directory_campaign_update_clears_only_the_director
     assert v4(account, "GET", f"/v4/campaigns/cam_{campaign.id}").json()["category"] == drinks["id"]
     assert account.call(update, campaign=f"cam_{campaign.id}", category="").status_code == 200
     assert not v4(account, "GET", f"/v4/campaigns/cam_{campaign.id}").json()["category"]
+
+
+def test_a_members_directory_page_and_coupon_address_are_not_cached(
+    account: TestAccount, runtime: Runtime, browser: Browser
+) -> None:
+    """The directory page shows who is signed in (and its sign-out form's token), and opening a
+    coupon answers the member's own session address, a bearer token: neither may be kept by a
+    cache (Cache-Control: no-store), as every other consumer page with a session."""
+    campaign = make_campaign(runtime, account.id, "Members' deal")
+    directory = create_directory(account, access="login", campaigns=[f"cam_{campaign.id}"])
+    assert browser.register(directory["code"], "cached@example.com").status_code == 303
+    base = f"/d/{directory['code']}"
+    answers = [
+        browser.get(base),
+        browser.get(base, headers={"Accept": "application/json"}),
+        browser.get(f"{base}/c/cam_{campaign.id}"),
+        browser.get(f"{base}/c/cam_{campaign.id}", headers={"Accept": "application/json"}),
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 303, 200]
+    for answer in answers:
+        assert answer.headers.get("cache-control") == "no-store", answer.request.url
+        assert answer.headers.get("x-content-type-options") == "nosniff"

@@ -339,28 +339,32 @@ def directory_page(request: Request, code: str, q: str = "", category: str = "")
         message = reason_text(access, user) if not access.granted else ""
         pay_url = _pay_url(directory, user, access)
         if web.wants_json(request):
-            return JSONResponse(
-                {
-                    "directory": service.dir_id(directory),
-                    "name": directory.name,
-                    "access": directory.access,
-                    "locked": not access.granted,
-                    "reason": "" if access.granted else access.reason,
-                    "message": message,
-                    "user": service.reg_id(user) if user else None,
-                    "payment_status": user.payment_status if user else None,
-                    "payment_url": pay_url,
-                    "sections": [
-                        {
-                            "title": s["title"],
-                            "category": s["category"],
-                            "campaigns": [{**i, "url": runtime.url(i["href"])} for i in s["items"]],
-                        }
-                        for s in sections
-                    ],
-                    "loyalty_cards": cards,
-                    "categories": [{"id": service.cat_id(c.id), "path": paths[c.id]} for c in categories],
-                }
+            # The member's ID and payment link, and on the page the sign-out form's token: no cache
+            # keeps them (pages.private_page).
+            return private_page(
+                JSONResponse(
+                    {
+                        "directory": service.dir_id(directory),
+                        "name": directory.name,
+                        "access": directory.access,
+                        "locked": not access.granted,
+                        "reason": "" if access.granted else access.reason,
+                        "message": message,
+                        "user": service.reg_id(user) if user else None,
+                        "payment_status": user.payment_status if user else None,
+                        "payment_url": pay_url,
+                        "sections": [
+                            {
+                                "title": s["title"],
+                                "category": s["category"],
+                                "campaigns": [{**i, "url": runtime.url(i["href"])} for i in s["items"]],
+                            }
+                            for s in sections
+                        ],
+                        "loyalty_cards": cards,
+                        "categories": [{"id": service.cat_id(c.id), "path": paths[c.id]} for c in categories],
+                    }
+                )
             )
         form_token, fresh = signin.csrf_token(request)
         response = render(
@@ -384,7 +388,7 @@ def directory_page(request: Request, code: str, q: str = "", category: str = "")
             },
         )
         signin.set_csrf_cookie(response, request, fresh)
-        return response
+        return private_page(response)
 
 
 def _loyalty_cards(session: Session, directory: Directory) -> list[dict[str, Any]]:
@@ -448,9 +452,10 @@ def open_coupon(request: Request, code: str, campaign_ref: str) -> Response:
                 return JSONResponse({"error": problem}, status_code=410)
             return render_error_page(request, 410, campaign.title or campaign.name, problem)
         target = session_path(campaign, coupon)
+        # The member's own session address: a bearer token, kept by no cache.
         if web.wants_json(request):
-            return JSONResponse({"session": coupon.code, "url": runtime.url(target)})
-        return RedirectResponse(target, status_code=303)
+            return private_page(JSONResponse({"session": coupon.code, "url": runtime.url(target)}))
+        return private_page(RedirectResponse(target, status_code=303))
 
 
 def _member_session(session: Session, campaign: Campaign, user: DirectoryUser) -> CouponSession | None:
