@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 import typer
 
 from opencoupon.config import get_settings
 from opencoupon.errors import ApiError
 from opencoupon.kit.csvcell import csv_cell
+from opencoupon.singleuse import recipients as recipient_files
 
 if TYPE_CHECKING:
     from opencoupon.runtime import Runtime
@@ -34,7 +33,6 @@ BATCH_COLUMNS = [
     "widget_validation_code",
     "custom_validation_code",
 ]
-RECIPIENT_COLUMNS = ["firstname", "lastname", "email", "phone", "customid", "customvalcode"]
 LINK_COLUMNS = [
     "single_use_code",
     "sequence_id",
@@ -43,7 +41,6 @@ LINK_COLUMNS = [
     "custom_validation_code",
     "duplicate",
 ]
-_TRUE = {"1", "true", "yes", "y", "on"}
 
 
 def _fail(message: str) -> typer.Exit:
@@ -159,39 +156,19 @@ def create(
     typer.echo(f"{len(items)} links in cam_{found.id} written to {csv_path}", err=True)
 
 
-@dataclass
-class Recipient:
-    line: int
-    cells: list[str]
-    fields: dict[str, str]
-
-
-def _read_recipients(path: Path) -> tuple[list[str], list[Recipient]]:
-    """The header and the non-blank rows, with their line numbers and cells as written."""
+def _read_recipients(path: Path) -> tuple[list[str], list[recipient_files.Recipient]]:
+    """The header and the non-blank rows (singleuse/recipients.py, as the dashboard reads them)."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, [])
-            # "First Name", "first_name" and "firstname" all name the same column.
-            keys = [re.sub(r"[\s_-]", "", name.lower()) for name in header]
-            rows = []
-            for cells in reader:
-                if not any(cell.strip() for cell in cells):
-                    continue
-                if len(cells) > len(header) and any(cell.strip() for cell in cells[len(header) :]):
-                    # The output appends the link's columns after the header's: a longer row
-                    # would put them under the wrong names, and cutting it loses what was written.
-                    raise _fail(
-                        f"{path}, line {reader.line_num}: {len(cells)} cells but the header names "
-                        f"{len(header)} columns; nothing was created"
-                    )
-                padded = (cells + [""] * len(header))[: len(header)]
-                fields = {key: value.strip() for key, value in zip(keys, padded, strict=True)}
-                rows.append(Recipient(reader.line_num, padded, fields))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            header, rows = recipient_files.read(handle)
+    except recipient_files.UnreadableRow as err:
+        raise _fail(f"{path}, line {err.line}: {err.message}; nothing was created") from None
+    except (OSError, UnicodeDecodeError) as exc:
         raise _fail(f"cannot read {path}: {exc}") from None
-    if not any(keys):
-        raise _fail(f"{path} has no header row (expected columns: {', '.join(RECIPIENT_COLUMNS)})")
+    if not any(recipient_files.column_key(name) for name in header):
+        raise _fail(
+            f"{path} has no header row (expected columns: {', '.join(recipient_files.RECIPIENT_COLUMNS)})"
+        )
     return header, rows
 
 
@@ -218,45 +195,39 @@ def import_recipients(
     from opencoupon.singleuse import service
 
     header, rows = _read_recipients(recipients)
+    requests = []
+    for recipient in rows:
+        try:
+            requests.append(recipient_files.link_request(recipient, autovalcode=autovalcode))
+        except ApiError as err:
+            raise _fail(f"line {recipient.line}: {err.description}") from None
     runtime = Runtime.from_settings(get_settings())
-    base_url = runtime.settings.public_base_url
     line = 0
-    results: list[dict[str, Any]] = []
+    base_url = runtime.settings.public_base_url
     try:
         _require_migrated(runtime)
         with _csv_out(out) as handle, runtime.db.transaction() as session:
             now = utcnow()
             found = service.resolve_campaign(session, None, campaign)
             expires_at = service.parse_expiry(expiry_date, now)
-            created = 0
-            with typer.progressbar(rows, label="Creating links", file=sys.stderr) as bar:
-                for recipient in bar:
-                    line, row = recipient.line, recipient.fields
-                    prefill = service.clean_prefill(
-                        row.get("firstname"), row.get("lastname"), row.get("email"), row.get("phone"),
-                        row.get("customid"),
-                    )  # fmt: skip
-                    custom = service.clean_custom_code(row.get("customvalcode"), None)
-                    row_auto = autovalcode or row.get("autovalcode", "").lower() in _TRUE
-                    result = service.create_link(
-                        session,
-                        found,
-                        prefill,
-                        custom_code=custom,
-                        autovalcode=row_auto and custom is None,
-                        duplicate_check=duplicate_check,
-                        expires_at=expires_at,
-                        now=now,
-                        base_url=base_url,
-                    )
-                    created += result.created
-                    answer = service.link_answer(base_url, found, result.link)
-                    answer["sequence_id"] = result.link.id
-                    answer["duplicate"] = "0" if result.created else "1"
-                    results.append(answer)
+            try:
+                results = service.create_links(
+                    session,
+                    found,
+                    requests,
+                    duplicate_check=duplicate_check,
+                    expires_at=expires_at,
+                    now=now,
+                    base_url=base_url,
+                )
+            except service.RecipientRefused as refused:
+                line = rows[refused.index].line
+                raise refused.error from None
+            created = sum(result.created for result in results)
             writer = csv.writer(handle)
             writer.writerow([csv_cell(name) for name in (*header, *LINK_COLUMNS)])
-            for recipient, link in zip(rows, results, strict=True):
+            for recipient, result in zip(rows, results, strict=True):
+                link = {**result.answer, "duplicate": "0" if result.created else "1"}
                 cells = [*recipient.cells, *(link[name] for name in LINK_COLUMNS)]
                 writer.writerow([csv_cell(cell) for cell in cells])
     except ApiError as err:

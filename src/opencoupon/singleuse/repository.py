@@ -6,12 +6,19 @@ import datetime as dt
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select, text
+from sqlalchemy import ColumnElement, Select, Table, bindparam, func, or_, select, text
 from sqlalchemy.orm import Session
 
-from opencoupon.models import Campaign, CouponSession
+from opencoupon.db import raw
+from opencoupon.events import service as events_service
+from opencoupon.kit import ids
+from opencoupon.kit.clock import utcnow
+from opencoupon.models import Campaign, CouponSession, Event
+from opencoupon.singleuse.codes import random_strings
+from opencoupon.worker import queue
 
 SOURCE = "single_use"
 # Values per IN (...) probe: far below SQLite's 32,766 bound variables and PostgreSQL's 65,535.
@@ -113,18 +120,24 @@ def custom_code_in_use(session: Session, campaign_id: int, code: str) -> bool:
     return session.scalar(_CUSTOM_CODE_IN_USE, {"campaign_id": campaign_id, "code": code}) is not None
 
 
+def _live_single_use(now: Any) -> list[ColumnElement[bool]]:
+    """A single-use link that is live: not removed, not voided, not past its own expiry (a link
+    that can no longer be used is not handed back as the person's link; a used one still is)."""
+    return [
+        _TABLE.c.source == SOURCE,
+        _TABLE.c.removed_at.is_(None),
+        _TABLE.c.link_status != "voided",
+        or_(_TABLE.c.expires_at.is_(None), _TABLE.c.expires_at > now),
+    ]
+
+
 def _live_link_with(column: Any) -> Select[CouponSession]:
     return (
         select(CouponSession)
         .where(
             CouponSession.campaign_id == bindparam("campaign_id"),
             column == bindparam("value"),
-            CouponSession.source == SOURCE,
-            CouponSession.removed_at.is_(None),
-            # Live: not voided, not past its own expiry (a link that can no longer be used is
-            # not handed back as the person's link; a used one still is).
-            CouponSession.link_status != "voided",
-            or_(CouponSession.expires_at.is_(None), CouponSession.expires_at > bindparam("now")),
+            *_live_single_use(bindparam("now")),
         )
         .order_by(CouponSession.id)
         .limit(1)
@@ -155,6 +168,84 @@ def duplicate_link(
     return best
 
 
+@dataclass(frozen=True)
+class HeldLink:
+    """A live link found by live_links_by: what an import answers for someone who holds it."""
+
+    id: int
+    code: str
+    short_code: str
+    custom_validation_code: str | None
+    customid: str
+
+    @property
+    def rank(self) -> tuple[int, int]:
+        return (0, self.id)  # the oldest first, before any link an import is making
+
+
+def live_links_by(
+    session: Session, campaign_id: int, column_name: str, values: Iterable[str], now: dt.datetime
+) -> dict[str, HeldLink]:
+    """duplicate_link for many values of one column (email, phone or customid) at once: each
+    value's oldest live single-use link in the campaign, PROBE_CHUNK values per query."""
+    column = _TABLE.c[column_name]
+    wanted = sorted(values)
+    found: dict[str, HeldLink] = {}
+    for start in range(0, len(wanted), PROBE_CHUNK):
+        rows = session.execute(
+            select(
+                column,
+                _TABLE.c.id,
+                _TABLE.c.code,
+                _TABLE.c.short_code,
+                _TABLE.c.custom_validation_code,
+                _TABLE.c.customid,
+            )
+            .where(
+                _TABLE.c.campaign_id == campaign_id,
+                column.in_(wanted[start : start + PROBE_CHUNK]),
+                *_live_single_use(now),
+            )
+            .order_by(_TABLE.c.id)
+        )
+        for value, *link in rows:
+            found.setdefault(value, HeldLink(*link))
+    return found
+
+
+def insert_events(
+    session: Session,
+    account_id: int,
+    type_: str,
+    campaign: str,
+    events: Sequence[tuple[str, dict[str, Any]]],
+) -> None:
+    """events.emit for many events of one kind at once, (session code, data) each: written through
+    the driver as a batch's links are (ids reserved up front, no RETURNING), and a delivery job
+    per event when the account has somewhere to deliver to (the same check, in the same
+    transaction)."""
+    if not events:
+        return
+    table = cast(Table, Event.__table__)
+    numbers = reserve_ids(session, len(events), table)
+    public_ids = random_strings(len(events), 20, ids.ALNUM)  # as ids.event_id draws them
+    writer = BulkInsert(
+        session,
+        ("id", "public_id", "session", "data"),
+        {"account_id": account_id, "type": type_, "campaign": campaign, "created_at": utcnow()},
+        table,
+    )
+    writer.write(
+        (number, "evt_" + public_id, code, json.dumps(data, default=str))
+        for number, public_id, (code, data) in zip(numbers, public_ids, events, strict=True)
+    )
+    if (
+        raw.scalar(session, events_service.HAS_SUBSCRIBER, {"account_id": account_id, "yes": True})
+        is not None
+    ):
+        queue.enqueue_many(session, "event.dispatch", [{"event_id": number} for number in numbers])
+
+
 def link_by_code(
     session: Session, scope: ColumnElement[bool], code: str
 ) -> tuple[CouponSession, Campaign] | None:
@@ -175,24 +266,26 @@ def link_by_code(
     return None if row is None else (row[0], row[1])
 
 
-def reserve_ids(session: Session, count: int) -> list[int]:
-    """`count` fresh primary keys (the vendor's sequence ids) for rows inserted without RETURNING.
+def reserve_ids(session: Session, count: int, table: Table | None = None) -> list[int]:
+    """`count` fresh primary keys of `table` (for coupon_sessions, the vendor's sequence ids) for
+    rows inserted without RETURNING.
 
     SQLite: the transaction holds the database's write lock (BEGIN IMMEDIATE), so nobody else can
     insert until commit and the ids after the current maximum are ours. PostgreSQL: drawn from the
     table's sequence, as the default would.
     """
+    table = cast(Table, _TABLE) if table is None else table
     if session.get_bind().dialect.name == "postgresql":
         return list(
             session.scalars(
                 text(
-                    "SELECT nextval(pg_get_serial_sequence('coupon_sessions', 'id')) "
+                    "SELECT nextval(pg_get_serial_sequence(:table, 'id')) "
                     "FROM generate_series(1, :n) ORDER BY 1"
                 ),
-                {"n": count},
+                {"table": table.name, "n": count},
             )
         )
-    top = int(session.scalar(select(func.coalesce(func.max(CouponSession.id), 0))) or 0)
+    top = int(session.scalar(select(func.coalesce(func.max(table.c.id), 0))) or 0)
     return list(range(top + 1, top + 1 + count))
 
 
@@ -219,7 +312,8 @@ def _sqlite_literal(value: Any) -> str:
 
 
 class BulkInsert:
-    """Insert many coupon_sessions rows through the database driver in the caller's transaction.
+    """Insert many rows of `table` (coupon_sessions unless told) through the database driver in the
+    caller's transaction.
 
     Rows give the `varying` columns; every other column gets its value from `fixed` or the
     model's default, converted for the driver once per batch. This is the raw driver's
@@ -227,13 +321,16 @@ class BulkInsert:
     its own values) or COPY (PostgreSQL): no per-row work in SQLAlchemy.
     """
 
-    def __init__(self, session: Session, varying: Sequence[str], fixed: dict[str, Any]) -> None:
+    def __init__(
+        self, session: Session, varying: Sequence[str], fixed: dict[str, Any], table: Table | None = None
+    ) -> None:
+        table = cast(Table, _TABLE) if table is None else table
         self.connection = session.connection()
         self.dialect = self.connection.dialect
         self.varying = list(varying)
         self.constant_columns: list[str] = []
         constants: list[Any] = []
-        for column in _TABLE.columns:
+        for column in table.columns:
             if column.name in varying:
                 continue
             if column.name in fixed:
@@ -243,16 +340,16 @@ class BulkInsert:
                 if not has_default:
                     if column.nullable or column.server_default is not None:
                         continue
-                    raise ValueError(f"coupon_sessions.{column.name} needs a value")
+                    raise ValueError(f"{table.name}.{column.name} needs a value")
             self.constant_columns.append(column.name)
             constants.append(self._convert(column, value))
         self.constants = tuple(constants)
         names = ", ".join(self.varying + self.constant_columns)
         if self.is_postgresql:
-            self.statement = f"COPY coupon_sessions ({names}) FROM STDIN"
+            self.statement = f"COPY {table.name} ({names}) FROM STDIN"
         else:
             values = ["?"] * len(self.varying) + [_sqlite_literal(v) for v in self.constants]
-            self.statement = f"INSERT INTO coupon_sessions ({names}) VALUES ({', '.join(values)})"
+            self.statement = f"INSERT INTO {table.name} ({names}) VALUES ({', '.join(values)})"
 
     @property
     def integrity_error(self) -> type[Exception]:

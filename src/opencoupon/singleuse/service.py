@@ -259,6 +259,240 @@ def link_answer(base_url: str, campaign: Campaign, link: CouponSession) -> dict[
     }
 
 
+# --- many personal links (recipient imports) ------------------------------------------------
+
+
+@dataclass
+class LinkRequest:
+    """One recipient's link, as create_link takes it (values already cleaned)."""
+
+    prefill: Prefill
+    custom_code: str | None = None
+    autovalcode: bool = False
+
+
+class RecipientRefused(Exception):
+    """The recipient at `index` cannot have its link (`error` says why); nothing was created."""
+
+    def __init__(self, index: int, error: ApiError) -> None:
+        super().__init__(error.description)
+        self.index = index
+        self.error = error
+
+
+@dataclass
+class ImportedLink:
+    answer: dict[str, Any]  # link_answer's fields and sequence_id
+    created: bool
+
+
+_KEY_COLUMNS = ("email", "phone", "customid")
+
+
+@dataclass
+class _NewLink:
+    index: int
+    rank: tuple[int, int]  # after every existing link, in the order of the requests
+    answer: dict[str, Any] | None = None
+
+
+def create_links(
+    session: Session,
+    campaign: Campaign,
+    requests: Sequence[LinkRequest],
+    *,
+    duplicate_check: bool,
+    expires_at: dt.datetime | None,
+    now: dt.datetime,
+    base_url: str,
+) -> list[ImportedLink]:
+    """One link per request, in the caller's transaction, as create_link makes them one by one
+    (the same duplicate check, custom codes and events), written in bulk: a few queries for the
+    whole list instead of several per link. RecipientRefused names the first request refused."""
+    repository.lock_campaign(session, campaign)
+    for _attempt in range(MAX_CLASH_RETRIES):
+        try:
+            with session.begin_nested():
+                return _insert_links(
+                    session, campaign, requests, duplicate_check, expires_at, now=now, base_url=base_url
+                )
+        except _CodeClash:
+            continue  # a code inserted meanwhile by someone else: the savepoint is gone, draw again
+    raise ApiError(300, "Could not draw unique codes; please retry.")
+
+
+def _link_keys(prefill: Prefill) -> list[tuple[str, str]]:
+    return [
+        (name, value)
+        for name, value in zip(_KEY_COLUMNS, (prefill.email, prefill.phone, prefill.customid), strict=True)
+        if value
+    ]
+
+
+def _insert_links(
+    session: Session,
+    campaign: Campaign,
+    requests: Sequence[LinkRequest],
+    duplicate_check: bool,
+    expires_at: dt.datetime | None,
+    *,
+    now: dt.datetime,
+    base_url: str,
+) -> list[ImportedLink]:
+    # Who already holds a link: the campaign's live links (oldest first), then the links made
+    # here for earlier requests, as create_link one by one would find them.
+    held: dict[str, dict[str, Any]] = {name: {} for name in _KEY_COLUMNS}
+    if duplicate_check:
+        for name in _KEY_COLUMNS:
+            values = {getattr(r.prefill, name) for r in requests} - {""}
+            held[name] = repository.live_links_by(session, campaign.id, name, values, utcnow())
+    wanted = {r.custom_code for r in requests if r.custom_code is not None}
+    in_use = (
+        repository.taken(session, campaign.id, "custom_validation_code", list(wanted)) if wanted else set()
+    )
+    # Each request's link, and whether this request made it.
+    plan: list[tuple[_NewLink | repository.HeldLink, bool]] = []
+    fresh: list[_NewLink] = []
+    for index, request in enumerate(requests):
+        keys = _link_keys(request.prefill) if duplicate_check else []
+        found = [held[name][value] for name, value in keys if value in held[name]]
+        if found:
+            plan.append((min(found, key=lambda link: link.rank), False))
+            continue
+        if request.custom_code is not None:
+            if request.custom_code in in_use:
+                raise RecipientRefused(index, _code_in_use())
+            in_use.add(request.custom_code)
+        link = _NewLink(index, (1, index))
+        for name, value in keys:
+            held[name].setdefault(value, link)
+        plan.append((link, True))
+        fresh.append(link)
+    if fresh:
+        _write_links(session, campaign, requests, fresh, in_use, expires_at, now=now, base_url=base_url)
+    results = []
+    for entry, created in plan:
+        if isinstance(entry, _NewLink):
+            assert entry.answer is not None
+            results.append(ImportedLink(entry.answer, created))
+        else:
+            results.append(ImportedLink(_held_answer(base_url, campaign, entry), created))
+    return results
+
+
+def _held_answer(base_url: str, campaign: Campaign, link: repository.HeldLink) -> dict[str, Any]:
+    """link_answer of a link someone already holds, with its sequence_id."""
+    return {
+        "campaign": f"cam_{campaign.id}",
+        "action": CREATED_ACTION,
+        "single_use_code": link.code,
+        "single_use_url": f"{base_url}/p/{campaign.code}/{link.code}",
+        "widget_validation_code": link.short_code,
+        "custom_validation_code": link.custom_validation_code or "",
+        "customid": link.customid,
+        "sequence_id": link.id,
+    }
+
+
+def _write_links(
+    session: Session,
+    campaign: Campaign,
+    requests: Sequence[LinkRequest],
+    fresh: list[_NewLink],
+    custom_in_use: set[str],
+    expires_at: dt.datetime | None,
+    *,
+    now: dt.datetime,
+    base_url: str,
+) -> None:
+    """Insert the new links in bulk (as create_batch does) with one singleuse_created event each."""
+    count = len(fresh)
+    codes = draw_unique(
+        session,
+        campaign.id,
+        "short_code",
+        count,
+        lambda n: random_strings(n, ids.SESSION_CODE_LENGTH, SESSION_ALPHABET),
+        ids.SHORT_CODE_LENGTH,
+    )
+    # In code order with ids in the same order, the rows reach the indexes in ascending order.
+    codes.sort()
+    generated: list[str] = []
+    automated = sum(requests[link.index].autovalcode for link in fresh)
+    if automated:
+        alphabet = alphabet_for("alphanumeric")
+        generated = draw_unique(
+            session,
+            campaign.id,
+            "custom_validation_code",
+            automated,
+            # Not one a request of this list asks for by name either.
+            lambda n: [c for c in random_strings(n, AUTO_VALCODE_LENGTH, alphabet) if c not in custom_in_use],
+        )
+    sequence_ids = repository.reserve_ids(session, count)
+    rows = []
+    events: list[tuple[str, dict[str, Any]]] = []
+    url_base = f"{base_url}/p/{campaign.code}/"
+    for link, code, sequence_id in zip(fresh, codes, sequence_ids, strict=True):
+        request = requests[link.index]
+        prefill = request.prefill
+        custom = generated.pop() if request.autovalcode else request.custom_code
+        short = code[: ids.SHORT_CODE_LENGTH]
+        rows.append(
+            (sequence_id, code, short, custom, prefill.customid, prefill.firstname, prefill.lastname,
+             prefill.email, prefill.phone)
+        )  # fmt: skip
+        link.answer = {
+            "campaign": f"cam_{campaign.id}",
+            "action": CREATED_ACTION,
+            "single_use_code": code,
+            "single_use_url": url_base + code,
+            "widget_validation_code": short,
+            "custom_validation_code": custom or "",
+            "customid": prefill.customid,
+            "sequence_id": sequence_id,
+        }
+        event = {
+            **link.answer,
+            "firstname": prefill.firstname,
+            "lastname": prefill.lastname,
+            "email": prefill.email,
+            "phone": prefill.phone,
+            "status": "normal",
+            "expiry_date": fmt(expires_at),
+        }
+        events.append((code, event))
+    writer = repository.BulkInsert(
+        session,
+        (
+            "id",
+            "code",
+            "short_code",
+            "custom_validation_code",
+            "customid",
+            "firstname",
+            "lastname",
+            "email",
+            "phone",
+        ),
+        {
+            "account_id": campaign.account_id,
+            "campaign_id": campaign.id,
+            "source": repository.SOURCE,
+            "link_status": "normal",
+            "expires_at": expires_at,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    try:
+        for start in range(0, count, INSERT_CHUNK):
+            writer.write(rows[start : start + INSERT_CHUNK])
+    except writer.integrity_error as exc:
+        raise _CodeClash() from exc
+    repository.insert_events(session, campaign.account_id, "singleuse_created", f"cam_{campaign.id}", events)
+
+
 # --- many links -----------------------------------------------------------------------------
 
 
