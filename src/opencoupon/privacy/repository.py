@@ -13,12 +13,25 @@ list is a subquery."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, false, func, literal, literal_column, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    bindparam,
+    false,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
+from opencoupon.db.base import Base
 from opencoupon.models import (
     Campaign,
     CouponSession,
@@ -188,32 +201,28 @@ def sends(session: Session, scope: Scope, email: str, typed: str, phone: str) ->
     ).all()
 
 
-def _push_targets(session_codes: Sequence[str], holder_ids: Sequence[int]) -> list[tuple[str, str]]:
-    """How push names the person's sessions and loyalty holders: (target kind, key)."""
-    targets = [("coupon_session", code) for code in session_codes]
-    return targets + [("loyalty_holder", str(holder_id)) for holder_id in holder_ids]
+def _push_targets(session_codes: Sequence[str], holder_ids: Sequence[int]) -> list[tuple[str, Sequence[str]]]:
+    """How push names the person's sessions and loyalty holders: (target kind, keys)."""
+    return [
+        ("coupon_session", session_codes),
+        ("loyalty_holder", [str(holder_id) for holder_id in holder_ids]),
+    ]
 
 
 def push_subscriptions(
     session: Session, scope: Scope, session_codes: Sequence[str], holder_ids: Sequence[int]
 ) -> Sequence[PushSubscription]:
     found: list[PushSubscription] = []
-    for part in _chunks(_push_targets(session_codes, holder_ids)):
-        found += session.scalars(
-            select(PushSubscription)
-            .where(
-                scope(PushSubscription.account_id),
-                or_(
-                    false(),
-                    *(
-                        (PushSubscription.target_kind == kind) & (PushSubscription.target_key == key)
-                        for kind, key in part
-                    ),
-                ),
-            )
-            .order_by(PushSubscription.id)
-        ).all()
-    return found
+    for kind, keys in _push_targets(session_codes, holder_ids):
+        for part in _chunks(keys):
+            found += session.scalars(
+                select(PushSubscription).where(
+                    scope(PushSubscription.account_id),
+                    PushSubscription.target_kind == kind,
+                    PushSubscription.target_key.in_(part),
+                )
+            ).all()
+    return sorted(found, key=lambda row: row.id)
 
 
 def push_fanouts(
@@ -222,22 +231,16 @@ def push_fanouts(
     """Pushes sent to one of the person's sessions or holders (`pushnotification/single`): their
     text was written for that one person. Pushes to a whole campaign or card are not theirs."""
     found: list[PushFanout] = []
-    for part in _chunks(_push_targets(session_codes, holder_ids)):
-        found += session.scalars(
-            select(PushFanout)
-            .where(
-                scope(PushFanout.account_id),
-                or_(
-                    false(),
-                    *(
-                        (PushFanout.target_kind == kind) & (PushFanout.target_key == key)
-                        for kind, key in part
-                    ),
-                ),
-            )
-            .order_by(PushFanout.id)
-        ).all()
-    return found
+    for kind, keys in _push_targets(session_codes, holder_ids):
+        for part in _chunks(keys):
+            found += session.scalars(
+                select(PushFanout).where(
+                    scope(PushFanout.account_id),
+                    PushFanout.target_kind == kind,
+                    PushFanout.target_key.in_(part),
+                )
+            ).all()
+    return sorted(found, key=lambda row: row.id)
 
 
 def events(
@@ -290,8 +293,38 @@ def send_jobs(session: Session, kinds: Sequence[str], payloads: Sequence[str]) -
     return found
 
 
-def set_payload(session: Session, event_id: int, body: str) -> None:
-    session.execute(update(WebhookPayload).where(WebhookPayload.event_id == event_id).values(body=body))
+def write_rows(session: Session, model: type[Base], changes: Sequence[tuple[int, dict[str, Any]]]) -> None:
+    """Each (row ID, new values) written: one core statement per set of columns, run for every
+    row at once (executemany). The ORM's per-row updates and flush bookkeeping made an erasure
+    quadratic in the person's rows; the loaded objects are not refreshed (the erasure does not
+    read them again)."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for row_id, values in changes:
+        groups[tuple(sorted(values))].append(
+            {"target_id": row_id, **{f"new_{k}": v for k, v in values.items()}}
+        )
+    for names, rows in groups.items():
+        session.connection().execute(
+            update(table)
+            .where(table.c.id == bindparam("target_id"))
+            .values({name: bindparam(f"new_{name}") for name in names}),
+            rows,
+        )
+
+
+def set_payloads(session: Session, bodies: Sequence[tuple[int, str]]) -> None:
+    """The webhook bodies of these events, (event ID, body), in one executemany."""
+    table = WebhookPayload.__table__
+    assert isinstance(table, Table)
+    if bodies:
+        session.connection().execute(
+            update(table)
+            .where(table.c.event_id == bindparam("target_id"))
+            .values(body=bindparam("new_body")),
+            [{"target_id": event_id, "new_body": body} for event_id, body in bodies],
+        )
 
 
 def clear_attempt_responses(session: Session, event_ids: Sequence[int]) -> int:
@@ -302,6 +335,8 @@ def clear_attempt_responses(session: Session, event_ids: Sequence[int]) -> int:
             update(WebhookAttempt)
             .where(WebhookAttempt.event_id.in_(part), WebhookAttempt.response_body != "")
             .values(response_body="")
+            # No loaded attempt to update: not the ORM's walk of every loaded row per statement.
+            .execution_options(synchronize_session=False)
         )
         changed += int(getattr(result, "rowcount", 0) or 0)
     return changed

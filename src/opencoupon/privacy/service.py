@@ -16,6 +16,7 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -83,6 +84,8 @@ PERSONAL_KEYS = frozenset(
 _EMAIL_KEYS = ("email", "recipient")
 _PHONE_KEYS = ("phone", "recipient")
 PENDING_SENDS = ("queued", "retrying")
+# IDs of one kind named in a privacy_erased event at most.
+ERASED_EVENT_IDS = 1000
 KINDS = (
     "coupon_sessions",
     "loyalty_users",
@@ -133,13 +136,26 @@ class Found:
     users: Sequence[tuple[DirectoryUser, Directory]]
     sends: Sequence[DistributionSend]
 
-    @property
+    # Built once: every event of an export or erasure is checked against them.
+    @cached_property
     def session_codes(self) -> list[str]:
         return [row.code for row, _ in self.sessions]
 
-    @property
+    @cached_property
+    def session_code_set(self) -> frozenset[str]:
+        return frozenset(self.session_codes)
+
+    @cached_property
     def holder_ids(self) -> list[int]:
         return [holder.id for holder, _ in self.holders]
+
+    @cached_property
+    def holder_id_texts(self) -> frozenset[str]:
+        return frozenset(str(holder_id) for holder_id in self.holder_ids)
+
+    @cached_property
+    def user_ids(self) -> frozenset[str]:
+        return frozenset(f"reg_{user.id}" for user, _ in self.users)
 
     def id_texts(self) -> list[str]:
         """How events name these rows: `"user": "reg_7"`, a holder object's `"ID": "12"`, a
@@ -474,16 +490,16 @@ def _event_data(event: Event) -> Any:
 def _refers_to(event: Event, found: Found) -> bool:
     """Whether the event is about one of the person's rows by ID, whatever its type (its details
     then go, whoever they were matched by)."""
-    if event.session and event.session in set(found.session_codes):
+    if event.session and event.session in found.session_code_set:
         return True
     data = _event_data(event)
     if not isinstance(data, dict):
         return False
     user = data.get("user")
     if event.type.startswith("directory_"):
-        return isinstance(user, str) and user in {f"reg_{u.id}" for u, _ in found.users}
+        return isinstance(user, str) and user in found.user_ids
     if event.type.startswith("loyalty_"):
-        holders = {str(i) for i in found.holder_ids}
+        holders = found.holder_id_texts
         if isinstance(user, dict):
             return str(user.get("ID")) in holders
         return isinstance(user, str) and user in holders
@@ -575,9 +591,13 @@ def erase(ctx: ApiContext, person: Person, kept: KeptAnswers | None = None) -> d
     # Events first: which are theirs is decided by the rows' IDs, and their sessions are found
     # again by their details (repo.events), before those rows change.
     _erase_events(ctx, person, found, scrubber, done)
+    sessions: list[tuple[int, dict[str, Any]]] = []
     for row, _ in found.sessions:
-        if _erase_session(row, scrubber, now):
+        erased = _erased_session(row, scrubber, now)
+        if erased is not None:
+            sessions.append((row.id, erased))
             done.add("coupon_sessions", row.account_id, row.code)
+    repo.write_rows(ctx.session, CouponSession, sessions)
     for holder, _ in found.holders:
         if _erase_holder(holder, now):
             done.add("loyalty_users", holder.account_id, str(holder.id))
@@ -601,26 +621,42 @@ def erase(ctx: ApiContext, person: Person, kept: KeptAnswers | None = None) -> d
     _erase_kept_answers(ctx, person, [*earlier.found, *since.found], scrubber, done)
     ctx.session.flush()
     for account_id, rows in done.touched.items():
-        events.emit(ctx.session, account_id, "privacy_erased", {**rows, "erased_date_utc": fmt(now)})
+        events.emit(ctx.session, account_id, "privacy_erased", erased_event_data(rows, now))
     return done.counts
 
 
-def _erase_session(row: CouponSession, scrubber: Scrubber, now: dt.datetime) -> bool:
-    before = _snapshot(row, _SESSION_FIELDS)
-    row.firstname = row.lastname = row.email = row.phone = ""
-    row.birthday = None
-    row.custom_fields = {}
-    # The browser cookie that reopens this session on the person's device. A directory member's
-    # session keeps its `reg_<id>`: no cookie, it names the member's (erased) row, whose payment
-    # status the counter pages still ask; without it a cancelled member's coupon validated again.
-    if row.source != DIRECTORY_SOURCE:
-        row.device_id = ""
-    # The business's own reference stays, unless it holds the person's email or phone.
-    row.customid = scrubber.value(row.customid, theirs=True)
-    if _snapshot(row, _SESSION_FIELDS) == before:
-        return False
-    row.updated_at = now
-    return True
+def erased_event_data(rows: dict[str, list[Any]], now: dt.datetime) -> dict[str, Any]:
+    """The privacy_erased event's data: the first ERASED_EVENT_IDS IDs of each kind (a person's
+    10,000 rows made a 530 KB event, sent to every receiver), how many there were, and whether
+    a list was cut."""
+    data: dict[str, Any] = {kind: ids[:ERASED_EVENT_IDS] for kind, ids in rows.items()}
+    data["counts"] = {kind: len(ids) for kind, ids in rows.items()}
+    data["truncated"] = any(len(ids) > ERASED_EVENT_IDS for ids in rows.values())
+    data["erased_date_utc"] = fmt(now)
+    return data
+
+
+def _erased_session(row: CouponSession, scrubber: Scrubber, now: dt.datetime) -> dict[str, Any] | None:
+    """The session's columns once erased; None when that changes nothing. Written by the caller
+    for all of the person's sessions at once (a busy person has thousands)."""
+    values: dict[str, Any] = {
+        "firstname": "",
+        "lastname": "",
+        "email": "",
+        "phone": "",
+        "birthday": None,
+        "custom_fields": {},
+        # The browser cookie that reopens this session on the person's device. A directory
+        # member's session keeps its `reg_<id>`: no cookie, it names the member's (erased) row,
+        # whose payment status the counter pages still ask; without it a cancelled member's
+        # coupon validated again.
+        "device_id": row.device_id if row.source == DIRECTORY_SOURCE else "",
+        # The business's own reference stays, unless it holds the person's email or phone.
+        "customid": scrubber.value(row.customid, theirs=True),
+    }
+    if tuple(values.values()) == _snapshot(row, tuple(values)):
+        return None
+    return {**values, "updated_at": now}
 
 
 def _erase_holder(holder: LoyaltyHolder, now: dt.datetime) -> bool:
@@ -703,15 +739,29 @@ def _erase_events(ctx: ApiContext, person: Person, found: Found, scrubber: Scrub
     tells them which rows to forget)."""
     candidates = _candidate_events(ctx, person, found, scrubber)
     changed: list[int] = []
+    texts: list[tuple[int, dict[str, Any]]] = []
+    bodies: list[tuple[int, str]] = []
     for event in candidates:
         data = _event_data(event)
         clean = scrubber.json(data, theirs=_refers_to(event, found))
         if clean == data:
             continue
-        event.data = json.dumps(clean, default=str)
-        repo.set_payload(ctx.session, event.id, signing.build_body(event))
+        text = json.dumps(clean, default=str)
+        texts.append((event.id, {"data": text}))
+        # The body as the webhook dispatch builds it, from the blanked data.
+        erased = Event(
+            public_id=event.public_id,
+            type=event.type,
+            created_at=event.created_at,
+            campaign=event.campaign,
+            session=event.session,
+            data=text,
+        )
+        bodies.append((event.id, signing.build_body(erased)))
         changed.append(event.id)
         done.add("events", event.account_id, event.public_id)
+    repo.write_rows(ctx.session, Event, texts)
+    repo.set_payloads(ctx.session, bodies)
     done.counts["webhook_attempts"] += repo.clear_attempt_responses(ctx.session, changed)
 
 
@@ -777,16 +827,6 @@ def _erase_batches(ctx: ApiContext, found: Found, scrubber: Scrubber, done: Eras
             done.add("singleuse_batches", batch.account_id, batches.public_id(batch))
 
 
-_SESSION_FIELDS = (
-    "firstname",
-    "lastname",
-    "email",
-    "phone",
-    "birthday",
-    "custom_fields",
-    "device_id",
-    "customid",
-)
 _HOLDER_FIELDS = (
     "first_name",
     "last_name",
