@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the `receiver` fixture is imported, then requested by name)
 """Privacy, second review: a person with thousands of rows is exported and erased in time that
 grows with their rows (not their square), sends and webhook deliveries in flight during an
 erasure do not write the person's details back, kept answers lose every personal field, and a
@@ -5,17 +6,25 @@ phone of separators only is refused."""
 
 from __future__ import annotations
 
+import json
+import logging
+import threading
 import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 from sqlalchemy import Table, insert, select
 from sqlalchemy import event as sqlalchemy_event
 
 from conftest import LiveServer, TestAccount
 from coupons_fixtures import create_campaign
-from opencoupon.models import CouponSession, Event, WebhookPayload
+from opencoupon.models import CouponSession, DistributionSend, Event, WebhookAttempt, WebhookPayload
 from opencoupon.runtime import Runtime
-from test_privacy import claim, erase_body, export, stored_events
+from test_foundation_security import _dump
+from test_privacy import claim, erase, erase_body, export, new_person, sms_send, stored_events
+from webhooks_fixtures import Receiver, Reply, drain, receiver  # noqa: F401
 
 
 def copies_of_their_session(runtime: Runtime, code: str, count: int) -> None:
@@ -112,3 +121,148 @@ def test_a_person_with_thousands_of_rows_is_exported_and_erased_in_time(
     assert len(event.data["coupon_sessions"]) == 1000
     assert event.data["counts"]["coupon_sessions"] == count + 1
     assert event.data["truncated"] is True
+
+
+class GatedSms:
+    """An SMS provider on loopback that holds each answer until `gate` is set, then answers
+    `status` echoing the number and text (as Twilio does)."""
+
+    def __init__(self, status: int = 201) -> None:
+        self.gate = threading.Event()
+        self.arrived = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+                outer.arrived.set()
+                outer.gate.wait(20)
+                echo = {"sid": "SM1", "status": "queued", "to": form.get("To"), "body": form.get("Body")}
+                if status >= 300:
+                    echo["message"] = f"busy, not sent to {form.get('To')}: {form.get('Body')}"
+                data = json.dumps(echo).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.gate.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def erase_while_sending(runtime: Runtime, account: TestAccount, status: int) -> tuple[Any, DistributionSend]:
+    """A send to a new person, erased while the provider holds it; the provider then answers
+    `status`. (The person, the send's row afterwards.)"""
+    person = new_person()
+    sms = GatedSms(status)
+    try:
+        send_id, _ = sms_send(account, sms.url, person)
+        worker = threading.Thread(target=drain, args=(runtime,))
+        worker.start()
+        assert sms.arrived.wait(20)
+        assert erase(account, person)["sends"] == 1
+        sms.gate.set()
+        worker.join(30)
+        assert not worker.is_alive()
+    finally:
+        sms.close()
+    with runtime.db.read() as session:
+        row = session.get(DistributionSend, int(send_id.removeprefix("snd_")))
+        assert row is not None
+        session.expunge(row)
+    return person, row
+
+
+def test_a_send_in_flight_during_the_erasure_keeps_no_provider_echo(
+    runtime: Runtime, account: TestAccount
+) -> None:
+    """The worker wrote the provider's answer, echoing the number and text, into the erased row."""
+    person, row = erase_while_sending(runtime, account, 201)
+    assert row.status == "sent"
+    assert row.sent_at is not None
+    assert (row.recipient, row.provider_response, row.last_error) == ("", "", "")
+    dump = _dump(runtime)
+    assert person.bare_phone not in dump
+    assert person.first not in dump
+
+
+def test_a_send_failing_for_now_during_the_erasure_stays_failed(
+    runtime: Runtime, account: TestAccount
+) -> None:
+    """A temporary failure revived the erased send to `retrying` (and sent it again later, to
+    nobody), storing the provider's error that quoted the number and text."""
+    person, row = erase_while_sending(runtime, account, 503)
+    assert row.status == "failed"
+    assert row.next_attempt_at is None
+    assert row.last_error == "Not sent: the recipient's data was erased."
+    assert row.provider_response == ""
+    dump = _dump(runtime)
+    assert person.bare_phone not in dump
+    assert person.first not in dump
+
+
+def test_a_failed_send_is_logged_by_its_id_not_its_recipient(
+    runtime: Runtime, account: TestAccount, caplog: Any
+) -> None:
+    person = new_person()
+    sms = GatedSms(400)
+    sms.gate.set()
+    try:
+        send_id, _ = sms_send(account, sms.url, person)
+        with caplog.at_level(logging.WARNING, logger="opencoupon.distribution"):
+            drain(runtime)
+    finally:
+        sms.close()
+    logged = [r.getMessage() for r in caplog.records if r.name == "opencoupon.distribution"]
+    assert [line for line in logged if send_id in line], logged
+    assert not [line for line in logged if person.bare_phone in line.replace(" ", "")], logged
+
+
+def test_a_webhook_answer_received_during_the_erasure_keeps_no_echo(
+    runtime: Runtime, live_server: LiveServer, account: TestAccount, receiver: Receiver
+) -> None:
+    """The attempt was recorded after the erasure with the receiver's echo of the body sent
+    before it, the person's email in it."""
+    arrived = threading.Event()
+
+    def slow_echo(_path: str, _headers: dict[str, str], body: str) -> Reply:
+        if "coupon_claimed" not in body:
+            return Reply()
+        arrived.set()
+        return Reply(status=200, body="got " + body, delay=3.0)
+
+    receiver.behaviour = slow_echo
+    created = account.client.post(
+        "/v4/webhooks",
+        json={"url": receiver.url + "/hook", "events": ["coupon_claimed"]},
+        headers=account.headers,
+    )
+    assert created.status_code == 201, created.text
+    email = f"in.flight.{uuid.uuid4().hex[:8]}@example.com"
+    campaign = create_campaign(account, claim_fields="firstname,email")
+    claim(live_server, campaign["code"], email)
+    worker = threading.Thread(target=drain, args=(runtime,))
+    worker.start()
+    assert arrived.wait(20)
+    assert erase_body(account, email=email)["events"] >= 1
+    worker.join(60)
+    assert not worker.is_alive()
+    with runtime.db.read() as session:
+        answers = session.scalars(
+            select(WebhookAttempt.response_body)
+            .join(Event, Event.id == WebhookAttempt.event_id)
+            .where(Event.account_id == account.id, Event.type == "coupon_claimed")
+        ).all()
+    assert len(answers) == 1
+    assert email not in answers[0]

@@ -38,6 +38,9 @@ from opencoupon.worker.registry import Retry, on_dead, task
 
 log = logging.getLogger("opencoupon.distribution")
 
+# What a send says when its recipient's data was erased before it went out (privacy.service).
+ERASED_NOT_SENT = "Not sent: the recipient's data was erased."
+
 # A send marked `sending` more recently than this is taken to be in another worker's hands
 # (its job lease ran out while the provider was slow): wait rather than send it twice.
 IN_FLIGHT = dt.timedelta(minutes=5)
@@ -119,6 +122,14 @@ def _begin(runtime: Runtime, send_id: int) -> DistributionSend | None:
         send = repo.send_for_update(session, send_id)
         if send is None or send.status in ("sent", "failed"):
             return None
+        if send.recipient_key == "":
+            # Erased while its earlier attempt was with the provider (whose worker then stopped):
+            # there is nobody to send it to.
+            send.status = "failed"
+            send.failed_at = send.updated_at = now
+            send.next_attempt_at = None
+            send.last_error = ERASED_NOT_SENT
+            return None
         if send.status == "sending" and send.updated_at > now - IN_FLIGHT:
             raise Retry(IN_FLIGHT, "another attempt is in progress")
         send.status = "sending"
@@ -130,17 +141,39 @@ def _begin(runtime: Runtime, send_id: int) -> DistributionSend | None:
         return send
 
 
-def _finish(runtime: Runtime, send_id: int, **values: Any) -> None:
+def _finish(runtime: Runtime, send_id: int, **values: Any) -> bool:
+    """Record the attempt's outcome. False when the recipient's data was erased while the
+    provider had the message (privacy.service empties recipient_key, never empty otherwise): then
+    only the outcome and its date are recorded, never the provider's answer or error (they may
+    echo the number, address and text), and a send that would be retried ends failed."""
     # Text from providers (an SMS sid, an error message, an SMTP reply) may hold what the database
     # cannot store (PostgreSQL: NUL): the update would fail after the message went out, and the
     # job be retried, sending it again.
     values = {key: storable(value) if isinstance(value, str) else value for key, value in values.items()}
+    now = utcnow()
     with runtime.db.transaction() as session:
-        session.execute(
+        recorded = session.execute(
             update(DistributionSend)
-            .where(DistributionSend.id == send_id)
-            .values(updated_at=utcnow(), **values)
+            .where(DistributionSend.id == send_id, DistributionSend.recipient_key != "")
+            .values(updated_at=now, **values)
         )
+        if getattr(recorded, "rowcount", 0):
+            return True
+        if values["status"] == "sent":
+            outcome: dict[str, Any] = {"status": "sent", "sent_at": values["sent_at"], "last_error": ""}
+            outcome["provider_message_id"] = values["provider_message_id"]
+        else:
+            outcome = {
+                "status": "failed",
+                "failed_at": now,
+                "next_attempt_at": None,
+                "dedup_key": None,
+                "last_error": ERASED_NOT_SENT,
+            }
+        session.execute(
+            update(DistributionSend).where(DistributionSend.id == send_id).values(updated_at=now, **outcome)
+        )
+    return False
 
 
 def _retry_delay(runtime: Runtime, attempts: int) -> dt.timedelta:
@@ -153,16 +186,19 @@ def _failed(runtime: Runtime, send: DistributionSend, error: str, response: str,
     """Retry a temporary failure while attempts remain (raises Retry); otherwise report it."""
     if transient and send.attempts < runtime.settings.send_max_attempts:
         delay = _retry_delay(runtime, send.attempts)
-        _finish(
+        if _finish(
             runtime,
             send.id,
             status="retrying",
             last_error=error[:2000],
             provider_response=response[:2000],
             next_attempt_at=utcnow() + delay,
-        )
-        raise Retry(delay, error[:500])
-    log.warning("%s send snd_%s to %s failed for good: %s", send.channel, send.id, send.recipient, error)
+        ):
+            raise Retry(delay, error[:500])
+        return  # erased meanwhile: stopped, not retried
+    # The send's ID, never the recipient nor the provider's words (which often quote the address
+    # or number): a log cannot be erased. Why it failed is the send's last_error.
+    log.warning("%s send snd_%s failed for good (its last_error says why)", send.channel, send.id)
     now = utcnow()
     # Clearing the unique key lets a later check_unique or bulk run try this recipient again.
     _finish(

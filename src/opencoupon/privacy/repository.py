@@ -188,17 +188,22 @@ def directory_users(
     ).all()
 
 
-def sends(session: Session, scope: Scope, email: str, typed: str, phone: str) -> Sequence[DistributionSend]:
+def sends(
+    session: Session, scope: Scope, email: str, typed: str, phone: str, *, lock: bool = False
+) -> Sequence[DistributionSend]:
+    """`lock` (an erasure; PostgreSQL): the rows are read as a worker finishing an attempt left
+    them, and it waits for the erasure: a provider's answer recorded in between is not kept."""
     # recipient_key is the lower-cased email or the E.164 number (distribution.service).
     keys = [email] + ([phone, "+" + phone] if phone else [])
     found = or_(DistributionSend.recipient_key.in_(keys), email_is(DistributionSend.recipient, email, typed))
     if phone:
         found = or_(found, func.lower(DistributionSend.recipient).in_(keys[1:]))
-    return session.scalars(
+    query = (
         select(DistributionSend)
         .where(scope(DistributionSend.account_id), found)
         .order_by(DistributionSend.id)
-    ).all()
+    )
+    return session.scalars(query.with_for_update() if lock else query).all()
 
 
 def _push_targets(session_codes: Sequence[str], holder_ids: Sequence[int]) -> list[tuple[str, Sequence[str]]]:

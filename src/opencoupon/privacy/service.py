@@ -24,6 +24,7 @@ from opencoupon.coupons.sessions import session_path
 from opencoupon.directories import service as directories
 from opencoupon.directories.service import MEMBER_SOURCE as DIRECTORY_SOURCE
 from opencoupon.distribution import service as distribution
+from opencoupon.distribution.tasks import ERASED_NOT_SENT
 from opencoupon.errors import ApiError, bad_value, missing
 from opencoupon.events import service as events
 from opencoupon.kit import idempotency
@@ -57,7 +58,6 @@ INVALID_EMAIL = ApiError(305, "Email address is not valid.")
 
 # What erased free text and unique columns hold instead (the password marker: kit.crypto).
 ERASED = "[erased]"
-NOT_SENT = "Not sent: the recipient's data was erased."
 # Keys of stored JSON (event data, kept answers) that hold a person's details.
 PERSONAL_KEYS = frozenset(
     {
@@ -165,14 +165,14 @@ class Found:
         return texts + [f'"user": "{holder_id}"' for holder_id in self.holder_ids]
 
 
-def find(ctx: ApiContext, person: Person) -> Found:
+def find(ctx: ApiContext, person: Person, *, for_erasure: bool = False) -> Found:
     session, scope = ctx.session, ctx.scope
     email, typed, phone = person.email, person.typed_email, person.phone
     return Found(
         sessions=repo.coupon_sessions(session, scope, email, typed, phone),
         holders=repo.loyalty_holders(session, scope, email, typed, phone),
         users=repo.directory_users(session, scope, email, typed, phone),
-        sends=repo.sends(session, scope, email, typed, phone),
+        sends=repo.sends(session, scope, email, typed, phone, lock=for_erasure),
     )
 
 
@@ -584,7 +584,7 @@ def erase(ctx: ApiContext, person: Person, kept: KeptAnswers | None = None) -> d
     """Blank the person's details everywhere the caller reaches, in the call's one transaction
     (and in the kept answers: those `kept_answers` found before it, and those kept since, opened
     here). Only rows that changed are counted, so erasing again answers zero counts."""
-    found = find(ctx, person)
+    found = find(ctx, person, for_erasure=True)
     scrubber = Scrubber(person, found)
     now = ctx.now
     done = Erased()
@@ -699,6 +699,9 @@ def _erase_push(fanout: PushFanout, scrubber: Scrubber) -> bool:
 
 def _erase_send(send: DistributionSend, scrubber: Scrubber, now: dt.datetime) -> bool:
     before = _snapshot(send, _SEND_FIELDS)
+    # An empty recipient_key also tells the worker of a send in flight (`sending`) that the
+    # recipient was erased meanwhile: it records no provider answer and does not retry
+    # (distribution.tasks._finish).
     send.recipient = send.recipient_key = send.recipient_name = send.firstname = ""
     # It holds the recipient's address; without it a later unique send may reach them again,
     # which an erased person cannot be protected from anyway (nobody knows them any more).
@@ -712,7 +715,7 @@ def _erase_send(send: DistributionSend, scrubber: Scrubber, now: dt.datetime) ->
         send.status = "failed"
         send.failed_at = now
         send.next_attempt_at = None
-        send.last_error = NOT_SENT
+        send.last_error = ERASED_NOT_SENT
     if _snapshot(send, _SEND_FIELDS) == before:
         return False
     send.updated_at = now

@@ -501,6 +501,16 @@ def _deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
         if not runtime.db.is_sqlite:
             current_query = current_query.with_for_update()
         current = {row[0]: (row[1], row[2]) for row in connection.execute(current_query)} if planned else {}
+        sent_bodies = {row[0].id: row[2] for row in rows}
+        erased = _erased_meanwhile(
+            runtime,
+            connection,
+            {
+                plan.event_id: sent_bodies[plan.message_id]
+                for plan, response in zip(planned, responses, strict=True)
+                if response.body
+            },
+        )
         for plan, response in zip(planned, responses, strict=True):
             if response.late:
                 # Not sent, its slot passed: its job runs again at once and reserves a new slot
@@ -558,7 +568,9 @@ def _deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
                     "success": response.success,
                     "error": reason,
                     "duration_ms": response.duration_ms,
-                    "response_body": response.body,
+                    # A receiver's answer may echo the body: not kept when the person it was
+                    # about was erased while it was on its way.
+                    "response_body": "" if plan.event_id in erased else response.body,
                     "worker": worker,
                     "created_at": done_at,
                 }
@@ -601,6 +613,20 @@ def _deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
             max(at - finished, dt.timedelta(0)), "throttled: waiting for its sending slot"
         )
     return outcomes
+
+
+def _erased_meanwhile(runtime: Runtime, connection: Any, sent: dict[int, str]) -> set[int]:
+    """The events of `sent` (event ID: the body sent) whose stored body is no longer the one sent:
+    a person's erasure (privacy.service) rewrote it while the delivery was on its way. On
+    PostgreSQL the bodies stay locked (shared) until the attempts are recorded, so an erasure
+    either changed them before (seen here) or clears the recorded answers after."""
+    if not sent:
+        return set()
+    payloads = cast(Table, WebhookPayload.__table__)
+    query = select(payloads.c.event_id, payloads.c.body).where(payloads.c.event_id.in_(sorted(sent)))
+    if not runtime.db.is_sqlite:
+        query = query.with_for_update(read=True)
+    return {event_id for event_id, body in connection.execute(query) if body != sent[event_id]}
 
 
 def _planned_rows(runtime: Runtime, message_ids: list[int], now: dt.datetime) -> list[Any]:
