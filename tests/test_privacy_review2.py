@@ -20,10 +20,14 @@ from sqlalchemy import event as sqlalchemy_event
 
 from conftest import LiveServer, TestAccount
 from coupons_fixtures import create_campaign
+from helpers import assert_error
+from loyalty_fixtures import create_card
+from opencoupon.directories.schemas import DirectoryUserCreate
+from opencoupon.loyalty.schemas import HolderIn
 from opencoupon.models import CouponSession, DistributionSend, Event, WebhookAttempt, WebhookPayload
 from opencoupon.runtime import Runtime
 from test_foundation_security import _dump
-from test_privacy import claim, erase, erase_body, export, new_person, sms_send, stored_events
+from test_privacy import ERASE, EXPORT, claim, erase, erase_body, export, new_person, sms_send, stored_events
 from webhooks_fixtures import Receiver, Reply, drain, receiver  # noqa: F401
 
 
@@ -121,6 +125,76 @@ def test_a_person_with_thousands_of_rows_is_exported_and_erased_in_time(
     assert len(event.data["coupon_sessions"]) == 1000
     assert event.data["counts"]["coupon_sessions"] == count + 1
     assert event.data["truncated"] is True
+
+
+def replayed_after_erasure(
+    account: TestAccount, path: str, body: dict[str, Any], email: str
+) -> tuple[Any, Any]:
+    """The answer to `body` at `path`, then its replay (same Idempotency-Key) after `email` was erased."""
+    headers = {**account.headers, "Idempotency-Key": f"review2-{uuid.uuid4().hex}"}
+    first = account.client.post(path, json=body, headers=headers)
+    assert first.status_code == 201, first.text
+    assert erase_body(account, email=email)["kept_answers"] == 1
+    again = account.client.post(path, json=body, headers=headers)
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    return first.json(), again.json()
+
+
+def assert_every_given_field_blank(
+    first: dict[str, Any], again: dict[str, Any], given: dict[str, str]
+) -> None:
+    for key, value in given.items():
+        if key == "password":
+            continue
+        assert first[key] == value, (key, first[key])
+        assert again[key] in ("", None), (key, again[key])
+    assert not [value for key, value in given.items() if value in json.dumps(again)]
+
+
+def test_kept_answer_of_a_v4_loyalty_holder_loses_every_personal_field(account: TestAccount) -> None:
+    """The replay kept custom_4…custom_8 of a v4 holder (only custom_1…custom_3 were personal)."""
+    card = create_card(account, type="points")
+    tag = uuid.uuid4().hex[:8]
+    given = {name: f"{name} of holder {tag}" for name in HolderIn.model_fields}
+    given |= {"email": f"holder.{tag}@example.com", "phone": f"+44 7700 {uuid.uuid4().int % 10**6:06d}"}
+    first, again = replayed_after_erasure(
+        account, f"/v4/loyalty/loyalty-cards/{card['id']}/stats", given, given["email"]
+    )
+    assert_every_given_field_blank(first, again, given)
+    assert again["id"] == first["id"]
+    assert again["points"] == first["points"]
+
+
+def test_kept_answer_of_a_directory_user_loses_every_personal_field(account: TestAccount) -> None:
+    directory = account.client.post(
+        "/v4/directory", json={"name": "Deals", "access": "login"}, headers=account.headers
+    )
+    assert directory.status_code == 201, directory.text
+    tag = uuid.uuid4().hex[:8]
+    given = {name: f"{name} of member {tag}" for name in DirectoryUserCreate.model_fields}
+    given |= {
+        "email": f"member.{tag}@example.com",
+        "phone": f"+44 7700 {uuid.uuid4().int % 10**6:06d}",
+        "password": "member-password-1",
+        "birth_date": "1990-04-01",
+        "zip": "90210",
+    }
+    first, again = replayed_after_erasure(
+        account, f"/v4/directory/{directory.json()['id']}/users", given, given["email"]
+    )
+    assert_every_given_field_blank(first, again, given)
+    assert again["id"] == first["id"]
+
+
+def test_a_phone_of_separators_only_is_refused(account: TestAccount) -> None:
+    for phone in ("+", "--", "+ ( ) -", ".."):
+        for path in (EXPORT, ERASE):
+            response = account.client.post(
+                path, json={"email": "a@example.com", "phone": phone}, headers=account.headers
+            )
+            assert_error(response, 422, 300)
+    # Spaces only: no phone given (as an empty one).
+    assert export(account, "a@example.com", phone="  ")["phone"] is None
 
 
 class GatedSms:

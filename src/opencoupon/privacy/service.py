@@ -20,8 +20,10 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
 
+from opencoupon.coupons.schemas import STANDARD_CLAIM_FIELDS
 from opencoupon.coupons.sessions import session_path
 from opencoupon.directories import service as directories
+from opencoupon.directories.schemas import DirectoryUserCreate
 from opencoupon.directories.service import MEMBER_SOURCE as DIRECTORY_SOURCE
 from opencoupon.distribution import service as distribution
 from opencoupon.distribution.tasks import ERASED_NOT_SENT
@@ -31,6 +33,7 @@ from opencoupon.kit import idempotency
 from opencoupon.kit.crypto import ERASED_PASSWORD
 from opencoupon.kit.dates import fmt, fmt_date
 from opencoupon.kit.endpoint import ApiContext
+from opencoupon.loyalty.schemas import HolderIn
 from opencoupon.loyalty.service import holder_path
 from opencoupon.models import (
     Campaign,
@@ -58,28 +61,21 @@ INVALID_EMAIL = ApiError(305, "Email address is not valid.")
 
 # What erased free text and unique columns hold instead (the password marker: kit.crypto).
 ERASED = "[erased]"
-# Keys of stored JSON (event data, kept answers) that hold a person's details.
+# Keys of stored JSON (event data, kept answers) that hold a person's details: every field a
+# person's record takes in (a loyalty holder's address, zip and custom_1…custom_8, which its v4
+# answer repeats; a directory user's; a claim's), and how other answers and events name them.
 PERSONAL_KEYS = frozenset(
     {
-        "firstname",
-        "lastname",
-        "first_name",
-        "last_name",
-        "email",
-        "phone",
-        "birthday",
-        "birth_date",
+        *HolderIn.model_fields,
+        *DirectoryUserCreate.model_fields,
+        *STANDARD_CLAIM_FIELDS,
         "gender",
-        "address",
-        "zip",
-        "city",
-        "custom_1",
-        "custom_2",
-        "custom_3",
+        "birthday",
         "custom_fields",
         "recipient",
         "recipient_name",
     }
+    - {"password"}  # never in an answer or event; not a detail of the person either
 )
 _EMAIL_KEYS = ("email", "recipient")
 _PHONE_KEYS = ("phone", "recipient")
@@ -121,8 +117,10 @@ def person_of(req: PersonRef) -> Person:
         raise missing("email")
     if len(email) > 254 or not EMAIL.match(email):
         raise INVALID_EMAIL
-    phone = bare_phone(req.phone or "")
-    if phone and not PHONE.match(phone):
+    typed_phone = (req.phone or "").strip()
+    phone = bare_phone(typed_phone)
+    # Separators alone ("+", "--") are no phone: refused, not taken as none given.
+    if (phone or typed_phone) and not PHONE.match(phone):
         raise bad_value("phone", "6 to 15 digits, with an optional leading + and separators.")
     return Person(email, phone, typed)
 
