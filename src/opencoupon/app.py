@@ -24,6 +24,7 @@ from opencoupon.config import Settings, get_settings
 from opencoupon.db.group import ReadGroup, WriteGroup
 from opencoupon.errors import ApiError, error_response
 from opencoupon.kit.endpoint import unstorable
+from opencoupon.kit.fastlane import allowed_methods
 from opencoupon.runtime import Runtime
 from opencoupon.web import SafeFormCharset
 
@@ -72,12 +73,23 @@ def _routers() -> list[APIRouter]:
     return found
 
 
-def _http_error(status: int) -> ApiError:
+def _http_error(status: int, headers: dict[str, str]) -> ApiError:
     if status == 404:
-        return ApiError(404, "Route not found.", http_status=404)
+        return ApiError(404, "Route not found.", http_status=404, headers=headers)
     if status == 405:
-        return ApiError(405, "Method not allowed on this route.", http_status=405)
-    return ApiError(status, "Request could not be processed.", http_status=status)
+        return ApiError(405, "Method not allowed on this route.", http_status=405, headers=headers)
+    return ApiError(status, "Request could not be processed.", http_status=status, headers=headers)
+
+
+def _http_headers(request: Request, exc: StarletteHTTPException) -> dict[str, str]:
+    """The exception's headers; a 405's Allow names every method of the path, not only those of
+    the first route matched (a v3 call's GET and POST are two routes)."""
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        allowed = allowed_methods(request.app, request.scope["path"])
+        if allowed:
+            headers["Allow"] = ", ".join(allowed)
+    return headers
 
 
 # How long a stopping server waits for the in-process job runner's running jobs.
@@ -138,16 +150,20 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_exception(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = _http_headers(request, exc)
         if _wants_html(request) and 400 <= exc.status_code < 500:
             from opencoupon.dashboard.security import error_page
 
             if exc.status_code == 405:
-                return await error_page(request, 405, "Not allowed", "This page cannot be used that way.")
-            if exc.status_code == 404:
-                return await error_page(request, 404, "Page not found", "There is nothing at this address.")
-            # A body the form parser refuses (a broken multipart upload...).
-            return await _not_understood(request, exc.status_code)
-        return error_response(_http_error(exc.status_code))
+                page = await error_page(request, 405, "Not allowed", "This page cannot be used that way.")
+            elif exc.status_code == 404:
+                page = await error_page(request, 404, "Page not found", "There is nothing at this address.")
+            else:
+                # A body the form parser refuses (a broken multipart upload...).
+                page = await _not_understood(request, exc.status_code)
+            page.headers.update(headers)
+            return page
+        return error_response(_http_error(exc.status_code, headers))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:

@@ -441,6 +441,7 @@ def v3_endpoint(
                 openapi_extra={"parameters": _query_doc(model), "security": SECURITY},
                 response_model=None,
             )
+            add_head_route(router, path, endpoint, name)
         return handler
 
     return register
@@ -491,6 +492,16 @@ def v4_endpoint(
             openapi_extra=extra,
             response_model=None,
         )
+        if method == "GET":
+            add_head_route(router, path, endpoint, handler.__name__)
         return handler
 
     return register
+
+
+def add_head_route(router: APIRouter, path: str, endpoint: Callable[[Request], Any], name: str) -> None:
+    """HEAD beside a GET: the GET's status and headers (the server sends no body). Its own route,
+    left out of the OpenAPI document, which would list the call twice under one operation ID."""
+    router.add_api_route(
+        path, endpoint, methods=["HEAD"], name=name + "_head", include_in_schema=False, response_model=None
+    )

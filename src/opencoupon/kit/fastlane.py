@@ -3,17 +3,17 @@ in a dict and its endpoint runs without Starlette's route matching and FastAPI's
 
 Matching a request against some 400 routes, and FastAPI's dependency machinery, cost about a
 fifth of a validation's CPU. A trailing slash is ignored. The routes stay registered with FastAPI
-too (OpenAPI, HEAD, anything not in the table); errors still reach the app's exception handlers."""
+too (OpenAPI, the Allow of a 405, anything not in the table); errors still reach the app's
+exception handlers."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
 
 from fastapi import APIRouter, FastAPI
-from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -24,9 +24,9 @@ API_PREFIXES = ("/v3/", "/v4/")
 DIRECT_ENDPOINTS: set[Endpoint] = set()
 
 
-def _api_routes(routes: list[BaseRoute]) -> Iterator[APIRoute]:
+def _api_routes(routes: list[BaseRoute]) -> Iterator[Route]:
     for route in routes:
-        if isinstance(route, APIRoute):
+        if isinstance(route, Route):
             yield route
         # FastAPI keeps included routers as branches; the project includes them without prefix.
         included = getattr(route, "original_router", None)
@@ -43,6 +43,16 @@ def direct_routes(app: FastAPI) -> dict[tuple[str, str], Endpoint]:
             for method in route.methods or ():
                 table.setdefault((method, route.path), route.endpoint)
     return table
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method some route of `path` answers (a 405's Allow header): route matching stops at
+    the first route of the path, and a v3 call has one route per method."""
+    methods: set[str] = set()
+    for route in _api_routes(app.routes):
+        if route.methods and route.path_regex.match(path):
+            methods |= route.methods
+    return sorted(methods)
 
 
 class FastLane:
