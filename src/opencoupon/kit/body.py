@@ -1,6 +1,7 @@
 """The one v3 request parser: JSON, form, multipart or query string into one flat dict.
 
-Form values stay strings; `key[]=a&key[]=b`, `key[0]=a` and repeated keys become lists.
+Form values stay strings; `key[]=a&key[]=b`, `key[0]=a` and repeated keys become lists, and
+`key[name]=a` (PHP's http_build_query of an object) an object.
 JSON `null` means "not given". An empty body, or an empty JSON array (PHP's `json_encode([])`),
 means no parameters.
 """
@@ -21,12 +22,29 @@ from opencoupon.kit import ids
 _INDEXED_KEY = re.compile(r"^(?P<name>[^\[\]]+)\[(?P<index>[^\[\]]*)\]$")
 
 
+def _add_keyed(target: dict[str, Any], name: str, index: str, value: Any) -> None:
+    """`name[index]=value` with a named index: an object, as PHP reads `filter[email]=x`."""
+    current = target.get(name)
+    if isinstance(current, dict):
+        current[index] = value
+    elif current is None:
+        target[name] = {index: value}
+    else:
+        # Mixed with list items (`a[]=x&a[k]=y`): PHP numbers those 0, 1, ...
+        items = current if isinstance(current, list) else [current]
+        target[name] = {**{str(i): item for i, item in enumerate(items)}, index: value}
+
+
 def _add(target: dict[str, Any], key: str, value: Any) -> None:
     match = _INDEXED_KEY.match(key)
     if match:
-        name = match.group("name")
+        name, index = match.group("name"), match.group("index")
         current = target.get(name)
-        if isinstance(current, list):
+        if index and not ids.is_number(index):
+            _add_keyed(target, name, index, value)
+        elif isinstance(current, dict):
+            current[index or str(len(current))] = value
+        elif isinstance(current, list):
             current.append(value)
         elif current is None:
             target[name] = [value]

@@ -379,12 +379,26 @@ def _body_doc(model: type[V3Request]) -> dict[str, Any]:
     }
 
 
+def _object_schema(prop: dict[str, Any]) -> dict[str, Any] | None:
+    """The object a parameter takes (itself, or one of its `anyOf` forms), or None."""
+    forms: list[dict[str, Any]] = [prop, *prop.get("anyOf", [])]
+    return next((form for form in forms if form.get("type") == "object"), None)
+
+
 def _query_doc(model: type[V3Request]) -> list[dict[str, Any]]:
     schema = _request_schema(model)
     required = set(schema.get("required", []))
     params = []
     for name, prop in schema.get("properties", {}).items():
-        params.append({"name": name, "in": "query", "required": name in required, "schema": prop})
+        param = {"name": name, "in": "query", "required": name in required, "schema": prop}
+        as_object = _object_schema(prop)
+        if as_object is not None:
+            # `filter[email]=x` (PHP's http_build_query): OpenAPI's default form style would send
+            # the object's keys as parameters of their own (`?email=x`), which no call reads.
+            param.update(schema=as_object, style="deepObject", explode=True)
+            if any(form.get("type") == "string" for form in prop.get("anyOf", [])):
+                param["description"] = f"Also accepted as JSON text: `{name}={{...}}`."
+        params.append(param)
     return params
 
 
