@@ -1,19 +1,26 @@
 """The second wire review: what PHP, Java and .NET clients send reaches the calls as sent (keyed
-`name[key]=` parameters), and the protocol edges answer as HTTP says (Allow on 405, HEAD)."""
+`name[key]=` parameters, a declared form charset, a byte order mark), and the protocol edges answer
+as HTTP says (Allow on 405, HEAD, Content-Encoding, a client that hangs up)."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import logging
+import socket
+import time
+from typing import Any
 
 import httpx2
 import pytest
 
-from conftest import TestAccount
+from conftest import LiveServer, TestAccount
 from helpers import assert_error
 from loyalty_fixtures import CARDS, create_card
 
 CAMPAIGNS = "/v4/campaigns"
 FORM = "application/x-www-form-urlencoded"
+BOM = b"\xef\xbb\xbf"
 
 
 # --- keyed parameters: `filter[email]=x` ---------------------------------------------------------
@@ -69,6 +76,85 @@ def test_the_openapi_document_sends_object_parameters_in_brackets(http: httpx2.C
     assert "style" not in by_name["include_voided"]
 
 
+# --- charsets and byte order marks -----------------------------------------------------------------
+
+
+def _campaign_name(account: TestAccount, body: bytes, content_type: str | None) -> httpx2.Response:
+    headers = dict(account.headers)
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    return account.client.post(CAMPAIGNS, content=body, headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("body", "charset"),
+    [
+        (b"name=Caf%E9", "iso-8859-1"),
+        (b"name=Caf\xe9", "ISO-8859-1"),
+        (b"name=Caf%E9", "windows-1252"),
+        (b"name=Caf%C3%A9", "utf-8"),
+    ],
+)
+def test_a_form_is_read_in_its_declared_charset(account: TestAccount, body: bytes, charset: str) -> None:
+    """Apache HttpClient's default form charset is ISO-8859-1: "Caf\\ufffd" was stored."""
+    created = _campaign_name(account, body, f"{FORM}; charset={charset}")
+    assert created.status_code == 201, created.text
+    assert created.json()["name"] == "Café"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"name=Caf%E9", FORM),
+        (b"name=Caf\xe9", FORM),
+        (b"name=Caf%E9", f"{FORM}; charset=utf-16"),
+        (b"name=Caf%E9", f"{FORM}; charset=no-such-charset"),
+        (b"name=Caf%E9", None),
+    ],
+)
+def test_a_form_not_in_its_charset_is_refused_not_stored_mangled(
+    account: TestAccount, body: bytes, content_type: str | None
+) -> None:
+    assert_error(_campaign_name(account, body, content_type), 422, 301)
+    assert_error(account.client.get("/v3/coupon/list?folder=Caf%E9", headers=account.headers), 422, 301)
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/octet-stream"])
+def test_json_after_a_byte_order_mark_parses_whatever_its_content_type(
+    account: TestAccount, content_type: str | None
+) -> None:
+    created = _campaign_name(account, BOM + json.dumps({"name": "Bommed"}).encode(), content_type)
+    assert created.status_code == 201, created.text
+    assert created.json()["name"] == "Bommed"
+
+
+def test_a_form_after_a_byte_order_mark_keeps_its_first_key(account: TestAccount) -> None:
+    created = _campaign_name(account, BOM + b"name=Marked&description=x", FORM)
+    assert created.status_code == 201, created.text
+    assert created.json()["name"] == "Marked"
+
+
+# --- Content-Encoding --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+def test_a_compressed_body_is_refused_with_415(account: TestAccount, encoding: str) -> None:
+    body = gzip.compress(json.dumps({"name": "Zipped"}).encode())
+    response = account.client.post(
+        CAMPAIGNS,
+        content=body,
+        headers={**account.headers, "Content-Type": "application/json", "Content-Encoding": encoding},
+    )
+    answer = assert_error(response, 415, 415)
+    assert "not supported" in answer["status"]["errors"]["error_message_description"][0]
+    plain = account.client.post(
+        CAMPAIGNS,
+        json={"name": "Plain"},
+        headers={**account.headers, "Content-Encoding": "identity"},
+    )
+    assert plain.status_code == 201, plain.text
+
+
 # --- 405 and HEAD ------------------------------------------------------------------------------
 
 
@@ -103,3 +189,45 @@ def test_head_answers_an_api_get_without_a_body(account: TestAccount) -> None:
         assert head.headers["content-type"] == "application/json"
         assert head.headers["content-length"] == got.headers["content-length"]
     assert account.client.head(CAMPAIGNS).status_code == 401
+
+
+# --- a client that hangs up ----------------------------------------------------------------------
+
+
+def _hang_up_mid_body(live_server: LiveServer, method: str, path: str) -> None:
+    with socket.create_connection(("127.0.0.1", live_server.port), timeout=15) as sock:
+        lines = [
+            f"{method} {path} HTTP/1.1",
+            "Host: t",
+            "Content-Type: application/json",
+            "Content-Length: 1000",
+        ]
+        # 11 bytes of the 1,000 declared, then the connection closes.
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + b'{"name": "x')
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/v3/coupon/list"), ("POST", CAMPAIGNS), ("PATCH", "/v4/campaigns/cam_1")]
+)
+def test_a_client_hanging_up_mid_body_logs_no_error(
+    live_server: LiveServer, caplog: pytest.LogCaptureFixture, method: str, path: str
+) -> None:
+    """Two tracebacks were logged ("unhandled error … ClientDisconnect" and uvicorn's
+    "Exception in ASGI application") for a client that went away."""
+    uvicorn_log = logging.getLogger("uvicorn.error")  # does not reach the root logger
+    uvicorn_log.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="opencoupon"):
+            _hang_up_mid_body(live_server, method, path)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not _ended(caplog.records):
+                time.sleep(0.02)
+    finally:
+        uvicorn_log.removeHandler(caplog.handler)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert errors == []
+    assert any("client disconnected" in r.getMessage() for r in caplog.records)
+
+
+def _ended(records: list[Any]) -> bool:
+    return any("client disconnected" in r.getMessage() or r.levelno >= logging.ERROR for r in records)

@@ -15,6 +15,7 @@ HTTP_REASONS = {
     409: "Conflict",
     410: "Gone",
     413: "Payload Too Large",
+    415: "Unsupported Media Type",
     422: "Unprocessable entity",
     429: "Too Many Requests",
     500: "Internal Server Error",

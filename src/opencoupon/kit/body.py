@@ -1,25 +1,32 @@
 """The one v3 request parser: JSON, form, multipart or query string into one flat dict.
 
 Form values stay strings; `key[]=a&key[]=b`, `key[0]=a` and repeated keys become lists, and
-`key[name]=a` (PHP's http_build_query of an object) an object.
-JSON `null` means "not given". An empty body, or an empty JSON array (PHP's `json_encode([])`),
-means no parameters.
+`key[name]=a` (PHP's http_build_query of an object) an object. A form is read in the charset its
+Content-Type names (UTF-8, ASCII, Latin-1 or Windows-1252; UTF-8 otherwise) and refused with 301
+where its bytes are not of it. JSON `null` means "not given". An empty body, or an empty JSON array
+(PHP's `json_encode([])`), means no parameters. A leading UTF-8 byte order mark is ignored.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
+import logging
 import re
 from typing import Any
 from urllib.parse import parse_qsl
 
+from python_multipart.multipart import parse_options_header
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from opencoupon.errors import ApiError
 from opencoupon.kit import ids
 
+log = logging.getLogger("opencoupon.api")
+
 _INDEXED_KEY = re.compile(r"^(?P<name>[^\[\]]+)\[(?P<index>[^\[\]]*)\]$")
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def _add_keyed(target: dict[str, Any], name: str, index: str, value: Any) -> None:
@@ -118,35 +125,95 @@ class PayloadTooLarge(ApiError):
         super().__init__(413, f"Request body is larger than {limit} bytes.", http_status=413)
 
 
-async def read_payload(request: Request, max_bytes: int) -> dict[str, Any]:
-    """Parse query string and body into one dict; body values win over the query string."""
+class ClientGone(ApiError):
+    """The client closed the connection before sending its whole body: nobody reads the answer,
+    and nothing is worth logging beyond a debug line."""
+
+    def __init__(self) -> None:
+        super().__init__(400, "The request body was not sent in full.", http_status=400)
+
+
+class EncodedBody(ApiError):
+    def __init__(self, encoding: str) -> None:
+        super().__init__(
+            415,
+            f"Content-Encoding {encoding[:40]} is not supported; send the body uncompressed.",
+            http_status=415,
+        )
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body: PayloadTooLarge past `max_bytes`, ClientGone if the client hung up."""
     declared = request.headers.get("content-length")
     if declared and ids.is_number(declared) and int(declared) > max_bytes:
         raise PayloadTooLarge(max_bytes)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(max_bytes)
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLarge(max_bytes)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        log.debug("client disconnected while sending the body of %s", request.url.path)
+        raise ClientGone() from None
+    return b"".join(chunks)
 
-    payload = pairs_to_dict(parse_qsl(request.url.query, keep_blank_values=True))
+
+# Charsets a form may name (web.SafeFormCharset's for multipart): none of them decodes bytes into
+# text no database stores.
+_FORM_CODECS = {"utf-8", "ascii", "iso8859-1", "cp1252"}
+
+
+def _form_codec(content_type: str) -> str:
+    """The codec a form body is read with: its declared charset if one of ours, else UTF-8."""
+    _kind, options = parse_options_header(content_type)
+    charset = options.get(b"charset")
+    if charset:
+        try:
+            name = codecs.lookup(charset.decode("latin-1")).name
+        except LookupError:
+            return "utf-8"
+        if name in _FORM_CODECS:
+            return name
+    return "utf-8"
+
+
+def parse_form(text: str | bytes, codec: str = "utf-8") -> dict[str, Any]:
+    """A query string or form body; 301 where it (or a %-escape in it) is not text of `codec`:
+    the replacement character stored instead lost what was sent."""
+    try:
+        if isinstance(text, bytes):
+            text = text.decode(codec)
+        return pairs_to_dict(parse_qsl(text, keep_blank_values=True, encoding=codec, errors="strict"))
+    except UnicodeDecodeError:
+        raise ApiError(301, f"Invalid character in the parameters: they are not {codec} text.") from None
+
+
+async def read_payload(request: Request, max_bytes: int) -> dict[str, Any]:
+    """Parse query string and body into one dict; body values win over the query string."""
+    raw = await read_body(request, max_bytes)
+    payload = parse_form(request.url.query)
     content_type = request.headers.get("content-type", "").lower()
-    stripped = raw.strip()
+    # A byte order mark (Windows tools write one) would hide the JSON's `{` and begin a form's first key.
+    body_bytes = raw.removeprefix(UTF8_BOM)
+    stripped = body_bytes.strip()
     if not stripped:
         check_characters(payload)
         return payload
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        raise EncodedBody(encoding)
     if content_type.startswith("multipart/form-data"):
         body = await _parse_multipart(request, raw)
     elif content_type.startswith("application/x-www-form-urlencoded") and not stripped.startswith(b"{"):
-        body = pairs_to_dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+        body = parse_form(body_bytes, _form_codec(content_type))
     elif stripped.startswith((b"{", b"[")) or "json" in content_type:
         body = parse_json_bytes(stripped)
     else:
         # Clients that send a form body with a wrong or missing Content-Type.
-        body = pairs_to_dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+        body = parse_form(body_bytes, _form_codec(content_type))
     payload.update(body)
     check_characters(payload)
     return payload
