@@ -191,6 +191,23 @@ def test_head_answers_an_api_get_without_a_body(account: TestAccount) -> None:
     assert account.client.head(CAMPAIGNS).status_code == 401
 
 
+def test_head_of_a_v3_call_that_writes_changes_nothing(account: TestAccount) -> None:
+    """A v3 write answers its GET as its POST (the vendor's calls take both); HEAD, which link
+    checkers and proxies send freely, is refused there (405, Allow naming GET and POST) and
+    creates nothing."""
+    made = account.client.post(CAMPAIGNS, json={"name": "Probed"}, headers=account.headers)
+    assert made.status_code == 201, made.text
+    campaign = made.json()["id"]
+    path = f"/v3/singleuse/create?campaign={campaign}&email=probe@example.com"
+    head = account.client.head(path, headers=account.headers)
+    assert head.status_code == 405
+    assert {m.strip() for m in head.headers["allow"].split(",")} >= {"GET", "POST"}
+    assert "HEAD" not in head.headers["allow"]
+    listed = account.call("/v3/campaign/data", campaign=campaign)
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["data"] == []
+
+
 # --- a client that hangs up ----------------------------------------------------------------------
 
 

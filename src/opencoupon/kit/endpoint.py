@@ -455,7 +455,10 @@ def v3_endpoint(
                 openapi_extra={"parameters": _query_doc(model), "security": SECURITY},
                 response_model=None,
             )
-            add_head_route(router, path, endpoint, name)
+            if read_only:
+                # HEAD is for reading: a link checker or a proxy probing a write call's address
+                # must not validate, void or create anything (405 with Allow: GET, POST).
+                add_head_route(router, path, endpoint, name)
         return handler
 
     return register
