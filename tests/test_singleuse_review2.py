@@ -3,6 +3,7 @@ recipient import (a bulk write that holds no lock for long, reading the file as 
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import threading
@@ -98,6 +99,29 @@ def test_a_large_batch_that_would_wait_too_long_is_answered_429(
     # A small batch never waits for a large one.
     small = make_campaign(runtime, account.id)
     assert len(assert_ok(account.call(MANY, campaign=small.public_id, amount=100))["data"]) == 100
+
+
+def test_a_caller_without_credentials_never_waits_for_a_turn(
+    runtime: Runtime, account: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The turn is taken after authentication: a large call without valid credentials is answered
+    401 at once, never queued ahead of the account's own batches (nor answered 429)."""
+    monkeypatch.setattr(bulkgate, "GATED_AMOUNT", 100)
+    monkeypatch.setattr(bulkgate, "WAIT_SECONDS", 0.0)
+    campaign = make_campaign(runtime, account.id)
+    assert asyncio.run(bulkgate.BULK_CALLS.enter(1.0))  # another large batch is running
+    try:
+        stranger = account.client.post(
+            MANY,
+            json={"campaign": campaign.public_id, "amount": 5000},
+            headers={"X-Client-Id": "nobody", "X-Client-Secret": "wrong"},
+        )
+        assert stranger.status_code == 401, stranger.text
+        busy = account.call(MANY, campaign=campaign.public_id, amount=5000)
+        assert_error(busy, 429, 429)
+    finally:
+        bulkgate.BULK_CALLS.leave()
+    assert _count(runtime, campaign.id) == 0
 
 
 # --- the dashboard's recipient import -------------------------------------------------------

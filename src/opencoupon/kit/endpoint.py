@@ -15,6 +15,7 @@ import json
 import logging
 import re
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -146,6 +147,11 @@ class _Answer:
         return JSONResponse(self.body, status_code=self.status_code, headers=self.headers)
 
 
+# Entered with a call's parameters before it runs and left once its answer is made (e.g. one
+# large batch at a time); an ApiError raised on entering refuses the call.
+Admission = Callable[[dict[str, Any]], AbstractAsyncContextManager[None]]
+
+
 async def run_call(
     request: Request,
     model: type[M],
@@ -156,12 +162,26 @@ async def run_call(
     read_only: bool = False,
     quick: bool = False,
     prefetch: Prefetch[M] | None = None,
+    admission: Admission | None = None,
 ) -> Response:
     runtime: Runtime = request.app.state.runtime
     try:
         payload = await read_payload(request, runtime.settings.max_body_bytes)
     except ApiError as err:
         return error_response(err)
+    if admission is not None:
+        # Authenticated first: a caller without credentials never takes (or waits for) a turn.
+        call = await run_in_threadpool(_authorize, request, runtime, payload, model, read_only)
+        if isinstance(call, Response):
+            return call
+        async with AsyncExitStack() as admitted:
+            try:
+                await admitted.enter_async_context(admission(payload))
+            except ApiError as err:
+                return error_response(err)
+            return await run_in_threadpool(
+                _run_authorized, call, handler, envelope, status_code, read_only, prefetch
+            )
     group: WriteGroup | None = getattr(request.app.state, "read_group" if read_only else "write_group", None)
     if quick and group is not None:
         # Quick calls on SQLite run on the event loop itself: handing them to a worker thread
@@ -290,6 +310,18 @@ def _run_sync(
     call = _authorize(request, runtime, payload, model, read_only)
     if isinstance(call, Response):
         return call
+    return _run_authorized(call, handler, envelope, status_code, read_only, prefetch)
+
+
+def _run_authorized(
+    call: _Call[M],
+    handler: Handler[M],
+    envelope: bool,
+    status_code: int,
+    read_only: bool,
+    prefetch: Prefetch[M] | None,
+) -> Response:
+    runtime = call.runtime
     try:
         prefetched = None
         if prefetch is not None:
@@ -421,15 +453,19 @@ def v3_endpoint(
     description: str = "",
     read_only: bool = False,
     quick: bool = False,
+    admission: Admission | None = None,
 ) -> Callable[[Handler[M]], Handler[M]]:
     """Register a Coupontools action call on every path (aliases answer the same), POST and GET.
 
     `read_only` calls (handlers that never write) run in a read transaction. `quick` calls (a
-    few indexed statements, bounded work) may run on the event loop on SQLite."""
+    few indexed statements, bounded work) may run on the event loop on SQLite. `admission`: see
+    Admission."""
 
     def register(handler: Handler[M]) -> Handler[M]:
         async def endpoint(request: Request) -> Response:
-            return await run_call(request, model, handler, envelope=True, read_only=read_only, quick=quick)
+            return await run_call(
+                request, model, handler, envelope=True, read_only=read_only, quick=quick, admission=admission
+            )
 
         DIRECT_ENDPOINTS.add(endpoint)
         doc = description or (handler.__doc__ or "").strip()
