@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -214,20 +214,32 @@ def _push_targets(session_codes: Sequence[str], holder_ids: Sequence[int]) -> li
     ]
 
 
-def push_subscriptions(
-    session: Session, scope: Scope, session_codes: Sequence[str], holder_ids: Sequence[int]
-) -> Sequence[PushSubscription]:
-    found: list[PushSubscription] = []
+_Targeted = TypeVar("_Targeted", PushSubscription, PushFanout)
+
+
+def _rows_for_targets(
+    session: Session,
+    model: type[_Targeted],
+    scope: Scope,
+    session_codes: Sequence[str],
+    holder_ids: Sequence[int],
+) -> Sequence[_Targeted]:
+    """The account's `model` rows whose target is one of these sessions or holders, by ID."""
+    found: list[_Targeted] = []
     for kind, keys in _push_targets(session_codes, holder_ids):
         for part in _chunks(keys):
             found += session.scalars(
-                select(PushSubscription).where(
-                    scope(PushSubscription.account_id),
-                    PushSubscription.target_kind == kind,
-                    PushSubscription.target_key.in_(part),
+                select(model).where(
+                    scope(model.account_id), model.target_kind == kind, model.target_key.in_(part)
                 )
             ).all()
     return sorted(found, key=lambda row: row.id)
+
+
+def push_subscriptions(
+    session: Session, scope: Scope, session_codes: Sequence[str], holder_ids: Sequence[int]
+) -> Sequence[PushSubscription]:
+    return _rows_for_targets(session, PushSubscription, scope, session_codes, holder_ids)
 
 
 def push_fanouts(
@@ -235,17 +247,7 @@ def push_fanouts(
 ) -> Sequence[PushFanout]:
     """Pushes sent to one of the person's sessions or holders (`pushnotification/single`): their
     text was written for that one person. Pushes to a whole campaign or card are not theirs."""
-    found: list[PushFanout] = []
-    for kind, keys in _push_targets(session_codes, holder_ids):
-        for part in _chunks(keys):
-            found += session.scalars(
-                select(PushFanout).where(
-                    scope(PushFanout.account_id),
-                    PushFanout.target_kind == kind,
-                    PushFanout.target_key.in_(part),
-                )
-            ).all()
-    return sorted(found, key=lambda row: row.id)
+    return _rows_for_targets(session, PushFanout, scope, session_codes, holder_ids)
 
 
 def events(
