@@ -74,6 +74,11 @@ def _run() -> None:
                     target_metadata=Base.metadata,
                     render_as_batch=connection.dialect.name == "sqlite",
                     compare_type=True,
+                    # Each migration commits with its version stamp (as SQLite always did): on
+                    # PostgreSQL one transaction for all kept every ALTER TABLE's lock (campaigns,
+                    # accounts...) until the end, the API waiting meanwhile, and an interrupted
+                    # run lost the migrations it had finished.
+                    transaction_per_migration=True,
                 )
                 with context.begin_transaction():
                     context.run_migrations()

@@ -6,6 +6,9 @@ subscriptions to try again and when. `ix_push_subscriptions_endpoint` finds ever
 browser subscription (opting out, a renewed subscription); on PostgreSQL it is built
 CONCURRENTLY, as 0012's index is (subscribing goes on). No table is rewritten.
 
+The column and the table are committed before that build (an autocommit block); a run interrupted
+during it leaves them without the version stamp, so a run again adds only what is missing.
+
 Revision ID: 0015
 Revises: 0014
 """
@@ -24,7 +27,30 @@ ENDPOINT_INDEX = "ix_push_subscriptions_endpoint"
 
 
 def upgrade() -> None:
-    op.add_column("push_fanouts", sa.Column("last_subscription_id", sa.Integer(), nullable=True))
+    schema = sa.inspect(op.get_bind())
+    if "last_subscription_id" not in {column["name"] for column in schema.get_columns("push_fanouts")}:
+        op.add_column("push_fanouts", sa.Column("last_subscription_id", sa.Integer(), nullable=True))
+    if not schema.has_table("push_retries"):
+        _create_retries()
+    if op.get_bind().dialect.name != "postgresql":
+        op.create_index(ENDPOINT_INDEX, "push_subscriptions", ["endpoint_digest"], unique=False)
+        return
+    with op.get_context().autocommit_block():
+        # An invalid index left by an interrupted build goes first.
+        op.drop_index(
+            ENDPOINT_INDEX, table_name="push_subscriptions", postgresql_concurrently=True, if_exists=True
+        )
+        op.create_index(
+            ENDPOINT_INDEX,
+            "push_subscriptions",
+            ["endpoint_digest"],
+            unique=False,
+            postgresql_concurrently=True,
+        )
+
+
+def _create_retries() -> None:
+    """The table and its index, committed together."""
     op.create_table(
         "push_retries",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -44,21 +70,6 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_push_retries_due", "push_retries", ["fanout_id", "run_at"], unique=False)
-    if op.get_bind().dialect.name != "postgresql":
-        op.create_index(ENDPOINT_INDEX, "push_subscriptions", ["endpoint_digest"], unique=False)
-        return
-    with op.get_context().autocommit_block():
-        # An invalid index left by an interrupted build goes first.
-        op.drop_index(
-            ENDPOINT_INDEX, table_name="push_subscriptions", postgresql_concurrently=True, if_exists=True
-        )
-        op.create_index(
-            ENDPOINT_INDEX,
-            "push_subscriptions",
-            ["endpoint_digest"],
-            unique=False,
-            postgresql_concurrently=True,
-        )
 
 
 def downgrade() -> None:

@@ -8,6 +8,11 @@ in here, in Python too, a thousand rows at a time. Adding the column is a catalo
 both databases (a constant default); on PostgreSQL the index is built CONCURRENTLY, as 0015's is
 (joins go on).
 
+On PostgreSQL the column is committed first; then each thousand keys is a transaction of its own
+(joins and edits wait for a moment, not for the whole fill), and the index is built. A run
+interrupted on the way (the build waits for every older transaction) leaves no version stamp: a run
+again finds the column, fills the keys still empty and replaces an invalid index.
+
 Revision ID: 0018
 Revises: 0017
 """
@@ -24,30 +29,54 @@ depends_on = None
 
 INDEX = "ix_loyalty_holders_card_email_key"
 BATCH = 1000
-_HOLDERS_AFTER = sa.text(
-    "SELECT id, email FROM loyalty_holders WHERE id > :after AND email <> '' ORDER BY id LIMIT :batch"
+_EMPTY_KEYS_AFTER = sa.text(
+    "SELECT id, email FROM loyalty_holders WHERE id > :after AND email_key = '' AND email <> '' "
+    "ORDER BY id LIMIT :batch"
 )
-_SET_KEY = sa.text("UPDATE loyalty_holders SET email_key = :key WHERE id = :id")
+_SET_KEY = sa.text("UPDATE loyalty_holders SET email_key = :key WHERE id = :id AND email = :email")
+# One statement per batch: in autocommit each statement is one transaction. A holder whose email
+# changed since it was read keeps the key the application gave it.
+_SET_KEYS_POSTGRES = sa.text(
+    "UPDATE loyalty_holders SET email_key = keys.key "
+    "FROM unnest(CAST(:ids AS integer[]), CAST(:emails AS text[]), CAST(:keys AS text[])) "
+    "AS keys (id, email, key) WHERE loyalty_holders.id = keys.id AND loyalty_holders.email = keys.email"
+)
 
 
 def _fill_keys() -> None:
     connection = op.get_bind()
+    postgres = connection.dialect.name == "postgresql"
     after = 0
-    while rows := connection.execute(_HOLDERS_AFTER, {"after": after, "batch": BATCH}).all():
+    while rows := connection.execute(_EMPTY_KEYS_AFTER, {"after": after, "batch": BATCH}).all():
         # models.loyalty.email_key, written out: a migration keeps the rule it was written with.
-        connection.execute(_SET_KEY, [{"id": row.id, "key": row.email.lower()} for row in rows])
+        if postgres:
+            keys = {
+                "ids": [row.id for row in rows],
+                "emails": [row.email for row in rows],
+                "keys": [row.email.lower() for row in rows],
+            }
+            connection.execute(_SET_KEYS_POSTGRES, keys)
+        else:
+            connection.execute(
+                _SET_KEY, [{"id": row.id, "email": row.email, "key": row.email.lower()} for row in rows]
+            )
         after = rows[-1].id
 
 
 def upgrade() -> None:
-    op.add_column(
-        "loyalty_holders", sa.Column("email_key", sa.String(length=254), server_default="", nullable=False)
-    )
-    _fill_keys()
+    columns = sa.inspect(op.get_bind()).get_columns("loyalty_holders")
+    if "email_key" not in {column["name"] for column in columns}:
+        op.add_column(
+            "loyalty_holders",
+            sa.Column("email_key", sa.String(length=254), server_default="", nullable=False),
+        )
     if op.get_bind().dialect.name != "postgresql":
+        # SQLite: one transaction, as every migration there.
+        _fill_keys()
         op.create_index(INDEX, "loyalty_holders", ["card_id", "email_key"], unique=False)
         return
     with op.get_context().autocommit_block():
+        _fill_keys()
         # An invalid index left by an interrupted build goes first.
         op.drop_index(INDEX, table_name="loyalty_holders", postgresql_concurrently=True, if_exists=True)
         op.create_index(

@@ -1,0 +1,269 @@
+"""Second operations review: a migration interrupted on PostgreSQL is finished by the next run, each
+migration commits on its own (the API does not wait for the whole upgrade), and the email keys are
+filled in batches."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection, create_engine, text
+
+from opencoupon.accounts import service as accounts
+from opencoupon.config import Settings
+from opencoupon.db.engine import normalize_url
+from opencoupon.db.migrate import downgrade, upgrade
+from opencoupon.db.session import Database
+from opencoupon.models.loyalty import email_key
+from opencoupon.runtime import Runtime
+from test_foundation_db import _differences
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def scratch_url(settings: Settings, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A new, empty database of the suite's kind."""
+    if not settings.database_url.startswith("postgres"):
+        return f"sqlite:///{tmp_path / 'scratch.db'}"
+    return str(request.getfixturevalue("scratch_postgres"))
+
+
+def _owner_at(url: str, runtime: Runtime, revision: str) -> int:
+    """An account made through today's model (its columns), then the schema taken back to `revision`."""
+    upgrade(url)
+    database = Database(url)
+    try:
+        with database.transaction() as session:
+            owner, _ = accounts.create_account(
+                session, runtime.keyring, email="ops@example.com", password=None
+            )
+            owner_id = owner.id
+    finally:
+        database.dispose()
+    downgrade(url, revision)
+    return owner_id
+
+
+_CARD = (
+    "INSERT INTO loyalty_cards (account_id, code, name, type, description, active, pin_digest, "
+    "join_fields, created_at, updated_at) VALUES (:a, :code, 'Card', 'stamp', '', true, '', "
+    "'email', '2030-01-01', '2030-01-01') RETURNING id"
+)
+_HOLDER = (
+    "INSERT INTO loyalty_holders (account_id, card_id, short_code, token, first_name, last_name, "
+    "email, phone, gender, city, custom_fields, points, stamps, cycle, voided, created_at, "
+    "updated_at) VALUES (:a, :c, :short, :token, '', '', :email, '', '', '', '{}', 0, 0, 0, "
+    "false, '2030-01-01', '2030-01-01')"
+)
+
+
+def _add_holders(conn: Connection, owner_id: int, emails: list[str], code: str = "ops001") -> None:
+    """Holders as the version before 0018 wrote them (raw rows, no email_key)."""
+    card_id = conn.execute(text(_CARD), {"a": owner_id, "code": code}).scalar_one()
+    conn.execute(
+        text(_HOLDER),
+        [
+            {
+                "a": owner_id,
+                "c": card_id,
+                "short": f"S{number:06d}",
+                "token": f"{code}-{number}",
+                "email": email,
+            }
+            for number, email in enumerate(emails)
+        ],
+    )
+
+
+def _keys(url: str) -> list[tuple[str, str]]:
+    engine = create_engine(normalize_url(url))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT email, email_key FROM loyalty_holders ORDER BY id")).all()
+    finally:
+        engine.dispose()
+    return [(row.email, row.email_key) for row in rows]
+
+
+def _assert_models_schema(url: str) -> None:
+    database = Database(url)
+    try:
+        assert _differences(database) == []
+    finally:
+        database.dispose()
+
+
+def _version(conn: Connection) -> str:
+    return str(conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one())
+
+
+@contextmanager
+def _upgrading(url: str) -> Iterator[list[BaseException]]:
+    """`upgrade(url)` running in a thread meanwhile; what it raised, if anything, once it ended."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            upgrade(url)
+        except BaseException as exc:  # reported to the test
+            raised.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield raised
+    finally:
+        thread.join(timeout=120)
+        assert not thread.is_alive()
+
+
+def _wait_for(probe: Callable[[], int | None]) -> int:
+    deadline = time.monotonic() + 60
+    while (found := probe()) is None:
+        assert time.monotonic() < deadline, "the migration never reached the expected wait"
+        time.sleep(0.1)
+    return found
+
+
+def _backend_waiting_on(admin: Connection, query_start: str) -> Callable[[], int | None]:
+    """The process of a statement beginning with `query_start` that waits for a lock."""
+
+    def probe() -> int | None:
+        pid = admin.execute(
+            text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query LIKE :start"
+            ),
+            {"start": query_start + "%"},
+        ).scalar()
+        return None if pid is None else int(pid)
+
+    return probe
+
+
+def _interrupt_index_build(url: str, index: str) -> None:
+    """Run the upgrade until CREATE INDEX CONCURRENTLY of `index` waits for an older transaction (a
+    pg_dump, a client idle in transaction), then cancel it as Ctrl-C does."""
+    engine = create_engine(normalize_url(url), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as admin, engine.connect() as old_snapshot:
+            old_snapshot.execute(text("BEGIN ISOLATION LEVEL REPEATABLE READ"))
+            old_snapshot.execute(text("SELECT count(*) FROM alembic_version"))
+            with _upgrading(url) as raised:
+                pid = _wait_for(_backend_waiting_on(admin, f"CREATE INDEX CONCURRENTLY {index} "))
+                admin.execute(text("SELECT pg_cancel_backend(:pid)"), {"pid": pid})
+            old_snapshot.execute(text("COMMIT"))
+            assert len(raised) == 1
+            assert "canceling statement" in str(raised[0])
+            # What the interruption leaves: an invalid index of that name.
+            valid = admin.execute(
+                text(
+                    "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                    "WHERE c.relname = :name"
+                ),
+                {"name": index},
+            ).scalar_one()
+            assert valid is False
+    finally:
+        engine.dispose()
+
+
+# --- 1. a migration interrupted on PostgreSQL is finished by the next run ------------------------
+
+
+def test_an_interrupted_email_key_migration_is_finished_by_the_next_run(
+    scratch_postgres: str, runtime: Runtime
+) -> None:
+    """0018 commits its column and keys before the index build, which waits for every older
+    transaction; a Ctrl-C there left version 0017 with the column present, and every later migrate
+    (and serve) failed with DuplicateColumn."""
+    url = scratch_postgres
+    owner_id = _owner_at(url, runtime, "0017")
+    engine = create_engine(normalize_url(url))
+    try:
+        with engine.begin() as conn:
+            _add_holders(conn, owner_id, ["JOSÉ@Example.com", "", "ana@example.com"])
+        _interrupt_index_build(url, "ix_loyalty_holders_card_email_key")
+        with engine.begin() as conn:
+            assert _version(conn) == "0017"
+            # Part of the fill undone, and a holder the version before wrote meanwhile.
+            conn.execute(text("UPDATE loyalty_holders SET email_key = '' WHERE email = 'ana@example.com'"))
+            _add_holders(conn, owner_id, ["Ole@Example.no"], code="ops002")
+    finally:
+        engine.dispose()
+    upgrade(url)
+    assert _keys(url) == [
+        ("JOSÉ@Example.com", "josé@example.com"),
+        ("", ""),
+        ("ana@example.com", "ana@example.com"),
+        ("Ole@Example.no", "ole@example.no"),
+    ]
+    _assert_models_schema(url)
+
+
+def test_an_interrupted_push_retries_migration_is_finished_by_the_next_run(
+    scratch_postgres: str,
+) -> None:
+    """0015 adds a column and a table before its index build: the same failure after a Ctrl-C."""
+    url = scratch_postgres
+    upgrade(url, "0014")
+    _interrupt_index_build(url, "ix_push_subscriptions_endpoint")
+    upgrade(url)
+    _assert_models_schema(url)
+
+
+# --- 2. each migration commits on its own; the keys are filled in batches -------------------------
+
+
+def test_an_upgrade_from_0015_fills_every_key_across_batches(scratch_url: str, runtime: Runtime) -> None:
+    """Several migrations in one run (0016 to head), and more holders than one batch of keys."""
+    owner_id = _owner_at(scratch_url, runtime, "0015")
+    emails = [("" if number % 7 == 0 else f"Holder.{number}.İ@Example.com") for number in range(2500)]
+    engine = create_engine(normalize_url(scratch_url))
+    try:
+        with engine.begin() as conn:
+            _add_holders(conn, owner_id, emails)
+    finally:
+        engine.dispose()
+    upgrade(scratch_url)
+    assert _keys(scratch_url) == [(email, email_key(email)) for email in emails]
+    _assert_models_schema(scratch_url)
+
+
+def test_a_migration_waiting_on_loyalty_holders_keeps_no_lock_of_the_ones_before(
+    scratch_postgres: str, runtime: Runtime
+) -> None:
+    """All pending migrations ran in one transaction: 0016's ALTER TABLE campaigns and 0017's ALTER
+    TABLE accounts kept their locks while 0018 waited or filled keys, and every API call reading
+    an account or a campaign waited too. Now each migration commits, and its locks go, on its own."""
+    url = scratch_postgres
+    owner_id = _owner_at(url, runtime, "0015")
+    engine = create_engine(normalize_url(url))
+    # Its connections hold no transaction open, which the index build would wait for.
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        with engine.begin() as conn:
+            _add_holders(conn, owner_id, ["a@example.com"])
+        with autocommit.connect() as admin, engine.connect() as request, engine.connect() as reader:
+            # A request in flight holding a holder's row (as a join or an addition does).
+            request.execute(text("SELECT id FROM loyalty_holders FOR UPDATE")).all()
+            with _upgrading(url) as raised:
+                try:
+                    _wait_for(_backend_waiting_on(admin, "ALTER TABLE loyalty_holders"))
+                    reader.execute(text("SET lock_timeout = '2s'"))
+                    assert reader.execute(text("SELECT count(*) FROM campaigns")).scalar_one() == 0
+                    assert reader.execute(text("SELECT count(*) FROM accounts")).scalar_one() == 1
+                    assert _version(reader) == "0017"
+                finally:
+                    reader.rollback()
+                    request.rollback()
+            assert raised == []
+    finally:
+        engine.dispose()
+    assert _keys(url) == [("a@example.com", "a@example.com")]
+    _assert_models_schema(url)
