@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, create_engine, text
 
+from conftest import TestAccount
+from helpers import assert_error
+from loyalty_fixtures import create_card, create_holder
 from opencoupon.accounts import service as accounts
 from opencoupon.config import Settings
 from opencoupon.db.engine import normalize_url
@@ -267,3 +270,36 @@ def test_a_migration_waiting_on_loyalty_holders_keeps_no_lock_of_the_ones_before
         engine.dispose()
     assert _keys(url) == [("a@example.com", "a@example.com")]
     _assert_models_schema(url)
+
+
+# --- 3. an email's key may be longer than the email ---------------------------------------------
+
+# 253 characters; lowered, each İ becomes two ('i' and a combining dot): 261.
+LONG_EMAIL = "İ" * 8 + "a" * 52 + "@" + "b" * 180 + ".example.com"
+
+
+def test_an_email_of_254_characters_at_most_joins_whatever_its_key_s_length(account: TestAccount) -> None:
+    """email_key was VARCHAR(254): on PostgreSQL this valid email was refused with 300 "a value is
+    too long"."""
+    assert len(LONG_EMAIL) == 253
+    assert len(email_key(LONG_EMAIL)) > 254
+    card = create_card(account, stamps_per_reward=8)
+    create_holder(account, card["id"], email=LONG_EMAIL)
+    again = account.call(
+        "/v3/loyaltyusers/create", loyaltycard=str(card["id"]), email=LONG_EMAIL.upper(), password="x"
+    )
+    assert_error(again, 422, 304)
+
+
+def test_the_migration_fills_in_a_key_longer_than_its_email(scratch_url: str, runtime: Runtime) -> None:
+    """On PostgreSQL the upgrade of such a holder failed with StringDataRightTruncation."""
+    owner_id = _owner_at(scratch_url, runtime, "0017")
+    engine = create_engine(normalize_url(scratch_url))
+    try:
+        with engine.begin() as conn:
+            _add_holders(conn, owner_id, [LONG_EMAIL])
+    finally:
+        engine.dispose()
+    upgrade(scratch_url)
+    assert _keys(scratch_url) == [(LONG_EMAIL, email_key(LONG_EMAIL))]
+    _assert_models_schema(scratch_url)

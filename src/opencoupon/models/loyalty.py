@@ -106,8 +106,9 @@ class LoyaltyHolder(Base):
     first_name: Mapped[str] = mapped_column(String(100), default="")
     last_name: Mapped[str] = mapped_column(String(100), default="")
     email: Mapped[str] = mapped_column(String(254), default="")
-    # email_key(email), kept by `_keep_email_key`: one person joins a card once per email.
-    email_key: Mapped[str] = mapped_column(String(254), default="", server_default="")
+    # email_key(email), kept by `_keep_email_key`: one person joins a card once per email. Text:
+    # lowering may lengthen it ('İ'.lower() is two characters), past the email's 254.
+    email_key: Mapped[str] = mapped_column(Text, default="", server_default="")
     phone: Mapped[str] = mapped_column(String(40), default="")
     gender: Mapped[str] = mapped_column(String(10), default="")
     birthday: Mapped[dt.date | None] = mapped_column(Date)

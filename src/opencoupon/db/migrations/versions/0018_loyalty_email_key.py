@@ -68,7 +68,8 @@ def upgrade() -> None:
     if "email_key" not in {column["name"] for column in columns}:
         op.add_column(
             "loyalty_holders",
-            sa.Column("email_key", sa.String(length=254), server_default="", nullable=False),
+            # Text: lowering may lengthen an email ('İ'.lower() is two characters).
+            sa.Column("email_key", sa.Text(), server_default="", nullable=False),
         )
     if op.get_bind().dialect.name != "postgresql":
         # SQLite: one transaction, as every migration there.
