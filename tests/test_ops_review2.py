@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Connection, create_engine, text
 
 from conftest import TestAccount
-from helpers import assert_error
+from helpers import assert_error, assert_ok
 from loyalty_fixtures import create_card, create_holder
 from opencoupon.accounts import service as accounts
 from opencoupon.config import Settings
@@ -303,3 +303,35 @@ def test_the_migration_fills_in_a_key_longer_than_its_email(scratch_url: str, ru
     upgrade(scratch_url)
     assert _keys(scratch_url) == [(LONG_EMAIL, email_key(LONG_EMAIL))]
     _assert_models_schema(scratch_url)
+
+
+# --- 4. holders written by a process of the version before the migration ------------------------
+
+
+def test_a_holder_an_older_process_wrote_after_the_migration_is_found_by_its_email(
+    account: TestAccount, runtime: Runtime
+) -> None:
+    """A process of the version before 0018, still running after `migrate`, writes holders with an
+    empty email_key (the column's default); the same email joined the card again in another case."""
+    card = create_card(account, stamps_per_reward=8)
+    with runtime.db.engine.begin() as conn:
+        conn.execute(
+            text(_HOLDER),
+            {
+                "a": account.id,
+                "c": card["id"],
+                "short": "OLDPROC1",
+                "token": f"old-process-{card['id']}",
+                "email": "Old.Process@Example.com",
+            },
+        )
+    for other_case in ("old.process@example.com", "OLD.PROCESS@EXAMPLE.COM"):
+        again = account.call(
+            "/v3/loyaltyusers/create", loyaltycard=str(card["id"]), email=other_case, password="x"
+        )
+        assert_error(again, 422, 304)
+    # Linking the person from another card finds that holder too.
+    elsewhere = create_card(account, stamps_per_reward=8)
+    theirs = create_holder(account, elsewhere["id"], email="old.process@example.com")
+    linked = assert_ok(account.call("/v3/loyaltyusers/link", loyaltycard=str(card["id"]), user=theirs["ID"]))
+    assert linked["user"]["email"] == "Old.Process@Example.com"

@@ -168,10 +168,15 @@ def reward_goal_held(session: Session, card_id: int) -> int | None:
 
 def holder_by_email(session: Session, card_id: int, email: str) -> LoyaltyHolder | None:
     """As stored now, even when the session holds the holder already: read after `lock_card`,
-    it may be the one a concurrent link just put on the card, loaded unlinked with the request."""
+    it may be the one a concurrent link just put on the card, loaded unlinked with the request.
+
+    A holder written by a process of the version before migration 0018, still running after it,
+    has an empty key: it is matched by its email in SQL's letter case (ASCII only on SQLite), as
+    that version matched it."""
+    unkeyed = and_(LoyaltyHolder.email_key == "", func.lower(LoyaltyHolder.email) == func.lower(email))
     return session.scalar(
         select(LoyaltyHolder)
-        .where(LoyaltyHolder.card_id == card_id, LoyaltyHolder.email_key == email_key(email))
+        .where(LoyaltyHolder.card_id == card_id, or_(LoyaltyHolder.email_key == email_key(email), unkeyed))
         .limit(1)
         .execution_options(populate_existing=True)
     )

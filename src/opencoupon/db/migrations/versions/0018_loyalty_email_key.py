@@ -11,7 +11,9 @@ both databases (a constant default); on PostgreSQL the index is built CONCURRENT
 On PostgreSQL the column is committed first; then each thousand keys is a transaction of its own
 (joins and edits wait for a moment, not for the whole fill), and the index is built. A run
 interrupted on the way (the build waits for every older transaction) leaves no version stamp: a run
-again finds the column, fills the keys still empty and replaces an invalid index.
+again finds the column, fills the keys still empty and replaces an invalid index. Holders that a
+process of the version before writes after this migration keep an empty key; holder_by_email
+(loyalty.repository) matches those by their email, as that version did.
 
 Revision ID: 0018
 Revises: 0017
