@@ -4,6 +4,9 @@ filled in batches."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +27,8 @@ from opencoupon.db.session import Database
 from opencoupon.models.loyalty import email_key
 from opencoupon.runtime import Runtime
 from test_foundation_db import _differences
+
+CLI = str(Path(sys.executable).with_name("opencoupon"))
 
 # --- helpers --------------------------------------------------------------------------------------
 
@@ -335,3 +340,46 @@ def test_a_holder_an_older_process_wrote_after_the_migration_is_found_by_its_ema
     theirs = create_holder(account, elsewhere["id"], email="old.process@example.com")
     linked = assert_ok(account.call("/v3/loyaltyusers/link", loyaltycard=str(card["id"]), user=theirs["ID"]))
     assert linked["user"]["email"] == "Old.Process@Example.com"
+
+
+# --- 5. serve --no-migrate and worker on a schema not up to date ---------------------------------
+
+
+def _cli_env(url: str, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCOUPON_")}
+    return {
+        **env,
+        "OPENCOUPON_DATABASE_URL": url,
+        "OPENCOUPON_VAR_DIR": str(tmp_path / "var"),
+        "OPENCOUPON_SECRET_KEY": "k" * 40,
+    }
+
+
+def _refused(env: dict[str, str], *args: str) -> str:
+    """The command's one-line refusal (it used to start, so it is stopped after a while)."""
+    process = subprocess.Popen(
+        [CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _out, err = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        pytest.fail(f"{' '.join(args)} started on a schema not up to date")
+    assert process.returncode == 1, err[-600:]
+    assert "Traceback" not in err, err[-600:]
+    return err
+
+
+@pytest.mark.parametrize("revision", ["", "0015"])
+def test_serve_without_migrating_and_the_worker_refuse_a_schema_not_up_to_date(
+    scratch_url: str, tmp_path: Path, revision: str
+) -> None:
+    """`serve --no-migrate` served every call a 500 on an unmigrated or older schema, and `worker`
+    ran its jobs there; each now ends in one line."""
+    if revision:
+        upgrade(scratch_url, revision)
+    env = _cli_env(scratch_url, tmp_path)
+    for args in (["serve", "--no-migrate", "--port", "0"], ["worker", "--once"], ["worker"]):
+        err = _refused(env, *args)
+        assert err == "error: the database is not migrated: run opencoupon migrate\n", err

@@ -53,13 +53,18 @@ def serve(
     workers: int = typer.Option(
         1, min=1, help="API processes. On SQLite they share the database file through its write lock."
     ),
-    no_migrate: bool = typer.Option(False, "--no-migrate", help="Do not apply migrations first."),
+    no_migrate: bool = typer.Option(
+        False, "--no-migrate", help="Do not apply migrations first (refuse a schema not up to date)."
+    ),
 ) -> None:
     """Serve the API, consumer pages and dashboard (with the job runner in process on SQLite)."""
     import uvicorn
 
     settings = get_settings()
-    if not no_migrate:
+    if no_migrate:
+        # Serving an older schema would answer 500 to every call that reads a newer column.
+        require_migrated(settings.database_url)
+    else:
         from opencoupon.db.migrate import upgrade
 
         check_not_newer(settings.database_url)
@@ -79,11 +84,13 @@ def worker(
     concurrency: int = typer.Option(16, min=1, help="Jobs run at the same time."),
     once: bool = typer.Option(False, help="Run until no job is due, then exit."),
 ) -> None:
-    """Run background jobs (webhooks, push, email) from the shared database."""
+    """Run background jobs (webhooks, push, email) from the shared database, once migrated."""
     import logging
 
     from opencoupon.worker.runner import Runner, close_senders
 
+    # Jobs run on an older schema fail one by one (or are buried); a deploy migrates first.
+    require_migrated(get_settings().database_url)
     logging.basicConfig(level=logging.INFO)
     runtime = _runtime()
     runner = Runner(runtime, concurrency=concurrency)
