@@ -4,14 +4,18 @@ filled in batches."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from select import select as select_fds
 
 import pytest
 from sqlalchemy import Connection, create_engine, text
@@ -345,13 +349,13 @@ def test_a_holder_an_older_process_wrote_after_the_migration_is_found_by_its_ema
 # --- 5. serve --no-migrate and worker on a schema not up to date ---------------------------------
 
 
-def _cli_env(url: str, tmp_path: Path) -> dict[str, str]:
+def _cli_env(url: str, var_dir: Path, secret_key: str = "k" * 40) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCOUPON_")}
     return {
         **env,
         "OPENCOUPON_DATABASE_URL": url,
-        "OPENCOUPON_VAR_DIR": str(tmp_path / "var"),
-        "OPENCOUPON_SECRET_KEY": "k" * 40,
+        "OPENCOUPON_VAR_DIR": str(var_dir),
+        "OPENCOUPON_SECRET_KEY": secret_key,
     }
 
 
@@ -379,7 +383,69 @@ def test_serve_without_migrating_and_the_worker_refuse_a_schema_not_up_to_date(
     ran its jobs there; each now ends in one line."""
     if revision:
         upgrade(scratch_url, revision)
-    env = _cli_env(scratch_url, tmp_path)
+    env = _cli_env(scratch_url, tmp_path / "var")
     for args in (["serve", "--no-migrate", "--port", "0"], ["worker", "--once"], ["worker"]):
         err = _refused(env, *args)
         assert err == "error: the database is not migrated: run opencoupon migrate\n", err
+
+
+# --- 6. a password typed at the terminal that is not UTF-8 ---------------------------------------
+
+
+def _at_terminal(
+    args: list[str], env: dict[str, str], answers: list[tuple[bytes, bytes]]
+) -> tuple[int, bytes]:
+    """Run the command on a terminal of its own, typing each answer after its prompt; its exit
+    status and everything it showed."""
+    controller, terminal = pty.openpty()
+
+    def own_terminal() -> None:
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    process = subprocess.Popen(
+        [CLI, *args], env=env, stdin=terminal, stdout=terminal, stderr=terminal, preexec_fn=own_terminal
+    )
+    os.close(terminal)
+    seen = b""
+
+    def read(until: bytes | None) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + 60
+        while until is None or until not in seen:
+            assert time.monotonic() < deadline, seen
+            if select_fds([controller], [], [], 1)[0]:
+                try:
+                    chunk = os.read(controller, 1024)
+                except OSError:  # EIO: the command ended and closed the terminal
+                    chunk = b""
+                if not chunk:
+                    assert until is None, seen
+                    return
+                seen += chunk
+
+    try:
+        for prompt, answer in answers:
+            read(prompt)
+            os.write(controller, answer)
+        read(None)
+        return process.wait(timeout=60), seen
+    finally:
+        process.kill()
+        process.wait()
+        os.close(controller)
+
+
+def test_a_password_typed_that_is_not_utf8_is_refused_in_one_line(
+    settings: Settings, account: TestAccount
+) -> None:
+    """A terminal in Latin-1 sends é as one byte: the hidden prompt ended in a traceback."""
+    env = _cli_env(settings.database_url, settings.var_dir, settings.secret_key)
+    status, shown = _at_terminal(
+        ["account", "set-password", "--email", account.email],
+        env,
+        [(b"New password: ", b"\xe9t\xe9-secret-pw\n")],
+    )
+    assert status == 1, shown
+    assert b"Traceback" not in shown, shown
+    assert shown.rstrip().endswith(b"error: the password typed is not UTF-8 text"), shown

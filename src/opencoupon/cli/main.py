@@ -254,7 +254,10 @@ def _new_password(from_stdin: bool) -> str:
         return line.removesuffix("\n").removesuffix("\r")
     if not sys.stdin.isatty():
         fail("no terminal to ask for the password: pass it on standard input with --password-stdin")
-    password: str = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+    try:
+        password: str = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+    except UnicodeDecodeError:  # a terminal in another encoding (Latin-1: é is one byte)
+        fail("the password typed is not UTF-8 text")
     return password
 
 
