@@ -5,6 +5,7 @@ filled in batches."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pty
 import subprocess
@@ -20,7 +21,7 @@ from select import select as select_fds
 import pytest
 from sqlalchemy import Connection, create_engine, text
 
-from conftest import TestAccount
+from conftest import ISSUED_SECRETS, TestAccount
 from helpers import assert_error, assert_ok
 from loyalty_fixtures import create_card, create_holder
 from opencoupon.accounts import service as accounts
@@ -449,3 +450,32 @@ def test_a_password_typed_that_is_not_utf8_is_refused_in_one_line(
     assert status == 1, shown
     assert b"Traceback" not in shown, shown
     assert shown.rstrip().endswith(b"error: the password typed is not UTF-8 text"), shown
+
+
+# --- 7. demo credentials after the demo password was changed ------------------------------------
+
+
+def test_demo_does_not_print_the_demo_password_once_it_was_changed(scratch_url: str, tmp_path: Path) -> None:
+    """`opencoupon demo` (and `make run`) kept printing "password": "demo-password" after it was
+    changed, as long as the API secret still worked."""
+    upgrade(scratch_url)
+    env = _cli_env(scratch_url, tmp_path / "var")
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [CLI, *args], env=env, input=stdin, capture_output=True, text=True, timeout=120, check=False
+        )
+
+    first = run("demo")
+    assert first.returncode == 0, first.stderr
+    demo = json.loads(first.stdout)
+    ISSUED_SECRETS.extend([demo["client_secret"], demo["subaccount"]["client_secret"]])
+    assert json.loads(run("demo").stdout) == demo  # unchanged: printed again as it was
+    changed = run(
+        "account", "set-password", "--email", demo["email"], "--password-stdin", stdin="mine-now-1\n"
+    )
+    assert changed.returncode == 0, changed.stderr
+    again = run("demo")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout) == {**demo, "password": "(changed since; use yours)"}
+    assert "password was changed since" in again.stderr

@@ -121,6 +121,7 @@ def openapi() -> None:
 
 DEMO_CREDENTIALS_FILE = "demo-credentials.json"
 DEMO_DASHBOARD_PATH = "/dashboard/login"
+DEMO_PASSWORD_CHANGED = "(changed since; use yours)"
 
 
 @app.command()
@@ -142,6 +143,8 @@ def demo() -> None:
             typer.echo("demo data already present (the database has accounts); nothing done", err=True)
             return
         typer.echo(f"demo data already present; credentials from {path}:", err=True)
+        if saved.get("password") == DEMO_PASSWORD_CHANGED:
+            typer.echo("the demo account's password was changed since; it is not shown", err=True)
         typer.echo(json.dumps(_rebased(saved, settings.public_base_url), indent=2))
         return
     settings.var_dir.mkdir(parents=True, exist_ok=True)
@@ -174,9 +177,11 @@ def _rebased(saved: dict[str, Any], base_url: str) -> dict[str, Any]:
 
 
 def _saved_demo_credentials(runtime: Runtime, path: Path) -> dict[str, Any] | None:
-    """The saved demo credentials, only if they still authenticate against this database."""
+    """The saved demo credentials, only if they still authenticate against this database; the
+    password only while it is still the account's (else DEMO_PASSWORD_CHANGED in its place)."""
     from opencoupon.accounts import service as accounts
     from opencoupon.errors import ApiError, AuthFailed
+    from opencoupon.kit.crypto import verify_password
 
     try:
         saved = json.loads(path.read_text())
@@ -187,9 +192,11 @@ def _saved_demo_credentials(runtime: Runtime, path: Path) -> dict[str, Any] | No
     credentials = accounts.Credentials(str(saved.get("client_id", "")), str(saved.get("client_secret", "")))
     try:
         with runtime.db.read() as session:
-            accounts.authenticate(session, runtime.keyring, credentials)
+            password_hash = accounts.authenticate(session, runtime.keyring, credentials).password_hash
     except (AuthFailed, ApiError):
         return None
+    if "password" in saved and not verify_password(password_hash, str(saved["password"])):
+        saved["password"] = DEMO_PASSWORD_CHANGED
     return saved
 
 
