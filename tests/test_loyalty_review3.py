@@ -4,6 +4,7 @@ ASCII, and the v4 user list takes filter and page values of the right JSON type 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import httpx2
 import pytest
 from sqlalchemy import select, text
 
-from conftest import LiveServer, TestAccount
+from conftest import LiveServer, TestAccount, served_with
 from dashboard_fixtures import post_form, signed_in
 from helpers import assert_error, assert_ok
 from loyalty_fixtures import (
@@ -332,3 +333,58 @@ def test_the_card_page_shows_a_page_whatever_added_holds(http: httpx2.Client, ac
             assert "Added " not in page.text
         else:
             assert shown in page.text
+
+
+# --- the join form's key, after the review of the whole change -----------------------------------
+
+
+def test_refused_joins_still_count_toward_the_join_limit(settings: Settings, account: TestAccount) -> None:
+    """Making the form's nonce its idempotency key counted the join inside the savepoint that a
+    refusal rolls back: one form sent again and again learned which emails hold the card ("already
+    has this card") without ever meeting the join limit. A refused join counts again."""
+    card = create_card(account, stamps_per_reward=8)
+    create_holder(account, card["id"], email="known@example.com")
+    with (
+        served_with(settings, joins_per_address_per_hour=3) as (server, _runtime),
+        httpx2.Client(base_url=server.url, timeout=30) as phone,
+    ):
+        token = form_token(phone.get(f"/l/{card['code']}").text)
+        fields = {"form_token": token, "first_name": "X", "email": "known@example.com"}
+        answers = [phone.post(f"/l/{card['code']}/join", data=fields) for _ in range(5)]
+    assert [a.status_code for a in answers] == [422, 422, 422, 429, 429]
+    assert "already has this card" in answers[0].text
+    assert answers[3].headers["Retry-After"]
+
+
+def test_a_join_form_is_fingerprinted_under_the_server_key(
+    http: httpx2.Client, account: TestAccount, runtime: Runtime
+) -> None:
+    """The join's record kept a plain SHA-256 of the name and email typed: a copy of the table told,
+    by hashing guesses, who joined which card (the API's fingerprints are keyed)."""
+    card = create_card(account, stamps_per_reward=8)
+    fields = {"first_name": "Eva", "email": "eva.secret@example.com"}
+    data = {"form_token": form_token(http.get(f"/l/{card['code']}").text), **fields}
+    assert http.post(f"/l/{card['code']}/join", data=data).status_code == 303
+    values = {"first_name": "Eva", "last_name": "", "email": "eva.secret@example.com", "phone": ""}
+    guess = hashlib.sha256(json.dumps([card["id"], values], sort_keys=True).encode()).hexdigest()
+    with runtime.db.read() as session:
+        hashes = session.scalars(
+            text("SELECT request_hash FROM idempotency_records WHERE account_id = :a"), {"a": account.id}
+        ).all()
+    assert hashes, "the join keeps its key"
+    assert guess not in hashes
+
+
+def test_join_answers_are_kept_by_no_cache(http: httpx2.Client, account: TestAccount) -> None:
+    """The join page (its form token), the join's answer (the holder's name, email and card
+    address) and the redirect to a remembered card carry Cache-Control: no-store and nosniff."""
+    card = create_card(account, stamps_per_reward=8)
+    page = http.get(f"/l/{card['code']}")
+    data = {"form_token": form_token(page.text), "first_name": "Eva", "email": "eva.cache@example.com"}
+    joined = http.post(f"/l/{card['code']}/join", data=data, headers={"Accept": "application/json"})
+    assert joined.status_code == 201, joined.text
+    again = http.get(f"/l/{card['code']}")
+    assert again.status_code == 303
+    for answer in (page, joined, again):
+        assert answer.headers.get("cache-control") == "no-store", answer.request.url
+        assert answer.headers.get("x-content-type-options") == "nosniff"

@@ -148,7 +148,8 @@ def join_page(request: Request, code: str) -> Response:
             return card
         remembered = request.cookies.get(f"oc_l_{card.code}", "")
         if remembered and repo.holder_by_token(session, card.id, remembered) is not None:
-            return RedirectResponse(f"/l/{card.code}/{remembered}", status_code=303)
+            # The holder's own card address, a bearer token: kept by no cache.
+            return private_page(RedirectResponse(f"/l/{card.code}/{remembered}", status_code=303))
         return _join_response(request, runtime, card, {}, "", 200)
 
 
@@ -173,7 +174,7 @@ def _join_response(
         }
         if error:
             body["error"] = error
-        return web.with_csrf_cookie(JSONResponse(body, status_code=status), request, cookie)
+        return private_page(web.with_csrf_cookie(JSONResponse(body, status_code=status), request, cookie))
     response = render(
         request,
         "loyalty/join.html",
@@ -188,7 +189,8 @@ def _join_response(
         },
         status_code=status,
     )
-    return web.with_csrf_cookie(response, request, cookie)
+    # The form's token and what the person typed: kept by no cache (pages.private_page).
+    return private_page(web.with_csrf_cookie(response, request, cookie))
 
 
 @router.post("/l/{code}/join")
@@ -262,7 +264,7 @@ def join(
                     max_age=400 * 86400,
                     secure=web.is_secure(request),
                 )
-                return response
+                return private_page(response)
         return _join_response(request, runtime, card, values, error, status)
 
 
@@ -282,7 +284,29 @@ def _join_once(
     """The holder this form made: a new one, or, sent again (an answer lost on the way, a double
     tap), the one its first sending made. The form's nonce is its idempotency key."""
     key = f"loyalty-join:{nonce}"
-    fingerprint = hashlib.sha256(json.dumps([card.id, values], sort_keys=True).encode()).hexdigest()
+    # Keyed, as the API's request fingerprints: a copy of idempotency_records must not tell by
+    # hashing guesses which email joined which card.
+    fingerprint = runtime.keyring.digest("loyalty-join:" + json.dumps([card.id, values], sort_keys=True))
+    try:
+        return _join_in_savepoint(session, runtime, card, key, fingerprint, values, limit, client)
+    except ApiError:
+        # A refused join gives its key back (the savepoint) but still counts toward the join
+        # limit: otherwise one form could ask about any number of emails ("already has this card").
+        if limit is not None:
+            limit.add(session, runtime.keyring, card.id, client)
+        raise
+
+
+def _join_in_savepoint(
+    session: Session,
+    runtime: Runtime,
+    card: LoyaltyCard,
+    key: str,
+    fingerprint: str,
+    values: dict[str, str],
+    limit: Lockout | None,
+    client: str,
+) -> LoyaltyHolder:
     # A savepoint: a refused join (the email already on the card, the join limit) gives the key
     # back, so the same form can be sent again once the reason is gone.
     with session.begin_nested():
@@ -299,8 +323,8 @@ def _join_once(
             if first is None:  # gone since: the form cannot make another
                 raise ApiError(308, "This form has already been used. Please open the card's page again.")
             return first
-        # Counted after the claim, so a form sent again does not count as another join; a
-        # refused join is not counted (the count is at the limit already, and the window stays).
+        # Counted after the claim, so a form sent again does not count as another join (a join
+        # refused below is counted again by the caller, once the savepoint is gone).
         if limit is not None and not limit.attempt(session, runtime.keyring, card.id, client):
             raise _TooManyJoins
         holder = service.create_holder(
