@@ -23,10 +23,9 @@ import aiohttp
 
 from opencoupon.config import Settings
 from opencoupon.webhooks import ssrf
-from opencoupon.webhooks.outbound import Outbound, Request, Response, SendersBySettings, storable
+from opencoupon.webhooks.outbound import TIMED_OUT, Outbound, Request, Response, SendersBySettings, storable
 
 DEFERRED = "deferred: the push service stopped answering other requests of this batch"
-TIMED_OUT = "timeout after"
 
 
 def origin_of(url: str) -> str:
@@ -91,7 +90,7 @@ class PushOutbound(Outbound):
             gate = gates.setdefault(origin, asyncio.Semaphore(per_origin))
             async with gate:
                 if origin in stalled:
-                    return Response(0, "", DEFERRED, 0)
+                    return Response(0, "", DEFERRED, 0, deferred=True)
                 response = await self._timed(client, slots, request)
                 if response.status == 0 and response.error.startswith(TIMED_OUT):
                     stalled.add(origin)

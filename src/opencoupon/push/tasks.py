@@ -34,7 +34,7 @@ from opencoupon.config import Settings
 from opencoupon.kit.clock import utcnow
 from opencoupon.models import Job, PushFanout, PushRetry, PushSubscription
 from opencoupon.push import ece, service, vapid
-from opencoupon.push.outbound import DEFERRED, push_outbound_for
+from opencoupon.push.outbound import push_outbound_for
 from opencoupon.push.service import FANOUT
 from opencoupon.runtime import Runtime
 from opencoupon.webhooks.outbound import Request, Response
@@ -96,10 +96,6 @@ def _gone(response: Response) -> bool:
     """The subscription is no more: the push service says so (404, 410), or the SSRF guard refuses
     its endpoint (its host now resolves to a non-public address): deleted, counted `removed`."""
     return response.status in (404, 410) or is_refused(response)
-
-
-def _deferred(response: Response) -> bool:
-    return response.status == 0 and response.error == DEFERRED
 
 
 def _temporary(response: Response) -> bool:
@@ -266,7 +262,7 @@ def _deliver(
         elif _temporary(response):
             # A request deferred behind a stalled origin never left: not a try, though it waits
             # as one (the TTL still bounds how long a subscriber is tried).
-            count = tries.get(sub.id, 0) + (0 if _deferred(response) else 1)
+            count = tries.get(sub.id, 0) + (0 if response.deferred else 1)
             delay = next_delay(runtime.settings, max(count, 1), response.retry_after)
             run_at = None if delay is None else done_at + dt.timedelta(seconds=delay)
             if run_at is None or run_at > expires:
