@@ -40,9 +40,7 @@ def migrate() -> None:
     """Bring the database schema up to date."""
     from opencoupon.db.migrate import upgrade
 
-    url = get_settings().database_url
-    check_not_newer(url)
-    upgrade(url)
+    upgrade(get_settings().database_url, before=check_not_newer)
     typer.echo("database is up to date", err=True)
 
 
@@ -67,8 +65,7 @@ def serve(
     else:
         from opencoupon.db.migrate import upgrade
 
-        check_not_newer(settings.database_url)
-        upgrade(settings.database_url)
+        upgrade(settings.database_url, before=check_not_newer)
     uvicorn.run(
         "opencoupon.asgi:app",
         host=host,

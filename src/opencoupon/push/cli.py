@@ -12,12 +12,13 @@ vapid_app = typer.Typer(help="Web Push application server key (VAPID).", no_args
 @vapid_app.command("show")
 def show() -> None:
     """Print the public key browsers subscribe with (the key is generated on first use)."""
+    from opencoupon.cli.common import check_not_newer
     from opencoupon.db.migrate import upgrade
     from opencoupon.push import vapid
     from opencoupon.runtime import Runtime
 
     settings = get_settings()
-    upgrade(settings.database_url)
+    upgrade(settings.database_url, before=check_not_newer)
     runtime = Runtime.from_settings(settings)
     try:
         typer.echo(vapid.public_key(runtime))

@@ -1,17 +1,13 @@
 from __future__ import annotations
 
-import fcntl
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 from alembic import context
-from sqlalchemy import Connection, make_url, text
+from sqlalchemy import Connection, text
 
 from opencoupon import models  # noqa: F401  (registers every table on Base.metadata)
 from opencoupon.db.base import Base
-from opencoupon.db.engine import make_engine, normalize_url
+from opencoupon.db.engine import make_engine
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or ""
@@ -19,8 +15,9 @@ url = config.get_main_option("sqlalchemy.url") or ""
 # Two `opencoupon migrate` (or `serve`, which migrates first) started together on PostgreSQL: the
 # second waits on this session-level lock (it outlives the autocommit blocks some migrations use)
 # and then finds the schema up to date, instead of racing to create alembic_version or to move
-# its one row. On SQLite (one machine) a lock on a file beside the database does the same: each
-# migration there commits on its own, so the database's write lock alone does not serialize them.
+# its one row. On SQLite (one machine) a lock on a file beside the database does the same
+# (db.migrate.migration_turn): each migration there commits on its own, so the database's write
+# lock alone does not serialize them.
 MIGRATION_LOCK_KEY = 0x6F63_6D69_6772  # "ocmigr"
 
 
@@ -37,31 +34,8 @@ def _lock(connection: Connection) -> None:
         time.sleep(0.2)
 
 
-@contextmanager
-def _sqlite_file_lock() -> Iterator[None]:
-    database = make_url(normalize_url(url)).database or ""
-    if not database or database == ":memory:" or database.startswith("file:"):
-        yield
-        return
-    path = Path(database + ".migrate-lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def run_migrations_online() -> None:
-    if make_url(normalize_url(url)).get_backend_name() == "sqlite":
-        with _sqlite_file_lock():
-            _run()
-    else:
-        _run()
-
-
-def _run() -> None:
+    # On SQLite, db.migrate.upgrade/downgrade have taken their turn on the file lock already.
     engine = make_engine(url, pool_size=1)
     try:
         with engine.connect() as connection:
