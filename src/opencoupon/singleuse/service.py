@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from opencoupon.accounts.service import normalize_email
-from opencoupon.coupons.sessions import new_session, session_path
+from opencoupon.coupons.sessions import new_session
 from opencoupon.errors import ApiError, bad_date, bad_value, invalid_character, missing
 from opencoupon.events import service as events
 from opencoupon.kit import ids
@@ -248,14 +248,21 @@ def _prefill_of(link: CouponSession) -> dict[str, str]:
 
 def link_answer(base_url: str, campaign: Campaign, link: CouponSession) -> dict[str, Any]:
     """The vendor's top-level fields of singleuse/create (without the envelope)."""
+    return _answer(base_url, campaign, link.code, link.short_code, link.custom_validation_code, link.customid)
+
+
+def _answer(
+    base_url: str, campaign: Campaign, code: str, short_code: str, custom_code: str | None, customid: str
+) -> dict[str, Any]:
+    """link_answer's fields from the link's values (a row, a held link, a link being written)."""
     return {
         "campaign": f"cam_{campaign.id}",
         "action": CREATED_ACTION,
-        "single_use_code": link.code,
-        "single_use_url": base_url + session_path(campaign, link),
-        "widget_validation_code": link.short_code,
-        "custom_validation_code": link.custom_validation_code or "",
-        "customid": link.customid,
+        "single_use_code": code,
+        "single_use_url": f"{base_url}/p/{campaign.code}/{code}",
+        "widget_validation_code": short_code,
+        "custom_validation_code": custom_code or "",
+        "customid": customid,
     }
 
 
@@ -382,16 +389,10 @@ def _insert_links(
 
 def _held_answer(base_url: str, campaign: Campaign, link: repository.HeldLink) -> dict[str, Any]:
     """link_answer of a link someone already holds, with its sequence_id."""
-    return {
-        "campaign": f"cam_{campaign.id}",
-        "action": CREATED_ACTION,
-        "single_use_code": link.code,
-        "single_use_url": f"{base_url}/p/{campaign.code}/{link.code}",
-        "widget_validation_code": link.short_code,
-        "custom_validation_code": link.custom_validation_code or "",
-        "customid": link.customid,
-        "sequence_id": link.id,
-    }
+    answer = _answer(
+        base_url, campaign, link.code, link.short_code, link.custom_validation_code, link.customid
+    )
+    return {**answer, "sequence_id": link.id}
 
 
 def _write_links(
@@ -432,7 +433,6 @@ def _write_links(
     sequence_ids = repository.reserve_ids(session, count)
     rows = []
     events: list[tuple[str, dict[str, Any]]] = []
-    url_base = f"{base_url}/p/{campaign.code}/"
     for link, code, sequence_id in zip(fresh, codes, sequence_ids, strict=True):
         request = requests[link.index]
         prefill = request.prefill
@@ -442,16 +442,8 @@ def _write_links(
             (sequence_id, code, short, custom, prefill.customid, prefill.firstname, prefill.lastname,
              prefill.email, prefill.phone)
         )  # fmt: skip
-        link.answer = {
-            "campaign": f"cam_{campaign.id}",
-            "action": CREATED_ACTION,
-            "single_use_code": code,
-            "single_use_url": url_base + code,
-            "widget_validation_code": short,
-            "custom_validation_code": custom or "",
-            "customid": prefill.customid,
-            "sequence_id": sequence_id,
-        }
+        answer = _answer(base_url, campaign, code, short, custom, prefill.customid)
+        link.answer = {**answer, "sequence_id": sequence_id}
         event = {
             **link.answer,
             "firstname": prefill.firstname,
