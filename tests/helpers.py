@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import httpx2
@@ -23,3 +25,25 @@ def assert_ok(response: httpx2.Response) -> dict[str, Any]:
     body = response.json()
     assert body["status"] == {"status": "OK"}, body
     return body
+
+
+def race(count: int, work: Callable[[int], Any]) -> list[Any]:
+    """Run `work(i)` in `count` threads released together; their results in order."""
+    barrier = threading.Barrier(count)
+    results: list[Any] = [None] * count
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results[i] = work(i)
+        except BaseException as exc:  # a failed thread must fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    return results

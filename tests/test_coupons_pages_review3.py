@@ -6,7 +6,6 @@ a browser without cookies, and a claim racing a validation."""
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -18,6 +17,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from conftest import LiveServer
 from coupons_fixtures import PIN, Acct, bulk_sessions, create_campaign, csrf_token
 from directories_fixtures import create_directory
+from helpers import race
 from loyalty_fixtures import create_card
 from opencoupon.coupons import service
 from opencoupon.errors import ApiError
@@ -51,19 +51,7 @@ def _opens_and_sessions(runtime: Runtime, campaign: dict[str, Any]) -> tuple[int
 
 def _at_once(calls: list[Callable[[], Any]]) -> list[Any]:
     """Each call in its own thread, all released together; the answers in the calls' order."""
-    barrier = threading.Barrier(len(calls))
-    answers: list[Any] = [None] * len(calls)
-
-    def run(index: int) -> None:
-        barrier.wait()
-        answers[index] = calls[index]()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return answers
+    return race(len(calls), lambda index: calls[index]())
 
 
 def _post_status(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import secrets
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import httpx2
@@ -13,32 +12,10 @@ from sqlalchemy import func, select
 
 from conftest import LiveServer
 from conftest import TestAccount as Acc
-from helpers import assert_ok
+from helpers import assert_ok, race
 from loyalty_fixtures import CARDS, create_card, create_holder, grants_of, ledger_of, reward_campaign, update
 from opencoupon.models import LoyaltyHolder, LoyaltyRewardGrant
 from opencoupon.runtime import Runtime
-
-
-def race(count: int, work: Callable[[int], Any]) -> list[Any]:
-    """Run `work(i)` in `count` threads released together; their results in order."""
-    barrier = threading.Barrier(count)
-    results: list[Any] = [None] * count
-    errors: list[BaseException] = []
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[i] = work(i)
-        except BaseException as exc:  # a failed thread must fail the test
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not errors, errors
-    return results
 
 
 def _client(live_server: LiveServer) -> httpx2.Client:

@@ -14,7 +14,7 @@ from sqlalchemy import select, text
 
 from conftest import LiveServer, TestAccount, served_with
 from dashboard_fixtures import post_form, signed_in
-from helpers import assert_error, assert_ok
+from helpers import assert_error, assert_ok, race
 from loyalty_fixtures import (
     CARDS,
     create_card,
@@ -33,7 +33,6 @@ from opencoupon.loyalty.service import MAX_REWARDS_PER_CARD, MAX_REWARDS_PER_CHA
 from opencoupon.models import Event, LoyaltyHolder
 from opencoupon.runtime import Runtime
 from test_loyalty_pages import form_token
-from test_loyalty_races import race
 
 # --- rewards per card and per addition -----------------------------------------------------------
 

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from conftest import LiveServer, TestAccount
 from dashboard_fixtures import signed_in, singleuse_campaign
 from foundation_fixtures import csrf_from
-from helpers import assert_error, assert_ok
+from helpers import assert_error, assert_ok, race
 from opencoupon.models import CouponSession, Event
 from opencoupon.runtime import Runtime
 from opencoupon.singleuse import bulkgate
@@ -34,20 +34,8 @@ def _count(runtime: Runtime, campaign_id: int) -> int:
 
 
 def _at_once(calls: list[Any]) -> list[Any]:
-    """Run the calls in threads released together; their answers in the calls' order."""
-    answers: list[Any] = [None] * len(calls)
-    start = threading.Barrier(len(calls))
-
-    def run(index: int) -> None:
-        start.wait()
-        answers[index] = calls[index]()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return answers
+    """Each call in its own thread, all released together; the answers in the calls' order."""
+    return race(len(calls), lambda index: calls[index]())
 
 
 # --- large batches take turns ---------------------------------------------------------------
