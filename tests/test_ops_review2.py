@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import pty
+import socket
 import subprocess
 import sys
 import termios
@@ -385,9 +386,88 @@ def test_serve_without_migrating_and_the_worker_refuse_a_schema_not_up_to_date(
     if revision:
         upgrade(scratch_url, revision)
     env = _cli_env(scratch_url, tmp_path / "var")
-    for args in (["serve", "--no-migrate", "--port", "0"], ["worker", "--once"], ["worker"]):
+    for args in (["serve", "--no-migrate", "--port", "0"], ["worker", "--once"], ["worker", "--no-wait"]):
         err = _refused(env, *args)
         assert err == "error: the database is not migrated: run opencoupon migrate\n", err
+
+
+def _read_line_with(process: subprocess.Popen[str], text: str, seconds: float = 30) -> str:
+    """The first line of the process's stderr that holds `text` (it must come within `seconds`)."""
+    assert process.stderr is not None
+    found: list[str] = []
+
+    def read() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if text in line:
+                found.append(line)
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(seconds)
+    assert found, f"no line with {text!r} within {seconds} s (exit status {process.poll()})"
+    return found[0]
+
+
+def test_a_worker_started_before_migrate_waits_for_it_then_runs(scratch_url: str, tmp_path: Path) -> None:
+    """A deploy that starts its workers before (or while) `migrate` runs: the worker used to exit
+    at once, and without a restart policy the jobs were never run. It waits, says why, and
+    starts once the schema is up to date."""
+    env = _cli_env(scratch_url, tmp_path / "var")
+    with subprocess.Popen(
+        [CLI, "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    ) as worker:
+        try:
+            waiting = _read_line_with(worker, "worker waiting for the database")
+            assert "the database is not migrated: run opencoupon migrate" in waiting
+            assert worker.poll() is None
+            subprocess.run([CLI, "migrate"], env=env, check=True, capture_output=True, timeout=120)
+            _read_line_with(worker, "started")  # "worker <name> started" once it looked again
+            assert worker.poll() is None
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+    assert worker.returncode == 0
+
+
+def test_a_worker_waits_for_an_unreachable_database_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """PostgreSQL not accepting connections yet (a port nobody listens on): the worker waits
+    with one line naming the database without its password, and SIGTERM ends the wait cleanly."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again before the worker connects
+    url = f"postgresql://someone:hunter2@127.0.0.1:{port}/nowhere"
+    env = _cli_env(url, tmp_path / "var")
+    with subprocess.Popen(
+        [CLI, "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    ) as worker:
+        try:
+            waiting = _read_line_with(worker, "worker waiting for the database")
+            assert "cannot open the database" in waiting
+            assert f":{port}/nowhere" in waiting
+            assert "hunter2" not in waiting
+            time.sleep(1.5)  # it looked again (after 1 s) and is still waiting
+            assert worker.poll() is None
+            worker.terminate()
+            assert worker.wait(timeout=15) == 0
+            assert worker.stderr is not None
+            assert "Traceback" not in worker.stderr.read()
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+
+
+def test_a_worker_does_not_wait_for_a_database_of_a_newer_version(scratch_url: str, tmp_path: Path) -> None:
+    """Waiting cannot help when this version is the older one: one line and exit status 1."""
+    upgrade(scratch_url)
+    engine = create_engine(normalize_url(scratch_url))
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
+    engine.dispose()
+    err = _refused(_cli_env(scratch_url, tmp_path / "var"), "worker")
+    assert "migrated by a newer OpenCoupon (revision 9999_from_the_future)" in err, err
 
 
 # --- 6. a password typed at the terminal that is not UTF-8 ---------------------------------------

@@ -94,6 +94,27 @@ def require_migrated(url: str) -> None:
         fail(NOT_MIGRATED)
 
 
+def schema_not_ready(url: str) -> str | None:
+    """Why the database cannot be used yet, for a process that may wait for it (unreachable, or
+    not migrated yet): one line, or None once it is up to date. A database migrated by a newer
+    version, or a URL that can never work, ends the command as `require_migrated` does."""
+    from sqlalchemy import exc as sa
+
+    try:
+        current, heads, known = database_revisions(url)
+    except (sa.ArgumentError, sa.NoSuchModuleError):
+        raise
+    except Exception as exc:
+        reason = explain(exc)
+        if reason is None:
+            raise  # a bug keeps its traceback
+        return reason
+    unknown = sorted(current - known)
+    if unknown:
+        fail(newer_message(unknown[0]))
+    return None if current == heads else NOT_MIGRATED
+
+
 def _first_line(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     lines = [line for line in str(orig).strip().splitlines() if line.strip()]

@@ -80,14 +80,24 @@ def serve(
 def worker(
     concurrency: int = typer.Option(16, min=1, help="Jobs run at the same time."),
     once: bool = typer.Option(False, help="Run until no job is due, then exit."),
+    wait: bool = typer.Option(
+        True,
+        help="While the database is unreachable or not migrated yet, wait for it (checking again "
+        "every few seconds) instead of exiting. --once never waits.",
+    ),
 ) -> None:
     """Run background jobs (webhooks, push, email) from the shared database, once migrated."""
     import logging
 
     from opencoupon.worker.runner import Runner, close_senders
 
-    # Jobs run on an older schema fail one by one (or are buried); a deploy migrates first.
-    require_migrated(get_settings().database_url)
+    url = get_settings().database_url
+    # Jobs run on an older schema fail one by one (or are buried): a worker started before the
+    # deploy's `migrate` (or before its database accepts connections) waits for it.
+    if once or not wait:
+        require_migrated(url)
+    elif not _wait_for_database(url):
+        return
     logging.basicConfig(level=logging.INFO)
     runtime = _runtime()
     runner = Runner(runtime, concurrency=concurrency)
@@ -95,16 +105,45 @@ def worker(
         if once:
             runner.run_until_idle()
             return
-        typer.echo(f"worker {runner.name} started", err=True)
         # SIGTERM (systemd, docker stop, a deploy) stops it as Ctrl-C does: running jobs finish,
         # claimed jobs not started go back to the queue at once instead of after their lease.
         signal.signal(signal.SIGTERM, lambda _signum, _frame: runner.stop())
+        typer.echo(f"worker {runner.name} started", err=True)
         try:
             runner.run_forever()
         except KeyboardInterrupt:
             runner.stop()
     finally:
         close_senders(runtime.settings)
+
+
+def _wait_for_database(url: str) -> bool:
+    """Wait until the database is reachable and migrated (a line each time the reason changes);
+    False when SIGTERM or Ctrl-C ended the wait."""
+    import threading
+
+    from opencoupon.cli.common import masked_url, schema_not_ready
+
+    stopped = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: stopped.set())
+    pause, shown = 1.0, None
+    try:
+        while (reason := schema_not_ready(url)) is not None:
+            if reason != shown:
+                typer.echo(f"worker waiting for the database ({masked_url(url)}): {reason}", err=True)
+                shown = reason
+            if stopped.wait(pause):
+                return False
+            pause = min(pause * 2, WAIT_FOR_DATABASE_MAX_PAUSE)
+    except KeyboardInterrupt:
+        return False
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return True
+
+
+# The longest pause between two looks at a database the worker waits for (seconds).
+WAIT_FOR_DATABASE_MAX_PAUSE = 10.0
 
 
 @app.command()
