@@ -126,6 +126,31 @@ def test_an_id_with_more_digits_than_any_id_is_not_found(account: TestAccount, d
     assert_error(account.call("/v3/coupon/info", campaign="cam_9x"), 422, 301)
 
 
+@pytest.mark.parametrize("number", [2**31, 2**31 + 5, 2**62, 10**17])
+def test_an_id_beyond_the_id_columns_is_not_found_on_every_database(
+    account: TestAccount, number: int
+) -> None:
+    """The ID columns are int4 on PostgreSQL: `sub_2147483648` answered 300 "value too large" there
+    (and 404 on SQLite). It is the same not-found answer as an unknown ID in range, per object kind."""
+    for unknown in (2**31 - 1, number):  # the largest ID a column holds, then one it cannot
+        answers = [
+            account.call("/v4/subaccount", subaccount=f"sub_{unknown}"),
+            account.call("/v3/coupon/info", campaign=f"cam_{unknown}"),
+            account.call("/v3/loyalty/info", loyaltycard=str(unknown)),
+            account.call("/v3/directory/info", directory=f"dir_{unknown}"),
+            account.client.get(f"/v4/webhooks/whe_{unknown}", headers=account.headers),
+            account.client.get(f"/v4/campaigns/cam_{unknown}", headers=account.headers),
+        ]
+        bodies = [
+            assert_error(answer, 404, code)
+            for answer, code in zip(answers, [510, 502, 507, 507, 509, 502], strict=True)
+        ]
+        if unknown == 2**31 - 1:
+            in_range = bodies
+        else:
+            assert bodies == in_range  # same code, same message
+
+
 def test_a_huge_validation_value_is_refused_at_once(account: TestAccount, runtime: Runtime) -> None:
     """A long run of digits and one letter: the money pattern backtracked quadratically, holding
     the event loop (60,000 digits: 9 s for every client of the server)."""

@@ -34,8 +34,11 @@ def public_id(prefix: str, pk: int) -> str:
 
 
 _NUMERIC = re.compile(r"^[0-9]+$")
-# More digits than any stored ID has (IDs stay below 2**62).
-_MAX_ID_DIGITS = 18
+# The largest stored ID: the ID columns are `Integer`, int4 on PostgreSQL. A larger number was
+# PostgreSQL's "value too large" (300) where SQLite, whose integers are 64-bit, found nothing.
+MAX_ID = 2**31 - 1
+# A number with more digits is not found without calling int() on it.
+_MAX_ID_DIGITS = len(str(MAX_ID))
 
 
 def is_number(text: str) -> bool:
@@ -46,7 +49,8 @@ def is_number(text: str) -> bool:
 
 def parse_public_id(value: str, prefix: str, param: str, not_found_error: ApiError) -> int:
     """`cam_123` (or bare `123`) -> 123. Empty -> 200 (as if not sent: what the vendor's PHP makes
-    of an empty field); malformed -> 301; a number too large to exist -> not found."""
+    of an empty field); malformed -> 301; a number no ID column holds (above MAX_ID) -> not found,
+    on every database."""
     text = value.strip()
     if not text:
         raise missing(param)
@@ -57,7 +61,7 @@ def parse_public_id(value: str, prefix: str, param: str, not_found_error: ApiErr
     if len(text.lstrip("0")) > _MAX_ID_DIGITS:
         raise not_found_error  # well formed, but no object has it (and int() of it can be slow)
     number = int(text)
-    if number <= 0 or number > 2**62:
+    if number <= 0 or number > MAX_ID:
         raise not_found_error
     return number
 
