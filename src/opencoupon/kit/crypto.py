@@ -36,11 +36,18 @@ class Keyring:
         return hmac.new(self._hmac_key, value.encode(), hashlib.sha256).hexdigest()
 
     def encrypt(self, value: str) -> str:
-        return self._fernet.encrypt(value.encode()).decode()
+        return self.encrypt_bytes(value.encode())
 
     def decrypt(self, token: str) -> str | None:
+        data = self.decrypt_bytes(token)
+        return None if data is None else data.decode()
+
+    def encrypt_bytes(self, data: bytes) -> str:
+        return self._fernet.encrypt(data).decode()
+
+    def decrypt_bytes(self, token: str) -> bytes | None:
         try:
-            return self._fernet.decrypt(token.encode()).decode()
+            return self._fernet.decrypt(token.encode())
         except InvalidToken:
             return None
 

@@ -2,6 +2,8 @@
 
 Kept answers are encrypted: some carry what is shown only once (a webhook's signing secret, a
 subaccount's API secret, an SSO or password-reset token), and none may sit in the database in clear.
+Large ones are compressed first (encrypted bytes do not compress): the answer of a 100,000-link
+call, 16 MB of JSON, is kept in about 3 MB instead of 21 MB of ciphertext.
 
 The key is claimed in the same transaction as the work itself, so a retry never has a second
 effect: a concurrent duplicate waits for the first to commit (SQLite's write lock, or
@@ -11,6 +13,7 @@ PostgreSQL's unique index) and then gets its answer.
 from __future__ import annotations
 
 import datetime as dt
+import zlib
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -22,6 +25,10 @@ from opencoupon.kit.crypto import Keyring
 from opencoupon.models import IdempotencyRecord
 
 MAX_KEY_LENGTH = 255
+# A kept answer compressed before it was encrypted starts with this (a Fernet token never does:
+# it starts with "gAAAA"; an answer kept in clear before encryption, with "{" or "[").
+COMPRESSED = "z1:"
+COMPRESS_FROM_BYTES = 1024
 
 
 def claim(
@@ -66,7 +73,15 @@ def store(session: Session, keyring: Keyring, account_id: int, key: str, status:
     )
     if record is not None:
         record.response_status = status
-        record.response_body = keyring.encrypt(body)
+        record.response_body = sealed(keyring, body)
+
+
+def sealed(keyring: Keyring, body: str) -> str:
+    """A kept answer as it is stored: encrypted, and compressed first when large."""
+    data = body.encode()
+    if len(data) < COMPRESS_FROM_BYTES:
+        return keyring.encrypt_bytes(data)
+    return COMPRESSED + keyring.encrypt_bytes(zlib.compress(data, 1))
 
 
 def kept_answer(keyring: Keyring, record: IdempotencyRecord) -> str:
@@ -76,6 +91,10 @@ def kept_answer(keyring: Keyring, record: IdempotencyRecord) -> str:
 
 def opened(keyring: Keyring, stored: str) -> str:
     """A kept answer's body as stored, in clear."""
+    if stored.startswith(COMPRESSED):
+        data = keyring.decrypt_bytes(stored.removeprefix(COMPRESSED))
+        if data is not None:
+            return zlib.decompress(data).decode()
     text = keyring.decrypt(stored)
     # Answers kept before they were encrypted (at most a day old) are plain JSON.
     return stored if text is None else text

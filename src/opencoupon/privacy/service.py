@@ -793,7 +793,7 @@ def _erase_kept_answers(
                 continue
         clean = scrubber.json(answer)
         if clean != answer:
-            record.response_body = ctx.runtime.keyring.encrypt(json.dumps(clean))
+            record.response_body = idempotency.sealed(ctx.runtime.keyring, json.dumps(clean))
             done.counts["kept_answers"] += 1
 
 
