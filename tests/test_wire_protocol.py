@@ -8,6 +8,7 @@ import json
 import httpx2
 import pytest
 
+from conftest import TestAccount
 from helpers import assert_error, assert_ok
 
 PATH = "/v4/subaccount/list"
@@ -195,3 +196,24 @@ def test_get_with_query_string_is_accepted(http: httpx2.Client, account: object,
         "/v3/subaccount/info", params={"subaccount": f"sub_{subaccount.id}"}, headers=account.headers
     )  # type: ignore[attr-defined]
     assert assert_ok(response)["subaccount"]["ID"] == f"sub_{subaccount.id}"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("day", ["0001-01-01", "0999-01-01", "0099-12-31"])
+def test_a_date_of_an_early_year_is_shown_with_four_digits(account: TestAccount, day: str) -> None:
+    """`yyyy-MM-dd` always: 0999-01-01 was shown as 999-01-01 (strftime does not pad the year),
+    which the same call refused when it was sent back (303)."""
+    created = assert_ok(
+        account.call(
+            "/v4/subaccount/create",
+            email=f"early-{day}-{account.id}@example.com",
+            password="password123",
+            expiry_date=day,
+        )
+    )["subaccount"]
+    assert created["expiry_date"] == day
+    sent_back = account.call(
+        "/v4/subaccount/update", subaccount=created["ID"], expiry_date=created["expiry_date"]
+    )
+    assert assert_ok(sent_back)["subaccount"]["expiry_date"] == day
+    shown = assert_ok(account.call("/v4/subaccount", subaccount=created["ID"]))["subaccount"]
+    assert shown["expiry_date"] == day

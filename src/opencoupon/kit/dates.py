@@ -26,7 +26,11 @@ def fmt(value: dt.datetime | None) -> str:
 
 
 def fmt_date(value: dt.date | None) -> str:
-    return value.strftime("%Y-%m-%d") if value else ""
+    if not value:
+        return ""
+    # Not strftime: glibc's %Y does not pad, so 0999-01-01 was shown as 999-01-01, which the same
+    # call then refused (303). `fmt` pads through isoformat.
+    return f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
 
 
 def parse_datetime(name: str, raw: str, formats: list[str], shown: str) -> dt.datetime:
