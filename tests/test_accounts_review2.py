@@ -22,6 +22,7 @@ import httpx2
 from sqlalchemy import select
 
 from conftest import ISSUED_SECRETS, LiveServer, TestAccount, served_with
+from coupons_fixtures import create_campaign
 from dashboard_fixtures import PASSWORD, YES, post_form, signed_in
 from foundation_fixtures import browser, browser_from, path_of, sign_in
 from helpers import assert_error, assert_ok
@@ -437,3 +438,39 @@ def test_a_block_lifted_does_not_bring_back_a_session_kept_quiet_meanwhile(
         assert not _still_signed_in(live_server, quiet), off
     # Signing in again works.
     assert _still_signed_in(live_server, _quiet_session(live_server, subaccount.email))
+
+
+# --- /v3/account/sso page=update_campaign reaches what the caller's dashboard opens ---------------
+
+
+def test_account_sso_opens_a_subaccounts_campaign_for_its_master(
+    live_server: LiveServer, account: TestAccount, subaccount: TestAccount, other_account: TestAccount
+) -> None:
+    """The master's dashboard edits its subaccounts' campaigns; its SSO link into that page answered
+    502. Another account (and the subaccount, for its master's campaign) still gets the answer of an
+    unknown campaign, and /v3/subaccount/sso still needs a campaign of that subaccount."""
+    subs = create_campaign(subaccount)["id"]
+    masters = create_campaign(account)["id"]
+    number = subs.removeprefix("cam_")
+    link = assert_ok(account.call("/v3/account/sso", page="update_campaign", campaign=subs))
+    assert link["subaccount"]["ID"] == f"sub_{account.id}"
+    with browser(live_server.url) as web:
+        landing = web.get(path_of(link["subaccount"]["url"]))
+        assert landing.status_code == 303
+        assert landing.headers["location"] == f"/dashboard/campaigns/{number}/edit"
+        assert web.get(landing.headers["location"]).status_code == 200
+    unknown = assert_error(
+        account.call("/v3/account/sso", page="update_campaign", campaign="cam_2147483000"), 404, 502
+    )
+    for caller, campaign in ((other_account, subs), (other_account, masters), (subaccount, masters)):
+        refused = caller.call("/v3/account/sso", page="update_campaign", campaign=campaign)
+        assert assert_error(refused, 404, 502) == unknown
+    into_sub = account.call(
+        "/v3/subaccount/sso", subaccount=f"sub_{subaccount.id}", page="update_campaign", campaign=masters
+    )
+    assert assert_error(into_sub, 404, 502) == unknown
+    assert_ok(
+        account.call(
+            "/v3/subaccount/sso", subaccount=f"sub_{subaccount.id}", page="update_campaign", campaign=subs
+        )
+    )

@@ -46,10 +46,15 @@ def sso_link(ctx: ApiContext, target: Account, page: str | None, campaign: str |
         if not campaign:
             raise missing("campaign")
         number = ids.parse_public_id(campaign, "cam_", "campaign", CAMPAIGN_NOT_FOUND)
+        # The campaigns the target's dashboard opens: for the caller itself (/v3/account/sso) its own
+        # and, for a master, its subaccounts'; for a subaccount (/v3/subaccount/sso) its own only.
+        reach = (
+            ctx.scope(Campaign.account_id)
+            if target.id == ctx.account.id
+            else Campaign.account_id == target.id
+        )
         found = ctx.session.scalar(
-            select(Campaign.id).where(
-                Campaign.id == number, Campaign.account_id == target.id, Campaign.deleted_at.is_(None)
-            )
+            select(Campaign.id).where(Campaign.id == number, reach, Campaign.deleted_at.is_(None))
         )
         if found is None:
             raise CAMPAIGN_NOT_FOUND
