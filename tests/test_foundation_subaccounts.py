@@ -323,6 +323,43 @@ def test_too_long_values_are_refused_not_crashed(account: TestAccount) -> None:
     )
 
 
+def test_300_a_webhook_endpoint_that_v4_webhooks_would_refuse(
+    settings: Settings, runtime: Runtime, account: TestAccount, subaccount: TestAccount
+) -> None:
+    """`webhook_endpoint` is checked by the rules of `/v4/webhooks` when it is set: it answered OK,
+    and every delivery to it was then refused ("refused: URL must use https") for days."""
+    ref = f"sub_{subaccount.id}"
+    refused = account.call("/v4/subaccount/update", subaccount=ref, webhook_endpoint="not a url")
+    assert_error(refused, 422, 300)
+    assert _error_text(refused) == "Invalid value in parameter: webhook_endpoint. URL must use https."
+    email = f"hook-{time.time_ns()}@example.com"
+    made = account.call(
+        "/v4/subaccount/create", email=email, password="password123", webhook_endpoint="ftp://x.io/h"
+    )
+    assert_error(made, 422, 300)
+    assert _count_subaccounts(runtime, email) == 0
+    # The server's defaults (no private targets): what /v4/webhooks refuses, the field refuses too.
+    with (
+        served_with(settings, allow_private_webhooks=False) as (server, _runtime),
+        httpx2.Client(base_url=server.url, timeout=30) as client,
+    ):
+        for url, reason in [
+            ("http://example.com/hook", "URL must use https."),
+            ("https://127.0.0.1:22/x", "URL points to a non-public address."),
+        ]:
+            hook = client.post("/v4/webhooks", json={"url": url, "events": ["*"]}, headers=account.headers)
+            assert_error(hook, 422, 300)
+            field = {"subaccount": ref, "webhook_endpoint": url}
+            answer = client.post("/v4/subaccount/update", json=field, headers=account.headers)
+            assert_error(answer, 422, 300)
+            assert _error_text(answer) == f"Invalid value in parameter: webhook_endpoint. {reason}"
+    assert assert_ok(account.call("/v4/subaccount", subaccount=ref))["subaccount"]["webhook_endpoint"] == ""
+    kept = account.call("/v4/subaccount/update", subaccount=ref, webhook_endpoint="https://example.com/hook")
+    assert assert_ok(kept)["subaccount"]["webhook_endpoint"] == "https://example.com/hook"
+    cleared = account.call("/v4/subaccount/update", subaccount=ref, webhook_endpoint="")
+    assert assert_ok(cleared)["subaccount"]["webhook_endpoint"] == ""
+
+
 def test_300_a_password_shorter_than_the_reset_page_allows(
     live_server: LiveServer, account: TestAccount, subaccount: TestAccount
 ) -> None:

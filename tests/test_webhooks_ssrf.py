@@ -9,8 +9,10 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
+from sqlalchemy import update
 
-from helpers import assert_error, assert_ok
+from helpers import assert_error
+from opencoupon.models import Account
 from opencoupon.runtime import Runtime
 from opencoupon.webhooks import ssrf
 from webhooks_fixtures import drain, emit
@@ -245,16 +247,22 @@ def test_stored_private_targets_are_refused_at_delivery(runtime: Runtime, accoun
 def test_a_unicode_spelling_of_loopback_in_the_field_is_refused_at_delivery(
     strict: Runtime, account: TestAccount, subaccount: TestAccount, host: str
 ) -> None:
-    """The subaccount's `webhook_endpoint` field takes any text and is checked at delivery only.
-    `https://１２７.０.０.１:port/` was not seen as an IP literal (urlsplit keeps the full-width
+    """`https://１２７.０.０.１:port/` was not seen as an IP literal (urlsplit keeps the full-width
     digits), and aiohttp, which maps them to 127.0.0.1, connected without asking the guarded
-    resolver. Now the host is checked as the client will use it: refused, nothing opened."""
+    resolver. Now the host is checked as the client will use it: refused when the field is set,
+    and a value stored before the field was checked is refused at delivery, nothing opened."""
     listener = Listener()
     try:
         url = f"https://{host}:{listener.port}/hook"
-        assert_ok(
-            account.call("/v3/subaccount/update", subaccount=f"sub_{subaccount.id}", webhook_endpoint=url)
+        refused = account.call(
+            "/v3/subaccount/update", subaccount=f"sub_{subaccount.id}", webhook_endpoint=url
         )
+        assert (
+            "non-public"
+            in assert_error(refused, 422, 300)["status"]["errors"]["error_message_description"][0]
+        )
+        with strict.db.transaction() as session:  # as saved before the field was checked
+            session.execute(update(Account).where(Account.id == subaccount.id).values(webhook_endpoint=url))
         emit(strict, subaccount.id, "coupon_claimed")
         drain(strict)
         field = next(

@@ -22,6 +22,7 @@ from opencoupon.models import Account
 from opencoupon.subaccounts import repository
 from opencoupon.subaccounts.schemas import MIN_PASSWORD_LENGTH, SubaccountCreate, SubaccountUpdate
 from opencoupon.subaccounts.tasks import PASSWORD_SETUP
+from opencoupon.webhooks import ssrf
 from opencoupon.worker import queue
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -138,6 +139,17 @@ def _validate_timezone(tz: str | None) -> None:
         raise ApiError(300, "Invalid value in parameter: timezone.") from None
 
 
+def _validate_webhook_endpoint(ctx: ApiContext, url: str | None) -> None:
+    """The rules of `/v4/webhooks` (https, a public host): a URL its deliveries would refuse must
+    not be accepted here, or the integration gets OK and never an event. Empty clears the field."""
+    if not url:
+        return
+    try:
+        ssrf.check_url(url, allow_private=ctx.runtime.settings.allow_private_webhooks)
+    except ssrf.UnsafeTarget as exc:
+        raise bad_value("webhook_endpoint", f"{exc}.") from None
+
+
 def checked_password(raw: str | None) -> str | None:
     """The password to set; None (none given, or empty) sets none. The reset page's minimum
     applies here too: a password it would refuse must not be settable through the API."""
@@ -158,6 +170,7 @@ def create(ctx: ApiContext, req: SubaccountCreate) -> Account:
     expiry = _expiry(req.expiry_date)
     country = _validate_country(req.country)
     _validate_timezone(req.timezone)
+    _validate_webhook_endpoint(ctx, req.webhook_endpoint)
     fields: dict[str, Any] = {k: getattr(req, k) for k in _PLAIN_FIELDS if getattr(req, k) is not None}
     if req.status:
         fields["plan_status"] = req.status
@@ -214,6 +227,7 @@ def update(ctx: ApiContext, req: SubaccountUpdate) -> Account:
     if country is not None:
         sub.country = country
     _validate_timezone(req.timezone)
+    _validate_webhook_endpoint(ctx, req.webhook_endpoint)
     if req.status:
         sub.plan_status = req.status
     if req.block is not None:
