@@ -598,6 +598,44 @@ def test_a_subaccount_made_without_password_is_emailed_a_link_to_set_one(
         assert sign_in(web, invited, "first-own-password").status_code == 303
 
 
+def test_a_subaccount_blocked_before_the_worker_ran_gets_no_password_email(
+    account: TestAccount, live_server: LiveServer, runtime: Runtime, dist_smtp: SmtpServer
+) -> None:
+    """Blocked between the create and the worker (a mistaken invitation, SMTP down meanwhile): the
+    worker made a setup link anyway and mailed it, and that link set the password after an unblock
+    although a block ends the open links for good. Now the job ends without a link or an email;
+    after the unblock the master hands out /v3/subaccount/reset/url."""
+    smtp = {
+        "host": dist_smtp.host,
+        "port": dist_smtp.port,
+        "tls": "none",
+        "sender_email": "hi@agency.example",
+    }
+    assert account.client.put("/v4/integrations/email", json=smtp, headers=account.headers).status_code == 200
+    invited = f"blocked-{time.time_ns()}@example.com"
+    sub = assert_ok(account.call("/v4/subaccount/create", email=invited))["subaccount"]["ID"]
+    assert_ok(account.call("/v4/subaccount/update", subaccount=sub, block="true"))
+    Runner(runtime).run_until_idle()
+    assert_ok(account.call("/v4/subaccount/update", subaccount=sub, block="false"))
+    Runner(runtime).run_until_idle()
+    assert dist_smtp.handler.to(invited) == []
+    payload = f'{{"account_id": {sub.removeprefix("sub_")}}}'
+    with runtime.db.read() as session:
+        job = session.scalars(select(Job).where(Job.payload == payload)).one()
+        assert job.status == "done"
+        links = session.scalar(
+            select(func.count()).select_from(OneTimeToken).where(OneTimeToken.account_id == int(sub[4:]))
+        )
+        assert links == 0
+    link = assert_ok(account.call("/v3/subaccount/reset/url", subaccount=sub))["url"]
+    with browser(live_server.url) as web:
+        path = link.removeprefix("http://testserver.local")
+        form = web.get(path)
+        fields = {"password": "set-after-unblock", "password_confirm": "set-after-unblock"}
+        assert web.post(path, data={**fields, "csrf_token": csrf_from(form.text)}).status_code == 200
+        assert sign_in(web, invited, "set-after-unblock").status_code == 303
+
+
 def test_the_password_email_goes_through_the_servers_own_smtp_on_loopback(
     account: TestAccount, settings: Settings, dist_smtp: SmtpServer
 ) -> None:

@@ -21,6 +21,7 @@ from opencoupon.accounts.sso import RESET_PURPOSE
 from opencoupon.distribution import service as distribution
 from opencoupon.distribution.mail import SmtpFailure, deliver, header_text
 from opencoupon.distribution.tasks import tenant_slot
+from opencoupon.errors import ApiError
 from opencoupon.kit.clock import utcnow
 from opencoupon.models import Account
 from opencoupon.runtime import Runtime
@@ -72,6 +73,13 @@ def _send(runtime: Runtime, account_id: int) -> None:
         sub = session.get(Account, account_id)
         if sub is None or sub.password_hash:
             return  # gone, or a password was set meanwhile: nothing to configure
+        try:
+            # Blocked or expired (or its master is) since the create: a link made now would outlive
+            # the block (a block ends the open links, an unblock does not bring them back).
+            accounts.ensure_usable(session, sub, utcnow())
+        except ApiError as refused:
+            log.warning("sub_%s gets no password email: %s", sub.id, refused.description)
+            return
         config = distribution.email_config(session, runtime, sub.id)
         if config is None:
             log.warning("no email settings: sub_%s gets no password email (use subaccount/reset/url)", sub.id)
