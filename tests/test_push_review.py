@@ -4,16 +4,20 @@ loopback push service stand-in that decrypts with the subscriber's key."""
 
 from __future__ import annotations
 
+import os
 import socket
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx2
 import pytest
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from helpers import assert_error, assert_ok
 from opencoupon import models
+from opencoupon.config import Settings
 from opencoupon.kit.clock import utcnow
 from opencoupon.models import Campaign, CouponSession, Job, PushFanout, PushSubscription
 from opencoupon.push import router as push_router
@@ -22,6 +26,7 @@ from opencoupon.push import targets, tasks
 from opencoupon.push.vapid import b64url
 from opencoupon.runtime import Runtime
 from opencoupon.worker.queue import encode
+from test_foundation_cli import _run
 from test_push import Browser, _campaign, _subscribe
 from test_push_loyalty import _card_with_holder
 from webhooks_fixtures import Receiver, drain
@@ -276,3 +281,29 @@ def test_a_large_subscription_body_is_refused_before_it_is_read(
 
     # Without a Content-Length (chunked): refused while it streams in.
     assert_error(http.post("/push/subscriptions", content=stream()), 413, 413)
+
+
+def test_a_vapid_subject_push_services_would_refuse_stops_the_server_at_start(tmp_path: Path) -> None:
+    """A subject without mailto: (an operator writing just the address) cannot sign any token, so
+    every push would fail: the server, the worker and `vapid show` refuse it in one line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCOUPON_")}
+    env["OPENCOUPON_DATABASE_URL"] = f"sqlite:///{tmp_path / 'opencoupon.db'}"
+    env["OPENCOUPON_VAR_DIR"] = str(tmp_path)
+    env["OPENCOUPON_VAPID_SUBJECT"] = "admin@shop.example.com"
+    for args in (("serve", "--no-migrate"), ("worker", "--once"), ("vapid", "show")):
+        result = _run(env, *args)
+        assert result.returncode == 1, (args, result.stdout, result.stderr[-600:])
+        assert result.stderr.startswith("error: OPENCOUPON_VAPID_SUBJECT: "), result.stderr[-600:]
+        assert "mailto:" in result.stderr
+        assert "Traceback" not in result.stderr
+    for good in ("mailto:admin@shop.example.com", "https://shop.example.com"):
+        assert Settings(vapid_subject=good).vapid_subject == good
+    for bad in ("admin@shop.example.com", "http://shop.example.com", "mailto:admin", ""):
+        with pytest.raises(ValueError, match="mailto:"):
+            Settings(vapid_subject=bad)
+
+
+def _subscriber(session: Session, code: str) -> targets.Subscriber:
+    found = targets.coupon_subscriber(session, code)
+    assert found is not None
+    return found

@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -80,6 +80,18 @@ class Settings(BaseSettings):
     worker_lease_seconds: float = 60.0
     # `sub` claim of VAPID tokens: push services contact this address about problems.
     vapid_subject: str = "mailto:admin@opencoupon.invalid"
+
+    @field_validator("vapid_subject")
+    @classmethod
+    def _vapid_subject_signable(cls, value: str) -> str:
+        # py_vapid refuses to sign a token with any other subject, so every push would fail.
+        from py_vapid import _check_sub
+
+        if not _check_sub(value):
+            raise ValueError(
+                "must be a mailto: address or an https:// URL, e.g. mailto:admin@shop.example.com"
+            )
+        return value
 
     @property
     def public_base_url(self) -> str:
