@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -26,6 +27,10 @@ from opencoupon.webhooks import ssrf
 from opencoupon.worker import queue
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# A bare address only: with a display name, angle brackets, quotes or a list separator the stored
+# text is not the address mail goes to (`"a"<attacker@evil.com>` was sent to attacker@evil.com)
+# nor the one its owner signs in with.
+NOT_IN_ADDRESS = frozenset('<>()[]\\,;:"')
 SUBACCOUNT_NOT_FOUND = ApiError(510, "Subaccount ID not correct.")
 EMAIL_EXISTS = ApiError(304, "Email already exists.")
 
@@ -95,9 +100,14 @@ def _fail_date() -> dt.date:
     raise bad_date("expiry_date", "yyyy-MM-dd")
 
 
+def _bare(address: str) -> bool:
+    """No display-name syntax, and no separator (Z*) or invisible control (C*) character."""
+    return not any(ch in NOT_IN_ADDRESS or unicodedata.category(ch)[0] in "CZ" for ch in address)
+
+
 def check_email(session: Session, email: str, current: Account | None = None) -> str:
     normalized = accounts.normalize_email(email)
-    if not EMAIL.match(normalized) or len(normalized) > 254:
+    if not EMAIL.match(normalized) or len(normalized) > 254 or not _bare(normalized):
         raise ApiError(305, "Email address is not valid.")
     existing = accounts_repo.by_email(session, normalized)
     if existing is not None and (current is None or existing.id != current.id):
