@@ -7,11 +7,17 @@ from __future__ import annotations
 import re
 
 import httpx2
+from sqlalchemy import select
 
 from conftest import LiveServer, TestAccount
 from dashboard_fixtures import post_form, signed_in
+from helpers import assert_ok
+from opencoupon.kit.clock import utcnow
+from opencoupon.models import CouponSession
+from opencoupon.push import service as push_service
 from opencoupon.runtime import Runtime
 from test_push import Browser, _campaign, _subscribe
+from test_push_review import _progress, _subscriber
 from webhooks_fixtures import Receiver, drain
 
 PAGE = "/dashboard/push"
@@ -64,5 +70,47 @@ def test_compose_and_follow_fanout(
             refused = post_form(stranger, PAGE, PAGE, {"target": campaign, "message": "Hi"})
             assert refused.status_code == 422
             assert "not found" in refused.text.lower()
+    finally:
+        standin.stop()
+
+
+def test_push_calls_and_the_dashboard_take_a_session_code_in_any_letter_case(
+    account: TestAccount, runtime: Runtime, live_server: LiveServer
+) -> None:
+    """As couponsession/update does: the full code or its short form, upper case too, reach that
+    session's browser (and only it)."""
+    standin = Receiver().start()
+    try:
+        campaign, codes = _campaign(runtime, account.id, sessions=2)
+        browser = Browser()
+        with runtime.db.transaction() as session:
+            subs = [_subscriber(session, code) for code in codes]
+            short = session.scalar(select(CouponSession.short_code).where(CouponSession.code == codes[0]))
+            push_service.subscribe_many(
+                session,
+                [
+                    (sub, f"{standin.url}/push/{n}", browser.p256dh, browser.auth)
+                    for n, sub in enumerate(subs)
+                ],
+                utcnow(),
+            )
+        assert short is not None
+        for given in (codes[0].upper(), short.upper(), f" {short.upper()} "):
+            answer = assert_ok(
+                account.call(
+                    "/v3/coupon/pushnotification/single", campaign=campaign, couponsession=given, message="Hi"
+                )
+            )
+            assert answer["queued"] == "1", given
+            progress = _progress(account, runtime, answer["notification"])
+            assert (progress["status"], progress["sent"]) == ("done", 1), (given, progress)
+        assert [r.path for r in standin.wait_for(3)] == ["/push/0"] * 3
+        with signed_in(live_server.url, account.email) as web:
+            sent = post_form(
+                web, PAGE, PAGE, {"target": campaign, "recipient": codes[1].upper(), "message": "Hi"}
+            )
+            assert sent.status_code == 303, sent.text
+        drain(runtime)
+        assert [r.path for r in standin.wait_for(4)][-1] == "/push/1"
     finally:
         standin.stop()

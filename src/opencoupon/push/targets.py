@@ -70,8 +70,10 @@ def campaign(ctx: ApiContext, raw: str) -> Group:
 
 def coupon_session(ctx: ApiContext, group: Group, raw: str) -> str:
     """The 21-character code of a live session of the campaign, given it or its 6-character short
-    code: a removed one (a removed single-use link) is not found, as subscribing to it is not."""
-    code = raw.strip()
+    code, in any letter case (as coupons.service.find_session takes it): a removed one (a removed
+    single-use link) is not found, as subscribing to it is not."""
+    # Codes are issued in lower case (ids.session_code).
+    code = raw.strip().lower()
     if len(code) not in (ids.SESSION_CODE_LENGTH, ids.SHORT_CODE_LENGTH) or not code.isalnum():
         raise SESSION_NOT_FOUND
     column = CouponSession.code if len(code) == ids.SESSION_CODE_LENGTH else CouponSession.short_code
