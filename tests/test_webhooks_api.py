@@ -143,12 +143,19 @@ def test_master_sees_and_creates_subaccount_endpoints(
     assert {own["id"], for_sub["id"]} <= master_view
     sub_view = {e["id"] for e in subaccount.client.get("/v4/webhooks", headers=subaccount.headers).json()}
     assert sub_view == {own["id"], for_sub["id"]}
-    refused = subaccount.client.post(
-        "/v4/webhooks",
-        json={"url": receiver.url, "events": ["*"], "subaccount": f"sub_{account.id}"},
-        headers=subaccount.headers,
-    )
-    assert_error(refused, 404, 510)
+    # Subaccount credentials naming a subaccount manage subaccounts: 102 (HTTP 403), whatever the ID.
+    for named in (f"sub_{subaccount.id}", f"sub_{account.id}", "sub_2147483000", "x!"):
+        refused = subaccount.client.post(
+            "/v4/webhooks",
+            json={"url": receiver.url, "events": ["*"], "subaccount": named},
+            headers=subaccount.headers,
+        )
+        body = assert_error(refused, 403, 102)
+        assert body["status"]["errors"]["error_message_description"] == [
+            "You are trying to use subaccount credentials to manage subaccounts."
+        ]
+    listed = subaccount.client.get("/v4/webhooks", headers=subaccount.headers).json()
+    assert {e["id"] for e in listed} == sub_view  # nothing was made
 
 
 def test_verification_answers_own_events_only(

@@ -18,6 +18,7 @@ from opencoupon.kit.crypto import Keyring
 from opencoupon.kit.dates import fmt
 from opencoupon.kit.endpoint import ApiContext
 from opencoupon.models import Account, Event, Job, WebhookEndpoint, WebhookMessage, WebhookPayload
+from opencoupon.subaccounts.service import require_master
 from opencoupon.webhooks import repository, signing, ssrf, throttle
 from opencoupon.webhooks.schemas import DeliveryQuery, EndpointCreate, EndpointUpdate, Replay, Rotate
 from opencoupon.worker.queue import encode, enqueue, enqueue_many, pending
@@ -255,9 +256,10 @@ def _restart_throttle(session: Session, endpoint: WebhookEndpoint, now: dt.datet
 def _owner(ctx: ApiContext, subaccount: str | None) -> Account:
     if not subaccount:
         return ctx.account
+    # Naming a subaccount is managing it: subaccount credentials get 102 (CONTRACT), whatever the
+    # ID, their own too (it answered 510 "not correct", as if the ID were wrong).
+    require_master(ctx)
     not_found = ApiError(510, "Subaccount ID not correct.")
-    if ctx.account.parent_id is not None:
-        raise not_found
     sub_id = ids.parse_public_id(subaccount, "sub_", "subaccount", not_found)
     sub = accounts_repo.subaccount(ctx.session, ctx.account.id, sub_id)
     if sub is None:
