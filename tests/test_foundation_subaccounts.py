@@ -394,6 +394,41 @@ def test_300_a_webhook_endpoint_that_v4_webhooks_would_refuse(
     assert assert_ok(cleared)["subaccount"]["webhook_endpoint"] == ""
 
 
+def test_timezone_and_language_are_checked_and_answered(account: TestAccount) -> None:
+    """`timezone` was stored but in no answer (a client could not read back what it set), and
+    `language` took any text ("zz-top!")."""
+    email = f"tz-{time.time_ns()}@example.com"
+    made = assert_ok(account.call("/v4/subaccount/create", email=email, password="password123"))["subaccount"]
+    assert (made["timezone"], made["language"]) == ("UTC", "en")
+    ref = made["ID"]
+    changed = account.call("/v4/subaccount/update", subaccount=ref, timezone="Europe/Brussels", language="FR")
+    assert (assert_ok(changed)["subaccount"]["timezone"], changed.json()["subaccount"]["language"]) == (
+        "Europe/Brussels",
+        "fr",
+    )
+    info = assert_ok(account.call("/v4/subaccount", subaccount=ref))["subaccount"]
+    [listed] = [s for s in assert_ok(account.call("/v4/subaccount/list"))["subaccounts"] if s["ID"] == ref]
+    for shown in (info, listed):
+        assert (shown["timezone"], shown["language"]) == ("Europe/Brussels", "fr")
+    for bad in ["zz-top!", "english", "e", "e1"]:
+        refused = account.call("/v4/subaccount/update", subaccount=ref, language=bad)
+        assert_error(refused, 422, 300)
+        assert _error_text(refused).startswith("Invalid value in parameter: language.")
+        other = f"lang-{time.time_ns()}@example.com"
+        assert_error(
+            account.call("/v4/subaccount/create", email=other, password="password123", language=bad), 422, 300
+        )
+        assert _count_subaccounts_of(account, other) == 0
+    # Left empty, it is not given: the language stays.
+    kept = assert_ok(account.call("/v4/subaccount/update", subaccount=ref, language=""))["subaccount"]
+    assert kept["language"] == "fr"
+
+
+def _count_subaccounts_of(master: TestAccount, email: str) -> int:
+    listed = assert_ok(master.call("/v4/subaccount/list"))["subaccounts"]
+    return sum(1 for s in listed if s["email"] == email)
+
+
 def test_300_a_password_shorter_than_the_reset_page_allows(
     live_server: LiveServer, account: TestAccount, subaccount: TestAccount
 ) -> None:

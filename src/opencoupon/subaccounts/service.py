@@ -64,6 +64,7 @@ def to_public(session: Session, ctx: ApiContext, sub: Account, *, detail: bool) 
         "blocked": "1" if sub.blocked else "0",
         "package": sub.package,
         "country": sub.country,
+        "timezone": sub.timezone,
         "first_name": sub.first_name,
         "last_name": sub.last_name,
         "company_name": sub.company_name,
@@ -121,7 +122,6 @@ _PLAIN_FIELDS = (
     "last_name",
     "company_name",
     "username",
-    "language",
     "timezone",
     "max_campaigns",
     "webhook_endpoint",
@@ -136,6 +136,15 @@ def _validate_country(country: str | None) -> str | None:
     if country and not re.fullmatch(r"[A-Za-z]{2}", country):
         raise ApiError(300, "Invalid value in parameter: country. Use an ISO 3166 alpha-2 code.")
     return country.upper()
+
+
+def _validate_language(language: str | None) -> str | None:
+    """A two-letter ISO 639-1 code (the vendor's sample: "en"), lower-cased; empty is not given."""
+    if not language:
+        return None
+    if not re.fullmatch(r"[A-Za-z]{2}", language):
+        raise bad_value("language", "Use a two-letter ISO 639-1 code such as en or fr.")
+    return language.lower()
 
 
 def _validate_timezone(tz: str | None) -> None:
@@ -179,6 +188,7 @@ def create(ctx: ApiContext, req: SubaccountCreate) -> Account:
     password = checked_password(req.password)
     expiry = _expiry(req.expiry_date)
     country = _validate_country(req.country)
+    language = _validate_language(req.language)
     _validate_timezone(req.timezone)
     _validate_webhook_endpoint(ctx, req.webhook_endpoint)
     fields: dict[str, Any] = {k: getattr(req, k) for k in _PLAIN_FIELDS if getattr(req, k) is not None}
@@ -186,6 +196,8 @@ def create(ctx: ApiContext, req: SubaccountCreate) -> Account:
         fields["plan_status"] = req.status
     if country is not None:
         fields["country"] = country
+    if language is not None:
+        fields["language"] = language
     try:
         sub, _secret = accounts.create_account(
             session,
@@ -236,6 +248,9 @@ def update(ctx: ApiContext, req: SubaccountUpdate) -> Account:
     country = _validate_country(req.country)
     if country is not None:
         sub.country = country
+    language = _validate_language(req.language)
+    if language is not None:
+        sub.language = language
     _validate_timezone(req.timezone)
     _validate_webhook_endpoint(ctx, req.webhook_endpoint)
     if req.status:
