@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from conftest import LiveServer, TestAccount, free_port, served_with
+from coupons_fixtures import create_campaign
 from dashboard_fixtures import PASSWORD
 from distribution_fixtures import SmtpServer
 from foundation_fixtures import browser, csrf_from, sign_in
@@ -175,6 +176,23 @@ def test_101_sso_into_a_blocked_subaccount(account: TestAccount, subaccount: Tes
     assert_error(response, 403, 101)
     assert _error_text(response) == "Account is blocked."
     assert_error(subaccount.call("/v3/account/sso"), 403, 101)
+
+
+def test_a_blocked_subaccounts_objects_keep_working_for_consumers_and_its_master(
+    live_server: LiveServer, account: TestAccount, subaccount: TestAccount
+) -> None:
+    """As docs/api.md says: a block ends the subaccount's own access only; its coupon pages open
+    and its master still manages its campaigns."""
+    campaign = create_campaign(subaccount, title="Free coffee")
+    ref = f"sub_{subaccount.id}"
+    assert_ok(account.call("/v4/subaccount/update", subaccount=ref, block=True))
+    assert_error(subaccount.call("/v3/coupon/list"), 403, 101)
+    with httpx2.Client(base_url=live_server.url, timeout=30) as phone:
+        opened = phone.get(f"/p/{campaign['code']}")
+        assert opened.status_code == 303
+        assert phone.get(opened.headers["location"]).status_code == 200
+    info = assert_ok(account.call("/v3/coupon/info", campaign=campaign["id"]))
+    assert info["coupon_info"]["ID"] == campaign["id"]
 
 
 @pytest.mark.parametrize(
