@@ -6,6 +6,7 @@ decrypts with the subscriber's key."""
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 import socket
 import threading
@@ -16,18 +17,18 @@ from typing import TYPE_CHECKING, Any
 
 import httpx2
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from helpers import assert_error, assert_ok
 from opencoupon.config import Settings
 from opencoupon.kit.clock import utcnow
-from opencoupon.models import PushSubscription
+from opencoupon.models import CouponSession, PushSubscription
 from opencoupon.push import service as push_service
 from opencoupon.push import targets, tasks
 from opencoupon.runtime import Runtime
 from opencoupon.webhooks import ssrf
 from test_push import Browser, _campaign, _subscribe
-from test_push_review import _progress
+from test_push_review import _progress, _subscriber
 from webhooks_fixtures import Receiver, Reply, drain, emit
 
 if TYPE_CHECKING:
@@ -518,3 +519,60 @@ def test_one_browser_subscription_serves_several_pages_and_moves_when_renewed(
     refused = http.post("/push/subscriptions/renew", json={"previous": new["endpoint"], "subscription": bad})
     assert_error(refused, 422, 300)
     assert_error(http.post("/push/subscriptions/renew", json={"previous": 5, "subscription": new}), 422, 300)
+
+
+def test_the_privacy_export_shows_when_a_device_last_got_a_push_and_the_page_it_opened(
+    account: TestAccount, runtime: Runtime
+) -> None:
+    standin = Receiver().start()
+    try:
+        campaign, (code, other) = _campaign(runtime, account.id, sessions=2)
+        browser = Browser()
+        with runtime.db.transaction() as session:
+            session.execute(
+                update(CouponSession).where(CouponSession.code == code).values(email="ada@example.com")
+            )
+            session.execute(
+                update(CouponSession).where(CouponSession.code == other).values(email="bob@example.com")
+            )
+            items = [_subscriber(session, c) for c in (code, other)]
+            push_service.subscribe_many(
+                session,
+                [
+                    (sub, f"{standin.url}/push/{n}", browser.p256dh, browser.auth)
+                    for n, sub in enumerate(items)
+                ],
+                utcnow(),
+            )
+        before = utcnow().replace(microsecond=0)
+        answer = assert_ok(
+            account.call(
+                "/v3/coupon/pushnotification/single", campaign=campaign, couponsession=code, message="Hi Ada"
+            )
+        )
+        assert _progress(account, runtime, answer["notification"])["sent"] == 1
+        opened = browser.decrypt(standin.wait_for(1)[0].raw)["url"]
+
+        def export(email: str) -> dict[str, Any]:
+            found = account.client.post("/v4/privacy/export", json={"email": email}, headers=account.headers)
+            assert found.status_code == 200, found.text
+            return dict(found.json())
+
+        ada = export("ada@example.com")
+        (notification,) = ada["push_notifications"]
+        assert notification["url"] == opened
+        assert opened.endswith(f"/{code}")
+        assert opened.startswith(runtime.settings.public_base_url + "/p/")
+        (device,) = ada["push_subscriptions"]
+        assert device["last_sent_at"] is not None
+        assert dt.datetime.strptime(device["last_sent_at"], "%Y-%m-%d %H:%M:%S") >= before
+        # Bob's device was never pushed to.
+        assert [d["last_sent_at"] for d in export("bob@example.com")["push_subscriptions"]] == [None]
+        # A push to the whole campaign reaches his device too: now it shows.
+        everyone = assert_ok(
+            account.call("/v3/coupon/pushnotification/all", campaign=campaign, message="Sale")
+        )
+        assert _progress(account, runtime, everyone["notification"])["sent"] == 2
+        assert export("bob@example.com")["push_subscriptions"][0]["last_sent_at"] is not None
+    finally:
+        standin.stop()

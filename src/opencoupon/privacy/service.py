@@ -49,6 +49,7 @@ from opencoupon.models import (
 from opencoupon.privacy import repository as repo
 from opencoupon.privacy.schemas import PersonRef
 from opencoupon.push.service import PREFIX as PUSH_PREFIX
+from opencoupon.push.service import page_path as push_page_path
 from opencoupon.singleuse import batches
 from opencoupon.webhooks import signing
 from opencoupon.worker import queue
@@ -414,7 +415,8 @@ def export(ctx: ApiContext, person: Person) -> dict[str, Any]:
                 "target_id": fanout.target_key,
                 "title": fanout.title,
                 "message": fanout.message,
-                "url": fanout.url,
+                # The page the notification opened (its stored form is a template per target).
+                "url": runtime.url(push_page_path(fanout.url, fanout.target_key)) if fanout.url else None,
                 "status": fanout.status,
                 "created_at": fmt(fanout.created_at),
             }

@@ -207,6 +207,11 @@ def payload(title: str, message: str, url: str, tag: str) -> bytes:
     ).encode()
 
 
+def page_path(url_template: str, target_key: str) -> str:
+    """The page a notification opens for one target: a group's `url_template` with its key."""
+    return url_template.replace("{key}", target_key)
+
+
 # The longest target key and tag a payload can get (session codes are 21 characters; holder IDs
 # and fan-out IDs are integers).
 _LONGEST_KEY = "x" * 21
@@ -220,7 +225,7 @@ def _message(ctx: ApiContext, group: Group, raw: str, target_key: str) -> str:
     if len(text) > MAX_MESSAGE:
         raise bad_value("message", f"At most {MAX_MESSAGE} characters.")
     # The API never accepts what cannot be sent: the payload must fit in one push record.
-    url = ctx.url(group.url_template.replace("{key}", target_key or _LONGEST_KEY))
+    url = ctx.url(page_path(group.url_template, target_key or _LONGEST_KEY))
     size = len(payload(group.title[:200], text, url, _LONGEST_TAG))
     if size > ece.MAX_PLAINTEXT:
         raise bad_value(
