@@ -10,8 +10,9 @@ from typing import Any
 import httpx2
 from sqlalchemy import select
 
-from directories_fixtures import PAY_URL, create_directory, create_user
-from opencoupon.models import Event
+from directories_fixtures import PAY_URL, create_category, create_directory, create_user, make_campaign
+from helpers import race
+from opencoupon.models import Campaign, Category, DirectoryItem, Event
 from opencoupon.runtime import Runtime
 
 THREADS = 8
@@ -72,3 +73,81 @@ def test_concurrent_identical_payment_reports_change_once(
             )
         ).all()
         assert [json.loads(e.data)["user"] for e in events] == [user["id"]]
+
+
+def _send(
+    live_server: Any, account: Any, name: str, method: str, path: str, body: Any
+) -> tuple[str, int, int | None]:
+    """The call's name, HTTP status and first error code (None when it succeeded)."""
+    with httpx2.Client(base_url=live_server.url, timeout=60) as client:
+        answer = client.request(method, path, json=body, headers=account.headers)
+    if answer.status_code < 400:
+        return name, answer.status_code, None
+    codes = answer.json()["status"]["errors"]["error_code"] if answer.status_code < 500 else [None]
+    return name, answer.status_code, codes[0]
+
+
+def test_a_category_deleted_while_it_is_being_assigned_is_never_left_behind(
+    account: Any, live_server: Any, runtime: Runtime
+) -> None:
+    """Each round files campaigns under a new category three ways (a directory item's settings,
+    a PATCH of the directory, a template copy) while the category is deleted. Each assignment
+    goes first (200/201) or finds the category gone (516): a delete committed between reading the
+    category and writing it gave a 500 (the item's foreign key) and left a campaign holding the
+    deleted ID (PostgreSQL)."""
+    first, second, third = (make_campaign(runtime, account.id, name=f"Deal {i}") for i in range(3))
+    template = make_campaign(runtime, account.id, name="Template", kind="template")
+    directory = create_directory(account, campaigns=[f"cam_{c.id}" for c in (first, second, third)])
+    answers: Counter[tuple[str, int, int | None]] = Counter()
+    for round_number in range(20):
+        category = create_category(account, f"Round {round_number}")["id"]
+        calls = [
+            (
+                "item",
+                "POST",
+                "/v3/directory/campaign/update",
+                {"campaign": f"cam_{first.id}", "category": category},
+            ),
+            (
+                "patch",
+                "PATCH",
+                f"/v4/directory/{directory['id']}",
+                {
+                    "campaigns": [
+                        f"cam_{first.id}",
+                        {"id": f"cam_{second.id}", "category": category},
+                        f"cam_{third.id}",
+                    ]
+                },
+            ),
+            (
+                "copy",
+                "POST",
+                "/v3/directory/campaign/create",
+                {
+                    "directory": directory["id"],
+                    "template": f"cam_{template.id}",
+                    "name": "Copy",
+                    "category": category,
+                },
+            ),
+            ("delete", "DELETE", f"/v4/categories/{category}", None),
+        ]
+
+        def send(i: int, todo: list[Any] = calls) -> tuple[str, int, int | None]:
+            return _send(live_server, account, *todo[i])
+
+        answers.update(race(len(calls), send))
+    refused = {(name, 404, 516) for name in ("item", "patch", "copy")}
+    assert {a for a in answers if a[1] not in (200, 201)} <= refused, answers
+    assert answers[("delete", 200, None)] == 20, answers
+    with runtime.db.read() as session:
+        categories = set(session.scalars(select(Category.id)))
+        on_campaigns = set(
+            session.scalars(select(Campaign.category_id).where(Campaign.account_id == account.id))
+        )
+        on_items = set(
+            session.scalars(select(DirectoryItem.category_id).where(DirectoryItem.account_id == account.id))
+        )
+    assert on_campaigns - {None} <= categories, "a campaign holds a deleted category"
+    assert on_items - {None} <= categories, "a directory item holds a deleted category"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -201,16 +202,19 @@ def create_directory(ctx: ApiContext, req: DirectoryCreate) -> Directory:
         created_at=now,
         updated_at=now,
     )
+    categories = _assigned_categories(ctx, ctx.account.id, req.campaigns or [])
     ctx.session.add(directory)
     ctx.session.flush()
     if req.campaigns is not None:
-        set_campaigns(ctx, directory, req.campaigns)
+        set_campaigns(ctx, directory, req.campaigns, categories)
     if req.loyalty_cards is not None:
         set_loyalty_cards(ctx, directory, req.loyalty_cards)
     return directory
 
 
 def update_directory(ctx: ApiContext, directory: Directory, req: DirectoryPatch) -> Directory:
+    # The categories it files items under first (the lock order of every category assignment).
+    categories = _assigned_categories(ctx, directory.account_id, req.campaigns or [])
     # One change of a directory at a time, each starting from what the one before it left.
     repository.lock_directory(ctx.session, directory.id)
     ctx.session.refresh(directory)
@@ -230,7 +234,7 @@ def update_directory(ctx: ApiContext, directory: Directory, req: DirectoryPatch)
     if "membership_days" in req.model_fields_set:
         directory.membership_days = _membership_days(req.membership_days)
     if req.campaigns is not None:
-        set_campaigns(ctx, directory, req.campaigns)
+        set_campaigns(ctx, directory, req.campaigns, categories)
     if req.loyalty_cards is not None:
         set_loyalty_cards(ctx, directory, req.loyalty_cards)
     directory.updated_at = ctx.now
@@ -263,6 +267,54 @@ def get_held_category(ctx: ApiContext, owner_id: int, raw: str, param: str = "ca
     return category
 
 
+def lock_assigned_categories(
+    ctx: ApiContext, categories: Iterable[Category], *, also: Iterable[int] = ()
+) -> dict[int, Category]:
+    """Wait for the changes of these categories' trees (repository.lock_categories, the lock
+    delete_category takes), then each category as they left it, by ID: one deleted meanwhile is
+    not found (516). Every write of a category onto a campaign or a directory item takes it, and
+    before any directory lock (one order everywhere): a delete committed between reading the
+    category and writing it broke the item's foreign key (a 500) or left the campaign holding
+    the deleted ID (PostgreSQL). `also`: more accounts whose rows to lock the same way. Accounts
+    in ID order: two callers never wait for each other."""
+    wanted = {c.id: c.account_id for c in categories}
+    for account_id in sorted({*wanted.values(), *also}):
+        repository.lock_categories(ctx.session, account_id)
+    locked: dict[int, Category] = {}
+    for category_id in wanted:
+        now = repository.category_now(ctx.session, category_id)
+        if now is None:
+            raise category_not_found()
+        locked[category_id] = now
+    return locked
+
+
+def _assigned_categories(
+    ctx: ApiContext, owner_id: int, specs: list[CampaignItemSpec]
+) -> dict[str, Category]:
+    """The categories `specs` file campaigns under (each one `owner_id` may hold, else 516), by
+    their public ID, locked (lock_assigned_categories)."""
+    named = {
+        raw: get_held_category(ctx, owner_id, raw) for raw in dict.fromkeys(s.category for s in specs) if raw
+    }
+    locked = lock_assigned_categories(ctx, named.values())
+    return {raw: locked[category.id] for raw, category in named.items()}
+
+
+@contextmanager
+def category_gone_is_not_found(session: Session) -> Iterator[None]:
+    """The second line of defence behind lock_assigned_categories: an item written with a
+    category deleted meanwhile breaks its foreign key (PostgreSQL names it), which is a missing
+    category (516), never a 500. SQLite runs one writer at a time: no delete comes between."""
+    try:
+        yield
+        session.flush()
+    except IntegrityError as exc:
+        if "category_id" not in str(exc.orig):
+            raise
+        raise category_not_found() from None
+
+
 def _held_campaign(ctx: ApiContext, directory: Directory, raw: str, param: str) -> Campaign:
     campaign = get_campaign(ctx, raw, param)
     if not may_hold(ctx.session, directory, campaign.account_id):
@@ -270,30 +322,34 @@ def _held_campaign(ctx: ApiContext, directory: Directory, raw: str, param: str) 
     return campaign
 
 
-def set_campaigns(ctx: ApiContext, directory: Directory, specs: list[CampaignItemSpec]) -> None:
+def set_campaigns(
+    ctx: ApiContext, directory: Directory, specs: list[CampaignItemSpec], categories: dict[str, Category]
+) -> None:
     """Make the directory hold exactly these campaigns, in this order; settings of campaigns it
-    already held are kept unless the spec changes them. The directory's row is locked first:
-    its items change one PATCH after the other."""
+    already held are kept unless the spec changes them. `categories`: the specs' categories by
+    public ID, locked before the directory (_assigned_categories). The directory's row is locked
+    first: its items change one PATCH after the other."""
     repository.lock_directory(ctx.session, directory.id)
     existing = {row.item_id: row for row in repository.items(ctx.session, directory.id, "campaign")}
     wanted: list[int] = []
-    for position, spec in enumerate(specs):
-        campaign = _held_campaign(ctx, directory, spec.id, "campaigns")
-        if campaign.id in wanted:
-            continue
-        wanted.append(campaign.id)
-        row = existing.get(campaign.id) or add_item(ctx.session, directory, "campaign", campaign.id, ctx.now)
-        row.position = position
-        if spec.category is not None:
-            row.category_id = (
-                get_held_category(ctx, directory.account_id, spec.category).id if spec.category else None
+    with category_gone_is_not_found(ctx.session):
+        for position, spec in enumerate(specs):
+            campaign = _held_campaign(ctx, directory, spec.id, "campaigns")
+            if campaign.id in wanted:
+                continue
+            wanted.append(campaign.id)
+            row = existing.get(campaign.id) or add_item(
+                ctx.session, directory, "campaign", campaign.id, ctx.now
             )
-        if spec.featured is not None:
-            row.featured = spec.featured
-        if spec.status is not None:
-            row.status = spec.status
-        row.updated_at = ctx.now
-    repository.delete_items(ctx.session, [row for cid, row in existing.items() if cid not in wanted])
+            row.position = position
+            if spec.category is not None:
+                row.category_id = categories[spec.category].id if spec.category else None
+            if spec.featured is not None:
+                row.featured = spec.featured
+            if spec.status is not None:
+                row.status = spec.status
+            row.updated_at = ctx.now
+        repository.delete_items(ctx.session, [row for cid, row in existing.items() if cid not in wanted])
 
 
 def set_loyalty_cards(ctx: ApiContext, directory: Directory, raw_ids: list[str]) -> None:
@@ -459,12 +515,18 @@ def create_from_template(
     name = _required_name(req.name)
     owner = ctx.session.get(Account, directory.account_id)
     assert owner is not None  # a directory's account is deleted with it
-    # The directory before the account (the allowance locks its row), as every change of a
-    # directory's items does: a PATCH adding an item holds the directory, then its foreign key
+    category = get_held_category(ctx, directory.account_id, req.category) if req.category else None
+    # The category locked before the directory, as every category assignment does; the owner's
+    # row too (the same NO KEY UPDATE lock), even without a category: the allowance below
+    # upgrades it, and doing so while a PATCH filing an item under the owner's category held it
+    # and waited for this directory would deadlock (PostgreSQL).
+    locked = lock_assigned_categories(ctx, [category] if category else [], also=[owner.id])
+    category = locked[category.id] if category else None
+    # The directory before the allowance's lock of the account (FOR UPDATE), as every change of
+    # a directory's items does: a PATCH adding an item holds the directory, then its foreign key
     # share-locks the account. The other order deadlocked with it on PostgreSQL.
     repository.lock_directory(ctx.session, directory.id)
     accounts.check_campaign_allowance(ctx.session, owner)
-    category = get_held_category(ctx, directory.account_id, req.category) if req.category else None
     now = ctx.now
     fields = {
         column.key: copy.deepcopy(getattr(template, column.key))
@@ -500,10 +562,10 @@ def create_from_template(
             # Another request drew the same code between the check and the insert.
             if attempt == 7:
                 raise
-    row = add_item(ctx.session, directory, "campaign", campaign.id, now)
-    row.category_id = category.id if category else None
-    row.position = len(repository.items(ctx.session, directory.id, "campaign"))
-    ctx.session.flush()
+    with category_gone_is_not_found(ctx.session):
+        row = add_item(ctx.session, directory, "campaign", campaign.id, now)
+        row.category_id = category.id if category else None
+        row.position = len(repository.items(ctx.session, directory.id, "campaign"))
     return directory, campaign, row, template
 
 
@@ -512,6 +574,12 @@ def update_directory_campaign(
 ) -> tuple[Campaign, list[tuple[Directory, DirectoryItem]]]:
     """Settings of a campaign in its directory (every directory holding it, or the one named)."""
     campaign = get_campaign(ctx, req.campaign)
+    category: Category | None = None
+    if req.category:
+        # Locked before the directories, as every category assignment does (checked against
+        # each directory below).
+        category = get_category(ctx, req.category)
+        category = lock_assigned_categories(ctx, [category])[category.id]
     # Its directories locked (in one order: no deadlock) before their items are read, so a PATCH
     # of a directory's campaigns at the same moment goes first or after, not in between.
     for directory_id in sorted(
@@ -528,37 +596,36 @@ def update_directory_campaign(
         holders = [(d, r) for d, r in holders if d.id == wanted.id]
     if not holders:
         raise ApiError(502, "Campaign ID not found in a directory.")
-    category: Category | None = None
-    if req.category:
-        # The item's category: one every holding directory may show, as set_campaigns checks.
-        category = get_category(ctx, req.category)
-        if not all(may_hold(ctx.session, directory, category.account_id) for directory, _row in holders):
-            raise category_not_found()
+    # The item's category: one every holding directory may show, as set_campaigns checks.
+    if category is not None and not all(
+        may_hold(ctx.session, directory, category.account_id) for directory, _row in holders
+    ):
+        raise category_not_found()
     category_id = category.id if category else None
     # The categories the directory put on the campaign, before this change: clearing the item's
     # category clears the campaign's own only when it is one of them.
     filed = {row.category_id for _directory, row in holders if row.category_id}
     now = ctx.now
-    for _directory, row in holders:
-        if req.status is not None:
-            row.status = req.status
-        if req.featured is not None:
-            row.featured = req.featured
-        if req.category is not None:
-            row.category_id = category_id
-        row.updated_at = now
-    if req.description is not None:
-        campaign.description = req.description
-    if category is not None and accounts.may_hold(ctx.session, campaign.account_id, category.account_id):
-        # The campaign's own category too, so coupon/list's `category` filter finds it; a master's
-        # category stays off a subaccount's campaign (its answers go to the subaccount).
-        campaign.category_id = category_id
-    elif req.category == "" and campaign.category_id in filed:
-        # "" (no category): the directory's filing is undone; a category the campaign got
-        # elsewhere (its own form, PATCH /v4/campaigns) is not the directory's to clear.
-        campaign.category_id = None
-    campaign.updated_at = now
-    ctx.session.flush()
+    with category_gone_is_not_found(ctx.session):
+        for _directory, row in holders:
+            if req.status is not None:
+                row.status = req.status
+            if req.featured is not None:
+                row.featured = req.featured
+            if req.category is not None:
+                row.category_id = category_id
+            row.updated_at = now
+        if req.description is not None:
+            campaign.description = req.description
+        if category is not None and accounts.may_hold(ctx.session, campaign.account_id, category.account_id):
+            # The campaign's own category too, so coupon/list's `category` filter finds it; a
+            # master's category stays off a subaccount's campaign (its answers go to the subaccount).
+            campaign.category_id = category_id
+        elif req.category == "" and campaign.category_id in filed:
+            # "" (no category): the directory's filing is undone; a category the campaign got
+            # elsewhere (its own form, PATCH /v4/campaigns) is not the directory's to clear.
+            campaign.category_id = None
+        campaign.updated_at = now
     return campaign, holders
 
 
