@@ -209,6 +209,65 @@ def test_a_tenants_slow_receivers_do_not_hold_up_another_tenants_webhooks(
 
 
 @pytest.fixture
+def shared_pool(runtime: Runtime) -> Iterator[Runtime]:
+    """A pool of four connections, one per endpoint, two per account (with its subaccounts)."""
+    settings = runtime.settings.model_copy(
+        update={
+            "webhook_concurrency": 4,
+            "webhook_endpoint_concurrency": 1,
+            "webhook_account_concurrency": 2,
+            "webhook_timeout_seconds": 1.5,
+            "webhook_retry_delays": "3600",
+        }
+    )
+    shared = Runtime(settings=settings, db=runtime.db, keyring=runtime.keyring)
+    try:
+        yield shared
+    finally:
+        outbound.close_outbound_for(settings)
+
+
+def test_many_endpoints_of_one_account_on_a_slow_host_leave_connections_to_others(
+    shared_pool: Runtime,
+    account: TestAccount,
+    subaccount: TestAccount,
+    other_account: TestAccount,
+    receiver: Receiver,
+) -> None:
+    """The per-endpoint share alone let an account with as many endpoints as the pool has
+    connections (here three of its own and one of its subaccount's, all on a receiver that never
+    answers in time) take every connection: another account's webhook waited a whole timeout.
+    An account and its subaccounts now share two; the other account's goes out at once."""
+    tarpit = Receiver().start()
+    tarpit.behaviour = lambda *_: Reply(status=204, delay=3)
+    arrivals: list[float] = []
+    receiver.behaviour = lambda *_: arrivals.append(time.time()) or Reply(status=204)
+    try:
+        for i in range(3):
+            _endpoint(account, tarpit.url + f"/a{i}")
+        _endpoint(subaccount, tarpit.url + "/sub")
+        _endpoint(other_account, receiver.url + "/victim")
+        emit(shared_pool, account.id)
+        emit(shared_pool, subaccount.id)
+        victim_event = emit(shared_pool, other_account.id)
+        started = time.time()
+        drain(shared_pool)
+        got = receiver.wait_for(1, 30)[0]
+        assert got.event_id == victim_event
+        assert arrivals[0] - started < 1.0, arrivals[0] - started  # not after a 1.5 s timeout
+        # The tenant's own requests all went out in turn (two at a time), each timing out.
+        with shared_pool.db.read() as session:
+            attempts = session.scalars(
+                select(WebhookMessage.attempts).where(
+                    WebhookMessage.account_id.in_([account.id, subaccount.id])
+                )
+            ).all()
+        assert attempts == [1] * 4
+    finally:
+        tarpit.stop()
+
+
+@pytest.fixture
 def one_connection(runtime: Runtime) -> Iterator[Runtime]:
     settings = runtime.settings.model_copy(update={"webhook_concurrency": 1, "webhook_timeout_seconds": 5.0})
     narrow = Runtime(settings=settings, db=runtime.db, keyring=runtime.keyring)

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # Connections of that pool one webhook endpoint may use at a time in a process; its other
     # deliveries wait (holding none), so one slow receiver never holds up every account's.
     webhook_endpoint_concurrency: int = 8
+    # Connections of that pool one account (a master with its subaccounts) may use at a time in a
+    # process, all its endpoints together: many endpoints on one slow host never hold the pool.
+    webhook_account_concurrency: int = 16
     # Push deliveries (docs/webhooks.md): a push service answering 429, 5xx or not in time is
     # tried again after these delays in seconds (comma separated; empty: 15 s, 1 min, 5 min,
     # 30 min), or after its Retry-After, within the message's 24 h TTL.

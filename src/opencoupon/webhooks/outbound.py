@@ -44,6 +44,10 @@ class Request:
     # OPENCOUPON_WEBHOOK_ENDPOINT_CONCURRENCY connections in the process: one slow receiver never
     # holds the whole pool. None: no such limit.
     gate: str | None = None
+    # Requests with the same tenant (one account and its subaccounts) share at most
+    # OPENCOUPON_WEBHOOK_ACCOUNT_CONCURRENCY connections in the process, all their gates together:
+    # an account with many endpoints on one slow host never holds the whole pool. None: no limit.
+    tenant: str | None = None
 
 
 @dataclass
@@ -86,6 +90,14 @@ class _Gate:
         return self.timeouts_in_a_row >= self.limit
 
 
+@dataclass
+class _Share:
+    """A tenant's connections (Request.tenant) and how many requests use them."""
+
+    slots: asyncio.Semaphore
+    users: int = 0
+
+
 def storable(text: str) -> str:
     """`text` as every database can keep it: PostgreSQL text holds no NUL character (and no
     lone surrogates, which UTF-8 cannot encode)."""
@@ -123,8 +135,9 @@ class Outbound:
         self._session: aiohttp.ClientSession | None = None
         self._slots: asyncio.Semaphore | None = None
         self._session_lock = asyncio.Lock()
-        # Used on the loop's thread only; a gate is dropped once no request uses it.
+        # Used on the loop's thread only; a gate or share is dropped once no request uses it.
         self._gates: dict[str, _Gate] = {}
+        self._tenants: dict[str, _Share] = {}
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
@@ -160,7 +173,7 @@ class Outbound:
             # Waits before taking a connection: a throttled request holds none while it waits.
             await asyncio.sleep(max(0.0, request.not_before - time.monotonic()))
         if request.gate is None:
-            return await self._send_now(client, slots, request)
+            return await self._send_shared(client, slots, request)
         gate = self._gates.get(request.gate)
         if gate is None:
             limit = max(1, self.settings.webhook_endpoint_concurrency)
@@ -174,7 +187,7 @@ class Outbound:
                     # It stopped answering while this one waited: tried later, rather than
                     # after one timeout after another.
                     return Response(0, "", DEFERRED, 0, deferred=True)
-                response = await self._send_now(client, slots, request)
+                response = await self._send_shared(client, slots, request)
                 if response.status == 0 and response.error.startswith(TIMED_OUT):
                     gate.timeouts += 1
                     gate.timeouts_in_a_row += 1
@@ -185,6 +198,26 @@ class Outbound:
             gate.users -= 1
             if gate.users == 0:
                 self._gates.pop(request.gate, None)
+
+    async def _send_shared(
+        self, client: aiohttp.ClientSession, slots: asyncio.Semaphore, request: Request
+    ) -> Response:
+        """`_send_now` within the request's tenant share (Request.tenant)."""
+        if request.tenant is None:
+            return await self._send_now(client, slots, request)
+        share = self._tenants.get(request.tenant)
+        if share is None:
+            limit = max(1, self.settings.webhook_account_concurrency)
+            share = self._tenants[request.tenant] = _Share(asyncio.Semaphore(limit))
+        share.users += 1
+        try:
+            # Waiting here holds no connection of the pool: other accounts' requests take them.
+            async with share.slots:
+                return await self._send_now(client, slots, request)
+        finally:
+            share.users -= 1
+            if share.users == 0:
+                self._tenants.pop(request.tenant, None)
 
     async def _send_now(
         self, client: aiohttp.ClientSession, slots: asyncio.Semaphore, request: Request

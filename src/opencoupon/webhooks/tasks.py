@@ -388,6 +388,7 @@ def _deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
         endpoint: WebhookEndpoint,
         body: str,
         public_id: str,
+        tenant: int,
         send_at: float | None,
         send_by: float | None = None,
     ) -> None:
@@ -417,6 +418,7 @@ def _deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
                     not_after=send_by,
                     sign=sign,
                     gate=f"{service.PREFIX}{endpoint.id}",
+                    tenant=f"account:{tenant}",
                 )
             )
         except Exception as exc:
@@ -426,7 +428,7 @@ def _deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
             requests.append(Response(0, "", storable(f"not sent: {type(exc).__name__}: {exc}")[:500], 0))
 
     for row in rows:
-        message, endpoint, body, public_id = row
+        message, endpoint, body, public_id, tenant = row
         job_id = message_ids[message.id]
         if message.status != "pending":
             continue
@@ -444,14 +446,14 @@ def _deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
         if endpoint.rate_limit is not None:
             throttled.append(row)
             continue
-        prepare(message, endpoint, body, public_id, None)
+        prepare(message, endpoint, body, public_id, tenant, None)
     # Throttled messages: wait for their slot in the queue, or in the send when it is near.
     come_back_at: dict[int, dt.datetime] = {}
     if throttled:
         hold_until = utcnow() + throttle.HOLD
         slots = _slots(runtime, [(row[0], row[1]) for row in throttled], hold_until)
         wall, clock = utcnow(), time.monotonic()
-        for message, endpoint, body, public_id in throttled:
+        for message, endpoint, body, public_id, tenant in throttled:
             if message.id not in slots:
                 continue  # finished meanwhile: this job is done
             slot = slots[message.id]
@@ -459,14 +461,14 @@ def _deliver(runtime: Runtime, items: BatchItems) -> BatchOutcomes:
                 come_back_at[message_ids[message.id]] = throttle.come_back_at(slot)
                 continue
             if slot is None or endpoint.rate_limit is None:
-                prepare(message, endpoint, body, public_id, None)
+                prepare(message, endpoint, body, public_id, tenant, None)
                 continue
             # Sent in [slot, slot + late_after]: a slot passed by more (this worker was held up
             # after reserving it, or its job was claimed late) is not sent now with the next
             # ones but given up for a new one (Response.late).
             send_at = clock + (slot - wall).total_seconds()
             send_by = send_at + throttle.late_after(endpoint.rate_limit).total_seconds()
-            prepare(message, endpoint, body, public_id, send_at, send_by)
+            prepare(message, endpoint, body, public_id, tenant, send_at, send_by)
     sent = iter(outbound_for(settings).send_all([r for r in requests if isinstance(r, Request)]))
     responses = [next(sent) if isinstance(r, Request) else r for r in requests]
     done_at = utcnow()
@@ -630,13 +632,18 @@ def _erased_meanwhile(runtime: Runtime, connection: Any, sent: dict[int, str]) -
 
 
 def _planned_rows(runtime: Runtime, message_ids: list[int], now: dt.datetime) -> list[Any]:
-    """(message, endpoint, body, event public ID) of each message. An `account_field` endpoint
-    follows its account's field first (written as a fan-out does): a retry or replay after the
-    field changed goes to the new URL, and after it was cleared goes nowhere (the endpoint is
-    disabled, the message ends failed)."""
+    """(message, endpoint, body, event public ID, tenant: the endpoint's master account) of each
+    message. An `account_field` endpoint follows its account's field first (written as a fan-out
+    does): a retry or replay after the field changed goes to the new URL, and after it was cleared
+    goes nowhere (the endpoint is disabled, the message ends failed)."""
     query = (
         select(
-            WebhookMessage, WebhookEndpoint, WebhookPayload.body, Event.public_id, Account.webhook_endpoint
+            WebhookMessage,
+            WebhookEndpoint,
+            WebhookPayload.body,
+            Event.public_id,
+            Account.webhook_endpoint,
+            func.coalesce(Account.parent_id, Account.id),
         )
         .join(WebhookEndpoint, WebhookEndpoint.id == WebhookMessage.endpoint_id)
         .join(Account, Account.id == WebhookEndpoint.account_id)
@@ -656,7 +663,7 @@ def _planned_rows(runtime: Runtime, message_ids: list[int], now: dt.datetime) ->
                     service.follow_field(endpoint, service.field_of(session, endpoint), now)
         with runtime.db.read() as session:
             rows = session.execute(query).all()
-    return [row[:4] for row in rows]
+    return [(*row[:4], row[5]) for row in rows]
 
 
 def _still_reserved(
