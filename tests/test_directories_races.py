@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from typing import Any
 
 import httpx2
+import pytest
 from sqlalchemy import select
 
 from directories_fixtures import PAY_URL, create_category, create_directory, create_user, make_campaign
 from helpers import race
-from opencoupon.models import Campaign, Category, DirectoryItem, Event
+from opencoupon.directories import repository
+from opencoupon.models import Campaign, Category, Directory, DirectoryItem, Event
 from opencoupon.runtime import Runtime
 
 THREADS = 8
@@ -151,3 +154,48 @@ def test_a_category_deleted_while_it_is_being_assigned_is_never_left_behind(
         )
     assert on_campaigns - {None} <= categories, "a campaign holds a deleted category"
     assert on_items - {None} <= categories, "a directory item holds a deleted category"
+
+
+def test_a_template_copy_into_a_directory_deleted_meanwhile_is_refused(
+    account: Any, live_server: Any, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy read the directory, then waited for its lock while the directory was deleted, and
+    added its campaign to the deleted directory all the same (PostgreSQL). The copy's wait is
+    made longer here, so the delete lands inside it every time; whether it did is read right
+    after the copy got its lock (on SQLite the copy's write transaction holds the delete back)."""
+    directory = create_directory(account, access="login")
+    template = make_campaign(runtime, account.id, name="Template", kind="template")
+    lock = repository.lock_directory
+    deleted_at_copy_lock: list[Any] = []
+
+    def copy_waits(session: Any, directory_id: int) -> None:
+        first = not deleted_at_copy_lock
+        if first:
+            deleted_at_copy_lock.append(None)
+            time.sleep(0.6)  # the delete, sent 0.2 s later, commits meanwhile where it can
+        lock(session, directory_id)
+        if first:
+            deleted_at_copy_lock[0] = session.scalar(
+                select(Directory.deleted_at).where(Directory.id == directory_id)
+            )
+
+    monkeypatch.setattr(repository, "lock_directory", copy_waits)
+
+    def send(i: int) -> httpx2.Response:
+        with httpx2.Client(base_url=live_server.url, timeout=60) as client:
+            if i == 0:
+                body = {"directory": directory["id"], "template": f"cam_{template.id}", "name": "Copy"}
+                return client.post("/v3/directory/campaign/create", json=body, headers=account.headers)
+            time.sleep(0.2)
+            return client.delete(f"/v4/directory/{directory['id']}", headers=account.headers)
+
+    copied, deleted = race(2, send)
+    assert deleted.status_code == 200, deleted.text
+    if deleted_at_copy_lock[0] is None:  # the copy went first
+        assert copied.status_code == 200, copied.text
+    else:
+        assert copied.status_code == 404, copied.text
+        assert copied.json()["status"]["errors"]["error_code"] == [507]
+        with runtime.db.read() as session:
+            copies = select(Campaign.id).where(Campaign.account_id == account.id, Campaign.name == "Copy")
+            assert session.scalar(copies) is None

@@ -526,6 +526,10 @@ def create_from_template(
     # a directory's items does: a PATCH adding an item holds the directory, then its foreign key
     # share-locks the account. The other order deadlocked with it on PostgreSQL.
     repository.lock_directory(ctx.session, directory.id)
+    ctx.session.refresh(directory)
+    if directory.deleted_at is not None:
+        # Deleted while this call waited for it: a copy would be added to a deleted directory.
+        raise directory_not_found()
     accounts.check_campaign_allowance(ctx.session, owner)
     now = ctx.now
     fields = {
