@@ -61,6 +61,10 @@ def test_create_defaults_to_public_and_form_encoding_works(account: Any) -> None
         ({"name": "x", "access": "payment"}, 200, "Missing parameter: payment_url"),
         ({"name": "x", "access": "secret"}, 302, "Value not allowed in parameter: access"),
         ({"name": "x", "payment_url": "javascript:alert(1)"}, 300, "payment_url"),
+        # A host no browser can reach, a port past 65535: every registration would be sent there.
+        ({"name": "x", "access": "payment", "payment_url": "https://a b.com/"}, 300, "payment_url"),
+        ({"name": "x", "access": "payment", "payment_url": "https://a.com:99999/"}, 300, "payment_url"),
+        ({"name": "x", "access": "payment", "payment_url": "https://[::1/pay"}, 300, "payment_url"),
         ({"name": "x", "membership_days": -3}, 300, "membership_days"),
         ({"name": "x", "campaigns": ["cam_x1"]}, 301, "Invalid character in parameter: campaigns"),
         ({"name": "x", "campaigns": ["cam_999999999"]}, 502, "Campaign ID not found"),

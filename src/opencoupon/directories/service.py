@@ -156,9 +156,19 @@ def _payment_url(raw: str | None) -> str | None:
         return None
     if raw == "":
         return ""
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.netloc or len(raw) > 2000:
-        raise bad_value("payment_url", "Use an absolute http(s) URL.")
+    refused = bad_value("payment_url", "Use an absolute http(s) URL.")
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
+    except ValueError:  # that, or a broken IPv6 host (`https://[::1/`)
+        raise refused from None
+    if parts.scheme not in ("http", "https") or len(raw) > 2000:
+        raise refused
+    host = parts.hostname or ""
+    # Every registration of the directory is sent there: a host with a space or a control
+    # character in it (`https://a b.com/`) can never be reached.
+    if not host or any(ch.isspace() or not ch.isprintable() for ch in host):
+        raise refused
     return raw
 
 
