@@ -155,3 +155,98 @@ def test_a_renewed_subscription_reaches_the_server_on_the_next_visit(
     button = _open(page, f"{live_server.url}/p/{code}/{a}")
     assert button.inner_text() == ON
     assert _rows(runtime, [a, b]) == {a: "https://push.example/device-2", b: "https://push.example/device-2"}
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("failure", ["429", "503", "network"])
+def test_a_renew_that_failed_is_sent_again_on_the_next_visit(
+    account: Any,
+    runtime: Runtime,
+    live_server: Any,
+    chromium: Any,
+    keys: Browser,
+    http: httpx2.Client,
+    failure: str,
+) -> None:
+    """The renew of a rotated subscription fails once (the shared per-address limit, a busy server,
+    no network): the next visit sends it again, so the other coupon keeps getting pushes."""
+    code, (a, b) = _coupon(runtime, account.id, sessions=2)
+    page = chromium.new_page()
+    button = _open(page, f"{live_server.url}/p/{code}/{a}")
+    button.click()
+    page.get_by_text("Notifications are on.").wait_for()
+    assert _subscribe(http, b, keys.subscription("https://push.example/device-1")).status_code == 201
+    page.evaluate(
+        "(() => { const d = JSON.parse(localStorage.getItem('fake-push-subscription'));"
+        " d.endpoint = 'https://push.example/device-2';"
+        " localStorage.setItem('fake-push-subscription', JSON.stringify(d)); })()"
+    )
+    renews: list[str] = []
+
+    def first_fails(route: Any) -> None:
+        renews.append(route.request.url)
+        if len(renews) > 1:
+            route.continue_()
+        elif failure == "network":
+            route.abort()
+        else:
+            route.fulfill(status=int(failure), headers={"Retry-After": "1"}, body="{}")
+
+    page.route("**/push/subscriptions/renew", first_fails)
+    old = {a: "https://push.example/device-1", b: "https://push.example/device-1"}
+    new = {a: "https://push.example/device-2", b: "https://push.example/device-2"}
+
+    # The renew fails: nothing moved; the page shows A as off (its row is still the old endpoint).
+    assert _open(page, f"{live_server.url}/p/{code}/{a}").inner_text() == OFF
+    assert len(renews) == 1
+    assert _rows(runtime, [a, b]) == old
+    # The next visit (of either coupon) sends it again, and both move.
+    assert _open(page, f"{live_server.url}/p/{code}/{b}").inner_text() == ON
+    assert len(renews) == 2
+    assert _rows(runtime, [a, b]) == new
+    # Done: later visits send no renew.
+    assert _open(page, f"{live_server.url}/p/{code}/{a}").inner_text() == ON
+    assert len(renews) == 2
+
+
+@pytest.mark.browser
+def test_turning_on_after_a_failed_renew_still_renews_the_other_coupons(
+    account: Any, runtime: Runtime, live_server: Any, chromium: Any, keys: Browser, http: httpx2.Client
+) -> None:
+    """The renew failed, so coupon A shows "Turn on"; turning it on subscribes the new endpoint for
+    A, and the renew still owed for B goes out on the next visit."""
+    code, (a, b) = _coupon(runtime, account.id, sessions=2)
+    page = chromium.new_page()
+    _open(page, f"{live_server.url}/p/{code}/{a}").click()
+    page.get_by_text("Notifications are on.").wait_for()
+    assert _subscribe(http, b, keys.subscription("https://push.example/device-1")).status_code == 201
+    page.evaluate(
+        "(() => { const d = JSON.parse(localStorage.getItem('fake-push-subscription'));"
+        " d.endpoint = 'https://push.example/device-2';"
+        " localStorage.setItem('fake-push-subscription', JSON.stringify(d)); })()"
+    )
+    renews: list[str] = []
+
+    def first_fails(route: Any) -> None:
+        renews.append(route.request.url)
+        if len(renews) == 1:
+            route.fulfill(status=429, headers={"Retry-After": "60"}, body="{}")
+        else:
+            route.continue_()
+
+    page.route("**/push/subscriptions/renew", first_fails)
+    button = _open(page, f"{live_server.url}/p/{code}/{a}")
+    assert button.inner_text() == OFF
+    button.click()
+    page.get_by_text("Notifications are on.").wait_for()
+    assert _open(page, f"{live_server.url}/p/{code}/{b}").inner_text() == ON
+    assert len(renews) == 2
+    with runtime.db.read() as session:
+        rows = session.execute(
+            select(PushSubscription.target_key, PushSubscription.endpoint).where(
+                PushSubscription.target_key.in_([a, b])
+            )
+        ).all()
+    assert sorted(rows) == sorted(
+        [(a, "https://push.example/device-2"), (b, "https://push.example/device-2")]
+    )

@@ -7,6 +7,8 @@
 // subscription only when no other target uses it. The endpoint last sent to the server is kept in
 // localStorage: a subscription the browser renewed meanwhile (a new endpoint) is sent with it, and
 // the server moves every target of the old endpoint to the new one (POST /push/subscriptions/renew).
+// The stored endpoint changes only once the server has the new one: after a renew that failed for
+// a while (429 from the per-address limit, 5xx, no network) the next page load sends it again.
 (function () {
   "use strict";
   var box = document.querySelector(".push-optin");
@@ -44,9 +46,25 @@
       credentials: "same-origin",
       body: JSON.stringify(body)
     }).then(function (resp) {
-      if (!resp.ok) { throw new Error("server answered " + resp.status); }
+      if (!resp.ok) {
+        var err = new Error("server answered " + resp.status);
+        err.status = resp.status;
+        throw err;
+      }
       return resp.json();
     });
+  }
+
+  // Worth sending again later: no answer, too many requests, a server error. Any other refusal
+  // (the new subscription is not acceptable) would be refused again.
+  function temporary(err) {
+    return !err.status || err.status === 408 || err.status === 429 || err.status >= 500;
+  }
+
+  // The endpoint last sent is not this one: a renew is owed.
+  function renewOwed(endpoint) {
+    var previous = sentEndpoint();
+    return !!previous && previous !== endpoint;
   }
 
   function forTarget(subscription) {
@@ -64,16 +82,17 @@
   // renewed subscription on, when the browser has one the server was not told about).
   function sync(existing) {
     if (!existing) { return Promise.resolve(false); }
-    var previous = sentEndpoint();
-    var renewed = previous && previous !== existing.endpoint
-      ? call("/push/subscriptions/renew", "POST", { previous: previous, subscription: existing.toJSON() })
-        .catch(function () { return null; })
-      : Promise.resolve(null);
-    return renewed.then(function () {
-      return call("/push/subscriptions/status", "POST", forTarget(existing));
-    }).then(function (answer) {
-      remember(existing.endpoint);
-      return !!answer.subscribed;
+    // Settled: the server has this endpoint (renewed, nothing to renew, or refused for good).
+    var renewed = renewOwed(existing.endpoint)
+      ? call("/push/subscriptions/renew", "POST", { previous: sentEndpoint(), subscription: existing.toJSON() })
+        .then(function () { return true; }, function (err) { return !temporary(err); })
+      : Promise.resolve(true);
+    return renewed.then(function (settled) {
+      return call("/push/subscriptions/status", "POST", forTarget(existing)).then(function (answer) {
+        // Unsettled: the old endpoint stays, so the next page load sends the renew again.
+        if (settled) { remember(existing.endpoint); }
+        return !!answer.subscribed;
+      });
     });
   }
 
@@ -85,7 +104,8 @@
       });
     }).then(function (subscription) {
       return call("/push/subscriptions", "POST", forTarget(subscription)).then(function () {
-        remember(subscription.endpoint);
+        // A renew still owed (it failed on this page load) keeps the old endpoint for the next.
+        if (!renewOwed(subscription.endpoint)) { remember(subscription.endpoint); }
         show(true);
         status.textContent = "Notifications are on.";
       });
