@@ -25,11 +25,13 @@ from conftest import free_port
 from distribution_fixtures import CampaignRef, SmtpHandler, SmtpServer
 from helpers import assert_error, assert_ok
 from opencoupon.db.base import Base
+from opencoupon.distribution import service
 from opencoupon.distribution.mail import SmtpConfig, deliver
 from opencoupon.distribution.service import sends_for_session
 from opencoupon.distribution.sms import make_provider
 from opencoupon.models import CouponSession, DistributionSend
 from opencoupon.runtime import Runtime
+from opencoupon.webhooks import ssrf
 from opencoupon.worker.runner import Runner
 from test_distribution_bulk import OPENCOUPON, cli_env
 from test_distribution_email import configure_smtp
@@ -389,6 +391,79 @@ def test_dns_rebinding_cannot_reach_a_private_smtp_server_or_sms_gateway(
         assert entry["status"] == "retrying", entry
 
 
+DUAL_STACK_ANSWER = ["2603:1026:c06:142d::2", "52.96.165.18", "40.99.10.34"]
+
+
+def test_a_providers_addresses_keep_the_resolvers_order_all_checked(
+    runtime: Runtime, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """getaddrinfo's order (RFC 6724: IPv4 first on a host without IPv6) is the order the worker
+    tries; sorting the addresses as text put a dual-stack provider's IPv6 address first, the only
+    one tried, unreachable from an IPv4-only server."""
+    system = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "smtp.dual.example":
+            order = DUAL_STACK_ANSWER[1:] + DUAL_STACK_ANSWER[:1]
+        elif host == "smtp.mixed.example":
+            order = ["52.96.165.18", "10.1.2.3"]
+        else:
+            return system(host, port, *args, **kwargs)
+        return [
+            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port))
+            for a in order + order  # one entry per address family/protocol: each address once
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(settings, "allow_private_webhooks", False)
+    expected = ["52.96.165.18", "40.99.10.34", "2603:1026:c06:142d::2"]
+    assert ssrf.lookup("smtp.dual.example", 587) == expected
+    assert service.connect_addresses(runtime, "smtp.dual.example", 587) == expected
+    with pytest.raises(service.PrivateTarget):
+        service.connect_addresses(runtime, "smtp.mixed.example", 587)
+
+
+def test_the_worker_tries_each_address_of_the_smtp_host_and_sms_gateway_in_turn(
+    runtime: Runtime, account: Any, dist_campaign: CampaignRef, dist_sms: Any
+) -> None:
+    """The first address a name resolves to refuses the connection, the next one answers: the email
+    and the SMS go out through the next one, at the first attempt."""
+    handler = SmtpHandler()
+    smtp_port = free_port()
+    # The working SMTP server is on the name's second address; nothing listens on its first.
+    controller = Controller(handler, hostname="127.0.0.2", port=smtp_port)
+    controller.start()
+    sms_port = int(dist_sms.url.rsplit(":", 1)[1])
+    names = {"smtp.dual.example": ["127.0.0.1", "127.0.0.2"], "sms.dual.example": ["127.0.0.3", "127.0.0.1"]}
+    ssrf.set_lookup(lambda host, port: names[host] if host in names else ssrf.system_lookup(host, port))
+    try:
+        configure_smtp(account, smtp_port, host="smtp.dual.example")
+        saved = account.client.put(
+            "/v4/integrations/sms",
+            json={
+                "account_sid": "AC1",
+                "auth_token": "t",
+                "sender": "+15005550006",
+                "base_url": f"http://sms.dual.example:{sms_port}",
+            },
+            headers=account.headers,
+        )
+        assert saved.status_code == 200, saved.text
+        email = assert_ok(
+            account.call("/v3/send/email", campaign=dist_campaign.public_id, email="d@example.org")
+        )
+        sms = assert_ok(account.call("/v3/send/sms", campaign=dist_campaign.public_id, phone="+15551234567"))
+        Runner(runtime).run_until_idle()
+    finally:
+        ssrf.set_lookup(None)
+        controller.stop()
+    for send in (email, sms):
+        entry = account.client.get(f"/v4/sends/{send['send']['ID']}", headers=account.headers).json()
+        assert (entry["status"], entry["attempts"]) == ("sent", 1), entry
+    assert [m.rcpt_tos for m in handler.messages] == [["d@example.org"]]
+    assert [r.host for r in dist_sms.requests] == [f"sms.dual.example:{sms_port}"]
+
+
 def test_a_pinned_connection_keeps_the_host_name(dist_smtp: SmtpServer, dist_sms: Any) -> None:
     """Connected to the checked address, the server still sees (and TLS would verify) the name."""
     config = SmtpConfig(
@@ -404,12 +479,17 @@ def test_a_pinned_connection_keeps_the_host_name(dist_smtp: SmtpServer, dist_sms
     message = EmailMessage()
     message["Subject"] = "Pinned"
     message.set_content("hello")
-    answer = deliver(config, message, "p@example.org", timeout=5, connect_address="127.0.0.1")
+    answer = deliver(config, message, "p@example.org", timeout=5, connect_addresses=["127.0.0.1"])
     assert answer.startswith("250")
     assert [m.rcpt_tos for m in dist_smtp.handler.messages] == [["p@example.org"]]
     sms_port = dist_sms.url.rsplit(":", 1)[1]
     provider = make_provider(
-        "twilio", f"http://sms.shop.example:{sms_port}", "AC1", "t", timeout=5, connect_address="127.0.0.1"
+        "twilio",
+        f"http://sms.shop.example:{sms_port}",
+        "AC1",
+        "t",
+        timeout=5,
+        connect_addresses=["127.0.0.1"],
     )
     provider.send("+15551234567", "Shop", "hello")
     assert [r.path for r in dist_sms.requests] == ["/2010-04-01/Accounts/AC1/Messages.json"]

@@ -9,6 +9,7 @@ import smtplib
 import socket
 import ssl
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -157,22 +158,43 @@ def _smtp_error(exc: smtplib.SMTPResponseException) -> SmtpFailure:
 
 
 class _PinnedSMTP(smtplib.SMTP):
-    """SMTP whose connection goes to `connect_address` (already checked) while the host name
-    stays the one STARTTLS verifies: smtplib would otherwise resolve the name again itself. The
-    connection is watched by the attempt's watchdog from the moment it exists."""
+    """SMTP whose connection goes to one of `connect_addresses` (already checked), tried in order
+    until one answers, while the host name stays the one STARTTLS verifies: smtplib would
+    otherwise resolve the name again itself. The connection is watched by the attempt's watchdog
+    from the moment it exists."""
 
     def __init__(
-        self, host: str, port: int, *, connect_address: str, timeout: float, watchdog: Watchdog
+        self,
+        host: str,
+        port: int,
+        *,
+        connect_addresses: Sequence[str],
+        timeout: float,
+        watchdog: Watchdog,
     ) -> None:
-        self.connect_address = connect_address
+        self.connect_addresses = tuple(connect_addresses)
         self.watchdog = watchdog
         super().__init__(host, port, timeout=timeout)
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        timeout = max(0.01, min(timeout, self.watchdog.remaining()))
-        sock = socket.create_connection((self.connect_address or host, port), timeout, self.source_address)
-        self.watchdog.watch(sock)
-        return sock
+        last_error: OSError | None = None
+        for address in self.connect_addresses or (host,):
+            # Every try within the attempt's deadline: a silent first address leaves the others
+            # what is left of it.
+            remaining = self.watchdog.remaining()
+            if remaining <= 0 and last_error is not None:
+                break
+            try:
+                sock = socket.create_connection(
+                    (address, port), max(0.01, min(timeout, remaining)), self.source_address
+                )
+            except OSError as exc:
+                last_error = exc
+                continue
+            self.watchdog.watch(sock)
+            return sock
+        assert last_error is not None
+        raise last_error
 
 
 class _PinnedSMTPSSL(smtplib.SMTP_SSL, _PinnedSMTP):
@@ -180,19 +202,31 @@ class _PinnedSMTPSSL(smtplib.SMTP_SSL, _PinnedSMTP):
     the certificate against the host name."""
 
     def __init__(
-        self, host: str, port: int, *, connect_address: str, timeout: float, watchdog: Watchdog
+        self,
+        host: str,
+        port: int,
+        *,
+        connect_addresses: Sequence[str],
+        timeout: float,
+        watchdog: Watchdog,
     ) -> None:
-        self.connect_address = connect_address
+        self.connect_addresses = tuple(connect_addresses)
         self.watchdog = watchdog
         smtplib.SMTP_SSL.__init__(self, host, port, timeout=timeout, context=ssl.create_default_context())
 
 
 def deliver(
-    config: SmtpConfig, message: EmailMessage, recipient: str, *, timeout: float, connect_address: str = ""
+    config: SmtpConfig,
+    message: EmailMessage,
+    recipient: str,
+    *,
+    timeout: float,
+    connect_addresses: Sequence[str] = (),
 ) -> str:
     """Send one message; the server's final answer (e.g. "250 2.0.0 Ok: queued as …").
     `timeout` bounds each network operation, and ATTEMPT_TIMEOUTS times it the whole attempt.
-    `connect_address`: where to connect for config.host, as checked (distribution.service.connect_address)."""
+    `connect_addresses`: where to connect for config.host, in the order to try them, as checked
+    (distribution.service.smtp_addresses); empty: config.host as smtplib resolves it."""
     limit = timeout * ATTEMPT_TIMEOUTS
     smtp: smtplib.SMTP | None = None
     try:
@@ -202,7 +236,7 @@ def deliver(
                 smtp = kind(
                     config.host,
                     config.port,
-                    connect_address=connect_address,
+                    connect_addresses=connect_addresses,
                     timeout=timeout,
                     watchdog=watchdog,
                 )

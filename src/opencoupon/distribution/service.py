@@ -252,27 +252,30 @@ class PrivateTarget(Exception):
     """A tenant's SMTP host or SMS gateway is (or resolves to) a private address."""
 
 
-def connect_address(runtime: Runtime, host: str, port: int) -> str:
-    """What the worker connects to for a tenant's `host`: `host` itself when private targets are
-    allowed; otherwise one of the addresses it resolves to, all checked public, so the connection
-    cannot go where a second lookup would point (DNS rebinding). Raises PrivateTarget, or OSError
-    when the name does not resolve (a temporary failure)."""
+def connect_addresses(runtime: Runtime, host: str, port: int) -> list[str]:
+    """What the worker connects to for a tenant's `host`, in the resolver's order: it tries each
+    in turn until one answers (a dual-stack provider's IPv6 address fails on an IPv4-only server,
+    one of several A records may be down). Unless private targets are allowed, every address is
+    checked public first and the connection goes only to those, not where a second lookup would
+    point (DNS rebinding). Raises PrivateTarget, or OSError when the name does not resolve (a
+    temporary failure)."""
     if runtime.settings.allow_private_webhooks:
-        return host
+        return ssrf.addresses_of(host, port)
     try:
-        return ssrf.checked_address(host, port)
+        return ssrf.checked_addresses(host, port)
     except ssrf.UnsafeTarget:
         raise PrivateTarget(
             f"{host} is or resolves to a private or loopback address" + PRIVATE_HINT.replace("them", "it")
         ) from None
 
 
-def smtp_address(runtime: Runtime, config: SmtpConfig) -> str:
-    """Where to connect for `config`: the server's own SMTP settings are trusted as given (a local
-    relay may be on loopback); a tenant's host is checked as connect_address does."""
+def smtp_addresses(runtime: Runtime, config: SmtpConfig) -> list[str]:
+    """Where to connect for `config`, in order: the server's own SMTP settings are trusted as
+    given (a local relay may be on loopback); a tenant's host is checked as connect_addresses
+    does."""
     if config.source == "server":
-        return config.host
-    return connect_address(runtime, config.host, config.port)
+        return ssrf.addresses_of(config.host, config.port)
+    return connect_addresses(runtime, config.host, config.port)
 
 
 def email_integration_view(ctx: ApiContext) -> dict[str, Any]:

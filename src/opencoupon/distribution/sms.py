@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -51,50 +52,22 @@ class TwilioProvider:
         auth_token: str,
         *,
         timeout: float = 15.0,
-        connect_address: str = "",
+        connect_addresses: Sequence[str] = (),
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.timeout = timeout
-        # The checked address of the base URL's host (distribution.service.connect_address): the
-        # request goes there and nowhere a second DNS lookup would point; "" lets httpx resolve.
-        self.connect_address = connect_address
+        # The checked addresses of the base URL's host (distribution.service.connect_addresses),
+        # in the order to try them: the request goes to the first that answers and nowhere a
+        # second DNS lookup would point; empty lets httpx resolve.
+        self.connect_addresses = tuple(connect_addresses)
 
     def send(self, to: str, sender: str, body: str) -> SmsResult:
         url = httpx2.URL(f"{self.base_url}/2010-04-01/Accounts/{self.account_sid}/Messages.json")
-        headers: dict[str, str] = {}
-        extensions: dict[str, Any] = {}
-        if self.connect_address and self.connect_address != url.host:
-            # Same Host header and TLS name (certificate check) as the URL, connection to the address.
-            headers["Host"] = url.netloc.decode("ascii")
-            extensions["sni_hostname"] = url.raw_host.decode("ascii")
-            url = url.copy_with(host=self.connect_address)
         with Watchdog(self.timeout) as watchdog:
-
-            def trace(event: str, info: dict[str, Any]) -> None:
-                # The connection, once made, is the watchdog's to cut at the deadline.
-                if event == "connection.connect_tcp.complete":
-                    stream = info.get("return_value")
-                    sock = stream.get_extra_info("socket") if stream is not None else None
-                    if isinstance(sock, socket.socket):
-                        watchdog.watch(sock)
-
-            extensions["trace"] = trace
             try:
-                with (
-                    httpx2.Client(timeout=self.timeout, follow_redirects=False) as client,
-                    client.stream(
-                        "POST",
-                        url,
-                        data={"To": to, "From": sender, "Body": body},
-                        auth=(self.account_sid, self.auth_token),
-                        headers=headers,
-                        extensions=extensions,
-                    ) as response,
-                ):
-                    status = response.status_code
-                    text, cut = _read_answer(response)
+                status, text, cut = self._post_to_first_answering(url, to, sender, body, watchdog)
             except httpx2.HTTPError as exc:
                 if watchdog.fired:
                     raise SmsError(
@@ -113,6 +86,58 @@ class TwilioProvider:
         transient = status == 429 or status >= 500
         message = _error_message(text)
         raise SmsError(f"SMS provider answered {status}: {message}", transient=transient, response=answer)
+
+    def _post_to_first_answering(
+        self, url: httpx2.URL, to: str, sender: str, body: str, watchdog: Watchdog
+    ) -> tuple[int, str, bool]:
+        """POST to the first address that takes the connection, in order: a connection refused,
+        unreachable or not made in time sent nothing, so the next address is tried (within the
+        attempt's deadline); any later failure ends the attempt (the message may have gone out)."""
+        *others, last = self.connect_addresses or (url.host,)
+        for address in others:
+            try:
+                return self._post(url, address, to, sender, body, watchdog)
+            except (httpx2.ConnectError, httpx2.ConnectTimeout):
+                if watchdog.remaining() <= 0:
+                    raise
+        return self._post(url, last, to, sender, body, watchdog)
+
+    def _post(
+        self, url: httpx2.URL, address: str, to: str, sender: str, body: str, watchdog: Watchdog
+    ) -> tuple[int, str, bool]:
+        """One request over a connection to `address`: the status, the answer's text and whether
+        it was cut short."""
+        headers: dict[str, str] = {}
+        extensions: dict[str, Any] = {}
+        if address != url.host:
+            # Same Host header and TLS name (certificate check) as the URL, connection to the address.
+            headers["Host"] = url.netloc.decode("ascii")
+            extensions["sni_hostname"] = url.raw_host.decode("ascii")
+            url = url.copy_with(host=address)
+
+        def trace(event: str, info: dict[str, Any]) -> None:
+            # The connection, once made, is the watchdog's to cut at the deadline.
+            if event == "connection.connect_tcp.complete":
+                stream = info.get("return_value")
+                sock = stream.get_extra_info("socket") if stream is not None else None
+                if isinstance(sock, socket.socket):
+                    watchdog.watch(sock)
+
+        extensions["trace"] = trace
+        timeout = max(0.01, min(self.timeout, watchdog.remaining()))
+        with (
+            httpx2.Client(timeout=timeout, follow_redirects=False) as client,
+            client.stream(
+                "POST",
+                url,
+                data={"To": to, "From": sender, "Body": body},
+                auth=(self.account_sid, self.auth_token),
+                headers=headers,
+                extensions=extensions,
+            ) as response,
+        ):
+            text, cut = _read_answer(response)
+            return response.status_code, text, cut
 
 
 def _read_answer(response: httpx2.Response) -> tuple[str, bool]:
@@ -159,10 +184,10 @@ def make_provider(
     auth_token: str,
     *,
     timeout: float,
-    connect_address: str = "",
+    connect_addresses: Sequence[str] = (),
 ) -> SmsProvider:
     if provider == "twilio":
         return TwilioProvider(
-            base_url, account_sid, auth_token, timeout=timeout, connect_address=connect_address
+            base_url, account_sid, auth_token, timeout=timeout, connect_addresses=connect_addresses
         )
     raise ValueError(f"unknown SMS provider {provider}")

@@ -96,7 +96,7 @@ class EmailWork:
     config: SmtpConfig
     message: EmailMessage
     recipient: str
-    connect_address: str
+    connect_addresses: list[str]
 
 
 @dataclass
@@ -249,8 +249,8 @@ def _email_work(runtime: Runtime, send: DistributionSend) -> EmailWork:
         if not greeting and coupon_session is not None and coupon_session.email.lower() == send.recipient_key:
             greeting = coupon_session.firstname
     # Outside the transaction: resolving a tenant's host may wait on DNS.
-    address = _connect_address(
-        lambda: service.smtp_address(runtime, config), config.host, "SMTP host", SmtpFailure
+    addresses = _connect_addresses(
+        lambda: service.smtp_addresses(runtime, config), config.host, "SMTP host", SmtpFailure
     )
     message = compose(
         config,
@@ -262,7 +262,7 @@ def _email_work(runtime: Runtime, send: DistributionSend) -> EmailWork:
         branding=branding,
         send_ref=f"snd_{send.id}",
     )
-    return EmailWork(config, message, send.recipient, address)
+    return EmailWork(config, message, send.recipient, addresses)
 
 
 def _directory_content(runtime: Runtime, session: Session, directory_id: int) -> CouponContent:
@@ -287,7 +287,7 @@ def send_email(runtime: Runtime, payload: dict[str, Any]) -> None:
             work.message,
             work.recipient,
             timeout=runtime.settings.smtp_timeout_seconds,
-            connect_address=work.connect_address,
+            connect_addresses=work.connect_addresses,
         )
         return Delivered(answer, str(work.message["Message-ID"]))
 
@@ -310,8 +310,8 @@ def _sms_work(runtime: Runtime, send: DistributionSend) -> SmsWork:
         raise Permanent(
             "the SMS integration's base_url is not valid: save the SMS integration again"
         ) from None
-    address = _connect_address(
-        lambda: service.connect_address(runtime, host, port), host, "SMS provider", SmsError
+    addresses = _connect_addresses(
+        lambda: service.connect_addresses(runtime, host, port), host, "SMS provider", SmsError
     )
     provider = make_provider(
         provider_name,
@@ -319,15 +319,15 @@ def _sms_work(runtime: Runtime, send: DistributionSend) -> SmsWork:
         account_sid,
         token,
         timeout=runtime.settings.sms_timeout_seconds,
-        connect_address=address,
+        connect_addresses=addresses,
     )
     return SmsWork(provider, send.recipient, send.sender, send.body)
 
 
-def _connect_address(
-    resolve: Callable[[], str], host: str, what: str, failure: type[SmtpFailure] | type[SmsError]
-) -> str:
-    """`resolve()` (service.connect_address or smtp_address): a private target fails for good, a
+def _connect_addresses(
+    resolve: Callable[[], list[str]], host: str, what: str, failure: type[SmtpFailure] | type[SmsError]
+) -> list[str]:
+    """`resolve()` (service.connect_addresses or smtp_addresses): a private target fails for good, a
     name that does not resolve now is tried again later."""
     try:
         return resolve()

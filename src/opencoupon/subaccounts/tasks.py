@@ -95,8 +95,8 @@ def _send(runtime: Runtime, account_id: int) -> None:
         )
         email, created = sub.email, sub.created_at
     try:
-        address = distribution.smtp_address(runtime, config)
-        deliver(config, message, email, timeout=SMTP_TIMEOUT, connect_address=address)
+        addresses = distribution.smtp_addresses(runtime, config)
+        deliver(config, message, email, timeout=SMTP_TIMEOUT, connect_addresses=addresses)
     except (distribution.PrivateTarget, UnicodeError) as exc:  # refused, or a host no DNS can encode
         log.warning("password email for %s not sent: %s", email, exc)
     except OSError as exc:  # the name did not resolve: maybe later

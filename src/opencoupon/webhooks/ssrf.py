@@ -69,8 +69,10 @@ Lookup = Callable[[str, int], list[str]]
 
 
 def system_lookup(host: str, port: int) -> list[str]:
+    """The addresses of `host` in the resolver's order (RFC 6724: those this machine can reach
+    come first, IPv4 on a host without IPv6), each once. Connections try them in this order."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return sorted({str(info[4][0]) for info in infos})
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 _lookup: Lookup = system_lookup
@@ -201,18 +203,25 @@ def is_local_name(host: str) -> bool:
     return name == "localhost" or name.endswith(".localhost")
 
 
-def checked_address(host: str, port: int) -> str:
-    """The address to connect to for `host` (a name or an IP literal), once every address it
-    resolves to has been checked public. Connecting to exactly this address leaves no second
-    lookup for DNS rebinding to answer differently. Raises UnsafeTarget, or OSError when the name
-    does not resolve."""
+def addresses_of(host: str, port: int) -> list[str]:
+    """The addresses to connect to for `host` (a name or an IP literal, IPv6 bare or in brackets),
+    in the resolver's order, unchecked. Raises OSError when the name does not resolve."""
     bare = ascii_host(host.strip("[]"))
-    if is_local_name(bare):
-        raise UnsafeTarget("URL points to a non-public address")
     literal = literal_address(bare)
-    addresses = [str(literal)] if literal is not None else lookup(bare, port)
+    return [str(literal)] if literal is not None else lookup(bare, port)
+
+
+def checked_addresses(host: str, port: int) -> list[str]:
+    """The addresses to connect to for `host`, in the resolver's order, once every address it
+    resolves to has been checked public: a connection tries each in turn until one answers, as
+    socket.create_connection does. Connecting only to these leaves no second lookup for DNS
+    rebinding to answer differently. Raises UnsafeTarget, or OSError when the name does not
+    resolve."""
+    if is_local_name(ascii_host(host.strip("[]"))):
+        raise UnsafeTarget("URL points to a non-public address")
+    addresses = addresses_of(host, port)
     check_addresses(addresses)
-    return addresses[0].split("%", 1)[0]
+    return list(dict.fromkeys(text.split("%", 1)[0] for text in addresses))
 
 
 class GuardedResolver(AbstractResolver):
