@@ -269,3 +269,29 @@ def test_an_emptied_limit_and_folder_are_removed(live_server: LiveServer, accoun
         assert saved.status_code == 303, saved.text
     stored = account.client.get(f"/v4/campaigns/{cid}", headers=account.headers).json()
     assert (stored["max_validations"], stored["folder"]) == (None, "")
+
+
+def test_a_refused_session_action_is_shown_as_an_error(live_server: LiveServer, account: TestAccount) -> None:
+    """Validating a coupon already validated is refused: the page says so as an error (the alert
+    style the other dashboard pages use), not in the green notice that says what was done."""
+    with signed_in(live_server.url, account.email) as web:
+        cid = _create(web, pin="1234")
+        base = f"/dashboard/campaigns/{cid}"
+        code = re.search(r"/qr/p/([A-Za-z0-9]+)\.svg", web.get(base).text).group(1)  # type: ignore[union-attr]
+        with browser(live_server.url) as consumer:
+            assert consumer.get(f"/p/{code}").status_code in (200, 303)
+        session_id = re.search(r"/sessions/(\d+)/validate", web.get(base).text).group(1)  # type: ignore[union-attr]
+        action = f"{base}/sessions/{session_id}/validate"
+        done = post_form(web, base, action, {"back": f"{base}?state=", **YES})
+        page = web.get(done.headers["location"]).text
+        assert re.search(r'class="notice" role="status">Validated \w+\.<', page)
+        # The page it came back to (with the first notice in its address) is where the second
+        # action is taken from: its answer carries only its own notice.
+        again = post_form(web, done.headers["location"], action, {"back": done.headers["location"], **YES})
+        assert again.status_code == 303
+        assert "problem=" in again.headers["location"]
+        assert "done=" not in again.headers["location"]
+        page = web.get(again.headers["location"]).text
+        assert '<p class="error" role="alert">This coupon has already been validated.</p>' in page
+        assert 'role="status">This coupon' not in page
+        assert "Validated " not in page

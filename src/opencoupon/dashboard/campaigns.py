@@ -9,7 +9,7 @@ import csv
 import datetime as dt
 import io
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
@@ -381,6 +381,7 @@ def _campaign_context(request: Request, account: Account, public_id: str) -> dic
         "created": request.query_params.get("created") == "1",
         "saved": request.query_params.get("saved") == "1",
         "done": request.query_params.get("done", "")[:200],
+        "problem": request.query_params.get("problem", "")[:300],
     }
 
 
@@ -474,6 +475,16 @@ def _act(request: Request, account: Account, public_id: str, session_id: int, ac
         return row.short_code
 
 
+def _back_path(public_id: str, back: str) -> str:
+    """The campaign page the action was taken from (its search, filter and page kept), without the
+    notice of an earlier action: the answer brings its own."""
+    path, _, query = back.partition("#")[0].partition("?")
+    if path != f"/dashboard/campaigns/{public_id}":
+        return f"/dashboard/campaigns/{public_id}"
+    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in ("done", "problem", "n")]
+    return f"{path}?{urlencode(kept)}" if kept else path
+
+
 @router.post("/dashboard/campaigns/{public_id}/sessions/{session_id}/{action}")
 async def session_action(
     request: Request, public_id: str, session_id: int, action: str, account: Account = Depends(require_login)
@@ -481,9 +492,7 @@ async def session_action(
     form = await checked_form(request)
     if action not in ACTIONS:
         raise PageError(404, "Not found", "Unknown action.")
-    back = text(form, "back", 2000)
-    if not back.startswith(f"/dashboard/campaigns/{public_id}"):
-        back = f"/dashboard/campaigns/{public_id}"
+    back = _back_path(public_id, text(form, "back", 2000))
     # The session actions that cannot be taken back are asked first.
     if action in ("validate", "void"):
         asked = ask_first(request, form, account, f"coupon.{action}", back=back)
@@ -491,11 +500,12 @@ async def session_action(
             return asked
     try:
         short = await run_in_threadpool(_act, request, account, public_id, session_id, action)
-        done = f"{ACTIONS[action]} {short}."
+        notice = {"done": f"{ACTIONS[action]} {short}."}
     except ApiError as err:
-        done = err.description
+        # Refused (already validated, voided, expired...): shown as an error, not as done.
+        notice = {"problem": err.description}
     sep = "&" if "?" in back else "?"
-    return RedirectResponse(f"{back}{sep}{urlencode({'done': done})}#sessions", status_code=303)
+    return RedirectResponse(f"{back}{sep}{urlencode(notice)}#sessions", status_code=303)
 
 
 # --- preview of the consumer page ---------------------------------------------------------------
