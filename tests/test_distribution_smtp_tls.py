@@ -41,7 +41,13 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+            x509.SubjectAlternativeName(
+                [
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    x509.IPAddress(ipaddress.ip_address("::1")),
+                ]
+            ),
+            False,
         )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
         .sign(key, hashes.SHA256())
@@ -112,6 +118,44 @@ def test_starttls_with_login(
     assert login.seen == [("mailer", "app-pass")]
     assert len(handler.to("tls@example.org")) == 1
     assert send_row(runtime, body["send"]["ID"]).status == "sent"
+
+
+def test_a_bracketed_ipv6_host_is_stored_bare_and_its_certificate_verified(
+    runtime: Runtime,
+    account: Any,
+    dist_campaign: CampaignRef,
+    certificate: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`[::1]` (the docs allow IPv6 in brackets) is the address ::1: stored bare, connected to, and
+    what STARTTLS checks the certificate against (a name "[::1]" matches no certificate)."""
+    handler, login, port = SmtpHandler(), Login(), free_port()
+    controller = Controller(
+        handler,
+        hostname="::1",
+        port=port,
+        tls_context=_server_context(certificate),
+        require_starttls=True,
+        auth_required=True,
+        authenticator=login,
+    )
+    controller.start()
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
+    try:
+        saved = configure_smtp(
+            account, port, host="[::1]", tls="starttls", username="mailer", password="app-pass"
+        )
+        body = assert_ok(
+            account.call("/v3/send/email", campaign=dist_campaign.public_id, email="v6@example.org")
+        )
+        Runner(runtime).run_until_idle()
+    finally:
+        controller.stop()
+    send = send_row(runtime, body["send"]["ID"])
+    assert (send.status, send.last_error) == ("sent", "")
+    assert len(handler.to("v6@example.org")) == 1
+    assert saved["host"] == "::1"
+    assert account.client.get("/v4/integrations/email", headers=account.headers).json()["host"] == "::1"
 
 
 def test_wrong_smtp_password_is_reported_without_retrying(

@@ -193,7 +193,8 @@ def email_config(session: Session, runtime: Runtime, account_id: int) -> SmtpCon
         row, source = found
         password = runtime.keyring.decrypt(row.password_encrypted) if row.password_encrypted else ""
         return SmtpConfig(
-            host=row.host,
+            # Stored with brackets by older versions: connected to and verified bare.
+            host=row.host.strip("[]"),
             port=row.port,
             tls_mode=row.tls_mode,
             username=row.username,
@@ -206,7 +207,7 @@ def email_config(session: Session, runtime: Runtime, account_id: int) -> SmtpCon
     s = runtime.settings
     if s.smtp_host and s.smtp_sender_email:
         return SmtpConfig(
-            host=s.smtp_host,
+            host=s.smtp_host.strip("[]"),
             port=s.smtp_port,
             tls_mode=s.smtp_tls if s.smtp_tls in DEFAULT_PORTS else "starttls",
             username=s.smtp_username,
@@ -357,7 +358,10 @@ def put_email_integration(ctx: ApiContext, req: EmailIntegrationIn) -> dict[str,
     host = req.host.strip()
     if not _HOST.match(host) or not host_ok(host):
         raise bad_value("host", "Give a host name or an IP address.")
-    _check_host(ctx.runtime, host.strip("[]"), "host")
+    # Brackets are URL syntax, not part of the address: `[::1]` neither resolves nor matches a
+    # certificate. The bare address is stored, connected to and verified.
+    host = host.strip("[]")
+    _check_host(ctx.runtime, host, "host")
     if not address_ok(req.sender_email):
         raise ApiError(305, "Email address is not valid: sender_email.")
     sender_name = header_text(req.sender_name or "")
