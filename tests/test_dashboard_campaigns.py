@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from typing import Any
 
 from conftest import LiveServer, TestAccount
 from dashboard_fixtures import YES, post_form, signed_in, sso_client
@@ -295,3 +296,31 @@ def test_a_refused_session_action_is_shown_as_an_error(live_server: LiveServer, 
         assert '<p class="error" role="alert">This coupon has already been validated.</p>' in page
         assert 'role="status">This coupon' not in page
         assert "Validated " not in page
+
+
+def _campaign_api(account: TestAccount, cid: str) -> dict[str, Any]:
+    """The campaign as GET /v4/campaigns/{id} gives it."""
+    answer = account.client.get(f"/v4/campaigns/{cid}", headers=account.headers)
+    assert answer.status_code == 200, answer.text
+    data: dict[str, Any] = answer.json()
+    return data
+
+
+def test_an_emptied_title_is_saved_as_the_api_saves_it(live_server: LiveServer, account: TestAccount) -> None:
+    """Emptying the title on the edit form clears it, as PATCH {"title": ""} does; the consumer page
+    then shows the campaign's name. Before, the old title stayed while the page said saved."""
+    with signed_in(live_server.url, account.email) as web:
+        cid = _create(web, name="Inner name", title="Old title")
+        edit = f"/dashboard/campaigns/{cid}/edit"
+        form = {
+            "name": "Inner name",
+            "title": "",
+            "status": "active",
+            "validation_methods": ["pin", "widget"],
+        }
+        saved = post_form(web, edit, edit, form)
+        assert saved.status_code == 303, saved.text
+        assert _campaign_api(account, cid)["title"] == ""
+        preview = web.get(f"/dashboard/campaigns/{cid}/preview").text
+        assert "<h1>Inner name</h1>" in preview
+        assert "Old title" not in preview

@@ -165,6 +165,7 @@ def _form_data(form: FormData, *, editing: bool) -> dict[str, Any]:
         if value:
             data[name] = value
         elif editing and name in (
+            "title",
             "start_date",
             "end_date",
             "tags",
@@ -177,7 +178,9 @@ def _form_data(form: FormData, *, editing: bool) -> dict[str, Any]:
             "consent_text",
             "max_validations",
         ):
-            data[name] = ""  # emptied on purpose (an empty limit: no limit)
+            # Emptied on purpose, as the API's PATCH takes it (an empty limit: no limit; an empty
+            # title: the consumer page shows the name).
+            data[name] = ""
     for name in ("validation_methods", "claim_fields", "required_fields"):
         data[name] = ",".join(many(form, name))
     data["require_claim"] = text(form, "require_claim") == "1"
