@@ -633,6 +633,34 @@ def test_erase_leaves_addresses_that_only_contain_theirs(
     assert set(erase_body(account, email=ann).values()) == {0}
 
 
+def test_coupon_events_carry_the_session_as_its_data_shows_it_and_lose_it_on_erasure(
+    runtime: Runtime, live_server: LiveServer, account: TestAccount
+) -> None:
+    """The vendor's webhooks carry "the full object": a coupon event's data holds the session's
+    `status` and `user` as `couponsession/data` shows them after the change (it held five IDs and a
+    few fields, so a receiver had to call back to learn who validated). Erasing the person blanks
+    their details in every such event."""
+    tag = _word(6)
+    email = f"ann{tag}@example.com"
+    campaign = create_campaign(account, claim_fields="firstname,email,phone")
+    code = claim(live_server, campaign["code"], email, phone="+44 7700 900123")
+    assert_ok(account.call("/v3/couponsession/update", couponsession=code, validate=True))
+    shown = assert_ok(account.call("/v3/couponsession/data", couponsession=code))["data"]
+    [validated] = stored_events(runtime, account.id, session=code, type="coupon_validated")
+    assert validated.data["status"] == shown["status"]
+    assert validated.data["user"] == shown["user"]
+    assert (validated.data["status"]["validated"], validated.data["user"]["email"]) == ("1", email)
+    [claimed] = stored_events(runtime, account.id, session=code, type="coupon_claimed")
+    assert (claimed.data["status"]["claimed"], claimed.data["status"]["validated"]) == ("1", "0")
+    assert claimed.data["user"]["firstname"] == "Ann"
+
+    counts = erase_body(account, email=email)
+    assert counts["events"] == 2  # the claim and the validation (the open held no details)
+    for event in stored_events(runtime, account.id, session=code):
+        user = event.data["user"]
+        assert (user["email"], user["phone"], user["firstname"]) == ("", "", ""), event.type
+
+
 def test_erase_by_email_leaves_whoever_shares_their_phone(
     runtime: Runtime, live_server: LiveServer, account: TestAccount
 ) -> None:

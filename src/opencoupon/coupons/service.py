@@ -376,25 +376,40 @@ def find_session(ctx: ApiContext, given: str, campaign_raw: str | None) -> tuple
 # ---------------------------------------------------------------- state of a session
 
 
-def _event_data(runtime: Runtime, campaign: Campaign, row: CouponSession, **extra: Any) -> dict[str, Any]:
+def _event_data(
+    session: Session, runtime: Runtime, campaign: Campaign, row: CouponSession, now: dt.datetime, **extra: Any
+) -> dict[str, Any]:
+    """A coupon event's data: the session as `couponsession/data` shows it once the change is
+    made (`status` and `user`, the vendor's "full object"), and what the change itself was."""
+    from opencoupon.coupons.views import session_status, session_user  # views imports this module
+
     return {
         "campaign": campaign_public_id(campaign),
         "couponsession": row.code,
+        "short_code": row.short_code,
         "sequenceid": str(row.id),
         "session_url": runtime.url(session_path(campaign, row)),
         "customid": row.customid,
         **extra,
+        "status": session_status(campaign, row, account_zone(session, campaign.account_id), now),
+        "user": session_user(row),
     }
 
 
 def _emit(
-    session: Session, runtime: Runtime, campaign: Campaign, row: CouponSession, kind: str, **extra: Any
+    session: Session,
+    runtime: Runtime,
+    campaign: Campaign,
+    row: CouponSession,
+    now: dt.datetime,
+    kind: str,
+    **extra: Any,
 ) -> None:
     emit(
         session,
         row.account_id,
         kind,
-        _event_data(runtime, campaign, row, **extra),
+        _event_data(session, runtime, campaign, row, now, **extra),
         campaign=campaign_public_id(campaign),
         coupon_session=row.code,
     )
@@ -535,7 +550,7 @@ def mark_opened(
     # Campaign row before the day row, in every transition, so PostgreSQL never deadlocks.
     stats.add_counters(session, campaign.id, opens=1)
     stats.bump_day(session, campaign.id, now.date(), opens=1)
-    _emit(session, runtime, campaign, row, "coupon_opened", open_date_utc=fmt(now))
+    _emit(session, runtime, campaign, row, now, "coupon_opened", open_date_utc=fmt(now))
     return True
 
 
@@ -603,6 +618,7 @@ def claim(
         runtime,
         campaign,
         row,
+        now,
         "coupon_claimed",
         claim_date_utc=fmt(now),
         claimtype=claimtype,
@@ -705,6 +721,7 @@ def validate(
         runtime,
         campaign,
         row,
+        now,
         "coupon_validated",
         validation_date_utc=fmt(now),
         method=method,
@@ -733,7 +750,7 @@ def void(
         return False
     set_committed_value(row, "link_status", "voided")
     set_committed_value(row, "voided_at", now)
-    _emit(session, runtime, campaign, row, "coupon_voided", voided_date_utc=fmt(now))
+    _emit(session, runtime, campaign, row, now, "coupon_voided", voided_date_utc=fmt(now))
     return True
 
 
