@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from conftest import LiveServer, TestAccount
-from dashboard_fixtures import YES, post_form, signed_in, sso_client
+from dashboard_fixtures import YES, browser_fields, post_form, signed_in, sso_client
 from foundation_fixtures import browser
 from helpers import assert_ok
 
@@ -324,3 +324,45 @@ def test_an_emptied_title_is_saved_as_the_api_saves_it(live_server: LiveServer, 
         preview = web.get(f"/dashboard/campaigns/{cid}/preview").text
         assert "<h1>Inner name</h1>" in preview
         assert "Old title" not in preview
+
+
+def test_saving_the_edit_form_unchanged_leaves_the_campaign_as_it_was(
+    live_server: LiveServer, account: TestAccount
+) -> None:
+    """The edit form posted as a browser shows it, nothing changed, saves the campaign the API
+    gives back identical: the folder (set through the API) is on the form, and a consent text,
+    description or terms with line breaks keeps them (a browser sends them as CRLF)."""
+    with signed_in(live_server.url, account.email) as web:
+        cid = _create(web, pin="1234")
+        changed = account.client.patch(
+            f"/v4/campaigns/{cid}",
+            headers=account.headers,
+            json={
+                "title": "Two for one",
+                "subtitle": "This week",
+                "description": "Buy one.\nGet one free.",
+                "terms": "One per visit.\n\nNot with other offers.",
+                "folder": "Summer",
+                "tags": ["food", "spring"],
+                "end_date": "2031-03-31",
+                "expiry_mode": "after_claim",
+                "expiry_minutes": 90,
+                "validations_per_session": 3,
+                "max_validations": 500,
+                "require_claim": True,
+                "claim_fields": ["firstname", "email"],
+                "custom_fields": ["Store"],
+                "required_fields": ["email", "Store", "consent"],
+                "consent_text": "I agree to emails.\nRead our privacy policy.",
+            },
+        )
+        assert changed.status_code == 200, changed.text
+        before = _campaign_api(account, cid)
+        assert before["folder"] == "Summer"
+        edit = f"/dashboard/campaigns/{cid}/edit"
+        fields = browser_fields(web.get(edit).text, "")
+        saved = web.post(edit, data=fields)
+        assert saved.status_code == 303, saved.text
+        assert saved.headers["location"].startswith(f"/dashboard/campaigns/{cid}?saved=1")
+        after = _campaign_api(account, cid)
+        assert {**after, "updated_at": ""} == {**before, "updated_at": ""}

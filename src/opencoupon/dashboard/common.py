@@ -217,9 +217,11 @@ def ask_first(
 def text(form: FormData, name: str, limit: int | None = None) -> str:
     """A field's text, stripped and whole (the body limit, kit.bodylimit, bounds it): what the API
     takes whole, a form saves whole. A `limit` cuts it: only one character past what check_text
-    (or the service) then refuses, so the cut value is refused too, never saved."""
+    (or the service) then refuses, so the cut value is refused too, never saved. Line breaks are
+    "\n", as the API takes them: a browser sends each line break of a textarea as "\r\n", so a
+    text saved unchanged would otherwise change (and grow)."""
     value = form.get(name)
-    return value.strip()[:limit] if isinstance(value, str) else ""
+    return value.replace("\r\n", "\n").strip()[:limit] if isinstance(value, str) else ""
 
 
 def password_text(form: FormData, name: str) -> str:
