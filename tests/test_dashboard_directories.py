@@ -4,9 +4,14 @@ hand (server-side date check), CSRF and tenancy."""
 
 from __future__ import annotations
 
+import json
+
+from sqlalchemy import select
+
 from conftest import LiveServer, TestAccount
 from dashboard_fixtures import YES, post_form, signed_in
 from directories_fixtures import Browser, create_category, create_directory, create_user, make_campaign, v4
+from opencoupon.models import Event
 from opencoupon.runtime import Runtime
 
 
@@ -116,3 +121,30 @@ def test_revoke_in_a_login_directory_locks_the_user_until_granted_again(
         ended = browser.get(coupon)
         assert ended.status_code == 403
         assert "2001-01-01 00:00:00" in ended.text
+
+
+def test_access_changed_on_the_dashboard_is_labelled_as_the_owners_own_change(
+    live_server: LiveServer, account: TestAccount, runtime: Runtime
+) -> None:
+    """The directory_payment_status_changed event of a grant or revoke made with the dashboard's
+    buttons said `source: api_v4`, like the payment provider's call: an audit could not tell an
+    owner's manual change from a payment. It now says `dashboard`; the v4 call keeps `api_v4`."""
+    directory = create_directory(
+        account, name="Paid book", access="payment", payment_url="https://pay.example.com/"
+    )
+    user = create_user(account, directory["id"], email="payer@example.com", password="payer-pass-1")
+    path = f"/dashboard/directories/{directory['id']}"
+    with signed_in(live_server.url, account.email) as web:
+        post_form(web, path, f"{path}/users/{user['id']}/grant", {"expires_at": ""})
+        post_form(web, path, f"{path}/users/{user['id']}/revoke", YES)
+    assert (
+        v4(account, "POST", f"/v4/directory/{directory['id']}/users/{user['id']}/access").status_code == 200
+    )
+    with runtime.db.read() as session:
+        changes = session.scalars(
+            select(Event.data)
+            .where(Event.account_id == account.id, Event.type == "directory_payment_status_changed")
+            .order_by(Event.id)
+        ).all()
+    found = [(json.loads(data)["payment_status"], json.loads(data)["source"]) for data in changes]
+    assert found[-3:] == [("completed", "dashboard"), ("cancelled", "dashboard"), ("completed", "api_v4")]

@@ -1035,16 +1035,26 @@ def parse_access_expiry(raw: str | None) -> dt.datetime | None:
     return parse_datetime("expires_at", raw, ACCESS_EXPIRY_FORMATS, "yyyy-MM-dd HH:mm:ss")
 
 
-def grant_access(ctx: ApiContext, directory: Directory, user: DirectoryUser, raw_expiry: str | None) -> None:
-    """v4 paid access: `expires_at`, or the directory's default membership length, or no end."""
+def grant_access(
+    ctx: ApiContext,
+    directory: Directory,
+    user: DirectoryUser,
+    raw_expiry: str | None,
+    *,
+    source: str = "api_v4",
+) -> None:
+    """v4 paid access (or the dashboard's button, `source="dashboard"`): `expires_at`, or the
+    directory's default membership length, or no end."""
     expires_at = parse_access_expiry(raw_expiry)
     if expires_at is None and directory.membership_days:
         expires_at = (ctx.now + dt.timedelta(days=directory.membership_days)).replace(microsecond=0)
-    set_payment(ctx.session, directory, user, "completed", expires_at, ctx.now, source="api_v4")
+    set_payment(ctx.session, directory, user, "completed", expires_at, ctx.now, source=source)
 
 
-def revoke_access(ctx: ApiContext, directory: Directory, user: DirectoryUser) -> None:
-    set_payment(ctx.session, directory, user, "cancelled", user.payment_expires_at, ctx.now, source="api_v4")
+def revoke_access(
+    ctx: ApiContext, directory: Directory, user: DirectoryUser, *, source: str = "api_v4"
+) -> None:
+    set_payment(ctx.session, directory, user, "cancelled", user.payment_expires_at, ctx.now, source=source)
 
 
 def issue_sso(ctx: ApiContext, directory: Directory, user: DirectoryUser) -> dict[str, Any]:
