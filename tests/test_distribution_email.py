@@ -13,9 +13,12 @@ from typing import Any
 
 import httpx2
 import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 from sqlalchemy import func, select
 
-from distribution_fixtures import CampaignRef, DroppingServer, SmtpServer, make_campaign
+from conftest import free_port
+from distribution_fixtures import CampaignRef, DroppingServer, SmtpHandler, SmtpServer, make_campaign
 from helpers import assert_error, assert_ok
 from opencoupon.config import Settings
 from opencoupon.models import Account, CouponSession, DistributionSend, Job
@@ -423,6 +426,62 @@ def test_integration_settings_keep_the_password_secret(runtime: Runtime, account
     assert gone.json() == {"configured": False, "source": ""}
     spec = account.client.get("/openapi.json").json()
     assert {"get", "put", "delete"} <= set(spec["paths"]["/v4/integrations/email"])
+
+
+def test_a_put_keeps_the_settings_it_leaves_out_and_clears_those_sent_empty(
+    runtime: Runtime, account: Any, dist_campaign: CampaignRef
+) -> None:
+    """Changing only the sender's name keeps the login (it was dropped while the password was
+    kept: the settings looked complete and every email then went out without AUTH)."""
+    logins: list[tuple[str, str]] = []
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        logins.append((data.login.decode(), data.password.decode()))
+        return AuthResult(success=True)
+
+    handler, port = SmtpHandler(), free_port()
+    controller = Controller(
+        handler,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=authenticator,
+        auth_require_tls=False,
+    )
+    controller.start()
+    try:
+        configure_smtp(account, port, username="mailer", password="pw")
+        renamed = account.client.put(
+            "/v4/integrations/email",
+            json={"host": "127.0.0.1", "sender_email": "coupons@shop.example", "sender_name": "New name"},
+            headers=account.headers,
+        ).json()
+        assert {k: renamed[k] for k in ("port", "tls", "username", "password_set", "sender_name")} == {
+            "port": port,
+            "tls": "none",
+            "username": "mailer",
+            "password_set": True,
+            "sender_name": "New name",
+        }
+        assert_ok(account.call("/v3/send/email", campaign=dist_campaign.public_id, email="k@example.org"))
+        run_jobs(runtime)
+    finally:
+        controller.stop()
+    assert logins == [("mailer", "pw")]
+    [received] = handler.to("k@example.org")
+    assert received.message["From"] == "New name <coupons@shop.example>"
+
+    def put(**fields: Any) -> dict[str, Any]:
+        body = {"host": "127.0.0.1", "sender_email": "coupons@shop.example", **fields}
+        response = account.client.put("/v4/integrations/email", json=body, headers=account.headers)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    # null is the same as leaving the field out; "" clears it.
+    assert put(username=None, sender_name=None)["username"] == "mailer"
+    cleared = put(username="", sender_name="", password="")
+    assert (cleared["username"], cleared["sender_name"], cleared["password_set"]) == ("", "", False)
+    # The port is kept while the TLS mode is; a new mode without a port takes that mode's port.
+    assert put(tls="tls")["port"] == 465
 
 
 def test_temporary_smtp_refusals_are_retried_with_backoff_then_succeed(

@@ -191,6 +191,32 @@ def test_sms_settings_keep_the_token_secret(runtime: Runtime, account: Any, dist
     )
 
 
+def test_an_sms_settings_put_keeps_the_sender_and_base_url_it_leaves_out(
+    runtime: Runtime, account: Any, dist_campaign: CampaignRef, dist_sms: SmsStandIn
+) -> None:
+    """A PUT without `sender` emptied the default sender (and /v3/send/sms without one then
+    answered 200) while it kept the token; now it keeps the sender, and "" clears it."""
+    configure_sms(account, dist_sms.url, sender="Shop")
+    kept = account.client.put(
+        "/v4/integrations/sms", json={"account_sid": "AC0123456789abcdef"}, headers=account.headers
+    )
+    assert kept.status_code == 200, kept.text
+    assert (kept.json()["sender"], kept.json()["base_url"]) == ("Shop", dist_sms.url)
+    body = assert_ok(account.call("/v3/send/sms", campaign=dist_campaign.public_id, phone="+15551234567"))
+    Runner(runtime).run_until_idle()
+    assert send_row(runtime, body["send"]["ID"]).status == "sent"
+    assert [r.form["From"] for r in dist_sms.requests] == ["Shop"]
+    cleared = account.client.put(
+        "/v4/integrations/sms",
+        json={"account_sid": "AC0123456789abcdef", "sender": ""},
+        headers=account.headers,
+    )
+    assert cleared.json()["sender"] == ""
+    assert_error(
+        account.call("/v3/send/sms", campaign=dist_campaign.public_id, phone="+15551234567"), 422, 200
+    )
+
+
 def test_provider_server_errors_and_rate_limits_are_retried(
     runtime: Runtime,
     account: Any,

@@ -45,7 +45,8 @@ def get_email_integration(ctx: ApiContext, req: NoParams) -> dict[str, Any]:
 @v4_endpoint(router, "PUT", "/v4/integrations/email", EmailIntegrationIn, summary="Set email (SMTP) settings")
 def put_email_integration(ctx: ApiContext, req: EmailIntegrationIn) -> dict[str, Any]:
     """Set this account's SMTP server. `tls`: none, starttls (default) or tls; `port` defaults to
-    25, 587 or 465 accordingly. Omit `password` to keep the stored one."""
+    25, 587 or 465 accordingly. A field left out keeps its stored value (the password too); an
+    empty string clears `username`, `password` or `sender_name`."""
     return service.put_email_integration(ctx, req)
 
 
@@ -64,7 +65,8 @@ def get_sms_integration(ctx: ApiContext, req: NoParams) -> dict[str, Any]:
 @v4_endpoint(router, "PUT", "/v4/integrations/sms", SmsIntegrationIn, summary="Set SMS settings")
 def put_sms_integration(ctx: ApiContext, req: SmsIntegrationIn) -> dict[str, Any]:
     """Set this account's Twilio-compatible SMS provider: `account_sid`, `auth_token`, default
-    `sender`, and `base_url` (default https://api.twilio.com). Omit `auth_token` to keep it."""
+    `sender`, and `base_url` (default https://api.twilio.com). A field left out keeps its stored
+    value (the token too); an empty `sender` clears it."""
     return service.put_sms_integration(ctx, req)
 
 

@@ -364,9 +364,8 @@ def put_email_integration(ctx: ApiContext, req: EmailIntegrationIn) -> dict[str,
     _check_host(ctx.runtime, host, "host")
     if not address_ok(req.sender_email):
         raise ApiError(305, "Email address is not valid: sender_email.")
-    sender_name = header_text(req.sender_name or "")
     # Insert-if-missing, then update: parallel first PUTs are all answered (one row, the last
-    # write wins), never a unique violation.
+    # write wins), never a unique violation. What a first PUT leaves out is the default.
     _insert_missing(
         ctx,
         EmailIntegration,
@@ -380,10 +379,17 @@ def put_email_integration(ctx: ApiContext, req: EmailIntegrationIn) -> dict[str,
     )
     row = repo.email_integration(ctx.session, ctx.account.id)
     assert row is not None
+    # A field the PUT leaves out (or sends as null) keeps its stored value; "" clears a text.
+    tls = req.tls if "tls" in req.model_fields_set else row.tls_mode
+    # An omitted port is kept while the TLS mode is; with a new mode it is that mode's default.
+    kept_port = row.port if tls == row.tls_mode else DEFAULT_PORTS[tls]
+    port = req.port if req.port is not None else kept_port
+    username = req.username if req.username is not None else row.username
+    sender_name = header_text(req.sender_name) if req.sender_name is not None else row.sender_name
     row.host = host
-    row.tls_mode = req.tls
-    row.port = req.port or DEFAULT_PORTS[req.tls]
-    row.username = req.username or ""
+    row.tls_mode = tls
+    row.port = port
+    row.username = username
     if req.password is not None:
         row.password_encrypted = ctx.runtime.keyring.encrypt(req.password) if req.password else ""
     row.sender_email = req.sender_email
@@ -417,36 +423,42 @@ def sms_integration_view(ctx: ApiContext) -> dict[str, Any]:
 
 
 def put_sms_integration(ctx: ApiContext, req: SmsIntegrationIn) -> dict[str, Any]:
-    base_url = (req.base_url or DEFAULT_TWILIO_URL).rstrip("/")
-    scheme, hostname, _ = check_base_url(base_url)
-    # The auth token goes in every request: never over plain HTTP to a real provider. Plain HTTP
-    # is for a gateway on this machine or network, which only the development setting allows.
-    if scheme != "https" and not ctx.runtime.settings.allow_private_webhooks:
-        raise bad_value("base_url", "Use https: the auth token is sent with every message.")
-    _check_host(ctx.runtime, hostname, "base_url")
+    # A field the PUT leaves out (or sends as null) keeps its stored value: `base_url` (an empty
+    # one is Twilio's), `sender` ("" clears it), the token.
+    base_url = (req.base_url or DEFAULT_TWILIO_URL).rstrip("/") if req.base_url is not None else None
+    if base_url is not None:
+        scheme, hostname, _ = check_base_url(base_url)
+        # The auth token goes in every request: never over plain HTTP to a real provider. Plain
+        # HTTP is for a gateway on this machine or network, which only the development setting
+        # allows.
+        if scheme != "https" and not ctx.runtime.settings.allow_private_webhooks:
+            raise bad_value("base_url", "Use https: the auth token is sent with every message.")
+        _check_host(ctx.runtime, hostname, "base_url")
     if not _SID.match(req.account_sid):
         raise bad_value("account_sid", "Letters, digits, '-' and '_' only.")
-    sender = check_sender(req.sender) if req.sender else ""
+    sender = check_sender(req.sender) if req.sender else req.sender  # None: kept, "": cleared
     if req.auth_token:
         _insert_missing(
             ctx,
             SmsIntegration,
             provider=req.provider,
-            base_url=base_url,
+            base_url=base_url or DEFAULT_TWILIO_URL,
             account_sid=req.account_sid,
             token_encrypted="",
-            sender="",
+            sender=sender or "",
         )
     row = repo.sms_integration(ctx.session, ctx.account.id)
     if row is None:
         # The first settings need the token.
         raise missing("auth_token")
+    base_url = base_url or row.base_url
     row.provider = req.provider
     row.base_url = base_url
     row.account_sid = req.account_sid
     if req.auth_token:
         row.token_encrypted = ctx.runtime.keyring.encrypt(req.auth_token)
-    row.sender = sender
+    if sender is not None:
+        row.sender = sender
     row.updated_at = ctx.now
     ctx.session.flush()
     return sms_integration_view(ctx)
