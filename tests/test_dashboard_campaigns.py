@@ -10,9 +10,11 @@ import re
 from typing import Any
 
 from conftest import LiveServer, TestAccount
+from coupons_fixtures import bulk_sessions
 from dashboard_fixtures import YES, browser_fields, post_form, signed_in, sso_client
 from foundation_fixtures import browser
 from helpers import assert_ok
+from opencoupon.runtime import Runtime
 
 NEW = "/dashboard/campaigns/new"
 
@@ -366,3 +368,25 @@ def test_saving_the_edit_form_unchanged_leaves_the_campaign_as_it_was(
         assert saved.headers["location"].startswith(f"/dashboard/campaigns/{cid}?saved=1")
         after = _campaign_api(account, cid)
         assert {**after, "updated_at": ""} == {**before, "updated_at": ""}
+
+
+def test_the_sessions_search_ignores_letter_case_on_every_database(
+    live_server: LiveServer, account: TestAccount, runtime: Runtime
+) -> None:
+    """A last name typed in lower case, or a short code read out in capitals, finds the session on
+    PostgreSQL as on SQLite (PostgreSQL's LIKE minds letter case), on the page and in its CSV."""
+    with signed_in(live_server.url, account.email) as web:
+        cid = _create(web)
+        [ada] = bulk_sessions(runtime, cid, 1, firstname="Ada", lastname="Lovelace", email="ada@example.com")
+        bulk_sessions(runtime, cid, 1, firstname="Grace", lastname="Hopper", customid="Order-77")
+        base = f"/dashboard/campaigns/{cid}"
+        short = ada[:6]
+        for query in ("Lovelace", "lovelace", "LOVELACE", "ada", "ADA@EXAMPLE", short, short.upper()):
+            found = web.get(base, params={"q": query}).text
+            assert re.findall(r'data-session="([^"]+)"', found) == [short], query
+            exported = list(
+                csv.DictReader(io.StringIO(web.get(f"{base}/sessions.csv", params={"q": query}).text))
+            )
+            assert [row["session"] for row in exported] == [ada], query
+        assert len(re.findall(r'data-session="', web.get(base, params={"q": "order-7"}).text)) == 1
+        assert "data-session" not in web.get(base, params={"q": "ovelace"}).text

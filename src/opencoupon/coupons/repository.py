@@ -200,24 +200,26 @@ def sessions_table(
     limit: int = 50,
 ) -> list[CouponSession]:
     """A page of a campaign's sessions for people, newest first: `text` matches the start of the
-    code, short code, email, phone, name, customid or custom validation code."""
+    code, short code, email, phone, name, customid or custom validation code, in any letter case."""
     query = select(CouponSession).where(
         CouponSession.campaign_id == campaign_id, CouponSession.removed_at.is_(None)
     )
     if text:
         like = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        query = query.where(
-            or_(
-                CouponSession.code.like(like, escape="\\"),
-                CouponSession.short_code.like(like, escape="\\"),
-                CouponSession.email.like(like.lower(), escape="\\"),
-                CouponSession.phone.like(like, escape="\\"),
-                CouponSession.firstname.like(like, escape="\\"),
-                CouponSession.lastname.like(like, escape="\\"),
-                CouponSession.customid.like(like, escape="\\"),
-                CouponSession.custom_validation_code.like(like, escape="\\"),
-            )
+        # Both sides lowered by the database: PostgreSQL's LIKE minds letter case where SQLite's
+        # does not, and the same lower() on both sides agrees with itself on any letter.
+        pattern = func.lower(literal(like))
+        columns = (
+            CouponSession.code,
+            CouponSession.short_code,
+            CouponSession.email,
+            CouponSession.phone,
+            CouponSession.firstname,
+            CouponSession.lastname,
+            CouponSession.customid,
+            CouponSession.custom_validation_code,
         )
+        query = query.where(or_(*(func.lower(column).like(pattern, escape="\\") for column in columns)))
     not_voided = CouponSession.link_status != "voided"
     if state == "voided":
         query = query.where(CouponSession.link_status == "voided")
