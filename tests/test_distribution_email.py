@@ -400,13 +400,13 @@ def test_integration_settings_keep_the_password_secret(runtime: Runtime, account
         assert row is not None
         assert "s3cret-pass" not in row.password_encrypted
         assert runtime.keyring.decrypt(row.password_encrypted) == "s3cret-pass"
-    # Omitting the password keeps it; the port follows the TLS mode when not given.
+    # Omitting the password keeps it, for the same server and login.
     kept = account.client.put(
         "/v4/integrations/email",
-        json={"host": "smtp.example.com", "tls": "tls", "sender_email": "x@shop.example"},
+        json={"host": "127.0.0.1", "sender_email": "x@shop.example"},
         headers=account.headers,
     ).json()
-    assert (kept["port"], kept["password_set"]) == (465, True)
+    assert (kept["port"], kept["password_set"], kept["sender_email"]) == (2525, True, "x@shop.example")
     bad = account.client.put(
         "/v4/integrations/email",
         json={"host": "smtp.example.com", "tls": "ssl", "sender_email": "x@shop.example"},
@@ -482,6 +482,58 @@ def test_a_put_keeps_the_settings_it_leaves_out_and_clears_those_sent_empty(
     assert (cleared["username"], cleared["sender_name"], cleared["password_set"]) == ("", "", False)
     # The port is kept while the TLS mode is; a new mode without a port takes that mode's port.
     assert put(tls="tls")["port"] == 465
+
+
+def test_the_stored_smtp_password_is_not_kept_for_another_server_or_login(
+    runtime: Runtime, account: Any, dist_campaign: CampaignRef
+) -> None:
+    """Pointing the settings at one's own server without the password, then sending once, read the
+    "never shown again" password back (the worker logged in there with it). A PUT that changes
+    host, port, tls or username must now give the password again."""
+    logins: list[tuple[str, str]] = []
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        logins.append((data.login.decode(), data.password.decode()))
+        return AuthResult(success=True)
+
+    handler, port = SmtpHandler(), free_port()
+    controller = Controller(
+        handler, hostname="127.0.0.1", port=port, authenticator=authenticator, auth_require_tls=False
+    )
+    controller.start()
+    try:
+        configure_smtp(
+            account, 2525, host="smtp.realprovider.example", username="mailer", password="the-real-S3cret"
+        )
+        for change in (
+            {"host": "127.0.0.1", "port": port},
+            {"port": port},
+            {"tls": "starttls", "port": 2525},
+            {"username": "someone-else"},
+            {"username": ""},
+        ):
+            refused = account.client.put(
+                "/v4/integrations/email",
+                json={
+                    "host": "smtp.realprovider.example",
+                    "sender_email": "coupons@shop.example",
+                    **change,
+                },
+                headers=account.headers,
+            )
+            assert_error(refused, 422, 200)
+            assert "password" in refused.json()["status"]["errors"]["error_message_description"][0]
+        view = account.client.get("/v4/integrations/email", headers=account.headers).json()
+        assert (view["host"], view["port"], view["username"]) == ("smtp.realprovider.example", 2525, "mailer")
+        # With the password given again, the new server is the account's to use.
+        configure_smtp(account, port, username="mailer", password="own-server-pass")
+        assert_ok(account.call("/v3/send/email", campaign=dist_campaign.public_id, email="y@example.org"))
+        run_jobs(runtime)
+    finally:
+        controller.stop()
+    assert ("mailer", "the-real-S3cret") not in logins
+    assert logins == [("mailer", "own-server-pass")]
+    assert len(handler.to("y@example.org")) == 1
 
 
 def test_temporary_smtp_refusals_are_retried_with_backoff_then_succeed(

@@ -217,6 +217,31 @@ def test_an_sms_settings_put_keeps_the_sender_and_base_url_it_leaves_out(
     )
 
 
+def test_the_stored_sms_token_is_not_kept_for_another_gateway_or_account_sid(
+    runtime: Runtime, account: Any, dist_campaign: CampaignRef, dist_sms: SmsStandIn
+) -> None:
+    """A PUT pointing base_url at one's own server without the token, then one send, handed the
+    real token over (HTTP basic auth). Changing base_url or account_sid now needs the token."""
+    real = {"base_url": "https://api.twilio.com", "account_sid": "AC0123", "sender": "+15005550006"}
+    saved = account.client.put(
+        "/v4/integrations/sms", json={**real, "auth_token": "real-twilio-token"}, headers=account.headers
+    )
+    assert saved.status_code == 200, saved.text
+    for change in ({"base_url": dist_sms.url}, {"account_sid": "AC9999"}, {"base_url": "https://gw.example"}):
+        refused = account.client.put("/v4/integrations/sms", json={**real, **change}, headers=account.headers)
+        assert_error(refused, 422, 200)
+        assert "auth_token" in refused.json()["status"]["errors"]["error_message_description"][0]
+    view = account.client.get("/v4/integrations/sms", headers=account.headers).json()
+    assert (view["base_url"], view["account_sid"]) == ("https://api.twilio.com", "AC0123")
+    # Same gateway and account: the token is kept.
+    assert account.client.put("/v4/integrations/sms", json=real, headers=account.headers).status_code == 200
+    # With its own token the new gateway is the account's to use.
+    configure_sms(account, dist_sms.url, account_sid="AC0123", auth_token="own-gateway-token")
+    assert_ok(account.call("/v3/send/sms", campaign=dist_campaign.public_id, phone="+447911123456"))
+    Runner(runtime).run_until_idle()
+    assert [r.basic_auth for r in dist_sms.requests] == [("AC0123", "own-gateway-token")]
+
+
 def test_provider_server_errors_and_rate_limits_are_retried(
     runtime: Runtime,
     account: Any,

@@ -45,8 +45,9 @@ def get_email_integration(ctx: ApiContext, req: NoParams) -> dict[str, Any]:
 @v4_endpoint(router, "PUT", "/v4/integrations/email", EmailIntegrationIn, summary="Set email (SMTP) settings")
 def put_email_integration(ctx: ApiContext, req: EmailIntegrationIn) -> dict[str, Any]:
     """Set this account's SMTP server. `tls`: none, starttls (default) or tls; `port` defaults to
-    25, 587 or 465 accordingly. A field left out keeps its stored value (the password too); an
-    empty string clears `username`, `password` or `sender_name`."""
+    25, 587 or 465 accordingly. A field left out keeps its stored value; an empty string clears
+    `username`, `password` or `sender_name`. The password is kept only for the same host, port,
+    tls and username: a PUT changing one of them must give it again (error 200)."""
     return service.put_email_integration(ctx, req)
 
 
@@ -66,7 +67,8 @@ def get_sms_integration(ctx: ApiContext, req: NoParams) -> dict[str, Any]:
 def put_sms_integration(ctx: ApiContext, req: SmsIntegrationIn) -> dict[str, Any]:
     """Set this account's Twilio-compatible SMS provider: `account_sid`, `auth_token`, default
     `sender`, and `base_url` (default https://api.twilio.com). A field left out keeps its stored
-    value (the token too); an empty `sender` clears it."""
+    value; an empty `sender` clears it. The token is kept only for the same base_url and
+    account_sid: a PUT changing either must give it again (error 200)."""
     return service.put_sms_integration(ctx, req)
 
 

@@ -354,6 +354,17 @@ def _insert_missing(
     ctx.session.execute(statement.on_conflict_do_nothing(index_elements=["account_id"]))
 
 
+def _secret_needed(name: str, changed: str) -> ApiError:
+    """The stored password or token goes only where it went before: a PUT that points the settings
+    elsewhere, or logs in as someone else, gives it again (else it could be read back by sending
+    once through a server of the caller's choosing)."""
+    return ApiError(
+        200,
+        f"Missing parameter: {name}. Give it again when {changed} change "
+        "(the stored one is kept only for the same server and login).",
+    )
+
+
 def put_email_integration(ctx: ApiContext, req: EmailIntegrationIn) -> dict[str, Any]:
     host = req.host.strip()
     if not _HOST.match(host) or not host_ok(host):
@@ -386,6 +397,13 @@ def put_email_integration(ctx: ApiContext, req: EmailIntegrationIn) -> dict[str,
     port = req.port if req.port is not None else kept_port
     username = req.username if req.username is not None else row.username
     sender_name = header_text(req.sender_name) if req.sender_name is not None else row.sender_name
+    endpoint = (host.lower(), port, tls, username)
+    if (
+        req.password is None
+        and row.password_encrypted
+        and endpoint != (row.host.strip("[]").lower(), row.port, row.tls_mode, row.username)
+    ):
+        raise _secret_needed("password", "host, port, tls or username")
     row.host = host
     row.tls_mode = tls
     row.port = port
@@ -452,6 +470,8 @@ def put_sms_integration(ctx: ApiContext, req: SmsIntegrationIn) -> dict[str, Any
         # The first settings need the token.
         raise missing("auth_token")
     base_url = base_url or row.base_url
+    if not req.auth_token and (base_url, req.account_sid) != (row.base_url, row.account_sid):
+        raise _secret_needed("auth_token", "base_url or account_sid")
     row.provider = req.provider
     row.base_url = base_url
     row.account_sid = req.account_sid
