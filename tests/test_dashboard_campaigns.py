@@ -5,6 +5,7 @@ CSRF on every form, and tenancy (SSO subaccount sees its own, master sees its su
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import re
 from typing import Any
@@ -14,6 +15,8 @@ from coupons_fixtures import bulk_sessions
 from dashboard_fixtures import YES, browser_fields, post_form, signed_in, sso_client
 from foundation_fixtures import browser
 from helpers import assert_ok
+from opencoupon.coupons.sessions import new_session
+from opencoupon.models import Campaign
 from opencoupon.runtime import Runtime
 
 NEW = "/dashboard/campaigns/new"
@@ -390,3 +393,105 @@ def test_the_sessions_search_ignores_letter_case_on_every_database(
             assert [row["session"] for row in exported] == [ada], query
         assert len(re.findall(r'data-session="', web.get(base, params={"q": "order-7"}).text)) == 1
         assert "data-session" not in web.get(base, params={"q": "ovelace"}).text
+
+
+_ROW = re.compile(r'data-session="([^"]+)">\s*<td>.*?</td>\s*<td>([a-z]+)</td>', re.S)
+
+
+def _shown(web: Any, base: str, state: str = "") -> dict[str, str]:
+    """{short code: the state the table shows} of the rows the campaign page lists for `state`."""
+    return dict(_ROW.findall(web.get(base, params={"state": state}).text))
+
+
+def _filters_agree_with_the_table(web: Any, base: str) -> dict[str, str]:
+    """Every state filter lists exactly the rows the table shows in that state; the table."""
+    every = _shown(web, base)
+    states = re.findall(r'<option value="([a-z]+)"', web.get(base).text)
+    for state in states:
+        listed = _shown(web, base, state)
+        assert listed == {short: shown for short, shown in every.items() if shown == state}, state
+    return every
+
+
+def test_the_state_filter_lists_the_sessions_the_table_shows_in_that_state(
+    live_server: LiveServer, account: TestAccount, runtime: Runtime
+) -> None:
+    """The filter follows service.state: a coupon validated once of 3 allowed is "open" in both,
+    a locked one is "locked" (not open or claimed), an expired one "expired"; a campaign made
+    inactive or starting later shows every such coupon so in both too."""
+    with signed_in(live_server.url, account.email) as web:
+        cid = _create(web, validations_per_session="3")
+        patch = {"expiry_mode": "after_claim", "expiry_minutes": 60}
+        assert (
+            account.client.patch(f"/v4/campaigns/{cid}", headers=account.headers, json=patch).status_code
+            == 200
+        )
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        kinds = {
+            "open": {},
+            "validated_once": {"validation_count": 1},
+            "claimed": {"claimed_at": now - dt.timedelta(minutes=10)},
+            "claimed_long_ago": {"claimed_at": now - dt.timedelta(hours=2)},
+            "link_expired": {"expires_at": now - dt.timedelta(minutes=1)},
+            "validated": {"validation_count": 3, "validated_at": now},
+            "locked": {"locked": True, "claimed_at": now},
+            "voided": {"link_status": "voided", "validation_count": 3},
+        }
+        short_of = {}
+        with runtime.db.transaction() as session:
+            campaign = session.get(Campaign, int(cid.removeprefix("cam_")))
+            assert campaign is not None
+            for kind, fields in kinds.items():
+                row = new_session(session, campaign, firstname=kind)
+                for name, value in fields.items():
+                    setattr(row, name, value)
+                short_of[kind] = row.short_code
+        base = f"/dashboard/campaigns/{cid}"
+        shown = _filters_agree_with_the_table(web, base)
+        assert {kind: shown[short] for kind, short in short_of.items()} == {
+            "open": "open",
+            "validated_once": "open",
+            "claimed": "claimed",
+            "claimed_long_ago": "expired",
+            "link_expired": "expired",
+            "validated": "validated",
+            "locked": "locked",
+            "voided": "voided",
+        }
+        # A fixed expiry date already past: every coupon not yet used up is expired.
+        patch = {"expiry_mode": "fixed_date", "expiry_date": "2020-01-31"}
+        assert (
+            account.client.patch(f"/v4/campaigns/{cid}", headers=account.headers, json=patch).status_code
+            == 200
+        )
+        shown = _filters_agree_with_the_table(web, base)
+        assert shown[short_of["open"]] == shown[short_of["claimed"]] == "expired"
+        assert shown[short_of["validated"]] == "validated"
+        # Starting later: scheduled; inactive: every coupon neither voided nor locked.
+        patch = {"expiry_mode": "none", "start_date": "2099-01-01 00:00"}
+        assert (
+            account.client.patch(f"/v4/campaigns/{cid}", headers=account.headers, json=patch).status_code
+            == 200
+        )
+        shown = _filters_agree_with_the_table(web, base)
+        assert shown[short_of["validated_once"]] == shown[short_of["claimed"]] == "scheduled"
+        patch = {"status": "inactive"}
+        assert (
+            account.client.patch(f"/v4/campaigns/{cid}", headers=account.headers, json=patch).status_code
+            == 200
+        )
+        shown = _filters_agree_with_the_table(web, base)
+        assert shown[short_of["validated"]] == shown[short_of["open"]] == "inactive"
+        assert shown[short_of["locked"]] == "locked"
+        # A filter for every word the table shows.
+        states = re.findall(r'<option value="([a-z]+)"', web.get(base).text)
+        assert states == [
+            "open",
+            "claimed",
+            "validated",
+            "expired",
+            "locked",
+            "voided",
+            "scheduled",
+            "inactive",
+        ]

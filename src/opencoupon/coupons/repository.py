@@ -4,10 +4,25 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, delete, func, insert, literal, or_, select, text
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    delete,
+    false,
+    func,
+    insert,
+    literal,
+    not_,
+    or_,
+    select,
+    text,
+    true,
+)
 from sqlalchemy.orm import Session
 
+from opencoupon.coupons import expiry
 from opencoupon.models import Campaign, CampaignCustomCode, CouponSession
 
 PAGE_SIZE = 5000
@@ -185,24 +200,81 @@ def search(session: Session, campaign_ids: Any, text: str, page: int = 1) -> lis
     return list(session.scalars(query))
 
 
-# States the dashboard's sessions table filters on (the words of service.state; "expired" depends
-# on the account's time zone and is shown, not filtered).
-SESSION_STATE_FILTERS = ("open", "claimed", "validated", "voided")
+# States the dashboard's sessions table filters on: every word of service.state but "removed"
+# (removed sessions are not listed).
+SESSION_STATE_FILTERS = (
+    "open",
+    "claimed",
+    "validated",
+    "expired",
+    "locked",
+    "voided",
+    "scheduled",
+    "inactive",
+)
+
+
+def _expired(campaign: Campaign, tz: ZoneInfo, now: dt.datetime) -> ColumnElement[bool]:
+    """expiry.is_expired in SQL: a session is expired once any of its limits
+    (expiry.session_expiry) is at or before `now`."""
+    row = CouponSession
+    limits: list[ColumnElement[bool]] = [and_(row.expires_at.is_not(None), row.expires_at <= now)]
+    minutes = campaign.expiry_minutes
+    if campaign.expiry_mode == "fixed_date" and campaign.expiry_date is not None:
+        limits.append(true() if expiry.end_of_local_day(campaign.expiry_date, tz) <= now else false())
+    elif campaign.expiry_mode == "after_open" and minutes:
+        # The window starts at the later of the opening and the campaign's start.
+        window = dt.timedelta(minutes=minutes)
+        if campaign.start_at is None or campaign.start_at + window <= now:
+            limits.append(and_(row.opened_at.is_not(None), row.opened_at <= now - window))
+    elif campaign.expiry_mode == "after_claim" and minutes:
+        window = dt.timedelta(minutes=minutes)
+        limits.append(and_(row.claimed_at.is_not(None), row.claimed_at <= now - window))
+    return or_(*limits)
+
+
+def _session_states(campaign: Campaign, tz: ZoneInfo, now: dt.datetime) -> dict[str, ColumnElement[bool]]:
+    """Each word of service.state with its own test, in the order service.state tries them; a
+    session is in the first state whose test it passes."""
+    row = CouponSession
+    inactive = campaign.status != "active" or campaign.deleted_at is not None
+    scheduled = campaign.start_at is not None and now < campaign.start_at
+    return {
+        "voided": row.link_status == "voided",
+        "locked": row.locked.is_(True),
+        "inactive": true() if inactive else false(),
+        "validated": row.validation_count >= campaign.validations_per_session,
+        "scheduled": true() if scheduled else false(),
+        "expired": _expired(campaign, tz, now),
+        "claimed": row.claimed_at.is_not(None),
+        "open": true(),
+    }
+
+
+def session_state_is(campaign: Campaign, state: str, tz: ZoneInfo, now: dt.datetime) -> ColumnElement[bool]:
+    """The sessions of `campaign` service.state calls `state` (a word of SESSION_STATE_FILTERS),
+    as an SQL condition: none of the earlier states' tests, and its own."""
+    tests = _session_states(campaign, tz, now)
+    earlier = list(tests)[: list(tests).index(state)]
+    return and_(*(not_(tests[word]) for word in earlier), tests[state])
 
 
 def sessions_table(
     session: Session,
-    campaign_id: int,
+    campaign: Campaign,
     *,
+    tz: ZoneInfo,
+    now: dt.datetime,
     text: str = "",
     state: str = "",
     offset: int = 0,
     limit: int = 50,
 ) -> list[CouponSession]:
     """A page of a campaign's sessions for people, newest first: `text` matches the start of the
-    code, short code, email, phone, name, customid or custom validation code, in any letter case."""
+    code, short code, email, phone, name, customid or custom validation code, in any letter case;
+    `state` keeps the sessions service.state (in the account's time zone `tz`, at `now`) calls so."""
     query = select(CouponSession).where(
-        CouponSession.campaign_id == campaign_id, CouponSession.removed_at.is_(None)
+        CouponSession.campaign_id == campaign.id, CouponSession.removed_at.is_(None)
     )
     if text:
         like = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -220,19 +292,8 @@ def sessions_table(
             CouponSession.custom_validation_code,
         )
         query = query.where(or_(*(func.lower(column).like(pattern, escape="\\") for column in columns)))
-    not_voided = CouponSession.link_status != "voided"
-    if state == "voided":
-        query = query.where(CouponSession.link_status == "voided")
-    elif state == "validated":
-        query = query.where(not_voided, CouponSession.validation_count > 0)
-    elif state == "claimed":
-        query = query.where(
-            not_voided, CouponSession.validation_count == 0, CouponSession.claimed_at.is_not(None)
-        )
-    elif state == "open":
-        query = query.where(
-            not_voided, CouponSession.validation_count == 0, CouponSession.claimed_at.is_(None)
-        )
+    if state:
+        query = query.where(session_state_is(campaign, state, tz, now))
     # Newest first along ix_coupon_sessions_campaign_created, so a page reads only its own rows.
     order = (CouponSession.created_at.desc(), CouponSession.id.desc())
     return list(session.scalars(query.order_by(*order).offset(offset).limit(limit)))

@@ -348,7 +348,9 @@ def _campaign_context(request: Request, account: Account, public_id: str) -> dic
         validations = [by_day.get(d, (0, 0, 0))[2] for d in days]
         rows = repository.sessions_table(
             ctx.session,
-            campaign.id,
+            campaign,
+            tz=tz,
+            now=ctx.now,
             text=q,
             state=state,
             offset=(page_no - 1) * PAGE_SIZE,
@@ -416,7 +418,9 @@ def _csv(request: Request, account: Account, public_id: str) -> tuple[str, str]:
     with api_context(request, account) as ctx:
         campaign = _campaign(ctx, public_id)
         tz = service.account_zone(ctx.session, campaign.account_id)
-        rows = repository.sessions_table(ctx.session, campaign.id, text=q, state=state, limit=CSV_LIMIT)
+        rows = repository.sessions_table(
+            ctx.session, campaign, tz=tz, now=ctx.now, text=q, state=state, limit=CSV_LIMIT
+        )
         for row in rows:
             writer.writerow(
                 [
