@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from conftest import LiveServer, TestAccount
-from dashboard_fixtures import YES, post_form, signed_in
-from directories_fixtures import create_category, make_campaign, v4
+from dashboard_fixtures import YES, browser_fields, post_form, signed_in
+from directories_fixtures import create_category, create_directory, make_campaign, v4
 from loyalty_fixtures import create_card
 from opencoupon.runtime import Runtime
 
@@ -172,3 +172,30 @@ def test_category_tree_and_campaign_settings(
         refused = post_form(web, listing, f"/dashboard/categories/{theirs['id']}/delete", YES)
         assert refused.status_code == 404
     assert [c["name"] for c in v4(other_account, "GET", "/v4/categories").json()] == ["Theirs"]
+
+
+def test_saving_the_edit_form_unchanged_keeps_the_campaigns_order(
+    live_server: LiveServer, account: TestAccount, runtime: Runtime
+) -> None:
+    """The directory's campaigns keep their stored order when the edit form is saved as shown:
+    a featured campaign is not moved ahead of the others (featured first is how pages show them),
+    so unfeaturing it later puts it back in its place."""
+    deals = [make_campaign(runtime, account.id, f"Deal {n}") for n in range(4)]
+    ids = [f"cam_{deal.id}" for deal in deals]
+    made = create_directory(account, name="Town book", access="public", campaigns=ids)
+    public_id = made["id"]
+
+    def feature(campaign: str, featured: str) -> None:
+        body = {"directory": public_id, "campaign": campaign, "featured": featured}
+        answer = account.client.post("/v3/directory/campaign/update", data=body, headers=account.headers)
+        assert answer.status_code == 200, answer.text
+
+    feature(ids[0], "true")
+    feature(ids[3], "true")
+    edit = f"/dashboard/directories/{public_id}/edit"
+    with signed_in(live_server.url, account.email) as web:
+        saved = web.post(edit, data=browser_fields(web.get(edit).text, ""))
+        assert saved.status_code == 303, saved.text
+    assert [c["id"] for c in _directory(account, public_id)["campaigns"]] == ids
+    feature(ids[3], "false")
+    assert [c["id"] for c in _directory(account, public_id)["campaigns"]] == ids

@@ -317,10 +317,12 @@ def _keep_order(ctx: ApiContext, directory: Directory, specs: list[dict[str, str
     """The ticked campaigns with the ones the directory already holds in their current order
     (the checkboxes list every campaign of the account, which says nothing about the order), new
     ones after them."""
-    current = [
-        f"cam_{row.item_id}"
-        for row, _campaign in repository.campaign_items(ctx.session, directory.id, visible_only=False)
+    # By stored position only: campaign_items lists featured ones first, an order for showing,
+    # which saved as the positions would move them for good.
+    rows = [
+        row for row, _campaign in repository.campaign_items(ctx.session, directory.id, visible_only=False)
     ]
+    current = [f"cam_{row.item_id}" for row in sorted(rows, key=lambda row: (row.position, row.id))]
     rank = {public_id: index for index, public_id in enumerate(current)}
     return sorted(specs, key=lambda spec: rank.get(spec["id"], len(rank)))
 
