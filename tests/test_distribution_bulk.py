@@ -212,3 +212,33 @@ def test_an_unreadable_recipients_file_is_one_clear_error(tmp_path: Path) -> Non
     for path in (big, latin1, tmp_path):
         with pytest.raises(typer.BadParameter, match="cannot read"):
             read_recipients(path)
+
+
+def test_a_rate_that_is_not_a_finite_positive_number_is_a_usage_error(
+    runtime: Runtime,
+    account: Any,
+    dist_campaign: CampaignRef,
+    dist_smtp: SmtpServer,
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    """`--rate inf` ended with a traceback (OverflowError) once the campaign and the file were
+    checked; nan, 0 and below were quietly replaced by the default. Now each is one line, exit 2,
+    before anything is queued."""
+    configure_smtp(account, dist_smtp.port)
+    recipients = write_csv(tmp_path / "r.csv", ["bob@example.org"])
+    env = cli_env(settings, tmp_path)
+    for rate in ("inf", "nan", "0", "-2"):
+        command = [OPENCOUPON, "send", "email", "--campaign", dist_campaign.public_id, str(recipients)]
+        done = subprocess.run(
+            [*command, f"--rate={rate}"], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 2, (rate, done.stderr)
+        assert "Traceback" not in done.stderr
+        assert "Invalid value for '--rate'" in done.stderr
+        assert counts(runtime, dist_campaign.id) == (0, 0)
+    done = subprocess.run(
+        [*command, "--rate", "0.5"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert counts(runtime, dist_campaign.id) == (1, 1)

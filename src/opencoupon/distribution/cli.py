@@ -7,6 +7,7 @@ started again skips everyone already queued, so nobody gets the coupon twice."""
 from __future__ import annotations
 
 import csv
+import math
 import sys
 import threading
 import time
@@ -134,6 +135,14 @@ def _wait_for_delivery(runtime: Runtime, campaign_id: int, total: int) -> dict[s
             time.sleep(0.2)
 
 
+def _positive_rate(value: float | None) -> float | None:
+    """--rate as a number of recipients a second: finite and above 0 (`inf` crashed the batch
+    size computation; `nan`, 0 and below were quietly replaced by the default). One line, exit 2."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter("give a number of recipients a second above 0, such as 5 or 0.5")
+    return value
+
+
 @send_app.command("email")
 def send_email(
     recipients: Path = typer.Argument(
@@ -141,7 +150,11 @@ def send_email(
     ),
     campaign: str = typer.Option(..., "--campaign", help="The coupon to send (cam_…).", callback=_utf8),
     subject: str = typer.Option("", help="Email subject (default: the coupon's title).", callback=_utf8),
-    rate: float = typer.Option(0.0, help="Recipients a second (default: OPENCOUPON_BULK_SEND_RATE)."),
+    rate: float | None = typer.Option(
+        None,
+        help="Recipients a second, above 0 (default: OPENCOUPON_BULK_SEND_RATE).",
+        callback=_positive_rate,
+    ),
     wait: bool = typer.Option(False, "--wait", help="Stay until every email is sent or has failed."),
     worker: bool = typer.Option(
         False, "--worker", help="Deliver from this process too (no `serve`/`worker` running); implies --wait."
@@ -153,7 +166,7 @@ def send_email(
     settings = get_settings()
     runtime = Runtime.from_settings(settings)
     try:
-        per_second = max(0.01, rate if rate > 0 else settings.bulk_send_rate)
+        per_second = rate if rate is not None else max(0.01, settings.bulk_send_rate)
         _send(runtime, recipients, campaign, subject, per_second, wait, worker)
     finally:
         runtime.db.dispose()
@@ -209,7 +222,7 @@ def _send(
         wait = True
 
     # Small batches keep each transaction short and the pace even.
-    batch_size = max(1, min(100, int(per_second / 5)))
+    batch_size = max(1, min(100, int(min(per_second, 500.0) / 5)))
     started = time.monotonic()
     with typer.progressbar(length=len(valid), label="Queueing", file=sys.stderr) as bar:
         for start in range(0, len(valid), batch_size):
