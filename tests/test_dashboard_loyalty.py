@@ -4,7 +4,7 @@ adjusting with a reason (server-side checks), void/unvoid, CSRF and tenancy."""
 from __future__ import annotations
 
 from conftest import LiveServer, TestAccount
-from dashboard_fixtures import YES, post_form, signed_in
+from dashboard_fixtures import YES, browser_fields, post_form, signed_in
 from loyalty_fixtures import CARDS, create_card, create_holder, ledger_of, reward_campaign
 from opencoupon.runtime import Runtime
 
@@ -132,15 +132,16 @@ def test_choose_the_campaign_each_reward_issues(
         assert "Their gift" not in form
         bad = post_form(web, path, path, {**base, "reward_campaign": [coffee], "reward_threshold": [""]})
         assert bad.status_code == 422
-        assert "Reward threshold: enter" in bad.text
+        assert "Reward 1: enter the stamps or points" in bad.text
         bad = post_form(web, path, path, {**base, "reward_campaign": [""], "reward_threshold": ["5"]})
         assert bad.status_code == 422
-        assert "Reward: choose the campaign" in bad.text
+        assert "Reward 1 (at 5 stamps): choose the campaign it issues, or empty the row" in bad.text
         bad = post_form(web, path, path, {**base, "reward_campaign": [coffee], "reward_threshold": ["12"]})
         assert bad.status_code == 422
         assert "above the reward goal" in bad.text
         bad = post_form(web, path, path, {**base, "reward_campaign": [theirs], "reward_threshold": ["5"]})
         assert bad.status_code == 422
+        assert f"Reward 1 (at 5 stamps): its campaign {theirs} is not in this account" in bad.text
         saved = post_form(
             web,
             path,
@@ -216,6 +217,52 @@ def test_saving_a_card_keeps_its_reward_names(
         # An over-long name is refused, not cut to 200 and saved.
         too_long = post_form(web, path, path, {**base, **shown, "reward_name": ["x" * 201, "", ""]})
         assert too_long.status_code == 422, too_long.text
-        assert "Reward name: use at most 200 characters." in too_long.text
+        assert "Reward 1 (at 5 stamps): use at most 200 characters for its name." in too_long.text
         stored = account.client.get(f"{CARDS}/{card['id']}", headers=account.headers).json()
         assert sorted((r["threshold"], r["name"]) for r in stored["rewards"])[0] == (5, "Cake day")
+
+
+def test_a_reward_of_a_deleted_campaign_is_shown_named_and_can_be_replaced_or_removed(
+    live_server: LiveServer, account: TestAccount, runtime: Runtime
+) -> None:
+    """A reward whose campaign was deleted shows that campaign, marked deleted (the list offers
+    live campaigns only); saving it so is refused with a message naming the row; choosing another
+    campaign for it, or emptying the row, saves."""
+    coffee = reward_campaign(runtime, account.id, "Free coffee")
+    cake = reward_campaign(runtime, account.id, "Free cake")
+    pie = reward_campaign(runtime, account.id, "Free pie")
+    muffin = reward_campaign(runtime, account.id, "Free muffin")
+    rewards = [{"threshold": 1, "campaign": coffee}, {"threshold": 2, "campaign": cake}]
+    card = create_card(
+        account,
+        name="Bakery card",
+        type="stamp",
+        reward_goal=3,
+        rewards=[*rewards, {"threshold": 3, "campaign": pie}],
+    )
+    for gone in (cake, pie):
+        deleted = account.client.delete(f"/v4/campaigns/{gone}", headers=account.headers)
+        assert deleted.status_code in (200, 204), deleted.text
+    path = f"/dashboard/loyalty/{card['id']}/edit"
+    with signed_in(live_server.url, account.email) as web:
+        form = web.get(path).text
+        assert f'<option value="{cake}" selected>{cake} (deleted campaign' in form
+        assert f'<option value="{pie}" selected>{pie} (deleted campaign' in form
+        fields = browser_fields(form, "")
+        assert fields["reward_campaign"] == [coffee, cake, pie, ""]
+        refused = web.post(path, data={**fields, "description": "Changed"})
+        assert refused.status_code == 422
+        row = f"Reward 2 (at 2 stamps): its campaign {cake} was deleted;"
+        assert f"{row} choose another campaign, or empty the row to remove the reward." in refused.text
+        # Another campaign for the second reward; the third row emptied.
+        chosen = {
+            **browser_fields(refused.text, ""),
+            "reward_campaign": [coffee, muffin, "", ""],
+            "reward_threshold": ["1", "2", "", ""],
+            "reward_name": ["", "", "", ""],
+        }
+        saved = web.post(path, data=chosen)
+        assert saved.status_code == 303, saved.text
+    stored = account.client.get(f"{CARDS}/{card['id']}", headers=account.headers).json()
+    assert [(r["threshold"], r["campaign"]) for r in stored["rewards"]] == [(1, coffee), (2, muffin)]
+    assert stored["description"] == "Changed"

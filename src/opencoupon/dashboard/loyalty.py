@@ -30,6 +30,7 @@ from opencoupon.dashboard.common import (
 )
 from opencoupon.dashboard.security import PageError, checked_form, require_login
 from opencoupon.errors import ApiError
+from opencoupon.kit import ids
 from opencoupon.kit.endpoint import ApiContext
 from opencoupon.loyalty import repository, service
 from opencoupon.loyalty.schemas import CardCreate, CardUpdate
@@ -225,10 +226,16 @@ def _card_form_context(
             for c in coupons_repo.campaigns(ctx.session, ctx.scope(Campaign.account_id))
         ]
     # The card's rewards and one empty row to add another (no JavaScript needed). A reward named
-    # after its campaign shows an empty name: that is what it stores, and it follows a rename.
+    # after its campaign shows an empty name: that is what it stores, and it follows a rename. A
+    # reward whose campaign was deleted keeps it, marked so (the list offers live campaigns only),
+    # until another is chosen or the row is emptied.
     names = {c["id"]: c["name"] for c in campaigns}
     rewards = [
-        {**r, "name": "" if r.get("name") == names.get(r["campaign"]) else r.get("name", "")}
+        {
+            **r,
+            "name": "" if r.get("name") == names.get(r["campaign"]) else r.get("name", ""),
+            "deleted": bool(r["campaign"]) and r["campaign"] not in names,
+        }
         for r in values.get("rewards", [])
     ]
     rewards.append({"campaign": "", "threshold": "", "name": ""})
@@ -269,16 +276,23 @@ def many_raw(form: Any, name: str, limit: int = 40) -> list[str]:
     return [v.strip()[:limit] if isinstance(v, str) else "" for v in form.getlist(name)]
 
 
+def _reward_label(number: int, threshold: str, card_type: str) -> str:
+    """Names a reward row in a message as the form shows it: its number, and its threshold."""
+    unit = "stamps" if card_type == "stamp" else "points"
+    return f"Reward {number} (at {threshold} {unit})" if threshold else f"Reward {number}"
+
+
 def _rewards_data(values: dict[str, Any]) -> list[dict[str, Any]]:
     rewards: list[dict[str, Any]] = []
-    for row in values["rewards"]:
+    for number, row in enumerate(values["rewards"], 1):
+        label = _reward_label(number, row["threshold"], values["type"])
         if not row["campaign"]:
-            raise FormProblem(["Reward: choose the campaign it issues."])
-        threshold = parse_int(row["threshold"], "Reward threshold", low=1, high=1_000_000)
+            raise FormProblem([f"{label}: choose the campaign it issues, or empty the row to remove it."])
+        threshold = parse_int(row["threshold"], f"Reward {number} threshold", low=1, high=1_000_000)
         if threshold is None:
-            raise FormProblem(["Reward threshold: enter the stamps or points that issue the reward."])
+            raise FormProblem([f"{label}: enter the stamps or points that issue the reward."])
         if len(row["name"]) > REWARD_NAME_LIMIT:
-            raise FormProblem([f"Reward name: use at most {REWARD_NAME_LIMIT} characters."])
+            raise FormProblem([f"{label}: use at most {REWARD_NAME_LIMIT} characters for its name."])
         # The name set for it (here or through the API) is sent back, so saving keeps it.
         rewards.append({"campaign": row["campaign"], "threshold": threshold, "name": row["name"]})
     return rewards
@@ -316,13 +330,38 @@ def new_card_form(request: Request, account: Account = Depends(require_login)) -
     )
 
 
+def _check_reward_campaigns(ctx: ApiContext, account_id: int, data: dict[str, Any]) -> None:
+    """Name the reward row whose campaign cannot be issued (deleted, or not the card's account's):
+    the service refuses the whole list without saying which."""
+    for number, reward in enumerate(data.get("rewards") or [], 1):
+        try:
+            campaign_id = ids.parse_public_id(
+                reward["campaign"], "cam_", "campaign", service.CAMPAIGN_NOT_FOUND
+            )
+        except ApiError:
+            campaign_id = 0
+        found = repository.campaigns_by_id(ctx.session, {campaign_id}).get(campaign_id)
+        if found is not None and found.account_id == account_id and found.deleted_at is None:
+            continue
+        label = _reward_label(number, str(reward["threshold"]), data["type"])
+        gone = (
+            "was deleted"
+            if found is not None and found.account_id == account_id
+            else "is not in this account"
+        )
+        advice = "choose another campaign, or empty the row to remove the reward."
+        raise FormProblem([f"{label}: its campaign {reward['campaign']} {gone}; {advice}"])
+
+
 def _save_card(request: Request, account: Account, card_id: str, data: dict[str, Any]) -> int:
     try:
         with api_context(request, account, write=True) as ctx:
             if card_id:
                 card = _card(ctx, card_id)
+                _check_reward_campaigns(ctx, card.account_id, data)
                 service.update_card(ctx.session, ctx.runtime, card, build(CardUpdate, data), ctx.now)
                 return card.id
+            _check_reward_campaigns(ctx, ctx.account.id, data)
             return service.create_card(
                 ctx.session, ctx.runtime, ctx.account.id, build(CardCreate, data), ctx.now
             ).id
