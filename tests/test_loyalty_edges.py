@@ -218,3 +218,24 @@ def test_the_card_page_refuses_frames(account: TestAccount, live_server: LiveSer
     assert page.status_code == 200
     assert page.headers["x-frame-options"] == "DENY"
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+
+
+def test_a_user_number_no_id_column_holds_is_not_found_on_every_database(account: TestAccount) -> None:
+    """A user ID above 2147483647 (the int4 ID columns' largest) is no user's: not found (512) as
+    on SQLite, not PostgreSQL's "value too large" (300); a search for it finds nothing by ID."""
+    card = create_card(account, type="points")
+    user = create_holder(account, card["id"], phone="+32470000001")
+    cid = str(card["id"])
+    for number in ("2147483648", "3000000000", "999999999999999999", "0" * 30 + "2147483648"):
+        assert_error(update(account, card["id"], number, points=1), 404, 512)
+        assert_error(account.call("/v3/loyaltyusers/link", loyaltycard=cid, user=number), 404, 512)
+        one = account.client.get(f"{CARDS}/{cid}/stats/{number}", headers=account.headers)
+        assert one.status_code == 404, one.text
+        found = assert_ok(account.call("/v3/loyaltyusers/search", loyaltycard=cid, search=number))
+        assert found["users"] == []
+    # The largest ID and a plain one still look users up by number.
+    assert_error(update(account, card["id"], "2147483647", points=1), 404, 512)
+    assert assert_ok(update(account, card["id"], user["ID"], points=1))["user"]["ID"] == user["ID"]
+    # A number too large for an ID still finds a phone number holding it.
+    found = assert_ok(account.call("/v3/loyaltyusers/search", loyaltycard=cid, search="2470000001"))
+    assert [u["ID"] for u in found["users"]] == [user["ID"]]

@@ -223,7 +223,8 @@ def search_holders(session: Session, card_id: int, term: str) -> Sequence[Loyalt
         LoyaltyHolder.phone.like(like, escape="\\"),
         LoyaltyHolder.short_code == term.upper(),
     ]
-    if ids.is_number(term) and len(term) <= 18:
+    # Only a number an ID column holds: PostgreSQL refuses a larger one in the query (int4).
+    if ids.is_number(term) and len(term.lstrip("0")) <= 10 and 0 < int(term) <= ids.MAX_ID:
         matches.append(LoyaltyHolder.id == int(term))
     return session.scalars(
         select(LoyaltyHolder)

@@ -172,8 +172,9 @@ def loyaltyusers_link(ctx: ApiContext, req: UserLink) -> dict[str, Any]:
     text = req.user.strip()
     if not ids.is_number(text):
         raise ApiError(301, "Invalid character in parameter: user.")
-    holder = repo.holder_in_scope(
-        ctx.session, ctx.scope(LoyaltyHolder.account_id), int(text) if len(text) <= 18 else 0
+    number = service.stored_id(text)
+    holder = (
+        repo.holder_in_scope(ctx.session, ctx.scope(LoyaltyHolder.account_id), number) if number else None
     )
     if holder is None:
         raise service.USER_NOT_FOUND

@@ -101,15 +101,24 @@ def get_card(
     return found
 
 
+def stored_id(text: str) -> int:
+    """`text` as an ID a row can have (digits, 1 to ids.MAX_ID), else 0: a larger number is no
+    holder's on any database, where PostgreSQL would refuse it in a query on an int4 column
+    ("value too large", 300) while SQLite found nothing."""
+    if not ids.is_number(text) or len(text.lstrip("0")) > len(str(ids.MAX_ID)):
+        return 0
+    number = int(text)
+    return number if 0 < number <= ids.MAX_ID else 0
+
+
 def get_card_and_holder(
     session: Session, may_reach: Callable[[int], bool], raw_card: str, raw_user: str
 ) -> tuple[LoyaltyCard, LoyaltyHolder]:
     """The card and its holder, in one query when both are plain numeric IDs; otherwise (or when
     that finds nothing) one by one, so every error keeps its own code."""
-    card_text, user_text = raw_card.strip(), raw_user.strip()
-    numeric = all(ids.is_number(text) and len(text) <= 18 for text in (card_text, user_text))
-    if numeric:
-        found = repo.card_and_holder(session, int(card_text), int(user_text))
+    card_number, user_number = stored_id(raw_card.strip()), stored_id(raw_user.strip())
+    if card_number and user_number:
+        found = repo.card_and_holder(session, card_number, user_number)
         if found is not None and may_reach(found[0].account_id):
             return found
     card = get_card(session, may_reach, raw_card)
@@ -121,8 +130,8 @@ def get_holder(session: Session, card: LoyaltyCard, raw: str, param: str = "user
     text = raw.strip()
     found: LoyaltyHolder | None
     if ids.is_number(text):
-        number = int(text) if len(text) <= 18 else 0
-        found = repo.holder(session, card.id, number) if number > 0 else None
+        number = stored_id(text)
+        found = repo.holder(session, card.id, number) if number else None
         if found is None and SHORT_CODE.match(text):
             found = repo.holder_by_short_code(session, card.id, text)
     elif SHORT_CODE.match(text):
