@@ -152,6 +152,26 @@ def test_a_bad_setting_is_one_line(clean_env: dict[str, str]) -> None:
         assert err.startswith("error: OPENCOUPON_MAX_BODY_BYTES: "), err
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("OPENCOUPON_WEBHOOK_TIMEOUT_SECONDS", "nan"),
+        ("OPENCOUPON_BULK_SEND_RATE", "nan"),
+        ("OPENCOUPON_BULK_SEND_RATE", "0"),
+        ("OPENCOUPON_WORKER_LEASE_SECONDS", "-5"),
+        ("OPENCOUPON_RATE_LIMIT_PER_SECOND", "inf"),
+    ],
+)
+def test_a_number_setting_that_means_nothing_is_refused_in_one_line(
+    clean_env: dict[str, str], name: str, value: str
+) -> None:
+    """nan, inf or a non-positive time were taken as they came: a webhook timeout of nan waited
+    forever, a bulk rate of nan queued one email every 100 seconds, a negative lease claimed
+    every running job again at once."""
+    err = _one_line_error(_run({**clean_env, name: value}, "migrate"))
+    assert err.startswith(f"error: {name}: "), err
+
+
 def _newer(clean_env: dict[str, str], tmp_path: Path) -> None:
     assert _run(clean_env, "migrate").returncode == 0
     with sqlite3.connect(tmp_path / "var" / "opencoupon.db") as conn:

@@ -11,7 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="OPENCOUPON_", extra="ignore")
+    # No setting means anything as inf or nan (OPENCOUPON_WEBHOOK_TIMEOUT_SECONDS=nan waited
+    # forever, OPENCOUPON_BULK_SEND_RATE=nan sent one email every 100 s): refused when read.
+    model_config = SettingsConfigDict(env_prefix="OPENCOUPON_", extra="ignore", allow_inf_nan=False)
 
     database_url: str = "sqlite:///./var/opencoupon.db"
     base_url: str = "http://127.0.0.1:8000"
@@ -39,13 +41,13 @@ class Settings(BaseSettings):
     smtp_password: str = ""
     smtp_sender_email: str = ""
     smtp_sender_name: str = "OpenCoupon"
-    smtp_timeout_seconds: float = 20.0
-    sms_timeout_seconds: float = 15.0
+    smtp_timeout_seconds: float = Field(default=20.0, gt=0)
+    sms_timeout_seconds: float = Field(default=15.0, gt=0)
     # Attempts per email/SMS before it is reported failed; waits grow from the base (x2 each time).
     send_max_attempts: int = 6
     send_retry_base_seconds: float = 30.0
     # Recipients a second that `opencoupon send email` queues.
-    bulk_send_rate: float = 10.0
+    bulk_send_rate: float = Field(default=10.0, gt=0)
 
     # New coupon sessions one client address may open per campaign and hour on the consumer
     # page (`GET /p/{code}`): a returning browser is not counted; 0 turns the limit off.
@@ -60,7 +62,7 @@ class Settings(BaseSettings):
     # Webhooks and push (docs/webhooks.md). Retry delays in seconds, comma separated; tests and
     # benchmarks shorten them. Empty: the production schedule (5 s ... 10 h).
     webhook_retry_delays: str = ""
-    webhook_timeout_seconds: float = 15.0
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0)
     webhook_concurrency: int = 64
     # Connections of that pool one webhook endpoint may use at a time in a process; its other
     # deliveries wait (holding none), so one slow receiver never holds up every account's.
@@ -76,11 +78,11 @@ class Settings(BaseSettings):
     # with an endpoint that never answers, and webhooks must not wait behind it. Push services
     # answer well within the timeout; one origin gets at most push_origin_concurrency of them
     # at a time within a fan-out's chunk.
-    push_timeout_seconds: float = 5.0
+    push_timeout_seconds: float = Field(default=5.0, gt=0)
     push_concurrency: int = 64
     push_origin_concurrency: int = 32
     # A job whose worker died is claimed again once its lease runs out.
-    worker_lease_seconds: float = 60.0
+    worker_lease_seconds: float = Field(default=60.0, gt=0)
     # `sub` claim of VAPID tokens: push services contact this address about problems.
     vapid_subject: str = "mailto:admin@opencoupon.invalid"
 
