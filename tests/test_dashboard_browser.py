@@ -233,3 +233,35 @@ def test_branding_set_on_the_account_page_shows_on_the_consumer_page(
     _shot(phone, "coupon-branded-phone")
     consumer.close()
     context.close()
+
+
+def test_saving_the_campaign_form_unchanged_in_a_browser_keeps_the_campaign(
+    chromium: Any, live_server: LiveServer, account: TestAccount
+) -> None:
+    """Chromium saves the edit form as shown: the folder set through the API stays, and the line
+    breaks of the consent text, description and terms survive (a browser drops them from a
+    one-line input and sends a textarea's as CRLF)."""
+    made = account.client.post(
+        "/v4/campaigns",
+        headers=account.headers,
+        json={
+            "name": "Newsletter deal",
+            "folder": "Promo",
+            "description": "Line one.\nLine two.",
+            "terms": "One per person.\nWhile stocks last.",
+            "claim_fields": ["email"],
+            "consent_text": "I agree to emails.\nRead our privacy policy.",
+        },
+    )
+    assert made.status_code == 201, made.text
+    cid = made.json()["id"]
+    before = account.client.get(f"/v4/campaigns/{cid}", headers=account.headers).json()
+    context, page = _sign_in(chromium, live_server, account.email)
+    page.goto(f"{live_server.url}/dashboard/campaigns/{cid}/edit")
+    page.get_by_role("button", name="Save campaign").click()
+    page.wait_for_url(re.compile(r".*saved=1.*"))
+    after = account.client.get(f"/v4/campaigns/{cid}", headers=account.headers).json()
+    assert after["folder"] == "Promo"
+    assert after["consent_text"] == "I agree to emails.\nRead our privacy policy."
+    assert {**after, "updated_at": ""} == {**before, "updated_at": ""}
+    context.close()
