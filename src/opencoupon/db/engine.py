@@ -110,7 +110,11 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     engine = create_engine(
         url,
         pool_size=pool_size,
-        max_overflow=20,
+        # No limit: a write transaction takes its connection before the write lock (the lock is
+        # taken as it begins), so with a bounded pool, writers waiting for the lock could hold
+        # every connection while the group commit that held the lock waited for one (a 30 s
+        # stall, then 500s: test_group_commit.py). A SQLite connection is a file handle.
+        max_overflow=-1,
         connect_args={"check_same_thread": False, "timeout": 30},
     )
     key = _lock_key(database)
