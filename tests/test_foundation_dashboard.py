@@ -276,6 +276,50 @@ def test_expired_reset_token_is_refused(
     assert response.status_code == 410
 
 
+def test_sixteen_concurrent_uses_of_one_reset_link_set_one_password(
+    live_server: LiveServer, account: TestAccount, subaccount: TestAccount
+) -> None:
+    """R4 for reset links: 16 people (each with the form open, so each with a valid CSRF token)
+    submit different passwords at the same moment; the token is used once."""
+    path = _reset_path(account, subaccount)
+    clients = [browser(live_server.url) for _ in range(16)]
+    forms = []
+    for i, client in enumerate(clients):
+        page = client.get(path)
+        assert page.status_code == 200, page.text
+        password = f"racing-password-{i:02d}"
+        forms.append({"password": password, "password_confirm": password, "csrf_token": csrf_from(page.text)})
+    barrier = threading.Barrier(16)
+    answers: list[httpx2.Response | None] = [None] * 16
+
+    def submit(i: int) -> None:
+        barrier.wait()
+        answers[i] = clients[i].post(path, data=forms[i])
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(16)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        statuses = sorted(a.status_code for a in answers if a is not None)
+        assert statuses == [200] + [410] * 15, statuses
+        (winner,) = (i for i, a in enumerate(answers) if a is not None and a.status_code == 200)
+        # A later use, from a form opened before the race, is refused too.
+        late = clients[(winner + 1) % 16].post(path, data=forms[(winner + 1) % 16])
+        assert late.status_code == 410
+    finally:
+        for client in clients:
+            client.close()
+    # Only the winner's password signs in (a few losers: sign-in attempts per email are limited).
+    with browser(live_server.url) as other:
+        assert sign_in(other, subaccount.email, forms[winner]["password"]).status_code == 303
+    losers = [forms[i]["password"] for i in range(16) if i != winner][:3]
+    for password in [*losers, PASSWORD]:
+        with browser(live_server.url) as other:
+            assert sign_in(other, subaccount.email, password).status_code == 401
+
+
 def test_password_change_ends_older_sessions(
     web: httpx2.Client, live_server: LiveServer, account: TestAccount, subaccount: TestAccount
 ) -> None:
