@@ -5,7 +5,9 @@ write it)."""
 
 from __future__ import annotations
 
+import json
 import time
+from typing import Any
 
 import httpx2
 import pytest
@@ -163,3 +165,16 @@ def test_a_huge_validation_value_is_refused_at_once(account: TestAccount, runtim
     assert_error(refused, 422, 300)
     assert time.monotonic() - started < 10  # linear: milliseconds; quadratic: minutes
     assert_ok(account.call("/v3/couponsession/update", couponsession=code, validation_value="12."))
+
+
+@pytest.mark.parametrize("item", [None, True, {}, [1]])
+def test_a_list_item_that_is_not_a_text_or_a_number_is_code_300(account: TestAccount, item: Any) -> None:
+    """`tags: [null]` listed the coupons tagged "None" and `[{}]` those tagged "{}" (and a campaign
+    created with them kept those words as tags): only texts and numbers are list items."""
+    listed = account.client.post("/v3/coupon/list", json={"tags": ["a", item]}, headers=account.headers)
+    assert_error(listed, 422, 300)
+    as_text = account.client.post(
+        "/v4/campaigns", data={"name": "odd tags", "tags": json.dumps(["a", item])}, headers=account.headers
+    )
+    assert_error(as_text, 422, 300)
+    assert assert_ok(account.call("/v3/coupon/list", tags=["a", 2]))["coupon_info"] == []

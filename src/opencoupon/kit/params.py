@@ -13,6 +13,12 @@ from opencoupon.kit.body import load_json, unstorable_text
 from opencoupon.kit.crypto import hash_password, token
 
 
+def _list_item(value: Any) -> bool:
+    """Only texts and numbers are list items: null, true, [..] or {..} would otherwise be kept as
+    the words "None", "True" or Python's rendering of them."""
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
+
+
 def _split_list(value: Any) -> Any:
     if isinstance(value, str):
         text = value.strip()
@@ -22,6 +28,8 @@ def _split_list(value: Any) -> Any:
             except ValueError:
                 parsed = None
             if isinstance(parsed, list):
+                if not all(_list_item(v) for v in parsed):
+                    raise ValueError("a list item is not a text or a number")
                 items = [str(v) for v in parsed]
                 # Decoded after the request's character check: the same check again.
                 if any(unstorable_text(item) for item in items):
@@ -29,6 +37,8 @@ def _split_list(value: Any) -> Any:
                 return items
         return [part.strip() for part in text.split(",") if part.strip()]
     if isinstance(value, list):
+        if not all(_list_item(item) for item in value):
+            raise ValueError("a list item is not a text or a number")
         out: list[str] = []
         for item in value:
             out.extend(_split_list(str(item)) if isinstance(item, str) and "," in item else [str(item)])
