@@ -1,5 +1,6 @@
 """No event lost (R7): 10,000 events, a receiver failing ~30% of requests at random (500, timeouts,
-dropped connections), and `opencoupon worker` processes killed with SIGKILL three times mid-run.
+dropped connections), and `opencoupon worker` processes killed with SIGKILL three times mid-run;
+and the events of validations made through a served API, the worker killed mid-delivery.
 And (R-PG) two worker processes sharing one database never deliver the same attempt twice."""
 
 from __future__ import annotations
@@ -15,15 +16,18 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx2
 import pytest
 from sqlalchemy import func, select
 from standardwebhooks import Webhook
 
 from conftest import TEST_SECRET_KEY
+from coupons_fixtures import bulk_sessions, create_campaign
 from opencoupon.config import Settings
 from opencoupon.events import service as events
 from opencoupon.models import Event, WebhookAttempt, WebhookMessage
 from opencoupon.runtime import Runtime
+from serve_process import ServeProcess, serve_env
 from webhooks_fixtures import Receiver, Reply
 
 if TYPE_CHECKING:
@@ -105,6 +109,7 @@ def test_no_event_lost_with_random_failures_and_sigkilled_workers(
     secret = _endpoint(account, receiver.url + "/chaos")
     worker = _worker(settings, var_dir)
     kills = 0
+    succeeded_at_kills: list[int] = []
     try:
         producer_ids: list[str] = []
         producer = threading.Thread(
@@ -114,6 +119,7 @@ def test_no_event_lost_with_random_failures_and_sigkilled_workers(
         producer.start()
         for at in (3.0, 7.0, 11.0):
             time.sleep(max(0.0, started + at - time.monotonic()))
+            succeeded_at_kills.append(_succeeded(runtime, account.id))
             worker.send_signal(signal.SIGKILL)
             worker.wait()
             kills += 1
@@ -133,6 +139,8 @@ def test_no_event_lost_with_random_failures_and_sigkilled_workers(
         receiver.stop()
 
     assert kills == 3
+    # Each kill fell mid-run: some messages delivered by then, not all.
+    assert all(0 < n < total for n in succeeded_at_kills), succeeded_at_kills
     delivered = {r.event_id for r in got if 200 <= r.answered < 300}
     missing = set(producer_ids) - delivered
     assert not missing, f"{len(missing)} events never delivered"
@@ -188,3 +196,95 @@ def test_two_workers_never_deliver_the_same_attempt_twice(
     by_worker = Counter(worker for _, _, worker in rows)
     # Both processes took part (on SQLite the claims are serialised, still both get batches).
     assert len(by_worker) == 2, by_worker
+
+
+def test_events_of_api_validations_survive_a_worker_sigkilled_mid_delivery(
+    runtime: Runtime, settings: Settings, var_dir: Path, account: TestAccount, tmp_path: Path
+) -> None:
+    """R7 with the events made by business calls: validations through a served API write their
+    outbox rows; the worker is SIGKILLed while deliveries are in flight at the receiver and others
+    are committed but not sent yet; after a restart every event arrives, the interrupted ones again
+    with the same webhook-id."""
+    total, answered_at_once, hang = 40, 5, 2.0
+    lock = threading.Lock()
+    arrivals = 0
+    killed = False
+    # The stalled requests: when each arrived, its headers and body (the receiver records a request
+    # only once answered, which these are not before the kill).
+    hung: list[tuple[float, dict[str, str], str]] = []
+
+    def stall_after_a_few(_path: str, headers: dict[str, str], body: str) -> Reply:
+        nonlocal arrivals
+        with lock:
+            arrivals += 1
+            if killed or arrivals <= answered_at_once:
+                return Reply(status=204)
+            hung.append((time.monotonic(), headers, body))
+        return Reply(delay=hang)
+
+    receiver = Receiver().start()
+    receiver.behaviour = stall_after_a_few
+    secret = _endpoint(account, receiver.url + "/business")
+    campaign = create_campaign(account)
+    codes = bulk_sessions(runtime, campaign["id"], total)
+    api = ServeProcess(
+        serve_env(
+            settings.database_url,
+            tmp_path,
+            OPENCOUPON_RUN_WORKER_IN_PROCESS="0",
+            OPENCOUPON_ALLOW_PRIVATE_WEBHOOKS="1",
+        )
+    )
+    base = api.start()
+    # A short lease: the killed worker's deliveries are taken over a second later.
+    worker_env = {"OPENCOUPON_WEBHOOK_TIMEOUT_SECONDS": "10", "OPENCOUPON_WORKER_LEASE_SECONDS": "1"}
+    worker = _worker(settings, var_dir, **worker_env)
+    try:
+        with httpx2.Client(base_url=base, headers=account.headers, timeout=30) as client:
+            for code in codes:
+                r = client.post("/v3/couponsession/update", json={"couponsession": code, "validate": True})
+                assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not hung:
+            time.sleep(0.02)
+        with lock:
+            in_flight = [(h, b) for arrived, h, b in hung if time.monotonic() < arrived + hang]
+            delivered_before = {r.event_id for r in receiver.requests() if 200 <= r.answered < 300}
+            sent_before = delivered_before | {headers["webhook-id"] for _, headers, _ in hung}
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            killed = True
+        worker = _worker(settings, var_dir, **worker_env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _succeeded(runtime, account.id) < total:
+            time.sleep(0.2)
+        got = receiver.requests()
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        api.stop()
+        receiver.stop()
+
+    # The kill really interrupted deliveries: some in flight, some already done, not all.
+    assert in_flight, "no delivery was in flight at the kill"
+    assert 0 < len(delivered_before) < total, len(delivered_before)
+    with runtime.db.read() as session:
+        event_ids = set(
+            session.scalars(
+                select(Event.public_id).where(
+                    Event.account_id == account.id, Event.type == "coupon_validated"
+                )
+            )
+        )
+    assert len(event_ids) == total  # one outbox row per validation, written with it
+    assert event_ids - sent_before, "every event had been sent before the kill"  # committed, not sent
+    delivered = {r.event_id for r in got if 200 <= r.answered < 300}
+    assert delivered == event_ids
+    assert _succeeded(runtime, account.id) == total
+    # Every request, the interrupted ones included, is signed and carries its event's ID as
+    # webhook-id; the interrupted deliveries were sent again after the restart with that same ID.
+    verifier = Webhook(secret)
+    for headers, body in [(r.headers, r.body) for r in got] + in_flight:
+        assert headers["webhook-id"] == verifier.verify(body, headers)["id"]
+    resent = {r.headers["webhook-id"] for r in got if 200 <= r.answered < 300}
+    assert {headers["webhook-id"] for headers, _ in in_flight} <= resent
