@@ -382,7 +382,60 @@ def _request_schema(model: type[V3Request]) -> dict[str, Any]:
     # Nested models come as `$defs` with `#/$defs/...` references, which mean nothing inside an
     # OpenAPI document (Swagger UI stops rendering at the first one): inline them.
     defs = schema.pop("$defs", {})
-    return _inline_refs(schema, defs)  # type: ignore[no-any-return]
+    return _as_accepted(_inline_refs(schema, defs))  # type: ignore[no-any-return]
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
+
+
+# What the request models take besides the strict JSON types pydantic's schema names, as the
+# vendor's PHP clients send them (kit/params.py: lax mode, coerce_numbers_to_str, _blank_is_none,
+# _split_list). The document says so, so that a client (and schemathesis) knows these are valid.
+# What Python's str.strip() takes away (\x1c-\x1f and \x85 too), besides ECMA's \s.
+_SPACE = r"[\s\x1c-\x1f\x85]"
+_TRUTH_WORDS = ("true", "false", "yes", "no", "on", "off", "t", "f", "y", "n")
+_BOOLEAN_TEXT = {
+    "type": "string",
+    "pattern": f"^{_SPACE}*([01]|" + "|".join(_any_case(word) for word in _TRUTH_WORDS) + f"){_SPACE}*$",
+}
+_WHOLE_NUMBER_TEXT = {"type": "string", "pattern": f"^{_SPACE}*[+-]?[0-9][0-9_]*(\\.0*)?{_SPACE}*$"}
+_BLANK = {"type": "string", "pattern": f"^{_SPACE}*$"}
+
+
+def _as_accepted(node: Any) -> Any:
+    """`node` (a JSON schema) widened to what the request models accept: a number where a string
+    is asked (taken as its text), 0/1 and yes/no/on/off/true/false (any case) where a boolean is,
+    a whole number written as text where an integer is, a comma-separated or JSON-array text where
+    a list is, a number as a list item (taken as its text), and a blank value for an optional
+    boolean, choice or number (not given)."""
+    if isinstance(node, list):
+        return [_as_accepted(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _as_accepted(value) for key, value in node.items()}
+    kind = node.get("type")
+    if kind == "string" and "enum" not in node and "const" not in node:
+        node["type"] = ["string", "number"]
+    elif kind == "boolean":
+        node = {"anyOf": [{"type": "boolean"}, {"enum": [0, 1]}, _BOOLEAN_TEXT]}
+    elif kind == "integer":
+        node = {"anyOf": [node, _WHOLE_NUMBER_TEXT]}
+    elif kind == "array" and node.get("items", {}).get("type") in (["string", "number"], "string"):
+        node = {
+            "anyOf": [
+                {**node, "items": {"type": ["string", "number"]}},
+                {"type": "string"},
+            ]
+        }
+    forms = node.get("anyOf")
+    if isinstance(forms, list) and {"type": "null"} in forms and _BLANK not in forms:
+        taken_as_text = any(
+            form.get("type") in ("string", ["string", "number"]) and "enum" not in form for form in forms
+        )
+        if not taken_as_text:
+            node["anyOf"] = [*forms, _BLANK]
+    return node
 
 
 def _inline_refs(node: Any, defs: dict[str, Any], depth: int = 0) -> Any:
@@ -404,7 +457,8 @@ def _body_doc(model: type[V3Request]) -> dict[str, Any]:
         "requestBody": {
             "required": False,
             "content": {
-                "application/json": {"schema": schema},
+                # `[]`: PHP's json_encode of an empty parameter array (no parameters).
+                "application/json": {"schema": {"anyOf": [schema, {"type": "array", "maxItems": 0}]}},
                 "application/x-www-form-urlencoded": {"schema": schema},
             },
         }
@@ -428,7 +482,7 @@ def _query_doc(model: type[V3Request]) -> list[dict[str, Any]]:
             # `filter[email]=x` (PHP's http_build_query): OpenAPI's default form style would send
             # the object's keys as parameters of their own (`?email=x`), which no call reads.
             param.update(schema=as_object, style="deepObject", explode=True)
-            if any(form.get("type") == "string" for form in prop.get("anyOf", [])):
+            if any("string" in str(form.get("type")) for form in prop.get("anyOf", [])):
                 param["description"] = f"Also accepted as JSON text: `{name}={{...}}`."
         params.append(param)
     return params
@@ -442,6 +496,70 @@ def _path_doc(path: str) -> list[dict[str, Any]]:
 
 
 SECURITY: list[dict[str, list[str]]] = [{"ClientId": [], "ClientSecret": []}]
+
+# The Coupontools error envelope (errors.error_body): one code and description, or several.
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {
+        "status": {
+            "type": "object",
+            "required": ["status", "errors"],
+            "properties": {
+                "status": {"const": "failed"},
+                "errors": {
+                    "type": "object",
+                    "required": ["error_message", "error_code"],
+                    "properties": {
+                        "error_message": {"type": "string"},
+                        "error_message_description": {"type": "array", "items": {"type": "string"}},
+                        "error_code": {
+                            "anyOf": [{"type": "integer"}, {"type": "array", "items": {"type": "integer"}}]
+                        },
+                    },
+                },
+            },
+        }
+    },
+}
+# What any API call may answer besides its success (errors.CODE_STATUS, kit/body.py, app.py).
+_ERROR_STATUSES = {
+    "400": "The body was not sent in full (code 400).",
+    "401": "Client ID or secret missing or not correct (code 1000).",
+    "403": "Not allowed for this account (codes 101, 102).",
+    "404": "The object asked for does not exist or is not this account's (codes 5xx).",
+    "409": "Not allowed in the object's current state (codes 307, 308).",
+    "413": "The body is larger than the server takes (code 413).",
+    "415": "The body is neither JSON nor a form (code 415).",
+    "422": "A parameter is missing, invalid or not allowed (codes 103, 104, 200, 300-306, 309).",
+    "429": "Too many requests: try again after Retry-After seconds (code 429).",
+}
+
+
+def _error_responses() -> dict[str, Any]:
+    answers: dict[str, Any] = {
+        status: {"description": text, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+        for status, text in _ERROR_STATUSES.items()
+    }
+    answers["429"]["headers"] = {"Retry-After": {"required": True, "schema": {"type": "string"}}}
+    return answers
+
+
+# The v3 success envelope (errors.ok); v4 answers bare JSON of each call's own shape.
+_V3_OK_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {
+        "status": {"type": "object", "required": ["status"], "properties": {"status": {"const": "OK"}}}
+    },
+}
+
+
+def _responses_doc(status_code: int, *, envelope: bool) -> dict[str, Any]:
+    success: dict[str, Any] = {"description": "Success."}
+    if envelope:
+        success["content"] = {"application/json": {"schema": _V3_OK_SCHEMA}}
+    return {"responses": {str(status_code): success, **_error_responses()}}
 
 
 def v3_endpoint(
@@ -478,7 +596,11 @@ def v3_endpoint(
                 name=name,
                 summary=summary,
                 description=doc,
-                openapi_extra={**_body_doc(model), "security": SECURITY},
+                openapi_extra={
+                    **_body_doc(model),
+                    **_responses_doc(200, envelope=True),
+                    "security": SECURITY,
+                },
                 response_model=None,
             )
             router.add_api_route(
@@ -488,7 +610,11 @@ def v3_endpoint(
                 name=name + "_get",
                 summary=summary + " (GET)",
                 description=doc,
-                openapi_extra={"parameters": _query_doc(model), "security": SECURITY},
+                openapi_extra={
+                    "parameters": _query_doc(model),
+                    **_responses_doc(200, envelope=True),
+                    "security": SECURITY,
+                },
                 response_model=None,
             )
             if read_only:
@@ -526,7 +652,7 @@ def v4_endpoint(
                 prefetch=prefetch,
             )
 
-        extra: dict[str, Any] = {"security": SECURITY}
+        extra: dict[str, Any] = {"security": SECURITY, **_responses_doc(status_code, envelope=False)}
         params = _path_doc(path)
         if method in ("GET", "DELETE"):
             params += _query_doc(model)
