@@ -81,7 +81,9 @@ def run_schemathesis(
     ]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
+    # Run in the report's directory: the tool keeps a cache of the failures it found under
+    # `.schemathesis/` in its working directory and replays them, which must not outlive the run.
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False, cwd=report_dir)
     report = json.loads((report_dir / "report.json").read_text())
     return report, done.stdout + done.stderr
 
