@@ -47,6 +47,15 @@ def is_number(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+def stored_id(text: str) -> int:
+    """`text` as an ID a row can have (ASCII digits, 1 to MAX_ID), else 0: a larger number is no
+    row's on any database (PostgreSQL would refuse it in a query on an int4 column)."""
+    if not is_number(text) or len(text.lstrip("0")) > _MAX_ID_DIGITS:
+        return 0  # more digits than any ID (and int() of a huge number is slow)
+    number = int(text)
+    return number if 0 < number <= MAX_ID else 0
+
+
 def parse_public_id(value: str, prefix: str, param: str, not_found_error: ApiError) -> int:
     """`cam_123` (or bare `123`) -> 123. Empty -> 200 (as if not sent: what the vendor's PHP makes
     of an empty field); malformed -> 301; a number no ID column holds (above MAX_ID) -> not found,
@@ -58,11 +67,9 @@ def parse_public_id(value: str, prefix: str, param: str, not_found_error: ApiErr
         text = text[len(prefix) :]
     if not _NUMERIC.match(text):
         raise invalid_character(param)
-    if len(text.lstrip("0")) > _MAX_ID_DIGITS:
-        raise not_found_error  # well formed, but no object has it (and int() of it can be slow)
-    number = int(text)
-    if number <= 0 or number > MAX_ID:
-        raise not_found_error
+    number = stored_id(text)
+    if number == 0:
+        raise not_found_error  # well formed, but no object has it
     return number
 
 

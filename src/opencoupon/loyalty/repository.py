@@ -224,8 +224,8 @@ def search_holders(session: Session, card_id: int, term: str) -> Sequence[Loyalt
         LoyaltyHolder.short_code == term.upper(),
     ]
     # Only a number an ID column holds: PostgreSQL refuses a larger one in the query (int4).
-    if ids.is_number(term) and len(term.lstrip("0")) <= 10 and 0 < int(term) <= ids.MAX_ID:
-        matches.append(LoyaltyHolder.id == int(term))
+    if number := ids.stored_id(term):
+        matches.append(LoyaltyHolder.id == number)
     return session.scalars(
         select(LoyaltyHolder)
         .where(LoyaltyHolder.card_id == card_id, or_(*matches))

@@ -172,7 +172,7 @@ def loyaltyusers_link(ctx: ApiContext, req: UserLink) -> dict[str, Any]:
     text = req.user.strip()
     if not ids.is_number(text):
         raise ApiError(301, "Invalid character in parameter: user.")
-    number = service.stored_id(text)
+    number = ids.stored_id(text)
     holder = (
         repo.holder_in_scope(ctx.session, ctx.scope(LoyaltyHolder.account_id), number) if number else None
     )

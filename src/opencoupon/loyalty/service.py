@@ -101,22 +101,12 @@ def get_card(
     return found
 
 
-def stored_id(text: str) -> int:
-    """`text` as an ID a row can have (digits, 1 to ids.MAX_ID), else 0: a larger number is no
-    holder's on any database, where PostgreSQL would refuse it in a query on an int4 column
-    ("value too large", 300) while SQLite found nothing."""
-    if not ids.is_number(text) or len(text.lstrip("0")) > len(str(ids.MAX_ID)):
-        return 0
-    number = int(text)
-    return number if 0 < number <= ids.MAX_ID else 0
-
-
 def get_card_and_holder(
     session: Session, may_reach: Callable[[int], bool], raw_card: str, raw_user: str
 ) -> tuple[LoyaltyCard, LoyaltyHolder]:
     """The card and its holder, in one query when both are plain numeric IDs; otherwise (or when
     that finds nothing) one by one, so every error keeps its own code."""
-    card_number, user_number = stored_id(raw_card.strip()), stored_id(raw_user.strip())
+    card_number, user_number = ids.stored_id(raw_card.strip()), ids.stored_id(raw_user.strip())
     if card_number and user_number:
         found = repo.card_and_holder(session, card_number, user_number)
         if found is not None and may_reach(found[0].account_id):
@@ -130,7 +120,7 @@ def get_holder(session: Session, card: LoyaltyCard, raw: str, param: str = "user
     text = raw.strip()
     found: LoyaltyHolder | None
     if ids.is_number(text):
-        number = stored_id(text)
+        number = ids.stored_id(text)
         found = repo.holder(session, card.id, number) if number else None
         if found is None and SHORT_CODE.match(text):
             found = repo.holder_by_short_code(session, card.id, text)
