@@ -655,7 +655,7 @@ def test_coupon_events_carry_the_session_as_its_data_shows_it_and_lose_it_on_era
     assert claimed.data["user"]["firstname"] == "Ann"
 
     counts = erase_body(account, email=email)
-    assert counts["events"] == 2  # the claim and the validation (the open held no details)
+    assert counts["events"] == 2  # the claim and the validation (opened on the web: no details yet)
     for event in stored_events(runtime, account.id, session=code):
         user = event.data["user"]
         assert (user["email"], user["phone"], user["firstname"]) == ("", "", ""), event.type
