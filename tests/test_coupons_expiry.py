@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
 import httpx2
+from sqlalchemy import select
 
 from conftest import LiveServer
 from coupons_fixtures import Acct, bulk_sessions, create_campaign, open_session, session_status
+from directories_fixtures import make_campaign
 from helpers import assert_error, assert_ok
+from opencoupon.coupons import expiry, repository, service
+from opencoupon.coupons.sessions import new_session
 from opencoupon.kit import clock
-from opencoupon.models import Account
+from opencoupon.models import Account, Campaign, CouponSession
 from opencoupon.runtime import Runtime
 
 Move = Callable[[dt.timedelta], None]
@@ -247,3 +252,82 @@ def test_pages_show_the_last_valid_moment_in_the_account_time_zone(
         assert "Valid until 05 January 2027 11:30 (UTC)." in phone.get(location).text
         _move_to(clock_offset, dt.datetime(2027, 1, 5, 11, 31, 0))
         assert "It was valid until 05 January 2027 11:30 (UTC)." in phone.get(location).text
+
+
+STATE_ZONES = ["UTC", "Pacific/Kiritimati", "Pacific/Pago_Pago", "America/Santiago", "Asia/Kathmandu"]
+
+
+def test_the_dashboard_state_filter_agrees_with_the_state_at_time_zone_and_expiry_edges(
+    runtime: Runtime, account: Acct
+) -> None:
+    """The sessions table filters by state in SQL (repository.sessions_table) and shows the state
+    computed in Python (service.state); a filter that disagreed listed a session under a word the
+    table did not show. Random campaigns (each expiry mode, start dates at the window's edge,
+    inactive ones) in zones far from UTC, sessions in every condition, and `now` at the local end
+    of the expiry day and a microsecond before it: each filter lists exactly the sessions whose
+    state is its word."""
+    rnd = random.Random(7)
+    base = dt.datetime(2025, 3, 30, 12, 0, 0)
+    mismatches = []
+    for trial in range(20):
+        zone = rnd.choice(STATE_ZONES)
+        tz = expiry.zone(zone)
+        expiry_day = (base + dt.timedelta(days=rnd.randint(-2, 2))).date()
+        starts = [
+            None,
+            base - dt.timedelta(hours=3),
+            base + dt.timedelta(minutes=30),
+            base - dt.timedelta(minutes=60),
+        ]
+        campaign_ref = make_campaign(
+            runtime,
+            account.id,
+            status=rnd.choice(["active", "active", "inactive"]),
+            expiry_mode=rnd.choice(["none", "fixed_date", "after_open", "after_claim"]),
+            expiry_minutes=rnd.choice([None, 0, 1, 60, 1440]),
+            expiry_date=expiry_day,
+            start_at=rnd.choice(starts),
+            validations_per_session=rnd.choice([1, 2, 3]),
+        )
+
+        def moment() -> dt.datetime | None:
+            minutes = rnd.choice([0, 1, 59, 60, 61, 1440, 3000])
+            return rnd.choice(
+                [
+                    None,
+                    base - dt.timedelta(minutes=minutes),
+                    base - dt.timedelta(minutes=60, microseconds=1),
+                    base,
+                ]
+            )
+
+        with runtime.db.transaction() as session:
+            owner = session.get(Account, account.id)
+            assert owner is not None
+            owner.timezone = zone
+            campaign = session.get(Campaign, campaign_ref.id)
+            assert campaign is not None
+            for _ in range(15):
+                row = new_session(session, campaign)
+                row.opened_at, row.claimed_at, row.expires_at = moment(), moment(), moment()
+                row.locked = rnd.random() < 0.15
+                row.link_status = "voided" if rnd.random() < 0.15 else "normal"
+                row.validation_count = rnd.choice([0, 0, 1, 2, 3])
+        day_end = expiry.end_of_local_day(expiry_day, tz)
+        moments = [base, day_end, day_end - dt.timedelta(microseconds=1), base + dt.timedelta(minutes=30)]
+        with runtime.db.read() as session:
+            campaign = session.get(Campaign, campaign_ref.id)
+            assert campaign is not None
+            rows = list(
+                session.scalars(select(CouponSession).where(CouponSession.campaign_id == campaign.id))
+            )
+            for now in moments:
+                shown = {row.id: service.state(campaign, row, tz, now) for row in rows}
+                for word in repository.SESSION_STATE_FILTERS:
+                    listed = {
+                        r.id for r in repository.sessions_table(session, campaign, tz=tz, now=now, state=word)
+                    }
+                    expected = {row_id for row_id, state in shown.items() if state == word}
+                    if listed != expected:
+                        mismatches.append((trial, zone, now, word, sorted(listed ^ expected)[:3]))
+    assert not mismatches, mismatches[:5]
