@@ -101,9 +101,11 @@ class SessionFlags(V3Request):
     validate_: bool | None = Field(default=None, alias="validate")
     void: bool | None = None
     lock: bool | None = None
-    validation_value: Str | None = None
+    # PHP forms post every field: an empty (or blank) amount or value is not given, so it neither
+    # counts as an action nor wipes the stored value.
+    validation_value: Annotated[Str | None, BeforeValidator(_blank_is_none)] = None
     # coupon_sessions.value is 200 characters: longer answers 300 instead of a database error.
-    value: Annotated[Str, Field(max_length=200)] | None = None
+    value: Annotated[Annotated[Str, Field(max_length=200)] | None, BeforeValidator(_blank_is_none)] = None
 
 
 class SessionUpdate(SessionFlags):

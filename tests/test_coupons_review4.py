@@ -1,0 +1,66 @@
+"""Fourth review of the coupons area, calls sent as the vendor's PHP samples send them: empty
+`validation_value=`/`value=` form fields are not given, amounts round half-up to the cent, coupon/info
+counts single-use links' own validation codes, and usage paging survives a removal between pages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx2
+
+from conftest import TestAccount
+from coupons_fixtures import bulk_sessions, create_campaign, session_status
+from helpers import assert_error, assert_ok
+from opencoupon.runtime import Runtime
+
+
+def _form(account: TestAccount, path: str, **fields: Any) -> httpx2.Response:
+    """A form POST, as PHP's curl with an array of fields sends it."""
+    return account.client.post(path, data=fields, headers=account.headers)
+
+
+# ---------------------------------------------------------------- 1. empty amount and value fields
+
+
+def test_empty_amount_and_value_fields_are_not_given(account: TestAccount, runtime: Runtime) -> None:
+    """A blank `validation_value=` or `value=` counted as an action: a misspelt flag plus the empty
+    fields answered OK without validating, and the empty `value` wiped the stored one."""
+    campaign = create_campaign(account)
+    code, other = bulk_sessions(runtime, campaign["id"], 2)
+    assert_ok(_form(account, "/v3/couponsession/update", couponsession=code, value="POS-77"))
+    # `validation=true` is a misspelt `validate`: nothing is asked for, whatever the empty fields.
+    for empties in ({"validation_value": "", "value": ""}, {"validation_value": ""}, {"value": " "}):
+        refused = _form(account, "/v3/couponsession/update", couponsession=code, validation="true", **empties)
+        assert_error(refused, 422, 200)
+        many = _form(
+            account,
+            "/v3/couponsession/update/multiple",
+            couponsessions=f"{code},{other}",
+            validation="true",
+            **empties,
+        )
+        assert_error(many, 422, 200)
+    assert session_status(account, code)["value"] == "POS-77"
+    # With a real action the empty fields leave the stored values alone.
+    validated = assert_ok(
+        _form(
+            account,
+            "/v3/couponsession/update",
+            couponsession=code,
+            validate="true",
+            validation_value="",
+            value="",
+        )
+    )
+    assert validated["data"]["status"]["validations"] == "1"
+    assert validated["data"]["status"]["value"] == "POS-77"
+    assert_ok(_form(account, "/v3/couponsession/update", couponsession=code, validation_value="3.10"))
+    kept = assert_ok(_form(account, "/v3/couponsession/update", couponsession=code, lock="true", value=""))
+    assert (kept["data"]["status"]["value"], kept["data"]["status"]["validation_value"]) == ("POS-77", "3.10")
+    many = assert_ok(
+        _form(
+            account, "/v3/couponsession/update/multiple", couponsessions=[code, other], lock="false", value=""
+        )
+    )
+    assert many["amount_succeeded"] == "2"
+    assert session_status(account, code)["value"] == "POS-77"
