@@ -15,7 +15,8 @@ from sqlalchemy import select
 from conftest import LiveServer, TestAccount
 from helpers import assert_error, assert_ok
 from loyalty_fixtures import CARDS, create_card, create_holder, grants_of, ledger_of, reward_campaign, update
-from opencoupon.models import Event, LoyaltyHolder
+from opencoupon.kit.clock import utcnow
+from opencoupon.models import Campaign, Event, LoyaltyHolder
 from opencoupon.runtime import Runtime
 
 
@@ -81,6 +82,54 @@ def test_a_reward_of_a_deleted_campaign_is_not_reached(account: TestAccount, run
     grants = grants_of(runtime, int(user["ID"]))
     assert len(grants) == 1
     assert grants[0][2] is not None  # with its coupon session
+
+
+def _change_campaign(runtime: Runtime, public_id: str, **values: Any) -> None:
+    with runtime.db.transaction() as session:
+        campaign = session.get(Campaign, int(public_id.removeprefix("cam_")))
+        assert campaign is not None
+        for name, value in values.items():
+            setattr(campaign, name, value)
+
+
+def test_a_reward_of_an_inactive_ended_or_expired_campaign_waits_until_it_can_be_used(
+    account: TestAccount, runtime: Runtime
+) -> None:
+    """A reward whose campaign cannot give a usable coupon is not issued as a dead coupon and not
+    used up: the next addition on the same card, once the campaign is usable, issues it."""
+    inactive = reward_campaign(runtime, account.id, "Inactive")
+    ended = reward_campaign(runtime, account.id, "Ended")
+    expired = reward_campaign(runtime, account.id, "Expired")
+    later = reward_campaign(runtime, account.id, "Starts later")
+    kept = reward_campaign(runtime, account.id, "Kept")
+    yesterday = utcnow() - dt.timedelta(days=1)
+    _change_campaign(runtime, inactive, status="inactive")
+    _change_campaign(runtime, ended, end_at=yesterday)
+    _change_campaign(runtime, expired, expiry_mode="fixed_date", expiry_date=yesterday.date())
+    _change_campaign(runtime, later, start_at=utcnow() + dt.timedelta(days=2))
+    card = create_card(
+        account,
+        stamps_per_reward=10,
+        rewards=[
+            {"threshold": 2, "campaign": inactive},
+            {"threshold": 3, "campaign": ended},
+            {"threshold": 4, "campaign": expired},
+            {"threshold": 5, "campaign": later},
+            {"threshold": 5, "campaign": kept},
+        ],
+    )
+    user = create_holder(account, card["id"])
+    reached = assert_ok(update(account, card["id"], user["ID"], stamps=5))["rewards_reached"]
+    # A campaign that starts later still gives a coupon: it waits for the start.
+    assert sorted(r["campaign"] for r in reached) == sorted([later, kept])
+    assert len(grants_of(runtime, int(user["ID"]))) == 2
+    _change_campaign(runtime, inactive, status="active")
+    _change_campaign(runtime, expired, expiry_date=(utcnow() + dt.timedelta(days=30)).date())
+    again = assert_ok(update(account, card["id"], user["ID"], stamps=1))["rewards_reached"]
+    assert sorted(r["campaign"] for r in again) == sorted([inactive, expired])
+    assert all(r["couponsession"] for r in again)
+    assert assert_ok(update(account, card["id"], user["ID"], stamps=1))["rewards_reached"] == []
+    assert len(grants_of(runtime, int(user["ID"]))) == 4
 
 
 def test_a_lowered_goal_does_not_stop_a_large_balance_from_collecting(

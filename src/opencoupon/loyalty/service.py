@@ -14,13 +14,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from opencoupon.accounts import service as accounts
-from opencoupon.coupons.service import check_pin
+from opencoupon.coupons import expiry
+from opencoupon.coupons.service import account_zone, check_pin
 from opencoupon.coupons.sessions import new_session, session_path
 from opencoupon.errors import ApiError, bad_value, not_allowed
 from opencoupon.events import service as events
@@ -751,7 +753,7 @@ def change_balance(
     if delta > 0 and card.type != "membership":
         # The goal as committed now, with the card's row held: an edit of the goal and rewards
         # racing this addition is wholly before it or wholly after it (the card loaded with the
-        # request may have the goal from before an edit whose rewards `_reachable_rewards` would
+        # request may have the goal from before an edit whose rewards `reachable_rewards` would
         # read). Taken before the holder's row, in the order joins and links take theirs.
         goal = repo.reward_goal_held(session, card.id)
     apply_expiry(session, runtime, card, holder, now)
@@ -764,7 +766,7 @@ def change_balance(
     rewards: list[LoyaltyReward] = []
     campaigns: dict[int, Campaign] = {}
     if goal:
-        rewards, campaigns = _reachable_rewards(session, card)
+        rewards, campaigns = reachable_rewards(session, card, now)
         # The cards this addition completes, checked on the balance the UPDATE returned, so races
         # cannot pass it; the caller's transaction (or savepoint) rolls the addition back. A
         # balance already past a lowered goal is completed card by card over later additions.
@@ -821,18 +823,34 @@ def change_balance(
     return change
 
 
-def _reachable_rewards(
-    session: Session, card: LoyaltyCard
+def campaign_gives_coupons(campaign: Campaign, tz: ZoneInfo, now: dt.datetime) -> bool:
+    """Whether a session of `campaign` made now would be a usable coupon: not deleted, inactive or
+    ended, and its fixed expiry date not past (a campaign that starts later still gives one: its
+    session waits for the start, as a single-use link made in advance does)."""
+    if campaign.status != "active" or campaign.deleted_at is not None:
+        return False
+    if campaign.end_at is not None and now >= campaign.end_at:
+        return False
+    if campaign.expiry_mode == "fixed_date" and campaign.expiry_date is not None:
+        return now < expiry.end_of_local_day(campaign.expiry_date, tz)
+    return True
+
+
+def reachable_rewards(
+    session: Session, card: LoyaltyCard, now: dt.datetime
 ) -> tuple[list[LoyaltyReward], dict[int, Campaign]]:
     """The card's rewards an addition can reach, with their campaigns. A reward whose coupon
-    campaign was deleted has no coupon to give: it is not reached (and not used up), rather than
-    reached with nothing."""
+    campaign cannot give a usable coupon now (deleted, inactive, ended, past its fixed expiry
+    date) is not reached and not used up, rather than issued as a dead coupon: the holder's next
+    addition on the same card, once the campaign can be used again, issues it."""
     rewards = repo.rewards(session, card.id)
     campaigns = repo.campaigns_by_id(session, {r.campaign_id for r in rewards if r.campaign_id})
+    tz = account_zone(session, card.account_id)
     reachable = [
         r
         for r in rewards
-        if not r.campaign_id or (r.campaign_id in campaigns and campaigns[r.campaign_id].deleted_at is None)
+        if not r.campaign_id
+        or (r.campaign_id in campaigns and campaign_gives_coupons(campaigns[r.campaign_id], tz, now))
     ]
     return reachable, campaigns
 
