@@ -64,3 +64,24 @@ def test_empty_amount_and_value_fields_are_not_given(account: TestAccount, runti
     )
     assert many["amount_succeeded"] == "2"
     assert session_status(account, code)["value"] == "POS-77"
+
+
+# ---------------------------------------------------------------- 4. half a cent rounds up
+
+
+def test_an_amount_of_half_a_cent_rounds_up(account: TestAccount, runtime: Runtime) -> None:
+    """`validation_value` was rounded half-to-even (12.505 → 12.50, 12.515 → 12.52), so the amounts
+    a business reported disagreed by a cent with its tills, which round half-up."""
+    campaign = create_campaign(account)
+    (code,) = bulk_sessions(runtime, campaign["id"], 1)
+    for sent, kept in (("12.505", "12.51"), ("12.515", "12.52"), ("12,504", "12.50"), ("0.005", "0.01")):
+        answer = assert_ok(
+            _form(account, "/v3/couponsession/update", couponsession=code, validation_value=sent)
+        )
+        assert answer["data"]["status"]["validation_value"] == kept, sent
+    validated = assert_ok(
+        _form(
+            account, "/v3/couponsession/update", couponsession=code, validate="true", validation_value="7.125"
+        )
+    )
+    assert validated["data"]["status"]["validation_value"] == "7.13"

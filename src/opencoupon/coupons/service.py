@@ -8,7 +8,7 @@ import datetime as dt
 import hashlib
 import hmac
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -648,7 +648,8 @@ def parse_money(raw: str | None) -> Decimal | None:
         raise bad_value("validation_value", "Use a number such as 12.50.") from None
     if not amount.is_finite() or amount < 0 or amount >= Decimal("1e12"):
         raise bad_value("validation_value", "Use a number such as 12.50.")
-    return amount.quantize(Decimal("0.01"))
+    # Half a cent rounds up (12.505 → 12.51), as tills and receipts round money.
+    return amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
 
 def validate(
