@@ -21,6 +21,7 @@ from select import select as select_fds
 
 import pytest
 from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.engine import make_url
 
 from conftest import ISSUED_SECRETS, TestAccount
 from helpers import assert_error, assert_ok
@@ -457,6 +458,21 @@ def test_a_worker_waits_for_an_unreachable_database_and_stops_on_sigterm(tmp_pat
             if worker.poll() is None:
                 worker.kill()
                 worker.wait()
+
+
+def test_a_worker_does_not_wait_for_settings_that_cannot_work(settings: Settings, tmp_path: Path) -> None:
+    """A wrong password or a database that does not exist does not pass by itself: the worker
+    exits at once with one line (status 1, which a supervisor reports) instead of waiting."""
+    if not settings.database_url.startswith("postgres"):
+        pytest.skip("needs the suite's PostgreSQL server (the PostgreSQL run)")
+    parsed = make_url(normalize_url(settings.database_url))
+    wrong_password = parsed.set(password="not-the-password")
+    no_database = parsed.set(database=f"absent_{time.time_ns()}")
+    for url, says in ((wrong_password, "password authentication failed"), (no_database, "does not exist")):
+        err = _refused(_cli_env(url.render_as_string(hide_password=False), tmp_path / "var"), "worker")
+        assert err.startswith("error: cannot open the database ("), err
+        assert says in err, err
+        assert "not-the-password" not in err
 
 
 def test_a_worker_does_not_wait_for_a_database_of_a_newer_version(scratch_url: str, tmp_path: Path) -> None:

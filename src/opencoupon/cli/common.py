@@ -94,6 +94,17 @@ def require_migrated(url: str) -> None:
         fail(NOT_MIGRATED)
 
 
+# What a database server answers to settings that are wrong rather than early: a wrong password,
+# a database or user that does not exist, an address it does not accept (PostgreSQL's messages;
+# its driver gives no SQLSTATE for them). "starting up" or "too many clients" pass by themselves.
+LASTING_REFUSALS = (
+    "password authentication failed",
+    "does not exist",
+    "no pg_hba.conf entry",
+    "unable to open database file",
+)
+
+
 def schema_not_ready(url: str) -> str | None:
     """Why the database cannot be used yet, for a process that may wait for it (unreachable, or
     not migrated yet): one line, or None once it is up to date. A database migrated by a newer
@@ -108,6 +119,8 @@ def schema_not_ready(url: str) -> str | None:
         reason = explain(exc)
         if reason is None:
             raise  # a bug keeps its traceback
+        if any(part in reason for part in LASTING_REFUSALS):
+            fail(reason)  # waiting would not change it: exit, so a supervisor reports the failure
         return reason
     unknown = sorted(current - known)
     if unknown:
