@@ -271,3 +271,44 @@ def test_join_as_json(http: httpx2.Client, account: Acc) -> None:
     assert joined.status_code == 201
     assert joined.json()["user"]["email"] == "js@example.com"
     assert joined.json()["url"].startswith(f"http://testserver.local/l/{card['code']}/")
+
+
+def test_the_holder_page_promises_only_rewards_that_will_be_issued_and_tells_of_a_completed_card(
+    http: httpx2.Client, account: Acc, runtime: Runtime
+) -> None:
+    """A reward already won on the current card is not issued again when the balance climbs back
+    to it (after a spend or an expiry): the page does not promise it. A stamp on the phone that
+    completes the card says so and names the reward it issued."""
+    cookie = reward_campaign(runtime, account.id, "Free cookie")
+    coffee = reward_campaign(runtime, account.id, "Free coffee")
+    card = create_card(
+        account,
+        type="stamp",
+        stamps_per_reward=10,
+        rewards=[
+            {"threshold": 5, "campaign": cookie, "name": "Free cookie"},
+            {"threshold": 10, "campaign": coffee, "name": "Free coffee"},
+        ],
+        pin="4321",
+    )
+    location = join(http, card["code"], first_name="Bo", email="bo@example.com").headers["location"]
+    holder = assert_ok(account.call("/v3/loyaltyusers/list", loyaltycard=str(card["id"])))["users"][0]
+    assert "5 more for: <strong>Free cookie</strong>" in http.get(location).text
+    assert len(assert_ok(update(account, card["id"], holder["ID"], stamps=5))["rewards_reached"]) == 1
+    assert_ok(update(account, card["id"], holder["ID"], stamps=-3))
+    page = http.get(location).text
+    assert "Free cookie</strong>" not in page
+    assert "8 more for: <strong>Free coffee</strong>" in page
+    assert 'Free cookie <span class="muted">(won on this card)</span>' in page
+    stamped = http.post(
+        location + "/collect", data={"form_token": form_token(page), "pin": "4321", "amount": "9"}
+    )
+    assert stamped.status_code == 303
+    told = http.get(stamped.headers["location"]).text
+    assert "Added 9 stamps: the card is complete. A new card has started with 1 stamp." in told
+    coffee_session = reward_sessions(runtime, coffee)[0]
+    assert 'Reward reached: <a href="/p/' in told
+    assert f'/{coffee_session.code}">Free coffee</a>.' in told
+    assert "Free cookie</a>." not in told.split("Reward reached")[1].split("</p>")[0]
+    # On the new card both rewards are ahead again.
+    assert "4 more for: <strong>Free cookie</strong>" in told

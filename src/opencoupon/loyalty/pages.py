@@ -64,11 +64,13 @@ def _qr_svg(data: str) -> str:
     return str(qr_codes.make(data).svg_inline(scale=5, dark="#1d2330"))
 
 
-def _progress(card: LoyaltyCard, holder: LoyaltyHolder, rewards: list[dict[str, Any]]) -> dict[str, Any]:
+def _progress(card: LoyaltyCard, holder: LoyaltyHolder, issuable: list[dict[str, Any]]) -> dict[str, Any]:
+    """The balance on the current card and the next reward an addition would really issue
+    (`issuable`: the rewards not yet won on this card whose campaign gives a coupon now)."""
     unit = service.unit_of(card)
     balance = int(getattr(holder, unit))
     goal = card.reward_goal or 0
-    upcoming = [r for r in rewards if r["threshold"] > balance]
+    upcoming = [r for r in issuable if r["threshold"] > balance]
     return {
         "unit": unit,
         "balance": balance,
@@ -87,14 +89,23 @@ def _card_context(
     rewards = repo.rewards(session, card.id)
     campaigns = repo.campaigns_by_id(session, {r.campaign_id for r in rewards if r.campaign_id})
     reward_list = [service.reward_public(r, campaigns) for r in rewards]
+    grants = repo.grants_with_sessions(session, holder.id)
+    # A reward is issued once per card (a grant per reward row and cycle): one already won on the
+    # current card is not issued again when the balance climbs back to it after a spend or an
+    # expiry, and one whose campaign gives no coupon now is not issued either.
+    won_on_this_card = {grant.reward_id for grant, _, _, _ in grants if grant.cycle == holder.cycle}
+    reachable, _ = service.reachable_rewards(session, card, utcnow())
+    issuable_ids = {r.id for r in reachable} - won_on_this_card
+    issuable = [public for r, public in zip(rewards, reward_list, strict=True) if r.id in issuable_ids]
     staff_url = runtime.url(f"/l/{card.code}/staff?holder={holder.short_code}")
     return {
         "brand": branding.for_account(session, card.account_id),
         "card": card,
         "holder": holder,
         "rewards": reward_list,
-        "progress": _progress(card, holder, reward_list),
-        "won": service.rewards_won(runtime, repo.grants_with_sessions(session, holder.id)),
+        "rewards_won_on_this_card": [r.id in won_on_this_card for r in rewards],
+        "progress": _progress(card, holder, issuable),
+        "won": service.rewards_won(runtime, grants),
         "qr_svg": _qr_svg(staff_url),
         "staff_url": staff_url,
         "can_stamp": bool(card.pin_digest) and card.active and not holder.voided,
@@ -505,13 +516,16 @@ def staff_collect(
 
 
 def _added(raw: str) -> int:
-    """The stamps shown as just added (`?added=`, set by the page's own stamping): digits only, at
-    most MAX_FORM_AMOUNT; anything else shows none (it was an API error envelope, not a page)."""
+    """The stamps shown as just added (`?added=`, set by the page's own stamping; also the cards it
+    completed and the rewards it issued): digits only, at most MAX_FORM_AMOUNT; anything else shows
+    none (it was an API error envelope, not a page)."""
     return min(int(raw), MAX_FORM_AMOUNT) if ids.is_number(raw) and len(raw) <= 9 else 0
 
 
 @router.get("/l/{code}/{token}")
-def card_page(request: Request, code: str, token: str, added: str = "") -> Response:
+def card_page(
+    request: Request, code: str, token: str, added: str = "", completed: str = "", reached: str = ""
+) -> Response:
     runtime = web.runtime_of(request)
     with runtime.db.transaction() as session:
         card = repo.card_by_code(session, code)
@@ -530,6 +544,9 @@ def card_page(request: Request, code: str, token: str, added: str = "") -> Respo
         title=card.name,
         form_token=web.form_token(runtime, cookie),
         added=_added(added),
+        completed=_added(completed),
+        # The rewards the page's own stamping just issued: the newest of the holder's own coupons.
+        reached=ctx["won"][: _added(reached)],
         error="",
     )
     # The card page holds the staff PIN form: no frames, as on the staff pages; its address is the
@@ -575,10 +592,18 @@ def card_collect(
             title=card.name,
             form_token=web.form_token(runtime, cookie),
             added=0,
+            completed=0,
+            reached=[],
             error=outcome.error or str(result["error"]),
         )
         status = refused_status
         return web.with_csrf_cookie(
             private_page(render(request, "loyalty/card.html", ctx, status_code=status)), request, cookie
         )
-    return RedirectResponse(f"/l/{card.code}/{token}?added={result.get('added', 0)}", status_code=303)
+    # What the stamp did, for the card page to say: the cards it completed and the rewards it issued.
+    answer = f"added={result.get('added', 0)}"
+    if result.get("cards_completed"):
+        answer += f"&completed={result['cards_completed']}"
+    if result.get("rewards"):
+        answer += f"&reached={len(result['rewards'])}"
+    return RedirectResponse(f"/l/{card.code}/{token}?{answer}", status_code=303)
