@@ -15,13 +15,13 @@ import httpx2
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from conftest import free_port
 from distribution_fixtures import CampaignRef, DroppingServer, SmtpHandler, SmtpServer, make_campaign
-from helpers import assert_error, assert_ok
+from helpers import assert_error, assert_ok, race
 from opencoupon.config import Settings
-from opencoupon.models import Account, CouponSession, DistributionSend, Job
+from opencoupon.models import Account, CouponSession, DistributionSend, EmailIntegration, Job
 from opencoupon.runtime import Runtime
 from opencoupon.worker.runner import Runner
 
@@ -534,6 +534,45 @@ def test_the_stored_smtp_password_is_not_kept_for_another_server_or_login(
     assert ("mailer", "the-real-S3cret") not in logins
     assert logins == [("mailer", "own-server-pass")]
     assert len(handler.to("y@example.org")) == 1
+
+
+def test_a_host_change_racing_the_owners_password_never_gets_the_password(
+    runtime: Runtime, account: Any, live_server: Any, remember_secret: Any
+) -> None:
+    """The owner saves the password while another client (who cleared it before) points the host
+    elsewhere without it, both at once. On PostgreSQL the host change read the row before the
+    owner's commit, passed the "give the password again" check and was then written over it: the
+    owner's password stored for the other host (130 of 150 trials). Whatever the order, the
+    password now stays with the owner's host."""
+    password = "owner-Secret-77"
+    remember_secret(password)
+    common = {"tls": "none", "port": 2525, "sender_email": "coupons@shop.example"}
+    owner_put = {"host": "smtp.shop.example", "password": password, **common}
+    other_put = {"host": "evil.example", **common}
+    configure_smtp(account, 2525, host="smtp.shop.example")
+    clients = [httpx2.Client(base_url=live_server.url, timeout=30) for _ in range(2)]
+    try:
+        for _ in range(40):
+            with runtime.db.transaction() as session:
+                session.execute(
+                    update(EmailIntegration)
+                    .where(EmailIntegration.account_id == account.id)
+                    .values(host="smtp.shop.example", password_encrypted="")
+                )
+            owner, other = race(
+                2,
+                lambda i: clients[i].put(
+                    "/v4/integrations/email", json=(owner_put, other_put)[i], headers=account.headers
+                ),
+            )
+            assert owner.status_code == 200, owner.text
+            if other.status_code != 200:  # after the owner's PUT: the password must be given
+                assert_error(other, 422, 200)
+            view = account.client.get("/v4/integrations/email", headers=account.headers).json()
+            assert (view["host"], view["password_set"]) == ("smtp.shop.example", True), (view, other.text)
+    finally:
+        for client in clients:
+            client.close()
 
 
 def test_temporary_smtp_refusals_are_retried_with_backoff_then_succeed(

@@ -15,12 +15,18 @@ PAGE_SIZE = 100
 PENDING = ("queued", "sending", "retrying")
 
 
-def email_integration(session: Session, account_id: int) -> EmailIntegration | None:
-    return session.scalar(select(EmailIntegration).where(EmailIntegration.account_id == account_id))
+def email_integration(session: Session, account_id: int, *, lock: bool = False) -> EmailIntegration | None:
+    """`lock`: hold the row until commit (PostgreSQL), so a PUT checks what it overwrites: the
+    latest committed row, not one another PUT is changing. SQLite transactions already run one
+    at a time."""
+    query = select(EmailIntegration).where(EmailIntegration.account_id == account_id)
+    return session.scalar(query.with_for_update() if lock else query)
 
 
-def sms_integration(session: Session, account_id: int) -> SmsIntegration | None:
-    return session.scalar(select(SmsIntegration).where(SmsIntegration.account_id == account_id))
+def sms_integration(session: Session, account_id: int, *, lock: bool = False) -> SmsIntegration | None:
+    """`lock`: as for email_integration."""
+    query = select(SmsIntegration).where(SmsIntegration.account_id == account_id)
+    return session.scalar(query.with_for_update() if lock else query)
 
 
 def campaign(session: Session, campaign_id: int, scope: ColumnElement[bool] | None = None) -> Campaign | None:

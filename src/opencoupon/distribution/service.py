@@ -388,7 +388,9 @@ def put_email_integration(ctx: ApiContext, req: EmailIntegrationIn) -> dict[str,
         sender_name="",
         sender_email=req.sender_email,
     )
-    row = repo.email_integration(ctx.session, ctx.account.id)
+    # Locked: the "give the password again" check and the write see the same row version (two
+    # PUTs at once, one changing the host, one the password, must not combine).
+    row = repo.email_integration(ctx.session, ctx.account.id, lock=True)
     assert row is not None
     # A field the PUT leaves out (or sends as null) keeps its stored value; "" clears a text.
     tls = req.tls if "tls" in req.model_fields_set else row.tls_mode
@@ -465,7 +467,7 @@ def put_sms_integration(ctx: ApiContext, req: SmsIntegrationIn) -> dict[str, Any
             token_encrypted="",
             sender=sender or "",
         )
-    row = repo.sms_integration(ctx.session, ctx.account.id)
+    row = repo.sms_integration(ctx.session, ctx.account.id, lock=True)  # as for email
     if row is None:
         # The first settings need the token.
         raise missing("auth_token")
