@@ -3,6 +3,7 @@ the holder's code on the staff page, idempotent forms, voided holders, JSON answ
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any
 
@@ -11,6 +12,8 @@ import httpx2
 from conftest import TestAccount as Acc
 from helpers import assert_ok
 from loyalty_fixtures import create_card, create_holder, ledger_of, reward_campaign, reward_sessions, update
+from opencoupon.kit.clock import utcnow
+from opencoupon.models import Campaign
 from opencoupon.runtime import Runtime
 
 
@@ -312,3 +315,47 @@ def test_the_holder_page_promises_only_rewards_that_will_be_issued_and_tells_of_
     assert "Free cookie</a>." not in told.split("Reward reached")[1].split("</p>")[0]
     # On the new card both rewards are ahead again.
     assert "4 more for: <strong>Free cookie</strong>" in told
+
+
+def test_the_holder_page_shows_which_reward_coupons_are_used_expired_or_open(
+    http: httpx2.Client, account: Acc, runtime: Runtime
+) -> None:
+    used = reward_campaign(runtime, account.id, "Used one")
+    expired = reward_campaign(runtime, account.id, "Expired one")
+    still_open = reward_campaign(runtime, account.id, "Open one")
+    card = create_card(
+        account,
+        type="stamp",
+        stamps_per_reward=10,
+        rewards=[
+            {"threshold": 2, "campaign": used},
+            {"threshold": 4, "campaign": expired},
+            {"threshold": 6, "campaign": still_open},
+        ],
+    )
+    location = join(http, card["code"], first_name="Su", email="su@example.com").headers["location"]
+    holder = assert_ok(account.call("/v3/loyaltyusers/list", loyaltycard=str(card["id"])))["users"][0]
+    reached = assert_ok(update(account, card["id"], holder["ID"], stamps=6))["rewards_reached"]
+    assert len(reached) == 3
+    used_code = next(r["couponsession"] for r in reached if r["campaign"] == used)
+    assert_ok(account.call("/v3/couponsession/update", couponsession=used_code, validate=True))
+    with runtime.db.transaction() as session:
+        campaign = session.get(Campaign, int(expired.removeprefix("cam_")))
+        assert campaign is not None
+        campaign.expiry_mode = "fixed_date"
+        campaign.expiry_date = (utcnow() - dt.timedelta(days=2)).date()
+    page = http.get(location).text
+    items = re.findall(
+        r"<li><a href=\"[^\"]+\">([^<]+)</a> <span [^>]*data-state=\"(\w+)\">(\w+)</span>", page
+    )
+    assert sorted(items) == [
+        ("Expired one", "expired", "Expired"),
+        ("Open one", "open", "Open"),
+        ("Used one", "validated", "Used"),
+    ]
+    won = http.get(location, headers={"accept": "application/json"}).json()["won"]
+    assert sorted((w["name"], w["state"]) for w in won) == [
+        ("Expired one", "expired"),
+        ("Open one", "open"),
+        ("Used one", "validated"),
+    ]

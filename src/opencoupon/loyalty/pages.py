@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from starlette.requests import Request
 
 from opencoupon import branding, web
 from opencoupon.coupons import gates
+from opencoupon.coupons import service as coupons_service
 from opencoupon.errors import ApiError
 from opencoupon.kit import idempotency, ids
 from opencoupon.kit.clock import utcnow
@@ -27,7 +29,14 @@ from opencoupon.kit.lockout import BACKSTOP_FACTOR, GuessLimit, Lockout
 from opencoupon.kit.ratelimit import retry_after_header
 from opencoupon.loyalty import repository as repo
 from opencoupon.loyalty import service
-from opencoupon.models import LoyaltyCard, LoyaltyHolder
+from opencoupon.models import (
+    Campaign,
+    CouponSession,
+    LoyaltyCard,
+    LoyaltyHolder,
+    LoyaltyReward,
+    LoyaltyRewardGrant,
+)
 from opencoupon.pages import private_page, render, render_error_page
 from opencoupon.qr import codes as qr_codes
 from opencoupon.runtime import Runtime
@@ -83,6 +92,38 @@ def _progress(card: LoyaltyCard, holder: LoyaltyHolder, issuable: list[dict[str,
     }
 
 
+# What the holder reads of each reward coupon's state (coupons.service.state's words).
+WON_STATE_LABELS = {
+    "open": "Open",
+    "claimed": "Open",
+    "scheduled": "Not valid yet",
+    "validated": "Used",
+    "expired": "Expired",
+    "voided": "Voided",
+    "removed": "Removed",
+    "locked": "Locked",
+    "inactive": "Not active",
+}
+
+
+def _won_with_states(
+    session: Session,
+    runtime: Runtime,
+    card: LoyaltyCard,
+    grants: Sequence[tuple[LoyaltyRewardGrant, LoyaltyReward, CouponSession | None, Campaign | None]],
+) -> list[dict[str, Any]]:
+    """The holder's reward coupons, each with its state now (open, validated, expired, …), so the
+    holder can tell which ones can still be redeemed."""
+    won = service.rewards_won(runtime, grants)
+    tz = coupons_service.account_zone(session, card.account_id)
+    now = utcnow()
+    for item, (_, _, coupon, campaign) in zip(won, grants, strict=True):
+        word = coupons_service.state(campaign, coupon, tz, now) if coupon and campaign else ""
+        item["state"] = word
+        item["state_label"] = WON_STATE_LABELS.get(word, "")
+    return won
+
+
 def _card_context(
     session: Session, runtime: Runtime, card: LoyaltyCard, holder: LoyaltyHolder
 ) -> dict[str, Any]:
@@ -105,7 +146,7 @@ def _card_context(
         "rewards": reward_list,
         "rewards_won_on_this_card": [r.id in won_on_this_card for r in rewards],
         "progress": _progress(card, holder, issuable),
-        "won": service.rewards_won(runtime, grants),
+        "won": _won_with_states(session, runtime, card, grants),
         "qr_svg": _qr_svg(staff_url),
         "staff_url": staff_url,
         "can_stamp": bool(card.pin_digest) and card.active and not holder.voided,
@@ -130,7 +171,7 @@ def _holder_json(runtime: Runtime, ctx: dict[str, Any]) -> dict[str, Any]:
         "unit": progress["unit"],
         "reward_goal": card.reward_goal,
         "rewards": ctx["rewards"],
-        "won": [{k: v for k, v in w.items() if k != "path"} for w in ctx["won"]],
+        "won": [{k: v for k, v in w.items() if k not in ("path", "state_label")} for w in ctx["won"]],
     }
 
 
