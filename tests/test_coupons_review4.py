@@ -85,3 +85,39 @@ def test_an_amount_of_half_a_cent_rounds_up(account: TestAccount, runtime: Runti
         )
     )
     assert validated["data"]["status"]["validation_value"] == "7.13"
+
+
+# ---------------------------------------------------------------- 3. paging while links are removed
+
+
+def test_paging_after_a_sequenceid_skips_no_session_when_one_is_removed(
+    account: TestAccount, runtime: Runtime
+) -> None:
+    """`page` is an offset over the sessions not removed: a removal between two fetches moved the
+    5,001st session onto page 1, already read, and page 2 came back empty. `after_sequenceid`
+    (keyset) pages over what the client has seen, so the removal skips nothing."""
+    campaign = create_campaign(account)
+    codes = bulk_sessions(runtime, campaign["id"], 5002, source="single_use", link_status="activated")
+    first = assert_ok(
+        _form(account, "/v3/campaign/data", campaign=campaign["id"], page="1", after_sequenceid="")
+    )
+    assert first["amount_of_results"] == "5000"
+    seen = [item["session"] for item in first["data"]]
+    assert seen == codes[:5000]
+    removed = assert_ok(_form(account, "/v3/singleuse/remove", single_use_code=codes[10]))
+    assert removed["status"] == {"status": "OK"}
+    last = first["data"][-1]["sequenceid"]
+    second = assert_ok(
+        _form(account, "/v3/campaign/data", campaign=campaign["id"], page="1", after_sequenceid=last)
+    )
+    assert [item["session"] for item in second["data"]] == codes[5000:]
+    assert second["amount_of_results"] == "2"
+    # The same for the other three calls, and a negative sequenceid is a bad value.
+    assert_ok(_form(account, "/v3/couponsession/update", couponsession=codes[5001], validate="true"))
+    validations = assert_ok(
+        _form(account, "/v3/campaign/validations", campaign=campaign["id"], after_sequenceid=last)
+    )
+    assert [item["session"] for item in validations["data"]] == [codes[5001]]
+    assert_error(
+        _form(account, "/v3/campaign/opens", campaign=campaign["id"], after_sequenceid="-1"), 422, 300
+    )

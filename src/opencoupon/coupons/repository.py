@@ -157,11 +157,17 @@ def usage_page(
     page: int,
     start: dt.datetime | None,
     end: dt.datetime | None,
+    after_id: int | None = None,
 ) -> list[CouponSession]:
+    """One page of a usage-data call. `page` is an OFFSET over the sessions not removed, so a
+    removal between two fetches moves a session back onto a page already read; `after_id`
+    (keyset on the id, the `sequenceid`) does not move."""
     column = USAGE_COLUMNS[kind]
     query = select(CouponSession).where(
         CouponSession.campaign_id == campaign_id, CouponSession.removed_at.is_(None)
     )
+    if after_id is not None:
+        query = query.where(CouponSession.id > after_id)
     if kind != "data":
         query = query.where(column.is_not(None))
     if start is not None:

@@ -109,7 +109,9 @@ def _usage(ctx: ApiContext, req: UsageData, kind: str) -> dict[str, Any]:
     page = _page(req.page)
     start = _usage_bound("start_date", req.start_date, end=False)
     end = _usage_bound("end_date", req.end_date, end=True)
-    rows = repository.usage_page(ctx.session, campaign.id, kind, page, start, end)
+    if req.after_sequenceid is not None and req.after_sequenceid < 0:
+        raise bad_value("after_sequenceid", "Use the sequenceid of the last session received (0 or more).")
+    rows = repository.usage_page(ctx.session, campaign.id, kind, page, start, end, req.after_sequenceid)
     tz = service.account_zone(ctx.session, campaign.account_id)
     return {
         "campaign": service.campaign_public_id(campaign),
@@ -122,7 +124,10 @@ def _usage(ctx: ApiContext, req: UsageData, kind: str) -> dict[str, Any]:
 
 USAGE_DOC = (
     "Sessions of a campaign, oldest first, {page} a page (`page` starts at 1; a page with fewer "
-    "results is the last). `start_date`/`end_date` (UTC, inclusive) filter on {what}."
+    "results is the last). `start_date`/`end_date` (UTC, inclusive) filter on {what}. "
+    "`after_sequenceid`: only sessions after it; a session removed between two `page` fetches "
+    "shifts the later pages by one, so an export that must see every session sends page 1 with "
+    "the last `sequenceid` it received instead of the next page number."
 )
 
 

@@ -64,6 +64,9 @@ class CouponInfo(CampaignRef):
 
 class UsageData(CampaignRef):
     page: OptionalInt = None
+    # Keyset paging: sessions after this sequenceid. `page` offsets shift when a session is
+    # removed between two fetches; a sequenceid does not.
+    after_sequenceid: OptionalInt = None
     start_date: Str | None = None
     end_date: Str | None = None
 
