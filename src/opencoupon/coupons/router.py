@@ -69,8 +69,9 @@ def _tagged(found: list[Campaign], tags: list[str] | None) -> list[Campaign]:
 @v3_endpoint(router, ["/v3/coupon/info"], CouponInfo, summary="Campaign info", read_only=True)
 def coupon_info(ctx: ApiContext, req: CouponInfo) -> dict[str, Any]:
     """One campaign; with `show_usage_stats`, opens, claims and validations (all-time totals, and
-    per UTC day for the last `stats_days` days, 90 by default) and the custom validation codes in
-    use. Read from per-day counters, never from the sessions."""
+    per UTC day for the last `stats_days` days, 90 by default) and the campaign's own custom
+    validation codes (its imported list or generated codes; codes single-use links carry from
+    their creation are not counted). Read from counters, never from the sessions."""
     campaign = service.get_campaign(ctx, req.campaign)
     info = views.coupon_info(ctx.session, ctx.runtime, campaign)
     if req.show_usage_stats:
