@@ -6,14 +6,16 @@ from __future__ import annotations
 import datetime as dt
 import re
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx2
+from sqlalchemy import select
 
 from conftest import TestAccount as Acc
 from helpers import assert_ok
 from loyalty_fixtures import create_card, create_holder, ledger_of, reward_campaign, reward_sessions, update
 from opencoupon.kit.clock import utcnow
-from opencoupon.models import Campaign
+from opencoupon.models import Account, Campaign, LoyaltyRewardGrant
 from opencoupon.runtime import Runtime
 
 
@@ -359,3 +361,27 @@ def test_the_holder_page_shows_which_reward_coupons_are_used_expired_or_open(
         ("Open one", "open"),
         ("Used one", "validated"),
     ]
+
+
+def test_the_holder_page_shows_reward_dates_in_the_account_time_zone(
+    http: httpx2.Client, account: Acc, runtime: Runtime
+) -> None:
+    with runtime.db.transaction() as session:
+        owner = session.get(Account, account.id)
+        assert owner is not None
+        owner.timezone = "Pacific/Auckland"
+    cam = reward_campaign(runtime, account.id, "Free scone")
+    card = create_card(
+        account, type="stamp", stamps_per_reward=1, rewards=[{"threshold": 1, "campaign": cam}]
+    )
+    location = join(http, card["code"], first_name="Ra", email="ra@example.com").headers["location"]
+    holder = assert_ok(account.call("/v3/loyaltyusers/list", loyaltycard=str(card["id"])))["users"][0]
+    assert_ok(update(account, card["id"], holder["ID"], stamps=1))
+    with runtime.db.read() as session:
+        issued = session.scalars(
+            select(LoyaltyRewardGrant.created_at).where(LoyaltyRewardGrant.holder_id == int(holder["ID"]))
+        ).one()
+    local = issued.replace(tzinfo=dt.UTC).astimezone(ZoneInfo("Pacific/Auckland"))
+    page = http.get(location).text
+    assert f"{local:%d %B %Y %H:%M} (Pacific/Auckland)" in page
+    assert f"{issued:%Y-%m-%d %H:%M}" not in page  # not the raw UTC time

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 
 from opencoupon import branding, web
-from opencoupon.coupons import gates
+from opencoupon.coupons import expiry, gates
 from opencoupon.coupons import service as coupons_service
 from opencoupon.errors import ApiError
 from opencoupon.kit import idempotency, ids
@@ -117,10 +117,13 @@ def _won_with_states(
     won = service.rewards_won(runtime, grants)
     tz = coupons_service.account_zone(session, card.account_id)
     now = utcnow()
-    for item, (_, _, coupon, campaign) in zip(won, grants, strict=True):
+    for item, (grant, _, coupon, campaign) in zip(won, grants, strict=True):
         word = coupons_service.state(campaign, coupon, tz, now) if coupon and campaign else ""
         item["state"] = word
         item["state_label"] = WON_STATE_LABELS.get(word, "")
+        # In the account's time zone, named, as the coupon pages show their dates.
+        local = expiry.utc_to_local(grant.created_at, tz).strftime("%d %B %Y %H:%M")
+        item["created_local"] = f"{local} ({tz})"
     return won
 
 
@@ -171,7 +174,10 @@ def _holder_json(runtime: Runtime, ctx: dict[str, Any]) -> dict[str, Any]:
         "unit": progress["unit"],
         "reward_goal": card.reward_goal,
         "rewards": ctx["rewards"],
-        "won": [{k: v for k, v in w.items() if k not in ("path", "state_label")} for w in ctx["won"]],
+        "won": [
+            {k: v for k, v in w.items() if k not in ("path", "state_label", "created_local")}
+            for w in ctx["won"]
+        ],
     }
 
 
