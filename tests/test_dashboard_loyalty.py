@@ -3,6 +3,11 @@ adjusting with a reason (server-side checks), void/unvoid, CSRF and tenancy."""
 
 from __future__ import annotations
 
+import re
+from urllib.parse import urlsplit
+
+import httpx2
+
 from conftest import LiveServer, TestAccount
 from dashboard_fixtures import YES, browser_fields, post_form, signed_in
 from loyalty_fixtures import CARDS, create_card, create_holder, ledger_of, reward_campaign
@@ -266,3 +271,28 @@ def test_a_reward_of_a_deleted_campaign_is_shown_named_and_can_be_replaced_or_re
     stored = account.client.get(f"{CARDS}/{card['id']}", headers=account.headers).json()
     assert [(r["threshold"], r["campaign"]) for r in stored["rewards"]] == [(1, coffee), (2, muffin)]
     assert stored["description"] == "Changed"
+
+
+def test_a_holder_who_lost_the_card_is_told_to_ask_the_staff_who_find_its_link(
+    live_server: LiveServer, account: TestAccount
+) -> None:
+    """Joining again with the card's email (cookies cleared, another phone) says how to get back;
+    the dashboard's holder page gives the staff the holder's own card link."""
+    card = create_card(account, type="stamp", join_fields=["email"])
+    holder = create_holder(account, card["id"], email="lost@example.com")
+    with httpx2.Client(base_url=live_server.url) as phone:
+        form = phone.get(f"/l/{card['code']}").text
+        token = re.search(r'name="form_token" value="([^"]+)"', form)
+        assert token is not None
+        again = phone.post(
+            f"/l/{card['code']}/join", data={"form_token": token.group(1), "email": "LOST@example.com"}
+        )
+    assert again.status_code == 422
+    assert "ask the staff: they can find your card by your email on their dashboard" in again.text
+    with signed_in(live_server.url, account.email) as web:
+        page = web.get(f"/dashboard/loyalty/{card['id']}/holders/{holder['ID']}").text
+    assert f'<a href="{holder["url"]}" data-card-link>' in page
+    with httpx2.Client(base_url=live_server.url) as new_phone:
+        assert (
+            new_phone.get(urlsplit(holder["url"]).path).status_code == 200
+        )  # the link opens the card anywhere

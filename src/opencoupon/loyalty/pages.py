@@ -57,6 +57,13 @@ pin_guard = GuessLimit(
     Lockout("loyalty-card-pin", limit=PIN_FAILURES * BACKSTOP_FACTOR, window=PIN_WINDOW),
 )
 TOO_MANY_JOINS = "Too many cards were joined from this network. Please try again later."
+# A holder whose browser lost the card's cookie (cleared, another phone) cannot join again with
+# the same email: the way back is the card's own link, which the staff find on the dashboard.
+LOST_CARD_HELP = (
+    "This email address already has this card. If this browser no longer opens your card "
+    "(cookies cleared, another phone), ask the staff: they can find your card by your email on "
+    "their dashboard and give you back its link."
+)
 
 
 def _join_limit(runtime: Runtime) -> Lockout | None:
@@ -303,7 +310,7 @@ def join(
                 # still being stored (as a counter form's nonce answers, `_collect`).
                 status = 409 if err.code in (306, 307) else 422
                 error = {
-                    304: "This email address already has this card.",
+                    304: LOST_CARD_HELP,
                     305: "Please enter a valid email address.",
                 }.get(err.code, err.description)
             else:
