@@ -55,6 +55,27 @@ def test_a_deeply_nested_json_body_is_code_300(http: httpx2.Client, account: Tes
     )
 
 
+@pytest.mark.parametrize("path", ["/v3/coupon/list", "/v4/loyalty/loyalty-cards"])
+def test_nested_form_keys_are_bounded_in_depth_and_number(
+    http: httpx2.Client, account: TestAccount, path: str
+) -> None:
+    """`a[0][b]=1` keys nest as PHP nests them: past 32 levels, or past 20,000 such keys in one
+    form (each may make 31 containers), the call answers 300, quickly."""
+    form = {**account.headers, "Content-Type": "application/x-www-form-urlencoded"}
+    deep = "name=x&rewards" + "[0]" * 32 + "=1"
+    assert_error(http.post(path, content=deep, headers=form), 422, 300)
+    assert_error(http.get(path + "?rewards" + "[0]" * 32 + "=1", headers=account.headers), 422, 300)
+    many = "&".join(f"u[{i}][x]=1" for i in range(20_001))
+    started = time.monotonic()
+    assert_error(http.post(path, content=many, headers=form), 422, 300)
+    assert time.monotonic() - started < 10
+    # 31 levels are read (and what a call does not take is ignored or refused as any value is).
+    at_limit = "tags" + "[0]" * 31 + "=1"
+    answered = http.post("/v3/coupon/list", content=at_limit, headers=form)
+    assert answered.status_code in (200, 422), answered.text
+    assert answered.json()["status"]["status"] in ("OK", "failed")
+
+
 def test_a_deeply_nested_list_in_a_parameters_text_is_plain_text(account: TestAccount) -> None:
     """Decoding it overflowed the stack (a 500); it is not a JSON list, so it is one value."""
     listed = account.client.get("/v3/coupon/list", params={"tags": DEEP}, headers=account.headers)

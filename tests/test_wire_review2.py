@@ -16,7 +16,8 @@ import pytest
 
 from conftest import LiveServer, TestAccount
 from helpers import assert_error
-from loyalty_fixtures import CARDS, create_card
+from loyalty_fixtures import CARDS, create_card, reward_campaign
+from opencoupon.runtime import Runtime
 
 CAMPAIGNS = "/v4/campaigns"
 FORM = "application/x-www-form-urlencoded"
@@ -61,6 +62,69 @@ def test_numbered_bracket_parameters_still_make_a_list(account: TestAccount) -> 
     )
     assert created.status_code == 201, created.text
     assert sorted(created.json()["join_fields"]) == ["email", "first_name", "phone"]
+
+
+def test_php_nested_form_arrays_reach_the_call_as_lists_of_objects(
+    account: TestAccount, runtime: Runtime
+) -> None:
+    """PHP's http_build_query(['rewards' => [['threshold' => 8, 'campaign' => 'cam_2']]]) sends
+    `rewards[0][threshold]=8&rewards[0][campaign]=cam_2`: only one bracket level was read, so the
+    card was created (201) and patched (200) without its rewards, and a bulk of users sent as
+    `users[0][first_name]=A` answered "Missing parameter: users"."""
+    cookie = reward_campaign(runtime, account.id, "Free cookie")
+    coffee = reward_campaign(runtime, account.id, "Free coffee")
+    form = {**account.headers, "Content-Type": FORM}
+    created = account.client.post(
+        CARDS,
+        content=(
+            f"name=F&type=stamp&stamps_per_reward=8&rewards%5B0%5D%5Bthreshold%5D=4"
+            f"&rewards%5B0%5D%5Bcampaign%5D={cookie}&rewards[1][threshold]=8&rewards[1][campaign]={coffee}"
+            f"&rewards[1][name]=Big+coffee"
+        ).encode(),
+        headers=form,
+    )
+    assert created.status_code == 201, created.text
+    card = created.json()
+    assert card["rewards"] == [
+        {"threshold": 4, "campaign": cookie, "name": "Free cookie"},
+        {"threshold": 8, "campaign": coffee, "name": "Big coffee"},
+    ]
+    patched = account.client.patch(
+        f"{CARDS}/{card['id']}",
+        content=f"rewards[0][threshold]=6&rewards[0][campaign]={coffee}".encode(),
+        headers=form,
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["rewards"] == [{"threshold": 6, "campaign": coffee, "name": "Free coffee"}]
+    in_body = account.client.post(
+        f"{CARDS}/{card['id']}/stats/bulk",
+        content=b"users[0][first_name]=A&users[0][email]=a%40example.com&users[1][first_name]=B",
+        headers=form,
+    )
+    assert in_body.status_code == 201, in_body.text
+    # The query string of a call is read the same way.
+    in_query = account.client.post(
+        f"{CARDS}/{card['id']}/stats/bulk?users[0][first_name]=C&users[0][phone]=%2B1555",
+        headers=account.headers,
+    )
+    assert in_query.status_code == 201, in_query.text
+    listed = account.client.get(f"{CARDS}/{card['id']}/stats", headers=account.headers).json()
+    assert [(u["first_name"], u["email"] or "", u["phone"] or "") for u in listed] == [
+        ("A", "a@example.com", ""),
+        ("B", "", ""),
+        ("C", "", "+1555"),
+    ]
+    # Indexes out of the 0, 1, 2... run make an object, as PHP's json_encode shows them:
+    # not a list of rewards (300), never rewards silently dropped.
+    assert_error(
+        account.client.patch(
+            f"{CARDS}/{card['id']}",
+            content=f"rewards[1][threshold]=6&rewards[1][campaign]={coffee}".encode(),
+            headers=form,
+        ),
+        422,
+        300,
+    )
 
 
 def test_the_openapi_document_sends_object_parameters_in_brackets(http: httpx2.Client) -> None:

@@ -1,7 +1,10 @@
 """The one v3 request parser: JSON, form, multipart or query string into one flat dict.
 
 Form values stay strings; `key[]=a&key[]=b`, `key[0]=a` and repeated keys become lists, and
-`key[name]=a` (PHP's http_build_query of an object) an object. A form is read in the charset its
+`key[name]=a` (PHP's http_build_query of an object) an object. Deeper keys nest as PHP's parse_str
+nests them: `a[0][b]=1&a[1][b]=2` is a list of objects (`[{"b": "1"}, {"b": "2"}]`) while its indexes
+run 0, 1, 2..., an object otherwise; past MAX_FORM_LEVELS brackets or MAX_NESTED_FORM_ITEMS such
+keys the form is refused with 300. A form is read in the charset its
 Content-Type names (UTF-8, ASCII, Latin-1 or Windows-1252; UTF-8 otherwise) and refused with 301
 where its bytes are not of it. JSON `null` means "not given". An empty body, or an empty JSON array
 (PHP's `json_encode([])`), means no parameters. A leading UTF-8 byte order mark is ignored.
@@ -26,7 +29,17 @@ from opencoupon.kit import ids
 log = logging.getLogger("opencoupon.api")
 
 _INDEXED_KEY = re.compile(r"^(?P<name>[^\[\]]+)\[(?P<index>[^\[\]]*)\]$")
+_NESTED_KEY = re.compile(r"^(?P<name>[^\[\]]+)(?P<path>(?:\[[^\[\]]*\]){2,})$")
+_BRACKET = re.compile(r"\[([^\[\]]*)\]")
 UTF8_BOM = b"\xef\xbb\xbf"
+# No parameter of any call nests deeper than a few levels; the checks below walk values
+# recursively, and Python's JSON decoder itself fails past about 990 levels.
+MAX_JSON_DEPTH = 32
+# A form's own object is one level, as a JSON body's is: `a[0][b]` nests as deep as {"a": [{"b": …}]}.
+MAX_FORM_LEVELS = MAX_JSON_DEPTH - 1
+# Keys of two or more brackets in one form or query string: a bulk of 1,000 card users with all
+# 15 fields is 15,000; every such key may make up to MAX_FORM_LEVELS containers.
+MAX_NESTED_FORM_ITEMS = 20_000
 
 
 def _add_keyed(target: dict[str, Any], name: str, index: str, value: Any) -> None:
@@ -70,16 +83,110 @@ def _add(target: dict[str, Any], key: str, value: Any) -> None:
         target[key] = value
 
 
+def _php_index(key: str) -> int | None:
+    """The integer a key is to PHP (`0`, `12`; not `012`, `+1` or 19 digits and more), else None."""
+    if not ids.is_number(key) or (key != "0" and key.startswith("0")) or len(key) > 18:
+        return None
+    return int(key)
+
+
+def _list_index(segment: str, items: list[Any]) -> int | None:
+    """The list position a bracket names where it keeps the list's indexes running 0, 1, 2...:
+    an existing item or the next one (`[]`). None otherwise."""
+    index = len(items) if segment == "" else _php_index(segment)
+    return index if index is not None and index <= len(items) else None
+
+
+def _as_object(items: list[Any]) -> dict[str, Any]:
+    return {str(i): item for i, item in enumerate(items)}
+
+
+def _new_container(segment: str) -> list[Any] | dict[str, Any]:
+    """The container a key's next bracket goes into: a list when that bracket begins one."""
+    return [] if segment in ("", "0") else {}
+
+
+class _NestedForm:
+    """Keys of two or more brackets, `name[s1][s2]...=value`, put into a form's dict one level a
+    bracket, as PHP's parse_str builds arrays (a later key replaces what an earlier one left at the
+    same place), counted and bounded."""
+
+    def __init__(self, out: dict[str, Any]) -> None:
+        self.out = out
+        self.items = 0
+        # PHP's next free index of each object (`[]` in one): one past its highest integer key.
+        # The object is kept with it so that its id is not reused by another.
+        self.next_free: dict[int, tuple[dict[str, Any], int]] = {}
+
+    def add(self, name: str, segments: list[str], value: Any) -> None:
+        if len(segments) > MAX_FORM_LEVELS:
+            raise ApiError(300, f"Parameter {name[:40]} is nested more than {MAX_JSON_DEPTH} levels deep.")
+        self.items += 1
+        if self.items > MAX_NESTED_FORM_ITEMS:
+            raise ApiError(
+                300, f"More than {MAX_NESTED_FORM_ITEMS} nested parameters ({name[:40]}[...][...])."
+            )
+        container = self.out.get(name)
+        if not isinstance(container, (list, dict)):
+            container = _new_container(segments[0])
+            self.out[name] = container
+        # Where `container` is held, so that a list turned into an object can take its place.
+        holder: Any = self.out
+        place: int | str = name
+        last = len(segments) - 1
+        for position, segment in enumerate(segments):
+            slot: int | str
+            index = _list_index(segment, container) if isinstance(container, list) else None
+            if isinstance(container, list) and index is not None:
+                if index == len(container):
+                    container.append(None)
+                slot = index
+            else:
+                if isinstance(container, list):
+                    # An index out of the 0, 1, 2... run: an object, as PHP's json_encode shows it.
+                    container = _as_object(container)
+                    holder[place] = container
+                slot = self._object_key(container, segment)
+            if position == last:
+                container[slot] = value  # type: ignore[index]
+                return
+            child = container[slot]  # type: ignore[index]
+            if not isinstance(child, (list, dict)):
+                child = _new_container(segments[position + 1])
+                container[slot] = child  # type: ignore[index]
+            holder, place, container = container, slot, child
+
+    def _object_key(self, container: dict[str, Any], segment: str) -> str:
+        """The key `segment` names in an object (`[]`: the next free index), set to None if new."""
+        _kept, next_free = self.next_free.get(id(container)) or (container, _highest_index(container) + 1)
+        if segment == "":
+            # Past keys a one-bracket key (`a[7]=x`) put in since: each is stepped over once.
+            while str(next_free) in container:
+                next_free += 1
+        key = segment or str(next_free)
+        index = _php_index(key)
+        if index is not None:
+            next_free = max(next_free, index + 1)
+        self.next_free[id(container)] = (container, next_free)
+        container.setdefault(key, None)
+        return key
+
+
+def _highest_index(container: dict[str, Any]) -> int:
+    """The highest integer key of an object (-1 without one): looked for once an object."""
+    return max((i for i in map(_php_index, container) if i is not None), default=-1)
+
+
 def pairs_to_dict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    nested = _NestedForm(out)
     for key, value in pairs:
-        _add(out, key, value)
+        match = _NESTED_KEY.match(key) if "][" in key else None
+        if match is None:
+            _add(out, key, value)
+        else:
+            nested.add(match.group("name"), _BRACKET.findall(match.group("path")), value)
     return out
-
-
-# No parameter of any call nests deeper than a few levels; the checks below walk values
-# recursively, and Python's JSON decoder itself fails past about 990 levels.
-MAX_JSON_DEPTH = 32
 
 
 def json_depth(value: Any) -> int:
