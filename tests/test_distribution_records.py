@@ -11,6 +11,8 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -461,6 +463,70 @@ def test_the_worker_tries_each_address_of_the_smtp_host_and_sms_gateway_in_turn(
         entry = account.client.get(f"/v4/sends/{send['send']['ID']}", headers=account.headers).json()
         assert (entry["status"], entry["attempts"]) == ("sent", 1), entry
     assert [m.rcpt_tos for m in handler.messages] == [["d@example.org"]]
+    assert [r.host for r in dist_sms.requests] == [f"sms.dual.example:{sms_port}"]
+
+
+@contextmanager
+def silent_address(address: str, port: int) -> Iterator[None]:
+    """`address:port` neither takes nor refuses a connection (as behind a firewall that drops
+    packets): a listener whose backlog is full, so the system drops new connection attempts."""
+    listener = socket.socket()
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind((address, port))
+        listener.listen(0)
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex((address, port))
+            fillers.append(filler)
+        time.sleep(0.2)
+        with pytest.raises(TimeoutError):
+            socket.create_connection((address, port), 0.5).close()
+        yield
+    finally:
+        for sock in (*fillers, listener):
+            sock.close()
+
+
+def test_an_sms_gateway_whose_first_address_is_silent_is_reached_at_the_next(
+    runtime: Runtime,
+    account: Any,
+    dist_campaign: CampaignRef,
+    dist_sms: Any,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The gateway's first address never answers: its connect took the whole attempt's deadline,
+    so the next address was never tried, and every retry did the same until the send failed. Each
+    address now connects within its share of the deadline (as SMTP does), and the SMS goes out
+    through the next address at the first attempt."""
+    monkeypatch.setattr(settings, "sms_timeout_seconds", 2.0)
+    monkeypatch.setattr(settings, "send_retry_base_seconds", 3600.0)
+    sms_port = int(dist_sms.url.rsplit(":", 1)[1])
+    names = {"sms.dual.example": ["127.0.0.3", "127.0.0.1"]}
+    ssrf.set_lookup(lambda host, port: names[host] if host in names else ssrf.system_lookup(host, port))
+    try:
+        with silent_address("127.0.0.3", sms_port):
+            saved = account.client.put(
+                "/v4/integrations/sms",
+                json={
+                    "account_sid": "AC1",
+                    "auth_token": "t",
+                    "sender": "+15005550006",
+                    "base_url": f"http://sms.dual.example:{sms_port}",
+                },
+                headers=account.headers,
+            )
+            assert saved.status_code == 200, saved.text
+            sms = assert_ok(
+                account.call("/v3/send/sms", campaign=dist_campaign.public_id, phone="+15551234567")
+            )
+            Runner(runtime).run_until_idle()
+    finally:
+        ssrf.set_lookup(None)
+    entry = account.client.get(f"/v4/sends/{sms['send']['ID']}", headers=account.headers).json()
+    assert (entry["status"], entry["attempts"]) == ("sent", 1), entry
     assert [r.host for r in dist_sms.requests] == [f"sms.dual.example:{sms_port}"]
 
 

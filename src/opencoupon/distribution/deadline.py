@@ -28,6 +28,12 @@ class Watchdog:
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
 
+    def connect_timeout(self, timeout: float, addresses_left: int) -> float:
+        """How long connecting to the next of `addresses_left` addresses may take: at most `timeout`
+        and at most an even share of what is left of the deadline, so a silent address leaves the
+        ones after it time to be tried (the last gets all that is left, up to `timeout`)."""
+        return max(0.01, min(timeout, self.remaining() / max(1, addresses_left)))
+
     def watch(self, sock: socket.socket) -> None:
         """Shut the connection of `sock` down at the deadline. The watchdog keeps a duplicate of its
         descriptor: it stays valid however the caller wraps (TLS) or closes its own, so the

@@ -178,19 +178,19 @@ class _PinnedSMTP(smtplib.SMTP):
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         last_error: OSError | None = None
-        for address in self.connect_addresses or (host,):
-            # Every try within the attempt's deadline: a silent first address leaves the others
-            # what is left of it.
-            remaining = self.watchdog.remaining()
-            if remaining <= 0 and last_error is not None:
+        addresses = self.connect_addresses or (host,)
+        for index, address in enumerate(addresses):
+            # Every try within the attempt's deadline, each with its share of it: a silent first
+            # address leaves the others time to be tried.
+            if self.watchdog.remaining() <= 0 and last_error is not None:
                 break
+            connect_timeout = self.watchdog.connect_timeout(timeout, len(addresses) - index)
             try:
-                sock = socket.create_connection(
-                    (address, port), max(0.01, min(timeout, remaining)), self.source_address
-                )
+                sock = socket.create_connection((address, port), connect_timeout, self.source_address)
             except OSError as exc:
                 last_error = exc
                 continue
+            sock.settimeout(timeout)  # reads and writes: the per-operation timeout
             self.watchdog.watch(sock)
             return sock
         assert last_error is not None

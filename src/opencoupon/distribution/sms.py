@@ -92,21 +92,29 @@ class TwilioProvider:
     ) -> tuple[int, str, bool]:
         """POST to the first address that takes the connection, in order: a connection refused,
         unreachable or not made in time sent nothing, so the next address is tried (within the
-        attempt's deadline); any later failure ends the attempt (the message may have gone out)."""
+        attempt's deadline, each connect with its share of it, as for SMTP: a silent address leaves
+        the next ones time); any later failure ends the attempt (the message may have gone out)."""
         *others, last = self.connect_addresses or (url.host,)
-        for address in others:
+        for index, address in enumerate(others):
             try:
-                return self._post(url, address, to, sender, body, watchdog)
+                return self._post(url, address, to, sender, body, watchdog, len(others) + 1 - index)
             except (httpx2.ConnectError, httpx2.ConnectTimeout):
                 if watchdog.remaining() <= 0:
                     raise
-        return self._post(url, last, to, sender, body, watchdog)
+        return self._post(url, last, to, sender, body, watchdog, 1)
 
     def _post(
-        self, url: httpx2.URL, address: str, to: str, sender: str, body: str, watchdog: Watchdog
+        self,
+        url: httpx2.URL,
+        address: str,
+        to: str,
+        sender: str,
+        body: str,
+        watchdog: Watchdog,
+        addresses_left: int,
     ) -> tuple[int, str, bool]:
-        """One request over a connection to `address`: the status, the answer's text and whether
-        it was cut short."""
+        """One request over a connection to `address` (of `addresses_left` still to try): the
+        status, the answer's text and whether it was cut short."""
         headers: dict[str, str] = {}
         extensions: dict[str, Any] = {}
         if address != url.host:
@@ -124,7 +132,10 @@ class TwilioProvider:
                     watchdog.watch(sock)
 
         extensions["trace"] = trace
-        timeout = max(0.01, min(self.timeout, watchdog.remaining()))
+        timeout = httpx2.Timeout(
+            max(0.01, min(self.timeout, watchdog.remaining())),
+            connect=watchdog.connect_timeout(self.timeout, addresses_left),
+        )
         with (
             httpx2.Client(timeout=timeout, follow_redirects=False) as client,
             client.stream(
