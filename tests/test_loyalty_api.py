@@ -712,6 +712,34 @@ def test_v4_stats_create_bulk_list_and_get(account: Acc) -> None:
     assert_error(account.client.get(f"{base}/424242", headers=account.headers), 404, 512)
 
 
+def test_v4_stats_filter_finds_an_email_in_any_letter_case(account: Acc) -> None:
+    """A holder stored as Jane@Example.com was not found by filter[email]=jane@example.com ([]),
+    while adding that email answered 304 "Email already exists": an integration that looks a
+    customer up before creating one got "not found" and then 304."""
+    card = create_card(account, type="points")
+    base = f"{CARDS}/{card['id']}/stats"
+    for body in (
+        {"first_name": "Jane", "email": "Jane@Example.com"},
+        {"first_name": "Kim", "email": "kim@x.org"},
+    ):
+        assert account.client.post(base, json=body, headers=account.headers).status_code == 201
+    for asked in ("jane@example.com", "JANE@example.COM", "Jane@Example.com"):
+        found = account.client.get(base, params={"filter[email]": asked}, headers=account.headers)
+        assert [u["first_name"] for u in found.json()] == ["Jane"], asked
+        assert found.json()[0]["email"] == "Jane@Example.com"
+    by_json = account.client.get(
+        base, params={"filter": json.dumps({"email": "KIM@X.ORG"})}, headers=account.headers
+    )
+    assert [u["first_name"] for u in by_json.json()] == ["Kim"]
+    assert (
+        account.client.get(base, params={"filter[email]": "jane@example.co"}, headers=account.headers).json()
+        == []
+    )
+    assert_error(
+        account.client.post(base, json={"email": "JANE@example.COM"}, headers=account.headers), 422, 304
+    )
+
+
 def test_patch_rewards_goal_and_type(account: Acc, runtime: Runtime) -> None:
     first = reward_campaign(runtime, account.id, "First")
     second = reward_campaign(runtime, account.id, "Second")

@@ -173,13 +173,18 @@ def holder_by_email(session: Session, card_id: int, email: str) -> LoyaltyHolder
     A holder written by a process of the version before migration 0018, still running after it,
     has an empty key: it is matched by its email in SQL's letter case (ASCII only on SQLite), as
     that version matched it."""
-    unkeyed = and_(LoyaltyHolder.email_key == "", func.lower(LoyaltyHolder.email) == func.lower(email))
     return session.scalar(
         select(LoyaltyHolder)
-        .where(LoyaltyHolder.card_id == card_id, or_(LoyaltyHolder.email_key == email_key(email), unkeyed))
+        .where(LoyaltyHolder.card_id == card_id, _has_email(email))
         .limit(1)
         .execution_options(populate_existing=True)
     )
+
+
+def _has_email(email: str) -> ColumnElement[bool]:
+    """Holders with this email in any letter case, by its key (see holder_by_email)."""
+    unkeyed = and_(LoyaltyHolder.email_key == "", func.lower(LoyaltyHolder.email) == func.lower(email))
+    return or_(LoyaltyHolder.email_key == email_key(email), unkeyed)
 
 
 def short_code_taken(session: Session, card_id: int | None, short_code: str) -> bool:
@@ -200,7 +205,8 @@ def holders_page(
     if not include_voided:
         conditions.append(LoyaltyHolder.voided.is_(False))
     for name, value in filters.items():
-        conditions.append(getattr(LoyaltyHolder, name) == value)
+        # An email as the card matches it (its uniqueness check): in any letter case.
+        conditions.append(_has_email(value) if name == "email" else getattr(LoyaltyHolder, name) == value)
     where = and_(*conditions)
     total = session.scalar(select(func.count()).select_from(LoyaltyHolder).where(where)) or 0
     rows = session.scalars(
