@@ -223,12 +223,13 @@ def test_a_rate_that_is_not_a_finite_positive_number_is_a_usage_error(
     tmp_path: Path,
 ) -> None:
     """`--rate inf` ended with a traceback (OverflowError) once the campaign and the file were
-    checked; nan, 0 and below were quietly replaced by the default. Now each is one line, exit 2,
-    before anything is queued."""
+    checked; nan, 0 and below were quietly replaced by the default; below 0.01 a second, 1e-9 slept
+    for decades between batches and 1e-300 crashed time.sleep after the first. Now each is one
+    line, exit 2, before anything is queued; 0.01 (one every 100 seconds) is the slowest rate."""
     configure_smtp(account, dist_smtp.port)
     recipients = write_csv(tmp_path / "r.csv", ["bob@example.org"])
     env = cli_env(settings, tmp_path)
-    for rate in ("inf", "nan", "0", "-2"):
+    for rate in ("inf", "nan", "0", "-2", "1e-300", "1e-9", "0.0099"):
         command = [OPENCOUPON, "send", "email", "--campaign", dist_campaign.public_id, str(recipients)]
         done = subprocess.run(
             [*command, f"--rate={rate}"], env=env, capture_output=True, text=True, timeout=60, check=False
@@ -238,7 +239,7 @@ def test_a_rate_that_is_not_a_finite_positive_number_is_a_usage_error(
         assert "Invalid value for '--rate'" in done.stderr
         assert counts(runtime, dist_campaign.id) == (0, 0)
     done = subprocess.run(
-        [*command, "--rate", "0.5"], env=env, capture_output=True, text=True, timeout=60, check=False
+        [*command, "--rate", "0.01"], env=env, capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
     assert counts(runtime, dist_campaign.id) == (1, 1)

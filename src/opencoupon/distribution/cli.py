@@ -135,11 +135,19 @@ def _wait_for_delivery(runtime: Runtime, campaign_id: int, total: int) -> dict[s
             time.sleep(0.2)
 
 
+# The slowest --rate: one recipient every 100 seconds. Slower rates slept for decades between
+# batches (1e-9), or crashed time.sleep with a traceback after the first batch (1e-300).
+MIN_RATE = 0.01
+
+
 def _positive_rate(value: float | None) -> float | None:
-    """--rate as a number of recipients a second: finite and above 0 (`inf` crashed the batch
-    size computation; `nan`, 0 and below were quietly replaced by the default). One line, exit 2."""
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise typer.BadParameter("give a number of recipients a second above 0, such as 5 or 0.5")
+    """--rate as a number of recipients a second: finite and at least MIN_RATE (`inf` crashed the
+    batch size computation; `nan`, 0 and below were quietly replaced by the default). One line,
+    exit 2."""
+    if value is not None and not (math.isfinite(value) and value >= MIN_RATE):
+        raise typer.BadParameter(
+            f"give a number of recipients a second from {MIN_RATE:g} up, such as 5 or 0.5"
+        )
     return value
 
 
@@ -152,7 +160,7 @@ def send_email(
     subject: str = typer.Option("", help="Email subject (default: the coupon's title).", callback=_utf8),
     rate: float | None = typer.Option(
         None,
-        help="Recipients a second, above 0 (default: OPENCOUPON_BULK_SEND_RATE).",
+        help=f"Recipients a second, {MIN_RATE:g} or more (default: OPENCOUPON_BULK_SEND_RATE).",
         callback=_positive_rate,
     ),
     wait: bool = typer.Option(False, "--wait", help="Stay until every email is sent or has failed."),
@@ -166,7 +174,7 @@ def send_email(
     settings = get_settings()
     runtime = Runtime.from_settings(settings)
     try:
-        per_second = rate if rate is not None else max(0.01, settings.bulk_send_rate)
+        per_second = rate if rate is not None else max(MIN_RATE, settings.bulk_send_rate)
         _send(runtime, recipients, campaign, subject, per_second, wait, worker)
     finally:
         runtime.db.dispose()
