@@ -296,3 +296,27 @@ def test_a_holder_who_lost_the_card_is_told_to_ask_the_staff_who_find_its_link(
         assert (
             new_phone.get(urlsplit(holder["url"]).path).status_code == 200
         )  # the link opens the card anywhere
+
+
+def test_turning_a_card_with_rewards_into_membership_on_the_dashboard(
+    live_server: LiveServer, account: TestAccount, runtime: Runtime
+) -> None:
+    """The edit form did not send the reward rows of a membership card: the rewards were dropped
+    without a word, and once the service refused that, emptying the rows did not help. The rows
+    are sent: left filled, the save is refused and the card kept; emptied, the card turns."""
+    coffee = reward_campaign(runtime, account.id, "Free coffee")
+    card = create_card(account, name="Club", type="stamp", rewards=[{"threshold": 5, "campaign": coffee}])
+    path = f"/dashboard/loyalty/{card['id']}/edit"
+    base = {"name": "Club", "type": "membership", "reward_goal": "", "join_fields": ["email"]}
+    with signed_in(live_server.url, account.email) as web:
+        filled = {"reward_campaign": [coffee, ""], "reward_threshold": ["5", ""], "reward_name": ["", ""]}
+        refused = post_form(web, path, path, {**base, **filled})
+        assert refused.status_code == 422, refused.text
+        assert "A membership card has no rewards." in refused.text
+        kept = account.client.get(f"{CARDS}/{card['id']}", headers=account.headers).json()
+        assert (kept["type"], len(kept["rewards"])) == ("stamp", 1)
+        emptied = {"reward_campaign": ["", ""], "reward_threshold": ["", ""], "reward_name": ["", ""]}
+        saved = post_form(web, path, path, {**base, **emptied})
+        assert saved.status_code == 303, saved.text
+        turned = account.client.get(f"{CARDS}/{card['id']}", headers=account.headers).json()
+        assert (turned["type"], turned["rewards"], turned["reward_goal"]) == ("membership", [], None)

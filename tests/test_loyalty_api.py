@@ -777,6 +777,31 @@ def test_patch_rewards_goal_and_type(account: Acc, runtime: Runtime) -> None:
     )
 
 
+def test_turning_a_card_with_rewards_into_membership_is_refused_until_they_are_removed(
+    account: Acc, runtime: Runtime
+) -> None:
+    """PATCH {"type": "membership"} answered 200 and dropped the card's rewards and goal for good,
+    while create refuses rewards on a membership card with 300."""
+    cam = reward_campaign(runtime, account.id)
+    rewards = [{"threshold": 6, "campaign": cam, "name": "Free coffee"}]
+    card = create_card(account, type="stamp", stamps_per_reward=8, rewards=rewards)
+    url = f"{CARDS}/{card['id']}"
+    refused = assert_error(
+        account.client.patch(url, json={"type": "membership"}, headers=account.headers), 422, 300
+    )
+    assert "remove them first" in json.dumps(refused)
+    kept = account.client.get(url, headers=account.headers).json()
+    assert (kept["type"], kept["reward_goal"], kept["rewards"]) == ("stamp", 8, rewards)
+    # Removed in the same call, the change is made.
+    turned = account.client.patch(url, json={"type": "membership", "rewards": []}, headers=account.headers)
+    assert turned.status_code == 200, turned.text
+    assert (turned.json()["type"], turned.json()["reward_goal"], turned.json()["rewards"]) == (
+        "membership",
+        None,
+        [],
+    )
+
+
 def test_editing_a_card_does_not_issue_rewards_already_won_again(account: Acc, runtime: Runtime) -> None:
     """Saving a card (as the dashboard does: the whole reward list every time) or changing only
     its goal keeps the rewards a holder already reached in this cycle reached."""

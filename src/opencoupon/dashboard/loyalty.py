@@ -313,8 +313,9 @@ def _card_data(form: Any, values: dict[str, Any]) -> dict[str, Any]:
     data["reward_goal"] = parse_int(values["reward_goal"], "Reward goal", low=1, high=1_000_000)
     days = parse_int(values["expire_days"], "Days until unused balance expires", high=36500)
     data["expire_days"] = days
-    if values["type"] != "membership":
-        data["rewards"] = _rewards_data(values)
+    # For a membership card too: its rows, none removing the rewards (the service refuses a type
+    # change to membership that would drop rewards the form did not remove), any refused.
+    data["rewards"] = _rewards_data(values)
     pin = text(form, "pin", 41)  # one past any PIN check_pin takes: refused, not cut
     if pin:
         data["pin"] = pin

@@ -382,6 +382,13 @@ def update_card(
     if req.type is not None and req.type != card.type:
         if repo.holder_count(session, card.id):
             raise ApiError(308, "The type of a card with users cannot change.")
+        # Turning membership dropped the rewards without a word, and turning back does not bring
+        # them back: the caller removes them (`rewards: []`, here or before), as on create.
+        if req.type == "membership" and req.rewards is None and repo.rewards(session, card.id):
+            raise bad_value(
+                "type",
+                "A membership card has no rewards: remove them first (send rewards: [] with the type).",
+            )
         card.type = req.type
     if req.name is not None:
         card.name = req.name
