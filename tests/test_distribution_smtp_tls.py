@@ -23,6 +23,7 @@ from distribution_fixtures import CampaignRef, SmtpHandler
 from helpers import assert_ok
 from opencoupon.config import Settings
 from opencoupon.runtime import Runtime
+from opencoupon.webhooks import ssrf
 from opencoupon.worker.runner import Runner
 from test_distribution_email import abandon, configure_smtp, send_row
 
@@ -230,3 +231,40 @@ def test_implicit_tls(
         assert send_row(runtime, body["send"]["ID"]).status == "sent"
     finally:
         controller.stop()
+
+
+def test_implicit_tls_on_a_pinned_address_checks_the_certificate_against_the_host_name(
+    runtime: Runtime,
+    account: Any,
+    dist_campaign: CampaignRef,
+    certificate: tuple[Path, Path],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker connects to the checked address (127.0.0.1) of the name; SMTP_SSL, built by the
+    constructor both pinned SMTP classes share, still verifies the certificate (made for
+    127.0.0.1 only) against the name: nothing is sent to a server that cannot prove it is it."""
+    handler, port = SmtpHandler(), free_port()
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
+    monkeypatch.setattr(settings, "send_retry_base_seconds", 3600.0)
+    controller = Controller(
+        handler, hostname="127.0.0.1", port=port, ssl_context=_server_context(certificate)
+    )
+    controller.start()
+    names = {"smtp.tls.example": ["127.0.0.1"]}
+    ssrf.set_lookup(lambda host, p: names[host] if host in names else ssrf.system_lookup(host, p))
+    try:
+        configure_smtp(account, port, tls="tls", host="smtp.tls.example")
+        body = assert_ok(
+            account.call("/v3/send/email", campaign=dist_campaign.public_id, email="tls5@example.org")
+        )
+        Runner(runtime).run_until_idle()
+    finally:
+        ssrf.set_lookup(None)
+        controller.stop()
+    send = send_row(runtime, body["send"]["ID"])
+    abandon(runtime, body["send"]["ID"])
+    assert send.status == "retrying"
+    assert "CERTIFICATE_VERIFY_FAILED" in send.last_error
+    assert "smtp.tls.example" in send.last_error
+    assert handler.messages == []

@@ -16,6 +16,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate, make_msgid
 from pathlib import Path
+from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -157,24 +158,14 @@ def _smtp_error(exc: smtplib.SMTPResponseException) -> SmtpFailure:
     return SmtpFailure(f"SMTP server answered {answer}", transient=transient, response=answer)
 
 
-class _PinnedSMTP(smtplib.SMTP):
-    """SMTP whose connection goes to one of `connect_addresses` (already checked), tried in order
-    until one answers, while the host name stays the one STARTTLS verifies: smtplib would
-    otherwise resolve the name again itself. The connection is watched by the attempt's watchdog
-    from the moment it exists."""
+class _PinnedConnection(smtplib.SMTP):
+    """The connection goes to one of `connect_addresses` (already checked), tried in order until
+    one answers, while the host name stays the one TLS verifies: smtplib would otherwise resolve
+    the name again itself. The connection is watched by the attempt's watchdog from the moment
+    it exists."""
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        *,
-        connect_addresses: Sequence[str],
-        timeout: float,
-        watchdog: Watchdog,
-    ) -> None:
-        self.connect_addresses = tuple(connect_addresses)
-        self.watchdog = watchdog
-        super().__init__(host, port, timeout=timeout)
+    connect_addresses: tuple[str, ...]
+    watchdog: Watchdog
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         last_error: OSError | None = None
@@ -197,9 +188,9 @@ class _PinnedSMTP(smtplib.SMTP):
         raise last_error
 
 
-class _PinnedSMTPSSL(smtplib.SMTP_SSL, _PinnedSMTP):
-    """Implicit TLS on a pinned connection: SMTP_SSL wraps what _PinnedSMTP connects, and checks
-    the certificate against the host name."""
+class _Pinned(smtplib.SMTP):
+    """The constructor of both pinned classes: where to connect is set before smtplib's own
+    __init__ connects; `smtplib_options` (SMTP_SSL's TLS context) go on to it."""
 
     def __init__(
         self,
@@ -209,10 +200,21 @@ class _PinnedSMTPSSL(smtplib.SMTP_SSL, _PinnedSMTP):
         connect_addresses: Sequence[str],
         timeout: float,
         watchdog: Watchdog,
+        **smtplib_options: Any,
     ) -> None:
         self.connect_addresses = tuple(connect_addresses)
         self.watchdog = watchdog
-        smtplib.SMTP_SSL.__init__(self, host, port, timeout=timeout, context=ssl.create_default_context())
+        super().__init__(host, port, timeout=timeout, **smtplib_options)
+
+
+class _PinnedSMTP(_Pinned, _PinnedConnection):
+    """Plain SMTP (STARTTLS is the conversation's) on a pinned connection."""
+
+
+class _PinnedSMTPSSL(_Pinned, smtplib.SMTP_SSL, _PinnedConnection):
+    """Implicit TLS on a pinned connection: SMTP_SSL (after _Pinned's __init__, before
+    _PinnedConnection's socket) wraps what _PinnedConnection connects, and checks the certificate
+    against the host name with the `context` it is given."""
 
 
 def deliver(
@@ -232,13 +234,17 @@ def deliver(
     try:
         with Watchdog(limit) as watchdog:
             try:
-                kind = _PinnedSMTPSSL if config.tls_mode == "tls" else _PinnedSMTP
+                kind: type[_Pinned] = _PinnedSMTP
+                tls_options: dict[str, Any] = {}
+                if config.tls_mode == "tls":
+                    kind, tls_options = _PinnedSMTPSSL, {"context": ssl.create_default_context()}
                 smtp = kind(
                     config.host,
                     config.port,
                     connect_addresses=connect_addresses,
                     timeout=timeout,
                     watchdog=watchdog,
+                    **tls_options,
                 )
                 answer = _converse(smtp, config, message, recipient)
             except smtplib.SMTPResponseException as exc:
