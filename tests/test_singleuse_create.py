@@ -417,7 +417,15 @@ def test_remove_does_not_touch_sessions_that_are_not_single_use_links(
     assert_error(account.call(REMOVE, single_use_code=code), 404, 513)
 
 
-@pytest.mark.parametrize(("params", "code"), [({}, 200), ({"single_use_code": "abc-def!"}, 301)])
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ({}, 200),
+        ({"single_use_code": ""}, 200),
+        ({"single_use_code": "  "}, 200),
+        ({"single_use_code": "abc-def!"}, 301),
+    ],
+)
 def test_remove_bad_parameters(account: Any, params: dict[str, str], code: int) -> None:
     assert_error(account.call(REMOVE, **params), 422, code)
 

@@ -711,6 +711,8 @@ def remove_link(
 ) -> tuple[CouponSession, Campaign]:
     """The link stops working and leaves the usage data; removing it again changes nothing."""
     code = raw_code.strip()
+    if not code:
+        raise missing("single_use_code")  # an empty form field (PHP sends unset variables so)
     if not _SESSION_CODE.fullmatch(code):
         raise invalid_character("single_use_code")
     found = repository.link_by_code(session, scope, code)
