@@ -476,3 +476,17 @@ def test_a_refused_claim_answers_its_real_status_and_code(
         ]
     for code in (*expected, fine):
         assert session_status(account, code)["claimed"] == "0", code
+
+
+def test_the_pin_field_on_the_phone_can_type_letters(account: Acct, live_server: LiveServer) -> None:
+    """PINs are 4–12 letters or digits: the phone's PIN field must not open a digits-only keypad
+    (whether this PIN is all digits is not told to whoever holds the coupon)."""
+    campaign = create_campaign(account, pin="ab12cd")
+    with _browser(live_server) as phone:
+        location = phone.get(f"/p/{campaign['code']}").headers["location"]
+        page = phone.get(location).text
+        pin_input = page.split('id="pin"', 1)[1].split(">", 1)[0]
+        assert 'type="password"' in pin_input
+        assert "inputmode" not in pin_input
+        done = phone.post(f"{location}/validate", data={"csrf": csrf_token(phone, location), "pin": "ab12cd"})
+        assert done.status_code == 303
