@@ -9,7 +9,7 @@ from sqlalchemy import select
 from conftest import LiveServer
 from coupons_fixtures import PIN, Acct, bulk_sessions, create_campaign, csrf_token, session_status
 from opencoupon.kit.clock import utcnow
-from opencoupon.models import CouponSession
+from opencoupon.models import Account, CouponSession
 from opencoupon.runtime import Runtime
 
 JSON = {"Accept": "application/json"}
@@ -490,3 +490,25 @@ def test_the_pin_field_on_the_phone_can_type_letters(account: Acct, live_server:
         assert "inputmode" not in pin_input
         done = phone.post(f"{location}/validate", data={"csrf": csrf_token(phone, location), "pin": "ab12cd"})
         assert done.status_code == 303
+
+
+def test_the_claimed_notice_stays_readable_on_a_brand_background(
+    account: Acct, live_server: LiveServer, runtime: Runtime
+) -> None:
+    """A brand's page background may be any colour (a green as dark as the notice's own): the
+    "Claimed by …" notice sits in the white coupon card, not on the page background."""
+    with runtime.db.transaction() as session:
+        owner = session.get(Account, account.id)
+        assert owner is not None
+        owner.branding = '{"background_color": "#00704a"}'
+    campaign = create_campaign(account, claim_fields="firstname")
+    with _browser(live_server) as phone:
+        location = phone.get(f"/p/{campaign['code']}").headers["location"]
+        claimed = phone.post(
+            f"{location}/claim", data={"csrf": csrf_token(phone, location), "firstname": "Ada"}
+        )
+        assert claimed.status_code == 303
+        page = phone.get(location).text
+        assert "--bg:#00704a" in page
+        card = page.split('<article class="card', 1)[1].split("</article>", 1)[0]
+        assert '<p class="notice">Claimed by Ada.</p>' in card
