@@ -847,6 +847,56 @@ def test_erase_blanks_an_answer_kept_between_its_read_and_its_write(
     assert person.email.lower() not in replayed.text.lower()
 
 
+def test_kept_answers_of_their_links_lose_their_address_inside_a_longer_customid(
+    runtime: Runtime, account: TestAccount
+) -> None:
+    """A link made for the person with their address inside its reference ("CRM <email>"):
+    the erasure leaves the live session's customid "CRM <[erased]>", but the kept answers of
+    singleuse/create, couponsession/update and update/multiple kept "CRM <email>", and a retry
+    with the same key replayed it. An object naming one of their session codes is theirs in a
+    kept answer too (as in the batch CSVs); someone else's link keeps a reference that only
+    contains their address."""
+    person = new_person()
+    campaign = create_campaign(account, pin=PIN)
+    reference = f"CRM <{person.email}>"
+    tag = _word()
+    create = {"campaign": campaign["id"], "email": person.email, "customid": reference}
+    create_key = {**account.headers, "Idempotency-Key": f"crm-create-{tag}"}
+    code = str(
+        assert_ok(account.client.post("/v3/singleuse/create", json=create, headers=create_key))[
+            "single_use_code"
+        ]
+    )
+    calls: list[tuple[str, dict[str, Any], dict[str, str]]] = [("/v3/singleuse/create", create, create_key)]
+    for path, body in [
+        ("/v3/couponsession/update", {"couponsession": code, "claim": True}),
+        ("/v3/couponsession/update/multiple", {"couponsessions": [code], "validate": True}),
+    ]:
+        headers = {**account.headers, "Idempotency-Key": f"crm-{path.rsplit('/', 1)[-1]}-{tag}"}
+        first = account.client.post(path, json=body, headers=headers)
+        assert_ok(first)
+        assert reference in first.text, path
+        calls.append((path, body, headers))
+    # Someone else's link whose reference names the person: not theirs, kept as it is.
+    other = {"campaign": campaign["id"], "email": "jo" + person.email, "customid": reference}
+    other_key = {**account.headers, "Idempotency-Key": f"crm-other-{tag}"}
+    other_first = assert_ok(account.client.post("/v3/singleuse/create", json=other, headers=other_key))
+
+    counts = erase(account, person, phone=False)
+    assert counts["kept_answers"] == len(calls)
+    live = assert_ok(account.call("/v3/couponsession/data", couponsession=code))
+    assert live["customid"] == "CRM <[erased]>"
+    for path, body, headers in calls:
+        replayed = account.client.post(path, json=body, headers=headers)
+        assert replayed.headers.get("Idempotent-Replayed") == "true", path
+        assert person.email.lower() not in replayed.text.lower(), (path, replayed.text)
+        assert "CRM <[erased]>" in replayed.text, path
+    assert (
+        assert_ok(account.client.post("/v3/singleuse/create", json=other, headers=other_key)) == other_first
+    )
+    assert erase(account, person, phone=False)["kept_answers"] == 0
+
+
 def test_an_email_with_capitals_beyond_ascii_is_found_as_typed(account: TestAccount) -> None:
     """SQLite's lower() folds ASCII letters only: the address as the business types it (and any
     ASCII-case variant) still finds ZOË's single-use link and card, which keep it as typed."""

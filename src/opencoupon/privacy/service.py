@@ -80,6 +80,8 @@ PERSONAL_KEYS = frozenset(
 )
 _EMAIL_KEYS = ("email", "recipient")
 _PHONE_KEYS = ("phone", "recipient")
+# How answers name a coupon session by its code (a link, a session's data, a batch result).
+_SESSION_CODE_KEYS = ("single_use_code", "session", "couponsession")
 PENDING_SENDS = ("queued", "retrying")
 # IDs of one kind named in a privacy_erased event at most.
 ERASED_EVENT_IDS = 1000
@@ -193,6 +195,11 @@ class Idents:
         return digits.isdigit() and digits in self.phones
 
 
+def _text(value: Any) -> str:
+    """A string as it is, anything else as "" (an update result's `session` is an object)."""
+    return value if isinstance(value, str) else ""
+
+
 class Scrubber:
     """Finds and blanks the person's details in free text and in stored JSON.
 
@@ -292,24 +299,27 @@ class Scrubber:
                 return True
         return False
 
-    def json(self, value: Any, *, theirs: bool = False) -> Any:
+    def json(self, value: Any, *, theirs: bool = False, codes: frozenset[str] = frozenset()) -> Any:
         """`value` with the person's details blanked: every personal key of an object that is
         theirs (`theirs`: the whole value is, by ID; or an object whose email or phone is the
-        request's, and what it holds) and their email or phone in other strings (see `value`)."""
-        return self._json(value, blank=theirs, by_id=theirs)
+        request's, and what it holds) and their email or phone in other strings (see `value`).
+        An object naming one of `codes` (their session codes) as its session is theirs by ID."""
+        return self._json(value, blank=theirs, by_id=theirs, codes=codes)
 
-    def _json(self, value: Any, *, blank: bool, by_id: bool) -> Any:
+    def _json(self, value: Any, *, blank: bool, by_id: bool, codes: frozenset[str]) -> Any:
         if isinstance(value, dict):
+            if not by_id and any(_text(value.get(key)) in codes for key in _SESSION_CODE_KEYS):
+                blank = by_id = True
             mine = blank or self._claims(value)
             out: dict[str, Any] = {}
             for key, item in value.items():
                 if mine and key in PERSONAL_KEYS:
                     out[key] = {} if isinstance(item, dict) else "" if isinstance(item, str) else item
                 else:
-                    out[key] = self._json(item, blank=mine, by_id=by_id)
+                    out[key] = self._json(item, blank=mine, by_id=by_id, codes=codes)
             return out
         if isinstance(value, list):
-            return [self._json(item, blank=blank, by_id=by_id) for item in value]
+            return [self._json(item, blank=blank, by_id=by_id, codes=codes) for item in value]
         if isinstance(value, str):
             return self.value(value, theirs=by_id)
         return value
@@ -618,7 +628,7 @@ def erase(ctx: ApiContext, person: Person, kept: KeptAnswers | None = None) -> d
     _erase_batches(ctx, found, scrubber, done)
     earlier = kept or KeptAnswers([], 0)
     since = kept_answers(ctx, person, earlier.last_id)  # kept while this call waited to write
-    _erase_kept_answers(ctx, person, [*earlier.found, *since.found], scrubber, done)
+    _erase_kept_answers(ctx, person, found, [*earlier.found, *since.found], scrubber, done)
     ctx.session.flush()
     for account_id, rows in done.touched.items():
         events.emit(ctx.session, account_id, "privacy_erased", erased_event_data(rows, now))
@@ -777,11 +787,18 @@ def _erase_send_jobs(ctx: ApiContext, found: Found, scrubber: Scrubber) -> None:
 
 
 def _erase_kept_answers(
-    ctx: ApiContext, person: Person, kept: Sequence[KeptAnswer], scrubber: Scrubber, done: Erased
+    ctx: ApiContext,
+    person: Person,
+    found: Found,
+    kept: Sequence[KeptAnswer],
+    scrubber: Scrubber,
+    done: Erased,
 ) -> None:
     """A retry with the same Idempotency-Key then replays the answer with the person's details
     blanked (as in stored events: objects whose email or phone is theirs, and values that are
-    wholly their email or phone). An answer kept again since it was read is read again."""
+    wholly their email or phone). An object of one of their sessions (by code, as for the batch
+    CSVs) is theirs by ID: its customid loses their address inside a longer reference too, as
+    the live session's does. An answer kept again since it was read is read again."""
     quoting = Scrubber._compile(Idents(frozenset({person.email}), frozenset({person.phone} - {""})))
     assert quoting is not None
     for item in kept:
@@ -793,7 +810,7 @@ def _erase_kept_answers(
             answer = _quoting_answer(ctx, quoting, record.response_body)
             if answer is None:
                 continue
-        clean = scrubber.json(answer)
+        clean = scrubber.json(answer, codes=found.session_code_set)
         if clean != answer:
             record.response_body = idempotency.sealed(ctx.runtime.keyring, json.dumps(clean))
             done.counts["kept_answers"] += 1
