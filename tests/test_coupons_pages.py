@@ -77,7 +77,7 @@ def test_claim_form_stores_details_and_requires_fields(account: Acct, live_serve
         assert "I agree to receive offers." in page
         missing = phone.post(f"{location}/claim", data={"csrf": token, "firstname": "Ada"})
         assert missing.status_code == 422
-        assert "Please fill in email" in missing.text
+        assert "Please fill in Email." in missing.text
         forged = phone.post(f"{location}/claim", data={"csrf": "forged", "email": "a@example.com"})
         assert forged.status_code == 403
         done = phone.post(
@@ -324,7 +324,7 @@ def test_refused_claim_keeps_what_was_typed(account: Acct, live_server: LiveServ
         token = csrf_token(phone, location)
         missing = phone.post(f"{location}/claim", data={"csrf": token, **typed, "consent": "on"})
         assert missing.status_code == 422
-        assert "Please fill in phone." in missing.text
+        assert "Please fill in Phone." in missing.text
         for value in ("Ada", "Lovelace", "ada@example.com", "38"):
             assert f'value="{value}"' in missing.text, value
         assert 'value="on" checked' in missing.text
@@ -461,7 +461,7 @@ def test_a_refused_claim_answers_its_real_status_and_code(
         errors = incomplete.json()["status"]["errors"]
         assert errors["error_message"] == "HTTP/1.0 422 Unprocessable entity."
         assert errors["error_code"] == [300]
-        assert errors["error_message_description"] == ["Please fill in email."]
+        assert errors["error_message_description"] == ["Please fill in Email."]
         patched = account.client.patch(
             f"/v4/campaigns/{campaign['id']}", json={"status": "inactive"}, headers=account.headers
         )
@@ -512,3 +512,32 @@ def test_the_claimed_notice_stays_readable_on_a_brand_background(
         assert "--bg:#00704a" in page
         card = page.split('<article class="card', 1)[1].split("</article>", 1)[0]
         assert '<p class="notice">Claimed by Ada.</p>' in card
+
+
+def test_claim_errors_name_the_fields_as_the_form_does_and_state_the_limit(
+    account: Acct, live_server: LiveServer
+) -> None:
+    """The consumer reads "First name", not the internal "firstname", and learns the limit; a
+    custom field over its 500 characters is refused (422) like a standard field, not cut."""
+    campaign = create_campaign(
+        account, claim_fields="firstname,email", required_fields="firstname", custom_fields="Loyalty no."
+    )
+    with _browser(live_server) as phone:
+        location = phone.get(f"/p/{campaign['code']}").headers["location"]
+        token = csrf_token(phone, location)
+        missing = phone.post(f"{location}/claim", data={"csrf": token})
+        assert missing.status_code == 422
+        assert "Please fill in First name." in missing.text
+        too_long = phone.post(f"{location}/claim", data={"csrf": token, "firstname": "A" * 101})
+        assert too_long.status_code == 422
+        assert "First name: at most 100 characters." in too_long.text
+        custom = phone.post(
+            f"{location}/claim",
+            data={"csrf": token, "firstname": "Ada", "custom_Loyalty no.": "7" * 600},
+            headers=JSON,
+        )
+        assert custom.status_code == 422
+        errors = custom.json()["status"]["errors"]
+        assert errors["error_message_description"] == ["Loyalty no.: at most 500 characters."]
+        assert 'maxlength="500"' in phone.get(location).text
+    assert session_status(account, location.rsplit("/", 1)[1])["claimed"] == "0"

@@ -238,6 +238,9 @@ def _session_context(
         if row.validated_at
         else "",
         "claim_fields": list(form.get("fields", [])),
+        "claim_labels": CLAIM_LABELS,
+        "claim_limits": CLAIM_LIMITS,
+        "custom_field_limit": CUSTOM_FIELD_LIMIT,
         "required_fields": list(form.get("required", [])),
         "custom_fields": list(form.get("custom_fields", [])),
         "consent_text": form.get("consent_text", ""),
@@ -549,6 +552,15 @@ async def show_session(request: Request, code: str, session_code: str) -> Respon
 # claimed either, unless it was claimed before (claiming again changes nothing).
 _NOT_CLAIMABLE = ("removed", "voided", "locked", "inactive", "scheduled", "expired")
 CLAIM_LIMITS = {"firstname": 100, "lastname": 100, "email": 254, "phone": 40}
+CUSTOM_FIELD_LIMIT = 500
+# What the form calls each standard field: its labels and its messages say the same.
+CLAIM_LABELS = {
+    "firstname": "First name",
+    "lastname": "Last name",
+    "email": "Email",
+    "phone": "Phone",
+    "birthday": "Birthday",
+}
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -564,8 +576,9 @@ def _claim_details(campaign: Campaign, form: dict[str, str]) -> tuple[dict[str, 
         return {}, f"Please remove the invisible control characters from: {names}."
     for name in fields:
         raw = form.get(name, "").strip()
+        label = CLAIM_LABELS.get(name, name)
         if name in required and not raw:
-            return {}, f"Please fill in {name}."
+            return {}, f"Please fill in {label}."
         if not raw:
             continue
         if name == "birthday":
@@ -574,8 +587,9 @@ def _claim_details(campaign: Campaign, form: dict[str, str]) -> tuple[dict[str, 
             except ApiError as err:
                 return {}, "Please give the birthday as YYYY-MM-DD." if err.code == 303 else err.description
             continue
-        if len(raw) > CLAIM_LIMITS.get(name, 200):
-            return {}, f"{name} is too long."
+        limit = CLAIM_LIMITS.get(name, 200)
+        if len(raw) > limit:
+            return {}, f"{label}: at most {limit} characters."
         if name == "email":
             if not _EMAIL.match(raw):
                 return {}, "Please give a valid email address."
@@ -583,9 +597,12 @@ def _claim_details(campaign: Campaign, form: dict[str, str]) -> tuple[dict[str, 
         details[name] = raw
     custom = {}
     for name in settings.get("custom_fields", []):
-        raw = form.get(f"custom_{name}", "").strip()[:500]
+        raw = form.get(f"custom_{name}", "").strip()
         if name in required and not raw:
             return {}, f"Please fill in {name}."
+        if len(raw) > CUSTOM_FIELD_LIMIT:
+            # Refused as a standard field is: cutting it would store what nobody typed.
+            return {}, f"{name}: at most {CUSTOM_FIELD_LIMIT} characters."
         if raw:
             custom[name] = raw
     if custom:

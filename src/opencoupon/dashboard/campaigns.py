@@ -19,6 +19,7 @@ from starlette.responses import RedirectResponse, Response
 
 from opencoupon import branding
 from opencoupon.accounts import repository as accounts_repo
+from opencoupon.coupons import pages as coupon_pages
 from opencoupon.coupons import repository, service, stats, views
 from opencoupon.coupons.schemas import CampaignCreate, CampaignUpdate
 from opencoupon.dashboard.common import (
@@ -553,6 +554,9 @@ def _preview_context(request: Request, account: Account, public_id: str) -> dict
         "timezone": "",
         "validated_local": "",
         "claim_fields": list(form.get("fields", [])),
+        "claim_labels": coupon_pages.CLAIM_LABELS,
+        "claim_limits": coupon_pages.CLAIM_LIMITS,
+        "custom_field_limit": coupon_pages.CUSTOM_FIELD_LIMIT,
         "required_fields": list(form.get("required", [])),
         "custom_fields": list(form.get("custom_fields", [])),
         "consent_text": form.get("consent_text", ""),
