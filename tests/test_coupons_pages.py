@@ -541,3 +541,36 @@ def test_claim_errors_name_the_fields_as_the_form_does_and_state_the_limit(
         assert errors["error_message_description"] == ["Loyalty no.: at most 500 characters."]
         assert 'maxlength="500"' in phone.get(location).text
     assert session_status(account, location.rsplit("/", 1)[1])["claimed"] == "0"
+
+
+def test_require_claim_says_claim_first_instead_of_a_pin_form_that_can_only_refuse(
+    account: Acct, live_server: LiveServer
+) -> None:
+    """An unclaimed coupon of a require_claim campaign: the phone says why staff have no PIN form,
+    the QR scan page shows the reason instead of the form (a PIN posted anyway is refused without
+    being checked), and once claimed both offer the form again."""
+    claim_first = "This coupon must be claimed before it can be validated."
+    campaign = create_campaign(account, require_claim=True, validation_methods="pin,qr,widget")
+    with _browser(live_server) as phone:
+        location = phone.get(f"/p/{campaign['code']}").headers["location"]
+        page = phone.get(location).text
+        assert claim_first in page
+        assert 'name="pin"' not in page
+        scan = phone.get(f"{location}/scan")
+        assert scan.status_code == 409
+        assert claim_first in scan.text
+        assert 'name="pin"' not in scan.text
+        token = csrf_token(phone, location)
+        refused = phone.post(f"{location}/scan", data={"csrf": token, "pin": PIN}, headers=JSON)
+        assert refused.status_code == 409
+        assert refused.json()["status"]["errors"]["error_message_description"] == [claim_first]
+        staff = phone.get(f"/p/{campaign['code']}/staff").text
+        assert "Coupons of this campaign must be claimed before they can be validated." in staff
+        assert phone.post(f"{location}/claim", data={"csrf": token}).status_code == 303
+        claimed = phone.get(location).text
+        assert claim_first not in claimed
+        assert 'name="pin"' in claimed
+        scan = phone.get(f"{location}/scan")
+        assert scan.status_code == 200
+        assert 'name="pin"' in scan.text
+    assert session_status(account, location.rsplit("/", 1)[1])["validated"] == "0"

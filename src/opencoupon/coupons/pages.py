@@ -57,6 +57,10 @@ METHOD_NOT_USED = "This validation method is not used for this coupon."
 # Without a PIN nobody could pass the PIN check: say what to do instead of "Wrong PIN."
 NO_PIN = "This campaign has no staff PIN: set one on the dashboard."
 NOTICES = {"claimed": "Your coupon is claimed.", "validated": "Coupon validated. Thank you!"}
+# With require_claim, what the phone and the scan page show instead of a PIN form that could only
+# refuse (service.validate refuses an unclaimed coupon with these words).
+CLAIM_FIRST = "This coupon must be claimed before it can be validated."
+CLAIM_FIRST_ON_STAFF_PAGE = "Coupons of this campaign must be claimed before they can be validated."
 
 
 # Wrong PINs, ten per 15 minutes per campaign and client address, and a hundred per campaign from
@@ -195,6 +199,11 @@ def _done_notice(done: str, word: str, row: CouponSession) -> str:
     return NOTICES[done] if holds else ""
 
 
+def _waits_for_claim(campaign: Campaign, row: CouponSession, word: str) -> bool:
+    """require_claim and a coupon that could be validated once claimed, not claimed yet."""
+    return campaign.require_claim and row.claimed_at is None and word == "open"
+
+
 def _session_context(
     s: Session,
     runtime: Runtime,
@@ -248,9 +257,16 @@ def _session_context(
         "can_claim": word == "open" and row.validation_count == 0 and refusal is None,
         "can_validate": refusal is None
         and word in ("open", "claimed")
-        and not (campaign.require_claim and row.claimed_at is None)
+        and not _waits_for_claim(campaign, row, word)
         and "pin" in methods
         and bool(campaign.pin_digest),
+        # Where the PIN form will be once the coupon is claimed: staff are told why it is not there.
+        "claim_first": CLAIM_FIRST
+        if refusal is None
+        and _waits_for_claim(campaign, row, word)
+        and "pin" in methods
+        and campaign.pin_digest
+        else "",
         "csrf": csrf.form_token,
         "path": path,
         "qr_svg": f"/qr{path}/scan.svg",
@@ -443,6 +459,7 @@ def _staff(request: Request, runtime: Runtime, code: str, form: dict[str, str], 
                 "brand": branding.for_account(s, campaign.account_id),
                 "by_widget": "widget" in enabled,
                 "by_custom_code": "custom_code" in enabled,
+                "claim_hint": CLAIM_FIRST_ON_STAFF_PAGE if campaign.require_claim else "",
             }
         )
         # Neither code accepted here, or no PIN to check: no form that could only be refused.
@@ -707,6 +724,11 @@ def _validate_with_pin(
                 error, status = METHOD_NOT_USED if not method_used else NO_PIN, 409
             elif refusal is not None:
                 error, status, form_off = refusal, 403, True
+            elif _waits_for_claim(
+                campaign, row, service.state(campaign, row, service.account_zone(s, campaign.account_id), now)
+            ):
+                # No PIN form that could only refuse; a PIN posted anyway is not checked nor counted.
+                error, status, form_off = CLAIM_FIRST, 409, True
             elif not form:
                 pass
             elif not csrf_ok(request, runtime, form.get("csrf", "")):
