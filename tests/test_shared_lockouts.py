@@ -24,7 +24,7 @@ from foundation_fixtures import browser, sign_in
 from loyalty_fixtures import create_card, create_holder
 from opencoupon.config import Settings
 from opencoupon.kit.clock import utcnow
-from opencoupon.kit.lockout import Lockout
+from opencoupon.kit.lockout import EscalatingLockout, Lockout
 from opencoupon.models import AttemptCounter
 from opencoupon.runtime import Runtime
 from opencoupon.worker import housekeeping
@@ -330,6 +330,51 @@ def test_a_window_ends_and_the_count_starts_again(runtime: Runtime) -> None:
     # Client addresses (and emails) are stored only as keyed digests.
     assert keys
     assert all(key.startswith("window-test:") and "203.0.113" not in key for key in keys)
+
+
+def test_a_backstop_locks_twice_as_long_each_time_and_forgets_one_doubling_a_quiet_day(
+    runtime: Runtime,
+) -> None:
+    """A campaign's backstop on wrong PINs: wrong guesses count for a day (staying under the limit
+    gains no new allowance every 15 minutes); each time the limit is reached the key is refused for
+    twice as long as the time before, 15 minutes up to a day; a day without the limit reached
+    takes one doubling back, so waiting a day does not bring the short lockouts back."""
+    backstop = EscalatingLockout("escalation-test", limit=3)
+    start = utcnow()
+
+    def lockout_at(at: dt.datetime) -> int:
+        """The limit's guesses and one more at `at`: the minutes the key is then refused."""
+        with runtime.db.transaction() as session:
+            for _ in range(3):
+                assert backstop.attempt(session, runtime.keyring, 7, now=at)
+            assert not backstop.attempt(session, runtime.keyring, 7, now=at)
+            return round(backstop.seconds_left(session, runtime.keyring, 7, now=at) / 60)
+
+    lengths, at = [], start
+    for _ in range(9):
+        lengths.append(lockout_at(at))
+        with runtime.db.transaction() as session:  # refused to its last second, and not lengthened
+            before_end = at + dt.timedelta(minutes=lengths[-1], seconds=-1)
+            assert not backstop.attempt(session, runtime.keyring, 7, now=before_end)
+        at += dt.timedelta(minutes=lengths[-1])
+    assert lengths == [15, 30, 60, 120, 240, 480, 960, 1440, 1440]
+    # One quiet day: one doubling less. Seven quiet days: all forgotten.
+    at += dt.timedelta(days=1)
+    assert lockout_at(at) == 960
+    at += dt.timedelta(minutes=960, days=7)
+    assert lockout_at(at) == 15
+    # Wrong guesses spread out: the count is the day's, not the quarter-hour's.
+    with runtime.db.transaction() as session:
+        later = at + dt.timedelta(days=2)
+        assert backstop.attempt(session, runtime.keyring, 8, now=later)
+        assert backstop.attempt(session, runtime.keyring, 8, now=later + dt.timedelta(hours=6))
+        assert backstop.attempt(session, runtime.keyring, 8, now=later + dt.timedelta(hours=12))
+        assert not backstop.attempt(session, runtime.keyring, 8, now=later + dt.timedelta(hours=18))
+        assert (
+            backstop.seconds_left(session, runtime.keyring, 8, now=later + dt.timedelta(hours=18)) == 15 * 60
+        )
+        # Another key (campaign) is not held up.
+        assert backstop.attempt(session, runtime.keyring, 9, now=later + dt.timedelta(hours=18))
 
 
 def test_housekeeping_deletes_counts_whose_window_is_over(runtime: Runtime) -> None:

@@ -18,14 +18,14 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 
 from opencoupon import branding, web
-from opencoupon.coupons import expiry, gates, repository, service, views
+from opencoupon.coupons import expiry, gates, repository, service, staff_device, views
 from opencoupon.coupons.sessions import session_path
 from opencoupon.errors import ApiError, error_body
 from opencoupon.kit import ids
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.crypto import token
 from opencoupon.kit.dates import fmt, parse_birthday
-from opencoupon.kit.lockout import BACKSTOP_FACTOR, GuessLimit, Lockout
+from opencoupon.kit.lockout import BACKSTOP_FACTOR, EscalatingLockout, GuessLimit, Lockout
 from opencoupon.kit.ratelimit import retry_after_header
 from opencoupon.models import Account, Campaign, CouponSession
 from opencoupon.pages import private_page, render, render_error_page
@@ -63,12 +63,14 @@ CLAIM_FIRST = "This coupon must be claimed before it can be validated."
 CLAIM_FIRST_ON_STAFF_PAGE = "Coupons of this campaign must be claimed before they can be validated."
 
 
-# Wrong PINs, ten per 15 minutes per campaign and client address, and a hundred per campaign from
-# all addresses, counted in the database (shared by every API process; opencoupon.kit.lockout).
+# Wrong PINs, ten per 15 minutes per campaign and client address, and a hundred a day per campaign
+# from all addresses, each time locking the campaign's PINs twice as long (15 minutes up to a day),
+# counted in the database (shared by every API process; opencoupon.kit.lockout). A device with the
+# staff device cookie (right PIN lately) is held by its address's limit only (staff_device).
 # One count for every page where the campaign's staff PIN is typed: the staff page, the PIN on the
 # phone and the QR scan page (five wrong PINs also lock one coupon, but anyone can open more
 # coupons of the campaign to try more PINs). A count per page gave one address ten per page.
-pin_lockout = GuessLimit(Lockout("staff-pin"), Lockout("campaign-pin", limit=10 * BACKSTOP_FACTOR))
+pin_lockout = GuessLimit(Lockout("staff-pin"), EscalatingLockout("campaign-pin", limit=10 * BACKSTOP_FACTOR))
 TOO_MANY_OPENS = "Too many coupons were opened from this network. Please try again later."
 
 
@@ -82,7 +84,10 @@ def _pin_wait(s: Session, runtime: Runtime, campaign_id: int, client: str) -> fl
 
 
 def _too_many_pins(wait: float) -> str:
-    return f"Too many wrong PINs. Try again in {_duration_words(max(1, math.ceil(wait / 60)))}."
+    minutes = max(1, math.ceil(wait / 60))
+    if minutes > 60:  # a campaign's longer lockouts, in whole hours
+        minutes = math.ceil(minutes / 60) * 60
+    return f"Too many wrong PINs. Try again in {_duration_words(minutes)}."
 
 
 def _open_limit(runtime: Runtime) -> Lockout | None:
@@ -147,6 +152,7 @@ def _respond(request: Request, out: Outcome, csrf: Csrf | None = None) -> Respon
             samesite="lax",
             secure=web.is_secure(request),
         )
+    staff_device.attach(response, request)
     if csrf is not None:
         csrf.attach(response, request)
     return response
@@ -488,13 +494,15 @@ def _staff(request: Request, runtime: Runtime, code: str, form: dict[str, str], 
     if not csrf_ok(request, runtime, form.get("csrf", "")):
         return fail(403, web.csrf_refusal(request), 300)
     client = web.client_key(request)
+    proven = staff_device.recognised(request, runtime, campaign, now)
     wait = 0.0
     with runtime.db.transaction() as s:
         # Counted before it is checked, given back when right (opencoupon.kit.lockout).
-        allowed = pin_lockout.attempt(s, runtime.keyring, campaign.id, client)
+        allowed = pin_lockout.attempt(s, runtime.keyring, campaign.id, client, proven=proven)
         right = allowed and service.pin_matches(runtime, campaign, pin)
         if right:
-            pin_lockout.refund(s, runtime.keyring, campaign.id, client)
+            pin_lockout.refund(s, runtime.keyring, campaign.id, client, proven=proven)
+            staff_device.grant(request, runtime, campaign, now)
         if not allowed:
             wait = _pin_wait(s, runtime, campaign.id, client)
     if not allowed:
@@ -735,7 +743,13 @@ def _validate_with_pin(
                 error, status, error_code = web.csrf_refusal(request), 403, 300
             elif row.locked:
                 error, status = MESSAGES["locked"], 409
-            elif not pin_lockout.attempt(s, runtime.keyring, campaign.id, client):
+            elif not pin_lockout.attempt(
+                s,
+                runtime.keyring,
+                campaign.id,
+                client,
+                proven=staff_device.recognised(request, runtime, campaign, now),
+            ):
                 wait = _pin_wait(s, runtime, campaign.id, client)
                 error, status, error_code = _too_many_pins(wait), 429, 429
                 headers["Retry-After"] = retry_after_header(wait)
@@ -745,7 +759,10 @@ def _validate_with_pin(
                 if locked_now:
                     error = "Wrong PIN. Too many wrong PINs: this coupon is now locked."
             else:
-                pin_lockout.refund(s, runtime.keyring, campaign.id, client)
+                proven = staff_device.recognised(request, runtime, campaign, now)
+                pin_lockout.refund(s, runtime.keyring, campaign.id, client, proven=proven)
+                if method == "qr":  # the scan page is the staff's; the phone is the consumer's
+                    staff_device.grant(request, runtime, campaign, now)
                 service.clear_pin_failures(s, row, now)
                 money = service.parse_money(form.get("validation_value") or None)
                 service.validate(s, runtime, campaign, row, now, method=method, validation_value=money)

@@ -14,7 +14,9 @@ Counts are kept per key in fixed windows: a key's window starts at its first att
 - `count` reads where a key stands, `add` counts without deciding.
 
 So at most `limit` attempts pass per window, and at most 2 x `limit` in any `window`-long stretch
-(the end of one window and the start of the next). Checking costs one read by primary key;
+(the end of one window and the start of the next). A backstop on a short secret guessed from many
+addresses (a campaign's staff PIN) uses `EscalatingLockout`: a day's count, and lockouts that
+double each time the limit is reached again. Checking costs one read by primary key;
 counting one INSERT … ON CONFLICT DO UPDATE … RETURNING, atomic on SQLite and PostgreSQL alike, so
 concurrent attempts never lose a count. Keys are stored as "<purpose>:<keyed digest>": client
 addresses and emails never in clear. Rows whose window is over are deleted by the worker's
@@ -26,6 +28,7 @@ the thread pool like their other database work (on SQLite a count takes the writ
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 
 from sqlalchemy import case, delete, select, update
@@ -123,6 +126,70 @@ class Lockout:
         )
 
 
+@dataclass(frozen=True)
+class EscalatingLockout(Lockout):
+    """A backstop whose lockouts grow, for a short secret guessed from many addresses.
+
+    Wrong guesses count over `window` (a day: a search that stays just under the limit gains no
+    fresh allowance every few minutes). The guess that finds `limit` of them counted locks the key
+    for `first_lockout`, the next time the limit is reached for twice as long, and so on up to
+    `longest_lockout`; each `quiet` period after a lockout without the limit reached again takes
+    one doubling back (waiting out one quiet day does not restore the short lockouts). After a
+    lockout the count starts from zero. The doublings are kept in a second row of the key's
+    purpose: `count` the doublings, `expires_at` when the last of them is forgotten."""
+
+    window: dt.timedelta = dt.timedelta(days=1)
+    first_lockout: dt.timedelta = dt.timedelta(minutes=15)
+    longest_lockout: dt.timedelta = dt.timedelta(days=1)
+    quiet: dt.timedelta = dt.timedelta(days=1)
+
+    def attempt(
+        self, session: Session, keyring: Keyring, *parts: object, now: dt.datetime | None = None
+    ) -> bool:
+        now = now or utcnow()
+        counted = self.add(session, keyring, *parts, now=now)
+        if counted == self.limit + 1:
+            # Exactly one guess reads this number: the count's row stays locked until its
+            # transaction ends, and refused guesses are never given back.
+            self._lock(session, keyring, parts, now)
+        return counted <= self.limit
+
+    def _doublings(self) -> int:
+        """Doublings after which the lockout is the longest."""
+        lockout, doublings = self.first_lockout, 0
+        while lockout < self.longest_lockout:
+            lockout, doublings = lockout * 2, doublings + 1
+        return doublings
+
+    def _lock(self, session: Session, keyring: Keyring, parts: tuple[object, ...], now: dt.datetime) -> None:
+        escalation = self.key(keyring, *parts, "escalation")
+        kept = session.execute(
+            select(AttemptCounter.count, AttemptCounter.expires_at).where(AttemptCounter.key == escalation)
+        ).first()
+        doublings = 0
+        if kept is not None and kept[1] > now:
+            # One doubling forgotten per quiet period since the last lockout ended.
+            doublings = min(int(kept[0]), math.ceil((kept[1] - now) / self.quiet))
+        until = now + min(self.first_lockout * 2**doublings, self.longest_lockout)
+        doublings = min(doublings + 1, self._doublings())
+        insert = upsert_insert(session, _counters).values(
+            key=escalation, count=doublings, expires_at=until + self.quiet * doublings
+        )
+        session.execute(
+            insert.on_conflict_do_update(
+                index_elements=[_counters.c.key],
+                set_={"count": insert.excluded.count, "expires_at": insert.excluded.expires_at},
+            )
+        )
+        # The key is refused until then (its count is past the limit); the next guess after it
+        # starts a new count.
+        session.execute(
+            update(AttemptCounter)
+            .where(AttemptCounter.key == self.key(keyring, *parts))
+            .values(expires_at=until)
+        )
+
+
 def forget_all(session: Session) -> None:
     """Forget every count of every purpose (tests start from a clean slate)."""
     session.execute(delete(AttemptCounter))
@@ -139,13 +206,21 @@ class GuessLimit:
     per_client: Lockout
     per_secret: Lockout
 
-    def attempt(self, session: Session, keyring: Keyring, secret: object, client: str) -> bool:
-        """Count one guess; whether it may be checked."""
+    def attempt(
+        self, session: Session, keyring: Keyring, secret: object, client: str, *, proven: bool = False
+    ) -> bool:
+        """Count one guess; whether it may be checked. `proven`: the client showed it knew the
+        secret lately (e.g. a signed cookie given for a right guess): only its own limit applies,
+        and its guesses are not counted for the secret, so a search from other addresses that
+        fills the backstop does not lock it out."""
         if not self.per_client.attempt(session, keyring, secret, client):
             return False
-        return self.per_secret.attempt(session, keyring, secret)
+        return proven or self.per_secret.attempt(session, keyring, secret)
 
-    def refund(self, session: Session, keyring: Keyring, secret: object, client: str) -> None:
-        """The guess was right: give both counts back."""
+    def refund(
+        self, session: Session, keyring: Keyring, secret: object, client: str, *, proven: bool = False
+    ) -> None:
+        """The guess was right: give its counts back (`proven` as for `attempt`)."""
         self.per_client.refund(session, keyring, secret, client)
-        self.per_secret.refund(session, keyring, secret)
+        if not proven:
+            self.per_secret.refund(session, keyring, secret)
