@@ -142,7 +142,7 @@ def test_custom_codes_are_found_in_any_letter_case(
         staff = f"/p/{campaign['code']}/staff"
         with httpx2.Client(base_url=live_server.url, timeout=30) as till:
             token = csrf_token(till, staff)
-            done = till.post(staff, data={"csrf": token, "pin": PIN, "code": typed})
+            done = till.post(staff, data={"csrf": token, "pin": PIN, "code": typed}, follow_redirects=True)
             assert done.status_code == 200, done.text
             assert "validated" in done.text
         assert session_status(account, session)["validated"] == "1"
@@ -161,7 +161,8 @@ def test_a_custom_code_with_letters_beyond_ascii_is_found_as_typed(
         assert [item["session"] for item in found["data"]] == [session], found
     staff = f"/p/{campaign['code']}/staff"
     with httpx2.Client(base_url=live_server.url, timeout=30) as till:
-        done = till.post(staff, data={"csrf": csrf_token(till, staff), "pin": PIN, "code": "CAFÉ-01"})
+        form = {"csrf": csrf_token(till, staff), "pin": PIN, "code": "CAFÉ-01"}
+        done = till.post(staff, data=form, follow_redirects=True)
         assert done.status_code == 200, done.text
     assert session_status(account, session)["validated"] == "1"
 

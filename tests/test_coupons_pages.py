@@ -127,9 +127,11 @@ def test_staff_pin_on_the_phone_validates_once(account: Acct, live_server: LiveS
     with _browser(live_server) as phone:
         location = phone.get(f"/p/{campaign['code']}").headers["location"]
         token = csrf_token(phone, location)
-        wrong = phone.post(f"{location}/validate", data={"csrf": token, "pin": "0000"})
+        wrong = phone.post(f"{location}/validate", data={"csrf": token, "pin": "0000"}, follow_redirects=True)
         assert wrong.status_code == 403
         assert "Wrong PIN" in wrong.text
+        assert str(wrong.url).split("?", 1)[0].endswith(location)
+        token = csrf_token(phone, location)
         ok = phone.post(f"{location}/validate", data={"csrf": token, "pin": PIN, "validation_value": "9.90"})
         assert ok.status_code == 303
         page = phone.get(ok.headers["location"])
@@ -150,7 +152,7 @@ def test_wrong_pins_lock_the_session(account: Acct, live_server: LiveServer) -> 
         token = csrf_token(phone, location)
         for _ in range(5):
             phone.post(f"{location}/validate", data={"csrf": token, "pin": "0000"})
-        locked = phone.post(f"{location}/validate", data={"csrf": token, "pin": PIN})
+        locked = phone.post(f"{location}/validate", data={"csrf": token, "pin": PIN}, follow_redirects=True)
         assert locked.status_code == 409
         assert "locked" in locked.text
         assert "This coupon is locked" in phone.get(location).text
@@ -165,10 +167,10 @@ def test_a_right_pin_starts_the_count_of_wrong_ones_again(account: Acct, live_se
     campaign = create_campaign(account, validations_per_session=3)
     with _browser(live_server) as phone:
         location = phone.get(f"/p/{campaign['code']}").headers["location"]
-        token = csrf_token(phone, location)
 
         def post(pin: str) -> int:
-            return phone.post(f"{location}/validate", data={"csrf": token, "pin": pin}).status_code
+            form = {"csrf": csrf_token(phone, location), "pin": pin}
+            return phone.post(f"{location}/validate", data=form, follow_redirects=pin != PIN).status_code
 
         assert [post("0000") for _ in range(4)] == [403] * 4
         assert post(PIN) == 303
@@ -189,21 +191,27 @@ def test_staff_page_validates_by_widget_code_and_custom_code(
         row.custom_validation_code = "SHOP-778899"
     staff_path = f"/p/{campaign['code']}/staff"
     with _browser(live_server) as till:
-        token = csrf_token(till, staff_path)
-        by_widget = till.post(staff_path, data={"csrf": token, "pin": PIN, "code": widget[:6]})
+
+        def send(code: str, pin: str = PIN) -> httpx2.Response:
+            form = {"csrf": csrf_token(till, staff_path), "pin": pin, "code": code}
+            return till.post(staff_path, data=form, follow_redirects=True)
+
+        by_widget = send(widget[:6])
         assert by_widget.status_code == 200
         assert f"Coupon {widget[:6]} validated" in by_widget.text
-        twice = till.post(staff_path, data={"csrf": token, "pin": PIN, "code": widget[:6]})
+        twice = send(widget[:6])
         assert twice.status_code == 409
         assert "already been validated" in twice.text
         by_custom = till.post(
-            staff_path, data={"csrf": token, "pin": PIN, "code": "SHOP-778899"}, headers=JSON
+            staff_path,
+            data={"csrf": csrf_token(till, staff_path), "pin": PIN, "code": "SHOP-778899"},
+            headers=JSON,
         )
         assert by_custom.status_code == 200
         assert by_custom.json()["data"]["status"]["validated"] == "1"
-        unknown = till.post(staff_path, data={"csrf": token, "pin": PIN, "code": "zzzzzz"})
+        unknown = send("zzzzzz")
         assert unknown.status_code == 404
-        wrong = till.post(staff_path, data={"csrf": token, "pin": "9999", "code": widget[:6]})
+        wrong = send(widget[:6], "9999")
         assert wrong.status_code == 403
     assert session_status(account, widget)["validated"] == "1"
 
@@ -218,7 +226,7 @@ def test_qr_scan_page_asks_for_the_pin(account: Acct, live_server: LiveServer, r
         assert "Staff PIN" in page.text
         assert "Grace" in page.text
         token = csrf_token(staff, scan)
-        done = staff.post(scan, data={"csrf": token, "pin": PIN})
+        done = staff.post(scan, data={"csrf": token, "pin": PIN}, follow_redirects=True)
         assert done.status_code == 200
         assert "Coupon validated" in done.text
     # PIN on the phone is not enabled for this campaign.
@@ -353,10 +361,14 @@ def test_only_the_enabled_validation_methods_are_offered(
         assert shown.status_code == 409
         assert not_used in shown.text
         assert 'name="pin"' not in shown.text
-        refused = phone.post(scan, data={"csrf": token, "pin": PIN})
+        refused = phone.post(scan, data={"csrf": token, "pin": PIN}, follow_redirects=True)
         assert refused.status_code == 409
         assert not_used in refused.text
-        on_phone = phone.post(f"/p/{widget_only['code']}/{code}/validate", data={"csrf": token, "pin": PIN})
+        on_phone = phone.post(
+            f"/p/{widget_only['code']}/{code}/validate",
+            data={"csrf": token, "pin": PIN},
+            follow_redirects=True,
+        )
         assert on_phone.status_code == 409
         assert not_used in on_phone.text
     assert session_status(account, code)["validated"] == "0"
@@ -369,7 +381,9 @@ def test_only_the_enabled_validation_methods_are_offered(
         assert shown.status_code == 409
         assert not_used in shown.text
         assert 'name="pin"' not in shown.text
-        refused = till.post(staff, data={"csrf": token, "pin": PIN, "code": pin_code[:6]})
+        refused = till.post(
+            staff, data={"csrf": token, "pin": PIN, "code": pin_code[:6]}, follow_redirects=True
+        )
         assert refused.status_code == 409
         assert not_used in refused.text
         page = till.get(f"/p/{pin_only['code']}/{pin_code}").text
@@ -574,3 +588,79 @@ def test_require_claim_says_claim_first_instead_of_a_pin_form_that_can_only_refu
         assert scan.status_code == 200
         assert 'name="pin"' in scan.text
     assert session_status(account, location.rsplit("/", 1)[1])["validated"] == "0"
+
+
+def _validations(account: Acct, code: str) -> int:
+    return int(session_status(account, code)["validations"])
+
+
+def test_a_validation_form_sent_twice_validates_once_and_a_reload_posts_nothing(
+    account: Acct, live_server: LiveServer, runtime: Runtime
+) -> None:
+    """Staff validate a coupon allowed three uses on the staff page and on the QR scan page: each
+    answer is a redirect (303) to a GET showing the result, so a reload posts nothing; the same
+    form sent again (a double tap, the browser's "resend") shows the first result and validates
+    nothing more."""
+    campaign = create_campaign(account, validations_per_session=3, validation_methods="pin,widget,qr")
+    by_staff, by_scan = bulk_sessions(runtime, campaign["id"], 2)
+    staff = f"/p/{campaign['code']}/staff"
+    scan = f"/p/{campaign['code']}/{by_scan}/scan"
+    with _browser(live_server) as till:
+        form = {"csrf": csrf_token(till, staff), "pin": PIN, "code": by_staff[:6]}
+        first = till.post(staff, data=form)
+        assert first.status_code == 303
+        result_page = first.headers["location"]
+        assert result_page.startswith(f"{staff}?result=")
+        assert PIN not in result_page
+        assert by_staff[:6] not in result_page.lower()
+        for _ in range(3):  # reloads of the result page
+            shown = till.get(result_page)
+            assert shown.status_code == 200
+            assert f"Coupon {by_staff[:6]} validated." in shown.text
+        again = till.post(staff, data=form, follow_redirects=True)
+        assert again.status_code == 200
+        assert f"Coupon {by_staff[:6]} validated." in again.text
+        assert _validations(account, by_staff) == 1
+        # A form made for another coupon is not taken for this one's.
+        other = till.post(staff, data={**form, "code": by_scan[:6]}, follow_redirects=True)
+        assert other.status_code == 409
+        assert "This form was already sent." in other.text
+        assert _validations(account, by_scan) == 0
+
+        form = {"csrf": csrf_token(till, scan), "pin": PIN}
+        first = till.post(scan, data=form)
+        assert first.status_code == 303
+        assert first.headers["location"].startswith(f"{scan}?result=")
+        for _ in range(3):
+            assert "Coupon validated. Thank you!" in till.get(first.headers["location"]).text
+        assert "Coupon validated. Thank you!" in till.post(scan, data=form, follow_redirects=True).text
+        assert _validations(account, by_scan) == 1
+        # A new form (the page shown after the redirect) validates again, as a multi-use coupon may.
+        assert till.post(scan, data={"csrf": csrf_token(till, scan), "pin": PIN}).status_code == 303
+        assert _validations(account, by_scan) == 2
+
+
+def test_reloading_a_wrong_pin_answer_on_the_phone_counts_no_more_wrong_pins(
+    account: Acct, live_server: LiveServer
+) -> None:
+    """One wrong PIN on the phone, then the answer reloaded again and again: the answer is a GET
+    of the coupon showing "Wrong PIN." (403), so the reloads count no wrong PIN and never lock it."""
+    campaign = create_campaign(account)
+    with _browser(live_server) as phone:
+        location = phone.get(f"/p/{campaign['code']}").headers["location"]
+        wrong = phone.post(f"{location}/validate", data={"csrf": csrf_token(phone, location), "pin": "0000"})
+        assert wrong.status_code == 303
+        answer = wrong.headers["location"]
+        assert answer.startswith(f"{location}?result=")
+        for _ in range(6):
+            shown = phone.get(answer)
+            assert shown.status_code == 403
+            assert "Wrong PIN." in shown.text
+            assert "locked" not in shown.text
+            assert 'name="pin"' in shown.text
+        # The result is the coupon's own: it shows on no other page, and a made-up one is ignored.
+        assert "Wrong PIN." not in phone.get(f"{location}?result=forged").text
+        ok = phone.post(f"{location}/validate", data={"csrf": csrf_token(phone, location), "pin": PIN})
+        assert ok.status_code == 303
+    status = session_status(account, location.rsplit("/", 1)[1])
+    assert (status["locked"], status["validated"]) == ("0", "1")

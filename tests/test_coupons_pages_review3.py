@@ -162,11 +162,17 @@ def test_too_many_wrong_pins_says_how_long_to_wait(account: Acct, live_server: L
             "staff json": phone.post(
                 staff, data={"csrf": token, "pin": "0000", "code": "abcdef"}, headers=JSON
             ),
-            "staff html": phone.post(staff, data={"csrf": token, "pin": "0000", "code": "abcdef"}),
+            "staff html": phone.post(
+                staff, data={"csrf": token, "pin": "0000", "code": "abcdef"}, follow_redirects=True
+            ),
             "phone json": phone.post(f"{path}/validate", data={"csrf": token, "pin": "0000"}, headers=JSON),
-            "phone html": phone.post(f"{path}/validate", data={"csrf": token, "pin": "0000"}),
+            "phone html": phone.post(
+                f"{path}/validate", data={"csrf": token, "pin": "0000"}, follow_redirects=True
+            ),
             "scan json": phone.post(f"{path}/scan", data={"csrf": token, "pin": "0000"}, headers=JSON),
-            "scan html": phone.post(f"{path}/scan", data={"csrf": token, "pin": "0000"}),
+            "scan html": phone.post(
+                f"{path}/scan", data={"csrf": token, "pin": "0000"}, follow_redirects=True
+            ),
         }
     for name, answer in answers.items():
         assert answer.status_code == 429, name
@@ -252,7 +258,7 @@ def test_a_browser_without_cookies_is_told_to_allow_them(account: Acct, live_ser
             assert answer.status_code == 403, (name, answer.text)
             assert _error(answer) == (300, NO_COOKIES), name
             cookieless.cookies.clear()
-            assert NO_COOKIES in cookieless.post(url, data=data).text, name
+            assert NO_COOKIES in cookieless.post(url, data=data, follow_redirects=True).text, name
             cookieless.cookies.clear()
     # With its cookie but a token of another browser: the form expired, 403 on the claim too.
     with httpx2.Client(base_url=live_server.url, timeout=30, cookies=cookies) as other:

@@ -384,7 +384,7 @@ def test_a_cancelled_members_coupon_is_not_validated_on_the_scan_page(
     assert page.status_code == 403
     assert "no longer has access" in page.text
     assert 'name="pin"' not in page.text
-    refused = http.post(scan, data={"pin": PIN, "csrf": token})
+    refused = http.post(scan, data={"pin": PIN, "csrf": token}, follow_redirects=True)
     assert refused.status_code == 403, refused.text
     assert "no longer has access" in refused.text
     as_json = http.post(scan, data={"pin": PIN, "csrf": token}, headers={"Accept": "application/json"})
@@ -396,7 +396,7 @@ def test_a_cancelled_members_coupon_is_not_validated_on_the_scan_page(
     assert (
         v4(account, "POST", f"/v4/directory/{directory['id']}/users/{user['id']}/access").status_code == 200
     )
-    done = http.post(scan, data={"pin": PIN, "csrf": _csrf(http, scan)})
+    done = http.post(scan, data={"pin": PIN, "csrf": _csrf(http, scan)}, follow_redirects=True)
     assert done.status_code == 200, done.text
     assert "Coupon validated" in done.text
 
@@ -420,7 +420,9 @@ def test_an_ended_members_coupon_is_not_validated_on_the_staff_page_nor_on_the_p
     )
     assert ended.status_code == 200
     staff = f"/p/{campaign.code}/staff"
-    refused = http.post(staff, data={"pin": PIN, "code": short, "csrf": _csrf(http, staff)})
+    refused = http.post(
+        staff, data={"pin": PIN, "code": short, "csrf": _csrf(http, staff)}, follow_redirects=True
+    )
     assert refused.status_code == 403, refused.text
     assert "no longer has access" in refused.text
     as_json = http.post(
@@ -444,7 +446,9 @@ def test_an_ended_members_coupon_is_not_validated_on_the_staff_page_nor_on_the_p
     assert page.status_code == 200
     assert 'name="pin"' not in page.text  # not offered; posted anyway (a token from the staff page):
     on_phone = second_browser.client.post(
-        f"{path}/validate", data={"pin": PIN, "csrf": _csrf(second_browser.client, staff)}
+        f"{path}/validate",
+        data={"pin": PIN, "csrf": _csrf(second_browser.client, staff)},
+        follow_redirects=True,
     )
     assert on_phone.status_code == 403, on_phone.text
     assert "no longer has access" in on_phone.text
@@ -520,7 +524,7 @@ def test_an_erased_cancelled_members_coupon_is_still_refused_at_the_counter(
         "/v4/privacy/erase", json={"email": "payer@example.com"}, headers=account.headers
     )
     assert erased.json()["erased"]["directory_users"] == 1
-    after = http.post(scan, data={"pin": PIN, "csrf": token})
+    after = http.post(scan, data={"pin": PIN, "csrf": token}, follow_redirects=True)
     assert after.status_code == 403, after.text
     assert "no longer has access" in after.text
     assert _validation_count(runtime, path) == 0
@@ -529,7 +533,7 @@ def test_an_erased_cancelled_members_coupon_is_still_refused_at_the_counter(
         session.execute(
             update(CouponSession).where(CouponSession.code == _session_code(path)).values(device_id="")
         )
-    blanked = http.post(scan, data={"pin": PIN, "csrf": token})
+    blanked = http.post(scan, data={"pin": PIN, "csrf": token}, follow_redirects=True)
     assert blanked.status_code == 403, blanked.text
     assert "no longer registered" in blanked.text
     assert _validation_count(runtime, path) == 0
@@ -549,7 +553,7 @@ def test_a_revoked_login_member_is_refused_and_a_public_directorys_member_is_not
         token = _csrf(http, scan)
         revoked = v4(account, "DELETE", f"/v4/directory/{directory['id']}/users/{user['id']}/access")
         assert revoked.status_code == 200
-        answer = http.post(scan, data={"pin": PIN, "csrf": token})
+        answer = http.post(scan, data={"pin": PIN, "csrf": token}, follow_redirects=True)
         assert answer.status_code == (403 if refused else 200), (access, answer.text)
         assert ("access revoked" in answer.text) is refused
 

@@ -77,7 +77,12 @@ def test_a_multipart_charset_cannot_make_lone_surrogates(
         claimed = _claim_with_surrogate_escape(phone, location, content_type)
         assert claimed.status_code == 303, claimed.text
         body, content_type = _multipart({"csrf": csrf_token(phone, location), "pin": SURROGATE_ESCAPE})
-        wrong_pin = phone.post(f"{location}/validate", content=body, headers={"Content-Type": content_type})
+        wrong_pin = phone.post(
+            f"{location}/validate",
+            content=body,
+            headers={"Content-Type": content_type},
+            follow_redirects=True,
+        )
         assert wrong_pin.status_code in (403, 422), wrong_pin.text
     user = account.call("/v3/couponsession/data", couponsession=location.rsplit("/", 1)[1]).json()["data"][
         "user"

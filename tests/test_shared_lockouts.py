@@ -81,13 +81,13 @@ def test_wrong_pins_on_the_phone_split_between_processes_lock_out_after_ten(
         with httpx2.Client(base_url=servers[attempt % 2], timeout=30) as phone:
             location = phone.get(f"/p/{campaign['code']}").headers["location"]
             form = {"csrf": csrf_token(phone, location), "pin": "0000"}
-            wrong = phone.post(f"{location}/validate", data=form)
+            wrong = phone.post(f"{location}/validate", data=form, follow_redirects=True)
             assert wrong.status_code == 403, wrong.text
     for base in servers:
         with httpx2.Client(base_url=base, timeout=30) as phone:
             location = phone.get(f"/p/{campaign['code']}").headers["location"]
             form = {"csrf": csrf_token(phone, location), "pin": PIN}
-            refused = phone.post(f"{location}/validate", data=form)
+            refused = phone.post(f"{location}/validate", data=form, follow_redirects=True)
             assert refused.status_code == 429, refused.text
             assert "Too many wrong PINs" in refused.text
 
@@ -101,10 +101,12 @@ def test_wrong_pins_on_the_staff_page_split_between_processes_lock_out_after_ten
     try:
         for attempt in range(10):
             till = tills[attempt % 2]
-            wrong = till.post(staff, data={"csrf": csrf_token(till, staff), "pin": "0000", "code": "abcdef"})
+            form = {"csrf": csrf_token(till, staff), "pin": "0000", "code": "abcdef"}
+            wrong = till.post(staff, data=form, follow_redirects=True)
             assert wrong.status_code == 403, wrong.text
         for till in tills:
-            refused = till.post(staff, data={"csrf": csrf_token(till, staff), "pin": PIN, "code": "abcdef"})
+            form = {"csrf": csrf_token(till, staff), "pin": PIN, "code": "abcdef"}
+            refused = till.post(staff, data=form, follow_redirects=True)
             assert refused.status_code == 429, refused.text
     finally:
         for till in tills:
@@ -128,7 +130,7 @@ def test_concurrent_wrong_staff_pins_get_exactly_ten_checks(
         def guess(i: int) -> int:
             start.wait(timeout=30)
             form = {"csrf": tokens[i], "pin": f"{i:04d}", "code": "abcdef"}
-            return int(tills[i].post(staff, data=form).status_code)
+            return int(tills[i].post(staff, data=form, follow_redirects=True).status_code)
 
         with ThreadPoolExecutor(attempts) as pool:
             answers = list(pool.map(guess, range(attempts)))
@@ -147,7 +149,7 @@ def test_right_pins_do_not_use_up_the_limit(account: TestAccount, servers: tuple
 
         def post(pin: str) -> int:
             form = {"csrf": csrf_token(till, staff), "pin": pin, "code": "abcdef"}
-            return int(till.post(staff, data=form).status_code)
+            return int(till.post(staff, data=form, follow_redirects=True).status_code)
 
         assert [post("0000") for _ in range(9)] == [403] * 9
         # The right PIN gets past the lockout (no coupon has this code: 404), twenty times over.
@@ -429,6 +431,7 @@ def _staff_guesses(base: str, campaign: dict[str, Any], pins_by_address: list[tu
                     staff,
                     data={"csrf": token, "pin": pin, "code": "abcdef"},
                     headers={"X-Forwarded-For": address},
+                    follow_redirects=True,
                 ).status_code
             )
             for address, pin in pins_by_address

@@ -47,14 +47,15 @@ def test_pin_guessing_over_many_coupons_is_limited(account: Acct, live_server: L
             phone.cookies.clear()  # a new device: a new coupon with its own five tries
             location = phone.get(f"/p/{campaign['code']}").headers["location"]
             action = f"{location}/validate" if attempt % 2 else f"{location}/scan"
-            wrong = phone.post(action, data={"csrf": csrf_token(phone, location), "pin": "0000"})
+            form = {"csrf": csrf_token(phone, location), "pin": "0000"}
+            wrong = phone.post(action, data=form, follow_redirects=True)
             assert wrong.status_code == 403, wrong.text
             assert "Wrong PIN" in wrong.text
         phone.cookies.clear()
         location = phone.get(f"/p/{campaign['code']}").headers["location"]
         token = csrf_token(phone, location)
         for action in (f"{location}/validate", f"{location}/scan"):
-            refused = phone.post(action, data={"csrf": token, "pin": PIN})
+            refused = phone.post(action, data={"csrf": token, "pin": PIN}, follow_redirects=True)
             assert refused.status_code == 429, refused.text
             assert "Too many wrong PINs" in refused.text
         assert "validated" not in phone.get(location).text.lower()
@@ -88,7 +89,7 @@ def test_a_campaign_without_pin_says_so_instead_of_wrong_pin(
             (scan, {"csrf": token, "pin": "0000"}),
             (f"/p/{campaign['code']}/{code}/validate", {"csrf": token, "pin": "0000"}),
         ):
-            refused = till.post(path, data=form)
+            refused = till.post(path, data=form, follow_redirects=True)
             assert refused.status_code == 409, path
             assert no_pin in refused.text
             assert "Wrong PIN" not in refused.text
@@ -98,7 +99,7 @@ def test_a_campaign_without_pin_says_so_instead_of_wrong_pin(
         )
         assert patched.status_code == 200, patched.text
         token = csrf_token(till, staff)
-        done = till.post(staff, data={"csrf": token, "pin": PIN, "code": code[:6]})
+        done = till.post(staff, data={"csrf": token, "pin": PIN, "code": code[:6]}, follow_redirects=True)
         assert done.status_code == 200
         assert f"Coupon {code[:6]} validated." in done.text
 
@@ -114,13 +115,15 @@ def test_one_address_gets_ten_wrong_pins_over_staff_phone_and_scan_pages(
     with httpx2.Client(base_url=live_server.url, timeout=30) as till:
         token = csrf_token(till, staff)
         for attempt in range(5):
-            wrong = till.post(staff, data={"csrf": token, "pin": f"{1000 + attempt}", "code": "abcdef"})
+            form = {"csrf": token, "pin": f"{1000 + attempt}", "code": "abcdef"}
+            wrong = till.post(staff, data=form, follow_redirects=True)
             assert wrong.status_code == 403, wrong.text
         for attempt in range(5):
             till.cookies.clear()  # a new coupon each time: none is locked by its own five tries
             location = till.get(f"/p/{campaign['code']}").headers["location"]
             action = f"{location}/validate" if attempt % 2 else f"{location}/scan"
-            wrong = till.post(action, data={"csrf": csrf_token(till, location), "pin": f"{2000 + attempt}"})
+            form = {"csrf": csrf_token(till, location), "pin": f"{2000 + attempt}"}
+            wrong = till.post(action, data=form, follow_redirects=True)
             assert wrong.status_code == 403, wrong.text
         till.cookies.clear()
         location = till.get(f"/p/{campaign['code']}").headers["location"]
@@ -130,7 +133,7 @@ def test_one_address_gets_ten_wrong_pins_over_staff_phone_and_scan_pages(
             (f"{location}/validate", {"csrf": token, "pin": PIN}),
             (f"{location}/scan", {"csrf": token, "pin": PIN}),
         ):
-            refused = till.post(action, data=form)
+            refused = till.post(action, data=form, follow_redirects=True)
             assert refused.status_code == 429, (action, refused.text)
             assert "Too many wrong PINs" in refused.text
 
@@ -143,16 +146,20 @@ def test_a_right_pin_on_one_page_gives_back_its_count_on_all(account: Acct, live
     with httpx2.Client(base_url=live_server.url, timeout=30) as till:
         token = csrf_token(till, staff)
         for attempt in range(9):
-            wrong = till.post(staff, data={"csrf": token, "pin": f"{1000 + attempt}", "code": "abcdef"})
+            form = {"csrf": token, "pin": f"{1000 + attempt}", "code": "abcdef"}
+            wrong = till.post(staff, data=form, follow_redirects=True)
             assert wrong.status_code == 403, wrong.text
         for _ in range(3):
             till.cookies.clear()
             location = till.get(f"/p/{campaign['code']}").headers["location"]
-            done = till.post(f"{location}/scan", data={"csrf": csrf_token(till, location), "pin": PIN})
+            form = {"csrf": csrf_token(till, location), "pin": PIN}
+            done = till.post(f"{location}/scan", data=form, follow_redirects=True)
             assert done.status_code == 200, done.text
         token = csrf_token(till, staff)
-        assert till.post(staff, data={"csrf": token, "pin": "0000", "code": "abcdef"}).status_code == 403
-        assert till.post(staff, data={"csrf": token, "pin": PIN, "code": "abcdef"}).status_code == 429
+        wrong = till.post(staff, data={"csrf": token, "pin": "0000", "code": "abcdef"}, follow_redirects=True)
+        assert wrong.status_code == 403
+        right = till.post(staff, data={"csrf": token, "pin": PIN, "code": "abcdef"}, follow_redirects=True)
+        assert right.status_code == 429
 
 
 def test_the_coupon_page_with_its_pin_form_cannot_be_framed(
@@ -173,6 +180,9 @@ def test_the_coupon_page_with_its_pin_form_cannot_be_framed(
         assert refused.status_code == 422
         _unframeable(refused)
         wrong = phone.post(f"{page}/validate", data={"csrf": token, "pin": "0000"})
+        assert wrong.status_code == 303  # to the coupon, showing "Wrong PIN." (403)
+        _unframeable(wrong)
+        wrong = phone.get(wrong.headers["location"])
         assert wrong.status_code == 403
         _unframeable(wrong)
         done = phone.post(f"{page}/validate", data={"csrf": token, "pin": PIN})
@@ -194,10 +204,11 @@ def test_a_custom_code_equal_to_another_coupons_widget_code_validates_its_own_co
     assert second["status"]["status"] == "OK", second
     staff = f"/p/{campaign['code']}/staff"
     with httpx2.Client(base_url=live_server.url) as till:
-        token = csrf_token(till, staff)
-        by_custom = till.post(staff, data={"csrf": token, "pin": PIN, "code": widget.upper()})
+        form = {"csrf": csrf_token(till, staff), "pin": PIN, "code": widget.upper()}
+        by_custom = till.post(staff, data=form, follow_redirects=True)
         assert by_custom.status_code == 200, by_custom.text
-        by_widget = till.post(staff, data={"csrf": token, "pin": PIN, "code": widget})
+        form = {"csrf": csrf_token(till, staff), "pin": PIN, "code": widget}
+        by_widget = till.post(staff, data=form, follow_redirects=True)
         assert by_widget.status_code == 200, by_widget.text
     states = [
         account.call("/v3/couponsession/data", couponsession=link["single_use_code"]).json()["data"]["status"]

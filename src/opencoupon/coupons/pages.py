@@ -6,10 +6,12 @@ when the request asks for `Accept: application/json`."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
@@ -21,7 +23,7 @@ from opencoupon import branding, web
 from opencoupon.coupons import expiry, gates, repository, service, staff_device, views
 from opencoupon.coupons.sessions import session_path
 from opencoupon.errors import ApiError, error_body
-from opencoupon.kit import ids
+from opencoupon.kit import idempotency, ids
 from opencoupon.kit.clock import utcnow
 from opencoupon.kit.crypto import token
 from opencoupon.kit.dates import fmt, parse_birthday
@@ -156,6 +158,112 @@ def _respond(request: Request, out: Outcome, csrf: Csrf | None = None) -> Respon
     if csrf is not None:
         csrf.attach(response, request)
     return response
+
+
+# ---------------------------------------------------------------- a form's answer after its redirect
+
+# Every HTML answer to a staff PIN form (the staff page, the QR scan page, the PIN on the phone) is
+# a 303 to a GET of the page, so reloading it posts nothing again: no second validation, no wrong
+# PIN counted twice. What the form answered goes along in the address for a few minutes,
+# encrypted (the staff page's answer names the coupon's code) and bound to that page.
+RESULT_PARAM = "result"
+RESULT_MAX_AGE = dt.timedelta(minutes=10)
+_RESULT_MAX_LENGTH = 4096
+# What the staff typed in the code field goes back into it when no longer than a code can be
+# (a megabyte typed is not carried into an address); the page's messages are short.
+_ENTERED_MAX_LENGTH = 200
+_MESSAGE_MAX_LENGTH = 500
+# The same form sent again (a double tap, the browser's "resend") answers its first sending; sent
+# again for another coupon or amount, it is refused.
+FORM_USED = "This form was already sent. Please use the new form."
+FORM_IN_PROGRESS = "This form is being sent already. Please wait a moment and reload the page."
+
+
+def _result_redirect(request: Request, runtime: Runtime, out: Outcome, page: str) -> Outcome:
+    """A form's HTML answer as a 303 to `page` carrying it; JSON answers, gates and redirects go as
+    they are."""
+    if request.method != "POST" or wants_json(request) or out.gate is not None or out.redirect is not None:
+        return out
+    entered = str(out.context.get("entered") or "")
+    result = {
+        "page": page,
+        "at": utcnow().isoformat(),
+        "status": out.status,
+        "error": str(out.context.get("error") or "")[:_MESSAGE_MAX_LENGTH],
+        "notice": str(out.context.get("notice") or "")[:_MESSAGE_MAX_LENGTH],
+        "entered": entered if len(entered) <= _ENTERED_MAX_LENGTH else "",
+        "retry_after": out.headers.get("Retry-After", ""),
+    }
+    sealed = runtime.keyring.encrypt(json.dumps(result))
+    return Outcome(redirect=f"{page}?{urlencode({RESULT_PARAM: sealed})}", device=out.device)
+
+
+def _read_result(request: Request, runtime: Runtime, page: str) -> dict[str, Any] | None:
+    """The answer a form's redirect to `page` carries: None when there is none, or it is made up,
+    for another page, or too old."""
+    sealed = request.query_params.get(RESULT_PARAM, "")
+    text = runtime.keyring.decrypt(sealed) if 0 < len(sealed) <= _RESULT_MAX_LENGTH else None
+    try:
+        result = json.loads(text) if text else None
+    except ValueError:
+        return None
+    if not isinstance(result, dict) or result.get("page") != page:
+        return None
+    made = dt.datetime.fromisoformat(str(result.get("at")))
+    now = utcnow()
+    return result if made <= now + dt.timedelta(minutes=1) and now - made <= RESULT_MAX_AGE else None
+
+
+def _with_result(request: Request, runtime: Runtime, out: Outcome, page: str) -> Outcome:
+    """The page's GET showing the answer its form's redirect carried. A page that refuses by itself
+    (no PIN set, method not used) keeps its own answer; JSON never gets such a redirect."""
+    if wants_json(request) or out.gate is not None or out.redirect is not None or out.status != 200:
+        return out
+    result = _read_result(request, runtime, page)
+    if result is None:
+        return out
+    out.status = int(result["status"])
+    for name in ("error", "notice", "entered"):
+        if result.get(name):
+            out.context[name] = str(result[name])
+    if result.get("retry_after"):
+        out.headers["Retry-After"] = str(result["retry_after"])
+    return out
+
+
+def _form_page(request: Request, runtime: Runtime, out: Outcome, page: str) -> Outcome:
+    """A POST's HTML answer redirected to `page`; a GET of `page` with the answer it carries."""
+    if request.method == "POST":
+        return _result_redirect(request, runtime, out, page)
+    return _with_result(request, runtime, out, page)
+
+
+def _form_key(nonce: str) -> str:
+    return f"coupon-validate:{nonce}"
+
+
+def _claim_form(
+    s: Session, runtime: Runtime, campaign: Campaign, nonce: str, asked: list[Any]
+) -> dict[str, Any] | None:
+    """Claim the validation form's nonce (kit.idempotency, as the loyalty forms do) for what it asks
+    (`asked`: method, coupon, amount): None the first time, in the validation's own transaction
+    (a refused validation gives it back); the answer its first sending kept when the same form
+    comes again."""
+    fingerprint = runtime.keyring.digest("coupon-validate:" + json.dumps([campaign.id, *asked]))
+    ttl = dt.timedelta(hours=runtime.settings.idempotency_ttl_hours)
+    try:
+        kept = idempotency.claim(s, campaign.account_id, _form_key(nonce), fingerprint, ttl=ttl)
+    except ApiError as err:  # 306: sent again for another coupon; 307: the first still running
+        raise ApiError(308, FORM_USED if err.code == 306 else FORM_IN_PROGRESS, http_status=409) from err
+    return None if kept is None else dict(json.loads(idempotency.kept_answer(runtime.keyring, kept)))
+
+
+def _keep_answer(
+    s: Session, runtime: Runtime, campaign: Campaign, nonce: str, answer: dict[str, str]
+) -> None:
+    """What a form sending again is answered: its message only (the coupon's data, its holder's
+    name and email, is read afresh, so none of it is kept here)."""
+    idempotency.store(s, runtime.keyring, campaign.account_id, _form_key(nonce), 200, json.dumps(answer))
 
 
 def _not_found(request: Request, what: str) -> Response:
@@ -491,7 +599,8 @@ def _staff(request: Request, runtime: Runtime, code: str, form: dict[str, str], 
             json=error_body(status, [error_code], [message]),
         )
 
-    if not csrf_ok(request, runtime, form.get("csrf", "")):
+    nonce = web.form_nonce(runtime, request, form.get("csrf", ""))
+    if nonce is None:
         return fail(403, web.csrf_refusal(request), 300)
     client = web.client_key(request)
     proven = staff_device.recognised(request, runtime, campaign, now)
@@ -534,11 +643,16 @@ def _staff(request: Request, runtime: Runtime, code: str, form: dict[str, str], 
             refusal = gates.owner_refusal(s, campaign, row)
             if refusal is not None:
                 return fail(403, refusal)
-            service.validate(s, runtime, campaign, row, now, method=method, validation_value=money)
+            # The same form sent again answers what its first sending did, validating nothing.
+            kept = _claim_form(s, runtime, campaign, nonce, [method, row.id, str(money)])
+            if kept is None:
+                service.validate(s, runtime, campaign, row, now, method=method, validation_value=money)
+                kept = {"notice": f"Coupon {row.short_code} validated."}
+                _keep_answer(s, runtime, campaign, nonce, kept)
             result = views.session_data(s, runtime, campaign, row, now, action="validated")
     except ApiError as err:
         return fail(err.http_status, err.description, err.code)
-    notice = f"Coupon {row.short_code} validated."
+    notice = str(kept["notice"])
     return Outcome(
         template="coupons/staff.html", context={**base, "notice": notice}, json={**result, "message": notice}
     )
@@ -553,6 +667,7 @@ async def staff_page(request: Request, code: str) -> Response:
     out = await run_in_threadpool(_staff, request, runtime, code, form, csrf)
     if out is None:
         return _not_found(request, "campaign")
+    out = _form_page(request, runtime, out, f"/p/{code}/staff")
     return private_page(_respond(request, out, csrf))
 
 
@@ -564,6 +679,7 @@ async def show_session(request: Request, code: str, session_code: str) -> Respon
     out = await run_in_threadpool(_show, request, runtime, code, session_code, csrf)
     if out is None:
         return _not_found(request, "session")
+    out = _with_result(request, runtime, out, f"/p/{code}/{session_code}")
     # The coupon holds the staff PIN form (validation on the phone): no frames, as the staff pages;
     # its address is the session's bearer token: no cache keeps it.
     return private_page(_respond(request, out, csrf))
@@ -713,6 +829,7 @@ def _validate_with_pin(
     error, status, error_code = "", 200, 308
     form_off = False
     headers: dict[str, str] = {}
+    nonce = web.form_nonce(runtime, request, form.get("csrf", "")) if form else None
     try:
         with runtime.db.transaction() as s:
             # The QR scan page is the staff's; the gates guard the consumer's pages only.
@@ -739,7 +856,7 @@ def _validate_with_pin(
                 error, status, form_off = CLAIM_FIRST, 409, True
             elif not form:
                 pass
-            elif not csrf_ok(request, runtime, form.get("csrf", "")):
+            elif nonce is None:
                 error, status, error_code = web.csrf_refusal(request), 403, 300
             elif row.locked:
                 error, status = MESSAGES["locked"], 409
@@ -765,7 +882,11 @@ def _validate_with_pin(
                     staff_device.grant(request, runtime, campaign, now)
                 service.clear_pin_failures(s, row, now)
                 money = service.parse_money(form.get("validation_value") or None)
-                service.validate(s, runtime, campaign, row, now, method=method, validation_value=money)
+                # The same form sent again answers what its first sending did, validating nothing.
+                kept = _claim_form(s, runtime, campaign, nonce, [method, row.id, str(money)])
+                if kept is None:
+                    service.validate(s, runtime, campaign, row, now, method=method, validation_value=money)
+                    _keep_answer(s, runtime, campaign, nonce, {"notice": NOTICES["validated"]})
                 if method == "pin" and not wants_json(request):
                     return Outcome(redirect=f"{session_path(campaign, row)}?done=validated")
                 context, data = _session_context(
@@ -793,6 +914,7 @@ async def validate_on_phone(request: Request, code: str, session_code: str) -> R
     out = await run_in_threadpool(_validate_with_pin, request, runtime, code, session_code, form, csrf, "pin")
     if out is None:
         return _not_found(request, "session")
+    out = _result_redirect(request, runtime, out, f"/p/{code}/{session_code}")
     return private_page(_respond(request, out, csrf))
 
 
@@ -805,4 +927,5 @@ async def scan_page(request: Request, code: str, session_code: str) -> Response:
     out = await run_in_threadpool(_validate_with_pin, request, runtime, code, session_code, form, csrf, "qr")
     if out is None:
         return _not_found(request, "session")
+    out = _form_page(request, runtime, out, f"/p/{code}/{session_code}/scan")
     return private_page(_respond(request, out, csrf))
