@@ -385,3 +385,144 @@ def test_the_holder_page_shows_reward_dates_in_the_account_time_zone(
     page = http.get(location).text
     assert f"{local:%d %B %Y %H:%M} (Pacific/Auckland)" in page
     assert f"{issued:%Y-%m-%d %H:%M}" not in page  # not the raw UTC time
+
+
+# --- a PIN search from many addresses, and the counter's own device ---------------------------------
+
+JSON = {"Accept": "application/json"}
+
+
+def _from(http: httpx2.Client, last_octet: int) -> httpx2.Client:
+    """A client at its own loopback address (127.0.0.N): another client address for the limits."""
+    transport = httpx2.HTTPTransport(local_address=f"127.0.0.{last_octet}")
+    return httpx2.Client(base_url=http.base_url, timeout=30, transport=transport)
+
+
+def _stamp(client: httpx2.Client, card: dict[str, Any], pin: str, holder: str) -> httpx2.Response:
+    staff = f"/l/{card['code']}/staff"
+    token = form_token(client.get(staff).text)
+    return client.post(staff, data={"form_token": token, "holder": holder, "pin": pin}, headers=JSON)
+
+
+def _pin_search(attackers: list[httpx2.Client], card: dict[str, Any], first_guess: int) -> tuple[int, int]:
+    """Every address guesses PINs on the card's staff page in turn until it is refused: (guesses
+    checked, seconds to wait)."""
+    staff = f"/l/{card['code']}/staff"
+    checked, wait = 0, 10 * 60
+    for client in attackers:
+        token = form_token(client.get(staff).text)
+        while True:
+            pin = f"{first_guess + checked:04d}"
+            data = {"form_token": token, "holder": "ZZZZZZ", "pin": pin}
+            answer = client.post(staff, data=data, headers=JSON)
+            if answer.status_code == 429:
+                wait = max(wait, int(answer.headers.get("retry-after", 10 * 60)))
+                break
+            assert answer.status_code == 403, (pin, answer.status_code, answer.text)  # the PIN not found
+            checked += 1
+    return checked, wait
+
+
+def test_a_loyalty_pin_search_spread_over_many_addresses_is_stopped(
+    http: httpx2.Client, account: Acc, clock_offset: Any
+) -> None:
+    """Eleven addresses guess a card's 4-digit staff PIN for three days, each time as soon as they
+    are let: every time the card's hundred wrong PINs are reached its PINs are refused twice as long
+    (15 minutes, 30 minutes, … a day), so they check 900 PINs, not every one of the 10,000. (A
+    backstop that started again every ten minutes let them try all of them in a day.)"""
+    card = create_card(account, type="points", pin="2361")
+    attackers = [_from(http, n) for n in range(2, 13)]
+    checked, waits, elapsed = 0, [], dt.timedelta(0)
+    try:
+        while elapsed < dt.timedelta(days=3):
+            found, wait = _pin_search(attackers, card, checked)
+            checked += found
+            waits.append(wait)
+            elapsed += dt.timedelta(seconds=wait + 1)
+            clock_offset(elapsed)
+    finally:
+        for client in attackers:
+            client.close()
+    assert checked == 900, (checked, waits)
+    # 15 minutes, then twice as long each time, up to a day (Retry-After: the seconds left).
+    minutes = [round(wait / 60) for wait in waits]
+    assert minutes[:9] == [15, 30, 60, 120, 240, 480, 960, 1440, 1440], minutes
+
+
+def test_the_counter_with_the_staff_device_cookie_stamps_while_the_card_is_locked(
+    http: httpx2.Client, account: Acc, runtime: Runtime, clock_offset: Any
+) -> None:
+    """The counter's device that typed the right PIN on the card's staff page carries a signed
+    "staff device" cookie: a search from other addresses that locks the card's PINs does not lock
+    it out. A device without the cookie (the holder's phone too: its PIN gives none), a forged one,
+    another card's, an expired one, or one given before the PIN was changed, is refused like
+    everyone."""
+    card = create_card(account, type="points", pin="1357")
+    other = create_card(account, type="points", pin="1357")
+    user = create_holder(account, card["id"], first_name="Max", last_name="Power")
+    attackers = [_from(http, n) for n in range(2, 13)]
+    till, newcomer, forger, phone = (_from(http, n) for n in (20, 21, 22, 23))
+    try:
+        first = _stamp(till, card, "1357", user["code"])
+        assert first.status_code == 200, first.text
+        (cookie,) = [c for c in first.headers.get_list("set-cookie") if c.startswith("oc_staff=")]
+        assert "HttpOnly" in cookie, cookie
+        assert f"Path=/l/{card['code']}" in cookie, cookie
+        assert "Max-Age=2592000" in cookie, cookie  # 30 days
+        given = till.cookies["oc_staff"]
+        # The PIN typed on the holder's own phone gives no cookie: that device is the holder's.
+        location = join(phone, card["code"], first_name="Li", email="li@example.com").headers["location"]
+        stamped = phone.post(
+            location + "/collect",
+            data={"form_token": form_token(phone.get(location).text), "pin": "1357", "amount": "1"},
+        )
+        assert stamped.status_code == 303, stamped.text
+        assert "oc_staff" not in phone.cookies
+
+        assert _pin_search(attackers, card, 0)[0] == 100
+        for _ in range(2):  # the counter goes on, every time
+            done = _stamp(till, card, "1357", user["code"])
+            assert done.status_code == 200, done.text
+        assert [d for d, _, _ in ledger_of(runtime, int(user["ID"]))] == [1, 1, 1]
+        refused = _stamp(newcomer, card, "1357", user["code"])
+        assert refused.status_code == 429, refused.text
+        assert refused.json() == {"error": "Too many wrong PINs. Try again in 15 minutes."}
+        assert 14 * 60 < int(refused.headers["retry-after"]) <= 15 * 60
+        on_phone = phone.post(
+            location + "/collect",
+            data={"form_token": form_token(phone.get(location).text), "pin": "1357", "amount": "1"},
+        )
+        assert on_phone.status_code == 429, on_phone.text
+        assert "Too many wrong PINs. Try again in 15 minutes." in on_phone.text
+        assert "retry-after" in on_phone.headers
+        forged_value = given[:-1] + ("0" if given[-1] != "0" else "1")
+        for forged in (forged_value, f"{card['id']}.9999999999.{'0' * 64}", "x"):
+            forger.cookies.set("oc_staff", forged)
+            assert _stamp(forger, card, "1357", user["code"]).status_code == 429, forged
+        assert [d for d, _, _ in ledger_of(runtime, int(user["ID"]))] == [1, 1, 1]
+
+        # Another card's cookie gives nothing there (the same value works where it was given).
+        assert _pin_search(attackers, other, 0)[0] == 100
+        forger.cookies.clear()
+        forger.cookies.set("oc_staff", given)
+        assert _stamp(forger, other, "1357", "ZZZZZZ").status_code == 429
+        assert _stamp(forger, card, "1357", "ZZZZZZ").status_code == 404
+
+        # A month without a right PIN: the cookie has expired.
+        clock_offset(dt.timedelta(days=31))
+        assert _pin_search(attackers, card, 100)[0] == 100
+        assert _stamp(till, card, "1357", user["code"]).status_code == 429
+
+        # A new PIN: cookies given for the old one give nothing.
+        clock_offset(dt.timedelta(days=33))
+        renewed = _stamp(till, card, "1357", user["code"])
+        assert renewed.status_code == 200, renewed.text
+        changed = account.client.patch(
+            f"/v4/loyalty/loyalty-cards/{card['id']}", json={"pin": "8642"}, headers=account.headers
+        )
+        assert changed.status_code == 200, changed.text
+        assert _pin_search(attackers, card, 200)[0] == 100
+        assert _stamp(till, card, "8642", user["code"]).status_code == 429
+    finally:
+        for client in (*attackers, till, newcomer, forger, phone):
+            client.close()

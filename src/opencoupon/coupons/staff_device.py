@@ -1,14 +1,17 @@
 """The staff device cookie: a till (or a staff phone) that typed a campaign's right PIN on the
-staff page or on the QR scan page gets a signed cookie saying so, and keeps typing PINs while
-a search from other addresses holds the campaign's backstop on wrong PINs (opencoupon.kit.lockout,
-`GuessLimit(proven=True)`): the shop's own validations go on during an attack. The cookie still
-needs the right PIN for every validation, and its address's own limit applies.
+staff page or on the QR scan page (or a loyalty card's on the card's staff page) gets a signed
+cookie saying so, and keeps typing PINs while a search from other addresses holds the campaign's
+(card's) backstop on wrong PINs (opencoupon.kit.lockout, `GuessLimit(proven=True)`): the shop's
+own validations go on during an attack. The cookie still needs the right PIN for every
+validation, and its address's own limit applies.
 
 The value is "<campaign id>.<expiry, Unix seconds>.<HMAC>", the HMAC under a key of the server
 keyring over the campaign, the expiry and the campaign's PIN digest: a forged or expired cookie,
 another campaign's, or one given before the PIN was changed, is no cookie. It is HttpOnly, sent
-only to the campaign's pages (`Path=/p/<code>`), and renewed (for `MAX_AGE` more) by each right
-PIN. The PIN on the consumer's phone gives none: that device is the consumer's."""
+only to the campaign's pages (`Path=/p/<code>`; a loyalty card's: `Path=/l/<code>`, signed under
+another key, so a campaign's cookie names no card of the same id), and renewed (for `MAX_AGE` more)
+by each right PIN. The PIN on the consumer's phone (or on the holder's card page) gives none: that
+device is the consumer's."""
 
 from __future__ import annotations
 
@@ -23,12 +26,15 @@ from starlette.responses import Response
 
 from opencoupon import web
 from opencoupon.kit.crypto import constant_time_equals
-from opencoupon.models import Campaign
+from opencoupon.models import Campaign, LoyaltyCard
 from opencoupon.runtime import Runtime
 
 COOKIE = "oc_staff"
 MAX_AGE = dt.timedelta(days=30)
 _VALUE = re.compile(r"^([0-9]{1,18})\.([0-9]{1,12})\.([0-9a-f]{64})$")
+
+# What a staff PIN guards: a coupon campaign or a loyalty card.
+Guarded = Campaign | LoyaltyCard
 
 
 @dataclass(frozen=True)
@@ -42,14 +48,20 @@ def _epoch(moment: dt.datetime) -> int:
     return int(moment.replace(tzinfo=dt.UTC).timestamp())
 
 
-def _signature(runtime: Runtime, campaign: Campaign, expires: int) -> str:
-    key = runtime.keyring.derive_key("staff-device")
-    message = f"{campaign.id}.{expires}.{campaign.pin_digest or ''}"
+def _path(guarded: Guarded) -> str:
+    return f"/l/{guarded.code}" if isinstance(guarded, LoyaltyCard) else f"/p/{guarded.code}"
+
+
+def _signature(runtime: Runtime, guarded: Guarded, expires: int) -> str:
+    purpose = "staff-device-loyalty" if isinstance(guarded, LoyaltyCard) else "staff-device"
+    key = runtime.keyring.derive_key(purpose)
+    message = f"{guarded.id}.{expires}.{guarded.pin_digest or ''}"
     return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
 
 
-def recognised(request: Request, runtime: Runtime, campaign: Campaign, now: dt.datetime) -> bool:
-    """Whether the request carries this campaign's genuine, unexpired staff device cookie."""
+def recognised(request: Request, runtime: Runtime, campaign: Guarded, now: dt.datetime) -> bool:
+    """Whether the request carries this campaign's (or card's) genuine, unexpired staff device
+    cookie."""
     found = _VALUE.match(request.cookies.get(COOKIE, ""))
     if found is None or not campaign.pin_digest or int(found.group(1)) != campaign.id:
         return False
@@ -59,12 +71,12 @@ def recognised(request: Request, runtime: Runtime, campaign: Campaign, now: dt.d
     return constant_time_equals(found.group(3), _signature(runtime, campaign, expires))
 
 
-def grant(request: Request, runtime: Runtime, campaign: Campaign, now: dt.datetime) -> None:
+def grant(request: Request, runtime: Runtime, campaign: Guarded, now: dt.datetime) -> None:
     """The right PIN was typed on this device: give it the cookie (or renew it) with the answer,
     whatever answer the page then makes (`attach`)."""
     expires = _epoch(now + MAX_AGE)
     value = f"{campaign.id}.{expires}.{_signature(runtime, campaign, expires)}"
-    request.state.staff_device = _Pass(f"/p/{campaign.code}", value)
+    request.state.staff_device = _Pass(_path(campaign), value)
 
 
 def attach(response: Response, request: Request) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,12 +21,12 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 
 from opencoupon import branding, web
-from opencoupon.coupons import expiry, gates
+from opencoupon.coupons import expiry, gates, staff_device
 from opencoupon.coupons import service as coupons_service
 from opencoupon.errors import ApiError
 from opencoupon.kit import idempotency, ids
 from opencoupon.kit.clock import utcnow
-from opencoupon.kit.lockout import BACKSTOP_FACTOR, GuessLimit, Lockout
+from opencoupon.kit.lockout import BACKSTOP_FACTOR, EscalatingLockout, GuessLimit, Lockout
 from opencoupon.kit.ratelimit import retry_after_header
 from opencoupon.loyalty import repository as repo
 from opencoupon.loyalty import service
@@ -50,11 +51,15 @@ PIN_FAILURES = 10
 PIN_WINDOW = dt.timedelta(minutes=10)
 
 
-# Per card and client address, and ten times that per card from all addresses, counted in the
-# database (shared by every API process; see opencoupon.kit.lockout).
+# Per card and client address, and ten times that a day per card from all addresses, each time
+# locking the card's PINs twice as long (15 minutes up to a day, as a campaign's staff PIN): a
+# backstop that started again every ten minutes let a search from many addresses try every 4-digit
+# PIN in a day. Counted in the database (shared by every API process; see opencoupon.kit.lockout).
+# A device with the staff device cookie (right PIN on the card's staff page lately) is held by its
+# address's limit only (coupons.staff_device), so the counter goes on stamping during a search.
 pin_guard = GuessLimit(
     Lockout("loyalty-pin", limit=PIN_FAILURES, window=PIN_WINDOW),
-    Lockout("loyalty-card-pin", limit=PIN_FAILURES * BACKSTOP_FACTOR, window=PIN_WINDOW),
+    EscalatingLockout("loyalty-card-pin", limit=PIN_FAILURES * BACKSTOP_FACTOR),
 )
 TOO_MANY_JOINS = "Too many cards were joined from this network. Please try again later."
 # A holder whose browser lost the card's cookie (cleared, another phone) cannot join again with
@@ -64,6 +69,30 @@ LOST_CARD_HELP = (
     "(cookies cleared, another phone), ask the staff: they can find your card by your email on "
     "their dashboard and give you back its link."
 )
+
+
+def _pin_wait(session: Session, runtime: Runtime, card_id: int, client: str, proven: bool) -> float:
+    """Seconds until PINs may be typed again: the longer of the limits that refuse them, the
+    address's own window and the card's lockout (which holds no staff device)."""
+    own, backstop = pin_guard.per_client, pin_guard.per_secret
+    wait = 0.0
+    if own.count(session, runtime.keyring, card_id, client) > own.limit:
+        wait = own.seconds_left(session, runtime.keyring, card_id, client)
+    if not proven and backstop.count(session, runtime.keyring, card_id) > backstop.limit:
+        wait = max(wait, backstop.seconds_left(session, runtime.keyring, card_id))
+    return wait
+
+
+def _too_many_pins(wait: float) -> str:
+    """The refusal, with the time left: minutes, whole hours past an hour ("… in 1 day.")."""
+    minutes = max(1, math.ceil(wait / 60))
+    if minutes <= 60:
+        return f"Too many wrong PINs. Try again in {minutes} minute{'' if minutes == 1 else 's'}."
+    hours = math.ceil(minutes / 60)
+    if hours % 24 == 0:
+        days = hours // 24
+        return f"Too many wrong PINs. Try again in {days} day{'' if days == 1 else 's'}."
+    return f"Too many wrong PINs. Try again in {hours} hours."
 
 
 def _join_limit(runtime: Runtime) -> Lockout | None:
@@ -429,6 +458,23 @@ def _staff_response(
     result: dict[str, Any] | None,
     error: str,
     status: int,
+    retry_after: float = 0.0,
+) -> Response:
+    response = _staff_answer(request, runtime, card, values, result, error, status)
+    if retry_after:
+        response.headers["Retry-After"] = retry_after_header(retry_after)
+    staff_device.attach(response, request)  # a right PIN on this page: the counter's cookie
+    return response
+
+
+def _staff_answer(
+    request: Request,
+    runtime: Runtime,
+    card: LoyaltyCard,
+    values: dict[str, str],
+    result: dict[str, Any] | None,
+    error: str,
+    status: int,
 ) -> Response:
     if web.wants_json(request):
         if error:
@@ -459,6 +505,7 @@ class _Outcome:
     result: dict[str, Any] | None = None
     error: str = ""
     status: int = 200
+    retry_after: float = 0.0  # seconds, for a refusal by the PIN limits
 
 
 def _collect(
@@ -486,11 +533,16 @@ def _collect(
         if not card.active or not card.pin_digest:
             return card, _Outcome(error="Collecting on this card is not possible at the moment.", status=409)
         # Counted before it is checked, given back when right (opencoupon.kit.lockout).
-        if not pin_guard.attempt(session, runtime.keyring, card.id, client):
-            return card, _Outcome(error="Too many wrong PINs. Please wait a few minutes.", status=429)
+        now = utcnow()
+        proven = staff_device.recognised(request, runtime, card, now)
+        if not pin_guard.attempt(session, runtime.keyring, card.id, client, proven=proven):
+            wait = _pin_wait(session, runtime, card.id, client, proven)
+            return card, _Outcome(error=_too_many_pins(wait), status=429, retry_after=wait)
         if not service.pin_matches(runtime, card, pin.strip()):
             return card, _Outcome(error="Wrong PIN.", status=403)
-        pin_guard.refund(session, runtime.keyring, card.id, client)
+        pin_guard.refund(session, runtime.keyring, card.id, client, proven=proven)
+        if source == "staff":  # the card's staff page is the counter's; the card page the holder's
+            staff_device.grant(request, runtime, card, now)
         if not 1 <= amount <= MAX_FORM_AMOUNT:
             return card, _Outcome(error=f"Enter an amount from 1 to {MAX_FORM_AMOUNT}.", status=422)
         holder = find_holder(session, card)
@@ -566,7 +618,9 @@ def staff_collect(
         outcome = _Outcome(error=str(result["error"]), status=409)
         result = None
     values = {"holder": short if outcome.error else "", "amount": amount}
-    return _staff_response(request, runtime, card, values, result, outcome.error, outcome.status)
+    return _staff_response(
+        request, runtime, card, values, result, outcome.error, outcome.status, outcome.retry_after
+    )
 
 
 def _added(raw: str) -> int:
@@ -629,9 +683,13 @@ def card_collect(
     result = outcome.result or {}
     # A refusal of the change itself ("error" in the result) is a 409, as the HTML says.
     refused_status = outcome.status if outcome.error else 409
+    # A refusal by the PIN limits says when PINs may be typed again.
+    wait_header = {"Retry-After": retry_after_header(outcome.retry_after)} if outcome.retry_after else {}
     if web.wants_json(request):
         if outcome.error or "error" in result:
-            refusal = JSONResponse({"error": outcome.error or result["error"]}, status_code=refused_status)
+            refusal = JSONResponse(
+                {"error": outcome.error or result["error"]}, status_code=refused_status, headers=wait_header
+            )
             return private_page(refusal)
         return private_page(JSONResponse(result))
     if outcome.error or "error" in result:
@@ -651,9 +709,9 @@ def card_collect(
             error=outcome.error or str(result["error"]),
         )
         status = refused_status
-        return web.with_csrf_cookie(
-            private_page(render(request, "loyalty/card.html", ctx, status_code=status)), request, cookie
-        )
+        page = render(request, "loyalty/card.html", ctx, status_code=status)
+        page.headers.update(wait_header)
+        return web.with_csrf_cookie(private_page(page), request, cookie)
     # What the stamp did, for the card page to say: the cards it completed and the rewards it issued.
     answer = f"added={result.get('added', 0)}"
     if result.get("cards_completed"):
