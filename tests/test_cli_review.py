@@ -212,6 +212,8 @@ def test_account_options_that_are_not_utf8(clean_env: dict[str, str], command: s
         ("serve", "--no-migrate", "--workers", "-1"),
         ("worker", "--concurrency", "0"),
         ("worker", "--once", "--concurrency", "-3"),
+        # Each job thread may hold a database connection (SQLite's pool has no limit).
+        ("worker", "--once", "--concurrency", "100000"),
     ],
 )
 def test_out_of_range_numbers_are_usage_errors(clean_env: dict[str, str], args: tuple[str, ...]) -> None:

@@ -76,9 +76,18 @@ def serve(
     )
 
 
+# A thread and, on SQLite, a database connection (two file descriptors) per job at once.
+WORKER_MAX_CONCURRENCY = 256
+
+
 @app.command()
 def worker(
-    concurrency: int = typer.Option(16, min=1, help="Jobs run at the same time."),
+    concurrency: int = typer.Option(
+        16,
+        min=1,
+        max=WORKER_MAX_CONCURRENCY,
+        help="Jobs run at the same time (each may hold a database connection).",
+    ),
     once: bool = typer.Option(False, help="Run until no job is due, then exit."),
     wait: bool = typer.Option(
         True,
