@@ -461,9 +461,11 @@ def test_requests_deferred_behind_a_stalled_origin_do_not_use_up_their_tries(
         ) as runner:
             progress = _until_done(account, runner, answer["notification"])
         _add_up(progress)
-        # The first request of each round hung (one try each: the first subscriber twice, so it
-        # failed); the four deferred twice were sent on the third round.
-        assert (progress["sent"], progress["failed"]) == (4, 1), progress
+        # Two requests ever hung, one per round. Only a subscriber whose both tries hung may fail
+        # (which one was first in each round varies with load: all five can end sent); before,
+        # every deferred request lost its try and all five failed.
+        assert progress["sent"] + progress["failed"] == 5, progress
+        assert progress["failed"] <= 1, progress
     finally:
         standin.stop()
 
